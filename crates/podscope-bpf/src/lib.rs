@@ -1,0 +1,20 @@
+//! The kernel side of podscope: loads the BPF probes, owns the in-kernel
+//! filter maps and ring buffers, counts losses, and decodes raw records into
+//! [`podscope_model::Event`]s. The only podscope crate with `unsafe` code.
+
+mod decode;
+mod error;
+mod load;
+pub mod sys;
+mod tracer;
+
+mod bio;
+mod cache;
+mod exec;
+mod exit;
+mod open;
+mod tcp;
+
+pub use error::Error;
+pub use sys::{check_privileges, probe_support, ProbeSupport};
+pub use tracer::{Filter, ProbeStats, TraceOptions, Tracer};

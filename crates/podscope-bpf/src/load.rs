@@ -1,0 +1,151 @@
+//! What every probe module shares: the loaded-probe trait, loss counters,
+//! libbpf log capture, and the open -> configure -> load -> attach sequence.
+
+use std::os::fd::BorrowedFd;
+use std::sync::Mutex;
+
+use libbpf_rs::{MapCore, MapFlags, PrintLevel};
+use podscope_model::{Event, ProbeKind};
+
+use crate::decode::Clock;
+
+/// Settings every probe receives before load.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LoadSettings<'a> {
+    pub filter_by_cgroup: bool,
+    pub filter_by_pid: bool,
+    pub filter_comm: Option<[i8; 16]>,
+    pub ring_bytes: u32,
+    pub wakeup_bytes: u64,
+    /// Our own pid, to leave out; 0 to trace ourselves too.
+    pub self_tgid: u32,
+    /// The filter maps of the first probe loaded, shared by the others.
+    pub shared_filters: Option<(BorrowedFd<'a>, BorrowedFd<'a>)>,
+}
+
+/// Decodes one ring-buffer record of a probe.
+pub(crate) type DecodeFn = fn(&[u8], &Clock) -> Option<Event>;
+
+/// A probe that is loaded and attached.
+pub(crate) trait LoadedProbe {
+    fn kind(&self) -> ProbeKind;
+    /// The ring buffer map, or None for probes that aggregate in maps.
+    fn ring(&self) -> Option<&dyn MapCore>;
+    fn decoder(&self) -> DecodeFn;
+    fn stats_map(&self) -> &dyn MapCore;
+    fn filter_cgroups(&self) -> &libbpf_rs::MapMut<'static>;
+    fn filter_pids(&self) -> &libbpf_rs::MapMut<'static>;
+    /// Periodic work: probes that aggregate in the kernel emit their totals here.
+    fn collect(&mut self, _clock: &Clock, _out: &mut Vec<Event>) -> Result<(), crate::Error> {
+        Ok(())
+    }
+}
+
+/// Sums one per-CPU u64 counter of `probe_stats`.
+pub(crate) fn read_stat(map: &dyn MapCore, index: u32) -> u64 {
+    match map.lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY) {
+        Ok(Some(per_cpu)) => per_cpu
+            .iter()
+            .filter_map(|v| {
+                v.get(..8)
+                    .map(|b| u64::from_ne_bytes(b.try_into().unwrap()))
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
+static LIBBPF_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn capture(level: PrintLevel, msg: String) {
+    if matches!(level, PrintLevel::Debug) {
+        return;
+    }
+    if let Ok(mut log) = LIBBPF_LOG.lock() {
+        // Bounded: a verifier log can be megabytes.
+        if log.len() > 2000 {
+            log.drain(..1000);
+        }
+        log.extend(msg.lines().map(|l| l.to_string()));
+    }
+}
+
+/// Routes libbpf's messages into a buffer that load errors carry, instead of
+/// stderr (where hints like "try raising ulimit -l" mislead on memcg kernels).
+pub(crate) fn start_log_capture() {
+    libbpf_rs::set_print(Some((PrintLevel::Info, capture)));
+    take_log();
+}
+
+pub(crate) fn take_log() -> Vec<String> {
+    LIBBPF_LOG
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default()
+}
+
+/// Opens, configures, loads and attaches one skeleton; evaluates to the loaded
+/// skeleton with a `'static` lifetime (its storage lives as long as the
+/// process; the object itself is closed when the skeleton drops).
+macro_rules! load_skeleton {
+    ($builder:ty, $kind:expr, $settings:expr) => {{
+        use libbpf_rs::skel::{OpenSkel as _, Skel as _, SkelBuilder as _};
+        let settings: &$crate::load::LoadSettings = $settings;
+        let kind: podscope_model::ProbeKind = $kind;
+        let fail = |stage: &'static str| {
+            move |source: libbpf_rs::Error| $crate::Error::Load {
+                probe: kind,
+                stage,
+                source,
+                log: $crate::load::take_log(),
+            }
+        };
+        $crate::load::take_log();
+        let storage = Box::leak(Box::new(std::mem::MaybeUninit::uninit()));
+        let mut open = <$builder>::default()
+            .open(storage)
+            .map_err(fail("opened"))?;
+        if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+            ro.filter_by_cgroup = settings.filter_by_cgroup;
+            ro.filter_by_pid = settings.filter_by_pid;
+            ro.filter_by_comm = settings.filter_comm.is_some();
+            ro.filter_comm = settings.filter_comm.unwrap_or([0; 16]);
+            ro.wakeup_bytes = settings.wakeup_bytes;
+            ro.self_tgid = settings.self_tgid;
+        }
+        if let Some((cgroups, pids)) = settings.shared_filters {
+            open.maps
+                .filter_cgroups
+                .reuse_fd(cgroups)
+                .map_err(fail("opened"))?;
+            open.maps
+                .filter_pids
+                .reuse_fd(pids)
+                .map_err(fail("opened"))?;
+        }
+        open.maps
+            .events
+            .set_max_entries(settings.ring_bytes)
+            .map_err(fail("opened"))?;
+        let mut skel = open.load().map_err(fail("loaded"))?;
+        skel.attach().map_err(fail("attached"))?;
+        skel
+    }};
+}
+pub(crate) use load_skeleton;
+
+/// The accessors every probe implements identically from its skeleton.
+macro_rules! common_accessors {
+    () => {
+        fn stats_map(&self) -> &dyn libbpf_rs::MapCore {
+            &self.skel.maps.probe_stats
+        }
+        fn filter_cgroups(&self) -> &libbpf_rs::MapMut<'static> {
+            &self.skel.maps.filter_cgroups
+        }
+        fn filter_pids(&self) -> &libbpf_rs::MapMut<'static> {
+            &self.skel.maps.filter_pids
+        }
+    };
+}
+pub(crate) use common_accessors;

@@ -1,0 +1,110 @@
+//! tcp probe: connect, accept, close with lifetime and bytes, failed connects,
+//! retransmits and resets.
+
+mod skel {
+    #![allow(missing_debug_implementations, missing_docs, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/tcp.skel.rs"));
+}
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use podscope_model::{errno_name, Event, EventData, ProbeKind, TcpEvent, TcpKind};
+use skel::{types, TcpProbeSkel, TcpProbeSkelBuilder};
+
+use crate::decode::{header, read_record, Clock};
+use crate::load::{common_accessors, load_skeleton, DecodeFn, LoadSettings, LoadedProbe};
+
+// SAFETY: generated from the C struct: plain integers and arrays, no pointers.
+unsafe impl plain::Plain for types::tcp_event {}
+
+pub(crate) struct Probe {
+    skel: TcpProbeSkel<'static>,
+}
+
+pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crate::Error> {
+    let skel = load_skeleton!(TcpProbeSkelBuilder, ProbeKind::Tcp, settings);
+    Ok(Box::new(Probe { skel }))
+}
+
+impl LoadedProbe for Probe {
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::Tcp
+    }
+    fn ring(&self) -> Option<&dyn libbpf_rs::MapCore> {
+        Some(&self.skel.maps.events)
+    }
+    fn decoder(&self) -> DecodeFn {
+        decode
+    }
+    common_accessors!();
+}
+
+const AF_INET6: u16 = 10;
+
+fn addr(family: u16, raw: &[u8; 16]) -> String {
+    if family == AF_INET6 {
+        Ipv6Addr::from(*raw).to_string()
+    } else {
+        Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]).to_string()
+    }
+}
+
+fn state_name(state: u8) -> &'static str {
+    match state {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW_SYN_RECV",
+        _ => "UNKNOWN",
+    }
+}
+
+fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
+    let raw: types::tcp_event = read_record(data);
+    let kind = match raw.kind {
+        1 => TcpKind::Connect,
+        2 => TcpKind::Accept,
+        3 => TcpKind::Close,
+        4 => TcpKind::ConnectFailed,
+        5 => TcpKind::Retransmit,
+        6 => TcpKind::ResetSent,
+        7 => TcpKind::ResetReceived,
+        _ => return None,
+    };
+    let ends = matches!(kind, TcpKind::Close | TcpKind::ConnectFailed);
+    let h = header!(raw.hdr);
+    let data = EventData::Tcp(TcpEvent {
+        kind,
+        role: match raw.role {
+            1 => "client",
+            2 => "server",
+            _ => "unknown",
+        }
+        .into(),
+        family: if raw.family == AF_INET6 {
+            "ipv6"
+        } else {
+            "ipv4"
+        }
+        .into(),
+        saddr: addr(raw.family, &raw.saddr),
+        daddr: addr(raw.family, &raw.daddr),
+        sport: raw.sport,
+        dport: raw.dport,
+        state: state_name(raw.state).into(),
+        duration_ns: ends.then_some(raw.duration_ns),
+        tx_bytes: (kind == TcpKind::Close).then_some(raw.tx_bytes),
+        rx_bytes: (kind == TcpKind::Close).then_some(raw.rx_bytes),
+        retransmits: (kind == TcpKind::Close).then_some(raw.retransmits),
+        error: (ends && raw.error != 0).then(|| errno_name(raw.error)),
+    });
+    Some(h.into_event(clock, data))
+}

@@ -1,0 +1,355 @@
+//! The running tracer: loads the chosen probes with one shared filter, polls
+//! their ring buffers, and hands out decoded events and loss counts.
+
+use std::cell::RefCell;
+use std::os::fd::AsFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle, RingBuffer, RingBufferBuilder};
+use podscope_model::{Event, ProbeKind};
+
+use crate::decode::Clock;
+use crate::load::{read_stat, start_log_capture, LoadSettings, LoadedProbe};
+use crate::Error;
+
+/// Which tasks the kernel lets through. Filters combine with AND; a `None`
+/// filter is off. An enabled filter with no entries lets nothing through until
+/// entries are added (that is how pod tracing starts before pods exist).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// cgroup v2 ids; a task matches if its cgroup or any ancestor is listed.
+    pub cgroups: Option<Vec<u64>>,
+    /// Process (thread-group) ids.
+    pub pids: Option<Vec<u32>>,
+    /// Exact task command name (at most 15 bytes).
+    pub comm: Option<String>,
+}
+
+/// Everything needed to start tracing.
+#[derive(Debug, Clone)]
+pub struct TraceOptions {
+    /// Probes to load, in order.
+    pub probes: Vec<ProbeKind>,
+    /// The in-kernel filter.
+    pub filter: Filter,
+    /// Ring buffer size per probe in bytes (a power of two, at least 4096).
+    pub ring_buffer_bytes: u32,
+    /// Pending bytes that trigger a consumer wakeup; smaller means lower
+    /// latency and more overhead. Defaults to a quarter of the ring.
+    pub wakeup_bytes: Option<u64>,
+    /// How often aggregating probes (cache) report.
+    pub interval: Duration,
+    /// Leave this process's own activity out (default), so the tracer's
+    /// reads and writes cannot feed back into what it traces.
+    pub exclude_self: bool,
+}
+
+impl Default for TraceOptions {
+    fn default() -> Self {
+        TraceOptions {
+            probes: Vec::new(),
+            filter: Filter::default(),
+            ring_buffer_bytes: 1 << 20,
+            wakeup_bytes: None,
+            interval: Duration::from_secs(1),
+            exclude_self: true,
+        }
+    }
+}
+
+/// Per-probe counts since the tracer started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeStats {
+    /// The probe.
+    pub probe: ProbeKind,
+    /// Events delivered to user space.
+    pub events: u64,
+    /// Events lost in the kernel because the ring buffer was full.
+    pub lost: u64,
+    /// Events lost because an in-kernel tracking map was full.
+    pub map_full: u64,
+    /// Records user space could not decode.
+    pub decode_errors: u64,
+}
+
+impl ProbeStats {
+    /// Everything that did not reach the consumer.
+    pub fn total_lost(&self) -> u64 {
+        self.lost + self.map_full + self.decode_errors
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    events: u64,
+    decode_errors: u64,
+}
+
+/// Loaded, attached probes. Dropping it detaches everything.
+pub struct Tracer {
+    // Declared first so it is dropped (and unmaps the rings) before the probes.
+    ring: Option<RingBuffer<'static>>,
+    probes: Vec<Box<dyn LoadedProbe>>,
+    queue: Rc<RefCell<Vec<Event>>>,
+    counts: Rc<RefCell<Vec<Counts>>>,
+    filter_cgroups: MapHandle,
+    filter_pids: MapHandle,
+    clock: Clock,
+    interval: Duration,
+    last_collect: Instant,
+    attach_time: Duration,
+}
+
+impl std::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracer")
+            .field(
+                "probes",
+                &self.probes.iter().map(|p| p.kind()).collect::<Vec<_>>(),
+            )
+            .field("attach_time", &self.attach_time)
+            .finish()
+    }
+}
+
+fn comm_bytes(comm: &str) -> Result<[i8; 16], Error> {
+    if comm.is_empty() || comm.len() > 15 || comm.contains('\0') {
+        return Err(Error::InvalidOption(format!(
+            "--comm '{comm}' cannot match: the kernel keeps at most 15 bytes of a command name \
+             (use the first 15 characters)"
+        )));
+    }
+    let mut out = [0i8; 16];
+    for (o, b) in out.iter_mut().zip(comm.bytes()) {
+        *o = b as i8;
+    }
+    Ok(out)
+}
+
+impl Tracer {
+    /// Loads and attaches `opts.probes`. All-or-nothing: on error nothing stays attached.
+    pub fn new(opts: &TraceOptions) -> Result<Tracer, Error> {
+        let started = Instant::now();
+        if opts.probes.is_empty() {
+            return Err(Error::InvalidOption("no probes selected".into()));
+        }
+        let ring = opts.ring_buffer_bytes;
+        if ring < 4096 || !ring.is_power_of_two() {
+            return Err(Error::InvalidOption(format!(
+                "ring buffer size {ring} is not a power of two of at least 4096 bytes (try 262144 or 1048576)"
+            )));
+        }
+        crate::sys::require_btf()?;
+        crate::sys::tracefs_events()?;
+        start_log_capture();
+
+        let mut settings = LoadSettings {
+            filter_by_cgroup: opts.filter.cgroups.is_some(),
+            filter_by_pid: opts.filter.pids.is_some(),
+            filter_comm: opts.filter.comm.as_deref().map(comm_bytes).transpose()?,
+            ring_bytes: ring,
+            wakeup_bytes: opts.wakeup_bytes.unwrap_or(ring as u64 / 4),
+            self_tgid: if opts.exclude_self {
+                std::process::id()
+            } else {
+                0
+            },
+            shared_filters: None,
+        };
+
+        // The first probe creates the filter maps; the others reuse them, so one
+        // update filters every probe.
+        let first = load_probe(opts.probes[0], &settings)?;
+        let dup = |m: &libbpf_rs::MapMut<'static>| {
+            MapHandle::try_from(m).map_err(Error::runtime("sharing the filter map"))
+        };
+        let filter_cgroups = dup(first.filter_cgroups())?;
+        let filter_pids = dup(first.filter_pids())?;
+        let mut probes: Vec<Box<dyn LoadedProbe>> = vec![first];
+        settings.shared_filters = Some((filter_cgroups.as_fd(), filter_pids.as_fd()));
+        for kind in &opts.probes[1..] {
+            probes.push(load_probe(*kind, &settings)?);
+        }
+
+        let tracer_queue = Rc::new(RefCell::new(Vec::new()));
+        let counts = Rc::new(RefCell::new(vec![Counts::default(); probes.len()]));
+        let clock = Clock::new();
+        let mut builder = RingBufferBuilder::new();
+        let mut any_ring = false;
+        for (i, probe) in probes.iter().enumerate() {
+            let Some(map) = probe.ring() else { continue };
+            let decode = probe.decoder();
+            let queue = tracer_queue.clone();
+            let counts = counts.clone();
+            builder
+                .add(map, move |data: &[u8]| {
+                    match decode(data, &clock) {
+                        Some(ev) => {
+                            counts.borrow_mut()[i].events += 1;
+                            queue.borrow_mut().push(ev);
+                        }
+                        None => counts.borrow_mut()[i].decode_errors += 1,
+                    }
+                    0
+                })
+                .map_err(Error::runtime("setting up the ring buffer"))?;
+            any_ring = true;
+        }
+        let ring = if any_ring {
+            Some(
+                builder
+                    .build()
+                    .map_err(Error::runtime("creating the ring buffer reader"))?,
+            )
+        } else {
+            None
+        };
+
+        let tracer = Tracer {
+            ring,
+            probes,
+            queue: tracer_queue,
+            counts,
+            filter_cgroups,
+            filter_pids,
+            clock,
+            interval: opts.interval,
+            last_collect: Instant::now(),
+            attach_time: started.elapsed(),
+        };
+        for id in opts.filter.cgroups.iter().flatten() {
+            tracer.allow_cgroup(*id)?;
+        }
+        for pid in opts.filter.pids.iter().flatten() {
+            tracer.allow_pid(*pid)?;
+        }
+        Ok(tracer)
+    }
+
+    /// How long loading and attaching took.
+    pub fn attach_time(&self) -> Duration {
+        self.attach_time
+    }
+
+    /// The loaded probes.
+    pub fn probes(&self) -> Vec<ProbeKind> {
+        self.probes.iter().map(|p| p.kind()).collect()
+    }
+
+    /// Lets a cgroup (and every cgroup below it) through the filter, live.
+    pub fn allow_cgroup(&self, id: u64) -> Result<(), Error> {
+        self.filter_cgroups
+            .update(&id.to_ne_bytes(), &[1], MapFlags::ANY)
+            .map_err(Error::runtime(format!("adding cgroup {id} to the filter")))
+    }
+
+    /// Stops letting a cgroup through.
+    pub fn deny_cgroup(&self, id: u64) -> Result<(), Error> {
+        match self.filter_cgroups.delete(&id.to_ne_bytes()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::runtime(format!(
+                "removing cgroup {id} from the filter"
+            ))(e)),
+        }
+    }
+
+    /// Lets a process through the pid filter, live.
+    pub fn allow_pid(&self, pid: u32) -> Result<(), Error> {
+        self.filter_pids
+            .update(&pid.to_ne_bytes(), &[1], MapFlags::ANY)
+            .map_err(Error::runtime(format!("adding pid {pid} to the filter")))
+    }
+
+    /// Waits up to `timeout` for events and appends everything pending to
+    /// `out`. Returns how many events were appended.
+    pub fn poll(&mut self, timeout: Duration, out: &mut Vec<Event>) -> Result<usize, Error> {
+        let before = out.len();
+        if let Some(ring) = &self.ring {
+            // Wakeups are batched in the kernel, so after the wait drain every
+            // ring whether or not it signalled.
+            let rc = ring.poll_raw(timeout);
+            if rc < 0 && rc != -libc::EINTR {
+                return Err(Error::Io {
+                    what: "polling the ring buffers".into(),
+                    source: std::io::Error::from_raw_os_error(-rc),
+                });
+            }
+            let rc = ring.consume_raw();
+            if rc < 0 && rc != -libc::EINTR {
+                return Err(Error::Io {
+                    what: "reading the ring buffers".into(),
+                    source: std::io::Error::from_raw_os_error(-rc),
+                });
+            }
+        } else {
+            std::thread::sleep(timeout.min(self.interval));
+        }
+        {
+            // Each probe has its own ring; merge them into time order.
+            let mut q = self.queue.borrow_mut();
+            q.sort_by_key(|e| e.timestamp);
+            out.append(&mut q);
+        }
+        if self.last_collect.elapsed() >= self.interval {
+            self.collect(out)?;
+        }
+        Ok(out.len() - before)
+    }
+
+    /// Drains what is still buffered (ring buffers and aggregated counts), e.g. before exit.
+    pub fn flush(&mut self, out: &mut Vec<Event>) -> Result<usize, Error> {
+        let before = out.len();
+        if let Some(ring) = &self.ring {
+            ring.consume_raw();
+        }
+        out.append(&mut self.queue.borrow_mut());
+        self.collect(out)?;
+        Ok(out.len() - before)
+    }
+
+    fn collect(&mut self, out: &mut Vec<Event>) -> Result<(), Error> {
+        self.last_collect = Instant::now();
+        let counts = self.counts.clone();
+        for (i, probe) in self.probes.iter_mut().enumerate() {
+            let before = out.len();
+            probe.collect(&self.clock, out)?;
+            counts.borrow_mut()[i].events += (out.len() - before) as u64;
+        }
+        Ok(())
+    }
+
+    /// Events and losses per probe so far.
+    pub fn stats(&self) -> Vec<ProbeStats> {
+        let counts = self.counts.borrow();
+        self.probes
+            .iter()
+            .zip(counts.iter())
+            .map(|(p, c)| ProbeStats {
+                probe: p.kind(),
+                events: c.events,
+                lost: read_stat(p.stats_map(), 0),
+                map_full: read_stat(p.stats_map(), 1),
+                decode_errors: c.decode_errors,
+            })
+            .collect()
+    }
+}
+
+fn load_probe(kind: ProbeKind, settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, Error> {
+    if let crate::ProbeSupport::Unsupported(reason) = crate::sys::probe_support(kind) {
+        return Err(Error::Unsupported {
+            probe: kind,
+            reason,
+        });
+    }
+    match kind {
+        ProbeKind::Exec => crate::exec::load(settings),
+        ProbeKind::Exit => crate::exit::load(settings),
+        ProbeKind::Tcp => crate::tcp::load(settings),
+        ProbeKind::Bio => crate::bio::load(settings),
+        ProbeKind::Cache => crate::cache::load(settings),
+        ProbeKind::Open => crate::open::load(settings),
+    }
+}

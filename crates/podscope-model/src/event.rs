@@ -1,0 +1,385 @@
+//! One traced kernel event, as every stage after decoding sees it, and its
+//! JSON form (documented in docs/json-schema.md).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::ProbeKind;
+
+/// Wall-clock time of an event, in nanoseconds since the Unix epoch.
+/// Serialized as RFC 3339 with nanoseconds (`2026-11-22T03:15:14.123456789Z`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        Timestamp(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+        )
+    }
+
+    /// RFC 3339, UTC, nanosecond precision.
+    pub fn rfc3339(self) -> String {
+        humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(self.0)).to_string()
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let t = humantime::parse_rfc3339(&s).map_err(serde::de::Error::custom)?;
+        let ns = t
+            .duration_since(UNIX_EPOCH)
+            .map_err(serde::de::Error::custom)?
+            .as_nanos() as u64;
+        Ok(Timestamp(ns))
+    }
+}
+
+/// Who an event belongs to in Kubernetes terms; empty for host processes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Node name.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub node: String,
+    /// Pod namespace.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub namespace: String,
+    /// Pod name.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub pod: String,
+    /// Container name.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub container: String,
+}
+
+/// One event: who did it, when, and the probe-specific part.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// When it happened (kernel monotonic clock mapped to wall time).
+    pub timestamp: Timestamp,
+    /// Kubernetes identity, filled by the enrich stage when known.
+    #[serde(flatten)]
+    pub identity: Identity,
+    /// Process (thread-group) id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Real uid of the task.
+    pub uid: u32,
+    /// Task command name (at most 15 bytes, as the kernel keeps it).
+    pub comm: String,
+    /// cgroup v2 id of the task (or of the socket's owner).
+    pub cgroup_id: u64,
+    /// The probe and its fields.
+    #[serde(flatten)]
+    pub data: EventData,
+}
+
+impl Event {
+    /// Which probe produced the event.
+    pub fn probe(&self) -> ProbeKind {
+        match &self.data {
+            EventData::Exec(_) => ProbeKind::Exec,
+            EventData::Exit(_) => ProbeKind::Exit,
+            EventData::Tcp(_) => ProbeKind::Tcp,
+            EventData::Bio(_) => ProbeKind::Bio,
+            EventData::Cache(_) => ProbeKind::Cache,
+            EventData::Open(_) => ProbeKind::Open,
+        }
+    }
+
+    /// The event kind within its probe (`connect`, `close`, ...), or the probe name.
+    pub fn kind(&self) -> &'static str {
+        match &self.data {
+            EventData::Tcp(t) => t.kind.name(),
+            EventData::Exec(_) => "exec",
+            EventData::Exit(_) => "exit",
+            EventData::Bio(_) => "io",
+            EventData::Cache(_) => "interval",
+            EventData::Open(_) => "open",
+        }
+    }
+}
+
+/// The probe-specific part, tagged by `probe` in JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "probe", rename_all = "snake_case")]
+pub enum EventData {
+    /// From the exec probe.
+    Exec(ExecEvent),
+    /// From the exit probe.
+    Exit(ExitEvent),
+    /// From the tcp probe.
+    Tcp(TcpEvent),
+    /// From the bio probe.
+    Bio(BioEvent),
+    /// From the cache probe.
+    Cache(CacheEvent),
+    /// From the open probe.
+    Open(OpenEvent),
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A process exec, successful or failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecEvent {
+    /// Always `exec`.
+    #[serde(default = "kind_exec")]
+    pub kind: String,
+    /// Parent process id.
+    pub ppid: u32,
+    /// The path passed to execve.
+    pub filename: String,
+    /// argv, including argv[0].
+    pub args: Vec<String>,
+    /// argv was longer than podscope copies; the last element may be cut.
+    #[serde(skip_serializing_if = "is_false", default)]
+    pub args_truncated: bool,
+    /// 0 on success, else -errno.
+    pub retval: i32,
+    /// Symbolic errno of a failed exec (`ENOENT`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+fn kind_exec() -> String {
+    "exec".into()
+}
+
+/// A process exit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitEvent {
+    /// Always `exit`.
+    #[serde(default)]
+    pub kind: String,
+    /// Parent process id.
+    pub ppid: u32,
+    /// Exit status when the process exited normally.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub exit_code: Option<i32>,
+    /// Signal number when a signal killed it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub signal: Option<i32>,
+    /// The signal produced a core dump.
+    #[serde(skip_serializing_if = "is_false", default)]
+    pub core_dumped: bool,
+    /// Time from process start to exit.
+    pub lifetime_ns: u64,
+}
+
+/// What happened to a TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcpKind {
+    /// An active open was established.
+    Connect,
+    /// accept() returned a connection.
+    Accept,
+    /// A connection seen opening was closed.
+    Close,
+    /// An active open failed (refused, timed out, reset).
+    ConnectFailed,
+    /// A segment was retransmitted.
+    Retransmit,
+    /// A reset was sent.
+    ResetSent,
+    /// A reset was received.
+    ResetReceived,
+}
+
+impl TcpKind {
+    /// snake_case name as in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpKind::Connect => "connect",
+            TcpKind::Accept => "accept",
+            TcpKind::Close => "close",
+            TcpKind::ConnectFailed => "connect_failed",
+            TcpKind::Retransmit => "retransmit",
+            TcpKind::ResetSent => "reset_sent",
+            TcpKind::ResetReceived => "reset_received",
+        }
+    }
+}
+
+/// A TCP connection event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TcpEvent {
+    /// What happened.
+    pub kind: TcpKind,
+    /// `client` (we connected), `server` (we accepted) or `unknown`.
+    pub role: String,
+    /// `ipv4` or `ipv6`.
+    pub family: String,
+    /// Local address.
+    pub saddr: String,
+    /// Remote address.
+    pub daddr: String,
+    /// Local port.
+    pub sport: u16,
+    /// Remote port.
+    pub dport: u16,
+    /// TCP state name when it happened (`ESTABLISHED`, ...).
+    pub state: String,
+    /// close/connect_failed: lifetime since connect or accept.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub duration_ns: Option<u64>,
+    /// close: payload bytes the owner sent over the connection.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tx_bytes: Option<u64>,
+    /// close: payload bytes the owner received.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rx_bytes: Option<u64>,
+    /// close: segments retransmitted over the connection's life.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub retransmits: Option<u32>,
+    /// connect_failed/close: the socket error (`ECONNREFUSED`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+/// A completed block I/O request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BioEvent {
+    /// Always `io`.
+    #[serde(default)]
+    pub kind: String,
+    /// Disk name (`vda`).
+    pub disk: String,
+    /// `major:minor` of the disk.
+    pub dev: String,
+    /// `read`, `write`, `flush`, `discard`, ...
+    pub op: String,
+    /// Starting sector (512 bytes).
+    pub sector: u64,
+    /// Bytes transferred.
+    pub bytes: u32,
+    /// From issue to the driver until completion.
+    pub latency_ns: u64,
+    /// From submission until issue to the driver.
+    pub queued_ns: u64,
+    /// The request carried REQ_SYNC.
+    #[serde(skip_serializing_if = "is_false", default)]
+    pub sync: bool,
+    /// Block-layer status when the I/O failed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<i32>,
+}
+
+/// Page-cache activity of one process over one interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheEvent {
+    /// Always `interval`.
+    #[serde(default)]
+    pub kind: String,
+    /// Parent process id.
+    pub ppid: u32,
+    /// Page lookups served from the cache.
+    pub hits: u64,
+    /// Page lookups that had to read (pages inserted minus pages dirtied by writes).
+    pub misses: u64,
+    /// Pages dirtied.
+    pub dirtied: u64,
+    /// Pages inserted into the page cache (reads, readahead and writes).
+    pub added: u64,
+    /// hits / (hits + misses), 0..1; absent with no lookups.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub hit_ratio: Option<f64>,
+    /// Length of the interval the counts cover.
+    pub interval_ns: u64,
+}
+
+/// A file open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenEvent {
+    /// Always `open`.
+    #[serde(default)]
+    pub kind: String,
+    /// Path as passed (relative paths are relative to `dirfd`).
+    pub path: String,
+    /// O_* flags as passed.
+    pub flags: i32,
+    /// Symbolic flags (`O_RDONLY|O_CLOEXEC`).
+    pub flags_str: String,
+    /// Mode for O_CREAT.
+    pub mode: u32,
+    /// The returned fd on success.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fd: Option<i32>,
+    /// errno on failure.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub errno: Option<i32>,
+    /// Symbolic errno on failure (`ENOENT`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp_close() -> Event {
+        Event {
+            timestamp: Timestamp(1_700_000_000_123_456_789),
+            identity: Identity::default(),
+            pid: 42,
+            tid: 43,
+            uid: 0,
+            comm: "curl".into(),
+            cgroup_id: 7,
+            data: EventData::Tcp(TcpEvent {
+                kind: TcpKind::Close,
+                role: "client".into(),
+                family: "ipv4".into(),
+                saddr: "127.0.0.1".into(),
+                daddr: "127.0.0.1".into(),
+                sport: 40000,
+                dport: 80,
+                state: "FIN_WAIT1".into(),
+                duration_ns: Some(1000),
+                tx_bytes: Some(10),
+                rx_bytes: Some(20),
+                retransmits: Some(0),
+                error: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn json_has_the_documented_flat_fields() {
+        let v = serde_json::to_value(tcp_close()).unwrap();
+        assert_eq!(v["probe"], "tcp");
+        assert_eq!(v["kind"], "close");
+        assert_eq!(v["timestamp"], "2023-11-14T22:13:20.123456789Z");
+        assert_eq!(v["pid"], 42);
+        assert_eq!(v["comm"], "curl");
+        assert_eq!(v["cgroup_id"], 7);
+        assert_eq!(v["tx_bytes"], 10);
+        assert_eq!(v["rx_bytes"], 20);
+        assert_eq!(v["duration_ns"], 1000);
+        assert!(v.get("pod").is_none(), "empty identity fields are omitted");
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let e = tcp_close();
+        let s = serde_json::to_string(&e).unwrap();
+        let back: Event = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, e);
+    }
+}

@@ -1,0 +1,13 @@
+//! podscope's plain event and identity types: what every stage after the
+//! kernel passes around. No BPF, no Kubernetes, so all of it tests without root.
+
+mod errno;
+mod event;
+mod probe;
+
+pub use errno::errno_name;
+pub use event::{
+    BioEvent, CacheEvent, Event, EventData, ExecEvent, ExitEvent, Identity, OpenEvent, TcpEvent,
+    TcpKind, Timestamp,
+};
+pub use probe::{Hook, ProbeKind, UnknownProbe};

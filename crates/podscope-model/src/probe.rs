@@ -1,0 +1,242 @@
+//! The probe catalogue: names users type, what each reports, which kernel hooks it needs.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// One kind of kernel activity podscope can trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    /// Process execution (execsnoop).
+    Exec,
+    /// Process exit (exitsnoop).
+    Exit,
+    /// TCP connect, accept, close, retransmit, reset (tcpconnect/tcpaccept/tcplife/tcpretrans).
+    Tcp,
+    /// Block I/O with latency (biosnoop).
+    Bio,
+    /// Page-cache hits and misses per process (cachestat/cachetop).
+    Cache,
+    /// File opens (opensnoop).
+    Open,
+}
+
+/// How a probe attaches to the kernel, for feature detection and `podscope probes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// A classic tracepoint: `category/name` under tracefs `events/`.
+    Tracepoint(&'static str),
+    /// A BTF-typed tracepoint (`tp_btf`): needs kernel BTF and the raw tracepoint.
+    BtfTracepoint(&'static str),
+}
+
+impl Hook {
+    /// `tracepoint:sched/sched_process_exec` style text.
+    pub fn describe(&self) -> String {
+        match self {
+            Hook::Tracepoint(n) => format!("tracepoint:{n}"),
+            Hook::BtfTracepoint(n) => format!("tp_btf:{n}"),
+        }
+    }
+
+    /// The tracefs event directory (relative to `events/`) that proves the hook exists.
+    pub fn tracefs_event(&self) -> &'static str {
+        match self {
+            Hook::Tracepoint(n) | Hook::BtfTracepoint(n) => n,
+        }
+    }
+}
+
+impl ProbeKind {
+    /// Every probe, in the order `podscope probes` lists them.
+    pub const ALL: [ProbeKind; 6] = [
+        ProbeKind::Exec,
+        ProbeKind::Exit,
+        ProbeKind::Tcp,
+        ProbeKind::Bio,
+        ProbeKind::Cache,
+        ProbeKind::Open,
+    ];
+
+    /// The name users type on the command line and see in output.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeKind::Exec => "exec",
+            ProbeKind::Exit => "exit",
+            ProbeKind::Tcp => "tcp",
+            ProbeKind::Bio => "bio",
+            ProbeKind::Cache => "cache",
+            ProbeKind::Open => "open",
+        }
+    }
+
+    /// One line on what the probe reports.
+    pub fn description(self) -> &'static str {
+        match self {
+            ProbeKind::Exec => "process execs: filename, argv, ppid, uid, result (failed execs too)",
+            ProbeKind::Exit => "process exits: exit code or signal, lifetime",
+            ProbeKind::Tcp => {
+                "TCP connect/accept/close with lifetime and bytes, failed connects, retransmits, resets; IPv4+IPv6"
+            }
+            ProbeKind::Bio => "block I/O: disk, op, sector, bytes, latency; attributed to the submitter",
+            ProbeKind::Cache => "page cache per process per interval: hits, misses, dirtied, hit ratio",
+            ProbeKind::Open => "file opens: path, flags, fd or errno",
+        }
+    }
+
+    /// The kernel hooks the probe attaches to; all must exist for it to load.
+    pub fn hooks(self) -> &'static [Hook] {
+        use Hook::*;
+        match self {
+            ProbeKind::Exec => &[
+                Tracepoint("sched/sched_process_exec"),
+                Tracepoint("syscalls/sys_enter_execve"),
+                Tracepoint("syscalls/sys_exit_execve"),
+                Tracepoint("syscalls/sys_enter_execveat"),
+                Tracepoint("syscalls/sys_exit_execveat"),
+            ],
+            ProbeKind::Exit => &[Tracepoint("sched/sched_process_exit")],
+            ProbeKind::Tcp => &[
+                BtfTracepoint("sock/inet_sock_set_state"),
+                BtfTracepoint("sock/sock_send_length"),
+                BtfTracepoint("sock/sock_recv_length"),
+                Tracepoint("syscalls/sys_exit_accept4"),
+                Tracepoint("syscalls/sys_exit_accept"),
+                BtfTracepoint("tcp/tcp_destroy_sock"),
+                BtfTracepoint("tcp/tcp_retransmit_skb"),
+                BtfTracepoint("tcp/tcp_send_reset"),
+                BtfTracepoint("tcp/tcp_receive_reset"),
+            ],
+            ProbeKind::Bio => &[
+                BtfTracepoint("block/block_io_start"),
+                BtfTracepoint("block/block_rq_issue"),
+                BtfTracepoint("block/block_rq_complete"),
+            ],
+            ProbeKind::Cache => &[
+                Tracepoint("filemap/mm_filemap_get_pages"),
+                Tracepoint("filemap/mm_filemap_map_pages"),
+                Tracepoint("filemap/mm_filemap_fault"),
+                Tracepoint("filemap/mm_filemap_add_to_page_cache"),
+                Tracepoint("writeback/writeback_dirty_folio"),
+            ],
+            ProbeKind::Open => &[
+                Tracepoint("syscalls/sys_enter_open"),
+                Tracepoint("syscalls/sys_exit_open"),
+                Tracepoint("syscalls/sys_enter_openat"),
+                Tracepoint("syscalls/sys_exit_openat"),
+                Tracepoint("syscalls/sys_enter_openat2"),
+                Tracepoint("syscalls/sys_exit_openat2"),
+            ],
+        }
+    }
+
+    /// Parses a comma-separated list such as `exec,tcp` (or `all`), without duplicates.
+    pub fn parse_list(s: &str) -> Result<Vec<ProbeKind>, UnknownProbe> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if part == "all" {
+                return Ok(ProbeKind::ALL.to_vec());
+            }
+            let p: ProbeKind = part.parse()?;
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        if out.is_empty() {
+            return Err(UnknownProbe(s.to_string()));
+        }
+        Ok(out)
+    }
+}
+
+impl fmt::Display for ProbeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A probe name that is not in the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownProbe(pub String);
+
+impl UnknownProbe {
+    /// The closest valid name, if any is close enough to be a likely typo.
+    pub fn suggestion(&self) -> Option<&'static str> {
+        ProbeKind::ALL
+            .iter()
+            .map(|p| (p.name(), edit_distance(p.name(), &self.0)))
+            .filter(|(_, d)| *d <= 2)
+            .min_by_key(|(_, d)| *d)
+            .map(|(n, _)| n)
+    }
+}
+
+impl fmt::Display for UnknownProbe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let valid: Vec<&str> = ProbeKind::ALL.iter().map(|p| p.name()).collect();
+        write!(f, "unknown probe '{}'", self.0)?;
+        if let Some(s) = self.suggestion() {
+            write!(f, " (did you mean '{s}'?)")?;
+        }
+        write!(f, "; valid probes: {} (or 'all')", valid.join(", "))
+    }
+}
+
+impl std::error::Error for UnknownProbe {}
+
+impl FromStr for ProbeKind {
+    type Err = UnknownProbe;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ProbeKind::ALL
+            .iter()
+            .copied()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| UnknownProbe(s.to_string()))
+    }
+}
+
+/// Levenshtein distance; names here are a few bytes long.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lists_and_all() {
+        assert_eq!(
+            ProbeKind::parse_list("exec,tcp").unwrap(),
+            vec![ProbeKind::Exec, ProbeKind::Tcp]
+        );
+        assert_eq!(
+            ProbeKind::parse_list("exec,exec").unwrap(),
+            vec![ProbeKind::Exec]
+        );
+        assert_eq!(ProbeKind::parse_list("all").unwrap().len(), 6);
+    }
+
+    #[test]
+    fn unknown_probe_lists_valid_ones_and_suggests() {
+        let err = ProbeKind::parse_list("exec,tpc").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("unknown probe 'tpc'"), "{msg}");
+        assert!(msg.contains("did you mean 'tcp'"), "{msg}");
+        assert!(msg.contains("exec, exit, tcp, bio, cache, open"), "{msg}");
+        let far = ProbeKind::parse_list("kubernetes").unwrap_err();
+        assert!(far.suggestion().is_none());
+    }
+}

@@ -1,0 +1,161 @@
+//! Command-line flags, parsed and validated in one place before any work starts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Trace what the processes in pods, containers and on this machine do in the
+/// kernel, live, with eBPF.
+#[derive(Debug, Parser)]
+#[command(
+    name = "podscope",
+    version,
+    about,
+    after_help = "Examples:\n  \
+        podscope probes                          list probes and whether this kernel supports them\n  \
+        podscope trace exec,tcp --all            every process on this machine\n  \
+        podscope trace bio -o json --duration 10s\n  \
+        podscope trace open --pid 1234           or --cgroup /sys/fs/cgroup/..., --comm nginx\n\n\
+        podscope needs root (or CAP_BPF + CAP_PERFMON) to load its probes."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List every probe, what it reports, its kernel hooks, and whether this kernel supports it.
+    Probes {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Columns)]
+        output: Format,
+    },
+    /// Trace kernel events live until Ctrl-C, --duration or --max-events.
+    #[command(after_help = "Examples:\n  \
+        podscope trace exec,tcp --all\n  \
+        podscope trace tcp --comm nginx -o json\n  \
+        podscope trace bio,open --cgroup /sys/fs/cgroup/unified/mygroup --duration 30s\n  \
+        podscope trace all --pid 1234 --max-events 100\n\n\
+        Probes: exec, exit, tcp, bio, cache, open (comma-separated, or 'all').\n\
+        Events are filtered in the kernel: choose --all, or at least one of --pid, --cgroup, --comm\n\
+        (they combine with AND). At exit a summary reports events and lost events per probe.")]
+    Trace(TraceArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TraceArgs {
+    /// Probes to run, comma-separated (exec,exit,tcp,bio,cache,open) or 'all'.
+    #[arg(value_name = "PROBES")]
+    pub probes: String,
+
+    /// Trace every process on this machine (no filter).
+    #[arg(long, conflicts_with_all = ["pid", "cgroup", "comm"])]
+    pub all: bool,
+
+    /// Only this process id (repeatable).
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+
+    /// Only processes in this cgroup or below it (repeatable). A path under
+    /// /sys/fs/cgroup (v1 controller paths are mapped to cgroup v2), or a path
+    /// relative to the cgroup v2 root such as /kubepods/besteffort.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Vec<PathBuf>,
+
+    /// Only tasks with exactly this command name (at most 15 bytes, as the kernel keeps it).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+
+    /// Output format: aligned columns with human units, or one JSON object per line.
+    #[arg(short, long, value_enum, default_value_t = Format::Columns)]
+    pub output: Format,
+
+    /// Stop after this long (e.g. 10s, 5m, 1h30m).
+    #[arg(short = 'd', long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Stop after this many events.
+    #[arg(long, value_name = "N")]
+    pub max_events: Option<u64>,
+
+    /// Ring buffer per probe, in bytes (power of two, >= 4096; K/M suffixes allowed).
+    #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_size)]
+    pub ring_buffer_size: u32,
+
+    /// How often the cache probe reports per-process totals.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns with a header and human units.
+    Columns,
+    /// One JSON object per line (see docs/json-schema.md).
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("'{s}' is not a duration ({e}); use e.g. 500ms, 10s, 5m, 1h"))?;
+    if d.is_zero() {
+        return Err("duration must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_size(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => {
+            let mult = match t[i..].to_ascii_lowercase().as_str() {
+                "k" | "kb" | "kib" => 1u64 << 10,
+                "m" | "mb" | "mib" => 1 << 20,
+                "g" | "gb" | "gib" => 1 << 30,
+                other => return Err(format!("unknown size suffix '{other}'; use K, M or G")),
+            };
+            (&t[..i], mult)
+        }
+        None => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size; use e.g. 4096, 256K, 1M"))?;
+    let bytes = n * mult;
+    if bytes < 4096 || !bytes.is_power_of_two() || bytes > (1 << 30) {
+        return Err(format!(
+            "ring buffer size {bytes} must be a power of two between 4K and 1G (e.g. 256K, 1M, 8M)"
+        ));
+    }
+    Ok(bytes as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("256K").unwrap(), 256 << 10);
+        assert_eq!(parse_size("1M").unwrap(), 1 << 20);
+        assert!(parse_size("3000").unwrap_err().contains("power of two"));
+        assert!(parse_size("1T").unwrap_err().contains("suffix"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert!(parse_duration("ten")
+            .unwrap_err()
+            .contains("not a duration"));
+    }
+
+    #[test]
+    fn all_conflicts_with_filters() {
+        let r = Cli::try_parse_from(["podscope", "trace", "exec", "--all", "--pid", "1"]);
+        assert!(r.is_err());
+    }
+}

@@ -1,0 +1,388 @@
+//! Sinks for events: aligned columns for people, JSON lines for programs.
+//! Both report losses as they happen and a summary at the end.
+
+use std::io::{self, Write};
+
+use podscope_bpf::ProbeStats;
+use podscope_model::{Event, EventData, ProbeKind, TcpKind, Timestamp};
+use serde::Serialize;
+
+/// Where events go.
+pub trait Sink {
+    /// One event.
+    fn event(&mut self, ev: &Event) -> io::Result<()>;
+    /// A probe lost `delta` more events (`total` since start).
+    fn lost(&mut self, probe: ProbeKind, delta: u64, total: u64) -> io::Result<()>;
+    /// The end-of-trace totals.
+    fn summary(&mut self, elapsed_ns: u64, stats: &[ProbeStats]) -> io::Result<()>;
+    /// Push buffered output out.
+    fn flush(&mut self) -> io::Result<()>;
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    if b < 1024 {
+        return format!("{b}B");
+    }
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.1}{}", UNITS[i])
+}
+
+pub fn human_ns(ns: u64) -> String {
+    match ns {
+        0..=999 => format!("{ns}ns"),
+        1_000..=999_999 => format!("{:.1}us", ns as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.1}ms", ns as f64 / 1e6),
+        _ => format!("{:.2}s", ns as f64 / 1e9),
+    }
+}
+
+fn clock(ts: Timestamp) -> String {
+    // 2026-11-22T03:22:39.123456789Z -> 03:22:39.123
+    let s = ts.rfc3339();
+    s.get(11..23).unwrap_or(&s).to_string()
+}
+
+fn shell_words(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '"' || c == '\'') {
+                format!("{a:?}")
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The DETAILS column: the probe's fields in a line a person can scan.
+pub fn details(ev: &Event) -> String {
+    match &ev.data {
+        EventData::Exec(e) => {
+            let mut s = format!("{} [ppid {}]", shell_words(&e.args), e.ppid);
+            if e.args.first().map(String::as_str) != Some(e.filename.as_str()) {
+                s = format!("{} {s}", e.filename);
+            }
+            if e.args_truncated {
+                s.push_str(" (argv truncated)");
+            }
+            if let Some(err) = &e.error {
+                s.push_str(&format!(" FAILED {err}"));
+            }
+            s
+        }
+        EventData::Exit(e) => {
+            let how = match (e.exit_code, e.signal) {
+                (Some(c), _) => format!("exit code {c}"),
+                (None, Some(sig)) => format!(
+                    "killed by signal {sig}{}",
+                    if e.core_dumped { " (core dumped)" } else { "" }
+                ),
+                _ => "exited".into(),
+            };
+            format!("{how} after {} [ppid {}]", human_ns(e.lifetime_ns), e.ppid)
+        }
+        EventData::Tcp(t) => {
+            let (l, r) = if t.family == "ipv6" {
+                (
+                    format!("[{}]:{}", t.saddr, t.sport),
+                    format!("[{}]:{}", t.daddr, t.dport),
+                )
+            } else {
+                (
+                    format!("{}:{}", t.saddr, t.sport),
+                    format!("{}:{}", t.daddr, t.dport),
+                )
+            };
+            let arrow = if t.role == "server" { "<-" } else { "->" };
+            let mut s = format!("{l} {arrow} {r}");
+            if t.kind == TcpKind::Close {
+                s.push_str(&format!(
+                    " lifetime {} tx {} rx {}",
+                    human_ns(t.duration_ns.unwrap_or(0)),
+                    human_bytes(t.tx_bytes.unwrap_or(0)),
+                    human_bytes(t.rx_bytes.unwrap_or(0))
+                ));
+                if let Some(r) = t.retransmits.filter(|r| *r > 0) {
+                    s.push_str(&format!(" retrans {r}"));
+                }
+            }
+            if let Some(err) = &t.error {
+                s.push_str(&format!(" {err}"));
+            }
+            if matches!(
+                t.kind,
+                TcpKind::Retransmit | TcpKind::ResetSent | TcpKind::ResetReceived
+            ) {
+                s.push_str(&format!(" state {}", t.state));
+            }
+            s
+        }
+        EventData::Bio(b) => {
+            let mut s = format!(
+                "{} {} {} sector {} latency {}",
+                b.disk,
+                b.op,
+                human_bytes(b.bytes as u64),
+                b.sector,
+                human_ns(b.latency_ns)
+            );
+            if b.queued_ns > 0 {
+                s.push_str(&format!(" queued {}", human_ns(b.queued_ns)));
+            }
+            if let Some(e) = b.error {
+                s.push_str(&format!(" ERROR {e}"));
+            }
+            s
+        }
+        EventData::Cache(c) => format!(
+            "hits {} misses {} dirtied {} ratio {}",
+            c.hits,
+            c.misses,
+            c.dirtied,
+            c.hit_ratio
+                .map(|r| format!("{:.1}%", r * 100.0))
+                .unwrap_or_else(|| "-".into())
+        ),
+        EventData::Open(o) => {
+            let result = match (&o.fd, &o.error) {
+                (Some(fd), _) => format!("fd {fd}"),
+                (None, Some(e)) => e.clone(),
+                _ => String::new(),
+            };
+            format!("{} {} {result}", o.path, o.flags_str)
+        }
+    }
+}
+
+/// Aligned columns, kubectl style.
+pub struct Columns<W: Write> {
+    out: W,
+    header_done: bool,
+}
+
+impl<W: Write> Columns<W> {
+    pub fn new(out: W) -> Self {
+        Columns {
+            out,
+            header_done: false,
+        }
+    }
+
+    fn header(&mut self) -> io::Result<()> {
+        if !self.header_done {
+            self.header_done = true;
+            writeln!(
+                self.out,
+                "{:<12} {:<6} {:<14} {:>7} {:<16} DETAILS",
+                "TIME(UTC)", "PROBE", "EVENT", "PID", "COMM"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> Sink for Columns<W> {
+    fn event(&mut self, ev: &Event) -> io::Result<()> {
+        self.header()?;
+        let who = if ev.identity.pod.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " [{}/{}/{}]",
+                ev.identity.namespace, ev.identity.pod, ev.identity.container
+            )
+        };
+        writeln!(
+            self.out,
+            "{:<12} {:<6} {:<14} {:>7} {:<16} {}{who}",
+            clock(ev.timestamp),
+            ev.probe().name(),
+            ev.kind(),
+            ev.pid,
+            ev.comm,
+            details(ev)
+        )
+    }
+
+    fn lost(&mut self, probe: ProbeKind, delta: u64, total: u64) -> io::Result<()> {
+        self.header()?;
+        writeln!(
+            self.out,
+            "{:<12} {:<6} {:<14} {:>7} {:<16} {delta} events lost (ring buffer full), {total} in total; try a larger --ring-buffer-size",
+            clock(Timestamp::now()),
+            probe.name(),
+            "LOST",
+            "-",
+            "-"
+        )
+    }
+
+    fn summary(&mut self, elapsed_ns: u64, stats: &[ProbeStats]) -> io::Result<()> {
+        self.out.flush()?;
+        // The summary goes to stderr so `podscope trace ... > file` keeps only events.
+        eprint!("{}", summary_text(elapsed_ns, stats));
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// The end-of-trace table, shared by both formats (JSON prints it to stderr too).
+pub fn summary_text(elapsed_ns: u64, stats: &[ProbeStats]) -> String {
+    let events: u64 = stats.iter().map(|s| s.events).sum();
+    let lost: u64 = stats.iter().map(|s| s.total_lost()).sum();
+    let mut s = format!(
+        "\npodscope: traced for {}: {events} events, {lost} lost\n",
+        human_ns(elapsed_ns)
+    );
+    s.push_str(&format!(
+        "{:<7} {:>10} {:>10} {:>10}\n",
+        "PROBE", "EVENTS", "LOST", "MAP_FULL"
+    ));
+    for st in stats {
+        s.push_str(&format!(
+            "{:<7} {:>10} {:>10} {:>10}\n",
+            st.probe.name(),
+            st.events,
+            st.lost + st.decode_errors,
+            st.map_full
+        ));
+    }
+    s
+}
+
+/// One JSON object per line.
+pub struct JsonLines<W: Write> {
+    out: W,
+}
+
+impl<W: Write> JsonLines<W> {
+    pub fn new(out: W) -> Self {
+        JsonLines { out }
+    }
+
+    fn line<T: Serialize>(&mut self, v: &T) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, v)?;
+        self.out.write_all(b"\n")
+    }
+}
+
+#[derive(Serialize)]
+struct LostRecord {
+    timestamp: Timestamp,
+    probe: ProbeKind,
+    kind: &'static str,
+    lost: u64,
+    lost_total: u64,
+}
+
+#[derive(Serialize)]
+struct SummaryProbe {
+    probe: ProbeKind,
+    events: u64,
+    lost: u64,
+    map_full: u64,
+}
+
+#[derive(Serialize)]
+struct SummaryRecord {
+    timestamp: Timestamp,
+    kind: &'static str,
+    duration_ns: u64,
+    events: u64,
+    lost: u64,
+    probes: Vec<SummaryProbe>,
+}
+
+impl<W: Write> Sink for JsonLines<W> {
+    fn event(&mut self, ev: &Event) -> io::Result<()> {
+        self.line(ev)
+    }
+
+    fn lost(&mut self, probe: ProbeKind, delta: u64, total: u64) -> io::Result<()> {
+        self.line(&LostRecord {
+            timestamp: Timestamp::now(),
+            probe,
+            kind: "lost",
+            lost: delta,
+            lost_total: total,
+        })
+    }
+
+    fn summary(&mut self, elapsed_ns: u64, stats: &[ProbeStats]) -> io::Result<()> {
+        let rec = SummaryRecord {
+            timestamp: Timestamp::now(),
+            kind: "summary",
+            duration_ns: elapsed_ns,
+            events: stats.iter().map(|s| s.events).sum(),
+            lost: stats.iter().map(|s| s.total_lost()).sum(),
+            probes: stats
+                .iter()
+                .map(|s| SummaryProbe {
+                    probe: s.probe,
+                    events: s.events,
+                    lost: s.lost + s.decode_errors,
+                    map_full: s.map_full,
+                })
+                .collect(),
+        };
+        self.line(&rec)?;
+        self.out.flush()?;
+        eprint!("{}", summary_text(elapsed_ns, stats));
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(human_bytes(512), "512B");
+        assert_eq!(human_bytes(4096), "4.0KiB");
+        assert_eq!(human_ns(1_500_000), "1.5ms");
+        assert_eq!(human_ns(2_000_000_000), "2.00s");
+    }
+
+    #[test]
+    fn lost_and_summary_json() {
+        let mut buf = Vec::new();
+        {
+            let mut j = JsonLines::new(&mut buf);
+            j.lost(ProbeKind::Exec, 3, 5).unwrap();
+            let stats = [ProbeStats {
+                probe: ProbeKind::Exec,
+                events: 10,
+                lost: 5,
+                map_full: 0,
+                decode_errors: 0,
+            }];
+            j.summary(1_000, &stats).unwrap();
+        }
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["kind"], "lost");
+        assert_eq!(lines[0]["probe"], "exec");
+        assert_eq!(lines[0]["lost"], 3);
+        assert_eq!(lines[1]["kind"], "summary");
+        assert_eq!(lines[1]["probes"][0]["lost"], 5);
+        assert_eq!(lines[1]["events"], 10);
+    }
+}
