@@ -30,11 +30,11 @@ pub fn resolve_dir(arg: &Path) -> Result<PathBuf> {
     let v2 = v2_mount()?;
     let candidate = if arg.starts_with(&v2) {
         arg.to_path_buf()
-    } else if let Ok(rest) = arg.strip_prefix("/sys/fs/cgroup") {
+    } else if let Some(rest) = v1_relative(arg) {
         // A v1 controller path (/sys/fs/cgroup/cpu/kubepods/...): same path under v2.
-        let mut parts = rest.components();
-        parts.next();
-        v2.join(parts.as_path())
+        v2.join(rest)
+    } else if arg.starts_with("/sys/fs/cgroup") {
+        arg.to_path_buf()
     } else {
         let rel: PathBuf = arg
             .components()
@@ -53,6 +53,26 @@ pub fn resolve_dir(arg: &Path) -> Result<PathBuf> {
         );
     }
     Ok(candidate)
+}
+
+/// For /sys/fs/cgroup/<controller>/rest on a hybrid layout, `rest`.
+fn v1_relative(arg: &Path) -> Option<PathBuf> {
+    let rest = arg.strip_prefix("/sys/fs/cgroup").ok()?;
+    let mut parts = rest.components();
+    let controller = parts.next()?;
+    let mount = Path::new("/sys/fs/cgroup").join(controller);
+    // A v1 hierarchy root has cgroup.procs; a plain directory of a pure v2 root is a cgroup itself.
+    let is_v1_root = mount.join("cgroup.procs").exists()
+        && std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|m| {
+                m.lines().any(|l| {
+                    l.split_whitespace().nth(4) == mount.to_str()
+                        && l.split_once(" - ")
+                            .is_some_and(|(_, p)| p.starts_with("cgroup "))
+                })
+            })
+            .unwrap_or(false);
+    is_v1_root.then(|| parts.as_path().to_path_buf())
 }
 
 /// The cgroup v2 id of a directory: its inode number.
@@ -78,6 +98,14 @@ mod tests {
             .to_string();
         assert!(err.contains("does not exist"), "{err}");
         assert!(err.contains("/no-such-cgroup-podscope"), "{err}");
+    }
+
+    #[test]
+    fn missing_cgroup_under_sys_fs_cgroup_is_not_the_root() {
+        let err = resolve(Path::new("/sys/fs/cgroup/no-such-podscope-cg"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not exist"), "{err}");
     }
 
     #[test]

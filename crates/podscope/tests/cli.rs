@@ -1,0 +1,218 @@
+//! The podscope binary as a user runs it: errors they can act on, and a live
+//! trace of real kernel events through the whole pipeline to JSON.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn podscope() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_podscope"))
+}
+
+fn is_root() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    if !root && std::env::var_os("PODSCOPE_SKIP_ROOT_TESTS").is_some() {
+        eprintln!("SKIPPED: needs root (PODSCOPE_SKIP_ROOT_TESTS is set)");
+        return false;
+    }
+    assert!(
+        root,
+        "this test needs root; set PODSCOPE_SKIP_ROOT_TESTS=1 to skip"
+    );
+    true
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = podscope().args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn unknown_probe_names_it_and_lists_valid_ones() {
+    let (code, _, err) = run(&["trace", "exec,tpc", "--all"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown probe 'tpc'"), "{err}");
+    assert!(err.contains("did you mean 'tcp'"), "{err}");
+    assert!(err.contains("exec, exit, tcp, bio, cache, open"), "{err}");
+}
+
+#[test]
+fn missing_cgroup_is_named() {
+    let (code, _, err) = run(&[
+        "trace",
+        "exec",
+        "--cgroup",
+        "/sys/fs/cgroup/no-such-podscope-cg",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cgroup path /sys/fs/cgroup/no-such-podscope-cg does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn no_selection_asks_for_one() {
+    let (code, _, err) = run(&["trace", "exec"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--all"), "{err}");
+    assert!(err.contains("--pid"), "{err}");
+}
+
+#[test]
+fn bad_duration_and_ring_size_are_explained() {
+    let (code, _, err) = run(&["trace", "exec", "--all", "--duration", "soon"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("'soon' is not a duration"), "{err}");
+    let (code, _, err) = run(&["trace", "exec", "--all", "--ring-buffer-size", "5000"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("power of two"), "{err}");
+}
+
+#[test]
+fn probes_lists_every_probe_as_supported_here() {
+    if !is_root() {
+        return;
+    }
+    let (code, out, err) = run(&["probes", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = rows.iter().map(|r| r["probe"].as_str().unwrap()).collect();
+    assert_eq!(names, ["exec", "exit", "tcp", "bio", "cache", "open"]);
+    for r in &rows {
+        assert_eq!(r["supported"], true, "{r}");
+    }
+}
+
+#[test]
+fn json_trace_of_a_real_exec_with_summary() {
+    if !is_root() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("podscope-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let prog = dir.join("cli-uniq-prog");
+    std::fs::copy("/bin/true", &prog).unwrap();
+
+    let mut child = podscope()
+        .args([
+            "trace",
+            "exec,exit",
+            "--all",
+            "-o",
+            "json",
+            "--duration",
+            "4s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until probes are attached (the banner on stderr), then act.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut banner = String::new();
+    stderr.read_line(&mut banner).unwrap();
+    assert!(banner.contains("probes attached"), "{banner}");
+    let st = Command::new(&prog)
+        .args(["hello", "world"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+        .collect();
+    let prog_s = prog.to_str().unwrap();
+    let exec = lines
+        .iter()
+        .find(|l| l["probe"] == "exec" && l["filename"] == prog_s)
+        .expect("the exec event");
+    assert_eq!(exec["args"], serde_json::json!([prog_s, "hello", "world"]));
+    assert_eq!(exec["kind"], "exec");
+    for key in ["timestamp", "pid", "comm", "cgroup_id", "node", "ppid"] {
+        assert!(exec.get(key).is_some(), "{key} missing in {exec}");
+    }
+    let ts = exec["timestamp"].as_str().unwrap();
+    assert!(
+        ts.ends_with('Z') && ts.len() == 30,
+        "RFC 3339 with ns: {ts}"
+    );
+    let pid = exec["pid"].as_u64().unwrap();
+    let exit = lines
+        .iter()
+        .find(|l| l["probe"] == "exit" && l["pid"].as_u64() == Some(pid))
+        .expect("the exit event of the same process");
+    assert_eq!(exit["exit_code"], 0);
+
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["kind"], "summary");
+    let probes = summary["probes"].as_array().unwrap();
+    assert_eq!(probes.len(), 2);
+    let counted: u64 = probes.iter().map(|p| p["events"].as_u64().unwrap()).sum();
+    assert_eq!(
+        counted as usize,
+        lines.len() - 1,
+        "summary counts every event line"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn max_events_stops_early() {
+    if !is_root() {
+        return;
+    }
+    let mut child = podscope()
+        .args([
+            "trace",
+            "open",
+            "--all",
+            "-o",
+            "json",
+            "--max-events",
+            "3",
+            "--duration",
+            "20s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Make sure there is something to open meanwhile.
+    let start = std::time::Instant::now();
+    loop {
+        let _ = std::fs::read("/etc/hostname");
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success());
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "--max-events did not stop the trace"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let events = lines.iter().filter(|l| l["kind"] == "open").count();
+    assert_eq!(events, 3, "{text}");
+    assert_eq!(lines.last().unwrap()["kind"], "summary", "{text}");
+}

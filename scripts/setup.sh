@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what podscope needs to build and run on a fresh Debian 12 machine,
+# and mounts the kernel filesystems BPF tracing uses. Idempotent; needs root.
+set -euo pipefail
+
+log() { echo "setup: $*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: needs root (apt-get, mount); run: sudo bash scripts/setup.sh" >&2
+  exit 1
+fi
+
+# Build: clang for the BPF C programs, libelf/zlib for libbpf, bpftool for vmlinux.h.
+# Run/bench: bpftrace for the benchmark's comparison. Tests: iproute2.
+PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool bpftrace iproute2 protobuf-compiler)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  log "system packages present"
+fi
+
+mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing || log "could not mount tracefs"
+mountpoint -q /sys/kernel/debug || mount -t debugfs nodev /sys/kernel/debug || log "could not mount debugfs"
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf || log "could not mount bpffs"
+log "ready"
