@@ -1,0 +1,64 @@
+//! The discovery entry point: CRI first, /proc as the fallback.
+
+use std::path::PathBuf;
+
+use crate::cri::CriClient;
+use crate::error::Result;
+use crate::model::{Pod, Source};
+use crate::procscan;
+
+/// What [`discover_detailed`] found, and how.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    /// The pods.
+    pub pods: Vec<Pod>,
+    /// Where they came from.
+    pub source: Source,
+    /// The CRI socket used, if any.
+    pub endpoint: Option<PathBuf>,
+    /// The runtime's name (`containerd`, `cri-o`, ...), if CRI answered.
+    pub runtime: Option<String>,
+    /// Why CRI was not used, when it was not: show this to the user.
+    pub warning: Option<String>,
+}
+
+/// Discovers pods. With an explicit `endpoint` (`unix:///path` or `/path`)
+/// only that runtime is asked and its failure is an error: a typo should not
+/// silently turn into a /proc scan. Without one, the well-known sockets are
+/// tried in order and, if none answers, /proc is scanned instead (names,
+/// labels and images unknown) and [`Discovery::warning`] says why.
+pub async fn discover_async(endpoint: Option<&str>) -> Result<Discovery> {
+    match CriClient::connect_endpoint(endpoint).await {
+        Ok(mut client) => {
+            let pods = client.pods().await?;
+            Ok(Discovery {
+                pods,
+                source: Source::Cri,
+                endpoint: Some(client.endpoint().to_owned()),
+                runtime: Some(client.runtime_name().to_owned()),
+                warning: None,
+            })
+        }
+        Err(e) if endpoint.is_some() => Err(e),
+        Err(e) => Ok(Discovery {
+            pods: procscan::scan_proc()?,
+            source: Source::Proc,
+            endpoint: None,
+            runtime: None,
+            warning: Some(format!(
+                "pods found through /proc, so their names, namespaces, labels and images are unknown, because {e}"
+            )),
+        }),
+    }
+}
+
+/// Blocking [`discover_async`]. Must not be called from inside an async runtime.
+pub fn discover_detailed(endpoint: Option<&str>) -> Result<Discovery> {
+    crate::blocking::runtime()?.block_on(discover_async(endpoint))
+}
+
+/// Blocking discovery returning only the pods; see [`discover_detailed`] for
+/// the source and the fallback warning.
+pub fn discover(endpoint: Option<&str>) -> Result<Vec<Pod>> {
+    discover_detailed(endpoint).map(|d| d.pods)
+}
