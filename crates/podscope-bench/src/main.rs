@@ -1,0 +1,529 @@
+//! podscope-bench: runs bounded storms of real kernel events (exec, loopback
+//! TCP, openat, O_DIRECT writes) with podscope, with bpftrace doing the same
+//! job, and with no tracer, and prints what each cost. Needs root.
+//!
+//! Usage: podscope-bench [--quick] [--json FILE]
+//! (`podscope-bench workload KIND N CGROUP` is the storm child it spawns.)
+
+mod workload;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("workload") {
+        let [_, kind, n, cg] = args.as_slice() else {
+            bail!("usage: podscope-bench workload KIND N CGROUP_DIR");
+        };
+        return workload::run(kind, n.parse()?, Path::new(cg));
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let json_out = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("usage: podscope-bench [--quick] [--json FILE]\n\nRuns exec, tcp, open and bio storms under podscope, under bpftrace and untraced; prints events generated/captured/lost, tracer CPU per 1000 events, peak RSS, attach time and workload slowdown. Needs root, a release build of podscope next to this binary (cargo build --release -p podscope -p podscope-bench), and bpftrace for the comparison.");
+        return Ok(());
+    }
+    Bench::new(quick)?.run(json_out)
+}
+
+/// CPU time of every live thread of `pid`, in ns, from schedstat (the
+/// /proc/PID/stat tick counts are too coarse for short storms).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn v2_root() -> Result<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    info.lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.split_whitespace().next()? == "cgroup2")
+                .then(|| PathBuf::from(pre.split_whitespace().nth(4).unwrap()))
+        })
+        .context("no cgroup v2 mount")
+}
+
+/// A traced run's figures.
+#[derive(Debug, Clone, Default, Serialize)]
+struct Measured {
+    events: u64,
+    matched: u64,
+    lost: u64,
+    cpu_s: f64,
+    rss_mb: f64,
+    attach_ms: f64,
+    attach_reported_ms: Option<f64>,
+}
+
+type Classifier = fn(&serde_json::Value) -> bool;
+
+/// A tracer process (podscope or bpftrace) and the threads reading it.
+struct Traced {
+    child: Child,
+    pid: u32,
+    attach_ms: f64,
+    attach_reported_ms: Option<f64>,
+    counts: Arc<Mutex<(u64, u64, Option<serde_json::Value>)>>,
+    cpu_at_attach: u64,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Traced {
+    fn podscope(bin: &Path, probes: &str, cgroup: &Path, classify: Classifier) -> Result<Traced> {
+        let started = Instant::now();
+        let mut child = Command::new(bin)
+            .args(["trace", probes, "--cgroup"])
+            .arg(cgroup)
+            .args(["-o", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let mut readers = vec![std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(ms) = line.split("attached in ").nth(1) {
+                    let ms = ms
+                        .split_whitespace()
+                        .next()
+                        .and_then(|v| v.parse::<f64>().ok());
+                    let _ = tx.send(ms);
+                }
+            }
+        })];
+        let reported = rx
+            .recv_timeout(Duration::from_secs(30))
+            .context("podscope did not attach within 30 s")?;
+        let attach_ms = started.elapsed().as_secs_f64() * 1e3;
+        let counts = Arc::new(Mutex::new((0u64, 0u64, None)));
+        let c = counts.clone();
+        let stdout = child.stdout.take().unwrap();
+        readers.push(std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                let mut g = c.lock().unwrap();
+                match v["kind"].as_str() {
+                    Some("summary") => g.2 = Some(v),
+                    Some("lost") => {}
+                    _ => {
+                        g.0 += 1;
+                        if classify(&v) {
+                            g.1 += 1;
+                        }
+                    }
+                }
+            }
+        }));
+        let pid = child.id();
+        Ok(Traced {
+            child,
+            pid,
+            attach_ms,
+            attach_reported_ms: reported,
+            counts,
+            cpu_at_attach: cpu_ns(pid),
+            readers,
+        })
+    }
+
+    fn bpftrace(script: &str) -> Result<Traced> {
+        let started = Instant::now();
+        let mut child = Command::new("bpftrace")
+            .args(["-B", "full", "-e", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting bpftrace (apt-get install bpftrace)")?;
+        let (tx, rx) = mpsc::channel();
+        let counts = Arc::new(Mutex::new((0u64, 0u64, None)));
+        let c = counts.clone();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("Attaching ") {
+                    let _ = tx.send(());
+                    continue;
+                }
+                if line.is_empty() {
+                    continue;
+                }
+                let mut g = c.lock().unwrap();
+                g.0 += 1;
+                g.1 += 1;
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .context("bpftrace did not attach")?;
+        // "Attaching" is printed before the attach completes; give it a moment.
+        std::thread::sleep(Duration::from_millis(500));
+        let attach_ms = started.elapsed().as_secs_f64() * 1e3;
+        let pid = child.id();
+        Ok(Traced {
+            child,
+            pid,
+            attach_ms,
+            attach_reported_ms: None,
+            counts,
+            cpu_at_attach: cpu_ns(pid),
+            readers: vec![reader],
+        })
+    }
+
+    /// Waits for the output to settle, then stops the tracer and collects figures.
+    fn finish(mut self, expect: u64) -> Result<Measured> {
+        let mut last = (u64::MAX, Instant::now());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let n = self.counts.lock().unwrap().1;
+            if n != last.0 {
+                last = (n, Instant::now());
+            }
+            if (n >= expect && last.1.elapsed() > Duration::from_millis(200))
+                || last.1.elapsed() > Duration::from_millis(1500)
+                || Instant::now() > deadline
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let cpu = cpu_ns(self.pid).saturating_sub(self.cpu_at_attach);
+        let rss = peak_rss_kb(self.pid);
+        Command::new("kill")
+            .args(["-INT", &self.pid.to_string()])
+            .status()?;
+        let _ = self.child.wait();
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        let g = self.counts.lock().unwrap();
+        let lost = g.2.as_ref().and_then(|s| s["lost"].as_u64()).unwrap_or(0);
+        Ok(Measured {
+            events: g.0,
+            matched: g.1,
+            lost,
+            cpu_s: cpu as f64 / 1e9,
+            rss_mb: rss as f64 / 1024.0,
+            attach_ms: self.attach_ms,
+            attach_reported_ms: self.attach_reported_ms,
+        })
+    }
+}
+
+struct Storm {
+    kind: &'static str,
+    probe: &'static str,
+    n: u64,
+    /// Events of the probe that the storm makes, per operation.
+    events_per_op: u64,
+    classify: Classifier,
+    bpftrace: &'static str,
+}
+
+fn storms(quick: bool) -> Vec<Storm> {
+    let scale = if quick { 4 } else { 1 };
+    vec![
+        Storm {
+            kind: "exec",
+            probe: "exec",
+            n: 4000 / scale,
+            events_per_op: 1,
+            classify: |v| v["filename"] == "/bin/true",
+            bpftrace: r#"tracepoint:syscalls:sys_enter_execve /cgroup == cgroupid("CG")/ { printf("%d %s ", pid, comm); join(args->argv); }"#,
+        },
+        Storm {
+            kind: "tcp",
+            probe: "tcp",
+            n: 10000 / scale,
+            // connect + accept + a close for each end
+            events_per_op: 4,
+            classify: |v| matches!(v["kind"].as_str(), Some("connect" | "accept" | "close")),
+            bpftrace: r#"tracepoint:sock:inet_sock_set_state /cgroup == cgroupid("CG")/ { printf("%d %s %d %d %d %d\n", pid, comm, args->sport, args->dport, args->oldstate, args->newstate); }"#,
+        },
+        Storm {
+            kind: "open",
+            probe: "open",
+            n: 200_000 / scale,
+            events_per_op: 1,
+            classify: |v| {
+                v["flags"] == 524288 // O_RDONLY|O_CLOEXEC: the storm's opens, not the file's creation
+                    && v["path"].as_str().is_some_and(|p| p.contains("podscope-bench-open"))
+            },
+            bpftrace: r#"tracepoint:syscalls:sys_enter_openat /cgroup == cgroupid("CG")/ { @f[tid] = args->filename; } tracepoint:syscalls:sys_exit_openat /@f[tid]/ { printf("%d %s %s %d\n", pid, comm, str(@f[tid]), args->ret); delete(@f[tid]); } END { clear(@f); }"#,
+        },
+        Storm {
+            kind: "bio",
+            probe: "bio",
+            n: 3000 / scale,
+            events_per_op: 1,
+            classify: |v| v["op"] == "write" && v["bytes"] == 4096,
+            bpftrace: r#"tracepoint:block:block_rq_issue /cgroup == cgroupid("CG")/ { @s[args->dev, args->sector] = nsecs; } tracepoint:block:block_rq_complete /@s[args->dev, args->sector]/ { printf("%d %d %d\n", args->dev, args->nr_sector, nsecs - @s[args->dev, args->sector]); delete(@s[args->dev, args->sector]); } END { clear(@s); }"#,
+        },
+    ]
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    storm: &'static str,
+    operations: u64,
+    expected_events: u64,
+    baseline_s: f64,
+    podscope: Measured,
+    podscope_s: f64,
+    bpftrace: Option<Measured>,
+    bpftrace_s: Option<f64>,
+}
+
+struct Bench {
+    me: PathBuf,
+    podscope: PathBuf,
+    work: PathBuf,
+    other: PathBuf,
+    quick: bool,
+    have_bpftrace: bool,
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.work);
+        let _ = std::fs::remove_dir(&self.other);
+    }
+}
+
+impl Bench {
+    fn new(quick: bool) -> Result<Bench> {
+        let me = std::env::current_exe()?;
+        let podscope = me.with_file_name("podscope");
+        if !podscope.exists() {
+            bail!(
+                "{} not found; build both first: cargo build --release -p podscope -p podscope-bench",
+                podscope.display()
+            );
+        }
+        let root = v2_root()?;
+        let work = root.join(format!("podscope-bench-{}-work", std::process::id()));
+        let other = root.join(format!("podscope-bench-{}-other", std::process::id()));
+        std::fs::create_dir_all(&work).context("creating a cgroup (are you root?)")?;
+        std::fs::create_dir_all(&other)?;
+        let have_bpftrace = Command::new("bpftrace")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        Ok(Bench {
+            me,
+            podscope,
+            work,
+            other,
+            quick,
+            have_bpftrace,
+        })
+    }
+
+    fn workload(&self, kind: &str, n: u64) -> Result<workload::Report> {
+        let out = Command::new(&self.me)
+            .args(["workload", kind, &n.to_string()])
+            .arg(&self.work)
+            .stderr(Stdio::inherit())
+            .output()?;
+        if !out.status.success() {
+            bail!("workload {kind} failed");
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    fn baseline(&self, kind: &str, n: u64) -> Result<f64> {
+        let a = self.workload(kind, n)?.elapsed_ns;
+        let b = self.workload(kind, n)?.elapsed_ns;
+        Ok(a.min(b) as f64 / 1e9)
+    }
+
+    fn run(&self, json_out: Option<PathBuf>) -> Result<()> {
+        println!(
+            "podscope-bench: {} cores, kernel {}, {}",
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0),
+            std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim(),
+            if self.quick {
+                "quick sizes"
+            } else {
+                "full sizes"
+            }
+        );
+        if !self.have_bpftrace {
+            println!(
+                "bpftrace not found: comparison columns are skipped (apt-get install bpftrace)"
+            );
+        }
+        let mut rows = Vec::new();
+        for s in storms(self.quick) {
+            eprintln!("storm {} x{} ...", s.kind, s.n);
+            let baseline_s = self.baseline(s.kind, s.n)?;
+            let expected = s.n * s.events_per_op;
+            let t = Traced::podscope(&self.podscope, s.probe, &self.work, s.classify)?;
+            let rep = self.workload(s.kind, s.n)?;
+            let podscope = t.finish(expected)?;
+            let podscope_s = rep.elapsed_ns as f64 / 1e9;
+            let (bpftrace, bpftrace_s) = if self.have_bpftrace {
+                let script = s.bpftrace.replace("CG", self.work.to_str().unwrap());
+                let t = Traced::bpftrace(&script)?;
+                let rep = self.workload(s.kind, s.n)?;
+                (Some(t.finish(expected)?), Some(rep.elapsed_ns as f64 / 1e9))
+            } else {
+                (None, None)
+            };
+            rows.push(Row {
+                storm: s.kind,
+                operations: s.n,
+                expected_events: expected,
+                baseline_s,
+                podscope,
+                podscope_s,
+                bpftrace,
+                bpftrace_s,
+            });
+        }
+        print_rows(&rows);
+
+        // In-kernel filtering: the TCP storm while podscope traces only an unrelated cgroup.
+        eprintln!("filter cost: tcp storm, podscope tracing an unrelated cgroup ...");
+        let n = if self.quick { 2500 } else { 10000 };
+        let mut base = Vec::new();
+        let mut traced = Vec::new();
+        for _ in 0..3 {
+            base.push(self.workload("tcp", n)?.elapsed_ns as f64 / 1e9);
+            let t = Traced::podscope(&self.podscope, "tcp", &self.other, |_| true)?;
+            traced.push(self.workload("tcp", n)?.elapsed_ns as f64 / 1e9);
+            let m = t.finish(0)?;
+            if m.events != 0 {
+                println!(
+                    "WARNING: {} events leaked through the unrelated-cgroup filter",
+                    m.events
+                );
+            }
+        }
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v[v.len() / 2]
+        };
+        let (untraced_s, traced_s) = (med(&mut base), med(&mut traced));
+        let filter_slowdown = (traced_s / untraced_s - 1.0) * 100.0;
+        println!(
+            "\nunrelated-cgroup filter: tcp storm x{n}: untraced {untraced_s:.3}s, traced {traced_s:.3}s (median of 3) -> slowdown {filter_slowdown:+.1}% (target < 5%)"
+        );
+
+        // Everything on: attach time and memory.
+        eprintln!("all probes: attach time and peak RSS during an exec storm ...");
+        let t = Traced::podscope(&self.podscope, "all", &self.work, |_| true)?;
+        let n = if self.quick { 500 } else { 2000 };
+        self.workload("exec", n)?;
+        let all = t.finish(n)?;
+        println!(
+            "all 6 probes: attached in {:.0} ms (podscope's own figure {} ms; target < 200 ms), peak RSS {:.1} MB (target < 30 MB), {} events, {} lost",
+            all.attach_ms,
+            all.attach_reported_ms.map_or("?".into(), |v| format!("{v:.0}")),
+            all.rss_mb,
+            all.events,
+            all.lost
+        );
+
+        if let Some(path) = json_out {
+            let doc = serde_json::json!({
+                "storms": rows,
+                "unrelated_cgroup_filter": { "untraced_s": untraced_s, "traced_s": traced_s, "slowdown_pct": filter_slowdown },
+                "all_probes": all,
+            });
+            std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
+            println!("figures written to {}", path.display());
+        }
+        Ok(())
+    }
+}
+
+fn print_rows(rows: &[Row]) {
+    println!(
+        "\n{:<5} {:>7} {:>8} | {:>9} {:>6} {:>9} {:>7} {:>7} {:>8} | {:>9} {:>9} {:>8} | {:>9}",
+        "STORM",
+        "OPS",
+        "EXPECTED",
+        "CAPTURED",
+        "LOST",
+        "CPU/1kEV",
+        "RSS_MB",
+        "ATTACH",
+        "SLOWDOWN",
+        "BT_LINES",
+        "BT_CPU/1k",
+        "BT_SLOW",
+        "CPU_RATIO"
+    );
+    for r in rows {
+        let p = &r.podscope;
+        let per_k = |m: &Measured| {
+            if m.matched == 0 {
+                f64::NAN
+            } else {
+                m.cpu_s * 1e3 / (m.events.max(1) as f64) * 1e3
+            }
+        };
+        let slow = |s: f64| (s / r.baseline_s - 1.0) * 100.0;
+        let (bl, bc, bs, ratio) = match (&r.bpftrace, r.bpftrace_s) {
+            (Some(b), Some(s)) => (
+                b.events.to_string(),
+                format!("{:.2}ms", per_k(b)),
+                format!("{:+.1}%", slow(s)),
+                format!("{:.2}", per_k(p) / per_k(b)),
+            ),
+            _ => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "{:<5} {:>7} {:>8} | {:>9} {:>6} {:>7.2}ms {:>7.1} {:>5.0}ms {:>+7.1}% | {:>9} {:>9} {:>8} | {:>9}",
+            r.storm,
+            r.operations,
+            r.expected_events,
+            p.matched,
+            p.lost,
+            per_k(p),
+            p.rss_mb,
+            p.attach_ms,
+            slow(r.podscope_s),
+            bl,
+            bc,
+            bs,
+            ratio
+        );
+    }
+    println!("CPU/1kEV: tracer CPU ms per 1,000 events delivered (all threads, /proc/PID/task/*/schedstat); SLOWDOWN: storm time vs untraced (best of 2)");
+    println!("bio: the storm's fsyncs also write metadata from the same process, so more 4 KiB writes arrive than the storm's own");
+    println!("BT_*: bpftrace with an equivalent tracepoint script on the same storm; CPU_RATIO: podscope CPU per event / bpftrace's (target <= 0.5)");
+}
