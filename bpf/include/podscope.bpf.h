@@ -119,7 +119,7 @@ static __always_inline bool current_cgroup_allowed(void)
 	id = bpf_get_current_cgroup_id();
 	if (bpf_map_lookup_elem(&filter_cgroups, &id))
 		return true;
-	for (int level = 1; level < CGROUP_MAX_LEVEL; level++) {
+	for (int level = 0; level < CGROUP_MAX_LEVEL; level++) {
 		__u64 anc = bpf_get_current_ancestor_cgroup_id(level);
 		if (!anc || anc == id)
 			break;

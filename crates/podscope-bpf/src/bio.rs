@@ -19,7 +19,7 @@ pub(crate) struct Probe {
 }
 
 pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crate::Error> {
-    let skel = load_skeleton!(BioProbeSkelBuilder, ProbeKind::Bio, settings);
+    let skel = load_skeleton!(BioProbeSkelBuilder, ProbeKind::Bio.name(), settings);
     Ok(Box::new(Probe { skel }))
 }
 

@@ -29,7 +29,7 @@ pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crat
         ring_bytes: 4096,
         ..*settings
     };
-    let skel = load_skeleton!(CacheProbeSkelBuilder, ProbeKind::Cache, &settings);
+    let skel = load_skeleton!(CacheProbeSkelBuilder, ProbeKind::Cache.name(), &settings);
     Ok(Box::new(Probe {
         skel,
         last_collect_ns: Clock::now_mono(),

@@ -8,8 +8,8 @@ pub enum Error {
     /// The kernel refused to load or attach a probe.
     #[error("probe '{probe}' could not be {stage}: {source}{}", log_suffix(.log))]
     Load {
-        /// Which probe.
-        probe: ProbeKind,
+        /// Which probe (or `cgroup-watcher`).
+        probe: &'static str,
         /// `opened`, `loaded` (verifier) or `attached`.
         stage: &'static str,
         /// libbpf's error.

@@ -19,7 +19,7 @@ pub(crate) struct Probe {
 }
 
 pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crate::Error> {
-    let skel = load_skeleton!(ExecProbeSkelBuilder, ProbeKind::Exec, settings);
+    let skel = load_skeleton!(ExecProbeSkelBuilder, ProbeKind::Exec.name(), settings);
     Ok(Box::new(Probe { skel }))
 }
 
@@ -40,10 +40,14 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
     let raw: types::exec_event = read_record(data);
     let used = (raw.args_size as usize).min(raw.args.len());
     let bytes: Vec<u8> = raw.args[..used].iter().map(|c| *c as u8).collect();
-    let mut args: Vec<String> = bytes
-        .split(|b| *b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
+    let mut args: Vec<String> = if bytes.is_empty() {
+        Vec::new()
+    } else {
+        bytes
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    };
     // argv ends with a NUL, which leaves one empty piece behind.
     if bytes.last() == Some(&0) {
         args.pop();

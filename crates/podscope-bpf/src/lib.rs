@@ -10,11 +10,13 @@ mod tracer;
 
 mod bio;
 mod cache;
+mod cgroup;
 mod exec;
 mod exit;
 mod open;
 mod tcp;
 
+pub use cgroup::{CgroupChange, FILTER_PENDING};
 pub use error::Error;
 pub use sys::{check_privileges, probe_support, ProbeSupport};
-pub use tracer::{Filter, ProbeStats, TraceOptions, Tracer};
+pub use tracer::{CgroupWatch, Filter, FilterHandle, ProbeStats, TraceOptions, Tracer};

@@ -88,10 +88,13 @@ pub(crate) fn take_log() -> Vec<String> {
 /// skeleton with a `'static` lifetime (its storage lives as long as the
 /// process; the object itself is closed when the skeleton drops).
 macro_rules! load_skeleton {
-    ($builder:ty, $kind:expr, $settings:expr) => {{
+    ($builder:ty, $name:expr, $settings:expr) => {
+        $crate::load::load_skeleton!($builder, $name, $settings, |_open| {})
+    };
+    ($builder:ty, $name:expr, $settings:expr, $extra:expr) => {{
         use libbpf_rs::skel::{OpenSkel as _, Skel as _, SkelBuilder as _};
         let settings: &$crate::load::LoadSettings = $settings;
-        let kind: podscope_model::ProbeKind = $kind;
+        let kind: &'static str = $name;
         let fail = |stage: &'static str| {
             move |source: libbpf_rs::Error| $crate::Error::Load {
                 probe: kind,
@@ -127,6 +130,7 @@ macro_rules! load_skeleton {
             .events
             .set_max_entries(settings.ring_bytes)
             .map_err(fail("opened"))?;
+        ($extra)(&mut open);
         let mut skel = open.load().map_err(fail("loaded"))?;
         skel.attach().map_err(fail("attached"))?;
         skel

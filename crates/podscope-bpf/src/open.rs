@@ -19,7 +19,7 @@ pub(crate) struct Probe {
 }
 
 pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crate::Error> {
-    let skel = load_skeleton!(OpenProbeSkelBuilder, ProbeKind::Open, settings);
+    let skel = load_skeleton!(OpenProbeSkelBuilder, ProbeKind::Open.name(), settings);
     Ok(Box::new(Probe { skel }))
 }
 
@@ -43,6 +43,7 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
     let data = EventData::Open(OpenEvent {
         kind: "open".into(),
         path: c_str(&raw.path),
+        dirfd: (raw.dirfd != libc::AT_FDCWD).then_some(raw.dirfd),
         flags: raw.flags,
         flags_str: open_flags(raw.flags),
         mode: raw.mode,

@@ -22,7 +22,7 @@ pub(crate) struct Probe {
 }
 
 pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crate::Error> {
-    let skel = load_skeleton!(TcpProbeSkelBuilder, ProbeKind::Tcp, settings);
+    let skel = load_skeleton!(TcpProbeSkelBuilder, ProbeKind::Tcp.name(), settings);
     Ok(Box::new(Probe { skel }))
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, RingBuffer, RingBufferBuilder};
 use podscope_model::{Event, ProbeKind};
 
+use crate::cgroup::{CgroupChange, Watcher};
 use crate::decode::Clock;
 use crate::load::{read_stat, start_log_capture, LoadSettings, LoadedProbe};
 use crate::Error;
@@ -43,6 +44,53 @@ pub struct TraceOptions {
     /// Leave this process's own activity out (default), so the tracer's
     /// reads and writes cannot feed back into what it traces.
     pub exclude_self: bool,
+    /// Watch cgroup v2 creation/removal (see [`Tracer::take_cgroup_changes`]).
+    pub watch_cgroups: Option<CgroupWatch>,
+}
+
+/// What the cgroup watcher does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupWatch {
+    /// Admit new pod cgroups into the filter in the kernel, as pending, the
+    /// moment they are created; user space then keeps or removes them.
+    pub admit_new_pods: bool,
+    /// Cgroup ids whose new children are kubelet QoS or pod cgroups (the v2
+    /// root, kubepods, its QoS classes); kubelet cgroups created later below
+    /// them are followed by the kernel.
+    pub parents: Vec<u64>,
+}
+
+/// A handle on the in-kernel cgroup filter that other threads can hold.
+#[derive(Debug)]
+pub struct FilterHandle {
+    cgroups: MapHandle,
+}
+
+impl FilterHandle {
+    /// Lets a cgroup (and every cgroup below it) through, live.
+    pub fn allow_cgroup(&self, id: u64) -> Result<(), Error> {
+        allow(&self.cgroups, id)
+    }
+
+    /// Stops letting a cgroup through.
+    pub fn deny_cgroup(&self, id: u64) -> Result<(), Error> {
+        deny(&self.cgroups, id)
+    }
+}
+
+fn allow(map: &MapHandle, id: u64) -> Result<(), Error> {
+    map.update(&id.to_ne_bytes(), &[1], MapFlags::ANY)
+        .map_err(Error::runtime(format!("adding cgroup {id} to the filter")))
+}
+
+fn deny(map: &MapHandle, id: u64) -> Result<(), Error> {
+    match map.delete(&id.to_ne_bytes()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::runtime(format!(
+            "removing cgroup {id} from the filter"
+        ))(e)),
+    }
 }
 
 impl Default for TraceOptions {
@@ -54,6 +102,7 @@ impl Default for TraceOptions {
             wakeup_bytes: None,
             interval: Duration::from_secs(1),
             exclude_self: true,
+            watch_cgroups: None,
         }
     }
 }
@@ -91,6 +140,8 @@ pub struct Tracer {
     // Declared first so it is dropped (and unmaps the rings) before the probes.
     ring: Option<RingBuffer<'static>>,
     probes: Vec<Box<dyn LoadedProbe>>,
+    watcher: Option<Watcher>,
+    changes: Rc<RefCell<Vec<CgroupChange>>>,
     queue: Rc<RefCell<Vec<Event>>>,
     counts: Rc<RefCell<Vec<Counts>>>,
     filter_cgroups: MapHandle,
@@ -172,6 +223,17 @@ impl Tracer {
             probes.push(load_probe(*kind, &settings)?);
         }
 
+        let watcher = match &opts.watch_cgroups {
+            Some(w) => {
+                let watcher = Watcher::load(&settings, w.admit_new_pods)?;
+                for id in &w.parents {
+                    watcher.watch_parent(*id)?;
+                }
+                Some(watcher)
+            }
+            None => None,
+        };
+
         let tracer_queue = Rc::new(RefCell::new(Vec::new()));
         let counts = Rc::new(RefCell::new(vec![Counts::default(); probes.len()]));
         let clock = Clock::new();
@@ -196,6 +258,19 @@ impl Tracer {
                 .map_err(Error::runtime("setting up the ring buffer"))?;
             any_ring = true;
         }
+        let changes = Rc::new(RefCell::new(Vec::new()));
+        if let Some(w) = &watcher {
+            let changes = changes.clone();
+            builder
+                .add(w.ring(), move |data: &[u8]| {
+                    changes
+                        .borrow_mut()
+                        .push(crate::cgroup::decode(data, &clock));
+                    0
+                })
+                .map_err(Error::runtime("setting up the cgroup watcher ring"))?;
+            any_ring = true;
+        }
         let ring = if any_ring {
             Some(
                 builder
@@ -209,6 +284,8 @@ impl Tracer {
         let tracer = Tracer {
             ring,
             probes,
+            watcher,
+            changes,
             queue: tracer_queue,
             counts,
             filter_cgroups,
@@ -239,20 +316,31 @@ impl Tracer {
 
     /// Lets a cgroup (and every cgroup below it) through the filter, live.
     pub fn allow_cgroup(&self, id: u64) -> Result<(), Error> {
-        self.filter_cgroups
-            .update(&id.to_ne_bytes(), &[1], MapFlags::ANY)
-            .map_err(Error::runtime(format!("adding cgroup {id} to the filter")))
+        allow(&self.filter_cgroups, id)
     }
 
     /// Stops letting a cgroup through.
     pub fn deny_cgroup(&self, id: u64) -> Result<(), Error> {
-        match self.filter_cgroups.delete(&id.to_ne_bytes()) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::runtime(format!(
-                "removing cgroup {id} from the filter"
-            ))(e)),
-        }
+        deny(&self.filter_cgroups, id)
+    }
+
+    /// A handle on the cgroup filter for another thread.
+    pub fn filter_handle(&self) -> Result<FilterHandle, Error> {
+        Ok(FilterHandle {
+            cgroups: MapHandle::try_from(&self.filter_cgroups)
+                .map_err(Error::runtime("sharing the filter map"))?,
+        })
+    }
+
+    /// cgroup v2 directories created or removed since the last call (needs
+    /// [`TraceOptions::watch_cgroups`]); they arrive with the next poll.
+    pub fn take_cgroup_changes(&mut self) -> Vec<CgroupChange> {
+        std::mem::take(&mut *self.changes.borrow_mut())
+    }
+
+    /// Cgroup changes the watcher could not report (ring or map full).
+    pub fn watcher_lost(&self) -> u64 {
+        self.watcher.as_ref().map_or(0, Watcher::lost)
     }
 
     /// Lets a process through the pid filter, live.
@@ -304,7 +392,11 @@ impl Tracer {
         if let Some(ring) = &self.ring {
             ring.consume_raw();
         }
-        out.append(&mut self.queue.borrow_mut());
+        {
+            let mut q = self.queue.borrow_mut();
+            q.sort_by_key(|e| e.timestamp);
+            out.append(&mut q);
+        }
         self.collect(out)?;
         Ok(out.len() - before)
     }

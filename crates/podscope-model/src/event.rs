@@ -59,9 +59,18 @@ pub struct Identity {
     /// Pod name.
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub pod: String,
+    /// Pod uid.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub pod_uid: String,
     /// Container name.
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub container: String,
+    /// Container id.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub container_id: String,
+    /// Container image.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub image: String,
 }
 
 /// One event: who did it, when, and the probe-specific part.
@@ -310,8 +319,12 @@ pub struct OpenEvent {
     /// Always `open`.
     #[serde(default)]
     pub kind: String,
-    /// Path as passed (relative paths are relative to `dirfd`).
+    /// Path as passed (relative paths are relative to `dirfd`, or to the
+    /// working directory when `dirfd` is absent).
     pub path: String,
+    /// The directory fd of openat/openat2, when it was not AT_FDCWD.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dirfd: Option<i32>,
     /// O_* flags as passed.
     pub flags: i32,
     /// Symbolic flags (`O_RDONLY|O_CLOEXEC`).

@@ -42,6 +42,67 @@ pub enum Command {
         Events are filtered in the kernel: choose --all, or at least one of --pid, --cgroup, --comm\n\
         (they combine with AND). At exit a summary reports events and lost events per probe.")]
     Trace(TraceArgs),
+    /// List the pods and containers on this node: namespace, pod, container, image, runtime, pids, cgroup id.
+    #[command(after_help = "Examples:\n  \
+        podscope ps -A\n  \
+        podscope ps -n shop -l app=web -o json")]
+    Ps(PsArgs),
+    /// Run a host tool inside a pod's namespaces (network by default), by pod name.
+    #[command(after_help = "Examples:\n  \
+        podscope exec --pod web-0 -n shop -- tcpdump -i eth0 -c 100 -w /tmp/web.pcap\n  \
+        podscope exec -l app=web -n shop -t 30s -- ss -tanp     (several pods in parallel, lines prefixed)\n  \
+        podscope exec --pod web-0 -n shop --ns mnt,pid -- ps    (the container's own binaries)\n\n\
+        The tool's exit code is podscope's; with several pods, the first non-zero one.\n\
+        -t/--timeout stops the tool (SIGTERM, then SIGKILL 2 s later) and exits 124.")]
+    Exec(ExecArgs),
+    /// Internal: joins namespaces then runs a command (used by `podscope exec`).
+    #[command(hide = true, name = "__nsenter")]
+    Nsenter(NsenterArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PsArgs {
+    #[command(flatten)]
+    pub pods: PodArgs,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Columns)]
+    pub output: Format,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub pods: PodArgs,
+
+    /// Namespaces to join, comma-separated: net, pid, mnt, uts, ipc, cgroup.
+    #[arg(long = "ns", value_name = "NAMESPACES", default_value = "net")]
+    pub namespaces: String,
+
+    /// Stop the tool after this long (e.g. 30s).
+    #[arg(short = 't', long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Write each pod's output to DIR/<namespace>_<pod>.log instead of the terminal.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct NsenterArgs {
+    /// Host pid whose namespaces to join.
+    #[arg(long)]
+    pub target: u32,
+    /// Namespaces to join, comma-separated.
+    #[arg(long = "ns")]
+    pub namespaces: String,
+    /// The command.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -50,8 +111,15 @@ pub struct TraceArgs {
     #[arg(value_name = "PROBES")]
     pub probes: String,
 
+    #[command(flatten)]
+    pub pods: PodArgs,
+
+    /// With pod selection: if nothing matches yet, wait for matching pods instead of failing.
+    #[arg(long)]
+    pub wait: bool,
+
     /// Trace every process on this machine (no filter).
-    #[arg(long, conflicts_with_all = ["pid", "cgroup", "comm"])]
+    #[arg(long, conflicts_with_all = ["pid", "cgroup", "comm", "pod", "selector", "namespace", "all_namespaces", "container"])]
     pub all: bool,
 
     /// Only this process id (repeatable).
@@ -87,6 +155,35 @@ pub struct TraceArgs {
     /// How often the cache probe reports per-process totals.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
+}
+
+/// Pod and container selection, kubectl style (shared by trace, ps and exec).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PodArgs {
+    /// Pod name; globs allowed ('web-*').
+    #[arg(long, value_name = "NAME")]
+    pub pod: Option<String>,
+
+    /// Namespace of the pods (default: 'default', as kubectl).
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Pods in every namespace.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    pub all_namespaces: bool,
+
+    /// Label selector: 'app=web', 'tier!=db', 'env in (prod,stage)', 'app' (comma = AND).
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+
+    /// Container name in the chosen pods; globs allowed.
+    #[arg(long, value_name = "NAME")]
+    pub container: Option<String>,
+
+    /// Container runtime CRI socket (unix:///run/containerd/containerd.sock);
+    /// found by itself when omitted, with a /proc scan as the fallback.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub runtime_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -215,7 +215,7 @@ impl<W: Write> Sink for Columns<W> {
         self.header()?;
         writeln!(
             self.out,
-            "{:<12} {:<6} {:<14} {:>7} {:<16} {delta} events lost (ring buffer full), {total} in total; try a larger --ring-buffer-size",
+            "{:<12} {:<6} {:<14} {:>7} {:<16} {delta} events lost (ring buffer or tracking map full), {total} in total; try a larger --ring-buffer-size",
             clock(Timestamp::now()),
             probe.name(),
             "LOST",
@@ -246,7 +246,7 @@ pub fn summary_text(elapsed_ns: u64, stats: &[ProbeStats]) -> String {
     );
     s.push_str(&format!(
         "{:<7} {:>10} {:>10} {:>10}\n",
-        "PROBE", "EVENTS", "LOST", "MAP_FULL"
+        "PROBE", "EVENTS", "RING_LOST", "MAP_FULL"
     ));
     for st in stats {
         s.push_str(&format!(

@@ -1,65 +1,68 @@
-//! `podscope trace`: load probes, stream events to a sink, report losses.
+//! `podscope trace`: load probes, stream events through enrich and filter to
+//! a sink, report losses.
 
 use std::io::{self, BufWriter, ErrorKind};
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use podscope_bpf::{Filter, TraceOptions, Tracer};
+use podscope_bpf::{CgroupWatch, Filter, TraceOptions, Tracer};
 use podscope_model::{Event, ProbeKind};
 
 use crate::cli::{Format, TraceArgs};
+use crate::enrich::PodIndex;
 use crate::output::{Columns, JsonLines, Sink};
+use crate::pods::PodSelection;
 
 /// How long one poll waits at most: bounds event latency when traffic is too
 /// light to trigger a kernel wakeup.
 const POLL: Duration = Duration::from_millis(50);
 
-fn build_options(args: &TraceArgs) -> Result<TraceOptions> {
-    let probes = ProbeKind::parse_list(&args.probes)?;
+fn host_filter(args: &TraceArgs, pod_mode: bool) -> Result<Filter> {
     let mut filter = Filter::default();
-    if !args.all {
-        if args.pid.is_empty() && args.cgroup.is_empty() && args.comm.is_none() {
-            bail!(
-                "say what to trace: --all for every process, or --pid PID, --cgroup PATH, --comm NAME \
-                 (e.g. podscope trace {} --all)",
-                args.probes
-            );
-        }
-        if !args.pid.is_empty() {
-            for pid in &args.pid {
-                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                    bail!("no process with pid {pid} is running");
-                }
-            }
-            filter.pids = Some(args.pid.clone());
-        }
-        if !args.cgroup.is_empty() {
-            let ids = args
-                .cgroup
-                .iter()
-                .map(|p| crate::cgroup::resolve(p))
-                .collect::<Result<Vec<_>>>()?;
-            filter.cgroups = Some(ids);
-        }
-        filter.comm = args.comm.clone();
+    if args.all {
+        return Ok(filter);
     }
-    Ok(TraceOptions {
-        probes,
-        filter,
-        ring_buffer_bytes: args.ring_buffer_size,
-        wakeup_bytes: None,
-        interval: args.interval,
-        exclude_self: true,
-    })
+    if !pod_mode && args.pid.is_empty() && args.cgroup.is_empty() && args.comm.is_none() {
+        bail!(
+            "say what to trace: --all for every process, --pod/-l/-n for pods, or --pid PID, \
+             --cgroup PATH, --comm NAME (e.g. podscope trace {} --all)",
+            args.probes
+        );
+    }
+    if pod_mode && !args.cgroup.is_empty() {
+        bail!("--cgroup cannot be combined with pod selection (--pod, -l, -n, -A, --container); use one or the other");
+    }
+    if !args.pid.is_empty() {
+        for pid in &args.pid {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                bail!("no process with pid {pid} is running");
+            }
+        }
+        filter.pids = Some(args.pid.clone());
+    }
+    if !args.cgroup.is_empty() {
+        let ids = args
+            .cgroup
+            .iter()
+            .map(|p| crate::cgroup::resolve(p))
+            .collect::<Result<Vec<_>>>()?;
+        filter.cgroups = Some(ids);
+    }
+    filter.comm = args.comm.clone();
+    Ok(filter)
 }
 
-fn scope(args: &TraceArgs) -> String {
-    if args.all {
-        return "all processes".into();
-    }
+fn scope(args: &TraceArgs, selection: Option<&PodSelection>) -> String {
     let mut parts = Vec::new();
+    if let Some(s) = selection {
+        parts.push(s.describe());
+    }
+    if args.all {
+        parts.push("all processes".into());
+    }
     if !args.pid.is_empty() {
         parts.push(format!("pid {:?}", args.pid));
     }
@@ -72,28 +75,68 @@ fn scope(args: &TraceArgs) -> String {
     parts.join(" and ")
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }
 
 pub fn run(args: TraceArgs) -> Result<()> {
-    let opts = build_options(&args)?;
+    let probes = ProbeKind::parse_list(&args.probes)?;
+    let selection = PodSelection::from_args(&args.pods)?;
+    let pod_mode = selection.is_some();
+    let mut filter = host_filter(&args, pod_mode)?;
     podscope_bpf::check_privileges()?;
+
+    let started = Instant::now();
+    let endpoint = args.pods.runtime_endpoint.clone();
+    let (mut index, discovery) = PodIndex::new(endpoint, selection.clone(), hostname())
+        .context("finding the node's pods")?;
+    if let Some(sel) = &selection {
+        if let Some(w) = &index.warning {
+            eprintln!("podscope: warning: {w}");
+        }
+        if index.selected_pods() == 0 {
+            if !args.wait {
+                return Err(sel.no_match(&discovery))
+                    .context("nothing to trace (add --wait to wait for matching pods)");
+            }
+            eprintln!(
+                "podscope: no {} yet; waiting for one to start (--wait)",
+                sel.describe()
+            );
+        }
+        filter.cgroups = Some(index.selected_cgroups());
+    }
+    let parents = index
+        .watch_parents()
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok().map(|m| m.ino()))
+        .collect();
+    let opts = TraceOptions {
+        probes,
+        filter,
+        ring_buffer_bytes: args.ring_buffer_size,
+        wakeup_bytes: None,
+        interval: args.interval,
+        exclude_self: true,
+        watch_cgroups: Some(CgroupWatch {
+            admit_new_pods: pod_mode,
+            parents,
+        }),
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
 
-    let started = Instant::now();
     let mut tracer = Tracer::new(&opts)?;
     let names: Vec<&str> = opts.probes.iter().map(|p| p.name()).collect();
     eprintln!(
         "podscope: tracing {} ({}); {} probes attached in {} ms. Ctrl-C to stop.",
         names.join(","),
-        scope(&args),
+        scope(&args, selection.as_ref()),
         opts.probes.len(),
         tracer.attach_time().as_millis()
     );
@@ -103,7 +146,6 @@ pub fn run(args: TraceArgs) -> Result<()> {
         Format::Columns => Box::new(Columns::new(stdout)),
         Format::Json => Box::new(JsonLines::new(stdout)),
     };
-    let node = hostname();
     let deadline = args.duration.map(|d| started + d);
     let mut written: u64 = 0;
     let mut lost_seen = vec![0u64; opts.probes.len()];
@@ -112,12 +154,11 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let mut pipe_closed = false;
 
     let emit =
-        |sink: &mut Box<dyn Sink>, batch: &mut Vec<Event>, written: &mut u64| -> io::Result<bool> {
-            for mut ev in batch.drain(..) {
+        |sink: &mut Box<dyn Sink>, events: Vec<Event>, written: &mut u64| -> io::Result<bool> {
+            for ev in events {
                 if args.max_events.is_some_and(|m| *written >= m) {
                     return Ok(false);
                 }
-                ev.identity.node.clone_from(&node);
                 sink.event(&ev)?;
                 *written += 1;
             }
@@ -132,7 +173,12 @@ pub fn run(args: TraceArgs) -> Result<()> {
             POLL.min(d.saturating_duration_since(Instant::now()))
         });
         tracer.poll(wait, &mut batch)?;
-        let more = match emit(&mut sink, &mut batch, &mut written) {
+        // New and removed cgroups first, so events of a new container find its pod.
+        let changes = tracer.take_cgroup_changes();
+        index.on_cgroup_changes(&changes, &tracer);
+        index.tick(&tracer);
+        let events = index.process(std::mem::take(&mut batch));
+        let more = match emit(&mut sink, events, &mut written) {
             Ok(more) => more,
             Err(e) if e.kind() == ErrorKind::BrokenPipe => {
                 pipe_closed = true;
@@ -159,7 +205,14 @@ pub fn run(args: TraceArgs) -> Result<()> {
     // Whatever the kernel already handed over is delivered, never dropped.
     if !pipe_closed && args.max_events.is_none_or(|m| written < m) {
         tracer.flush(&mut batch)?;
-        if emit(&mut sink, &mut batch, &mut written).is_err() {
+        let changes = tracer.take_cgroup_changes();
+        index.on_cgroup_changes(&changes, &tracer);
+        if index.held() > 0 {
+            index.refresh(&tracer);
+        }
+        let mut events = index.process(std::mem::take(&mut batch));
+        events.extend(index.release_held());
+        if emit(&mut sink, events, &mut written).is_err() {
             pipe_closed = true;
         }
     }
@@ -172,6 +225,18 @@ pub fn run(args: TraceArgs) -> Result<()> {
         eprint!("{}", crate::output::summary_text(elapsed, &stats));
     } else {
         sink.summary(elapsed, &stats).ok();
+    }
+    if index.unnamed_dropped > 0 {
+        eprintln!(
+            "podscope: {} events were dropped because the runtime never named their pod within 10 s",
+            index.unnamed_dropped
+        );
+    }
+    if tracer.watcher_lost() > 0 {
+        eprintln!(
+            "podscope: the cgroup watcher missed {} changes; some new containers may lack names",
+            tracer.watcher_lost()
+        );
     }
     Ok(())
 }

@@ -1,0 +1,419 @@
+//! The enrich and filter stages: which pod and container every event belongs
+//! to, kept current as pods come and go, and whether a pod-selected trace
+//! wants it. Runs in the tracing thread; runtime lookups are rate-limited.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use podscope_bpf::{CgroupChange, Tracer};
+use podscope_model::Event;
+use podscope_runtime::cgroup::CgroupMount;
+use podscope_runtime::layout::parse_kube_cgroup;
+use podscope_runtime::{Discovery, Pod};
+
+use crate::pods::PodSelection;
+
+/// How long an exited pod's names stay known, so its last events still resolve.
+const GRACE: Duration = Duration::from_secs(30);
+/// How long events of a new pod wait for the runtime to name it.
+const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Minimum gap between runtime lookups triggered by unknown cgroups.
+const REFRESH_GAP: Duration = Duration::from_millis(100);
+/// Periodic re-discovery, for changes the cgroup watcher cannot see.
+const REFRESH_PERIOD: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Selected,
+    Rejected,
+    /// Seen in the kernel, not yet named by the runtime.
+    Pending(Instant),
+}
+
+#[derive(Debug, Clone)]
+struct PodEntry {
+    pod: Option<Pod>,
+    decision: Decision,
+    removed: Option<Instant>,
+}
+
+/// cgroup id -> pod uid and container id (None for the pod cgroup itself).
+#[derive(Debug, Clone)]
+struct CgroupEntry {
+    pod_uid: String,
+    container_id: Option<String>,
+}
+
+/// What the index decided about one event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Deliver it (identity filled in where known).
+    Emit,
+    /// Not wanted (another pod, or another container).
+    Drop,
+    /// Its pod is not named yet; ask again after the next refresh.
+    Hold,
+}
+
+/// The node's pods indexed by cgroup id.
+#[derive(Debug)]
+pub struct PodIndex {
+    endpoint: Option<String>,
+    selection: Option<PodSelection>,
+    node: String,
+    mount: Option<CgroupMount>,
+    pods: HashMap<String, PodEntry>,
+    cgroups: HashMap<u64, CgroupEntry>,
+    last_refresh: Instant,
+    refresh_wanted: bool,
+    held: VecDeque<Event>,
+    /// Events dropped because their pod could not be named in time.
+    pub unnamed_dropped: u64,
+    /// Warning from discovery (e.g. fell back to /proc), shown once.
+    pub warning: Option<String>,
+}
+
+impl PodIndex {
+    /// Discovers the node's pods once.
+    pub fn new(
+        endpoint: Option<String>,
+        selection: Option<PodSelection>,
+        node: String,
+    ) -> Result<(PodIndex, Discovery)> {
+        let discovery = podscope_runtime::discover_detailed(endpoint.as_deref())?;
+        let mut index = PodIndex {
+            endpoint,
+            selection,
+            node,
+            mount: podscope_runtime::cgroup::cgroup2_mount().ok(),
+            pods: HashMap::new(),
+            cgroups: HashMap::new(),
+            last_refresh: Instant::now(),
+            refresh_wanted: false,
+            held: VecDeque::new(),
+            unnamed_dropped: 0,
+            warning: discovery.warning.clone(),
+        };
+        index.apply(&discovery.pods, None);
+        Ok((index, discovery))
+    }
+
+    /// The pod cgroup ids the kernel filter should admit now.
+    pub fn selected_cgroups(&self) -> Vec<u64> {
+        self.pods
+            .values()
+            .filter(|p| p.decision == Decision::Selected)
+            .filter_map(|p| p.pod.as_ref())
+            .flat_map(pod_filter_ids)
+            .collect()
+    }
+
+    /// How many pods are selected (or all pods, without a selection).
+    pub fn selected_pods(&self) -> usize {
+        self.pods
+            .values()
+            .filter(|p| p.decision == Decision::Selected)
+            .count()
+    }
+
+    /// The cgroups below which kubelet creates pods, for the kernel watcher:
+    /// the v2 root and whichever kubepods cgroups exist already.
+    pub fn watch_parents(&self) -> Vec<PathBuf> {
+        let Some(m) = &self.mount else {
+            return Vec::new();
+        };
+        let root = m.mount_point.clone();
+        let mut out = vec![root.clone()];
+        for rel in [
+            "kubepods",
+            "kubepods/besteffort",
+            "kubepods/burstable",
+            "kubepods.slice",
+            "kubepods.slice/kubepods-besteffort.slice",
+            "kubepods.slice/kubepods-burstable.slice",
+        ] {
+            let p = root.join(rel);
+            if p.is_dir() {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    fn decide(&self, pod: &Pod) -> Decision {
+        match &self.selection {
+            None => Decision::Selected,
+            Some(s) if s.matches_pod(pod) => Decision::Selected,
+            Some(_) => Decision::Rejected,
+        }
+    }
+
+    /// Merges a discovery result; updates the kernel filter when given.
+    fn apply(&mut self, pods: &[Pod], tracer: Option<&Tracer>) {
+        let now = Instant::now();
+        let seen: std::collections::HashSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
+        for pod in pods {
+            let decision = self.decide(pod);
+            let before = self.pods.get(&pod.uid).map(|e| e.decision);
+            if let Some(id) = pod.cgroup_id {
+                self.cgroups.insert(
+                    id,
+                    CgroupEntry {
+                        pod_uid: pod.uid.clone(),
+                        container_id: None,
+                    },
+                );
+            }
+            for c in &pod.containers {
+                if let Some(id) = c.cgroup_id {
+                    self.cgroups.insert(
+                        id,
+                        CgroupEntry {
+                            pod_uid: pod.uid.clone(),
+                            container_id: Some(c.id.clone()),
+                        },
+                    );
+                }
+            }
+            if let Some(t) = tracer {
+                if self.selection.is_some() && before != Some(decision) {
+                    for id in pod_filter_ids(pod) {
+                        let r = match decision {
+                            Decision::Selected => t.allow_cgroup(id),
+                            _ => t.deny_cgroup(id),
+                        };
+                        if let Err(e) = r {
+                            eprintln!("podscope: warning: {e}");
+                        }
+                    }
+                }
+            }
+            self.pods.insert(
+                pod.uid.clone(),
+                PodEntry {
+                    pod: Some(pod.clone()),
+                    decision,
+                    removed: None,
+                },
+            );
+        }
+        // Pods the runtime no longer lists: keep their names a while.
+        for (uid, e) in self.pods.iter_mut() {
+            if e.pod.is_some() && !seen.contains(uid.as_str()) && e.removed.is_none() {
+                e.removed = Some(now);
+            }
+        }
+    }
+
+    /// Asks the runtime again and merges what it says.
+    pub fn refresh(&mut self, tracer: &Tracer) {
+        self.last_refresh = Instant::now();
+        self.refresh_wanted = false;
+        match podscope_runtime::discover_detailed(self.endpoint.as_deref()) {
+            Ok(d) => self.apply(&d.pods, Some(tracer)),
+            Err(e) => eprintln!("podscope: warning: refreshing pods: {e}"),
+        }
+    }
+
+    /// Takes in cgroups created and removed since the last poll.
+    pub fn on_cgroup_changes(&mut self, changes: &[CgroupChange], tracer: &Tracer) {
+        let now = Instant::now();
+        for ch in changes {
+            let Some(k) = parse_kube_cgroup(&ch.path) else {
+                continue;
+            };
+            if ch.created {
+                self.cgroups.insert(
+                    ch.id,
+                    CgroupEntry {
+                        pod_uid: k.pod_uid.clone(),
+                        container_id: k.container_id.clone(),
+                    },
+                );
+                let entry = self.pods.entry(k.pod_uid.clone()).or_insert(PodEntry {
+                    pod: None,
+                    decision: Decision::Pending(now),
+                    removed: None,
+                });
+                entry.removed = None;
+                let new_container = k.container_id.as_ref().is_some_and(|cid| {
+                    entry
+                        .pod
+                        .as_ref()
+                        .is_none_or(|p| !p.containers.iter().any(|c| &c.id == cid))
+                });
+                if matches!(entry.decision, Decision::Pending(_)) || new_container {
+                    self.refresh_wanted = true;
+                }
+            } else if k.container_id.is_none() {
+                if let Some(e) = self.pods.get_mut(&k.pod_uid) {
+                    e.removed.get_or_insert(now);
+                }
+            }
+        }
+        if self.refresh_wanted && self.last_refresh.elapsed() >= REFRESH_GAP {
+            self.refresh(tracer);
+        }
+    }
+
+    /// Regular upkeep: retries for pending pods, periodic refresh, grace expiry.
+    pub fn tick(&mut self, tracer: &Tracer) {
+        let pending = self
+            .pods
+            .values()
+            .any(|p| matches!(p.decision, Decision::Pending(_)));
+        let due = self.last_refresh.elapsed()
+            >= if pending || self.refresh_wanted {
+                REFRESH_GAP
+            } else {
+                REFRESH_PERIOD
+            };
+        if due {
+            self.refresh(tracer);
+        }
+        let now = Instant::now();
+        // Pending too long: nobody will name it; reject it rather than leak it.
+        for e in self.pods.values_mut() {
+            if let Decision::Pending(since) = e.decision {
+                if now.duration_since(since) > PENDING_TIMEOUT {
+                    e.decision = if self.selection.is_some() {
+                        Decision::Rejected
+                    } else {
+                        Decision::Selected
+                    };
+                }
+            }
+        }
+        let expired: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|(_, e)| e.removed.is_some_and(|t| now.duration_since(t) > GRACE))
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in expired {
+            if let Some(e) = self.pods.remove(&uid) {
+                if let Some(p) = &e.pod {
+                    for id in pod_filter_ids(p) {
+                        let _ = tracer.deny_cgroup(id);
+                    }
+                }
+            }
+            self.cgroups.retain(|_, c| c.pod_uid != uid);
+        }
+    }
+
+    /// Fills in the event's identity and decides whether it is wanted.
+    pub fn enrich(&mut self, ev: &mut Event) -> Verdict {
+        ev.identity.node.clone_from(&self.node);
+        let Some(cg) = self.cgroups.get(&ev.cgroup_id) else {
+            // Not a pod's cgroup: host processes. With a pod selection the
+            // kernel only lets pods through, so this is a pod we have not
+            // mapped yet: ask the runtime.
+            if self.selection.is_some() {
+                self.refresh_wanted = true;
+                return Verdict::Hold;
+            }
+            return Verdict::Emit;
+        };
+        let Some(entry) = self.pods.get(&cg.pod_uid) else {
+            return Verdict::Emit;
+        };
+        match entry.decision {
+            Decision::Rejected => return Verdict::Drop,
+            Decision::Pending(_) => return Verdict::Hold,
+            Decision::Selected => {}
+        }
+        let Some(pod) = &entry.pod else {
+            return Verdict::Hold;
+        };
+        let id = &mut ev.identity;
+        id.namespace.clone_from(&pod.namespace);
+        id.pod.clone_from(&pod.name);
+        id.pod_uid.clone_from(&pod.uid);
+        if let Some(cid) = &cg.container_id {
+            id.container_id.clone_from(cid);
+            match pod.containers.iter().find(|c| &c.id == cid) {
+                Some(c) => {
+                    id.container.clone_from(&c.name);
+                    id.image.clone_from(&c.image);
+                }
+                // The sandbox (pause) container, named as Docker names it for kubelet.
+                None if pod.sandbox_id.as_ref() == Some(cid) => id.container = "POD".into(),
+                None => {
+                    // A container the runtime has not told us about yet.
+                    self.refresh_wanted = true;
+                    return Verdict::Hold;
+                }
+            }
+        }
+        if let Some(sel) = &self.selection {
+            if sel.container.is_some() {
+                let chosen = pod
+                    .containers
+                    .iter()
+                    .any(|c| Some(&c.id) == cg.container_id.as_ref() && sel.matches_container(c));
+                if !chosen {
+                    return Verdict::Drop;
+                }
+            }
+        }
+        Verdict::Emit
+    }
+
+    /// Runs `events` through [`enrich`](Self::enrich), oldest held ones first;
+    /// returns what to deliver, in order.
+    pub fn process(&mut self, events: Vec<Event>) -> Vec<Event> {
+        let mut out = Vec::with_capacity(events.len());
+        let mut still_held = VecDeque::new();
+        let held = std::mem::take(&mut self.held);
+        for mut ev in held.into_iter().chain(events) {
+            match self.enrich(&mut ev) {
+                Verdict::Emit => out.push(ev),
+                Verdict::Drop => {}
+                Verdict::Hold => {
+                    if Instant::now().duration_since(ev_age_anchor(&ev)) > PENDING_TIMEOUT {
+                        self.unnamed_dropped += 1;
+                    } else {
+                        still_held.push_back(ev);
+                    }
+                }
+            }
+        }
+        self.held = still_held;
+        out
+    }
+
+    /// Events still waiting for their pod's name.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Delivers what is still held, with whatever identity is known (at exit).
+    pub fn release_held(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        for mut ev in std::mem::take(&mut self.held) {
+            if self.enrich(&mut ev) != Verdict::Drop {
+                out.push(ev);
+            }
+        }
+        out
+    }
+}
+
+/// The ids to put in the kernel filter for a pod: its pod-level cgroup (which
+/// covers containers created later), else each container's.
+fn pod_filter_ids(pod: &Pod) -> Vec<u64> {
+    match pod.cgroup_id {
+        Some(id) => vec![id],
+        None => pod.containers.iter().filter_map(|c| c.cgroup_id).collect(),
+    }
+}
+
+/// Held events are timed from when they happened (wall clock).
+fn ev_age_anchor(ev: &Event) -> Instant {
+    let now_wall = podscope_model::Timestamp::now().0;
+    let age = Duration::from_nanos(now_wall.saturating_sub(ev.timestamp.0));
+    Instant::now().checked_sub(age).unwrap_or_else(Instant::now)
+}

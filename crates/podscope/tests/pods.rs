@@ -1,0 +1,307 @@
+//! Per-pod tracing and `podscope ps` against real containerd CRI pods (the
+//! test bed: testbed/podbed.sh). Needs root and PODBED_SOCKET; without them
+//! these tests fail and say how to start the test bed.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use podscope_runtime::blocking::BlockingCriClient;
+use podscope_runtime::cri::{ContainerSpec, PodSpec};
+use podscope_runtime::Pod;
+use serde_json::Value;
+
+const IMAGE: &str = "localhost/busybox:latest";
+
+fn socket() -> PathBuf {
+    let Some(sock) = std::env::var_os("PODBED_SOCKET") else {
+        panic!(
+            "PODBED_SOCKET is not set. These tests need root and the containerd test bed:\n  \
+             bash testbed/podbed.sh install && export PODBED_SOCKET=$(bash testbed/podbed.sh up)"
+        );
+    };
+    PathBuf::from(sock)
+}
+
+fn endpoint() -> String {
+    format!("unix://{}", socket().display())
+}
+
+fn suffix() -> String {
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{}-{:x}", std::process::id(), n % 0xfffff)
+}
+
+struct PodGuard {
+    pod: Pod,
+    cgroup: String,
+}
+
+impl Drop for PodGuard {
+    fn drop(&mut self) {
+        if let Ok(mut c) = BlockingCriClient::connect(socket()) {
+            let _ = c.remove_pod(self.pod.sandbox_id.as_deref().unwrap(), Some(&self.cgroup));
+        }
+    }
+}
+
+/// A busybox pod whose containers run `sh -c SCRIPT`.
+fn pod(name: &str, ns: &str, labels: &[(&str, &str)], containers: &[(&str, &str)]) -> PodGuard {
+    let mut spec = PodSpec::new(name, ns).unwrap();
+    for (k, v) in labels {
+        spec = spec.label(k, v);
+    }
+    let cs: Vec<ContainerSpec> = containers
+        .iter()
+        .map(|(cname, script)| ContainerSpec::new(cname, IMAGE, &["sh", "-c", script]))
+        .collect();
+    let mut client = BlockingCriClient::connect(socket()).unwrap();
+    let pod = client
+        .run_pod(&spec, &cs)
+        .unwrap_or_else(|e| panic!("creating pod {ns}/{name}: {e}"));
+    PodGuard {
+        pod,
+        cgroup: spec.cgroup_parent(),
+    }
+}
+
+/// A shell loop that execs a distinctive command every 200 ms (cat is exec'd by busybox sh; ls is not).
+fn busy(tag: &str) -> String {
+    format!("while true; do cat /{tag} 2>/dev/null; sleep 0.2; done")
+}
+
+fn podscope(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_podscope"));
+    c.args(args).arg("--runtime-endpoint").arg(endpoint());
+    c
+}
+
+/// Starts `podscope trace ... -o json`, waits until its probes are attached.
+fn start_trace(args: &[&str]) -> Child {
+    let mut child = podscope(&[&["trace"], args, &["-o", "json"]].concat())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("podscope exited before attaching: {all}");
+        }
+        all.push_str(&line);
+        if line.contains("probes attached") {
+            break;
+        }
+    }
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+    });
+    child
+}
+
+fn events(child: Child) -> Vec<Value> {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "podscope trace failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["kind"] != "summary" && v["kind"] != "lost")
+        .collect()
+}
+
+fn execs_with_arg<'a>(evs: &'a [Value], arg: &str) -> Vec<&'a Value> {
+    evs.iter()
+        .filter(|e| {
+            e["probe"] == "exec"
+                && e["args"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == arg))
+        })
+        .collect()
+}
+
+#[test]
+fn trace_by_pod_sees_only_that_pod_with_identity() {
+    let s = suffix();
+    let (ns1, ns2) = (format!("ns1-{s}"), format!("ns2-{s}"));
+    let a = pod("a", &ns1, &[], &[("app", &busy("work"))]);
+    let _b = pod("a", &ns2, &[], &[("app", &busy("work"))]);
+    let child = start_trace(&["exec,tcp", "--pod", "a", "-n", &ns1, "--duration", "3s"]);
+    let evs = events(child);
+    assert!(!evs.is_empty(), "pod a's loop must produce exec events");
+    for e in &evs {
+        assert_eq!(e["namespace"], ns1.as_str(), "only ns1/a: {e}");
+        assert_eq!(e["pod"], "a", "{e}");
+        assert_eq!(e["pod_uid"], a.pod.uid.as_str(), "{e}");
+        assert!(e["node"].as_str().is_some_and(|n| !n.is_empty()), "{e}");
+    }
+    let work = execs_with_arg(&evs, "/work");
+    assert!(!work.is_empty(), "the ls /work execs of pod a");
+    for e in work {
+        assert_eq!(e["container"], "app");
+        assert_eq!(e["image"], IMAGE);
+        assert_eq!(e["container_id"], a.pod.containers[0].id.as_str());
+    }
+}
+
+#[test]
+fn pod_created_after_the_trace_started_has_its_first_command_captured() {
+    let s = suffix();
+    let ns = format!("late-{s}");
+    let child = start_trace(&[
+        "exec",
+        "-n",
+        &ns,
+        "--pod",
+        "late-*",
+        "--wait",
+        "--duration",
+        "5s",
+    ]);
+    let marker = format!("first-{s}");
+    let script = format!("echo {marker}; sleep 1");
+    let late = pod("late-1", &ns, &[], &[("main", &script)]);
+    let evs = events(child);
+    // The container's very first exec is its entrypoint: sh -c "echo first-...; sleep 1".
+    let first = evs
+        .iter()
+        .find(|e| e["probe"] == "exec" && e["container"] == "main")
+        .unwrap_or_else(|| panic!("no exec from the late pod's container: {evs:?}"));
+    assert_eq!(
+        first["args"],
+        serde_json::json!(["sh", "-c", script]),
+        "the entrypoint is the first exec seen"
+    );
+    assert_eq!(first["pod"], "late-1");
+    assert_eq!(first["namespace"], ns.as_str());
+    assert_eq!(first["pod_uid"], late.pod.uid.as_str());
+}
+
+#[test]
+fn label_selection_across_namespaces_and_container_selection() {
+    let s = suffix();
+    let app = format!("web{s}");
+    let (ns1, ns2) = (format!("l1-{s}"), format!("l2-{s}"));
+    let _w1 = pod("w1", &ns1, &[("app", &app)], &[("c", &busy("lab"))]);
+    let _w2 = pod("w2", &ns2, &[("app", &app)], &[("c", &busy("lab"))]);
+    let _other = pod("o", &ns1, &[("app", "other")], &[("c", &busy("lab"))]);
+    let child = start_trace(&[
+        "exec",
+        "-l",
+        &format!("app={app}"),
+        "-A",
+        "--duration",
+        "3s",
+    ]);
+    let evs = events(child);
+    let pods: std::collections::BTreeSet<String> = evs
+        .iter()
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["namespace"].as_str().unwrap(),
+                e["pod"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let want: std::collections::BTreeSet<String> =
+        [format!("{ns1}/w1"), format!("{ns2}/w2")].into();
+    assert_eq!(pods, want, "both labelled pods, and not the other one");
+
+    let ns3 = format!("c-{s}");
+    let _two = pod(
+        "two",
+        &ns3,
+        &[],
+        &[("web", &busy("webc")), ("db", &busy("dbc"))],
+    );
+    let child = start_trace(&["exec", "-n", &ns3, "--container", "db", "--duration", "3s"]);
+    let evs = events(child);
+    assert!(
+        !execs_with_arg(&evs, "/dbc").is_empty(),
+        "the db container's execs"
+    );
+    assert!(
+        execs_with_arg(&evs, "/webc").is_empty(),
+        "nothing from the web container"
+    );
+    assert!(evs.iter().all(|e| e["container"] == "db"), "{evs:?}");
+}
+
+#[test]
+fn unknown_pod_error_lists_the_real_pods() {
+    let s = suffix();
+    let ns = format!("err-{s}");
+    let _p = pod("real-pod", &ns, &[], &[("c", "sleep 30")]);
+    let out = podscope(&["trace", "exec", "--pod", "rael-pod", "-n", &ns])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("no pod rael-pod in namespace {ns}")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("did you mean {ns}/real-pod")),
+        "{err}"
+    );
+    assert!(err.contains("pods on this node"), "{err}");
+}
+
+#[test]
+fn ps_shows_pods_with_pids_and_cgroup_ids_that_match_proc() {
+    let s = suffix();
+    let ns = format!("ps-{s}");
+    let p1 = pod("p1", &ns, &[], &[("c", "sleep 60")]);
+    let p2 = pod("p2", &ns, &[], &[("c", "sleep 60")]);
+    let out = podscope(&["ps", "-n", &ns, "-o", "json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let v2 = podscope_runtime::cgroup::cgroup2_mount().unwrap();
+    for (guard, name) in [(&p1, "p1"), (&p2, "p2")] {
+        let row = rows.iter().find(|r| r["pod"] == name).expect("pod row");
+        assert_eq!(row["namespace"], ns.as_str());
+        assert_eq!(row["image"], IMAGE);
+        let pid = guard.pod.containers[0].pid.unwrap();
+        let pids: Vec<u64> = row["pids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_u64().unwrap())
+            .collect();
+        assert!(pids.contains(&(pid as u64)), "{pids:?} has {pid}");
+        // Check the cgroup id against /proc and the cgroup directory's inode.
+        let line = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let path = line
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap()
+            .to_string();
+        let ino = std::fs::metadata(v2.dir_of(&path)).unwrap().ino();
+        assert_eq!(row["cgroup_id"].as_u64(), Some(ino), "{name}: {path}");
+    }
+    let out = podscope(&["ps", "-n", &ns]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("NAMESPACE"), "{text}");
+    assert!(text.contains("p1") && text.contains("p2"), "{text}");
+    std::thread::sleep(Duration::from_millis(10));
+}
