@@ -5,6 +5,7 @@
 //! Usage: podscope-bench [--quick] [--json FILE]
 //! (`podscope-bench workload KIND N CGROUP` is the storm child it spawns.)
 
+mod pods;
 mod workload;
 
 use std::io::{BufRead, BufReader};
@@ -26,16 +27,49 @@ fn main() -> Result<()> {
         return workload::run(kind, n.parse()?, Path::new(cg));
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let with_pods = args.iter().any(|a| a == "--pods" || a == "--only-pods");
     let json_out = args
         .iter()
         .position(|a| a == "--json")
         .and_then(|i| args.get(i + 1))
         .map(PathBuf::from);
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: podscope-bench [--quick] [--json FILE]\n\nRuns exec, tcp, open and bio storms under podscope, under bpftrace and untraced; prints events generated/captured/lost, tracer CPU per 1000 events, peak RSS, attach time and workload slowdown. Needs root, a release build of podscope next to this binary (cargo build --release -p podscope -p podscope-bench), and bpftrace for the comparison.");
+        println!("usage: podscope-bench [--quick] [--pods] [--json FILE]\n\n--pods adds the pod benchmarks (needs PODBED_SOCKET from testbed/podbed.sh up and a release podbed); --only-pods runs just those.\n\nRuns exec, tcp, open and bio storms under podscope, under bpftrace and untraced; prints events generated/captured/lost, tracer CPU per 1000 events, peak RSS, attach time and workload slowdown. Needs root, a release build of podscope next to this binary (cargo build --release -p podscope -p podscope-bench), and bpftrace for the comparison.");
         return Ok(());
     }
-    Bench::new(quick)?.run(json_out)
+    let bench = Bench::new(quick)?;
+    let mut doc = if args.iter().any(|a| a == "--only-pods") {
+        serde_json::json!({})
+    } else {
+        bench.run()?
+    };
+    if with_pods {
+        let bed = pods::Bed::new(&bench.me)?;
+        let n = if quick { 20 } else { 100 };
+        eprintln!("pods: {n} new pods while tracing them by name ...");
+        let a = pods::admission(&bed, &bench.podscope, n)?;
+        println!(
+            "\nnew pods: {}/{} had their entrypoint exec captured ({}/{} their pause exec: admitted in the kernel at cgroup mkdir); \
+             naming delay (event -> delivered with pod name) p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; \
+             pause exec -> first app exec: min {:.0} ms, p50 {:.0} ms",
+            a.first_exec_captured, a.pods, a.pause_exec_captured, a.pods, a.naming_ms_p50, a.naming_ms_p99,
+            a.naming_ms_max, a.exec_margin_ms_min, a.exec_margin_ms_p50
+        );
+        let (np, ne) = if quick { (6, 150) } else { (20, 400) };
+        eprintln!("pods: {np} pods storming at once, 1 selected ...");
+        let c = pods::crowd(&bed, &bench.podscope, np, ne)?;
+        println!(
+            "crowd: {} pods x {} execs at once; mean storm time of the {} unselected pods: untraced {:.2}s, while tracing pod 0 {:.2}s -> {:+.1}% (target < 2%); {} events from pod 0",
+            c.pods, c.execs_per_pod, c.pods - 1, c.untraced_mean_s, c.traced_mean_s, c.slowdown_pct, c.selected_pod_events
+        );
+        doc["pods_admission"] = serde_json::to_value(&a)?;
+        doc["pods_crowd"] = serde_json::to_value(&c)?;
+    }
+    if let Some(path) = json_out {
+        std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
+        println!("figures written to {}", path.display());
+    }
+    Ok(())
 }
 
 /// CPU time of every live thread of `pid`, in ns, from schedstat (the
@@ -367,7 +401,7 @@ impl Bench {
         Ok(a.min(b) as f64 / 1e9)
     }
 
-    fn run(&self, json_out: Option<PathBuf>) -> Result<()> {
+    fn run(&self) -> Result<serde_json::Value> {
         println!(
             "podscope-bench: {} cores, kernel {}, {}",
             std::thread::available_parallelism()
@@ -457,16 +491,11 @@ impl Bench {
             all.lost
         );
 
-        if let Some(path) = json_out {
-            let doc = serde_json::json!({
-                "storms": rows,
-                "unrelated_cgroup_filter": { "untraced_s": untraced_s, "traced_s": traced_s, "slowdown_pct": filter_slowdown },
-                "all_probes": all,
-            });
-            std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
-            println!("figures written to {}", path.display());
-        }
-        Ok(())
+        Ok(serde_json::json!({
+            "storms": rows,
+            "unrelated_cgroup_filter": { "untraced_s": untraced_s, "traced_s": traced_s, "slowdown_pct": filter_slowdown },
+            "all_probes": all,
+        }))
     }
 }
 
