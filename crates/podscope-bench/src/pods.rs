@@ -151,7 +151,7 @@ pub fn admission(bed: &Bed, podscope: &Path, n: usize) -> Result<Admission> {
     let ts = |v: &serde_json::Value| -> u64 {
         v["timestamp"]
             .as_str()
-            .and_then(|t| humantime_ns(t))
+            .and_then(humantime_ns)
             .unwrap_or(0)
     };
     let (mut first, mut pause) = (0, 0);
