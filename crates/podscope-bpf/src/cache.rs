@@ -21,6 +21,37 @@ unsafe impl plain::Plain for types::cache_counts {}
 pub(crate) struct Probe {
     skel: CacheProbeSkel<'static>,
     last_collect_ns: u64,
+    method: &'static str,
+}
+
+/// How page lookups are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    /// fentry on folio_mark_accessed / filemap_add_folio.
+    Exact,
+    /// filemap tracepoints (no fentry needed).
+    Tracepoints,
+}
+
+fn load_with(
+    settings: &LoadSettings,
+    method: Method,
+) -> Result<CacheProbeSkel<'static>, crate::Error> {
+    let exact = method == Method::Exact;
+    Ok(load_skeleton!(
+        CacheProbeSkelBuilder,
+        ProbeKind::Cache.name(),
+        settings,
+        |open: &mut skel::OpenCacheProbeSkel| {
+            let p = &mut open.progs;
+            p.cache_exact_accessed.set_autoload(exact);
+            p.cache_exact_add.set_autoload(exact);
+            p.cache_get_pages.set_autoload(!exact);
+            p.cache_map_pages.set_autoload(!exact);
+            p.cache_fault.set_autoload(!exact);
+            p.cache_add.set_autoload(!exact);
+        }
+    ))
 }
 
 pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crate::Error> {
@@ -29,10 +60,16 @@ pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crat
         ring_bytes: 4096,
         ..*settings
     };
-    let skel = load_skeleton!(CacheProbeSkelBuilder, ProbeKind::Cache.name(), &settings);
+    // Prefer the classic definition; kernels that refuse fentry (EPERM, or
+    // no such function) get the tracepoint approximation.
+    let (skel, method) = match load_with(&settings, Method::Exact) {
+        Ok(skel) => (skel, "fentry"),
+        Err(_) => (load_with(&settings, Method::Tracepoints)?, "tracepoints"),
+    };
     Ok(Box::new(Probe {
         skel,
         last_collect_ns: Clock::now_mono(),
+        method,
     }))
 }
 
@@ -64,7 +101,7 @@ impl LoadedProbe for Probe {
             };
             let k: types::cache_key = read_record(&key);
             let v: types::cache_counts = read_record(&value);
-            out.push(to_event(clock.wall(now), k, v, interval_ns));
+            out.push(to_event(clock.wall(now), k, v, interval_ns, self.method));
         }
         Ok(())
     }
@@ -83,6 +120,7 @@ fn to_event(
     k: types::cache_key,
     v: types::cache_counts,
     interval_ns: u64,
+    method: &'static str,
 ) -> Event {
     let (hits, misses, hit_ratio) = derive(v.accesses, v.added, v.dirtied);
     Event {
@@ -102,6 +140,7 @@ fn to_event(
             added: v.added,
             hit_ratio,
             interval_ns,
+            method: method.into(),
         }),
     }
 }

@@ -338,3 +338,67 @@ fn lost_events_are_counted_and_add_up() {
         "captured + lost = generated: {s:?}"
     );
 }
+
+#[test]
+fn cache_counts_misses_then_hits_for_a_file_read_twice() {
+    if !require_root() {
+        return;
+    }
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    const PAGES: u64 = 1024; // 4 MiB
+    let mut o = opts(&[ProbeKind::Cache], Filter::default());
+    o.exclude_self = false;
+    o.interval = Duration::from_millis(200);
+    let mut t = tracer(o);
+    let dir = std::path::Path::new("/var/tmp").join(unique("podscope-cache-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("data");
+    std::fs::write(&path, vec![3u8; (PAGES * 4096) as usize]).unwrap();
+    let f = std::fs::File::open(&path).unwrap();
+    f.sync_all().unwrap();
+    // Drop the file's clean pages so the first read must miss.
+    // SAFETY: a valid fd; fadvise only gives the kernel advice.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0);
+    let me = std::process::id();
+    let read_all = || {
+        let mut buf = Vec::new();
+        std::fs::File::open(&path)
+            .unwrap()
+            .read_to_end(&mut buf)
+            .unwrap();
+        assert_eq!(buf.len() as u64, PAGES * 4096);
+    };
+    let totals = |t: &mut podscope_bpf::Tracer| {
+        let evs = collect_until(t, Duration::from_millis(700), usize::MAX, |_| false);
+        evs.iter()
+            .filter(|e| e.pid == me)
+            .filter_map(|e| match &e.data {
+                EventData::Cache(c) => Some((c.hits, c.misses, c.method.clone())),
+                _ => None,
+            })
+            .fold((0, 0, String::new()), |a, b| (a.0 + b.0, a.1 + b.1, b.2))
+    };
+    totals(&mut t); // whatever the set-up did
+    read_all();
+    let (hits1, misses1, method) = totals(&mut t);
+    read_all();
+    let (hits2, misses2, _) = totals(&mut t);
+    eprintln!("cache ({method}): cold read hits {hits1} misses {misses1}; warm read hits {hits2} misses {misses2}");
+    assert!(!method.is_empty());
+    assert!(
+        misses1 >= PAGES * 9 / 10,
+        "a cold read misses ~{PAGES} pages: {misses1}"
+    );
+    assert!(hits1 <= PAGES / 10, "a cold read barely hits: {hits1}");
+    assert!(
+        misses2 <= PAGES / 20,
+        "a warm read barely misses: {misses2}"
+    );
+    assert!(
+        hits2 >= PAGES * 9 / 10,
+        "a warm read hits ~{PAGES} pages: {hits2}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

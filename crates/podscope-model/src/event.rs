@@ -311,6 +311,10 @@ pub struct CacheEvent {
     pub hit_ratio: Option<f64>,
     /// Length of the interval the counts cover.
     pub interval_ns: u64,
+    /// How lookups were counted: `fentry` (folio_mark_accessed, exact) or
+    /// `tracepoints` (filemap lookups, an approximation).
+    #[serde(default)]
+    pub method: String,
 }
 
 /// A file open.

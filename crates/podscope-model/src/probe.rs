@@ -115,7 +115,7 @@ impl ProbeKind {
                 BtfTracepoint("block/block_rq_complete"),
             ],
             ProbeKind::Cache => &[
-                Tracepoint("filemap/mm_filemap_get_pages"),
+                BtfTracepoint("filemap/mm_filemap_get_pages"),
                 Tracepoint("filemap/mm_filemap_map_pages"),
                 Tracepoint("filemap/mm_filemap_fault"),
                 Tracepoint("filemap/mm_filemap_add_to_page_cache"),
