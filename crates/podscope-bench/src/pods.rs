@@ -149,10 +149,7 @@ pub fn admission(bed: &Bed, podscope: &Path, n: usize) -> Result<Admission> {
     }
     let seen = seen.lock().unwrap();
     let ts = |v: &serde_json::Value| -> u64 {
-        v["timestamp"]
-            .as_str()
-            .and_then(humantime_ns)
-            .unwrap_or(0)
+        v["timestamp"].as_str().and_then(humantime_ns).unwrap_or(0)
     };
     let (mut first, mut pause) = (0, 0);
     let (mut naming, mut margin) = (Vec::new(), Vec::new());

@@ -16,7 +16,10 @@ use clap::{Parser, Subcommand, ValueEnum};
         podscope probes                          list probes and whether this kernel supports them\n  \
         podscope trace exec,tcp --all            every process on this machine\n  \
         podscope trace bio -o json --duration 10s\n  \
-        podscope trace open --pid 1234           or --cgroup /sys/fs/cgroup/..., --comm nginx\n\n\
+        podscope trace open --pid 1234           or --cgroup /sys/fs/cgroup/..., --comm nginx\n  \
+        podscope ps -A                           pods and containers on this node\n  \
+        podscope trace exec,tcp --pod web-0 -n shop\n  \
+        podscope exec --pod web-0 -n shop -- tcpdump -i eth0 -c 100\n\n\
         podscope needs root (or CAP_BPF + CAP_PERFMON) to load its probes."
 )]
 pub struct Cli {
@@ -39,7 +42,9 @@ pub enum Command {
         podscope trace bio,open --cgroup /sys/fs/cgroup/unified/mygroup --duration 30s\n  \
         podscope trace all --pid 1234 --max-events 100\n\n\
         Probes: exec, exit, tcp, bio, cache, open (comma-separated, or 'all').\n\
-        Events are filtered in the kernel: choose --all, or at least one of --pid, --cgroup, --comm\n\
+        Pods: --pod NAME (globs), -n NAMESPACE, -A, -l SELECTOR, --container NAME; --wait for pods\n\
+        that do not exist yet. New pods that match are traced from their first exec.\n\
+        Events are filtered in the kernel: choose --all, pod flags, or --pid, --cgroup, --comm\n\
         (they combine with AND). At exit a summary reports events and lost events per probe.")]
     Trace(TraceArgs),
     /// List the pods and containers on this node: namespace, pod, container, image, runtime, pids, cgroup id.

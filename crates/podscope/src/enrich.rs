@@ -69,6 +69,8 @@ pub struct PodIndex {
     last_refresh: Instant,
     refresh_wanted: bool,
     held: VecDeque<Event>,
+    /// cgroup ids known not to be pods' (host cgroups), so /proc is read once.
+    host_cgroups: std::collections::HashSet<u64>,
     /// Events dropped because their pod could not be named in time.
     pub unnamed_dropped: u64,
     /// Warning from discovery (e.g. fell back to /proc), shown once.
@@ -93,6 +95,7 @@ impl PodIndex {
             last_refresh: Instant::now(),
             refresh_wanted: false,
             held: VecDeque::new(),
+            host_cgroups: std::collections::HashSet::new(),
             unnamed_dropped: 0,
             warning: discovery.warning.clone(),
         };
@@ -275,14 +278,23 @@ impl PodIndex {
         }
         let now = Instant::now();
         // Pending too long: nobody will name it; reject it rather than leak it.
-        for e in self.pods.values_mut() {
+        let mut timed_out = Vec::new();
+        for (uid, e) in self.pods.iter_mut() {
             if let Decision::Pending(since) = e.decision {
                 if now.duration_since(since) > PENDING_TIMEOUT {
                     e.decision = if self.selection.is_some() {
+                        timed_out.push(uid.clone());
                         Decision::Rejected
                     } else {
                         Decision::Selected
                     };
+                }
+            }
+        }
+        for uid in timed_out {
+            for (id, c) in &self.cgroups {
+                if c.pod_uid == uid && c.container_id.is_none() {
+                    let _ = tracer.deny_cgroup(*id);
                 }
             }
         }
@@ -307,14 +319,11 @@ impl PodIndex {
     /// Fills in the event's identity and decides whether it is wanted.
     pub fn enrich(&mut self, ev: &mut Event) -> Verdict {
         ev.identity.node.clone_from(&self.node);
+        if !self.cgroups.contains_key(&ev.cgroup_id) && !self.host_cgroups.contains(&ev.cgroup_id) {
+            self.learn_cgroup(ev.cgroup_id, ev.pid);
+        }
         let Some(cg) = self.cgroups.get(&ev.cgroup_id) else {
-            // Not a pod's cgroup: host processes. With a pod selection the
-            // kernel only lets pods through, so this is a pod we have not
-            // mapped yet: ask the runtime.
-            if self.selection.is_some() {
-                self.refresh_wanted = true;
-                return Verdict::Hold;
-            }
+            // Not a pod's cgroup: a host process.
             return Verdict::Emit;
         };
         let Some(entry) = self.pods.get(&cg.pod_uid) else {
@@ -362,6 +371,41 @@ impl PodIndex {
         Verdict::Emit
     }
 
+    /// Maps a cgroup we have not seen (e.g. a pod's sandbox, or a container
+    /// that started before the watcher) by reading the task's cgroup path.
+    fn learn_cgroup(&mut self, id: u64, pid: u32) {
+        let path = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+            });
+        match path.as_deref().and_then(parse_kube_cgroup) {
+            Some(k) => {
+                self.cgroups.insert(
+                    id,
+                    CgroupEntry {
+                        pod_uid: k.pod_uid.clone(),
+                        container_id: k.container_id.clone(),
+                    },
+                );
+                if let std::collections::hash_map::Entry::Vacant(e) = self.pods.entry(k.pod_uid) {
+                    e.insert(PodEntry {
+                        pod: None,
+                        decision: Decision::Pending(Instant::now()),
+                        removed: None,
+                    });
+                    self.refresh_wanted = true;
+                }
+            }
+            // The task already exited, or it is not in a pod.
+            None if path.is_some() => {
+                self.host_cgroups.insert(id);
+            }
+            None => {}
+        }
+    }
+
     /// Runs `events` through [`enrich`](Self::enrich), oldest held ones first;
     /// returns what to deliver, in order.
     pub fn process(&mut self, events: Vec<Event>) -> Vec<Event> {
@@ -390,12 +434,18 @@ impl PodIndex {
         self.held.len()
     }
 
-    /// Delivers what is still held, with whatever identity is known (at exit).
+    /// At exit: delivers what is still held. Without a pod selection that is
+    /// everything (with whatever identity is known); with one, events whose
+    /// pod was never named cannot be shown to match, so they are counted in
+    /// `unnamed_dropped` instead.
     pub fn release_held(&mut self) -> Vec<Event> {
         let mut out = Vec::new();
         for mut ev in std::mem::take(&mut self.held) {
-            if self.enrich(&mut ev) != Verdict::Drop {
-                out.push(ev);
+            match self.enrich(&mut ev) {
+                Verdict::Emit => out.push(ev),
+                Verdict::Drop => {}
+                Verdict::Hold if self.selection.is_none() => out.push(ev),
+                Verdict::Hold => self.unnamed_dropped += 1,
             }
         }
         out

@@ -85,6 +85,9 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let probes = ProbeKind::parse_list(&args.probes)?;
     let selection = PodSelection::from_args(&args.pods)?;
     let pod_mode = selection.is_some();
+    if args.wait && !pod_mode {
+        bail!("--wait waits for pods: combine it with --pod, -l, -n, -A or --container");
+    }
     let mut filter = host_filter(&args, pod_mode)?;
     podscope_bpf::check_privileges()?;
 
@@ -228,7 +231,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     }
     if index.unnamed_dropped > 0 {
         eprintln!(
-            "podscope: {} events were dropped because the runtime never named their pod within 10 s",
+            "podscope: {} events were left out because the runtime had not named their pod (a new pod that may not match the selection)",
             index.unnamed_dropped
         );
     }

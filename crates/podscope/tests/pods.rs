@@ -165,11 +165,17 @@ fn pod_created_after_the_trace_started_has_its_first_command_captured() {
         "late-*",
         "--wait",
         "--duration",
-        "5s",
+        "60s",
     ]);
     let marker = format!("first-{s}");
     let script = format!("echo {marker}; sleep 1");
     let late = pod("late-1", &ns, &[], &[("main", &script)]);
+    // However long pod creation took (other tests create pods too), stop 2 s after it.
+    std::thread::sleep(Duration::from_secs(2));
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     let evs = events(child);
     // The container's very first exec is its entrypoint: sh -c "echo first-...; sleep 1".
     let first = evs
@@ -303,5 +309,4 @@ fn ps_shows_pods_with_pids_and_cgroup_ids_that_match_proc() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("NAMESPACE"), "{text}");
     assert!(text.contains("p1") && text.contains("p2"), "{text}");
-    std::thread::sleep(Duration::from_millis(10));
 }
