@@ -402,3 +402,54 @@ fn cache_counts_misses_then_hits_for_a_file_read_twice() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn tcp_over_ipv6_reports_v6_addresses() {
+    if !require_root() {
+        return;
+    }
+    let mut o = opts(&[ProbeKind::Tcp], Filter::default());
+    o.exclude_self = false;
+    let mut t = tracer(o);
+    let listener = match TcpListener::bind("[::1]:0") {
+        Ok(l) => l,
+        Err(e) => panic!("IPv6 loopback is needed for this test: {e}"),
+    };
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        buf.len()
+    });
+    let mut c = TcpStream::connect(("::1", port)).unwrap();
+    c.write_all(&[9u8; 777]).unwrap();
+    drop(c);
+    assert_eq!(server.join().unwrap(), 777);
+    let mine = |e: &podscope_model::Event| matches!(&e.data, EventData::Tcp(x) if x.family == "ipv6" && (x.dport == port || x.sport == port));
+    let events = collect_until(&mut t, Duration::from_secs(5), 4, mine);
+    let v6: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.data {
+            EventData::Tcp(x) if mine(e) => Some(x),
+            _ => None,
+        })
+        .collect();
+    let connect = v6
+        .iter()
+        .find(|x| x.kind == TcpKind::Connect)
+        .expect("an IPv6 connect");
+    assert_eq!(
+        (connect.saddr.as_str(), connect.daddr.as_str()),
+        ("::1", "::1")
+    );
+    let close = v6
+        .iter()
+        .find(|x| x.kind == TcpKind::Close && x.role == "client")
+        .expect("the client's close");
+    assert_eq!(close.tx_bytes, Some(777));
+    assert!(
+        v6.iter().any(|x| x.kind == TcpKind::Accept),
+        "the accept: {v6:?}"
+    );
+}

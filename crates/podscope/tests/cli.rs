@@ -216,3 +216,29 @@ fn max_events_stops_early() {
     assert_eq!(events, 3, "{text}");
     assert_eq!(lines.last().unwrap()["kind"], "summary", "{text}");
 }
+
+#[test]
+fn without_privileges_the_missing_capabilities_are_named() {
+    if !is_root() {
+        return;
+    }
+    // Drop to nobody with no capabilities (setpriv is util-linux).
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_podscope"))
+        .args(["trace", "exec", "--all", "--duration", "1s"])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CAP_BPF") && err.contains("CAP_PERFMON"),
+        "{err}"
+    );
+    assert!(err.contains("run it as root"), "{err}");
+}
