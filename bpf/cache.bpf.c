@@ -21,6 +21,9 @@ struct {
 	__type(value, struct cache_counts);
 } counts SEC(".maps");
 
+/* log2 of the page size; set by user space (4 KiB pages unless told otherwise). */
+const volatile __u32 page_shift = 12;
+
 struct cache_key _cache_key_type = {};
 struct cache_counts _cache_counts_type = {};
 
@@ -85,8 +88,8 @@ int BPF_PROG(cache_get_pages, struct address_space *mapping, unsigned long index
 	size = BPF_CORE_READ(mapping, host, i_size);
 	if (!size)
 		return 0;
-	if (last > (size - 1) >> 12)
-		last = (size - 1) >> 12;
+	if (last > (size - 1) >> page_shift)
+		last = (size - 1) >> page_shift;
 	if (last < index)
 		return 0;
 	cur = bpf_map_lookup_elem(&cursors, &tid);

@@ -110,7 +110,8 @@ int BPF_PROG(cgroup_mkdir, struct cgroup *cgrp, const char *path)
 			}
 		} else if (is_kube_group(name)) {
 			__u8 watch = WATCH_KUBE;
-			bpf_map_update_elem(&watch_parents, &id, &watch, BPF_ANY);
+			if (bpf_map_update_elem(&watch_parents, &id, &watch, BPF_ANY))
+				stat_inc(STAT_MAP_FULL);
 		}
 	}
 	return report(CGROUP_EV_MKDIR, cgrp, path, admitted, parent_id);

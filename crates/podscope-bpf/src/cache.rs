@@ -43,6 +43,9 @@ fn load_with(
         ProbeKind::Cache.name(),
         settings,
         |open: &mut skel::OpenCacheProbeSkel| {
+            if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+                ro.page_shift = page_shift();
+            }
             let p = &mut open.progs;
             p.cache_exact_accessed.set_autoload(exact);
             p.cache_exact_add.set_autoload(exact);
@@ -52,6 +55,16 @@ fn load_with(
             p.cache_add.set_autoload(!exact);
         }
     ))
+}
+
+fn page_shift() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 {
+        (size as u64).trailing_zeros()
+    } else {
+        12
+    }
 }
 
 pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crate::Error> {

@@ -81,7 +81,10 @@ impl ProbeKind {
                 "TCP connect/accept/close with lifetime and bytes, failed connects, retransmits, resets; IPv4+IPv6"
             }
             ProbeKind::Bio => "block I/O: disk, op, sector, bytes, latency; attributed to the submitter",
-            ProbeKind::Cache => "page cache per process per interval: hits, misses, dirtied, hit ratio",
+            ProbeKind::Cache => {
+                "page cache per process per interval: hits, misses, dirtied, hit ratio \
+                 (fentry on folio_mark_accessed/filemap_add_folio where allowed, else these tracepoints)"
+            }
             ProbeKind::Open => "file opens: path, flags, fd or errno",
         }
     }
