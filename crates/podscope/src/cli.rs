@@ -141,9 +141,10 @@ pub struct TraceArgs {
     #[arg(long, value_name = "NAME")]
     pub comm: Option<String>,
 
-    /// Output format: aligned columns with human units, or one JSON object per line.
-    #[arg(short, long, value_enum, default_value_t = Format::Columns)]
-    pub output: Format,
+    /// Output format: aligned columns with human units, one JSON object per
+    /// line, or none (with --metrics-listen: metrics only).
+    #[arg(short, long, value_enum, default_value_t = TraceFormat::Columns)]
+    pub output: TraceFormat,
 
     /// Stop after this long (e.g. 10s, 5m, 1h30m).
     #[arg(short = 'd', long, value_name = "DURATION", value_parser = parse_duration)]
@@ -160,6 +161,16 @@ pub struct TraceArgs {
     /// How often the cache probe reports per-process totals.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics while tracing (e.g.
+    /// 127.0.0.1:9464): per-pod counts from the probes, container CPU, memory
+    /// and I/O from cgroups, pod network counters. See docs/metrics.md.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// With --metrics-listen: how long the series of a pod that went away are kept.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub metrics_grace: Duration,
 }
 
 /// Pod and container selection, kubectl style (shared by trace, ps and exec).
@@ -189,6 +200,17 @@ pub struct PodArgs {
     /// found by itself when omitted, with a /proc scan as the fallback.
     #[arg(long, value_name = "ENDPOINT")]
     pub runtime_endpoint: Option<String>,
+}
+
+/// `podscope trace -o`: the shared formats plus `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TraceFormat {
+    /// Aligned columns with a header and human units.
+    Columns,
+    /// One JSON object per line (see docs/json-schema.md).
+    Json,
+    /// No event output (losses and the summary still go to stderr); for --metrics-listen.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use podscope_bpf::{CgroupWatch, Filter, TraceOptions, Tracer};
 use podscope_model::{Event, ProbeKind};
 
-use crate::cli::{Format, TraceArgs};
+use crate::cli::{TraceArgs, TraceFormat};
 use crate::enrich::PodIndex;
 use crate::output::{Columns, JsonLines, Sink};
 use crate::pods::PodSelection;
@@ -134,6 +134,12 @@ pub fn run(args: TraceArgs) -> Result<()> {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
 
+    // The metrics port is bound before the probes load, so a busy port fails fast.
+    let exporter = match args.metrics_listen {
+        Some(addr) => Some(start_exporter(addr, &args, selection.clone())?),
+        None => None,
+    };
+
     let mut tracer = Tracer::new(&opts)?;
     let names: Vec<&str> = opts.probes.iter().map(|p| p.name()).collect();
     eprintln!(
@@ -146,9 +152,17 @@ pub fn run(args: TraceArgs) -> Result<()> {
 
     let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
     let mut sink: Box<dyn Sink> = match args.output {
-        Format::Columns => Box::new(Columns::new(stdout)),
-        Format::Json => Box::new(JsonLines::new(stdout)),
+        TraceFormat::Columns => Box::new(Columns::new(stdout)),
+        TraceFormat::Json => Box::new(JsonLines::new(stdout)),
+        TraceFormat::None => Box::new(Discard),
     };
+    // Every delivered event is also counted for the metrics.
+    if let Some(e) = &exporter {
+        sink = Box::new(Observed {
+            inner: sink,
+            observer: e.observer(),
+        });
+    }
     let deadline = args.duration.map(|d| started + d);
     let mut written: u64 = 0;
     let mut lost_seen = vec![0u64; opts.probes.len()];
@@ -192,6 +206,12 @@ pub fn run(args: TraceArgs) -> Result<()> {
         if last_loss_check.elapsed() >= Duration::from_secs(1) || !more {
             last_loss_check = Instant::now();
             report_losses(&tracer, sink.as_mut(), &mut lost_seen).ok();
+            if let Some(e) = &exporter {
+                for st in tracer.stats() {
+                    e.metrics()
+                        .probe_stats(st.probe, st.events, st.total_lost());
+                }
+            }
         }
         if !more {
             break;
@@ -253,4 +273,73 @@ fn report_losses(tracer: &Tracer, sink: &mut dyn Sink, seen: &mut [u64]) -> io::
         }
     }
     Ok(())
+}
+
+fn start_exporter(
+    addr: std::net::SocketAddr,
+    args: &TraceArgs,
+    selection: Option<PodSelection>,
+) -> Result<podscope_export::Exporter> {
+    let exporter = podscope_export::Exporter::start(podscope_export::ExporterConfig {
+        listen: addr,
+        node: hostname(),
+        grace: args.metrics_grace,
+        refresh: Duration::from_secs(5),
+        runtime_endpoint: args.pods.runtime_endpoint.clone(),
+        // Resource metrics follow the same pods and containers as the trace.
+        select: selection.map(|sel| {
+            Box::new(move |pods: &[podscope_runtime::Pod]| sel.select(pods))
+                as podscope_export::PodSelect
+        }),
+    })?;
+    eprintln!(
+        "podscope: serving metrics on http://{}/metrics",
+        exporter.local_addr()
+    );
+    Ok(exporter)
+}
+
+/// Counts each event for the exporter, then hands it on.
+struct Observed {
+    inner: Box<dyn Sink>,
+    observer: podscope_export::Observer,
+}
+
+impl Sink for Observed {
+    fn event(&mut self, ev: &Event) -> io::Result<()> {
+        self.observer.observe(ev);
+        self.inner.event(ev)
+    }
+    fn lost(&mut self, probe: ProbeKind, delta: u64, total: u64) -> io::Result<()> {
+        self.inner.lost(probe, delta, total)
+    }
+    fn summary(&mut self, elapsed_ns: u64, stats: &[podscope_bpf::ProbeStats]) -> io::Result<()> {
+        self.inner.summary(elapsed_ns, stats)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `-o none`: no events; losses and the summary go to stderr.
+struct Discard;
+
+impl Sink for Discard {
+    fn event(&mut self, _ev: &Event) -> io::Result<()> {
+        Ok(())
+    }
+    fn lost(&mut self, probe: ProbeKind, delta: u64, total: u64) -> io::Result<()> {
+        eprintln!(
+            "podscope: {} lost {delta} events ({total} in total); try a larger --ring-buffer-size",
+            probe.name()
+        );
+        Ok(())
+    }
+    fn summary(&mut self, elapsed_ns: u64, stats: &[podscope_bpf::ProbeStats]) -> io::Result<()> {
+        eprint!("{}", crate::output::summary_text(elapsed_ns, stats));
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }

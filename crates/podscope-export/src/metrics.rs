@@ -1,0 +1,923 @@
+//! The metric registry, the families the probes feed, and the per-event hot
+//! path into them ([`Observer`]).
+//!
+//! Why the observer caches: `Family::get_or_create` hashes the label set (four
+//! strings) and takes a lock on every call. The observer instead keeps, per
+//! cgroup id, clones of the series handles it has used (atomics behind an
+//! `Arc`), so an event costs one `u64` map lookup, three string comparisons
+//! that check the cgroup still belongs to the same container, and an atomic
+//! add. Series are only created (and labels allocated) the first time a
+//! container produces a kind of event.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use podscope_model::{Event, EventData, Identity, ProbeKind, TcpKind};
+use podscope_runtime::Pod;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::labels::{DiskLabels, PodLabels, ProbeLabels};
+use crate::resources::{Host, Resources};
+use crate::selfstats::SelfStats;
+use crate::text::{self, Format};
+use crate::Error;
+
+/// Upper bounds of the TCP connection lifetime histogram, in seconds.
+const CONN_BUCKETS: [f64; 15] = [
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+];
+/// Upper bounds of the block I/O latency histogram, in seconds.
+const BIO_BUCKETS: [f64; 15] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5,
+];
+/// The observer forgets its cache beyond this many cgroups (host processes in
+/// `--all` mode can come from many short-lived cgroups).
+const MAX_CACHED_CGROUPS: usize = 8192;
+
+fn conn_histogram() -> Histogram {
+    Histogram::new(CONN_BUCKETS)
+}
+
+fn bio_histogram() -> Histogram {
+    Histogram::new(BIO_BUCKETS)
+}
+
+/// The pod-labelled counters, in [`COUNTERS`] order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+enum C {
+    TcpConnects,
+    TcpAccepts,
+    TcpConnectFailures,
+    TcpCloses,
+    TcpRetransmits,
+    TcpResetsSent,
+    TcpResetsReceived,
+    TcpSentBytes,
+    TcpReceivedBytes,
+    CacheHits,
+    CacheMisses,
+    CacheDirtied,
+    Execs,
+    ExecFailures,
+    FileOpens,
+    FileOpenFailures,
+}
+
+const NC: usize = 16;
+
+/// One counter family: registered name (the client appends `_bytes` when
+/// `bytes` is set, then `_total`), whether it counts bytes, and its HELP.
+struct Spec {
+    name: &'static str,
+    bytes: bool,
+    help: &'static str,
+}
+
+const COUNTERS: [Spec; NC] = [
+    Spec {
+        name: "podscope_tcp_connects",
+        bytes: false,
+        help: "TCP connections the container opened (active opens that reached ESTABLISHED)",
+    },
+    Spec {
+        name: "podscope_tcp_accepts",
+        bytes: false,
+        help: "TCP connections the container accepted (passive opens)",
+    },
+    Spec {
+        name: "podscope_tcp_connect_failures",
+        bytes: false,
+        help: "TCP connects of the container that failed (refused, timed out, reset during the handshake)",
+    },
+    Spec {
+        name: "podscope_tcp_closes",
+        bytes: false,
+        help: "TCP connections of the container that closed after being seen opening",
+    },
+    Spec {
+        name: "podscope_tcp_retransmits",
+        bytes: false,
+        help: "TCP segments the container's connections retransmitted",
+    },
+    Spec {
+        name: "podscope_tcp_resets_sent",
+        bytes: false,
+        help: "TCP resets the container's connections sent",
+    },
+    Spec {
+        name: "podscope_tcp_resets_received",
+        bytes: false,
+        help: "TCP resets the container's connections received",
+    },
+    Spec {
+        name: "podscope_tcp_sent",
+        bytes: true,
+        help: "TCP payload bytes the container sent, counted when each connection closes",
+    },
+    Spec {
+        name: "podscope_tcp_received",
+        bytes: true,
+        help: "TCP payload bytes the container received, counted when each connection closes",
+    },
+    Spec {
+        name: "podscope_page_cache_hits",
+        bytes: false,
+        help: "Page lookups of the container served from the page cache",
+    },
+    Spec {
+        name: "podscope_page_cache_misses",
+        bytes: false,
+        help: "Page lookups of the container that missed the page cache and had to read",
+    },
+    Spec {
+        name: "podscope_page_cache_dirtied",
+        bytes: false,
+        help: "Page-cache pages the container dirtied (wrote)",
+    },
+    Spec {
+        name: "podscope_execs",
+        bytes: false,
+        help: "Program executions (execve) in the container, failed ones included",
+    },
+    Spec {
+        name: "podscope_exec_failures",
+        bytes: false,
+        help: "Program executions (execve) in the container that failed",
+    },
+    Spec {
+        name: "podscope_file_opens",
+        bytes: false,
+        help: "File opens (open, openat, openat2) in the container, failed ones included",
+    },
+    Spec {
+        name: "podscope_file_open_failures",
+        bytes: false,
+        help: "File opens in the container that failed",
+    },
+];
+
+/// Every family fed by events, plus podscope's own counters.
+#[derive(Debug)]
+struct Families {
+    counters: Vec<Family<PodLabels, Counter>>,
+    active: Family<PodLabels, Gauge>,
+    duration: Family<PodLabels, Histogram, fn() -> Histogram>,
+    bio_ops: Family<DiskLabels, Counter>,
+    bio_bytes: Family<DiskLabels, Counter>,
+    bio_latency: Family<DiskLabels, Histogram, fn() -> Histogram>,
+    probe_events: Family<ProbeLabels, Counter>,
+    probe_lost: Family<ProbeLabels, Counter>,
+    pods_tracked: Gauge,
+    discovery_errors: Counter,
+    removed_pods: Counter,
+}
+
+impl Families {
+    fn register(reg: &mut Registry) -> Families {
+        let counters: Vec<Family<PodLabels, Counter>> = COUNTERS
+            .iter()
+            .map(|spec| {
+                let f = Family::<PodLabels, Counter>::default();
+                if spec.bytes {
+                    reg.register_with_unit(spec.name, spec.help, Unit::Bytes, f.clone());
+                } else {
+                    reg.register(spec.name, spec.help, f.clone());
+                }
+                f
+            })
+            .collect();
+        let active = Family::<PodLabels, Gauge>::default();
+        reg.register(
+            "podscope_tcp_active_connections",
+            "TCP connections of the container open now (connects and accepts seen, minus closes)",
+            active.clone(),
+        );
+        let duration: Family<PodLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(conn_histogram);
+        reg.register_with_unit(
+            "podscope_tcp_connection_duration",
+            "Lifetime of the container's TCP connections, from connect or accept to close",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        let bio_ops = Family::<DiskLabels, Counter>::default();
+        reg.register(
+            "podscope_block_io_operations",
+            "Block I/O requests the container issued that completed, by disk and operation",
+            bio_ops.clone(),
+        );
+        let bio_bytes = Family::<DiskLabels, Counter>::default();
+        reg.register_with_unit(
+            "podscope_block_io",
+            "Bytes the container's completed block I/O requests transferred, by disk and operation",
+            Unit::Bytes,
+            bio_bytes.clone(),
+        );
+        let bio_latency: Family<DiskLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(bio_histogram);
+        reg.register_with_unit(
+            "podscope_block_io_latency",
+            "Block I/O latency of the container's requests, from issue to the driver until completion",
+            Unit::Seconds,
+            bio_latency.clone(),
+        );
+        let probe_events = Family::<ProbeLabels, Counter>::default();
+        reg.register(
+            "podscope_probe_events",
+            "Events each probe delivered from the kernel to podscope",
+            probe_events.clone(),
+        );
+        let probe_lost = Family::<ProbeLabels, Counter>::default();
+        reg.register(
+            "podscope_probe_lost_events",
+            "Events each probe lost (ring buffer full, tracking map full, or undecodable)",
+            probe_lost.clone(),
+        );
+        let pods_tracked = Gauge::default();
+        reg.register(
+            "podscope_pods_tracked",
+            "Pods podscope currently tracks on this node (after pod selection)",
+            pods_tracked.clone(),
+        );
+        let discovery_errors = Counter::default();
+        reg.register(
+            "podscope_pod_discovery_errors",
+            "Failed attempts to list the node's pods from the container runtime",
+            discovery_errors.clone(),
+        );
+        let removed_pods = Counter::default();
+        reg.register(
+            "podscope_pod_series_removals",
+            "Pods whose series were removed because the pod had been gone longer than the grace period",
+            removed_pods.clone(),
+        );
+        Families {
+            counters,
+            active,
+            duration,
+            bio_ops,
+            bio_bytes,
+            bio_latency,
+            probe_events,
+            probe_lost,
+            pods_tracked,
+            discovery_errors,
+            removed_pods,
+        }
+    }
+}
+
+/// Every label set created for one pod, so they can be removed together.
+#[derive(Debug)]
+struct Tracked {
+    pod_labels: Vec<PodLabels>,
+    disk_labels: Vec<DiskLabels>,
+    last_live: Instant,
+}
+
+/// The metric registry and its families; shared by the tracing thread (via
+/// [`Observer`]), the HTTP server and the pod watcher.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    fam: Families,
+    resources: Arc<Resources>,
+    node: String,
+    grace: Duration,
+    /// Bumped whenever series are removed: observers drop their cached handles.
+    generation: AtomicU64,
+    /// (namespace, pod) -> its label sets.
+    series: Mutex<HashMap<(String, String), Tracked>>,
+    probe_seen: Mutex<HashMap<ProbeKind, (u64, u64)>>,
+    last_render_len: AtomicU64,
+    last_discovery_error: Mutex<Option<String>>,
+}
+
+impl Metrics {
+    /// A registry with every family. `node` is the `node` label; series of
+    /// pods gone for longer than `grace` are removed by [`set_pods`](Self::set_pods).
+    pub fn new(node: impl Into<String>, grace: Duration) -> Arc<Metrics> {
+        Metrics::with_host(node, grace, Host::detect())
+    }
+
+    /// [`new`](Self::new), reading cgroups and /proc where `host` says.
+    pub fn with_host(node: impl Into<String>, grace: Duration, host: Host) -> Arc<Metrics> {
+        let node = node.into();
+        let mut registry = Registry::default();
+        let fam = Families::register(&mut registry);
+        let resources = Arc::new(Resources::new(node.clone(), host));
+        registry.register_collector(Box::new(resources.clone()));
+        registry.register_collector(Box::new(SelfStats));
+        Arc::new(Metrics {
+            registry,
+            fam,
+            resources,
+            node,
+            grace,
+            generation: AtomicU64::new(0),
+            series: Mutex::new(HashMap::new()),
+            probe_seen: Mutex::new(HashMap::new()),
+            last_render_len: AtomicU64::new(16 * 1024),
+            last_discovery_error: Mutex::new(None),
+        })
+    }
+
+    /// The node label.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// A hot-path handle for one tracing thread.
+    pub fn observer(self: &Arc<Self>) -> Observer {
+        Observer {
+            metrics: self.clone(),
+            generation: self.generation.load(Ordering::Acquire),
+            cache: HashMap::new(),
+        }
+    }
+
+    /// Records a probe's cumulative counts (from the tracer's stats); counters
+    /// advance by the difference since the last call.
+    pub fn probe_stats(&self, probe: ProbeKind, events: u64, lost: u64) {
+        let mut seen = self
+            .probe_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let last = seen.entry(probe).or_default();
+        let labels = ProbeLabels {
+            probe: probe.name().to_owned(),
+        };
+        self.fam
+            .probe_events
+            .get_or_create(&labels)
+            .inc_by(events.saturating_sub(last.0));
+        self.fam
+            .probe_lost
+            .get_or_create(&labels)
+            .inc_by(lost.saturating_sub(last.1));
+        *last = (events.max(last.0), lost.max(last.1));
+    }
+
+    /// The node's (selected) pods as the runtime lists them now: updates the
+    /// resource targets and `podscope_pods_tracked`, and removes the series of
+    /// pods that have been gone for longer than the grace period.
+    pub fn set_pods(&self, pods: &[Pod]) {
+        self.resources.update(pods);
+        self.fam.pods_tracked.set(pods.len() as i64);
+        let live: HashSet<(&str, &str)> = pods
+            .iter()
+            .map(|p| (p.namespace.as_str(), p.name.as_str()))
+            .collect();
+        self.retire(&live, Instant::now());
+    }
+
+    /// Notes a failed pod listing (the previous pod list stays in force).
+    pub fn discovery_failed(&self, error: &str) {
+        self.fam.discovery_errors.inc();
+        *self
+            .last_discovery_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(error.to_owned());
+    }
+
+    /// The last pod-listing error, if any.
+    pub fn last_discovery_error(&self) -> Option<String> {
+        self.last_discovery_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Removes the series of pods not in `live` whose grace period has passed.
+    fn retire(&self, live: &HashSet<(&str, &str)>, now: Instant) {
+        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut removed = 0u64;
+        series.retain(|(ns, pod), t| {
+            // Host processes (no pod) are never retired.
+            if pod.is_empty() || live.contains(&(ns.as_str(), pod.as_str())) {
+                t.last_live = now;
+                return true;
+            }
+            if now.duration_since(t.last_live) <= self.grace {
+                return true;
+            }
+            for l in &t.pod_labels {
+                for f in &self.fam.counters {
+                    f.remove(l);
+                }
+                self.fam.active.remove(l);
+                self.fam.duration.remove(l);
+            }
+            for l in &t.disk_labels {
+                self.fam.bio_ops.remove(l);
+                self.fam.bio_bytes.remove(l);
+                self.fam.bio_latency.remove(l);
+            }
+            removed += 1;
+            false
+        });
+        if removed > 0 {
+            self.fam.removed_pods.inc_by(removed);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn track_pod_labels(&self, labels: &PodLabels) {
+        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        let t = series
+            .entry((labels.namespace.clone(), labels.pod.clone()))
+            .or_insert_with(|| Tracked {
+                pod_labels: Vec::new(),
+                disk_labels: Vec::new(),
+                last_live: Instant::now(),
+            });
+        if !t.pod_labels.contains(labels) {
+            t.pod_labels.push(labels.clone());
+        }
+    }
+
+    fn track_disk_labels(&self, labels: &DiskLabels) {
+        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        let t = series
+            .entry((labels.namespace.clone(), labels.pod.clone()))
+            .or_insert_with(|| Tracked {
+                pod_labels: Vec::new(),
+                disk_labels: Vec::new(),
+                last_live: Instant::now(),
+            });
+        if !t.disk_labels.contains(labels) {
+            t.disk_labels.push(labels.clone());
+        }
+    }
+
+    fn counter(&self, c: C, labels: &PodLabels) -> Counter {
+        self.track_pod_labels(labels);
+        self.fam.counters[c as usize].get_or_create_owned(labels)
+    }
+
+    fn active_gauge(&self, labels: &PodLabels) -> Gauge {
+        self.track_pod_labels(labels);
+        self.fam.active.get_or_create_owned(labels)
+    }
+
+    fn duration_histogram(&self, labels: &PodLabels) -> Histogram {
+        self.track_pod_labels(labels);
+        self.fam.duration.get_or_create_owned(labels)
+    }
+
+    fn disk_series(&self, pod: &PodLabels, disk: &str, op: &str) -> DiskSlot {
+        let labels = DiskLabels {
+            namespace: pod.namespace.clone(),
+            pod: pod.pod.clone(),
+            container: pod.container.clone(),
+            node: pod.node.clone(),
+            disk: disk.to_owned(),
+            op: op.to_owned(),
+        };
+        self.track_disk_labels(&labels);
+        DiskSlot {
+            ops: self.fam.bio_ops.get_or_create_owned(&labels),
+            bytes: self.fam.bio_bytes.get_or_create_owned(&labels),
+            latency: self.fam.bio_latency.get_or_create_owned(&labels),
+            disk: labels.disk,
+            op: labels.op,
+        }
+    }
+
+    /// The exposition in `format` (Prometheus text 0.0.4 or OpenMetrics 1.0).
+    pub fn render(&self, format: Format) -> Result<String, Error> {
+        let hint = self.last_render_len.load(Ordering::Relaxed) as usize;
+        let mut om = String::with_capacity(hint + hint / 8);
+        prometheus_client::encoding::text::encode(&mut om, &self.registry)?;
+        self.last_render_len
+            .store(om.len() as u64, Ordering::Relaxed);
+        Ok(match format {
+            Format::OpenMetrics => om,
+            Format::Prometheus => text::openmetrics_to_prometheus(&om),
+        })
+    }
+}
+
+/// Cached handles of one block device and operation.
+#[derive(Debug)]
+struct DiskSlot {
+    disk: String,
+    op: String,
+    ops: Counter,
+    bytes: Counter,
+    latency: Histogram,
+}
+
+/// Cached handles of one container (one cgroup id).
+#[derive(Debug)]
+struct Slot {
+    labels: PodLabels,
+    counters: [Option<Counter>; NC],
+    active: Option<Gauge>,
+    duration: Option<Histogram>,
+    disks: Vec<DiskSlot>,
+}
+
+impl Slot {
+    fn new(node: &str, id: &Identity) -> Slot {
+        Slot {
+            labels: PodLabels {
+                namespace: id.namespace.clone(),
+                pod: id.pod.clone(),
+                container: id.container.clone(),
+                node: node.to_owned(),
+            },
+            counters: Default::default(),
+            active: None,
+            duration: None,
+            disks: Vec::new(),
+        }
+    }
+
+    fn is_for(&self, id: &Identity) -> bool {
+        self.labels.pod == id.pod
+            && self.labels.container == id.container
+            && self.labels.namespace == id.namespace
+    }
+
+    fn inc(&mut self, m: &Metrics, c: C, by: u64) {
+        let labels = &self.labels;
+        self.counters[c as usize]
+            .get_or_insert_with(|| m.counter(c, labels))
+            .inc_by(by);
+    }
+
+    fn active(&mut self, m: &Metrics) -> &Gauge {
+        let labels = &self.labels;
+        self.active.get_or_insert_with(|| m.active_gauge(labels))
+    }
+
+    fn disk(&mut self, m: &Metrics, disk: &str, op: &str) -> &DiskSlot {
+        let i = match self.disks.iter().position(|d| d.disk == disk && d.op == op) {
+            Some(i) => i,
+            None => {
+                self.disks.push(m.disk_series(&self.labels, disk, op));
+                self.disks.len() - 1
+            }
+        };
+        &self.disks[i]
+    }
+}
+
+/// The per-event path into [`Metrics`]: one per tracing thread, not shared.
+#[derive(Debug)]
+pub struct Observer {
+    metrics: Arc<Metrics>,
+    generation: u64,
+    cache: HashMap<u64, Slot>,
+}
+
+impl Observer {
+    /// The metrics this observer feeds.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Counts one enriched event (its `identity` filled in by the enrich stage).
+    pub fn observe(&mut self, ev: &Event) {
+        if matches!(ev.data, EventData::Exit(_)) {
+            return;
+        }
+        let generation = self.metrics.generation.load(Ordering::Acquire);
+        if generation != self.generation {
+            // Some pod's series were removed: the cached handles may point at them.
+            self.cache.clear();
+            self.generation = generation;
+        }
+        if self.cache.len() >= MAX_CACHED_CGROUPS && !self.cache.contains_key(&ev.cgroup_id) {
+            self.cache.clear();
+        }
+        let m: &Metrics = &self.metrics;
+        let slot = self
+            .cache
+            .entry(ev.cgroup_id)
+            .or_insert_with(|| Slot::new(&m.node, &ev.identity));
+        if !slot.is_for(&ev.identity) {
+            // The cgroup id was reused, or the event's pod was named late.
+            *slot = Slot::new(&m.node, &ev.identity);
+        }
+        match &ev.data {
+            EventData::Tcp(t) => match t.kind {
+                TcpKind::Connect => {
+                    slot.inc(m, C::TcpConnects, 1);
+                    slot.active(m).inc();
+                }
+                TcpKind::Accept => {
+                    slot.inc(m, C::TcpAccepts, 1);
+                    slot.active(m).inc();
+                }
+                TcpKind::Close => {
+                    slot.inc(m, C::TcpCloses, 1);
+                    slot.active(m).dec();
+                    if let Some(ns) = t.duration_ns {
+                        let labels = &slot.labels;
+                        slot.duration
+                            .get_or_insert_with(|| m.duration_histogram(labels))
+                            .observe(ns as f64 / 1e9);
+                    }
+                    if let Some(b) = t.tx_bytes.filter(|b| *b > 0) {
+                        slot.inc(m, C::TcpSentBytes, b);
+                    }
+                    if let Some(b) = t.rx_bytes.filter(|b| *b > 0) {
+                        slot.inc(m, C::TcpReceivedBytes, b);
+                    }
+                }
+                TcpKind::ConnectFailed => slot.inc(m, C::TcpConnectFailures, 1),
+                TcpKind::Retransmit => slot.inc(m, C::TcpRetransmits, 1),
+                TcpKind::ResetSent => slot.inc(m, C::TcpResetsSent, 1),
+                TcpKind::ResetReceived => slot.inc(m, C::TcpResetsReceived, 1),
+            },
+            EventData::Exec(e) => {
+                slot.inc(m, C::Execs, 1);
+                if e.retval != 0 {
+                    slot.inc(m, C::ExecFailures, 1);
+                }
+            }
+            EventData::Open(o) => {
+                slot.inc(m, C::FileOpens, 1);
+                if o.errno.is_some() {
+                    slot.inc(m, C::FileOpenFailures, 1);
+                }
+            }
+            EventData::Cache(c) => {
+                if c.hits > 0 {
+                    slot.inc(m, C::CacheHits, c.hits);
+                }
+                if c.misses > 0 {
+                    slot.inc(m, C::CacheMisses, c.misses);
+                }
+                if c.dirtied > 0 {
+                    slot.inc(m, C::CacheDirtied, c.dirtied);
+                }
+            }
+            EventData::Bio(b) => {
+                let d = slot.disk(m, &b.disk, &b.op);
+                d.ops.inc();
+                d.bytes.inc_by(u64::from(b.bytes));
+                d.latency.observe(b.latency_ns as f64 / 1e9);
+            }
+            EventData::Exit(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use podscope_model::{BioEvent, ExecEvent, OpenEvent, TcpEvent, Timestamp};
+
+    fn ev(ns: &str, pod: &str, container: &str, cgroup_id: u64, data: EventData) -> Event {
+        Event {
+            timestamp: Timestamp(1),
+            identity: Identity {
+                node: "n1".into(),
+                namespace: ns.into(),
+                pod: pod.into(),
+                pod_uid: "uid".into(),
+                container: container.into(),
+                container_id: "cid".into(),
+                image: "img".into(),
+            },
+            pid: 1234,
+            tid: 1234,
+            uid: 0,
+            comm: "x".into(),
+            cgroup_id,
+            data,
+        }
+    }
+
+    fn tcp(kind: TcpKind, dur: Option<u64>, tx: Option<u64>, rx: Option<u64>) -> EventData {
+        EventData::Tcp(TcpEvent {
+            kind,
+            role: "client".into(),
+            family: "ipv4".into(),
+            saddr: "127.0.0.1".into(),
+            daddr: "127.0.0.1".into(),
+            sport: 1,
+            dport: 2,
+            state: "X".into(),
+            duration_ns: dur,
+            tx_bytes: tx,
+            rx_bytes: rx,
+            retransmits: None,
+            error: None,
+        })
+    }
+
+    fn open(fail: bool) -> EventData {
+        EventData::Open(OpenEvent {
+            kind: "open".into(),
+            path: "/x".into(),
+            dirfd: None,
+            flags: 0,
+            flags_str: "O_RDONLY".into(),
+            mode: 0,
+            fd: (!fail).then_some(3),
+            errno: fail.then_some(2),
+            error: fail.then(|| "ENOENT".into()),
+        })
+    }
+
+    /// The value of the sample line `name{...labels...} value` that contains all `needles`.
+    fn value(out: &str, name: &str, needles: &[&str]) -> Option<f64> {
+        out.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn events_become_pod_labelled_series() {
+        let m = Metrics::new("n1", Duration::from_secs(60));
+        let mut o = m.observer();
+        for _ in 0..3 {
+            o.observe(&ev(
+                "shop",
+                "web",
+                "app",
+                10,
+                tcp(TcpKind::Connect, None, None, None),
+            ));
+        }
+        o.observe(&ev(
+            "shop",
+            "web",
+            "app",
+            10,
+            tcp(TcpKind::Close, Some(2_000_000), Some(100), Some(50)),
+        ));
+        o.observe(&ev("shop", "web", "app", 10, open(false)));
+        o.observe(&ev("shop", "web", "app", 10, open(true)));
+        o.observe(&ev(
+            "shop",
+            "web",
+            "app",
+            10,
+            EventData::Exec(ExecEvent {
+                kind: "exec".into(),
+                ppid: 1,
+                filename: "/bin/x".into(),
+                args: vec![],
+                args_truncated: false,
+                retval: -2,
+                error: Some("ENOENT".into()),
+            }),
+        ));
+        o.observe(&ev(
+            "shop",
+            "web",
+            "app",
+            10,
+            EventData::Bio(BioEvent {
+                kind: "io".into(),
+                disk: "vda".into(),
+                dev: "254:0".into(),
+                op: "write".into(),
+                sector: 0,
+                bytes: 4096,
+                latency_ns: 300_000,
+                queued_ns: 0,
+                sync: false,
+                error: None,
+            }),
+        ));
+        let out = m.render(Format::Prometheus).unwrap();
+        let who = [
+            "namespace=\"shop\"",
+            "pod=\"web\"",
+            "container=\"app\"",
+            "node=\"n1\"",
+        ];
+        assert_eq!(
+            value(&out, "podscope_tcp_connects_total", &who),
+            Some(3.0),
+            "{out}"
+        );
+        assert_eq!(value(&out, "podscope_tcp_closes_total", &who), Some(1.0));
+        assert_eq!(
+            value(&out, "podscope_tcp_active_connections", &who),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&out, "podscope_tcp_sent_bytes_total", &who),
+            Some(100.0)
+        );
+        assert_eq!(
+            value(&out, "podscope_tcp_received_bytes_total", &who),
+            Some(50.0)
+        );
+        assert_eq!(
+            value(&out, "podscope_tcp_connection_duration_seconds_count", &who),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &out,
+                "podscope_tcp_connection_duration_seconds_bucket",
+                &["pod=\"web\"", "le=\"0.005\""]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(value(&out, "podscope_file_opens_total", &who), Some(2.0));
+        assert_eq!(
+            value(&out, "podscope_file_open_failures_total", &who),
+            Some(1.0)
+        );
+        assert_eq!(value(&out, "podscope_execs_total", &who), Some(1.0));
+        assert_eq!(value(&out, "podscope_exec_failures_total", &who), Some(1.0));
+        let disk = ["pod=\"web\"", "disk=\"vda\"", "op=\"write\""];
+        assert_eq!(
+            value(&out, "podscope_block_io_operations_total", &disk),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&out, "podscope_block_io_bytes_total", &disk),
+            Some(4096.0)
+        );
+        // Nothing that did not happen gets a series.
+        assert!(!out.contains("podscope_tcp_accepts_total{"), "{out}");
+        assert!(!out.contains("podscope_page_cache_hits_total{"), "{out}");
+        assert!(!out.contains("pid="), "never labelled by pid");
+    }
+
+    #[test]
+    fn a_reused_cgroup_id_gets_the_new_containers_labels() {
+        let m = Metrics::new("n1", Duration::from_secs(60));
+        let mut o = m.observer();
+        o.observe(&ev("a", "p1", "c", 7, open(false)));
+        o.observe(&ev("a", "p2", "c", 7, open(false)));
+        let out = m.render(Format::Prometheus).unwrap();
+        assert_eq!(
+            value(&out, "podscope_file_opens_total", &["pod=\"p1\""]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&out, "podscope_file_opens_total", &["pod=\"p2\""]),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn series_of_pods_gone_past_the_grace_period_are_removed() {
+        let m = Metrics::new("n1", Duration::from_millis(50));
+        let mut o = m.observer();
+        o.observe(&ev("a", "gone", "c", 1, open(false)));
+        o.observe(&ev("a", "stays", "c", 2, open(false)));
+        o.observe(&ev("", "", "", 3, open(false)));
+        let live: HashSet<(&str, &str)> = [("a", "stays")].into();
+        m.retire(&live, Instant::now());
+        let out = m.render(Format::Prometheus).unwrap();
+        assert!(out.contains("pod=\"gone\""), "kept during the grace period");
+        m.retire(&live, Instant::now() + Duration::from_millis(100));
+        let out = m.render(Format::Prometheus).unwrap();
+        assert!(!out.contains("pod=\"gone\""), "{out}");
+        assert!(out.contains("pod=\"stays\""), "{out}");
+        assert_eq!(
+            value(&out, "podscope_file_opens_total", &["container=\"\""]),
+            Some(1.0),
+            "host processes are never retired: {out}"
+        );
+        assert_eq!(
+            value(&out, "podscope_pod_series_removals_total", &[]),
+            Some(1.0)
+        );
+        // The observer notices and re-creates the series if the pod speaks again.
+        o.observe(&ev("a", "gone", "c", 1, open(false)));
+        let out = m.render(Format::Prometheus).unwrap();
+        assert_eq!(
+            value(&out, "podscope_file_opens_total", &["pod=\"gone\""]),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn probe_stats_advance_by_the_difference() {
+        let m = Metrics::new("n1", Duration::from_secs(60));
+        m.probe_stats(ProbeKind::Tcp, 10, 1);
+        m.probe_stats(ProbeKind::Tcp, 25, 1);
+        let out = m.render(Format::Prometheus).unwrap();
+        assert_eq!(
+            value(&out, "podscope_probe_events_total", &["probe=\"tcp\""]),
+            Some(25.0)
+        );
+        assert_eq!(
+            value(&out, "podscope_probe_lost_events_total", &["probe=\"tcp\""]),
+            Some(1.0)
+        );
+    }
+}
