@@ -48,6 +48,7 @@ fn main() -> Result<()> {
         let n = if quick { 20 } else { 100 };
         eprintln!("pods: {n} new pods while tracing them by name ...");
         let a = pods::admission(&bed, &bench.podscope, n)?;
+        doc["pods_admission"] = serde_json::to_value(&a)?;
         println!(
             "\nnew pods: {}/{} had their entrypoint exec captured ({}/{} their pause exec: admitted in the kernel at cgroup mkdir); \
              naming delay (event -> delivered with pod name) p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; \
@@ -62,7 +63,6 @@ fn main() -> Result<()> {
             "crowd: {} pods x {} execs at once; mean storm time of the {} unselected pods: untraced {:.2}s, while tracing pod 0 {:.2}s -> {:+.1}% (target < 2%); {} events from pod 0",
             c.pods, c.execs_per_pod, c.pods - 1, c.untraced_mean_s, c.traced_mean_s, c.slowdown_pct, c.selected_pod_events
         );
-        doc["pods_admission"] = serde_json::to_value(&a)?;
         doc["pods_crowd"] = serde_json::to_value(&c)?;
     }
     if let Some(path) = json_out {

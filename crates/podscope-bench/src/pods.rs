@@ -219,11 +219,21 @@ pub struct Crowd {
 }
 
 /// 20 pods run exec storms at the same moment; mean storm time of the 19
-/// pods not selected, untraced vs while podscope traces pod 0 only.
+/// pods not selected, untraced vs while podscope traces pod 0 only. Rounds
+/// alternate (untraced, traced, untraced, traced) so drift on a busy 2-core
+/// machine does not land on one side.
 pub fn crowd(bed: &Bed, podscope: &Path, pods: usize, execs: u64) -> Result<Crowd> {
-    let untraced = crowd_round(bed, None, pods, execs, "u")?;
-    let (traced, events) = {
-        let ns = format!("bench-crowd-t-{}", std::process::id());
+    let mean = |v: &[f64]| v[1..].iter().sum::<f64>() / (v.len() - 1) as f64;
+    let (mut untraced, mut traced, mut events) = (Vec::new(), Vec::new(), 0);
+    for round in 0..2 {
+        untraced.push(mean(&crowd_round(
+            bed,
+            None,
+            pods,
+            execs,
+            &format!("u{round}"),
+        )?));
+        let ns = format!("bench-crowd-t{round}-{}", std::process::id());
         let mut child = Command::new(podscope)
             .args([
                 "trace", "exec", "-n", &ns, "--pod", "crowd-0", "--wait", "-o", "json",
@@ -246,17 +256,21 @@ pub fn crowd(bed: &Bed, podscope: &Path, pods: usize, execs: u64) -> Result<Crow
             .args(["-INT", &child.id().to_string()])
             .status()?;
         let _ = child.wait();
-        (r, count.join().unwrap_or(0) as u64)
-    };
-    let mean = |v: &[f64]| v[1..].iter().sum::<f64>() / (v.len() - 1) as f64;
-    let (u, t) = (mean(&untraced), mean(&traced));
+        events += count.join().unwrap_or(0) as u64;
+        traced.push(mean(&r));
+    }
+    let (u, t) = (
+        untraced.iter().sum::<f64>() / untraced.len() as f64,
+        traced.iter().sum::<f64>() / traced.len() as f64,
+    );
+    eprintln!("crowd rounds: untraced {untraced:.2?} s, traced {traced:.2?} s");
     Ok(Crowd {
         pods,
         execs_per_pod: execs,
         untraced_mean_s: u,
         traced_mean_s: t,
         slowdown_pct: (t / u - 1.0) * 100.0,
-        selected_pod_events: events,
+        selected_pod_events: events / 2,
     })
 }
 

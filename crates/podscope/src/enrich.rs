@@ -69,6 +69,8 @@ pub struct PodIndex {
     last_refresh: Instant,
     refresh_wanted: bool,
     held: VecDeque<Event>,
+    /// Pod cgroups the kernel admitted as pending, until user space decides.
+    kernel_pending: std::collections::HashSet<u64>,
     /// cgroup ids known not to be pods' (host cgroups), so /proc is read once.
     host_cgroups: std::collections::HashSet<u64>,
     /// Events dropped because their pod could not be named in time.
@@ -96,6 +98,7 @@ impl PodIndex {
             refresh_wanted: false,
             held: VecDeque::new(),
             host_cgroups: std::collections::HashSet::new(),
+            kernel_pending: std::collections::HashSet::new(),
             unnamed_dropped: 0,
             warning: discovery.warning.clone(),
         };
@@ -224,6 +227,9 @@ impl PodIndex {
     pub fn on_cgroup_changes(&mut self, changes: &[CgroupChange], tracer: &Tracer) {
         let now = Instant::now();
         for ch in changes {
+            if ch.created && ch.admitted {
+                self.kernel_pending.insert(ch.id);
+            }
             let Some(k) = parse_kube_cgroup(&ch.path) else {
                 continue;
             };
@@ -259,6 +265,37 @@ impl PodIndex {
         if self.refresh_wanted && self.last_refresh.elapsed() >= REFRESH_GAP {
             self.refresh(tracer);
         }
+        self.settle_pending(tracer);
+    }
+
+    /// Turns the kernel's pending admissions into decisions: kept for pods
+    /// the selection wants, removed for the others. Done from the pending set
+    /// rather than on decision changes, because a pod can be named before its
+    /// cgroup's creation has been read from the ring.
+    fn settle_pending(&mut self, tracer: &Tracer) {
+        if self.kernel_pending.is_empty() {
+            return;
+        }
+        let mut settled = Vec::new();
+        for id in &self.kernel_pending {
+            let decision = self
+                .cgroups
+                .get(id)
+                .and_then(|c| self.pods.get(&c.pod_uid))
+                .map(|p| p.decision);
+            let r = match decision {
+                Some(Decision::Selected) => tracer.allow_cgroup(*id),
+                Some(Decision::Rejected) => tracer.deny_cgroup(*id),
+                _ => continue,
+            };
+            if let Err(e) = r {
+                eprintln!("podscope: warning: {e}");
+            }
+            settled.push(*id);
+        }
+        for id in settled {
+            self.kernel_pending.remove(&id);
+        }
     }
 
     /// Regular upkeep: retries for pending pods, periodic refresh, grace expiry.
@@ -278,12 +315,10 @@ impl PodIndex {
         }
         let now = Instant::now();
         // Pending too long: nobody will name it; reject it rather than leak it.
-        let mut timed_out = Vec::new();
-        for (uid, e) in self.pods.iter_mut() {
+        for e in self.pods.values_mut() {
             if let Decision::Pending(since) = e.decision {
                 if now.duration_since(since) > PENDING_TIMEOUT {
                     e.decision = if self.selection.is_some() {
-                        timed_out.push(uid.clone());
                         Decision::Rejected
                     } else {
                         Decision::Selected
@@ -291,13 +326,7 @@ impl PodIndex {
                 }
             }
         }
-        for uid in timed_out {
-            for (id, c) in &self.cgroups {
-                if c.pod_uid == uid && c.container_id.is_none() {
-                    let _ = tracer.deny_cgroup(*id);
-                }
-            }
-        }
+        self.settle_pending(tracer);
         let expired: Vec<String> = self
             .pods
             .iter()
