@@ -47,6 +47,7 @@ fn main() -> Result<()> {
         let bed = pods::Bed::new(&bench.me)?;
         let n = if quick { 20 } else { 100 };
         eprintln!("pods: {n} new pods while tracing them by name ...");
+        let only_admission = args.iter().any(|a| a == "--only-admission");
         let a = pods::admission(&bed, &bench.podscope, n)?;
         doc["pods_admission"] = serde_json::to_value(&a)?;
         println!(
@@ -56,6 +57,9 @@ fn main() -> Result<()> {
             a.first_exec_captured, a.pods, a.pause_exec_captured, a.pods, a.naming_ms_p50, a.naming_ms_p99,
             a.naming_ms_max, a.exec_margin_ms_min, a.exec_margin_ms_p50
         );
+        if only_admission {
+            return Ok(());
+        }
         let (np, ne) = if quick { (6, 150) } else { (20, 400) };
         eprintln!("pods: {np} pods storming at once, 1 selected ...");
         let c = pods::crowd(&bed, &bench.podscope, np, ne)?;

@@ -77,6 +77,10 @@ pub struct PodIndex {
     pub unnamed_dropped: u64,
     /// Warning from discovery (e.g. fell back to /proc), shown once.
     pub warning: Option<String>,
+    /// A kept connection to the runtime, for naming new pods one at a time.
+    client: Option<podscope_runtime::blocking::BlockingCriClient>,
+    /// Known pods with a container the runtime has not described to us yet.
+    stale: std::collections::HashSet<String>,
 }
 
 impl PodIndex {
@@ -101,6 +105,11 @@ impl PodIndex {
             kernel_pending: std::collections::HashSet::new(),
             unnamed_dropped: 0,
             warning: discovery.warning.clone(),
+            client: discovery
+                .endpoint
+                .as_ref()
+                .and_then(|e| podscope_runtime::blocking::BlockingCriClient::connect(e).ok()),
+            stale: std::collections::HashSet::new(),
         };
         index.apply(&discovery.pods, None);
         Ok((index, discovery))
@@ -158,6 +167,11 @@ impl PodIndex {
 
     /// Merges a discovery result; updates the kernel filter when given.
     fn apply(&mut self, pods: &[Pod], tracer: Option<&Tracer>) {
+        self.merge(pods, tracer, true)
+    }
+
+    /// Merges pods; with `complete`, pods missing from `pods` are marked removed.
+    fn merge(&mut self, pods: &[Pod], tracer: Option<&Tracer>, complete: bool) {
         let now = Instant::now();
         let seen: std::collections::HashSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
         for pod in pods {
@@ -205,6 +219,9 @@ impl PodIndex {
                 },
             );
         }
+        if !complete {
+            return;
+        }
         // Pods the runtime no longer lists: keep their names a while.
         for (uid, e) in self.pods.iter_mut() {
             if e.pod.is_some() && !seen.contains(uid.as_str()) && e.removed.is_none() {
@@ -221,6 +238,43 @@ impl PodIndex {
             Ok(d) => self.apply(&d.pods, Some(tracer)),
             Err(e) => eprintln!("podscope: warning: refreshing pods: {e}"),
         }
+    }
+
+    /// Names pending pods by asking the runtime about their sandboxes only,
+    /// which is much cheaper than listing every pod's containers. Falls back
+    /// to a full refresh without a runtime connection.
+    fn name_pending(&mut self, tracer: &Tracer) {
+        let pending: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|(_, e)| matches!(e.decision, Decision::Pending(_)) || e.pod.is_none())
+            .map(|(uid, _)| uid.clone())
+            .chain(self.stale.drain())
+            .collect();
+        let Some(client) = self.client.as_mut() else {
+            self.refresh(tracer);
+            return;
+        };
+        self.last_refresh = Instant::now();
+        self.refresh_wanted = false;
+        let sandboxes = match client.list_pod_sandboxes() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("podscope: warning: listing pod sandboxes: {e}");
+                return;
+            }
+        };
+        let mut named = Vec::new();
+        for sb in sandboxes {
+            let uid = sb.metadata.as_ref().map(|m| m.uid.as_str()).unwrap_or("");
+            if pending.iter().any(|p| p == uid) {
+                match client.pod(&sb.id) {
+                    Ok(pod) => named.push(pod),
+                    Err(e) => eprintln!("podscope: warning: asking about sandbox {}: {e}", sb.id),
+                }
+            }
+        }
+        self.merge(&named, Some(tracer), false);
     }
 
     /// Takes in cgroups created and removed since the last poll.
@@ -253,6 +307,9 @@ impl PodIndex {
                         .as_ref()
                         .is_none_or(|p| !p.containers.iter().any(|c| &c.id == cid))
                 });
+                if new_container {
+                    self.stale.insert(k.pod_uid.clone());
+                }
                 if matches!(entry.decision, Decision::Pending(_)) || new_container {
                     self.refresh_wanted = true;
                 }
@@ -263,7 +320,7 @@ impl PodIndex {
             }
         }
         if self.refresh_wanted && self.last_refresh.elapsed() >= REFRESH_GAP {
-            self.refresh(tracer);
+            self.name_pending(tracer);
         }
         self.settle_pending(tracer);
     }
@@ -381,6 +438,7 @@ impl PodIndex {
                 None if pod.sandbox_id.as_ref() == Some(cid) => id.container = "POD".into(),
                 None => {
                     // A container the runtime has not told us about yet.
+                    self.stale.insert(pod.uid.clone());
                     self.refresh_wanted = true;
                     return Verdict::Hold;
                 }
