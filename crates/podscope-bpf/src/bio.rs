@@ -1,40 +1,16 @@
 //! bio probe: block I/O requests with latency, attributed to the submitter.
 
-mod skel {
-    #![allow(missing_debug_implementations, missing_docs, clippy::all)]
-    include!(concat!(env!("OUT_DIR"), "/bio.skel.rs"));
-}
-
 use podscope_model::{BioEvent, Event, EventData, ProbeKind};
-use skel::{types, BioProbeSkel, BioProbeSkelBuilder};
 
 use crate::decode::{c_str, header, read_record, Clock};
-use crate::load::{common_accessors, load_skeleton, DecodeFn, LoadSettings, LoadedProbe};
 
-// SAFETY: generated from the C struct: plain integers and arrays, no pointers.
-unsafe impl plain::Plain for types::bio_event {}
-
-pub(crate) struct Probe {
-    skel: BioProbeSkel<'static>,
-}
-
-pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crate::Error> {
-    let skel = load_skeleton!(BioProbeSkelBuilder, ProbeKind::Bio.name(), settings);
-    Ok(Box::new(Probe { skel }))
-}
-
-impl LoadedProbe for Probe {
-    fn kind(&self) -> ProbeKind {
-        ProbeKind::Bio
-    }
-    fn ring(&self) -> Option<&dyn libbpf_rs::MapCore> {
-        Some(&self.skel.maps.events)
-    }
-    fn decoder(&self) -> DecodeFn {
-        decode
-    }
-    common_accessors!();
-}
+crate::load::ring_probe!(
+    "bio",
+    BioProbeSkel,
+    BioProbeSkelBuilder,
+    bio_event,
+    ProbeKind::Bio
+);
 
 /// REQ_SYNC in `cmd_flags` (bit 11 on 6.x kernels: __REQ_SYNC after the 8 op bits
 /// and FAILFAST_DEV/TRANSPORT/DRIVER).

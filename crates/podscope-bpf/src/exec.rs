@@ -1,40 +1,16 @@
 //! exec probe: process execs with argv and result.
 
-mod skel {
-    #![allow(missing_debug_implementations, missing_docs, clippy::all)]
-    include!(concat!(env!("OUT_DIR"), "/exec.skel.rs"));
-}
-
 use podscope_model::{errno_name, Event, EventData, ExecEvent, ProbeKind};
-use skel::{types, ExecProbeSkel, ExecProbeSkelBuilder};
 
 use crate::decode::{c_str, header, read_record, Clock};
-use crate::load::{common_accessors, load_skeleton, DecodeFn, LoadSettings, LoadedProbe};
 
-// SAFETY: generated from the C struct: plain integers and arrays, no pointers.
-unsafe impl plain::Plain for types::exec_event {}
-
-pub(crate) struct Probe {
-    skel: ExecProbeSkel<'static>,
-}
-
-pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crate::Error> {
-    let skel = load_skeleton!(ExecProbeSkelBuilder, ProbeKind::Exec.name(), settings);
-    Ok(Box::new(Probe { skel }))
-}
-
-impl LoadedProbe for Probe {
-    fn kind(&self) -> ProbeKind {
-        ProbeKind::Exec
-    }
-    fn ring(&self) -> Option<&dyn libbpf_rs::MapCore> {
-        Some(&self.skel.maps.events)
-    }
-    fn decoder(&self) -> DecodeFn {
-        decode
-    }
-    common_accessors!();
-}
+crate::load::ring_probe!(
+    "exec",
+    ExecProbeSkel,
+    ExecProbeSkelBuilder,
+    exec_event,
+    ProbeKind::Exec
+);
 
 fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
     let raw: types::exec_event = read_record(data);

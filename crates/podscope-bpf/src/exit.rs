@@ -1,40 +1,16 @@
 //! exit probe: process exits with exit code or signal and lifetime.
 
-mod skel {
-    #![allow(missing_debug_implementations, missing_docs, clippy::all)]
-    include!(concat!(env!("OUT_DIR"), "/exit.skel.rs"));
-}
-
 use podscope_model::{Event, EventData, ExitEvent, ProbeKind};
-use skel::{types, ExitProbeSkel, ExitProbeSkelBuilder};
 
 use crate::decode::{header, read_record, Clock};
-use crate::load::{common_accessors, load_skeleton, DecodeFn, LoadSettings, LoadedProbe};
 
-// SAFETY: generated from the C struct: plain integers and arrays, no pointers.
-unsafe impl plain::Plain for types::exit_event {}
-
-pub(crate) struct Probe {
-    skel: ExitProbeSkel<'static>,
-}
-
-pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crate::Error> {
-    let skel = load_skeleton!(ExitProbeSkelBuilder, ProbeKind::Exit.name(), settings);
-    Ok(Box::new(Probe { skel }))
-}
-
-impl LoadedProbe for Probe {
-    fn kind(&self) -> ProbeKind {
-        ProbeKind::Exit
-    }
-    fn ring(&self) -> Option<&dyn libbpf_rs::MapCore> {
-        Some(&self.skel.maps.events)
-    }
-    fn decoder(&self) -> DecodeFn {
-        decode
-    }
-    common_accessors!();
-}
+crate::load::ring_probe!(
+    "exit",
+    ExitProbeSkel,
+    ExitProbeSkelBuilder,
+    exit_event,
+    ProbeKind::Exit
+);
 
 fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
     let raw: types::exit_event = read_record(data);

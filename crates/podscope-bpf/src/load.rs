@@ -153,3 +153,45 @@ macro_rules! common_accessors {
     };
 }
 pub(crate) use common_accessors;
+
+/// Everything a probe that streams one event struct through its ring buffer
+/// needs besides its decoder: the skeleton module, the `Plain` marker for the
+/// event type, the loaded-probe type and its `load` function.
+macro_rules! ring_probe {
+    ($file:literal, $skel:ident, $builder:ident, $event:ident, $kind:expr) => {
+        mod skel {
+            #![allow(missing_debug_implementations, missing_docs, clippy::all)]
+            include!(concat!(env!("OUT_DIR"), "/", $file, ".skel.rs"));
+        }
+
+        use skel::types;
+
+        // SAFETY: generated from the C struct: plain integers and arrays, no pointers.
+        unsafe impl plain::Plain for types::$event {}
+
+        pub(crate) struct Probe {
+            skel: skel::$skel<'static>,
+        }
+
+        pub(crate) fn load(
+            settings: &$crate::load::LoadSettings,
+        ) -> Result<Box<dyn $crate::load::LoadedProbe>, $crate::Error> {
+            let skel = $crate::load::load_skeleton!(skel::$builder, $kind.name(), settings);
+            Ok(Box::new(Probe { skel }))
+        }
+
+        impl $crate::load::LoadedProbe for Probe {
+            fn kind(&self) -> podscope_model::ProbeKind {
+                $kind
+            }
+            fn ring(&self) -> Option<&dyn libbpf_rs::MapCore> {
+                Some(&self.skel.maps.events)
+            }
+            fn decoder(&self) -> $crate::load::DecodeFn {
+                decode
+            }
+            $crate::load::common_accessors!();
+        }
+    };
+}
+pub(crate) use ring_probe;

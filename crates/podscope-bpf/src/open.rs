@@ -1,40 +1,16 @@
 //! open probe: file opens with path, flags and result.
 
-mod skel {
-    #![allow(missing_debug_implementations, missing_docs, clippy::all)]
-    include!(concat!(env!("OUT_DIR"), "/open.skel.rs"));
-}
-
 use podscope_model::{errno_name, Event, EventData, OpenEvent, ProbeKind};
-use skel::{types, OpenProbeSkel, OpenProbeSkelBuilder};
 
 use crate::decode::{c_str, header, read_record, Clock};
-use crate::load::{common_accessors, load_skeleton, DecodeFn, LoadSettings, LoadedProbe};
 
-// SAFETY: generated from the C struct: plain integers and arrays, no pointers.
-unsafe impl plain::Plain for types::open_event {}
-
-pub(crate) struct Probe {
-    skel: OpenProbeSkel<'static>,
-}
-
-pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crate::Error> {
-    let skel = load_skeleton!(OpenProbeSkelBuilder, ProbeKind::Open.name(), settings);
-    Ok(Box::new(Probe { skel }))
-}
-
-impl LoadedProbe for Probe {
-    fn kind(&self) -> ProbeKind {
-        ProbeKind::Open
-    }
-    fn ring(&self) -> Option<&dyn libbpf_rs::MapCore> {
-        Some(&self.skel.maps.events)
-    }
-    fn decoder(&self) -> DecodeFn {
-        decode
-    }
-    common_accessors!();
-}
+crate::load::ring_probe!(
+    "open",
+    OpenProbeSkel,
+    OpenProbeSkelBuilder,
+    open_event,
+    ProbeKind::Open
+);
 
 fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
     let raw: types::open_event = read_record(data);

@@ -1,43 +1,19 @@
 //! tcp probe: connect, accept, close with lifetime and bytes, failed connects,
 //! retransmits and resets.
 
-mod skel {
-    #![allow(missing_debug_implementations, missing_docs, clippy::all)]
-    include!(concat!(env!("OUT_DIR"), "/tcp.skel.rs"));
-}
-
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use podscope_model::{errno_name, Event, EventData, ProbeKind, TcpEvent, TcpKind};
-use skel::{types, TcpProbeSkel, TcpProbeSkelBuilder};
 
 use crate::decode::{header, read_record, Clock};
-use crate::load::{common_accessors, load_skeleton, DecodeFn, LoadSettings, LoadedProbe};
 
-// SAFETY: generated from the C struct: plain integers and arrays, no pointers.
-unsafe impl plain::Plain for types::tcp_event {}
-
-pub(crate) struct Probe {
-    skel: TcpProbeSkel<'static>,
-}
-
-pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crate::Error> {
-    let skel = load_skeleton!(TcpProbeSkelBuilder, ProbeKind::Tcp.name(), settings);
-    Ok(Box::new(Probe { skel }))
-}
-
-impl LoadedProbe for Probe {
-    fn kind(&self) -> ProbeKind {
-        ProbeKind::Tcp
-    }
-    fn ring(&self) -> Option<&dyn libbpf_rs::MapCore> {
-        Some(&self.skel.maps.events)
-    }
-    fn decoder(&self) -> DecodeFn {
-        decode
-    }
-    common_accessors!();
-}
+crate::load::ring_probe!(
+    "tcp",
+    TcpProbeSkel,
+    TcpProbeSkelBuilder,
+    tcp_event,
+    ProbeKind::Tcp
+);
 
 const AF_INET6: u16 = 10;
 
