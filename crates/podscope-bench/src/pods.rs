@@ -11,6 +11,16 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+/// Stops a tracer child if the benchmark bails out early.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Creates and removes pods through the test bed's `podbed` binary.
 pub struct Bed {
     podbed: PathBuf,
@@ -107,6 +117,8 @@ pub fn admission(bed: &Bed, podscope: &Path, n: usize) -> Result<Admission> {
         .stderr(Stdio::piped())
         .spawn()?;
     let stderr = BufReader::new(child.stderr.take().unwrap());
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut guard = KillOnDrop(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in stderr.lines().map_while(Result::ok) {
@@ -120,7 +132,6 @@ pub fn admission(bed: &Bed, podscope: &Path, n: usize) -> Result<Admission> {
     // (event, wall-clock ns when podscope delivered it)
     let seen: Arc<Mutex<Vec<(serde_json::Value, u64)>>> = Arc::default();
     let s = seen.clone();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
     let reader = std::thread::spawn(move || {
         for line in stdout.lines().map_while(Result::ok) {
             let now = std::time::SystemTime::now()
@@ -140,9 +151,9 @@ pub fn admission(bed: &Bed, podscope: &Path, n: usize) -> Result<Admission> {
     }
     std::thread::sleep(Duration::from_secs(2));
     Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args(["-INT", &guard.0.id().to_string()])
         .status()?;
-    let _ = child.wait();
+    let _ = guard.0.wait();
     let _ = reader.join();
     for name in &names {
         bed.rm_pod(name, &ns);
