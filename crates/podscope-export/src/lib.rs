@@ -15,6 +15,7 @@ mod error;
 mod exporter;
 mod labels;
 mod metrics;
+pub mod otlp; // OTLP export (docs/otlp.md)
 mod pods;
 mod resources;
 mod selfstats;
@@ -27,6 +28,7 @@ pub use error::Error;
 pub use exporter::{Exporter, ExporterConfig};
 pub use labels::{DiskLabels, PodLabels, ProbeLabels};
 pub use metrics::{Metrics, Observer};
+pub use otlp::{Otlp, OtlpConfig, OtlpFlags, OtlpObserver, OtlpStats};
 pub use pods::PodSelect;
 pub use pods::PodWatcher;
 pub use resources::Host;

@@ -25,6 +25,17 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    // --- cluster mode (docs/cluster.md) ---
+    /// Run `ps` and `trace` through the hub at this URL (http://hub:7700)
+    /// across every node; for `agent`, the hub to dial.
+    #[arg(long, global = true, value_name = "URL")]
+    pub hub: Option<String>,
+
+    /// File holding the bearer token for the hub (else $PODSCOPE_TOKEN).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    // --- end cluster mode ---
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,6 +71,18 @@ pub enum Command {
         The tool's exit code is podscope's; with several pods, the first non-zero one.\n\
         -t/--timeout stops the tool (SIGTERM, then SIGKILL 2 s later) and exits 124.")]
     Exec(ExecArgs),
+    // --- cluster mode (docs/cluster.md) ---
+    /// Run the cluster hub: agent registry, trace sessions, REST API (bearer token required).
+    #[command(
+        after_help = "Example:\n  podscope hub --listen 0.0.0.0:7700 --token-file /etc/podscope/token"
+    )]
+    Hub(podscope_cluster::hub::HubArgs),
+    /// Run the node agent: dials the hub, reports this node's pods, runs its trace sessions.
+    #[command(
+        after_help = "Example:\n  podscope agent --hub http://hub:7700 --node node-1 --token-file /etc/podscope/token"
+    )]
+    Agent(podscope_cluster::agent::AgentArgs),
+    // --- end cluster mode ---
     /// Internal: joins namespaces then runs a command (used by `podscope exec`).
     #[command(hide = true, name = "__nsenter")]
     Nsenter(NsenterArgs),
@@ -171,7 +194,55 @@ pub struct TraceArgs {
     /// With --metrics-listen: how long the series of a pod that went away are kept.
     #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
     pub metrics_grace: Duration,
+
+    // --- OTLP export (docs/otlp.md) ---
+    /// OTLP flags, boxed so they do not grow every `Command` variant.
+    #[command(flatten)]
+    pub otlp: Box<OtlpArgs>,
+    // --- end OTLP ---
 }
+
+// --- OTLP export flags of `podscope trace` (docs/otlp.md) ---
+/// OpenTelemetry export: spans per TCP connection and per session, log records.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "OpenTelemetry (OTLP) export")]
+pub struct OtlpArgs {
+    /// Send OpenTelemetry spans (one per TCP connection, one for the session)
+    /// to the endpoint from OTEL_EXPORTER_OTLP_* (default http://localhost:4318,
+    /// http/protobuf). Implied by the other --otlp flags.
+    #[arg(long = "otlp")]
+    pub enabled: bool,
+
+    /// OTLP endpoint base URL, e.g. http://127.0.0.1:4317 (beats OTEL_EXPORTER_OTLP_ENDPOINT
+    /// and the _TRACES_/_LOGS_ variants); plain http only.
+    #[arg(long = "otlp-endpoint", value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// OTLP protocol (beats OTEL_EXPORTER_OTLP_PROTOCOL; default http/protobuf).
+    #[arg(long = "otlp-protocol", value_name = "PROTOCOL", value_parser = ["grpc", "http/protobuf"])]
+    pub protocol: Option<String>,
+
+    /// Header (gRPC metadata) for every OTLP request, KEY=VALUE (repeatable;
+    /// beats the same key in OTEL_EXPORTER_OTLP_HEADERS).
+    #[arg(long = "otlp-header", value_name = "KEY=VALUE")]
+    pub headers: Vec<String>,
+
+    /// Also send these probes' events as OTLP log records (comma-separated, or
+    /// 'all' for every traced probe).
+    #[arg(long = "otlp-logs", value_name = "PROBES")]
+    pub logs: Option<String>,
+
+    /// Spans (and, separately, log records) held while the OTLP backend is
+    /// slow or down; when full the oldest are dropped and counted (default 8192).
+    #[arg(long = "otlp-queue-size", value_name = "N")]
+    pub queue_size: Option<usize>,
+
+    /// Events kept as span events on the session span (exec, exit, failed
+    /// connects, resets, losses); the rest are counted as dropped events.
+    #[arg(long = "otlp-session-events", value_name = "N", default_value_t = 1000)]
+    pub session_events: usize,
+}
+// --- end OTLP export flags ---
 
 /// Pod and container selection, kubectl style (shared by trace, ps and exec).
 #[derive(Debug, Clone, Default, clap::Args)]

@@ -139,6 +139,8 @@ pub fn run(args: TraceArgs) -> Result<()> {
         Some(addr) => Some(start_exporter(addr, &args, selection.clone())?),
         None => None,
     };
+    // OTLP settings are checked before the probes load too (docs/otlp.md).
+    let otlp = start_otlp(&args, &opts.probes)?;
 
     let mut tracer = Tracer::new(&opts)?;
     let names: Vec<&str> = opts.probes.iter().map(|p| p.name()).collect();
@@ -161,6 +163,13 @@ pub fn run(args: TraceArgs) -> Result<()> {
         sink = Box::new(Observed {
             inner: sink,
             observer: e.observer(),
+        });
+    }
+    // Every delivered event also goes to the OTLP exporter's queues.
+    if let Some(o) = &otlp {
+        sink = Box::new(Exported {
+            inner: sink,
+            otlp: o.observer(),
         });
     }
     let deadline = args.duration.map(|d| started + d);
@@ -261,6 +270,15 @@ pub fn run(args: TraceArgs) -> Result<()> {
             tracer.watcher_lost()
         );
     }
+    if let Some(o) = otlp {
+        let info = podscope_export::otlp::SessionInfo {
+            probes: names.iter().map(|n| n.to_string()).collect(),
+            scope: scope(&args, selection.as_ref()),
+        };
+        let events = stats.iter().map(|s| s.events).sum();
+        let lost = stats.iter().map(|s| s.total_lost()).sum();
+        eprint!("{}", o.finish(&info, events, lost));
+    }
     Ok(())
 }
 
@@ -343,3 +361,72 @@ impl Sink for Discard {
         Ok(())
     }
 }
+
+// --- OTLP export (docs/otlp.md) ---
+
+fn start_otlp(args: &TraceArgs, probes: &[ProbeKind]) -> Result<Option<podscope_export::Otlp>> {
+    use podscope_export::otlp::{Otlp, OtlpConfig, OtlpFlags};
+    let o = &args.otlp;
+    let wanted = o.enabled
+        || o.endpoint.is_some()
+        || o.protocol.is_some()
+        || !o.headers.is_empty()
+        || o.logs.is_some()
+        || o.queue_size.is_some();
+    if !wanted {
+        return Ok(None);
+    }
+    let log_probes = match &o.logs {
+        // 'all' means every probe this trace runs.
+        Some(list) if list.trim() == "all" => probes.to_vec(),
+        Some(list) => {
+            let l = ProbeKind::parse_list(list).context("--otlp-logs")?;
+            if let Some(p) = l.iter().find(|p| !probes.contains(p)) {
+                bail!(
+                    "--otlp-logs {p}: the {p} probe is not traced; add it to PROBES (e.g. podscope trace {},{p} ...)",
+                    args.probes
+                );
+            }
+            l
+        }
+        None => Vec::new(),
+    };
+    let flags = OtlpFlags {
+        endpoint: o.endpoint.clone(),
+        protocol: o.protocol.clone(),
+        headers: o.headers.clone(),
+        log_probes,
+        queue_size: o.queue_size,
+        session_events: Some(o.session_events),
+    };
+    let cfg = OtlpConfig::resolve(&flags, &hostname(), &|k| std::env::var(k).ok())?;
+    let body: podscope_export::otlp::LogBody =
+        Box::new(|ev: &Event| format!("{} {}: {}", ev.comm, ev.kind(), crate::output::details(ev)));
+    let otlp = Otlp::start(cfg, Some(body))?;
+    eprintln!("podscope: exporting OTLP {}", otlp.describe());
+    Ok(Some(otlp))
+}
+
+/// Hands each event to the OTLP exporter (queued, never waits), then on.
+struct Exported {
+    inner: Box<dyn Sink>,
+    otlp: podscope_export::OtlpObserver,
+}
+
+impl Sink for Exported {
+    fn event(&mut self, ev: &Event) -> io::Result<()> {
+        self.otlp.observe(ev);
+        self.inner.event(ev)
+    }
+    fn lost(&mut self, probe: ProbeKind, delta: u64, total: u64) -> io::Result<()> {
+        self.otlp.lost(probe, delta, total);
+        self.inner.lost(probe, delta, total)
+    }
+    fn summary(&mut self, elapsed_ns: u64, stats: &[podscope_bpf::ProbeStats]) -> io::Result<()> {
+        self.inner.summary(elapsed_ns, stats)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+// --- end OTLP ---

@@ -1,0 +1,558 @@
+//! The node agent: dials the hub, reports the node and its pods, and runs each
+//! session as a child `podscope trace ... -o json` of this same binary,
+//! forwarding its records in batches.
+//!
+//! Memory is bounded: the child's stdout is read by a thread that puts each
+//! event into a bounded queue without waiting; when the queue is full the
+//! event is dropped and counted as a gap for its probe, and the gap counts go
+//! to the hub in the session's status (they are never dropped). So a slow hub
+//! or client never stalls the child, and so never the probes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::proto::{
+    agent_message, hub_client::HubClient, hub_message, AgentMessage, EventBatch, Hello, Line, Pods,
+    SessionStatus, StartSession,
+};
+
+/// `podscope agent`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// This node's name (default: $NODE_NAME, else the host name).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// Container runtime CRI socket (unix:///run/containerd/containerd.sock);
+    /// found by itself when omitted.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub runtime_endpoint: Option<String>,
+
+    /// Events buffered per session between the trace and the hub link; beyond
+    /// that they are dropped and reported as gaps.
+    #[arg(long, value_name = "N", default_value_t = 8192)]
+    pub queue_size: usize,
+
+    /// How often the node's pods are re-listed for the hub.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::api::parse_duration)]
+    pub pod_refresh: Duration,
+
+    /// Allow exec through the hub on this node (the hub needs it too). Off by default.
+    #[arg(long)]
+    pub enable_exec: bool,
+}
+
+/// The link to the hub as the sessions see it: None while disconnected.
+type Link = Arc<Mutex<Option<mpsc::Sender<AgentMessage>>>>;
+
+struct Running {
+    run: u64,
+    pid: u32,
+}
+
+type Sessions = Arc<Mutex<HashMap<String, Running>>>;
+
+struct Agent {
+    node: String,
+    hub: String,
+    token: String,
+    args: AgentArgs,
+    kernel: String,
+    probes: Vec<String>,
+    exe: PathBuf,
+    link: Link,
+    sessions: Sessions,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `podscope agent`: runs until SIGTERM/SIGINT.
+pub fn run(args: AgentArgs, hub: Option<String>, token_file: Option<PathBuf>) -> Result<()> {
+    let Some(hub) = hub else {
+        bail!("podscope agent needs --hub URL (e.g. --hub http://hub:7700)");
+    };
+    let token = crate::auth::load_token(token_file.as_deref())?;
+    let node = match args
+        .node
+        .clone()
+        .or_else(|| std::env::var("NODE_NAME").ok())
+    {
+        Some(n) if !n.is_empty() => n,
+        _ => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("reading the host name for the node name (or give --node)")?
+            .trim()
+            .to_string(),
+    };
+    let exe = std::env::current_exe().context("finding this program for the trace children")?;
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let probes = supported_probes(&exe);
+    let agent = Arc::new(Agent {
+        node,
+        hub,
+        token,
+        args,
+        kernel,
+        probes,
+        exe,
+        link: Arc::new(Mutex::new(None)),
+        sessions: Arc::new(Mutex::new(HashMap::new())),
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let a = agent.clone();
+        let link_task = tokio::spawn(async move { a.link_loop().await });
+        crate::hub::shutdown_signal().await;
+        eprintln!("podscope agent: shutting down: stopping sessions, sending their summaries");
+        agent.stop_all();
+        // Finish the sessions over the link that is up, if any.
+        for _ in 0..100 {
+            if lock(&agent.sessions).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        link_task.abort();
+        Ok(())
+    })
+}
+
+/// The probes `podscope probes` says this kernel supports.
+fn supported_probes(exe: &std::path::Path) -> Vec<String> {
+    let Ok(out) = Command::new(exe).args(["probes", "-o", "json"]).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["supported"] == true)
+        .filter_map(|v| v["probe"].as_str().map(str::to_string))
+        .collect()
+}
+
+impl Agent {
+    async fn link_loop(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let started = std::time::Instant::now();
+            match self.clone().connect_once().await {
+                Ok(()) => eprintln!("podscope agent: the hub closed the link; dialling again"),
+                Err(e) => eprintln!("podscope agent: link to the hub {}: {e:#}", self.hub),
+            }
+            *lock(&self.link) = None;
+            // The hub that knew our sessions is gone or has forgotten them.
+            self.stop_all();
+            if started.elapsed() > Duration::from_secs(5) {
+                backoff = Duration::from_millis(250);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    async fn connect_once(self: Arc<Self>) -> Result<()> {
+        let channel = tonic::transport::Endpoint::from_shared(self.hub.clone())
+            .with_context(|| format!("'{}' is not a hub URL (e.g. http://hub:7700)", self.hub))?
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .context("connecting")?;
+        let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", self.token)
+            .parse()
+            .context("the token is not a valid header value")?;
+        let mut client = HubClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", bearer.clone());
+            Ok(req)
+        });
+        let pods = self.pods_json().await;
+        let (tx, rx) = mpsc::channel::<AgentMessage>(64);
+        tx.send(AgentMessage {
+            msg: Some(agent_message::Msg::Hello(Hello {
+                node: self.node.clone(),
+                kernel: self.kernel.clone(),
+                probes: self.probes.clone(),
+                pods_json: pods.clone(),
+                exec_enabled: self.args.enable_exec,
+                version: env!("CARGO_PKG_VERSION").into(),
+            })),
+        })
+        .await
+        .ok();
+        let mut inbound = client
+            .connect(ReceiverStream::new(rx))
+            .await
+            .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
+            .into_inner();
+        eprintln!(
+            "podscope agent: registered with the hub {} as node {}",
+            self.hub, self.node
+        );
+        *lock(&self.link) = Some(tx.clone());
+        let me = self.clone();
+        let poller = tokio::spawn(async move {
+            let mut last = pods;
+            loop {
+                tokio::time::sleep(me.args.pod_refresh).await;
+                let now = me.pods_json().await;
+                if now != last {
+                    let msg = AgentMessage {
+                        msg: Some(agent_message::Msg::Pods(Pods {
+                            pods_json: now.clone(),
+                        })),
+                    };
+                    if tx.send(msg).await.is_err() {
+                        break;
+                    }
+                    last = now;
+                }
+            }
+        });
+        let result = loop {
+            match inbound.message().await {
+                Ok(Some(m)) => match m.msg {
+                    Some(hub_message::Msg::Start(s)) => self.start(s),
+                    Some(hub_message::Msg::Stop(s)) => self.stop(&s.session, Some(s.run)),
+                    None => {}
+                },
+                Ok(None) => break Ok(()),
+                Err(s) => break Err(anyhow::anyhow!("{}: {}", s.code(), s.message())),
+            }
+        };
+        poller.abort();
+        result
+    }
+
+    async fn pods_json(&self) -> String {
+        match podscope_runtime::discover_async(self.args.runtime_endpoint.as_deref()).await {
+            Ok(d) => serde_json::to_string(&d.pods).unwrap_or_else(|_| "[]".into()),
+            Err(e) => {
+                eprintln!("podscope agent: listing pods: {e}");
+                "[]".into()
+            }
+        }
+    }
+
+    fn stop(&self, session: &str, run: Option<u64>) {
+        if let Some(r) = lock(&self.sessions).get(session) {
+            if run.is_none_or(|x| x == r.run) {
+                // SIGINT: the trace flushes, prints its summary and exits.
+                let _ = kill(Pid::from_raw(r.pid as i32), Signal::SIGINT);
+            }
+        }
+    }
+
+    fn stop_all(&self) {
+        let ids: Vec<String> = lock(&self.sessions).keys().cloned().collect();
+        for id in ids {
+            self.stop(&id, None);
+        }
+    }
+
+    fn child_args(&self, s: &StartSession) -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "trace".into(),
+            s.probes.join(","),
+            "-o".into(),
+            "json".into(),
+            "--wait".into(),
+        ];
+        if let Some(ep) = &self.args.runtime_endpoint {
+            a.extend(["--runtime-endpoint".into(), ep.clone()]);
+        }
+        if s.all_namespaces {
+            a.push("-A".into());
+        } else if !s.namespace.is_empty() {
+            a.extend(["-n".into(), s.namespace.clone()]);
+        }
+        for (flag, v) in [
+            ("--pod", &s.pod),
+            ("-l", &s.label_selector),
+            ("--container", &s.container),
+        ] {
+            if !v.is_empty() {
+                a.extend([flag.to_string(), v.clone()]);
+            }
+        }
+        a
+    }
+
+    fn start(self: &Arc<Self>, s: StartSession) {
+        if let Some(r) = lock(&self.sessions).get(&s.session) {
+            if r.run == s.run {
+                return;
+            }
+        }
+        self.stop(&s.session, None);
+        let args = self.child_args(&s);
+        let child = Command::new(&self.exe)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let link = self.link.clone();
+        let node = self.node.clone();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = status(
+                    &s.session,
+                    s.run,
+                    "failed",
+                    BTreeMap::new(),
+                    String::new(),
+                    format!("starting the trace: {e}"),
+                );
+                tokio::spawn(async move { send(&link, msg).await });
+                return;
+            }
+        };
+        eprintln!(
+            "podscope agent: session {} run {}: podscope {}",
+            s.session,
+            s.run,
+            args.join(" ")
+        );
+        lock(&self.sessions).insert(
+            s.session.clone(),
+            Running {
+                run: s.run,
+                pid: child.id(),
+            },
+        );
+        let shared = Arc::new(Shared::default());
+        let (qtx, qrx) = mpsc::channel::<Line>(self.args.queue_size.max(1));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (sh, n2) = (shared.clone(), node.clone());
+        let reader = std::thread::spawn(move || read_stdout(stdout, &n2, qtx, &sh));
+        let sh = shared.clone();
+        let errs = std::thread::spawn(move || read_stderr(stderr, &sh));
+        let me = self.clone();
+        tokio::spawn(async move {
+            forward(&link, &s, qrx, &shared).await;
+            let (code, _, _) = tokio::task::spawn_blocking(move || {
+                let code = wait(&mut child);
+                (code, reader.join(), errs.join())
+            })
+            .await
+            .unwrap_or((None, Ok(()), Ok(())));
+            let gaps = lock(&shared.gaps).clone();
+            let summary = lock(&shared.summary).clone().unwrap_or_default();
+            let (state, error) = if code == Some(0) {
+                ("finished", String::new())
+            } else {
+                (
+                    "failed",
+                    format!(
+                        "the trace exited with {}: {}",
+                        code.map_or("a signal".into(), |c| format!("code {c}")),
+                        lock(&shared.stderr_tail).trim()
+                    ),
+                )
+            };
+            send(
+                &link,
+                status(&s.session, s.run, state, gaps, summary, error),
+            )
+            .await;
+            let mut sessions = lock(&me.sessions);
+            if sessions.get(&s.session).is_some_and(|r| r.run == s.run) {
+                sessions.remove(&s.session);
+            }
+        });
+    }
+}
+
+fn wait(child: &mut Child) -> Option<i32> {
+    child.wait().ok().and_then(|s| s.code())
+}
+
+#[derive(Default)]
+struct Shared {
+    gaps: Mutex<BTreeMap<String, u64>>,
+    /// `lost` records: few, never dropped.
+    side: Mutex<Vec<Line>>,
+    summary: Mutex<Option<String>>,
+    attached: AtomicBool,
+    stderr_tail: Mutex<String>,
+}
+
+fn status(
+    session: &str,
+    run: u64,
+    state: &str,
+    gaps: BTreeMap<String, u64>,
+    summary_json: String,
+    error: String,
+) -> AgentMessage {
+    AgentMessage {
+        msg: Some(agent_message::Msg::Status(SessionStatus {
+            session: session.into(),
+            run,
+            state: state.into(),
+            gaps: gaps.into_iter().collect(),
+            summary_json,
+            error,
+        })),
+    }
+}
+
+async fn send(link: &Link, msg: AgentMessage) -> bool {
+    let tx = lock(link).clone();
+    match tx {
+        Some(tx) => tx.send(msg).await.is_ok(),
+        None => false,
+    }
+}
+
+/// The trace's stdout: every line gets this node's name; events go through
+/// the bounded queue (or count as a gap), `lost` and `summary` records aside.
+fn read_stdout(stdout: std::process::ChildStdout, node: &str, q: mpsc::Sender<Line>, sh: &Shared) {
+    let mut emitted = 0u64;
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        let Ok(mut v) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        v["node"] = Value::String(node.to_string());
+        let kind = v["kind"].as_str().unwrap_or("");
+        let probe = v["probe"].as_str().unwrap_or("").to_string();
+        if v.get("pid").is_none() && kind == "summary" {
+            // The summary's `events` counts what the probes decoded, including
+            // events the trace then dropped in user space (other pods); `emitted`
+            // is what it wrote, which is what delivered + gaps add up to.
+            v["emitted"] = Value::from(emitted);
+            *lock(&sh.summary) = Some(v.to_string());
+        } else if v.get("pid").is_none() && kind == "lost" {
+            lock(&sh.side).push(Line {
+                json: v.to_string(),
+                probe,
+                event: false,
+            });
+        } else {
+            emitted += 1;
+            let l = Line {
+                json: v.to_string(),
+                probe,
+                event: true,
+            };
+            if let Err(mpsc::error::TrySendError::Full(l)) = q.try_send(l) {
+                *lock(&sh.gaps).entry(l.probe).or_default() += 1;
+            }
+        }
+    }
+}
+
+fn read_stderr(stderr: std::process::ChildStderr, sh: &Shared) {
+    let mut tail: Vec<String> = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        if line.contains("probes attached") {
+            sh.attached.store(true, Ordering::Relaxed);
+        }
+        tail.push(line);
+        if tail.len() > 12 {
+            tail.remove(0);
+        }
+        *lock(&sh.stderr_tail) = tail.join("\n");
+    }
+}
+
+/// Moves the queue to the hub in batches of up to 512 events or every 100 ms,
+/// with the `lost` records and a status when the gaps or the state change.
+async fn forward(link: &Link, s: &StartSession, mut q: mpsc::Receiver<Line>, sh: &Shared) {
+    let mut batch: Vec<Line> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut sent_gaps = BTreeMap::new();
+    let mut sent_attached = false;
+    send(
+        link,
+        status(
+            &s.session,
+            s.run,
+            "starting",
+            BTreeMap::new(),
+            String::new(),
+            String::new(),
+        ),
+    )
+    .await;
+    loop {
+        let done = tokio::select! {
+            item = q.recv() => match item {
+                Some(l) => {
+                    batch.push(l);
+                    if batch.len() < 512 {
+                        continue;
+                    }
+                    false
+                }
+                None => true,
+            },
+            _ = tick.tick() => false,
+        };
+        let side = std::mem::take(&mut *lock(&sh.side));
+        if !batch.is_empty() || !side.is_empty() {
+            let lines: Vec<Line> = side.into_iter().chain(batch.drain(..)).collect();
+            let n = lines.iter().filter(|l| l.event).count();
+            let msg = AgentMessage {
+                msg: Some(agent_message::Msg::Events(EventBatch {
+                    session: s.session.clone(),
+                    run: s.run,
+                    lines: lines.clone(),
+                })),
+            };
+            if !send(link, msg).await && n > 0 {
+                // No hub to deliver to: still counted, never silent.
+                let mut g = lock(&sh.gaps);
+                for l in lines.iter().filter(|l| l.event) {
+                    *g.entry(l.probe.clone()).or_default() += 1;
+                }
+            }
+        }
+        let gaps = lock(&sh.gaps).clone();
+        let attached = sh.attached.load(Ordering::Relaxed);
+        if !done && (gaps != sent_gaps || attached != sent_attached) {
+            let state = if attached { "running" } else { "starting" };
+            send(
+                link,
+                status(
+                    &s.session,
+                    s.run,
+                    state,
+                    gaps.clone(),
+                    String::new(),
+                    String::new(),
+                ),
+            )
+            .await;
+            sent_gaps = gaps;
+            sent_attached = attached;
+        }
+        if done {
+            break;
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! The REST API's request and response types, their validation, and pod
+//! selection (kubectl semantics, as `podscope trace` applies them on a node).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use podscope_model::ProbeKind;
+use podscope_runtime::names::glob_match;
+use podscope_runtime::{Pod, Selector, Source};
+use serde::{Deserialize, Serialize};
+
+/// The namespace used when neither `namespace` nor `all_namespaces` is given (as kubectl).
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// The longest session a request may ask for.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// `POST /v1/sessions`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    /// Namespace of the pods (default `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Pods in every namespace.
+    #[serde(default)]
+    pub all_namespaces: bool,
+    /// Pod name or glob (`web-*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Container name or glob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Label selector (`app=web,tier!=db`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Probe names, or `["all"]`.
+    pub probes: Vec<String>,
+    /// Stop after this long (`60s`, `5m`; at most 24h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// Start at once (default true); false creates it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<bool>,
+}
+
+/// A validated pod/container selection.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Selection {
+    /// Pod name or glob.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Namespace; None with `all_namespaces`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Every namespace.
+    pub all_namespaces: bool,
+    /// Label selector, as given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Container name or glob.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+/// A validated session request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionSpec {
+    /// Which pods and containers.
+    #[serde(flatten)]
+    pub selection: Selection,
+    /// Probe names.
+    pub probes: Vec<String>,
+    /// Duration, as given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// Parsed duration in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+/// Checks a pod or container name pattern: Kubernetes names (lowercase
+/// letters, digits, `-`, `.`) plus the glob characters `*` and `?`.
+pub fn check_name_glob(what: &str, pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() {
+        return Err(format!(
+            "{what} must not be empty (leave it out to match any)"
+        ));
+    }
+    if pattern.len() > 253 {
+        return Err(format!("{what} '{pattern}' is longer than 253 characters"));
+    }
+    if let Some(c) = pattern
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '*' | '?')))
+    {
+        return Err(format!(
+            "{what} '{pattern}' has the character '{c}', which no Kubernetes name has; use letters, digits, '-', '.', and the globs '*' and '?'"
+        ));
+    }
+    Ok(())
+}
+
+fn check_namespace(ns: &str) -> Result<(), String> {
+    if ns.is_empty()
+        || ns.len() > 63
+        || !ns
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(format!(
+            "namespace '{ns}' is not a Kubernetes namespace name (lowercase letters, digits and '-', at most 63; no globs: use all_namespaces)"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a session duration: more than zero, at most 24 h.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("duration '{s}' is not a duration ({e}); use e.g. 30s, 5m, 1h"))?;
+    if d.is_zero() {
+        return Err(format!("duration '{s}' must be more than zero"));
+    }
+    if d > MAX_DURATION {
+        return Err(format!("duration '{s}' is longer than the maximum of 24h"));
+    }
+    Ok(d)
+}
+
+/// Parses and checks a probe list (names or `all`), naming the closest valid probe.
+pub fn parse_probes(list: &[String]) -> Result<Vec<String>, String> {
+    if list.is_empty() {
+        return Err(format!(
+            "probes must name at least one probe: {} or all",
+            probe_names().join(", ")
+        ));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for p in list {
+        let kinds = ProbeKind::parse_list(p).map_err(|e| {
+            let hint = e
+                .suggestion()
+                .map(|s| format!(" (did you mean '{s}'?)"))
+                .unwrap_or_default();
+            format!(
+                "unknown probe '{p}'{hint}; probes are {} or all",
+                probe_names().join(", ")
+            )
+        })?;
+        for k in kinds {
+            if !out.iter().any(|o| o == k.name()) {
+                out.push(k.name().to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn probe_names() -> Vec<&'static str> {
+    ProbeKind::ALL.iter().map(|p| p.name()).collect()
+}
+
+impl Selection {
+    /// Validates the selection fields of a request or of CLI flags.
+    pub fn new(
+        pod: Option<String>,
+        namespace: Option<String>,
+        all_namespaces: bool,
+        selector: Option<String>,
+        container: Option<String>,
+    ) -> Result<Selection, String> {
+        if let Some(p) = &pod {
+            check_name_glob("pod", p)?;
+        }
+        if let Some(c) = &container {
+            check_name_glob("container", c)?;
+        }
+        if all_namespaces && namespace.is_some() {
+            return Err("give either namespace or all_namespaces, not both".into());
+        }
+        if let Some(ns) = &namespace {
+            check_namespace(ns)?;
+        }
+        if let Some(s) = &selector {
+            Selector::parse(s).map_err(|e| format!("bad label selector '{s}': {e}"))?;
+        }
+        Ok(Selection {
+            pod,
+            namespace: if all_namespaces {
+                None
+            } else {
+                Some(namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.into()))
+            },
+            all_namespaces,
+            selector,
+            container,
+        })
+    }
+
+    /// Whether a pod is chosen (its containers may still be narrowed by name).
+    pub fn matches_pod(&self, pod: &Pod) -> bool {
+        // Pods found through /proc have no namespace or labels: match on what is known.
+        let known = pod.source == Source::Cri;
+        if let Some(ns) = &self.namespace {
+            if known && &pod.namespace != ns {
+                return false;
+            }
+        }
+        if let Some(p) = &self.pod {
+            if !glob_match(p, &pod.name) && !glob_match(p, &pod.uid) {
+                return false;
+            }
+        }
+        if let Some(sel) = self
+            .selector
+            .as_deref()
+            .and_then(|s| Selector::parse(s).ok())
+        {
+            if !sel.matches(&pod.labels) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The chosen pods with their containers narrowed to the chosen ones;
+    /// pods left without a container are dropped when a container was named.
+    pub fn select(&self, pods: &[Pod]) -> Vec<Pod> {
+        pods.iter()
+            .filter(|p| self.matches_pod(p))
+            .filter_map(|p| {
+                let mut p = p.clone();
+                if let Some(c) = &self.container {
+                    p.containers.retain(|x| glob_match(c, &x.name));
+                    if p.containers.is_empty() {
+                        return None;
+                    }
+                }
+                Some(p)
+            })
+            .collect()
+    }
+}
+
+impl CreateSession {
+    /// Checks every field; the error says which one is wrong and why.
+    pub fn validate(&self) -> Result<SessionSpec, String> {
+        let selection = Selection::new(
+            self.pod.clone(),
+            self.namespace.clone(),
+            self.all_namespaces,
+            self.selector.clone(),
+            self.container.clone(),
+        )?;
+        let probes = parse_probes(&self.probes)?;
+        let duration_ms = match &self.duration {
+            Some(d) => Some(parse_duration(d)?.as_millis() as u64),
+            None => None,
+        };
+        Ok(SessionSpec {
+            selection,
+            probes,
+            duration: self.duration.clone(),
+            duration_ms,
+        })
+    }
+}
+
+/// `PUT /v1/sessions/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSession {
+    /// `running` or `stopped`.
+    pub state: String,
+}
+
+/// A pod as `GET /v1/pods` lists it: the node's pod model plus the node name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodePod {
+    /// The node (agent) that reported it.
+    pub node: String,
+    /// The pod.
+    #[serde(flatten)]
+    pub pod: Pod,
+}
+
+/// A node as `GET /v1/nodes` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Node name.
+    pub node: String,
+    /// `up` while its agent is connected, else `down`.
+    pub state: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// Probes its kernel supports.
+    pub probes: Vec<String>,
+    /// Number of pods it reports.
+    pub pods: usize,
+    /// When the agent last said something (RFC 3339).
+    pub last_seen: String,
+    /// When the agent (last) registered (RFC 3339).
+    pub registered: String,
+    /// Whether the agent allows exec.
+    pub exec_enabled: bool,
+    /// The agent's podscope version.
+    pub version: String,
+}
+
+/// One node's part of a session.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeSession {
+    /// `starting`, `running`, `stopping`, `finished`, `failed` or `lost`.
+    pub state: String,
+    /// Events delivered to the hub.
+    pub events: u64,
+    /// Events the kernel could not hand over (from the trace's `lost` records and summary).
+    pub lost: u64,
+    /// Events the agent or hub could not deliver, per probe.
+    pub gaps: BTreeMap<String, u64>,
+    /// Why it failed or was lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The trace's final summary record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<serde_json::Value>,
+}
+
+/// A session as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionView {
+    /// Session id.
+    pub id: String,
+    /// `created`, `running`, `stopping` or `stopped`.
+    pub state: String,
+    /// What it traces.
+    #[serde(flatten)]
+    pub spec: SessionSpec,
+    /// RFC 3339 times.
+    pub created_at: String,
+    /// Last start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// Last stop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
+    /// Why it stopped: `requested`, `duration`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+    /// How many times it was started.
+    pub run: u64,
+    /// Totals over the nodes.
+    pub events: u64,
+    /// Kernel-side losses over the nodes.
+    pub lost: u64,
+    /// Undelivered events over the nodes (agent queue and hub).
+    pub gaps: u64,
+    /// Per node.
+    pub nodes: BTreeMap<String, NodeSession>,
+}
+
+/// An error body: `{"error": "..."}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What was wrong.
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(json: &str) -> Result<SessionSpec, String> {
+        serde_json::from_str::<CreateSession>(json)
+            .map_err(|e| e.to_string())?
+            .validate()
+    }
+
+    #[test]
+    fn validation() {
+        let ok = req(r#"{"namespace":"shop","pod":"web-*","container":"*","probes":["tcp","exec"],"duration":"60s"}"#).unwrap();
+        assert_eq!(ok.probes, ["tcp", "exec"]);
+        assert_eq!(ok.duration_ms, Some(60_000));
+        assert_eq!(ok.selection.namespace.as_deref(), Some("shop"));
+        let d = req(r#"{"probes":["exec"]}"#).unwrap();
+        assert_eq!(d.selection.namespace.as_deref(), Some("default"));
+        assert!(req(r#"{"probes":["tpc"]}"#)
+            .unwrap_err()
+            .contains("did you mean 'tcp'"));
+        assert!(req(r#"{"probes":[]}"#)
+            .unwrap_err()
+            .contains("at least one"));
+        assert!(req(r#"{"probes":["exec"],"pod":"web/0"}"#)
+            .unwrap_err()
+            .contains("'/'"));
+        assert!(req(r#"{"probes":["exec"],"selector":"app in (a"}"#)
+            .unwrap_err()
+            .contains("label selector"));
+        assert!(req(r#"{"probes":["exec"],"duration":"0s"}"#)
+            .unwrap_err()
+            .contains("more than zero"));
+        assert!(req(r#"{"probes":["exec"],"duration":"25h"}"#)
+            .unwrap_err()
+            .contains("24h"));
+        assert!(req(r#"{"probes":["exec"],"duration":"soon"}"#)
+            .unwrap_err()
+            .contains("not a duration"));
+        assert!(req(r#"{"probes":["exec"],"namespace":"Shop"}"#)
+            .unwrap_err()
+            .contains("namespace"));
+        assert!(req(r#"{"probes":["exec"],"namespace":"a","all_namespaces":true}"#).is_err());
+        assert!(req(r#"{"probes":["exec"],"colour":"red"}"#)
+            .unwrap_err()
+            .contains("unknown field"));
+        assert_eq!(
+            req(r#"{"probes":["all"],"all_namespaces":true}"#)
+                .unwrap()
+                .probes
+                .len(),
+            ProbeKind::ALL.len()
+        );
+    }
+}

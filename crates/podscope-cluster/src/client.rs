@@ -1,0 +1,419 @@
+//! The CLI through the hub: `podscope --hub URL ps` and `podscope --hub URL
+//! trace`, over the REST API, with the same flags and output formats as on a node.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+use crate::api::CreateSession;
+use crate::http::{request, Response};
+
+/// Pod flags as given on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct RemotePods {
+    /// --pod.
+    pub pod: Option<String>,
+    /// -n.
+    pub namespace: Option<String>,
+    /// -A.
+    pub all_namespaces: bool,
+    /// -l.
+    pub selector: Option<String>,
+    /// --container.
+    pub container: Option<String>,
+}
+
+/// `trace` flags that apply through the hub.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteTrace {
+    /// Probe list as given.
+    pub probes: String,
+    /// Pod flags.
+    pub pods: RemotePods,
+    /// `-o json` (else columns; `none` prints no events).
+    pub json: bool,
+    /// `-o none`.
+    pub quiet: bool,
+    /// --duration.
+    pub duration: Option<Duration>,
+    /// --max-events.
+    pub max_events: Option<u64>,
+}
+
+struct Hub {
+    url: String,
+    token: String,
+}
+
+impl Hub {
+    fn new(url: &str, token_file: Option<PathBuf>) -> Result<Hub> {
+        Ok(Hub {
+            url: url.trim_end_matches('/').to_string(),
+            token: crate::auth::load_token(token_file.as_deref())?,
+        })
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<Response> {
+        request(&self.url, method, path, Some(&self.token), body, headers)
+            .with_context(|| format!("reaching the hub at {}", self.url))
+    }
+
+    /// A call that must succeed; the error carries the hub's message.
+    fn ok(&self, method: &str, path: &str, body: Option<&str>) -> Result<Value> {
+        let r = self.call(method, path, body, &[])?;
+        let status = r.status;
+        let v = r.json().unwrap_or(Value::Null);
+        if !(200..300).contains(&status) {
+            let msg = v["error"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
+            bail!("the hub answered {status} to {method} {path}: {msg}");
+        }
+        Ok(v)
+    }
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'*' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `podscope --hub URL ps`.
+pub fn ps(url: &str, token_file: Option<PathBuf>, p: &RemotePods, json: bool) -> Result<()> {
+    let hub = Hub::new(url, token_file)?;
+    let mut q = Vec::new();
+    for (k, v) in [
+        ("pod", &p.pod),
+        ("namespace", &p.namespace),
+        ("selector", &p.selector),
+        ("container", &p.container),
+    ] {
+        if let Some(v) = v {
+            q.push(format!("{k}={}", enc(v)));
+        }
+    }
+    if p.all_namespaces {
+        q.push("all_namespaces=true".into());
+    }
+    let path = if q.is_empty() {
+        "/v1/pods".to_string()
+    } else {
+        format!("/v1/pods?{}", q.join("&"))
+    };
+    let pods = hub.ok("GET", &path, None)?;
+    let mut rows = Vec::new();
+    for pod in pods.as_array().into_iter().flatten() {
+        for c in pod["containers"].as_array().into_iter().flatten() {
+            let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+            rows.push(serde_json::json!({
+                "node": pod["node"], "namespace": pod["namespace"], "pod": pod["name"], "pod_uid": pod["uid"],
+                "container": c["name"], "container_id": c["id"], "image": c["image"], "runtime": pod["runtime"],
+                "state": c["state"], "cgroup_id": c["cgroup_id"], "pod_cgroup_id": pod["cgroup_id"], "ip": pod["ip"],
+                "source": pod["source"],
+            }));
+            let _ = s;
+        }
+    }
+    let key = |r: &Value| {
+        ["node", "namespace", "pod", "container"].map(|k| r[k].as_str().unwrap_or("").to_string())
+    };
+    rows.sort_by_key(key);
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    if json {
+        for r in &rows {
+            writeln!(out, "{r}")?;
+        }
+        return Ok(());
+    }
+    let cols = ["node", "namespace", "pod", "container", "image", "state"];
+    let width = |k: &str| {
+        rows.iter()
+            .map(|r| r[k].as_str().unwrap_or("").len())
+            .max()
+            .unwrap_or(0)
+            .max(k.len())
+    };
+    let w: Vec<usize> = cols.iter().map(|k| width(k)).collect();
+    for (i, k) in cols.iter().enumerate() {
+        write!(out, "{:<w$}  ", k.to_uppercase(), w = w[i])?;
+    }
+    writeln!(out, "{:<12}  CGROUP-ID", "CONTAINER-ID")?;
+    for r in &rows {
+        for (i, k) in cols.iter().enumerate() {
+            write!(out, "{:<w$}  ", r[*k].as_str().unwrap_or(""), w = w[i])?;
+        }
+        let id = r["container_id"].as_str().unwrap_or("");
+        writeln!(
+            out,
+            "{:<12}  {}",
+            &id[..id.len().min(12)],
+            r["cgroup_id"]
+                .as_u64()
+                .map_or("-".into(), |c| c.to_string())
+        )?;
+    }
+    if rows.is_empty() {
+        eprintln!("podscope: no pods on any node of the hub match");
+    }
+    Ok(())
+}
+
+/// `podscope --hub URL trace`: creates a session, streams its events until it
+/// ends (--duration, --max-events, Ctrl-C), deletes it. Returns the exit code.
+pub fn trace(url: &str, token_file: Option<PathBuf>, t: &RemoteTrace) -> Result<i32> {
+    let hub = Hub::new(url, token_file)?;
+    let req = CreateSession {
+        namespace: t.pods.namespace.clone(),
+        all_namespaces: t.pods.all_namespaces,
+        pod: t.pods.pod.clone(),
+        container: t.pods.container.clone(),
+        selector: t.pods.selector.clone(),
+        probes: vec![t.probes.clone()],
+        duration: t
+            .duration
+            .map(|d| humantime::format_duration(d).to_string()),
+        start: Some(false),
+    };
+    let created = hub.ok("POST", "/v1/sessions", Some(&serde_json::to_string(&req)?))?;
+    let id = created["id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the hub's answer has no session id: {created}"))?
+        .to_string();
+    let stream = hub.call("GET", &format!("/v1/sessions/{id}/events"), None, &[])?;
+    if stream.status != 200 {
+        let _ = hub.call("DELETE", &format!("/v1/sessions/{id}"), None, &[]);
+        let status = stream.status;
+        bail!(
+            "the hub answered {status} to the event stream of session {id}: {}",
+            stream.text().unwrap_or_default()
+        );
+    }
+    hub.ok(
+        "PUT",
+        &format!("/v1/sessions/{id}"),
+        Some(r#"{"state":"running"}"#),
+    )?;
+    eprintln!(
+        "podscope: session {id} on the hub {}; Ctrl-C to stop",
+        hub.url
+    );
+
+    // Ctrl-C / SIGTERM ask the hub to stop the session; the stream then ends with the summaries.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
+    }
+    let stopper = {
+        let (stop, url, token, id) = (stop.clone(), hub.url.clone(), hub.token.clone(), id.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = request(
+                &url,
+                "PUT",
+                &format!("/v1/sessions/{id}"),
+                Some(&token),
+                Some(r#"{"state":"stopped"}"#),
+                &[],
+            );
+        })
+    };
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    let mut events = 0u64;
+    let mut summaries = Vec::new();
+    let mut header = false;
+    let mut stream = Some(stream);
+    let code = 'outer: loop {
+        if let Some(s) = stream.take() {
+            for line in s.lines() {
+                let Ok(line) = line else { break };
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                let kind = v["kind"].as_str().unwrap_or("");
+                let is_event = v.get("pid").is_some();
+                if is_event {
+                    if t.max_events.is_some_and(|m| events >= m) {
+                        continue;
+                    }
+                    events += 1;
+                    if t.max_events.is_some_and(|m| events >= m) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                } else if kind == "session" {
+                    continue;
+                }
+                if t.json {
+                    writeln!(out, "{line}")?;
+                } else if !t.quiet || !is_event {
+                    if !header {
+                        header = true;
+                        writeln!(
+                            out,
+                            "{:<12} {:<10} {:<6} {:<14} {:>7} {:<16} DETAILS",
+                            "TIME(UTC)", "NODE", "PROBE", "EVENT", "PID", "COMM"
+                        )?;
+                    }
+                    writeln!(out, "{}", columns(&v))?;
+                }
+                out.flush()?;
+                match kind {
+                    "summary" if !is_event => summaries.push(v),
+                    "end" if !is_event => break 'outer 0,
+                    "interrupted" if !is_event => break 'outer 1,
+                    _ => {}
+                }
+            }
+        }
+        // The stream broke without an end: is the session still there?
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match hub.call("GET", &format!("/v1/sessions/{id}/events"), None, &[]) {
+                Ok(r) if r.status == 200 => {
+                    stream = Some(r);
+                    continue 'outer;
+                }
+                Ok(r) if r.status == 404 || r.status == 410 => {
+                    let rec = serde_json::json!({"kind": "interrupted", "session": id,
+                        "reason": format!("the hub lost session {id} (it restarted; sessions live in its memory only)")});
+                    if t.json {
+                        writeln!(out, "{rec}")?;
+                    }
+                    eprintln!("podscope: {}", rec["reason"].as_str().unwrap_or(""));
+                    break 'outer 1;
+                }
+                Ok(r) if r.status == 409 => break 'outer 0,
+                _ if Instant::now() > deadline => {
+                    let rec = serde_json::json!({"kind": "interrupted", "session": id,
+                        "reason": format!("the hub at {} stopped answering", hub.url)});
+                    if t.json {
+                        writeln!(out, "{rec}")?;
+                    }
+                    eprintln!("podscope: {}", rec["reason"].as_str().unwrap_or(""));
+                    break 'outer 1;
+                }
+                _ => std::thread::sleep(Duration::from_millis(300)),
+            }
+        }
+    };
+    out.flush()?;
+    drop(stopper);
+    let _ = hub.call("DELETE", &format!("/v1/sessions/{id}"), None, &[]);
+    for s in &summaries {
+        eprintln!(
+            "podscope: node {}: {} events, {} lost{}",
+            s["node"].as_str().unwrap_or("?"),
+            s["events"],
+            s["lost"],
+            s["probes"]
+                .as_array()
+                .map(|ps| ps
+                    .iter()
+                    .map(|p| format!(" {}={}", p["probe"].as_str().unwrap_or(""), p["events"]))
+                    .collect::<String>())
+                .unwrap_or_default()
+        );
+    }
+    Ok(code)
+}
+
+/// One record as a line of columns.
+fn columns(v: &Value) -> String {
+    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    let ts = s("timestamp");
+    let time = ts.get(11..23).unwrap_or("-").to_string();
+    if v.get("pid").is_none() {
+        let kind = s("kind");
+        let what = match kind.as_str() {
+            "lost" => format!(
+                "{} events lost in the kernel, {} in total",
+                v["lost"], v["lost_total"]
+            ),
+            "gap" => format!(
+                "{} events not delivered ({} queue full), {} in total",
+                v["gap"],
+                s("where"),
+                v["gap_total"]
+            ),
+            "summary" => format!("summary: {} events, {} lost", v["events"], v["lost"]),
+            "end" => format!(
+                "session {} ended ({})",
+                s("session"),
+                v["reason"].as_str().unwrap_or("stopped")
+            ),
+            _ => v
+                .get("message")
+                .or(v.get("reason"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        };
+        return format!(
+            "{:<12} {:<10} {:<6} {:<14} {:>7} {:<16} {what}",
+            time,
+            s("node"),
+            s("probe"),
+            kind.to_uppercase(),
+            "-",
+            "-"
+        );
+    }
+    let details = match s("probe").as_str() {
+        "exec" => v["args"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default(),
+        "exit" => format!("exit code {}", v["exit_code"]),
+        "tcp" => format!(
+            "{}:{} -> {}:{}",
+            s("saddr"),
+            v["sport"],
+            s("daddr"),
+            v["dport"]
+        ),
+        "open" => format!("{} {}", s("path"), s("flags_str")),
+        "bio" => format!("{} {} {}B", s("disk"), s("op"), v["bytes"]),
+        "cache" => format!("hits {} misses {}", v["hits"], v["misses"]),
+        _ => String::new(),
+    };
+    let who = if s("pod").is_empty() {
+        String::new()
+    } else {
+        format!(" [{}/{}/{}]", s("namespace"), s("pod"), s("container"))
+    };
+    format!(
+        "{:<12} {:<10} {:<6} {:<14} {:>7} {:<16} {details}{who}",
+        time,
+        s("node"),
+        s("probe"),
+        s("kind"),
+        v["pid"],
+        s("comm")
+    )
+}

@@ -1,0 +1,1004 @@
+//! The hub: a registry of agents and their pods, trace sessions, the REST API
+//! (axum) and the agents' gRPC link, all on one port.
+//!
+//! State lives in memory only. Sessions do not survive a hub restart: a
+//! client that reconnects to a restarted hub is told its session was
+//! interrupted (410 with `"kind":"interrupted"`), and a hub that is stopped
+//! with SIGTERM/SIGINT sends an `interrupted` record to every stream first.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::Stream;
+use podscope_model::ProbeKind;
+use podscope_runtime::Pod;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status, Streaming};
+
+use crate::api::{
+    CreateSession, ErrorBody, NodePod, NodeSession, NodeView, Selection, SessionSpec, SessionView,
+    UpdateSession,
+};
+use crate::proto::{
+    agent_message, hub_message, hub_server, AgentMessage, HubMessage, StartSession, StopSession,
+};
+
+/// `podscope hub`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HubArgs {
+    /// Address for REST and the agents' gRPC link.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7700")]
+    pub listen: SocketAddr,
+
+    /// Allow exec through the hub (agents need --enable-exec too). Off by default.
+    #[arg(long)]
+    pub enable_exec: bool,
+
+    /// Records buffered per streaming client before the hub counts gaps for it.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub client_queue: usize,
+}
+
+/// What a streaming client receives: NDJSON lines.
+type Line = Arc<str>;
+
+/// One streaming client. Events are bounded per client (`--client-queue`):
+/// a client that reads too slowly misses events, counted per probe and
+/// reported to it as `gap` records once it has room again. Control records
+/// (summaries, gaps, `end`, `interrupted`) always get through, in order.
+struct Subscriber {
+    tx: mpsc::UnboundedSender<Line>,
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+    /// Missed and not yet reported: probe -> count.
+    missed: BTreeMap<String, u64>,
+    missed_total: BTreeMap<String, u64>,
+}
+
+impl Subscriber {
+    /// Queues an event (or a `lost` record: probe None). False when the client has gone.
+    fn offer(&mut self, line: Line, probe: Option<&str>) -> bool {
+        if self.queued.load(Ordering::Relaxed) >= self.limit {
+            if let Some(p) = probe {
+                *self.missed.entry(p.to_string()).or_default() += 1;
+            }
+            return !self.tx.is_closed();
+        }
+        self.report_missed();
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(line).is_ok()
+    }
+
+    /// Queues `gap` records for what this client missed so far.
+    fn report_missed(&mut self) {
+        for (p, n) in std::mem::take(&mut self.missed) {
+            let total = self.missed_total.entry(p.clone()).or_default();
+            *total += n;
+            let rec =
+                json!({"kind": "gap", "where": "hub", "probe": p, "gap": n, "gap_total": *total});
+            let _ = self.tx.send(rec.to_string().into());
+        }
+    }
+
+    /// Queues a control record, whatever the client's backlog; missed events are reported first.
+    fn must(&mut self, line: Line) {
+        self.report_missed();
+        let _ = self.tx.send(line);
+    }
+}
+
+struct NodeEntry {
+    kernel: String,
+    probes: Vec<String>,
+    pods: Vec<Pod>,
+    up: bool,
+    registered: SystemTime,
+    last_seen: SystemTime,
+    exec_enabled: bool,
+    version: String,
+    tx: Option<mpsc::Sender<Result<HubMessage, Status>>>,
+    /// Which connection is current, so a stale one's end does not mark a re-registered node down.
+    conn: u64,
+}
+
+struct Session {
+    id: String,
+    spec: SessionSpec,
+    state: &'static str,
+    created_at: SystemTime,
+    started_at: Option<SystemTime>,
+    stopped_at: Option<SystemTime>,
+    stop_reason: Option<String>,
+    run: u64,
+    nodes: BTreeMap<String, NodeSession>,
+    subscribers: Vec<Subscriber>,
+}
+
+const FINAL: [&str; 3] = ["finished", "failed", "lost"];
+
+impl Session {
+    fn view(&self) -> SessionView {
+        SessionView {
+            id: self.id.clone(),
+            state: self.state.to_string(),
+            spec: self.spec.clone(),
+            created_at: rfc3339(self.created_at),
+            started_at: self.started_at.map(rfc3339),
+            stopped_at: self.stopped_at.map(rfc3339),
+            stop_reason: self.stop_reason.clone(),
+            run: self.run,
+            events: self.nodes.values().map(|n| n.events).sum(),
+            lost: self.nodes.values().map(|n| n.lost).sum(),
+            gaps: self.nodes.values().flat_map(|n| n.gaps.values()).sum(),
+            nodes: self.nodes.clone(),
+        }
+    }
+
+    fn broadcast(&mut self, line: &Line, probe: Option<&str>) {
+        self.subscribers
+            .retain_mut(|s| s.offer(line.clone(), probe));
+    }
+
+    fn control(&mut self, rec: Value) {
+        let line: Line = rec.to_string().into();
+        for s in &mut self.subscribers {
+            s.must(line.clone());
+        }
+    }
+
+    fn start_message(&self) -> HubMessage {
+        let sel = &self.spec.selection;
+        HubMessage {
+            msg: Some(hub_message::Msg::Start(StartSession {
+                session: self.id.clone(),
+                run: self.run,
+                probes: self.spec.probes.clone(),
+                pod: sel.pod.clone().unwrap_or_default(),
+                namespace: sel.namespace.clone().unwrap_or_default(),
+                all_namespaces: sel.all_namespaces,
+                label_selector: sel.selector.clone().unwrap_or_default(),
+                container: sel.container.clone().unwrap_or_default(),
+            })),
+        }
+    }
+
+    /// After a stop: once every node is final, the session is stopped and the streams end.
+    fn check_done(&mut self) {
+        if self.state == "stopping"
+            && self
+                .nodes
+                .values()
+                .all(|n| FINAL.contains(&n.state.as_str()))
+        {
+            self.state = "stopped";
+            self.stopped_at = Some(SystemTime::now());
+            let rec = json!({"kind": "end", "session": self.id, "state": "stopped",
+                "reason": self.stop_reason, "events": self.view().events, "gaps": self.view().gaps});
+            self.control(rec);
+            self.subscribers.clear();
+        }
+    }
+}
+
+struct HubState {
+    boot: String,
+    next_id: u64,
+    next_conn: u64,
+    nodes: BTreeMap<String, NodeEntry>,
+    sessions: BTreeMap<String, Session>,
+}
+
+/// The hub's shared state and settings.
+#[derive(Clone)]
+pub struct Hub {
+    state: Arc<Mutex<HubState>>,
+    token: Arc<str>,
+    enable_exec: bool,
+    client_queue: usize,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn err(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(ErrorBody { error: msg.into() })).into_response()
+}
+
+fn send_to(node: &NodeEntry, msg: HubMessage) {
+    if let Some(tx) = &node.tx {
+        // Control messages are rare; a full link means the agent is stuck and will be dropped.
+        let _ = tx.try_send(Ok(msg));
+    }
+}
+
+impl Hub {
+    /// A hub with this bearer token.
+    pub fn new(token: String, enable_exec: bool, client_queue: usize) -> Hub {
+        let boot = format!(
+            "{:06x}",
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_micros()
+                & 0xff_ffff
+        );
+        Hub {
+            state: Arc::new(Mutex::new(HubState {
+                boot,
+                next_id: 1,
+                next_conn: 1,
+                nodes: BTreeMap::new(),
+                sessions: BTreeMap::new(),
+            })),
+            token: token.into(),
+            enable_exec,
+            client_queue: client_queue.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The axum router: REST, health, OpenAPI and the gRPC service.
+    pub fn router(&self) -> Router {
+        let grpc = hub_server::HubServer::new(self.clone());
+        let api = Router::new()
+            .route("/openapi.json", get(openapi))
+            .route("/v1/nodes", get(nodes))
+            .route("/v1/pods", get(pods))
+            .route("/v1/probes", get(probes))
+            .route("/v1/sessions", post(create).get(list).delete(delete_all))
+            .route(
+                "/v1/sessions/{id}",
+                get(get_one).put(update).delete(delete_one),
+            )
+            .route("/v1/sessions/{id}/events", get(events))
+            .route("/v1/exec", post(exec))
+            .layer(middleware::from_fn_with_state(self.clone(), require_token));
+        Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(|| async { "ok\n" }))
+            .merge(api)
+            // The agents' link; authenticated in `connect` (gRPC status UNAUTHENTICATED).
+            .route_service("/podscope.cluster.v1.Hub/{*rest}", grpc)
+            .with_state(self.clone())
+    }
+
+    /// Start a session's run on every connected agent.
+    fn start_session(&self, st: &mut HubState, id: &str) {
+        let Some(s) = st.sessions.get_mut(id) else {
+            return;
+        };
+        if s.state == "running" || s.state == "stopping" {
+            return;
+        }
+        s.run += 1;
+        s.state = "running";
+        s.started_at = Some(SystemTime::now());
+        s.stopped_at = None;
+        s.stop_reason = None;
+        s.nodes.clear();
+        let msg = s.start_message();
+        for (name, n) in st.nodes.iter().filter(|(_, n)| n.up) {
+            s.nodes.insert(
+                name.clone(),
+                NodeSession {
+                    state: "starting".into(),
+                    ..Default::default()
+                },
+            );
+            send_to(n, msg.clone());
+        }
+        if let Some(ms) = s.spec.duration_ms {
+            let (hub, id, run) = (self.clone(), id.to_string(), s.run);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let mut st = hub.lock();
+                if st.sessions.get(&id).is_some_and(|s| s.run == run) {
+                    stop_session(&mut st, &id, "duration");
+                }
+            });
+        }
+    }
+}
+
+fn stop_session(st: &mut HubState, id: &str, reason: &str) {
+    let Some(s) = st.sessions.get_mut(id) else {
+        return;
+    };
+    if s.state != "running" {
+        return;
+    }
+    s.state = "stopping";
+    s.stop_reason = Some(reason.to_string());
+    let msg = HubMessage {
+        msg: Some(hub_message::Msg::Stop(StopSession {
+            session: id.to_string(),
+            run: s.run,
+        })),
+    };
+    for (name, ns) in s.nodes.iter_mut() {
+        if FINAL.contains(&ns.state.as_str()) {
+            continue;
+        }
+        match st.nodes.get(name) {
+            Some(n) if n.up => {
+                ns.state = "stopping".into();
+                send_to(n, msg.clone());
+            }
+            _ => {
+                ns.state = "lost".into();
+                ns.error
+                    .get_or_insert_with(|| format!("node {name} is down"));
+            }
+        }
+    }
+    s.check_done();
+}
+
+async fn require_token(State(hub): State<Hub>, req: Request, next: Next) -> Response {
+    let h = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !crate::auth::bearer_ok(h, &hub.token) {
+        let mut r = err(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token: send 'Authorization: Bearer TOKEN'",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            "Bearer".parse().expect("static header"),
+        );
+        return r;
+    }
+    next.run(req).await
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
+async fn nodes(State(hub): State<Hub>) -> Json<Vec<NodeView>> {
+    let st = hub.lock();
+    Json(
+        st.nodes
+            .iter()
+            .map(|(name, n)| NodeView {
+                node: name.clone(),
+                state: if n.up { "up" } else { "down" }.into(),
+                kernel: n.kernel.clone(),
+                probes: n.probes.clone(),
+                pods: n.pods.len(),
+                last_seen: rfc3339(n.last_seen),
+                registered: rfc3339(n.registered),
+                exec_enabled: n.exec_enabled,
+                version: n.version.clone(),
+            })
+            .collect(),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PodQuery {
+    pod: Option<String>,
+    namespace: Option<String>,
+    #[serde(default)]
+    all_namespaces: bool,
+    selector: Option<String>,
+    container: Option<String>,
+    node: Option<String>,
+}
+
+async fn pods(State(hub): State<Hub>, q: Result<Query<PodQuery>, QueryRejection>) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return err(StatusCode::BAD_REQUEST, format!("bad query ({e}); allowed are pod, namespace, all_namespaces=true, selector, container, node")),
+    };
+    // No filter at all lists every namespace, as `podscope ps` does.
+    let any =
+        q.pod.is_some() || q.namespace.is_some() || q.selector.is_some() || q.container.is_some();
+    let sel = match Selection::new(
+        q.pod,
+        q.namespace,
+        q.all_namespaces || !any,
+        q.selector,
+        q.container,
+    ) {
+        Ok(s) => s,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e),
+    };
+    let st = hub.lock();
+    let mut out = Vec::new();
+    for (name, n) in &st.nodes {
+        if q.node.as_ref().is_some_and(|want| want != name) {
+            continue;
+        }
+        for pod in sel.select(&n.pods) {
+            out.push(NodePod {
+                node: name.clone(),
+                pod,
+            });
+        }
+    }
+    Json(out).into_response()
+}
+
+async fn probes(State(hub): State<Hub>) -> Json<Vec<Value>> {
+    let st = hub.lock();
+    Json(
+        ProbeKind::ALL
+            .iter()
+            .map(|p| {
+                let supported: Vec<&String> = st
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| n.probes.iter().any(|x| x == p.name()))
+                    .map(|(k, _)| k)
+                    .collect();
+                json!({"probe": p.name(), "description": p.description(), "nodes": supported})
+            })
+            .collect(),
+    )
+}
+
+async fn create(State(hub): State<Hub>, body: Bytes) -> Response {
+    let req: CreateSession = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return err(StatusCode::BAD_REQUEST, format!("malformed session request: {e}; expected e.g. {{\"namespace\":\"shop\",\"pod\":\"web-*\",\"probes\":[\"tcp\"],\"duration\":\"60s\"}}"))
+        }
+    };
+    let spec = match req.validate() {
+        Ok(s) => s,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e),
+    };
+    let mut st = hub.lock();
+    let id = format!("{}-{}", st.boot, st.next_id);
+    st.next_id += 1;
+    st.sessions.insert(
+        id.clone(),
+        Session {
+            id: id.clone(),
+            spec,
+            state: "created",
+            created_at: SystemTime::now(),
+            started_at: None,
+            stopped_at: None,
+            stop_reason: None,
+            run: 0,
+            nodes: BTreeMap::new(),
+            subscribers: Vec::new(),
+        },
+    );
+    if req.start.unwrap_or(true) {
+        hub.start_session(&mut st, &id);
+    }
+    eprintln!("podscope hub: session {id} created");
+    (StatusCode::CREATED, Json(st.sessions[&id].view())).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionQuery {
+    pod: Option<String>,
+    container: Option<String>,
+    namespace: Option<String>,
+    state: Option<String>,
+}
+
+impl SessionQuery {
+    /// Wildcards match the session's own pod/container pattern (container-tracer's model).
+    fn matches(&self, s: &Session) -> bool {
+        let g = |pat: &Option<String>, val: &Option<String>| {
+            pat.as_ref().is_none_or(|p| {
+                podscope_runtime::names::glob_match(p, val.as_deref().unwrap_or("*"))
+            })
+        };
+        g(&self.pod, &s.spec.selection.pod)
+            && g(&self.container, &s.spec.selection.container)
+            && g(&self.namespace, &s.spec.selection.namespace)
+            && self.state.as_ref().is_none_or(|st| st == s.state)
+    }
+}
+
+async fn list(State(hub): State<Hub>, q: Result<Query<SessionQuery>, QueryRejection>) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("bad query ({e}); allowed are pod, container, namespace (globs) and state"),
+            )
+        }
+    };
+    let st = hub.lock();
+    let v: Vec<SessionView> = st
+        .sessions
+        .values()
+        .filter(|s| q.matches(s))
+        .map(Session::view)
+        .collect();
+    Json(v).into_response()
+}
+
+async fn delete_all(
+    State(hub): State<Hub>,
+    q: Result<Query<SessionQuery>, QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("bad query ({e}); allowed are pod, container, namespace (globs) and state"),
+            )
+        }
+    };
+    let mut st = hub.lock();
+    let ids: Vec<String> = st
+        .sessions
+        .values()
+        .filter(|s| q.matches(s))
+        .map(|s| s.id.clone())
+        .collect();
+    for id in &ids {
+        remove_session(&mut st, id);
+    }
+    Json(json!({"deleted": ids})).into_response()
+}
+
+fn remove_session(st: &mut HubState, id: &str) {
+    stop_session(st, id, "deleted");
+    if let Some(mut s) = st.sessions.remove(id) {
+        if !s.subscribers.is_empty() {
+            s.control(
+                json!({"kind": "end", "session": id, "state": "deleted", "reason": "deleted"}),
+            );
+        }
+        // Agents whose run is still stopping get the stop already; their late records are ignored.
+    }
+}
+
+fn unknown(st: &HubState, id: &str) -> Response {
+    // Ids start with the hub's boot tag: one from an earlier hub means it restarted.
+    match id.split_once('-') {
+        Some((boot, n)) if boot != st.boot && n.parse::<u64>().is_ok() => (
+            StatusCode::GONE,
+            Json(json!({"kind": "interrupted", "session": id,
+                "error": format!("session {id} was interrupted: the hub restarted and sessions live in its memory only")})),
+        )
+            .into_response(),
+        _ => err(StatusCode::NOT_FOUND, format!("no session {id}")),
+    }
+}
+
+async fn get_one(State(hub): State<Hub>, Path(id): Path<String>) -> Response {
+    let st = hub.lock();
+    match st.sessions.get(&id) {
+        Some(s) => Json(s.view()).into_response(),
+        None => unknown(&st, &id),
+    }
+}
+
+async fn update(State(hub): State<Hub>, Path(id): Path<String>, body: Bytes) -> Response {
+    let req: UpdateSession = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return err(StatusCode::BAD_REQUEST, format!("malformed update: {e}; expected {{\"state\":\"running\"}} or {{\"state\":\"stopped\"}}")),
+    };
+    let mut st = hub.lock();
+    if !st.sessions.contains_key(&id) {
+        return unknown(&st, &id);
+    }
+    match req.state.as_str() {
+        "running" => {
+            if st.sessions[&id].state == "stopping" {
+                return err(
+                    StatusCode::CONFLICT,
+                    format!("session {id} is still stopping; try again in a moment"),
+                );
+            }
+            hub.start_session(&mut st, &id)
+        }
+        "stopped" => stop_session(&mut st, &id, "requested"),
+        other => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("state '{other}' is not one of running, stopped"),
+            )
+        }
+    }
+    Json(st.sessions[&id].view()).into_response()
+}
+
+async fn delete_one(State(hub): State<Hub>, Path(id): Path<String>) -> Response {
+    let mut st = hub.lock();
+    if !st.sessions.contains_key(&id) {
+        return unknown(&st, &id);
+    }
+    remove_session(&mut st, &id);
+    Json(json!({"deleted": [id]})).into_response()
+}
+
+async fn exec(State(hub): State<Hub>) -> Response {
+    if !hub.enable_exec {
+        return err(StatusCode::FORBIDDEN, "exec through the hub is disabled; it needs --enable-exec on both the hub and the agent");
+    }
+    err(
+        StatusCode::NOT_IMPLEMENTED,
+        "exec through the hub is not implemented yet; use `podscope exec` on the node",
+    )
+}
+
+async fn events(State(hub): State<Hub>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let (tx, rx) = mpsc::unbounded_channel::<Line>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    {
+        let mut st = hub.lock();
+        let Some(s) = st.sessions.get_mut(&id) else {
+            return unknown(&st, &id);
+        };
+        if s.state == "stopped" {
+            return err(StatusCode::CONFLICT, format!("session {id} is stopped: start it (PUT {{\"state\":\"running\"}}) and stream again"));
+        }
+        let _ = tx.send(
+            json!({"kind": "session", "session": id, "state": s.state})
+                .to_string()
+                .into(),
+        );
+        s.subscribers.push(Subscriber {
+            tx,
+            queued: queued.clone(),
+            limit: hub.client_queue,
+            missed: BTreeMap::new(),
+            missed_total: BTreeMap::new(),
+        });
+    }
+    let sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    use futures_util::StreamExt;
+    let stream = UnboundedReceiverStream::new(rx).map(move |l| {
+        // Every record counts against the limit while queued; control records may push it below zero-ish, so saturate.
+        let _ = queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+            Some(q.saturating_sub(1))
+        });
+        l
+    });
+    if sse {
+        let s = stream.map(|l| Ok::<_, std::convert::Infallible>(SseEvent::default().data(&*l)));
+        Sse::new(s).keep_alive(KeepAlive::default()).into_response()
+    } else {
+        let s = stream.map(|l| {
+            let mut b = Vec::with_capacity(l.len() + 1);
+            b.extend_from_slice(l.as_bytes());
+            b.push(b'\n');
+            Ok::<_, std::convert::Infallible>(Bytes::from(b))
+        });
+        (
+            [(header::CONTENT_TYPE, "application/x-ndjson")],
+            Body::from_stream(s),
+        )
+            .into_response()
+    }
+}
+
+type HubStream = Pin<Box<dyn Stream<Item = Result<HubMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl hub_server::Hub for Hub {
+    type ConnectStream = HubStream;
+
+    async fn connect(
+        &self,
+        req: GrpcRequest<Streaming<AgentMessage>>,
+    ) -> Result<GrpcResponse<HubStream>, Status> {
+        let auth = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if !crate::auth::bearer_ok(auth, &self.token) {
+            eprintln!("podscope hub: refused an agent connection: missing or wrong bearer token");
+            return Err(Status::unauthenticated("missing or wrong bearer token"));
+        }
+        let mut inbound = req.into_inner();
+        let hello = match inbound.message().await? {
+            Some(AgentMessage {
+                msg: Some(agent_message::Msg::Hello(h)),
+            }) => h,
+            _ => return Err(Status::invalid_argument("the first message must be Hello")),
+        };
+        if hello.node.is_empty() {
+            return Err(Status::invalid_argument("Hello.node must name the node"));
+        }
+        let pods: Vec<Pod> = serde_json::from_str(&hello.pods_json)
+            .map_err(|e| Status::invalid_argument(format!("Hello.pods_json: {e}")))?;
+        let (tx, rx) = mpsc::channel(256);
+        let node = hello.node.clone();
+        let conn;
+        {
+            let mut st = self.lock();
+            conn = st.next_conn;
+            st.next_conn += 1;
+            let now = SystemTime::now();
+            if let Some(old) = st.nodes.get(&node) {
+                if old.up {
+                    eprintln!("podscope hub: node {node} registered again; replacing its old link");
+                }
+            }
+            st.nodes.insert(
+                node.clone(),
+                NodeEntry {
+                    kernel: hello.kernel,
+                    probes: hello.probes,
+                    pods,
+                    up: true,
+                    registered: now,
+                    last_seen: now,
+                    exec_enabled: hello.exec_enabled,
+                    version: hello.version,
+                    tx: Some(tx.clone()),
+                    conn,
+                },
+            );
+            // Running sessions go to every agent: its trace waits for matching pods.
+            let st = &mut *st;
+            for s in st.sessions.values_mut().filter(|s| s.state == "running") {
+                s.nodes.insert(
+                    node.clone(),
+                    NodeSession {
+                        state: "starting".into(),
+                        ..Default::default()
+                    },
+                );
+                let _ = tx.try_send(Ok(s.start_message()));
+            }
+        }
+        eprintln!("podscope hub: node {node} registered");
+        let hub = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(m)) => hub.on_agent_message(&node, conn, m),
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!("podscope hub: link to node {node} failed: {e}");
+                        break;
+                    }
+                }
+            }
+            hub.on_agent_gone(&node, conn);
+        });
+        Ok(GrpcResponse::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+impl Hub {
+    fn on_agent_message(&self, node: &str, conn: u64, m: AgentMessage) {
+        let mut st = self.lock();
+        match st.nodes.get_mut(node) {
+            Some(n) if n.conn == conn => n.last_seen = SystemTime::now(),
+            _ => return,
+        }
+        match m.msg {
+            Some(agent_message::Msg::Pods(p)) => {
+                if let Ok(pods) = serde_json::from_str(&p.pods_json) {
+                    if let Some(n) = st.nodes.get_mut(node) {
+                        n.pods = pods;
+                    }
+                }
+            }
+            Some(agent_message::Msg::Events(b)) => {
+                let Some(s) = st.sessions.get_mut(&b.session) else {
+                    return;
+                };
+                if s.run != b.run {
+                    return;
+                }
+                let mut events = 0;
+                let mut lost = 0;
+                for l in b.lines {
+                    let line: Line = l.json.into();
+                    if l.event {
+                        events += 1;
+                        s.broadcast(&line, Some(&l.probe));
+                    } else {
+                        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                            lost += v["lost"].as_u64().unwrap_or(0);
+                        }
+                        s.broadcast(&line, None);
+                    }
+                }
+                let ns = s.nodes.entry(node.to_string()).or_default();
+                ns.events += events;
+                ns.lost += lost;
+            }
+            Some(agent_message::Msg::Status(u)) => {
+                let Some(s) = st.sessions.get_mut(&u.session) else {
+                    return;
+                };
+                if s.run != u.run {
+                    return;
+                }
+                let ns = s.nodes.entry(node.to_string()).or_default();
+                let mut gap_records = Vec::new();
+                for (probe, total) in &u.gaps {
+                    let before = ns.gaps.get(probe).copied().unwrap_or(0);
+                    if *total > before {
+                        gap_records.push(json!({"kind": "gap", "where": "agent", "node": node,
+                            "probe": probe, "gap": total - before, "gap_total": total}));
+                        ns.gaps.insert(probe.clone(), *total);
+                    }
+                }
+                if !FINAL.contains(&ns.state.as_str()) || u.state == "failed" {
+                    ns.state = u.state.clone();
+                }
+                if !u.error.is_empty() {
+                    ns.error = Some(u.error.clone());
+                }
+                let mut summary = None;
+                if !u.summary_json.is_empty() {
+                    if let Ok(v) = serde_json::from_str::<Value>(&u.summary_json) {
+                        ns.lost = ns.lost.max(v["lost"].as_u64().unwrap_or(0));
+                        ns.summary = Some(v.clone());
+                        summary = Some(v);
+                    }
+                }
+                let failed = (u.state == "failed").then(|| u.error.clone());
+                for r in gap_records {
+                    s.control(r);
+                }
+                if let Some(e) = failed {
+                    s.control(
+                        json!({"kind": "error", "node": node, "session": s.id, "message": e}),
+                    );
+                }
+                if let Some(v) = summary {
+                    s.control(v);
+                }
+                s.check_done();
+            }
+            _ => {}
+        }
+    }
+
+    fn on_agent_gone(&self, node: &str, conn: u64) {
+        let mut st = self.lock();
+        match st.nodes.get_mut(node) {
+            Some(n) if n.conn == conn => {
+                n.up = false;
+                n.tx = None;
+            }
+            _ => return,
+        }
+        eprintln!("podscope hub: node {node} is down");
+        for s in st.sessions.values_mut() {
+            let Some(ns) = s.nodes.get_mut(node) else {
+                continue;
+            };
+            if FINAL.contains(&ns.state.as_str()) {
+                continue;
+            }
+            ns.state = "lost".into();
+            ns.error = Some(format!("lost node {node}: its agent disconnected"));
+            let rec = json!({"kind": "node_lost", "session": s.id, "node": node,
+                "message": format!("lost node {node}: its agent disconnected during the session")});
+            s.control(rec);
+            s.check_done();
+        }
+    }
+
+    /// Tells every streaming client its session is interrupted (the hub is going away).
+    fn interrupt_all(&self, reason: &str) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        for s in st.sessions.values_mut() {
+            s.control(json!({"kind": "interrupted", "session": s.id, "reason": reason}));
+            s.subscribers.clear();
+            if s.state == "running" || s.state == "stopping" {
+                let msg = HubMessage {
+                    msg: Some(hub_message::Msg::Stop(StopSession {
+                        session: s.id.clone(),
+                        run: s.run,
+                    })),
+                };
+                for name in s.nodes.keys() {
+                    if let Some(n) = st.nodes.get(name) {
+                        send_to(n, msg.clone());
+                    }
+                }
+            }
+        }
+        for n in st.nodes.values_mut() {
+            // Ends the agents' streams so the server can close; they re-dial the next hub.
+            n.tx = None;
+        }
+    }
+}
+
+/// `podscope hub`: serves until SIGTERM/SIGINT.
+pub fn run(args: HubArgs, token_file: Option<PathBuf>) -> Result<()> {
+    let token = crate::auth::load_token(token_file.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let hub = Hub::new(token, args.enable_exec, args.client_queue);
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        eprintln!(
+            "podscope hub: listening on {} (REST, gRPC){}",
+            listener.local_addr()?,
+            if args.enable_exec { "; exec enabled" } else { "" }
+        );
+        let app = hub.router();
+        let h2 = hub.clone();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                eprintln!("podscope hub: shutting down; streaming clients are told their sessions are interrupted");
+                h2.interrupt_all("the hub is shutting down; sessions live in its memory only");
+                // Let the records reach the clients before the connections close.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                // Connections that do not close by themselves must not keep the hub alive.
+                std::thread::spawn(|| {
+                    std::thread::sleep(Duration::from_secs(2));
+                    std::process::exit(0);
+                });
+            })
+            .await
+            .context("serving")?;
+        Ok(())
+    })
+}
+
+/// SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

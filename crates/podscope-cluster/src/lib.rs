@@ -1,0 +1,17 @@
+//! podscope cluster mode: node agents run `podscope trace` for the hub's
+//! sessions and forward the events; the hub keeps the registry of agents and
+//! pods, manages sessions, and serves REST (axum) and the agents' gRPC link on
+//! one port; the CLI talks to the hub over REST. See docs/cluster.md.
+
+pub mod agent;
+pub mod api;
+pub mod auth;
+pub mod client;
+pub mod http;
+pub mod hub;
+
+/// The generated agent <-> hub gRPC code (proto/cluster.proto).
+#[allow(missing_debug_implementations, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("podscope.cluster.v1");
+}

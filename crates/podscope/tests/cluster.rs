@@ -1,0 +1,758 @@
+//! Cluster mode with real processes: a hub and two agents, each agent on its
+//! own real containerd (two "nodes" on one machine: the test bed at
+//! PODBED_SOCKET and a second one this test starts), real pods, real probes.
+//! Needs root and PODBED_SOCKET (testbed/podbed.sh up).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use podscope_cluster::http::request;
+use podscope_runtime::blocking::BlockingCriClient;
+use podscope_runtime::cri::{ContainerSpec, PodSpec};
+use podscope_runtime::Pod;
+use serde_json::{json, Value};
+
+const IMAGE: &str = "localhost/busybox:latest";
+const TOKEN: &str = "test-token-4f1c";
+
+fn node1_socket() -> PathBuf {
+    let Some(sock) = std::env::var_os("PODBED_SOCKET") else {
+        panic!(
+            "PODBED_SOCKET is not set. These tests need root and the containerd test bed:\n  \
+             bash testbed/podbed.sh install && export PODBED_SOCKET=$(bash testbed/podbed.sh up)"
+        );
+    };
+    PathBuf::from(sock)
+}
+
+/// The second "node": its own containerd, bridge and subnet; `down` on drop.
+struct Node2 {
+    socket: PathBuf,
+}
+
+const NODE2_ENV: [(&str, &str); 3] = [
+    ("PODBED_DIR", "/run/podscope-node2"),
+    ("PODBED_BRIDGE", "podbed2"),
+    ("PODBED_SUBNET", "10.88.79.0/24"),
+];
+
+fn podbed() -> Command {
+    let mut c = Command::new("bash");
+    c.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testbed/podbed.sh"
+    ));
+    c.envs(NODE2_ENV);
+    c
+}
+
+impl Node2 {
+    fn up() -> Node2 {
+        let out = podbed()
+            .arg("up")
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "starting the second containerd failed"
+        );
+        let socket = String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .lines()
+            .last()
+            .unwrap()
+            .to_string();
+        Node2 {
+            socket: PathBuf::from(socket),
+        }
+    }
+}
+
+impl Drop for Node2 {
+    fn drop(&mut self) {
+        let _ = podbed().arg("down").stdout(Stdio::null()).status();
+    }
+}
+
+fn suffix() -> String {
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{:x}",
+        (std::process::id() as u64 * 7919 + n as u64) % 0xfffff
+    )
+}
+
+struct PodGuard {
+    socket: PathBuf,
+    pod: Pod,
+    cgroup: String,
+}
+
+impl Drop for PodGuard {
+    fn drop(&mut self) {
+        if let Ok(mut c) = BlockingCriClient::connect(&self.socket) {
+            let _ = c.remove_pod(self.pod.sandbox_id.as_deref().unwrap(), Some(&self.cgroup));
+        }
+    }
+}
+
+fn pod(socket: &Path, name: &str, ns: &str, script: &str) -> PodGuard {
+    let spec = PodSpec::new(name, ns).unwrap().label("app", "web");
+    let cs = vec![ContainerSpec::new("main", IMAGE, &["sh", "-c", script])];
+    let mut client = BlockingCriClient::connect(socket).unwrap();
+    let pod = client
+        .run_pod(&spec, &cs)
+        .unwrap_or_else(|e| panic!("creating pod {ns}/{name}: {e}"));
+    PodGuard {
+        socket: socket.to_path_buf(),
+        pod,
+        cgroup: spec.cgroup_parent(),
+    }
+}
+
+/// A process killed on drop (by its own pid).
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn token_file() -> PathBuf {
+    let p = std::env::temp_dir().join(format!("podscope-cluster-token-{}", std::process::id()));
+    std::fs::write(&p, format!("{TOKEN}\n")).unwrap();
+    p
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_podscope"))
+}
+
+fn hub(port: u16, extra: &[&str]) -> Proc {
+    let child = bin()
+        .args([
+            "hub",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--token-file",
+        ])
+        .arg(token_file())
+        .args(extra)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = Proc(child);
+    wait_for(Duration::from_secs(10), "the hub to listen", || {
+        request(&url(port), "GET", "/healthz", None, None, &[]).is_ok_and(|r| r.status == 200)
+    });
+    p
+}
+
+fn agent(port: u16, node: &str, socket: &Path, token: &Path, extra: &[&str]) -> Proc {
+    let child = bin()
+        .args([
+            "agent",
+            "--hub",
+            &url(port),
+            "--node",
+            node,
+            "--runtime-endpoint",
+        ])
+        .arg(format!("unix://{}", socket.display()))
+        .arg("--token-file")
+        .arg(token)
+        .args(["--pod-refresh", "500ms"])
+        .args(extra)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+fn url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn api(port: u16, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let b = body.map(|b| b.to_string());
+    let r = request(&url(port), method, path, Some(TOKEN), b.as_deref(), &[]).unwrap();
+    let status = r.status;
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+fn nodes_up(port: u16) -> Vec<String> {
+    let (_, v) = api(port, "GET", "/v1/nodes", None);
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["state"] == "up")
+        .map(|n| n["node"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Streams a session's NDJSON records into a channel, from a thread.
+fn stream(port: u16, id: &str) -> mpsc::Receiver<Value> {
+    let r = request(
+        &url(port),
+        "GET",
+        &format!("/v1/sessions/{id}/events"),
+        Some(TOKEN),
+        None,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in r.lines() {
+            let Ok(l) = l else { break };
+            if tx.send(serde_json::from_str::<Value>(&l).unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Every record until `end`/`interrupted` or the stream closes.
+fn collect(rx: &mpsc::Receiver<Value>, limit: Duration) -> Vec<Value> {
+    let mut out = Vec::new();
+    let t = Instant::now();
+    while let Ok(v) = rx.recv_timeout(limit.saturating_sub(t.elapsed())) {
+        let k = v["kind"].as_str().unwrap_or("").to_string();
+        out.push(v);
+        if k == "end" || k == "interrupted" {
+            break;
+        }
+    }
+    out
+}
+
+fn all_running(port: u16, id: &str, nodes: usize) -> bool {
+    let (_, s) = api(port, "GET", &format!("/v1/sessions/{id}"), None);
+    let n = s["nodes"].as_object().cloned().unwrap_or_default();
+    n.len() == nodes && n.values().all(|x| x["state"] == "running")
+}
+
+#[test]
+fn two_nodes_through_the_hub() {
+    let sock1 = node1_socket();
+    let node2 = Node2::up();
+    let tok = token_file();
+    let port = 17711;
+    let _hub = hub(port, &[]);
+    let a1 = agent(port, "node-1", &sock1, &tok, &[]);
+    let a2 = agent(port, "node-2", &node2.socket, &tok, &[]);
+    wait_for(Duration::from_secs(10), "both agents to register", || {
+        nodes_up(port).len() == 2
+    });
+
+    let sfx = suffix();
+    let ns = format!("cl-{sfx}");
+    let script = |tag: &str| format!("while true; do cat /{tag} 2>/dev/null; sleep 0.2; done");
+    let _w1 = pod(&sock1, &format!("web-a-{sfx}"), &ns, &script("tag-web-a"));
+    let _w2 = pod(
+        &node2.socket,
+        &format!("web-b-{sfx}"),
+        &ns,
+        &script("tag-web-b"),
+    );
+    let _o1 = pod(&sock1, &format!("other-{sfx}"), &ns, &script("tag-other"));
+
+    // ps -A through the hub: both nodes' pods, each with its NODE.
+    let tokf = tok.to_str().unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the new pods to reach the hub",
+        || {
+            let out = bin()
+                .args([
+                    "--hub",
+                    &url(port),
+                    "--token-file",
+                    tokf,
+                    "ps",
+                    "-A",
+                    "-o",
+                    "json",
+                ])
+                .output()
+                .unwrap();
+            let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let node_of = |p: &str| {
+                rows.iter()
+                    .find(|r| r["pod"] == p)
+                    .map(|r| r["node"].clone())
+            };
+            node_of(&format!("web-a-{sfx}")) == Some(json!("node-1"))
+                && node_of(&format!("web-b-{sfx}")) == Some(json!("node-2"))
+                && node_of(&format!("other-{sfx}")) == Some(json!("node-1"))
+        },
+    );
+    let out = bin()
+        .args(["--hub", &url(port), "--token-file", tokf, "ps", "-n", &ns])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("NODE"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("node-2") && l.contains(&format!("web-b-{sfx}"))),
+        "{text}"
+    );
+
+    // A REST session by selector: events from web-a (node-1) and web-b (node-2), nothing else.
+    let (st, s) = api(
+        port,
+        "POST",
+        "/v1/sessions",
+        Some(
+            json!({"namespace": ns, "pod": "web-*", "container": "*", "probes": ["exec"], "start": false}),
+        ),
+    );
+    assert_eq!(st, 201, "{s}");
+    assert_eq!(s["state"], "created");
+    let id = s["id"].as_str().unwrap().to_string();
+    let rx = stream(port, &id);
+    let (st, _) = api(
+        port,
+        "PUT",
+        &format!("/v1/sessions/{id}"),
+        Some(json!({"state": "running"})),
+    );
+    assert_eq!(st, 200);
+    wait_for(
+        Duration::from_secs(20),
+        "both nodes' traces to attach",
+        || all_running(port, &id, 2),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    // List with wildcards.
+    let (_, l) = api(port, "GET", "/v1/sessions?pod=web-*&state=running", None);
+    assert!(l.as_array().unwrap().iter().any(|x| x["id"] == id.as_str()));
+    let (_, l) = api(port, "GET", "/v1/sessions?pod=api-*", None);
+    assert!(!l.as_array().unwrap().iter().any(|x| x["id"] == id.as_str()));
+    let (st, _) = api(
+        port,
+        "PUT",
+        &format!("/v1/sessions/{id}"),
+        Some(json!({"state": "stopped"})),
+    );
+    assert_eq!(st, 200);
+    let recs = collect(&rx, Duration::from_secs(20));
+    let events: Vec<&Value> = recs.iter().filter(|r| r.get("pid").is_some()).collect();
+    assert_eq!(recs.last().unwrap()["kind"], "end", "{recs:?}");
+    let from = |node: &str, pod: &str| {
+        events
+            .iter()
+            .filter(|e| e["node"] == node && e["pod"] == pod)
+            .count()
+    };
+    assert!(
+        from("node-1", &format!("web-a-{sfx}")) > 0,
+        "no events from web-a on node-1"
+    );
+    assert!(
+        from("node-2", &format!("web-b-{sfx}")) > 0,
+        "no events from web-b on node-2"
+    );
+    for e in &events {
+        let pod = e["pod"].as_str().unwrap_or("");
+        assert!(
+            pod.starts_with("web-"),
+            "event from outside the selection: {e}"
+        );
+        assert_eq!(e["namespace"], ns.as_str());
+        let want = if pod.starts_with("web-a") {
+            "node-1"
+        } else {
+            "node-2"
+        };
+        assert_eq!(e["node"], want, "{e}");
+    }
+    let summaries: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "summary").collect();
+    assert_eq!(summaries.len(), 2, "one summary per node: {recs:?}");
+    let produced: u64 = summaries
+        .iter()
+        .map(|s| s["emitted"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        produced,
+        events.len() as u64,
+        "every produced event delivered"
+    );
+    let (_, s) = api(port, "GET", &format!("/v1/sessions/{id}"), None);
+    assert_eq!(s["state"], "stopped");
+    assert_eq!(s["events"].as_u64().unwrap(), events.len() as u64);
+    assert_eq!(s["nodes"]["node-1"]["state"], "finished");
+
+    // Delete all.
+    let (_, s2) = api(
+        port,
+        "POST",
+        "/v1/sessions",
+        Some(json!({"namespace": ns, "pod": "other-*", "probes": ["tcp"], "start": false})),
+    );
+    let (st, d) = api(port, "DELETE", "/v1/sessions", None);
+    assert_eq!(st, 200);
+    assert_eq!(d["deleted"].as_array().unwrap().len(), 2, "{d}");
+    let (st, _) = api(
+        port,
+        "GET",
+        &format!("/v1/sessions/{}", s2["id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(st, 404);
+
+    // The CLI through the hub: the same JSON as a local trace, from both nodes.
+    let out = bin()
+        .args([
+            "--hub",
+            &url(port),
+            "--token-file",
+            tokf,
+            "trace",
+            "exec",
+            "--pod",
+            "web-*",
+            "-n",
+            &ns,
+            "-o",
+            "json",
+            "--duration",
+            "4s",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines
+        .iter()
+        .any(|e| e["node"] == "node-2" && e["probe"] == "exec"));
+    assert!(lines
+        .iter()
+        .any(|e| e["node"] == "node-1" && e["probe"] == "exec"));
+    assert_eq!(lines.last().unwrap()["kind"], "end");
+    let (_, l) = api(port, "GET", "/v1/sessions", None);
+    assert!(
+        l.as_array().unwrap().is_empty(),
+        "the CLI deletes its session: {l}"
+    );
+
+    // Kill the hub mid-session and restart it: agents re-register, the client is told.
+    let (_, s) = api(
+        port,
+        "POST",
+        "/v1/sessions",
+        Some(json!({"namespace": ns, "pod": "web-*", "probes": ["exec"]})),
+    );
+    let id = s["id"].as_str().unwrap().to_string();
+    let mut cli = bin()
+        .args([
+            "--hub",
+            &url(port),
+            "--token-file",
+            tokf,
+            "trace",
+            "exec",
+            "--pod",
+            "web-*",
+            "-n",
+            &ns,
+            "-o",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = stream(port, &id);
+    wait_for(Duration::from_secs(20), "the session to run", || {
+        all_running(port, &id, 2)
+    });
+    drop(_hub); // SIGKILL
+    let recs = collect(&rx, Duration::from_secs(5));
+    assert!(
+        !recs.iter().any(|r| r["kind"] == "end"),
+        "a killed hub cannot say end"
+    );
+    let _hub = hub(port, &[]);
+    let t = Instant::now();
+    wait_for(Duration::from_secs(8), "agents to re-register", || {
+        nodes_up(port).len() == 2
+    });
+    eprintln!(
+        "agents re-registered {:?} after the hub restarted",
+        t.elapsed()
+    );
+    let r = request(
+        &url(port),
+        "GET",
+        &format!("/v1/sessions/{id}/events"),
+        Some(TOKEN),
+        None,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.status, 410);
+    assert_eq!(r.json().unwrap()["kind"], "interrupted");
+    let status = cli.wait().unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(cli.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert_eq!(status.code(), Some(1));
+    let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(last["kind"], "interrupted", "{out}");
+
+    // A hub stopped with SIGTERM tells its streaming clients.
+    let (_, s) = api(
+        port,
+        "POST",
+        "/v1/sessions",
+        Some(json!({"namespace": ns, "pod": "web-*", "probes": ["exec"]})),
+    );
+    let id = s["id"].as_str().unwrap().to_string();
+    let rx = stream(port, &id);
+    let _ = Command::new("kill")
+        .args(["-TERM", &_hub.0.id().to_string()])
+        .status();
+    let recs = collect(&rx, Duration::from_secs(5));
+    assert_eq!(recs.last().unwrap()["kind"], "interrupted", "{recs:?}");
+    drop(_hub);
+    let _hub = hub(port, &[]);
+    wait_for(Duration::from_secs(8), "agents to re-register", || {
+        nodes_up(port).len() == 2
+    });
+
+    // Kill an agent: its node goes down and the session names it.
+    let (_, s) = api(
+        port,
+        "POST",
+        "/v1/sessions",
+        Some(json!({"namespace": ns, "pod": "web-*", "probes": ["exec"]})),
+    );
+    let id = s["id"].as_str().unwrap().to_string();
+    let rx = stream(port, &id);
+    wait_for(Duration::from_secs(20), "the session to run", || {
+        all_running(port, &id, 2)
+    });
+    drop(a2);
+    wait_for(Duration::from_secs(5), "node-2 to go down", || {
+        nodes_up(port) == ["node-1"]
+    });
+    let (_, n) = api(port, "GET", "/v1/nodes", None);
+    assert!(n
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["node"] == "node-2" && x["state"] == "down"));
+    let (_, s) = api(port, "GET", &format!("/v1/sessions/{id}"), None);
+    assert_eq!(s["nodes"]["node-2"]["state"], "lost");
+    assert!(s["nodes"]["node-2"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("node-2"));
+    let mut lost = false;
+    let t = Instant::now();
+    while let Ok(v) = rx.recv_timeout(Duration::from_secs(5).saturating_sub(t.elapsed())) {
+        if v["kind"] == "node_lost" && v["node"] == "node-2" {
+            lost = true;
+            break;
+        }
+    }
+    assert!(lost, "the stream says which node it lost");
+    drop(a1);
+}
+
+#[test]
+fn auth_and_validation() {
+    let port = 17712;
+    let _hub = hub(port, &[]);
+    let paths = [
+        ("GET", "/v1/nodes"),
+        ("GET", "/v1/pods"),
+        ("GET", "/v1/probes"),
+        ("GET", "/openapi.json"),
+        ("POST", "/v1/sessions"),
+        ("GET", "/v1/sessions"),
+        ("DELETE", "/v1/sessions"),
+        ("GET", "/v1/sessions/x-1"),
+        ("PUT", "/v1/sessions/x-1"),
+        ("DELETE", "/v1/sessions/x-1"),
+        ("GET", "/v1/sessions/x-1/events"),
+        ("POST", "/v1/exec"),
+    ];
+    let body = json!({"pod": "web-*", "probes": ["exec"]}).to_string();
+    for (m, p) in paths {
+        for tok in [None, Some("wrong")] {
+            let r = request(&url(port), m, p, tok, Some(&body), &[]).unwrap();
+            assert_eq!(r.status, 401, "{m} {p} with token {tok:?}");
+        }
+    }
+    // Nothing happened: no session was created.
+    let (_, l) = api(port, "GET", "/v1/sessions", None);
+    assert_eq!(l, json!([]));
+    // An agent with a wrong token cannot register.
+    let bad =
+        std::env::temp_dir().join(format!("podscope-cluster-badtoken-{}", std::process::id()));
+    std::fs::write(&bad, "nope").unwrap();
+    let _a = agent(port, "intruder", Path::new("/nonexistent.sock"), &bad, &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, n) = api(port, "GET", "/v1/nodes", None);
+    assert_eq!(n, json!([]));
+    // Exec is refused unless enabled.
+    let (st, e) = api(port, "POST", "/v1/exec", Some(json!({})));
+    assert_eq!(st, 403);
+    assert!(e["error"].as_str().unwrap().contains("--enable-exec"));
+    // Validation: 400 with a message naming what is wrong.
+    for (body, want) in [
+        ("{not json", "malformed"),
+        (r#"{"probes":["tpc"]}"#, "did you mean 'tcp'"),
+        (r#"{"probes":["exec"],"pod":"web/0"}"#, "pod 'web/0'"),
+        (
+            r#"{"probes":["exec"],"selector":"app in (a"}"#,
+            "label selector",
+        ),
+        (r#"{"probes":["exec"],"duration":"0s"}"#, "more than zero"),
+        (r#"{"probes":["exec"],"duration":"48h"}"#, "24h"),
+    ] {
+        let r = request(
+            &url(port),
+            "POST",
+            "/v1/sessions",
+            Some(TOKEN),
+            Some(body),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(r.status, 400, "{body}");
+        let v = r.json().unwrap();
+        assert!(v["error"].as_str().unwrap().contains(want), "{body}: {v}");
+    }
+    let (st, v) = api(port, "GET", "/openapi.json", None);
+    assert_eq!(st, 200);
+    assert!(v["paths"]["/v1/sessions/{id}/events"].is_object());
+    assert!(
+        request(&url(port), "GET", "/healthz", None, None, &[])
+            .unwrap()
+            .status
+            == 200
+    );
+}
+
+#[test]
+fn slow_consumer_gaps_add_up() {
+    let sock1 = node1_socket();
+    let tok = token_file();
+    let port = 17713;
+    let _hub = hub(port, &["--client-queue", "4"]);
+    let _a = agent(port, "node-1", &sock1, &tok, &["--queue-size", "2"]);
+    wait_for(Duration::from_secs(10), "the agent to register", || {
+        nodes_up(port).len() == 1
+    });
+    let sfx = suffix();
+    let ns = format!("slow-{sfx}");
+    // A storm of execs: far more than a 2-event queue can pass.
+    let _p = pod(
+        &sock1,
+        &format!("storm-{sfx}"),
+        &ns,
+        "while true; do for i in 1 2 3 4 5 6 7 8 9 10; do /bin/true; done; sleep 0.01; done",
+    );
+    let (_, s) = api(
+        port,
+        "POST",
+        "/v1/sessions",
+        Some(json!({"namespace": ns, "probes": ["exec"], "start": false})),
+    );
+    let id = s["id"].as_str().unwrap().to_string();
+    let r = request(
+        &url(port),
+        "GET",
+        &format!("/v1/sessions/{id}/events"),
+        Some(TOKEN),
+        None,
+        &[],
+    )
+    .unwrap();
+    api(
+        port,
+        "PUT",
+        &format!("/v1/sessions/{id}"),
+        Some(json!({"state": "running"})),
+    );
+    wait_for(Duration::from_secs(20), "the trace to attach", || {
+        all_running(port, &id, 1)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    api(
+        port,
+        "PUT",
+        &format!("/v1/sessions/{id}"),
+        Some(json!({"state": "stopped"})),
+    );
+    // Read slowly at first, then the rest.
+    let mut delivered = 0u64;
+    let mut gaps = 0u64;
+    let mut produced = None;
+    for (i, l) in r.lines().enumerate() {
+        let v: Value = serde_json::from_str(&l.unwrap()).unwrap();
+        if i < 20 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if v.get("pid").is_some() {
+            delivered += 1;
+        } else if v["kind"] == "gap" {
+            gaps += v["gap"].as_u64().unwrap();
+        } else if v["kind"] == "summary" {
+            produced = v["emitted"].as_u64();
+            assert!(v["emitted"].as_u64() <= v["events"].as_u64(), "{v}");
+        }
+    }
+    let produced = produced.expect("a summary");
+    let (_, view) = api(port, "GET", &format!("/v1/sessions/{id}"), None);
+    eprintln!(
+        "slow consumer: produced {produced}, delivered {delivered}, gaps {gaps}; hub: events {} gaps {}",
+        view["events"], view["gaps"]
+    );
+    assert!(
+        gaps > 0,
+        "a 2-event queue under an exec storm must overflow"
+    );
+    assert_eq!(delivered + gaps, produced);
+    let (_, s) = api(port, "GET", &format!("/v1/sessions/{id}"), None);
+    assert_eq!(
+        s["gaps"].as_u64().unwrap() + s["events"].as_u64().unwrap(),
+        produced
+    );
+}

@@ -1,0 +1,1114 @@
+//! `podscope trace --otlp...` against real OTLP receivers running inside the
+//! test: an OTLP/gRPC server built from the official protocol definitions
+//! (`opentelemetry-proto`'s generated TraceService/LogsService servers on
+//! tonic) and a small OTLP/HTTP server decoding the same protobuf messages,
+//! with real containerd CRI pods (testbed/podbed.sh) making the connections.
+//! The pod tests need root and PODBED_SOCKET; without them they fail and say
+//! how to start the test bed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, Span};
+use podscope_runtime::blocking::BlockingCriClient;
+use podscope_runtime::cri::{ContainerSpec, PodSpec};
+use podscope_runtime::Pod;
+use prost::Message;
+use tonic::codegen::http;
+
+const IMAGE: &str = "localhost/busybox:latest";
+
+// ---------------------------------------------------------------- test bed
+
+fn socket() -> PathBuf {
+    let Some(sock) = std::env::var_os("PODBED_SOCKET") else {
+        panic!(
+            "PODBED_SOCKET is not set. These tests need root and the containerd test bed:\n  \
+             bash testbed/podbed.sh install && export PODBED_SOCKET=$(bash testbed/podbed.sh up)"
+        );
+    };
+    PathBuf::from(sock)
+}
+
+fn endpoint() -> String {
+    format!("unix://{}", socket().display())
+}
+
+fn suffix() -> String {
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{}-{:x}", std::process::id(), n % 0xfffff)
+}
+
+fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+struct PodGuard {
+    pod: Pod,
+    cgroup: String,
+}
+
+impl PodGuard {
+    fn container(&self, name: &str) -> &podscope_runtime::Container {
+        self.pod
+            .container(name)
+            .unwrap_or_else(|| panic!("no container {name}"))
+    }
+
+    fn path_in(&self, container: &str, path: &str) -> PathBuf {
+        let pid = self.container(container).pid.expect("container pid");
+        PathBuf::from(format!("/proc/{pid}/root{path}"))
+    }
+
+    /// Creates /tmp/go<phase> in the client, waits for /tmp/done<phase>.
+    fn run_phase(&self, phase: u32) {
+        std::fs::write(self.path_in("client", &format!("/tmp/go{phase}")), "").unwrap();
+        let done = self.path_in("client", &format!("/tmp/done{phase}"));
+        wait_for(
+            &format!("the client's phase {phase}"),
+            Duration::from_secs(60),
+            || done.is_dir(),
+        );
+    }
+}
+
+impl Drop for PodGuard {
+    fn drop(&mut self) {
+        if let Ok(mut c) = BlockingCriClient::connect(socket()) {
+            let _ = c.remove_pod(self.pod.sandbox_id.as_deref().unwrap(), Some(&self.cgroup));
+        }
+    }
+}
+
+/// A pod with a server container (busybox nc accepting on 7000) and a client
+/// container that, for each phase, waits for /tmp/goN (a stat, no exec of
+/// note), makes exactly the phase's number of connections to the server over
+/// the pod's loopback, and says it is done with mkdir /tmp/doneN.
+fn connection_pod(ns: &str, phases: &[usize]) -> PodGuard {
+    let mut client = String::new();
+    for (i, n) in phases.iter().enumerate() {
+        let p = i + 1;
+        client.push_str(&format!(
+            "while [ ! -e /tmp/go{p} ]; do sleep 0.2; done; \
+             i=0; while [ $i -lt {n} ]; do nc 127.0.0.1 7000; i=$((i+1)); done; mkdir /tmp/done{p}; "
+        ));
+    }
+    client.push_str("sleep 3600");
+    let spec = PodSpec::new("busy", ns).unwrap();
+    let cs = vec![
+        ContainerSpec::new("server", IMAGE, &["sh", "-c", "nc -ll -p 7000 -e true"]),
+        ContainerSpec::new("client", IMAGE, &["sh", "-c", &client]),
+    ];
+    let mut cri = BlockingCriClient::connect(socket()).unwrap();
+    let pod = cri
+        .run_pod(&spec, &cs)
+        .unwrap_or_else(|e| panic!("creating pod {ns}/busy: {e}"));
+    PodGuard {
+        pod,
+        cgroup: spec.cgroup_parent(),
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+// --------------------------------------------------------------- podscope
+
+/// `podscope trace ... -o none` with OTLP flags; stopped with SIGINT so it
+/// flushes and prints its OTLP report.
+struct Podscope {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Podscope {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Podscope {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_podscope"));
+        cmd.arg("trace")
+            .args(args)
+            .args(["--runtime-endpoint", &endpoint(), "-o", "none"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // The test's own environment must not redirect the export.
+        for k in [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_SERVICE_NAME",
+        ] {
+            if !env.iter().any(|(e, _)| *e == k) {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                panic!("podscope exited before attaching: {all}");
+            }
+            all.push_str(&line);
+            if line.contains("probes attached") {
+                break;
+            }
+        }
+        assert!(all.contains("podscope: exporting OTLP spans to"), "{all}");
+        let text = Arc::new(Mutex::new(all));
+        let t = text.clone();
+        let reader = std::thread::spawn(move || {
+            let mut line = String::new();
+            while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+                t.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        Podscope {
+            child,
+            stderr: text,
+            reader: Some(reader),
+        }
+    }
+
+    /// SIGINT, then everything it printed on stderr.
+    fn stop(mut self) -> String {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                let text = self.stderr.lock().unwrap().clone();
+                assert!(status.success(), "podscope failed: {text}");
+                return text;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "podscope did not exit within 30 s of SIGINT: {}",
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Podscope {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The exit report's counts for `spans` or `logs`:
+/// (produced, exported, failed, dropped, failed requests).
+fn report(stderr: &str, what: &str) -> (u64, u64, u64, u64, u64) {
+    let prefix = format!("podscope: OTLP {what}: ");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no '{prefix}' line in:\n{stderr}"));
+    let nums: Vec<u64> = line[prefix.len()..]
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(nums.len(), 6, "{line}");
+    (nums[0], nums[1], nums[2], nums[3], nums[5])
+}
+
+// ------------------------------------------------------------- receivers
+
+fn value(v: &Option<AnyValue>) -> String {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        Some(Value::ArrayValue(a)) => a
+            .values
+            .iter()
+            .map(|v| value(&Some(v.clone())))
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => format!("{other:?}"),
+    }
+}
+
+fn attrs(kvs: &[KeyValue]) -> BTreeMap<String, String> {
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), value(&kv.value)))
+        .collect()
+}
+
+/// What a receiver got: requests with their headers (gRPC metadata).
+#[derive(Default)]
+struct Store {
+    traces: Mutex<Vec<(HashMap<String, String>, ExportTraceServiceRequest)>>,
+    logs: Mutex<Vec<(HashMap<String, String>, ExportLogsServiceRequest)>>,
+}
+
+/// One received span with its resource's attributes and the request headers.
+#[derive(Debug, Clone)]
+struct Got {
+    resource: BTreeMap<String, String>,
+    attrs: BTreeMap<String, String>,
+    headers: HashMap<String, String>,
+    span: Span,
+}
+
+#[derive(Debug, Clone)]
+struct GotLog {
+    resource: BTreeMap<String, String>,
+    attrs: BTreeMap<String, String>,
+    headers: HashMap<String, String>,
+    record: LogRecord,
+}
+
+impl Store {
+    fn spans(&self) -> Vec<Got> {
+        let mut out = Vec::new();
+        for (headers, req) in self.traces.lock().unwrap().iter() {
+            for rs in &req.resource_spans {
+                let resource = attrs(&rs.resource.clone().unwrap_or_default().attributes);
+                for ss in &rs.scope_spans {
+                    assert_eq!(ss.scope.as_ref().unwrap().name, "podscope");
+                    for span in &ss.spans {
+                        out.push(Got {
+                            resource: resource.clone(),
+                            attrs: attrs(&span.attributes),
+                            headers: headers.clone(),
+                            span: span.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn logs(&self) -> Vec<GotLog> {
+        let mut out = Vec::new();
+        for (headers, req) in self.logs.lock().unwrap().iter() {
+            for rl in &req.resource_logs {
+                let resource = attrs(&rl.resource.clone().unwrap_or_default().attributes);
+                for sl in &rl.scope_logs {
+                    for record in &sl.log_records {
+                        out.push(GotLog {
+                            resource: resource.clone(),
+                            attrs: attrs(&record.attributes),
+                            headers: headers.clone(),
+                            record: record.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+struct Recv(Arc<Store>);
+
+fn metadata(m: &tonic::metadata::MetadataMap) -> HashMap<String, String> {
+    m.clone()
+        .into_headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+#[tonic::async_trait]
+impl TraceService for Recv {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let md = metadata(req.metadata());
+        self.0.traces.lock().unwrap().push((md, req.into_inner()));
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Recv {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let md = metadata(req.metadata());
+        self.0.logs.lock().unwrap().push((md, req.into_inner()));
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+/// Both generated services on one port, routed by gRPC path (what tonic's
+/// router does, without building axum for it).
+#[derive(Clone)]
+struct Both {
+    traces: TraceServiceServer<Recv>,
+    logs: LogsServiceServer<Recv>,
+}
+
+type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Both {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFut<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        if req
+            .uri()
+            .path()
+            .starts_with("/opentelemetry.proto.collector.logs.")
+        {
+            Box::pin(self.logs.call(req))
+        } else {
+            Box::pin(self.traces.call(req))
+        }
+    }
+}
+
+/// An OTLP/gRPC receiver on a loopback port, in its own thread and runtime.
+struct GrpcReceiver {
+    addr: SocketAddr,
+    store: Arc<Store>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl GrpcReceiver {
+    fn start(addr: SocketAddr) -> GrpcReceiver {
+        let store = Arc::new(Store::default());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let svc = Both {
+            traces: TraceServiceServer::new(Recv(store.clone())),
+            logs: LogsServiceServer::new(Recv(store.clone())),
+        };
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                tonic::transport::Server::builder()
+                    .serve_with_shutdown(addr, svc, async {
+                        let _ = rx.await;
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("OTLP receiver on {addr}: {e}"));
+            });
+        });
+        wait_for(
+            "the OTLP receiver to listen",
+            Duration::from_secs(10),
+            || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
+        );
+        GrpcReceiver {
+            addr,
+            store,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving (graceful: in-flight requests finish) and frees the port.
+    fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for GrpcReceiver {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A minimal OTLP/HTTP receiver: HTTP/1.1 with keep-alive, POST /v1/traces
+/// and /v1/logs with protobuf bodies decoded as the official messages.
+struct HttpReceiver {
+    addr: SocketAddr,
+    store: Arc<Store>,
+    content_types: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl HttpReceiver {
+    fn start() -> HttpReceiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let store = Arc::new(Store::default());
+        let content_types = Arc::new(Mutex::new(BTreeSet::new()));
+        let (s, c) = (store.clone(), content_types.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { break };
+                let (s, c) = (s.clone(), c.clone());
+                std::thread::spawn(move || http_connection(conn, &s, &c));
+            }
+        });
+        HttpReceiver {
+            addr,
+            store,
+            content_types,
+        }
+    }
+}
+
+fn http_connection(conn: TcpStream, store: &Store, types: &Mutex<BTreeSet<String>>) {
+    let mut r = BufReader::new(conn.try_clone().unwrap());
+    let mut w = conn;
+    loop {
+        let mut request_line = String::new();
+        if r.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        if let Some(ct) = headers.get("content-type") {
+            types.lock().unwrap().insert(ct.clone());
+        }
+        let status = match path.as_str() {
+            "/v1/traces" => {
+                let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+                store.traces.lock().unwrap().push((headers, req));
+                "200 OK"
+            }
+            "/v1/logs" => {
+                let req = ExportLogsServiceRequest::decode(body.as_slice()).unwrap();
+                store.logs.lock().unwrap().push((headers, req));
+                "200 OK"
+            }
+            _ => "404 Not Found",
+        };
+        let _ = write!(
+            w,
+            "HTTP/1.1 {status}\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n"
+        );
+    }
+}
+
+// ----------------------------------------------------------------- checks
+
+fn in_pod<'a>(spans: &'a [Got], ns: &str, container: &str, kind: SpanKind) -> Vec<&'a Got> {
+    spans
+        .iter()
+        .filter(|g| {
+            g.resource.get("k8s.namespace.name").map(String::as_str) == Some(ns)
+                && g.resource.get("k8s.pod.name").map(String::as_str) == Some("busy")
+                && g.resource.get("k8s.container.name").map(String::as_str) == Some(container)
+                && g.span.kind == kind as i32
+        })
+        .collect()
+}
+
+fn unique_ids(spans: &[Got], header: Option<(&str, &str)>) -> BTreeSet<Vec<u8>> {
+    spans
+        .iter()
+        .filter(|g| header.is_none_or(|(k, v)| g.headers.get(k).map(String::as_str) == Some(v)))
+        .map(|g| g.span.span_id.clone())
+        .collect()
+}
+
+/// The connection spans of one pod: exactly `n` each side, with the pod's
+/// resource, plausible times and matching ports.
+fn check_connection_spans(spans: &[Got], p: &PodGuard, ns: &str, n: usize, window: (u64, u64)) {
+    let clients = in_pod(spans, ns, "client", SpanKind::Client);
+    let servers = in_pod(spans, ns, "server", SpanKind::Server);
+    assert_eq!(clients.len(), n, "client connection spans: {clients:#?}");
+    assert_eq!(servers.len(), n, "server connection spans: {servers:#?}");
+    let client = p.container("client");
+    for g in &clients {
+        let r = &g.resource;
+        assert_eq!(r["k8s.pod.uid"], p.pod.uid, "{r:?}");
+        assert_eq!(r["container.id"], client.id, "{r:?}");
+        assert_eq!(r["container.image.name"], "localhost/busybox", "{r:?}");
+        assert_eq!(r["service.name"], "client", "{r:?}");
+        assert!(!r["k8s.node.name"].is_empty());
+        let a = &g.attrs;
+        assert_eq!(g.span.name, "tcp connect");
+        assert_eq!(a["network.peer.port"], "7000", "{a:?}");
+        assert_eq!(a["network.peer.address"], "127.0.0.1");
+        assert_eq!(a["network.transport"], "tcp");
+        assert_eq!(a["network.type"], "ipv4");
+        assert_eq!(a["process.executable.name"], "nc");
+        assert!(a["process.pid"].parse::<u32>().unwrap() > 0);
+        let names: Vec<&str> = g.span.events.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["tcp.established", "tcp.data_transfer", "tcp.closed"],
+            "{g:#?}"
+        );
+        assert_eq!(g.span.trace_id.len(), 16);
+        assert_eq!(g.span.links.len(), 1, "linked to the session span");
+    }
+    for g in clients.iter().chain(&servers) {
+        let (start, end) = (g.span.start_time_unix_nano, g.span.end_time_unix_nano);
+        assert!(end > start, "duration > 0: {g:#?}");
+        assert!(
+            start >= window.0 && end <= window.1,
+            "span [{start}, {end}] outside the test's window {window:?}"
+        );
+    }
+    for g in &servers {
+        assert_eq!(g.span.name, "tcp accept");
+        assert_eq!(g.attrs["network.local.port"], "7000");
+        assert_eq!(g.resource["k8s.container.name"], "server");
+    }
+    // Every connection seen from both ends: the server's peer ports are the
+    // clients' local ports.
+    let client_ports: BTreeSet<&str> = clients
+        .iter()
+        .map(|g| g.attrs["network.local.port"].as_str())
+        .collect();
+    let server_peers: BTreeSet<&str> = servers
+        .iter()
+        .map(|g| g.attrs["network.peer.port"].as_str())
+        .collect();
+    assert_eq!(client_ports.len(), n);
+    assert_eq!(client_ports, server_peers);
+}
+
+fn session_span(spans: &[Got]) -> &Got {
+    let s: Vec<&Got> = spans
+        .iter()
+        .filter(|g| g.span.name == "podscope trace")
+        .collect();
+    assert_eq!(s.len(), 1, "one session span");
+    s[0]
+}
+
+// ------------------------------------------------------------------ tests
+
+#[test]
+fn grpc_receiver_gets_one_span_per_connection_with_pod_resources() {
+    const N: usize = 5;
+    let ns = format!("otlp-{}", suffix());
+    let p = connection_pod(&ns, &[N]);
+    let mut rx = GrpcReceiver::start(format!("127.0.0.1:{}", free_port()).parse().unwrap());
+    let ps = Podscope::start(
+        &[
+            "tcp,exec",
+            "-n",
+            &ns,
+            "--otlp-endpoint",
+            &rx.url(),
+            "--otlp-protocol",
+            "grpc",
+            "--otlp-header",
+            "x-podscope-test=grpc",
+            "--otlp-logs",
+            "exec",
+        ],
+        &[],
+    );
+    let before = wall_ns();
+    p.run_phase(1);
+    wait_for("N spans each side", Duration::from_secs(30), || {
+        let s = rx.store.spans();
+        in_pod(&s, &ns, "client", SpanKind::Client).len() >= N
+            && in_pod(&s, &ns, "server", SpanKind::Server).len() >= N
+    });
+    let stderr = ps.stop();
+    let after = wall_ns();
+    rx.stop();
+
+    let spans = rx.store.spans();
+    check_connection_spans(&spans, &p, &ns, N, (before, after));
+    assert!(spans
+        .iter()
+        .all(|g| g.headers.get("x-podscope-test").map(String::as_str) == Some("grpc")));
+    let session = session_span(&spans);
+    assert_eq!(session.resource["service.name"], "podscope");
+    assert_eq!(session.attrs["podscope.probes"], "tcp,exec");
+    assert!(session.span.end_time_unix_nano > session.span.start_time_unix_nano);
+    let link = &in_pod(&spans, &ns, "client", SpanKind::Client)[0]
+        .span
+        .links[0];
+    assert_eq!(link.span_id, session.span.span_id);
+    // Session span events: the execs (nc, sleep, true), each naming its pod.
+    assert!(session.span.events.iter().any(|e| e.name == "exec"
+        && attrs(&e.attributes).get("k8s.pod.name").map(String::as_str) == Some("busy")));
+
+    // Exec log records: exactly one per `nc 127.0.0.1 7000` of the client.
+    let logs = rx.store.logs();
+    let nc: Vec<&GotLog> = logs
+        .iter()
+        .filter(|l| {
+            l.resource.get("k8s.container.name").map(String::as_str) == Some("client")
+                && l.attrs.get("process.command_args").map(String::as_str)
+                    == Some("nc 127.0.0.1 7000")
+        })
+        .collect();
+    assert_eq!(nc.len(), N, "{nc:#?}");
+    for l in &nc {
+        assert_eq!(l.record.event_name, "exec");
+        assert_eq!(l.record.severity_text, "INFO");
+        let body = value(&l.record.body);
+        assert!(
+            body.contains(" exec: ") && body.contains("nc 127.0.0.1 7000 [ppid "),
+            "{body}"
+        );
+        assert_eq!(l.resource["k8s.namespace.name"], ns);
+        assert_eq!(
+            l.headers.get("x-podscope-test").map(String::as_str),
+            Some("grpc")
+        );
+    }
+
+    let (produced, exported, failed, dropped, _) = report(&stderr, "spans");
+    assert_eq!(produced as usize, spans.len(), "{stderr}");
+    assert_eq!((exported, failed, dropped), (produced, 0, 0), "{stderr}");
+    let (lp, le, lf, ld, _) = report(&stderr, "logs");
+    assert_eq!((le, lf, ld), (lp, 0, 0), "{stderr}");
+    assert_eq!(lp as usize, logs.len(), "{stderr}");
+}
+
+#[test]
+fn receiver_outage_loses_nothing_silently_and_the_backlog_arrives() {
+    const PHASES: [usize; 3] = [3, 6, 2];
+    let ns = format!("otlp-down-{}", suffix());
+    let p = connection_pod(&ns, &PHASES);
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut rx = GrpcReceiver::start(addr);
+    let common = |tag: &'static str| {
+        vec![
+            "tcp".to_string(),
+            "-n".into(),
+            ns.clone(),
+            "--otlp-endpoint".into(),
+            format!("http://{addr}"),
+            "--otlp-protocol".into(),
+            "grpc".into(),
+            "--otlp-header".into(),
+            format!("x-podscope-test={tag}"),
+        ]
+    };
+    // Two podscopes at once: one with the default queue (the backlog fits and
+    // must all arrive), one with a 3-span queue (it must drop, and say so).
+    let big_args = common("big");
+    let big = Podscope::start(
+        &big_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[],
+    );
+    let mut small_args = common("small");
+    small_args.extend(["--otlp-queue-size".into(), "3".into()]);
+    let small = Podscope::start(
+        &small_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[],
+    );
+    let from = |spans: &[Got], tag: &str| -> usize {
+        spans
+            .iter()
+            .filter(|g| {
+                g.headers.get("x-podscope-test").map(String::as_str) == Some(tag)
+                    && g.resource.get("k8s.pod.name").map(String::as_str) == Some("busy")
+            })
+            .count()
+    };
+
+    p.run_phase(1);
+    let n1 = 2 * PHASES[0];
+    // The 3-span queue may already drop part of a burst: some spans suffice.
+    wait_for("phase 1's spans", Duration::from_secs(30), || {
+        let s = rx.store.spans();
+        from(&s, "big") >= n1 && from(&s, "small") >= 1
+    });
+    let first = rx.store.spans();
+    rx.stop();
+
+    // The outage: connections while nobody listens.
+    p.run_phase(2);
+    std::thread::sleep(Duration::from_secs(3));
+
+    let rx2 = GrpcReceiver::start(addr);
+    let phase3_start = wall_ns();
+    p.run_phase(3);
+    let n3 = 2 * PHASES[2];
+    let after_restart = |spans: &[Got], tag: &str| {
+        spans
+            .iter()
+            .filter(|g| {
+                g.headers.get("x-podscope-test").map(String::as_str) == Some(tag)
+                    && g.resource.get("k8s.pod.name").map(String::as_str) == Some("busy")
+                    && g.span.start_time_unix_nano >= phase3_start
+            })
+            .count()
+    };
+    wait_for(
+        "spans made after the restart",
+        Duration::from_secs(40),
+        || {
+            let s = rx2.store.spans();
+            after_restart(&s, "big") >= n3 && after_restart(&s, "small") >= 1
+        },
+    );
+    let big_err = big.stop();
+    let small_err = small.stop();
+    let second = rx2.store.spans();
+    let all: Vec<Got> = first.into_iter().chain(second).collect();
+    eprintln!("big:\n{big_err}\nsmall:\n{small_err}");
+
+    let connections: usize = PHASES.iter().sum();
+    for (tag, stderr) in [("big", &big_err), ("small", &small_err)] {
+        let (produced, exported, failed, dropped, failed_requests) = report(stderr, "spans");
+        let received = unique_ids(&all, Some(("x-podscope-test", tag))).len() as u64;
+        // Both ends of every connection, plus the session span.
+        assert_eq!(produced as usize, 2 * connections + 1, "{tag}: {stderr}");
+        assert_eq!(
+            produced,
+            exported + failed + dropped,
+            "{tag}: every span accounted for"
+        );
+        assert!(
+            produced - received <= failed + dropped,
+            "{tag}: {} spans never arrived but only {failed} failed + {dropped} dropped were reported",
+            produced - received
+        );
+        assert!(
+            received >= exported,
+            "{tag}: exported {exported}, received {received}"
+        );
+        assert!(failed_requests > 0, "{tag}: the outage made requests fail");
+        assert!(
+            stderr.contains(&format!("OTLP spans export to http://{addr} failed:")),
+            "{tag}: the failure is logged: {stderr}"
+        );
+        let lines = stderr.matches("export to http://").count();
+        assert!(
+            lines <= 4,
+            "{tag}: failures logged at a bounded rate: {stderr}"
+        );
+    }
+    let (produced, exported, failed, dropped, _) = report(&big_err, "spans");
+    assert_eq!(
+        (exported, failed, dropped),
+        (produced, 0, 0),
+        "the default queue holds the backlog until the receiver is back"
+    );
+    assert!(big_err.contains("works again"), "{big_err}");
+    let (_, _, _, small_dropped, _) = report(&small_err, "spans");
+    assert!(
+        small_dropped > 0,
+        "a 3-span queue overflows during the outage"
+    );
+}
+
+#[test]
+fn http_protobuf_and_environment_variables() {
+    const N: usize = 3;
+    let ns = format!("otlp-http-{}", suffix());
+    let p = connection_pod(&ns, &[N]);
+    let rx = HttpReceiver::start();
+    let base = format!("http://{}", rx.addr);
+    // Everything from the standard variables: endpoint, protocol, headers, service name.
+    let ps = Podscope::start(
+        &["tcp,exec", "-n", &ns, "--otlp", "--otlp-logs", "exec"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &base),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-podscope-test=http%20env"),
+            ("OTEL_SERVICE_NAME", "podscope-test"),
+        ],
+    );
+    let before = wall_ns();
+    p.run_phase(1);
+    wait_for("N spans each side", Duration::from_secs(30), || {
+        let s = rx.store.spans();
+        in_pod(&s, &ns, "client", SpanKind::Client).len() >= N
+            && in_pod(&s, &ns, "server", SpanKind::Server).len() >= N
+    });
+    let stderr = ps.stop();
+    let after = wall_ns();
+    let spans = rx.store.spans();
+    check_connection_spans(&spans, &p, &ns, N, (before, after));
+    assert!(spans
+        .iter()
+        .all(|g| g.headers.get("x-podscope-test").map(String::as_str) == Some("http env")));
+    assert_eq!(
+        session_span(&spans).resource["service.name"],
+        "podscope-test"
+    );
+    assert_eq!(
+        *rx.content_types.lock().unwrap(),
+        BTreeSet::from(["application/x-protobuf".to_string()])
+    );
+    let nc = rx
+        .store
+        .logs()
+        .into_iter()
+        .filter(|l| {
+            l.attrs.get("process.command_args").map(String::as_str) == Some("nc 127.0.0.1 7000")
+        })
+        .count();
+    assert_eq!(nc, N);
+    let (produced, exported, failed, dropped, _) = report(&stderr, "spans");
+    assert_eq!((exported, failed, dropped), (produced, 0, 0), "{stderr}");
+    assert_eq!(produced as usize, spans.len());
+}
+
+/// No root needed: synthetic events through the exporter into the in-test
+/// gRPC receiver. Prints the hot-path cost, the sustained export rate and the
+/// memory a full queue holds (docs/otlp.md quotes these).
+#[test]
+fn exporter_throughput_and_bounded_queue() {
+    use podscope_export::otlp::{Otlp, OtlpConfig, OtlpFlags, SessionInfo};
+    use podscope_model::{Event, EventData, Identity, TcpEvent, TcpKind, Timestamp};
+
+    fn close(i: u64) -> Event {
+        Event {
+            timestamp: Timestamp(wall_ns()),
+            identity: Identity {
+                node: "node-1".into(),
+                namespace: "bench".into(),
+                pod: format!("pod-{}", i % 20),
+                pod_uid: format!("uid-{}", i % 20),
+                container: "app".into(),
+                container_id: format!("cid-{}", i % 20),
+                image: "localhost/busybox:latest".into(),
+            },
+            pid: 1000 + (i % 50) as u32,
+            tid: 1000,
+            uid: 0,
+            comm: "client".into(),
+            cgroup_id: 10 + i % 20,
+            data: EventData::Tcp(TcpEvent {
+                kind: TcpKind::Close,
+                role: "client".into(),
+                family: "ipv4".into(),
+                saddr: "10.0.0.1".into(),
+                daddr: "10.0.0.2".into(),
+                sport: (i % 60000) as u16,
+                dport: 80,
+                state: "FIN_WAIT1".into(),
+                duration_ns: Some(1_000_000),
+                tx_bytes: Some(100),
+                rx_bytes: Some(2000),
+                retransmits: Some(0),
+                error: None,
+            }),
+        }
+    }
+    let grpc = |url: &str, queue: usize| {
+        let flags = OtlpFlags {
+            endpoint: Some(url.into()),
+            protocol: Some("grpc".into()),
+            queue_size: Some(queue),
+            ..Default::default()
+        };
+        OtlpConfig::resolve(&flags, "node-1", &|_| None).unwrap()
+    };
+
+    // Backend down: the queue (default size) stays bounded, overflow is
+    // dropped and counted, and the memory it holds is what docs/otlp.md says.
+    const QUEUE: usize = podscope_export::otlp::DEFAULT_QUEUE_SIZE;
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let otlp = Otlp::start(grpc(&dead, QUEUE), None).unwrap();
+    let obs = otlp.observer();
+    let events: Vec<Event> = (0..3 * QUEUE as u64).map(close).collect();
+    // First in this test, so the heap has no freed memory to reuse yet (run
+    // alone, e.g. `-- exporter_throughput --test-threads 1`, for a clean figure).
+    let rss0 = rss_bytes();
+    for ev in &events {
+        obs.observe(ev);
+    }
+    let grown = rss_bytes().saturating_sub(rss0);
+    let s = otlp.stats().spans;
+    eprintln!(
+        "otlp: backend down, {} spans in: {} queued, {} dropped; RSS grew {:.1} MiB ({} bytes per queued span at most)",
+        events.len(),
+        s.queued,
+        s.dropped,
+        grown as f64 / (1 << 20) as f64,
+        grown / QUEUE as u64
+    );
+    assert!(s.queued <= QUEUE as u64, "{s:?}");
+    assert!(s.dropped >= (2 * QUEUE - 512) as u64, "{s:?}");
+    let t = Instant::now();
+    let s = otlp.finish(&SessionInfo::default(), 0, 0).spans;
+    eprintln!(
+        "otlp: backend down at exit: {s:?}, exit took {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(s.produced, 3 * QUEUE as u64 + 1);
+    assert_eq!(s.exported, 0);
+    assert_eq!(s.produced, s.failed + s.dropped);
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "exit is bounded by the 5 s deadline"
+    );
+
+    // Sustained rate into a live receiver: the producer only waits when the
+    // queue is nearly full, so the rate is the exporter's.
+    const TOTAL: u64 = 100_000;
+    let rx = GrpcReceiver::start(format!("127.0.0.1:{}", free_port()).parse().unwrap());
+    let otlp = Otlp::start(grpc(&rx.url(), 8192), None).unwrap();
+    let obs = otlp.observer();
+    let start = Instant::now();
+    let mut hot = Duration::ZERO;
+    for i in 0..TOTAL {
+        let ev = close(i);
+        let t = Instant::now();
+        obs.observe(&ev);
+        hot += t.elapsed();
+        if i % 512 == 0 {
+            while otlp.stats().spans.queued > 6000 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    wait_for("the backlog to drain", Duration::from_secs(120), || {
+        otlp.stats().spans.exported >= TOTAL
+    });
+    let elapsed = start.elapsed();
+    let stats = otlp.finish(&SessionInfo::default(), TOTAL, 0);
+    let received = rx.store.spans().len() as u64;
+    eprintln!(
+        "otlp throughput: {TOTAL} spans in {:.2}s = {:.0} spans/s exported over gRPC to an in-process receiver; \
+         hot path {:.2} us/event; {} requests",
+        elapsed.as_secs_f64(),
+        TOTAL as f64 / elapsed.as_secs_f64(),
+        hot.as_secs_f64() * 1e6 / TOTAL as f64,
+        stats.spans.requests
+    );
+    assert_eq!(stats.spans.produced, TOTAL + 1, "plus the session span");
+    assert_eq!(stats.spans.exported, TOTAL + 1);
+    assert_eq!(received, TOTAL + 1);
+    let sample = rx.store.traces.lock().unwrap()[0].1.resource_spans[0].scope_spans[0].spans[0]
+        .encoded_len();
+    eprintln!("otlp: one connection span is {sample} bytes encoded");
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+#[test]
+fn bad_otlp_settings_fail_before_the_probes_load() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_podscope"));
+        cmd.args(["trace", "tcp", "--all", "-d", "1s"])
+            .args(args)
+            .args(["--runtime-endpoint", &endpoint()]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(!err.contains("probes attached"), "{err}");
+        err
+    };
+    let err = run(&["--otlp-endpoint", "https://collector:4317"], &[]);
+    assert!(err.contains("needs TLS"), "{err}");
+    let err = run(&["--otlp-logs", "open"], &[]);
+    assert!(
+        err.contains("--otlp-logs open: the open probe is not traced"),
+        "{err}"
+    );
+    let err = run(&["--otlp"], &[("OTEL_EXPORTER_OTLP_HEADERS", "broken")]);
+    assert!(
+        err.contains("OTEL_EXPORTER_OTLP_HEADERS: 'broken' is not KEY=VALUE"),
+        "{err}"
+    );
+}
