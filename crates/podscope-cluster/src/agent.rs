@@ -52,6 +52,16 @@ pub struct AgentArgs {
     /// Allow exec through the hub on this node (the hub needs it too). Off by default.
     #[arg(long)]
     pub enable_exec: bool,
+
+    /// Serve always-on per-pod Prometheus metrics on this address (e.g.
+    /// 0.0.0.0:9464): the agent keeps a `podscope trace --metrics-listen` of
+    /// every pod running, restarting it if it exits.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+
+    /// Probes behind the always-on metrics.
+    #[arg(long, value_name = "PROBES", default_value = "tcp,bio,cache,exec,open")]
+    pub metrics_probes: String,
 }
 
 /// The link to the hub as the sessions see it: None while disconnected.
@@ -119,6 +129,11 @@ pub fn run(args: AgentArgs, hub: Option<String>, token_file: Option<PathBuf>) ->
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let metrics = agent
+        .args
+        .metrics_listen
+        .clone()
+        .map(|addr| MetricsChild::start(agent.exe.clone(), addr, &agent.args));
     rt.block_on(async move {
         let a = agent.clone();
         let link_task = tokio::spawn(async move { a.link_loop().await });
@@ -134,8 +149,67 @@ pub fn run(args: AgentArgs, hub: Option<String>, token_file: Option<PathBuf>) ->
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         link_task.abort();
+        if let Some(m) = metrics {
+            m.stop();
+        }
         Ok(())
     })
+}
+
+/// The always-on metrics trace, supervised: restarted a second after it exits.
+struct MetricsChild {
+    stopping: Arc<AtomicBool>,
+    pid: Arc<Mutex<Option<u32>>>,
+}
+
+impl MetricsChild {
+    fn start(exe: PathBuf, addr: String, args: &AgentArgs) -> MetricsChild {
+        let mut cmd_args = vec![
+            "trace".to_string(),
+            args.metrics_probes.clone(),
+            "-A".into(),
+            "--wait".into(),
+            "-o".into(),
+            "none".into(),
+            "--metrics-listen".into(),
+            addr,
+        ];
+        if let Some(ep) = &args.runtime_endpoint {
+            cmd_args.push("--runtime-endpoint".into());
+            cmd_args.push(ep.clone());
+        }
+        let stopping = Arc::new(AtomicBool::new(false));
+        let pid = Arc::new(Mutex::new(None));
+        let (stop, p) = (stopping.clone(), pid.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match Command::new(&exe)
+                    .args(&cmd_args)
+                    .stdout(Stdio::null())
+                    .spawn()
+                {
+                    Ok(mut child) => {
+                        *lock(&p) = Some(child.id());
+                        let status = child.wait();
+                        *lock(&p) = None;
+                        if !stop.load(Ordering::Relaxed) {
+                            eprintln!("podscope agent: the metrics trace exited ({status:?}); restarting it");
+                        }
+                    }
+                    Err(e) => eprintln!("podscope agent: starting the metrics trace: {e}"),
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        MetricsChild { stopping, pid }
+    }
+
+    fn stop(self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        if let Some(pid) = *lock(&self.pid) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
+        }
+    }
 }
 
 /// The probes `podscope probes` says this kernel supports.

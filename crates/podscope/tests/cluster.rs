@@ -756,3 +756,60 @@ fn slow_consumer_gaps_add_up() {
         produced
     );
 }
+
+#[test]
+fn agent_serves_always_on_pod_metrics() {
+    let sock1 = node1_socket();
+    let tok = token_file();
+    let metrics_port = 17791;
+    // No hub is needed for the metrics: the agent keeps trying to dial one.
+    let _a = agent(
+        17792,
+        "node-m",
+        &sock1,
+        &tok,
+        &[
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
+            "--metrics-probes",
+            "exec",
+        ],
+    );
+    let sfx = suffix();
+    let ns = format!("metrics-{sfx}");
+    let name = format!("busy-{sfx}");
+    let _p = pod(
+        &sock1,
+        &name,
+        &ns,
+        "while true; do /bin/true; sleep 0.2; done",
+    );
+    let want = format!("pod=\"{name}\"");
+    wait_for(
+        Duration::from_secs(30),
+        "the pod's exec counter on the agent's /metrics",
+        || {
+            request(
+                &format!("http://127.0.0.1:{metrics_port}"),
+                "GET",
+                "/metrics",
+                None,
+                None,
+                &[],
+            )
+            .ok()
+            .and_then(|r| r.text().ok())
+            .is_some_and(|text| {
+                text.lines().any(|l| {
+                    l.starts_with("podscope_execs_total{")
+                        && l.contains(&want)
+                        && l.contains(&format!("namespace=\"{ns}\""))
+                        && l.rsplit(' ')
+                            .next()
+                            .and_then(|v| v.parse::<f64>().ok())
+                            .is_some_and(|v| v >= 1.0)
+                })
+            })
+        },
+    );
+}
