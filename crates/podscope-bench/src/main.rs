@@ -136,11 +136,22 @@ struct Traced {
 
 impl Traced {
     fn podscope(bin: &Path, probes: &str, cgroup: &Path, classify: Classifier) -> Result<Traced> {
+        Self::podscope_with(bin, probes, cgroup, classify, &[])
+    }
+
+    fn podscope_with(
+        bin: &Path,
+        probes: &str,
+        cgroup: &Path,
+        classify: Classifier,
+        extra: &[&str],
+    ) -> Result<Traced> {
         let started = Instant::now();
         let mut child = Command::new(bin)
             .args(["trace", probes, "--cgroup"])
             .arg(cgroup)
             .args(["-o", "json"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -480,6 +491,27 @@ impl Bench {
             "\nunrelated-cgroup filter: tcp storm x{n}: untraced {untraced_s:.3}s, traced {traced_s:.3}s (median of 3) -> slowdown {filter_slowdown:+.1}% (target < 5%)"
         );
 
+        // The Prometheus exporter's cost: the TCP storm traced with and without --metrics-listen.
+        eprintln!("metrics cost: tcp storm with and without --metrics-listen ...");
+        let n = if self.quick { 2500 } else { 12500 };
+        let mut metrics_cost = Vec::new();
+        for extra in [&[][..], &["--metrics-listen", "127.0.0.1:0"][..]] {
+            let t = Traced::podscope_with(&self.podscope, "tcp", &self.work, |_| true, extra)?;
+            let rep = self.workload("tcp", n)?;
+            let m = t.finish(n * 4)?;
+            let rate = m.events as f64 / (rep.elapsed_ns as f64 / 1e9);
+            println!(
+                "tcp storm x{n} {}: {} events at {:.0} events/s, {} lost, tracer CPU {:.2} ms per 1,000 events, peak RSS {:.1} MB",
+                if extra.is_empty() { "metrics off" } else { "metrics on " },
+                m.events,
+                rate,
+                m.lost,
+                m.cpu_s * 1e6 / m.events.max(1) as f64,
+                m.rss_mb
+            );
+            metrics_cost.push(serde_json::json!({"metrics": !extra.is_empty(), "events": m.events, "events_per_s": rate, "lost": m.lost, "cpu_ms_per_1k": m.cpu_s * 1e6 / m.events.max(1) as f64, "rss_mb": m.rss_mb}));
+        }
+
         // Everything on: attach time and memory.
         eprintln!("all probes: attach time and peak RSS during an exec storm ...");
         let t = Traced::podscope(&self.podscope, "all", &self.work, |_| true)?;
@@ -499,6 +531,7 @@ impl Bench {
             "storms": rows,
             "unrelated_cgroup_filter": { "untraced_s": untraced_s, "traced_s": traced_s, "slowdown_pct": filter_slowdown },
             "all_probes": all,
+            "metrics_cost": metrics_cost,
         }))
     }
 }
