@@ -59,9 +59,19 @@ pub struct AgentArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
 
-    /// Probes behind the always-on metrics.
+    /// Probes behind the always-on metrics and OTLP export.
     #[arg(long, value_name = "PROBES", default_value = "tcp,bio,cache,exec,open")]
     pub metrics_probes: String,
+
+    /// Also export OpenTelemetry spans (one per TCP connection) from every pod
+    /// on this node, to this endpoint (the OTEL_EXPORTER_OTLP_* variables are
+    /// honoured too; see docs/otlp.md).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// OTLP protocol for --otlp-endpoint: grpc or http/protobuf.
+    #[arg(long, value_name = "PROTOCOL", value_parser = ["grpc", "http/protobuf"])]
+    pub otlp_protocol: Option<String>,
 }
 
 /// The link to the hub as the sessions see it: None while disconnected.
@@ -129,11 +139,8 @@ pub fn run(args: AgentArgs, hub: Option<String>, token_file: Option<PathBuf>) ->
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let metrics = agent
-        .args
-        .metrics_listen
-        .clone()
-        .map(|addr| MetricsChild::start(agent.exe.clone(), addr, &agent.args));
+    let always_on = agent.args.metrics_listen.is_some() || agent.args.otlp_endpoint.is_some();
+    let metrics = always_on.then(|| MetricsChild::start(agent.exe.clone(), &agent.args));
     rt.block_on(async move {
         let a = agent.clone();
         let link_task = tokio::spawn(async move { a.link_loop().await });
@@ -156,14 +163,15 @@ pub fn run(args: AgentArgs, hub: Option<String>, token_file: Option<PathBuf>) ->
     })
 }
 
-/// The always-on metrics trace, supervised: restarted a second after it exits.
+/// The always-on trace behind the node's metrics and OTLP export, supervised:
+/// restarted a second after it exits.
 struct MetricsChild {
     stopping: Arc<AtomicBool>,
     pid: Arc<Mutex<Option<u32>>>,
 }
 
 impl MetricsChild {
-    fn start(exe: PathBuf, addr: String, args: &AgentArgs) -> MetricsChild {
+    fn start(exe: PathBuf, args: &AgentArgs) -> MetricsChild {
         let mut cmd_args = vec![
             "trace".to_string(),
             args.metrics_probes.clone(),
@@ -171,9 +179,17 @@ impl MetricsChild {
             "--wait".into(),
             "-o".into(),
             "none".into(),
-            "--metrics-listen".into(),
-            addr,
+            "--exit-with-parent".into(),
         ];
+        if let Some(addr) = &args.metrics_listen {
+            cmd_args.extend(["--metrics-listen".into(), addr.clone()]);
+        }
+        if let Some(ep) = &args.otlp_endpoint {
+            cmd_args.extend(["--otlp-endpoint".into(), ep.clone()]);
+        }
+        if let Some(p) = &args.otlp_protocol {
+            cmd_args.extend(["--otlp-protocol".into(), p.clone()]);
+        }
         if let Some(ep) = &args.runtime_endpoint {
             cmd_args.push("--runtime-endpoint".into());
             cmd_args.push(ep.clone());
@@ -350,6 +366,7 @@ impl Agent {
             "-o".into(),
             "json".into(),
             "--wait".into(),
+            "--exit-with-parent".into(),
         ];
         if let Some(ep) = &self.args.runtime_endpoint {
             a.extend(["--runtime-endpoint".into(), ep.clone()]);

@@ -146,6 +146,11 @@ pub struct TraceArgs {
     #[arg(long)]
     pub wait: bool,
 
+    /// Stop when the parent process goes away (used by `podscope agent` for
+    /// its trace children, so none outlive a killed agent).
+    #[arg(long, hide = true)]
+    pub exit_with_parent: bool,
+
     /// Trace every process on this machine (no filter).
     #[arg(long, conflicts_with_all = ["pid", "cgroup", "comm", "pod", "selector", "namespace", "all_namespaces", "container"])]
     pub all: bool,

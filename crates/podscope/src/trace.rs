@@ -191,8 +191,13 @@ pub fn run(args: TraceArgs) -> Result<()> {
             Ok(args.max_events.is_none_or(|m| *written < m))
         };
 
+    let parent = nix::unistd::getppid();
     loop {
         if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        if args.exit_with_parent && nix::unistd::getppid() != parent {
+            eprintln!("podscope: the parent process went away; stopping");
             break;
         }
         let wait = deadline.map_or(POLL, |d| {

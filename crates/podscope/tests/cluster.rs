@@ -762,6 +762,19 @@ fn agent_serves_always_on_pod_metrics() {
     let sock1 = node1_socket();
     let tok = token_file();
     let metrics_port = 17791;
+    // Nothing may answer there before this agent starts (e.g. a leftover).
+    assert!(
+        request(
+            &format!("http://127.0.0.1:{metrics_port}"),
+            "GET",
+            "/metrics",
+            None,
+            None,
+            &[]
+        )
+        .is_err(),
+        "port {metrics_port} is already serving"
+    );
     // No hub is needed for the metrics: the agent keeps trying to dial one.
     let _a = agent(
         17792,
