@@ -3,29 +3,21 @@
 //! PODBED_SOCKET and a second one this test starts), real pods, real probes.
 //! Needs root and PODBED_SOCKET (testbed/podbed.sh up).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::{socket, IMAGE};
 use podscope_cluster::http::request;
 use podscope_runtime::blocking::BlockingCriClient;
 use podscope_runtime::cri::{ContainerSpec, PodSpec};
 use podscope_runtime::Pod;
 use serde_json::{json, Value};
 
-const IMAGE: &str = "localhost/busybox:latest";
 const TOKEN: &str = "test-token-4f1c";
-
-fn node1_socket() -> PathBuf {
-    let Some(sock) = std::env::var_os("PODBED_SOCKET") else {
-        panic!(
-            "PODBED_SOCKET is not set. These tests need root and the containerd test bed:\n  \
-             bash testbed/podbed.sh install && export PODBED_SOCKET=$(bash testbed/podbed.sh up)"
-        );
-    };
-    PathBuf::from(sock)
-}
 
 /// The second "node": its own containerd, bridge and subnet; `down` on drop.
 struct Node2 {
@@ -257,7 +249,7 @@ fn all_running(port: u16, id: &str, nodes: usize) -> bool {
 
 #[test]
 fn two_nodes_through_the_hub() {
-    let sock1 = node1_socket();
+    let sock1 = socket();
     let node2 = Node2::up();
     let tok = token_file();
     let port = 17711;
@@ -672,7 +664,7 @@ fn auth_and_validation() {
 
 #[test]
 fn slow_consumer_gaps_add_up() {
-    let sock1 = node1_socket();
+    let sock1 = socket();
     let tok = token_file();
     let port = 17713;
     let _hub = hub(port, &["--client-queue", "4"]);
@@ -759,7 +751,7 @@ fn slow_consumer_gaps_add_up() {
 
 #[test]
 fn agent_serves_always_on_pod_metrics() {
-    let sock1 = node1_socket();
+    let sock1 = socket();
     let tok = token_file();
     let metrics_port = 17791;
     // Nothing may answer there before this agent starts (e.g. a leftover).

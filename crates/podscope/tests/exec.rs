@@ -10,6 +10,8 @@
 //!
 //! Without them these tests fail and say so: they never pass silently.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::net::UdpSocket;
@@ -18,11 +20,11 @@ use std::process::{Child, Command, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::IMAGE;
 use podscope_runtime::blocking::BlockingCriClient;
 use podscope_runtime::cri::{ContainerSpec, PodSpec};
 use podscope_runtime::{ContainerState, Pod};
 
-const IMAGE: &str = "localhost/busybox:latest";
 /// No test command should get anywhere near this; it only stops a hung test.
 const WATCHDOG: Duration = Duration::from_secs(60);
 

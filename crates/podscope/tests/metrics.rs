@@ -3,106 +3,20 @@
 //! bed: testbed/podbed.sh). Needs root, PODBED_SOCKET and the `prometheus`
 //! and `promtool` binaries; without them these tests fail and say what to set up.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use podscope_runtime::blocking::BlockingCriClient;
-use podscope_runtime::cri::{ContainerSpec, PodSpec};
-use podscope_runtime::Pod;
+use common::{endpoint, free_port, suffix, wait_attached, wait_for, PodGuard};
 use serde_json::Value;
-
-const IMAGE: &str = "localhost/busybox:latest";
-
-fn socket() -> PathBuf {
-    let Some(sock) = std::env::var_os("PODBED_SOCKET") else {
-        panic!(
-            "PODBED_SOCKET is not set. These tests need root and the containerd test bed:\n  \
-             bash testbed/podbed.sh install && export PODBED_SOCKET=$(bash testbed/podbed.sh up)"
-        );
-    };
-    PathBuf::from(sock)
-}
-
-fn endpoint() -> String {
-    format!("unix://{}", socket().display())
-}
-
-fn suffix() -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{}-{:x}", std::process::id(), n % 0xfffff)
-}
-
-struct PodGuard {
-    pod: Pod,
-    cgroup: String,
-}
-
-impl PodGuard {
-    fn remove(&self) {
-        if let Ok(mut c) = BlockingCriClient::connect(socket()) {
-            let _ = c.remove_pod(self.pod.sandbox_id.as_deref().unwrap(), Some(&self.cgroup));
-        }
-    }
-
-    fn container(&self, name: &str) -> &podscope_runtime::Container {
-        self.pod
-            .container(name)
-            .unwrap_or_else(|| panic!("no container {name}"))
-    }
-
-    /// A path inside a running container's root file system, seen from the host.
-    fn path_in(&self, container: &str, path: &str) -> PathBuf {
-        let pid = self.container(container).pid.expect("container pid");
-        PathBuf::from(format!("/proc/{pid}/root{path}"))
-    }
-}
-
-impl Drop for PodGuard {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
 
 /// A busybox pod whose containers run `sh -c SCRIPT`.
 fn pod(name: &str, ns: &str, containers: &[(&str, &str)]) -> PodGuard {
-    let spec = PodSpec::new(name, ns).unwrap();
-    let cs: Vec<ContainerSpec> = containers
-        .iter()
-        .map(|(cname, script)| ContainerSpec::new(cname, IMAGE, &["sh", "-c", script]))
-        .collect();
-    let mut client = BlockingCriClient::connect(socket()).unwrap();
-    let pod = client
-        .run_pod(&spec, &cs)
-        .unwrap_or_else(|e| panic!("creating pod {ns}/{name}: {e}"));
-    PodGuard {
-        pod,
-        cgroup: spec.cgroup_parent(),
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::pod(name, ns, &[], containers)
 }
 
 /// A plain HTTP/1.1 GET; returns the status and the body.
@@ -184,17 +98,7 @@ impl Podscope {
             .spawn()
             .unwrap();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            if stderr.read_line(&mut line).unwrap() == 0 {
-                panic!("podscope exited before attaching: {all}");
-            }
-            all.push_str(&line);
-            if line.contains("probes attached") {
-                break;
-            }
-        }
+        let all = wait_attached(&mut stderr);
         assert!(
             all.contains(&format!("serving metrics on http://{addr}/metrics")),
             "{all}"

@@ -6,11 +6,12 @@
 //! The pod tests need root and PODBED_SOCKET; without them they fail and say
 //! how to start the test bed.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,7 @@ use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::{endpoint, free_port, run_pod, suffix, wait_attached, wait_for, PodGuard, IMAGE};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
@@ -33,37 +35,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, Span};
-use podscope_runtime::blocking::BlockingCriClient;
 use podscope_runtime::cri::{ContainerSpec, PodSpec};
-use podscope_runtime::Pod;
 use prost::Message;
 use tonic::codegen::http;
 
-const IMAGE: &str = "localhost/busybox:latest";
-
 // ---------------------------------------------------------------- test bed
-
-fn socket() -> PathBuf {
-    let Some(sock) = std::env::var_os("PODBED_SOCKET") else {
-        panic!(
-            "PODBED_SOCKET is not set. These tests need root and the containerd test bed:\n  \
-             bash testbed/podbed.sh install && export PODBED_SOCKET=$(bash testbed/podbed.sh up)"
-        );
-    };
-    PathBuf::from(sock)
-}
-
-fn endpoint() -> String {
-    format!("unix://{}", socket().display())
-}
-
-fn suffix() -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{}-{:x}", std::process::id(), n % 0xfffff)
-}
 
 fn wall_ns() -> u64 {
     SystemTime::now()
@@ -72,23 +48,7 @@ fn wall_ns() -> u64 {
         .as_nanos() as u64
 }
 
-struct PodGuard {
-    pod: Pod,
-    cgroup: String,
-}
-
 impl PodGuard {
-    fn container(&self, name: &str) -> &podscope_runtime::Container {
-        self.pod
-            .container(name)
-            .unwrap_or_else(|| panic!("no container {name}"))
-    }
-
-    fn path_in(&self, container: &str, path: &str) -> PathBuf {
-        let pid = self.container(container).pid.expect("container pid");
-        PathBuf::from(format!("/proc/{pid}/root{path}"))
-    }
-
     /// Creates /tmp/go<phase> in the client, waits for /tmp/done<phase>.
     fn run_phase(&self, phase: u32) {
         std::fs::write(self.path_in("client", &format!("/tmp/go{phase}")), "").unwrap();
@@ -98,14 +58,6 @@ impl PodGuard {
             Duration::from_secs(60),
             || done.is_dir(),
         );
-    }
-}
-
-impl Drop for PodGuard {
-    fn drop(&mut self) {
-        if let Ok(mut c) = BlockingCriClient::connect(socket()) {
-            let _ = c.remove_pod(self.pod.sandbox_id.as_deref().unwrap(), Some(&self.cgroup));
-        }
     }
 }
 
@@ -128,33 +80,7 @@ fn connection_pod(ns: &str, phases: &[usize]) -> PodGuard {
         ContainerSpec::new("server", IMAGE, &["sh", "-c", "nc -ll -p 7000 -e true"]),
         ContainerSpec::new("client", IMAGE, &["sh", "-c", &client]),
     ];
-    let mut cri = BlockingCriClient::connect(socket()).unwrap();
-    let pod = cri
-        .run_pod(&spec, &cs)
-        .unwrap_or_else(|e| panic!("creating pod {ns}/busy: {e}"));
-    PodGuard {
-        pod,
-        cgroup: spec.cgroup_parent(),
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    run_pod(&spec, &cs)
 }
 
 // --------------------------------------------------------------- podscope
@@ -193,17 +119,7 @@ impl Podscope {
         }
         let mut child = cmd.spawn().unwrap();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            if stderr.read_line(&mut line).unwrap() == 0 {
-                panic!("podscope exited before attaching: {all}");
-            }
-            all.push_str(&line);
-            if line.contains("probes attached") {
-                break;
-            }
-        }
+        let all = wait_attached(&mut stderr);
         assert!(all.contains("podscope: exporting OTLP spans to"), "{all}");
         let text = Arc::new(Mutex::new(all));
         let t = text.clone();

@@ -2,73 +2,15 @@
 //! test bed: testbed/podbed.sh). Needs root and PODBED_SOCKET; without them
 //! these tests fail and say how to start the test bed.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use std::io::BufReader;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use podscope_runtime::blocking::BlockingCriClient;
-use podscope_runtime::cri::{ContainerSpec, PodSpec};
-use podscope_runtime::Pod;
+use common::{endpoint, pod, suffix, wait_attached, IMAGE};
 use serde_json::Value;
-
-const IMAGE: &str = "localhost/busybox:latest";
-
-fn socket() -> PathBuf {
-    let Some(sock) = std::env::var_os("PODBED_SOCKET") else {
-        panic!(
-            "PODBED_SOCKET is not set. These tests need root and the containerd test bed:\n  \
-             bash testbed/podbed.sh install && export PODBED_SOCKET=$(bash testbed/podbed.sh up)"
-        );
-    };
-    PathBuf::from(sock)
-}
-
-fn endpoint() -> String {
-    format!("unix://{}", socket().display())
-}
-
-fn suffix() -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{}-{:x}", std::process::id(), n % 0xfffff)
-}
-
-struct PodGuard {
-    pod: Pod,
-    cgroup: String,
-}
-
-impl Drop for PodGuard {
-    fn drop(&mut self) {
-        if let Ok(mut c) = BlockingCriClient::connect(socket()) {
-            let _ = c.remove_pod(self.pod.sandbox_id.as_deref().unwrap(), Some(&self.cgroup));
-        }
-    }
-}
-
-/// A busybox pod whose containers run `sh -c SCRIPT`.
-fn pod(name: &str, ns: &str, labels: &[(&str, &str)], containers: &[(&str, &str)]) -> PodGuard {
-    let mut spec = PodSpec::new(name, ns).unwrap();
-    for (k, v) in labels {
-        spec = spec.label(k, v);
-    }
-    let cs: Vec<ContainerSpec> = containers
-        .iter()
-        .map(|(cname, script)| ContainerSpec::new(cname, IMAGE, &["sh", "-c", script]))
-        .collect();
-    let mut client = BlockingCriClient::connect(socket()).unwrap();
-    let pod = client
-        .run_pod(&spec, &cs)
-        .unwrap_or_else(|e| panic!("creating pod {ns}/{name}: {e}"));
-    PodGuard {
-        pod,
-        cgroup: spec.cgroup_parent(),
-    }
-}
 
 /// A shell loop that execs a distinctive command every 200 ms (cat is exec'd by busybox sh; ls is not).
 fn busy(tag: &str) -> String {
@@ -89,17 +31,7 @@ fn start_trace(args: &[&str]) -> Child {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut all = String::new();
-    loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            panic!("podscope exited before attaching: {all}");
-        }
-        all.push_str(&line);
-        if line.contains("probes attached") {
-            break;
-        }
-    }
+    wait_attached(&mut stderr);
     std::thread::spawn(move || {
         let mut rest = String::new();
         let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);

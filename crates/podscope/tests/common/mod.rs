@@ -1,0 +1,130 @@
+//! Helpers shared by the podscope integration tests that run against the
+//! containerd test bed (testbed/podbed.sh). Each test binary uses a subset.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ChildStderr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use podscope_runtime::blocking::BlockingCriClient;
+use podscope_runtime::cri::{ContainerSpec, PodSpec};
+use podscope_runtime::Pod;
+
+pub const IMAGE: &str = "localhost/busybox:latest";
+
+pub fn socket() -> PathBuf {
+    let Some(sock) = std::env::var_os("PODBED_SOCKET") else {
+        panic!(
+            "PODBED_SOCKET is not set. These tests need root and the containerd test bed:\n  \
+             bash testbed/podbed.sh install && export PODBED_SOCKET=$(bash testbed/podbed.sh up)"
+        );
+    };
+    PathBuf::from(sock)
+}
+
+pub fn endpoint() -> String {
+    format!("unix://{}", socket().display())
+}
+
+pub fn suffix() -> String {
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{}-{:x}", std::process::id(), n % 0xfffff)
+}
+
+/// A pod on the test bed at PODBED_SOCKET, removed on drop.
+pub struct PodGuard {
+    pub pod: Pod,
+    pub cgroup: String,
+}
+
+impl PodGuard {
+    pub fn remove(&self) {
+        if let Ok(mut c) = BlockingCriClient::connect(socket()) {
+            let _ = c.remove_pod(self.pod.sandbox_id.as_deref().unwrap(), Some(&self.cgroup));
+        }
+    }
+
+    pub fn container(&self, name: &str) -> &podscope_runtime::Container {
+        self.pod
+            .container(name)
+            .unwrap_or_else(|| panic!("no container {name}"))
+    }
+
+    /// A path inside a running container's root file system, seen from the host.
+    pub fn path_in(&self, container: &str, path: &str) -> PathBuf {
+        let pid = self.container(container).pid.expect("container pid");
+        PathBuf::from(format!("/proc/{pid}/root{path}"))
+    }
+}
+
+impl Drop for PodGuard {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// Runs a pod from ready-made specs on the test bed.
+pub fn run_pod(spec: &PodSpec, cs: &[ContainerSpec]) -> PodGuard {
+    let mut client = BlockingCriClient::connect(socket()).unwrap();
+    let pod = client
+        .run_pod(spec, cs)
+        .unwrap_or_else(|e| panic!("creating pod {}/{}: {e}", spec.namespace, spec.name));
+    PodGuard {
+        pod,
+        cgroup: spec.cgroup_parent(),
+    }
+}
+
+/// A busybox pod whose containers run `sh -c SCRIPT`.
+pub fn pod(name: &str, ns: &str, labels: &[(&str, &str)], containers: &[(&str, &str)]) -> PodGuard {
+    let mut spec = PodSpec::new(name, ns).unwrap();
+    for (k, v) in labels {
+        spec = spec.label(k, v);
+    }
+    let cs: Vec<ContainerSpec> = containers
+        .iter()
+        .map(|(cname, script)| ContainerSpec::new(cname, IMAGE, &["sh", "-c", script]))
+        .collect();
+    run_pod(&spec, &cs)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Reads a starting `podscope trace`'s stderr up to its "probes attached"
+/// line; returns everything read so far.
+pub fn wait_attached(stderr: &mut BufReader<ChildStderr>) -> String {
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("podscope exited before attaching: {all}");
+        }
+        all.push_str(&line);
+        if line.contains("probes attached") {
+            break;
+        }
+    }
+    all
+}
