@@ -19,4 +19,4 @@ mod tcp;
 pub use cgroup::{CgroupChange, FILTER_PENDING};
 pub use error::Error;
 pub use sys::{check_privileges, probe_support, ProbeSupport};
-pub use tracer::{CgroupWatch, Filter, FilterHandle, ProbeStats, TraceOptions, Tracer};
+pub use tracer::{CgroupWatch, Filter, ProbeStats, TraceOptions, Tracer};

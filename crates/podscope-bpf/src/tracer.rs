@@ -60,24 +60,6 @@ pub struct CgroupWatch {
     pub parents: Vec<u64>,
 }
 
-/// A handle on the in-kernel cgroup filter that other threads can hold.
-#[derive(Debug)]
-pub struct FilterHandle {
-    cgroups: MapHandle,
-}
-
-impl FilterHandle {
-    /// Lets a cgroup (and every cgroup below it) through, live.
-    pub fn allow_cgroup(&self, id: u64) -> Result<(), Error> {
-        allow(&self.cgroups, id)
-    }
-
-    /// Stops letting a cgroup through.
-    pub fn deny_cgroup(&self, id: u64) -> Result<(), Error> {
-        deny(&self.cgroups, id)
-    }
-}
-
 fn allow(map: &MapHandle, id: u64) -> Result<(), Error> {
     map.update(&id.to_ne_bytes(), &[1], MapFlags::ANY)
         .map_err(Error::runtime(format!("adding cgroup {id} to the filter")))
@@ -322,14 +304,6 @@ impl Tracer {
     /// Stops letting a cgroup through.
     pub fn deny_cgroup(&self, id: u64) -> Result<(), Error> {
         deny(&self.filter_cgroups, id)
-    }
-
-    /// A handle on the cgroup filter for another thread.
-    pub fn filter_handle(&self) -> Result<FilterHandle, Error> {
-        Ok(FilterHandle {
-            cgroups: MapHandle::try_from(&self.filter_cgroups)
-                .map_err(Error::runtime("sharing the filter map"))?,
-        })
     }
 
     /// cgroup v2 directories created or removed since the last call (needs
