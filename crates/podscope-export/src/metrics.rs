@@ -430,32 +430,38 @@ impl Metrics {
         }
     }
 
-    fn track_pod_labels(&self, labels: &PodLabels) {
+    /// Remembers a series' labels under its pod, so the series can be removed with the pod.
+    fn track<T: Clone + PartialEq>(
+        &self,
+        namespace: &str,
+        pod: &str,
+        labels: &T,
+        list: impl FnOnce(&mut Tracked) -> &mut Vec<T>,
+    ) {
         let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
         let t = series
-            .entry((labels.namespace.clone(), labels.pod.clone()))
+            .entry((namespace.to_owned(), pod.to_owned()))
             .or_insert_with(|| Tracked {
                 pod_labels: Vec::new(),
                 disk_labels: Vec::new(),
                 last_live: Instant::now(),
             });
-        if !t.pod_labels.contains(labels) {
-            t.pod_labels.push(labels.clone());
+        let l = list(t);
+        if !l.contains(labels) {
+            l.push(labels.clone());
         }
     }
 
+    fn track_pod_labels(&self, labels: &PodLabels) {
+        self.track(&labels.namespace, &labels.pod, labels, |t| {
+            &mut t.pod_labels
+        });
+    }
+
     fn track_disk_labels(&self, labels: &DiskLabels) {
-        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-        let t = series
-            .entry((labels.namespace.clone(), labels.pod.clone()))
-            .or_insert_with(|| Tracked {
-                pod_labels: Vec::new(),
-                disk_labels: Vec::new(),
-                last_live: Instant::now(),
-            });
-        if !t.disk_labels.contains(labels) {
-            t.disk_labels.push(labels.clone());
-        }
+        self.track(&labels.namespace, &labels.pod, labels, |t| {
+            &mut t.disk_labels
+        });
     }
 
     fn counter(&self, c: C, labels: &PodLabels) -> Counter {
