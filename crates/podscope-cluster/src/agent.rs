@@ -105,6 +105,12 @@ pub fn run(args: AgentArgs, hub: Option<String>, token_file: Option<PathBuf>) ->
     let Some(hub) = hub else {
         bail!("podscope agent needs --hub URL (e.g. --hub http://hub:7700)");
     };
+    if hub.starts_with("kube://") {
+        bail!(
+            "podscope agent dials the hub's Service directly, not through the API server: \
+             give --hub http://SERVICE.NAMESPACE.svc:PORT (e.g. http://podscope-hub.podscope.svc:7700)"
+        );
+    }
     let token = crate::auth::load_token(token_file.as_deref())?;
     let node = match args
         .node

@@ -29,6 +29,12 @@ pub fn load_token(file: Option<&Path>) -> Result<String> {
     Ok(token)
 }
 
+/// A second header the hub accepts the token in, with the same `Bearer TOKEN`
+/// value. The Kubernetes API server removes `Authorization` after it has
+/// authenticated a request, so through its service proxy (`kubectl
+/// podscope`) the hub's token travels in this header instead.
+pub const PROXY_HEADER: &str = "x-podscope-authorization";
+
 /// Whether an `Authorization` header value carries this token. The
 /// comparison does not stop at the first difference, so its time does not
 /// tell how much of a guess was right.

@@ -45,17 +45,66 @@ pub struct RemoteTrace {
     pub max_events: Option<u64>,
 }
 
+/// How to reach the hub: `--hub`, `--token-file`, and kubectl's flags for a
+/// `kube://` hub (see [`crate::kubeproxy`]).
+#[derive(Debug, Clone, Default)]
+pub struct HubTarget {
+    /// --hub: http(s)://HOST:PORT, or kube://NAMESPACE/SERVICE:PORT.
+    pub url: String,
+    /// --token-file (else $PODSCOPE_TOKEN, else for kube:// the token Secret).
+    pub token_file: Option<PathBuf>,
+    /// --kubeconfig and --context, for kube:// hubs.
+    pub kube: crate::kubeproxy::KubeOptions,
+}
+
 struct Hub {
     url: String,
+    /// The hub as the user named it, for messages.
+    shown: String,
     token: String,
+    /// For a kube:// hub: the kubeconfig context's namespace, the default of `-n`.
+    default_namespace: Option<String>,
+    /// Keeps the kube:// forwarder running.
+    _proxy: Option<crate::kubeproxy::KubeProxy>,
 }
 
 impl Hub {
-    fn new(url: &str, token_file: Option<PathBuf>) -> Result<Hub> {
+    fn new(target: &HubTarget) -> Result<Hub> {
+        let token_file = target.token_file.as_deref();
+        if let Some(svc) = crate::kubeproxy::ServiceRef::parse(&target.url) {
+            let svc = svc?;
+            let own_token = token_file.is_some()
+                || std::env::var(crate::auth::TOKEN_ENV).is_ok_and(|t| !t.trim().is_empty());
+            let proxy = crate::kubeproxy::start(&svc, &target.kube, !own_token)?;
+            let token = match &proxy.token {
+                Some(t) => t.clone(),
+                None => crate::auth::load_token(token_file)?,
+            };
+            return Ok(Hub {
+                url: proxy.url.clone(),
+                shown: format!("{} (through the Kubernetes API server)", target.url),
+                token,
+                default_namespace: Some(proxy.default_namespace.clone()),
+                _proxy: Some(proxy),
+            });
+        }
         Ok(Hub {
-            url: url.trim_end_matches('/').to_string(),
-            token: crate::auth::load_token(token_file.as_deref())?,
+            url: target.url.trim_end_matches('/').to_string(),
+            shown: target.url.trim_end_matches('/').to_string(),
+            token: crate::auth::load_token(token_file)?,
+            default_namespace: None,
+            _proxy: None,
         })
+    }
+
+    /// `-n` as kubectl reads it: the flag, else (for a kube:// hub) the
+    /// context's namespace, else the hub's default ("default").
+    fn namespace(&self, p: &RemotePods) -> Option<String> {
+        match (&p.namespace, p.all_namespaces) {
+            (Some(ns), _) => Some(ns.clone()),
+            (None, false) => self.default_namespace.clone(),
+            (None, true) => None,
+        }
     }
 
     fn call(
@@ -66,7 +115,7 @@ impl Hub {
         headers: &[(&str, &str)],
     ) -> Result<Response> {
         request(&self.url, method, path, Some(&self.token), body, headers)
-            .with_context(|| format!("reaching the hub at {}", self.url))
+            .with_context(|| format!("reaching the hub at {}", self.shown))
     }
 
     /// A call that must succeed; the error carries the hub's message.
@@ -97,12 +146,13 @@ fn enc(s: &str) -> String {
 }
 
 /// `podscope --hub URL ps`.
-pub fn ps(url: &str, token_file: Option<PathBuf>, p: &RemotePods, json: bool) -> Result<()> {
-    let hub = Hub::new(url, token_file)?;
+pub fn ps(target: &HubTarget, p: &RemotePods, json: bool) -> Result<()> {
+    let hub = Hub::new(target)?;
+    let namespace = hub.namespace(p);
     let mut q = Vec::new();
     for (k, v) in [
         ("pod", &p.pod),
-        ("namespace", &p.namespace),
+        ("namespace", &namespace),
         ("selector", &p.selector),
         ("container", &p.container),
     ] {
@@ -179,10 +229,10 @@ pub fn ps(url: &str, token_file: Option<PathBuf>, p: &RemotePods, json: bool) ->
 
 /// `podscope --hub URL trace`: creates a session, streams its events until it
 /// ends (--duration, --max-events, Ctrl-C), deletes it. Returns the exit code.
-pub fn trace(url: &str, token_file: Option<PathBuf>, t: &RemoteTrace) -> Result<i32> {
-    let hub = Hub::new(url, token_file)?;
+pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
+    let hub = Hub::new(target)?;
     let req = CreateSession {
-        namespace: t.pods.namespace.clone(),
+        namespace: hub.namespace(&t.pods),
         all_namespaces: t.pods.all_namespaces,
         pod: t.pods.pod.clone(),
         container: t.pods.container.clone(),
@@ -214,7 +264,7 @@ pub fn trace(url: &str, token_file: Option<PathBuf>, t: &RemoteTrace) -> Result<
     )?;
     eprintln!(
         "podscope: session {id} on the hub {}; Ctrl-C to stop",
-        hub.url
+        hub.shown
     );
 
     // Ctrl-C / SIGTERM ask the hub to stop the session; the stream then ends with the summaries.
@@ -306,7 +356,7 @@ pub fn trace(url: &str, token_file: Option<PathBuf>, t: &RemoteTrace) -> Result<
                 Ok(r) if r.status == 409 => break 'outer 0,
                 _ if Instant::now() > deadline => {
                     let rec = serde_json::json!({"kind": "interrupted", "session": id,
-                        "reason": format!("the hub at {} stopped answering", hub.url)});
+                        "reason": format!("the hub at {} stopped answering", hub.shown)});
                     if t.json {
                         writeln!(out, "{rec}")?;
                     }

@@ -363,11 +363,13 @@ fn stop_session(st: &mut HubState, id: &str, reason: &str) {
 }
 
 async fn require_token(State(hub): State<Hub>, req: Request, next: Next) -> Response {
-    let h = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if !crate::auth::bearer_ok(h, &hub.token) {
+    let ok = [header::AUTHORIZATION.as_str(), crate::auth::PROXY_HEADER]
+        .iter()
+        .any(|name| {
+            let given = req.headers().get(*name).and_then(|v| v.to_str().ok());
+            crate::auth::bearer_ok(given, &hub.token)
+        });
+    if !ok {
         let mut r = err(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token: send 'Authorization: Bearer TOKEN'",

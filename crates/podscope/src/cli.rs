@@ -28,13 +28,25 @@ pub struct Cli {
 
     // --- cluster mode (docs/cluster.md) ---
     /// Run `ps` and `trace` through the hub at this URL (http://hub:7700)
-    /// across every node; for `agent`, the hub to dial.
+    /// across every node; for `agent`, the hub to dial. kube://NAMESPACE/SERVICE:PORT
+    /// reaches it through the Kubernetes API server's service proxy with your
+    /// kubeconfig (the default when run as `kubectl podscope`:
+    /// kube://podscope/podscope-hub:7700).
     #[arg(long, global = true, value_name = "URL")]
     pub hub: Option<String>,
 
-    /// File holding the bearer token for the hub (else $PODSCOPE_TOKEN).
+    /// File holding the bearer token for the hub (else $PODSCOPE_TOKEN; for a
+    /// kube:// hub, else the Secret podscope-token in the hub's namespace).
     #[arg(long, global = true, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+
+    /// Kubeconfig for a kube:// hub (else $KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context for a kube:// hub (else the current context).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
     // --- end cluster mode ---
 }
 

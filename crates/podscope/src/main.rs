@@ -11,12 +11,39 @@ mod probes;
 mod ps;
 mod trace;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() {
-    let cli = cli::Cli::parse();
+    // `kubectl podscope ...` runs this binary as `kubectl-podscope`: ps and
+    // trace then go to the hub through the API server unless --hub says otherwise.
+    let kubectl = std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        })
+        .is_some_and(|name| name == "kubectl-podscope");
+    let mut command = cli::Cli::command();
+    if kubectl {
+        command = command.bin_name("kubectl podscope");
+    }
+    let cli = cli::Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
     // --- cluster mode: `ps` and `trace` through the hub, `hub`, `agent` (docs/cluster.md) ---
-    let (hub, token_file) = (cli.hub.clone(), cli.token_file.clone());
+    let hub = cli.hub.clone().or_else(|| {
+        kubectl
+            .then(|| podscope_cluster::kubeproxy::DEFAULT_HUB.to_string())
+            .filter(|_| matches!(cli.command, cli::Command::Ps(_) | cli::Command::Trace(_)))
+    });
+    let token_file = cli.token_file.clone();
+    let target = |url: &str| podscope_cluster::client::HubTarget {
+        url: url.to_string(),
+        token_file: token_file.clone(),
+        kube: podscope_cluster::kubeproxy::KubeOptions {
+            kubeconfig: cli.kubeconfig.clone(),
+            context: cli.context.clone(),
+        },
+    };
     let command = match (hub.as_deref(), cli.command) {
         (_, cli::Command::Hub(args)) => {
             exit_on(podscope_cluster::hub::run(args, token_file).map(|_| 0))
@@ -26,8 +53,7 @@ fn main() {
         }
         (Some(url), cli::Command::Ps(args)) => exit_on(
             podscope_cluster::client::ps(
-                url,
-                token_file,
+                &target(url),
                 &remote_pods(&args.pods),
                 args.output == cli::Format::Json,
             )
@@ -42,7 +68,7 @@ fn main() {
                 duration: args.duration,
                 max_events: args.max_events,
             };
-            exit_on(podscope_cluster::client::trace(url, token_file, &t))
+            exit_on(podscope_cluster::client::trace(&target(url), &t))
         }
         (_, other) => other,
     };
