@@ -180,6 +180,28 @@ impl Session {
         }
     }
 
+    /// Whether a node with these pods should run this session: only nodes
+    /// with a matching pod get it (and nodes that gain one later, see
+    /// `join_matching`).
+    fn wants(&self, pods: &[Pod]) -> bool {
+        !self.spec.selection.select(pods).is_empty()
+    }
+
+    /// Starts a running session on `node` if it is not part of this run yet
+    /// (or was lost: its agent came back) and has a matching pod.
+    fn join_if_matching(&mut self, node: &str, entry: &NodeEntry) -> bool {
+        let joined = self.nodes.get(node).is_some_and(|n| n.state != "lost");
+        if self.state != "running" || joined || !self.wants(&entry.pods) {
+            return false;
+        }
+        // A node that comes back keeps the counts of its earlier part.
+        let ns = self.nodes.entry(node.to_string()).or_default();
+        ns.state = "starting".into();
+        ns.error = None;
+        send_to(entry, self.start_message());
+        true
+    }
+
     /// After a stop: once every node is final, the session is stopped and the streams end.
     fn check_done(&mut self) {
         if self.state == "stopping"
@@ -290,7 +312,7 @@ impl Hub {
             .with_state(self.clone())
     }
 
-    /// Start a session's run on every connected agent.
+    /// Start a session's run on every connected agent that has a matching pod.
     fn start_session(&self, st: &mut HubState, id: &str) {
         let Some(s) = st.sessions.get_mut(id) else {
             return;
@@ -304,16 +326,8 @@ impl Hub {
         s.stopped_at = None;
         s.stop_reason = None;
         s.nodes.clear();
-        let msg = s.start_message();
         for (name, n) in st.nodes.iter().filter(|(_, n)| n.up) {
-            s.nodes.insert(
-                name.clone(),
-                NodeSession {
-                    state: "starting".into(),
-                    ..Default::default()
-                },
-            );
-            send_to(n, msg.clone());
+            s.join_if_matching(name, n);
         }
         if let Some(ms) = s.spec.duration_ms {
             let (hub, id, run) = (self.clone(), id.to_string(), s.run);
@@ -775,17 +789,12 @@ impl hub_server::Hub for Hub {
                     conn,
                 },
             );
-            // Running sessions go to every agent: its trace waits for matching pods.
+            // Running sessions whose pods this node has start here.
             let st = &mut *st;
-            for s in st.sessions.values_mut().filter(|s| s.state == "running") {
-                s.nodes.insert(
-                    node.clone(),
-                    NodeSession {
-                        state: "starting".into(),
-                        ..Default::default()
-                    },
-                );
-                let _ = tx.try_send(Ok(s.start_message()));
+            if let Some(entry) = st.nodes.get(&node) {
+                for s in st.sessions.values_mut() {
+                    s.join_if_matching(&node, entry);
+                }
             }
         }
         eprintln!("podscope hub: node {node} registered");
@@ -817,8 +826,19 @@ impl Hub {
         match m.msg {
             Some(agent_message::Msg::Pods(p)) => {
                 if let Ok(pods) = serde_json::from_str(&p.pods_json) {
+                    let st = &mut *st;
                     if let Some(n) = st.nodes.get_mut(node) {
                         n.pods = pods;
+                        // A matching pod appeared here: the running sessions
+                        // that did not include this node start on it now.
+                        for s in st.sessions.values_mut() {
+                            if s.join_if_matching(node, n) {
+                                eprintln!(
+                                    "podscope hub: session {} now includes node {node} (a matching pod appeared)",
+                                    s.id
+                                );
+                            }
+                        }
                     }
                 }
             }

@@ -402,6 +402,52 @@ fn two_nodes_through_the_hub() {
     assert_eq!(s["events"].as_u64().unwrap(), events.len() as u64);
     assert_eq!(s["nodes"]["node-1"]["state"], "finished");
 
+    // Routing: a session starts only on nodes with a matching pod, and on a
+    // node where one appears while it runs.
+    let (_, s) = api(
+        port,
+        "POST",
+        "/v1/sessions",
+        Some(json!({"namespace": ns, "pod": "other-*", "probes": ["exec"]})),
+    );
+    let rid = s["id"].as_str().unwrap().to_string();
+    let rrx = stream(port, &rid);
+    wait_for(
+        Duration::from_secs(20),
+        "the session to run on node-1",
+        || all_running(port, &rid, 1),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, v) = api(port, "GET", &format!("/v1/sessions/{rid}"), None);
+    assert!(
+        v["nodes"].get("node-2").is_none(),
+        "node-2 has no other-* pod, so no part in the session: {v}"
+    );
+    let late = format!("other-late-{sfx}");
+    let _o2 = pod(&node2.socket, &late, &ns, &script("tag-other-late"));
+    let t = Instant::now();
+    wait_for(
+        Duration::from_secs(20),
+        "node-2 to join when its matching pod appears",
+        || all_running(port, &rid, 2),
+    );
+    eprintln!("node-2 joined {:?} after its pod was created", t.elapsed());
+    let mut from_late = 0;
+    while let Ok(v) = rrx.recv_timeout(Duration::from_secs(15).saturating_sub(t.elapsed())) {
+        if v.get("pid").is_some() {
+            assert!(v["pod"].as_str().unwrap().starts_with("other-"), "{v}");
+            if v["node"] == "node-2" && v["pod"] == late.as_str() {
+                from_late += 1;
+                if from_late >= 3 {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(from_late >= 3, "events from the late pod on node-2");
+    let (st, _) = api(port, "DELETE", &format!("/v1/sessions/{rid}"), None);
+    assert_eq!(st, 200);
+
     // Delete all.
     let (_, s2) = api(
         port,
