@@ -24,8 +24,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::proto::{
-    agent_message, hub_client::HubClient, hub_message, AgentMessage, EventBatch, Hello, Line, Pods,
-    SessionStatus, StartSession,
+    agent_message, hub_client::HubClient, hub_message, AgentMessage, EventBatch, ExecRequest,
+    ExecResult, Hello, Line, Pods, SessionStatus, StartSession,
 };
 
 /// `podscope agent`.
@@ -72,31 +72,46 @@ pub struct AgentArgs {
     /// OTLP protocol for --otlp-endpoint: grpc or http/protobuf.
     #[arg(long, value_name = "PROTOCOL", value_parser = ["grpc", "http/protobuf"])]
     pub otlp_protocol: Option<String>,
+
+    /// Serve the agent's own API on this address (e.g. 0.0.0.0:7701): GET
+    /// /healthz (alive) and /readyz (linked to the hub), no token; and the
+    /// gRPC service podscope.cluster.v1.Agent (ListPods, Trace, Exec,
+    /// Health), bearer token required.
+    #[arg(long, visible_alias = "health-listen", value_name = "ADDR")]
+    pub listen: Option<String>,
 }
 
 /// The link to the hub as the sessions see it: None while disconnected.
-type Link = Arc<Mutex<Option<mpsc::Sender<AgentMessage>>>>;
+pub(crate) type Link = Arc<Mutex<Option<mpsc::Sender<AgentMessage>>>>;
 
-struct Running {
+/// Session-id prefix of the agent API's direct Trace calls.
+pub(crate) const DIRECT: &str = "direct-";
+
+/// Output kept per stream of an exec.
+const EXEC_OUTPUT_MAX: usize = 1 << 20;
+
+pub(crate) struct Running {
     run: u64,
     pid: u32,
 }
 
 type Sessions = Arc<Mutex<HashMap<String, Running>>>;
 
-struct Agent {
-    node: String,
-    hub: String,
-    token: String,
-    args: AgentArgs,
-    kernel: String,
-    probes: Vec<String>,
-    exe: PathBuf,
-    link: Link,
-    sessions: Sessions,
+pub(crate) struct Agent {
+    /// Numbers the direct Trace calls of the agent API.
+    pub(crate) direct: std::sync::atomic::AtomicU64,
+    pub(crate) node: String,
+    pub(crate) hub: String,
+    pub(crate) token: String,
+    pub(crate) args: AgentArgs,
+    pub(crate) kernel: String,
+    pub(crate) probes: Vec<String>,
+    pub(crate) exe: PathBuf,
+    pub(crate) link: Link,
+    pub(crate) sessions: Sessions,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -130,6 +145,7 @@ pub fn run(args: AgentArgs, hub: Option<String>, token_file: Option<PathBuf>) ->
         .to_string();
     let probes = supported_probes(&exe);
     let agent = Arc::new(Agent {
+        direct: Default::default(),
         node,
         hub,
         token,
@@ -148,6 +164,9 @@ pub fn run(args: AgentArgs, hub: Option<String>, token_file: Option<PathBuf>) ->
     let always_on = agent.args.metrics_listen.is_some() || agent.args.otlp_endpoint.is_some();
     let metrics = always_on.then(|| MetricsChild::start(agent.exe.clone(), &agent.args));
     rt.block_on(async move {
+        if let Some(addr) = agent.args.listen.clone() {
+            crate::agent_api::serve(agent.clone(), &addr).await?;
+        }
         let a = agent.clone();
         let link_task = tokio::spawn(async move { a.link_loop().await });
         crate::hub::shutdown_signal().await;
@@ -329,6 +348,18 @@ impl Agent {
                 Ok(Some(m)) => match m.msg {
                     Some(hub_message::Msg::Start(s)) => self.start(s),
                     Some(hub_message::Msg::Stop(s)) => self.stop(&s.session, Some(s.run)),
+                    Some(hub_message::Msg::Exec(e)) => {
+                        let (me, link) = (self.clone(), self.link.clone());
+                        tokio::spawn(async move {
+                            let r = tokio::task::spawn_blocking(move || me.exec(&e))
+                                .await
+                                .unwrap_or_default();
+                            let msg = AgentMessage {
+                                msg: Some(agent_message::Msg::ExecResult(r)),
+                            };
+                            send(&link, msg).await;
+                        });
+                    }
                     None => {}
                 },
                 Ok(None) => break Ok(()),
@@ -339,7 +370,7 @@ impl Agent {
         result
     }
 
-    async fn pods_json(&self) -> String {
+    pub(crate) async fn pods_json(&self) -> String {
         match podscope_runtime::discover_async(self.args.runtime_endpoint.as_deref()).await {
             Ok(d) => serde_json::to_string(&d.pods).unwrap_or_else(|_| "[]".into()),
             Err(e) => {
@@ -349,7 +380,7 @@ impl Agent {
         }
     }
 
-    fn stop(&self, session: &str, run: Option<u64>) {
+    pub(crate) fn stop(&self, session: &str, run: Option<u64>) {
         if let Some(r) = lock(&self.sessions).get(session) {
             if run.is_none_or(|x| x == r.run) {
                 // SIGINT: the trace flushes, prints its summary and exits.
@@ -358,8 +389,108 @@ impl Agent {
         }
     }
 
+    /// `podscope exec` on this node for the hub or the agent API: output
+    /// captured (up to 1 MiB per stream), every request logged.
+    pub(crate) fn exec(&self, r: &ExecRequest) -> ExecResult {
+        let mut res = ExecResult {
+            id: r.id.clone(),
+            node: self.node.clone(),
+            exit_code: -1,
+            ..Default::default()
+        };
+        if !self.args.enable_exec {
+            res.error = format!(
+                "exec is disabled on node {}: its agent runs without --enable-exec",
+                self.node
+            );
+            eprintln!(
+                "podscope agent: refused exec in {}/{}: disabled",
+                r.namespace, r.pod
+            );
+            return res;
+        }
+        if let Err(e) = crate::api::check_exec_target(&r.namespace, &r.pod, &r.command) {
+            res.error = e;
+            return res;
+        }
+        let timeout_ms = if r.timeout_ms == 0 {
+            30_000
+        } else {
+            r.timeout_ms
+        };
+        eprintln!(
+            "podscope agent: AUDIT exec in {}/{} container {:?} namespaces {:?} timeout {}ms: {:?}",
+            r.namespace, r.pod, r.container, r.namespaces, timeout_ms, r.command
+        );
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(["exec", "--pod", &r.pod, "-n", &r.namespace]);
+        if !r.container.is_empty() {
+            cmd.args(["--container", &r.container]);
+        }
+        if !r.namespaces.is_empty() {
+            cmd.args(["--ns", &r.namespaces.join(",")]);
+        }
+        cmd.args(["-t", &format!("{timeout_ms}ms")]);
+        if let Some(ep) = &self.args.runtime_endpoint {
+            cmd.args(["--runtime-endpoint", ep]);
+        }
+        cmd.arg("--").args(&r.command);
+        let mut child = match cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                res.error = format!("starting podscope exec: {e}");
+                return res;
+            }
+        };
+        let capture = |mut r: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut kept = Vec::new();
+                let mut buf = [0u8; 8192];
+                let mut cut = false;
+                // Reads to the end so the tool never blocks on a full pipe.
+                while let Ok(n) = r.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let room = EXEC_OUTPUT_MAX - kept.len();
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                    cut |= n > room;
+                }
+                (kept, cut)
+            })
+        };
+        let out = capture(Box::new(child.stdout.take().expect("piped stdout")));
+        let err = capture(Box::new(child.stderr.take().expect("piped stderr")));
+        let status = child.wait();
+        let (stdout, cut1) = out.join().unwrap_or_default();
+        let (stderr, cut2) = err.join().unwrap_or_default();
+        use std::os::unix::process::ExitStatusExt;
+        res.exit_code = match status {
+            Ok(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
+            Err(_) => -1,
+        };
+        res.stdout = stdout;
+        res.stderr = stderr;
+        res.truncated = cut1 || cut2;
+        eprintln!(
+            "podscope agent: AUDIT exec in {}/{} exited {}",
+            r.namespace, r.pod, res.exit_code
+        );
+        res
+    }
+
+    /// Stops the hub's sessions (not the agent API's direct traces).
     fn stop_all(&self) {
-        let ids: Vec<String> = lock(&self.sessions).keys().cloned().collect();
+        let ids: Vec<String> = lock(&self.sessions)
+            .keys()
+            .filter(|k| !k.starts_with(DIRECT))
+            .cloned()
+            .collect();
         for id in ids {
             self.stop(&id, None);
         }
@@ -395,6 +526,12 @@ impl Agent {
     }
 
     fn start(self: &Arc<Self>, s: StartSession) {
+        self.start_with(s, self.link.clone());
+    }
+
+    /// Runs a trace child for `s`, its records going to `link` (the hub's, or
+    /// a direct Trace call's).
+    pub(crate) fn start_with(self: &Arc<Self>, s: StartSession, link: Link) {
         if let Some(r) = lock(&self.sessions).get(&s.session) {
             if r.run == s.run {
                 return;
@@ -408,7 +545,6 @@ impl Agent {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn();
-        let link = self.link.clone();
         let node = self.node.clone();
         let mut child = match child {
             Ok(c) => c,
@@ -516,7 +652,7 @@ fn status(
     }
 }
 
-async fn send(link: &Link, msg: AgentMessage) -> bool {
+pub(crate) async fn send(link: &Link, msg: AgentMessage) -> bool {
     let tx = lock(link).clone();
     match tx {
         Some(tx) => tx.send(msg).await.is_ok(),

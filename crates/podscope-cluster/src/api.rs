@@ -43,6 +43,22 @@ pub struct CreateSession {
     pub start: Option<bool>,
 }
 
+/// Checks an exec request's target: one pod by exact name, and a command.
+pub fn check_exec_target(namespace: &str, pod: &str, command: &[String]) -> Result<(), String> {
+    if namespace.is_empty() || pod.is_empty() {
+        return Err("exec needs a namespace and a pod name".into());
+    }
+    if podscope_runtime::names::is_glob(pod) || podscope_runtime::names::is_glob(namespace) {
+        return Err(format!(
+            "exec runs in one pod: give its exact name, not a pattern ({namespace}/{pod})"
+        ));
+    }
+    if command.is_empty() || command[0].is_empty() {
+        return Err("exec needs a command, e.g. [\"ip\", \"addr\"]".into());
+    }
+    Ok(())
+}
+
 /// A validated pod/container selection.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Selection {

@@ -467,3 +467,45 @@ fn columns(v: &Value) -> String {
         s("comm")
     )
 }
+
+/// `exec` flags that apply through the hub.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteExec {
+    /// Pod flags: through the hub, one pod by exact name.
+    pub pods: RemotePods,
+    /// --ns as given (net,pid,...).
+    pub namespaces: String,
+    /// -t.
+    pub timeout: Option<Duration>,
+    /// The command and its arguments.
+    pub command: Vec<String>,
+}
+
+/// `podscope --hub URL exec`: runs the tool on the pod's node through the
+/// hub (both need --enable-exec), prints its output, returns its exit code.
+pub fn exec(target: &HubTarget, e: &RemoteExec) -> Result<i32> {
+    let Some(pod) = e.pods.pod.as_deref() else {
+        bail!("through the hub, exec takes one pod by name: give --pod NAME (and -n NAMESPACE)");
+    };
+    if e.pods.selector.is_some() || e.pods.all_namespaces {
+        bail!("through the hub, exec takes one pod by name: -l and -A select several pods; give --pod NAME -n NAMESPACE");
+    }
+    let hub = Hub::new(target)?;
+    let namespace = hub.namespace(&e.pods).unwrap_or_else(|| "default".into());
+    let body = serde_json::json!({
+        "namespace": namespace,
+        "pod": pod,
+        "container": e.pods.container,
+        "command": e.command,
+        "namespaces": e.namespaces.split(',').map(str::trim).filter(|s| !s.is_empty()).collect::<Vec<_>>(),
+        "timeout": e.timeout.map(|d| format!("{}ms", d.as_millis())),
+    });
+    let r = hub.ok("POST", "/v1/exec", Some(&body.to_string()))?;
+    print!("{}", r["stdout"].as_str().unwrap_or(""));
+    eprint!("{}", r["stderr"].as_str().unwrap_or(""));
+    std::io::stdout().flush().ok();
+    if r["truncated"] == true {
+        eprintln!("podscope: the output was cut at 1 MiB per stream");
+    }
+    Ok(r["exit_code"].as_i64().unwrap_or(1) as i32)
+}

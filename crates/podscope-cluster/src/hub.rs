@@ -38,7 +38,8 @@ use crate::api::{
     UpdateSession,
 };
 use crate::proto::{
-    agent_message, hub_message, hub_server, AgentMessage, HubMessage, StartSession, StopSession,
+    agent_message, hub_message, hub_server, AgentMessage, ExecRequest, ExecResult, HubMessage,
+    StartSession, StopSession,
 };
 
 /// `podscope hub`.
@@ -226,6 +227,8 @@ struct HubState {
     next_conn: u64,
     nodes: BTreeMap<String, NodeEntry>,
     sessions: BTreeMap<String, Session>,
+    /// Exec requests waiting for their agent's answer: id -> (node, answer).
+    execs: BTreeMap<String, (String, tokio::sync::oneshot::Sender<ExecResult>)>,
 }
 
 /// The hub's shared state and settings.
@@ -273,6 +276,7 @@ impl Hub {
             state: Arc::new(Mutex::new(HubState {
                 boot,
                 next_id: 1,
+                execs: BTreeMap::new(),
                 next_conn: 1,
                 nodes: BTreeMap::new(),
                 sessions: BTreeMap::new(),
@@ -667,14 +671,158 @@ async fn delete_one(State(hub): State<Hub>, Path(id): Path<String>) -> Response 
     Json(json!({"deleted": [id]})).into_response()
 }
 
-async fn exec(State(hub): State<Hub>) -> Response {
+/// POST /v1/exec: run a host tool in one pod's namespaces on its node.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecBody {
+    #[serde(default)]
+    namespace: Option<String>,
+    pod: String,
+    #[serde(default)]
+    container: Option<String>,
+    command: Vec<String>,
+    /// Namespaces to join (default ["net"]).
+    #[serde(default)]
+    namespaces: Option<Vec<String>>,
+    /// Default 30s, at most 10m.
+    #[serde(default)]
+    timeout: Option<String>,
+}
+
+const EXEC_MAX_TIMEOUT: Duration = Duration::from_secs(600);
+
+async fn exec(State(hub): State<Hub>, body: Bytes) -> Response {
     if !hub.enable_exec {
+        eprintln!("podscope hub: refused an exec request: exec is disabled");
         return err(StatusCode::FORBIDDEN, "exec through the hub is disabled; it needs --enable-exec on both the hub and the agent");
     }
-    err(
-        StatusCode::NOT_IMPLEMENTED,
-        "exec through the hub is not implemented yet; use `podscope exec` on the node",
-    )
+    let b: ExecBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return err(StatusCode::BAD_REQUEST, format!("malformed exec request: {e}; expected e.g. {{\"namespace\":\"shop\",\"pod\":\"web-0\",\"command\":[\"ss\",\"-tan\"],\"timeout\":\"30s\"}}"))
+        }
+    };
+    let ns = b.namespace.clone().unwrap_or_else(|| "default".into());
+    if let Err(e) = crate::api::check_exec_target(&ns, &b.pod, &b.command) {
+        return err(StatusCode::BAD_REQUEST, e);
+    }
+    let timeout = match b.timeout.as_deref().map(crate::api::parse_duration) {
+        None => Duration::from_secs(30),
+        Some(Ok(d)) if d <= EXEC_MAX_TIMEOUT => d,
+        Some(Ok(_)) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "exec timeout is longer than the maximum of 10m",
+            )
+        }
+        Some(Err(e)) => return err(StatusCode::BAD_REQUEST, e),
+    };
+    let namespaces = b.namespaces.clone().unwrap_or_default();
+    const KINDS: [&str; 6] = ["net", "pid", "mnt", "uts", "ipc", "cgroup"];
+    if let Some(bad) = namespaces.iter().find(|n| !KINDS.contains(&n.as_str())) {
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!("unknown namespace kind {bad:?}; use net, pid, mnt, uts, ipc or cgroup"),
+        );
+    }
+    let rx = {
+        let mut st = hub.lock();
+        let found = st
+            .nodes
+            .iter()
+            .find(|(_, n)| n.up && n.pods.iter().any(|p| p.namespace == ns && p.name == b.pod));
+        let Some((node, entry)) = found else {
+            let all: Vec<String> = st
+                .nodes
+                .values()
+                .filter(|n| n.up)
+                .flat_map(|n| n.pods.iter().map(|p| format!("{}/{}", p.namespace, p.name)))
+                .collect();
+            let near = podscope_runtime::names::closest_names(
+                &format!("{ns}/{}", b.pod),
+                all.iter().map(String::as_str),
+                3,
+            );
+            let hint = if near.is_empty() {
+                String::new()
+            } else {
+                format!("; did you mean {}?", near.join(", "))
+            };
+            return err(
+                StatusCode::NOT_FOUND,
+                format!("no pod {ns}/{} on any connected node{hint}", b.pod),
+            );
+        };
+        if !entry.exec_enabled {
+            eprintln!(
+                "podscope hub: refused exec in {ns}/{}: node {node}'s agent has exec disabled",
+                b.pod
+            );
+            return err(
+                StatusCode::FORBIDDEN,
+                format!("exec is disabled on node {node}: its agent runs without --enable-exec"),
+            );
+        }
+        let node = node.clone();
+        let id = format!("exec-{}-{}", st.boot, st.next_id);
+        st.next_id += 1;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let req = ExecRequest {
+            id: id.clone(),
+            namespace: ns.clone(),
+            pod: b.pod.clone(),
+            container: b.container.clone().unwrap_or_default(),
+            command: b.command.clone(),
+            namespaces,
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        eprintln!(
+            "podscope hub: AUDIT exec {id} on node {node} in {ns}/{} container {:?}: {:?}",
+            b.pod, b.container, b.command
+        );
+        if let Some(entry) = st.nodes.get(&node) {
+            send_to(
+                entry,
+                HubMessage {
+                    msg: Some(hub_message::Msg::Exec(req)),
+                },
+            );
+        }
+        st.execs.insert(id.clone(), (node, tx));
+        (id, rx)
+    };
+    let (id, rx) = rx;
+    let answer = tokio::time::timeout(timeout + Duration::from_secs(10), rx).await;
+    hub.lock().execs.remove(&id);
+    let r = match answer {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => {
+            return err(
+                StatusCode::BAD_GATEWAY,
+                "the node's agent disconnected before the exec finished",
+            )
+        }
+        Err(_) => {
+            return err(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the node's agent did not answer the exec in time",
+            )
+        }
+    };
+    if !r.error.is_empty() {
+        let code = if r.error.contains("disabled") {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        return err(code, format!("node {}: {}", r.node, r.error));
+    }
+    Json(json!({
+        "node": r.node, "namespace": ns, "pod": b.pod, "exit_code": r.exit_code,
+        "stdout": String::from_utf8_lossy(&r.stdout), "stderr": String::from_utf8_lossy(&r.stderr),
+        "truncated": r.truncated,
+    }))
+    .into_response()
 }
 
 async fn events(State(hub): State<Hub>, Path(id): Path<String>, headers: HeaderMap) -> Response {
@@ -842,6 +990,21 @@ impl Hub {
                     }
                 }
             }
+            Some(agent_message::Msg::ExecResult(r)) => {
+                if let Some((_, tx)) = st.execs.remove(&r.id) {
+                    eprintln!(
+                        "podscope hub: AUDIT exec {} on node {node} exited {}{}",
+                        r.id,
+                        r.exit_code,
+                        if r.error.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", r.error)
+                        }
+                    );
+                    let _ = tx.send(r);
+                }
+            }
             Some(agent_message::Msg::Events(b)) => {
                 let Some(s) = st.sessions.get_mut(&b.session) else {
                     return;
@@ -926,6 +1089,8 @@ impl Hub {
             _ => return,
         }
         eprintln!("podscope hub: node {node} is down");
+        // Its pending execs get no answer: dropping their senders says so.
+        st.execs.retain(|_, (n, _)| n != node);
         for s in st.sessions.values_mut() {
             let Some(ns) = s.nodes.get_mut(node) else {
                 continue;

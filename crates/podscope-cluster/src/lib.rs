@@ -5,6 +5,7 @@
 //! podscope`) through the Kubernetes API server's service proxy. See docs/cluster.md.
 
 pub mod agent;
+mod agent_api;
 pub mod api;
 pub mod auth;
 pub mod client;

@@ -27,7 +27,7 @@ pub struct Cli {
     pub command: Command,
 
     // --- cluster mode (docs/cluster.md) ---
-    /// Run `ps` and `trace` through the hub at this URL (http://hub:7700)
+    /// Run `ps`, `trace` and `exec` through the hub at this URL (http://hub:7700)
     /// across every node; for `agent`, the hub to dial. kube://NAMESPACE/SERVICE:PORT
     /// reaches it through the Kubernetes API server's service proxy with your
     /// kubeconfig (the default when run as `kubectl podscope`:

@@ -33,7 +33,12 @@ fn main() {
     let hub = cli.hub.clone().or_else(|| {
         kubectl
             .then(|| podscope_cluster::kubeproxy::DEFAULT_HUB.to_string())
-            .filter(|_| matches!(cli.command, cli::Command::Ps(_) | cli::Command::Trace(_)))
+            .filter(|_| {
+                matches!(
+                    cli.command,
+                    cli::Command::Ps(_) | cli::Command::Trace(_) | cli::Command::Exec(_)
+                )
+            })
     });
     let token_file = cli.token_file.clone();
     let target = |url: &str| podscope_cluster::client::HubTarget {
@@ -69,6 +74,20 @@ fn main() {
                 max_events: args.max_events,
             };
             exit_on(podscope_cluster::client::trace(&target(url), &t))
+        }
+        (Some(url), cli::Command::Exec(args)) => {
+            if args.output_dir.is_some() {
+                exit_on(Err(anyhow::anyhow!(
+                    "--output-dir works on the node only; through the hub the output comes back here"
+                )));
+            }
+            let e = podscope_cluster::client::RemoteExec {
+                pods: remote_pods(&args.pods),
+                namespaces: args.namespaces.clone(),
+                timeout: args.timeout,
+                command: args.command.clone(),
+            };
+            exit_on(podscope_cluster::client::exec(&target(url), &e))
         }
         (_, other) => other,
     };

@@ -864,3 +864,276 @@ fn agent_serves_always_on_pod_metrics() {
         },
     );
 }
+
+/// The agent's own API (--listen): health endpoints, gRPC ListPods, Trace,
+/// Exec and Health with its token; and exec through the hub, which needs
+/// --enable-exec on both the hub and the agent.
+#[test]
+fn agent_api_and_exec_through_the_hub() {
+    use podscope_cluster::proto::agent_client::AgentClient;
+    use podscope_cluster::proto::{ExecRequest, HealthRequest, ListPodsRequest, StartSession};
+
+    let sock = socket();
+    let tok = token_file();
+    let tokf = tok.to_str().unwrap().to_string();
+    let (port, api_port) = (common::free_port(), common::free_port());
+    let api_url = format!("http://127.0.0.1:{api_port}");
+    // The agent first: alive, but not ready until it is linked to a hub.
+    let _agent = agent(
+        port,
+        "exec-node",
+        &sock,
+        &tok,
+        &[
+            "--listen",
+            &format!("127.0.0.1:{api_port}"),
+            "--enable-exec",
+        ],
+    );
+    wait_for(Duration::from_secs(10), "the agent API to listen", || {
+        request(&api_url, "GET", "/healthz", None, None, &[]).is_ok_and(|r| r.status == 200)
+    });
+    let r = request(&api_url, "GET", "/readyz", None, None, &[]).unwrap();
+    assert_eq!(r.status, 503, "not ready without a hub");
+    let _hub = hub(port, &["--enable-exec"]);
+    wait_for(Duration::from_secs(10), "the agent to be ready", || {
+        request(&api_url, "GET", "/readyz", None, None, &[]).is_ok_and(|r| r.status == 200)
+    });
+
+    let sfx = suffix();
+    let ns = format!("ex-{sfx}");
+    let name = format!("box-{sfx}");
+    let _p = pod(
+        &sock,
+        &name,
+        &ns,
+        "while true; do cat /dev/null; sleep 0.2; done",
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(api_url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        // Without the token: refused.
+        let mut anon = AgentClient::new(channel.clone());
+        let e = anon.health(HealthRequest {}).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
+        let mut c = AgentClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", bearer.clone());
+            Ok(r)
+        });
+        let h = c.health(HealthRequest {}).await.unwrap().into_inner();
+        assert_eq!(h.node, "exec-node");
+        assert!(h.linked && h.exec_enabled, "{h:?}");
+
+        // ListPods: the pod, with its IP.
+        let mut ip = String::new();
+        for _ in 0..50 {
+            let pods: Vec<Value> = serde_json::from_str(
+                &c.list_pods(ListPodsRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .pods_json,
+            )
+            .unwrap();
+            if let Some(p) = pods.iter().find(|p| p["name"] == name.as_str()) {
+                ip = p["ip"].as_str().unwrap_or("").to_string();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(!ip.is_empty(), "ListPods has the pod and its IP");
+
+        // Trace: exec events of that pod stream; hanging up stops the trace.
+        let mut stream = c
+            .trace(StartSession {
+                probes: vec!["exec".into()],
+                namespace: ns.clone(),
+                pod: name.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut events = 0;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while events < 3 && Instant::now() < deadline {
+            let Ok(Ok(Some(b))) =
+                tokio::time::timeout(Duration::from_secs(20), stream.message()).await
+            else {
+                break;
+            };
+            for l in b.lines.iter().filter(|l| l.event) {
+                let v: Value = serde_json::from_str(&l.json).unwrap();
+                assert_eq!(v["pod"], name.as_str(), "{v}");
+                assert_eq!(v["node"], "exec-node");
+                events += 1;
+            }
+        }
+        assert!(events >= 3, "exec events through the agent's Trace call");
+        drop(stream);
+        let mut traces = u64::MAX;
+        for _ in 0..50 {
+            traces = c
+                .health(HealthRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .traces;
+            if traces == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(traces, 0, "the trace stops when its caller hangs up");
+
+        // Exec on the agent: a host tool in the pod's network namespace.
+        let r = c
+            .exec(ExecRequest {
+                namespace: ns.clone(),
+                pod: name.clone(),
+                command: vec!["ip".into(), "-o".into(), "addr".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.exit_code, 0, "{r:?}");
+        assert!(String::from_utf8_lossy(&r.stdout).contains(&ip), "{r:?}");
+        let e = c
+            .exec(ExecRequest {
+                namespace: ns.clone(),
+                pod: "box-*".into(),
+                command: vec!["true".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("exact name"), "{}", e.message());
+    });
+
+    // Exec through the hub: REST, then the CLI.
+    wait_for(Duration::from_secs(10), "the hub to know the pod", || {
+        let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+        v.as_array()
+            .is_some_and(|a| a.iter().any(|p| p["name"] == name.as_str()))
+    });
+    let (st, v) = api(
+        port,
+        "POST",
+        "/v1/exec",
+        Some(
+            json!({"namespace": ns, "pod": name, "command": ["ip", "-o", "addr"], "timeout": "20s"}),
+        ),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["node"], "exec-node");
+    assert_eq!(v["exit_code"], 0);
+    let (_, pods) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+    let ip = pods[0]["ip"].as_str().unwrap().to_string();
+    assert!(v["stdout"].as_str().unwrap().contains(&ip), "{v}");
+    let (st, v) = api(
+        port,
+        "POST",
+        "/v1/exec",
+        Some(json!({"namespace": ns, "pod": "box-nope", "command": ["true"]})),
+    );
+    assert_eq!(st, 404, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("did you mean {ns}/{name}")),
+        "{v}"
+    );
+    for bad in [
+        json!({"namespace": ns, "pod": name, "command": []}),
+        json!({"namespace": ns, "pod": "box-*", "command": ["true"]}),
+        json!({"namespace": ns, "pod": name, "command": ["true"], "timeout": "2h"}),
+        json!({"namespace": ns, "pod": name, "command": ["true"], "namespaces": ["net", "time"]}),
+        json!({"namespace": ns, "pod": name, "cmd": ["true"]}),
+    ] {
+        let (st, v) = api(port, "POST", "/v1/exec", Some(bad.clone()));
+        assert_eq!(st, 400, "{bad} -> {v}");
+    }
+    let out = bin()
+        .args([
+            "--hub",
+            &url(port),
+            "--token-file",
+            &tokf,
+            "exec",
+            "--pod",
+            &name,
+            "-n",
+            &ns,
+        ])
+        .args(["--", "sh", "-c", "ip -o addr; exit 7"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&ip));
+
+    // A hub that allows exec in front of an agent that does not: refused, naming the node.
+    let (port2, api2) = (common::free_port(), common::free_port());
+    let _hub2 = hub(port2, &["--enable-exec"]);
+    let _agent2 = agent(
+        port2,
+        "no-exec-node",
+        &sock,
+        &tok,
+        &["--listen", &format!("127.0.0.1:{api2}")],
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "the second agent to report the pod",
+        || {
+            let (_, v) = api(port2, "GET", &format!("/v1/pods?namespace={ns}"), None);
+            v.as_array().is_some_and(|a| !a.is_empty())
+        },
+    );
+    let (st, v) = api(
+        port2,
+        "POST",
+        "/v1/exec",
+        Some(json!({"namespace": ns, "pod": name, "command": ["true"]})),
+    );
+    assert_eq!(st, 403, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("no-exec-node"), "{v}");
+    rt.block_on(async {
+        let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{api2}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut c = AgentClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", bearer.clone());
+            Ok(r)
+        });
+        let e = c
+            .exec(ExecRequest {
+                namespace: ns.clone(),
+                pod: name.clone(),
+                command: vec!["true".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    });
+}
