@@ -162,7 +162,8 @@ pub fn run(args: AgentArgs, hub: Option<String>, token_file: Option<PathBuf>) ->
         .build()
         .context("starting the async runtime")?;
     let always_on = agent.args.metrics_listen.is_some() || agent.args.otlp_endpoint.is_some();
-    let metrics = always_on.then(|| MetricsChild::start(agent.exe.clone(), &agent.args));
+    let metrics =
+        always_on.then(|| MetricsChild::start(agent.exe.clone(), agent.node.clone(), &agent.args));
     rt.block_on(async move {
         if let Some(addr) = agent.args.listen.clone() {
             crate::agent_api::serve(agent.clone(), &addr).await?;
@@ -196,7 +197,7 @@ struct MetricsChild {
 }
 
 impl MetricsChild {
-    fn start(exe: PathBuf, args: &AgentArgs) -> MetricsChild {
+    fn start(exe: PathBuf, node: String, args: &AgentArgs) -> MetricsChild {
         let mut cmd_args = vec![
             "trace".to_string(),
             args.metrics_probes.clone(),
@@ -226,6 +227,7 @@ impl MetricsChild {
             while !stop.load(Ordering::Relaxed) {
                 match Command::new(&exe)
                     .args(&cmd_args)
+                    .env("NODE_NAME", &node)
                     .stdout(Stdio::null())
                     .spawn()
                 {
@@ -541,6 +543,8 @@ impl Agent {
         let args = self.child_args(&s);
         let child = Command::new(&self.exe)
             .args(&args)
+            // The trace writes this node's name into every event.
+            .env("NODE_NAME", &self.node)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -660,25 +664,47 @@ pub(crate) async fn send(link: &Link, msg: AgentMessage) -> bool {
     }
 }
 
-/// The trace's stdout: every line gets this node's name; events go through
-/// the bounded queue (or count as a gap), `lost` and `summary` records aside.
+/// The fields of a trace record the agent looks at; the rest of the line is
+/// passed on untouched (the trace already wrote this node's name into it:
+/// the agent runs it with NODE_NAME set), so an event costs one partial
+/// parse here, not a parse and a re-serialisation.
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    #[serde(default, borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    probe: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    pid: Option<serde::de::IgnoredAny>,
+}
+
+/// The trace's stdout: events go through the bounded queue (or count as a
+/// gap), `lost` and `summary` records aside.
 fn read_stdout(stdout: std::process::ChildStdout, node: &str, q: mpsc::Sender<Line>, sh: &Shared) {
     let mut emitted = 0u64;
-    for line in BufReader::new(stdout).lines() {
+    for line in BufReader::with_capacity(1 << 16, stdout).lines() {
         let Ok(line) = line else { break };
-        let Ok(mut v) = serde_json::from_str::<Value>(&line) else {
+        let Ok(head) = serde_json::from_str::<Head>(&line) else {
             continue;
         };
-        v["node"] = Value::String(node.to_string());
-        let kind = v["kind"].as_str().unwrap_or("");
-        let probe = v["probe"].as_str().unwrap_or("").to_string();
-        if v.get("pid").is_none() && kind == "summary" {
+        let kind = head.kind.as_deref().unwrap_or("");
+        let probe = head.probe.as_deref().unwrap_or("").to_string();
+        let is_event = head.pid.is_some();
+        if !is_event && kind == "summary" {
             // The summary's `events` counts what the probes decoded, including
             // events the trace then dropped in user space (other pods); `emitted`
             // is what it wrote, which is what delivered + gaps add up to.
-            v["emitted"] = Value::from(emitted);
-            *lock(&sh.summary) = Some(v.to_string());
-        } else if v.get("pid").is_none() && kind == "lost" {
+            if let Ok(mut v) = serde_json::from_str::<Value>(&line) {
+                v["emitted"] = Value::from(emitted);
+                v["node"] = Value::String(node.to_string());
+                *lock(&sh.summary) = Some(v.to_string());
+            }
+        } else if !is_event && kind == "lost" {
+            // Rare: these get the node's name here.
+            let Ok(mut v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            v["node"] = Value::String(node.to_string());
             lock(&sh.side).push(Line {
                 json: v.to_string(),
                 probe,
@@ -687,7 +713,7 @@ fn read_stdout(stdout: std::process::ChildStdout, node: &str, q: mpsc::Sender<Li
         } else {
             emitted += 1;
             let l = Line {
-                json: v.to_string(),
+                json: line,
                 probe,
                 event: true,
             };

@@ -75,7 +75,16 @@ fn scope(args: &TraceArgs, selection: Option<&PodSelection>) -> String {
     parts.join(" and ")
 }
 
+/// The node's name for events: $NODE_NAME when set (the agent DaemonSet sets
+/// it from spec.nodeName, and the agent passes its own to its traces; inside a
+/// pod the host name is the pod's), else the host name.
 pub fn hostname() -> String {
+    if let Some(n) = std::env::var("NODE_NAME")
+        .ok()
+        .filter(|n| !n.trim().is_empty())
+    {
+        return n.trim().to_string();
+    }
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
