@@ -275,7 +275,14 @@ pub fn pod_from_cri(
 /// (they differ when the runtime nests, e.g. CRI-O's `container` sub-cgroup).
 /// A pid that no longer exists is cleared.
 pub fn resolve_cgroups(pod: &mut Pod, mount: Option<&CgroupMount>) {
-    let live_path = |pid: u32| cgroup::cgroup_path_of_pid(pid).ok();
+    // A path that climbs above the root ("/../..") was read from inside a
+    // cgroup namespace of our own: it names no directory we can open, so the
+    // runtime's cgroupsPath is kept instead.
+    let live_path = |pid: u32| {
+        cgroup::cgroup_path_of_pid(pid)
+            .ok()
+            .filter(|p| !p.starts_with("/.."))
+    };
     if let Some(pid) = pod.sandbox_pid {
         match live_path(pid) {
             Some(p) => {

@@ -29,6 +29,17 @@ fn main() {
         command = command.bin_name("kubectl podscope");
     }
     let cli = cli::Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
+    if matches!(
+        cli.command,
+        cli::Command::Trace(_)
+            | cli::Command::Ps(_)
+            | cli::Command::Exec(_)
+            | cli::Command::Agent(_)
+    ) {
+        // Before any thread exists: namespaces are per thread, and threads
+        // inherit them from the one that makes them.
+        cgroup::join_host_cgroup_namespace();
+    }
     // --- cluster mode: `ps` and `trace` through the hub, `hub`, `agent` (docs/cluster.md) ---
     let hub = cli.hub.clone().or_else(|| {
         kubectl

@@ -242,3 +242,77 @@ fn ps_shows_pods_with_pids_and_cgroup_ids_that_match_proc() {
     assert!(text.starts_with("NAMESPACE"), "{text}");
     assert!(text.contains("p1") && text.contains("p2"), "{text}");
 }
+
+/// The agent's DaemonSet runs podscope with the host's PID namespace but a
+/// cgroup namespace of its own, where /proc/PID/cgroup of the pods' processes
+/// reads "/../kubepods/...". podscope joins the host's cgroup namespace, so
+/// `ps` run that way gives the same cgroup ids as on the host.
+#[test]
+fn ps_in_a_cgroup_namespace_of_its_own_finds_the_same_cgroups() {
+    let s = suffix();
+    let ns = format!("cgns-{s}");
+    let p = pod("p1", &ns, &[], &[("c", "sleep 60")]);
+    let v2 = podscope_runtime::cgroup::cgroup2_mount().unwrap();
+    let rows = |out: std::process::Output| -> Vec<(String, u64)> {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|r| {
+                (
+                    r["pod"].as_str().unwrap().to_string(),
+                    r["cgroup_id"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    let host = rows(podscope(&["ps", "-n", &ns, "-o", "json"]).output().unwrap());
+    assert_eq!(host.len(), 1);
+    assert!(host[0].1 > 0);
+    // A cgroup to be the new namespace's root, next to the pods' QoS
+    // cgroups (as the agent's own container is): the pods' paths then read
+    // "/../besteffort/pod.../...", which name nothing when taken as they are.
+    let pod_path = p.pod.containers[0].cgroup_path.clone().unwrap();
+    let top = pod_path.trim_start_matches('/').split('/').next().unwrap();
+    let dir = v2.dir_of(&format!("/{top}/podscope-cgns-{s}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec unshare --cgroup \"$@\"",
+        dir.display()
+    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script, "sh", env!("CARGO_BIN_EXE_podscope")])
+        .args([
+            "ps",
+            "-n",
+            &ns,
+            "-o",
+            "json",
+            "--runtime-endpoint",
+            &endpoint(),
+        ]);
+    let out = cmd.output().unwrap();
+    // The view from inside really is relative: this shell sees "/.." paths.
+    let inside = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "echo $$ > {}/cgroup.procs && exec unshare --cgroup cat /proc/1/cgroup",
+                dir.display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir(&dir);
+    assert!(
+        String::from_utf8_lossy(&inside.stdout).contains("0::/../"),
+        "{}",
+        String::from_utf8_lossy(&inside.stdout)
+    );
+    assert_eq!(rows(out), host, "same pods and cgroup ids as on the host");
+}
