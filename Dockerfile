@@ -27,6 +27,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libelf1 zlib1g ca-certificates \
+       iproute2 tcpdump iperf3 procps dnsutils curl \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /out/podscope /usr/local/bin/podscope
 RUN ln -s podscope /usr/local/bin/kubectl-podscope

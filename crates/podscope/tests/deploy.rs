@@ -46,6 +46,9 @@ use serde_json::{json, Value as Json};
 const NAMESPACE: &str = "podscope";
 /// Exactly the capabilities the agent gets (docs/deploy.md says why each).
 const AGENT_CAPS: [&str; 5] = ["BPF", "PERFMON", "SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE"];
+/// Added only with `--enable-exec`: the tools exec runs (tcpdump needs raw
+/// sockets) and joining a pod's mount namespace (setns needs SYS_CHROOT).
+const EXEC_CAPS: [&str; 2] = ["NET_RAW", "SYS_CHROOT"];
 /// Flags whose value is a file the pod must get from a mounted Secret.
 const SECRET_FILE_FLAGS: [&str; 4] = ["--token-file", "--tls-cert", "--tls-key", "--tls-ca"];
 /// Host paths the agent must see at the same place (cgroups, BTF, tracefs).
@@ -698,16 +701,20 @@ fn check_agent_security(objs: &[Obj], w: &Workload, errs: &mut Vec<String>) {
             errs.push(format!("{what}: capabilities.drop must be [ALL]"));
         }
         let add: Vec<String> = caps.add.unwrap_or_default();
-        let want: BTreeSet<&str> = AGENT_CAPS.into_iter().collect();
+        let exec = has_flag(&podscope_args(c), "--enable-exec");
+        let want: BTreeSet<&str> = AGENT_CAPS
+            .into_iter()
+            .chain(EXEC_CAPS.into_iter().filter(|_| exec))
+            .collect();
         let got: BTreeSet<&str> = add.iter().map(String::as_str).collect();
         for extra in got.difference(&want) {
             errs.push(format!(
-                "{what}: capability {extra} is added but not needed (exactly {AGENT_CAPS:?})"
+                "{what}: capability {extra} is added but not needed (exactly {AGENT_CAPS:?}, plus {EXEC_CAPS:?} with --enable-exec)"
             ));
         }
         for missing in want.difference(&got) {
             errs.push(format!(
-                "{what}: capability {missing} is missing (exactly {AGENT_CAPS:?})"
+                "{what}: capability {missing} is missing (exactly {AGENT_CAPS:?}, plus {EXEC_CAPS:?} with --enable-exec)"
             ));
         }
         if got.len() != add.len() {
