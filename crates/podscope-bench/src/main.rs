@@ -2,9 +2,11 @@
 //! TCP, openat, O_DIRECT writes) with podscope, with bpftrace doing the same
 //! job, and with no tracer, and prints what each cost. Needs root.
 //!
-//! Usage: podscope-bench [--quick] [--json FILE]
-//! (`podscope-bench workload KIND N CGROUP` is the storm child it spawns.)
+//! Usage: podscope-bench [--quick] [--pods | --only-pods | --only-cluster] [--json FILE]
+//! (`podscope-bench workload KIND N CGROUP` is the storm child it spawns;
+//! `cluster-storm` and `cluster-client` are the cluster benchmark's children.)
 
+mod cluster;
 mod pods;
 mod workload;
 
@@ -26,19 +28,26 @@ fn main() -> Result<()> {
         };
         return workload::run(kind, n.parse()?, Path::new(cg));
     }
+    match args.first().map(String::as_str) {
+        Some("cluster-storm") => return cluster::storm_main(&args[1..]),
+        Some("cluster-client") => return cluster::client_main(&args[1..]),
+        _ => {}
+    }
     let quick = args.iter().any(|a| a == "--quick");
+    let only_cluster = args.iter().any(|a| a == "--only-cluster");
     let with_pods = args.iter().any(|a| a == "--pods" || a == "--only-pods");
-    let json_out = args
-        .iter()
-        .position(|a| a == "--json")
-        .and_then(|i| args.get(i + 1))
-        .map(PathBuf::from);
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    let json_out = value("--json").map(PathBuf::from);
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: podscope-bench [--quick] [--pods] [--json FILE]\n\n--pods adds the pod benchmarks (needs PODBED_SOCKET from testbed/podbed.sh up and a release podbed); --only-pods runs just those.\n\nRuns exec, tcp, open and bio storms under podscope, under bpftrace and untraced; prints events generated/captured/lost, tracer CPU per 1000 events, peak RSS, attach time and workload slowdown. Needs root, a release build of podscope next to this binary (cargo build --release -p podscope -p podscope-bench), and bpftrace for the comparison.");
+        println!("usage: podscope-bench [--quick] [--pods | --only-pods | --only-cluster] [--json FILE]\n\n--pods adds the pod benchmarks and the cluster benchmark (needs PODBED_SOCKET from testbed/podbed.sh up and a release podbed); --only-pods runs just the pod benchmarks, --only-cluster just the cluster one.\n\nRuns exec, tcp, open and bio storms under podscope, under bpftrace and untraced; prints events generated/captured/lost, tracer CPU per 1000 events, peak RSS, attach time and workload slowdown. Needs root, a release build of podscope next to this binary (cargo build --release -p podscope -p podscope-bench), and bpftrace for the comparison.\n\nThe cluster benchmark runs podscope hub and agent on loopback and an open storm in one pod, streamed to a REST client: events/s without loss, CPU per 1000 events and peak RSS of hub, agent, its trace child and the client, and kernel-to-client latency. --cluster-rates 50000,100000,200000,0 sets the stepped rates (0: as fast as possible); --hub-args \"...\" and --agent-args \"...\" pass extra flags (e.g. \"--client-queue 65536\").");
         return Ok(());
     }
     let bench = Bench::new(quick)?;
-    let mut doc = if args.iter().any(|a| a == "--only-pods") {
+    let mut doc = if args.iter().any(|a| a == "--only-pods") || only_cluster {
         serde_json::json!({})
     } else {
         bench.run()?
@@ -68,6 +77,30 @@ fn main() -> Result<()> {
             c.pods, c.execs_per_pod, c.pods - 1, c.untraced_mean_s, c.traced_mean_s, c.slowdown_pct, c.selected_pod_events
         );
         doc["pods_crowd"] = serde_json::to_value(&c)?;
+    }
+    if only_cluster || args.iter().any(|a| a == "--pods") {
+        let bed = pods::Bed::new(&bench.me)?;
+        let split = |v: Option<&String>| -> Vec<String> {
+            v.map(|s| s.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default()
+        };
+        let rates = match value("--cluster-rates") {
+            Some(list) => list
+                .split(',')
+                .map(|r| r.trim().parse::<u64>())
+                .collect::<Result<Vec<_>, _>>()
+                .context("--cluster-rates takes events/s separated by commas, 0 for no limit: 50000,100000,0")?,
+            None => vec![50_000, 100_000, 200_000, 0],
+        };
+        let settings = cluster::Settings {
+            quick,
+            rates,
+            hub_args: split(value("--hub-args")),
+            agent_args: split(value("--agent-args")),
+        };
+        let f = cluster::run(&bed, &bench.me, &bench.podscope, &settings)?;
+        cluster::print(&f);
+        doc["cluster"] = serde_json::to_value(&f)?;
     }
     if let Some(path) = json_out {
         std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;

@@ -42,6 +42,11 @@ impl Bed {
         Ok(Bed { podbed, socket })
     }
 
+    /// The containerd socket's path.
+    pub fn socket(&self) -> &str {
+        &self.socket
+    }
+
     /// Starts a pod whose one container runs `sh -c script`; returns the
     /// container's host pid, if it still runs.
     pub fn run_pod(&self, name: &str, ns: &str, script: &str) -> Result<Option<u32>> {
@@ -198,7 +203,7 @@ pub fn admission(bed: &Bed, podscope: &Path, n: usize) -> Result<Admission> {
 }
 
 /// RFC 3339 with nanoseconds -> ns since the epoch (UTC, "Z" suffix).
-fn humantime_ns(t: &str) -> Option<u64> {
+pub fn humantime_ns(t: &str) -> Option<u64> {
     // 2026-11-22T03:54:21.872152425Z
     let (date, time) = t.strip_suffix('Z')?.split_once('T')?;
     let mut d = date.split('-').map(|x| x.parse::<i64>());
