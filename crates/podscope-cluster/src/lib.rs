@@ -1,7 +1,8 @@
 //! podscope cluster mode: node agents run `podscope trace` for the hub's
 //! sessions and forward the events; the hub keeps the registry of agents and
 //! pods, manages sessions, and serves REST (axum) and the agents' gRPC link on
-//! one port; the CLI talks to the hub over REST. See docs/cluster.md.
+//! one port, plain or TLS; the CLI talks to the hub over REST. See
+//! docs/cluster.md.
 
 pub mod agent;
 pub mod api;
@@ -9,6 +10,7 @@ pub mod auth;
 pub mod client;
 pub mod http;
 pub mod hub;
+pub mod tls;
 
 /// The generated agent <-> hub gRPC code (proto/cluster.proto).
 #[allow(missing_debug_implementations, clippy::all)]
