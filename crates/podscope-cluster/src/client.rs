@@ -11,7 +11,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::api::CreateSession;
-use crate::http::{request, Response};
+use crate::http::{request_with, Response};
+use crate::tls::ClientTls;
 
 /// Pod flags as given on the command line.
 #[derive(Debug, Clone, Default)]
@@ -48,13 +49,15 @@ pub struct RemoteTrace {
 struct Hub {
     url: String,
     token: String,
+    tls: Option<ClientTls>,
 }
 
 impl Hub {
-    fn new(url: &str, token_file: Option<PathBuf>) -> Result<Hub> {
+    fn new(url: &str, token_file: Option<PathBuf>, tls_ca: Option<PathBuf>) -> Result<Hub> {
         Ok(Hub {
             url: url.trim_end_matches('/').to_string(),
             token: crate::auth::load_token(token_file.as_deref())?,
+            tls: ClientTls::for_url(url, tls_ca.as_deref())?,
         })
     }
 
@@ -65,8 +68,16 @@ impl Hub {
         body: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Result<Response> {
-        request(&self.url, method, path, Some(&self.token), body, headers)
-            .with_context(|| format!("reaching the hub at {}", self.url))
+        request_with(
+            self.tls.as_ref(),
+            &self.url,
+            method,
+            path,
+            Some(&self.token),
+            body,
+            headers,
+        )
+        .with_context(|| format!("reaching the hub at {}", self.url))
     }
 
     /// A call that must succeed; the error carries the hub's message.
@@ -97,8 +108,14 @@ fn enc(s: &str) -> String {
 }
 
 /// `podscope --hub URL ps`.
-pub fn ps(url: &str, token_file: Option<PathBuf>, p: &RemotePods, json: bool) -> Result<()> {
-    let hub = Hub::new(url, token_file)?;
+pub fn ps(
+    url: &str,
+    token_file: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    p: &RemotePods,
+    json: bool,
+) -> Result<()> {
+    let hub = Hub::new(url, token_file, tls_ca)?;
     let mut q = Vec::new();
     for (k, v) in [
         ("pod", &p.pod),
@@ -179,8 +196,13 @@ pub fn ps(url: &str, token_file: Option<PathBuf>, p: &RemotePods, json: bool) ->
 
 /// `podscope --hub URL trace`: creates a session, streams its events until it
 /// ends (--duration, --max-events, Ctrl-C), deletes it. Returns the exit code.
-pub fn trace(url: &str, token_file: Option<PathBuf>, t: &RemoteTrace) -> Result<i32> {
-    let hub = Hub::new(url, token_file)?;
+pub fn trace(
+    url: &str,
+    token_file: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    t: &RemoteTrace,
+) -> Result<i32> {
+    let hub = Hub::new(url, token_file, tls_ca)?;
     let req = CreateSession {
         namespace: t.pods.namespace.clone(),
         all_namespaces: t.pods.all_namespaces,
@@ -224,11 +246,13 @@ pub fn trace(url: &str, token_file: Option<PathBuf>, t: &RemoteTrace) -> Result<
     }
     let stopper = {
         let (stop, url, token, id) = (stop.clone(), hub.url.clone(), hub.token.clone(), id.clone());
+        let tls = hub.tls.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = request(
+            let _ = request_with(
+                tls.as_ref(),
                 &url,
                 "PUT",
                 &format!("/v1/sessions/{id}"),

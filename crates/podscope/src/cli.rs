@@ -35,6 +35,11 @@ pub struct Cli {
     /// File holding the bearer token for the hub (else $PODSCOPE_TOKEN).
     #[arg(long, global = true, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+
+    /// CA certificate (PEM) that signed the hub's TLS certificate, for an
+    /// https:// --hub URL: trusted instead of the system's CA certificates.
+    #[arg(long, global = true, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
     // --- end cluster mode ---
 }
 

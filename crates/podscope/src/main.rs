@@ -17,17 +17,19 @@ fn main() {
     let cli = cli::Cli::parse();
     // --- cluster mode: `ps` and `trace` through the hub, `hub`, `agent` (docs/cluster.md) ---
     let (hub, token_file) = (cli.hub.clone(), cli.token_file.clone());
+    let tls_ca = cli.tls_ca.clone();
     let command = match (hub.as_deref(), cli.command) {
         (_, cli::Command::Hub(args)) => {
             exit_on(podscope_cluster::hub::run(args, token_file).map(|_| 0))
         }
         (_, cli::Command::Agent(args)) => {
-            exit_on(podscope_cluster::agent::run(args, hub, token_file).map(|_| 0))
+            exit_on(podscope_cluster::agent::run(args, hub, token_file, tls_ca).map(|_| 0))
         }
         (Some(url), cli::Command::Ps(args)) => exit_on(
             podscope_cluster::client::ps(
                 url,
                 token_file,
+                tls_ca,
                 &remote_pods(&args.pods),
                 args.output == cli::Format::Json,
             )
@@ -42,7 +44,7 @@ fn main() {
                 duration: args.duration,
                 max_events: args.max_events,
             };
-            exit_on(podscope_cluster::client::trace(url, token_file, &t))
+            exit_on(podscope_cluster::client::trace(url, token_file, tls_ca, &t))
         }
         (_, other) => other,
     };
