@@ -220,7 +220,7 @@ pub fn request_with(
     let tcp = TcpStream::connect(&url.addr)?;
     tcp.set_nodelay(true)?;
     tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let mut stream = if url.tls {
+    let stream = if url.tls {
         let tls = match tls {
             Some(t) => t,
             None => ClientTls::system()?,
@@ -229,6 +229,36 @@ pub fn request_with(
     } else {
         Conn::Plain(tcp)
     };
+    exchange(stream, &url, method, path, token, body, headers)
+}
+
+/// A plain-HTTP GET whose every step is bounded by `limit` (the agent's
+/// diagnosis of a failed link must not hang on a port that never answers).
+pub(crate) fn quick_get(base: &str, path: &str, limit: Duration) -> io::Result<Response> {
+    use std::net::ToSocketAddrs;
+    let url = split_url(base)?;
+    let addr = url.addr.to_socket_addrs()?.next().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} has no address", url.addr),
+        )
+    })?;
+    let tcp = TcpStream::connect_timeout(&addr, limit)?;
+    tcp.set_read_timeout(Some(limit))?;
+    tcp.set_write_timeout(Some(limit))?;
+    exchange(Conn::Plain(tcp), &url, "GET", path, None, None, &[])
+}
+
+/// Writes the request on a connected stream and reads the response head.
+fn exchange(
+    mut stream: Conn,
+    url: &Url,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> io::Result<Response> {
     let (host, prefix) = (&url.addr, &url.prefix);
     let mut req =
         format!("{method} {prefix}{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");

@@ -305,7 +305,7 @@ pub async fn explain_link(url: &str, tls: Option<&ClientTls>, e: anyhow::Error) 
     if url.starts_with("http://") {
         let u = url.to_string();
         let answer = tokio::task::spawn_blocking(move || {
-            let r = crate::http::request(&u, "GET", "/healthz", None, None, &[]).ok()?;
+            let r = crate::http::quick_get(&u, "/healthz", Duration::from_secs(2)).ok()?;
             (r.status == 400).then(|| r.text().ok()).flatten()
         })
         .await
@@ -457,6 +457,10 @@ async fn accept_loop(tcp: TcpListener, acceptor: TlsAcceptor, ready: Ready) {
                 }
             },
         };
+        // Without it, the handshake's last flight and small records (a
+        // response, one NDJSON event) wait on Nagle and delayed ACKs:
+        // measured 2-7 ms more per request over loopback.
+        let _ = stream.set_nodelay(true);
         let (acceptor, ready) = (acceptor.clone(), ready.clone());
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE, handshake(&acceptor, stream)).await {
