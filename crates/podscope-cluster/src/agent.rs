@@ -103,6 +103,8 @@ pub(crate) struct Agent {
     pub(crate) node: String,
     pub(crate) hub: String,
     pub(crate) token: String,
+    /// Trust for an https:// hub URL.
+    pub(crate) tls: Option<crate::tls::ClientTls>,
     pub(crate) args: AgentArgs,
     pub(crate) kernel: String,
     pub(crate) probes: Vec<String>,
@@ -116,7 +118,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// `podscope agent`: runs until SIGTERM/SIGINT.
-pub fn run(args: AgentArgs, hub: Option<String>, token_file: Option<PathBuf>) -> Result<()> {
+pub fn run(
+    args: AgentArgs,
+    hub: Option<String>,
+    token_file: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+) -> Result<()> {
     let Some(hub) = hub else {
         bail!("podscope agent needs --hub URL (e.g. --hub http://hub:7700)");
     };
@@ -127,6 +134,7 @@ pub fn run(args: AgentArgs, hub: Option<String>, token_file: Option<PathBuf>) ->
         );
     }
     let token = crate::auth::load_token(token_file.as_deref())?;
+    let tls = crate::tls::ClientTls::for_url(&hub, tls_ca.as_deref())?;
     let node = match args
         .node
         .clone()
@@ -149,6 +157,7 @@ pub fn run(args: AgentArgs, hub: Option<String>, token_file: Option<PathBuf>) ->
         node,
         hub,
         token,
+        tls,
         args,
         kernel,
         probes,
@@ -275,7 +284,10 @@ impl Agent {
             let started = std::time::Instant::now();
             match self.clone().connect_once().await {
                 Ok(()) => eprintln!("podscope agent: the hub closed the link; dialling again"),
-                Err(e) => eprintln!("podscope agent: link to the hub {}: {e:#}", self.hub),
+                Err(e) => {
+                    let e = crate::tls::explain_link(&self.hub, self.tls.as_ref(), e).await;
+                    eprintln!("podscope agent: link to the hub {}: {e:#}", self.hub)
+                }
             }
             *lock(&self.link) = None;
             // The hub that knew our sessions is gone or has forgotten them.
@@ -289,12 +301,15 @@ impl Agent {
     }
 
     async fn connect_once(self: Arc<Self>) -> Result<()> {
-        let channel = tonic::transport::Endpoint::from_shared(self.hub.clone())
+        let mut endpoint = tonic::transport::Endpoint::from_shared(self.hub.clone())
             .with_context(|| format!("'{}' is not a hub URL (e.g. http://hub:7700)", self.hub))?
-            .connect_timeout(Duration::from_secs(2))
-            .connect()
-            .await
-            .context("connecting")?;
+            .connect_timeout(Duration::from_secs(2));
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.tonic_config())
+                .context("the TLS settings for the hub")?;
+        }
+        let channel = endpoint.connect().await.context("connecting")?;
         let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", self.token)
             .parse()
             .context("the token is not a valid header value")?;

@@ -11,7 +11,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::api::CreateSession;
-use crate::http::{request, Response};
+use crate::http::{request_with, Response};
+use crate::tls::ClientTls;
 
 /// Pod flags as given on the command line.
 #[derive(Debug, Clone, Default)]
@@ -53,6 +54,8 @@ pub struct HubTarget {
     pub url: String,
     /// --token-file (else $PODSCOPE_TOKEN, else for kube:// the token Secret).
     pub token_file: Option<PathBuf>,
+    /// --tls-ca: trust for an https:// hub.
+    pub tls_ca: Option<PathBuf>,
     /// --kubeconfig and --context, for kube:// hubs.
     pub kube: crate::kubeproxy::KubeOptions,
 }
@@ -66,6 +69,8 @@ struct Hub {
     default_namespace: Option<String>,
     /// Keeps the kube:// forwarder running.
     _proxy: Option<crate::kubeproxy::KubeProxy>,
+    /// Trust for an https:// hub URL.
+    tls: Option<ClientTls>,
 }
 
 impl Hub {
@@ -73,6 +78,12 @@ impl Hub {
         let token_file = target.token_file.as_deref();
         if let Some(svc) = crate::kubeproxy::ServiceRef::parse(&target.url) {
             let svc = svc?;
+            if target.tls_ca.is_some() {
+                bail!(
+                    "--tls-ca does not apply to a kube:// hub: the API server dials the hub \
+                     (kube://NAMESPACE/https:SERVICE:PORT for a TLS hub)"
+                );
+            }
             let own_token = token_file.is_some()
                 || std::env::var(crate::auth::TOKEN_ENV).is_ok_and(|t| !t.trim().is_empty());
             let proxy = crate::kubeproxy::start(&svc, &target.kube, !own_token)?;
@@ -86,6 +97,7 @@ impl Hub {
                 token,
                 default_namespace: Some(proxy.default_namespace.clone()),
                 _proxy: Some(proxy),
+                tls: None,
             });
         }
         Ok(Hub {
@@ -94,6 +106,7 @@ impl Hub {
             token: crate::auth::load_token(token_file)?,
             default_namespace: None,
             _proxy: None,
+            tls: ClientTls::for_url(&target.url, target.tls_ca.as_deref())?,
         })
     }
 
@@ -114,8 +127,16 @@ impl Hub {
         body: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Result<Response> {
-        request(&self.url, method, path, Some(&self.token), body, headers)
-            .with_context(|| format!("reaching the hub at {}", self.shown))
+        request_with(
+            self.tls.as_ref(),
+            &self.url,
+            method,
+            path,
+            Some(&self.token),
+            body,
+            headers,
+        )
+        .with_context(|| format!("reaching the hub at {}", self.shown))
     }
 
     /// A call that must succeed; the error carries the hub's message.
@@ -274,11 +295,13 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
     }
     let stopper = {
         let (stop, url, token, id) = (stop.clone(), hub.url.clone(), hub.token.clone(), id.clone());
+        let tls = hub.tls.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = request(
+            let _ = request_with(
+                tls.as_ref(),
                 &url,
                 "PUT",
                 &format!("/v1/sessions/{id}"),

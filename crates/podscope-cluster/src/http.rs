@@ -1,10 +1,12 @@
 //! A small blocking HTTP/1.1 client for the hub's REST API (the CLI and the
-//! tests): one request per connection, Content-Length and chunked bodies,
-//! streaming reads for NDJSON.
+//! tests): one request per connection, plain or TLS, Content-Length and
+//! chunked bodies, streaming reads for NDJSON.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
+
+use crate::tls::ClientTls;
 
 /// A response whose body is read as a stream.
 #[derive(Debug)]
@@ -24,9 +26,41 @@ enum Mode {
     Close,
 }
 
+/// The connection to the hub: plain for http://, TLS for https://.
+#[derive(Debug)]
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Body {
-    r: BufReader<TcpStream>,
+    r: BufReader<Conn>,
     mode: Mode,
 }
 
@@ -113,27 +147,53 @@ impl Response {
     }
 }
 
-/// Splits `http://host:port[/prefix]` into the address and the path prefix.
-fn split_url(base: &str) -> io::Result<(String, String)> {
-    let rest = base.strip_prefix("http://").ok_or_else(|| {
-        io::Error::new(
+/// A hub URL taken apart.
+#[derive(Debug, PartialEq)]
+struct Url {
+    tls: bool,
+    /// host:port, for connecting and the Host header.
+    addr: String,
+    /// The host alone, for the TLS server name.
+    host: String,
+    /// The path prefix, without a trailing slash.
+    prefix: String,
+}
+
+/// Splits `http[s]://host[:port][/prefix]`.
+fn split_url(base: &str) -> io::Result<Url> {
+    let (tls, rest) = if let Some(r) = base.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = base.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("hub URL '{base}' must start with http:// (TLS is not supported yet)"),
-        )
-    })?;
-    let (host, path) = match rest.find('/') {
+            format!("hub URL '{base}' must start with http:// or https://"),
+        ));
+    };
+    let (addr, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
     };
-    let host = if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:80")
+    // A port follows the last ':', unless that ':' is inside an IPv6 [address].
+    let (host, addr) = match addr.rfind(':').filter(|&i| !addr[i..].contains(']')) {
+        Some(i) => (addr[..i].to_string(), addr.to_string()),
+        None => (
+            addr.to_string(),
+            format!("{addr}:{}", if tls { 443 } else { 80 }),
+        ),
     };
-    Ok((host, path.to_string()))
+    Ok(Url {
+        tls,
+        addr,
+        host,
+        prefix: path.to_string(),
+    })
 }
 
-/// Sends one request. `token` becomes `Authorization: Bearer`; `headers` are extra headers.
+/// Sends one request. `token` becomes `Authorization: Bearer`; `headers` are
+/// extra headers. An https:// URL is checked against the system's CA
+/// certificates; [`request_with`] takes a `--tls-ca`.
 pub fn request(
     base: &str,
     method: &str,
@@ -142,10 +202,64 @@ pub fn request(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> io::Result<Response> {
-    let (host, prefix) = split_url(base)?;
-    let stream = TcpStream::connect(&host)?;
-    stream.set_nodelay(true)?;
-    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    request_with(None, base, method, path, token, body, headers)
+}
+
+/// [`request`] with the trust for an https:// URL (None: the system's CA
+/// certificates); ignored for http://.
+pub fn request_with(
+    tls: Option<&ClientTls>,
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> io::Result<Response> {
+    let url = split_url(base)?;
+    let tcp = TcpStream::connect(&url.addr)?;
+    tcp.set_nodelay(true)?;
+    tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let stream = if url.tls {
+        let tls = match tls {
+            Some(t) => t,
+            None => ClientTls::system()?,
+        };
+        Conn::Tls(Box::new(tls.connect_blocking(&url.host, tcp, base)?))
+    } else {
+        Conn::Plain(tcp)
+    };
+    exchange(stream, &url, method, path, token, body, headers)
+}
+
+/// A plain-HTTP GET whose every step is bounded by `limit` (the agent's
+/// diagnosis of a failed link must not hang on a port that never answers).
+pub(crate) fn quick_get(base: &str, path: &str, limit: Duration) -> io::Result<Response> {
+    use std::net::ToSocketAddrs;
+    let url = split_url(base)?;
+    let addr = url.addr.to_socket_addrs()?.next().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} has no address", url.addr),
+        )
+    })?;
+    let tcp = TcpStream::connect_timeout(&addr, limit)?;
+    tcp.set_read_timeout(Some(limit))?;
+    tcp.set_write_timeout(Some(limit))?;
+    exchange(Conn::Plain(tcp), &url, "GET", path, None, None, &[])
+}
+
+/// Writes the request on a connected stream and reads the response head.
+fn exchange(
+    mut stream: Conn,
+    url: &Url,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> io::Result<Response> {
+    let (host, prefix) = (&url.addr, &url.prefix);
     let mut req =
         format!("{method} {prefix}{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     if let Some(t) = token {
@@ -163,7 +277,8 @@ pub fn request(
     }
     req.push_str("\r\n");
     req.push_str(body);
-    (&stream).write_all(req.as_bytes())?;
+    stream.write_all(req.as_bytes())?;
+    stream.flush()?;
     let mut r = BufReader::new(stream);
     let mut status_line = String::new();
     r.read_line(&mut status_line)?;
@@ -200,4 +315,41 @@ pub fn request(
         headers,
         body: Body { r, mode },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = |tls, addr: &str, host: &str, prefix: &str| Url {
+            tls,
+            addr: addr.into(),
+            host: host.into(),
+            prefix: prefix.into(),
+        };
+        assert_eq!(
+            split_url("http://hub:7700").unwrap(),
+            u(false, "hub:7700", "hub", "")
+        );
+        assert_eq!(
+            split_url("https://hub.example/podscope/").unwrap(),
+            u(true, "hub.example:443", "hub.example", "/podscope")
+        );
+        assert_eq!(
+            split_url("http://hub").unwrap(),
+            u(false, "hub:80", "hub", "")
+        );
+        assert_eq!(
+            split_url("https://[::1]:7700").unwrap(),
+            u(true, "[::1]:7700", "[::1]", "")
+        );
+        assert_eq!(
+            split_url("https://[::1]").unwrap(),
+            u(true, "[::1]:443", "[::1]", "")
+        );
+        let e = split_url("hub:7700").unwrap_err().to_string();
+        assert!(e.contains("http:// or https://"), "{e}");
+    }
 }

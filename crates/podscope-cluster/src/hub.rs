@@ -56,6 +56,15 @@ pub struct HubArgs {
     /// Records buffered per streaming client before the hub counts gaps for it.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub client_queue: usize,
+
+    /// Serve TLS only on --listen, with this certificate chain (PEM; needs
+    /// --tls-key). ALPN offers h2 (the agents' gRPC) and http/1.1 (REST).
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// What a streaming client receives: NDJSON lines.
@@ -1138,6 +1147,7 @@ impl Hub {
 /// `podscope hub`: serves until SIGTERM/SIGINT.
 pub fn run(args: HubArgs, token_file: Option<PathBuf>) -> Result<()> {
     let token = crate::auth::load_token(token_file.as_deref())?;
+    let tls = crate::tls::server_config(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -1149,10 +1159,12 @@ pub fn run(args: HubArgs, token_file: Option<PathBuf>) -> Result<()> {
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         eprintln!(
-            "podscope hub: listening on {} (REST, gRPC){}",
+            "podscope hub: listening on {} (REST, gRPC{}){}",
             listener.local_addr()?,
+            if tls.is_some() { "; TLS only" } else { "" },
             if args.enable_exec { "; exec enabled" } else { "" }
         );
+        let listener = crate::tls::HubListener::new(listener, tls)?;
         let app = hub.router();
         let h2 = hub.clone();
         axum::serve(listener, app)

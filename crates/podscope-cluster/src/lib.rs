@@ -1,8 +1,9 @@
 //! podscope cluster mode: node agents run `podscope trace` for the hub's
 //! sessions and forward the events; the hub keeps the registry of agents and
 //! pods, manages sessions, and serves REST (axum) and the agents' gRPC link on
-//! one port; the CLI talks to the hub over REST, directly or (`kubectl
-//! podscope`) through the Kubernetes API server's service proxy. See docs/cluster.md.
+//! one port, plain or TLS; the CLI talks to the hub over REST, directly or
+//! (`kubectl podscope`) through the Kubernetes API server's service proxy.
+//! See docs/cluster.md.
 
 pub mod agent;
 mod agent_api;
@@ -12,6 +13,7 @@ pub mod client;
 pub mod http;
 pub mod hub;
 pub mod kubeproxy;
+pub mod tls;
 
 /// The generated agent <-> hub gRPC code (proto/cluster.proto).
 #[allow(missing_debug_implementations, clippy::all)]

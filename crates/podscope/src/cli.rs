@@ -47,6 +47,11 @@ pub struct Cli {
     /// Kubeconfig context for a kube:// hub (else the current context).
     #[arg(long, global = true, value_name = "NAME")]
     pub context: Option<String>,
+
+    /// CA certificate (PEM) that signed the hub's TLS certificate, for an
+    /// https:// --hub URL: trusted instead of the system's CA certificates.
+    #[arg(long, global = true, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
     // --- end cluster mode ---
 }
 

@@ -52,9 +52,11 @@ fn main() {
             })
     });
     let token_file = cli.token_file.clone();
+    let tls_ca = cli.tls_ca.clone();
     let target = |url: &str| podscope_cluster::client::HubTarget {
         url: url.to_string(),
         token_file: token_file.clone(),
+        tls_ca: tls_ca.clone(),
         kube: podscope_cluster::kubeproxy::KubeOptions {
             kubeconfig: cli.kubeconfig.clone(),
             context: cli.context.clone(),
@@ -65,7 +67,7 @@ fn main() {
             exit_on(podscope_cluster::hub::run(args, token_file).map(|_| 0))
         }
         (_, cli::Command::Agent(args)) => {
-            exit_on(podscope_cluster::agent::run(args, hub, token_file).map(|_| 0))
+            exit_on(podscope_cluster::agent::run(args, hub, token_file, tls_ca).map(|_| 0))
         }
         (Some(url), cli::Command::Ps(args)) => exit_on(
             podscope_cluster::client::ps(
