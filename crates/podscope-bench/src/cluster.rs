@@ -433,28 +433,34 @@ pub struct ClientReport {
     pub other_samples: Vec<String>,
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 /// Reads the stream until `end`: the parent gets `ready` once the stream is
 /// open, `progress N` (events so far) every 100 ms, and `report {json}` last.
+///
+/// With `-` instead, it reads `podscope trace -o json` output from stdin
+/// until EOF: the latency of the trace alone.
 pub fn client_main(args: &[String]) -> Result<()> {
-    let [addr, token, session] = args else {
-        bail!("usage: podscope-bench cluster-client ADDR TOKEN SESSION");
+    let body: Box<dyn Read + Send> = match args {
+        [dash] if dash == "-" => {
+            println!("ready");
+            Box::new(std::io::stdin())
+        }
+        [addr, token, session] => {
+            let (status, body) = http(
+                addr,
+                token,
+                "GET",
+                &format!("/v1/sessions/{session}/events"),
+                None,
+            )?;
+            if status != 200 {
+                let mut t = String::new();
+                let _ = BufReader::new(body).read_to_string(&mut t);
+                bail!("streaming session {session}: HTTP {status}: {t}");
+            }
+            body
+        }
+        _ => bail!("usage: podscope-bench cluster-client ADDR TOKEN SESSION | -"),
     };
-    let (status, body) = http(
-        addr,
-        token,
-        "GET",
-        &format!("/v1/sessions/{session}/events"),
-        None,
-    )?;
-    if status != 200 {
-        let mut t = String::new();
-        let _ = BufReader::new(body).read_to_string(&mut t);
-        bail!("streaming session {session}: HTTP {status}: {t}");
-    }
     let mut r = BufReader::with_capacity(256 * 1024, body);
     let progress = Arc::new(AtomicU64::new(0));
     let p = progress.clone();
@@ -473,42 +479,44 @@ pub fn client_main(args: &[String]) -> Result<()> {
             break;
         }
         let now = wall_ns();
-        // Events carry a pid and start with their timestamp; scanning for
-        // those is enough, and keeps this client cheap next to the hub.
-        if find(&line, b"\"pid\":").is_some() {
+        let text = String::from_utf8_lossy(&line);
+        // Events carry a pid and start with their timestamp; looking for
+        // those (str::contains is vectorised) instead of parsing every line
+        // keeps this client cheap next to the processes it measures.
+        if text.contains("\"pid\":") {
             rep.events += 1;
             progress.store(rep.events, Ordering::Relaxed);
             if rep.first_event_wall_ns == 0 {
                 rep.first_event_wall_ns = now;
             }
             rep.last_event_wall_ns = now;
-            let ts = find(&line, b"\"timestamp\":\"")
-                .and_then(|i| line.get(i + 13..i + 13 + 30))
-                .and_then(|t| std::str::from_utf8(t).ok())
-                .and_then(humantime_ns);
+            const TS: &str = "\"timestamp\":\"";
+            let ts = if text.get(1..).is_some_and(|t| t.starts_with(TS)) {
+                Some(1)
+            } else {
+                text.find(TS)
+            }
+            .and_then(|i| text.get(i + TS.len()..i + TS.len() + 30))
+            .and_then(humantime_ns);
             if let Some(ts) = ts {
                 hist.add(now as i64 - ts as i64);
             }
-            if find(&line, MARKER.as_bytes()).is_some() {
+            if text.contains(MARKER) {
                 rep.storm_events += 1;
-            } else if let Some(i) = find(&line, STAMP.as_bytes()) {
+            } else if let Some(i) = text.find(STAMP) {
                 rep.storm_events += 1;
-                let digits: Vec<u8> = line[i + STAMP.len()..]
-                    .iter()
+                let digits: String = text[i + STAMP.len()..]
+                    .chars()
                     .skip_while(|c| c.is_ascii_digit())
                     .skip(1) // the '/' after the storm's pid
                     .take_while(|c| c.is_ascii_digit())
-                    .copied()
                     .collect();
-                let stamp = std::str::from_utf8(&digits)
-                    .ok()
-                    .and_then(|s| s.parse::<i64>().ok());
+                let stamp = digits.parse::<i64>().ok();
                 if let (Some(s), Some(ts)) = (stamp, ts) {
                     clock.push(ts as i64 - s);
                 }
             } else if rep.other_samples.len() < 5 {
-                rep.other_samples
-                    .push(String::from_utf8_lossy(&line).trim().to_string());
+                rep.other_samples.push(text.trim().to_string());
             }
             continue;
         }
@@ -602,10 +610,13 @@ struct Usage {
     cpu_ns: u64,
     peak_kb: u64,
     threads: BTreeMap<u32, u64>,
+    /// Voluntary + involuntary context switches of all threads.
+    switches: u64,
 }
 
 fn usage(pid: u32) -> Usage {
     let mut threads = BTreeMap::new();
+    let mut switches = 0;
     for t in std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flatten()
@@ -619,11 +630,18 @@ fn usage(pid: u32) -> Usage {
             .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
             .unwrap_or(0);
         threads.insert(tid, ns);
+        switches += std::fs::read_to_string(t.path().join("status"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
     }
     Usage {
         cpu_ns: cpu_ns(pid),
         peak_kb: peak_rss_kb(pid),
         threads,
+        switches,
     }
 }
 
@@ -677,6 +695,14 @@ pub struct Cost {
     pub storm: f64,
 }
 
+/// Context switches per 1,000 delivered events, per process.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Switches {
+    pub hub: f64,
+    pub agent: f64,
+    pub trace: f64,
+}
+
 /// Peak RSS (VmHWM) in MB.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Memory {
@@ -709,10 +735,77 @@ pub struct Run {
     pub cpu_ms_per_1k: Cost,
     /// The agent's part of it, by thread.
     pub agent_split_ms_per_1k: AgentSplit,
+    /// Context switches per 1,000 events (a thread woken per event or per
+    /// batch shows here).
+    pub switches_per_1k: Switches,
     pub peak_rss_mb: Memory,
     pub latency_ms: Option<Pcts>,
     pub clock_check_us: Option<Pcts>,
+    /// How busy the cores were while the storm ran (every process, /proc/stat).
+    pub machine_busy_pct: f64,
+    /// The part of that taken by processes other than the benchmark's (other
+    /// engineers' builds on a shared machine): a disturbed run shows here.
+    pub other_load_pct: f64,
     pub notes: Vec<String>,
+}
+
+/// The machine's CPU time (/proc/stat) and the benchmark's own processes'
+/// CPU time while the storm runs: a run that was short of CPU, and how much
+/// of the machine other work took meanwhile.
+struct Window {
+    busy_ticks: u64,
+    total_ticks: u64,
+    pids: Vec<u32>,
+    cpu: Vec<u64>,
+}
+
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    // user nice system idle iowait irq softirq steal
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+impl Window {
+    fn start(pids: &[u32]) -> Window {
+        let (busy_ticks, total_ticks) = machine_ticks();
+        Window {
+            busy_ticks,
+            total_ticks,
+            pids: pids.to_vec(),
+            cpu: pids.iter().map(|p| cpu_ns(*p)).collect(),
+        }
+    }
+
+    /// (busy %, % taken by other processes), both of all cores.
+    fn end(&self, storm_cpu_ns: u64) -> (f64, f64) {
+        let (busy, total) = machine_ticks();
+        // /proc/stat counts in USER_HZ, 100 per second on Linux.
+        let tick_ns = 1e7;
+        let total = total.saturating_sub(self.total_ticks).max(1) as f64 * tick_ns;
+        let busy = busy.saturating_sub(self.busy_ticks) as f64 * tick_ns;
+        let ours: u64 = self
+            .pids
+            .iter()
+            .zip(&self.cpu)
+            .map(|(p, c)| cpu_ns(*p).saturating_sub(*c))
+            .sum::<u64>()
+            + storm_cpu_ns;
+        (
+            busy * 100.0 / total,
+            ((busy - ours as f64) * 100.0 / total).max(0.0),
+        )
+    }
 }
 
 /// The pod, the binaries and the settings shared by every run.
@@ -887,7 +980,9 @@ impl Ctx<'_> {
         let trace = trace_child(c.agent.pid()).context("no trace child under the agent")?;
         let before = [usage(c.hub.pid()), usage(c.agent.pid()), usage(trace)];
 
+        let window = Window::start(&[c.hub.pid(), c.agent.pid(), trace, client.pid()]);
         let storm = self.storm(rate, n, stamp)?;
+        let (busy, other) = window.end(storm.cpu_ns);
 
         // Wait until the client has everything (or stops getting more).
         let t = Instant::now();
@@ -922,7 +1017,10 @@ impl Ctx<'_> {
             .context("the client did not report within 60 s of the stop")??;
         client.wait_for(Duration::from_secs(5));
         drop(c);
-        Ok(self.figures(name, rate, n, &storm, &rep, &agent_threads, &before, &after))
+        let mut run = self.figures(name, rate, n, &storm, &rep, &agent_threads, &before, &after);
+        run.machine_busy_pct = busy;
+        run.other_load_pct = other;
+        Ok(run)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1002,6 +1100,17 @@ impl Ctx<'_> {
                 storm: per_k(storm.cpu_ns),
             },
             agent_split_ms_per_1k: agent_split(agent_threads, &before[1], &after[1], delivered),
+            switches_per_1k: {
+                let sw = |i: usize| {
+                    after[i].switches.saturating_sub(before[i].switches) as f64
+                        / (delivered.max(1) as f64 / 1e3)
+                };
+                Switches {
+                    hub: sw(0),
+                    agent: sw(1),
+                    trace: sw(2),
+                }
+            },
             peak_rss_mb: Memory {
                 hub: Some(mb(after[0].peak_kb)),
                 agent: Some(mb(after[1].peak_kb)),
@@ -1010,8 +1119,106 @@ impl Ctx<'_> {
             },
             latency_ms: rep.latency_ms,
             clock_check_us: rep.clock_check_us,
+            machine_busy_pct: 0.0,
+            other_load_pct: 0.0,
             notes,
         }
+    }
+
+    /// The trace alone with its stdout piped to the client: the latency that
+    /// the trace's own batching adds, before the agent and the hub.
+    fn trace_pipe(&self, name: &str, rate: u64, n: u64) -> Result<Run> {
+        let mut p = Proc {
+            child: Command::new(&self.podscope)
+                .args([
+                    "trace", "open", "-n", &self.ns, "--pod", &self.pod, "-o", "json",
+                ])
+                .args(["--runtime-endpoint", &format!("unix://{}", self.socket)])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()?,
+            what: "the trace",
+        };
+        let stdout = p.child.stdout.take().expect("piped");
+        let client = Command::new(&self.me)
+            .args(["cluster-client", "-"])
+            .stdin(stdout)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let (att_tx, att_rx) = mpsc::channel();
+        let err = BufReader::new(p.child.stderr.take().expect("piped"));
+        std::thread::spawn(move || {
+            for l in err.lines().map_while(Result::ok) {
+                if l.contains("probes attached") {
+                    let _ = att_tx.send(());
+                }
+            }
+        });
+        att_rx
+            .recv_timeout(Duration::from_secs(30))
+            .context("podscope trace did not attach within 30 s")?;
+        let before = usage(p.pid());
+        let window = Window::start(&[p.pid(), client.id()]);
+        let storm = self.storm(rate, n, false)?;
+        let (busy, other) = window.end(storm.cpu_ns);
+        std::thread::sleep(Duration::from_millis(500));
+        let after = usage(p.pid());
+        p.interrupt();
+        let out = client.wait_with_output()?;
+        p.wait_for(Duration::from_secs(5));
+        let rep: ClientReport = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("report "))
+            .context("the client printed no report")
+            .and_then(|r| Ok(serde_json::from_str(r)?))?;
+        let lost: u64 = rep
+            .summaries
+            .iter()
+            .map(|s| s["lost"].as_u64().unwrap_or(0))
+            .sum();
+        let delivered = rep.storm_events;
+        let per_k = |ns: u64| ns as f64 / 1e6 / (delivered.max(1) as f64 / 1e3);
+        let mut notes = vec!["podscope trace -o json | client, no agent/hub".to_string()];
+        let accounted = delivered + lost == n && rep.summaries.len() == 1;
+        if !accounted {
+            notes.push(format!(
+                "accounting: generated {n}, delivered {delivered}, lost {lost}, {} summaries",
+                rep.summaries.len()
+            ));
+        }
+        let span = rep.last_event_wall_ns.saturating_sub(storm.start_wall_ns) as f64 / 1e9;
+        Ok(Run {
+            name: name.into(),
+            target_rate: rate,
+            generated: n,
+            generated_per_s: n as f64 / (storm.elapsed_ns as f64 / 1e9),
+            delivered,
+            other_events: rep.events - rep.storm_events,
+            lost,
+            accounted,
+            end_to_end_per_s: if span > 0.0 {
+                delivered as f64 / span
+            } else {
+                0.0
+            },
+            cpu_ms_per_1k: Cost {
+                trace: per_k(after.cpu_ns.saturating_sub(before.cpu_ns)),
+                client: Some(per_k(rep.cpu_ns)),
+                storm: per_k(storm.cpu_ns),
+                ..Default::default()
+            },
+            peak_rss_mb: Memory {
+                trace: after.peak_kb as f64 / 1024.0,
+                client: Some(rep.peak_rss_kb as f64 / 1024.0),
+                ..Default::default()
+            },
+            latency_ms: rep.latency_ms,
+            machine_busy_pct: busy,
+            other_load_pct: other,
+            notes,
+            ..Default::default()
+        })
     }
 
     /// The trace child's own ceiling: `podscope trace open -o json` on the
@@ -1054,7 +1261,9 @@ impl Ctx<'_> {
             .recv_timeout(Duration::from_secs(30))
             .context("podscope trace did not attach within 30 s")?;
         let before = usage(p.pid());
+        let window = Window::start(&[p.pid()]);
         let storm = self.storm(rate, n, false)?;
+        let (busy, other) = window.end(storm.cpu_ns);
         // Writing to /dev/null keeps up or loses in the ring: 0.5 s drains a poll or ten.
         std::thread::sleep(Duration::from_millis(500));
         let after = usage(p.pid());
@@ -1092,6 +1301,8 @@ impl Ctx<'_> {
                 trace: after.peak_kb as f64 / 1024.0,
                 ..Default::default()
             },
+            machine_busy_pct: busy,
+            other_load_pct: other,
             notes,
             ..Default::default()
         })
@@ -1142,7 +1353,12 @@ pub fn run(bed: &Bed, me: &Path, podscope: &Path, settings: &Settings) -> Result
     let max_lossless_per_s = runs
         .iter()
         .filter(|r| {
-            r.accounted && r.lost == 0 && r.gap_agent + r.gap_hub == 0 && r.end_to_end_per_s > 0.0
+            // Through agent and hub only: the trace-alone runs are not end to end.
+            r.cpu_ms_per_1k.agent.is_some()
+                && r.accounted
+                && r.lost == 0
+                && r.gap_agent + r.gap_hub == 0
+                && r.end_to_end_per_s > 0.0
         })
         .map(|r| r.end_to_end_per_s)
         .fold(0.0, f64::max);
@@ -1187,6 +1403,8 @@ fn runs(ctx: &Ctx) -> Result<Vec<Run>> {
         eprintln!("cluster: {name}: {n} events ...");
         go(ctx.run(&name, rate, n, false))?;
     }
+    eprintln!("cluster: trace alone piped to the client at 10,000 events/s ...");
+    go(ctx.trace_pipe("trace|client 10k", 10_000, 10_000 * secs))?;
     for &rate in &[200_000, 0] {
         let n = if quick { 300_000 } else { 1_000_000 };
         let name = if rate == 0 {
@@ -1273,7 +1491,7 @@ pub fn print(f: &Figures) {
         );
     }
     println!(
-        "\n{:<16} {:>7} {:>7} {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7}",
+        "\n{:<16} {:>7} {:>7} {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} | {:>5} {:>5}",
         "CPU ms/1k ev",
         "HUB",
         "AGENT",
@@ -1283,13 +1501,15 @@ pub fn print(f: &Figures) {
         "RSS hub",
         "agent",
         "trace",
-        "client"
+        "client",
+        "BUSY",
+        "OTHER"
     );
     for r in &f.runs {
         let c = &r.cpu_ms_per_1k;
         let m = &r.peak_rss_mb;
         println!(
-            "{:<16} {:>7} {:>7} {:>7.2} {:>7} {:>7.2} | {:>7} {:>7} {:>7.1} {:>7}",
+            "{:<16} {:>7} {:>7} {:>7.2} {:>7} {:>7.2} | {:>7} {:>7} {:>7.1} {:>7} | {:>4.0}% {:>4.0}%",
             r.name,
             opt(c.hub, 2),
             opt(c.agent, 2),
@@ -1300,16 +1520,27 @@ pub fn print(f: &Figures) {
             opt(m.agent, 1),
             m.trace,
             opt(m.client, 1),
+            r.machine_busy_pct,
+            r.other_load_pct,
         );
     }
-    println!("\nagent CPU ms/1k events by thread: the session's threads (reading the trace's stdout and stderr) / the tokio runtime (batching, gRPC)");
+    println!(
+        "\n{:<16} {:>22} {:>22}",
+        "", "AGENT CPU ms/1k:", "CONTEXT SWITCHES/1k:"
+    );
+    println!(
+        "{:<16} {:>11} {:>10} {:>7} {:>7} {:>7}",
+        "", "readers", "tokio", "hub", "agent", "trace"
+    );
     for r in f.runs.iter().filter(|r| r.cpu_ms_per_1k.agent.is_some()) {
         let a = r.agent_split_ms_per_1k;
+        let w = r.switches_per_1k;
         println!(
-            "{:<16} {:>7.2} / {:.2}",
-            r.name, a.session_threads, a.runtime_threads
+            "{:<16} {:>11.2} {:>10.2} {:>7.0} {:>7.0} {:>7.0}",
+            r.name, a.session_threads, a.runtime_threads, w.hub, w.agent, w.trace
         );
     }
+    println!("readers: the agent threads the session started (the trace's stdout and stderr); tokio: its runtime (batching, gRPC)");
     if let Some(c) = f.runs.iter().find_map(|r| r.clock_check_us) {
         println!(
             "\nclock check ({} opens of stamped paths): event timestamp - the storm's CLOCK_REALTIME just before open(): min {:.1} us, p50 {:.1} us, max {:.1} us",
@@ -1328,6 +1559,17 @@ pub fn print(f: &Figures) {
             );
         }
     }
+    if let Some(l) = f
+        .runs
+        .iter()
+        .find(|r| r.name.starts_with("trace|client"))
+        .and_then(|r| r.latency_ms)
+    {
+        println!(
+            "  of which the trace alone (its stdout piped to the client): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            l.p50, l.p99, l.max
+        );
+    }
     println!("GEN/s: the storm's own rate; E2E/s: storm events delivered / (last event at the client - storm start); LOST: kernel ring (trace summary); GAP_AG/GAP_HUB: agent queue / hub client queue; OK: delivered + lost + gaps = generated and the trace's counts agree");
-    println!("CPU per 1,000 delivered events: hub, agent, its trace child, the streaming client, the storm itself; RSS: peak (VmHWM) MB");
+    println!("CPU per 1,000 delivered events: hub, agent, its trace child, the streaming client, the storm itself; RSS: peak (VmHWM) MB; BUSY: all cores' busy time while the storm ran (/proc/stat, every process); OTHER: the part of it not taken by the benchmark's processes (other work on the machine)");
 }
