@@ -58,6 +58,18 @@ pub struct HubTarget {
     pub tls_ca: Option<PathBuf>,
     /// --kubeconfig and --context, for kube:// hubs.
     pub kube: crate::kubeproxy::KubeOptions,
+    /// --hub-api: which of the hub's APIs to use.
+    pub api: HubApi,
+}
+
+/// The hub API the CLI talks to: the same operations either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum HubApi {
+    /// REST over HTTP/1.1 (works through proxies and the API server).
+    #[default]
+    Rest,
+    /// gRPC (service podscope.cluster.v1.HubApi) over HTTP/2.
+    Grpc,
 }
 
 struct Hub {
@@ -71,6 +83,8 @@ struct Hub {
     _proxy: Option<crate::kubeproxy::KubeProxy>,
     /// Trust for an https:// hub URL.
     tls: Option<ClientTls>,
+    /// With --hub-api grpc: the calls go here instead.
+    grpc: Option<crate::grpc_client::GrpcHub>,
 }
 
 impl Hub {
@@ -78,6 +92,12 @@ impl Hub {
         let token_file = target.token_file.as_deref();
         if let Some(svc) = crate::kubeproxy::ServiceRef::parse(&target.url) {
             let svc = svc?;
+            if target.api == HubApi::Grpc {
+                bail!(
+                    "--hub-api grpc cannot reach a kube:// hub: the API server's service proxy \
+                     carries HTTP/1.1 only; use the REST API (the default) through it, or --hub http(s)://"
+                );
+            }
             if target.tls_ca.is_some() {
                 bail!(
                     "--tls-ca does not apply to a kube:// hub: the API server dials the hub \
@@ -98,15 +118,28 @@ impl Hub {
                 default_namespace: Some(proxy.default_namespace.clone()),
                 _proxy: Some(proxy),
                 tls: None,
+                grpc: None,
             });
         }
+        let url = target.url.trim_end_matches('/').to_string();
+        let token = crate::auth::load_token(token_file)?;
+        let tls = ClientTls::for_url(&target.url, target.tls_ca.as_deref())?;
+        let grpc = match target.api {
+            HubApi::Rest => None,
+            HubApi::Grpc => Some(crate::grpc_client::GrpcHub::new(
+                &url,
+                &token,
+                tls.as_ref(),
+            )?),
+        };
         Ok(Hub {
-            url: target.url.trim_end_matches('/').to_string(),
-            shown: target.url.trim_end_matches('/').to_string(),
-            token: crate::auth::load_token(token_file)?,
+            shown: url.clone(),
+            url,
+            token,
             default_namespace: None,
             _proxy: None,
-            tls: ClientTls::for_url(&target.url, target.tls_ca.as_deref())?,
+            tls,
+            grpc,
         })
     }
 
@@ -127,6 +160,11 @@ impl Hub {
         body: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Result<Response> {
+        if let Some(g) = &self.grpc {
+            return g
+                .call(method, path, body)
+                .with_context(|| format!("reaching the hub's gRPC API at {}", self.shown));
+        }
         request_with(
             self.tls.as_ref(),
             &self.url,

@@ -26,11 +26,22 @@ enum Mode {
     Close,
 }
 
-/// The connection to the hub: plain for http://, TLS for https://.
+/// The connection to the hub: plain for http://, TLS for https://; or a
+/// body that came another way (the CLI's gRPC transport).
 #[derive(Debug)]
 enum Conn {
     Plain(TcpStream),
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    Reader(Source),
+}
+
+/// A body reader from elsewhere.
+struct Source(Box<dyn Read + Send>);
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Source")
+    }
 }
 
 impl Read for Conn {
@@ -38,6 +49,7 @@ impl Read for Conn {
         match self {
             Conn::Plain(s) => s.read(buf),
             Conn::Tls(s) => s.read(buf),
+            Conn::Reader(r) => r.0.read(buf),
         }
     }
 }
@@ -47,6 +59,10 @@ impl Write for Conn {
         match self {
             Conn::Plain(s) => s.write(buf),
             Conn::Tls(s) => s.write(buf),
+            Conn::Reader(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a body source cannot be written to",
+            )),
         }
     }
 
@@ -54,6 +70,7 @@ impl Write for Conn {
         match self {
             Conn::Plain(s) => s.flush(),
             Conn::Tls(s) => s.flush(),
+            Conn::Reader(_) => Ok(()),
         }
     }
 }
@@ -119,6 +136,20 @@ impl Read for Body {
 }
 
 impl Response {
+    /// A response whose body is read from `body` until it ends: answers that
+    /// came another way than HTTP/1.1 (the CLI's gRPC transport), so the
+    /// code above it handles both alike.
+    pub fn from_reader(status: u16, body: Box<dyn Read + Send>) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Body {
+                r: BufReader::new(Conn::Reader(Source(body))),
+                mode: Mode::Close,
+            },
+        }
+    }
+
     /// A header's value.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

@@ -38,8 +38,9 @@ use crate::api::{
     UpdateSession,
 };
 use crate::proto::{
-    agent_message, hub_message, hub_server, AgentMessage, ExecRequest, ExecResult, HubMessage,
-    StartSession, StopSession,
+    agent_message, hub_api_server, hub_message, hub_server, AgentMessage, ExecRequest, ExecResult,
+    HubMessage, Json as JsonMsg, Query as QueryMsg, SessionId, SessionUpdate, StartSession,
+    StopSession,
 };
 
 /// `podscope hub`.
@@ -303,6 +304,23 @@ impl Hub {
     /// The axum router: REST, health, OpenAPI and the gRPC service.
     pub fn router(&self) -> Router {
         let grpc = hub_server::HubServer::new(self.clone());
+        let token = self.token.clone();
+        let grpc_api = hub_api_server::HubApiServer::with_interceptor(
+            GrpcApi(self.clone()),
+            move |req: GrpcRequest<()>| {
+                let given = req
+                    .metadata()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok());
+                if crate::auth::bearer_ok(given, &token) {
+                    Ok(req)
+                } else {
+                    Err(Status::unauthenticated(
+                        "missing or wrong bearer token: send 'authorization: Bearer TOKEN' metadata",
+                    ))
+                }
+            },
+        );
         let api = Router::new()
             .route("/openapi.json", get(openapi))
             .route("/v1/nodes", get(nodes))
@@ -322,6 +340,8 @@ impl Hub {
             .merge(api)
             // The agents' link; authenticated in `connect` (gRPC status UNAUTHENTICATED).
             .route_service("/podscope.cluster.v1.Hub/{*rest}", grpc)
+            // The REST operations over gRPC.
+            .route_service("/podscope.cluster.v1.HubApi/{*rest}", grpc_api)
             .with_state(self.clone())
     }
 
@@ -1199,5 +1219,179 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+// --- the REST operations over gRPC (service HubApi) ---
+
+/// Serves each HubApi call with the REST handler of the same operation, so
+/// both APIs validate, answer and fail the same way.
+#[derive(Clone)]
+struct GrpcApi(Hub);
+
+impl std::fmt::Debug for GrpcApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GrpcApi")
+    }
+}
+
+/// The gRPC code for a REST status.
+fn grpc_code(status: StatusCode) -> tonic::Code {
+    match status.as_u16() {
+        400 => tonic::Code::InvalidArgument,
+        401 => tonic::Code::Unauthenticated,
+        403 => tonic::Code::PermissionDenied,
+        404 => tonic::Code::NotFound,
+        409 => tonic::Code::FailedPrecondition,
+        410 => tonic::Code::Aborted,
+        502 | 503 => tonic::Code::Unavailable,
+        504 => tonic::Code::DeadlineExceeded,
+        _ => tonic::Code::Internal,
+    }
+}
+
+/// A REST handler's answer as a gRPC answer.
+async fn to_grpc(r: Response) -> Result<GrpcResponse<JsonMsg>, Status> {
+    let status = r.status();
+    let body = axum::body::to_bytes(r.into_body(), 64 << 20)
+        .await
+        .map_err(|e| Status::internal(format!("reading the answer: {e}")))?;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if status.is_success() {
+        return Ok(GrpcResponse::new(JsonMsg { json: text }));
+    }
+    let msg = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or(text);
+    Err(Status::new(grpc_code(status), msg))
+}
+
+/// A query map as the REST handlers' query extractor.
+fn query<T: serde::de::DeserializeOwned>(q: &QueryMsg) -> Result<Query<T>, QueryRejection> {
+    let qs: Vec<String> = q
+        .params
+        .iter()
+        .map(|(k, v)| format!("{}={}", pct(k), pct(v)))
+        .collect();
+    let uri: axum::http::Uri = format!("/?{}", qs.join("&"))
+        .parse()
+        .unwrap_or_else(|_| axum::http::Uri::from_static("/"));
+    Query::try_from_uri(&uri)
+}
+
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+type JsonStream = Pin<Box<dyn Stream<Item = Result<JsonMsg, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl hub_api_server::HubApi for GrpcApi {
+    async fn list_nodes(&self, _: GrpcRequest<QueryMsg>) -> Result<GrpcResponse<JsonMsg>, Status> {
+        to_grpc(nodes(State(self.0.clone())).await.into_response()).await
+    }
+
+    async fn list_pods(&self, r: GrpcRequest<QueryMsg>) -> Result<GrpcResponse<JsonMsg>, Status> {
+        to_grpc(pods(State(self.0.clone()), query(r.get_ref())).await).await
+    }
+
+    async fn list_probes(&self, _: GrpcRequest<QueryMsg>) -> Result<GrpcResponse<JsonMsg>, Status> {
+        to_grpc(probes(State(self.0.clone())).await.into_response()).await
+    }
+
+    async fn create_session(
+        &self,
+        r: GrpcRequest<JsonMsg>,
+    ) -> Result<GrpcResponse<JsonMsg>, Status> {
+        let body = Bytes::from(r.into_inner().json);
+        to_grpc(create(State(self.0.clone()), body).await).await
+    }
+
+    async fn list_sessions(
+        &self,
+        r: GrpcRequest<QueryMsg>,
+    ) -> Result<GrpcResponse<JsonMsg>, Status> {
+        to_grpc(list(State(self.0.clone()), query(r.get_ref())).await).await
+    }
+
+    async fn get_session(
+        &self,
+        r: GrpcRequest<SessionId>,
+    ) -> Result<GrpcResponse<JsonMsg>, Status> {
+        to_grpc(get_one(State(self.0.clone()), Path(r.into_inner().id)).await).await
+    }
+
+    async fn update_session(
+        &self,
+        r: GrpcRequest<SessionUpdate>,
+    ) -> Result<GrpcResponse<JsonMsg>, Status> {
+        let u = r.into_inner();
+        to_grpc(update(State(self.0.clone()), Path(u.id), Bytes::from(u.json)).await).await
+    }
+
+    async fn delete_session(
+        &self,
+        r: GrpcRequest<SessionId>,
+    ) -> Result<GrpcResponse<JsonMsg>, Status> {
+        to_grpc(delete_one(State(self.0.clone()), Path(r.into_inner().id)).await).await
+    }
+
+    async fn delete_sessions(
+        &self,
+        r: GrpcRequest<QueryMsg>,
+    ) -> Result<GrpcResponse<JsonMsg>, Status> {
+        to_grpc(delete_all(State(self.0.clone()), query(r.get_ref())).await).await
+    }
+
+    type StreamEventsStream = JsonStream;
+
+    async fn stream_events(
+        &self,
+        r: GrpcRequest<SessionId>,
+    ) -> Result<GrpcResponse<JsonStream>, Status> {
+        let resp = events(
+            State(self.0.clone()),
+            Path(r.into_inner().id),
+            HeaderMap::new(),
+        )
+        .await;
+        if !resp.status().is_success() {
+            return Err(to_grpc(resp)
+                .await
+                .err()
+                .unwrap_or_else(|| Status::internal("the stream failed")));
+        }
+        // The NDJSON body, one record per message.
+        let mut data = resp.into_body().into_data_stream();
+        let (tx, rx) = mpsc::channel::<Result<JsonMsg, Status>>(256);
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let mut pending: Vec<u8> = Vec::new();
+            while let Some(chunk) = data.next().await {
+                let Ok(chunk) = chunk else { break };
+                pending.extend_from_slice(&chunk);
+                while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=nl).collect();
+                    let json = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                    if !json.is_empty() && tx.send(Ok(JsonMsg { json })).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(GrpcResponse::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn exec(&self, r: GrpcRequest<JsonMsg>) -> Result<GrpcResponse<JsonMsg>, Status> {
+        let body = Bytes::from(r.into_inner().json);
+        to_grpc(exec(State(self.0.clone()), body).await).await
     }
 }

@@ -10,6 +10,7 @@ mod agent_api;
 pub mod api;
 pub mod auth;
 pub mod client;
+mod grpc_client;
 pub mod http;
 pub mod hub;
 pub mod kubeproxy;

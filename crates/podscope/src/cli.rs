@@ -52,6 +52,11 @@ pub struct Cli {
     /// https:// --hub URL: trusted instead of the system's CA certificates.
     #[arg(long, global = true, value_name = "PEM")]
     pub tls_ca: Option<PathBuf>,
+
+    /// Which hub API `ps`, `trace` and `exec` use with --hub: rest (HTTP/1.1
+    /// JSON; also through kube://) or grpc (service podscope.cluster.v1.HubApi).
+    #[arg(long, global = true, value_name = "API", value_enum, default_value_t)]
+    pub hub_api: podscope_cluster::client::HubApi,
     // --- end cluster mode ---
 }
 

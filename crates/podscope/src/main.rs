@@ -57,6 +57,7 @@ fn main() {
         url: url.to_string(),
         token_file: token_file.clone(),
         tls_ca: tls_ca.clone(),
+        api: cli.hub_api,
         kube: podscope_cluster::kubeproxy::KubeOptions {
             kubeconfig: cli.kubeconfig.clone(),
             context: cli.context.clone(),

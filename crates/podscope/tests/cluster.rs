@@ -1137,3 +1137,222 @@ fn agent_api_and_exec_through_the_hub() {
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
     });
 }
+
+/// The REST operations over gRPC (service HubApi): directly with a gRPC
+/// client, and as the CLI's transport (`--hub-api grpc`).
+#[test]
+fn grpc_api_does_what_rest_does() {
+    use podscope_cluster::proto::hub_api_client::HubApiClient;
+    use podscope_cluster::proto::{Json, Query, SessionId, SessionUpdate};
+
+    let sock = socket();
+    let tok = token_file();
+    let tokf = tok.to_str().unwrap().to_string();
+    let port = common::free_port();
+    let _hub = hub(port, &["--enable-exec"]);
+    let _agent = agent(port, "grpc-node", &sock, &tok, &["--enable-exec"]);
+    let sfx = suffix();
+    let ns = format!("gr-{sfx}");
+    let name = format!("g-{sfx}");
+    let _p = pod(
+        &sock,
+        &name,
+        &ns,
+        "while true; do cat /dev/null; sleep 0.2; done",
+    );
+    wait_for(Duration::from_secs(10), "the hub to know the pod", || {
+        let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+        v.as_array().is_some_and(|a| !a.is_empty())
+    });
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(url(port))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let e = HubApiClient::new(channel.clone())
+            .list_nodes(Query::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
+        let mut c = HubApiClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", bearer.clone());
+            Ok(r)
+        });
+        let j = |s: &str| serde_json::from_str::<Value>(s).unwrap();
+        let nodes = j(&c
+            .list_nodes(Query::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .json);
+        assert!(nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["node"] == "grpc-node"));
+        let mut q = Query::default();
+        q.params.insert("namespace".into(), ns.clone());
+        let pods = j(&c.list_pods(q).await.unwrap().into_inner().json);
+        assert_eq!(pods[0]["name"], name.as_str());
+        // Validation answers as REST does, with the gRPC code.
+        let e = c
+            .create_session(Json {
+                json: json!({"probes": ["tpc"]}).to_string(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.message().contains("did you mean 'tcp'"),
+            "{}",
+            e.message()
+        );
+        // Create stopped, stream, start, stop: the records as over NDJSON.
+        let s = j(&c
+            .create_session(Json {
+                json: json!({"namespace": ns, "pod": "g-*", "probes": ["exec"], "start": false})
+                    .to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .json);
+        let id = s["id"].as_str().unwrap().to_string();
+        assert_eq!(s["state"], "created");
+        let mut stream = c
+            .stream_events(SessionId { id: id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        c.update_session(SessionUpdate {
+            id: id.clone(),
+            json: json!({"state": "running"}).to_string(),
+        })
+        .await
+        .unwrap();
+        let mut events = 0u64;
+        let mut stopped = false;
+        let mut last = Value::Null;
+        let t = Instant::now();
+        while let Ok(Ok(Some(m))) =
+            tokio::time::timeout(Duration::from_secs(20), stream.message()).await
+        {
+            let v = j(&m.json);
+            if v.get("pid").is_some() {
+                assert_eq!(v["pod"], name.as_str());
+                events += 1;
+            }
+            if events >= 5 && !stopped {
+                stopped = true;
+                c.update_session(SessionUpdate {
+                    id: id.clone(),
+                    json: json!({"state": "stopped"}).to_string(),
+                })
+                .await
+                .unwrap();
+            }
+            last = v;
+            if last["kind"] == "end" || t.elapsed() > Duration::from_secs(40) {
+                break;
+            }
+        }
+        assert_eq!(last["kind"], "end", "the stream ends after the stop");
+        let got = j(&c
+            .get_session(SessionId { id: id.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .json);
+        assert_eq!(got["state"], "stopped");
+        assert_eq!(got["events"].as_u64(), Some(events), "{got}");
+        let mut q = Query::default();
+        q.params.insert("pod".into(), "g-*".into());
+        let l = j(&c.list_sessions(q).await.unwrap().into_inner().json);
+        assert!(l.as_array().unwrap().iter().any(|x| x["id"] == id.as_str()));
+        c.delete_session(SessionId { id: id.clone() })
+            .await
+            .unwrap();
+        let e = c
+            .get_session(SessionId { id: id.clone() })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        c.delete_sessions(Query::default()).await.unwrap();
+    });
+
+    // The CLI over gRPC: ps, trace and exec.
+    let cli = |args: &[&str]| {
+        bin()
+            .args([
+                "--hub",
+                &url(port),
+                "--token-file",
+                &tokf,
+                "--hub-api",
+                "grpc",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["ps", "-n", &ns, "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&name) && text.contains("grpc-node"), "{text}");
+    let out = cli(&[
+        "trace",
+        "exec",
+        "--pod",
+        &name,
+        "-n",
+        &ns,
+        "--duration",
+        "4s",
+        "-o",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines
+        .iter()
+        .any(|e| e["probe"] == "exec" && e["pod"] == name.as_str()));
+    assert_eq!(lines.last().unwrap()["kind"], "end");
+    let out = cli(&[
+        "exec", "--pod", &name, "-n", &ns, "--", "sh", "-c", "exit 5",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["exec", "--pod", "nope", "-n", &ns, "--", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Over kube:// the API server's proxy cannot carry gRPC: said so.
+    let out = cli(&["ps", "--hub", "kube://podscope/podscope-hub:7700"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP/1.1 only"));
+}

@@ -1,0 +1,255 @@
+//! The CLI's gRPC transport to the hub (`--hub-api grpc`): each REST call
+//! the CLI makes goes to the HubApi operation of the same meaning, and the
+//! answer comes back as the REST answer would (status, JSON body, the events
+//! as NDJSON lines), so the CLI's logic is the same over both APIs.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use anyhow::{anyhow, bail, Context, Result};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::http::Response;
+use crate::proto::hub_api_client::HubApiClient;
+use crate::proto::{Json, Query, SessionId, SessionUpdate};
+use crate::tls::ClientTls;
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub(crate) struct Bearer(MetadataValue<Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+type Client = HubApiClient<InterceptedService<Channel, Bearer>>;
+
+/// A connection to the hub's HubApi service.
+pub(crate) struct GrpcHub {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+}
+
+impl std::fmt::Debug for GrpcHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GrpcHub")
+    }
+}
+
+impl GrpcHub {
+    /// Connects lazily: the first call reports an unreachable hub.
+    pub(crate) fn new(url: &str, token: &str, tls: Option<&ClientTls>) -> Result<GrpcHub> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .context("starting the gRPC client's runtime")?;
+        let mut ep = Endpoint::from_shared(url.to_string())
+            .with_context(|| format!("'{url}' is not a hub URL (e.g. http://hub:7700)"))?
+            .connect_timeout(std::time::Duration::from_secs(5));
+        if let Some(tls) = tls {
+            ep = ep
+                .tls_config(tls.tonic_config())
+                .context("configuring TLS for the hub")?;
+        }
+        let channel = {
+            let _guard = rt.enter();
+            ep.connect_lazy()
+        };
+        let bearer: MetadataValue<Ascii> = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| anyhow!("the token is not a valid header value"))?;
+        Ok(GrpcHub {
+            rt,
+            client: HubApiClient::with_interceptor(channel, Bearer(bearer)),
+        })
+    }
+
+    /// The REST call `method path` with `body`, made as its HubApi operation.
+    pub(crate) fn call(&self, method: &str, path: &str, body: Option<&str>) -> Result<Response> {
+        let (p, q) = path.split_once('?').unwrap_or((path, ""));
+        let query = Query {
+            params: parse_query(q),
+        };
+        let json = Json {
+            json: body.unwrap_or("").to_string(),
+        };
+        let segs: Vec<String> = p
+            .trim_start_matches('/')
+            .split('/')
+            .map(str::to_string)
+            .collect();
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        let mut c = self.client.clone();
+        let id = |i: usize| SessionId {
+            id: segs[i].to_string(),
+        };
+        let got = match (method, segs.as_slice()) {
+            ("GET", ["v1", "sessions", _, "events"]) => {
+                let s = id(2);
+                return match self.rt.block_on(c.stream_events(s)) {
+                    Ok(stream) => Ok(Response::from_reader(
+                        200,
+                        Box::new(LineReader::spawn(&self.rt, stream.into_inner())),
+                    )),
+                    Err(st) => answer(Err(st)),
+                };
+            }
+            ("GET", ["v1", "nodes"]) => self.rt.block_on(c.list_nodes(query)),
+            ("GET", ["v1", "pods"]) => self.rt.block_on(c.list_pods(query)),
+            ("GET", ["v1", "probes"]) => self.rt.block_on(c.list_probes(query)),
+            ("POST", ["v1", "sessions"]) => self.rt.block_on(c.create_session(json)),
+            ("GET", ["v1", "sessions"]) => self.rt.block_on(c.list_sessions(query)),
+            ("DELETE", ["v1", "sessions"]) => self.rt.block_on(c.delete_sessions(query)),
+            ("GET", ["v1", "sessions", _]) => self.rt.block_on(c.get_session(id(2))),
+            ("PUT", ["v1", "sessions", _]) => self.rt.block_on(c.update_session(SessionUpdate {
+                id: segs[2].to_string(),
+                json: json.json,
+            })),
+            ("DELETE", ["v1", "sessions", _]) => self.rt.block_on(c.delete_session(id(2))),
+            ("POST", ["v1", "exec"]) => self.rt.block_on(c.exec(json)),
+            _ => bail!("the hub's gRPC API has no operation for {method} {p}"),
+        };
+        answer(got.map(|r| r.into_inner()))
+    }
+}
+
+/// A gRPC answer as the REST answer: the same status and JSON. A call that
+/// never reached the hub is an error, as a failed connection is over REST.
+fn answer(r: Result<Json, tonic::Status>) -> Result<Response> {
+    let (status, body) = match r {
+        Ok(j) => (200, j.json),
+        Err(st) => {
+            use std::error::Error;
+            if st.code() == tonic::Code::Unavailable && st.source().is_some() {
+                let mut msg = st.message().to_string();
+                let mut src = st.source();
+                while let Some(e) = src {
+                    msg = format!("{msg}: {e}");
+                    src = e.source();
+                }
+                bail!("{msg}");
+            }
+            let status = match st.code() {
+                tonic::Code::InvalidArgument => 400,
+                tonic::Code::Unauthenticated => 401,
+                tonic::Code::PermissionDenied => 403,
+                tonic::Code::NotFound => 404,
+                tonic::Code::FailedPrecondition => 409,
+                tonic::Code::Aborted => 410,
+                tonic::Code::Unavailable => 502,
+                tonic::Code::DeadlineExceeded => 504,
+                _ => 500,
+            };
+            (
+                status,
+                serde_json::json!({ "error": st.message() }).to_string(),
+            )
+        }
+    };
+    Ok(Response::from_reader(
+        status,
+        Box::new(std::io::Cursor::new(body.into_bytes())),
+    ))
+}
+
+fn parse_query(q: &str) -> HashMap<String, String> {
+    q.split('&')
+        .filter(|kv| !kv.is_empty())
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            Some((unpct(k)?, unpct(v)?))
+        })
+        .collect()
+}
+
+fn unpct(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let h = std::str::from_utf8(&b[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(h, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The events stream as NDJSON bytes for the CLI's line reader.
+struct LineReader {
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl LineReader {
+    fn spawn(rt: &tokio::runtime::Runtime, mut s: tonic::Streaming<Json>) -> LineReader {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1024);
+        rt.spawn(async move {
+            while let Ok(Some(m)) = s.message().await {
+                let mut line = m.json.into_bytes();
+                line.push(b'\n');
+                if tx.send(line).await.is_err() {
+                    break;
+                }
+            }
+        });
+        LineReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for LineReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.buf.len() {
+            match self.rx.blocking_recv() {
+                Some(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_round_trip_percent_encoding() {
+        let q = parse_query(
+            "pod=web-%2A&namespace=shop&all_namespaces=true&selector=app%3Dweb%2Ctier+in+%28a%29",
+        );
+        assert_eq!(q["pod"], "web-*");
+        assert_eq!(q["namespace"], "shop");
+        assert_eq!(q["all_namespaces"], "true");
+        assert_eq!(q["selector"], "app=web,tier in (a)");
+        assert!(parse_query("").is_empty());
+    }
+}
