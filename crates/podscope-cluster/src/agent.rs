@@ -73,6 +73,11 @@ pub struct AgentArgs {
     #[arg(long, value_name = "PROTOCOL", value_parser = ["grpc", "http/protobuf"])]
     pub otlp_protocol: Option<String>,
 
+    /// How long the hub's sessions keep running when the link to the hub
+    /// drops: a hub that comes back within it (a restart) resumes them.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::api::parse_duration)]
+    pub resume_grace: Duration,
+
     /// Serve the agent's own API on this address (e.g. 0.0.0.0:7701): GET
     /// /healthz (alive) and /readyz (linked to the hub), no token; and the
     /// gRPC service podscope.cluster.v1.Agent (ListPods, Trace, Exec,
@@ -93,6 +98,8 @@ const EXEC_OUTPUT_MAX: usize = 1 << 20;
 pub(crate) struct Running {
     run: u64,
     pid: u32,
+    /// What the hub asked for: reported again to a restarted hub.
+    spec: StartSession,
 }
 
 type Sessions = Arc<Mutex<HashMap<String, Running>>>;
@@ -100,6 +107,8 @@ type Sessions = Arc<Mutex<HashMap<String, Running>>>;
 pub(crate) struct Agent {
     /// Numbers the direct Trace calls of the agent API.
     pub(crate) direct: std::sync::atomic::AtomicU64,
+    /// Counts the links made to a hub.
+    pub(crate) generation: std::sync::atomic::AtomicU64,
     pub(crate) node: String,
     pub(crate) hub: String,
     pub(crate) token: String,
@@ -154,6 +163,7 @@ pub fn run(
     let probes = supported_probes(&exe);
     let agent = Arc::new(Agent {
         direct: Default::default(),
+        generation: Default::default(),
         node,
         hub,
         token,
@@ -289,9 +299,28 @@ impl Agent {
                     eprintln!("podscope agent: link to the hub {}: {e:#}", self.hub)
                 }
             }
-            *lock(&self.link) = None;
-            // The hub that knew our sessions is gone or has forgotten them.
-            self.stop_all();
+            let was_linked = lock(&self.link).take().is_some();
+            // The hub's sessions keep running for --resume-grace: a hub that
+            // comes back (a restart, a rolling update) adopts them. If none
+            // does in time, they stop.
+            let generation = self.generation.load(Ordering::Relaxed);
+            let me = self.clone();
+            tokio::spawn(async move {
+                if !was_linked {
+                    return;
+                }
+                tokio::time::sleep(me.args.resume_grace).await;
+                if me.generation.load(Ordering::Relaxed) == generation
+                    && lock(&me.link).is_none()
+                    && lock(&me.sessions).keys().any(|k| !k.starts_with(DIRECT))
+                {
+                    eprintln!(
+                        "podscope agent: no hub took the sessions back within {:?}; stopping them",
+                        me.args.resume_grace
+                    );
+                    me.stop_all();
+                }
+            });
             if started.elapsed() > Duration::from_secs(5) {
                 backoff = Duration::from_millis(250);
             }
@@ -319,6 +348,11 @@ impl Agent {
         });
         let pods = self.pods_json().await;
         let (tx, rx) = mpsc::channel::<AgentMessage>(64);
+        let kept: Vec<StartSession> = lock(&self.sessions)
+            .iter()
+            .filter(|(k, _)| !k.starts_with(DIRECT))
+            .map(|(_, r)| r.spec.clone())
+            .collect();
         tx.send(AgentMessage {
             msg: Some(agent_message::Msg::Hello(Hello {
                 node: self.node.clone(),
@@ -327,6 +361,7 @@ impl Agent {
                 pods_json: pods.clone(),
                 exec_enabled: self.args.enable_exec,
                 version: env!("CARGO_PKG_VERSION").into(),
+                sessions: kept,
             })),
         })
         .await
@@ -341,6 +376,7 @@ impl Agent {
             self.hub, self.node
         );
         *lock(&self.link) = Some(tx.clone());
+        self.generation.fetch_add(1, Ordering::Relaxed);
         let me = self.clone();
         let poller = tokio::spawn(async move {
             let mut last = pods;
@@ -591,6 +627,7 @@ impl Agent {
             Running {
                 run: s.run,
                 pid: child.id(),
+                spec: s.clone(),
             },
         );
         let shared = Arc::new(Shared::default());
@@ -810,7 +847,8 @@ async fn forward(link: &Link, s: &StartSession, mut q: mpsc::Receiver<Line>, sh:
         let attached = sh.attached.load(Ordering::Relaxed);
         if !done && (gaps != sent_gaps || attached != sent_attached) {
             let state = if attached { "running" } else { "starting" };
-            send(
+            // Not sent (no link): tried again on the next tick.
+            let sent = send(
                 link,
                 status(
                     &s.session,
@@ -822,8 +860,10 @@ async fn forward(link: &Link, s: &StartSession, mut q: mpsc::Receiver<Line>, sh:
                 ),
             )
             .await;
-            sent_gaps = gaps;
-            sent_attached = attached;
+            if sent {
+                sent_gaps = gaps;
+                sent_attached = attached;
+            }
         }
         if done {
             break;

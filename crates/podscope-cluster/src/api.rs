@@ -373,6 +373,11 @@ pub struct SessionView {
     pub gaps: u64,
     /// Per node.
     pub nodes: BTreeMap<String, NodeSession>,
+    /// Taken over from the agents after a hub restart: its counts (events,
+    /// lost, gaps) start at the takeover, and its creation time is unknown
+    /// (shown as its start).
+    #[serde(default)]
+    pub resumed: bool,
 }
 
 /// An error body: `{"error": "..."}`.

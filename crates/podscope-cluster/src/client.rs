@@ -286,6 +286,11 @@ pub fn ps(target: &HubTarget, p: &RemotePods, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// How long `trace` through the hub keeps trying to get its session's
+/// stream back after it broke: longer than a hub restart (the agents keep
+/// their traces 30 s by default).
+const RECONNECT_FOR: Duration = Duration::from_secs(45);
+
 /// `podscope --hub URL trace`: creates a session, streams its events until it
 /// ends (--duration, --max-events, Ctrl-C), deletes it. Returns the exit code.
 pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
@@ -393,35 +398,53 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
                     "summary" if !is_event => summaries.push(v),
                     "end" if !is_event => break 'outer 0,
                     "interrupted" if !is_event => break 'outer 1,
+                    // The hub restarts: reconnect below.
+                    "reconnect" if !is_event => break,
                     _ => {}
                 }
             }
         }
-        // The stream broke without an end: is the session still there?
-        let deadline = Instant::now() + Duration::from_secs(15);
+        // The stream broke without an end (or the hub said it restarts): is
+        // the session still there, or back? A restarted hub resumes the
+        // sessions its agents kept running once they re-register, so a 404
+        // is retried for a while too.
+        let deadline = Instant::now() + RECONNECT_FOR;
         loop {
+            let gone = |why: String, out: &mut std::io::StdoutLock| -> Result<()> {
+                let rec = serde_json::json!({"kind": "interrupted", "session": id, "reason": why});
+                if t.json {
+                    writeln!(out, "{rec}")?;
+                }
+                eprintln!("podscope: {why}");
+                Ok(())
+            };
             match hub.call("GET", &format!("/v1/sessions/{id}/events"), None, &[]) {
                 Ok(r) if r.status == 200 => {
                     stream = Some(r);
                     continue 'outer;
                 }
-                Ok(r) if r.status == 404 || r.status == 410 => {
-                    let rec = serde_json::json!({"kind": "interrupted", "session": id,
-                        "reason": format!("the hub lost session {id} (it restarted; sessions live in its memory only)")});
-                    if t.json {
-                        writeln!(out, "{rec}")?;
-                    }
-                    eprintln!("podscope: {}", rec["reason"].as_str().unwrap_or(""));
+                Ok(r) if r.status == 410 => {
+                    gone(format!("the hub interrupted session {id}"), &mut out)?;
                     break 'outer 1;
                 }
                 Ok(r) if r.status == 409 => break 'outer 0,
+                Ok(r) if r.status == 404 && Instant::now() > deadline => {
+                    gone(
+                        format!(
+                            "the hub does not know session {id} (it restarted and no agent kept the session within {RECONNECT_FOR:?})"
+                        ),
+                        &mut out,
+                    )?;
+                    break 'outer 1;
+                }
                 _ if Instant::now() > deadline => {
-                    let rec = serde_json::json!({"kind": "interrupted", "session": id,
-                        "reason": format!("the hub at {} stopped answering", hub.shown)});
-                    if t.json {
-                        writeln!(out, "{rec}")?;
-                    }
-                    eprintln!("podscope: {}", rec["reason"].as_str().unwrap_or(""));
+                    gone(
+                        format!(
+                            "the hub at {} stopped answering for {RECONNECT_FOR:?}",
+                            hub.shown
+                        ),
+                        &mut out,
+                    )?;
                     break 'outer 1;
                 }
                 _ => std::thread::sleep(Duration::from_millis(300)),

@@ -141,6 +141,8 @@ struct Session {
     run: u64,
     nodes: BTreeMap<String, NodeSession>,
     subscribers: Vec<Subscriber>,
+    /// Adopted from the agents after a hub restart (its counts start then).
+    resumed: bool,
 }
 
 const FINAL: [&str; 3] = ["finished", "failed", "lost"];
@@ -160,6 +162,7 @@ impl Session {
             lost: self.nodes.values().map(|n| n.lost).sum(),
             gaps: self.nodes.values().flat_map(|n| n.gaps.values()).sum(),
             nodes: self.nodes.clone(),
+            resumed: self.resumed,
         }
     }
 
@@ -187,6 +190,12 @@ impl Session {
                 all_namespaces: sel.all_namespaces,
                 label_selector: sel.selector.clone().unwrap_or_default(),
                 container: sel.container.clone().unwrap_or_default(),
+                duration: self.spec.duration.clone().unwrap_or_default(),
+                deadline_unix_ms: match (self.started_at, self.spec.duration_ms) {
+                    (Some(t), Some(ms)) => unix_ms(t) + ms,
+                    _ => 0,
+                },
+                started_unix_ms: self.started_at.map(unix_ms).unwrap_or(0),
             })),
         }
     }
@@ -254,6 +263,11 @@ impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub").finish_non_exhaustive()
     }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -549,6 +563,7 @@ async fn create(State(hub): State<Hub>, body: Bytes) -> Response {
             run: 0,
             nodes: BTreeMap::new(),
             subscribers: Vec::new(),
+            resumed: false,
         },
     );
     if req.start.unwrap_or(true) {
@@ -641,14 +656,17 @@ fn remove_session(st: &mut HubState, id: &str) {
 }
 
 fn unknown(st: &HubState, id: &str) -> Response {
-    // Ids start with the hub's boot tag: one from an earlier hub means it restarted.
+    // Ids start with the hub's boot tag: one from an earlier hub means it
+    // restarted. Such a session comes back when the agents that kept running
+    // it re-register (within seconds), so this is "not found (yet)".
     match id.split_once('-') {
-        Some((boot, n)) if boot != st.boot && n.parse::<u64>().is_ok() => (
-            StatusCode::GONE,
-            Json(json!({"kind": "interrupted", "session": id,
-                "error": format!("session {id} was interrupted: the hub restarted and sessions live in its memory only")})),
-        )
-            .into_response(),
+        Some((boot, n)) if boot != st.boot && n.parse::<u64>().is_ok() => err(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no session {id} here yet: it is from before the hub restarted, and it comes back \
+                 when the agents that kept it running re-register (within seconds, if they kept it)"
+            ),
+        ),
         _ => err(StatusCode::NOT_FOUND, format!("no session {id}")),
     }
 }
@@ -966,6 +984,10 @@ impl hub_server::Hub for Hub {
                     conn,
                 },
             );
+            // Sessions this agent kept running across a hub restart.
+            for ss in &hello.sessions {
+                self.adopt(&mut st, &node, ss);
+            }
             // Running sessions whose pods this node has start here.
             let st = &mut *st;
             if let Some(entry) = st.nodes.get(&node) {
@@ -994,6 +1016,91 @@ impl hub_server::Hub for Hub {
 }
 
 impl Hub {
+    /// A session an agent still runs: this hub takes it over (after a
+    /// restart it knows nothing of it), or marks the node running again.
+    fn adopt(&self, st: &mut HubState, node: &str, ss: &StartSession) {
+        let stale = HubMessage {
+            msg: Some(hub_message::Msg::Stop(StopSession {
+                session: ss.session.clone(),
+                run: ss.run,
+            })),
+        };
+        if let Some(s) = st.sessions.get_mut(&ss.session) {
+            if s.run == ss.run && s.state == "running" {
+                let ns = s.nodes.entry(node.to_string()).or_default();
+                let was_lost = ns.state == "lost";
+                ns.state = "running".into();
+                ns.error = None;
+                if was_lost {
+                    s.control(
+                        json!({"kind": "node_resumed", "session": s.id, "node": node,
+                        "message": format!("node {node} is back; its trace kept running")}),
+                    );
+                }
+            } else if let Some(n) = st.nodes.get(node) {
+                // Another run, or stopped meanwhile: the agent's trace is stale.
+                send_to(n, stale);
+            }
+            return;
+        }
+        let opt = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        let spec = SessionSpec {
+            selection: Selection {
+                pod: opt(&ss.pod),
+                namespace: opt(&ss.namespace),
+                all_namespaces: ss.all_namespaces,
+                selector: opt(&ss.label_selector),
+                container: opt(&ss.container),
+            },
+            probes: ss.probes.clone(),
+            duration: opt(&ss.duration),
+            duration_ms: (ss.deadline_unix_ms > 0)
+                .then(|| ss.deadline_unix_ms.saturating_sub(ss.started_unix_ms)),
+        };
+        let started = std::time::UNIX_EPOCH + Duration::from_millis(ss.started_unix_ms);
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            node.to_string(),
+            NodeSession {
+                state: "running".into(),
+                ..Default::default()
+            },
+        );
+        eprintln!(
+            "podscope hub: resumed session {} (run {}) that node {node} kept running",
+            ss.session, ss.run
+        );
+        st.sessions.insert(
+            ss.session.clone(),
+            Session {
+                id: ss.session.clone(),
+                spec,
+                state: "running",
+                created_at: started,
+                started_at: Some(started),
+                stopped_at: None,
+                stop_reason: None,
+                run: ss.run,
+                nodes,
+                subscribers: Vec::new(),
+                resumed: true,
+            },
+        );
+        if ss.deadline_unix_ms > 0 {
+            let left = ss
+                .deadline_unix_ms
+                .saturating_sub(unix_ms(SystemTime::now()));
+            let (hub, id, run) = (self.clone(), ss.session.clone(), ss.run);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(left)).await;
+                let mut st = hub.lock();
+                if st.sessions.get(&id).is_some_and(|s| s.run == run) {
+                    stop_session(&mut st, &id, "duration");
+                }
+            });
+        }
+    }
+
     fn on_agent_message(&self, node: &str, conn: u64, m: AgentMessage) {
         let mut st = self.lock();
         match st.nodes.get_mut(node) {
@@ -1136,26 +1243,16 @@ impl Hub {
         }
     }
 
-    /// Tells every streaming client its session is interrupted (the hub is going away).
-    fn interrupt_all(&self, reason: &str) {
+    /// The hub is going away (SIGTERM, e.g. a rolling update): every
+    /// streaming client is told to reconnect, and the agents keep their
+    /// traces for their --resume-grace, so the next hub adopts the sessions.
+    /// A session nobody resumes ends on its own when that grace runs out.
+    fn shutting_down(&self, reason: &str) {
         let mut st = self.lock();
         let st = &mut *st;
         for s in st.sessions.values_mut() {
-            s.control(json!({"kind": "interrupted", "session": s.id, "reason": reason}));
+            s.control(json!({"kind": "reconnect", "session": s.id, "reason": reason}));
             s.subscribers.clear();
-            if s.state == "running" || s.state == "stopping" {
-                let msg = HubMessage {
-                    msg: Some(hub_message::Msg::Stop(StopSession {
-                        session: s.id.clone(),
-                        run: s.run,
-                    })),
-                };
-                for name in s.nodes.keys() {
-                    if let Some(n) = st.nodes.get(name) {
-                        send_to(n, msg.clone());
-                    }
-                }
-            }
         }
         for n in st.nodes.values_mut() {
             // Ends the agents' streams so the server can close; they re-dial the next hub.
@@ -1191,7 +1288,10 @@ pub fn run(args: HubArgs, token_file: Option<PathBuf>) -> Result<()> {
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;
                 eprintln!("podscope hub: shutting down; streaming clients are told their sessions are interrupted");
-                h2.interrupt_all("the hub is shutting down; sessions live in its memory only");
+                h2.shutting_down(
+                "the hub is restarting: reconnect; the agents keep the session's traces running \
+                 for their resume grace (default 30s) and the next hub resumes it",
+            );
                 // Let the records reach the clients before the connections close.
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 // Connections that do not close by themselves must not keep the hub alive.

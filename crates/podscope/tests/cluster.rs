@@ -508,7 +508,8 @@ fn two_nodes_through_the_hub() {
         "the CLI deletes its session: {l}"
     );
 
-    // Kill the hub mid-session and restart it: agents re-register, the client is told.
+    // Kill the hub mid-session and restart it: the agents keep their traces,
+    // re-register, and the new hub resumes the session; clients reconnect.
     let (_, s) = api(
         port,
         "POST",
@@ -539,12 +540,17 @@ fn two_nodes_through_the_hub() {
     wait_for(Duration::from_secs(20), "the session to run", || {
         all_running(port, &id, 2)
     });
+    wait_for(Duration::from_secs(10), "the CLI's session to run", || {
+        let (_, l) = api(port, "GET", "/v1/sessions?state=running", None);
+        l.as_array().is_some_and(|a| a.len() == 2)
+    });
     drop(_hub); // SIGKILL
-    let recs = collect(&rx, Duration::from_secs(5));
+    let recs = collect(&rx, Duration::from_secs(3));
     assert!(
         !recs.iter().any(|r| r["kind"] == "end"),
         "a killed hub cannot say end"
     );
+    let restarted_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     let _hub = hub(port, &[]);
     let t = Instant::now();
     wait_for(Duration::from_secs(8), "agents to re-register", || {
@@ -554,43 +560,74 @@ fn two_nodes_through_the_hub() {
         "agents re-registered {:?} after the hub restarted",
         t.elapsed()
     );
-    let r = request(
-        &url(port),
-        "GET",
-        &format!("/v1/sessions/{id}/events"),
-        Some(TOKEN),
-        None,
-        &[],
-    )
-    .unwrap();
-    assert_eq!(r.status, 410);
-    assert_eq!(r.json().unwrap()["kind"], "interrupted");
+    wait_for(Duration::from_secs(5), "the session to be resumed", || {
+        let (st, v) = api(port, "GET", &format!("/v1/sessions/{id}"), None);
+        st == 200 && v["resumed"] == true && all_running(port, &id, 2)
+    });
+    // Events from both nodes after the restart, on a reconnected stream.
+    let rx = stream(port, &id);
+    let mut after: std::collections::BTreeSet<String> = Default::default();
+    let t = Instant::now();
+    while after.len() < 2 {
+        let Ok(v) = rx.recv_timeout(Duration::from_secs(15).saturating_sub(t.elapsed())) else {
+            break;
+        };
+        if v.get("pid").is_some() {
+            after.insert(v["node"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(after.len(), 2, "events from both nodes after the restart");
+    // The CLI reconnected by itself: stopping its session ends it cleanly,
+    // with events from after the restart in its output.
+    let (_, l) = api(port, "GET", "/v1/sessions", None);
+    let cli_id = l
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap().to_string())
+        .find(|x| *x != id)
+        .expect("the CLI's session, resumed");
+    api(
+        port,
+        "PUT",
+        &format!("/v1/sessions/{cli_id}"),
+        Some(json!({"state": "stopped"})),
+    );
     let status = cli.wait().unwrap();
     let mut out = String::new();
     std::io::Read::read_to_string(cli.stdout.as_mut().unwrap(), &mut out).unwrap();
-    assert_eq!(status.code(), Some(1));
-    let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    assert_eq!(last["kind"], "interrupted", "{out}");
-
-    // A hub stopped with SIGTERM tells its streaming clients.
-    let (_, s) = api(
-        port,
-        "POST",
-        "/v1/sessions",
-        Some(json!({"namespace": ns, "pod": "web-*", "probes": ["exec"]})),
+    assert_eq!(status.code(), Some(0), "{out}");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.last().unwrap()["kind"], "end", "{out}");
+    assert!(
+        lines.iter().any(|e| e.get("pid").is_some()
+            && e["timestamp"].as_str().unwrap_or("") > restarted_at.as_str()),
+        "the CLI got events from after the restart"
     );
-    let id = s["id"].as_str().unwrap().to_string();
+
+    // A hub stopped with SIGTERM (a rolling update) tells its clients to
+    // reconnect, and the next hub resumes the session again.
     let rx = stream(port, &id);
     let _ = Command::new("kill")
         .args(["-TERM", &_hub.0.id().to_string()])
         .status();
     let recs = collect(&rx, Duration::from_secs(5));
-    assert_eq!(recs.last().unwrap()["kind"], "interrupted", "{recs:?}");
+    assert_eq!(recs.last().unwrap()["kind"], "reconnect", "{recs:?}");
     drop(_hub);
     let _hub = hub(port, &[]);
     wait_for(Duration::from_secs(8), "agents to re-register", || {
         nodes_up(port).len() == 2
     });
+    wait_for(
+        Duration::from_secs(5),
+        "the session to be resumed again",
+        || all_running(port, &id, 2),
+    );
+    let (st, _) = api(port, "DELETE", "/v1/sessions", None);
+    assert_eq!(st, 200);
 
     // Kill an agent: its node goes down and the session names it.
     let (_, s) = api(
@@ -888,6 +925,8 @@ fn agent_api_and_exec_through_the_hub() {
             "--listen",
             &format!("127.0.0.1:{api_port}"),
             "--enable-exec",
+            "--resume-grace",
+            "1s",
         ],
     );
     wait_for(Duration::from_secs(10), "the agent API to listen", || {
@@ -1136,6 +1175,49 @@ fn agent_api_and_exec_through_the_hub() {
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
     });
+
+    // No hub comes back within --resume-grace (1s here): the agent stops
+    // the hub session's trace.
+    let (st, v) = api(
+        port,
+        "POST",
+        "/v1/sessions",
+        Some(json!({"namespace": ns, "pod": name, "probes": ["exec"]})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let traces = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            let bearer: tonic::metadata::MetadataValue<_> =
+                format!("Bearer {TOKEN}").parse().unwrap();
+            let channel = tonic::transport::Endpoint::from_shared(api_url.clone())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut c = AgentClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+                r.metadata_mut().insert("authorization", bearer.clone());
+                Ok(r)
+            });
+            c.health(HealthRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .traces
+        })
+    };
+    wait_for(
+        Duration::from_secs(10),
+        "the session's trace on the agent",
+        || traces(&rt) == 1,
+    );
+    drop(_hub);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(traces(&rt), 1, "kept through the grace");
+    wait_for(
+        Duration::from_secs(5),
+        "the trace to stop after the grace",
+        || traces(&rt) == 0,
+    );
 }
 
 /// The REST operations over gRPC (service HubApi): directly with a gRPC

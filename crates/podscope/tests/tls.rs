@@ -548,7 +548,8 @@ fn agent_through_a_tls_hub() {
         assert!(events > 0, "no exec events over TLS: {recs:?}");
     }
 
-    // SIGTERM: streaming clients over TLS are told, and the hub exits.
+    // SIGTERM: streaming clients over TLS are told to reconnect (the next hub
+    // resumes the session), and the hub exits.
     let (st, s) = api(
         &c,
         port,
@@ -565,11 +566,11 @@ fn agent_through_a_tls_hub() {
     let mut last = Value::Null;
     while let Ok(v) = rx.recv_timeout(Duration::from_secs(5).saturating_sub(t.elapsed())) {
         last = v;
-        if last["kind"] == "interrupted" {
+        if last["kind"] == "reconnect" {
             break;
         }
     }
-    assert_eq!(last["kind"], "interrupted", "{last}");
+    assert_eq!(last["kind"], "reconnect", "{last}");
     wait_for("the hub to exit", Duration::from_secs(5), || {
         hub_proc.child.try_wait().unwrap().is_some()
     });
