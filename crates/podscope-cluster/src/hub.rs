@@ -1,10 +1,10 @@
 //! The hub: a registry of agents and their pods, trace sessions, the REST API
 //! (axum) and the agents' gRPC link, all on one port.
 //!
-//! State lives in memory only. Sessions do not survive a hub restart: a
-//! client that reconnects to a restarted hub is told its session was
-//! interrupted (410 with `"kind":"interrupted"`), and a hub that is stopped
-//! with SIGTERM/SIGINT sends an `interrupted` record to every stream first.
+//! State lives in memory only, yet sessions survive a hub restart: the
+//! agents keep their traces running for a grace period and report them when
+//! they re-register, and the new hub adopts them under their old ids. A hub
+//! stopped with SIGTERM/SIGINT tells every stream to reconnect.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
