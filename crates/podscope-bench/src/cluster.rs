@@ -45,6 +45,8 @@ pub struct Settings {
     /// queue sizes); the defaults are what the figures are about.
     pub hub_args: Vec<String>,
     pub agent_args: Vec<String>,
+    /// How many times a disturbed run is repeated.
+    pub retries: u32,
 }
 
 fn wall_ns() -> u64 {
@@ -746,6 +748,8 @@ pub struct Run {
     /// The part of that taken by processes other than the benchmark's (other
     /// engineers' builds on a shared machine): a disturbed run shows here.
     pub other_load_pct: f64,
+    /// Which attempt this is (runs disturbed by other work are repeated).
+    pub attempt: u32,
     pub notes: Vec<String>,
 }
 
@@ -1048,9 +1052,16 @@ impl Ctx<'_> {
         let mut notes = Vec::new();
         // Everything the storm made is delivered or reported, and the stream
         // agrees with the trace: what it wrote was delivered or counted as a gap.
-        let accounted = delivered + lost + gaps == n
-            && rep.events + gaps == emitted
-            && rep.summaries.len() == 1;
+        // Kernel losses are not per pod: while other pods' events reach the
+        // trace (decoded > emitted, see below), some of the losses may be
+        // theirs, so the storm's side is then only bounded.
+        let foreign = decoded > emitted;
+        let covered = if foreign {
+            delivered + gaps <= n && delivered + lost + gaps >= n
+        } else {
+            delivered + lost + gaps == n
+        };
+        let accounted = covered && rep.events + gaps == emitted && rep.summaries.len() == 1;
         if !accounted {
             notes.push(format!(
                 "accounting: generated {n}, delivered {delivered} (+{other} other), lost {lost} (lost records {}), gaps {gaps}; the trace wrote {emitted}; {} summaries",
@@ -1064,11 +1075,11 @@ impl Ctx<'_> {
                 rep.other_samples
             ));
         }
-        if decoded > emitted {
+        if foreign {
             // Other engineers' new pods on the shared test bed: admitted in the
             // kernel at cgroup mkdir, dropped by the trace once named.
             notes.push(format!(
-                "the trace decoded {} events it did not write (new pods outside the selection)",
+                "the trace decoded {} events it did not write (new pods outside the selection); its losses may include theirs",
                 decoded - emitted
             ));
         }
@@ -1121,6 +1132,7 @@ impl Ctx<'_> {
             clock_check_us: rep.clock_check_us,
             machine_busy_pct: 0.0,
             other_load_pct: 0.0,
+            attempt: 1,
             notes,
         }
     }
@@ -1370,50 +1382,77 @@ pub fn run(bed: &Bed, me: &Path, podscope: &Path, settings: &Settings) -> Result
     })
 }
 
+/// Other work taking more than this share of the machine while the storm
+/// runs makes a run "disturbed".
+const DISTURBED_PCT: f64 = 10.0;
+
 fn runs(ctx: &Ctx) -> Result<Vec<Run>> {
     let quick = ctx.settings.quick;
     let secs: u64 = if quick { 3 } else { 10 };
     let step_secs: u64 = if quick { 2 } else { 5 };
     let mut out = Vec::new();
-    let mut go = |r: Result<Run>| -> Result<()> {
-        let r = r?;
-        print_run(&r);
-        out.push(r);
+    // On a shared machine a run that other work disturbed is repeated, and
+    // the least disturbed attempt is kept (the others are printed too).
+    let mut go = |what: &str, f: &dyn Fn() -> Result<Run>| -> Result<()> {
+        eprintln!("cluster: {what} ...");
+        let mut best: Option<Run> = None;
+        for attempt in 0..=ctx.settings.retries {
+            let mut r = f()?;
+            r.attempt = attempt + 1;
+            print_run(&r);
+            let other = r.other_load_pct;
+            if best
+                .as_ref()
+                .is_none_or(|b| r.other_load_pct < b.other_load_pct)
+            {
+                best = Some(r);
+            }
+            if other <= DISTURBED_PCT {
+                break;
+            }
+            eprintln!(
+                "    other work took {other:.0}% of the machine during the storm; {}",
+                if attempt < ctx.settings.retries {
+                    "running it again"
+                } else {
+                    "keeping the least disturbed attempt"
+                }
+            );
+        }
+        out.extend(best);
         Ok(())
     };
-    eprintln!("cluster: clock check at 200 events/s ...");
-    go(ctx.run("clock", 200, 400, true))?;
-    eprintln!("cluster: 10,000 events/s for {secs} s ...");
-    go(ctx.run("latency", 10_000, 10_000 * secs, false))?;
+    go("clock check at 200 events/s", &|| {
+        ctx.run("clock", 200, 400, true)
+    })?;
+    go(&format!("10,000 events/s for {secs} s"), &|| {
+        ctx.run("latency", 10_000, 10_000 * secs, false)
+    })?;
     for &rate in &ctx.settings.rates {
-        let n = if rate == 0 {
-            if quick {
-                300_000
-            } else {
-                1_000_000
-            }
-        } else {
-            rate * step_secs
+        let n = match (rate, quick) {
+            (0, true) => 300_000,
+            (0, false) => 1_000_000,
+            _ => rate * step_secs,
         };
         let name = if rate == 0 {
             "max".to_string()
         } else {
             format!("step {}k", rate / 1000)
         };
-        eprintln!("cluster: {name}: {n} events ...");
-        go(ctx.run(&name, rate, n, false))?;
+        go(&format!("{name}: {n} events"), &|| {
+            ctx.run(&name, rate, n, false)
+        })?;
     }
-    eprintln!("cluster: trace alone piped to the client at 10,000 events/s ...");
-    go(ctx.trace_pipe("trace|client 10k", 10_000, 10_000 * secs))?;
-    for &rate in &[200_000, 0] {
+    go(
+        "trace alone piped to the client at 10,000 events/s",
+        &|| ctx.trace_pipe("trace|client 10k", 10_000, 10_000 * secs),
+    )?;
+    for (rate, name) in [(200_000, "trace only 200k"), (0, "trace only max")] {
         let n = if quick { 300_000 } else { 1_000_000 };
-        let name = if rate == 0 {
-            "trace only max"
-        } else {
-            "trace only 200k"
-        };
-        eprintln!("cluster: {name} (podscope trace -o json > /dev/null) ...");
-        go(ctx.trace_alone(name, rate, n))?;
+        go(
+            &format!("{name} (podscope trace -o json > /dev/null)"),
+            &|| ctx.trace_alone(name, rate, n),
+        )?;
     }
     Ok(out)
 }
@@ -1425,8 +1464,9 @@ fn opt(v: Option<f64>, prec: usize) -> String {
 /// One line per run as it finishes, so a long benchmark shows progress.
 fn print_run(r: &Run) {
     eprintln!(
-        "  {}: {} generated at {:.0}/s, {} delivered, {} lost, {} agent gaps, {} hub gaps, {:.0}/s end to end{}",
+        "  {} (attempt {}): {} generated at {:.0}/s, {} delivered, {} lost, {} agent gaps, {} hub gaps, {:.0}/s end to end; other work {:.0}% of the machine{}",
         r.name,
+        r.attempt,
         r.generated,
         r.generated_per_s,
         r.delivered,
@@ -1434,6 +1474,7 @@ fn print_run(r: &Run) {
         r.gap_agent,
         r.gap_hub,
         r.end_to_end_per_s,
+        r.other_load_pct,
         if r.accounted { "" } else { " (NOT ACCOUNTED)" }
     );
     for n in &r.notes {
