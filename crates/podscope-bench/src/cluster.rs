@@ -1325,6 +1325,11 @@ impl Ctx<'_> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Figures {
     pub load_before: String,
+    /// The storm untraced, before and after the runs: CPU µs per open+close.
+    /// The guest cannot see contention on the host (no steal time is
+    /// reported), so a machine that got slower shows here and in every
+    /// process's CPU per event.
+    pub untraced_storm_us_per_op: [f64; 2],
     pub runs: Vec<Run>,
     /// Highest end-to-end rate of a run with no loss and no gap.
     pub max_lossless_per_s: f64,
@@ -1359,9 +1364,17 @@ pub fn run(bed: &Bed, me: &Path, podscope: &Path, settings: &Settings) -> Result
         token,
         token_file,
     };
-    let result = runs(&ctx);
+    let calibrate = || -> Result<f64> {
+        let r = ctx.storm(0, 1_000_000, false)?;
+        Ok(r.cpu_ns as f64 / r.operations as f64 / 1e3)
+    };
+    let result = (|| -> Result<([f64; 2], Vec<Run>)> {
+        let first = calibrate()?;
+        let runs = runs(&ctx)?;
+        Ok(([first, calibrate()?], runs))
+    })();
     bed.rm_pod(&pod, &ns);
-    let runs = result?;
+    let (untraced_storm_us_per_op, runs) = result?;
     let max_lossless_per_s = runs
         .iter()
         .filter(|r| {
@@ -1377,6 +1390,7 @@ pub fn run(bed: &Bed, me: &Path, podscope: &Path, settings: &Settings) -> Result
     let _ = std::fs::remove_dir_all(&logs);
     Ok(Figures {
         load_before,
+        untraced_storm_us_per_op,
         runs,
         max_lossless_per_s,
     })
@@ -1582,6 +1596,10 @@ pub fn print(f: &Figures) {
         );
     }
     println!("readers: the agent threads the session started (the trace's stdout and stderr); tokio: its runtime (batching, gRPC)");
+    println!(
+        "\nuntraced storm (machine speed check): {:.2} us CPU per open+close before the runs, {:.2} us after",
+        f.untraced_storm_us_per_op[0], f.untraced_storm_us_per_op[1]
+    );
     if let Some(c) = f.runs.iter().find_map(|r| r.clock_check_us) {
         println!(
             "\nclock check ({} opens of stamped paths): event timestamp - the storm's CLOCK_REALTIME just before open(): min {:.1} us, p50 {:.1} us, max {:.1} us",
