@@ -1459,7 +1459,7 @@ fn runs(ctx: &Ctx) -> Result<Vec<Run>> {
     }
     go(
         "trace alone piped to the client at 10,000 events/s",
-        &|| ctx.trace_pipe("trace|client 10k", 10_000, 10_000 * secs),
+        &|| ctx.trace_pipe("trace to client 10k", 10_000, 10_000 * secs),
     )?;
     for (rate, name) in [(200_000, "trace only 200k"), (0, "trace only max")] {
         let n = if quick { 300_000 } else { 1_000_000 };
@@ -1502,7 +1502,7 @@ pub fn print(f: &Figures) {
         f.load_before
     );
     println!(
-        "{:<16} {:>8} {:>8} {:>9} {:>9} {:>8} {:>7} {:>7} {:>4} {:>8} | {:>7} {:>7} {:>7}",
+        "{:<19} {:>8} {:>8} {:>9} {:>9} {:>8} {:>7} {:>7} {:>4} {:>8} | {:>7} {:>7} {:>7}",
         "RUN",
         "TARGET/s",
         "GEN/s",
@@ -1521,7 +1521,7 @@ pub fn print(f: &Figures) {
         let lat = r.latency_ms.unwrap_or_default();
         let has = r.latency_ms.is_some();
         println!(
-            "{:<16} {:>8} {:>8.0} {:>9} {:>9} {:>8} {:>7} {:>7} {:>4} {:>8} | {:>7} {:>7} {:>7}",
+            "{:<19} {:>8} {:>8.0} {:>9} {:>9} {:>8} {:>7} {:>7} {:>4} {:>8} | {:>7} {:>7} {:>7}",
             r.name,
             if r.target_rate == 0 {
                 "max".into()
@@ -1546,7 +1546,7 @@ pub fn print(f: &Figures) {
         );
     }
     println!(
-        "\n{:<16} {:>7} {:>7} {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} | {:>5} {:>5}",
+        "\n{:<19} {:>7} {:>7} {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} | {:>5} {:>5}",
         "CPU ms/1k ev",
         "HUB",
         "AGENT",
@@ -1564,7 +1564,7 @@ pub fn print(f: &Figures) {
         let c = &r.cpu_ms_per_1k;
         let m = &r.peak_rss_mb;
         println!(
-            "{:<16} {:>7} {:>7} {:>7.2} {:>7} {:>7.2} | {:>7} {:>7} {:>7.1} {:>7} | {:>4.0}% {:>4.0}%",
+            "{:<19} {:>7} {:>7} {:>7.2} {:>7} {:>7.2} | {:>7} {:>7} {:>7.1} {:>7} | {:>4.0}% {:>4.0}%",
             r.name,
             opt(c.hub, 2),
             opt(c.agent, 2),
@@ -1580,18 +1580,18 @@ pub fn print(f: &Figures) {
         );
     }
     println!(
-        "\n{:<16} {:>22} {:>22}",
+        "\n{:<19} {:>22} {:>22}",
         "", "AGENT CPU ms/1k:", "CONTEXT SWITCHES/1k:"
     );
     println!(
-        "{:<16} {:>11} {:>10} {:>7} {:>7} {:>7}",
+        "{:<19} {:>11} {:>10} {:>7} {:>7} {:>7}",
         "", "readers", "tokio", "hub", "agent", "trace"
     );
     for r in f.runs.iter().filter(|r| r.cpu_ms_per_1k.agent.is_some()) {
         let a = r.agent_split_ms_per_1k;
         let w = r.switches_per_1k;
         println!(
-            "{:<16} {:>11.2} {:>10.2} {:>7.0} {:>7.0} {:>7.0}",
+            "{:<19} {:>11.2} {:>10.2} {:>7.0} {:>7.0} {:>7.0}",
             r.name, a.session_threads, a.runtime_threads, w.hub, w.agent, w.trace
         );
     }
@@ -1621,7 +1621,7 @@ pub fn print(f: &Figures) {
     if let Some(l) = f
         .runs
         .iter()
-        .find(|r| r.name.starts_with("trace|client"))
+        .find(|r| r.name.starts_with("trace to client"))
         .and_then(|r| r.latency_ms)
     {
         println!(
