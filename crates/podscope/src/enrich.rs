@@ -281,10 +281,16 @@ impl PodIndex {
     pub fn on_cgroup_changes(&mut self, changes: &[CgroupChange], tracer: &Tracer) {
         let now = Instant::now();
         for ch in changes {
+            let kube = parse_kube_cgroup(&ch.path);
             if ch.created && ch.admitted {
-                self.kernel_pending.insert(ch.id);
+                if kube.is_some() {
+                    self.kernel_pending.insert(ch.id);
+                } else if let Err(e) = tracer.deny_cgroup(ch.id) {
+                    // Named like a pod's cgroup but not one: out of the filter again.
+                    eprintln!("podscope: warning: {e}");
+                }
             }
-            let Some(k) = parse_kube_cgroup(&ch.path) else {
+            let Some(k) = kube else {
                 continue;
             };
             if ch.created {
@@ -409,11 +415,28 @@ impl PodIndex {
             self.learn_cgroup(ev.cgroup_id, ev.pid);
         }
         let Some(cg) = self.cgroups.get(&ev.cgroup_id) else {
-            // Not a pod's cgroup: a host process.
-            return Verdict::Emit;
+            if self.selection.is_none() {
+                // Not a pod's cgroup: a host process.
+                return Verdict::Emit;
+            }
+            if self.host_cgroups.contains(&ev.cgroup_id) {
+                // With a pod selection the kernel passes only pods' cgroups
+                // (and new cgroups named like them, until they are read).
+                return Verdict::Drop;
+            }
+            // The task exited before its cgroup could be read, so nothing
+            // shows it belongs to a selected pod (the kernel also lets
+            // through new pods' cgroups until they are named): held until a
+            // refresh maps the cgroup, else dropped and counted.
+            self.refresh_wanted = true;
+            return Verdict::Hold;
         };
         let Some(entry) = self.pods.get(&cg.pod_uid) else {
-            return Verdict::Emit;
+            if self.selection.is_none() {
+                return Verdict::Emit;
+            }
+            self.refresh_wanted = true;
+            return Verdict::Hold;
         };
         match entry.decision {
             Decision::Rejected => return Verdict::Drop,
