@@ -18,7 +18,7 @@ use crate::pods::PodSelection;
 
 /// How long one poll waits at most: bounds event latency when traffic is too
 /// light to trigger a kernel wakeup.
-const POLL: Duration = Duration::from_millis(50);
+const POLL: Duration = Duration::from_millis(20);
 
 fn host_filter(args: &TraceArgs, pod_mode: bool) -> Result<Filter> {
     let mut filter = Filter::default();

@@ -435,7 +435,13 @@ fn two_nodes_through_the_hub() {
     let mut from_late = 0;
     while let Ok(v) = rrx.recv_timeout(Duration::from_secs(15).saturating_sub(t.elapsed())) {
         if v.get("pid").is_some() {
-            assert!(v["pod"].as_str().unwrap().starts_with("other-"), "{v}");
+            assert!(
+                v["pod"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no pod: {v}"))
+                    .starts_with("other-"),
+                "{v}"
+            );
             if v["node"] == "node-2" && v["pod"] == late.as_str() {
                 from_late += 1;
                 if from_late >= 3 {
