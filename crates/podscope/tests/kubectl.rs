@@ -249,7 +249,12 @@ fn kubectl_plugin_through_the_api_server() {
     let bin = env!("CARGO_BIN_EXE_podscope");
     let _hub = Proc(
         Command::new(bin)
-            .args(["hub", "--listen", &format!("127.0.0.1:{hub_port}")])
+            .args([
+                "hub",
+                "--listen",
+                &format!("127.0.0.1:{hub_port}"),
+                "--enable-exec",
+            ])
             .arg("--token-file")
             .arg(&token)
             .stderr(Stdio::null())
@@ -259,7 +264,13 @@ fn kubectl_plugin_through_the_api_server() {
     let _agent = Proc(
         Command::new(bin)
             .args(["agent", "--hub", &format!("http://127.0.0.1:{hub_port}")])
-            .args(["--node", "kube-node-1", "--pod-refresh", "500ms"])
+            .args([
+                "--node",
+                "kube-node-1",
+                "--pod-refresh",
+                "500ms",
+                "--enable-exec",
+            ])
             .arg("--runtime-endpoint")
             .arg(format!("unix://{}", socket.display()))
             .arg("--token-file")
@@ -366,6 +377,30 @@ fn kubectl_plugin_through_the_api_server() {
         assert_eq!(e["namespace"], ns.as_str(), "{e}");
         assert_eq!(e["node"], "kube-node-1", "{e}");
     }
+
+    // exec by pod name through the API server (podtracer's job, from kubectl):
+    // a host tool in the pod's network namespace on its node.
+    let o = kubectl(
+        &dir,
+        &[
+            "podscope",
+            "exec",
+            "-n",
+            &ns,
+            "--pod",
+            pod_name,
+            "--kubeconfig",
+            kc_s,
+            "--",
+            "ip",
+            "-o",
+            "addr",
+        ],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "kubectl podscope exec failed: {err}");
+    let ip = pod.pod.ip.clone().expect("the pod's IP");
+    assert!(out.contains(&ip), "the pod's address {ip} in: {out}");
 
     // --token-file instead of the Secret: the Secret is not read.
     let secret_reads = |s: &[Seen]| s.iter().filter(|x| x.path.contains("/secrets/")).count();
