@@ -93,6 +93,15 @@ pub struct AgentArgs {
     /// Health), bearer token required.
     #[arg(long, visible_alias = "health-listen", value_name = "ADDR")]
     pub listen: Option<String>,
+
+    /// Serve --listen with TLS only, with this certificate chain (PEM; needs
+    /// --listen-tls-key). The kubelet's probes then use scheme HTTPS.
+    #[arg(long, value_name = "PEM", requires = "listen")]
+    pub listen_tls_cert: Option<PathBuf>,
+
+    /// The private key of --listen-tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "listen")]
+    pub listen_tls_key: Option<PathBuf>,
 }
 
 /// The link to the hub as the sessions see it: None while disconnected.

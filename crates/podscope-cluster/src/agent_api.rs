@@ -23,9 +23,17 @@ use crate::proto::{
 
 /// Binds `addr` and serves the API on the current runtime.
 pub(crate) async fn serve(agent: Arc<Agent>, addr: &str) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
+    let tls = crate::tls::server_config(
+        agent.args.listen_tls_cert.as_deref(),
+        agent.args.listen_tls_key.as_deref(),
+    )
+    .context("--listen-tls-cert/--listen-tls-key")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let tcp = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr} for --listen"))?;
+    let local = tcp.local_addr()?;
+    let listener = crate::tls::HubListener::new(tcp, tls)?;
     let token = agent.token.clone();
     let grpc = agent_server::AgentServer::with_interceptor(
         Api {
@@ -65,8 +73,7 @@ pub(crate) async fn serve(agent: Arc<Agent>, addr: &str) -> Result<()> {
         )
         .route_service("/podscope.cluster.v1.Agent/{*rest}", grpc);
     eprintln!(
-        "podscope agent: API on {} (/healthz, /readyz, gRPC podscope.cluster.v1.Agent)",
-        listener.local_addr()?
+        "podscope agent: API on {scheme}://{local} (/healthz, /readyz, gRPC podscope.cluster.v1.Agent)"
     );
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

@@ -585,3 +585,69 @@ fn is_root() -> bool {
         .and_then(|l| l.split_whitespace().nth(2))
         == Some("0")
 }
+
+/// The agent's own API (`--listen`) with `--listen-tls-cert/-key`: health
+/// and the gRPC service over TLS; plain HTTP to it is told to use TLS.
+#[test]
+fn agent_api_over_tls() {
+    use podscope_cluster::proto::agent_client::AgentClient;
+    use podscope_cluster::proto::HealthRequest;
+
+    let c = Certs::new();
+    let (hub_port, api_port) = (free_port(), free_port());
+    let _agent = agent(
+        &c,
+        &plain_url(hub_port),
+        "node-api-tls",
+        "unix:///nonexistent.sock",
+        &[
+            "--listen",
+            &format!("127.0.0.1:{api_port}"),
+            "--listen-tls-cert",
+            &c.s("hub.pem"),
+            "--listen-tls-key",
+            &c.s("hub.key"),
+        ],
+    );
+    let get = |path: &str| {
+        request_with(
+            Some(&c.trust()),
+            &tls_url(api_port),
+            "GET",
+            path,
+            None,
+            None,
+            &[],
+        )
+    };
+    wait_for("the agent API over TLS", Duration::from_secs(10), || {
+        get("/healthz").is_ok_and(|r| r.status == 200)
+    });
+    assert_eq!(get("/readyz").unwrap().status, 503, "no hub: not ready");
+    let r =
+        podscope_cluster::http::request(&plain_url(api_port), "GET", "/healthz", None, None, &[])
+            .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.text().unwrap().contains("TLS only"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(tls_url(api_port))
+            .unwrap()
+            .tls_config(c.trust().tonic_config())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
+        let mut client = AgentClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", bearer.clone());
+            Ok(r)
+        });
+        let h = client.health(HealthRequest {}).await.unwrap().into_inner();
+        assert_eq!(h.node, "node-api-tls");
+        assert!(!h.linked);
+    });
+}
