@@ -357,13 +357,8 @@ impl Agent {
                 .context("the TLS settings for the hub")?;
         }
         let channel = endpoint.connect().await.context("connecting")?;
-        let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", self.token)
-            .parse()
-            .context("the token is not a valid header value")?;
-        let mut client = HubClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-            req.metadata_mut().insert("authorization", bearer.clone());
-            Ok(req)
-        });
+        let mut client =
+            HubClient::with_interceptor(channel, crate::auth::Bearer::new(&self.token)?);
         let pods = self.pods_json().await;
         let (tx, rx) = mpsc::channel::<AgentMessage>(64);
         let kept: Vec<StartSession> = lock(&self.sessions)

@@ -34,22 +34,11 @@ pub(crate) async fn serve(agent: Arc<Agent>, addr: &str) -> Result<()> {
         .with_context(|| format!("listening on {addr} for --listen"))?;
     let local = tcp.local_addr()?;
     let listener = crate::tls::HubListener::new(tcp, tls)?;
-    let token = agent.token.clone();
     let grpc = agent_server::AgentServer::with_interceptor(
         Api {
             agent: agent.clone(),
         },
-        move |req: Request<()>| {
-            let given = req
-                .metadata()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok());
-            if crate::auth::bearer_ok(given, &token) {
-                Ok(req)
-            } else {
-                Err(Status::unauthenticated("missing or wrong bearer token"))
-            }
-        },
+        crate::auth::RequireBearer(agent.token.as_str().into()),
     );
     let ready = agent.clone();
     let app = Router::new()

@@ -46,6 +46,61 @@ pub fn bearer_ok(header: Option<&str>, token: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Adds `authorization: Bearer TOKEN` to every gRPC call (the agent's link,
+/// the CLI's gRPC transport, tests).
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer(..)")
+    }
+}
+
+impl Bearer {
+    /// Fails only for a token that cannot be a header value.
+    pub fn new(token: &str) -> Result<Bearer> {
+        format!("Bearer {token}")
+            .parse()
+            .map(Bearer)
+            .map_err(|_| anyhow::anyhow!("the token is not a valid header value"))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+/// Refuses gRPC calls that do not carry this bearer token (UNAUTHENTICATED):
+/// the hub's HubApi and the agent's API.
+#[derive(Clone)]
+pub struct RequireBearer(pub std::sync::Arc<str>);
+
+impl std::fmt::Debug for RequireBearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequireBearer(..)")
+    }
+}
+
+impl tonic::service::Interceptor for RequireBearer {
+    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if bearer_ok(given, &self.0) {
+            Ok(req)
+        } else {
+            Err(tonic::Status::unauthenticated(
+                "missing or wrong bearer token: send 'authorization: Bearer TOKEN' metadata",
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,26 +6,15 @@
 use std::collections::HashMap;
 use std::io::Read;
 
-use anyhow::{anyhow, bail, Context, Result};
-use tonic::metadata::{Ascii, MetadataValue};
+use anyhow::{bail, Context, Result};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::auth::Bearer;
 use crate::http::Response;
 use crate::proto::hub_api_client::HubApiClient;
 use crate::proto::{Json, Query, SessionId, SessionUpdate};
 use crate::tls::ClientTls;
-
-/// Adds the bearer token to every call.
-#[derive(Clone)]
-pub(crate) struct Bearer(MetadataValue<Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
 
 type Client = HubApiClient<InterceptedService<Channel, Bearer>>;
 
@@ -61,12 +50,9 @@ impl GrpcHub {
             let _guard = rt.enter();
             ep.connect_lazy()
         };
-        let bearer: MetadataValue<Ascii> = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| anyhow!("the token is not a valid header value"))?;
         Ok(GrpcHub {
             rt,
-            client: HubApiClient::with_interceptor(channel, Bearer(bearer)),
+            client: HubApiClient::with_interceptor(channel, Bearer::new(token)?),
         })
     }
 

@@ -337,22 +337,9 @@ impl Hub {
     /// The axum router: REST, health, OpenAPI and the gRPC service.
     pub fn router(&self) -> Router {
         let grpc = hub_server::HubServer::new(self.clone());
-        let token = self.token.clone();
         let grpc_api = hub_api_server::HubApiServer::with_interceptor(
             GrpcApi(self.clone()),
-            move |req: GrpcRequest<()>| {
-                let given = req
-                    .metadata()
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok());
-                if crate::auth::bearer_ok(given, &token) {
-                    Ok(req)
-                } else {
-                    Err(Status::unauthenticated(
-                        "missing or wrong bearer token: send 'authorization: Bearer TOKEN' metadata",
-                    ))
-                }
-            },
+            crate::auth::RequireBearer(self.token.clone()),
         );
         let api = Router::new()
             .route("/openapi.json", get(openapi))

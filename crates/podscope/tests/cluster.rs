@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{socket, IMAGE};
+use podscope_cluster::auth::Bearer;
 use podscope_cluster::http::request;
 use podscope_runtime::blocking::BlockingCriClient;
 use podscope_runtime::cri::{ContainerSpec, PodSpec};
@@ -969,11 +970,7 @@ fn agent_api_and_exec_through_the_hub() {
         let mut anon = AgentClient::new(channel.clone());
         let e = anon.health(HealthRequest {}).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
-        let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
-        let mut c = AgentClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
-            r.metadata_mut().insert("authorization", bearer.clone());
-            Ok(r)
-        });
+        let mut c = AgentClient::with_interceptor(channel, Bearer::new(TOKEN).unwrap());
         let h = c.health(HealthRequest {}).await.unwrap().into_inner();
         assert_eq!(h.node, "exec-node");
         assert!(h.linked && h.exec_enabled, "{h:?}");
@@ -1160,16 +1157,12 @@ fn agent_api_and_exec_through_the_hub() {
     assert_eq!(st, 403, "{v}");
     assert!(v["error"].as_str().unwrap().contains("no-exec-node"), "{v}");
     rt.block_on(async {
-        let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
         let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{api2}"))
             .unwrap()
             .connect()
             .await
             .unwrap();
-        let mut c = AgentClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
-            r.metadata_mut().insert("authorization", bearer.clone());
-            Ok(r)
-        });
+        let mut c = AgentClient::with_interceptor(channel, Bearer::new(TOKEN).unwrap());
         let e = c
             .exec(ExecRequest {
                 namespace: ns.clone(),
@@ -1193,17 +1186,12 @@ fn agent_api_and_exec_through_the_hub() {
     assert_eq!(st, 201, "{v}");
     let traces = |rt: &tokio::runtime::Runtime| {
         rt.block_on(async {
-            let bearer: tonic::metadata::MetadataValue<_> =
-                format!("Bearer {TOKEN}").parse().unwrap();
             let channel = tonic::transport::Endpoint::from_shared(api_url.clone())
                 .unwrap()
                 .connect()
                 .await
                 .unwrap();
-            let mut c = AgentClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
-                r.metadata_mut().insert("authorization", bearer.clone());
-                Ok(r)
-            });
+            let mut c = AgentClient::with_interceptor(channel, Bearer::new(TOKEN).unwrap());
             c.health(HealthRequest {})
                 .await
                 .unwrap()
@@ -1269,11 +1257,7 @@ fn grpc_api_does_what_rest_does() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
-        let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
-        let mut c = HubApiClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
-            r.metadata_mut().insert("authorization", bearer.clone());
-            Ok(r)
-        });
+        let mut c = HubApiClient::with_interceptor(channel, Bearer::new(TOKEN).unwrap());
         let j = |s: &str| serde_json::from_str::<Value>(s).unwrap();
         let nodes = j(&c
             .list_nodes(Query::default())

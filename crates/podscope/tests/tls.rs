@@ -16,6 +16,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{free_port, wait_for};
+use podscope_cluster::auth::Bearer;
 use podscope_cluster::http::{request, request_with, Response};
 use podscope_cluster::tls::ClientTls;
 use serde_json::{json, Value};
@@ -641,11 +642,7 @@ fn agent_api_over_tls() {
             .connect()
             .await
             .unwrap();
-        let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {TOKEN}").parse().unwrap();
-        let mut client = AgentClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
-            r.metadata_mut().insert("authorization", bearer.clone());
-            Ok(r)
-        });
+        let mut client = AgentClient::with_interceptor(channel, Bearer::new(TOKEN).unwrap());
         let h = client.health(HealthRequest {}).await.unwrap().into_inner();
         assert_eq!(h.node, "node-api-tls");
         assert!(!h.linked);
