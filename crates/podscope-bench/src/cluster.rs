@@ -24,6 +24,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use podscope_cluster::http::request;
+
 use crate::pods::{humantime_ns, Bed};
 use crate::{cpu_ns, peak_rss_kb};
 
@@ -192,127 +194,7 @@ pub fn storm_main(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-// ---------------------------------------------------------------------------
-// A small HTTP/1.1 client: one request per connection, as the hub's REST API
-// needs. (podscope-cluster has one, but depending on that crate would pull
-// the hub's whole dependency tree into the benchmark.)
-
-/// A chunked transfer-encoding body.
-struct Chunked<R> {
-    r: R,
-    left: u64,
-    started: bool,
-    done: bool,
-}
-
-impl<R: BufRead> Read for Chunked<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use std::io::{Error, ErrorKind};
-        if self.done || buf.is_empty() {
-            return Ok(0);
-        }
-        if self.left == 0 {
-            let mut line = String::new();
-            if self.started {
-                // The CRLF that ends the previous chunk's data.
-                self.r.read_line(&mut line)?;
-                line.clear();
-            }
-            self.started = true;
-            if self.r.read_line(&mut line)? == 0 {
-                return Err(Error::new(
-                    ErrorKind::UnexpectedEof,
-                    "the hub closed the connection inside a chunked body",
-                ));
-            }
-            let size = line.trim().split(';').next().unwrap_or("");
-            let n = u64::from_str_radix(size, 16).map_err(|_| {
-                Error::new(
-                    ErrorKind::InvalidData,
-                    format!("bad chunk size line {line:?}"),
-                )
-            })?;
-            if n == 0 {
-                self.done = true;
-                return Ok(0);
-            }
-            self.left = n;
-        }
-        let max = self.left.min(buf.len() as u64) as usize;
-        let got = self.r.read(&mut buf[..max])?;
-        if got == 0 {
-            return Err(Error::new(
-                ErrorKind::UnexpectedEof,
-                "the hub closed the connection inside a chunk",
-            ));
-        }
-        self.left -= got as u64;
-        Ok(got)
-    }
-}
-
-/// Sends a request; returns the status and the body as a reader.
-fn http(
-    addr: &str,
-    token: &str,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-) -> Result<(u16, Box<dyn Read + Send>)> {
-    let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
-    stream.set_nodelay(true)?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n"
-    );
-    let body = body.unwrap_or("");
-    if matches!(method, "POST" | "PUT") {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    (&stream).write_all(req.as_bytes())?;
-    let mut r = BufReader::with_capacity(256 * 1024, stream);
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("not an HTTP response from the hub: {line:?}"))?;
-    let (mut chunked, mut length) = (false, None);
-    loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 || line.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-            if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
-                chunked = true;
-            } else if k == "content-length" {
-                length = v.parse::<u64>().ok();
-            }
-        }
-    }
-    let body: Box<dyn Read + Send> = if chunked {
-        Box::new(Chunked {
-            r,
-            left: 0,
-            started: false,
-            done: false,
-        })
-    } else if let Some(n) = length {
-        Box::new(r.take(n))
-    } else {
-        Box::new(r)
-    };
-    Ok((status, body))
-}
-
-/// A REST call whose answer is JSON.
+/// A REST call to the hub at `addr` (host:port) whose answer is JSON.
 fn api(
     addr: &str,
     token: &str,
@@ -321,10 +203,17 @@ fn api(
     body: Option<Value>,
 ) -> Result<(u16, Value)> {
     let b = body.map(|b| b.to_string());
-    let (status, mut r) = http(addr, token, method, path, b.as_deref())?;
-    let mut text = String::new();
-    r.read_to_string(&mut text)?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    let r = request(
+        &format!("http://{addr}"),
+        method,
+        path,
+        Some(token),
+        b.as_deref(),
+        &[],
+    )
+    .with_context(|| format!("{method} {path} on the hub at {addr}"))?;
+    let status = r.status;
+    Ok((status, r.json().unwrap_or(Value::Null)))
 }
 
 // ---------------------------------------------------------------------------
@@ -447,19 +336,22 @@ pub fn client_main(args: &[String]) -> Result<()> {
             Box::new(std::io::stdin())
         }
         [addr, token, session] => {
-            let (status, body) = http(
-                addr,
-                token,
+            let path = format!("/v1/sessions/{session}/events");
+            let r = request(
+                &format!("http://{addr}"),
                 "GET",
-                &format!("/v1/sessions/{session}/events"),
+                &path,
+                Some(token),
                 None,
-            )?;
-            if status != 200 {
-                let mut t = String::new();
-                let _ = BufReader::new(body).read_to_string(&mut t);
+                &[],
+            )
+            .with_context(|| format!("streaming session {session} from the hub at {addr}"))?;
+            if r.status != 200 {
+                let status = r.status;
+                let t = r.text().unwrap_or_default();
                 bail!("streaming session {session}: HTTP {status}: {t}");
             }
-            body
+            Box::new(r.into_body())
         }
         _ => bail!("usage: podscope-bench cluster-client ADDR TOKEN SESSION | -"),
     };

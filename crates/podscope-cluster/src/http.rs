@@ -158,6 +158,12 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The body as a reader, for callers that read it their own way (the
+    /// benchmark's streaming client).
+    pub fn into_body(self) -> impl Read + Send {
+        self.body
+    }
+
     /// The body, line by line, as it arrives.
     pub fn lines(self) -> io::Lines<BufReader<impl Read>> {
         BufReader::new(self.body).lines()
