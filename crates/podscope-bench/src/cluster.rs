@@ -24,7 +24,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use podscope_cluster::http::request;
+use podscope_cluster::http::{request_with, Response};
+use podscope_cluster::tls::ClientTls;
 
 use crate::pods::{humantime_ns, Bed};
 use crate::{cpu_ns, peak_rss_kb};
@@ -49,6 +50,9 @@ pub struct Settings {
     pub agent_args: Vec<String>,
     /// How many times a disturbed run is repeated.
     pub retries: u32,
+    /// The hub serves TLS (a throwaway CA and certificate made with openssl);
+    /// the agent and the client trust that CA.
+    pub tls: bool,
 }
 
 fn wall_ns() -> u64 {
@@ -194,30 +198,50 @@ pub fn storm_main(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// A REST call to the hub at `addr` (host:port) whose answer is JSON.
+/// Where the hub answers: `http(s)://127.0.0.1:PORT`, and the CA to trust
+/// for https.
+#[derive(Clone)]
+struct HubAt {
+    base: String,
+    tls: Option<ClientTls>,
+}
+
+impl HubAt {
+    fn new(base: String, ca: Option<&Path>) -> Result<HubAt> {
+        let tls = ClientTls::for_url(&base, ca)?;
+        Ok(HubAt { base, tls })
+    }
+
+    fn get(&self, method: &str, path: &str, token: &str, body: Option<&str>) -> Result<Response> {
+        request_with(
+            self.tls.as_ref(),
+            &self.base,
+            method,
+            path,
+            Some(token),
+            body,
+            &[],
+        )
+        .with_context(|| format!("{method} {path} on the hub at {}", self.base))
+    }
+}
+
+/// A REST call to the hub whose answer is JSON.
 fn api(
-    addr: &str,
+    at: &HubAt,
     token: &str,
     method: &str,
     path: &str,
     body: Option<Value>,
 ) -> Result<(u16, Value)> {
     let b = body.map(|b| b.to_string());
-    let r = request(
-        &format!("http://{addr}"),
-        method,
-        path,
-        Some(token),
-        b.as_deref(),
-        &[],
-    )
-    .with_context(|| format!("{method} {path} on the hub at {addr}"))?;
+    let r = at.get(method, path, token, b.as_deref())?;
     let status = r.status;
     Ok((status, r.json().unwrap_or(Value::Null)))
 }
 
 // ---------------------------------------------------------------------------
-// The client child: `podscope-bench cluster-client ADDR TOKEN SESSION`
+// The client child: `podscope-bench cluster-client HUB_URL TOKEN SESSION [CA_PEM]`
 
 /// Latency percentiles in ms (or µs for the clock check), with the count.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -335,17 +359,14 @@ pub fn client_main(args: &[String]) -> Result<()> {
             println!("ready");
             Box::new(std::io::stdin())
         }
-        [addr, token, session] => {
-            let path = format!("/v1/sessions/{session}/events");
-            let r = request(
-                &format!("http://{addr}"),
+        [base, token, session, rest @ ..] => {
+            let at = HubAt::new(base.clone(), rest.first().map(Path::new))?;
+            let r = at.get(
                 "GET",
-                &path,
-                Some(token),
+                &format!("/v1/sessions/{session}/events"),
+                token,
                 None,
-                &[],
-            )
-            .with_context(|| format!("streaming session {session} from the hub at {addr}"))?;
+            )?;
             if r.status != 200 {
                 let status = r.status;
                 let t = r.text().unwrap_or_default();
@@ -353,7 +374,7 @@ pub fn client_main(args: &[String]) -> Result<()> {
             }
             Box::new(r.into_body())
         }
-        _ => bail!("usage: podscope-bench cluster-client ADDR TOKEN SESSION | -"),
+        _ => bail!("usage: podscope-bench cluster-client HUB_URL TOKEN SESSION [CA_PEM] | -"),
     };
     let mut r = BufReader::with_capacity(256 * 1024, body);
     let progress = Arc::new(AtomicU64::new(0));
@@ -716,6 +737,80 @@ struct Ctx<'a> {
     logs: PathBuf,
     token: String,
     token_file: PathBuf,
+    /// With --cluster-tls: the hub's certificate and key, and the CA.
+    tls: Option<TlsFiles>,
+}
+
+struct TlsFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+}
+
+/// A throwaway CA and a certificate for 127.0.0.1 (P-256), made with the
+/// openssl CLI in `dir`.
+fn make_certs(dir: &Path) -> Result<TlsFiles> {
+    let openssl = |args: &[&str]| -> Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .context(
+                "running openssl (Debian package openssl) to make the benchmark's certificates",
+            )?;
+        if !out.status.success() {
+            bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut a = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=podscope bench CA",
+    ];
+    a.extend(ec);
+    a.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(&a)?;
+    let mut a = vec!["req", "-subj", "/CN=podscope-hub"];
+    a.extend(ec);
+    a.extend(["-keyout", "hub.key", "-out", "hub.csr"]);
+    openssl(&a)?;
+    std::fs::write(
+        dir.join("hub.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "hub.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-extfile",
+        "hub.cnf",
+        "-out",
+        "hub.pem",
+    ])?;
+    Ok(TlsFiles {
+        cert: dir.join("hub.pem"),
+        key: dir.join("hub.key"),
+        ca: dir.join("ca.pem"),
+    })
 }
 
 /// A hub and one agent on loopback.
@@ -723,7 +818,7 @@ struct Cluster {
     // Field order is drop order: the agent stops before the hub.
     agent: Proc,
     hub: Proc,
-    addr: String,
+    at: HubAt,
 }
 
 impl Ctx<'_> {
@@ -733,10 +828,24 @@ impl Ctx<'_> {
         let log = |name: &str| -> Result<File> {
             Ok(File::create(self.logs.join(format!("{tag}-{name}.log")))?)
         };
+        let mut hub_tls = Vec::new();
+        let mut agent_tls = Vec::new();
+        if let Some(t) = &self.tls {
+            hub_tls = vec![
+                "--tls-cert".into(),
+                t.cert.clone().into_os_string(),
+                "--tls-key".into(),
+                t.key.clone().into_os_string(),
+            ];
+            agent_tls = vec!["--tls-ca".into(), t.ca.clone().into_os_string()];
+        }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{addr}");
         let hub = Proc {
             child: Command::new(&self.podscope)
                 .args(["hub", "--listen", &addr, "--token-file"])
                 .arg(&self.token_file)
+                .args(&hub_tls)
                 .args(&self.settings.hub_args)
                 .stdout(Stdio::null())
                 .stderr(log("hub")?)
@@ -756,7 +865,8 @@ impl Ctx<'_> {
         }
         let agent = Proc {
             child: Command::new(&self.podscope)
-                .args(["agent", "--hub", &format!("http://{addr}"), "--node", NODE])
+                .args(["agent", "--hub", &base, "--node", NODE])
+                .args(&agent_tls)
                 .args(["--runtime-endpoint", &format!("unix://{}", self.socket)])
                 .arg("--token-file")
                 .arg(&self.token_file)
@@ -767,10 +877,11 @@ impl Ctx<'_> {
                 .context("starting podscope agent")?,
             what: "the agent",
         };
-        let c = Cluster { agent, hub, addr };
+        let at = HubAt::new(base, self.tls.as_ref().map(|t| t.ca.as_path()))?;
+        let c = Cluster { agent, hub, at };
         let t = Instant::now();
         loop {
-            let (_, nodes) = api(&c.addr, &self.token, "GET", "/v1/nodes", None)?;
+            let (_, nodes) = api(&c.at, &self.token, "GET", "/v1/nodes", None)?;
             let up = nodes
                 .as_array()
                 .is_some_and(|a| a.iter().any(|n| n["node"] == NODE && n["state"] == "up"));
@@ -806,7 +917,7 @@ impl Ctx<'_> {
         let c = self.start_cluster(name)?;
         let tok = self.token.as_str();
         let (st, s) = api(
-            &c.addr,
+            &c.at,
             tok,
             "POST",
             "/v1/sessions",
@@ -825,7 +936,8 @@ impl Ctx<'_> {
         // The client streams first, then the session starts: it sees everything.
         let mut client = Proc {
             child: Command::new(&self.me)
-                .args(["cluster-client", &c.addr, tok, &id])
+                .args(["cluster-client", &c.at.base, tok, &id])
+                .args(self.tls.iter().map(|t| &t.ca))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()?,
@@ -852,19 +964,13 @@ impl Ctx<'_> {
             .context("the client did not open the stream")?;
         let path = format!("/v1/sessions/{id}");
         let agent_threads = usage(c.agent.pid());
-        let (st, s) = api(
-            &c.addr,
-            tok,
-            "PUT",
-            &path,
-            Some(json!({"state": "running"})),
-        )?;
+        let (st, s) = api(&c.at, tok, "PUT", &path, Some(json!({"state": "running"})))?;
         if st != 200 {
             bail!("starting the session: HTTP {st}: {s}");
         }
         let t = Instant::now();
         loop {
-            let (_, s) = api(&c.addr, tok, "GET", &path, None)?;
+            let (_, s) = api(&c.at, tok, "GET", &path, None)?;
             if s["nodes"][NODE]["state"] == "running" {
                 break;
             }
@@ -898,13 +1004,7 @@ impl Ctx<'_> {
             std::thread::sleep(Duration::from_millis(50));
         }
         let after = [usage(c.hub.pid()), usage(c.agent.pid()), usage(trace)];
-        let (st, s) = api(
-            &c.addr,
-            tok,
-            "PUT",
-            &path,
-            Some(json!({"state": "stopped"})),
-        )?;
+        let (st, s) = api(&c.at, tok, "PUT", &path, Some(json!({"state": "stopped"})))?;
         if st != 200 {
             bail!("stopping the session: HTTP {st}: {s}");
         }
@@ -1225,6 +1325,9 @@ pub struct Figures {
     pub runs: Vec<Run>,
     /// Highest end-to-end rate of a run with no loss and no gap.
     pub max_lossless_per_s: f64,
+    /// The hub served TLS (--cluster-tls).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 pub fn run(bed: &Bed, me: &Path, podscope: &Path, settings: &Settings) -> Result<Figures> {
@@ -1255,6 +1358,11 @@ pub fn run(bed: &Bed, me: &Path, podscope: &Path, settings: &Settings) -> Result
         logs: logs.clone(),
         token,
         token_file,
+        tls: if settings.tls {
+            Some(make_certs(&logs)?)
+        } else {
+            None
+        },
     };
     let calibrate = || -> Result<f64> {
         let r = ctx.storm(0, 1_000_000, false)?;
@@ -1285,6 +1393,7 @@ pub fn run(bed: &Bed, me: &Path, podscope: &Path, settings: &Settings) -> Result
         untraced_storm_us_per_op,
         runs,
         max_lossless_per_s,
+        tls: settings.tls,
     })
 }
 
@@ -1390,7 +1499,8 @@ fn print_run(r: &Run) {
 
 pub fn print(f: &Figures) {
     println!(
-        "\ncluster: agent -> hub -> client on loopback, open storm in one pod (load average before: {})",
+        "\ncluster: agent -> hub -> client on loopback{}, open storm in one pod (load average before: {})",
+        if f.tls { " over TLS" } else { "" },
         f.load_before
     );
     println!(
