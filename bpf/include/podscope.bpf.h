@@ -138,6 +138,28 @@ static __always_inline bool should_trace_current(void)
 	return pid_allowed(tgid) && comm_allowed() && current_cgroup_allowed();
 }
 
+/* Linux < 6.1 kept ancestor ids, not pointers, in struct cgroup. */
+struct cgroup___old {
+	__u64 ancestor_ids[0];
+} __attribute__((preserve_access_index));
+
+/* The v2 id of cgrp's ancestor at `level` (0 = root; cgrp's own level gives
+ * cgrp), or 0. */
+static __always_inline __u64 cgroup_ancestor_id(struct cgroup *cgrp, int level)
+{
+	if (bpf_core_field_exists(cgrp->ancestors)) {
+		struct cgroup *anc = NULL;
+
+		bpf_core_read(&anc, sizeof(anc), &cgrp->ancestors[level]);
+		return anc ? BPF_CORE_READ(anc, kn, id) : 0;
+	} else {
+		__u64 id = 0;
+
+		bpf_core_read(&id, sizeof(id), &((struct cgroup___old *)cgrp)->ancestor_ids[level]);
+		return id;
+	}
+}
+
 /* The same test for a cgroup known by pointer (e.g. a socket's), used where the
  * current task is unrelated (softirq, interrupt). */
 static __always_inline bool cgroup_ptr_allowed(struct cgroup *cgrp)
@@ -149,14 +171,12 @@ static __always_inline bool cgroup_ptr_allowed(struct cgroup *cgrp)
 		return false;
 	level = BPF_CORE_READ(cgrp, level);
 	for (int i = 0; i < CGROUP_MAX_LEVEL; i++) {
-		struct cgroup *anc = NULL;
 		__u64 id;
 		if (i > level)
 			break;
-		bpf_core_read(&anc, sizeof(anc), &cgrp->ancestors[i]);
-		if (!anc)
+		id = cgroup_ancestor_id(cgrp, i);
+		if (!id)
 			break;
-		id = BPF_CORE_READ(anc, kn, id);
 		if (bpf_map_lookup_elem(&filter_cgroups, &id))
 			return true;
 	}

@@ -38,6 +38,14 @@ fn load_with(
     method: Method,
 ) -> Result<CacheProbeSkel<'static>, crate::Error> {
     let exact = method == Method::Exact;
+    // Functions and tracepoints renamed with folios (5.16-5.18): the first
+    // name this kernel has.
+    let accessed = first_function(&["folio_mark_accessed", "mark_page_accessed"]);
+    let added = first_function(&["filemap_add_folio", "add_to_page_cache_lru"]);
+    let dirty_folio = crate::sys::resolve_hook(&podscope_model::Hook::Tracepoint(
+        "writeback/writeback_dirty_folio",
+    ))
+    .is_some();
     Ok(load_skeleton!(
         CacheProbeSkelBuilder,
         ProbeKind::Cache.name(),
@@ -49,6 +57,15 @@ fn load_with(
             let p = &mut open.progs;
             p.cache_exact_accessed.set_autoload(exact);
             p.cache_exact_add.set_autoload(exact);
+            if exact {
+                // Only fails for names with NUL bytes; ours have none.
+                let _ = p
+                    .cache_exact_accessed
+                    .set_attach_target(0, Some(accessed.into()));
+                let _ = p.cache_exact_add.set_attach_target(0, Some(added.into()));
+            }
+            p.cache_dirty.set_autoload(dirty_folio);
+            p.cache_dirty_page.set_autoload(!dirty_folio);
             p.cache_get_pages.set_autoload(!exact);
             p.cache_map_pages.set_autoload(!exact);
             p.cache_fault.set_autoload(!exact);
@@ -67,18 +84,33 @@ fn page_shift() -> u32 {
     }
 }
 
-pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crate::Error> {
+fn first_function(names: &[&'static str]) -> &'static str {
+    let btf = crate::sys::kernel_btf();
+    names
+        .iter()
+        .copied()
+        .find(|n| btf.has_function(n))
+        .unwrap_or(names[0])
+}
+
+/// Loads the `fentry` (exact) or `tracepoints` implementation; the tracer
+/// falls back from the first to the second when the kernel refuses fentry.
+pub(crate) fn load(
+    settings: &LoadSettings,
+    imp: &podscope_model::Implementation,
+) -> Result<Box<dyn LoadedProbe>, crate::Error> {
     // Counts live in a hash map; the ring buffer is unused, so keep it minimal.
     let settings = LoadSettings {
         ring_bytes: 4096,
         ..*settings
     };
-    // Prefer the classic definition; kernels that refuse fentry (EPERM, or
-    // no such function) get the tracepoint approximation.
-    let (skel, method) = match load_with(&settings, Method::Exact) {
-        Ok(skel) => (skel, "fentry"),
-        Err(_) => (load_with(&settings, Method::Tracepoints)?, "tracepoints"),
+    let (method, name) = if imp.name == "fentry" {
+        (Method::Exact, "fentry")
+    } else {
+        (Method::Tracepoints, "tracepoints")
     };
+    let skel = load_with(&settings, method)?;
+    let method = name;
     Ok(Box::new(Probe {
         skel,
         last_collect_ns: Clock::now_mono(),

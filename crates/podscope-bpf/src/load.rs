@@ -84,6 +84,17 @@ pub(crate) fn take_log() -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The ring size to create a probe's ring with. `PODSCOPE_TEST_BREAK_PROBE=name`
+/// (tests only) asks for a size the kernel refuses, so that probe fails to
+/// load for real while the others load: start-up robustness is tested with a
+/// genuine load failure, not a simulated one.
+pub(crate) fn ring_bytes_for(probe: &str, ring_bytes: u32) -> u32 {
+    match std::env::var("PODSCOPE_TEST_BREAK_PROBE") {
+        Ok(names) if names.split(',').any(|n| n == probe) => 3 * 4096,
+        _ => ring_bytes,
+    }
+}
+
 /// Opens, configures, loads and attaches one skeleton; evaluates to the loaded
 /// skeleton with a `'static` lifetime (its storage lives as long as the
 /// process; the object itself is closed when the skeleton drops).
@@ -128,7 +139,7 @@ macro_rules! load_skeleton {
         }
         open.maps
             .events
-            .set_max_entries(settings.ring_bytes)
+            .set_max_entries($crate::load::ring_bytes_for(kind, settings.ring_bytes))
             .map_err(fail("opened"))?;
         ($extra)(&mut open);
         let mut skel = open.load().map_err(fail("loaded"))?;
