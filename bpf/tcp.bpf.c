@@ -269,6 +269,22 @@ int accept_exit(struct trace_event_raw_sys_exit *ctx)
 	return accepted(ctx->ret);
 }
 
+/* Linux < 5.15 packed the cgroup pointer into sock_cgroup_data.val (low
+ * bits set: classid/prioidx mode, where the cgroup is the root). */
+struct sock_cgroup_data___old {
+	__u64 val;
+} __attribute__((preserve_access_index));
+
+static __always_inline struct cgroup *sock_cgroup(const struct sock *sk)
+{
+	__u64 val;
+
+	if (bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
+		return BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+	val = BPF_CORE_READ((struct sock_cgroup_data___old *)&sk->sk_cgrp_data, val);
+	return (val & 3) ? NULL : (struct cgroup *)val;
+}
+
 /* Retransmits and resets: owner from our map, else the socket's cgroup. */
 static __always_inline int sock_event(__u8 kind, const struct sock *sk)
 {
@@ -290,7 +306,7 @@ static __always_inline int sock_event(__u8 kind, const struct sock *sk)
 	}
 	if (filter_by_pid || filter_by_comm)
 		return 0; /* no owner known: cannot tell */
-	cgrp = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+	cgrp = sock_cgroup(sk);
 	if (!cgroup_ptr_allowed(cgrp))
 		return 0;
 	e = new_event(kind, sk, NULL);

@@ -25,6 +25,9 @@ const volatile char filter_comm[PODSCOPE_COMM_LEN] = {};
 const volatile __u64 wakeup_bytes = 65536;
 /* The tracer's own process, left out so its reads and writes cannot feed back. */
 const volatile __u32 self_tgid = 0;
+/* Tracing programs may call bpf_get_current_ancestor_cgroup_id() (not on
+ * Linux 5.10); user space finds out before load. */
+const volatile bool ancestor_helper = true;
 
 /* Allowed cgroup v2 ids: a task matches if its cgroup or any ancestor is in
  * here, so selecting a pod's cgroup selects containers created later. User
@@ -110,34 +113,6 @@ static __always_inline bool pid_allowed(__u32 tgid)
 	return bpf_map_lookup_elem(&filter_pids, &tgid) != NULL;
 }
 
-/* The current task's cgroup, or one of its ancestors, is selected. */
-static __always_inline bool current_cgroup_allowed(void)
-{
-	__u64 id;
-	if (!filter_by_cgroup)
-		return true;
-	id = bpf_get_current_cgroup_id();
-	if (bpf_map_lookup_elem(&filter_cgroups, &id))
-		return true;
-	for (int level = 0; level < CGROUP_MAX_LEVEL; level++) {
-		__u64 anc = bpf_get_current_ancestor_cgroup_id(level);
-		if (!anc || anc == id)
-			break;
-		if (bpf_map_lookup_elem(&filter_cgroups, &anc))
-			return true;
-	}
-	return false;
-}
-
-/* The filter for events that run in the context of the task they describe. */
-static __always_inline bool should_trace_current(void)
-{
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (self_tgid && tgid == self_tgid)
-		return false;
-	return pid_allowed(tgid) && comm_allowed() && current_cgroup_allowed();
-}
-
 /* Linux < 6.1 kept ancestor ids, not pointers, in struct cgroup. */
 struct cgroup___old {
 	__u64 ancestor_ids[0];
@@ -181,6 +156,39 @@ static __always_inline bool cgroup_ptr_allowed(struct cgroup *cgrp)
 			return true;
 	}
 	return false;
+}
+
+/* The current task's cgroup, or one of its ancestors, is selected. */
+static __always_inline bool current_cgroup_allowed(void)
+{
+	__u64 id;
+	if (!filter_by_cgroup)
+		return true;
+	if (!ancestor_helper) {
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+		return cgroup_ptr_allowed(BPF_CORE_READ(task, cgroups, dfl_cgrp));
+	}
+	id = bpf_get_current_cgroup_id();
+	if (bpf_map_lookup_elem(&filter_cgroups, &id))
+		return true;
+	for (int level = 0; level < CGROUP_MAX_LEVEL; level++) {
+		__u64 anc = bpf_get_current_ancestor_cgroup_id(level);
+		if (!anc || anc == id)
+			break;
+		if (bpf_map_lookup_elem(&filter_cgroups, &anc))
+			return true;
+	}
+	return false;
+}
+
+/* The filter for events that run in the context of the task they describe. */
+static __always_inline bool should_trace_current(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (self_tgid && tgid == self_tgid)
+		return false;
+	return pid_allowed(tgid) && comm_allowed() && current_cgroup_allowed();
 }
 
 static __always_inline __u64 cgroup_ptr_id(struct cgroup *cgrp)

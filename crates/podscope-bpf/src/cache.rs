@@ -22,6 +22,10 @@ pub(crate) struct Probe {
     skel: CacheProbeSkel<'static>,
     last_collect_ns: u64,
     method: &'static str,
+    /// Linux < 5.14 cannot look up and delete a hash entry atomically: there
+    /// the counters stay in the map and each interval reports the growth
+    /// since the last read (exact), dropping entries that did not grow.
+    previous: Option<std::collections::HashMap<Vec<u8>, types::cache_counts>>,
 }
 
 /// How page lookups are counted.
@@ -115,6 +119,7 @@ pub(crate) fn load(
         skel,
         last_collect_ns: Clock::now_mono(),
         method,
+        previous: None,
     }))
 }
 
@@ -137,12 +142,48 @@ impl LoadedProbe for Probe {
         let map = &self.skel.maps.counts;
         let keys: Vec<Vec<u8>> = map.keys().collect();
         for key in keys {
-            // Take and reset atomically so no increment is counted twice or lost.
-            let Some(value) = map
-                .lookup_and_delete(&key)
-                .map_err(crate::Error::runtime("reading page-cache counts"))?
-            else {
+            if let Some(previous) = &mut self.previous {
+                let Some(value) = map
+                    .lookup(&key, libbpf_rs::MapFlags::ANY)
+                    .map_err(crate::Error::runtime("reading page-cache counts"))?
+                else {
+                    continue;
+                };
+                let v: types::cache_counts = read_record(&value);
+                let mut delta = v;
+                if let Some(p) = previous.get(&key) {
+                    delta.accesses -= p.accesses.min(delta.accesses);
+                    delta.added -= p.added.min(delta.added);
+                    delta.dirtied -= p.dirtied.min(delta.dirtied);
+                }
+                if delta.accesses == 0 && delta.added == 0 && delta.dirtied == 0 {
+                    // Idle for a whole interval: forget it (its process has
+                    // most likely exited).
+                    let _ = map.delete(&key);
+                    previous.remove(&key);
+                    continue;
+                }
+                previous.insert(key.clone(), v);
+                let k: types::cache_key = read_record(&key);
+                out.push(to_event(
+                    clock.wall(now),
+                    k,
+                    delta,
+                    interval_ns,
+                    self.method,
+                ));
                 continue;
+            }
+            // Take and reset atomically so no increment is counted twice or lost.
+            let value = match map.lookup_and_delete(&key) {
+                Ok(Some(v)) => v,
+                Ok(None) => continue,
+                // EINVAL / ENOTSUPP (524): this kernel has no atomic
+                // lookup-and-delete for hash maps; read deltas instead.
+                Err(_) => {
+                    self.previous = Some(Default::default());
+                    return self.collect(clock, out);
+                }
             };
             let k: types::cache_key = read_record(&key);
             let v: types::cache_counts = read_record(&value);

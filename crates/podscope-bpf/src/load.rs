@@ -19,6 +19,9 @@ pub(crate) struct LoadSettings<'a> {
     pub wakeup_bytes: u64,
     /// Our own pid, to leave out; 0 to trace ourselves too.
     pub self_tgid: u32,
+    /// bpf_get_current_ancestor_cgroup_id() is allowed in tracing programs
+    /// (not on Linux 5.10): else the cgroup filter walks the task's cgroup.
+    pub ancestor_helper: bool,
     /// The filter maps of the first probe loaded, shared by the others.
     pub shared_filters: Option<(BorrowedFd<'a>, BorrowedFd<'a>)>,
 }
@@ -126,6 +129,7 @@ macro_rules! load_skeleton {
             ro.filter_comm = settings.filter_comm.unwrap_or([0; 16]);
             ro.wakeup_bytes = settings.wakeup_bytes;
             ro.self_tgid = settings.self_tgid;
+            ro.ancestor_helper = settings.ancestor_helper;
         }
         if let Some((cgroups, pids)) = settings.shared_filters {
             open.maps

@@ -216,6 +216,23 @@ pub fn probe_support(probe: ProbeKind) -> ProbeSupport {
     ProbeSupport::Unsupported(reasons.join("; "))
 }
 
+/// Whether tracing programs may call bpf_get_current_ancestor_cgroup_id()
+/// (Linux 5.10 refuses it: the filter then reads the task's cgroup itself).
+pub(crate) fn has_ancestor_cgroup_helper() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        // SAFETY: plain probe call; a null opts pointer is allowed.
+        let rc = unsafe {
+            libbpf_sys::libbpf_probe_bpf_helper(
+                libbpf_sys::BPF_PROG_TYPE_TRACEPOINT,
+                libbpf_sys::BPF_FUNC_get_current_ancestor_cgroup_id,
+                std::ptr::null(),
+            )
+        };
+        rc == 1
+    })
+}
+
 /// Fails with a clear message when the kernel has no BTF.
 pub(crate) fn require_btf() -> Result<(), Error> {
     if Path::new(BTF).exists() {

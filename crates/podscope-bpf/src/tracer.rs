@@ -207,6 +207,7 @@ impl Tracer {
             } else {
                 0
             },
+            ancestor_helper: crate::sys::has_ancestor_cgroup_helper(),
             shared_filters: None,
         };
 
