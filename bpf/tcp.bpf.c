@@ -30,8 +30,14 @@ struct sock_owner {
 	__u8 fin_sent;    /* our FIN was queued: it takes one sequence number */
 };
 
+/* Sockets being followed. A plain hash map, not LRU: an LRU map evicts live
+ * connections without telling (their close would never be reported); a full
+ * map is counted (STAT_MAP_FULL). Every tracked socket leaves it: at CLOSE
+ * from SYN_SENT or when destroyed. Allocated on demand: 65,536 preallocated
+ * entries would pin ~7 MB of kernel memory per tracer. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
 	__type(key, __u64); /* struct sock * */
 	__type(value, struct sock_owner);

@@ -54,15 +54,15 @@ kernel_of() {  # suite -> kernel version, fetched once and remembered
   echo "$kver"
 }
 
-# The guest script: a loop device and ext4 need their modules; the tests
+# The guest script (run-kernel.sh keeps lines starting with @@ for itself): a loop device and ext4 need their modules; the tests
 # themselves make their loop devices and file systems.
 guest_cmd="cd $repo
 modprobe loop 2>/dev/null; modprobe ext4 2>/dev/null
-echo '@@PROBES'
+echo '::podscope-probes::'
 target/debug/podscope probes -o json
-echo '@@TESTS'
-$testbin --test-threads=1 2>&1
-echo \"@@TESTS_RC=\$?\""
+echo '::podscope-tests::'
+$testbin --test-threads=1 --color never 2>&1
+echo \"::podscope-tests-rc=\$?\""
 
 failed=0
 summary=()
@@ -81,9 +81,9 @@ text = open(path, errors="replace").read()
 probes, tests, rc = {}, {}, None
 section = None
 for line in text.splitlines():
-    if line.startswith("@@PROBES"): section = "probes"; continue
-    if line.startswith("@@TESTS_RC="): rc = int(line.split("=")[1]); continue
-    if line.startswith("@@TESTS"): section = "tests"; continue
+    if line.startswith("::podscope-probes::"): section = "probes"; continue
+    if line.startswith("::podscope-tests-rc="): rc = int(line.split("=")[1].strip(":")); continue
+    if line.startswith("::podscope-tests::"): section = "tests"; continue
     if section == "probes" and line.startswith("{"):
         row = json.loads(line)
         probes[row["probe"]] = row

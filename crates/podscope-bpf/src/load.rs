@@ -88,12 +88,12 @@ pub(crate) fn take_log() -> Vec<String> {
 }
 
 /// The ring size to create a probe's ring with. `PODSCOPE_TEST_BREAK_PROBE=name`
-/// (tests only) asks for a size the kernel refuses, so that probe fails to
+/// (tests only) asks for an empty ring, which the kernel refuses, so that probe fails to
 /// load for real while the others load: start-up robustness is tested with a
 /// genuine load failure, not a simulated one.
 pub(crate) fn ring_bytes_for(probe: &str, ring_bytes: u32) -> u32 {
     match std::env::var("PODSCOPE_TEST_BREAK_PROBE") {
-        Ok(names) if names.split(',').any(|n| n == probe) => 3 * 4096,
+        Ok(names) if names.split(',').any(|n| n == probe) => 0,
         _ => ring_bytes,
     }
 }

@@ -814,3 +814,52 @@ fn asking_for_an_unknown_implementation_names_the_real_ones() {
         "{err}"
     );
 }
+
+#[test]
+fn exit_reports_code_signal_and_lifetime() {
+    if !require_root() {
+        return;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let mut o = opts(&[ProbeKind::Exit], Filter::default());
+    o.exclude_self = false;
+    let mut t = tracer(o);
+    let coded = std::process::Command::new("/bin/sh")
+        .args(["-c", "exit 3"])
+        .spawn()
+        .unwrap();
+    let coded_pid = coded.id();
+    let mut coded = coded;
+    assert_eq!(coded.wait().unwrap().code(), Some(3));
+    let mut killed = std::process::Command::new("/bin/sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let killed_pid = killed.id();
+    std::thread::sleep(Duration::from_millis(50));
+    killed.kill().unwrap();
+    assert_eq!(killed.wait().unwrap().signal(), Some(libc::SIGKILL));
+    let pids = [coded_pid, killed_pid];
+    let events = collect_until(&mut t, Duration::from_secs(5), 2, |e| {
+        matches!(&e.data, EventData::Exit(_)) && pids.contains(&e.pid)
+    });
+    let exit_of = |pid: u32| {
+        events
+            .iter()
+            .find_map(|e| match &e.data {
+                EventData::Exit(x) if e.pid == pid => Some(x.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("an exit event for pid {pid}"))
+    };
+    let c = exit_of(coded_pid);
+    assert_eq!((c.exit_code, c.signal), (Some(3), None));
+    assert_eq!(c.ppid, std::process::id());
+    assert!(c.lifetime_ns > 0);
+    let k = exit_of(killed_pid);
+    assert_eq!((k.exit_code, k.signal), (None, Some(libc::SIGKILL)));
+    assert!(
+        k.lifetime_ns >= 50_000_000,
+        "slept 50 ms before the kill: {k:?}"
+    );
+}

@@ -219,7 +219,12 @@ impl ProbeKind {
     /// Parses a comma-separated list such as `exec,tcp` (or `all`), without duplicates.
     pub fn parse_list(s: &str) -> Result<Vec<ProbeKind>, UnknownProbe> {
         let mut out = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+        // `exec,,tcp` or a trailing comma: most likely a probe left out.
+        if parts.len() > 1 && parts.iter().any(|p| p.is_empty()) {
+            return Err(UnknownProbe(String::new()));
+        }
+        for part in parts.into_iter().filter(|p| !p.is_empty()) {
             if part == "all" {
                 return Ok(ProbeKind::ALL.to_vec());
             }
@@ -260,6 +265,14 @@ impl UnknownProbe {
 impl fmt::Display for UnknownProbe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let valid: Vec<&str> = ProbeKind::ALL.iter().map(|p| p.name()).collect();
+        if self.0.is_empty() {
+            return write!(
+                f,
+                "an empty probe name in the list (two commas in a row, or one at an end?); \
+                 valid probes: {} (or 'all'), e.g. exec,tcp",
+                valid.join(", ")
+            );
+        }
         write!(f, "unknown probe '{}'", self.0)?;
         if let Some(s) = self.suggestion() {
             write!(f, " (did you mean '{s}'?)")?;
@@ -322,5 +335,13 @@ mod tests {
         assert!(msg.contains("exec, exit, tcp, bio, cache, open"), "{msg}");
         let far = ProbeKind::parse_list("kubernetes").unwrap_err();
         assert!(far.suggestion().is_none());
+    }
+
+    #[test]
+    fn empty_names_in_a_list_are_refused() {
+        for list in ["exec,,tcp", "exec,", ",tcp"] {
+            let msg = ProbeKind::parse_list(list).unwrap_err().to_string();
+            assert!(msg.contains("an empty probe name"), "{list}: {msg}");
+        }
     }
 }
