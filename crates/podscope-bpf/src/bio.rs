@@ -16,7 +16,7 @@ use skel::types;
 unsafe impl plain::Plain for types::bio_event {}
 
 pub(crate) struct Probe {
-    skel: skel::BioProbeSkel<'static>,
+    skel: crate::load::Owned<skel::BioProbeSkel<'static>>,
 }
 
 /// Loads the programs of `imp` (see bpf/bio.bpf.c): `block_io_start` or

@@ -19,7 +19,7 @@ unsafe impl plain::Plain for types::cache_key {}
 unsafe impl plain::Plain for types::cache_counts {}
 
 pub(crate) struct Probe {
-    skel: CacheProbeSkel<'static>,
+    skel: crate::load::Owned<CacheProbeSkel<'static>>,
     last_collect_ns: u64,
     method: &'static str,
     /// Linux < 5.14 cannot look up and delete a hash entry atomically: there
@@ -40,7 +40,7 @@ enum Method {
 fn load_with(
     settings: &LoadSettings,
     method: Method,
-) -> Result<CacheProbeSkel<'static>, crate::Error> {
+) -> Result<crate::load::Owned<CacheProbeSkel<'static>>, crate::Error> {
     let exact = method == Method::Exact;
     // Functions and tracepoints renamed with folios (5.16-5.18): the first
     // name this kernel has.

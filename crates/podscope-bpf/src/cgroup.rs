@@ -39,7 +39,7 @@ pub struct CgroupChange {
 }
 
 pub(crate) struct Watcher {
-    skel: CgroupProbeSkel<'static>,
+    skel: crate::load::Owned<CgroupProbeSkel<'static>>,
 }
 
 impl std::fmt::Debug for Watcher {

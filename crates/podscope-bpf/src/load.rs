@@ -98,9 +98,76 @@ pub(crate) fn ring_bytes_for(probe: &str, ring_bytes: u32) -> u32 {
     }
 }
 
-/// Opens, configures, loads and attaches one skeleton; evaluates to the loaded
-/// skeleton with a `'static` lifetime (its storage lives as long as the
-/// process; the object itself is closed when the skeleton drops).
+/// The heap slot a skeleton's object lives in. Skeletons borrow it, so it
+/// must outlive them; before, it was `Box::leak`ed on every load, which grew
+/// a long-lived agent that loads and unloads probes.
+pub(crate) struct Storage(*mut std::mem::MaybeUninit<libbpf_rs::OpenObject>);
+
+impl Storage {
+    pub(crate) fn new() -> Storage {
+        Storage(Box::into_raw(Box::new(std::mem::MaybeUninit::uninit())))
+    }
+
+    /// # Safety
+    /// Whatever borrows the slot must be gone before this `Storage` drops
+    /// (declare the borrower after it, or keep both in an [`Owned`]).
+    pub(crate) unsafe fn slot(&self) -> &'static mut std::mem::MaybeUninit<libbpf_rs::OpenObject> {
+        // SAFETY: the pointer came from Box::into_raw and is freed only in
+        // Drop; the caller keeps the borrow shorter than `self`.
+        unsafe { &mut *self.0 }
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        // SAFETY: from Box::into_raw in new(), freed once. The skeleton that
+        // used the slot has already closed the object in it (MaybeUninit
+        // never drops its contents).
+        drop(unsafe { Box::from_raw(self.0) });
+    }
+}
+
+/// A loaded skeleton and the storage it borrows, dropped in that order.
+pub(crate) struct Owned<S> {
+    skel: std::mem::ManuallyDrop<S>,
+    _storage: Storage,
+}
+
+impl<S> Owned<S> {
+    /// # Safety
+    /// `skel` must borrow from nothing but `storage`'s slot.
+    pub(crate) unsafe fn new(skel: S, storage: Storage) -> Owned<S> {
+        Owned {
+            skel: std::mem::ManuallyDrop::new(skel),
+            _storage: storage,
+        }
+    }
+}
+
+impl<S> Drop for Owned<S> {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here, before `_storage` (a field, so it drops
+        // after this body).
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.skel) }
+    }
+}
+
+impl<S> std::ops::Deref for Owned<S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.skel
+    }
+}
+
+impl<S> std::ops::DerefMut for Owned<S> {
+    fn deref_mut(&mut self) -> &mut S {
+        &mut self.skel
+    }
+}
+
+/// Opens, configures, loads and attaches one skeleton; evaluates to an
+/// [`Owned`] skeleton with a `'static` lifetime that frees its storage when
+/// it drops (the object itself is closed by the skeleton).
 macro_rules! load_skeleton {
     ($builder:ty, $name:expr, $settings:expr) => {
         $crate::load::load_skeleton!($builder, $name, $settings, |_open| {})
@@ -118,9 +185,12 @@ macro_rules! load_skeleton {
             }
         };
         $crate::load::take_log();
-        let storage = Box::leak(Box::new(std::mem::MaybeUninit::uninit()));
+        let storage = $crate::load::Storage::new();
+        // SAFETY: `open` and the skeleton below are declared after `storage`
+        // (dropped before it on every error path) or moved into an `Owned`
+        // with it.
         let mut open = <$builder>::default()
-            .open(storage)
+            .open(unsafe { storage.slot() })
             .map_err(fail("opened"))?;
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.filter_by_cgroup = settings.filter_by_cgroup;
@@ -148,7 +218,8 @@ macro_rules! load_skeleton {
         ($extra)(&mut open);
         let mut skel = open.load().map_err(fail("loaded"))?;
         skel.attach().map_err(fail("attached"))?;
-        skel
+        // SAFETY: the skeleton borrows only the storage's slot.
+        unsafe { $crate::load::Owned::new(skel, storage) }
     }};
 }
 pub(crate) use load_skeleton;
@@ -185,7 +256,7 @@ macro_rules! ring_probe {
         unsafe impl plain::Plain for types::$event {}
 
         pub(crate) struct Probe {
-            skel: skel::$skel<'static>,
+            skel: $crate::load::Owned<skel::$skel<'static>>,
         }
 
         pub(crate) fn load(
