@@ -83,12 +83,21 @@ pub fn run(format: Format) -> Result<()> {
                     name: imp.name,
                     hooks: imp.hooks.iter().map(|h| h.describe()).collect(),
                     note: imp.note,
-                    status: match (used_at, implementation_support(imp)) {
-                        (Some(u), _) if u == at => "used".into(),
-                        (_, Err(why)) => why,
-                        (Some(u), Ok(())) if at > u => "available (a better one is used)".into(),
-                        (None, Ok(())) if privileged.is_err() => "hooks present".into(),
-                        (_, Ok(())) => "hooks present, but the kernel refused the program".into(),
+                    // Without privileges tracefs is unreadable too: say
+                    // nothing rather than blame it.
+                    status: if privileged.is_err() {
+                        "not checked (needs root)".into()
+                    } else {
+                        match (used_at, implementation_support(imp)) {
+                            (Some(u), _) if u == at => "used".into(),
+                            (_, Err(why)) => why,
+                            (Some(u), Ok(())) if at > u => {
+                                "available (a better one is used)".into()
+                            }
+                            (_, Ok(())) => {
+                                "hooks present, but the kernel refused the program".into()
+                            }
+                        }
                     },
                 })
                 .collect();
@@ -135,7 +144,11 @@ pub fn run(format: Format) -> Result<()> {
                     r.description
                 );
                 println!("{:<33} hooks: {}", "", r.hooks.join(", "));
-                for imp in r.implementations.iter().filter(|i| i.status != "used") {
+                for imp in r
+                    .implementations
+                    .iter()
+                    .filter(|i| i.status != "used" && privileged.is_ok())
+                {
                     println!("{:<33} {}: {}", "", imp.name, imp.status);
                 }
                 if let (Some(reason), Ok(())) = (&r.reason, &privileged) {

@@ -330,3 +330,38 @@ fn unsafe_kill(pid: u32) {
         .unwrap();
     assert!(ok.success());
 }
+
+/// Regression (issue 15): without privileges `podscope probes` blamed tracefs
+/// and exited 0. It must name the missing privilege and exit non-zero.
+#[test]
+fn probes_without_privileges_names_them_not_tracefs() {
+    if !is_root() {
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_podscope"))
+        .arg("probes")
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("CAP_BPF") && err.contains("run it as root"),
+        "{err}"
+    );
+    assert!(
+        !stdout.contains("tracefs") && !err.contains("tracefs"),
+        "{stdout}{err}"
+    );
+    assert!(
+        stdout.contains("exec"),
+        "the catalogue is still listed: {stdout}"
+    );
+}
