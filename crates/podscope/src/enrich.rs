@@ -10,6 +10,7 @@ use anyhow::Result;
 use podscope_bpf::{CgroupChange, Tracer};
 use podscope_model::Event;
 use podscope_runtime::cgroup::CgroupMount;
+use podscope_runtime::engine::container_id_of_cgroup;
 use podscope_runtime::layout::parse_kube_cgroup;
 use podscope_runtime::{Discovery, Pod};
 
@@ -81,6 +82,12 @@ pub struct PodIndex {
     client: Option<podscope_runtime::blocking::BlockingCriClient>,
     /// Known pods with a container the runtime has not described to us yet.
     stale: std::collections::HashSet<String>,
+    /// A Docker or podman engine answered discovery: cgroups named like
+    /// theirs are containers to name, not host processes.
+    engines: bool,
+    /// Engine containers seen in the kernel before the engine named them
+    /// (their pseudo-pod uid is the container id).
+    engine_pending: std::collections::HashSet<String>,
 }
 
 impl PodIndex {
@@ -110,6 +117,8 @@ impl PodIndex {
                 .as_ref()
                 .and_then(|e| podscope_runtime::blocking::BlockingCriClient::connect(e).ok()),
             stale: std::collections::HashSet::new(),
+            engines: !discovery.engines.is_empty(),
+            engine_pending: std::collections::HashSet::new(),
         };
         index.apply(&discovery.pods, None);
         Ok((index, discovery))
@@ -210,6 +219,7 @@ impl PodIndex {
                     }
                 }
             }
+            self.engine_pending.remove(&pod.uid);
             self.pods.insert(
                 pod.uid.clone(),
                 PodEntry {
@@ -378,7 +388,7 @@ impl PodIndex {
         }
         let now = Instant::now();
         // Pending too long: nobody will name it; reject it rather than leak it.
-        for e in self.pods.values_mut() {
+        for (uid, e) in self.pods.iter_mut() {
             if let Decision::Pending(since) = e.decision {
                 if now.duration_since(since) > PENDING_TIMEOUT {
                     e.decision = if self.selection.is_some() {
@@ -386,6 +396,10 @@ impl PodIndex {
                     } else {
                         Decision::Selected
                     };
+                    // An engine container never named is gone: forget it after the grace.
+                    if e.pod.is_none() && self.engine_pending.contains(uid) {
+                        e.removed.get_or_insert(now);
+                    }
                 }
             }
         }
@@ -397,6 +411,7 @@ impl PodIndex {
             .map(|(uid, _)| uid.clone())
             .collect();
         for uid in expired {
+            self.engine_pending.remove(&uid);
             if let Some(e) = self.pods.remove(&uid) {
                 if let Some(p) = &e.pod {
                     for id in pod_filter_ids(p) {
@@ -444,6 +459,13 @@ impl PodIndex {
             Decision::Selected => {}
         }
         let Some(pod) = &entry.pod else {
+            if self.selection.is_none() && self.engine_pending.contains(&cg.pod_uid) {
+                // An engine container that was gone before the engine could
+                // name it (its pending time is over): without a selection it
+                // is shown as it was before engines were asked, by cgroup.
+                ev.identity.container_id.clone_from(&cg.pod_uid);
+                return Verdict::Emit;
+            }
             return Verdict::Hold;
         };
         let id = &mut ev.identity;
@@ -500,6 +522,31 @@ impl PodIndex {
                     },
                 );
                 if let std::collections::hash_map::Entry::Vacant(e) = self.pods.entry(k.pod_uid) {
+                    e.insert(PodEntry {
+                        pod: None,
+                        decision: Decision::Pending(Instant::now()),
+                        removed: None,
+                    });
+                    self.refresh_wanted = true;
+                }
+            }
+            // A Docker or podman container that started after the last
+            // refresh: held until the engine names it (its pseudo-pod's uid
+            // is the container id), like a new pod.
+            None if self.engines && path.as_deref().and_then(container_id_of_cgroup).is_some() => {
+                let cid = path
+                    .as_deref()
+                    .and_then(container_id_of_cgroup)
+                    .unwrap_or_default();
+                self.cgroups.insert(
+                    id,
+                    CgroupEntry {
+                        pod_uid: cid.clone(),
+                        container_id: Some(cid.clone()),
+                    },
+                );
+                self.engine_pending.insert(cid.clone());
+                if let std::collections::hash_map::Entry::Vacant(e) = self.pods.entry(cid) {
                     e.insert(PodEntry {
                         pod: None,
                         decision: Decision::Pending(Instant::now()),
