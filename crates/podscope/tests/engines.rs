@@ -7,6 +7,8 @@
 //! Needs root; without it these tests fail unless PODSCOPE_SKIP_ROOT_TESTS=1
 //! (then they print SKIPPED).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -725,6 +727,65 @@ fn podman_containers_are_listed_traced_and_joined() {
     scenario(&engine);
     drop(engine);
     eprintln!("podman test took {:?}", t.elapsed());
+}
+
+/// A node with both: CRI pods (the containerd test bed, PODBED_SOCKET) and
+/// Docker containers are listed together, each container once, and a Docker
+/// container is traced by name while CRI answers.
+#[test]
+fn cri_pods_and_docker_containers_together() {
+    if !is_root() {
+        return;
+    }
+    let endpoint = common::endpoint();
+    let e = Engine::start_docker();
+    let s = suffix();
+    let ns = format!("mix-{s}");
+    let pod = common::pod("web-0", &ns, &[("app", "web")], &[("app", "sleep 1000")]);
+    let plain = format!("plain-{s}");
+    let id = e.run(&plain, &[], &busy(&plain));
+    let rows = ps_rows(&e, &["-A", "--runtime-endpoint", &endpoint]);
+    let cri = rows
+        .iter()
+        .find(|r| r["namespace"] == ns.as_str() && r["pod"] == "web-0")
+        .unwrap_or_else(|| panic!("the CRI pod is listed: {rows:?}"));
+    assert_eq!(cri["source"], "cri", "{cri}");
+    assert_eq!(cri["pod_uid"], pod.pod.uid.as_str(), "{cri}");
+    let docker = rows
+        .iter()
+        .find(|r| r["pod"] == plain.as_str())
+        .unwrap_or_else(|| panic!("the Docker container is listed: {rows:?}"));
+    assert_eq!(docker["source"], "engine", "{docker}");
+    assert_eq!(docker["container_id"], id.as_str(), "{docker}");
+    let mut ids: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r["container_id"].as_str())
+        .collect();
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "a container listed twice: {rows:?}");
+
+    let mut t = Trace::start(
+        &e,
+        &[
+            "exec",
+            "--container",
+            &plain,
+            "--runtime-endpoint",
+            &endpoint,
+        ],
+    );
+    let mark = format!("/{plain}");
+    let ev = t.until(
+        "the Docker container's marker exec",
+        Duration::from_secs(10),
+        |v| has_arg(v, &mark),
+    );
+    assert_eq!(ev["container_id"], id.as_str(), "{ev}");
+    for v in t.stop() {
+        assert_eq!(v["container_id"], id.as_str(), "only {plain}: {v}");
+    }
 }
 
 /// An engine socket podscope may not use is named with the fix, and does not
