@@ -684,6 +684,50 @@ fn check_new_container_named(e: &Engine, name: &str) {
     t.stop();
 }
 
+/// Without the right to use the socket (here: nobody, no groups), `ps` still
+/// runs and says which socket and what would help.
+fn check_permission_denied(e: &Engine) {
+    let setpriv = which(&["/usr/bin/setpriv"]).expect("setpriv (util-linux) is not installed");
+    let out = output_as_nobody(&e.podscope(&["ps"]), &setpriv);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let want = if e.kind == "docker" {
+        "needs root or membership of the socket's group (usually docker)"
+    } else {
+        "rootful podman's socket needs root"
+    };
+    assert!(
+        err.contains(&format!(
+            "cannot list {} containers from {}: permission denied",
+            e.kind,
+            e.sock.display()
+        )) && err.contains(want),
+        "{err}"
+    );
+}
+
+/// Runs a prepared command as nobody (no groups) through setpriv.
+fn output_as_nobody(cmd: &Command, setpriv: &Path) -> Output {
+    let mut c = Command::new(setpriv);
+    c.args([
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        "--",
+    ])
+    .arg(cmd.get_program())
+    .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.output().unwrap()
+}
+
 fn scenario(e: &Engine) {
     let s = suffix();
     let plain = format!("web-{s}");
@@ -699,6 +743,7 @@ fn scenario(e: &Engine) {
         &busy(&cname),
     );
     check_ps(e, &plain, (&project, service, &cname));
+    check_permission_denied(e);
     check_trace(e, &plain, (&project, &cname));
     check_exec(e, &plain);
     check_exit(e, &format!("gone-{s}"));
