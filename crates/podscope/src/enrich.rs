@@ -88,6 +88,9 @@ pub struct PodIndex {
     /// Engine containers seen in the kernel before the engine named them
     /// (their pseudo-pod uid is the container id).
     engine_pending: std::collections::HashSet<String>,
+    /// An engine container's cgroup appeared: the next lookup must ask the
+    /// engines (a full refresh), not only CRI's sandboxes.
+    engine_refresh: bool,
 }
 
 impl PodIndex {
@@ -119,6 +122,7 @@ impl PodIndex {
             stale: std::collections::HashSet::new(),
             engines: !discovery.engines.is_empty(),
             engine_pending: std::collections::HashSet::new(),
+            engine_refresh: false,
         };
         index.apply(&discovery.pods, None);
         Ok((index, discovery))
@@ -217,6 +221,21 @@ impl PodIndex {
                             eprintln!("podscope: warning: {e}");
                         }
                     }
+                } else if self.selection.is_some() && decision == Decision::Selected {
+                    // Without a pod cgroup (a Docker/podman container) the
+                    // filter holds container cgroups: a restarted container
+                    // has a new one.
+                    let old: Vec<u64> = self
+                        .pods
+                        .get(&pod.uid)
+                        .and_then(|e| e.pod.as_ref())
+                        .map(pod_filter_ids)
+                        .unwrap_or_default();
+                    for id in pod_filter_ids(pod).into_iter().filter(|i| !old.contains(i)) {
+                        if let Err(e) = t.allow_cgroup(id) {
+                            eprintln!("podscope: warning: {e}");
+                        }
+                    }
                 }
             }
             self.engine_pending.remove(&pod.uid);
@@ -244,6 +263,7 @@ impl PodIndex {
     pub fn refresh(&mut self, tracer: &Tracer) {
         self.last_refresh = Instant::now();
         self.refresh_wanted = false;
+        self.engine_refresh = false;
         match podscope_runtime::discover_detailed(self.endpoint.as_deref()) {
             Ok(d) => self.apply(&d.pods, Some(tracer)),
             Err(e) => eprintln!("podscope: warning: refreshing pods: {e}"),
@@ -261,7 +281,8 @@ impl PodIndex {
             .map(|(uid, _)| uid.clone())
             .chain(self.stale.drain())
             .collect();
-        let Some(client) = self.client.as_mut() else {
+        let engines = std::mem::take(&mut self.engine_refresh);
+        let Some(client) = self.client.as_mut().filter(|_| !engines) else {
             self.refresh(tracer);
             return;
         };
@@ -301,6 +322,20 @@ impl PodIndex {
                 }
             }
             let Some(k) = kube else {
+                // A new Docker or podman container: named by the next refresh
+                // (100 ms), which also admits it when the selection wants it;
+                // a removed one keeps its names for the grace period.
+                match container_id_of_cgroup(&ch.path) {
+                    Some(cid) if self.engines && ch.created => {
+                        self.engine_container_seen(ch.id, cid);
+                    }
+                    Some(cid) if self.engines => {
+                        if let Some(e) = self.pods.get_mut(&cid) {
+                            e.removed.get_or_insert(now);
+                        }
+                    }
+                    _ => {}
+                }
                 continue;
             };
             if ch.created {
@@ -534,32 +569,41 @@ impl PodIndex {
             // refresh: held until the engine names it (its pseudo-pod's uid
             // is the container id), like a new pod.
             None if self.engines && path.as_deref().and_then(container_id_of_cgroup).is_some() => {
-                let cid = path
-                    .as_deref()
-                    .and_then(container_id_of_cgroup)
-                    .unwrap_or_default();
-                self.cgroups.insert(
-                    id,
-                    CgroupEntry {
-                        pod_uid: cid.clone(),
-                        container_id: Some(cid.clone()),
-                    },
-                );
-                self.engine_pending.insert(cid.clone());
-                if let std::collections::hash_map::Entry::Vacant(e) = self.pods.entry(cid) {
-                    e.insert(PodEntry {
-                        pod: None,
-                        decision: Decision::Pending(Instant::now()),
-                        removed: None,
-                    });
-                    self.refresh_wanted = true;
-                }
+                let cid = path.as_deref().and_then(container_id_of_cgroup);
+                self.engine_container_seen(id, cid.unwrap_or_default());
             }
             // The task already exited, or it is not in a pod.
             None if path.is_some() => {
                 self.host_cgroups.insert(id);
             }
             None => {}
+        }
+    }
+
+    /// A Docker or podman container's cgroup that the engine has not named
+    /// yet: mapped to its pseudo-pod (uid = container id), pending until the
+    /// next refresh names it, as a new pod is.
+    /// A cgroup new to a known container (it restarted) is a refresh too, so
+    /// that a selected container's new cgroup enters the filter.
+    fn engine_container_seen(&mut self, cgroup_id: u64, cid: String) {
+        let known = self.cgroups.insert(
+            cgroup_id,
+            CgroupEntry {
+                pod_uid: cid.clone(),
+                container_id: Some(cid.clone()),
+            },
+        );
+        if known.is_none() {
+            self.refresh_wanted = true;
+            self.engine_refresh = true;
+        }
+        if let std::collections::hash_map::Entry::Vacant(e) = self.pods.entry(cid.clone()) {
+            self.engine_pending.insert(cid);
+            e.insert(PodEntry {
+                pod: None,
+                decision: Decision::Pending(Instant::now()),
+                removed: None,
+            });
         }
     }
 

@@ -728,6 +728,47 @@ fn output_as_nobody(cmd: &Command, setpriv: &Path) -> Output {
     c.output().unwrap()
 }
 
+/// `trace --container NAME --wait` started before the container: its
+/// events are traced once the engine names it (its cgroup's creation asks
+/// the engine at once), and again after a restart, which gives it a new
+/// cgroup.
+fn check_wait_and_restart(e: &Engine, name: &str) {
+    let mut t = Trace::start(e, &["exec", "--container", name, "--wait"]);
+    let started = Instant::now();
+    let id = e.run(name, &[], &busy(name));
+    let mark = format!("/{name}");
+    let first = t.until(
+        "an exec of the container started after the trace",
+        Duration::from_secs(10),
+        |v| has_arg(v, &mark),
+    );
+    eprintln!(
+        "{}: a new container traced {:?} after run",
+        e.kind,
+        started.elapsed()
+    );
+    assert_eq!(first["container"], name, "{first}");
+    assert_eq!(first["container_id"], id.as_str(), "{first}");
+    let old_cgroup = first["cgroup_id"].clone();
+    e.cli(&["restart", "-t", "0", name]);
+    let restarted = Instant::now();
+    let again = t.until(
+        "an exec after the restart, in its new cgroup",
+        Duration::from_secs(10),
+        |v| has_arg(v, &mark) && v["cgroup_id"] != old_cgroup,
+    );
+    eprintln!(
+        "{}: traced again {:?} after the restart",
+        e.kind,
+        restarted.elapsed()
+    );
+    assert_eq!(again["container"], name, "{again}");
+    assert_eq!(again["cgroup_id"], cgroup_id_of_pid(e.pid(name)), "{again}");
+    for v in t.stop() {
+        assert_eq!(v["container_id"], id.as_str(), "only {name}: {v}");
+    }
+}
+
 fn scenario(e: &Engine) {
     let s = suffix();
     let plain = format!("web-{s}");
@@ -748,6 +789,7 @@ fn scenario(e: &Engine) {
     check_exec(e, &plain);
     check_exit(e, &format!("gone-{s}"));
     check_new_container_named(e, &format!("new-{s}"));
+    check_wait_and_restart(e, &format!("later-{s}"));
 }
 
 #[test]
