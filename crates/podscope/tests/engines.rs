@@ -370,9 +370,21 @@ fn has_arg(e: &Value, arg: &str) -> bool {
             .is_some_and(|a| a.iter().any(|x| x == arg))
 }
 
+/// A child process killed when dropped (a failed test must not leave a
+/// trace running).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Does nothing to a child already waited for.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running `podscope trace -o json`: its events arrive on a channel.
 struct Trace {
-    child: Child,
+    child: KillOnDrop,
     events: mpsc::Receiver<Value>,
     seen: Vec<Value>,
     stderr: std::thread::JoinHandle<String>,
@@ -415,7 +427,7 @@ impl Trace {
             }
         });
         Trace {
-            child,
+            child: KillOnDrop(child),
             events,
             seen: Vec::new(),
             stderr,
@@ -450,9 +462,9 @@ impl Trace {
     /// Stops the trace (SIGINT, as Ctrl-C) and returns every event it wrote.
     fn stop(mut self) -> Vec<Value> {
         let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args(["-INT", &self.child.0.id().to_string()])
             .status();
-        let st = self.child.wait().unwrap();
+        let st = self.child.0.wait().unwrap();
         let err = self.stderr.join().unwrap();
         assert!(st.success(), "podscope trace failed ({st}): {err}");
         self.seen.extend(self.events.iter());
