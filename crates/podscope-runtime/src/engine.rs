@@ -17,7 +17,7 @@
 //! `io.kubernetes.docker.type`), and any container whose id CRI already
 //! reported, are skipped: they are pods, found through CRI or /proc.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -450,8 +450,15 @@ pub async fn engine_pods(
         ))
     })?;
     let mount = cgroup::cgroup2_mount().ok();
+    let last = take_last(&sock.path);
     let mut pods = Vec::new();
     for entry in list.iter().filter(|e| wanted(e, known_ids)) {
+        if let Some(pod) = last.get(&entry.id) {
+            if still_current(pod, entry, runtime, mount.as_ref()) {
+                pods.push(pod.clone());
+                continue;
+            }
+        }
         let path = format!("/containers/{}/json", entry.id);
         let (status, _, body) = conn.get_any(&path).await?;
         if status == hyper::StatusCode::NOT_FOUND {
@@ -475,6 +482,7 @@ pub async fn engine_pods(
             });
         pods.push(pod_from_inspect(runtime, &ins, cgroup));
     }
+    keep_last(&sock.path, &pods);
     Ok((
         EngineInfo {
             runtime: runtime.to_owned(),
@@ -483,6 +491,56 @@ pub async fn engine_pods(
         },
         pods,
     ))
+}
+
+/// The pods of each engine's last listing in this process, by socket and
+/// container id. A trace refreshes every 5 s, and every 100 ms while a new
+/// container waits for its name: with this, a refresh inspects only the
+/// containers that are new or changed, not every running one again.
+static LAST: std::sync::Mutex<BTreeMap<PathBuf, HashMap<String, Pod>>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+fn take_last(socket: &Path) -> HashMap<String, Pod> {
+    LAST.lock()
+        .map(|mut m| m.remove(socket).unwrap_or_default())
+        .unwrap_or_default()
+}
+
+fn keep_last(socket: &Path, pods: &[Pod]) {
+    if let Ok(mut m) = LAST.lock() {
+        let by_id = pods.iter().map(|p| (p.uid.clone(), p.clone())).collect();
+        m.insert(socket.to_owned(), by_id);
+    }
+}
+
+/// Whether a container's pod from the last listing still holds: same
+/// engine, name and labels (`docker rename` changes the name), and its init
+/// still runs in the same cgroup (a restart gives a new pid and a new cgroup
+/// with the same path, so the id is compared too).
+pub fn still_current(
+    pod: &Pod,
+    entry: &ListEntry,
+    runtime: &str,
+    mount: Option<&cgroup::CgroupMount>,
+) -> bool {
+    let Some(c) = pod.containers.first() else {
+        return false;
+    };
+    let name = entry.names.first().map(|n| n.trim_start_matches('/'));
+    let labels = entry.labels.clone().unwrap_or_default();
+    let same_cgroup = || {
+        let (Some(pid), Some(path), Some(id), Some(m)) =
+            (c.pid, &c.cgroup_path, c.cgroup_id, mount)
+        else {
+            return false;
+        };
+        cgroup::cgroup_path_of_pid(pid).is_ok_and(|p| &p == path)
+            && cgroup::cgroup_id_of_path(m, path).is_ok_and(|i| i == id)
+    };
+    pod.runtime == runtime
+        && name == Some(pod.name.as_str())
+        && pod.labels == labels
+        && same_cgroup()
 }
 
 /// Adds every reachable engine's containers to `pods`. Returns the engines
@@ -607,6 +665,35 @@ mod tests {
         assert_eq!(pod.containers[0].name, "pweb");
         assert_eq!(pod.containers[0].image, "localhost/pscope-busybox:latest");
         assert!(pod.containers[0].pid.is_some());
+    }
+
+    #[test]
+    fn a_listed_container_is_inspected_again_only_when_it_changed() {
+        let list: Vec<ListEntry> = serde_json::from_str(DOCKER_LIST).unwrap();
+        let entry = list.iter().find(|e| e.names == ["/web"]).unwrap();
+        let ins: Inspect = serde_json::from_str(DOCKER_WEB).unwrap();
+        // This test's own process stands in for the container's init.
+        let mount = cgroup::cgroup2_mount().unwrap();
+        let me = std::process::id();
+        let path = cgroup::cgroup_path_of_pid(me).unwrap();
+        let id = cgroup::cgroup_id_of_path(&mount, &path).unwrap();
+        let mut pod = pod_from_inspect("docker", &ins, Some((path, id)));
+        pod.containers[0].pid = Some(me);
+        assert!(still_current(&pod, entry, "docker", Some(&mount)));
+        assert!(!still_current(&pod, entry, "podman", Some(&mount)));
+        assert!(!still_current(&pod, entry, "docker", None));
+        let mut renamed = entry.clone();
+        renamed.names = vec!["/web2".into()];
+        assert!(!still_current(&pod, &renamed, "docker", Some(&mount)));
+        let mut relabelled = entry.clone();
+        relabelled.labels = None;
+        assert!(!still_current(&pod, &relabelled, "docker", Some(&mount)));
+        let mut restarted = pod.clone();
+        restarted.containers[0].cgroup_id = Some(id + 1);
+        assert!(!still_current(&restarted, entry, "docker", Some(&mount)));
+        let mut gone = pod.clone();
+        gone.containers[0].pid = Some(u32::MAX - 1);
+        assert!(!still_current(&gone, entry, "docker", Some(&mount)));
     }
 
     #[test]
