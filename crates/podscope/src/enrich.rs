@@ -583,8 +583,9 @@ impl PodIndex {
     /// A Docker or podman container's cgroup that the engine has not named
     /// yet: mapped to its pseudo-pod (uid = container id), pending until the
     /// next refresh names it, as a new pod is.
-    /// A cgroup new to a known container (it restarted) is a refresh too, so
-    /// that a selected container's new cgroup enters the filter.
+    ///
+    /// A cgroup new to a known container (it restarted) asks for a refresh
+    /// too, so that a selected container's new cgroup enters the filter.
     fn engine_container_seen(&mut self, cgroup_id: u64, cid: String) {
         let known = self.cgroups.insert(
             cgroup_id,
