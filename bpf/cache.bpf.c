@@ -153,6 +153,18 @@ int cache_dirty(void *ctx)
 	return 0;
 }
 
+/* Linux < 5.17 (writeback_dirty_folio replaced it). */
+SEC("tracepoint/writeback/writeback_dirty_page")
+int cache_dirty_page(void *ctx)
+{
+	struct cache_counts *c = counts_for_current();
+	if (c)
+		__sync_fetch_and_add(&c->dirtied, 1);
+	return 0;
+}
+
+/* Attach targets are set by user space to the names this kernel has
+ * (mark_page_accessed / add_to_page_cache_lru before folios). */
 SEC("fentry/folio_mark_accessed")
 int BPF_PROG(cache_exact_accessed, struct folio *folio)
 {

@@ -77,13 +77,11 @@ static __always_inline int report(__u8 kind, struct cgroup *cgrp, const char *pa
 
 static __always_inline __u64 parent_id_of(struct cgroup *cgrp)
 {
-	struct cgroup *parent = NULL;
 	int level = BPF_CORE_READ(cgrp, level);
 
-	if (level < 1)
+	if (level < 1 || level > CGROUP_MAX_LEVEL)
 		return 0;
-	bpf_core_read(&parent, sizeof(parent), &cgrp->ancestors[level - 1]);
-	return parent ? BPF_CORE_READ(parent, kn, id) : 0;
+	return cgroup_ancestor_id(cgrp, level - 1);
 }
 
 SEC("tp_btf/cgroup_mkdir")

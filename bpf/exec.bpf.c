@@ -12,9 +12,12 @@ struct exec_args {
 	const char *const *argv;
 };
 
-/* In-flight execve calls of selected tasks, keyed by thread id. */
+/* In-flight execve calls of selected tasks, keyed by thread id. A plain hash
+ * map: an LRU one would evict live entries without telling (a failed exec
+ * would vanish); a full map is counted instead. A thread that execs takes the
+ * process's tid, so a successful exec removes the entry of its old tid. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH); /* a thread that execs changes its tid */
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u32);
 	__type(value, struct exec_args);
@@ -54,6 +57,11 @@ int exec_success(struct trace_event_raw_sched_process_exec *ctx)
 	unsigned long start, end, len;
 	unsigned int fname_off;
 
+	{
+		__u32 old_tid = ctx->old_pid;
+
+		bpf_map_delete_elem(&inflight, &old_tid);
+	}
 	if (!should_trace_current())
 		return 0;
 	e = scratch_event();

@@ -15,8 +15,10 @@ struct open_args {
 	__s32 dirfd;
 };
 
+/* In-flight opens by thread id. A plain hash map, not LRU: eviction would
+ * lose opens silently; a full map is counted (STAT_MAP_FULL). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
 	__type(key, __u32);
 	__type(value, struct open_args);

@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it: set-up, formatting, lints, then every
 # test tier: pure unit tests, root tests that load real BPF programs and make
 # real kernel events, and pod tests against a real containerd (testbed/podbed.sh).
-# Needs root.
+# Then the kernel matrix (scripts/kernel-matrix.sh): the probe tests again
+# inside Debian's 5.10, 6.1 and 6.12 kernels under qemu. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,3 +26,6 @@ export PODBED_SOCKET
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+echo "== kernel matrix: the probe tests inside Debian's 5.10, 6.1 and 6.12 kernels"
+bash scripts/kernel-matrix.sh

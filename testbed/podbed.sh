@@ -374,9 +374,20 @@ cmd_up() {
     echo $! >"$PIDFILE"
 
     waited=0
+    started=$!
     until containerd_answers && cri_plugin_ok; do
         if ! pid=$(tini_pid); then
+            # Until the background child has exec'd tini its command line is
+            # this shell's, not tini's: alive means still starting, not dead
+            # (under load that took long enough to be reported as an exit
+            # and leave containerd orphaned).
+            if [[ -d /proc/$started ]] && ((waited < PODBED_TIMEOUT * 10)); then
+                sleep 0.1
+                waited=$((waited + 1))
+                continue
+            fi
             log_tail
+            kill -TERM "$started" 2>/dev/null || true
             die "containerd exited during start-up (log: $LOG)"
         fi
         if ((waited >= PODBED_TIMEOUT * 10)); then

@@ -25,6 +25,9 @@ const volatile char filter_comm[PODSCOPE_COMM_LEN] = {};
 const volatile __u64 wakeup_bytes = 65536;
 /* The tracer's own process, left out so its reads and writes cannot feed back. */
 const volatile __u32 self_tgid = 0;
+/* Tracing programs may call bpf_get_current_ancestor_cgroup_id() (not on
+ * Linux 5.10); user space finds out before load. */
+const volatile bool ancestor_helper = true;
 
 /* Allowed cgroup v2 ids: a task matches if its cgroup or any ancestor is in
  * here, so selecting a pod's cgroup selects containers created later. User
@@ -110,12 +113,62 @@ static __always_inline bool pid_allowed(__u32 tgid)
 	return bpf_map_lookup_elem(&filter_pids, &tgid) != NULL;
 }
 
+/* Linux < 6.1 kept ancestor ids, not pointers, in struct cgroup. */
+struct cgroup___old {
+	__u64 ancestor_ids[0];
+} __attribute__((preserve_access_index));
+
+/* The v2 id of cgrp's ancestor at `level` (0 = root; cgrp's own level gives
+ * cgrp), or 0. */
+static __always_inline __u64 cgroup_ancestor_id(struct cgroup *cgrp, int level)
+{
+	if (bpf_core_field_exists(cgrp->ancestors)) {
+		struct cgroup *anc = NULL;
+
+		bpf_core_read(&anc, sizeof(anc), &cgrp->ancestors[level]);
+		return anc ? BPF_CORE_READ(anc, kn, id) : 0;
+	} else {
+		__u64 id = 0;
+
+		bpf_core_read(&id, sizeof(id), &((struct cgroup___old *)cgrp)->ancestor_ids[level]);
+		return id;
+	}
+}
+
+/* The same test for a cgroup known by pointer (e.g. a socket's), used where the
+ * current task is unrelated (softirq, interrupt). */
+static __always_inline bool cgroup_ptr_allowed(struct cgroup *cgrp)
+{
+	int level;
+	if (!filter_by_cgroup)
+		return true;
+	if (!cgrp)
+		return false;
+	level = BPF_CORE_READ(cgrp, level);
+	for (int i = 0; i < CGROUP_MAX_LEVEL; i++) {
+		__u64 id;
+		if (i > level)
+			break;
+		id = cgroup_ancestor_id(cgrp, i);
+		if (!id)
+			break;
+		if (bpf_map_lookup_elem(&filter_cgroups, &id))
+			return true;
+	}
+	return false;
+}
+
 /* The current task's cgroup, or one of its ancestors, is selected. */
 static __always_inline bool current_cgroup_allowed(void)
 {
 	__u64 id;
 	if (!filter_by_cgroup)
 		return true;
+	if (!ancestor_helper) {
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+		return cgroup_ptr_allowed(BPF_CORE_READ(task, cgroups, dfl_cgrp));
+	}
 	id = bpf_get_current_cgroup_id();
 	if (bpf_map_lookup_elem(&filter_cgroups, &id))
 		return true;
@@ -136,31 +189,6 @@ static __always_inline bool should_trace_current(void)
 	if (self_tgid && tgid == self_tgid)
 		return false;
 	return pid_allowed(tgid) && comm_allowed() && current_cgroup_allowed();
-}
-
-/* The same test for a cgroup known by pointer (e.g. a socket's), used where the
- * current task is unrelated (softirq, interrupt). */
-static __always_inline bool cgroup_ptr_allowed(struct cgroup *cgrp)
-{
-	int level;
-	if (!filter_by_cgroup)
-		return true;
-	if (!cgrp)
-		return false;
-	level = BPF_CORE_READ(cgrp, level);
-	for (int i = 0; i < CGROUP_MAX_LEVEL; i++) {
-		struct cgroup *anc = NULL;
-		__u64 id;
-		if (i > level)
-			break;
-		bpf_core_read(&anc, sizeof(anc), &cgrp->ancestors[i]);
-		if (!anc)
-			break;
-		id = BPF_CORE_READ(anc, kn, id);
-		if (bpf_map_lookup_elem(&filter_cgroups, &id))
-			return true;
-	}
-	return false;
 }
 
 static __always_inline __u64 cgroup_ptr_id(struct cgroup *cgrp)

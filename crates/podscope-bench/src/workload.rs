@@ -86,16 +86,19 @@ fn open_storm(n: u64) -> Result<()> {
     Ok(())
 }
 
-/// 4 KiB O_DIRECT writes, each followed by fsync, on the real disk (/var/tmp).
+/// 4 KiB O_DIRECT writes, each followed by fsync, on the real disk (/var/tmp,
+/// or `PODSCOPE_BENCH_DISK_DIR`: the kernel guests' `/` is 9p + tmpfs, so the
+/// guest bench points it at a file system on a loop device).
 fn bio_storm(n: u64) -> Result<()> {
-    let path = Path::new("/var/tmp").join(format!("podscope-bench-bio-{}", std::process::id()));
+    let dir = std::env::var_os("PODSCOPE_BENCH_DISK_DIR").unwrap_or_else(|| "/var/tmp".into());
+    let path = Path::new(&dir).join(format!("podscope-bench-bio-{}", std::process::id()));
     let f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .custom_flags(libc::O_DIRECT)
         .open(&path)
-        .context("O_DIRECT open on /var/tmp")?;
+        .with_context(|| format!("O_DIRECT open of {}", path.display()))?;
     let buf = vec![0x17u8; 8192];
     let off = buf.as_ptr().align_offset(4096);
     let block = &buf[off..off + 4096];

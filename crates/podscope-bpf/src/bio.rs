@@ -1,16 +1,67 @@
 //! bio probe: block I/O requests with latency, attributed to the submitter.
 
-use podscope_model::{BioEvent, Event, EventData, ProbeKind};
+use podscope_model::{BioEvent, Event, EventData, Implementation, ProbeKind};
 
 use crate::decode::{c_str, header, read_record, Clock};
+use crate::load::{common_accessors, load_skeleton, DecodeFn, LoadSettings, LoadedProbe};
 
-crate::load::ring_probe!(
-    "bio",
-    BioProbeSkel,
-    BioProbeSkelBuilder,
-    bio_event,
-    ProbeKind::Bio
-);
+mod skel {
+    #![allow(missing_debug_implementations, missing_docs, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/bio.skel.rs"));
+}
+
+use skel::types;
+
+// SAFETY: generated from the C struct: plain integers and arrays, no pointers.
+unsafe impl plain::Plain for types::bio_event {}
+
+pub(crate) struct Probe {
+    skel: skel::BioProbeSkel<'static>,
+}
+
+/// Loads the programs of `imp` (see bpf/bio.bpf.c): `block_io_start` or
+/// `block_getrq`, each tracepoint in the argument layout this kernel has.
+pub(crate) fn load(
+    settings: &LoadSettings,
+    imp: &Implementation,
+) -> Result<Box<dyn LoadedProbe>, crate::Error> {
+    let btf = crate::sys::kernel_btf();
+    let getrq = imp.name == "block_getrq";
+    let (getrq_q, issue_q, merge_q) = (
+        btf.queue_first("block_getrq"),
+        btf.queue_first("block_rq_issue"),
+        btf.queue_first("block_rq_merge"),
+    );
+    let skel = load_skeleton!(
+        skel::BioProbeSkelBuilder,
+        ProbeKind::Bio.name(),
+        settings,
+        |open: &mut skel::OpenBioProbeSkel| {
+            let p = &mut open.progs;
+            p.bio_start.set_autoload(!getrq);
+            p.bio_getrq.set_autoload(getrq && !getrq_q);
+            p.bio_getrq_q.set_autoload(getrq && getrq_q);
+            p.bio_issue.set_autoload(!issue_q);
+            p.bio_issue_q.set_autoload(issue_q);
+            p.bio_merge.set_autoload(!merge_q);
+            p.bio_merge_q.set_autoload(merge_q);
+        }
+    );
+    Ok(Box::new(Probe { skel }))
+}
+
+impl LoadedProbe for Probe {
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::Bio
+    }
+    fn ring(&self) -> Option<&dyn libbpf_rs::MapCore> {
+        Some(&self.skel.maps.events)
+    }
+    fn decoder(&self) -> DecodeFn {
+        decode
+    }
+    common_accessors!();
+}
 
 /// REQ_SYNC in `cmd_flags` (bit 11 on 6.x kernels: __REQ_SYNC after the 8 op bits
 /// and FAILFAST_DEV/TRANSPORT/DRIVER).

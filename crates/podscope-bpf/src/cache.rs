@@ -22,6 +22,10 @@ pub(crate) struct Probe {
     skel: CacheProbeSkel<'static>,
     last_collect_ns: u64,
     method: &'static str,
+    /// Linux < 5.14 cannot look up and delete a hash entry atomically: there
+    /// the counters stay in the map and each interval reports the growth
+    /// since the last read (exact), dropping entries that did not grow.
+    previous: Option<std::collections::HashMap<Vec<u8>, types::cache_counts>>,
 }
 
 /// How page lookups are counted.
@@ -38,6 +42,14 @@ fn load_with(
     method: Method,
 ) -> Result<CacheProbeSkel<'static>, crate::Error> {
     let exact = method == Method::Exact;
+    // Functions and tracepoints renamed with folios (5.16-5.18): the first
+    // name this kernel has.
+    let accessed = first_function(&["folio_mark_accessed", "mark_page_accessed"]);
+    let added = first_function(&["filemap_add_folio", "add_to_page_cache_lru"]);
+    let dirty_folio = crate::sys::resolve_hook(&podscope_model::Hook::Tracepoint(
+        "writeback/writeback_dirty_folio",
+    ))
+    .is_some();
     Ok(load_skeleton!(
         CacheProbeSkelBuilder,
         ProbeKind::Cache.name(),
@@ -49,6 +61,15 @@ fn load_with(
             let p = &mut open.progs;
             p.cache_exact_accessed.set_autoload(exact);
             p.cache_exact_add.set_autoload(exact);
+            if exact {
+                // Only fails for names with NUL bytes; ours have none.
+                let _ = p
+                    .cache_exact_accessed
+                    .set_attach_target(0, Some(accessed.into()));
+                let _ = p.cache_exact_add.set_attach_target(0, Some(added.into()));
+            }
+            p.cache_dirty.set_autoload(dirty_folio);
+            p.cache_dirty_page.set_autoload(!dirty_folio);
             p.cache_get_pages.set_autoload(!exact);
             p.cache_map_pages.set_autoload(!exact);
             p.cache_fault.set_autoload(!exact);
@@ -67,22 +88,38 @@ fn page_shift() -> u32 {
     }
 }
 
-pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crate::Error> {
+fn first_function(names: &[&'static str]) -> &'static str {
+    let btf = crate::sys::kernel_btf();
+    names
+        .iter()
+        .copied()
+        .find(|n| btf.has_function(n))
+        .unwrap_or(names[0])
+}
+
+/// Loads the `fentry` (exact) or `tracepoints` implementation; the tracer
+/// falls back from the first to the second when the kernel refuses fentry.
+pub(crate) fn load(
+    settings: &LoadSettings,
+    imp: &podscope_model::Implementation,
+) -> Result<Box<dyn LoadedProbe>, crate::Error> {
     // Counts live in a hash map; the ring buffer is unused, so keep it minimal.
     let settings = LoadSettings {
         ring_bytes: 4096,
         ..*settings
     };
-    // Prefer the classic definition; kernels that refuse fentry (EPERM, or
-    // no such function) get the tracepoint approximation.
-    let (skel, method) = match load_with(&settings, Method::Exact) {
-        Ok(skel) => (skel, "fentry"),
-        Err(_) => (load_with(&settings, Method::Tracepoints)?, "tracepoints"),
+    let (method, name) = if imp.name == "fentry" {
+        (Method::Exact, "fentry")
+    } else {
+        (Method::Tracepoints, "tracepoints")
     };
+    let skel = load_with(&settings, method)?;
+    let method = name;
     Ok(Box::new(Probe {
         skel,
         last_collect_ns: Clock::now_mono(),
         method,
+        previous: None,
     }))
 }
 
@@ -105,12 +142,48 @@ impl LoadedProbe for Probe {
         let map = &self.skel.maps.counts;
         let keys: Vec<Vec<u8>> = map.keys().collect();
         for key in keys {
-            // Take and reset atomically so no increment is counted twice or lost.
-            let Some(value) = map
-                .lookup_and_delete(&key)
-                .map_err(crate::Error::runtime("reading page-cache counts"))?
-            else {
+            if let Some(previous) = &mut self.previous {
+                let Some(value) = map
+                    .lookup(&key, libbpf_rs::MapFlags::ANY)
+                    .map_err(crate::Error::runtime("reading page-cache counts"))?
+                else {
+                    continue;
+                };
+                let v: types::cache_counts = read_record(&value);
+                let mut delta = v;
+                if let Some(p) = previous.get(&key) {
+                    delta.accesses -= p.accesses.min(delta.accesses);
+                    delta.added -= p.added.min(delta.added);
+                    delta.dirtied -= p.dirtied.min(delta.dirtied);
+                }
+                if delta.accesses == 0 && delta.added == 0 && delta.dirtied == 0 {
+                    // Idle for a whole interval: forget it (its process has
+                    // most likely exited).
+                    let _ = map.delete(&key);
+                    previous.remove(&key);
+                    continue;
+                }
+                previous.insert(key.clone(), v);
+                let k: types::cache_key = read_record(&key);
+                out.push(to_event(
+                    clock.wall(now),
+                    k,
+                    delta,
+                    interval_ns,
+                    self.method,
+                ));
                 continue;
+            }
+            // Take and reset atomically so no increment is counted twice or lost.
+            let value = match map.lookup_and_delete(&key) {
+                Ok(Some(v)) => v,
+                Ok(None) => continue,
+                // EINVAL / ENOTSUPP (524): this kernel has no atomic
+                // lookup-and-delete for hash maps; read deltas instead.
+                Err(_) => {
+                    self.previous = Some(Default::default());
+                    return self.collect(clock, out);
+                }
             };
             let k: types::cache_key = read_record(&key);
             let v: types::cache_counts = read_record(&value);

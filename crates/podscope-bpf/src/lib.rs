@@ -18,5 +18,5 @@ mod tcp;
 
 pub use cgroup::{CgroupChange, FILTER_PENDING};
 pub use error::Error;
-pub use sys::{check_privileges, probe_support, ProbeSupport};
-pub use tracer::{CgroupWatch, Filter, ProbeStats, TraceOptions, Tracer};
+pub use sys::{check_privileges, implementation_support, probe_support, ProbeSupport};
+pub use tracer::{CgroupWatch, Filter, ProbeFailure, ProbeStats, TraceOptions, Tracer};

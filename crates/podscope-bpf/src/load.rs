@@ -19,6 +19,9 @@ pub(crate) struct LoadSettings<'a> {
     pub wakeup_bytes: u64,
     /// Our own pid, to leave out; 0 to trace ourselves too.
     pub self_tgid: u32,
+    /// bpf_get_current_ancestor_cgroup_id() is allowed in tracing programs
+    /// (not on Linux 5.10): else the cgroup filter walks the task's cgroup.
+    pub ancestor_helper: bool,
     /// The filter maps of the first probe loaded, shared by the others.
     pub shared_filters: Option<(BorrowedFd<'a>, BorrowedFd<'a>)>,
 }
@@ -84,6 +87,17 @@ pub(crate) fn take_log() -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The ring size to create a probe's ring with. `PODSCOPE_TEST_BREAK_PROBE=name`
+/// (tests only) asks for an empty ring, which the kernel refuses, so that probe fails to
+/// load for real while the others load: start-up robustness is tested with a
+/// genuine load failure, not a simulated one.
+pub(crate) fn ring_bytes_for(probe: &str, ring_bytes: u32) -> u32 {
+    match std::env::var("PODSCOPE_TEST_BREAK_PROBE") {
+        Ok(names) if names.split(',').any(|n| n == probe) => 0,
+        _ => ring_bytes,
+    }
+}
+
 /// Opens, configures, loads and attaches one skeleton; evaluates to the loaded
 /// skeleton with a `'static` lifetime (its storage lives as long as the
 /// process; the object itself is closed when the skeleton drops).
@@ -115,6 +129,7 @@ macro_rules! load_skeleton {
             ro.filter_comm = settings.filter_comm.unwrap_or([0; 16]);
             ro.wakeup_bytes = settings.wakeup_bytes;
             ro.self_tgid = settings.self_tgid;
+            ro.ancestor_helper = settings.ancestor_helper;
         }
         if let Some((cgroups, pids)) = settings.shared_filters {
             open.maps
@@ -128,7 +143,7 @@ macro_rules! load_skeleton {
         }
         open.maps
             .events
-            .set_max_entries(settings.ring_bytes)
+            .set_max_entries($crate::load::ring_bytes_for(kind, settings.ring_bytes))
             .map_err(fail("opened"))?;
         ($extra)(&mut open);
         let mut skel = open.load().map_err(fail("loaded"))?;

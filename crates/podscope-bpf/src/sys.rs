@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use podscope_model::{Hook, ProbeKind};
+use podscope_model::{Hook, Implementation, ProbeKind};
 
 use crate::Error;
 
@@ -94,36 +94,143 @@ fn mount_tracefs() -> Result<(), Error> {
 /// Whether a probe can run here, and if not, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeSupport {
-    /// Every hook exists.
+    /// Every hook of at least one implementation exists.
     Supported,
     /// Something the probe needs is missing.
     Unsupported(String),
 }
 
-/// Checks a probe's hooks against tracefs and kernel BTF. It does not load
-/// anything; `Tracer::new` reports verifier failures separately.
-pub fn probe_support(probe: ProbeKind) -> ProbeSupport {
-    let btf = Path::new(BTF).exists();
-    if !btf {
-        return ProbeSupport::Unsupported(format!(
+/// The facts about this kernel's BTF that choosing hooks needs, read once.
+#[derive(Debug, Default)]
+pub(crate) struct KernelBtf {
+    functions: std::collections::HashSet<String>,
+    /// Parameters of a tracepoint's BTF prototype (the hidden context
+    /// pointer not counted), by tracepoint name.
+    tracepoint_args: std::collections::HashMap<String, usize>,
+}
+
+/// Kernel functions and tracepoint prototypes podscope cares about.
+const BTF_FUNCTIONS: &[&str] = &[
+    "folio_mark_accessed",
+    "mark_page_accessed",
+    "filemap_add_folio",
+    "add_to_page_cache_lru",
+];
+const BTF_TRACEPOINTS: &[&str] = &["block_getrq", "block_rq_issue", "block_rq_merge"];
+
+impl KernelBtf {
+    fn read() -> KernelBtf {
+        use libbpf_rs::btf::types::{Func, FuncProto, Ptr, Typedef};
+        use libbpf_rs::btf::{Btf, ReferencesType as _};
+        let mut out = KernelBtf::default();
+        let Ok(btf) = Btf::from_vmlinux() else {
+            return out;
+        };
+        for f in BTF_FUNCTIONS {
+            if btf.type_by_name::<Func>(f).is_some() {
+                out.functions.insert(f.to_string());
+            }
+        }
+        for tp in BTF_TRACEPOINTS {
+            let args = btf
+                .type_by_name::<Typedef>(&format!("btf_trace_{tp}"))
+                .and_then(|t| Ptr::try_from(t.referenced_type().skip_mods_and_typedefs()).ok())
+                .and_then(|p| {
+                    FuncProto::try_from(p.referenced_type().skip_mods_and_typedefs()).ok()
+                })
+                .map(|f| f.len().saturating_sub(1));
+            if let Some(n) = args {
+                out.tracepoint_args.insert(tp.to_string(), n);
+            }
+        }
+        out
+    }
+
+    /// Whether a kernel function is in BTF (fentry can only attach to those).
+    pub(crate) fn has_function(&self, name: &str) -> bool {
+        self.functions.contains(name)
+    }
+
+    /// Linux 5.10 passes the request queue first to these block tracepoints.
+    pub(crate) fn queue_first(&self, tracepoint: &str) -> bool {
+        self.tracepoint_args.get(tracepoint).copied().unwrap_or(1) > 1
+    }
+}
+
+pub(crate) fn kernel_btf() -> &'static KernelBtf {
+    static BTF_FACTS: std::sync::OnceLock<KernelBtf> = std::sync::OnceLock::new();
+    BTF_FACTS.get_or_init(KernelBtf::read)
+}
+
+/// The first name of a hook that exists here, or None.
+pub(crate) fn resolve_hook(hook: &Hook) -> Option<&'static str> {
+    match hook {
+        Hook::Tracepoint(n) | Hook::BtfTracepoint(n) => {
+            let events = tracefs_events().ok()?;
+            events.join(n).is_dir().then_some(*n)
+        }
+        Hook::Fentry(f) => kernel_btf().has_function(f).then_some(*f),
+        Hook::FirstOf(hooks) => hooks.iter().find_map(resolve_hook),
+    }
+}
+
+/// Why an implementation cannot run here (its missing hooks), or Ok.
+pub fn implementation_support(imp: &Implementation) -> Result<(), String> {
+    if !Path::new(BTF).exists() {
+        return Err(format!(
             "kernel BTF ({BTF}) is missing: podscope's CO-RE probes need a kernel built with CONFIG_DEBUG_INFO_BTF=y"
         ));
     }
-    let events = match tracefs_events() {
-        Ok(e) => e,
-        Err(e) => return ProbeSupport::Unsupported(e.to_string()),
-    };
-    let missing: Vec<String> = probe
-        .hooks()
+    if let Err(e) = tracefs_events() {
+        return Err(e.to_string());
+    }
+    let missing: Vec<String> = imp
+        .hooks
         .iter()
-        .filter(|h| !events.join(h.tracefs_event()).is_dir())
+        .filter(|h| resolve_hook(h).is_none())
         .map(Hook::describe)
         .collect();
     if missing.is_empty() {
-        ProbeSupport::Supported
+        Ok(())
     } else {
-        ProbeSupport::Unsupported(format!("this kernel lacks {}", missing.join(", ")))
+        Err(format!("this kernel lacks {}", missing.join(", ")))
     }
+}
+
+/// Checks a probe's hooks against tracefs and kernel BTF: supported if any
+/// implementation has all its hooks. It does not load anything; whether the
+/// kernel accepts a program (fentry may be refused) shows only when loading,
+/// and `Tracer::new` then falls back to the next implementation.
+pub fn probe_support(probe: ProbeKind) -> ProbeSupport {
+    let mut reasons = Vec::new();
+    for imp in probe.implementations() {
+        match implementation_support(imp) {
+            Ok(()) => return ProbeSupport::Supported,
+            Err(r) => reasons.push(if probe.implementations().len() > 1 {
+                format!("{}: {r}", imp.name)
+            } else {
+                r
+            }),
+        }
+    }
+    ProbeSupport::Unsupported(reasons.join("; "))
+}
+
+/// Whether tracing programs may call bpf_get_current_ancestor_cgroup_id()
+/// (Linux 5.10 refuses it: the filter then reads the task's cgroup itself).
+pub(crate) fn has_ancestor_cgroup_helper() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        // SAFETY: plain probe call; a null opts pointer is allowed.
+        let rc = unsafe {
+            libbpf_sys::libbpf_probe_bpf_helper(
+                libbpf_sys::BPF_PROG_TYPE_TRACEPOINT,
+                libbpf_sys::BPF_FUNC_get_current_ancestor_cgroup_id,
+                std::ptr::null(),
+            )
+        };
+        rc == 1
+    })
 }
 
 /// Fails with a clear message when the kernel has no BTF.

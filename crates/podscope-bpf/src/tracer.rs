@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle, RingBuffer, RingBufferBuilder};
-use podscope_model::{Event, ProbeKind};
+use podscope_model::{Event, Implementation, ProbeKind};
 
 use crate::cgroup::{CgroupChange, Watcher};
 use crate::decode::Clock;
@@ -46,6 +46,9 @@ pub struct TraceOptions {
     pub exclude_self: bool,
     /// Watch cgroup v2 creation/removal (see [`Tracer::take_cgroup_changes`]).
     pub watch_cgroups: Option<CgroupWatch>,
+    /// Use only the named implementation for these probes (tests, and
+    /// comparing implementations on one kernel); others choose the best.
+    pub implementations: Vec<(ProbeKind, String)>,
 }
 
 /// What the cgroup watcher does.
@@ -85,6 +88,7 @@ impl Default for TraceOptions {
             interval: Duration::from_secs(1),
             exclude_self: true,
             watch_cgroups: None,
+            implementations: Vec::new(),
         }
     }
 }
@@ -117,11 +121,22 @@ struct Counts {
     decode_errors: u64,
 }
 
+/// A probe that could not be loaded while others were.
+#[derive(Debug)]
+pub struct ProbeFailure {
+    /// The probe.
+    pub probe: ProbeKind,
+    /// Why (every implementation tried, or the kernel's refusal).
+    pub error: Error,
+}
+
 /// Loaded, attached probes. Dropping it detaches everything.
 pub struct Tracer {
     // Declared first so it is dropped (and unmaps the rings) before the probes.
     ring: Option<RingBuffer<'static>>,
     probes: Vec<Box<dyn LoadedProbe>>,
+    implementations: Vec<&'static Implementation>,
+    failed: Vec<ProbeFailure>,
     watcher: Option<Watcher>,
     changes: Rc<RefCell<Vec<CgroupChange>>>,
     queue: Rc<RefCell<Vec<Event>>>,
@@ -161,7 +176,11 @@ fn comm_bytes(comm: &str) -> Result<[i8; 16], Error> {
 }
 
 impl Tracer {
-    /// Loads and attaches `opts.probes`. All-or-nothing: on error nothing stays attached.
+    /// Loads and attaches `opts.probes`, each with the best implementation
+    /// this kernel accepts. A probe that cannot load at all does not stop the
+    /// others: it is listed in [`Tracer::failed`]. Fails only if no probe
+    /// loads (then with the first probe's error) or on a setting that cannot
+    /// work; on error nothing stays attached.
     pub fn new(opts: &TraceOptions) -> Result<Tracer, Error> {
         let started = Instant::now();
         if opts.probes.is_empty() {
@@ -188,21 +207,46 @@ impl Tracer {
             } else {
                 0
             },
+            ancestor_helper: crate::sys::has_ancestor_cgroup_helper(),
             shared_filters: None,
         };
 
-        // The first probe creates the filter maps; the others reuse them, so one
-        // update filters every probe.
-        let first = load_probe(opts.probes[0], &settings)?;
+        // The first probe that loads creates the filter maps; the others reuse
+        // them, so one update filters every probe.
+        let mut failed = Vec::new();
+        let mut rest = opts.probes.iter();
+        let (first, first_imp) = loop {
+            let Some(kind) = rest.next() else {
+                let first = failed.into_iter().next().map(|f: ProbeFailure| f.error);
+                return Err(first.expect("at least one probe was tried"));
+            };
+            match load_probe(*kind, &settings, forced(opts, *kind)) {
+                Ok(p) => break p,
+                Err(error) => failed.push(ProbeFailure {
+                    probe: *kind,
+                    error,
+                }),
+            }
+        };
         let dup = |m: &libbpf_rs::MapMut<'static>| {
             MapHandle::try_from(m).map_err(Error::runtime("sharing the filter map"))
         };
         let filter_cgroups = dup(first.filter_cgroups())?;
         let filter_pids = dup(first.filter_pids())?;
         let mut probes: Vec<Box<dyn LoadedProbe>> = vec![first];
+        let mut implementations = vec![first_imp];
         settings.shared_filters = Some((filter_cgroups.as_fd(), filter_pids.as_fd()));
-        for kind in &opts.probes[1..] {
-            probes.push(load_probe(*kind, &settings)?);
+        for kind in rest {
+            match load_probe(*kind, &settings, forced(opts, *kind)) {
+                Ok((p, imp)) => {
+                    probes.push(p);
+                    implementations.push(imp);
+                }
+                Err(error) => failed.push(ProbeFailure {
+                    probe: *kind,
+                    error,
+                }),
+            }
         }
 
         let watcher = match &opts.watch_cgroups {
@@ -266,6 +310,8 @@ impl Tracer {
         let tracer = Tracer {
             ring,
             probes,
+            implementations,
+            failed,
             watcher,
             changes,
             queue: tracer_queue,
@@ -294,6 +340,20 @@ impl Tracer {
     /// The loaded probes.
     pub fn probes(&self) -> Vec<ProbeKind> {
         self.probes.iter().map(|p| p.kind()).collect()
+    }
+
+    /// The implementation each loaded probe uses, in [`Tracer::probes`] order.
+    pub fn implementations(&self) -> Vec<(ProbeKind, &'static Implementation)> {
+        self.probes
+            .iter()
+            .zip(&self.implementations)
+            .map(|(p, i)| (p.kind(), *i))
+            .collect()
+    }
+
+    /// Probes that were asked for but could not be loaded, and why.
+    pub fn failed(&self) -> &[ProbeFailure] {
+        &self.failed
     }
 
     /// Lets a cgroup (and every cgroup below it) through the filter, live.
@@ -403,19 +463,76 @@ impl Tracer {
     }
 }
 
-fn load_probe(kind: ProbeKind, settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, Error> {
-    if let crate::ProbeSupport::Unsupported(reason) = crate::sys::probe_support(kind) {
-        return Err(Error::Unsupported {
-            probe: kind,
-            reason,
-        });
+fn forced(opts: &TraceOptions, kind: ProbeKind) -> Option<&str> {
+    opts.implementations
+        .iter()
+        .find(|(p, _)| *p == kind)
+        .map(|(_, name)| name.as_str())
+}
+
+/// Loads a probe with the first of its implementations whose hooks exist
+/// and that the kernel accepts (fentry, for one, is refused on some kernels).
+fn load_probe(
+    kind: ProbeKind,
+    settings: &LoadSettings,
+    only: Option<&str>,
+) -> Result<(Box<dyn LoadedProbe>, &'static Implementation), Error> {
+    if let Some(name) = only {
+        if !kind.implementations().iter().any(|i| i.name == name) {
+            let known: Vec<&str> = kind.implementations().iter().map(|i| i.name).collect();
+            return Err(Error::InvalidOption(format!(
+                "probe '{kind}' has no implementation '{name}'; it has: {}",
+                known.join(", ")
+            )));
+        }
     }
-    match kind {
-        ProbeKind::Exec => crate::exec::load(settings),
-        ProbeKind::Exit => crate::exit::load(settings),
-        ProbeKind::Tcp => crate::tcp::load(settings),
-        ProbeKind::Bio => crate::bio::load(settings),
-        ProbeKind::Cache => crate::cache::load(settings),
-        ProbeKind::Open => crate::open::load(settings),
+    let mut skipped = Vec::new();
+    let mut refused = Vec::new();
+    for imp in kind
+        .implementations()
+        .iter()
+        .filter(|i| only.is_none_or(|n| n == i.name))
+    {
+        if let Err(reason) = crate::sys::implementation_support(imp) {
+            skipped.push(format!("{}: {reason}", imp.name));
+            continue;
+        }
+        let loaded = match kind {
+            ProbeKind::Exec => crate::exec::load(settings),
+            ProbeKind::Exit => crate::exit::load(settings),
+            ProbeKind::Tcp => crate::tcp::load(settings),
+            ProbeKind::Bio => crate::bio::load(settings, imp),
+            ProbeKind::Cache => crate::cache::load(settings, imp),
+            ProbeKind::Open => crate::open::load(settings),
+        };
+        match loaded {
+            Ok(p) => return Ok((p, imp)),
+            Err(e) => refused.push((imp.name, e)),
+        }
     }
+    // One implementation that had its hooks and was refused: its error (with
+    // the verifier log) says it best.
+    if refused.len() == 1 && skipped.is_empty() {
+        return Err(refused.pop().unwrap().1);
+    }
+    let single = kind.implementations().len() == 1 || only.is_some();
+    let mut reasons: Vec<String> = skipped
+        .into_iter()
+        .map(|r| {
+            if single {
+                r.split_once(": ").map_or(r.clone(), |(_, r)| r.to_string())
+            } else {
+                r
+            }
+        })
+        .collect();
+    reasons.extend(
+        refused
+            .into_iter()
+            .map(|(name, e)| format!("{name}: the kernel refused it ({e})")),
+    );
+    Err(Error::Unsupported {
+        probe: kind,
+        reason: reasons.join("; "),
+    })
 }

@@ -185,10 +185,9 @@ fn odirect_write_yields_bio_event_with_bytes_and_latency() {
     let mut o = opts(&[ProbeKind::Bio], Filter::default());
     o.exclude_self = false;
     let mut t = tracer(o);
-    // /var/tmp is on the real disk (tmpfs would never reach the block layer).
-    let dir = std::path::Path::new("/var/tmp").join(unique("podscope-bio-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("data");
+    // A real block device (tmpfs, or a guest's 9p root, never reaches one).
+    let fs = ScratchFs::new(64);
+    let path = fs.dir.join("data");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -214,8 +213,7 @@ fn odirect_write_yields_bio_event_with_bytes_and_latency() {
         unreachable!()
     };
     assert!(b.latency_ns > 0);
-    assert!(!b.disk.is_empty());
-    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(b.disk, fs.device.name());
 }
 
 #[test]
@@ -351,9 +349,8 @@ fn cache_counts_misses_then_hits_for_a_file_read_twice() {
     o.exclude_self = false;
     o.interval = Duration::from_millis(200);
     let mut t = tracer(o);
-    let dir = std::path::Path::new("/var/tmp").join(unique("podscope-cache-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("data");
+    let fs = ScratchFs::new(64);
+    let path = fs.dir.join("data");
     std::fs::write(&path, vec![3u8; (PAGES * 4096) as usize]).unwrap();
     let f = std::fs::File::open(&path).unwrap();
     f.sync_all().unwrap();
@@ -400,7 +397,8 @@ fn cache_counts_misses_then_hits_for_a_file_read_twice() {
         hits2 >= PAGES * 9 / 10,
         "a warm read hits ~{PAGES} pages: {hits2}"
     );
-    std::fs::remove_dir_all(&dir).ok();
+    drop(f);
+    drop(fs);
 }
 
 #[test]
@@ -451,5 +449,417 @@ fn tcp_over_ipv6_reports_v6_addresses() {
     assert!(
         v6.iter().any(|x| x.kind == TcpKind::Accept),
         "the accept: {v6:?}"
+    );
+}
+
+fn tcp_events_of(events: &[podscope_model::Event], port: u16) -> Vec<podscope_model::TcpEvent> {
+    events
+        .iter()
+        .filter_map(|e| match &e.data {
+            EventData::Tcp(x) if x.sport == port || x.dport == port => Some(x.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn close_of<'a>(tcp: &'a [podscope_model::TcpEvent], role: &str) -> &'a podscope_model::TcpEvent {
+    let v: Vec<_> = tcp
+        .iter()
+        .filter(|x| x.kind == TcpKind::Close && x.role == role)
+        .collect();
+    assert_eq!(v.len(), 1, "one {role} close: {tcp:#?}");
+    v[0]
+}
+
+/// Regression (issue 15): bytes a server reads with splice(2), as splicing
+/// proxies do, were missing from rx_bytes; sendfile(2) writes are counted too.
+#[test]
+fn tcp_bytes_count_splice_reads_and_sendfile_writes() {
+    if !require_root() {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    let mut o = opts(&[ProbeKind::Tcp], Filter::default());
+    o.exclude_self = false;
+    let mut t = tracer(o);
+    const K: usize = 300_000; // client -> server, spliced
+    const F: usize = 123_457; // server -> client, sendfile
+    let file_path = std::env::temp_dir().join(unique("podscope-sendfile-"));
+    std::fs::write(&file_path, vec![4u8; F]).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fp = file_path.clone();
+    let server = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut pipe = [0i32; 2];
+        // SAFETY: a valid two-int array for pipe(2).
+        assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+        let null = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        let mut total = 0usize;
+        loop {
+            // SAFETY: valid fds; null offsets mean "current position".
+            let n = unsafe {
+                libc::splice(
+                    s.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    pipe[1],
+                    std::ptr::null_mut(),
+                    65536,
+                    0,
+                )
+            };
+            assert!(
+                n >= 0,
+                "splice from the socket: {}",
+                std::io::Error::last_os_error()
+            );
+            if n == 0 {
+                break;
+            }
+            total += n as usize;
+            let mut left = n as usize;
+            while left > 0 {
+                // SAFETY: as above.
+                let m = unsafe {
+                    libc::splice(
+                        pipe[0],
+                        std::ptr::null_mut(),
+                        null.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        left,
+                        0,
+                    )
+                };
+                assert!(m > 0);
+                left -= m as usize;
+            }
+        }
+        let f = std::fs::File::open(&fp).unwrap();
+        let mut sent = 0usize;
+        while sent < F {
+            // SAFETY: valid fds; a null offset uses the file position.
+            let n = unsafe {
+                libc::sendfile(s.as_raw_fd(), f.as_raw_fd(), std::ptr::null_mut(), F - sent)
+            };
+            assert!(n > 0, "sendfile: {}", std::io::Error::last_os_error());
+            sent += n as usize;
+        }
+        // SAFETY: closing the pipe fds we created.
+        unsafe {
+            libc::close(pipe[0]);
+            libc::close(pipe[1]);
+        }
+        total
+    });
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(&vec![1u8; K]).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    drop(c);
+    assert_eq!(server.join().unwrap(), K, "the server spliced everything");
+    assert_eq!(back.len(), F);
+    std::fs::remove_file(&file_path).ok();
+    let events = collect_until(
+        &mut t,
+        Duration::from_secs(5),
+        2,
+        |e| matches!(&e.data, EventData::Tcp(x) if x.kind == TcpKind::Close && (x.sport == port || x.dport == port)),
+    );
+    let tcp = tcp_events_of(&events, port);
+    let server = close_of(&tcp, "server");
+    assert_eq!(
+        (server.rx_bytes, server.tx_bytes),
+        (Some(K as u64), Some(F as u64)),
+        "spliced reads and sendfile writes"
+    );
+    let client = close_of(&tcp, "client");
+    assert_eq!(
+        (client.tx_bytes, client.rx_bytes),
+        (Some(K as u64), Some(F as u64))
+    );
+}
+
+/// A server that closes with data still unread (the kernel answers with a
+/// reset): rx_bytes is what it read, and the client's tx_bytes what it wrote.
+#[test]
+fn tcp_bytes_when_closed_with_unread_data() {
+    if !require_root() {
+        return;
+    }
+    let mut o = opts(&[ProbeKind::Tcp], Filter::default());
+    o.exclude_self = false;
+    let mut t = tracer(o);
+    const SENT: usize = 50_000;
+    const READ: usize = 1_000;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        rx.recv().unwrap(); // everything is queued by now
+        let mut buf = vec![0u8; READ];
+        s.read_exact(&mut buf).unwrap();
+        drop(s); // unread data left: RST, no FIN
+    });
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(&vec![2u8; SENT]).unwrap();
+    tx.send(()).unwrap();
+    server.join().unwrap();
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest); // ECONNRESET
+    drop(c);
+    let events = collect_until(
+        &mut t,
+        Duration::from_secs(5),
+        2,
+        |e| matches!(&e.data, EventData::Tcp(x) if x.kind == TcpKind::Close && (x.sport == port || x.dport == port)),
+    );
+    let tcp = tcp_events_of(&events, port);
+    let server = close_of(&tcp, "server");
+    assert_eq!(
+        (server.rx_bytes, server.tx_bytes),
+        (Some(READ as u64), Some(0))
+    );
+    let client = close_of(&tcp, "client");
+    assert_eq!(
+        (client.tx_bytes, client.rx_bytes),
+        (Some(SENT as u64), Some(0))
+    );
+}
+
+/// Every bio implementation this kernel can run, each alone.
+fn bio_implementations() -> Vec<&'static str> {
+    ProbeKind::Bio
+        .implementations()
+        .iter()
+        .filter(|i| podscope_bpf::implementation_support(i).is_ok())
+        .map(|i| i.name)
+        .collect()
+}
+
+fn bio_tracer(implementation: &str) -> podscope_bpf::Tracer {
+    let mut o = opts(&[ProbeKind::Bio], Filter::default());
+    o.exclude_self = false;
+    o.implementations = vec![(ProbeKind::Bio, implementation.to_string())];
+    let t = tracer(o);
+    assert_eq!(t.implementations()[0].1.name, implementation);
+    t
+}
+
+/// Regression (issue 15): requests went missing with no loss reported.
+/// Every request the device's own stat file counts must come out as an
+/// event, with the same bytes, for every implementation.
+#[test]
+fn bio_accounts_for_every_request_the_disk_counts() {
+    if !require_root() {
+        return;
+    }
+    let imps = bio_implementations();
+    assert!(!imps.is_empty(), "no bio implementation runs here");
+    for imp in imps {
+        let dev = LoopDevice::new(256);
+        let name = dev.name();
+        let mut t = bio_tracer(imp);
+        let before = dev.stat();
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&dev.dev)
+            .unwrap();
+        // Large writes the block layer splits, small ones it may merge, a read.
+        let big = Aligned::new(4 << 20, 0x11);
+        for _ in 0..8 {
+            f.write_all(big.bytes()).unwrap();
+        }
+        let small = Aligned::new(4096, 0x22);
+        for _ in 0..64 {
+            f.write_all(small.bytes()).unwrap();
+        }
+        use std::io::Seek;
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        let mut back = Aligned::new(1 << 20, 0);
+        // SAFETY: reading into our own aligned buffer of that length.
+        let n = unsafe {
+            use std::os::fd::AsRawFd;
+            libc::read(
+                f.as_raw_fd(),
+                back.bytes().as_ptr() as *mut libc::c_void,
+                1 << 20,
+            )
+        };
+        assert_eq!(n, 1 << 20);
+        let _ = &mut back;
+        drop(f);
+        let after = dev.stat();
+        let (writes, wsect) = (after[4] - before[4], after[6] - before[6]);
+        let (reads, rsect) = (after[0] - before[0], after[2] - before[2]);
+        let on_dev =
+            |e: &podscope_model::Event| matches!(&e.data, EventData::Bio(b) if b.disk == name);
+        let events = collect_until(
+            &mut t,
+            Duration::from_secs(5),
+            (writes + reads) as usize,
+            on_dev,
+        );
+        let mut all = events;
+        t.flush(&mut all).unwrap();
+        let bios: Vec<_> = all
+            .iter()
+            .filter_map(|e| match &e.data {
+                EventData::Bio(b) if b.disk == name => Some((e.pid, b.clone())),
+                _ => None,
+            })
+            .collect();
+        let count = |op: &str| bios.iter().filter(|(_, b)| b.op == op).count() as u64;
+        let bytes = |op: &str| {
+            bios.iter()
+                .filter(|(_, b)| b.op == op)
+                .map(|(_, b)| b.bytes as u64)
+                .sum::<u64>()
+        };
+        let stats = t.stats()[0];
+        eprintln!(
+            "bio ({imp}): disk counted {writes} writes ({wsect} sectors), {reads} reads; events: {} writes ({} bytes), {} reads; lost {}",
+            count("write"), bytes("write"), count("read"), stats.total_lost()
+        );
+        assert_eq!(stats.total_lost(), 0, "{imp}: nothing lost: {stats:?}");
+        assert_eq!(
+            (count("write"), bytes("write")),
+            (writes, wsect * 512),
+            "{imp}: writes"
+        );
+        assert_eq!(
+            (count("read"), bytes("read")),
+            (reads, rsect * 512),
+            "{imp}: reads"
+        );
+        let me = std::process::id();
+        assert!(
+            bios.iter().all(|(pid, _)| *pid == me),
+            "{imp}: every request is the test's own: {:?}",
+            bios.iter().map(|(p, b)| (p, &b.op)).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// Regression (issue 15): the flush an O_DSYNC write causes came out as a
+/// 0-byte write (the PREFLUSH flag was read at completion, once cleared).
+#[test]
+fn bio_o_dsync_write_yields_a_flush() {
+    if !require_root() {
+        return;
+    }
+    for imp in bio_implementations() {
+        let dev = LoopDevice::new(64);
+        let name = dev.name();
+        let mut t = bio_tracer(imp);
+        let before = dev.stat();
+        const N: u64 = 5;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DSYNC)
+            .open(&dev.dev)
+            .unwrap();
+        for _ in 0..N {
+            f.write_all(&[7u8; 4096]).unwrap();
+        }
+        drop(f);
+        let after = dev.stat();
+        let mine = |e: &podscope_model::Event| matches!(&e.data, EventData::Bio(b) if b.disk == name && b.op == "flush");
+        let events = collect_until(&mut t, Duration::from_secs(5), N as usize, mine);
+        let me = std::process::id();
+        let ops: Vec<(String, u32, u32)> = events
+            .iter()
+            .filter_map(|e| match &e.data {
+                EventData::Bio(b) if b.disk == name => Some((b.op.clone(), b.bytes, e.pid)),
+                _ => None,
+            })
+            .collect();
+        eprintln!("bio ({imp}) O_DSYNC: {ops:?}");
+        let flushes = ops
+            .iter()
+            .filter(|(op, _, pid)| op == "flush" && *pid == me)
+            .count() as u64;
+        assert_eq!(flushes, N, "{imp}: one flush per O_DSYNC write: {ops:?}");
+        assert!(
+            !ops.iter()
+                .any(|(op, bytes, _)| op == "write" && *bytes == 0),
+            "{imp}: no 0-byte writes: {ops:?}"
+        );
+        if after.len() > 15 {
+            assert_eq!(
+                after[15] - before[15],
+                N,
+                "{imp}: the disk counted {N} flushes"
+            );
+        }
+    }
+}
+
+#[test]
+fn asking_for_an_unknown_implementation_names_the_real_ones() {
+    if !require_root() {
+        return;
+    }
+    let mut o = opts(&[ProbeKind::Bio], Filter::default());
+    o.implementations = vec![(ProbeKind::Bio, "kprobes".into())];
+    let err = podscope_bpf::Tracer::new(&o).unwrap_err().to_string();
+    assert!(
+        err.contains("no implementation 'kprobes'") && err.contains("block_io_start, block_getrq"),
+        "{err}"
+    );
+}
+
+#[test]
+fn exit_reports_code_signal_and_lifetime() {
+    if !require_root() {
+        return;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let mut o = opts(&[ProbeKind::Exit], Filter::default());
+    o.exclude_self = false;
+    let mut t = tracer(o);
+    let coded = std::process::Command::new("/bin/sh")
+        .args(["-c", "exit 3"])
+        .spawn()
+        .unwrap();
+    let coded_pid = coded.id();
+    let mut coded = coded;
+    assert_eq!(coded.wait().unwrap().code(), Some(3));
+    let mut killed = std::process::Command::new("/bin/sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let killed_pid = killed.id();
+    std::thread::sleep(Duration::from_millis(50));
+    killed.kill().unwrap();
+    assert_eq!(killed.wait().unwrap().signal(), Some(libc::SIGKILL));
+    let pids = [coded_pid, killed_pid];
+    let events = collect_until(&mut t, Duration::from_secs(5), 2, |e| {
+        matches!(&e.data, EventData::Exit(_)) && pids.contains(&e.pid)
+    });
+    let exit_of = |pid: u32| {
+        events
+            .iter()
+            .find_map(|e| match &e.data {
+                EventData::Exit(x) if e.pid == pid => Some(x.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("an exit event for pid {pid}"))
+    };
+    let c = exit_of(coded_pid);
+    assert_eq!((c.exit_code, c.signal), (Some(3), None));
+    assert_eq!(c.ppid, std::process::id());
+    assert!(c.lifetime_ns > 0);
+    let k = exit_of(killed_pid);
+    assert_eq!((k.exit_code, k.signal), (None, Some(libc::SIGKILL)));
+    assert!(
+        k.lifetime_ns >= 50_000_000,
+        "slept 50 ms before the kill: {k:?}"
     );
 }

@@ -10,4 +10,4 @@ pub use event::{
     BioEvent, CacheEvent, Event, EventData, ExecEvent, ExitEvent, Identity, OpenEvent, TcpEvent,
     TcpKind, Timestamp,
 };
-pub use probe::{Hook, ProbeKind, UnknownProbe};
+pub use probe::{Hook, Implementation, ProbeKind, UnknownProbe};

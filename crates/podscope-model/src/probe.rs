@@ -30,6 +30,23 @@ pub enum Hook {
     Tracepoint(&'static str),
     /// A BTF-typed tracepoint (`tp_btf`): needs kernel BTF and the raw tracepoint.
     BtfTracepoint(&'static str),
+    /// fentry/fexit on a kernel function: the function must be in kernel BTF
+    /// and the kernel must allow BPF trampolines (many do; some refuse).
+    Fentry(&'static str),
+    /// The first of these that exists (names that changed between kernels).
+    FirstOf(&'static [Hook]),
+}
+
+/// One way of implementing a probe on a kernel: the hooks it needs (all of
+/// them) and what, if anything, it reports differently from the first way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Implementation {
+    /// Short name shown by `podscope probes` and in events where it matters.
+    pub name: &'static str,
+    /// Every hook must exist.
+    pub hooks: &'static [Hook],
+    /// How its results differ, or why it is the preferred one.
+    pub note: &'static str,
 }
 
 impl Hook {
@@ -38,13 +55,12 @@ impl Hook {
         match self {
             Hook::Tracepoint(n) => format!("tracepoint:{n}"),
             Hook::BtfTracepoint(n) => format!("tp_btf:{n}"),
-        }
-    }
-
-    /// The tracefs event directory (relative to `events/`) that proves the hook exists.
-    pub fn tracefs_event(&self) -> &'static str {
-        match self {
-            Hook::Tracepoint(n) | Hook::BtfTracepoint(n) => n,
+            Hook::Fentry(f) => format!("fentry:{f}"),
+            Hook::FirstOf(hooks) => hooks
+                .iter()
+                .map(Hook::describe)
+                .collect::<Vec<_>>()
+                .join("|"),
         }
     }
 }
@@ -82,63 +98,133 @@ impl ProbeKind {
             }
             ProbeKind::Bio => "block I/O: disk, op, sector, bytes, latency; attributed to the submitter",
             ProbeKind::Cache => {
-                "page cache per process per interval: hits, misses, dirtied, hit ratio \
-                 (fentry on folio_mark_accessed/filemap_add_folio where allowed, else these tracepoints)"
+                "page cache per process per interval: hits, misses, dirtied, hit ratio"
             }
             ProbeKind::Open => "file opens: path, flags, fd or errno",
         }
     }
 
-    /// The kernel hooks the probe attaches to; all must exist for it to load.
-    pub fn hooks(self) -> &'static [Hook] {
+    /// The ways this probe can be implemented, best first. At start-up the
+    /// first one whose hooks exist and that the kernel accepts is used.
+    pub fn implementations(self) -> &'static [Implementation] {
         use Hook::*;
+        const SYSCALL_EXEC: [Hook; 5] = [
+            Tracepoint("sched/sched_process_exec"),
+            Tracepoint("syscalls/sys_enter_execve"),
+            Tracepoint("syscalls/sys_exit_execve"),
+            Tracepoint("syscalls/sys_enter_execveat"),
+            Tracepoint("syscalls/sys_exit_execveat"),
+        ];
+        const DIRTIED: Hook = FirstOf(&[
+            Tracepoint("writeback/writeback_dirty_folio"),
+            Tracepoint("writeback/writeback_dirty_page"),
+        ]);
         match self {
-            ProbeKind::Exec => &[
-                Tracepoint("sched/sched_process_exec"),
-                Tracepoint("syscalls/sys_enter_execve"),
-                Tracepoint("syscalls/sys_exit_execve"),
-                Tracepoint("syscalls/sys_enter_execveat"),
-                Tracepoint("syscalls/sys_exit_execveat"),
-            ],
-            ProbeKind::Exit => &[Tracepoint("sched/sched_process_exit")],
-            ProbeKind::Tcp => &[
-                BtfTracepoint("sock/inet_sock_set_state"),
-                BtfTracepoint("sock/sock_send_length"),
-                BtfTracepoint("sock/sock_recv_length"),
-                Tracepoint("syscalls/sys_exit_accept4"),
-                Tracepoint("syscalls/sys_exit_accept"),
-                BtfTracepoint("tcp/tcp_destroy_sock"),
-                BtfTracepoint("tcp/tcp_retransmit_skb"),
-                BtfTracepoint("tcp/tcp_send_reset"),
-                BtfTracepoint("tcp/tcp_receive_reset"),
-            ],
+            ProbeKind::Exec => &[Implementation {
+                name: "tracepoints",
+                hooks: &SYSCALL_EXEC,
+                note: "",
+            }],
+            ProbeKind::Exit => &[Implementation {
+                name: "tracepoints",
+                hooks: &[Tracepoint("sched/sched_process_exit")],
+                note: "",
+            }],
+            ProbeKind::Tcp => &[Implementation {
+                name: "tracepoints",
+                hooks: &[
+                    BtfTracepoint("sock/inet_sock_set_state"),
+                    Tracepoint("syscalls/sys_exit_accept4"),
+                    Tracepoint("syscalls/sys_exit_accept"),
+                    BtfTracepoint("tcp/tcp_destroy_sock"),
+                    BtfTracepoint("tcp/tcp_retransmit_skb"),
+                    BtfTracepoint("tcp/tcp_send_reset"),
+                    BtfTracepoint("tcp/tcp_receive_reset"),
+                ],
+                note: "bytes from the socket's sequence counters at close (all send/receive paths, splice and sendfile included)",
+            }],
             ProbeKind::Bio => &[
-                BtfTracepoint("block/block_io_start"),
-                BtfTracepoint("block/block_rq_issue"),
-                BtfTracepoint("block/block_rq_complete"),
+                Implementation {
+                    name: "block_io_start",
+                    hooks: &[
+                        BtfTracepoint("block/block_io_start"),
+                        BtfTracepoint("block/block_rq_issue"),
+                        BtfTracepoint("block/block_rq_merge"),
+                        BtfTracepoint("block/block_rq_complete"),
+                    ],
+                    note: "Linux 6.5+: the request itself at submission",
+                },
+                Implementation {
+                    name: "block_getrq",
+                    hooks: &[
+                        BtfTracepoint("block/block_getrq"),
+                        BtfTracepoint("block/block_rq_issue"),
+                        BtfTracepoint("block/block_rq_merge"),
+                        BtfTracepoint("block/block_rq_complete"),
+                    ],
+                    note: "older kernels: the request's first bio at submission; a request whose first bio \
+                           was front-merged later is not attributed",
+                },
             ],
             ProbeKind::Cache => &[
-                BtfTracepoint("filemap/mm_filemap_get_pages"),
-                Tracepoint("filemap/mm_filemap_map_pages"),
-                Tracepoint("filemap/mm_filemap_fault"),
-                Tracepoint("filemap/mm_filemap_add_to_page_cache"),
-                Tracepoint("writeback/writeback_dirty_folio"),
+                Implementation {
+                    name: "fentry",
+                    hooks: &[
+                        FirstOf(&[Fentry("folio_mark_accessed"), Fentry("mark_page_accessed")]),
+                        FirstOf(&[Fentry("filemap_add_folio"), Fentry("add_to_page_cache_lru")]),
+                        DIRTIED,
+                    ],
+                    note: "exact: page accesses as the kernel marks them",
+                },
+                Implementation {
+                    name: "tracepoints",
+                    hooks: &[
+                        BtfTracepoint("filemap/mm_filemap_get_pages"),
+                        Tracepoint("filemap/mm_filemap_map_pages"),
+                        Tracepoint("filemap/mm_filemap_fault"),
+                        Tracepoint("filemap/mm_filemap_add_to_page_cache"),
+                        DIRTIED,
+                    ],
+                    note: "where fentry is refused: lookups counted on the read and fault paths (approximate)",
+                },
             ],
-            ProbeKind::Open => &[
-                Tracepoint("syscalls/sys_enter_open"),
-                Tracepoint("syscalls/sys_exit_open"),
-                Tracepoint("syscalls/sys_enter_openat"),
-                Tracepoint("syscalls/sys_exit_openat"),
-                Tracepoint("syscalls/sys_enter_openat2"),
-                Tracepoint("syscalls/sys_exit_openat2"),
-            ],
+            ProbeKind::Open => &[Implementation {
+                name: "tracepoints",
+                hooks: &[
+                    Tracepoint("syscalls/sys_enter_open"),
+                    Tracepoint("syscalls/sys_exit_open"),
+                    Tracepoint("syscalls/sys_enter_openat"),
+                    Tracepoint("syscalls/sys_exit_openat"),
+                    Tracepoint("syscalls/sys_enter_openat2"),
+                    Tracepoint("syscalls/sys_exit_openat2"),
+                ],
+                note: "",
+            }],
         }
+    }
+
+    /// Every hook any implementation of the probe may use.
+    pub fn hooks(self) -> Vec<Hook> {
+        let mut out: Vec<Hook> = Vec::new();
+        for imp in self.implementations() {
+            for h in imp.hooks {
+                if !out.contains(h) {
+                    out.push(*h);
+                }
+            }
+        }
+        out
     }
 
     /// Parses a comma-separated list such as `exec,tcp` (or `all`), without duplicates.
     pub fn parse_list(s: &str) -> Result<Vec<ProbeKind>, UnknownProbe> {
         let mut out = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+        // `exec,,tcp` or a trailing comma: most likely a probe left out.
+        if parts.len() > 1 && parts.iter().any(|p| p.is_empty()) {
+            return Err(UnknownProbe(String::new()));
+        }
+        for part in parts.into_iter().filter(|p| !p.is_empty()) {
             if part == "all" {
                 return Ok(ProbeKind::ALL.to_vec());
             }
@@ -179,6 +265,14 @@ impl UnknownProbe {
 impl fmt::Display for UnknownProbe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let valid: Vec<&str> = ProbeKind::ALL.iter().map(|p| p.name()).collect();
+        if self.0.is_empty() {
+            return write!(
+                f,
+                "an empty probe name in the list (two commas in a row, or one at an end?); \
+                 valid probes: {} (or 'all'), e.g. exec,tcp",
+                valid.join(", ")
+            );
+        }
         write!(f, "unknown probe '{}'", self.0)?;
         if let Some(s) = self.suggestion() {
             write!(f, " (did you mean '{s}'?)")?;
@@ -241,5 +335,13 @@ mod tests {
         assert!(msg.contains("exec, exit, tcp, bio, cache, open"), "{msg}");
         let far = ProbeKind::parse_list("kubernetes").unwrap_err();
         assert!(far.suggestion().is_none());
+    }
+
+    #[test]
+    fn empty_names_in_a_list_are_refused() {
+        for list in ["exec,,tcp", "exec,", ",tcp"] {
+            let msg = ProbeKind::parse_list(list).unwrap_err().to_string();
+            assert!(msg.contains("an empty probe name"), "{list}: {msg}");
+        }
     }
 }

@@ -200,8 +200,8 @@ pub struct TraceArgs {
     #[arg(short = 'd', long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
-    /// Stop after this many events.
-    #[arg(long, value_name = "N")]
+    /// Stop after this many events (at least 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_events: Option<u64>,
 
     /// Ring buffer per probe, in bytes (power of two, >= 4096; K/M suffixes allowed).
@@ -278,7 +278,8 @@ pub struct PodArgs {
     #[arg(long, value_name = "NAME")]
     pub pod: Option<String>,
 
-    /// Namespace of the pods (default: 'default', as kubectl).
+    /// Namespace of the pods. trace: 'default' unless -A (as kubectl);
+    /// ps: every namespace unless -n is given.
     #[arg(short = 'n', long, value_name = "NAMESPACE")]
     pub namespace: Option<String>,
 

@@ -1,7 +1,8 @@
-//! `podscope probes`: the probe catalogue and what this kernel supports.
+//! `podscope probes`: the probe catalogue, and which implementation of each
+//! probe this kernel will run (found by loading it, as a trace would).
 
-use anyhow::Result;
-use podscope_bpf::{probe_support, ProbeSupport};
+use anyhow::{bail, Result};
+use podscope_bpf::{implementation_support, Filter, TraceOptions, Tracer};
 use podscope_model::ProbeKind;
 use serde::Serialize;
 
@@ -11,26 +12,101 @@ use crate::cli::Format;
 struct Row {
     probe: ProbeKind,
     supported: bool,
+    /// The implementation a trace will use here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    implementation: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     description: &'static str,
+    /// The hooks of the implementation used (or of every implementation,
+    /// when none can run).
     hooks: Vec<String>,
+    /// Every implementation, best first, and why each is or is not used.
+    implementations: Vec<ImplRow>,
+}
+
+#[derive(Serialize)]
+struct ImplRow {
+    name: &'static str,
+    hooks: Vec<String>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    note: &'static str,
+    /// `used`, `available` (a better one is used), or why not.
+    status: String,
+}
+
+/// Loads `probe` alone, letting nothing through the filter, and unloads it:
+/// the only way to know whether the kernel accepts a program (fentry is
+/// refused on some kernels whose BTF lists the function).
+fn trial_load(probe: ProbeKind) -> Result<&'static podscope_model::Implementation, String> {
+    let opts = TraceOptions {
+        probes: vec![probe],
+        filter: Filter {
+            cgroups: Some(Vec::new()),
+            ..Filter::default()
+        },
+        ring_buffer_bytes: 4096,
+        ..TraceOptions::default()
+    };
+    match Tracer::new(&opts) {
+        Ok(t) => Ok(t.implementations()[0].1),
+        Err(e) => Err(first_line(&e.to_string())),
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_string()
 }
 
 pub fn run(format: Format) -> Result<()> {
+    // Without the privilege to load BPF nothing can be known for sure; say so
+    // instead of blaming tracefs or the kernel.
+    let privileged = podscope_bpf::check_privileges();
     let rows: Vec<Row> = ProbeKind::ALL
         .iter()
         .map(|p| {
-            let support = probe_support(*p);
+            let used = match &privileged {
+                Ok(()) => trial_load(*p),
+                Err(e) => Err(format!("not checked: {e}")),
+            };
+            // Implementations are tried best first: one before the used one
+            // whose hooks exist was refused; one after it was not needed.
+            let used_at = used
+                .as_ref()
+                .ok()
+                .and_then(|u| p.implementations().iter().position(|i| i.name == u.name));
+            let implementations: Vec<ImplRow> = p
+                .implementations()
+                .iter()
+                .enumerate()
+                .map(|(at, imp)| ImplRow {
+                    name: imp.name,
+                    hooks: imp.hooks.iter().map(|h| h.describe()).collect(),
+                    note: imp.note,
+                    status: match (used_at, implementation_support(imp)) {
+                        (Some(u), _) if u == at => "used".into(),
+                        (_, Err(why)) => why,
+                        (Some(u), Ok(())) if at > u => "available (a better one is used)".into(),
+                        (None, Ok(())) if privileged.is_err() => "hooks present".into(),
+                        (_, Ok(())) => "hooks present, but the kernel refused the program".into(),
+                    },
+                })
+                .collect();
+            let (implementation, reason) = match &used {
+                Ok(imp) => (Some(imp.name), None),
+                Err(why) => (None, Some(why.clone())),
+            };
             Row {
                 probe: *p,
-                supported: support == ProbeSupport::Supported,
-                reason: match support {
-                    ProbeSupport::Supported => None,
-                    ProbeSupport::Unsupported(r) => Some(r),
-                },
+                supported: used.is_ok(),
+                implementation,
+                reason,
                 description: p.description(),
-                hooks: p.hooks().iter().map(|h| h.describe()).collect(),
+                hooks: match &used {
+                    Ok(imp) => imp.hooks.iter().map(|h| h.describe()).collect(),
+                    Err(_) => p.hooks().iter().map(|h| h.describe()).collect(),
+                },
+                implementations,
             }
         })
         .collect();
@@ -41,16 +117,35 @@ pub fn run(format: Format) -> Result<()> {
             }
         }
         Format::Columns => {
-            println!("{:<6} {:<10} DESCRIPTION", "PROBE", "SUPPORTED");
+            println!(
+                "{:<6} {:<10} {:<15} DESCRIPTION",
+                "PROBE", "SUPPORTED", "IMPLEMENTATION"
+            );
             for r in &rows {
-                let supported = if r.supported { "yes" } else { "NO" };
-                println!("{:<6} {:<10} {}", r.probe.name(), supported, r.description);
-                println!("{:<17} hooks: {}", "", r.hooks.join(", "));
-                if let Some(reason) = &r.reason {
-                    println!("{:<17} why not: {reason}", "");
+                let supported = match (&privileged, r.supported) {
+                    (Err(_), _) => "?",
+                    (Ok(()), true) => "yes",
+                    (Ok(()), false) => "NO",
+                };
+                println!(
+                    "{:<6} {:<10} {:<15} {}",
+                    r.probe.name(),
+                    supported,
+                    r.implementation.unwrap_or("-"),
+                    r.description
+                );
+                println!("{:<33} hooks: {}", "", r.hooks.join(", "));
+                for imp in r.implementations.iter().filter(|i| i.status != "used") {
+                    println!("{:<33} {}: {}", "", imp.name, imp.status);
+                }
+                if let (Some(reason), Ok(())) = (&r.reason, &privileged) {
+                    println!("{:<33} why not: {reason}", "");
                 }
             }
         }
+    }
+    if let Err(e) = privileged {
+        bail!("could not check what this kernel runs: {e}");
     }
     Ok(())
 }

@@ -136,6 +136,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             admit_new_pods: pod_mode,
             parents,
         }),
+        implementations: Vec::new(),
     };
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -152,12 +153,16 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let otlp = start_otlp(&args, &opts.probes)?;
 
     let mut tracer = Tracer::new(&opts)?;
-    let names: Vec<&str> = opts.probes.iter().map(|p| p.name()).collect();
+    // A probe this kernel cannot run does not stop the others (exit status
+    // stays 0 as long as one probe the user asked for traces).
+    for f in tracer.failed() {
+        eprintln!("podscope: warning: not tracing {}: {}", f.probe, f.error);
+    }
     eprintln!(
         "podscope: tracing {} ({}); {} probes attached in {} ms. Ctrl-C to stop.",
-        names.join(","),
+        describe_probes(&tracer),
         scope(&args, selection.as_ref()),
-        opts.probes.len(),
+        tracer.probes().len(),
         tracer.attach_time().as_millis()
     );
 
@@ -286,7 +291,11 @@ pub fn run(args: TraceArgs) -> Result<()> {
     }
     if let Some(o) = otlp {
         let info = podscope_export::otlp::SessionInfo {
-            probes: names.iter().map(|n| n.to_string()).collect(),
+            probes: tracer
+                .probes()
+                .iter()
+                .map(|p| p.name().to_string())
+                .collect(),
             scope: scope(&args, selection.as_ref()),
         };
         let events = stats.iter().map(|s| s.events).sum();
@@ -305,6 +314,23 @@ fn report_losses(tracer: &Tracer, sink: &mut dyn Sink, seen: &mut [u64]) -> io::
         }
     }
     Ok(())
+}
+
+/// `exec,bio (bio: block_getrq)`: the probes and, where a probe runs on a
+/// fallback implementation, which one.
+fn describe_probes(tracer: &Tracer) -> String {
+    let imps = tracer.implementations();
+    let names: Vec<&str> = imps.iter().map(|(p, _)| p.name()).collect();
+    let fallbacks: Vec<String> = imps
+        .iter()
+        .filter(|(p, i)| p.implementations().first() != Some(*i))
+        .map(|(p, i)| format!("{p}: {}", i.name))
+        .collect();
+    if fallbacks.is_empty() {
+        names.join(",")
+    } else {
+        format!("{} ({})", names.join(","), fallbacks.join(", "))
+    }
 }
 
 fn start_exporter(

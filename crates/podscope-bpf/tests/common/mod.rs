@@ -121,3 +121,119 @@ pub fn collect_until(
     }
     all
 }
+
+/// A loop block device over a sparse file, detached (and the file removed)
+/// on drop. Its requests are only the test's own, so they can be compared
+/// exactly with the device's stat file; it also gives the kernel guests of
+/// the matrix (whose `/` is 9p + tmpfs) a real block device.
+pub struct LoopDevice {
+    pub dev: PathBuf,
+    backing: PathBuf,
+}
+
+impl LoopDevice {
+    pub fn new(mib: u64) -> LoopDevice {
+        let backing = std::env::temp_dir().join(unique("podscope-loop-"));
+        let f = std::fs::File::create(&backing).unwrap();
+        f.set_len(mib << 20).unwrap();
+        drop(f);
+        let out = std::process::Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&backing)
+            .output()
+            .expect("losetup (util-linux) is needed for the block I/O tests");
+        assert!(
+            out.status.success(),
+            "losetup --find --show {}: {}",
+            backing.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dev = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        LoopDevice { dev, backing }
+    }
+
+    /// `loop3` for `/dev/loop3`: the disk name bio events carry.
+    pub fn name(&self) -> String {
+        self.dev.file_name().unwrap().to_str().unwrap().to_string()
+    }
+
+    /// The fields of `/sys/block/<name>/stat` (see the kernel's
+    /// Documentation/block/stat.rst): 0 reads, 2 sectors read, 4 writes,
+    /// 6 sectors written, 15 flushes (Linux 5.5+).
+    pub fn stat(&self) -> Vec<u64> {
+        std::fs::read_to_string(format!("/sys/block/{}/stat", self.name()))
+            .unwrap()
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect()
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .arg("-d")
+            .arg(&self.dev)
+            .status();
+        let _ = std::fs::remove_file(&self.backing);
+    }
+}
+
+/// An ext4 file system (no journal: only the test writes to it) on its own
+/// loop device, mounted at `dir`; unmounted and removed on drop.
+pub struct ScratchFs {
+    pub dir: PathBuf,
+    pub device: LoopDevice,
+}
+
+impl ScratchFs {
+    pub fn new(mib: u64) -> ScratchFs {
+        let device = LoopDevice::new(mib);
+        let ok = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-O", "^has_journal"])
+            .arg(&device.dev)
+            .status()
+            .expect("mkfs.ext4 (e2fsprogs) is needed for the block I/O tests");
+        assert!(ok.success(), "mkfs.ext4 {}", device.dev.display());
+        let dir = std::env::temp_dir().join(unique("podscope-fs-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .arg(&device.dev)
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(
+            ok.success(),
+            "mount {} {}",
+            device.dev.display(),
+            dir.display()
+        );
+        ScratchFs { dir, device }
+    }
+}
+
+impl Drop for ScratchFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// A buffer of `len` bytes aligned to 4 KiB, for O_DIRECT.
+pub struct Aligned {
+    buf: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+impl Aligned {
+    pub fn new(len: usize, fill: u8) -> Aligned {
+        let buf = vec![fill; len + 4096];
+        let off = buf.as_ptr().align_offset(4096);
+        Aligned { buf, off, len }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[self.off..self.off + self.len]
+    }
+}

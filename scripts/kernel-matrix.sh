@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The kernel test matrix. Boots Debian's own kernels in qemu
+# (scripts/kernels/run-kernel.sh: 5.10 from bullseye, 6.1 from bookworm, 6.12
+# from trixie; the packages come from the Debian archive and are cached under
+# $WORK, never committed), with this machine's / shared, and runs inside each
+# the real-BPF probe tests (crates/podscope-bpf/tests/probes.rs) and
+# `podscope probes`, both built here. Prints one table per kernel (probe,
+# implementation chosen, tests passed) and fails if any test failed.
+# Needs root. scripts/test.sh runs it; KERNELS="bookworm" runs fewer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+SUITES=${KERNELS:-bullseye bookworm trixie}
+export WORK=${WORK:-/var/tmp/podscope-kernels}
+
+log() { echo "kernel-matrix: $*" >&2; }
+
+# qemu and what run-kernel.sh needs; e2fsprogs and util-linux for the block
+# tests' loop devices and file systems inside the guests.
+PKGS=(qemu-system-x86 qemu-system-data kmod busybox-static xz-utils zstd bc time e2fsprogs util-linux)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# /dev/kvm on these machines is a PVM variant that cannot run stock kernels,
+# so software emulation (TCG) is the default; ACCEL=kvm or auto to try KVM.
+export ACCEL=${ACCEL:-tcg}
+log "guests run under $ACCEL$([ "$ACCEL" = tcg ] && echo ' (software emulation: correctness only, no timing figures)')"
+
+cargo build --locked -q -p podscope
+testbin=$(cargo test --locked -q -p podscope-bpf --test probes --no-run --message-format=json 2>/dev/null |
+  python3 -c 'import sys, json
+for line in sys.stdin:
+    j = json.loads(line)
+    if j.get("reason") == "compiler-artifact" and j.get("executable") and j["target"]["name"] == "probes":
+        print(j["executable"])')
+[ -x "$testbin" ] || { log "could not find the probes test binary"; exit 1; }
+
+kernel_of() {  # suite -> kernel version, fetched once and remembered
+  local suite=$1 mark=$WORK/suite-$1 kver
+  if [ -f "$mark" ] && [ -d "$WORK/kernels/$(cat "$mark")/boot" ]; then
+    cat "$mark"
+    return
+  fi
+  kver=$(bash scripts/kernels/run-kernel.sh --fetch "$suite" | tail -1)
+  echo "$kver" > "$mark"
+  echo "$kver"
+}
+
+# The guest script (run-kernel.sh keeps lines starting with @@ for itself): a loop device and ext4 need their modules; the tests
+# themselves make their loop devices and file systems.
+guest_cmd="cd $repo
+modprobe loop 2>/dev/null; modprobe ext4 2>/dev/null
+echo '::podscope-probes::'
+target/debug/podscope probes -o json
+echo '::podscope-tests::'
+$testbin --test-threads=1 --color never 2>&1
+echo \"::podscope-tests-rc=\$?\""
+
+failed=0
+summary=()
+for suite in $SUITES; do
+  kver=$(kernel_of "$suite")
+  out=$(mktemp)
+  log "== $suite: Linux $kver"
+  set +e
+  bash scripts/kernels/run-kernel.sh "$kver" "$guest_cmd" > "$out" 2>&1
+  rc=$?
+  set -e
+  python3 - "$out" "$kver" <<'EOF' || failed=1
+import json, re, sys
+path, kver = sys.argv[1], sys.argv[2]
+text = open(path, errors="replace").read()
+probes, tests, rc = {}, {}, None
+section = None
+for line in text.splitlines():
+    if line.startswith("::podscope-probes::"): section = "probes"; continue
+    if line.startswith("::podscope-tests-rc="): rc = int(line.split("=")[1].strip(":")); continue
+    if line.startswith("::podscope-tests::"): section = "tests"; continue
+    if section == "probes" and line.startswith("{"):
+        row = json.loads(line)
+        probes[row["probe"]] = row
+    m = re.match(r"^test (\S+) \.\.\. (ok|FAILED|ignored)", line)
+    if m: tests[m.group(1)] = m.group(2)
+# Which probe each test exercises.
+def probe_of(test):
+    first = test.split("_")[0]
+    return {"odirect": "bio", "asking": "bio", "lost": "exec", "cgroup": "exec"}.get(first, first)
+print(f"\nLinux {kver}")
+print(f"{'PROBE':<7} {'IMPLEMENTATION':<16} {'TESTS':<8} FAILED")
+for name, row in probes.items():
+    mine = [t for t in tests if probe_of(t) == name]
+    ok = [t for t in mine if tests[t] == "ok"]
+    bad = [t for t in mine if tests[t] == "FAILED"]
+    imp = row.get("implementation") or "NO: " + (row.get("reason") or "?")[:60]
+    print(f"{name:<7} {imp:<16} {len(ok)}/{len(mine):<6} {', '.join(bad)}")
+bad = [t for t, r in tests.items() if r == "FAILED"]
+if not probes or not tests or rc is None:
+    print(f"the guest did not finish (probes: {len(probes)}, tests: {len(tests)}); its output:")
+    print(text[-4000:])
+    sys.exit(1)
+if bad or rc != 0:
+    for line in text.splitlines():
+        if "panicked" in line or "assert" in line or "left:" in line or "right:" in line or "loading probes" in line:
+            print("  " + line)
+    sys.exit(1)
+print(f"{len(tests)} passed, 0 failed")
+EOF
+  [ $rc -eq 0 ] || { log "$suite: the guest exited with $rc"; failed=1; }
+  summary+=("$suite=$kver")
+  rm -f "$out"
+done
+log "kernels: ${summary[*]}"
+exit $failed
