@@ -13,8 +13,10 @@ fi
 # Build: clang for the BPF C programs, libelf/zlib for libbpf, bpftool for vmlinux.h.
 # Run/bench: bpftrace for the benchmark's comparison. Tests: iproute2, tcpdump, util-linux (setpriv),
 # prometheus (a real server scrapes podscope in the metrics tests; its own service is not used),
-# openssl (the TLS tests and the TLS benchmark make throwaway certificates with it).
-PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool bpftrace iproute2 protobuf-compiler tcpdump util-linux prometheus openssl)
+# openssl (the TLS tests and the TLS benchmark make throwaway certificates with it),
+# docker.io, podman and busybox-static (tests/engines.rs starts a private dockerd
+# and podman service and imports a busybox image; neither service is enabled here).
+PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool bpftrace iproute2 protobuf-compiler tcpdump util-linux prometheus openssl docker.io podman busybox-static)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

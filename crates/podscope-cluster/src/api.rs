@@ -216,7 +216,7 @@ impl Selection {
     /// Whether a pod is chosen (its containers may still be narrowed by name).
     pub fn matches_pod(&self, pod: &Pod) -> bool {
         // Pods found through /proc have no namespace or labels: match on what is known.
-        let known = pod.source == Source::Cri;
+        let known = pod.source != Source::Proc;
         if let Some(ns) = &self.namespace {
             if known && &pod.namespace != ns {
                 return false;

@@ -84,6 +84,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A Docker Engine API socket (Docker or podman) could not be used.
+    #[error("cannot list {runtime} containers from {path}: {reason}")]
+    Engine {
+        /// The engine expected there: `docker` or `podman`.
+        runtime: &'static str,
+        /// The socket path.
+        path: PathBuf,
+        /// What went wrong and what to do about it.
+        reason: String,
+    },
+
     /// A file under /proc or /sys could not be read.
     #[error("cannot read {path}: {source}")]
     Io {

@@ -11,14 +11,17 @@
 //! - [`selector`]: kubectl label selectors; [`names`]: name globs and
 //!   "did you mean" suggestions.
 //!
-//! The Docker Engine API is not spoken: Docker-run Kubernetes pods are found
-//! through cri-dockerd's CRI socket or the /proc scan.
+//! - [`engine`]: plain Docker and podman containers through the Docker
+//!   Engine API, each as a pod of its own, added to what CRI or /proc found.
+//!   Docker-run Kubernetes pods are still found through cri-dockerd's CRI
+//!   socket or the /proc scan, not twice.
 
 pub mod blocking;
 pub mod cgroup;
 pub mod cri;
 pub mod discover;
 pub mod endpoint;
+pub mod engine;
 pub mod error;
 pub mod layout;
 pub mod model;

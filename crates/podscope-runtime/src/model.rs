@@ -12,6 +12,9 @@ pub enum Source {
     Cri,
     /// A scan of /proc/*/cgroup: only uids, container ids, pids and cgroups are known.
     Proc,
+    /// The Docker Engine API of dockerd or podman: a plain container, as a
+    /// pod of its own (see [`crate::engine`] for the mapping).
+    Engine,
 }
 
 /// Pod sandbox state as the runtime reports it.
@@ -51,7 +54,7 @@ pub struct Pod {
     pub namespace: String,
     /// Pod labels, without kubelet's own `io.kubernetes.*` bookkeeping labels.
     pub labels: BTreeMap<String, String>,
-    /// The container runtime: `containerd`, `cri-o`, `docker`, or `unknown`.
+    /// The container runtime: `containerd`, `cri-o`, `docker`, `podman`, or `unknown`.
     pub runtime: String,
     /// The CRI pod sandbox id (the pause container's id).
     pub sandbox_id: Option<String>,

@@ -10,6 +10,7 @@ use anyhow::Result;
 use podscope_bpf::{CgroupChange, Tracer};
 use podscope_model::Event;
 use podscope_runtime::cgroup::CgroupMount;
+use podscope_runtime::engine::container_id_of_cgroup;
 use podscope_runtime::layout::parse_kube_cgroup;
 use podscope_runtime::{Discovery, Pod};
 
@@ -81,6 +82,15 @@ pub struct PodIndex {
     client: Option<podscope_runtime::blocking::BlockingCriClient>,
     /// Known pods with a container the runtime has not described to us yet.
     stale: std::collections::HashSet<String>,
+    /// A Docker or podman engine answered discovery: cgroups named like
+    /// theirs are containers to name, not host processes.
+    engines: bool,
+    /// Engine containers seen in the kernel before the engine named them
+    /// (their pseudo-pod uid is the container id).
+    engine_pending: std::collections::HashSet<String>,
+    /// An engine container's cgroup appeared: the next lookup must ask the
+    /// engines (a full refresh), not only CRI's sandboxes.
+    engine_refresh: bool,
 }
 
 impl PodIndex {
@@ -110,6 +120,9 @@ impl PodIndex {
                 .as_ref()
                 .and_then(|e| podscope_runtime::blocking::BlockingCriClient::connect(e).ok()),
             stale: std::collections::HashSet::new(),
+            engines: !discovery.engines.is_empty(),
+            engine_pending: std::collections::HashSet::new(),
+            engine_refresh: false,
         };
         index.apply(&discovery.pods, None);
         Ok((index, discovery))
@@ -208,8 +221,24 @@ impl PodIndex {
                             eprintln!("podscope: warning: {e}");
                         }
                     }
+                } else if self.selection.is_some() && decision == Decision::Selected {
+                    // Without a pod cgroup (a Docker/podman container) the
+                    // filter holds container cgroups: a restarted container
+                    // has a new one.
+                    let old: Vec<u64> = self
+                        .pods
+                        .get(&pod.uid)
+                        .and_then(|e| e.pod.as_ref())
+                        .map(pod_filter_ids)
+                        .unwrap_or_default();
+                    for id in pod_filter_ids(pod).into_iter().filter(|i| !old.contains(i)) {
+                        if let Err(e) = t.allow_cgroup(id) {
+                            eprintln!("podscope: warning: {e}");
+                        }
+                    }
                 }
             }
+            self.engine_pending.remove(&pod.uid);
             self.pods.insert(
                 pod.uid.clone(),
                 PodEntry {
@@ -234,6 +263,7 @@ impl PodIndex {
     pub fn refresh(&mut self, tracer: &Tracer) {
         self.last_refresh = Instant::now();
         self.refresh_wanted = false;
+        self.engine_refresh = false;
         match podscope_runtime::discover_detailed(self.endpoint.as_deref()) {
             Ok(d) => self.apply(&d.pods, Some(tracer)),
             Err(e) => eprintln!("podscope: warning: refreshing pods: {e}"),
@@ -251,7 +281,8 @@ impl PodIndex {
             .map(|(uid, _)| uid.clone())
             .chain(self.stale.drain())
             .collect();
-        let Some(client) = self.client.as_mut() else {
+        let engines = std::mem::take(&mut self.engine_refresh);
+        let Some(client) = self.client.as_mut().filter(|_| !engines) else {
             self.refresh(tracer);
             return;
         };
@@ -291,6 +322,20 @@ impl PodIndex {
                 }
             }
             let Some(k) = kube else {
+                // A new Docker or podman container: named by the next refresh
+                // (100 ms), which also admits it when the selection wants it;
+                // a removed one keeps its names for the grace period.
+                match container_id_of_cgroup(&ch.path) {
+                    Some(cid) if self.engines && ch.created => {
+                        self.engine_container_seen(ch.id, cid);
+                    }
+                    Some(cid) if self.engines => {
+                        if let Some(e) = self.pods.get_mut(&cid) {
+                            e.removed.get_or_insert(now);
+                        }
+                    }
+                    _ => {}
+                }
                 continue;
             };
             if ch.created {
@@ -378,7 +423,7 @@ impl PodIndex {
         }
         let now = Instant::now();
         // Pending too long: nobody will name it; reject it rather than leak it.
-        for e in self.pods.values_mut() {
+        for (uid, e) in self.pods.iter_mut() {
             if let Decision::Pending(since) = e.decision {
                 if now.duration_since(since) > PENDING_TIMEOUT {
                     e.decision = if self.selection.is_some() {
@@ -386,6 +431,10 @@ impl PodIndex {
                     } else {
                         Decision::Selected
                     };
+                    // An engine container never named is gone: forget it after the grace.
+                    if e.pod.is_none() && self.engine_pending.contains(uid) {
+                        e.removed.get_or_insert(now);
+                    }
                 }
             }
         }
@@ -397,6 +446,7 @@ impl PodIndex {
             .map(|(uid, _)| uid.clone())
             .collect();
         for uid in expired {
+            self.engine_pending.remove(&uid);
             if let Some(e) = self.pods.remove(&uid) {
                 if let Some(p) = &e.pod {
                     for id in pod_filter_ids(p) {
@@ -444,6 +494,13 @@ impl PodIndex {
             Decision::Selected => {}
         }
         let Some(pod) = &entry.pod else {
+            if self.selection.is_none() && self.engine_pending.contains(&cg.pod_uid) {
+                // An engine container that was gone before the engine could
+                // name it (its pending time is over): without a selection it
+                // is shown as it was before engines were asked, by cgroup.
+                ev.identity.container_id.clone_from(&cg.pod_uid);
+                return Verdict::Emit;
+            }
             return Verdict::Hold;
         };
         let id = &mut ev.identity;
@@ -508,11 +565,46 @@ impl PodIndex {
                     self.refresh_wanted = true;
                 }
             }
+            // A Docker or podman container that started after the last
+            // refresh: held until the engine names it (its pseudo-pod's uid
+            // is the container id), like a new pod.
+            None if self.engines && path.as_deref().and_then(container_id_of_cgroup).is_some() => {
+                let cid = path.as_deref().and_then(container_id_of_cgroup);
+                self.engine_container_seen(id, cid.unwrap_or_default());
+            }
             // The task already exited, or it is not in a pod.
             None if path.is_some() => {
                 self.host_cgroups.insert(id);
             }
             None => {}
+        }
+    }
+
+    /// A Docker or podman container's cgroup that the engine has not named
+    /// yet: mapped to its pseudo-pod (uid = container id), pending until the
+    /// next refresh names it, as a new pod is.
+    ///
+    /// A cgroup new to a known container (it restarted) asks for a refresh
+    /// too, so that a selected container's new cgroup enters the filter.
+    fn engine_container_seen(&mut self, cgroup_id: u64, cid: String) {
+        let known = self.cgroups.insert(
+            cgroup_id,
+            CgroupEntry {
+                pod_uid: cid.clone(),
+                container_id: Some(cid.clone()),
+            },
+        );
+        if known.is_none() {
+            self.refresh_wanted = true;
+            self.engine_refresh = true;
+        }
+        if let std::collections::hash_map::Entry::Vacant(e) = self.pods.entry(cid.clone()) {
+            self.engine_pending.insert(cid);
+            e.insert(PodEntry {
+                pod: None,
+                decision: Decision::Pending(Instant::now()),
+                removed: None,
+            });
         }
     }
 

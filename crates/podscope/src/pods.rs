@@ -60,7 +60,7 @@ impl PodSelection {
     /// Whether a pod is chosen (its containers may still be narrowed by name).
     pub fn matches_pod(&self, pod: &Pod) -> bool {
         // Pods found through /proc have no namespace or labels: match on what is known.
-        let known = pod.source == Source::Cri;
+        let known = pod.source != Source::Proc;
         if let Some(ns) = &self.namespace {
             if known && &pod.namespace != ns {
                 return false;
@@ -275,6 +275,7 @@ mod tests {
             endpoint: None,
             runtime: None,
             warning: None,
+            engines: Vec::new(),
         };
         let msg = sel(Some("wbe-0"), Some("shop"), false, None, None)
             .no_match(&d)
