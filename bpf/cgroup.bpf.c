@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* cgroup watcher. A new pod's first container can exec within milliseconds
  * of its cgroup appearing, faster than user space can ask the runtime who
- * it is. So the kernel admits new pod cgroups below kubelet's cgroups into
- * the filter at once, as pending, and reports them; user space then keeps
- * the ones the selection wants and removes the others. */
+ * it is. So the kernel admits new pod cgroups below kubelet's cgroups (and
+ * new Docker/podman container cgroups below the engines' cgroups) into the
+ * filter at once, as pending, and reports them; user space then keeps the
+ * ones the selection wants and removes the others. */
 #include "podscope.bpf.h"
 #include "cgroup.h"
 
@@ -25,7 +26,7 @@ const volatile bool admit_new_pods = false;
 
 struct cgroup_event _cgroup_event_type = {};
 
-#define NAME_MAX_READ 64
+#define NAME_MAX_READ 80
 
 static __always_inline bool starts_with(const char *s, const char *p, int n)
 {
@@ -40,6 +41,36 @@ static __always_inline bool is_kube_group(const char *name)
 {
 	return starts_with(name, "kubepods", 8) || starts_with(name, "besteffort", 11) ||
 	       starts_with(name, "burstable", 10);
+}
+
+/* Docker's and podman's cgroup directories: docker (cgroupfs driver),
+ * system.slice (systemd driver: docker-<id>.scope), libpod_parent and
+ * machine.slice (podman). */
+static __always_inline bool is_engine_group(const char *name)
+{
+	return (starts_with(name, "docker", 7)) || starts_with(name, "libpod_parent", 14) ||
+	       starts_with(name, "machine.slice", 14) || starts_with(name, "system.slice", 13);
+}
+
+static __always_inline bool is_hex64(const char *name)
+{
+	for (int i = 0; i < 64; i++) {
+		char c = name[i];
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+			return false;
+	}
+	return name[64] == 0;
+}
+
+/* A container's own cgroup: docker-<id>.scope, libpod-<id>[.scope] (not
+ * podman's libpod-conmon-<id>.scope), or a bare 64-hex id under /docker. */
+static __always_inline bool is_engine_container(const char *name)
+{
+	if (starts_with(name, "docker-", 7))
+		return true;
+	if (starts_with(name, "libpod-", 7))
+		return !starts_with(name, "libpod-conmon-", 14);
+	return is_hex64(name);
 }
 
 /* pod<uid> (cgroupfs driver) or kubepods-<qos>-pod<uid>.slice / kubepods-pod<uid>.slice */
@@ -98,7 +129,7 @@ int BPF_PROG(cgroup_mkdir, struct cgroup *cgrp, const char *path)
 	id = BPF_CORE_READ(cgrp, kn, id);
 	if (bpf_map_lookup_elem(&watch_parents, &parent_id)) {
 		bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(cgrp, kn, name));
-		if (is_pod_group(name)) {
+		if (is_pod_group(name) || is_engine_container(name)) {
 			if (admit_new_pods) {
 				__u8 pending = FILTER_PENDING;
 				if (bpf_map_update_elem(&filter_cgroups, &id, &pending, BPF_ANY))
@@ -106,7 +137,7 @@ int BPF_PROG(cgroup_mkdir, struct cgroup *cgrp, const char *path)
 				else
 					admitted = 1;
 			}
-		} else if (is_kube_group(name)) {
+		} else if (is_kube_group(name) || is_engine_group(name)) {
 			__u8 watch = WATCH_KUBE;
 			if (bpf_map_update_elem(&watch_parents, &id, &watch, BPF_ANY))
 				stat_inc(STAT_MAP_FULL);

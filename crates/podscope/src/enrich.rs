@@ -161,6 +161,13 @@ impl PodIndex {
             "kubepods.slice",
             "kubepods.slice/kubepods-besteffort.slice",
             "kubepods.slice/kubepods-burstable.slice",
+            // Docker and podman: their new containers are admitted in the
+            // kernel too (bpf/cgroup.bpf.c), so a container's entrypoint is
+            // traced before the engine has named it.
+            "docker",
+            "system.slice",
+            "machine.slice",
+            "libpod_parent",
         ] {
             let p = root.join(rel);
             if p.is_dir() {
@@ -314,7 +321,7 @@ impl PodIndex {
         for ch in changes {
             let kube = parse_kube_cgroup(&ch.path);
             if ch.created && ch.admitted {
-                if kube.is_some() {
+                if kube.is_some() || (self.engines && container_id_of_cgroup(&ch.path).is_some()) {
                     self.kernel_pending.insert(ch.id);
                 } else if let Err(e) = tracer.deny_cgroup(ch.id) {
                     // Named like a pod's cgroup but not one: out of the filter again.

@@ -761,6 +761,21 @@ fn check_wait_and_restart(e: &Engine, name: &str) {
     );
     assert_eq!(first["container"], name, "{first}");
     assert_eq!(first["container_id"], id.as_str(), "{first}");
+    // The entrypoint itself, exec'd within milliseconds of the container's
+    // cgroup appearing, long before the engine could be asked: the kernel
+    // admits new engine containers as pending (bpf/cgroup.bpf.c).
+    let script = busy(name);
+    let entry = t.until(
+        "the container's entrypoint exec (sh -c ...)",
+        Duration::from_secs(5),
+        |v| {
+            v["probe"] == "exec"
+                && v["args"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == script.as_str()))
+        },
+    );
+    assert_eq!(entry["container_id"], id.as_str(), "{entry}");
     let old_cgroup = first["cgroup_id"].clone();
     e.cli(&["restart", "-t", "0", name]);
     let restarted = Instant::now();
