@@ -60,6 +60,14 @@ guest_cmd="cd $repo
 modprobe loop 2>/dev/null; modprobe ext4 2>/dev/null
 echo '::podscope-probes::'
 target/debug/podscope probes -o json
+# Whole traces too: every probe at once with the cgroup watcher (which the
+# probe tests do not load), by host and in pod mode (kernel admission on).
+target/debug/podscope trace all --all --duration 2s -o none > /tmp/trace-all.out 2>&1
+echo \"::podscope-trace=all --all rc=\$?\"
+grep -E 'warning|error|probes attached' /tmp/trace-all.out
+target/debug/podscope trace exec,tcp -A --wait --duration 2s -o none > /tmp/trace-pods.out 2>&1
+echo \"::podscope-trace=exec,tcp -A --wait rc=\$?\"
+grep -E 'warning|error|probes attached' /tmp/trace-pods.out
 echo '::podscope-tests::'
 $testbin --test-threads=1 --color never 2>&1
 echo \"::podscope-tests-rc=\$?\""
@@ -78,12 +86,14 @@ for suite in $SUITES; do
 import json, re, sys
 path, kver = sys.argv[1], sys.argv[2]
 text = open(path, errors="replace").read()
-probes, tests, rc = {}, {}, None
+probes, tests, rc, traces = {}, {}, None, {}
 section = None
 for line in text.splitlines():
     if line.startswith("::podscope-probes::"): section = "probes"; continue
     if line.startswith("::podscope-tests-rc="): rc = int(line.split("=")[1].strip(":")); continue
     if line.startswith("::podscope-tests::"): section = "tests"; continue
+    m = re.match(r"^::podscope-trace=(.*) rc=(\d+)", line)
+    if m: traces[m.group(1)] = int(m.group(2)); continue
     if section == "probes" and line.startswith("{"):
         row = json.loads(line)
         probes[row["probe"]] = row
@@ -101,14 +111,21 @@ for name, row in probes.items():
     bad = [t for t in mine if tests[t] == "FAILED"]
     imp = row.get("implementation") or "NO: " + (row.get("reason") or "?")[:60]
     print(f"{name:<7} {imp:<16} {len(ok)}/{len(mine):<6} {', '.join(bad)}")
+for args, code in traces.items():
+    print(f"podscope trace {args}: {'ok' if code == 0 else f'FAILED (exit {code})'}")
 bad = [t for t, r in tests.items() if r == "FAILED"]
+bad += [f"trace {a}" for a, c in traces.items() if c != 0]
+if "warning: not tracing" in text:
+    bad.append("a probe did not load in a whole trace")
+if len(traces) != 2:
+    bad.append("the whole-trace runs did not report")
 if not probes or not tests or rc is None:
     print(f"the guest did not finish (probes: {len(probes)}, tests: {len(tests)}); its output:")
     print(text[-4000:])
     sys.exit(1)
 if bad or rc != 0:
     for line in text.splitlines():
-        if "panicked" in line or "assert" in line or "left:" in line or "right:" in line or "loading probes" in line:
+        if "podscope: error" in line or "warning: not tracing" in line or "panicked" in line or "assert" in line or "left:" in line or "right:" in line or "loading probes" in line:
             print("  " + line)
     sys.exit(1)
 print(f"{len(tests)} passed, 0 failed")
