@@ -119,46 +119,59 @@ pub fn run(format: Format) -> Result<()> {
             }
         })
         .collect();
-    match format {
-        Format::Json => {
-            for r in &rows {
-                println!("{}", serde_json::to_string(r)?);
-            }
-        }
-        Format::Columns => {
-            println!(
-                "{:<6} {:<10} {:<15} DESCRIPTION",
-                "PROBE", "SUPPORTED", "IMPLEMENTATION"
-            );
-            for r in &rows {
-                let supported = match (&privileged, r.supported) {
-                    (Err(_), _) => "?",
-                    (Ok(()), true) => "yes",
-                    (Ok(()), false) => "NO",
-                };
-                println!(
-                    "{:<6} {:<10} {:<15} {}",
-                    r.probe.name(),
-                    supported,
-                    r.implementation.unwrap_or("-"),
-                    r.description
-                );
-                println!("{:<33} hooks: {}", "", r.hooks.join(", "));
-                for imp in r
-                    .implementations
-                    .iter()
-                    .filter(|i| i.status != "used" && privileged.is_ok())
-                {
-                    println!("{:<33} {}: {}", "", imp.name, imp.status);
-                }
-                if let (Some(reason), Ok(())) = (&r.reason, &privileged) {
-                    println!("{:<33} why not: {reason}", "");
-                }
-            }
-        }
+    // `podscope probes | head` closes the pipe early: not an error.
+    match print_rows(&rows, format, privileged.is_ok()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        r => r?,
     }
     if let Err(e) = privileged {
         bail!("could not check what this kernel runs: {e}");
     }
     Ok(())
+}
+
+fn print_rows(rows: &[Row], format: Format, privileged: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => {
+            for r in rows {
+                writeln!(out, "{}", serde_json::to_string(r)?)?;
+            }
+        }
+        Format::Columns => {
+            writeln!(
+                out,
+                "{:<6} {:<10} {:<15} DESCRIPTION",
+                "PROBE", "SUPPORTED", "IMPLEMENTATION"
+            )?;
+            for r in rows {
+                let supported = match (privileged, r.supported) {
+                    (false, _) => "?",
+                    (true, true) => "yes",
+                    (true, false) => "NO",
+                };
+                writeln!(
+                    out,
+                    "{:<6} {:<10} {:<15} {}",
+                    r.probe.name(),
+                    supported,
+                    r.implementation.unwrap_or("-"),
+                    r.description
+                )?;
+                writeln!(out, "{:<33} hooks: {}", "", r.hooks.join(", "))?;
+                for imp in r
+                    .implementations
+                    .iter()
+                    .filter(|i| i.status != "used" && privileged)
+                {
+                    writeln!(out, "{:<33} {}: {}", "", imp.name, imp.status)?;
+                }
+                if let (Some(reason), true) = (&r.reason, privileged) {
+                    writeln!(out, "{:<33} why not: {reason}", "")?;
+                }
+            }
+        }
+    }
+    out.flush()
 }
