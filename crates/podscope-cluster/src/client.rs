@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::api::CreateSession;
-use crate::http::{request_with, Response};
+use crate::http::{request_timed, request_with, Response, Timeouts};
 use crate::tls::ClientTls;
 
 /// Pod flags as given on the command line.
@@ -85,7 +85,22 @@ struct Hub {
     tls: Option<ClientTls>,
     /// With --hub-api grpc: the calls go here instead.
     grpc: Option<crate::grpc_client::GrpcHub>,
+    /// `trace --duration`: every call must be over by then.
+    end_by: Option<Instant>,
 }
+
+/// How long after `--duration` a trace through the hub waits for its
+/// session to end (the nodes stop their traces and send their summaries)
+/// before it gives up; every call to the hub is bounded by that deadline too.
+const END_GRACE: Duration = Duration::from_secs(5);
+
+/// The hub sends an empty line on the event stream after this much silence
+/// (`?keepalive=`), so the CLI can tell a quiet session from a hub that hangs.
+const KEEPALIVE_SECS: u64 = 5;
+
+/// Silence on the event stream after which the hub counts as stuck: three
+/// missed keep-alives.
+const STREAM_IDLE: Duration = Duration::from_secs(3 * KEEPALIVE_SECS);
 
 impl Hub {
     fn new(target: &HubTarget) -> Result<Hub> {
@@ -119,6 +134,7 @@ impl Hub {
                 _proxy: Some(proxy),
                 tls: None,
                 grpc: None,
+                end_by: None,
             });
         }
         let url = target.url.trim_end_matches('/').to_string();
@@ -140,7 +156,16 @@ impl Hub {
             _proxy: None,
             tls,
             grpc,
+            end_by: None,
         })
+    }
+
+    /// `t`, cut to what is left before `end_by`.
+    fn limits(&self, t: Timeouts) -> Timeouts {
+        match self.end_by {
+            Some(end) => t.within(end.saturating_duration_since(Instant::now())),
+            None => t,
+        }
     }
 
     /// `-n` as kubectl reads it: the flag, else (for a kube:// hub) the
@@ -153,19 +178,21 @@ impl Hub {
         }
     }
 
-    fn call(
+    /// One call within these limits (cut by [`Hub::limits`] where a deadline applies).
+    fn call_within(
         &self,
         method: &str,
         path: &str,
         body: Option<&str>,
         headers: &[(&str, &str)],
+        limits: Timeouts,
     ) -> Result<Response> {
         if let Some(g) = &self.grpc {
             return g
                 .call(method, path, body)
                 .with_context(|| format!("reaching the hub's gRPC API at {}", self.shown));
         }
-        request_with(
+        request_timed(
             self.tls.as_ref(),
             &self.url,
             method,
@@ -173,13 +200,41 @@ impl Hub {
             Some(&self.token),
             body,
             headers,
+            limits,
         )
         .with_context(|| format!("reaching the hub at {}", self.shown))
     }
 
+    /// A session's event stream: the hub keeps it alive while it is quiet,
+    /// so a silence of [`STREAM_IDLE`] means the hub is stuck.
+    fn stream(&self, id: &str) -> Result<Response> {
+        let limits = Timeouts {
+            idle: Some(STREAM_IDLE),
+            ..Timeouts::default()
+        };
+        self.call_within(
+            "GET",
+            &format!("/v1/sessions/{id}/events?keepalive={KEEPALIVE_SECS}"),
+            None,
+            &[],
+            self.limits(limits),
+        )
+    }
+
     /// A call that must succeed; the error carries the hub's message.
     fn ok(&self, method: &str, path: &str, body: Option<&str>) -> Result<Value> {
-        let r = self.call(method, path, body, &[])?;
+        self.ok_within(method, path, body, self.limits(Timeouts::default()))
+    }
+
+    /// [`Hub::ok`] with these limits.
+    fn ok_within(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        limits: Timeouts,
+    ) -> Result<Value> {
+        let r = self.call_within(method, path, body, &[], limits)?;
         let status = r.status;
         let v = r.json().unwrap_or(Value::Null);
         if !(200..300).contains(&status) {
@@ -294,7 +349,11 @@ const RECONNECT_FOR: Duration = Duration::from_secs(45);
 /// `podscope --hub URL trace`: creates a session, streams its events until it
 /// ends (--duration, --max-events, Ctrl-C), deletes it. Returns the exit code.
 pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
-    let hub = Hub::new(target)?;
+    let mut hub = Hub::new(target)?;
+    hub.end_by = t.duration.map(|d| Instant::now() + d + END_GRACE);
+    // The last delete is quick either way: after a failure, waiting on a
+    // stuck hub would only delay the error.
+    let last = Timeouts::default().within(Duration::from_secs(2));
     let req = CreateSession {
         namespace: hub.namespace(&t.pods),
         all_namespaces: t.pods.all_namespaces,
@@ -312,20 +371,29 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
         .as_str()
         .ok_or_else(|| anyhow!("the hub's answer has no session id: {created}"))?
         .to_string();
-    let stream = hub.call("GET", &format!("/v1/sessions/{id}/events"), None, &[])?;
+    let stream = match hub.stream(&id) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = hub.call_within("DELETE", &format!("/v1/sessions/{id}"), None, &[], last);
+            return Err(e);
+        }
+    };
     if stream.status != 200 {
-        let _ = hub.call("DELETE", &format!("/v1/sessions/{id}"), None, &[]);
+        let _ = hub.call_within("DELETE", &format!("/v1/sessions/{id}"), None, &[], last);
         let status = stream.status;
         bail!(
             "the hub answered {status} to the event stream of session {id}: {}",
             stream.text().unwrap_or_default()
         );
     }
-    hub.ok(
+    if let Err(e) = hub.ok(
         "PUT",
         &format!("/v1/sessions/{id}"),
         Some(r#"{"state":"running"}"#),
-    )?;
+    ) {
+        let _ = hub.call_within("DELETE", &format!("/v1/sessions/{id}"), None, &[], last);
+        return Err(e);
+    }
     eprintln!(
         "podscope: session {id} on the hub {}; Ctrl-C to stop",
         hub.shown
@@ -360,10 +428,40 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
     let mut summaries = Vec::new();
     let mut header = false;
     let mut stream = Some(stream);
+    // Why the stream last broke, for the message if it does not come back.
+    let mut broke: Option<String> = None;
+    let overdue = |broke: &Option<String>| {
+        format!(
+            "session {id} did not end within {}s after --duration: the hub at {} {}",
+            END_GRACE.as_secs(),
+            hub.shown,
+            broke
+                .as_deref()
+                .map_or("sent no end record".to_string(), |b| format!(
+                    "did not answer ({b})"
+                ))
+        )
+    };
     let code = 'outer: loop {
         if let Some(s) = stream.take() {
             for line in s.lines() {
-                let Ok(line) = line else { break };
+                if hub.end_by.is_some_and(|e| Instant::now() > e) {
+                    let why = overdue(&broke);
+                    let rec =
+                        serde_json::json!({"kind": "interrupted", "session": id, "reason": why});
+                    if t.json {
+                        writeln!(out, "{rec}")?;
+                    }
+                    eprintln!("podscope: {why}");
+                    break 'outer 1;
+                }
+                let line = match line {
+                    Ok(l) => l,
+                    Err(e) => {
+                        broke = Some(format!("{e:#}"));
+                        break;
+                    }
+                };
                 let Ok(v) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
@@ -410,6 +508,7 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
         // is retried for a while too.
         let deadline = Instant::now() + RECONNECT_FOR;
         loop {
+            let late = hub.end_by.is_some_and(|e| Instant::now() > e);
             let gone = |why: String, out: &mut std::io::StdoutLock| -> Result<()> {
                 let rec = serde_json::json!({"kind": "interrupted", "session": id, "reason": why});
                 if t.json {
@@ -418,7 +517,11 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
                 eprintln!("podscope: {why}");
                 Ok(())
             };
-            match hub.call("GET", &format!("/v1/sessions/{id}/events"), None, &[]) {
+            if late {
+                gone(overdue(&broke), &mut out)?;
+                break 'outer 1;
+            }
+            match hub.stream(&id) {
                 Ok(r) if r.status == 200 => {
                     stream = Some(r);
                     continue 'outer;
@@ -440,12 +543,20 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
                 _ if Instant::now() > deadline => {
                     gone(
                         format!(
-                            "the hub at {} stopped answering for {RECONNECT_FOR:?}",
-                            hub.shown
+                            "the hub at {} stopped answering for {RECONNECT_FOR:?}{}",
+                            hub.shown,
+                            broke
+                                .as_deref()
+                                .map(|b| format!(" ({b})"))
+                                .unwrap_or_default()
                         ),
                         &mut out,
                     )?;
                     break 'outer 1;
+                }
+                Err(e) => {
+                    broke = Some(format!("{e:#}"));
+                    std::thread::sleep(Duration::from_millis(300));
                 }
                 _ => std::thread::sleep(Duration::from_millis(300)),
             }
@@ -453,7 +564,7 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
     };
     out.flush()?;
     drop(stopper);
-    let _ = hub.call("DELETE", &format!("/v1/sessions/{id}"), None, &[]);
+    let _ = hub.call_within("DELETE", &format!("/v1/sessions/{id}"), None, &[], last);
     for s in &summaries {
         eprintln!(
             "podscope: node {}: {} events, {} lost{}",
@@ -584,7 +695,12 @@ pub fn exec(target: &HubTarget, e: &RemoteExec) -> Result<i32> {
         "namespaces": e.namespaces.split(',').map(str::trim).filter(|s| !s.is_empty()).collect::<Vec<_>>(),
         "timeout": e.timeout.map(|d| format!("{}ms", d.as_millis())),
     });
-    let r = hub.ok("POST", "/v1/exec", Some(&body.to_string()))?;
+    // The hub answers when the tool ends: wait for its timeout, and then some.
+    let limits = Timeouts {
+        response: e.timeout.unwrap_or(Duration::from_secs(30)) + Duration::from_secs(30),
+        ..Timeouts::default()
+    };
+    let r = hub.ok_within("POST", "/v1/exec", Some(&body.to_string()), limits)?;
     print!("{}", r["stdout"].as_str().unwrap_or(""));
     eprint!("{}", r["stderr"].as_str().unwrap_or(""));
     std::io::stdout().flush().ok();

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -878,7 +878,39 @@ async fn exec(State(hub): State<Hub>, body: Bytes) -> Response {
     .into_response()
 }
 
-async fn events(State(hub): State<Hub>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+/// `?keepalive=SECONDS` of the event stream: an empty line after that much
+/// silence, so a client can tell a quiet session from a hub that hangs.
+fn keepalive(query: Option<&str>) -> Result<Option<Duration>, String> {
+    let Some(q) = query else { return Ok(None) };
+    let mut out = None;
+    for (k, v) in q.split('&').filter_map(|kv| kv.split_once('=')) {
+        if k != "keepalive" {
+            return Err(format!(
+                "unknown query parameter '{k}' for the event stream; it takes keepalive=SECONDS"
+            ));
+        }
+        match v.parse::<u64>() {
+            Ok(n @ 1..=300) => out = Some(Duration::from_secs(n)),
+            _ => {
+                return Err(format!(
+                    "keepalive={v}: give the seconds of silence after which the stream sends an empty line, 1 to 300"
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn events(
+    State(hub): State<Hub>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let keepalive = match keepalive(query.as_deref()) {
+        Ok(k) => k,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e),
+    };
     let (tx, rx) = mpsc::unbounded_channel::<Vec<Line>>();
     let queued = Arc::new(AtomicUsize::new(0));
     {
@@ -927,7 +959,19 @@ async fn events(State(hub): State<Hub>, Path(id): Path<String>, headers: HeaderM
                 b.extend_from_slice(l.as_bytes());
                 b.push(b'\n');
             }
-            Ok::<_, std::convert::Infallible>(Bytes::from(b))
+            Bytes::from(b)
+        });
+        // With ?keepalive: an empty line after each quiet spell; the stream
+        // still ends when the session's records do.
+        let s = futures_util::stream::unfold(Box::pin(s), move |mut s| async move {
+            let next = match keepalive {
+                None => s.next().await,
+                Some(d) => match tokio::time::timeout(d, s.next()).await {
+                    Ok(next) => next,
+                    Err(_) => Some(Bytes::from_static(b"\n")),
+                },
+            };
+            next.map(|b| (Ok::<_, std::convert::Infallible>(b), s))
         });
         (
             [(header::CONTENT_TYPE, "application/x-ndjson")],
@@ -1477,6 +1521,7 @@ impl hub_api_server::HubApi for GrpcApi {
         let resp = events(
             State(self.0.clone()),
             Path(r.into_inner().id),
+            RawQuery(None),
             HeaderMap::new(),
         )
         .await;

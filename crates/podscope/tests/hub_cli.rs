@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::io::Read;
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -204,4 +206,111 @@ fn node_only_trace_flags_are_refused_through_the_hub() {
         ],
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+/// A real TCP listener that accepts every connection, reads the request and
+/// never answers: a hub that hangs.
+fn silent_listener() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming() {
+            let Ok(mut s) = s else { break };
+            let mut b = [0u8; 4096];
+            let _ = s.read(&mut b);
+            held.push(s);
+        }
+    });
+    port
+}
+
+/// `ps -A` used to hang for ever and `trace --duration 3s` for 20 s on a hub
+/// that accepts and never answers: both fail on time, naming the hub and
+/// what timed out.
+#[test]
+fn a_hub_that_never_answers_fails_on_time() {
+    let port = silent_listener();
+    let hub_url = url(port);
+    let t = Instant::now();
+    let o = cli(&hub_url, &["ps", "-A"]);
+    let took = t.elapsed();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(took < Duration::from_secs(15), "ps took {took:?}");
+    assert!(e.contains(&hub_url), "{e}");
+    assert!(
+        e.contains("GET /v1/pods") && e.contains("no response headers within 10s"),
+        "{e}"
+    );
+
+    // --duration 3s: over within the duration and the 5 s grace.
+    let t = Instant::now();
+    let o = cli(
+        &hub_url,
+        &["trace", "exec", "-A", "--wait", "--duration", "3s"],
+    );
+    let took = t.elapsed();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        took < Duration::from_secs(10),
+        "trace --duration 3s took {took:?}: {e}"
+    );
+    assert!(e.contains(&hub_url), "{e}");
+    assert!(e.contains("POST /v1/sessions: no response headers"), "{e}");
+}
+
+/// What lets the CLI tell a quiet session from a stuck hub: with
+/// `?keepalive=N` the event stream sends an empty line after N s of silence.
+#[test]
+fn the_event_stream_keeps_alive_when_asked() {
+    let (_hub, port) = hub();
+    let created = request(
+        &url(port),
+        "POST",
+        "/v1/sessions",
+        Some(TOKEN),
+        Some(r#"{"all_namespaces":true,"probes":["exec"],"start":false}"#),
+        &[],
+    )
+    .unwrap()
+    .json()
+    .unwrap();
+    let id = created["id"].as_str().unwrap();
+    let path = format!("/v1/sessions/{id}/events");
+    let bad = request(
+        &url(port),
+        "GET",
+        &format!("{path}?keepalive=0"),
+        Some(TOKEN),
+        None,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(bad.status, 400);
+    assert!(bad.json().unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("1 to 300"));
+    let r = request(
+        &url(port),
+        "GET",
+        &format!("{path}?keepalive=1"),
+        Some(TOKEN),
+        None,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let t = Instant::now();
+    let mut lines = r.lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["kind"], "session");
+    assert_eq!(lines.next().unwrap().unwrap(), "");
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
 }
