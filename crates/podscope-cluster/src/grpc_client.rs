@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use tonic::service::interceptor::InterceptedService;
@@ -75,10 +76,11 @@ impl GrpcHub {
         let id = |i: usize| SessionId {
             id: segs[i].to_string(),
         };
+        let what = format!("{method} {p}");
         let got = match (method, segs.as_slice()) {
             ("GET", ["v1", "sessions", _, "events"]) => {
                 let s = id(2);
-                return match self.rt.block_on(c.stream_events(s)) {
+                return match self.wait(&what, CALL_LIMIT, c.stream_events(s))? {
                     Ok(stream) => Ok(Response::from_reader(
                         200,
                         Box::new(LineReader::spawn(&self.rt, stream.into_inner())),
@@ -86,24 +88,58 @@ impl GrpcHub {
                     Err(st) => answer(Err(st)),
                 };
             }
-            ("GET", ["v1", "nodes"]) => self.rt.block_on(c.list_nodes(query)),
-            ("GET", ["v1", "pods"]) => self.rt.block_on(c.list_pods(query)),
-            ("GET", ["v1", "probes"]) => self.rt.block_on(c.list_probes(query)),
-            ("POST", ["v1", "sessions"]) => self.rt.block_on(c.create_session(json)),
-            ("GET", ["v1", "sessions"]) => self.rt.block_on(c.list_sessions(query)),
-            ("DELETE", ["v1", "sessions"]) => self.rt.block_on(c.delete_sessions(query)),
-            ("GET", ["v1", "sessions", _]) => self.rt.block_on(c.get_session(id(2))),
-            ("PUT", ["v1", "sessions", _]) => self.rt.block_on(c.update_session(SessionUpdate {
-                id: segs[2].to_string(),
-                json: json.json,
-            })),
-            ("DELETE", ["v1", "sessions", _]) => self.rt.block_on(c.delete_session(id(2))),
-            ("POST", ["v1", "exec"]) => self.rt.block_on(c.exec(json)),
+            ("GET", ["v1", "nodes"]) => self.wait(&what, CALL_LIMIT, c.list_nodes(query))?,
+            ("GET", ["v1", "pods"]) => self.wait(&what, CALL_LIMIT, c.list_pods(query))?,
+            ("GET", ["v1", "probes"]) => self.wait(&what, CALL_LIMIT, c.list_probes(query))?,
+            ("POST", ["v1", "sessions"]) => self.wait(&what, CALL_LIMIT, c.create_session(json))?,
+            ("GET", ["v1", "sessions"]) => self.wait(&what, CALL_LIMIT, c.list_sessions(query))?,
+            ("DELETE", ["v1", "sessions"]) => {
+                self.wait(&what, CALL_LIMIT, c.delete_sessions(query))?
+            }
+            ("GET", ["v1", "sessions", _]) => self.wait(&what, CALL_LIMIT, c.get_session(id(2)))?,
+            ("PUT", ["v1", "sessions", _]) => self.wait(
+                &what,
+                CALL_LIMIT,
+                c.update_session(SessionUpdate {
+                    id: segs[2].to_string(),
+                    json: json.json,
+                }),
+            )?,
+            ("DELETE", ["v1", "sessions", _]) => {
+                self.wait(&what, CALL_LIMIT, c.delete_session(id(2)))?
+            }
+            // The answer comes when the tool ends (the hub allows at most 10 minutes).
+            ("POST", ["v1", "exec"]) => {
+                self.wait(&what, Duration::from_secs(11 * 60), c.exec(json))?
+            }
             _ => bail!("the hub's gRPC API has no operation for {method} {p}"),
         };
         answer(got.map(|r| r.into_inner()))
     }
 }
+
+impl GrpcHub {
+    /// Runs one call, or fails after `limit` naming the call: a hub that
+    /// accepts and never answers must not hang the CLI.
+    fn wait<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<Result<T, tonic::Status>> {
+        self.rt
+            .block_on(async { tokio::time::timeout(limit, call).await })
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "{what}: no answer within {}s (the server accepted the connection but did not answer; is it a podscope hub, and is it stuck?)",
+                    limit.as_secs()
+                )
+            })
+    }
+}
+
+/// How long one gRPC call may take (the stream's: until it starts).
+const CALL_LIMIT: Duration = Duration::from_secs(10);
 
 /// A gRPC answer as the REST answer: the same status and JSON. A call that
 /// never reached the hub is an error, as a failed connection is over REST.

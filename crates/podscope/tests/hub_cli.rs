@@ -244,6 +244,18 @@ fn a_hub_that_never_answers_fails_on_time() {
         "{e}"
     );
 
+    // The same over gRPC.
+    let t = Instant::now();
+    let o = cli(&hub_url, &["--hub-api", "grpc", "ps", "-A"]);
+    let took = t.elapsed();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(took < Duration::from_secs(15), "ps over gRPC took {took:?}");
+    assert!(
+        e.contains(&hub_url) && e.contains("GET /v1/pods: no answer within 10s"),
+        "{e}"
+    );
+
     // --duration 3s: over within the duration and the 5 s grace.
     let t = Instant::now();
     let o = cli(
