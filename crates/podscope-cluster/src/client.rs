@@ -44,6 +44,9 @@ pub struct RemoteTrace {
     pub duration: Option<Duration>,
     /// --max-events.
     pub max_events: Option<u64>,
+    /// --wait: a selection that matches no pod yet waits for one (else the
+    /// hub refuses it, naming the pods there are).
+    pub wait: bool,
 }
 
 /// How to reach the hub: `--hub`, `--token-file`, and kubectl's flags for a
@@ -365,6 +368,7 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
             .duration
             .map(|d| humantime::format_duration(d).to_string()),
         start: Some(false),
+        wait: Some(t.wait),
     };
     let created = hub.ok("POST", "/v1/sessions", Some(&serde_json::to_string(&req)?))?;
     let id = created["id"]

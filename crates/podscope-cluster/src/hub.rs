@@ -554,6 +554,29 @@ async fn create(State(hub): State<Hub>, body: Bytes) -> Response {
         Err(e) => return err(StatusCode::BAD_REQUEST, e),
     };
     let mut st = hub.lock();
+    if req.wait == Some(false) {
+        // As `podscope trace` on a node: a selection that matches nothing
+        // is a mistake to show, not a session that waits in silence.
+        let known: Vec<NodePod> = st
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.up)
+            .flat_map(|(name, n)| {
+                n.pods.iter().map(|p| NodePod {
+                    node: name.clone(),
+                    pod: p.clone(),
+                })
+            })
+            .collect();
+        if let Some(msg) = spec.selection.no_match(&known) {
+            return err(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "nothing to trace (add --wait, or \"wait\": true, to wait for matching pods): {msg}"
+                ),
+            );
+        }
+    }
     let id = format!("{}-{}", st.boot, st.next_id);
     st.next_id += 1;
     st.sessions.insert(

@@ -92,6 +92,7 @@ fn main() {
                 quiet: args.output == cli::TraceFormat::None,
                 duration: args.duration,
                 max_events: args.max_events,
+                wait: args.wait,
             };
             exit_on(podscope_cluster::client::trace(&target(url), &t))
         }

@@ -1428,3 +1428,132 @@ fn grpc_api_does_what_rest_does() {
     let out = cli(&["ps", "--hub", "kube://podscope/podscope-hub:7700"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP/1.1 only"));
 }
+
+/// Through `--hub`, a misspelt pod or a forgotten `-n` used to give a silent
+/// session that ended with exit 0; a container that no chosen pod has gave a
+/// silent trace, locally too. Now each is an error with exit 1 that says what
+/// there is, as a local trace says it; `--wait` still waits.
+#[test]
+fn remote_selection_mistakes_are_explained() {
+    let sock = socket();
+    let tok = token_file();
+    let tokf = tok.to_str().unwrap().to_string();
+    let port = common::free_port();
+    let _hub = hub(port, &[]);
+    let _agent = agent(port, "sel-node", &sock, &tok, &[]);
+    let sfx = suffix();
+    let ns = format!("sel-{sfx}");
+    let name = format!("api-{sfx}");
+    let _p = pod(&sock, &name, &ns, "while true; do sleep 0.5; done");
+    wait_for(Duration::from_secs(10), "the hub to know the pod", || {
+        let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+        v.as_array().is_some_and(|a| !a.is_empty())
+    });
+    let remote = |api_kind: &str, args: &[&str]| {
+        let t = Instant::now();
+        let o = bin()
+            .args([
+                "--hub",
+                &url(port),
+                "--token-file",
+                &tokf,
+                "--hub-api",
+                api_kind,
+            ])
+            .args(["trace", "exec"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (o, t.elapsed())
+    };
+    let misspelt = format!("{}O", &name[..name.len() - 1]);
+    let qualified = format!("{ns}/{name}");
+    for api_kind in ["rest", "grpc"] {
+        // A misspelt pod; no --duration: it must not wait for ever.
+        let (o, took) = remote(api_kind, &["--pod", &misspelt, "-n", &ns]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{api_kind}: {e}");
+        assert!(took < Duration::from_secs(10), "{api_kind}: {took:?}");
+        assert!(
+            e.contains(&format!("no pod {misspelt} in namespace {ns} on any node")),
+            "{e}"
+        );
+        assert!(e.contains(&format!("did you mean {qualified}?")), "{e}");
+        assert!(e.contains("--wait"), "{e}");
+        // A forgotten -n.
+        let (o, _) = remote(api_kind, &["--pod", &name, "--duration", "3s"]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{api_kind}: {e}");
+        assert!(
+            e.contains(&format!("no pod {name} in namespace default")),
+            "{e}"
+        );
+        assert!(e.contains(&format!("did you mean {qualified}?")), "{e}");
+        assert!(e.contains("-A"), "{e}");
+        // A container that the chosen pod does not have.
+        let (o, _) = remote(
+            api_kind,
+            &["--pod", &name, "-n", &ns, "--container", "nosuch"],
+        );
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{api_kind}: {e}");
+        assert!(
+            e.contains("containers in the matching pods: main (not nosuch)"),
+            "{e}"
+        );
+    }
+    let (_, l) = api(port, "GET", "/v1/sessions", None);
+    assert_eq!(l, json!([]), "no session was left behind");
+    // --wait is the explicit way to wait for a pod that does not exist yet.
+    let (o, _) = remote(
+        "rest",
+        &[
+            "--pod",
+            &misspelt,
+            "-n",
+            &ns,
+            "--wait",
+            "--duration",
+            "2s",
+            "-o",
+            "json",
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.lines().last().unwrap_or("").contains(r#""kind":"end""#),
+        "{out}"
+    );
+    // Locally, a container that matches nothing is an error too.
+    let o = bin()
+        .args([
+            "trace",
+            "exec",
+            "--pod",
+            &name,
+            "-n",
+            &ns,
+            "--container",
+            "nosuch",
+        ])
+        .arg("--runtime-endpoint")
+        .arg(format!("unix://{}", sock.display()))
+        .args(["--duration", "2s"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("containers in the matching pods: main (not nosuch)"),
+        "{e}"
+    );
+    assert!(e.contains("add --wait"), "{e}");
+}

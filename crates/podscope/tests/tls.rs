@@ -528,7 +528,13 @@ fn agent_through_a_tls_hub() {
             )],
         )
     });
-    let sel: Vec<&str> = if podbed { vec!["-n", &ns] } else { vec!["-A"] };
+    // --wait: the agent may not have reported the new pod yet (and without
+    // the test bed there may be no pod at all).
+    let sel: Vec<&str> = if podbed {
+        vec!["-n", &ns, "--wait"]
+    } else {
+        vec!["-A", "--wait"]
+    };
     let mut args = vec!["--hub", &url, "--tls-ca", &ca, "--token-file"];
     let tok = c.s("token");
     args.extend([tok.as_str(), "trace", "exec"]);
