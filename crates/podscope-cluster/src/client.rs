@@ -429,7 +429,7 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
     let out = std::io::stdout();
     let mut out = out.lock();
     let mut events = 0u64;
-    let mut summaries = Vec::new();
+    let mut counts: std::collections::BTreeMap<String, NodeCount> = Default::default();
     let mut header = false;
     let mut stream = Some(stream);
     // Why the stream last broke, for the message if it does not come back.
@@ -471,11 +471,17 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
                 };
                 let kind = v["kind"].as_str().unwrap_or("");
                 let is_event = v.get("pid").is_some();
+                let node = counts
+                    .entry(v["node"].as_str().unwrap_or("").to_string())
+                    .or_default();
                 if is_event {
                     if t.max_events.is_some_and(|m| events >= m) {
+                        // Arrived before the stop took effect: counted, not printed.
+                        node.skipped += 1;
                         continue;
                     }
                     events += 1;
+                    node.printed += 1;
                     if t.max_events.is_some_and(|m| events >= m) {
                         stop.store(true, Ordering::Relaxed);
                     }
@@ -497,7 +503,11 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
                 }
                 out.flush()?;
                 match kind {
-                    "summary" if !is_event => summaries.push(v),
+                    _ if is_event => {}
+                    "lost" => node.lost += v["lost"].as_u64().unwrap_or(0),
+                    "gap" => node.gaps += v["gap"].as_u64().unwrap_or(0),
+                    "node_lost" => node.node_lost = true,
+                    "summary" => node.summary = Some(v),
                     "end" if !is_event => break 'outer 0,
                     "interrupted" if !is_event => break 'outer 1,
                     // The hub restarts: reconnect below.
@@ -569,22 +579,107 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
     out.flush()?;
     drop(stopper);
     let _ = hub.call_within("DELETE", &format!("/v1/sessions/{id}"), None, &[], last);
-    for s in &summaries {
-        eprintln!(
-            "podscope: node {}: {} events, {} lost{}",
-            s["node"].as_str().unwrap_or("?"),
-            s["events"],
-            s["lost"],
-            s["probes"]
-                .as_array()
-                .map(|ps| ps
-                    .iter()
-                    .map(|p| format!(" {}={}", p["probe"].as_str().unwrap_or(""), p["events"]))
-                    .collect::<String>())
-                .unwrap_or_default()
-        );
-    }
+    counts.remove("");
+    let word = if t.quiet && !t.json {
+        "received"
+    } else {
+        "printed"
+    };
+    eprint!("{}", summary_text(&counts, t.max_events, word));
     Ok(code)
+}
+
+/// What the CLI received from one node of its session.
+#[derive(Debug, Default)]
+struct NodeCount {
+    /// Events printed (or, with `-o none`, counted as printed).
+    printed: u64,
+    /// Events that arrived after --max-events was reached, before the stop took effect.
+    skipped: u64,
+    /// Events the kernel could not hand over (its `lost` records).
+    lost: u64,
+    /// Events the agent's or the hub's queue could not pass on (`gap` records).
+    gaps: u64,
+    /// The node's agent went away during the session.
+    node_lost: bool,
+    /// The node's trace's own summary.
+    summary: Option<Value>,
+}
+
+/// The end-of-trace summary: the events printed, and per node how they add
+/// up to what its trace wrote (printed + after --max-events + not delivered
+/// = the trace's `emitted`), so the counts shown always agree with the lines
+/// printed.
+fn summary_text(
+    counts: &std::collections::BTreeMap<String, NodeCount>,
+    max: Option<u64>,
+    word: &str,
+) -> String {
+    let sum = |f: fn(&NodeCount) -> u64| counts.values().map(f).sum::<u64>();
+    let (printed, skipped, lost, gaps) = (
+        sum(|c| c.printed),
+        sum(|c| c.skipped),
+        sum(|c| {
+            c.summary
+                .as_ref()
+                .and_then(|v| v["lost"].as_u64())
+                .unwrap_or(0)
+                .max(c.lost)
+        }),
+        sum(|c| c.gaps),
+    );
+    let mut s = format!("podscope: {printed} events {word}");
+    if let Some(m) = max.filter(|_| skipped > 0) {
+        s.push_str(&format!(
+            " (--max-events {m}; {skipped} more arrived before the session stopped)"
+        ));
+    }
+    s.push_str(&format!(
+        ", {lost} lost in the kernel, {gaps} not delivered (queues full)\n"
+    ));
+    for (node, c) in counts {
+        let mut parts = vec![format!("{} {word}", c.printed)];
+        if c.skipped > 0 {
+            parts.push(format!("{} after --max-events", c.skipped));
+        }
+        if c.gaps > 0 {
+            parts.push(format!("{} not delivered", c.gaps));
+        }
+        let received = c.printed + c.skipped + c.gaps;
+        let line = match c.summary.as_ref().and_then(|v| v["emitted"].as_u64()) {
+            Some(emitted) => {
+                let mut l = format!("{} = {emitted} the trace wrote", parts.join(" + "));
+                if emitted > received {
+                    l.push_str(&format!(
+                        " ({} of them never reached this client: its stream broke)",
+                        emitted - received
+                    ));
+                }
+                l
+            }
+            None => format!(
+                "{}; no summary from its trace ({})",
+                parts.join(" + "),
+                if c.node_lost {
+                    "the node was lost"
+                } else {
+                    "the session ended without it"
+                }
+            ),
+        };
+        // The trace's summary has its final kernel count; `lost` records
+        // are what was reported on the way.
+        let lost = c
+            .summary
+            .as_ref()
+            .and_then(|v| v["lost"].as_u64())
+            .unwrap_or(c.lost)
+            .max(c.lost);
+        s.push_str(&format!(
+            "podscope: node {node}: {line}; {lost} lost in the kernel\n"
+        ));
+    }
+    s
 }
 
 /// One record as a line of columns.
@@ -712,4 +807,54 @@ pub fn exec(target: &HubTarget, e: &RemoteExec) -> Result<i32> {
         eprintln!("podscope: the output was cut at 1 MiB per stream");
     }
     Ok(r["exit_code"].as_i64().unwrap_or(1) as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_adds_up_to_what_was_printed() {
+        let mut counts = std::collections::BTreeMap::new();
+        counts.insert(
+            "node-1".to_string(),
+            NodeCount {
+                printed: 5,
+                skipped: 1,
+                summary: Some(
+                    serde_json::json!({"kind": "summary", "events": 9, "emitted": 6, "lost": 0}),
+                ),
+                ..Default::default()
+            },
+        );
+        let s = summary_text(&counts, Some(5), "printed");
+        assert!(
+            s.starts_with("podscope: 5 events printed (--max-events 5; 1 more arrived before the session stopped), 0 lost in the kernel"),
+            "{s}"
+        );
+        assert!(
+            s.contains("node node-1: 5 printed + 1 after --max-events = 6 the trace wrote; 0 lost"),
+            "{s}"
+        );
+        // A node whose agent was killed sends no summary: what it printed still counts.
+        counts.insert(
+            "node-2".to_string(),
+            NodeCount {
+                printed: 12,
+                gaps: 3,
+                lost: 2,
+                node_lost: true,
+                ..Default::default()
+            },
+        );
+        let s = summary_text(&counts, None, "printed");
+        assert!(
+            s.starts_with("podscope: 17 events printed, 2 lost in the kernel, 3 not delivered"),
+            "{s}"
+        );
+        assert!(
+            s.contains("node node-2: 12 printed + 3 not delivered; no summary from its trace (the node was lost); 2 lost"),
+            "{s}"
+        );
+    }
 }
