@@ -148,6 +148,8 @@ struct NodeEntry {
     tx: Option<mpsc::Sender<Result<HubMessage, Status>>>,
     /// Which connection is current, so a stale one's end does not mark a re-registered node down.
     conn: u64,
+    /// The agent process behind the link (Hello.instance; empty from older agents).
+    instance: String,
 }
 
 struct Session {
@@ -1043,6 +1045,21 @@ impl hub_server::Hub for Hub {
             st.next_conn += 1;
             let now = SystemTime::now();
             if let Some(old) = st.nodes.get(&node) {
+                if old.up
+                    && !old.instance.is_empty()
+                    && !hello.instance.is_empty()
+                    && old.instance != hello.instance
+                {
+                    // Two agents with one --node would take the link from
+                    // each other in a loop: the first one keeps it.
+                    let msg = format!(
+                        "node {node} is already connected from another agent (registered at {}): \
+                         two agents cannot share a node name; give this agent its own --node, or stop the other one",
+                        rfc3339(old.registered)
+                    );
+                    eprintln!("podscope hub: refused a second agent for node {node}: {msg}");
+                    return Err(Status::already_exists(msg));
+                }
                 if old.up {
                     eprintln!("podscope hub: node {node} registered again; replacing its old link");
                 }
@@ -1060,6 +1077,7 @@ impl hub_server::Hub for Hub {
                     version: hello.version,
                     tx: Some(tx.clone()),
                     conn,
+                    instance: hello.instance,
                 },
             );
             // Sessions this agent kept running across a hub restart.

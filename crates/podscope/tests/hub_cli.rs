@@ -326,3 +326,101 @@ fn the_event_stream_keeps_alive_when_asked() {
         "{took:?}"
     );
 }
+
+/// An agent whose stderr goes to a file, read while it runs.
+struct Agent {
+    _p: Proc,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(port: u16, node: &str, tag: &str) -> Agent {
+        let log = std::env::temp_dir().join(format!(
+            "podscope-hub-cli-agent-{}-{tag}.log",
+            std::process::id()
+        ));
+        let child = bin()
+            .args(["agent", "--hub", &url(port), "--node", node, "--token-file"])
+            .arg(token_file())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent {
+            _p: Proc(child),
+            log,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn node_view(port: u16, node: &str) -> Option<Value> {
+    let v = request(&url(port), "GET", "/v1/nodes", Some(TOKEN), None, &[])
+        .ok()?
+        .json()
+        .ok()?;
+    v.as_array()?.iter().find(|n| n["node"] == node).cloned()
+}
+
+/// Two agents started with the same --node used to take the link from each
+/// other in a loop: the second is refused, naming the node, and keeps being
+/// refused while the first keeps its link.
+#[test]
+fn a_second_agent_with_the_same_node_is_refused() {
+    let (_hub, port) = hub();
+    let first = Agent::start(port, "dup-node", "first");
+    common::wait_for(
+        "the first agent to register",
+        Duration::from_secs(15),
+        || node_view(port, "dup-node").is_some_and(|n| n["state"] == "up"),
+    );
+    let registered = node_view(port, "dup-node").unwrap()["registered"].clone();
+    let second = Agent::start(port, "dup-node", "second");
+    // Refused, and refused again when it re-dials (not a one-off).
+    common::wait_for(
+        "the second agent to be refused twice",
+        Duration::from_secs(20),
+        || {
+            second
+                .stderr()
+                .matches("the hub refused this agent")
+                .count()
+                >= 2
+        },
+    );
+    let e = second.stderr();
+    assert!(
+        e.contains("node dup-node is already connected from another agent")
+            && e.contains("give this agent its own --node"),
+        "{e}"
+    );
+    assert!(!e.contains("registered with the hub"), "{e}");
+    // The first one was never displaced.
+    let n = node_view(port, "dup-node").unwrap();
+    assert_eq!(n["state"], "up");
+    assert_eq!(
+        n["registered"], registered,
+        "the first agent's link was replaced"
+    );
+    assert_eq!(
+        first.stderr().matches("registered with the hub").count(),
+        1,
+        "{}",
+        first.stderr()
+    );
+    // Once the first is gone, the node name is free again.
+    drop(first);
+    common::wait_for(
+        "the second agent to take the node",
+        Duration::from_secs(20),
+        || second.stderr().contains("registered with the hub"),
+    );
+}
