@@ -239,16 +239,33 @@ impl Hub {
     ) -> Result<Value> {
         let r = self.call_within(method, path, body, &[], limits)?;
         let status = r.status;
-        let v = r.json().unwrap_or(Value::Null);
-        if !(200..300).contains(&status) {
-            let msg = v["error"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| v.to_string());
-            bail!("the hub answered {status} to {method} {path}: {msg}");
+        let text = r.text().unwrap_or_default();
+        let v: Option<Value> = serde_json::from_str(&text).ok();
+        match v {
+            Some(v) if (200..300).contains(&status) => Ok(v),
+            Some(v) if v["error"].is_string() => bail!(
+                "the hub answered {status} to {method} {path}: {}",
+                v["error"].as_str().unwrap_or_default()
+            ),
+            // Every answer of a hub is JSON, its errors {"error": ...}.
+            _ => bail!("{}", not_a_hub(&self.shown, status, method, path, &text)),
         }
-        Ok(v)
     }
+}
+
+/// The error for an answer that no podscope hub gives: the URL points at
+/// something else (another service, a proxy's error page, the agent's port).
+fn not_a_hub(shown: &str, status: u16, method: &str, path: &str, body: &str) -> String {
+    let snippet: String = body.trim().chars().take(80).collect();
+    let said = if snippet.is_empty() {
+        "an empty body".to_string()
+    } else {
+        format!("{snippet:?}")
+    };
+    format!(
+        "{shown} does not look like a podscope hub: it answered {status} to {method} {path} with {said}, \
+         not the hub's JSON; check --hub (the hub's address and port, 7700 by default, with no path)"
+    )
 }
 
 fn enc(s: &str) -> String {
@@ -812,6 +829,26 @@ pub fn exec(target: &HubTarget, e: &RemoteExec) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn not_a_hub_says_so() {
+        let m = not_a_hub(
+            "http://web:80",
+            404,
+            "GET",
+            "/v1/pods",
+            "404 page not found\n",
+        );
+        assert!(
+            m.starts_with("http://web:80 does not look like a podscope hub"),
+            "{m}"
+        );
+        assert!(
+            m.contains(r#"answered 404 to GET /v1/pods with "404 page not found""#),
+            "{m}"
+        );
+        assert!(!m.contains("null"), "{m}");
+    }
 
     #[test]
     fn the_summary_adds_up_to_what_was_printed() {

@@ -23,6 +23,9 @@ type Client = HubApiClient<InterceptedService<Channel, Bearer>>;
 pub(crate) struct GrpcHub {
     rt: tokio::runtime::Runtime,
     client: Client,
+    /// For the words of a failed connection.
+    url: String,
+    tls: Option<ClientTls>,
 }
 
 impl std::fmt::Debug for GrpcHub {
@@ -52,6 +55,8 @@ impl GrpcHub {
             ep.connect_lazy()
         };
         Ok(GrpcHub {
+            url: url.to_string(),
+            tls: tls.cloned(),
             rt,
             client: HubApiClient::with_interceptor(channel, Bearer::new(token)?),
         })
@@ -85,7 +90,7 @@ impl GrpcHub {
                         200,
                         Box::new(LineReader::spawn(&self.rt, stream.into_inner())),
                     )),
-                    Err(st) => answer(Err(st)),
+                    Err(st) => self.answer(Err(st)),
                 };
             }
             ("GET", ["v1", "nodes"]) => self.wait(&what, CALL_LIMIT, c.list_nodes(query))?,
@@ -114,7 +119,7 @@ impl GrpcHub {
             }
             _ => bail!("the hub's gRPC API has no operation for {method} {p}"),
         };
-        answer(got.map(|r| r.into_inner()))
+        self.answer(got.map(|r| r.into_inner()))
     }
 }
 
@@ -143,19 +148,42 @@ const CALL_LIMIT: Duration = Duration::from_secs(10);
 
 /// A gRPC answer as the REST answer: the same status and JSON. A call that
 /// never reached the hub is an error, as a failed connection is over REST.
-fn answer(r: Result<Json, tonic::Status>) -> Result<Response> {
+impl GrpcHub {
+    fn answer(&self, r: Result<Json, tonic::Status>) -> Result<Response> {
+        answer(r, &self.url, self.tls.as_ref())
+    }
+}
+
+/// An error and its sources in words, each said once: tonic, hyper and
+/// rustls each repeat their source's text in their own.
+pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for e in crate::tls::chain(e) {
+        let t = match e.downcast_ref::<tonic::Status>() {
+            Some(st) => st.message().to_string(),
+            None => e.to_string(),
+        };
+        let t = t.trim().to_string();
+        if t.is_empty() || parts.iter().any(|p| p.contains(&t)) {
+            continue;
+        }
+        // A later, longer text that contains an earlier one replaces it.
+        parts.retain(|p| !t.contains(p.as_str()));
+        parts.push(t);
+    }
+    parts.join(": ")
+}
+
+fn answer(r: Result<Json, tonic::Status>, url: &str, tls: Option<&ClientTls>) -> Result<Response> {
     let (status, body) = match r {
         Ok(j) => (200, j.json),
         Err(st) => {
             use std::error::Error;
             if st.code() == tonic::Code::Unavailable && st.source().is_some() {
-                let mut msg = st.message().to_string();
-                let mut src = st.source();
-                while let Some(e) = src {
-                    msg = format!("{msg}: {e}");
-                    src = e.source();
+                if let Some(m) = crate::tls::explain(crate::tls::chain(&st), url, tls) {
+                    bail!("{m}");
                 }
-                bail!("{msg}");
+                bail!("{}", error_text(&st));
             }
             let status = match st.code() {
                 tonic::Code::InvalidArgument => 400,
@@ -262,6 +290,33 @@ impl Read for LineReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn error_texts_say_each_thing_once() {
+        let inner = E("received corrupt message of type InvalidContentType", None);
+        let mid = E(
+            "transport error: received corrupt message of type InvalidContentType",
+            Some(Box::new(inner)),
+        );
+        let st = tonic::Status::from_error(Box::new(mid));
+        let t = error_text(&st);
+        assert_eq!(t.matches("InvalidContentType").count(), 1, "{t}");
+        let e = E("connection reset", Some(Box::new(E("broken pipe", None))));
+        assert_eq!(error_text(&e), "connection reset: broken pipe");
+    }
 
     #[test]
     fn queries_round_trip_percent_encoding() {

@@ -1100,7 +1100,10 @@ impl hub_server::Hub for Hub {
                     Ok(Some(m)) => hub.on_agent_message(&node, conn, m),
                     Ok(None) => break,
                     Err(e) => {
-                        eprintln!("podscope hub: link to node {node} failed: {e}");
+                        eprintln!(
+                            "podscope hub: link to node {node} broke (its agent went away, or the network): {}",
+                            crate::grpc_client::error_text(&e)
+                        );
                         break;
                     }
                 }

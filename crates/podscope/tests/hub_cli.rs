@@ -43,6 +43,11 @@ fn url(port: u16) -> String {
 
 /// A hub on a free port, answering /healthz.
 fn hub() -> (Proc, u16) {
+    hub_logging_to(None)
+}
+
+/// [`hub`], its stderr in `log`.
+fn hub_logging_to(log: Option<&std::path::Path>) -> (Proc, u16) {
     let port = free_port();
     let child = bin()
         .args([
@@ -52,7 +57,10 @@ fn hub() -> (Proc, u16) {
             "--token-file",
         ])
         .arg(token_file())
-        .stderr(Stdio::null())
+        .stderr(match log {
+            Some(l) => Stdio::from(std::fs::File::create(l).unwrap()),
+            None => Stdio::null(),
+        })
         .spawn()
         .unwrap();
     let p = Proc(child);
@@ -225,6 +233,61 @@ fn silent_listener() -> u16 {
     port
 }
 
+/// A real HTTP server that answers every request `404 page not found`, as
+/// many a web server or proxy does.
+fn not_a_hub() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { break };
+            let mut b = [0u8; 4096];
+            let _ = s.read(&mut b);
+            use std::io::Write;
+            let _ = s.write_all(
+                b"HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\ncontent-length: 19\r\n\r\n404 page not found\n",
+            );
+        }
+    });
+    port
+}
+
+/// `--hub` at something that is not a hub used to say `the hub answered 404
+/// to GET /v1/pods?all_namespaces=true: null`.
+#[test]
+fn a_url_that_is_not_a_hub_is_named() {
+    let port = not_a_hub();
+    for args in [
+        &["ps", "-A"][..],
+        &["trace", "exec", "-A", "--duration", "2s"][..],
+    ] {
+        let o = cli(&url(port), args);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {e}");
+        assert!(
+            e.contains(&format!("{} does not look like a podscope hub", url(port)))
+                && e.contains(r#"with "404 page not found""#)
+                && e.contains("check --hub"),
+            "{args:?}: {e}"
+        );
+        assert!(!e.contains("null"), "{e}");
+    }
+    // gRPC with https:// to a plain hub: rustls's InvalidContentType used to
+    // be repeated three times; it is explained, once.
+    let (_hub, port) = hub();
+    let o = cli(
+        &format!("https://127.0.0.1:{port}"),
+        &["--hub-api", "grpc", "ps", "-A"],
+    );
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("did not answer in TLS") && e.contains("use an http:// URL"),
+        "{e}"
+    );
+    assert!(e.matches("InvalidContentType").count() <= 1, "{e}");
+}
+
 /// `ps -A` used to hang for ever and `trace --duration 3s` for 20 s on a hub
 /// that accepts and never answers: both fail on time, naming the hub and
 /// what timed out.
@@ -375,7 +438,9 @@ fn node_view(port: u16, node: &str) -> Option<Value> {
 /// refused while the first keeps its link.
 #[test]
 fn a_second_agent_with_the_same_node_is_refused() {
-    let (_hub, port) = hub();
+    let hub_log =
+        std::env::temp_dir().join(format!("podscope-hub-cli-hub-{}.log", std::process::id()));
+    let (_hub, port) = hub_logging_to(Some(&hub_log));
     let first = Agent::start(port, "dup-node", "first");
     common::wait_for(
         "the first agent to register",
