@@ -435,11 +435,15 @@ fn exchange(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     let body = body.unwrap_or("");
-    if !body.is_empty() || matches!(method, "POST" | "PUT") {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+    if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
+        // A Content-Type among `headers` wins (tests send others on purpose).
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
     req.push_str(body);

@@ -355,6 +355,7 @@ impl Hub {
             )
             .route("/v1/sessions/{id}/events", get(events))
             .route("/v1/exec", post(exec))
+            .layer(middleware::from_fn(require_json_body))
             .layer(middleware::from_fn_with_state(self.clone(), require_token));
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
@@ -364,6 +365,8 @@ impl Hub {
             .route_service("/podscope.cluster.v1.Hub/{*rest}", grpc)
             // The REST operations over gRPC.
             .route_service("/podscope.cluster.v1.HubApi/{*rest}", grpc_api)
+            .fallback(no_such_path)
+            .layer(middleware::from_fn(json_errors))
             .with_state(self.clone())
     }
 
@@ -450,6 +453,107 @@ async fn require_token(State(hub): State<Hub>, req: Request, next: Next) -> Resp
         return r;
     }
     next.run(req).await
+}
+
+/// The largest request body the REST API reads (axum's default limit).
+const MAX_BODY: usize = 2 << 20;
+
+async fn no_such_path(req: Request) -> Response {
+    err(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no such path: {} {}; the API is under /v1 (GET /openapi.json lists every path)",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
+/// A request body that is not JSON is refused (415) before a handler
+/// parses it: the API only reads JSON. A body without a Content-Type is
+/// read as JSON (simple clients), one that says otherwise is not.
+async fn require_json_body(req: Request, next: Next) -> Response {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).to_string());
+    let has_body = matches!(req.method().as_str(), "POST" | "PUT" | "PATCH");
+    if let Some(ct) = ct.filter(|_| has_body) {
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return err(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "{} {} takes a JSON body: send 'Content-Type: application/json', not '{ct}'",
+                    req.method(),
+                    req.uri().path()
+                ),
+            );
+        }
+    }
+    next.run(req).await
+}
+
+/// The methods a REST path takes, for a 405 (axum does not say).
+fn allowed_methods(path: &str) -> &'static str {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["v1", "sessions"] => "GET, POST, DELETE",
+        ["v1", "sessions", _] => "GET, PUT, DELETE",
+        ["v1", "exec"] => "POST",
+        _ => "GET",
+    }
+}
+
+/// Every REST error answer in the documented shape `{"error": "..."}`,
+/// including the ones axum makes itself (405 for a method a path does not
+/// take, 413 for a body over the limit, its extractors' rejections). gRPC
+/// answers are left alone.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let r = next.run(req).await;
+    let status = r.status();
+    let json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if grpc || json || !(status.is_client_error() || status.is_server_error()) {
+        return r;
+    }
+    let (mut parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let msg = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allow = allowed_methods(&path);
+            if let Ok(v) = header::HeaderValue::from_str(allow) {
+                parts.headers.insert(header::ALLOW, v);
+            }
+            format!("{method} is not allowed on {path}; it takes {allow}")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "the request body of {method} {path} is too large: at most {} MiB",
+            MAX_BODY >> 20
+        ),
+        _ if text.is_empty() => format!(
+            "{method} {path}: {}",
+            status.canonical_reason().unwrap_or("error")
+        ),
+        _ => text,
+    };
+    let body = serde_json::to_vec(&ErrorBody { error: msg }).unwrap_or_default();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
 }
 
 async fn openapi() -> Response {

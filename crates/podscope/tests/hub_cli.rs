@@ -489,3 +489,77 @@ fn a_second_agent_with_the_same_node_is_refused() {
         || second.stderr().contains("registered with the hub"),
     );
 }
+
+/// The hub's REST errors used to come in axum's plain text for 404, 405 and
+/// 413, and a JSON body sent as another content type was read anyway: every
+/// error is now `{"error": "..."}`, and such a body gets 415.
+#[test]
+fn rest_errors_have_the_documented_shape() {
+    let (_hub, port) = hub();
+    let base = url(port);
+    let error_of = |r: podscope_cluster::http::Response| -> (u16, Option<String>, String) {
+        let status = r.status;
+        let ct = r.header("content-type").map(str::to_string);
+        let v: Value = r.json().unwrap_or(Value::Null);
+        (status, ct, v["error"].as_str().unwrap_or("").to_string())
+    };
+    let body = r#"{"all_namespaces":true,"probes":["exec"],"start":false}"#;
+    // 404: a path the API does not have (with and without a token).
+    for tok in [Some(TOKEN), None] {
+        let (st, ct, e) = error_of(request(&base, "GET", "/v1/nosuch", tok, None, &[]).unwrap());
+        assert_eq!(st, 404);
+        assert_eq!(ct.as_deref(), Some("application/json"));
+        assert!(
+            e.contains("no such path: GET /v1/nosuch") && e.contains("/openapi.json"),
+            "{e}"
+        );
+    }
+    // 405: a method a path does not take.
+    let (st, ct, e) =
+        error_of(request(&base, "PATCH", "/v1/sessions", Some(TOKEN), Some(body), &[]).unwrap());
+    assert_eq!(st, 405);
+    assert_eq!(ct.as_deref(), Some("application/json"));
+    assert!(
+        e.contains("PATCH is not allowed on /v1/sessions; it takes GET, POST, DELETE"),
+        "{e}"
+    );
+    // 413: a body over the limit.
+    let big = format!(r#"{{"probes":["exec"],"pod":"{}"}}"#, "a".repeat(3 << 20));
+    let (st, ct, e) =
+        error_of(request(&base, "POST", "/v1/sessions", Some(TOKEN), Some(&big), &[]).unwrap());
+    assert_eq!(st, 413);
+    assert_eq!(ct.as_deref(), Some("application/json"));
+    assert!(e.contains("too large: at most 2 MiB"), "{e}");
+    // 415: JSON sent as another content type.
+    for ct_sent in ["text/plain", "application/x-www-form-urlencoded"] {
+        let (st, ct, e) = error_of(
+            request(
+                &base,
+                "POST",
+                "/v1/sessions",
+                Some(TOKEN),
+                Some(body),
+                &[("Content-Type", ct_sent)],
+            )
+            .unwrap(),
+        );
+        assert_eq!(st, 415, "{ct_sent}");
+        assert_eq!(ct.as_deref(), Some("application/json"));
+        assert!(
+            e.contains("send 'Content-Type: application/json'") && e.contains(ct_sent),
+            "{e}"
+        );
+    }
+    assert_eq!(sessions(port), serde_json::json!([]), "nothing was created");
+    // application/json (with parameters) is still read.
+    let r = request(
+        &base,
+        "POST",
+        "/v1/sessions",
+        Some(TOKEN),
+        Some(body),
+        &[("Content-Type", "application/json; charset=utf-8")],
+    )
+    .unwrap();
+    assert_eq!(r.status, 201);
+}
