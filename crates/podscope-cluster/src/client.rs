@@ -191,8 +191,13 @@ impl Hub {
         limits: Timeouts,
     ) -> Result<Response> {
         if let Some(g) = &self.grpc {
+            // No keep-alives over gRPC: a stream is bounded by --duration only.
+            let idle = self.end_by.map(|e| {
+                e.saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(100))
+            });
             return g
-                .call(method, path, body)
+                .call(method, path, body, limits.response, idle)
                 .with_context(|| format!("reaching the hub's gRPC API at {}", self.shown));
         }
         request_timed(
@@ -466,6 +471,13 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
     let code = 'outer: loop {
         if let Some(s) = stream.take() {
             for line in s.lines() {
+                let line = match line {
+                    Ok(l) => l,
+                    Err(e) => {
+                        broke = Some(format!("{e:#}"));
+                        break;
+                    }
+                };
                 if hub.end_by.is_some_and(|e| Instant::now() > e) {
                     let why = overdue(&broke);
                     let rec =
@@ -476,13 +488,6 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
                     eprintln!("podscope: {why}");
                     break 'outer 1;
                 }
-                let line = match line {
-                    Ok(l) => l,
-                    Err(e) => {
-                        broke = Some(format!("{e:#}"));
-                        break;
-                    }
-                };
                 let Ok(v) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
@@ -595,6 +600,12 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
     };
     out.flush()?;
     drop(stopper);
+    // Past the deadline the hub has had its chance: the delete must not
+    // make the trace later still.
+    let last = match hub.end_by {
+        Some(e) if Instant::now() > e => last.within(Duration::from_millis(500)),
+        _ => last,
+    };
     let _ = hub.call_within("DELETE", &format!("/v1/sessions/{id}"), None, &[], last);
     counts.remove("");
     let word = if t.quiet && !t.json {

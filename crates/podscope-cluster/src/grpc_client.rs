@@ -63,7 +63,17 @@ impl GrpcHub {
     }
 
     /// The REST call `method path` with `body`, made as its HubApi operation.
-    pub(crate) fn call(&self, method: &str, path: &str, body: Option<&str>) -> Result<Response> {
+    /// Each unary call (and the stream's start) must answer within `limit`;
+    /// the stream's records then stop after `stream_idle` of silence, if given
+    /// (the hub sends no keep-alives over gRPC: only a deadline applies).
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        limit: Duration,
+        stream_idle: Option<Duration>,
+    ) -> Result<Response> {
         let (p, q) = path.split_once('?').unwrap_or((path, ""));
         let query = Query {
             params: parse_query(q),
@@ -85,38 +95,39 @@ impl GrpcHub {
         let got = match (method, segs.as_slice()) {
             ("GET", ["v1", "sessions", _, "events"]) => {
                 let s = id(2);
-                return match self.wait(&what, CALL_LIMIT, c.stream_events(s))? {
+                return match self.wait(&what, limit, c.stream_events(s))? {
                     Ok(stream) => Ok(Response::from_reader(
                         200,
-                        Box::new(LineReader::spawn(&self.rt, stream.into_inner())),
+                        Box::new(LineReader::spawn(
+                            &self.rt,
+                            stream.into_inner(),
+                            stream_idle,
+                            &what,
+                        )),
                     )),
                     Err(st) => self.answer(Err(st)),
                 };
             }
-            ("GET", ["v1", "nodes"]) => self.wait(&what, CALL_LIMIT, c.list_nodes(query))?,
-            ("GET", ["v1", "pods"]) => self.wait(&what, CALL_LIMIT, c.list_pods(query))?,
-            ("GET", ["v1", "probes"]) => self.wait(&what, CALL_LIMIT, c.list_probes(query))?,
-            ("POST", ["v1", "sessions"]) => self.wait(&what, CALL_LIMIT, c.create_session(json))?,
-            ("GET", ["v1", "sessions"]) => self.wait(&what, CALL_LIMIT, c.list_sessions(query))?,
-            ("DELETE", ["v1", "sessions"]) => {
-                self.wait(&what, CALL_LIMIT, c.delete_sessions(query))?
-            }
-            ("GET", ["v1", "sessions", _]) => self.wait(&what, CALL_LIMIT, c.get_session(id(2)))?,
+            ("GET", ["v1", "nodes"]) => self.wait(&what, limit, c.list_nodes(query))?,
+            ("GET", ["v1", "pods"]) => self.wait(&what, limit, c.list_pods(query))?,
+            ("GET", ["v1", "probes"]) => self.wait(&what, limit, c.list_probes(query))?,
+            ("POST", ["v1", "sessions"]) => self.wait(&what, limit, c.create_session(json))?,
+            ("GET", ["v1", "sessions"]) => self.wait(&what, limit, c.list_sessions(query))?,
+            ("DELETE", ["v1", "sessions"]) => self.wait(&what, limit, c.delete_sessions(query))?,
+            ("GET", ["v1", "sessions", _]) => self.wait(&what, limit, c.get_session(id(2)))?,
             ("PUT", ["v1", "sessions", _]) => self.wait(
                 &what,
-                CALL_LIMIT,
+                limit,
                 c.update_session(SessionUpdate {
                     id: segs[2].to_string(),
                     json: json.json,
                 }),
             )?,
             ("DELETE", ["v1", "sessions", _]) => {
-                self.wait(&what, CALL_LIMIT, c.delete_session(id(2)))?
+                self.wait(&what, limit, c.delete_session(id(2)))?
             }
-            // The answer comes when the tool ends (the hub allows at most 10 minutes).
-            ("POST", ["v1", "exec"]) => {
-                self.wait(&what, Duration::from_secs(11 * 60), c.exec(json))?
-            }
+            // The answer comes when the tool ends: the caller allows for it.
+            ("POST", ["v1", "exec"]) => self.wait(&what, limit, c.exec(json))?,
             _ => bail!("the hub's gRPC API has no operation for {method} {p}"),
         };
         self.answer(got.map(|r| r.into_inner()))
@@ -142,9 +153,6 @@ impl GrpcHub {
             })
     }
 }
-
-/// How long one gRPC call may take (the stream's: until it starts).
-const CALL_LIMIT: Duration = Duration::from_secs(10);
 
 /// A gRPC answer as the REST answer: the same status and JSON. A call that
 /// never reached the hub is an error, as a failed connection is over REST.
@@ -247,10 +255,18 @@ struct LineReader {
     rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
     buf: Vec<u8>,
     pos: usize,
+    rt: tokio::runtime::Handle,
+    /// Silence after which a read fails, and the call, for the message.
+    idle: Option<(Duration, String)>,
 }
 
 impl LineReader {
-    fn spawn(rt: &tokio::runtime::Runtime, mut s: tonic::Streaming<Json>) -> LineReader {
+    fn spawn(
+        rt: &tokio::runtime::Runtime,
+        mut s: tonic::Streaming<Json>,
+        idle: Option<Duration>,
+        what: &str,
+    ) -> LineReader {
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1024);
         rt.spawn(async move {
             while let Ok(Some(m)) = s.message().await {
@@ -265,6 +281,8 @@ impl LineReader {
             rx,
             buf: Vec::new(),
             pos: 0,
+            rt: rt.handle().clone(),
+            idle: idle.map(|d| (d, what.to_string())),
         }
     }
 }
@@ -272,7 +290,24 @@ impl LineReader {
 impl Read for LineReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         if self.pos == self.buf.len() {
-            match self.rx.blocking_recv() {
+            let next = match &self.idle {
+                None => self.rx.blocking_recv(),
+                Some((d, what)) => {
+                    let (d, rx) = (*d, &mut self.rx);
+                    self.rt
+                        .block_on(async { tokio::time::timeout(d, rx.recv()).await })
+                        .map_err(|_| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!(
+                                    "{what}: nothing arrived for {:.1}s (idle stream, past the deadline of --duration)",
+                                    d.as_secs_f64()
+                                ),
+                            )
+                        })?
+                }
+            };
+            match next {
                 Some(b) => {
                     self.buf = b;
                     self.pos = 0;

@@ -334,6 +334,32 @@ fn a_hub_that_never_answers_fails_on_time() {
     );
     assert!(e.contains(&hub_url), "{e}");
     assert!(e.contains("POST /v1/sessions: no response headers"), "{e}");
+    // Over gRPC too.
+    let t = Instant::now();
+    let o = cli(
+        &hub_url,
+        &[
+            "--hub-api",
+            "grpc",
+            "trace",
+            "exec",
+            "-A",
+            "--wait",
+            "--duration",
+            "3s",
+        ],
+    );
+    let took = t.elapsed();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        took < Duration::from_secs(10),
+        "gRPC trace --duration 3s took {took:?}: {e}"
+    );
+    assert!(
+        e.contains(&hub_url) && e.contains("POST /v1/sessions: no answer within"),
+        "{e}"
+    );
 }
 
 /// What lets the CLI tell a quiet session from a stuck hub: with
@@ -562,4 +588,64 @@ fn rest_errors_have_the_documented_shape() {
     )
     .unwrap();
     assert_eq!(r.status, 201);
+}
+
+/// A hub that stops answering in the middle of a session (SIGSTOP: its
+/// socket stays open, nothing comes): `trace --duration 3s` still ends by
+/// the duration and its 5 s grace, over REST and gRPC, and says why.
+#[test]
+fn a_hub_that_freezes_mid_session_ends_the_trace_on_time() {
+    for api_kind in ["rest", "grpc"] {
+        let (hub, port) = hub();
+        let mut child = bin()
+            .args(["--hub", &url(port), "--token-file"])
+            .arg(token_file())
+            .args(["--hub-api", api_kind])
+            .args(["trace", "exec", "-A", "--wait", "--duration", "3s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(stderr).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut err = Vec::new();
+        while !err.iter().any(|l: &String| l.contains("Ctrl-C to stop")) {
+            err.push(
+                rx.recv_timeout(Duration::from_secs(10))
+                    .expect("the session to start"),
+            );
+        }
+        let status = Command::new("kill")
+            .args(["-STOP", &hub.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let code = child.wait().unwrap().code();
+        let took = t.elapsed();
+        err.extend(rx.iter());
+        let err = err.join("\n");
+        assert_eq!(code, Some(1), "{api_kind}: {err}");
+        assert!(
+            took < Duration::from_secs(10),
+            "{api_kind}: took {took:?}: {err}"
+        );
+        assert!(
+            err.contains("did not end within 5s after --duration") && err.contains(&url(port)),
+            "{api_kind}: {err}"
+        );
+        let _ = Command::new("kill")
+            .args(["-CONT", &hub.0.id().to_string()])
+            .status();
+    }
 }
