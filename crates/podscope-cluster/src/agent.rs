@@ -138,6 +138,9 @@ pub(crate) struct Agent {
     pub(crate) exe: PathBuf,
     pub(crate) link: Link,
     pub(crate) sessions: Sessions,
+    /// This process among agents: tells the hub a reconnect of this agent
+    /// from a second agent started with the same --node.
+    pub(crate) instance: String,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -192,6 +195,14 @@ pub fn run(
         exe,
         link: Arc::new(Mutex::new(None)),
         sessions: Arc::new(Mutex::new(HashMap::new())),
+        instance: format!(
+            "{:x}-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+            std::process::id()
+        ),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -375,6 +386,7 @@ impl Agent {
                 exec_enabled: self.args.enable_exec,
                 version: env!("CARGO_PKG_VERSION").into(),
                 sessions: kept,
+                instance: self.instance.clone(),
             })),
         })
         .await
@@ -382,7 +394,12 @@ impl Agent {
         let mut inbound = client
             .connect(ReceiverStream::new(rx))
             .await
-            .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
+            .map_err(|s| match s.code() {
+                tonic::Code::AlreadyExists => {
+                    anyhow::anyhow!("the hub refused this agent: {}", s.message())
+                }
+                _ => anyhow::anyhow!("{}: {}", s.code(), s.message()),
+            })?
             .into_inner();
         eprintln!(
             "podscope agent: registered with the hub {} as node {}",

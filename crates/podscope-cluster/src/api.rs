@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use podscope_model::ProbeKind;
-use podscope_runtime::names::glob_match;
+use podscope_runtime::names::{closest_names, glob_match};
 use podscope_runtime::{Pod, Selector, Source};
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +41,12 @@ pub struct CreateSession {
     /// Start at once (default true); false creates it stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<bool>,
+    /// Whether a selection that matches no pod on any node may wait for one
+    /// (default true); false: such a request is refused (404) with the
+    /// pods that do exist and the closest names, as `podscope trace` does on
+    /// a node (the CLI sends false unless --wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<bool>,
 }
 
 /// Checks an exec request's target: one pod by exact name, and a command.
@@ -258,6 +264,82 @@ impl Selection {
     }
 }
 
+impl Selection {
+    /// What was asked for, in words (as `podscope trace` says it on a node).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        match &self.pod {
+            Some(p) => parts.push(format!("pod {p}")),
+            None => parts.push("pods".into()),
+        }
+        match &self.namespace {
+            Some(ns) => parts.push(format!("in namespace {ns}")),
+            None => parts.push("in all namespaces".into()),
+        }
+        if let Some(s) = &self.selector {
+            parts.push(format!("with labels {s}"));
+        }
+        if let Some(c) = &self.container {
+            parts.push(format!("container {c}"));
+        }
+        parts.join(" ")
+    }
+
+    /// None when some pod of `pods` (every node's, as the hub knows them) is
+    /// chosen; else the error, worded as on a node: what was asked, the
+    /// closest names, the containers there are, the pods there are.
+    pub fn no_match(&self, pods: &[NodePod]) -> Option<String> {
+        let all: Vec<Pod> = pods.iter().map(|p| p.pod.clone()).collect();
+        if !self.select(&all).is_empty() {
+            return None;
+        }
+        let mut msg = format!("no {} on any node of the hub", self.describe());
+        if pods.is_empty() {
+            msg.push_str("; no node reports any pod (is an agent connected? GET /v1/nodes)");
+            return Some(msg);
+        }
+        if let Some(p) = &self.pod {
+            let close = closest_names(p, pods.iter().map(|q| q.pod.name.as_str()), 3);
+            if !close.is_empty() {
+                let full: Vec<String> = pods
+                    .iter()
+                    .filter(|q| close.contains(&q.pod.name))
+                    .map(|q| q.pod.qualified_name())
+                    .collect();
+                msg.push_str(&format!("; did you mean {}?", full.join(", ")));
+            }
+        }
+        if let Some(c) = &self.container {
+            let names: Vec<String> = pods
+                .iter()
+                .filter(|p| self.matches_pod(&p.pod))
+                .flat_map(|p| p.pod.containers.iter().map(|c| c.name.clone()))
+                .collect();
+            if !names.is_empty() {
+                msg.push_str(&format!(
+                    "; containers in the matching pods: {} (not {c})",
+                    names.join(", ")
+                ));
+            }
+        }
+        let listed: Vec<String> = pods
+            .iter()
+            .take(20)
+            .map(|p| format!("{} (node {})", p.pod.qualified_name(), p.node))
+            .collect();
+        msg.push_str(&format!(
+            "\npods on the hub's nodes ({}): {}{}",
+            pods.len(),
+            listed.join(", "),
+            if pods.len() > 20 { ", ..." } else { "" }
+        ));
+        if self.namespace.is_some() && !self.all_namespaces {
+            msg.push_str("\n(use -A to look in every namespace, or -n NAMESPACE)");
+        }
+        Some(msg)
+    }
+}
+
 impl CreateSession {
     /// Checks every field; the error says which one is wrong and why.
     pub fn validate(&self) -> Result<SessionSpec, String> {
@@ -395,6 +477,72 @@ mod tests {
         serde_json::from_str::<CreateSession>(json)
             .map_err(|e| e.to_string())?
             .validate()
+    }
+
+    fn node_pod(node: &str, ns: &str, name: &str, containers: &[&str]) -> NodePod {
+        let v = json_pod(ns, name, containers);
+        NodePod {
+            node: node.into(),
+            pod: serde_json::from_value(v).unwrap(),
+        }
+    }
+
+    fn json_pod(ns: &str, name: &str, containers: &[&str]) -> serde_json::Value {
+        serde_json::json!({
+            "uid": format!("uid-{name}"), "name": name, "namespace": ns, "labels": {},
+            "runtime": "containerd", "state": "ready", "source": "cri",
+            "containers": containers.iter().map(|c| serde_json::json!({
+                "id": format!("id-{c}"), "name": c, "image": "img", "state": "running"
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    fn sel(json: &str) -> Selection {
+        req(json).unwrap().selection
+    }
+
+    #[test]
+    fn no_match_says_what_exists_as_on_a_node() {
+        let pods = vec![
+            node_pod("node-1", "default", "api-0", &["app"]),
+            node_pod("node-2", "shop", "web-0", &["nginx", "exporter"]),
+        ];
+        assert_eq!(
+            sel(r#"{"probes":["exec"],"pod":"api-0"}"#).no_match(&pods),
+            None
+        );
+        // A misspelt pod.
+        let m = sel(r#"{"probes":["exec"],"pod":"api-O"}"#)
+            .no_match(&pods)
+            .unwrap();
+        assert!(
+            m.contains("no pod api-O in namespace default on any node of the hub"),
+            "{m}"
+        );
+        assert!(m.contains("did you mean default/api-0?"), "{m}");
+        assert!(m.contains("shop/web-0 (node node-2)"), "{m}");
+        // A forgotten -n.
+        let m = sel(r#"{"probes":["exec"],"pod":"web-0"}"#)
+            .no_match(&pods)
+            .unwrap();
+        assert!(m.contains("did you mean shop/web-0?"), "{m}");
+        assert!(m.contains("use -A to look in every namespace"), "{m}");
+        // A container that no chosen pod has.
+        let m = sel(r#"{"probes":["exec"],"namespace":"shop","container":"nosuch"}"#)
+            .no_match(&pods)
+            .unwrap();
+        assert!(
+            m.contains("containers in the matching pods: nginx, exporter (not nosuch)"),
+            "{m}"
+        );
+        assert_eq!(
+            sel(r#"{"probes":["exec"],"namespace":"shop","container":"exp*"}"#).no_match(&pods),
+            None
+        );
+        let m = sel(r#"{"probes":["exec"],"all_namespaces":true}"#)
+            .no_match(&[])
+            .unwrap();
+        assert!(m.contains("no node reports any pod"), "{m}");
     }
 
     #[test]

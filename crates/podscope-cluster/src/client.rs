@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::api::CreateSession;
-use crate::http::{request_with, Response};
+use crate::http::{request_timed, request_with, Response, Timeouts};
 use crate::tls::ClientTls;
 
 /// Pod flags as given on the command line.
@@ -44,6 +44,9 @@ pub struct RemoteTrace {
     pub duration: Option<Duration>,
     /// --max-events.
     pub max_events: Option<u64>,
+    /// --wait: a selection that matches no pod yet waits for one (else the
+    /// hub refuses it, naming the pods there are).
+    pub wait: bool,
 }
 
 /// How to reach the hub: `--hub`, `--token-file`, and kubectl's flags for a
@@ -85,7 +88,22 @@ struct Hub {
     tls: Option<ClientTls>,
     /// With --hub-api grpc: the calls go here instead.
     grpc: Option<crate::grpc_client::GrpcHub>,
+    /// `trace --duration`: every call must be over by then.
+    end_by: Option<Instant>,
 }
+
+/// How long after `--duration` a trace through the hub waits for its
+/// session to end (the nodes stop their traces and send their summaries)
+/// before it gives up; every call to the hub is bounded by that deadline too.
+const END_GRACE: Duration = Duration::from_secs(5);
+
+/// The hub sends an empty line on the event stream after this much silence
+/// (`?keepalive=`), so the CLI can tell a quiet session from a hub that hangs.
+const KEEPALIVE_SECS: u64 = 5;
+
+/// Silence on the event stream after which the hub counts as stuck: three
+/// missed keep-alives.
+const STREAM_IDLE: Duration = Duration::from_secs(3 * KEEPALIVE_SECS);
 
 impl Hub {
     fn new(target: &HubTarget) -> Result<Hub> {
@@ -119,6 +137,7 @@ impl Hub {
                 _proxy: Some(proxy),
                 tls: None,
                 grpc: None,
+                end_by: None,
             });
         }
         let url = target.url.trim_end_matches('/').to_string();
@@ -140,7 +159,16 @@ impl Hub {
             _proxy: None,
             tls,
             grpc,
+            end_by: None,
         })
+    }
+
+    /// `t`, cut to what is left before `end_by`.
+    fn limits(&self, t: Timeouts) -> Timeouts {
+        match self.end_by {
+            Some(end) => t.within(end.saturating_duration_since(Instant::now())),
+            None => t,
+        }
     }
 
     /// `-n` as kubectl reads it: the flag, else (for a kube:// hub) the
@@ -153,19 +181,26 @@ impl Hub {
         }
     }
 
-    fn call(
+    /// One call within these limits (cut by [`Hub::limits`] where a deadline applies).
+    fn call_within(
         &self,
         method: &str,
         path: &str,
         body: Option<&str>,
         headers: &[(&str, &str)],
+        limits: Timeouts,
     ) -> Result<Response> {
         if let Some(g) = &self.grpc {
+            // No keep-alives over gRPC: a stream is bounded by --duration only.
+            let idle = self.end_by.map(|e| {
+                e.saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(100))
+            });
             return g
-                .call(method, path, body)
+                .call(method, path, body, limits.response, idle)
                 .with_context(|| format!("reaching the hub's gRPC API at {}", self.shown));
         }
-        request_with(
+        request_timed(
             self.tls.as_ref(),
             &self.url,
             method,
@@ -173,24 +208,69 @@ impl Hub {
             Some(&self.token),
             body,
             headers,
+            limits,
         )
         .with_context(|| format!("reaching the hub at {}", self.shown))
     }
 
+    /// A session's event stream: the hub keeps it alive while it is quiet,
+    /// so a silence of [`STREAM_IDLE`] means the hub is stuck.
+    fn stream(&self, id: &str) -> Result<Response> {
+        let limits = Timeouts {
+            idle: Some(STREAM_IDLE),
+            ..Timeouts::default()
+        };
+        self.call_within(
+            "GET",
+            &format!("/v1/sessions/{id}/events?keepalive={KEEPALIVE_SECS}"),
+            None,
+            &[],
+            self.limits(limits),
+        )
+    }
+
     /// A call that must succeed; the error carries the hub's message.
     fn ok(&self, method: &str, path: &str, body: Option<&str>) -> Result<Value> {
-        let r = self.call(method, path, body, &[])?;
-        let status = r.status;
-        let v = r.json().unwrap_or(Value::Null);
-        if !(200..300).contains(&status) {
-            let msg = v["error"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| v.to_string());
-            bail!("the hub answered {status} to {method} {path}: {msg}");
-        }
-        Ok(v)
+        self.ok_within(method, path, body, self.limits(Timeouts::default()))
     }
+
+    /// [`Hub::ok`] with these limits.
+    fn ok_within(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        limits: Timeouts,
+    ) -> Result<Value> {
+        let r = self.call_within(method, path, body, &[], limits)?;
+        let status = r.status;
+        let text = r.text().unwrap_or_default();
+        let v: Option<Value> = serde_json::from_str(&text).ok();
+        match v {
+            Some(v) if (200..300).contains(&status) => Ok(v),
+            Some(v) if v["error"].is_string() => bail!(
+                "the hub answered {status} to {method} {path}: {}",
+                v["error"].as_str().unwrap_or_default()
+            ),
+            // Every answer of a hub is JSON, its errors {"error": ...}.
+            _ => bail!("{}", not_a_hub(&self.shown, status, method, path, &text)),
+        }
+    }
+}
+
+/// The error for an answer that no podscope hub gives: the URL points at
+/// something else (another service, a proxy's error page, the agent's port).
+fn not_a_hub(shown: &str, status: u16, method: &str, path: &str, body: &str) -> String {
+    let snippet: String = body.trim().chars().take(80).collect();
+    let said = if snippet.is_empty() {
+        "an empty body".to_string()
+    } else {
+        format!("{snippet:?}")
+    };
+    format!(
+        "{shown} does not look like a podscope hub: it answered {status} to {method} {path} with {said}, \
+         not the hub's JSON; check --hub (the hub's address and port, 7700 by default, with no path)"
+    )
 }
 
 fn enc(s: &str) -> String {
@@ -294,7 +374,11 @@ const RECONNECT_FOR: Duration = Duration::from_secs(45);
 /// `podscope --hub URL trace`: creates a session, streams its events until it
 /// ends (--duration, --max-events, Ctrl-C), deletes it. Returns the exit code.
 pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
-    let hub = Hub::new(target)?;
+    let mut hub = Hub::new(target)?;
+    hub.end_by = t.duration.map(|d| Instant::now() + d + END_GRACE);
+    // The last delete is quick either way: after a failure, waiting on a
+    // stuck hub would only delay the error.
+    let last = Timeouts::default().within(Duration::from_secs(2));
     let req = CreateSession {
         namespace: hub.namespace(&t.pods),
         all_namespaces: t.pods.all_namespaces,
@@ -306,26 +390,36 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
             .duration
             .map(|d| humantime::format_duration(d).to_string()),
         start: Some(false),
+        wait: Some(t.wait),
     };
     let created = hub.ok("POST", "/v1/sessions", Some(&serde_json::to_string(&req)?))?;
     let id = created["id"]
         .as_str()
         .ok_or_else(|| anyhow!("the hub's answer has no session id: {created}"))?
         .to_string();
-    let stream = hub.call("GET", &format!("/v1/sessions/{id}/events"), None, &[])?;
+    let stream = match hub.stream(&id) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = hub.call_within("DELETE", &format!("/v1/sessions/{id}"), None, &[], last);
+            return Err(e);
+        }
+    };
     if stream.status != 200 {
-        let _ = hub.call("DELETE", &format!("/v1/sessions/{id}"), None, &[]);
+        let _ = hub.call_within("DELETE", &format!("/v1/sessions/{id}"), None, &[], last);
         let status = stream.status;
         bail!(
             "the hub answered {status} to the event stream of session {id}: {}",
             stream.text().unwrap_or_default()
         );
     }
-    hub.ok(
+    if let Err(e) = hub.ok(
         "PUT",
         &format!("/v1/sessions/{id}"),
         Some(r#"{"state":"running"}"#),
-    )?;
+    ) {
+        let _ = hub.call_within("DELETE", &format!("/v1/sessions/{id}"), None, &[], last);
+        return Err(e);
+    }
     eprintln!(
         "podscope: session {id} on the hub {}; Ctrl-C to stop",
         hub.shown
@@ -357,23 +451,59 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
     let out = std::io::stdout();
     let mut out = out.lock();
     let mut events = 0u64;
-    let mut summaries = Vec::new();
+    let mut counts: std::collections::BTreeMap<String, NodeCount> = Default::default();
     let mut header = false;
     let mut stream = Some(stream);
+    // Why the stream last broke, for the message if it does not come back.
+    let mut broke: Option<String> = None;
+    let overdue = |broke: &Option<String>| {
+        format!(
+            "session {id} did not end within {}s after --duration: the hub at {} {}",
+            END_GRACE.as_secs(),
+            hub.shown,
+            broke
+                .as_deref()
+                .map_or("sent no end record".to_string(), |b| format!(
+                    "did not answer ({b})"
+                ))
+        )
+    };
     let code = 'outer: loop {
         if let Some(s) = stream.take() {
             for line in s.lines() {
-                let Ok(line) = line else { break };
+                let line = match line {
+                    Ok(l) => l,
+                    Err(e) => {
+                        broke = Some(format!("{e:#}"));
+                        break;
+                    }
+                };
+                if hub.end_by.is_some_and(|e| Instant::now() > e) {
+                    let why = overdue(&broke);
+                    let rec =
+                        serde_json::json!({"kind": "interrupted", "session": id, "reason": why});
+                    if t.json {
+                        writeln!(out, "{rec}")?;
+                    }
+                    eprintln!("podscope: {why}");
+                    break 'outer 1;
+                }
                 let Ok(v) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
                 let kind = v["kind"].as_str().unwrap_or("");
                 let is_event = v.get("pid").is_some();
+                let node = counts
+                    .entry(v["node"].as_str().unwrap_or("").to_string())
+                    .or_default();
                 if is_event {
                     if t.max_events.is_some_and(|m| events >= m) {
+                        // Arrived before the stop took effect: counted, not printed.
+                        node.skipped += 1;
                         continue;
                     }
                     events += 1;
+                    node.printed += 1;
                     if t.max_events.is_some_and(|m| events >= m) {
                         stop.store(true, Ordering::Relaxed);
                     }
@@ -395,7 +525,11 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
                 }
                 out.flush()?;
                 match kind {
-                    "summary" if !is_event => summaries.push(v),
+                    _ if is_event => {}
+                    "lost" => node.lost += v["lost"].as_u64().unwrap_or(0),
+                    "gap" => node.gaps += v["gap"].as_u64().unwrap_or(0),
+                    "node_lost" => node.node_lost = true,
+                    "summary" => node.summary = Some(v),
                     "end" if !is_event => break 'outer 0,
                     "interrupted" if !is_event => break 'outer 1,
                     // The hub restarts: reconnect below.
@@ -410,6 +544,7 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
         // is retried for a while too.
         let deadline = Instant::now() + RECONNECT_FOR;
         loop {
+            let late = hub.end_by.is_some_and(|e| Instant::now() > e);
             let gone = |why: String, out: &mut std::io::StdoutLock| -> Result<()> {
                 let rec = serde_json::json!({"kind": "interrupted", "session": id, "reason": why});
                 if t.json {
@@ -418,7 +553,11 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
                 eprintln!("podscope: {why}");
                 Ok(())
             };
-            match hub.call("GET", &format!("/v1/sessions/{id}/events"), None, &[]) {
+            if late {
+                gone(overdue(&broke), &mut out)?;
+                break 'outer 1;
+            }
+            match hub.stream(&id) {
                 Ok(r) if r.status == 200 => {
                     stream = Some(r);
                     continue 'outer;
@@ -440,12 +579,20 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
                 _ if Instant::now() > deadline => {
                     gone(
                         format!(
-                            "the hub at {} stopped answering for {RECONNECT_FOR:?}",
-                            hub.shown
+                            "the hub at {} stopped answering for {RECONNECT_FOR:?}{}",
+                            hub.shown,
+                            broke
+                                .as_deref()
+                                .map(|b| format!(" ({b})"))
+                                .unwrap_or_default()
                         ),
                         &mut out,
                     )?;
                     break 'outer 1;
+                }
+                Err(e) => {
+                    broke = Some(format!("{e:#}"));
+                    std::thread::sleep(Duration::from_millis(300));
                 }
                 _ => std::thread::sleep(Duration::from_millis(300)),
             }
@@ -453,23 +600,114 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
     };
     out.flush()?;
     drop(stopper);
-    let _ = hub.call("DELETE", &format!("/v1/sessions/{id}"), None, &[]);
-    for s in &summaries {
-        eprintln!(
-            "podscope: node {}: {} events, {} lost{}",
-            s["node"].as_str().unwrap_or("?"),
-            s["events"],
-            s["lost"],
-            s["probes"]
-                .as_array()
-                .map(|ps| ps
-                    .iter()
-                    .map(|p| format!(" {}={}", p["probe"].as_str().unwrap_or(""), p["events"]))
-                    .collect::<String>())
-                .unwrap_or_default()
-        );
-    }
+    // Past the deadline the hub has had its chance: the delete must not
+    // make the trace later still.
+    let last = match hub.end_by {
+        Some(e) if Instant::now() > e => last.within(Duration::from_millis(500)),
+        _ => last,
+    };
+    let _ = hub.call_within("DELETE", &format!("/v1/sessions/{id}"), None, &[], last);
+    counts.remove("");
+    let word = if t.quiet && !t.json {
+        "received"
+    } else {
+        "printed"
+    };
+    eprint!("{}", summary_text(&counts, t.max_events, word));
     Ok(code)
+}
+
+/// What the CLI received from one node of its session.
+#[derive(Debug, Default)]
+struct NodeCount {
+    /// Events printed (or, with `-o none`, counted as printed).
+    printed: u64,
+    /// Events that arrived after --max-events was reached, before the stop took effect.
+    skipped: u64,
+    /// Events the kernel could not hand over (its `lost` records).
+    lost: u64,
+    /// Events the agent's or the hub's queue could not pass on (`gap` records).
+    gaps: u64,
+    /// The node's agent went away during the session.
+    node_lost: bool,
+    /// The node's trace's own summary.
+    summary: Option<Value>,
+}
+
+/// The end-of-trace summary: the events printed, and per node how they add
+/// up to what its trace wrote (printed + after --max-events + not delivered
+/// = the trace's `emitted`), so the counts shown always agree with the lines
+/// printed.
+fn summary_text(
+    counts: &std::collections::BTreeMap<String, NodeCount>,
+    max: Option<u64>,
+    word: &str,
+) -> String {
+    let sum = |f: fn(&NodeCount) -> u64| counts.values().map(f).sum::<u64>();
+    let (printed, skipped, lost, gaps) = (
+        sum(|c| c.printed),
+        sum(|c| c.skipped),
+        sum(|c| {
+            c.summary
+                .as_ref()
+                .and_then(|v| v["lost"].as_u64())
+                .unwrap_or(0)
+                .max(c.lost)
+        }),
+        sum(|c| c.gaps),
+    );
+    let mut s = format!("podscope: {printed} events {word}");
+    if let Some(m) = max.filter(|_| skipped > 0) {
+        s.push_str(&format!(
+            " (--max-events {m}; {skipped} more arrived before the session stopped)"
+        ));
+    }
+    s.push_str(&format!(
+        ", {lost} lost in the kernel, {gaps} not delivered (queues full)\n"
+    ));
+    for (node, c) in counts {
+        let mut parts = vec![format!("{} {word}", c.printed)];
+        if c.skipped > 0 {
+            parts.push(format!("{} after --max-events", c.skipped));
+        }
+        if c.gaps > 0 {
+            parts.push(format!("{} not delivered", c.gaps));
+        }
+        let received = c.printed + c.skipped + c.gaps;
+        let line = match c.summary.as_ref().and_then(|v| v["emitted"].as_u64()) {
+            Some(emitted) => {
+                let mut l = format!("{} = {emitted} the trace wrote", parts.join(" + "));
+                if emitted > received {
+                    l.push_str(&format!(
+                        " ({} of them never reached this client: its stream broke)",
+                        emitted - received
+                    ));
+                }
+                l
+            }
+            None => format!(
+                "{}; no summary from its trace ({})",
+                parts.join(" + "),
+                if c.node_lost {
+                    "the node was lost"
+                } else {
+                    "the session ended without it"
+                }
+            ),
+        };
+        // The trace's summary has its final kernel count; `lost` records
+        // are what was reported on the way.
+        let lost = c
+            .summary
+            .as_ref()
+            .and_then(|v| v["lost"].as_u64())
+            .unwrap_or(c.lost)
+            .max(c.lost);
+        s.push_str(&format!(
+            "podscope: node {node}: {line}; {lost} lost in the kernel\n"
+        ));
+    }
+    s
 }
 
 /// One record as a line of columns.
@@ -584,7 +822,12 @@ pub fn exec(target: &HubTarget, e: &RemoteExec) -> Result<i32> {
         "namespaces": e.namespaces.split(',').map(str::trim).filter(|s| !s.is_empty()).collect::<Vec<_>>(),
         "timeout": e.timeout.map(|d| format!("{}ms", d.as_millis())),
     });
-    let r = hub.ok("POST", "/v1/exec", Some(&body.to_string()))?;
+    // The hub answers when the tool ends: wait for its timeout, and then some.
+    let limits = Timeouts {
+        response: e.timeout.unwrap_or(Duration::from_secs(30)) + Duration::from_secs(30),
+        ..Timeouts::default()
+    };
+    let r = hub.ok_within("POST", "/v1/exec", Some(&body.to_string()), limits)?;
     print!("{}", r["stdout"].as_str().unwrap_or(""));
     eprint!("{}", r["stderr"].as_str().unwrap_or(""));
     std::io::stdout().flush().ok();
@@ -592,4 +835,74 @@ pub fn exec(target: &HubTarget, e: &RemoteExec) -> Result<i32> {
         eprintln!("podscope: the output was cut at 1 MiB per stream");
     }
     Ok(r["exit_code"].as_i64().unwrap_or(1) as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_a_hub_says_so() {
+        let m = not_a_hub(
+            "http://web:80",
+            404,
+            "GET",
+            "/v1/pods",
+            "404 page not found\n",
+        );
+        assert!(
+            m.starts_with("http://web:80 does not look like a podscope hub"),
+            "{m}"
+        );
+        assert!(
+            m.contains(r#"answered 404 to GET /v1/pods with "404 page not found""#),
+            "{m}"
+        );
+        assert!(!m.contains("null"), "{m}");
+    }
+
+    #[test]
+    fn the_summary_adds_up_to_what_was_printed() {
+        let mut counts = std::collections::BTreeMap::new();
+        counts.insert(
+            "node-1".to_string(),
+            NodeCount {
+                printed: 5,
+                skipped: 1,
+                summary: Some(
+                    serde_json::json!({"kind": "summary", "events": 9, "emitted": 6, "lost": 0}),
+                ),
+                ..Default::default()
+            },
+        );
+        let s = summary_text(&counts, Some(5), "printed");
+        assert!(
+            s.starts_with("podscope: 5 events printed (--max-events 5; 1 more arrived before the session stopped), 0 lost in the kernel"),
+            "{s}"
+        );
+        assert!(
+            s.contains("node node-1: 5 printed + 1 after --max-events = 6 the trace wrote; 0 lost"),
+            "{s}"
+        );
+        // A node whose agent was killed sends no summary: what it printed still counts.
+        counts.insert(
+            "node-2".to_string(),
+            NodeCount {
+                printed: 12,
+                gaps: 3,
+                lost: 2,
+                node_lost: true,
+                ..Default::default()
+            },
+        );
+        let s = summary_text(&counts, None, "printed");
+        assert!(
+            s.starts_with("podscope: 17 events printed, 2 lost in the kernel, 3 not delivered"),
+            "{s}"
+        );
+        assert!(
+            s.contains("node node-2: 12 printed + 3 not delivered; no summary from its trace (the node was lost); 2 lost"),
+            "{s}"
+        );
+    }
 }

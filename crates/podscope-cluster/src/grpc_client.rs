@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use tonic::service::interceptor::InterceptedService;
@@ -22,6 +23,9 @@ type Client = HubApiClient<InterceptedService<Channel, Bearer>>;
 pub(crate) struct GrpcHub {
     rt: tokio::runtime::Runtime,
     client: Client,
+    /// For the words of a failed connection.
+    url: String,
+    tls: Option<ClientTls>,
 }
 
 impl std::fmt::Debug for GrpcHub {
@@ -51,13 +55,25 @@ impl GrpcHub {
             ep.connect_lazy()
         };
         Ok(GrpcHub {
+            url: url.to_string(),
+            tls: tls.cloned(),
             rt,
             client: HubApiClient::with_interceptor(channel, Bearer::new(token)?),
         })
     }
 
     /// The REST call `method path` with `body`, made as its HubApi operation.
-    pub(crate) fn call(&self, method: &str, path: &str, body: Option<&str>) -> Result<Response> {
+    /// Each unary call (and the stream's start) must answer within `limit`;
+    /// the stream's records then stop after `stream_idle` of silence, if given
+    /// (the hub sends no keep-alives over gRPC: only a deadline applies).
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        limit: Duration,
+        stream_idle: Option<Duration>,
+    ) -> Result<Response> {
         let (p, q) = path.split_once('?').unwrap_or((path, ""));
         let query = Query {
             params: parse_query(q),
@@ -75,51 +91,107 @@ impl GrpcHub {
         let id = |i: usize| SessionId {
             id: segs[i].to_string(),
         };
+        let what = format!("{method} {p}");
         let got = match (method, segs.as_slice()) {
             ("GET", ["v1", "sessions", _, "events"]) => {
                 let s = id(2);
-                return match self.rt.block_on(c.stream_events(s)) {
+                return match self.wait(&what, limit, c.stream_events(s))? {
                     Ok(stream) => Ok(Response::from_reader(
                         200,
-                        Box::new(LineReader::spawn(&self.rt, stream.into_inner())),
+                        Box::new(LineReader::spawn(
+                            &self.rt,
+                            stream.into_inner(),
+                            stream_idle,
+                            &what,
+                        )),
                     )),
-                    Err(st) => answer(Err(st)),
+                    Err(st) => self.answer(Err(st)),
                 };
             }
-            ("GET", ["v1", "nodes"]) => self.rt.block_on(c.list_nodes(query)),
-            ("GET", ["v1", "pods"]) => self.rt.block_on(c.list_pods(query)),
-            ("GET", ["v1", "probes"]) => self.rt.block_on(c.list_probes(query)),
-            ("POST", ["v1", "sessions"]) => self.rt.block_on(c.create_session(json)),
-            ("GET", ["v1", "sessions"]) => self.rt.block_on(c.list_sessions(query)),
-            ("DELETE", ["v1", "sessions"]) => self.rt.block_on(c.delete_sessions(query)),
-            ("GET", ["v1", "sessions", _]) => self.rt.block_on(c.get_session(id(2))),
-            ("PUT", ["v1", "sessions", _]) => self.rt.block_on(c.update_session(SessionUpdate {
-                id: segs[2].to_string(),
-                json: json.json,
-            })),
-            ("DELETE", ["v1", "sessions", _]) => self.rt.block_on(c.delete_session(id(2))),
-            ("POST", ["v1", "exec"]) => self.rt.block_on(c.exec(json)),
+            ("GET", ["v1", "nodes"]) => self.wait(&what, limit, c.list_nodes(query))?,
+            ("GET", ["v1", "pods"]) => self.wait(&what, limit, c.list_pods(query))?,
+            ("GET", ["v1", "probes"]) => self.wait(&what, limit, c.list_probes(query))?,
+            ("POST", ["v1", "sessions"]) => self.wait(&what, limit, c.create_session(json))?,
+            ("GET", ["v1", "sessions"]) => self.wait(&what, limit, c.list_sessions(query))?,
+            ("DELETE", ["v1", "sessions"]) => self.wait(&what, limit, c.delete_sessions(query))?,
+            ("GET", ["v1", "sessions", _]) => self.wait(&what, limit, c.get_session(id(2)))?,
+            ("PUT", ["v1", "sessions", _]) => self.wait(
+                &what,
+                limit,
+                c.update_session(SessionUpdate {
+                    id: segs[2].to_string(),
+                    json: json.json,
+                }),
+            )?,
+            ("DELETE", ["v1", "sessions", _]) => {
+                self.wait(&what, limit, c.delete_session(id(2)))?
+            }
+            // The answer comes when the tool ends: the caller allows for it.
+            ("POST", ["v1", "exec"]) => self.wait(&what, limit, c.exec(json))?,
             _ => bail!("the hub's gRPC API has no operation for {method} {p}"),
         };
-        answer(got.map(|r| r.into_inner()))
+        self.answer(got.map(|r| r.into_inner()))
+    }
+}
+
+impl GrpcHub {
+    /// Runs one call, or fails after `limit` naming the call: a hub that
+    /// accepts and never answers must not hang the CLI.
+    fn wait<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<Result<T, tonic::Status>> {
+        self.rt
+            .block_on(async { tokio::time::timeout(limit, call).await })
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "{what}: no answer within {}s (the server accepted the connection but did not answer; is it a podscope hub, and is it stuck?)",
+                    limit.as_secs()
+                )
+            })
     }
 }
 
 /// A gRPC answer as the REST answer: the same status and JSON. A call that
 /// never reached the hub is an error, as a failed connection is over REST.
-fn answer(r: Result<Json, tonic::Status>) -> Result<Response> {
+impl GrpcHub {
+    fn answer(&self, r: Result<Json, tonic::Status>) -> Result<Response> {
+        answer(r, &self.url, self.tls.as_ref())
+    }
+}
+
+/// An error and its sources in words, each said once: tonic, hyper and
+/// rustls each repeat their source's text in their own.
+pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for e in crate::tls::chain(e) {
+        let t = match e.downcast_ref::<tonic::Status>() {
+            Some(st) => st.message().to_string(),
+            None => e.to_string(),
+        };
+        let t = t.trim().to_string();
+        if t.is_empty() || parts.iter().any(|p| p.contains(&t)) {
+            continue;
+        }
+        // A later, longer text that contains an earlier one replaces it.
+        parts.retain(|p| !t.contains(p.as_str()));
+        parts.push(t);
+    }
+    parts.join(": ")
+}
+
+fn answer(r: Result<Json, tonic::Status>, url: &str, tls: Option<&ClientTls>) -> Result<Response> {
     let (status, body) = match r {
         Ok(j) => (200, j.json),
         Err(st) => {
             use std::error::Error;
             if st.code() == tonic::Code::Unavailable && st.source().is_some() {
-                let mut msg = st.message().to_string();
-                let mut src = st.source();
-                while let Some(e) = src {
-                    msg = format!("{msg}: {e}");
-                    src = e.source();
+                if let Some(m) = crate::tls::explain(crate::tls::chain(&st), url, tls) {
+                    bail!("{m}");
                 }
-                bail!("{msg}");
+                bail!("{}", error_text(&st));
             }
             let status = match st.code() {
                 tonic::Code::InvalidArgument => 400,
@@ -183,10 +255,18 @@ struct LineReader {
     rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
     buf: Vec<u8>,
     pos: usize,
+    rt: tokio::runtime::Handle,
+    /// Silence after which a read fails, and the call, for the message.
+    idle: Option<(Duration, String)>,
 }
 
 impl LineReader {
-    fn spawn(rt: &tokio::runtime::Runtime, mut s: tonic::Streaming<Json>) -> LineReader {
+    fn spawn(
+        rt: &tokio::runtime::Runtime,
+        mut s: tonic::Streaming<Json>,
+        idle: Option<Duration>,
+        what: &str,
+    ) -> LineReader {
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1024);
         rt.spawn(async move {
             while let Ok(Some(m)) = s.message().await {
@@ -201,6 +281,8 @@ impl LineReader {
             rx,
             buf: Vec::new(),
             pos: 0,
+            rt: rt.handle().clone(),
+            idle: idle.map(|d| (d, what.to_string())),
         }
     }
 }
@@ -208,7 +290,24 @@ impl LineReader {
 impl Read for LineReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         if self.pos == self.buf.len() {
-            match self.rx.blocking_recv() {
+            let next = match &self.idle {
+                None => self.rx.blocking_recv(),
+                Some((d, what)) => {
+                    let (d, rx) = (*d, &mut self.rx);
+                    self.rt
+                        .block_on(async { tokio::time::timeout(d, rx.recv()).await })
+                        .map_err(|_| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!(
+                                    "{what}: nothing arrived for {:.1}s (idle stream, past the deadline of --duration)",
+                                    d.as_secs_f64()
+                                ),
+                            )
+                        })?
+                }
+            };
+            match next {
                 Some(b) => {
                     self.buf = b;
                     self.pos = 0;
@@ -226,6 +325,33 @@ impl Read for LineReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn error_texts_say_each_thing_once() {
+        let inner = E("received corrupt message of type InvalidContentType", None);
+        let mid = E(
+            "transport error: received corrupt message of type InvalidContentType",
+            Some(Box::new(inner)),
+        );
+        let st = tonic::Status::from_error(Box::new(mid));
+        let t = error_text(&st);
+        assert_eq!(t.matches("InvalidContentType").count(), 1, "{t}");
+        let e = E("connection reset", Some(Box::new(E("broken pipe", None))));
+        assert_eq!(error_text(&e), "connection reset: broken pipe");
+    }
 
     #[test]
     fn queries_round_trip_percent_encoding() {

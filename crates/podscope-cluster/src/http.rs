@@ -1,6 +1,7 @@
 //! A small blocking HTTP/1.1 client for the hub's REST API (the CLI and the
 //! tests): one request per connection, plain or TLS, Content-Length and
-//! chunked bodies, streaming reads for NDJSON.
+//! chunked bodies, streaming reads for NDJSON; every step bounded in time
+//! ([`Timeouts`]), so a hub that accepts and never answers fails clearly.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -75,14 +76,93 @@ impl Write for Conn {
     }
 }
 
+impl Conn {
+    /// The socket under the connection, for its timeouts.
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Conn::Plain(s) => Some(s),
+            Conn::Tls(s) => Some(s.get_ref()),
+            Conn::Reader(_) => None,
+        }
+    }
+}
+
+/// How long each step of a request may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// To establish the TCP connection.
+    pub connect: Duration,
+    /// From the request sent to the end of the response headers.
+    pub response: Duration,
+    /// The longest silence while the body is read; None: no limit (a stream
+    /// that may legitimately stay quiet, from a server that sends no keep-alives).
+    pub idle: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    /// For a REST call: the hub answers those at once.
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            response: Duration::from_secs(10),
+            idle: Some(Duration::from_secs(10)),
+        }
+    }
+}
+
+impl Timeouts {
+    /// Every limit cut to at most `left` (and at least 100 ms): a call that
+    /// must be over by a deadline (`trace --duration`).
+    pub fn within(self, left: Duration) -> Timeouts {
+        let left = left.max(Duration::from_millis(100));
+        Timeouts {
+            connect: self.connect.min(left),
+            response: self.response.min(left),
+            idle: Some(self.idle.map_or(left, |i| i.min(left))),
+        }
+    }
+}
+
+fn secs(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
 #[derive(Debug)]
 struct Body {
     r: BufReader<Conn>,
     mode: Mode,
+    /// The idle limit and the request, for the message when it passes.
+    idle: Option<(Duration, String)>,
 }
 
 impl Read for Body {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_body(buf).map_err(|e| match &self.idle {
+            Some((d, req)) if timed_out(&e) => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{req}: nothing arrived for {} while reading the answer (idle stream); the hub stopped sending",
+                    secs(*d)
+                ),
+            ),
+            _ => e,
+        })
+    }
+}
+
+impl Body {
+    fn read_body(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.mode {
             Mode::Length(0) => Ok(0),
             Mode::Length(n) => {
@@ -146,6 +226,7 @@ impl Response {
             body: Body {
                 r: BufReader::new(Conn::Reader(Source(body))),
                 mode: Mode::Close,
+                idle: None,
             },
         }
     }
@@ -243,7 +324,8 @@ pub fn request(
 }
 
 /// [`request`] with the trust for an https:// URL (None: the system's CA
-/// certificates); ignored for http://.
+/// certificates; ignored for http://), and the default [`Timeouts`] except
+/// that the body may stay quiet for as long as it likes.
 pub fn request_with(
     tls: Option<&ClientTls>,
     base: &str,
@@ -253,10 +335,30 @@ pub fn request_with(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> io::Result<Response> {
+    let t = Timeouts {
+        idle: None,
+        ..Timeouts::default()
+    };
+    request_timed(tls, base, method, path, token, body, headers, t)
+}
+
+/// [`request_with`] with every step bounded by `t`; the errors say which
+/// step timed out (connect, response headers, idle body).
+#[allow(clippy::too_many_arguments)] // reason: the request's parts, as request_with takes them, plus the limits
+pub fn request_timed(
+    tls: Option<&ClientTls>,
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+    t: Timeouts,
+) -> io::Result<Response> {
     let url = split_url(base)?;
-    let tcp = TcpStream::connect(&url.addr)?;
+    let tcp = connect(&url.addr, t.connect)?;
     tcp.set_nodelay(true)?;
-    tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
+    tcp.set_write_timeout(Some(t.response))?;
     let stream = if url.tls {
         let tls = match tls {
             Some(t) => t,
@@ -266,7 +368,31 @@ pub fn request_with(
     } else {
         Conn::Plain(tcp)
     };
-    exchange(stream, &url, method, path, token, body, headers)
+    exchange(stream, &url, method, path, token, body, headers, Some(t))
+}
+
+/// Connects to `addr` (host:port), trying each of its addresses within `limit`.
+fn connect(addr: &str, limit: Duration) -> io::Result<TcpStream> {
+    use std::net::ToSocketAddrs;
+    let mut last = None;
+    for a in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&a, limit) {
+            Ok(s) => return Ok(s),
+            Err(e) if timed_out(&e) => {
+                last = Some(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no TCP connection to {addr} within {} (connect timed out: nothing answers there; check the URL, and that the hub runs and its port is reachable)",
+                        secs(limit)
+                    ),
+                ))
+            }
+            Err(e) => last = Some(io::Error::new(e.kind(), format!("connecting to {addr}: {e}"))),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, format!("{addr} has no address"))
+    }))
 }
 
 /// A plain-HTTP GET whose every step is bounded by `limit` (the agent's
@@ -283,10 +409,12 @@ pub(crate) fn quick_get(base: &str, path: &str, limit: Duration) -> io::Result<R
     let tcp = TcpStream::connect_timeout(&addr, limit)?;
     tcp.set_read_timeout(Some(limit))?;
     tcp.set_write_timeout(Some(limit))?;
-    exchange(Conn::Plain(tcp), &url, "GET", path, None, None, &[])
+    exchange(Conn::Plain(tcp), &url, "GET", path, None, None, &[], None)
 }
 
-/// Writes the request on a connected stream and reads the response head.
+/// Writes the request on a connected stream and reads the response head,
+/// within `t.response` if given; the body then reads within `t.idle`.
+#[allow(clippy::too_many_arguments)] // reason: the request's parts and its limits
 fn exchange(
     mut stream: Conn,
     url: &Url,
@@ -295,6 +423,7 @@ fn exchange(
     token: Option<&str>,
     body: Option<&str>,
     headers: &[(&str, &str)],
+    t: Option<Timeouts>,
 ) -> io::Result<Response> {
     let (host, prefix) = (&url.addr, &url.prefix);
     let mut req =
@@ -306,19 +435,44 @@ fn exchange(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     let body = body.unwrap_or("");
-    if !body.is_empty() || matches!(method, "POST" | "PUT") {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+    if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
+        // A Content-Type among `headers` wins (tests send others on purpose).
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
     req.push_str(body);
+    let what = format!("{method} {path}");
+    if let (Some(t), Some(tcp)) = (t, stream.tcp()) {
+        tcp.set_read_timeout(Some(t.response))?;
+    }
     stream.write_all(req.as_bytes())?;
     stream.flush()?;
     let mut r = BufReader::new(stream);
+    let no_head = |e: io::Error| {
+        match t {
+        Some(t) if timed_out(&e) => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "{what}: no response headers within {} (the server accepted the connection but did not answer; is it a podscope hub, and is it stuck?)",
+                secs(t.response)
+            ),
+        ),
+        _ => e,
+    }
+    };
     let mut status_line = String::new();
-    r.read_line(&mut status_line)?;
+    if r.read_line(&mut status_line).map_err(no_head)? == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{what}: the server closed the connection without an answer"),
+        ));
+    }
     let status: u16 = status_line
         .split_whitespace()
         .nth(1)
@@ -332,7 +486,7 @@ fn exchange(
     let mut headers = Vec::new();
     loop {
         let mut l = String::new();
-        if r.read_line(&mut l)? == 0 || l.trim().is_empty() {
+        if r.read_line(&mut l).map_err(no_head)? == 0 || l.trim().is_empty() {
             break;
         }
         if let Some((k, v)) = l.split_once(':') {
@@ -347,16 +501,141 @@ fn exchange(
     } else {
         Mode::Close
     };
+    let idle = t.and_then(|t| t.idle);
+    if let (Some(t), Some(tcp)) = (t, r.get_ref().tcp()) {
+        tcp.set_read_timeout(t.idle)?;
+    }
     Ok(Response {
         status,
         headers,
-        body: Body { r, mode },
+        body: Body {
+            r,
+            mode,
+            idle: idle.map(|d| (d, what)),
+        },
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
+
+    /// A real listener that accepts, reads the request, then sends `answer`
+    /// and nothing more (holding the connection open).
+    fn server(answer: &'static str) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in l.incoming() {
+                let Ok(mut s) = s else { break };
+                let mut b = [0u8; 4096];
+                let _ = s.read(&mut b);
+                let _ = s.write_all(answer.as_bytes());
+                held.push(s);
+            }
+        });
+        format!("http://127.0.0.1:{port}")
+    }
+
+    fn quick() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_millis(300),
+            response: Duration::from_millis(300),
+            idle: Some(Duration::from_millis(300)),
+        }
+    }
+
+    #[test]
+    fn a_server_that_never_answers_times_out_on_the_headers() {
+        let base = server("");
+        let t = std::time::Instant::now();
+        let e =
+            request_timed(None, &base, "GET", "/v1/pods", None, None, &[], quick()).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        let m = e.to_string();
+        assert!(
+            m.contains("GET /v1/pods: no response headers within 0.3s"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn a_stream_that_goes_quiet_times_out_as_idle() {
+        let base =
+            server("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n6\r\n{\"a\":1}\r\n");
+        let r = request_timed(
+            None,
+            &base,
+            "GET",
+            "/v1/sessions/x/events",
+            None,
+            None,
+            &[],
+            quick(),
+        )
+        .unwrap();
+        assert_eq!(r.status, 200);
+        let mut lines = r.lines();
+        // What was sent arrives; then the silence is an error, not a hang.
+        let first = lines.next().unwrap();
+        let e = match first {
+            Ok(l) => {
+                assert_eq!(l, r#"{"a":1}"#);
+                lines.next().unwrap().unwrap_err()
+            }
+            Err(e) => e,
+        };
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("(idle stream)"), "{e}");
+        // Without an idle limit (request_with), the body may wait.
+        assert_eq!(
+            request_with(None, &base, "GET", "/", None, None, &[])
+                .unwrap()
+                .body
+                .idle,
+            None
+        );
+    }
+
+    #[test]
+    fn a_port_whose_backlog_is_full_times_out_on_connect() {
+        // Linux drops SYNs to a listener whose accept queue is full, as a
+        // host that does not answer would: fill one and never accept.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut held = Vec::new();
+        loop {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(s) => held.push(s),
+                Err(_) => break,
+            }
+            assert!(held.len() < 5000, "the backlog never filled");
+        }
+        let base = format!("http://{addr}");
+        let e =
+            request_timed(None, &base, "GET", "/v1/pods", None, None, &[], quick()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("connect timed out"), "{e}");
+        assert!(e.to_string().contains(&addr.to_string()), "{e}");
+    }
+
+    #[test]
+    fn limits_within_a_deadline() {
+        let t = Timeouts::default().within(Duration::from_secs(2));
+        assert_eq!(t.connect, Duration::from_secs(2));
+        assert_eq!(t.response, Duration::from_secs(2));
+        assert_eq!(t.idle, Some(Duration::from_secs(2)));
+        let t = Timeouts {
+            idle: None,
+            ..Timeouts::default()
+        }
+        .within(Duration::from_secs(60));
+        assert_eq!(t.idle, Some(Duration::from_secs(60)));
+        assert_eq!(t.response, Duration::from_secs(10));
+    }
 
     #[test]
     fn urls() {

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -148,6 +148,8 @@ struct NodeEntry {
     tx: Option<mpsc::Sender<Result<HubMessage, Status>>>,
     /// Which connection is current, so a stale one's end does not mark a re-registered node down.
     conn: u64,
+    /// The agent process behind the link (Hello.instance; empty from older agents).
+    instance: String,
 }
 
 struct Session {
@@ -353,6 +355,7 @@ impl Hub {
             )
             .route("/v1/sessions/{id}/events", get(events))
             .route("/v1/exec", post(exec))
+            .layer(middleware::from_fn(require_json_body))
             .layer(middleware::from_fn_with_state(self.clone(), require_token));
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
@@ -362,6 +365,8 @@ impl Hub {
             .route_service("/podscope.cluster.v1.Hub/{*rest}", grpc)
             // The REST operations over gRPC.
             .route_service("/podscope.cluster.v1.HubApi/{*rest}", grpc_api)
+            .fallback(no_such_path)
+            .layer(middleware::from_fn(json_errors))
             .with_state(self.clone())
     }
 
@@ -448,6 +453,107 @@ async fn require_token(State(hub): State<Hub>, req: Request, next: Next) -> Resp
         return r;
     }
     next.run(req).await
+}
+
+/// The largest request body the REST API reads (axum's default limit).
+const MAX_BODY: usize = 2 << 20;
+
+async fn no_such_path(req: Request) -> Response {
+    err(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no such path: {} {}; the API is under /v1 (GET /openapi.json lists every path)",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
+/// A request body that is not JSON is refused (415) before a handler
+/// parses it: the API only reads JSON. A body without a Content-Type is
+/// read as JSON (simple clients), one that says otherwise is not.
+async fn require_json_body(req: Request, next: Next) -> Response {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).to_string());
+    let has_body = matches!(req.method().as_str(), "POST" | "PUT" | "PATCH");
+    if let Some(ct) = ct.filter(|_| has_body) {
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return err(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "{} {} takes a JSON body: send 'Content-Type: application/json', not '{ct}'",
+                    req.method(),
+                    req.uri().path()
+                ),
+            );
+        }
+    }
+    next.run(req).await
+}
+
+/// The methods a REST path takes, for a 405 (axum does not say).
+fn allowed_methods(path: &str) -> &'static str {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["v1", "sessions"] => "GET, POST, DELETE",
+        ["v1", "sessions", _] => "GET, PUT, DELETE",
+        ["v1", "exec"] => "POST",
+        _ => "GET",
+    }
+}
+
+/// Every REST error answer in the documented shape `{"error": "..."}`,
+/// including the ones axum makes itself (405 for a method a path does not
+/// take, 413 for a body over the limit, its extractors' rejections). gRPC
+/// answers are left alone.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let r = next.run(req).await;
+    let status = r.status();
+    let json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if grpc || json || !(status.is_client_error() || status.is_server_error()) {
+        return r;
+    }
+    let (mut parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let msg = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allow = allowed_methods(&path);
+            if let Ok(v) = header::HeaderValue::from_str(allow) {
+                parts.headers.insert(header::ALLOW, v);
+            }
+            format!("{method} is not allowed on {path}; it takes {allow}")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "the request body of {method} {path} is too large: at most {} MiB",
+            MAX_BODY >> 20
+        ),
+        _ if text.is_empty() => format!(
+            "{method} {path}: {}",
+            status.canonical_reason().unwrap_or("error")
+        ),
+        _ => text,
+    };
+    let body = serde_json::to_vec(&ErrorBody { error: msg }).unwrap_or_default();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
 }
 
 async fn openapi() -> Response {
@@ -554,6 +660,29 @@ async fn create(State(hub): State<Hub>, body: Bytes) -> Response {
         Err(e) => return err(StatusCode::BAD_REQUEST, e),
     };
     let mut st = hub.lock();
+    if req.wait == Some(false) {
+        // As `podscope trace` on a node: a selection that matches nothing
+        // is a mistake to show, not a session that waits in silence.
+        let known: Vec<NodePod> = st
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.up)
+            .flat_map(|(name, n)| {
+                n.pods.iter().map(|p| NodePod {
+                    node: name.clone(),
+                    pod: p.clone(),
+                })
+            })
+            .collect();
+        if let Some(msg) = spec.selection.no_match(&known) {
+            return err(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "nothing to trace (add --wait, or \"wait\": true, to wait for matching pods): {msg}"
+                ),
+            );
+        }
+    }
     let id = format!("{}-{}", st.boot, st.next_id);
     st.next_id += 1;
     st.sessions.insert(
@@ -878,7 +1007,39 @@ async fn exec(State(hub): State<Hub>, body: Bytes) -> Response {
     .into_response()
 }
 
-async fn events(State(hub): State<Hub>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+/// `?keepalive=SECONDS` of the event stream: an empty line after that much
+/// silence, so a client can tell a quiet session from a hub that hangs.
+fn keepalive(query: Option<&str>) -> Result<Option<Duration>, String> {
+    let Some(q) = query else { return Ok(None) };
+    let mut out = None;
+    for (k, v) in q.split('&').filter_map(|kv| kv.split_once('=')) {
+        if k != "keepalive" {
+            return Err(format!(
+                "unknown query parameter '{k}' for the event stream; it takes keepalive=SECONDS"
+            ));
+        }
+        match v.parse::<u64>() {
+            Ok(n @ 1..=300) => out = Some(Duration::from_secs(n)),
+            _ => {
+                return Err(format!(
+                    "keepalive={v}: give the seconds of silence after which the stream sends an empty line, 1 to 300"
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn events(
+    State(hub): State<Hub>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let keepalive = match keepalive(query.as_deref()) {
+        Ok(k) => k,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e),
+    };
     let (tx, rx) = mpsc::unbounded_channel::<Vec<Line>>();
     let queued = Arc::new(AtomicUsize::new(0));
     {
@@ -927,7 +1088,19 @@ async fn events(State(hub): State<Hub>, Path(id): Path<String>, headers: HeaderM
                 b.extend_from_slice(l.as_bytes());
                 b.push(b'\n');
             }
-            Ok::<_, std::convert::Infallible>(Bytes::from(b))
+            Bytes::from(b)
+        });
+        // With ?keepalive: an empty line after each quiet spell; the stream
+        // still ends when the session's records do.
+        let s = futures_util::stream::unfold(Box::pin(s), move |mut s| async move {
+            let next = match keepalive {
+                None => s.next().await,
+                Some(d) => match tokio::time::timeout(d, s.next()).await {
+                    Ok(next) => next,
+                    Err(_) => Some(Bytes::from_static(b"\n")),
+                },
+            };
+            next.map(|b| (Ok::<_, std::convert::Infallible>(b), s))
         });
         (
             [(header::CONTENT_TYPE, "application/x-ndjson")],
@@ -976,6 +1149,21 @@ impl hub_server::Hub for Hub {
             st.next_conn += 1;
             let now = SystemTime::now();
             if let Some(old) = st.nodes.get(&node) {
+                if old.up
+                    && !old.instance.is_empty()
+                    && !hello.instance.is_empty()
+                    && old.instance != hello.instance
+                {
+                    // Two agents with one --node would take the link from
+                    // each other in a loop: the first one keeps it.
+                    let msg = format!(
+                        "node {node} is already connected from another agent (registered at {}): \
+                         two agents cannot share a node name; give this agent its own --node, or stop the other one",
+                        rfc3339(old.registered)
+                    );
+                    eprintln!("podscope hub: refused a second agent for node {node}: {msg}");
+                    return Err(Status::already_exists(msg));
+                }
                 if old.up {
                     eprintln!("podscope hub: node {node} registered again; replacing its old link");
                 }
@@ -993,6 +1181,7 @@ impl hub_server::Hub for Hub {
                     version: hello.version,
                     tx: Some(tx.clone()),
                     conn,
+                    instance: hello.instance,
                 },
             );
             // Sessions this agent kept running across a hub restart.
@@ -1015,7 +1204,10 @@ impl hub_server::Hub for Hub {
                     Ok(Some(m)) => hub.on_agent_message(&node, conn, m),
                     Ok(None) => break,
                     Err(e) => {
-                        eprintln!("podscope hub: link to node {node} failed: {e}");
+                        eprintln!(
+                            "podscope hub: link to node {node} broke (its agent went away, or the network): {}",
+                            crate::grpc_client::error_text(&e)
+                        );
                         break;
                     }
                 }
@@ -1477,6 +1669,7 @@ impl hub_api_server::HubApi for GrpcApi {
         let resp = events(
             State(self.0.clone()),
             Path(r.into_inner().id),
+            RawQuery(None),
             HeaderMap::new(),
         )
         .await;

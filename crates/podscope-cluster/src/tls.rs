@@ -281,6 +281,16 @@ fn describe(e: &rustls::Error, url: &str, tls: Option<&ClientTls>) -> String {
                 CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                     return format!("the hub's TLS certificate was not trusted: it is not valid yet ({e}); check the clocks")
                 }
+                // webpki's reason, which rustls passes on only as an opaque
+                // `Other`: the hub serves the CA's own certificate.
+                CertificateError::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => {
+                    return "the hub's TLS certificate was not trusted: it is a CA certificate \
+                        (basicConstraints CA:TRUE), not a server certificate: give the hub (--tls-cert) \
+                        a certificate signed by that CA for the hub's names, and keep the CA's own \
+                        for --tls-ca (docs/cluster.md, \"Making a certificate\")"
+                        .to_string()
+                }
+                CertificateError::Other(o) => format!("it was refused ({o})"),
                 _ => e.to_string(),
             };
             format!("the hub's TLS certificate was not trusted: {why}; {fix}")

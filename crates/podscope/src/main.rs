@@ -28,7 +28,8 @@ fn main() {
     if kubectl {
         command = command.bin_name("kubectl podscope");
     }
-    let cli = cli::Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
+    let matches = command.get_matches_mut();
+    let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if matches!(
         cli.command,
         cli::Command::Trace(_)
@@ -51,6 +52,11 @@ fn main() {
                 )
             })
     });
+    if hub.is_some() {
+        if let Err(e) = refuse_node_only_flags(&command, &matches) {
+            exit_on(Err(e));
+        }
+    }
     let token_file = cli.token_file.clone();
     let tls_ca = cli.tls_ca.clone();
     let target = |url: &str| podscope_cluster::client::HubTarget {
@@ -86,15 +92,11 @@ fn main() {
                 quiet: args.output == cli::TraceFormat::None,
                 duration: args.duration,
                 max_events: args.max_events,
+                wait: args.wait,
             };
             exit_on(podscope_cluster::client::trace(&target(url), &t))
         }
         (Some(url), cli::Command::Exec(args)) => {
-            if args.output_dir.is_some() {
-                exit_on(Err(anyhow::anyhow!(
-                    "--output-dir works on the node only; through the hub the output comes back here"
-                )));
-            }
             let e = podscope_cluster::client::RemoteExec {
                 pods: remote_pods(&args.pods),
                 namespaces: args.namespaces.clone(),
@@ -127,6 +129,116 @@ fn main() {
 }
 
 // --- cluster mode helpers ---
+/// The flags of `trace`, `ps` and `exec` that work through the hub; every
+/// other flag given on the command line is refused there, never silently
+/// ignored (a flag added to the CLI is refused until the hub path honours it).
+fn remote_flags(subcommand: &str) -> &'static [&'static str] {
+    const PODS: [&str; 5] = [
+        "pod",
+        "namespace",
+        "all_namespaces",
+        "selector",
+        "container",
+    ];
+    match subcommand {
+        "trace" => &[
+            "probes",
+            PODS[0],
+            PODS[1],
+            PODS[2],
+            PODS[3],
+            PODS[4],
+            "output",
+            "duration",
+            "max_events",
+            "wait",
+        ],
+        "ps" => &[PODS[0], PODS[1], PODS[2], PODS[3], PODS[4], "output"],
+        "exec" => &[
+            PODS[0],
+            PODS[1],
+            PODS[2],
+            PODS[3],
+            PODS[4],
+            "namespaces",
+            "timeout",
+            "command",
+        ],
+        _ => &[],
+    }
+}
+
+/// What to do instead of a flag that only works on a node.
+fn node_only_hint(subcommand: &str, id: &str, flag: &str) -> String {
+    match id {
+        "pid" | "comm" | "cgroup" => format!(
+            "{flag} is not supported through --hub: select pods with --pod/-l/-n (-A for every \
+             namespace), or run podscope {subcommand} {flag} on the node"
+        ),
+        "all" => format!(
+            "{flag} is not supported through --hub (it traces every process of one machine): \
+             select pods with -A (every pod in every namespace), or run podscope trace --all on the node"
+        ),
+        "metrics_listen" | "metrics_grace" => format!(
+            "{flag} is not supported through --hub: the agents serve per-pod metrics themselves \
+             (podscope agent --metrics-listen ADDR, docs/metrics.md), or run podscope trace {flag} on the node"
+        ),
+        "enabled" | "endpoint" | "protocol" | "headers" | "logs" | "queue_size"
+        | "session_events" => format!(
+            "{flag} is not supported through --hub: the agents export OTLP themselves \
+             (podscope agent --otlp-endpoint URL, docs/otlp.md), or run podscope trace {flag} on the node"
+        ),
+        "runtime_endpoint" => format!(
+            "{flag} is not supported through --hub: each agent reads its own node's runtime \
+             (podscope agent --runtime-endpoint ENDPOINT)"
+        ),
+        "output_dir" => format!(
+            "{flag} works on the node only; through the hub the output comes back here"
+        ),
+        _ => format!(
+            "{flag} is not supported through --hub: the agents' traces use their defaults; \
+             run podscope {subcommand} {flag} on the node"
+        ),
+    }
+}
+
+/// Refuses, with what to do instead, every flag given to `trace`, `ps` or
+/// `exec` that the hub path would not honour.
+fn refuse_node_only_flags(
+    command: &clap::Command,
+    matches: &clap::ArgMatches,
+) -> anyhow::Result<()> {
+    let Some((name, sub)) = matches.subcommand() else {
+        return Ok(());
+    };
+    let Some(subcommand) = command.find_subcommand(name) else {
+        return Ok(());
+    };
+    if !matches!(name, "trace" | "ps" | "exec") {
+        return Ok(());
+    }
+    let global: Vec<&str> = command
+        .get_arguments()
+        .map(|a| a.get_id().as_str())
+        .collect();
+    let remote = remote_flags(name);
+    for arg in subcommand.get_arguments() {
+        let id = arg.get_id().as_str();
+        if remote.contains(&id) || global.contains(&id) || id == "help" {
+            continue;
+        }
+        if sub.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+            let flag = match (arg.get_long(), arg.get_short()) {
+                (Some(l), _) => format!("--{l}"),
+                (None, Some(s)) => format!("-{s}"),
+                (None, None) => id.to_string(),
+            };
+            anyhow::bail!("{}", node_only_hint(name, id, &flag));
+        }
+    }
+    Ok(())
+}
+
 fn exit_on(r: anyhow::Result<i32>) -> ! {
     match r {
         Ok(code) => std::process::exit(code),

@@ -108,7 +108,8 @@ pub fn run(args: TraceArgs) -> Result<()> {
         if let Some(w) = &index.warning {
             eprintln!("podscope: warning: {w}");
         }
-        if index.selected_pods() == 0 {
+        // A pod that matches with no container that does (--container) is no match either.
+        if index.selected_pods() == 0 || sel.select(&discovery.pods).is_empty() {
             if !args.wait {
                 return Err(sel.no_match(&discovery))
                     .context("nothing to trace (add --wait to wait for matching pods)");

@@ -1428,3 +1428,293 @@ fn grpc_api_does_what_rest_does() {
     let out = cli(&["ps", "--hub", "kube://podscope/podscope-hub:7700"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP/1.1 only"));
 }
+
+/// Through `--hub`, a misspelt pod or a forgotten `-n` used to give a silent
+/// session that ended with exit 0; a container that no chosen pod has gave a
+/// silent trace, locally too. Now each is an error with exit 1 that says what
+/// there is, as a local trace says it; `--wait` still waits.
+#[test]
+fn remote_selection_mistakes_are_explained() {
+    let sock = socket();
+    let tok = token_file();
+    let tokf = tok.to_str().unwrap().to_string();
+    let port = common::free_port();
+    let _hub = hub(port, &[]);
+    let _agent = agent(port, "sel-node", &sock, &tok, &[]);
+    let sfx = suffix();
+    let ns = format!("sel-{sfx}");
+    let name = format!("api-{sfx}");
+    let _p = pod(&sock, &name, &ns, "while true; do sleep 0.5; done");
+    wait_for(Duration::from_secs(10), "the hub to know the pod", || {
+        let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+        v.as_array().is_some_and(|a| !a.is_empty())
+    });
+    let remote = |api_kind: &str, args: &[&str]| {
+        let t = Instant::now();
+        let o = bin()
+            .args([
+                "--hub",
+                &url(port),
+                "--token-file",
+                &tokf,
+                "--hub-api",
+                api_kind,
+            ])
+            .args(["trace", "exec"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (o, t.elapsed())
+    };
+    let misspelt = format!("{}O", &name[..name.len() - 1]);
+    let qualified = format!("{ns}/{name}");
+    for api_kind in ["rest", "grpc"] {
+        // A misspelt pod; no --duration: it must not wait for ever.
+        let (o, took) = remote(api_kind, &["--pod", &misspelt, "-n", &ns]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{api_kind}: {e}");
+        assert!(took < Duration::from_secs(10), "{api_kind}: {took:?}");
+        assert!(
+            e.contains(&format!("no pod {misspelt} in namespace {ns} on any node")),
+            "{e}"
+        );
+        assert!(e.contains(&format!("did you mean {qualified}?")), "{e}");
+        assert!(e.contains("--wait"), "{e}");
+        // A forgotten -n.
+        let (o, _) = remote(api_kind, &["--pod", &name, "--duration", "3s"]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{api_kind}: {e}");
+        assert!(
+            e.contains(&format!("no pod {name} in namespace default")),
+            "{e}"
+        );
+        assert!(e.contains(&format!("did you mean {qualified}?")), "{e}");
+        assert!(e.contains("-A"), "{e}");
+        // A container that the chosen pod does not have.
+        let (o, _) = remote(
+            api_kind,
+            &["--pod", &name, "-n", &ns, "--container", "nosuch"],
+        );
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{api_kind}: {e}");
+        assert!(
+            e.contains("containers in the matching pods: main (not nosuch)"),
+            "{e}"
+        );
+    }
+    let (_, l) = api(port, "GET", "/v1/sessions", None);
+    assert_eq!(l, json!([]), "no session was left behind");
+    // --wait is the explicit way to wait for a pod that does not exist yet.
+    let (o, _) = remote(
+        "rest",
+        &[
+            "--pod",
+            &misspelt,
+            "-n",
+            &ns,
+            "--wait",
+            "--duration",
+            "2s",
+            "-o",
+            "json",
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.lines().last().unwrap_or("").contains(r#""kind":"end""#),
+        "{out}"
+    );
+    // Locally, a container that matches nothing is an error too.
+    let o = bin()
+        .args([
+            "trace",
+            "exec",
+            "--pod",
+            &name,
+            "-n",
+            &ns,
+            "--container",
+            "nosuch",
+        ])
+        .arg("--runtime-endpoint")
+        .arg(format!("unix://{}", sock.display()))
+        .args(["--duration", "2s"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("containers in the matching pods: main (not nosuch)"),
+        "{e}"
+    );
+    assert!(e.contains("add --wait"), "{e}");
+}
+
+/// The CLI's summary used to disagree with what it printed (`--max-events 5`
+/// printed 5 and reported 6; after an agent was killed, 32 printed and 20
+/// summarised): now the total is the lines printed, and per node printed +
+/// after --max-events + not delivered = what the trace wrote.
+#[test]
+fn the_cli_summary_agrees_with_what_it_printed() {
+    let sock = socket();
+    let tok = token_file();
+    let tokf = tok.to_str().unwrap().to_string();
+    let port = common::free_port();
+    let _hub = hub(port, &[]);
+    let _a = agent(port, "count-a", &sock, &tok, &[]);
+    // A second agent on the same runtime: it traces the same pod as another node.
+    let b = agent(port, "count-b", &sock, &tok, &[]);
+    let sfx = suffix();
+    let ns = format!("count-{sfx}");
+    let _p = pod(
+        &sock,
+        &format!("storm-{sfx}"),
+        &ns,
+        "while true; do /bin/true; sleep 0.05; done",
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "both nodes to report the pod",
+        || {
+            let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+            v.as_array().is_some_and(|a| a.len() == 2)
+        },
+    );
+    let events_printed = |stdout: &str| stdout.lines().filter(|l| l.contains(r#""pid":"#)).count();
+
+    // --max-events 5: five lines, and a summary that says five.
+    let o = bin()
+        .args(["--hub", &url(port), "--token-file", &tokf])
+        .args([
+            "trace",
+            "exec",
+            "-n",
+            &ns,
+            "--max-events",
+            "5",
+            "-o",
+            "json",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(events_printed(&out), 5, "{out}");
+    assert!(err.contains("podscope: 5 events printed"), "{err}");
+    // Per node: printed + after --max-events + not delivered = the trace's `emitted`.
+    for node in ["count-a", "count-b"] {
+        let summary: Value = out
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|v| v["kind"] == "summary" && v["node"] == node)
+            .unwrap_or_else(|| panic!("no summary from {node}: {out}"));
+        let emitted = summary["emitted"].as_u64().unwrap();
+        let line = err
+            .lines()
+            .find(|l| l.starts_with(&format!("podscope: node {node}: ")))
+            .unwrap_or_else(|| panic!("no line for {node}: {err}"));
+        assert!(
+            line.contains(&format!("= {emitted} the trace wrote")),
+            "{line}"
+        );
+        // The number just before a word of the line, 0 when the word is not there.
+        let num = |what: &str| -> u64 {
+            line.find(&format!(" {what}")).map_or(0, |i| {
+                line[..i]
+                    .rsplit(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+        };
+        let printed = out
+            .lines()
+            .filter(|l| l.contains(r#""pid":"#) && l.contains(&format!(r#""node":"{node}""#)))
+            .count() as u64;
+        assert_eq!(num("printed"), printed, "{line}");
+        assert_eq!(
+            printed + num("after --max-events") + num("not delivered"),
+            emitted,
+            "{line}"
+        );
+    }
+
+    // An agent killed mid-session: what it sent was printed and counts.
+    let mut cli = bin()
+        .args(["--hub", &url(port), "--token-file", &tokf])
+        .args(["trace", "exec", "-n", &ns, "-o", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = cli.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stdout).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let mut until = |what: &str, f: &dyn Fn(&[String]) -> bool| {
+        let t = Instant::now();
+        while !f(&lines) {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "timed out waiting for {what}"
+            );
+            if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+                lines.push(l);
+            }
+        }
+    };
+    until("events from both nodes", &|ls| {
+        ["count-a", "count-b"].iter().all(|n| {
+            ls.iter()
+                .any(|l| l.contains(r#""pid":"#) && l.contains(&format!(r#""node":"{n}""#)))
+        })
+    });
+    drop(b);
+    until("node_lost", &|ls| {
+        ls.iter().any(|l| l.contains(r#""kind":"node_lost""#))
+    });
+    let _ = Command::new("kill")
+        .args(["-INT", &cli.id().to_string()])
+        .status();
+    let mut err = String::new();
+    use std::io::Read;
+    cli.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(cli.wait().unwrap().success(), "{err}");
+    reader.join().unwrap();
+    lines.extend(rx.try_iter());
+    let printed = lines.iter().filter(|l| l.contains(r#""pid":"#)).count();
+    let from_b = lines
+        .iter()
+        .filter(|l| l.contains(r#""pid":"#) && l.contains(r#""node":"count-b""#))
+        .count();
+    assert!(
+        err.contains(&format!("podscope: {printed} events printed")),
+        "{printed}: {err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "podscope: node count-b: {from_b} printed; no summary from its trace (the node was lost)"
+        )),
+        "{from_b}: {err}"
+    );
+}

@@ -408,6 +408,34 @@ fn cli_through_a_tls_hub() {
     );
 }
 
+/// A hub given its CA's own certificate used to make the CLI say
+/// `invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))`.
+#[test]
+fn a_ca_certificate_on_the_hub_is_explained() {
+    let c = Certs::new();
+    let port = free_port();
+    let _hub = hub(&c, port, Some("ca"));
+    let (ca, tok) = (c.s("ca.pem"), c.s("token"));
+    let out = run(&[
+        "--hub",
+        &tls_url(port),
+        "--tls-ca",
+        &ca,
+        "--token-file",
+        &tok,
+        "ps",
+        "-A",
+    ]);
+    let e = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("it is a CA certificate (basicConstraints CA:TRUE), not a server certificate")
+            && e.contains("Making a certificate"),
+        "{e}"
+    );
+    assert!(!e.contains("OtherError"), "{e}");
+}
+
 #[test]
 fn https_url_to_a_plain_hub() {
     let c = Certs::new();
@@ -528,7 +556,13 @@ fn agent_through_a_tls_hub() {
             )],
         )
     });
-    let sel: Vec<&str> = if podbed { vec!["-n", &ns] } else { vec!["-A"] };
+    // --wait: the agent may not have reported the new pod yet (and without
+    // the test bed there may be no pod at all).
+    let sel: Vec<&str> = if podbed {
+        vec!["-n", &ns, "--wait"]
+    } else {
+        vec!["-A", "--wait"]
+    };
     let mut args = vec!["--hub", &url, "--tls-ca", &ca, "--token-file"];
     let tok = c.s("token");
     args.extend([tok.as_str(), "trace", "exec"]);
