@@ -297,6 +297,8 @@ pub struct PodArgs {
 
     /// Container runtime CRI socket (unix:///run/containerd/containerd.sock);
     /// found by itself when omitted, with a /proc scan as the fallback.
+    /// Docker and podman containers are added from their Engine API sockets
+    /// ($DOCKER_HOST, $CONTAINER_HOST, or the default sockets).
     #[arg(long, value_name = "ENDPOINT")]
     pub runtime_endpoint: Option<String>,
 }
