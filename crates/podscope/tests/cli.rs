@@ -25,6 +25,21 @@ fn is_root() -> bool {
     true
 }
 
+/// podscope as nobody with no capabilities (setpriv is util-linux).
+fn as_nobody(args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_podscope"))
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux)")
+}
+
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = podscope().args(args).output().unwrap();
     (
@@ -222,18 +237,7 @@ fn without_privileges_the_missing_capabilities_are_named() {
     if !is_root() {
         return;
     }
-    // Drop to nobody with no capabilities (setpriv is util-linux).
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(env!("CARGO_BIN_EXE_podscope"))
-        .args(["trace", "exec", "--all", "--duration", "1s"])
-        .output()
-        .expect("setpriv (util-linux)");
+    let out = as_nobody(&["trace", "exec", "--all", "--duration", "1s"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -338,17 +342,7 @@ fn probes_without_privileges_names_them_not_tracefs() {
     if !is_root() {
         return;
     }
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(env!("CARGO_BIN_EXE_podscope"))
-        .arg("probes")
-        .output()
-        .expect("setpriv (util-linux)");
+    let out = as_nobody(&["probes"]);
     let err = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{err}");
