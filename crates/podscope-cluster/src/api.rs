@@ -267,22 +267,12 @@ impl Selection {
 impl Selection {
     /// What was asked for, in words (as `podscope trace` says it on a node).
     pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        match &self.pod {
-            Some(p) => parts.push(format!("pod {p}")),
-            None => parts.push("pods".into()),
-        }
-        match &self.namespace {
-            Some(ns) => parts.push(format!("in namespace {ns}")),
-            None => parts.push("in all namespaces".into()),
-        }
-        if let Some(s) = &self.selector {
-            parts.push(format!("with labels {s}"));
-        }
-        if let Some(c) = &self.container {
-            parts.push(format!("container {c}"));
-        }
-        parts.join(" ")
+        podscope_runtime::names::describe_selection(
+            self.pod.as_deref(),
+            self.namespace.as_deref(),
+            self.selector.as_deref(),
+            self.container.as_deref(),
+        )
     }
 
     /// None when some pod of `pods` (every node's, as the hub knows them) is

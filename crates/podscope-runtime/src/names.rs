@@ -58,6 +58,31 @@ impl NamePattern {
     }
 }
 
+/// A pod selection in words, as every "no pod matches" message starts:
+/// `pod web-* in namespace shop with labels app=web container nginx`.
+pub fn describe_selection(
+    pod: Option<&str>,
+    namespace: Option<&str>,
+    selector: Option<&str>,
+    container: Option<&str>,
+) -> String {
+    let mut parts = vec![match pod {
+        Some(p) => format!("pod {p}"),
+        None => "pods".into(),
+    }];
+    parts.push(match namespace {
+        Some(ns) => format!("in namespace {ns}"),
+        None => "in all namespaces".into(),
+    });
+    if let Some(s) = selector {
+        parts.push(format!("with labels {s}"));
+    }
+    if let Some(c) = container {
+        parts.push(format!("container {c}"));
+    }
+    parts.join(" ")
+}
+
 /// The candidates closest to `query` by edit distance, best first, at most
 /// `max`: those within a third of the query's length (at least 2 edits), or
 /// that contain the query or are contained in it. For "pod not found" errors.

@@ -106,22 +106,13 @@ impl PodSelection {
 
     /// What the user asked for, in words.
     pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        match &self.pod {
-            Some(p) => parts.push(format!("pod {p}")),
-            None => parts.push("pods".into()),
-        }
-        match &self.namespace {
-            Some(ns) => parts.push(format!("in namespace {ns}")),
-            None => parts.push("in all namespaces".into()),
-        }
-        if let Some(s) = &self.selector {
-            parts.push(format!("with labels {s}"));
-        }
-        if let Some(c) = &self.container {
-            parts.push(format!("container {c}"));
-        }
-        parts.join(" ")
+        let selector = self.selector.as_ref().map(|s| s.to_string());
+        podscope_runtime::names::describe_selection(
+            self.pod.as_deref(),
+            self.namespace.as_deref(),
+            selector.as_deref(),
+            self.container.as_deref(),
+        )
     }
 
     /// The error for a selection that matches nothing: what was asked, what
