@@ -20,6 +20,13 @@ fn opts(probes: &[ProbeKind], filter: Filter) -> TraceOptions {
     }
 }
 
+/// Every process, the test's own included (its events are the ones checked).
+fn own_tracer(probes: &[ProbeKind]) -> podscope_bpf::Tracer {
+    let mut o = opts(probes, Filter::default());
+    o.exclude_self = false;
+    tracer(o)
+}
+
 #[test]
 fn exec_of_a_unique_program_reports_exact_args_ppid_and_cgroup() {
     if !require_root() {
@@ -80,9 +87,7 @@ fn tcp_connect_accept_close_with_exact_bytes() {
     if !require_root() {
         return;
     }
-    let mut o = opts(&[ProbeKind::Tcp], Filter::default());
-    o.exclude_self = false;
-    let mut t = tracer(o);
+    let mut t = own_tracer(&[ProbeKind::Tcp]);
 
     const N: usize = 100_000; // client -> server
     const M: usize = 4_321; // server -> client
@@ -154,9 +159,7 @@ fn tcp_refused_connect_is_reported_failed() {
     if !require_root() {
         return;
     }
-    let mut o = opts(&[ProbeKind::Tcp], Filter::default());
-    o.exclude_self = false;
-    let mut t = tracer(o);
+    let mut t = own_tracer(&[ProbeKind::Tcp]);
     // A port nobody listens on: bind, note the port, close.
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -182,9 +185,7 @@ fn odirect_write_yields_bio_event_with_bytes_and_latency() {
     if !require_root() {
         return;
     }
-    let mut o = opts(&[ProbeKind::Bio], Filter::default());
-    o.exclude_self = false;
-    let mut t = tracer(o);
+    let mut t = own_tracer(&[ProbeKind::Bio]);
     // A real block device (tmpfs, or a guest's 9p root, never reaches one).
     let fs = ScratchFs::new(64);
     let path = fs.dir.join("data");
@@ -221,9 +222,7 @@ fn open_reports_path_and_errno() {
     if !require_root() {
         return;
     }
-    let mut o = opts(&[ProbeKind::Open], Filter::default());
-    o.exclude_self = false;
-    let mut t = tracer(o);
+    let mut t = own_tracer(&[ProbeKind::Open]);
     let missing = format!("/nonexistent/{}", unique("podscope-open-"));
     assert!(std::fs::File::open(&missing).is_err());
     let present = unique_program("opened");
@@ -406,9 +405,7 @@ fn tcp_over_ipv6_reports_v6_addresses() {
     if !require_root() {
         return;
     }
-    let mut o = opts(&[ProbeKind::Tcp], Filter::default());
-    o.exclude_self = false;
-    let mut t = tracer(o);
+    let mut t = own_tracer(&[ProbeKind::Tcp]);
     let listener = match TcpListener::bind("[::1]:0") {
         Ok(l) => l,
         Err(e) => panic!("IPv6 loopback is needed for this test: {e}"),
@@ -479,9 +476,7 @@ fn tcp_bytes_count_splice_reads_and_sendfile_writes() {
         return;
     }
     use std::os::fd::AsRawFd;
-    let mut o = opts(&[ProbeKind::Tcp], Filter::default());
-    o.exclude_self = false;
-    let mut t = tracer(o);
+    let mut t = own_tracer(&[ProbeKind::Tcp]);
     const K: usize = 300_000; // client -> server, spliced
     const F: usize = 123_457; // server -> client, sendfile
     let file_path = std::env::temp_dir().join(unique("podscope-sendfile-"));
@@ -590,9 +585,7 @@ fn tcp_bytes_when_closed_with_unread_data() {
     if !require_root() {
         return;
     }
-    let mut o = opts(&[ProbeKind::Tcp], Filter::default());
-    o.exclude_self = false;
-    let mut t = tracer(o);
+    let mut t = own_tracer(&[ProbeKind::Tcp]);
     const SENT: usize = 50_000;
     const READ: usize = 1_000;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -821,9 +814,7 @@ fn exit_reports_code_signal_and_lifetime() {
         return;
     }
     use std::os::unix::process::ExitStatusExt;
-    let mut o = opts(&[ProbeKind::Exit], Filter::default());
-    o.exclude_self = false;
-    let mut t = tracer(o);
+    let mut t = own_tracer(&[ProbeKind::Exit]);
     let coded = std::process::Command::new("/bin/sh")
         .args(["-c", "exit 3"])
         .spawn()
