@@ -144,6 +144,8 @@ pub struct Tracer {
     filter_cgroups: MapHandle,
     filter_pids: MapHandle,
     clock: Clock,
+    /// How probes are loaded, for probes added later ([`Tracer::add_probes`]).
+    saved: Saved,
     interval: Duration,
     last_collect: Instant,
     attach_time: Duration,
@@ -173,6 +175,71 @@ fn comm_bytes(comm: &str) -> Result<[i8; 16], Error> {
         *o = b as i8;
     }
     Ok(out)
+}
+
+/// The load settings of a running tracer, for probes added later.
+#[derive(Debug, Clone)]
+struct Saved {
+    filter_by_cgroup: bool,
+    filter_by_pid: bool,
+    filter_comm: Option<[i8; 16]>,
+    ring_bytes: u32,
+    wakeup_bytes: u64,
+    self_tgid: u32,
+    ancestor_helper: bool,
+    implementations: Vec<(ProbeKind, String)>,
+}
+
+/// One ring-buffer reader over every probe's ring and the watcher's; built
+/// again when probes are added or removed.
+fn build_ring(
+    probes: &[Box<dyn LoadedProbe>],
+    watcher: Option<&Watcher>,
+    queue: &Rc<RefCell<Vec<Event>>>,
+    counts: &Rc<RefCell<Vec<Counts>>>,
+    changes: &Rc<RefCell<Vec<CgroupChange>>>,
+    clock: Clock,
+) -> Result<Option<RingBuffer<'static>>, Error> {
+    let mut builder = RingBufferBuilder::new();
+    let mut any_ring = false;
+    for (i, probe) in probes.iter().enumerate() {
+        let Some(map) = probe.ring() else { continue };
+        let decode = probe.decoder();
+        let queue = queue.clone();
+        let counts = counts.clone();
+        builder
+            .add(map, move |data: &[u8]| {
+                match decode(data, &clock) {
+                    Some(ev) => {
+                        counts.borrow_mut()[i].events += 1;
+                        queue.borrow_mut().push(ev);
+                    }
+                    None => counts.borrow_mut()[i].decode_errors += 1,
+                }
+                0
+            })
+            .map_err(Error::runtime("setting up the ring buffer"))?;
+        any_ring = true;
+    }
+    if let Some(w) = watcher {
+        let changes = changes.clone();
+        builder
+            .add(w.ring(), move |data: &[u8]| {
+                changes
+                    .borrow_mut()
+                    .push(crate::cgroup::decode(data, &clock));
+                0
+            })
+            .map_err(Error::runtime("setting up the cgroup watcher ring"))?;
+        any_ring = true;
+    }
+    if !any_ring {
+        return Ok(None);
+    }
+    builder
+        .build()
+        .map(Some)
+        .map_err(Error::runtime("creating the ring buffer reader"))
 }
 
 impl Tracer {
@@ -263,48 +330,24 @@ impl Tracer {
         let tracer_queue = Rc::new(RefCell::new(Vec::new()));
         let counts = Rc::new(RefCell::new(vec![Counts::default(); probes.len()]));
         let clock = Clock::new();
-        let mut builder = RingBufferBuilder::new();
-        let mut any_ring = false;
-        for (i, probe) in probes.iter().enumerate() {
-            let Some(map) = probe.ring() else { continue };
-            let decode = probe.decoder();
-            let queue = tracer_queue.clone();
-            let counts = counts.clone();
-            builder
-                .add(map, move |data: &[u8]| {
-                    match decode(data, &clock) {
-                        Some(ev) => {
-                            counts.borrow_mut()[i].events += 1;
-                            queue.borrow_mut().push(ev);
-                        }
-                        None => counts.borrow_mut()[i].decode_errors += 1,
-                    }
-                    0
-                })
-                .map_err(Error::runtime("setting up the ring buffer"))?;
-            any_ring = true;
-        }
         let changes = Rc::new(RefCell::new(Vec::new()));
-        if let Some(w) = &watcher {
-            let changes = changes.clone();
-            builder
-                .add(w.ring(), move |data: &[u8]| {
-                    changes
-                        .borrow_mut()
-                        .push(crate::cgroup::decode(data, &clock));
-                    0
-                })
-                .map_err(Error::runtime("setting up the cgroup watcher ring"))?;
-            any_ring = true;
-        }
-        let ring = if any_ring {
-            Some(
-                builder
-                    .build()
-                    .map_err(Error::runtime("creating the ring buffer reader"))?,
-            )
-        } else {
-            None
+        let ring = build_ring(
+            &probes,
+            watcher.as_ref(),
+            &tracer_queue,
+            &counts,
+            &changes,
+            clock,
+        )?;
+        let saved = Saved {
+            filter_by_cgroup: settings.filter_by_cgroup,
+            filter_by_pid: settings.filter_by_pid,
+            filter_comm: settings.filter_comm,
+            ring_bytes: settings.ring_bytes,
+            wakeup_bytes: settings.wakeup_bytes,
+            self_tgid: settings.self_tgid,
+            ancestor_helper: settings.ancestor_helper,
+            implementations: opts.implementations.clone(),
         };
 
         let tracer = Tracer {
@@ -319,6 +362,7 @@ impl Tracer {
             filter_cgroups,
             filter_pids,
             clock,
+            saved,
             interval: opts.interval,
             last_collect: Instant::now(),
             attach_time: started.elapsed(),
@@ -330,6 +374,107 @@ impl Tracer {
             tracer.allow_pid(*pid)?;
         }
         Ok(tracer)
+    }
+
+    /// Loads and attaches more probes into the running tracer, sharing its
+    /// filter (a node's sessions need more probes). Probes already loaded are
+    /// skipped; one that cannot load is returned with why, the others run.
+    /// Events already read are kept.
+    pub fn add_probes(&mut self, kinds: &[ProbeKind]) -> Result<Vec<ProbeFailure>, Error> {
+        let s = &self.saved;
+        let settings = LoadSettings {
+            filter_by_cgroup: s.filter_by_cgroup,
+            filter_by_pid: s.filter_by_pid,
+            filter_comm: s.filter_comm,
+            ring_bytes: s.ring_bytes,
+            wakeup_bytes: s.wakeup_bytes,
+            self_tgid: s.self_tgid,
+            ancestor_helper: s.ancestor_helper,
+            shared_filters: Some((self.filter_cgroups.as_fd(), self.filter_pids.as_fd())),
+        };
+        let mut failed = Vec::new();
+        let mut added = Vec::new();
+        for kind in kinds {
+            if self.probes.iter().any(|p| p.kind() == *kind)
+                || added
+                    .iter()
+                    .any(|(p, _): &(Box<dyn LoadedProbe>, _)| p.kind() == *kind)
+            {
+                continue;
+            }
+            let only = s
+                .implementations
+                .iter()
+                .find(|(p, _)| p == kind)
+                .map(|(_, n)| n.as_str());
+            match load_probe(*kind, &settings, only) {
+                Ok(p) => added.push(p),
+                Err(error) => failed.push(ProbeFailure {
+                    probe: *kind,
+                    error,
+                }),
+            }
+        }
+        if added.is_empty() {
+            return Ok(failed);
+        }
+        self.drain_rings();
+        for (p, imp) in added {
+            self.probes.push(p);
+            self.implementations.push(imp);
+            self.counts.borrow_mut().push(Counts::default());
+        }
+        self.rebuild_ring()?;
+        Ok(failed)
+    }
+
+    /// Detaches and unloads these probes (nothing needs them any more); the
+    /// others keep running. What their rings held is read first.
+    pub fn remove_probes(&mut self, kinds: &[ProbeKind]) -> Result<(), Error> {
+        if !self.probes.iter().any(|p| kinds.contains(&p.kind())) {
+            return Ok(());
+        }
+        self.drain_rings();
+        // The reader refers to the rings: gone before the probes are.
+        self.ring = None;
+        let mut keep = Vec::new();
+        let mut imps = Vec::new();
+        let mut counts = Vec::new();
+        let old_counts = self.counts.borrow().clone();
+        for ((p, imp), c) in std::mem::take(&mut self.probes)
+            .into_iter()
+            .zip(std::mem::take(&mut self.implementations))
+            .zip(old_counts)
+        {
+            if !kinds.contains(&p.kind()) {
+                keep.push(p);
+                imps.push(imp);
+                counts.push(c);
+            }
+        }
+        self.probes = keep;
+        self.implementations = imps;
+        *self.counts.borrow_mut() = counts;
+        self.rebuild_ring()
+    }
+
+    fn drain_rings(&mut self) {
+        if let Some(ring) = &self.ring {
+            ring.consume_raw();
+        }
+    }
+
+    fn rebuild_ring(&mut self) -> Result<(), Error> {
+        self.ring = None;
+        self.ring = build_ring(
+            &self.probes,
+            self.watcher.as_ref(),
+            &self.queue,
+            &self.counts,
+            &self.changes,
+            self.clock,
+        )?;
+        Ok(())
     }
 
     /// How long loading and attaching took.

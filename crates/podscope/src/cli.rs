@@ -303,6 +303,19 @@ pub struct PodArgs {
     pub runtime_endpoint: Option<String>,
 }
 
+impl PodArgs {
+    /// The pod flags, for the pipeline's one validator.
+    pub fn flags(&self) -> podscope_pipeline::PodFlags {
+        podscope_pipeline::PodFlags {
+            pod: self.pod.clone(),
+            namespace: self.namespace.clone(),
+            all_namespaces: self.all_namespaces,
+            selector: self.selector.clone(),
+            container: self.container.clone(),
+        }
+    }
+}
+
 /// `podscope trace -o`: the shared formats plus `none`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TraceFormat {

@@ -38,7 +38,7 @@ use nix::unistd::{execvp, Pid};
 use podscope_runtime::{Container, Pod};
 
 use crate::cli::{ExecArgs, NsenterArgs};
-use crate::pods::PodSelection;
+use podscope_pipeline::PodSelection;
 
 /// Exit code when --timeout stopped the tool, as timeout(1).
 const EXIT_TIMEOUT: i32 = 124;
@@ -181,7 +181,7 @@ struct Target {
 /// Runs the command in every chosen pod; returns the exit code to use.
 pub fn run(args: ExecArgs) -> Result<i32> {
     let namespaces = parse_namespaces(&args.namespaces)?;
-    let Some(selection) = PodSelection::from_args(&args.pods)? else {
+    let Some(selection) = PodSelection::from_flags(&args.pods.flags())? else {
         bail!(
             "podscope exec needs a pod: --pod NAME [-n NAMESPACE], or -l SELECTOR for several \
              pods at once (podscope ps -A lists the pods on this node)"

@@ -1,12 +1,9 @@
 //! podscope: trace what the processes in pods, containers and on this machine
 //! do in the kernel, live, with eBPF.
 
-mod cgroup;
 mod cli;
-mod enrich;
 mod exec;
-mod output;
-mod pods;
+mod hostns;
 mod probes;
 mod ps;
 mod trace;
@@ -39,7 +36,7 @@ fn main() {
     ) {
         // Before any thread exists: namespaces are per thread, and threads
         // inherit them from the one that makes them.
-        cgroup::join_host_cgroup_namespace();
+        hostns::join_host_cgroup_namespace();
     }
     // --- cluster mode: `ps` and `trace` through the hub, `hub`, `agent` (docs/cluster.md) ---
     let hub = cli.hub.clone().or_else(|| {

@@ -5,7 +5,7 @@ use podscope_runtime::cgroup::cgroup2_mount;
 use serde::Serialize;
 
 use crate::cli::{Format, PsArgs};
-use crate::pods::PodSelection;
+use podscope_pipeline::PodSelection;
 
 #[derive(Serialize)]
 struct Row {
@@ -35,7 +35,7 @@ fn pids_of(cgroup_path: Option<&str>) -> Vec<u32> {
 }
 
 pub fn run(args: PsArgs) -> Result<()> {
-    let selection = PodSelection::from_args(&args.pods)?;
+    let selection = PodSelection::from_flags(&args.pods.flags())?;
     let discovery = podscope_runtime::discover_detailed(args.pods.runtime_endpoint.as_deref())
         .context("finding the node's pods")?;
     if let Some(w) = &discovery.warning {

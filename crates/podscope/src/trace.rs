@@ -1,20 +1,19 @@
 //! `podscope trace`: load probes, stream events through enrich and filter to
 //! a sink, report losses.
 
-use std::io::{self, BufWriter, ErrorKind};
-use std::os::unix::fs::MetadataExt;
+use std::io::{self, BufWriter};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use podscope_bpf::{CgroupWatch, Filter, TraceOptions, Tracer};
+use podscope_bpf::Filter;
 use podscope_model::{Event, ProbeKind};
 
 use crate::cli::{TraceArgs, TraceFormat};
-use crate::enrich::PodIndex;
-use crate::output::{Columns, JsonLines, Sink};
-use crate::pods::PodSelection;
+use podscope_pipeline::PodSelection;
+use podscope_pipeline::{Columns, JsonLines, Sink};
+use podscope_pipeline::{Node, NodeConfig, SessionId, SessionSpec};
 
 /// How long one poll waits at most: bounds event latency when traffic is too
 /// light to trigger a kernel wakeup.
@@ -47,7 +46,7 @@ fn host_filter(args: &TraceArgs, pod_mode: bool) -> Result<Filter> {
         let ids = args
             .cgroup
             .iter()
-            .map(|p| crate::cgroup::resolve(p))
+            .map(|p| podscope_pipeline::cgroup::resolve(p))
             .collect::<Result<Vec<_>>>()?;
         filter.cgroups = Some(ids);
     }
@@ -92,53 +91,25 @@ pub fn hostname() -> String {
 
 pub fn run(args: TraceArgs) -> Result<()> {
     let probes = ProbeKind::parse_list(&args.probes)?;
-    let selection = PodSelection::from_args(&args.pods)?;
+    let selection = PodSelection::from_flags(&args.pods.flags())?;
     let pod_mode = selection.is_some();
     if args.wait && !pod_mode {
         bail!("--wait waits for pods: combine it with --pod, -l, -n, -A or --container");
     }
-    let mut filter = host_filter(&args, pod_mode)?;
+    let filter = host_filter(&args, pod_mode)?;
     podscope_bpf::check_privileges()?;
 
     let started = Instant::now();
-    let endpoint = args.pods.runtime_endpoint.clone();
-    let (mut index, discovery) = PodIndex::new(endpoint, selection.clone(), hostname())
-        .context("finding the node's pods")?;
-    if let Some(sel) = &selection {
-        if let Some(w) = &index.warning {
-            eprintln!("podscope: warning: {w}");
-        }
-        // A pod that matches with no container that does (--container) is no match either.
-        if index.selected_pods() == 0 || sel.select(&discovery.pods).is_empty() {
-            if !args.wait {
-                return Err(sel.no_match(&discovery))
-                    .context("nothing to trace (add --wait to wait for matching pods)");
-            }
-            eprintln!(
-                "podscope: no {} yet; waiting for one to start (--wait)",
-                sel.describe()
-            );
-        }
-        filter.cgroups = Some(index.selected_cgroups());
-    }
-    let parents = index
-        .watch_parents()
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok().map(|m| m.ino()))
-        .collect();
-    let opts = TraceOptions {
-        probes,
-        filter,
+    // A local trace is a node tracer with one session (the agent runs many
+    // the same way).
+    let mut node = Node::new(NodeConfig {
+        node: hostname(),
+        runtime_endpoint: args.pods.runtime_endpoint.clone(),
         ring_buffer_bytes: args.ring_buffer_size,
-        wakeup_bytes: None,
         interval: args.interval,
-        exclude_self: true,
-        watch_cgroups: Some(CgroupWatch {
-            admit_new_pods: pod_mode,
-            parents,
-        }),
+        host_filter: (!pod_mode || filter != Filter::default()).then_some(filter),
         implementations: Vec::new(),
-    };
+    });
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -151,21 +122,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         None => None,
     };
     // OTLP settings are checked before the probes load too (docs/otlp.md).
-    let otlp = start_otlp(&args, &opts.probes)?;
-
-    let mut tracer = Tracer::new(&opts)?;
-    // A probe this kernel cannot run does not stop the others (exit status
-    // stays 0 as long as one probe the user asked for traces).
-    for f in tracer.failed() {
-        eprintln!("podscope: warning: not tracing {}: {}", f.probe, f.error);
-    }
-    eprintln!(
-        "podscope: tracing {} ({}); {} probes attached in {} ms. Ctrl-C to stop.",
-        describe_probes(&tracer),
-        scope(&args, selection.as_ref()),
-        tracer.probes().len(),
-        tracer.attach_time().as_millis()
-    );
+    let otlp = start_otlp(&args, &probes)?;
 
     let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
     let mut sink: Box<dyn Sink> = match args.output {
@@ -187,25 +144,32 @@ pub fn run(args: TraceArgs) -> Result<()> {
             otlp: o.observer(),
         });
     }
+    const ID: SessionId = 1;
+    let spec = SessionSpec {
+        probes,
+        selection: selection.clone(),
+        wait: args.wait,
+        max_events: args.max_events,
+    };
+    let session = node.start(ID, spec, sink)?;
+    for w in &session.warnings {
+        eprintln!("podscope: {w}");
+    }
+    // A probe this kernel cannot run does not stop the others (exit status
+    // stays 0 as long as one probe the user asked for traces).
+    for (probe, error) in &session.failed {
+        eprintln!("podscope: warning: not tracing {probe}: {error}");
+    }
+    eprintln!(
+        "podscope: tracing {} ({}); {} probes attached in {} ms. Ctrl-C to stop.",
+        describe_probes(&node),
+        scope(&args, selection.as_ref()),
+        node.probes().len(),
+        node.attach_time().as_millis()
+    );
+
     let deadline = args.duration.map(|d| started + d);
-    let mut written: u64 = 0;
-    let mut lost_seen = vec![0u64; opts.probes.len()];
-    let mut last_loss_check = Instant::now();
-    let mut batch: Vec<Event> = Vec::with_capacity(4096);
-    let mut pipe_closed = false;
-
-    let emit =
-        |sink: &mut Box<dyn Sink>, events: Vec<Event>, written: &mut u64| -> io::Result<bool> {
-            for ev in events {
-                if args.max_events.is_some_and(|m| *written >= m) {
-                    return Ok(false);
-                }
-                sink.event(&ev)?;
-                *written += 1;
-            }
-            Ok(args.max_events.is_none_or(|m| *written < m))
-        };
-
+    let mut last_stats = Instant::now();
     let parent = nix::unistd::getppid();
     loop {
         if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
@@ -218,109 +182,64 @@ pub fn run(args: TraceArgs) -> Result<()> {
         let wait = deadline.map_or(POLL, |d| {
             POLL.min(d.saturating_duration_since(Instant::now()))
         });
-        tracer.poll(wait, &mut batch)?;
-        // New and removed cgroups first, so events of a new container find its pod.
-        let changes = tracer.take_cgroup_changes();
-        index.on_cgroup_changes(&changes, &tracer);
-        index.tick(&tracer);
-        let events = index.process(std::mem::take(&mut batch));
-        let more = match emit(&mut sink, events, &mut written) {
-            Ok(more) => more,
-            Err(e) if e.kind() == ErrorKind::BrokenPipe => {
-                pipe_closed = true;
-                false
-            }
-            Err(e) => return Err(e).context("writing events"),
-        };
-        if last_loss_check.elapsed() >= Duration::from_secs(1) || !more {
-            last_loss_check = Instant::now();
-            report_losses(&tracer, sink.as_mut(), &mut lost_seen).ok();
-            if let Some(e) = &exporter {
-                for st in tracer.stats() {
+        node.step(wait)?;
+        if let Some(e) = &exporter {
+            if last_stats.elapsed() >= Duration::from_secs(1) {
+                last_stats = Instant::now();
+                for st in node.stats() {
                     e.metrics()
                         .probe_stats(st.probe, st.events, st.total_lost());
                 }
             }
         }
-        if !more {
+        if node.is_done(ID) {
             break;
-        }
-        if let Err(e) = sink.flush() {
-            if e.kind() == ErrorKind::BrokenPipe {
-                pipe_closed = true;
-                break;
-            }
-            return Err(e).context("writing events");
         }
     }
 
     // Whatever the kernel already handed over is delivered, never dropped.
-    if !pipe_closed && args.max_events.is_none_or(|m| written < m) {
-        tracer.flush(&mut batch)?;
-        let changes = tracer.take_cgroup_changes();
-        index.on_cgroup_changes(&changes, &tracer);
-        if index.held() > 0 {
-            index.refresh(&tracer);
-        }
-        let mut events = index.process(std::mem::take(&mut batch));
-        events.extend(index.release_held());
-        if emit(&mut sink, events, &mut written).is_err() {
-            pipe_closed = true;
-        }
+    let end = node.finish(ID)?;
+    if let Some(e) = &end.error {
+        bail!("{e}");
     }
-    if !pipe_closed {
-        report_losses(&tracer, sink.as_mut(), &mut lost_seen).ok();
-    }
-    let stats = tracer.stats();
-    let elapsed = started.elapsed().as_nanos() as u64;
-    if pipe_closed {
-        eprint!("{}", crate::output::summary_text(elapsed, &stats));
-    } else {
-        sink.summary(elapsed, &stats).ok();
-    }
-    if index.unnamed_dropped > 0 {
-        eprintln!(
-            "podscope: {} events were left out because the runtime had not named their pod (a new pod that may not match the selection)",
-            index.unnamed_dropped
+    if end.pipe_closed {
+        eprint!(
+            "{}",
+            podscope_pipeline::format::summary_text(end.elapsed.as_nanos() as u64, &end.stats)
         );
     }
-    if tracer.watcher_lost() > 0 {
+    if end.unnamed_dropped > 0 {
+        eprintln!(
+            "podscope: {} events were left out because the runtime had not named their pod (a new pod that may not match the selection)",
+            end.unnamed_dropped
+        );
+    }
+    if end.watcher_lost > 0 {
         eprintln!(
             "podscope: the cgroup watcher missed {} changes; some new containers may lack names",
-            tracer.watcher_lost()
+            end.watcher_lost
         );
     }
     if let Some(o) = otlp {
         let info = podscope_export::otlp::SessionInfo {
-            probes: tracer
-                .probes()
+            probes: end
+                .stats
                 .iter()
-                .map(|p| p.name().to_string())
+                .map(|s| s.probe.name().to_string())
                 .collect(),
             scope: scope(&args, selection.as_ref()),
         };
-        let events = stats.iter().map(|s| s.events).sum();
-        let lost = stats.iter().map(|s| s.total_lost()).sum();
+        let events = end.stats.iter().map(|s| s.events).sum();
+        let lost = end.stats.iter().map(|s| s.total_lost()).sum();
         eprint!("{}", o.finish(&info, events, lost));
-    }
-    Ok(())
-}
-
-fn report_losses(tracer: &Tracer, sink: &mut dyn Sink, seen: &mut [u64]) -> io::Result<()> {
-    for (i, st) in tracer.stats().iter().enumerate() {
-        let total = st.total_lost();
-        if total > seen[i] {
-            sink.lost(st.probe, total - seen[i], total)?;
-            seen[i] = total;
-        }
     }
     Ok(())
 }
 
 /// `exec,bio (bio: block_getrq)`: the probes and, where a probe runs on a
 /// fallback implementation, which one.
-fn describe_probes(tracer: &Tracer) -> String {
-    let imps = tracer.implementations();
+fn describe_probes(node: &Node) -> String {
+    let imps = node.implementations();
     let names: Vec<&str> = imps.iter().map(|(p, _)| p.name()).collect();
     let fallbacks: Vec<String> = imps
         .iter()
@@ -395,7 +314,10 @@ impl Sink for Discard {
         Ok(())
     }
     fn summary(&mut self, elapsed_ns: u64, stats: &[podscope_bpf::ProbeStats]) -> io::Result<()> {
-        eprint!("{}", crate::output::summary_text(elapsed_ns, stats));
+        eprint!(
+            "{}",
+            podscope_pipeline::format::summary_text(elapsed_ns, stats)
+        );
         Ok(())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -441,8 +363,14 @@ fn start_otlp(args: &TraceArgs, probes: &[ProbeKind]) -> Result<Option<podscope_
         session_events: Some(o.session_events),
     };
     let cfg = OtlpConfig::resolve(&flags, &hostname(), &|k| std::env::var(k).ok())?;
-    let body: podscope_export::otlp::LogBody =
-        Box::new(|ev: &Event| format!("{} {}: {}", ev.comm, ev.kind(), crate::output::details(ev)));
+    let body: podscope_export::otlp::LogBody = Box::new(|ev: &Event| {
+        format!(
+            "{} {}: {}",
+            ev.comm,
+            ev.kind(),
+            podscope_pipeline::format::details(ev)
+        )
+    });
     let otlp = Otlp::start(cfg, Some(body))?;
     eprintln!("podscope: exporting OTLP {}", otlp.describe());
     Ok(Some(otlp))

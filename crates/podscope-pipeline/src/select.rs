@@ -8,6 +8,17 @@ use podscope_runtime::{Container, Discovery, Pod, Selector, Source};
 /// The namespace kubectl uses when neither -n nor -A is given.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
+/// The pod flags as given (kubectl's --pod, -n, -A, -l, --container), before
+/// validation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodFlags {
+    pub pod: Option<String>,
+    pub namespace: Option<String>,
+    pub all_namespaces: bool,
+    pub selector: Option<String>,
+    pub container: Option<String>,
+}
+
 /// A validated pod/container selection.
 #[derive(Debug, Clone, Default)]
 pub struct PodSelection {
@@ -25,7 +36,7 @@ pub struct PodSelection {
 
 impl PodSelection {
     /// From the flags; None when no pod flag was given (host-level tracing).
-    pub fn from_args(args: &crate::cli::PodArgs) -> Result<Option<PodSelection>> {
+    pub fn from_flags(args: &PodFlags) -> Result<Option<PodSelection>> {
         let any = args.pod.is_some()
             || args.namespace.is_some()
             || args.all_namespaces
@@ -210,13 +221,12 @@ mod tests {
         l: Option<&str>,
         c: Option<&str>,
     ) -> PodSelection {
-        PodSelection::from_args(&crate::cli::PodArgs {
+        PodSelection::from_flags(&PodFlags {
             pod: pod.map(Into::into),
             namespace: ns.map(Into::into),
             all_namespaces: all,
             selector: l.map(Into::into),
             container: c.map(Into::into),
-            runtime_endpoint: None,
         })
         .unwrap()
         .unwrap()
@@ -281,7 +291,7 @@ mod tests {
 
     #[test]
     fn bad_selector_is_explained() {
-        let err = PodSelection::from_args(&crate::cli::PodArgs {
+        let err = PodSelection::from_flags(&PodFlags {
             selector: Some("app in (web".into()),
             ..Default::default()
         })

@@ -162,6 +162,7 @@ pub fn details(ev: &Event) -> String {
 }
 
 /// Aligned columns, kubectl style.
+#[derive(Debug)]
 pub struct Columns<W: Write> {
     out: W,
     header_done: bool,
@@ -261,6 +262,7 @@ pub fn summary_text(elapsed_ns: u64, stats: &[ProbeStats]) -> String {
 }
 
 /// One JSON object per line.
+#[derive(Debug)]
 pub struct JsonLines<W: Write> {
     out: W,
 }

@@ -8,13 +8,32 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use podscope_bpf::{CgroupChange, Tracer};
+
 use podscope_model::Event;
 use podscope_runtime::cgroup::CgroupMount;
 use podscope_runtime::engine::container_id_of_cgroup;
 use podscope_runtime::layout::parse_kube_cgroup;
 use podscope_runtime::{Discovery, Pod};
 
-use crate::pods::PodSelection;
+use crate::select::PodSelection;
+
+/// The in-kernel cgroup filter as enrichment sees it: the tracer itself for
+/// one trace, or a session's share of the node tracer's filter.
+pub trait KernelFilter {
+    /// Let this cgroup's (and its descendants') events through.
+    fn allow_cgroup(&self, id: u64) -> Result<(), podscope_bpf::Error>;
+    /// Stop letting them through.
+    fn deny_cgroup(&self, id: u64) -> Result<(), podscope_bpf::Error>;
+}
+
+impl KernelFilter for Tracer {
+    fn allow_cgroup(&self, id: u64) -> Result<(), podscope_bpf::Error> {
+        Tracer::allow_cgroup(self, id)
+    }
+    fn deny_cgroup(&self, id: u64) -> Result<(), podscope_bpf::Error> {
+        Tracer::deny_cgroup(self, id)
+    }
+}
 
 /// How long an exited pod's names stay known, so its last events still resolve.
 const GRACE: Duration = Duration::from_secs(30);
@@ -138,6 +157,11 @@ impl PodIndex {
             .collect()
     }
 
+    /// Whether a pod selection was given (else every process is wanted).
+    pub fn has_selection(&self) -> bool {
+        self.selection.is_some()
+    }
+
     /// How many pods are selected (or all pods, without a selection).
     pub fn selected_pods(&self) -> usize {
         self.pods
@@ -186,12 +210,12 @@ impl PodIndex {
     }
 
     /// Merges a discovery result; updates the kernel filter when given.
-    fn apply(&mut self, pods: &[Pod], tracer: Option<&Tracer>) {
+    fn apply(&mut self, pods: &[Pod], tracer: Option<&dyn KernelFilter>) {
         self.merge(pods, tracer, true)
     }
 
     /// Merges pods; with `complete`, pods missing from `pods` are marked removed.
-    fn merge(&mut self, pods: &[Pod], tracer: Option<&Tracer>, complete: bool) {
+    fn merge(&mut self, pods: &[Pod], tracer: Option<&dyn KernelFilter>, complete: bool) {
         let now = Instant::now();
         let seen: std::collections::HashSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
         for pod in pods {
@@ -267,7 +291,7 @@ impl PodIndex {
     }
 
     /// Asks the runtime again and merges what it says.
-    pub fn refresh(&mut self, tracer: &Tracer) {
+    pub fn refresh(&mut self, tracer: &dyn KernelFilter) {
         self.last_refresh = Instant::now();
         self.refresh_wanted = false;
         self.engine_refresh = false;
@@ -280,7 +304,7 @@ impl PodIndex {
     /// Names pending pods by asking the runtime about their sandboxes only,
     /// which is much cheaper than listing every pod's containers. Falls back
     /// to a full refresh without a runtime connection.
-    fn name_pending(&mut self, tracer: &Tracer) {
+    fn name_pending(&mut self, tracer: &dyn KernelFilter) {
         let pending: Vec<String> = self
             .pods
             .iter()
@@ -316,7 +340,7 @@ impl PodIndex {
     }
 
     /// Takes in cgroups created and removed since the last poll.
-    pub fn on_cgroup_changes(&mut self, changes: &[CgroupChange], tracer: &Tracer) {
+    pub fn on_cgroup_changes(&mut self, changes: &[CgroupChange], tracer: &dyn KernelFilter) {
         let now = Instant::now();
         for ch in changes {
             let kube = parse_kube_cgroup(&ch.path);
@@ -387,7 +411,7 @@ impl PodIndex {
     /// the selection wants, removed for the others. Done from the pending set
     /// rather than on decision changes, because a pod can be named before its
     /// cgroup's creation has been read from the ring.
-    fn settle_pending(&mut self, tracer: &Tracer) {
+    fn settle_pending(&mut self, tracer: &dyn KernelFilter) {
         if self.kernel_pending.is_empty() {
             return;
         }
@@ -414,7 +438,7 @@ impl PodIndex {
     }
 
     /// Regular upkeep: retries for pending pods, periodic refresh, grace expiry.
-    pub fn tick(&mut self, tracer: &Tracer) {
+    pub fn tick(&mut self, tracer: &dyn KernelFilter) {
         let pending = self
             .pods
             .values()

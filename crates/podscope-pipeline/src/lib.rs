@@ -1,0 +1,15 @@
+//! podscope's in-process pipeline, shared by the CLI and the agent:
+//! kernel source (podscope-bpf's [`Tracer`](podscope_bpf::Tracer)) -> enrich
+//! (pod identity, [`enrich`]) -> select ([`select`]) -> sinks ([`format`]).
+//! No consumer re-parses another's text output.
+
+pub mod cgroup;
+pub mod enrich;
+pub mod format;
+pub mod node;
+pub mod select;
+
+pub use enrich::{KernelFilter, PodIndex, Verdict};
+pub use format::{Columns, JsonLines, Sink};
+pub use node::{Ended, Node, NodeConfig, SessionId, SessionSpec, Started};
+pub use select::{PodFlags, PodSelection};

@@ -1,0 +1,690 @@
+//! One tracer per node, shared by every session: probes are loaded once, and
+//! only those some session needs; the in-kernel cgroup filter is the union of
+//! the sessions' pods; events are demultiplexed to sessions in user space.
+//! A local `podscope trace` is a node with one session; the agent runs the
+//! hub's sessions on one node the same way.
+//!
+//! Not `Send`: a node lives on one thread (the tracer's rings are read there).
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, ErrorKind};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use podscope_bpf::{CgroupWatch, Filter, ProbeStats, TraceOptions, Tracer};
+use podscope_model::{Event, Implementation, ProbeKind};
+
+use crate::enrich::{KernelFilter, PodIndex};
+use crate::format::Sink;
+use crate::select::PodSelection;
+
+/// A session's key, chosen by the caller (unique among its running sessions).
+pub type SessionId = u64;
+
+/// What one session traces: a validated spec (the CLI's flags, the hub's
+/// StartSession and the agent API's Trace all turn into this).
+#[derive(Debug, Clone, Default)]
+pub struct SessionSpec {
+    /// Probes, in the order given.
+    pub probes: Vec<ProbeKind>,
+    /// Pods and containers; None traces host processes (local traces only).
+    pub selection: Option<PodSelection>,
+    /// Wait for pods that do not exist yet instead of failing.
+    pub wait: bool,
+    /// Stop after this many events.
+    pub max_events: Option<u64>,
+}
+
+/// How the node's tracer is set up; the same for every session on it.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's name, written into every event.
+    pub node: String,
+    /// The CRI endpoint; found by itself when None.
+    pub runtime_endpoint: Option<String>,
+    /// Kernel ring buffer per probe.
+    pub ring_buffer_bytes: u32,
+    /// How often aggregating probes report.
+    pub interval: Duration,
+    /// The host-level filter of a local trace (--pid, --cgroup, --comm, or
+    /// nothing for --all). None: pod sessions, filtered by their pods'
+    /// cgroups, with new pods admitted in the kernel at once (pending).
+    pub host_filter: Option<Filter>,
+    /// Force implementations (tests).
+    pub implementations: Vec<(ProbeKind, String)>,
+}
+
+impl NodeConfig {
+    fn pod_mode(&self) -> bool {
+        self.host_filter.is_none()
+    }
+}
+
+/// A session that started.
+#[derive(Debug, Default)]
+pub struct Started {
+    /// Requested probes this kernel could not load, and why (the others run).
+    pub failed: Vec<(ProbeKind, String)>,
+    /// Warnings for the user (discovery fell back to /proc; waiting for pods).
+    pub warnings: Vec<String>,
+}
+
+/// How a session ended.
+#[derive(Debug, Default)]
+pub struct Ended {
+    /// Events handed to the sink.
+    pub written: u64,
+    /// The session's share of the probes' counts (since it started).
+    pub stats: Vec<ProbeStats>,
+    /// How long it ran.
+    pub elapsed: Duration,
+    /// The sink's output was closed (a closed pipe): no summary was written.
+    pub pipe_closed: bool,
+    /// The sink failed otherwise.
+    pub error: Option<String>,
+    /// Events left out because the runtime had not named their pod in time.
+    pub unnamed_dropped: u64,
+    /// cgroup changes the kernel watcher could not report.
+    pub watcher_lost: u64,
+}
+
+struct Session {
+    id: SessionId,
+    probes: Vec<ProbeKind>,
+    index: PodIndex,
+    sink: Box<dyn Sink>,
+    max_events: Option<u64>,
+    written: u64,
+    started: Instant,
+    /// The probes' counts when the session started (or the probe loaded).
+    baseline: HashMap<ProbeKind, ProbeStats>,
+    lost_seen: HashMap<ProbeKind, u64>,
+    /// No more events wanted (--max-events reached, or the sink closed).
+    done: bool,
+    pipe_closed: bool,
+    error: Option<String>,
+}
+
+impl Session {
+    fn wants(&self, p: ProbeKind) -> bool {
+        self.probes.contains(&p)
+    }
+}
+
+/// Which sessions want each cgroup in the kernel filter. A cgroup stays in
+/// the filter while a session claims it, or while a session has not yet
+/// decided about a new pod the kernel admitted as pending.
+#[derive(Debug, Default)]
+struct Claims {
+    claimed: HashMap<u64, HashSet<SessionId>>,
+    undecided: HashMap<u64, HashSet<SessionId>>,
+}
+
+impl Claims {
+    fn allow(&mut self, tracer: &Tracer, s: SessionId, id: u64) -> Result<(), podscope_bpf::Error> {
+        if let Some(u) = self.undecided.get_mut(&id) {
+            u.remove(&s);
+            if u.is_empty() {
+                self.undecided.remove(&id);
+            }
+        }
+        let set = self.claimed.entry(id).or_default();
+        let first = set.is_empty();
+        set.insert(s);
+        if first {
+            tracer.allow_cgroup(id)?;
+        }
+        Ok(())
+    }
+
+    fn deny(&mut self, tracer: &Tracer, s: SessionId, id: u64) -> Result<(), podscope_bpf::Error> {
+        if let Some(u) = self.undecided.get_mut(&id) {
+            u.remove(&s);
+            if u.is_empty() {
+                self.undecided.remove(&id);
+            }
+        }
+        if let Some(set) = self.claimed.get_mut(&id) {
+            set.remove(&s);
+            if set.is_empty() {
+                self.claimed.remove(&id);
+            }
+        }
+        if !self.claimed.contains_key(&id) && !self.undecided.contains_key(&id) {
+            tracer.deny_cgroup(id)?;
+        }
+        Ok(())
+    }
+
+    /// Everything a session claimed or had not decided, released.
+    fn release(&mut self, tracer: &Tracer, s: SessionId) {
+        let ids: Vec<u64> = self
+            .claimed
+            .iter()
+            .filter(|(_, v)| v.contains(&s))
+            .chain(self.undecided.iter().filter(|(_, v)| v.contains(&s)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Err(e) = self.deny(tracer, s, id) {
+                eprintln!("podscope: warning: {e}");
+            }
+        }
+    }
+}
+
+/// A session's view of the kernel filter.
+struct SessionFilter<'a> {
+    tracer: &'a Tracer,
+    claims: &'a std::cell::RefCell<Claims>,
+    session: SessionId,
+    /// Host-level traces do not change the filter from pod decisions.
+    pod_mode: bool,
+}
+
+impl KernelFilter for SessionFilter<'_> {
+    fn allow_cgroup(&self, id: u64) -> Result<(), podscope_bpf::Error> {
+        if !self.pod_mode {
+            return Ok(());
+        }
+        self.claims
+            .borrow_mut()
+            .allow(self.tracer, self.session, id)
+    }
+    fn deny_cgroup(&self, id: u64) -> Result<(), podscope_bpf::Error> {
+        if !self.pod_mode {
+            return Ok(());
+        }
+        self.claims.borrow_mut().deny(self.tracer, self.session, id)
+    }
+}
+
+/// The node's tracer and its sessions.
+pub struct Node {
+    cfg: NodeConfig,
+    tracer: Option<Tracer>,
+    sessions: Vec<Session>,
+    claims: std::cell::RefCell<Claims>,
+    batch: Vec<Event>,
+    last_loss_check: Instant,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("node", &self.cfg.node)
+            .field("probes", &self.probes())
+            .field(
+                "sessions",
+                &self.sessions.iter().map(|s| s.id).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Node {
+    /// A node with no session and nothing loaded.
+    pub fn new(cfg: NodeConfig) -> Node {
+        Node {
+            cfg,
+            tracer: None,
+            sessions: Vec::new(),
+            claims: Default::default(),
+            batch: Vec::with_capacity(4096),
+            last_loss_check: Instant::now(),
+        }
+    }
+
+    /// The probes loaded now.
+    pub fn probes(&self) -> Vec<ProbeKind> {
+        self.tracer.as_ref().map(Tracer::probes).unwrap_or_default()
+    }
+
+    /// The implementation each loaded probe uses.
+    pub fn implementations(&self) -> Vec<(ProbeKind, &'static Implementation)> {
+        self.tracer
+            .as_ref()
+            .map(Tracer::implementations)
+            .unwrap_or_default()
+    }
+
+    /// How long loading the first probes took.
+    pub fn attach_time(&self) -> Duration {
+        self.tracer
+            .as_ref()
+            .map(Tracer::attach_time)
+            .unwrap_or_default()
+    }
+
+    /// The probes' counts since they loaded.
+    pub fn stats(&self) -> Vec<ProbeStats> {
+        self.tracer.as_ref().map(Tracer::stats).unwrap_or_default()
+    }
+
+    /// The running sessions.
+    pub fn sessions(&self) -> Vec<SessionId> {
+        self.sessions.iter().map(|s| s.id).collect()
+    }
+
+    /// cgroup ids in the kernel filter on behalf of the sessions (tests and
+    /// `docs/cluster.md`'s accounting).
+    pub fn filtered_cgroups(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.claims.borrow().claimed.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Whether a session wants no more events (its limit, or its sink closed).
+    pub fn is_done(&self, id: SessionId) -> bool {
+        self.sessions.iter().any(|s| s.id == id && s.done)
+    }
+
+    /// Sessions that want no more events.
+    pub fn done(&self) -> Vec<SessionId> {
+        self.sessions
+            .iter()
+            .filter(|s| s.done)
+            .map(|s| s.id)
+            .collect()
+    }
+
+    /// Starts a session: finds its pods, loads the probes it needs that are
+    /// not loaded yet, adds its pods to the kernel filter. A selection that
+    /// matches nothing is an error unless the spec waits.
+    pub fn start(
+        &mut self,
+        id: SessionId,
+        spec: SessionSpec,
+        sink: Box<dyn Sink>,
+    ) -> Result<Started> {
+        if self.sessions.iter().any(|s| s.id == id) {
+            anyhow::bail!("session {id} is already running on this node");
+        }
+        if spec.probes.is_empty() {
+            anyhow::bail!("no probes selected");
+        }
+        if self.cfg.pod_mode() && spec.selection.is_none() {
+            anyhow::bail!("a session on a shared node tracer needs a pod selection");
+        }
+        let mut started = Started::default();
+        let (index, discovery) = PodIndex::new(
+            self.cfg.runtime_endpoint.clone(),
+            spec.selection.clone(),
+            self.cfg.node.clone(),
+        )
+        .context("finding the node's pods")?;
+        if let Some(sel) = &spec.selection {
+            if let Some(w) = &index.warning {
+                started.warnings.push(w.clone());
+            }
+            // A pod that matches with no container that does (--container) is no match either.
+            if index.selected_pods() == 0 || sel.select(&discovery.pods).is_empty() {
+                if !spec.wait {
+                    return Err(sel.no_match(&discovery))
+                        .context("nothing to trace (add --wait to wait for matching pods)");
+                }
+                started.warnings.push(format!(
+                    "no {} yet; waiting for one to start (--wait)",
+                    sel.describe()
+                ));
+            }
+        }
+
+        // Load what is missing.
+        match &mut self.tracer {
+            None => {
+                let parents = index
+                    .watch_parents()
+                    .iter()
+                    .filter_map(cgroup_ino)
+                    .collect();
+                let mut filter = self.cfg.host_filter.clone().unwrap_or(Filter {
+                    cgroups: Some(Vec::new()),
+                    ..Filter::default()
+                });
+                if spec.selection.is_some() && filter.cgroups.is_none() {
+                    // A local pod trace: the pods' cgroups only.
+                    filter.cgroups = Some(Vec::new());
+                }
+                let admit = spec.selection.is_some();
+                let opts = TraceOptions {
+                    probes: spec.probes.clone(),
+                    filter,
+                    ring_buffer_bytes: self.cfg.ring_buffer_bytes,
+                    wakeup_bytes: None,
+                    interval: self.cfg.interval,
+                    exclude_self: true,
+                    watch_cgroups: Some(CgroupWatch {
+                        admit_new_pods: admit,
+                        parents,
+                    }),
+                    implementations: self.cfg.implementations.clone(),
+                };
+                let tracer = Tracer::new(&opts)?;
+                started.failed = tracer
+                    .failed()
+                    .iter()
+                    .map(|f| (f.probe, f.error.to_string()))
+                    .collect();
+                self.tracer = Some(tracer);
+            }
+            Some(t) => {
+                let missing: Vec<ProbeKind> = spec
+                    .probes
+                    .iter()
+                    .copied()
+                    .filter(|p| !t.probes().contains(p))
+                    .collect();
+                if !missing.is_empty() {
+                    started.failed = t
+                        .add_probes(&missing)?
+                        .into_iter()
+                        .map(|f| (f.probe, f.error.to_string()))
+                        .collect();
+                }
+            }
+        }
+        let tracer = self.tracer.as_ref().expect("loaded above");
+        let loaded = tracer.probes();
+        let probes: Vec<ProbeKind> = spec
+            .probes
+            .iter()
+            .copied()
+            .filter(|p| loaded.contains(p))
+            .collect();
+        if probes.is_empty() {
+            let why: Vec<String> = started
+                .failed
+                .iter()
+                .map(|(p, e)| format!("{p}: {e}"))
+                .collect();
+            self.unload_unused();
+            anyhow::bail!("none of the probes could be loaded: {}", why.join("; "));
+        }
+        let baseline = tracer
+            .stats()
+            .into_iter()
+            .filter(|s| probes.contains(&s.probe))
+            .map(|s| (s.probe, s))
+            .collect();
+        if spec.selection.is_some() {
+            let f = SessionFilter {
+                tracer,
+                claims: &self.claims,
+                session: id,
+                pod_mode: true,
+            };
+            for cg in index.selected_cgroups() {
+                f.allow_cgroup(cg)?;
+            }
+        }
+        self.sessions.push(Session {
+            id,
+            probes,
+            index,
+            sink,
+            max_events: spec.max_events,
+            written: 0,
+            started: Instant::now(),
+            baseline,
+            lost_seen: HashMap::new(),
+            done: spec.max_events == Some(0),
+            pipe_closed: false,
+            error: None,
+        });
+        Ok(started)
+    }
+
+    /// Waits up to `timeout` for events and hands them to the sessions.
+    pub fn step(&mut self, timeout: Duration) -> Result<()> {
+        let Some(tracer) = self.tracer.as_mut() else {
+            std::thread::sleep(timeout);
+            return Ok(());
+        };
+        tracer.poll(timeout, &mut self.batch)?;
+        self.route(false);
+        if self.last_loss_check.elapsed() >= Duration::from_secs(1) {
+            self.last_loss_check = Instant::now();
+            self.report_losses();
+        }
+        for s in &mut self.sessions {
+            if s.done {
+                continue;
+            }
+            if let Err(e) = s.sink.flush() {
+                fail(s, e);
+            }
+        }
+        Ok(())
+    }
+
+    /// New and removed cgroups to every session, then each event to the
+    /// sessions that want it.
+    fn route(&mut self, finishing: bool) {
+        let Some(tracer) = self.tracer.as_mut() else {
+            return;
+        };
+        let changes = tracer.take_cgroup_changes();
+        let tracer = self.tracer.as_ref().expect("checked");
+        let selecting: HashSet<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|s| s.index_selects())
+            .map(|s| s.id)
+            .collect();
+        if !selecting.is_empty() {
+            let all = selecting;
+            let mut claims = self.claims.borrow_mut();
+            for ch in changes.iter().filter(|c| c.created && c.admitted) {
+                claims.undecided.insert(ch.id, all.clone());
+            }
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        let n = self.sessions.len();
+        for (i, s) in self.sessions.iter_mut().enumerate() {
+            let f = SessionFilter {
+                tracer,
+                claims: &self.claims,
+                session: s.id,
+                pod_mode: s.index_selects(),
+            };
+            s.index.on_cgroup_changes(&changes, &f);
+            if !finishing {
+                s.index.tick(&f);
+            }
+            if s.done {
+                continue;
+            }
+            let mine: Vec<Event> = if i + 1 == n {
+                let mut b = std::mem::take(&mut batch);
+                b.retain(|e| s.wants(e.probe()));
+                b
+            } else {
+                batch
+                    .iter()
+                    .filter(|e| s.wants(e.probe()))
+                    .cloned()
+                    .collect()
+            };
+            let out = s.index.process(mine);
+            deliver(s, out);
+        }
+        batch.clear();
+        self.batch = batch;
+    }
+
+    fn report_losses(&mut self) {
+        let Some(tracer) = &self.tracer else { return };
+        let stats = tracer.stats();
+        for s in &mut self.sessions {
+            if s.pipe_closed {
+                continue;
+            }
+            for st in &stats {
+                if !s.wants(st.probe) {
+                    continue;
+                }
+                let base = s.baseline.get(&st.probe).map_or(0, |b| b.total_lost());
+                let total = st.total_lost().saturating_sub(base);
+                let seen = s.lost_seen.entry(st.probe).or_default();
+                if total > *seen {
+                    let delta = total - *seen;
+                    *seen = total;
+                    if let Err(e) = s.sink.lost(st.probe, delta, total) {
+                        fail(s, e);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends a session: what the kernel already handed over is delivered
+    /// first (never dropped), then its losses and summary go to its sink.
+    /// Its pods leave the kernel filter unless another session has them;
+    /// probes no other session needs are unloaded.
+    pub fn finish(&mut self, id: SessionId) -> Result<Ended> {
+        let Some(pos) = self.sessions.iter().position(|s| s.id == id) else {
+            anyhow::bail!("no session {id} on this node");
+        };
+        if let Some(t) = self.tracer.as_mut() {
+            t.flush(&mut self.batch)?;
+        }
+        self.route(true);
+        {
+            let tracer = self.tracer.as_ref();
+            let s = &mut self.sessions[pos];
+            if !s.done {
+                if let Some(tracer) = tracer {
+                    let f = SessionFilter {
+                        tracer,
+                        claims: &self.claims,
+                        session: s.id,
+                        pod_mode: s.index_selects(),
+                    };
+                    if s.index.held() > 0 {
+                        s.index.refresh(&f);
+                    }
+                }
+                let mut events = s.index.process(Vec::new());
+                events.extend(s.index.release_held());
+                deliver(s, events);
+            }
+        }
+        self.report_losses();
+        let stats = self.session_stats(pos);
+        let watcher_lost = self.tracer.as_ref().map_or(0, Tracer::watcher_lost);
+        let mut s = self.sessions.remove(pos);
+        let elapsed = s.started.elapsed();
+        if !s.pipe_closed && s.error.is_none() {
+            if let Err(e) = s
+                .sink
+                .summary(elapsed.as_nanos() as u64, &stats)
+                .and_then(|_| s.sink.flush())
+            {
+                fail(&mut s, e);
+            }
+        }
+        if let Some(t) = &self.tracer {
+            self.claims.borrow_mut().release(t, s.id);
+        }
+        self.unload_unused();
+        Ok(Ended {
+            written: s.written,
+            stats,
+            elapsed,
+            pipe_closed: s.pipe_closed,
+            error: s.error,
+            unnamed_dropped: s.index.unnamed_dropped,
+            watcher_lost,
+        })
+    }
+
+    /// The session's share: each probe's counts since the session started.
+    fn session_stats(&self, pos: usize) -> Vec<ProbeStats> {
+        let s = &self.sessions[pos];
+        let Some(t) = &self.tracer else {
+            return Vec::new();
+        };
+        let now = t.stats();
+        s.probes
+            .iter()
+            .filter_map(|p| now.iter().find(|st| st.probe == *p))
+            .map(|st| {
+                let b = s.baseline.get(&st.probe);
+                let sub = |f: fn(&ProbeStats) -> u64| f(st).saturating_sub(b.map_or(0, f));
+                ProbeStats {
+                    probe: st.probe,
+                    events: sub(|x| x.events),
+                    lost: sub(|x| x.lost),
+                    map_full: sub(|x| x.map_full),
+                    decode_errors: sub(|x| x.decode_errors),
+                }
+            })
+            .collect()
+    }
+
+    /// Unloads probes no session needs; everything when no session is left.
+    fn unload_unused(&mut self) {
+        if self.sessions.is_empty() {
+            self.tracer = None;
+            *self.claims.borrow_mut() = Claims::default();
+            return;
+        }
+        let Some(t) = self.tracer.as_mut() else {
+            return;
+        };
+        let unused: Vec<ProbeKind> = t
+            .probes()
+            .into_iter()
+            .filter(|p| !self.sessions.iter().any(|s| s.wants(*p)))
+            .collect();
+        if !unused.is_empty() {
+            if let Err(e) = t.remove_probes(&unused) {
+                eprintln!("podscope: warning: unloading {unused:?}: {e}");
+            }
+        }
+    }
+}
+
+impl Session {
+    /// A pod-selecting session (its decisions change the kernel filter).
+    fn index_selects(&self) -> bool {
+        self.index.has_selection()
+    }
+}
+
+fn fail(s: &mut Session, e: io::Error) {
+    s.done = true;
+    if e.kind() == ErrorKind::BrokenPipe {
+        s.pipe_closed = true;
+    } else if s.error.is_none() {
+        s.error = Some(format!("writing events: {e}"));
+    }
+}
+
+fn deliver(s: &mut Session, events: Vec<Event>) {
+    for ev in events {
+        if s.done {
+            return;
+        }
+        if s.max_events.is_some_and(|m| s.written >= m) {
+            s.done = true;
+            return;
+        }
+        if let Err(e) = s.sink.event(&ev) {
+            fail(s, e);
+            return;
+        }
+        s.written += 1;
+        if s.max_events.is_some_and(|m| s.written >= m) {
+            s.done = true;
+        }
+    }
+}
+
+fn cgroup_ino(p: &PathBuf) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| m.ino())
+}
