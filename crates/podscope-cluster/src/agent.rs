@@ -1,17 +1,18 @@
-//! The node agent: dials the hub, reports the node and its pods, and runs each
-//! session as a child `podscope trace ... -o json` of this same binary,
-//! forwarding its records in batches.
+//! The node agent: dials the hub, reports the node and its pods, and runs the
+//! hub's sessions in process on one node tracer (podscope-pipeline's
+//! [`NodeHandle`]): each probe is loaded once whatever the number of
+//! sessions, the kernel filter is the union of their pods, and events are
+//! demultiplexed to sessions by pod. Records go to the hub in batches.
 //!
-//! Memory is bounded: the child's stdout is read by a thread that puts each
-//! event into a bounded queue without waiting; when the queue is full the
-//! event is dropped and counted as a gap for its probe, and the gap counts go
-//! to the hub in the session's status (they are never dropped). So a slow hub
-//! or client never stalls the child, and so never the probes.
+//! Memory is bounded: the node thread puts each event of a session into a
+//! bounded queue without waiting; when the queue is full the event is
+//! dropped and counted as a gap for its probe, and the gap counts go to the
+//! hub in the session's status (they are never dropped). So a slow hub or
+//! client never stalls the node thread, and so never the probes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +20,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde_json::Value;
+use podscope_model::{Event, ProbeKind};
+use podscope_pipeline::{NodeConfig, NodeHandle, PodFlags, PodSelection, SessionSpec};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -115,7 +117,8 @@ const EXEC_OUTPUT_MAX: usize = 1 << 20;
 
 pub(crate) struct Running {
     run: u64,
-    pid: u32,
+    /// The session's key on the node tracer.
+    key: u64,
     /// What the hub asked for: reported again to a restarted hub.
     spec: StartSession,
 }
@@ -136,6 +139,10 @@ pub(crate) struct Agent {
     pub(crate) kernel: String,
     pub(crate) probes: Vec<String>,
     pub(crate) exe: PathBuf,
+    /// The node's one tracer, shared by every session.
+    pub(crate) tracer: NodeHandle,
+    /// Numbers the sessions on the node tracer.
+    pub(crate) keys: std::sync::atomic::AtomicU64,
     pub(crate) link: Link,
     pub(crate) sessions: Sessions,
     /// This process among agents: tells the hub a reconnect of this agent
@@ -176,12 +183,26 @@ pub fn run(
             .trim()
             .to_string(),
     };
-    let exe = std::env::current_exe().context("finding this program for the trace children")?;
+    let exe = std::env::current_exe().context("finding this program for exec and metrics")?;
+    let ring_buffer_bytes = podscope_pipeline::parse_ring_size(&args.ring_buffer_size)
+        .map_err(|e| anyhow::anyhow!("--ring-buffer-size: {e}"))?;
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
         .trim()
         .to_string();
-    let probes = supported_probes(&exe);
+    // Each probe loaded once, alone, as `podscope probes` does.
+    let probes = podscope_pipeline::probes::supported()
+        .into_iter()
+        .map(|p| p.name().to_string())
+        .collect();
+    let tracer = NodeHandle::spawn(NodeConfig {
+        node: node.clone(),
+        runtime_endpoint: args.runtime_endpoint.clone(),
+        ring_buffer_bytes,
+        interval: Duration::from_secs(1),
+        host_filter: None,
+        implementations: Vec::new(),
+    });
     let agent = Arc::new(Agent {
         direct: Default::default(),
         generation: Default::default(),
@@ -193,6 +214,8 @@ pub fn run(
         kernel,
         probes,
         exe,
+        tracer,
+        keys: Default::default(),
         link: Arc::new(Mutex::new(None)),
         sessions: Arc::new(Mutex::new(HashMap::new())),
         instance: format!(
@@ -301,19 +324,6 @@ impl MetricsChild {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
         }
     }
-}
-
-/// The probes `podscope probes` says this kernel supports.
-fn supported_probes(exe: &std::path::Path) -> Vec<String> {
-    let Ok(out) = Command::new(exe).args(["probes", "-o", "json"]).output() else {
-        return Vec::new();
-    };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["supported"] == true)
-        .filter_map(|v| v["probe"].as_str().map(str::to_string))
-        .collect()
 }
 
 impl Agent {
@@ -466,8 +476,8 @@ impl Agent {
     pub(crate) fn stop(&self, session: &str, run: Option<u64>) {
         if let Some(r) = lock(&self.sessions).get(session) {
             if run.is_none_or(|x| x == r.run) {
-                // SIGINT: the trace flushes, prints its summary and exits.
-                let _ = kill(Pid::from_raw(r.pid as i32), Signal::SIGINT);
+                // The node delivers what the kernel handed over, then the summary.
+                self.tracer.stop(r.key);
             }
         }
     }
@@ -579,43 +589,42 @@ impl Agent {
         }
     }
 
-    fn child_args(&self, s: &StartSession) -> Vec<String> {
-        let mut a: Vec<String> = vec![
-            "trace".into(),
-            s.probes.join(","),
-            "-o".into(),
-            "json".into(),
-            "--wait".into(),
-            "--exit-with-parent".into(),
-            "--ring-buffer-size".into(),
-            self.args.ring_buffer_size.clone(),
-        ];
-        if let Some(ep) = &self.args.runtime_endpoint {
-            a.extend(["--runtime-endpoint".into(), ep.clone()]);
-        }
-        if s.all_namespaces {
-            a.push("-A".into());
-        } else if !s.namespace.is_empty() {
-            a.extend(["-n".into(), s.namespace.clone()]);
-        }
-        for (flag, v) in [
-            ("--pod", &s.pod),
-            ("-l", &s.label_selector),
-            ("--container", &s.container),
-        ] {
-            if !v.is_empty() {
-                a.extend([flag.to_string(), v.clone()]);
-            }
-        }
-        a
+    /// The hub's StartSession as the pipeline's spec: the same validation
+    /// and words as the CLI's flags.
+    fn spec(s: &StartSession) -> Result<SessionSpec> {
+        let probes = ProbeKind::parse_list(&s.probes.join(","))?;
+        let opt = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        let selection = PodSelection::from_flags(&PodFlags {
+            pod: opt(&s.pod),
+            namespace: if s.all_namespaces {
+                None
+            } else {
+                opt(&s.namespace)
+            },
+            all_namespaces: s.all_namespaces,
+            selector: opt(&s.label_selector),
+            container: opt(&s.container),
+        })?
+        // No pod flag: the default namespace, as kubectl (and the CLI) do.
+        .unwrap_or_else(|| PodSelection {
+            namespace: Some(podscope_pipeline::select::DEFAULT_NAMESPACE.into()),
+            ..PodSelection::default()
+        });
+        Ok(SessionSpec {
+            probes,
+            selection: Some(selection),
+            // Pods that do not exist yet are waited for (the hub checked the names).
+            wait: true,
+            max_events: None,
+        })
     }
 
     fn start(self: &Arc<Self>, s: StartSession) {
         self.start_with(s, self.link.clone());
     }
 
-    /// Runs a trace child for `s`, its records going to `link` (the hub's, or
-    /// a direct Trace call's).
+    /// Runs `s` on the node tracer, its records going to `link` (the hub's,
+    /// or a direct Trace call's).
     pub(crate) fn start_with(self: &Arc<Self>, s: StartSession, link: Link) {
         if let Some(r) = lock(&self.sessions).get(&s.session) {
             if r.run == s.run {
@@ -623,45 +632,7 @@ impl Agent {
             }
         }
         self.stop(&s.session, None);
-        let args = self.child_args(&s);
-        let child = Command::new(&self.exe)
-            .args(&args)
-            // The trace writes this node's name into every event.
-            .env("NODE_NAME", &self.node)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn();
-        let node = self.node.clone();
-        let mut child = match child {
-            Ok(c) => c,
-            Err(e) => {
-                let msg = status(
-                    &s.session,
-                    s.run,
-                    "failed",
-                    BTreeMap::new(),
-                    String::new(),
-                    format!("starting the trace: {e}"),
-                );
-                tokio::spawn(async move { send(&link, msg).await });
-                return;
-            }
-        };
-        eprintln!(
-            "podscope agent: session {} run {}: podscope {}",
-            s.session,
-            s.run,
-            args.join(" ")
-        );
-        lock(&self.sessions).insert(
-            s.session.clone(),
-            Running {
-                run: s.run,
-                pid: child.id(),
-                spec: s.clone(),
-            },
-        );
+        let key = self.keys.fetch_add(1, Ordering::Relaxed) + 1;
         let shared = Arc::new(Shared::default());
         let (qtx, qrx) = mpsc::unbounded_channel::<Vec<Line>>();
         let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -670,34 +641,72 @@ impl Agent {
             queued: queued.clone(),
             limit: self.args.queue_size.max(1),
         };
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (sh, n2) = (shared.clone(), node.clone());
-        let reader = std::thread::spawn(move || read_stdout(stdout, &n2, queue, &sh));
-        let sh = shared.clone();
-        let errs = std::thread::spawn(move || read_stderr(stderr, &sh));
+        let sink = LinkSink {
+            node: self.node.clone(),
+            queue,
+            shared: shared.clone(),
+            chunk: Vec::new(),
+            emitted: 0,
+        };
+        lock(&self.sessions).insert(
+            s.session.clone(),
+            Running {
+                run: s.run,
+                key,
+                spec: s.clone(),
+            },
+        );
         let me = self.clone();
         tokio::spawn(async move {
+            let started = match Agent::spec(&s) {
+                Ok(spec) => {
+                    let (tracer, sh) = (me.tracer.clone(), shared.clone());
+                    let on_end: podscope_pipeline::thread::OnEnd = Box::new(move |end| {
+                        if let Some(e) = end.error {
+                            *lock(&sh.error) = Some(e);
+                        }
+                    });
+                    tokio::task::spawn_blocking(move || {
+                        tracer.start(key, spec, Box::new(sink), on_end)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("starting the session: {e}")))
+                }
+                Err(e) => {
+                    // The queue ends with the sink: no session, no records.
+                    drop(sink);
+                    Err(format!("{e:#}"))
+                }
+            };
+            match &started {
+                Ok(st) => {
+                    eprintln!(
+                        "podscope agent: session {} run {}: tracing {} ({})",
+                        s.session,
+                        s.run,
+                        s.probes.join(","),
+                        describe(&s)
+                    );
+                    for (p, e) in &st.failed {
+                        eprintln!(
+                            "podscope agent: session {}: not tracing {p}: {e}",
+                            s.session
+                        );
+                    }
+                    shared.attached.store(true, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    eprintln!("podscope agent: session {} run {}: {e}", s.session, s.run);
+                    *lock(&shared.error) = Some(e.clone());
+                }
+            }
+            // Ends when the node drops the session's sink (and so the queue).
             forward(&link, &s, qrx, &queued, &shared).await;
-            let (code, _, _) = tokio::task::spawn_blocking(move || {
-                let code = wait(&mut child);
-                (code, reader.join(), errs.join())
-            })
-            .await
-            .unwrap_or((None, Ok(()), Ok(())));
             let gaps = lock(&shared.gaps).clone();
             let summary = lock(&shared.summary).clone().unwrap_or_default();
-            let (state, error) = if code == Some(0) {
-                ("finished", String::new())
-            } else {
-                (
-                    "failed",
-                    format!(
-                        "the trace exited with {}: {}",
-                        code.map_or("a signal".into(), |c| format!("code {c}")),
-                        lock(&shared.stderr_tail).trim()
-                    ),
-                )
+            let (state, error) = match lock(&shared.error).clone() {
+                None => ("finished", String::new()),
+                Some(e) => ("failed", e),
             };
             send(
                 &link,
@@ -712,8 +721,82 @@ impl Agent {
     }
 }
 
-fn wait(child: &mut Child) -> Option<i32> {
-    child.wait().ok().and_then(|s| s.code())
+/// The selection of a StartSession in words, for the agent's log.
+fn describe(s: &StartSession) -> String {
+    let ns = if s.all_namespaces {
+        None
+    } else if s.namespace.is_empty() {
+        Some(podscope_pipeline::select::DEFAULT_NAMESPACE)
+    } else {
+        Some(s.namespace.as_str())
+    };
+    let opt = |v: &str| (!v.is_empty()).then(|| v.to_string());
+    podscope_runtime::names::describe_selection(
+        opt(&s.pod).as_deref(),
+        ns,
+        opt(&s.label_selector).as_deref(),
+        opt(&s.container).as_deref(),
+    )
+}
+
+/// A session's sink on the node thread: events as JSON lines into the
+/// bounded queue (a gap when full), `lost` records and the summary aside.
+struct LinkSink {
+    node: String,
+    queue: Queue,
+    shared: Arc<Shared>,
+    chunk: Vec<Line>,
+    /// Events handed to the queue or counted as gaps.
+    emitted: u64,
+}
+
+impl podscope_pipeline::Sink for LinkSink {
+    fn event(&mut self, ev: &Event) -> std::io::Result<()> {
+        self.emitted += 1;
+        self.chunk.push(Line {
+            json: serde_json::to_string(ev)?,
+            probe: ev.probe().name().to_string(),
+            event: true,
+        });
+        if self.chunk.len() >= 1024 {
+            self.queue
+                .put(std::mem::take(&mut self.chunk), &self.shared);
+        }
+        Ok(())
+    }
+
+    fn lost(&mut self, probe: ProbeKind, delta: u64, total: u64) -> std::io::Result<()> {
+        let mut v = podscope_pipeline::format::lost_record(probe, delta, total);
+        v["node"] = serde_json::Value::String(self.node.clone());
+        lock(&self.shared.side).push(Line {
+            json: v.to_string(),
+            probe: probe.name().to_string(),
+            event: false,
+        });
+        Ok(())
+    }
+
+    fn summary(
+        &mut self,
+        elapsed_ns: u64,
+        stats: &[podscope_bpf::ProbeStats],
+    ) -> std::io::Result<()> {
+        self.flush()?;
+        // The summary's `events` counts what the probes decoded while the
+        // session ran, including other pods' events; `emitted` is what this
+        // session delivered, which is what delivered + gaps add up to.
+        let mut v = podscope_pipeline::format::summary_record(elapsed_ns, stats);
+        v["emitted"] = serde_json::Value::from(self.emitted);
+        v["node"] = serde_json::Value::String(self.node.clone());
+        *lock(&self.shared.summary) = Some(v.to_string());
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.queue
+            .put(std::mem::take(&mut self.chunk), &self.shared);
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -723,7 +806,8 @@ struct Shared {
     side: Mutex<Vec<Line>>,
     summary: Mutex<Option<String>>,
     attached: AtomicBool,
-    stderr_tail: Mutex<String>,
+    /// Why the session failed (it did not start, or its sink broke).
+    error: Mutex<Option<String>>,
 }
 
 fn status(
@@ -754,22 +838,6 @@ pub(crate) async fn send(link: &Link, msg: AgentMessage) -> bool {
     }
 }
 
-/// The fields of a trace record the agent looks at; the rest of the line is
-/// passed on untouched (the trace already wrote this node's name into it:
-/// the agent runs it with NODE_NAME set), so an event costs one partial
-/// parse here, not a parse and a re-serialisation.
-#[derive(serde::Deserialize)]
-struct Head<'a> {
-    #[serde(default, borrow)]
-    kind: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, borrow)]
-    probe: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    pid: Option<serde::de::IgnoredAny>,
-}
-
-/// The trace's stdout: events go through the bounded queue (or count as a
-/// gap), `lost` and `summary` records aside.
 /// The bounded queue between the reader thread and the link: chunks of
 /// events, bounded by the number of events queued.
 struct Queue {
@@ -797,76 +865,6 @@ impl Queue {
             self.queued.fetch_add(chunk.len(), Ordering::Relaxed);
             let _ = self.tx.send(chunk);
         }
-    }
-}
-
-/// The trace's stdout: events go through the bounded queue (or count as a
-/// gap), `lost` and `summary` records aside. Lines are handed over in
-/// chunks: whatever the pipe had ready, so the link wakes once per burst,
-/// not once per event.
-fn read_stdout(stdout: std::process::ChildStdout, node: &str, q: Queue, sh: &Shared) {
-    let mut emitted = 0u64;
-    let mut reader = BufReader::with_capacity(1 << 16, stdout);
-    let mut chunk: Vec<Line> = Vec::new();
-    let mut line = String::new();
-    loop {
-        line.clear();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let text = line.trim_end_matches('\n');
-        if let Ok(head) = serde_json::from_str::<Head>(text) {
-            let kind = head.kind.as_deref().unwrap_or("");
-            let probe = head.probe.as_deref().unwrap_or("").to_string();
-            let is_event = head.pid.is_some();
-            if !is_event && kind == "summary" {
-                // The summary's `events` counts what the probes decoded, including
-                // events the trace then dropped in user space (other pods); `emitted`
-                // is what it wrote, which is what delivered + gaps add up to.
-                if let Ok(mut v) = serde_json::from_str::<Value>(text) {
-                    v["emitted"] = Value::from(emitted);
-                    v["node"] = Value::String(node.to_string());
-                    *lock(&sh.summary) = Some(v.to_string());
-                }
-            } else if !is_event && kind == "lost" {
-                // Rare: these get the node's name here.
-                if let Ok(mut v) = serde_json::from_str::<Value>(text) {
-                    v["node"] = Value::String(node.to_string());
-                    lock(&sh.side).push(Line {
-                        json: v.to_string(),
-                        probe,
-                        event: false,
-                    });
-                }
-            } else {
-                emitted += 1;
-                chunk.push(Line {
-                    json: text.to_string(),
-                    probe,
-                    event: true,
-                });
-            }
-        }
-        if reader.buffer().is_empty() || chunk.len() >= 1024 {
-            q.put(std::mem::take(&mut chunk), sh);
-        }
-    }
-    q.put(chunk, sh);
-}
-
-fn read_stderr(stderr: std::process::ChildStderr, sh: &Shared) {
-    let mut tail: Vec<String> = Vec::new();
-    for line in BufReader::new(stderr).lines() {
-        let Ok(line) = line else { break };
-        if line.contains("probes attached") {
-            sh.attached.store(true, Ordering::Relaxed);
-        }
-        tail.push(line);
-        if tail.len() > 12 {
-            tail.remove(0);
-        }
-        *lock(&sh.stderr_tail) = tail.join("\n");
     }
 }
 

@@ -305,39 +305,50 @@ struct SummaryRecord {
     probes: Vec<SummaryProbe>,
 }
 
+/// The JSON `lost` record (docs/json-schema.md).
+pub fn lost_record(probe: ProbeKind, delta: u64, total: u64) -> serde_json::Value {
+    serde_json::to_value(LostRecord {
+        timestamp: Timestamp::now(),
+        probe,
+        kind: "lost",
+        lost: delta,
+        lost_total: total,
+    })
+    .unwrap_or_default()
+}
+
+/// The JSON `summary` record (docs/json-schema.md).
+pub fn summary_record(elapsed_ns: u64, stats: &[ProbeStats]) -> serde_json::Value {
+    serde_json::to_value(SummaryRecord {
+        timestamp: Timestamp::now(),
+        kind: "summary",
+        duration_ns: elapsed_ns,
+        events: stats.iter().map(|s| s.events).sum(),
+        lost: stats.iter().map(|s| s.total_lost()).sum(),
+        probes: stats
+            .iter()
+            .map(|s| SummaryProbe {
+                probe: s.probe,
+                events: s.events,
+                lost: s.lost + s.decode_errors,
+                map_full: s.map_full,
+            })
+            .collect(),
+    })
+    .unwrap_or_default()
+}
+
 impl<W: Write> Sink for JsonLines<W> {
     fn event(&mut self, ev: &Event) -> io::Result<()> {
         self.line(ev)
     }
 
     fn lost(&mut self, probe: ProbeKind, delta: u64, total: u64) -> io::Result<()> {
-        self.line(&LostRecord {
-            timestamp: Timestamp::now(),
-            probe,
-            kind: "lost",
-            lost: delta,
-            lost_total: total,
-        })
+        self.line(&lost_record(probe, delta, total))
     }
 
     fn summary(&mut self, elapsed_ns: u64, stats: &[ProbeStats]) -> io::Result<()> {
-        let rec = SummaryRecord {
-            timestamp: Timestamp::now(),
-            kind: "summary",
-            duration_ns: elapsed_ns,
-            events: stats.iter().map(|s| s.events).sum(),
-            lost: stats.iter().map(|s| s.total_lost()).sum(),
-            probes: stats
-                .iter()
-                .map(|s| SummaryProbe {
-                    probe: s.probe,
-                    events: s.events,
-                    lost: s.lost + s.decode_errors,
-                    map_full: s.map_full,
-                })
-                .collect(),
-        };
-        self.line(&rec)?;
+        self.line(&summary_record(elapsed_ns, stats))?;
         self.out.flush()?;
         eprint!("{}", summary_text(elapsed_ns, stats));
         Ok(())

@@ -7,9 +7,12 @@ pub mod cgroup;
 pub mod enrich;
 pub mod format;
 pub mod node;
+pub mod probes;
 pub mod select;
+pub mod thread;
 
 pub use enrich::{KernelFilter, PodIndex, Verdict};
 pub use format::{Columns, JsonLines, Sink};
-pub use node::{Ended, Node, NodeConfig, SessionId, SessionSpec, Started};
+pub use node::{parse_ring_size, Ended, Node, NodeConfig, SessionId, SessionSpec, Started};
 pub use select::{PodFlags, PodSelection};
+pub use thread::NodeHandle;

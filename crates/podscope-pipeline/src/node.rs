@@ -688,3 +688,31 @@ fn cgroup_ino(p: &PathBuf) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(p).ok().map(|m| m.ino())
 }
+
+/// A ring buffer size as given on the command line: bytes, or K/M/G
+/// suffixes; a power of two between 4 KiB and 1 GiB.
+pub fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => {
+            let mult = match t[i..].to_ascii_lowercase().as_str() {
+                "k" | "kb" | "kib" => 1u64 << 10,
+                "m" | "mb" | "mib" => 1 << 20,
+                "g" | "gb" | "gib" => 1 << 30,
+                other => return Err(format!("unknown size suffix '{other}'; use K, M or G")),
+            };
+            (&t[..i], mult)
+        }
+        None => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size; use e.g. 4096, 256K, 1M"))?;
+    let bytes = n * mult;
+    if bytes < 4096 || !bytes.is_power_of_two() || bytes > (1 << 30) {
+        return Err(format!(
+            "ring buffer size {bytes} must be a power of two between 4K and 1G (e.g. 256K, 1M, 8M)"
+        ));
+    }
+    Ok(bytes as u32)
+}

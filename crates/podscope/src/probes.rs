@@ -2,7 +2,7 @@
 //! probe this kernel will run (found by loading it, as a trace would).
 
 use anyhow::{bail, Result};
-use podscope_bpf::{implementation_support, Filter, TraceOptions, Tracer};
+use podscope_bpf::implementation_support;
 use podscope_model::ProbeKind;
 use serde::Serialize;
 
@@ -35,29 +35,6 @@ struct ImplRow {
     status: String,
 }
 
-/// Loads `probe` alone, letting nothing through the filter, and unloads it:
-/// the only way to know whether the kernel accepts a program (fentry is
-/// refused on some kernels whose BTF lists the function).
-fn trial_load(probe: ProbeKind) -> Result<&'static podscope_model::Implementation, String> {
-    let opts = TraceOptions {
-        probes: vec![probe],
-        filter: Filter {
-            cgroups: Some(Vec::new()),
-            ..Filter::default()
-        },
-        ring_buffer_bytes: 4096,
-        ..TraceOptions::default()
-    };
-    match Tracer::new(&opts) {
-        Ok(t) => Ok(t.implementations()[0].1),
-        Err(e) => Err(first_line(&e.to_string())),
-    }
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or_default().to_string()
-}
-
 pub fn run(format: Format) -> Result<()> {
     // Without the privilege to load BPF nothing can be known for sure; say so
     // instead of blaming tracefs or the kernel.
@@ -66,7 +43,7 @@ pub fn run(format: Format) -> Result<()> {
         .iter()
         .map(|p| {
             let used = match &privileged {
-                Ok(()) => trial_load(*p),
+                Ok(()) => podscope_pipeline::probes::trial_load(*p),
                 Err(e) => Err(format!("not checked: {e}")),
             };
             // Implementations are tried best first: one before the used one
