@@ -1718,3 +1718,276 @@ fn the_cli_summary_agrees_with_what_it_printed() {
         "{from_b}: {err}"
     );
 }
+
+/// The BPF programs (by name) and maps (id -> name) a process holds, read
+/// from its own file descriptors (/proc/PID/fdinfo), named by bpftool: an
+/// independent view of what the agent loaded.
+fn bpf_objects(pid: u32) -> (Vec<String>, Vec<(u64, String)>) {
+    let mut prog_ids = std::collections::BTreeSet::new();
+    let mut map_ids = std::collections::BTreeSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(info) = std::fs::read_to_string(fd.path()) else {
+            continue;
+        };
+        for line in info.lines() {
+            if let Some(v) = line.strip_prefix("prog_id:") {
+                prog_ids.insert(v.trim().parse::<u64>().unwrap());
+            } else if let Some(v) = line.strip_prefix("map_id:") {
+                map_ids.insert(v.trim().parse::<u64>().unwrap());
+            }
+        }
+    }
+    let show = |what: &str| -> Vec<Value> {
+        let out = Command::new("bpftool")
+            .args([what, "show", "-j"])
+            .output()
+            .expect("bpftool (scripts/setup.sh installs it)");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let progs = show("prog")
+        .into_iter()
+        .filter(|p| prog_ids.contains(&p["id"].as_u64().unwrap()))
+        .map(|p| p["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    let maps = show("map")
+        .into_iter()
+        .filter(|m| map_ids.contains(&m["id"].as_u64().unwrap()))
+        .map(|m| {
+            (
+                m["id"].as_u64().unwrap(),
+                m["name"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    (progs, maps)
+}
+
+/// The cgroup ids in a filter map, from bpftool's dump (keys are u64s).
+fn filter_keys(map_id: u64) -> Vec<u64> {
+    let out = Command::new("bpftool")
+        .args(["map", "dump", "id", &map_id.to_string(), "-j"])
+        .output()
+        .unwrap();
+    let v: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    v.iter()
+        .map(|e| {
+            let bytes: Vec<u8> = e["key"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| {
+                    u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+                })
+                .collect();
+            u64::from_le_bytes(bytes.try_into().unwrap())
+        })
+        .collect()
+}
+
+/// The agent's one kernel filter map (the probes share it).
+fn agent_filter(pid: u32) -> Option<Vec<u64>> {
+    let (_, maps) = bpf_objects(pid);
+    let ids: Vec<u64> = maps
+        .iter()
+        .filter(|(_, n)| n == "filter_cgroups")
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(ids.len() <= 1, "more than one filter map: {maps:?}");
+    ids.first().map(|id| filter_keys(*id))
+}
+
+fn pod_cgroup_id(p: &PodGuard) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let root = podscope_pipeline::cgroup::v2_mount().unwrap();
+    std::fs::metadata(format!("{}{}", root.display(), p.cgroup))
+        .unwrap()
+        .ino()
+}
+
+/// Processes whose parent is `pid`, with their command lines.
+fn children(pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            out.push(String::from_utf8_lossy(&cmd).replace('\0', " "));
+        }
+    }
+    out
+}
+
+#[test]
+fn one_node_tracer_serves_overlapping_sessions() {
+    let sock = socket();
+    let tok = token_file();
+    let port = 17714;
+    let _hub = hub(port, &[]);
+    let agent = agent(port, "node-1", &sock, &tok, &[]);
+    let apid = agent.0.id();
+    wait_for(Duration::from_secs(10), "the agent to register", || {
+        nodes_up(port).len() == 1
+    });
+    let sfx = suffix();
+    let ns = format!("nt-{sfx}");
+    let script = |tag: &str| format!("while true; do cat /{tag} 2>/dev/null; sleep 0.2; done");
+    let one = pod(&sock, &format!("one-{sfx}"), &ns, &script("tag-one"));
+    let two = pod(&sock, &format!("two-{sfx}"), &ns, &script("tag-two"));
+    let three = pod(&sock, &format!("three-{sfx}"), &ns, &script("tag-three"));
+    let (c1, c2, c3) = (
+        pod_cgroup_id(&one),
+        pod_cgroup_id(&two),
+        pod_cgroup_id(&three),
+    );
+    wait_for(Duration::from_secs(10), "the pods to reach the hub", || {
+        let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+        v.as_array().is_some_and(|a| a.len() == 3)
+    });
+    let exec_progs = |progs: &[String]| {
+        let mut v: Vec<String> = progs
+            .iter()
+            .filter(|n| n.starts_with("exec"))
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(
+        exec_progs(&bpf_objects(apid).0).is_empty(),
+        "the agent loaded exec before any session"
+    );
+
+    let start = |body: Value| {
+        let (st, s) = api(port, "POST", "/v1/sessions", Some(body));
+        assert_eq!(st, 201, "{s}");
+        let id = s["id"].as_str().unwrap().to_string();
+        let rx = stream(port, &id);
+        wait_for(Duration::from_secs(20), "the session to run", || {
+            all_running(port, &id, 1)
+        });
+        (id, rx)
+    };
+    let stop = |id: &str, rx: &mpsc::Receiver<Value>| {
+        let (st, _) = api(
+            port,
+            "PUT",
+            &format!("/v1/sessions/{id}"),
+            Some(json!({"state": "stopped"})),
+        );
+        assert_eq!(st, 200);
+        let recs = collect(rx, Duration::from_secs(20));
+        assert_eq!(recs.last().unwrap()["kind"], "end", "{recs:?}");
+        recs
+    };
+
+    let (s1, rx1) = start(json!({"namespace": ns, "pod": "one-*", "probes": ["exec"]}));
+    let single = exec_progs(&bpf_objects(apid).0);
+    assert!(!single.is_empty(), "no exec programs in the agent");
+    let mut dedup = single.clone();
+    dedup.dedup();
+    assert_eq!(dedup, single, "a program loaded twice for one session");
+    let (s2, rx2) = start(json!({"namespace": ns, "pod": "t*", "probes": ["exec"]}));
+    let (s3, rx3) = start(json!({"namespace": ns, "probes": ["exec"]}));
+    assert_eq!(
+        exec_progs(&bpf_objects(apid).0),
+        single,
+        "three sessions must share one copy of the exec programs"
+    );
+    let kids = children(apid);
+    assert!(
+        !kids.iter().any(|c| c.contains(" trace ")),
+        "the agent runs trace children: {kids:?}"
+    );
+    let keys = agent_filter(apid).expect("a filter map while sessions run");
+    for (name, id) in [("one", c1), ("two", c2), ("three", c3)] {
+        assert!(
+            keys.contains(&id),
+            "pod {name} ({id}) not in the kernel filter {keys:?}"
+        );
+    }
+    // Let each pod exec its marker a few times while all three sessions run.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let pods_and_markers = |recs: &[Value]| {
+        let mut pods = std::collections::BTreeSet::new();
+        let mut markers = std::collections::BTreeSet::new();
+        for e in recs.iter().filter(|r| r.get("pid").is_some()) {
+            pods.insert(e["pod"].as_str().unwrap().to_string());
+            let args = e["args"].to_string();
+            for tag in ["tag-one", "tag-two", "tag-three"] {
+                if args.contains(tag) {
+                    markers.insert(tag.to_string());
+                }
+            }
+        }
+        (pods, markers)
+    };
+    let set = |v: &[&str]| -> std::collections::BTreeSet<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    };
+
+    // The namespace-wide session ends: the others still hold every pod.
+    let r3 = stop(&s3, &rx3);
+    let keys = agent_filter(apid).unwrap();
+    assert!(
+        keys.contains(&c1) && keys.contains(&c2) && keys.contains(&c3),
+        "{keys:?}"
+    );
+    // The session of pod one ends: pod one leaves the kernel filter.
+    let r1 = stop(&s1, &rx1);
+    let keys = agent_filter(apid).unwrap();
+    assert!(
+        !keys.contains(&c1),
+        "pod one stayed in the filter: {keys:?}"
+    );
+    assert!(keys.contains(&c2) && keys.contains(&c3), "{keys:?}");
+    let r2 = stop(&s2, &rx2);
+    wait_for(Duration::from_secs(5), "the probes to unload", || {
+        exec_progs(&bpf_objects(apid).0).is_empty() && agent_filter(apid).is_none()
+    });
+
+    let (p1, m1) = pods_and_markers(&r1);
+    assert_eq!(
+        p1,
+        set(&[&format!("one-{sfx}")]),
+        "session 1 saw other pods"
+    );
+    assert_eq!(m1, set(&["tag-one"]));
+    let (p2, m2) = pods_and_markers(&r2);
+    assert_eq!(
+        p2,
+        set(&[&format!("two-{sfx}"), &format!("three-{sfx}")]),
+        "session 2"
+    );
+    assert_eq!(m2, set(&["tag-two", "tag-three"]));
+    let (p3, m3) = pods_and_markers(&r3);
+    assert_eq!(
+        p3,
+        set(&[
+            &format!("one-{sfx}"),
+            &format!("two-{sfx}"),
+            &format!("three-{sfx}")
+        ]),
+        "session 3"
+    );
+    assert_eq!(m3, set(&["tag-one", "tag-two", "tag-three"]));
+    // Each session's accounting adds up on its own.
+    for recs in [&r1, &r2, &r3] {
+        let events = recs.iter().filter(|r| r.get("pid").is_some()).count() as u64;
+        let emitted: u64 = recs
+            .iter()
+            .filter(|r| r["kind"] == "summary")
+            .map(|r| r["emitted"].as_u64().unwrap())
+            .sum();
+        assert_eq!(emitted, events, "delivered != emitted");
+    }
+}
