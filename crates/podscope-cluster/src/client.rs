@@ -515,11 +515,7 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
                 } else if !t.quiet || !is_event {
                     if !header {
                         header = true;
-                        writeln!(
-                            out,
-                            "{:<12} {:<10} {:<6} {:<14} {:>7} {:<16} DETAILS",
-                            "TIME(UTC)", "NODE", "PROBE", "EVENT", "PID", "COMM"
-                        )?;
+                        writeln!(out, "{}", podscope_pipeline::format::header_line(true))?;
                     }
                     writeln!(out, "{}", columns(&v))?;
                 }
@@ -751,43 +747,20 @@ fn columns(v: &Value) -> String {
             "-"
         );
     }
-    let details = match s("probe").as_str() {
-        "exec" => v["args"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default(),
-        "exit" => format!("exit code {}", v["exit_code"]),
-        "tcp" => format!(
-            "{}:{} -> {}:{}",
-            s("saddr"),
-            v["sport"],
-            s("daddr"),
-            v["dport"]
+    // Events are formatted by the pipeline's one formatter, as locally.
+    match serde_json::from_value::<podscope_model::Event>(v.clone()) {
+        Ok(ev) => podscope_pipeline::format::event_line(&ev, true),
+        // A probe this client does not know (a newer agent): what is known.
+        Err(_) => format!(
+            "{:<12} {:<10} {:<6} {:<14} {:>7} {:<16} {v}",
+            time,
+            s("node"),
+            s("probe"),
+            s("kind"),
+            v["pid"],
+            s("comm")
         ),
-        "open" => format!("{} {}", s("path"), s("flags_str")),
-        "bio" => format!("{} {} {}B", s("disk"), s("op"), v["bytes"]),
-        "cache" => format!("hits {} misses {}", v["hits"], v["misses"]),
-        _ => String::new(),
-    };
-    let who = if s("pod").is_empty() {
-        String::new()
-    } else {
-        format!(" [{}/{}/{}]", s("namespace"), s("pod"), s("container"))
-    };
-    format!(
-        "{:<12} {:<10} {:<6} {:<14} {:>7} {:<16} {details}{who}",
-        time,
-        s("node"),
-        s("probe"),
-        s("kind"),
-        v["pid"],
-        s("comm")
-    )
+    }
 }
 
 /// `exec` flags that apply through the hub.
@@ -840,6 +813,118 @@ pub fn exec(target: &HubTarget, e: &RemoteExec) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use podscope_model::*;
+
+    fn every_probe() -> Vec<Event> {
+        let identity = Identity {
+            node: "node-1".into(),
+            namespace: "shop".into(),
+            pod: "api-0".into(),
+            pod_uid: "u1".into(),
+            container: "app".into(),
+            container_id: "c1".into(),
+            image: "img".into(),
+        };
+        let ev = |data| Event {
+            timestamp: Timestamp(1_764_000_000_123_456_789),
+            identity: identity.clone(),
+            pid: 42,
+            tid: 43,
+            uid: 0,
+            comm: "curl".into(),
+            cgroup_id: 7,
+            data,
+        };
+        vec![
+            ev(EventData::Exec(ExecEvent {
+                kind: "exec".into(),
+                ppid: 1,
+                filename: "/usr/bin/curl".into(),
+                args: vec!["curl".into(), "-s".into(), "a b".into()],
+                args_truncated: true,
+                retval: -2,
+                error: Some("ENOENT".into()),
+            })),
+            ev(EventData::Exit(ExitEvent {
+                kind: "exit".into(),
+                ppid: 1,
+                exit_code: None,
+                signal: Some(9),
+                core_dumped: true,
+                lifetime_ns: 1_500_000,
+            })),
+            ev(EventData::Tcp(TcpEvent {
+                kind: TcpKind::Close,
+                role: "client".into(),
+                family: "ipv6".into(),
+                saddr: "::1".into(),
+                daddr: "fe80::1".into(),
+                sport: 40000,
+                dport: 443,
+                state: "CLOSE".into(),
+                duration_ns: Some(2_000_000),
+                tx_bytes: Some(5000),
+                rx_bytes: Some(100),
+                retransmits: Some(2),
+                error: None,
+            })),
+            ev(EventData::Bio(BioEvent {
+                kind: "io".into(),
+                disk: "vda".into(),
+                dev: "254:0".into(),
+                op: "write".into(),
+                sector: 8,
+                bytes: 4096,
+                latency_ns: 120_000,
+                queued_ns: 3_000,
+                sync: true,
+                error: Some(-5),
+            })),
+            ev(EventData::Cache(CacheEvent {
+                kind: "interval".into(),
+                ppid: 1,
+                hits: 10,
+                misses: 2,
+                dirtied: 1,
+                added: 2,
+                hit_ratio: Some(0.8333),
+                interval_ns: 1_000_000_000,
+                method: "fentry".into(),
+            })),
+            ev(EventData::Open(OpenEvent {
+                kind: "open".into(),
+                path: "/etc/hosts".into(),
+                dirfd: None,
+                flags: 0,
+                flags_str: "O_RDONLY".into(),
+                mode: 0,
+                fd: None,
+                errno: Some(13),
+                error: Some("EACCES".into()),
+            })),
+        ]
+    }
+
+    /// The remote columns are the local ones plus the NODE column, for
+    /// every probe: the event goes through the agent's JSON and back.
+    #[test]
+    fn remote_columns_are_the_local_ones_with_a_node_column() {
+        for ev in every_probe() {
+            let mut local = Vec::new();
+            {
+                let mut c = podscope_pipeline::Columns::new(&mut local);
+                podscope_pipeline::Sink::event(&mut c, &ev).unwrap();
+            }
+            let local = String::from_utf8(local).unwrap();
+            let local = local.lines().nth(1).unwrap();
+            let wire: Value = serde_json::from_str(&serde_json::to_string(&ev).unwrap()).unwrap();
+            let remote = columns(&wire);
+            // TIME(UTC) is 12 wide, then the NODE column (10 and a space).
+            let without_node = format!("{}{}", &remote[..12], &remote[12 + 11..]);
+            assert_eq!(without_node, local, "probe {}", ev.probe());
+            assert_eq!(&remote[13..19], "node-1");
+        }
+    }
 
     #[test]
     fn not_a_hub_says_so() {

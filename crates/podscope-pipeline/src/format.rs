@@ -179,37 +179,59 @@ impl<W: Write> Columns<W> {
     fn header(&mut self) -> io::Result<()> {
         if !self.header_done {
             self.header_done = true;
-            writeln!(
-                self.out,
-                "{:<12} {:<6} {:<14} {:>7} {:<16} DETAILS",
-                "TIME(UTC)", "PROBE", "EVENT", "PID", "COMM"
-            )?;
+            writeln!(self.out, "{}", header_line(false))?;
         }
         Ok(())
     }
 }
 
+/// The column header; with `node`, a NODE column after the time (a trace
+/// through the hub, whose events come from many nodes).
+pub fn header_line(node: bool) -> String {
+    if node {
+        format!(
+            "{:<12} {:<10} {:<6} {:<14} {:>7} {:<16} DETAILS",
+            "TIME(UTC)", "NODE", "PROBE", "EVENT", "PID", "COMM"
+        )
+    } else {
+        format!(
+            "{:<12} {:<6} {:<14} {:>7} {:<16} DETAILS",
+            "TIME(UTC)", "PROBE", "EVENT", "PID", "COMM"
+        )
+    }
+}
+
+/// One event as a line of columns, the same for a local trace and one
+/// through the hub (which adds the NODE column).
+pub fn event_line(ev: &Event, node: bool) -> String {
+    let who = if ev.identity.pod.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " [{}/{}/{}]",
+            ev.identity.namespace, ev.identity.pod, ev.identity.container
+        )
+    };
+    let node = if node {
+        format!(" {:<10}", ev.identity.node)
+    } else {
+        String::new()
+    };
+    format!(
+        "{:<12}{node} {:<6} {:<14} {:>7} {:<16} {}{who}",
+        clock(ev.timestamp),
+        ev.probe().name(),
+        ev.kind(),
+        ev.pid,
+        ev.comm,
+        details(ev)
+    )
+}
+
 impl<W: Write> Sink for Columns<W> {
     fn event(&mut self, ev: &Event) -> io::Result<()> {
         self.header()?;
-        let who = if ev.identity.pod.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " [{}/{}/{}]",
-                ev.identity.namespace, ev.identity.pod, ev.identity.container
-            )
-        };
-        writeln!(
-            self.out,
-            "{:<12} {:<6} {:<14} {:>7} {:<16} {}{who}",
-            clock(ev.timestamp),
-            ev.probe().name(),
-            ev.kind(),
-            ev.pid,
-            ev.comm,
-            details(ev)
-        )
+        writeln!(self.out, "{}", event_line(ev, false))
     }
 
     fn lost(&mut self, probe: ProbeKind, delta: u64, total: u64) -> io::Result<()> {
