@@ -18,8 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use podscope_model::{Event, ProbeKind};
 use podscope_pipeline::{NodeConfig, NodeHandle, PodFlags, PodSelection, SessionSpec};
 use tokio::sync::mpsc;
@@ -58,8 +56,8 @@ pub struct AgentArgs {
     pub enable_exec: bool,
 
     /// Serve always-on per-pod Prometheus metrics on this address (e.g.
-    /// 0.0.0.0:9464): the agent keeps a `podscope trace --metrics-listen` of
-    /// every pod running, restarting it if it exits.
+    /// 0.0.0.0:9464): an always-on session of every pod on the node's one
+    /// tracer (the --metrics-probes), sharing the programs with the sessions.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
 
@@ -183,7 +181,7 @@ pub fn run(
             .trim()
             .to_string(),
     };
-    let exe = std::env::current_exe().context("finding this program for exec and metrics")?;
+    let exe = std::env::current_exe().context("finding this program for exec")?;
     let ring_buffer_bytes = podscope_pipeline::parse_ring_size(&args.ring_buffer_size)
         .map_err(|e| anyhow::anyhow!("--ring-buffer-size: {e}"))?;
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -233,8 +231,11 @@ pub fn run(
         .build()
         .context("starting the async runtime")?;
     let always_on = agent.args.metrics_listen.is_some() || agent.args.otlp_endpoint.is_some();
-    let metrics =
-        always_on.then(|| MetricsChild::start(agent.exe.clone(), agent.node.clone(), &agent.args));
+    let metrics = if always_on {
+        Some(AlwaysOn::start(&agent.tracer, &agent.node, &agent.args)?)
+    } else {
+        None
+    };
     rt.block_on(async move {
         if let Some(addr) = agent.args.listen.clone() {
             crate::agent_api::serve(agent.clone(), &addr).await?;
@@ -260,68 +261,122 @@ pub fn run(
     })
 }
 
-/// The always-on trace behind the node's metrics and OTLP export, supervised:
-/// restarted a second after it exits.
-struct MetricsChild {
-    stopping: Arc<AtomicBool>,
-    pid: Arc<Mutex<Option<u32>>>,
+/// The session key of the always-on metrics/OTLP session on the node tracer.
+const ALWAYS_ON: u64 = u64::MAX;
+
+/// The always-on session behind the node's metrics and OTLP export: one
+/// more session on the node tracer (every pod, the --metrics-probes),
+/// counting into the Prometheus exporter and queueing OTLP spans.
+struct AlwaysOn {
+    tracer: NodeHandle,
+    otlp: Option<podscope_export::Otlp>,
+    _exporter: Option<podscope_export::Exporter>,
+    probes: Vec<ProbeKind>,
 }
 
-impl MetricsChild {
-    fn start(exe: PathBuf, node: String, args: &AgentArgs) -> MetricsChild {
-        let mut cmd_args = vec![
-            "trace".to_string(),
-            args.metrics_probes.clone(),
-            "-A".into(),
-            "--wait".into(),
-            "-o".into(),
-            "none".into(),
-            "--exit-with-parent".into(),
-        ];
-        if let Some(addr) = &args.metrics_listen {
-            cmd_args.extend(["--metrics-listen".into(), addr.clone()]);
+impl AlwaysOn {
+    fn start(tracer: &NodeHandle, node: &str, args: &AgentArgs) -> Result<AlwaysOn> {
+        use podscope_pipeline::sinks::{Discard, Exported, Observed};
+        let probes = ProbeKind::parse_list(&args.metrics_probes).context("--metrics-probes")?;
+        let exporter = match &args.metrics_listen {
+            Some(addr) => {
+                let listen: std::net::SocketAddr = addr.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "--metrics-listen {addr}: not an address; give HOST:PORT (e.g. 0.0.0.0:9464)"
+                    )
+                })?;
+                let e = podscope_export::Exporter::start(podscope_export::ExporterConfig {
+                    listen,
+                    node: node.to_string(),
+                    grace: Duration::from_secs(120),
+                    refresh: Duration::from_secs(5),
+                    runtime_endpoint: args.runtime_endpoint.clone(),
+                    select: None,
+                })?;
+                eprintln!(
+                    "podscope agent: serving metrics on http://{}/metrics",
+                    e.local_addr()
+                );
+                Some(e)
+            }
+            None => None,
+        };
+        let otlp = match &args.otlp_endpoint {
+            Some(ep) => {
+                let flags = podscope_export::OtlpFlags {
+                    endpoint: Some(ep.clone()),
+                    protocol: args.otlp_protocol.clone(),
+                    headers: Vec::new(),
+                    log_probes: Vec::new(),
+                    queue_size: None,
+                    session_events: None,
+                };
+                let cfg =
+                    podscope_export::OtlpConfig::resolve(&flags, node, &|k| std::env::var(k).ok())?;
+                let body: podscope_export::otlp::LogBody = Box::new(|ev: &Event| {
+                    format!(
+                        "{} {}: {}",
+                        ev.comm,
+                        ev.kind(),
+                        podscope_pipeline::format::details(ev)
+                    )
+                });
+                let o = podscope_export::Otlp::start(cfg, Some(body))?;
+                eprintln!("podscope agent: exporting OTLP {}", o.describe());
+                Some(o)
+            }
+            None => None,
+        };
+        let mut sink: Box<dyn podscope_pipeline::Sink + Send> = match &exporter {
+            Some(e) => Box::new(Observed {
+                inner: Discard,
+                observer: e.observer(),
+                metrics: e.metrics().clone(),
+            }),
+            None => Box::new(Discard),
+        };
+        if let Some(o) = &otlp {
+            sink = Box::new(Exported {
+                inner: sink,
+                otlp: o.observer(),
+            });
         }
-        if let Some(ep) = &args.otlp_endpoint {
-            cmd_args.extend(["--otlp-endpoint".into(), ep.clone()]);
-        }
-        if let Some(p) = &args.otlp_protocol {
-            cmd_args.extend(["--otlp-protocol".into(), p.clone()]);
-        }
-        if let Some(ep) = &args.runtime_endpoint {
-            cmd_args.push("--runtime-endpoint".into());
-            cmd_args.push(ep.clone());
-        }
-        let stopping = Arc::new(AtomicBool::new(false));
-        let pid = Arc::new(Mutex::new(None));
-        let (stop, p) = (stopping.clone(), pid.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                match Command::new(&exe)
-                    .args(&cmd_args)
-                    .env("NODE_NAME", &node)
-                    .stdout(Stdio::null())
-                    .spawn()
-                {
-                    Ok(mut child) => {
-                        *lock(&p) = Some(child.id());
-                        let status = child.wait();
-                        *lock(&p) = None;
-                        if !stop.load(Ordering::Relaxed) {
-                            eprintln!("podscope agent: the metrics trace exited ({status:?}); restarting it");
-                        }
-                    }
-                    Err(e) => eprintln!("podscope agent: starting the metrics trace: {e}"),
-                }
-                std::thread::sleep(Duration::from_secs(1));
+        let spec = SessionSpec {
+            probes: probes.clone(),
+            selection: Some(PodSelection {
+                all_namespaces: true,
+                ..PodSelection::default()
+            }),
+            wait: true,
+            max_events: None,
+        };
+        let on_end: podscope_pipeline::thread::OnEnd = Box::new(|end| {
+            if let Some(e) = end.error {
+                eprintln!("podscope agent: the always-on metrics session failed: {e}");
             }
         });
-        MetricsChild { stopping, pid }
+        let started = tracer
+            .start(ALWAYS_ON, spec, sink, on_end)
+            .map_err(|e| anyhow::anyhow!("starting the always-on metrics session: {e}"))?;
+        for (p, e) in &started.failed {
+            eprintln!("podscope agent: metrics: not tracing {p}: {e}");
+        }
+        Ok(AlwaysOn {
+            tracer: tracer.clone(),
+            otlp,
+            _exporter: exporter,
+            probes,
+        })
     }
 
     fn stop(self) {
-        self.stopping.store(true, Ordering::Relaxed);
-        if let Some(pid) = *lock(&self.pid) {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
+        self.tracer.stop(ALWAYS_ON);
+        if let Some(o) = self.otlp {
+            let info = podscope_export::otlp::SessionInfo {
+                probes: self.probes.iter().map(|p| p.name().to_string()).collect(),
+                scope: "every pod (always-on)".into(),
+            };
+            eprint!("{}", o.finish(&info, 0, 0));
         }
     }
 }

@@ -17,6 +17,28 @@ pub trait Sink {
     fn summary(&mut self, elapsed_ns: u64, stats: &[ProbeStats]) -> io::Result<()>;
     /// Push buffered output out.
     fn flush(&mut self) -> io::Result<()>;
+    /// The probes' counts for this session so far (about once a second).
+    fn stats(&mut self, _stats: &[ProbeStats]) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn event(&mut self, ev: &Event) -> io::Result<()> {
+        (**self).event(ev)
+    }
+    fn lost(&mut self, probe: ProbeKind, delta: u64, total: u64) -> io::Result<()> {
+        (**self).lost(probe, delta, total)
+    }
+    fn summary(&mut self, elapsed_ns: u64, stats: &[ProbeStats]) -> io::Result<()> {
+        (**self).summary(elapsed_ns, stats)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        (**self).flush()
+    }
+    fn stats(&mut self, stats: &[ProbeStats]) -> io::Result<()> {
+        (**self).stats(stats)
+    }
 }
 
 pub fn human_bytes(b: u64) -> String {

@@ -9,6 +9,7 @@ pub mod format;
 pub mod node;
 pub mod probes;
 pub mod select;
+pub mod sinks;
 pub mod thread;
 
 pub use enrich::{KernelFilter, PodIndex, Verdict};

@@ -447,6 +447,15 @@ impl Node {
         if self.last_loss_check.elapsed() >= Duration::from_secs(1) {
             self.last_loss_check = Instant::now();
             self.report_losses();
+            for pos in 0..self.sessions.len() {
+                let stats = self.session_stats(pos);
+                let s = &mut self.sessions[pos];
+                if !s.done {
+                    if let Err(e) = s.sink.stats(&stats) {
+                        fail(s, e);
+                    }
+                }
+            }
         }
         for s in &mut self.sessions {
             if s.done {

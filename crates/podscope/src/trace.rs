@@ -11,6 +11,7 @@ use podscope_bpf::Filter;
 use podscope_model::{Event, ProbeKind};
 
 use crate::cli::{TraceArgs, TraceFormat};
+use podscope_pipeline::sinks::{Discard, Exported, Observed};
 use podscope_pipeline::PodSelection;
 use podscope_pipeline::{Columns, JsonLines, Sink};
 use podscope_pipeline::{Node, NodeConfig, SessionId, SessionSpec};
@@ -135,6 +136,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         sink = Box::new(Observed {
             inner: sink,
             observer: e.observer(),
+            metrics: e.metrics().clone(),
         });
     }
     // Every delivered event also goes to the OTLP exporter's queues.
@@ -169,7 +171,6 @@ pub fn run(args: TraceArgs) -> Result<()> {
     );
 
     let deadline = args.duration.map(|d| started + d);
-    let mut last_stats = Instant::now();
     let parent = nix::unistd::getppid();
     loop {
         if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
@@ -183,15 +184,6 @@ pub fn run(args: TraceArgs) -> Result<()> {
             POLL.min(d.saturating_duration_since(Instant::now()))
         });
         node.step(wait)?;
-        if let Some(e) = &exporter {
-            if last_stats.elapsed() >= Duration::from_secs(1) {
-                last_stats = Instant::now();
-                for st in node.stats() {
-                    e.metrics()
-                        .probe_stats(st.probe, st.events, st.total_lost());
-                }
-            }
-        }
         if node.is_done(ID) {
             break;
         }
@@ -277,54 +269,6 @@ fn start_exporter(
     Ok(exporter)
 }
 
-/// Counts each event for the exporter, then hands it on.
-struct Observed {
-    inner: Box<dyn Sink>,
-    observer: podscope_export::Observer,
-}
-
-impl Sink for Observed {
-    fn event(&mut self, ev: &Event) -> io::Result<()> {
-        self.observer.observe(ev);
-        self.inner.event(ev)
-    }
-    fn lost(&mut self, probe: ProbeKind, delta: u64, total: u64) -> io::Result<()> {
-        self.inner.lost(probe, delta, total)
-    }
-    fn summary(&mut self, elapsed_ns: u64, stats: &[podscope_bpf::ProbeStats]) -> io::Result<()> {
-        self.inner.summary(elapsed_ns, stats)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// `-o none`: no events; losses and the summary go to stderr.
-struct Discard;
-
-impl Sink for Discard {
-    fn event(&mut self, _ev: &Event) -> io::Result<()> {
-        Ok(())
-    }
-    fn lost(&mut self, probe: ProbeKind, delta: u64, total: u64) -> io::Result<()> {
-        eprintln!(
-            "podscope: {} lost {delta} events ({total} in total); try a larger --ring-buffer-size",
-            probe.name()
-        );
-        Ok(())
-    }
-    fn summary(&mut self, elapsed_ns: u64, stats: &[podscope_bpf::ProbeStats]) -> io::Result<()> {
-        eprint!(
-            "{}",
-            podscope_pipeline::format::summary_text(elapsed_ns, stats)
-        );
-        Ok(())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 // --- OTLP export (docs/otlp.md) ---
 
 fn start_otlp(args: &TraceArgs, probes: &[ProbeKind]) -> Result<Option<podscope_export::Otlp>> {
@@ -376,26 +320,4 @@ fn start_otlp(args: &TraceArgs, probes: &[ProbeKind]) -> Result<Option<podscope_
     Ok(Some(otlp))
 }
 
-/// Hands each event to the OTLP exporter (queued, never waits), then on.
-struct Exported {
-    inner: Box<dyn Sink>,
-    otlp: podscope_export::OtlpObserver,
-}
-
-impl Sink for Exported {
-    fn event(&mut self, ev: &Event) -> io::Result<()> {
-        self.otlp.observe(ev);
-        self.inner.event(ev)
-    }
-    fn lost(&mut self, probe: ProbeKind, delta: u64, total: u64) -> io::Result<()> {
-        self.otlp.lost(probe, delta, total);
-        self.inner.lost(probe, delta, total)
-    }
-    fn summary(&mut self, elapsed_ns: u64, stats: &[podscope_bpf::ProbeStats]) -> io::Result<()> {
-        self.inner.summary(elapsed_ns, stats)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
 // --- end OTLP ---

@@ -858,7 +858,7 @@ fn agent_serves_always_on_pod_metrics() {
         "port {metrics_port} is already serving"
     );
     // No hub is needed for the metrics: the agent keeps trying to dial one.
-    let _a = agent(
+    let a = agent(
         17792,
         "node-m",
         &sock1,
@@ -907,8 +907,10 @@ fn agent_serves_always_on_pod_metrics() {
             })
         },
     );
+    // The always-on session runs in the agent's own tracer: no children.
+    let kids = children(a.0.id());
+    assert!(kids.is_empty(), "the agent runs child processes: {kids:?}");
 }
-
 /// The agent's own API (--listen): health endpoints, gRPC ListPods, Trace,
 /// Exec and Health with its token; and exec through the hub, which needs
 /// --enable-exec on both the hub and the agent.
