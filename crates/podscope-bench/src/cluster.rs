@@ -7,8 +7,8 @@
 //! can be read on its own: `podscope-bench cluster-storm` (joins the
 //! container's cgroups, then opens a file at a set rate), `podscope-bench
 //! cluster-client` (streams the session's NDJSON and measures latency), and
-//! the podscope processes themselves (hub, agent, and the agent's
-//! `podscope trace -o json` child).
+//! the podscope processes themselves (hub and agent; agents before the
+//! in-process pipeline also had a `podscope trace -o json` child per session).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -979,10 +979,16 @@ impl Ctx<'_> {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let trace = trace_child(c.agent.pid()).context("no trace child under the agent")?;
-        let before = [usage(c.hub.pid()), usage(c.agent.pid()), usage(trace)];
+        // Agents before the in-process pipeline ran each session as a
+        // `podscope trace` child; today the agent traces in process (the
+        // TRACE column is then 0 and the agent's figures include the trace).
+        let trace = trace_child(c.agent.pid());
+        let trace_usage = || trace.map(usage).unwrap_or_default();
+        let before = [usage(c.hub.pid()), usage(c.agent.pid()), trace_usage()];
 
-        let window = Window::start(&[c.hub.pid(), c.agent.pid(), trace, client.pid()]);
+        let mut watched = vec![c.hub.pid(), c.agent.pid(), client.pid()];
+        watched.extend(trace);
+        let window = Window::start(&watched);
         let storm = self.storm(rate, n, stamp)?;
         let (busy, other) = window.end(storm.cpu_ns);
 
@@ -1003,7 +1009,7 @@ impl Ctx<'_> {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let after = [usage(c.hub.pid()), usage(c.agent.pid()), usage(trace)];
+        let after = [usage(c.hub.pid()), usage(c.agent.pid()), trace_usage()];
         let (st, s) = api(&c.at, tok, "PUT", &path, Some(json!({"state": "stopped"})))?;
         if st != 200 {
             bail!("stopping the session: HTTP {st}: {s}");

@@ -200,6 +200,7 @@ pub fn run(
         interval: Duration::from_secs(1),
         host_filter: None,
         implementations: Vec::new(),
+        pod_refresh: podscope_pipeline::enrich::REFRESH_PERIOD,
     });
     let agent = Arc::new(Agent {
         direct: Default::default(),
@@ -518,8 +519,18 @@ impl Agent {
         result
     }
 
+    /// The node's pods for the hub, listed through the node's pod store
+    /// (whose listing the sessions then use too: one poller per node).
     pub(crate) async fn pods_json(&self) -> String {
-        match podscope_runtime::discover_async(self.args.runtime_endpoint.as_deref()).await {
+        let store = self.tracer.pods().clone();
+        let snap = match tokio::task::spawn_blocking(move || store.refresh_now()).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("podscope agent: listing pods: {e}");
+                return "[]".into();
+            }
+        };
+        match &snap.discovery {
             Ok(d) => serde_json::to_string(&d.pods).unwrap_or_else(|_| "[]".into()),
             Err(e) => {
                 eprintln!("podscope agent: listing pods: {e}");

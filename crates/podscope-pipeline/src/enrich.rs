@@ -16,6 +16,7 @@ use podscope_runtime::layout::parse_kube_cgroup;
 use podscope_runtime::{Discovery, Pod};
 
 use crate::select::PodSelection;
+use crate::store::{PodStore, Snapshot};
 
 /// The in-kernel cgroup filter as enrichment sees it: the tracer itself for
 /// one trace, or a session's share of the node tracer's filter.
@@ -42,7 +43,7 @@ const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Minimum gap between runtime lookups triggered by unknown cgroups.
 const REFRESH_GAP: Duration = Duration::from_millis(100);
 /// Periodic re-discovery, for changes the cgroup watcher cannot see.
-const REFRESH_PERIOD: Duration = Duration::from_secs(5);
+pub const REFRESH_PERIOD: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Decision {
@@ -80,7 +81,13 @@ pub enum Verdict {
 /// The node's pods indexed by cgroup id.
 #[derive(Debug)]
 pub struct PodIndex {
-    endpoint: Option<String>,
+    /// The node's pods, shared with the other sessions.
+    store: PodStore,
+    /// The store listing last merged.
+    applied: u64,
+    /// How often to ask for a full listing (changes the cgroup watcher
+    /// cannot see: labels, restarts of engine containers).
+    period: Duration,
     selection: Option<PodSelection>,
     node: String,
     mount: Option<CgroupMount>,
@@ -97,8 +104,6 @@ pub struct PodIndex {
     pub unnamed_dropped: u64,
     /// Warning from discovery (e.g. fell back to /proc), shown once.
     pub warning: Option<String>,
-    /// A kept connection to the runtime, for naming new pods one at a time.
-    client: Option<podscope_runtime::blocking::BlockingCriClient>,
     /// Known pods with a container the runtime has not described to us yet.
     stale: std::collections::HashSet<String>,
     /// A Docker or podman engine answered discovery: cgroups named like
@@ -113,15 +118,20 @@ pub struct PodIndex {
 }
 
 impl PodIndex {
-    /// Discovers the node's pods once.
+    /// Starts from a fresh listing of the node's pods (shared through the
+    /// store with every other session's).
     pub fn new(
-        endpoint: Option<String>,
+        store: PodStore,
         selection: Option<PodSelection>,
         node: String,
+        period: Duration,
     ) -> Result<(PodIndex, Discovery)> {
-        let discovery = podscope_runtime::discover_detailed(endpoint.as_deref())?;
+        let snap = store.refresh_now();
+        let discovery = snap.discovery.clone().map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut index = PodIndex {
-            endpoint,
+            store,
+            applied: snap.version,
+            period,
             selection,
             node,
             mount: podscope_runtime::cgroup::cgroup2_mount().ok(),
@@ -134,10 +144,6 @@ impl PodIndex {
             kernel_pending: std::collections::HashSet::new(),
             unnamed_dropped: 0,
             warning: discovery.warning.clone(),
-            client: discovery
-                .endpoint
-                .as_ref()
-                .and_then(|e| podscope_runtime::blocking::BlockingCriClient::connect(e).ok()),
             stale: std::collections::HashSet::new(),
             engines: !discovery.engines.is_empty(),
             engine_pending: std::collections::HashSet::new(),
@@ -290,20 +296,44 @@ impl PodIndex {
         }
     }
 
-    /// Asks the runtime again and merges what it says.
+    /// Asks the runtime again now, on this thread, and merges what it says
+    /// (a session's last flush; everything else asks the store off-thread).
     pub fn refresh(&mut self, tracer: &dyn KernelFilter) {
         self.last_refresh = Instant::now();
         self.refresh_wanted = false;
         self.engine_refresh = false;
-        match podscope_runtime::discover_detailed(self.endpoint.as_deref()) {
+        let snap = self.store.refresh_now();
+        self.apply_snapshot(&snap, tracer);
+    }
+
+    /// Asks the store for a listing (merged with other sessions' asks).
+    fn request_refresh(&mut self) {
+        self.last_refresh = Instant::now();
+        self.refresh_wanted = false;
+        self.engine_refresh = false;
+        self.store.request();
+    }
+
+    /// Merges the store's latest listing, if newer than the last merged.
+    fn apply_latest(&mut self, tracer: &dyn KernelFilter) {
+        if let Some(snap) = self.store.latest() {
+            if snap.version > self.applied {
+                self.apply_snapshot(&snap, tracer);
+            }
+        }
+    }
+
+    fn apply_snapshot(&mut self, snap: &Snapshot, tracer: &dyn KernelFilter) {
+        self.applied = self.applied.max(snap.version);
+        match &snap.discovery {
             Ok(d) => self.apply(&d.pods, Some(tracer)),
             Err(e) => eprintln!("podscope: warning: refreshing pods: {e}"),
         }
     }
 
     /// Names pending pods by asking the runtime about their sandboxes only,
-    /// which is much cheaper than listing every pod's containers. Falls back
-    /// to a full refresh without a runtime connection.
+    /// which is much cheaper than listing every pod's containers. Without a
+    /// runtime connection (or for Docker/podman containers) the store lists.
     fn name_pending(&mut self, tracer: &dyn KernelFilter) {
         let pending: Vec<String> = self
             .pods
@@ -313,30 +343,17 @@ impl PodIndex {
             .chain(self.stale.drain())
             .collect();
         let engines = std::mem::take(&mut self.engine_refresh);
-        let Some(client) = self.client.as_mut().filter(|_| !engines) else {
-            self.refresh(tracer);
+        if engines {
+            self.request_refresh();
             return;
-        };
+        }
         self.last_refresh = Instant::now();
         self.refresh_wanted = false;
-        let sandboxes = match client.list_pod_sandboxes() {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("podscope: warning: listing pod sandboxes: {e}");
-                return;
-            }
-        };
-        let mut named = Vec::new();
-        for sb in sandboxes {
-            let uid = sb.metadata.as_ref().map(|m| m.uid.as_str()).unwrap_or("");
-            if pending.iter().any(|p| p == uid) {
-                match client.pod(&sb.id) {
-                    Ok(pod) => named.push(pod),
-                    Err(e) => eprintln!("podscope: warning: asking about sandbox {}: {e}", sb.id),
-                }
-            }
+        match self.store.name_sandboxes(&pending) {
+            None => self.request_refresh(),
+            Some(Err(e)) => eprintln!("podscope: warning: {e}"),
+            Some(Ok(named)) => self.merge(&named, Some(tracer), false),
         }
-        self.merge(&named, Some(tracer), false);
     }
 
     /// Takes in cgroups created and removed since the last poll.
@@ -443,15 +460,16 @@ impl PodIndex {
             .pods
             .values()
             .any(|p| matches!(p.decision, Decision::Pending(_)));
-        let due = self.last_refresh.elapsed()
-            >= if pending || self.refresh_wanted {
-                REFRESH_GAP
-            } else {
-                REFRESH_PERIOD
-            };
-        if due {
-            self.refresh(tracer);
+        let quick = pending || self.refresh_wanted;
+        let due = self.last_refresh.elapsed() >= if quick { REFRESH_GAP } else { self.period };
+        if due && quick {
+            // New pods (the kernel saw their cgroups): named by their
+            // sandboxes alone, no full listing.
+            self.name_pending(tracer);
+        } else if due {
+            self.request_refresh();
         }
+        self.apply_latest(tracer);
         let now = Instant::now();
         // Pending too long: nobody will name it; reject it rather than leak it.
         for (uid, e) in self.pods.iter_mut() {

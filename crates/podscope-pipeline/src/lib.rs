@@ -10,10 +10,12 @@ pub mod node;
 pub mod probes;
 pub mod select;
 pub mod sinks;
+pub mod store;
 pub mod thread;
 
 pub use enrich::{KernelFilter, PodIndex, Verdict};
 pub use format::{Columns, JsonLines, Sink};
 pub use node::{parse_ring_size, Ended, Node, NodeConfig, SessionId, SessionSpec, Started};
 pub use select::{PodFlags, PodSelection};
+pub use store::PodStore;
 pub use thread::NodeHandle;

@@ -18,6 +18,7 @@ use podscope_model::{Event, Implementation, ProbeKind};
 use crate::enrich::{KernelFilter, PodIndex};
 use crate::format::Sink;
 use crate::select::PodSelection;
+use crate::store::PodStore;
 
 /// A session's key, chosen by the caller (unique among its running sessions).
 pub type SessionId = u64;
@@ -53,6 +54,9 @@ pub struct NodeConfig {
     pub host_filter: Option<Filter>,
     /// Force implementations (tests).
     pub implementations: Vec<(ProbeKind, String)>,
+    /// How often sessions ask the pod store for a full listing (new pods are
+    /// named without one, from the kernel's cgroup events).
+    pub pod_refresh: Duration,
 }
 
 impl NodeConfig {
@@ -203,6 +207,7 @@ impl KernelFilter for SessionFilter<'_> {
 /// The node's tracer and its sessions.
 pub struct Node {
     cfg: NodeConfig,
+    store: PodStore,
     tracer: Option<Tracer>,
     sessions: Vec<Session>,
     claims: std::cell::RefCell<Claims>,
@@ -226,8 +231,16 @@ impl std::fmt::Debug for Node {
 impl Node {
     /// A node with no session and nothing loaded.
     pub fn new(cfg: NodeConfig) -> Node {
+        let store = PodStore::new(cfg.runtime_endpoint.clone());
+        Node::with_store(cfg, store)
+    }
+
+    /// A node whose sessions share this pod store (the agent's reports use
+    /// it too).
+    pub fn with_store(cfg: NodeConfig, store: PodStore) -> Node {
         Node {
             cfg,
+            store,
             tracer: None,
             sessions: Vec::new(),
             claims: Default::default(),
@@ -309,9 +322,10 @@ impl Node {
         }
         let mut started = Started::default();
         let (index, discovery) = PodIndex::new(
-            self.cfg.runtime_endpoint.clone(),
+            self.store.clone(),
             spec.selection.clone(),
             self.cfg.node.clone(),
+            self.cfg.pod_refresh,
         )
         .context("finding the node's pods")?;
         if let Some(sel) = &spec.selection {

@@ -36,6 +36,7 @@ enum Command {
 #[derive(Clone)]
 pub struct NodeHandle {
     tx: Sender<Command>,
+    store: crate::store::PodStore,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -48,11 +49,18 @@ impl NodeHandle {
     /// Starts the node thread (nothing is loaded until a session starts).
     pub fn spawn(cfg: NodeConfig) -> NodeHandle {
         let (tx, rx) = mpsc::channel();
+        let store = crate::store::PodStore::new(cfg.runtime_endpoint.clone());
+        let s = store.clone();
         std::thread::Builder::new()
             .name("podscope-node".into())
-            .spawn(move || run(Node::new(cfg), rx))
+            .spawn(move || run(Node::with_store(cfg, s), rx))
             .expect("spawning the node tracer thread");
-        NodeHandle { tx }
+        NodeHandle { tx, store }
+    }
+
+    /// The node's pod store, shared by the sessions.
+    pub fn pods(&self) -> &crate::store::PodStore {
+        &self.store
     }
 
     /// Starts a session; blocks until its probes are loaded (or refused).

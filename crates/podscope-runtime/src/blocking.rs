@@ -61,6 +61,13 @@ impl BlockingCriClient {
         self.rt.block_on(self.inner.pods())
     }
 
+    /// Every pod, as [`crate::discover_detailed`] finds them, over this
+    /// connection (Docker and podman containers included).
+    pub fn discover(&mut self) -> Result<crate::Discovery> {
+        self.rt
+            .block_on(crate::discover::discover_with(&mut self.inner))
+    }
+
     /// See [`CriClient::pod`].
     pub fn pod(&mut self, sandbox_id: &str) -> Result<Pod> {
         self.rt.block_on(self.inner.pod(sandbox_id))

@@ -40,7 +40,27 @@ pub struct Discovery {
 /// already reported (cri-dockerd). An engine that cannot be read adds a
 /// warning, not an error.
 pub async fn discover_async(endpoint: Option<&str>) -> Result<Discovery> {
-    let mut d = kube_pods(endpoint).await?;
+    let d = kube_pods(endpoint).await?;
+    with_engines(d).await
+}
+
+/// [`discover_async`] over a CRI connection the caller keeps (a node's pod
+/// store lists through one connection, not a new one each time).
+pub async fn discover_with(client: &mut CriClient) -> Result<Discovery> {
+    let pods = client.pods().await?;
+    let d = Discovery {
+        pods,
+        source: Source::Cri,
+        endpoint: Some(client.endpoint().to_owned()),
+        runtime: Some(client.runtime_name().to_owned()),
+        warning: None,
+        engines: Vec::new(),
+    };
+    with_engines(d).await
+}
+
+/// Adds the Docker and podman containers and merges the warnings.
+async fn with_engines(mut d: Discovery) -> Result<Discovery> {
     let (engines, warnings) = engine::add_engine_pods(&mut d.pods).await;
     if d.source == Source::Proc
         && !engines.is_empty()

@@ -110,6 +110,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         interval: args.interval,
         host_filter: (!pod_mode || filter != Filter::default()).then_some(filter),
         implementations: Vec::new(),
+        pod_refresh: podscope_pipeline::enrich::REFRESH_PERIOD,
     });
 
     let stop = Arc::new(AtomicBool::new(false));
