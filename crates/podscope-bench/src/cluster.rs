@@ -1640,3 +1640,309 @@ pub fn print(f: &Figures) {
     println!("GEN/s: the storm's own rate; E2E/s: storm events delivered / (last event at the client - storm start); LOST: kernel ring (trace summary); GAP_AG/GAP_HUB: agent queue / hub client queue; OK: delivered + lost + gaps = generated and the trace's counts agree");
     println!("CPU per 1,000 delivered events: hub, agent, its trace child, the streaming client, the storm itself; RSS: peak (VmHWM) MB; BUSY: all cores' busy time while the storm ran (/proc/stat, every process); OTHER: the part of it not taken by the benchmark's processes (other work on the machine)");
 }
+
+// --- Concurrent sessions on one agent (issue 9's "8 concurrent sessions") ---
+
+/// One agent serving K sessions at once, each selecting a pod of its own
+/// with its own open storm.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionsRun {
+    pub sessions: usize,
+    pub rate_each: u64,
+    pub generated: u64,
+    /// The storms' opens that reached their session's client.
+    pub delivered: u64,
+    /// Events of one session's pod delivered to another session.
+    pub crossed: u64,
+    /// Kernel losses: the largest session's share (they share the ring).
+    pub lost: u64,
+    pub gaps: u64,
+    pub agent_cpu_ms_per_1k: f64,
+    pub agent_peak_rss_mb: f64,
+    /// BPF programs the agent holds while the sessions run (read from its
+    /// file descriptors), and how many distinct names they have.
+    pub programs: usize,
+    pub distinct_programs: usize,
+    pub other_load_pct: f64,
+}
+
+/// The names of the BPF programs a process holds (its /proc fdinfo, named
+/// by bpftool).
+fn programs_of(pid: u32) -> Vec<String> {
+    let mut ids = std::collections::BTreeSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for l in std::fs::read_to_string(fd.path())
+            .unwrap_or_default()
+            .lines()
+        {
+            if let Some(v) = l.strip_prefix("prog_id:") {
+                ids.extend(v.trim().parse::<u64>().ok());
+            }
+        }
+    }
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "-j"])
+        .output();
+    let all: Vec<Value> = out
+        .ok()
+        .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+        .unwrap_or_default();
+    all.iter()
+        .filter(|p| p["id"].as_u64().is_some_and(|i| ids.contains(&i)))
+        .map(|p| p["name"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+impl Ctx<'_> {
+    fn sessions_run(
+        &self,
+        pods: &[(String, u32)],
+        rate_each: u64,
+        n_each: u64,
+    ) -> Result<SessionsRun> {
+        let c = self.start_cluster(&format!("sessions-{}", pods.len()))?;
+        let tok = self.token.as_str();
+        let mut clients = Vec::new();
+        for (pod, _) in pods {
+            let (st, s) = api(
+                &c.at,
+                tok,
+                "POST",
+                "/v1/sessions",
+                Some(json!({"namespace": self.ns, "pod": pod, "probes": ["open"], "start": false})),
+            )?;
+            if st != 201 {
+                bail!("creating the session for {pod}: HTTP {st}: {s}");
+            }
+            let id = s["id"].as_str().context("no session id")?.to_string();
+            let mut client = Proc {
+                child: Command::new(&self.me)
+                    .args(["cluster-client", &c.at.base, tok, &id])
+                    .args(self.tls.iter().map(|t| &t.ca))
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .spawn()?,
+                what: "a client",
+            };
+            let out = BufReader::new(client.child.stdout.take().expect("piped"));
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let (report_tx, report_rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for l in out.lines().map_while(Result::ok) {
+                    if l == "ready" {
+                        let _ = ready_tx.send(());
+                    } else if let Some(r) = l.strip_prefix("report ") {
+                        let _ = report_tx.send(serde_json::from_str::<ClientReport>(r));
+                    }
+                }
+            });
+            ready_rx
+                .recv_timeout(Duration::from_secs(10))
+                .context("a client did not open its stream")?;
+            clients.push((id, client, report_rx, pod.clone()));
+        }
+        for (id, ..) in &clients {
+            let path = format!("/v1/sessions/{id}");
+            let (st, s) = api(&c.at, tok, "PUT", &path, Some(json!({"state": "running"})))?;
+            if st != 200 {
+                bail!("starting session {id}: HTTP {st}: {s}");
+            }
+        }
+        for (id, ..) in &clients {
+            let path = format!("/v1/sessions/{id}");
+            let t = Instant::now();
+            while api(&c.at, tok, "GET", &path, None)?.1["nodes"][NODE]["state"] != "running" {
+                if t.elapsed() > Duration::from_secs(30) {
+                    bail!("session {id} did not run within 30 s");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let progs = programs_of(c.agent.pid());
+        let distinct = progs
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        let before = usage(c.agent.pid());
+        let window = Window::start(&[c.hub.pid(), c.agent.pid()]);
+        let storms: Vec<_> = pods
+            .iter()
+            .map(|(_, pid)| {
+                let (me, pid) = (self.me.clone(), *pid);
+                std::thread::spawn(move || {
+                    Command::new(&me)
+                        .args(["cluster-storm", &pid.to_string()])
+                        .args([&rate_each.to_string(), &n_each.to_string(), "file"])
+                        .stderr(Stdio::inherit())
+                        .output()
+                })
+            })
+            .collect();
+        let mut storm_cpu = 0;
+        for s in storms {
+            let out = s
+                .join()
+                .map_err(|_| anyhow::anyhow!("a storm thread panicked"))??;
+            if !out.status.success() {
+                bail!("a storm failed");
+            }
+            let r: StormReport = serde_json::from_slice(&out.stdout)?;
+            storm_cpu += r.cpu_ns;
+        }
+        let (_, other) = window.end(storm_cpu);
+        // Let the last events drain through agent and hub.
+        std::thread::sleep(Duration::from_secs(2));
+        let after = usage(c.agent.pid());
+        let mut run = SessionsRun {
+            sessions: pods.len(),
+            rate_each,
+            generated: n_each * pods.len() as u64,
+            delivered: 0,
+            crossed: 0,
+            lost: 0,
+            gaps: 0,
+            agent_cpu_ms_per_1k: 0.0,
+            agent_peak_rss_mb: after.peak_kb as f64 / 1024.0,
+            programs: progs.len(),
+            distinct_programs: distinct,
+            other_load_pct: other,
+        };
+        for (id, mut client, report_rx, _pod) in clients {
+            let path = format!("/v1/sessions/{id}");
+            api(&c.at, tok, "PUT", &path, Some(json!({"state": "stopped"})))?;
+            let rep = report_rx
+                .recv_timeout(Duration::from_secs(60))
+                .context("a client did not report within 60 s of the stop")??;
+            client.wait_for(Duration::from_secs(5));
+            run.delivered += rep.storm_events;
+            // The client counts opens of any storm's file as the storm's: a
+            // session that got another pod's opens would show more than its
+            // own storm made.
+            run.crossed += rep.storm_events.saturating_sub(n_each);
+            run.gaps += rep.gap_agent + rep.gap_hub;
+            // The sessions share the kernel ring: each summary's `lost` is
+            // the probe's loss while that session ran, so the largest share
+            // (not the sum) is the node's loss.
+            run.lost = run.lost.max(
+                rep.summaries
+                    .iter()
+                    .map(|s| s["lost"].as_u64().unwrap_or(0))
+                    .sum::<u64>(),
+            );
+        }
+        run.agent_cpu_ms_per_1k = after.cpu_ns.saturating_sub(before.cpu_ns) as f64
+            / 1e6
+            / (run.delivered.max(1) as f64 / 1e3);
+        drop(c);
+        Ok(run)
+    }
+}
+
+/// `--cluster-sessions K`: one session alone, then K at once, each with its
+/// own pod and storm at `rate_each` events/s.
+pub fn sessions(
+    bed: &Bed,
+    me: &Path,
+    podscope: &Path,
+    settings: &Settings,
+    k: usize,
+    rate_each: u64,
+) -> Result<Vec<SessionsRun>> {
+    let pid = std::process::id();
+    let logs = std::env::temp_dir().join(format!("podscope-bench-sessions-{pid}"));
+    std::fs::create_dir_all(&logs)?;
+    let token = format!("bench-{pid}-{}", wall_ns() % 1_000_000_007);
+    let token_file = logs.join("token");
+    std::fs::write(&token_file, format!("{token}\n"))?;
+    let ns = format!("bench-sessions-{pid}");
+    let mut pods = Vec::new();
+    for i in 0..k {
+        let name = format!("storm-{i}");
+        let cpid = bed
+            .run_pod(&name, &ns, "exec sleep 3600")?
+            .with_context(|| format!("pod {name}'s container is not running"))?;
+        pods.push((name, cpid));
+    }
+    let ctx = Ctx {
+        me: me.to_path_buf(),
+        podscope: podscope.to_path_buf(),
+        socket: bed.socket().to_string(),
+        ns: ns.clone(),
+        pod: pods[0].0.clone(),
+        container_pid: pods[0].1,
+        settings,
+        logs: logs.clone(),
+        token,
+        token_file,
+        tls: None,
+    };
+    let secs = if settings.quick { 3 } else { 10 };
+    let result = (|| -> Result<Vec<SessionsRun>> {
+        let mut out = Vec::new();
+        for count in [1, k] {
+            eprintln!("cluster: {count} session(s) at once, {rate_each} events/s each ...");
+            let r = ctx.sessions_run(&pods[..count], rate_each, rate_each * secs)?;
+            eprintln!(
+                "  {} sessions: {} generated, {} delivered, {} crossed, {} lost, {} gaps, agent {:.2} ms/1k, RSS {:.1} MB, {} programs ({} distinct); other work {:.0}%",
+                r.sessions, r.generated, r.delivered, r.crossed, r.lost, r.gaps,
+                r.agent_cpu_ms_per_1k, r.agent_peak_rss_mb, r.programs, r.distinct_programs,
+                r.other_load_pct
+            );
+            out.push(r);
+        }
+        Ok(out)
+    })();
+    for (name, _) in &pods {
+        bed.rm_pod(name, &ns);
+    }
+    let _ = std::fs::remove_dir_all(&logs);
+    result
+}
+
+pub fn print_sessions(runs: &[SessionsRun]) {
+    println!("\nconcurrent sessions on one agent: each selects its own pod, which runs its own open storm");
+    println!(
+        "{:>8} {:>8} {:>9} {:>9} {:>7} {:>6} {:>6} {:>10} {:>7} {:>6} {:>8}",
+        "SESSIONS",
+        "RATE/ea",
+        "GENERATED",
+        "DELIVERED",
+        "CROSSED",
+        "LOST",
+        "GAPS",
+        "AGENT/1kEV",
+        "RSS_MB",
+        "PROGS",
+        "DISTINCT"
+    );
+    for r in runs {
+        println!(
+            "{:>8} {:>8} {:>9} {:>9} {:>7} {:>6} {:>6} {:>10.2} {:>7.1} {:>6} {:>8}",
+            r.sessions,
+            r.rate_each,
+            r.generated,
+            r.delivered,
+            r.crossed,
+            r.lost,
+            r.gaps,
+            r.agent_cpu_ms_per_1k,
+            r.agent_peak_rss_mb,
+            r.programs,
+            r.distinct_programs
+        );
+    }
+    if let [one, many] = runs {
+        println!(
+            "agent CPU per delivered event, {} sessions vs 1: {:.2}x (target <= 1.3x); programs {} vs {} (one copy: equal); RSS {:.1} MB (target <= 40 MB)",
+            many.sessions,
+            many.agent_cpu_ms_per_1k / one.agent_cpu_ms_per_1k.max(1e-9),
+            many.programs,
+            one.programs,
+            many.agent_peak_rss_mb
+        );
+    }
+}

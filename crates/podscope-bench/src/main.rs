@@ -43,7 +43,7 @@ fn main() -> Result<()> {
     };
     let json_out = value("--json").map(PathBuf::from);
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: podscope-bench [--quick] [--pods | --only-pods | --only-cluster] [--json FILE]\n\n--pods adds the pod benchmarks and the cluster benchmark (needs PODBED_SOCKET from testbed/podbed.sh up and a release podbed); --only-pods runs just the pod benchmarks, --only-cluster just the cluster one.\n\nRuns exec, tcp, open and bio storms under podscope, under bpftrace and untraced; prints events generated/captured/lost, tracer CPU per 1000 events, peak RSS, attach time and workload slowdown. Needs root, a release build of podscope next to this binary (cargo build --release -p podscope -p podscope-bench), and bpftrace for the comparison.\n\nThe cluster benchmark runs podscope hub and agent on loopback and an open storm in one pod, streamed to a REST client: events/s without loss, CPU per 1000 events and peak RSS of hub, agent, its trace child and the client, and kernel-to-client latency. --cluster-rates R1,R2,... sets the stepped rates in events/s (default 20000,50000,100000,150000,200000,0; 0: as fast as possible); --hub-args \"...\" and --agent-args \"...\" pass extra flags (e.g. \"--client-queue 65536\"); a run during which other processes take more than 10% of the machine is repeated up to --cluster-retries times (default 2), keeping the least disturbed; --cluster-tls runs the hub with TLS (a throwaway CA made with openssl), the agent and the client trusting it.");
+        println!("usage: podscope-bench [--quick] [--pods | --only-pods | --only-cluster] [--json FILE]\n\n--pods adds the pod benchmarks and the cluster benchmark (needs PODBED_SOCKET from testbed/podbed.sh up and a release podbed); --only-pods runs just the pod benchmarks, --only-cluster just the cluster one.\n\nRuns exec, tcp, open and bio storms under podscope, under bpftrace and untraced; prints events generated/captured/lost, tracer CPU per 1000 events, peak RSS, attach time and workload slowdown. Needs root, a release build of podscope next to this binary (cargo build --release -p podscope -p podscope-bench), and bpftrace for the comparison.\n\nThe cluster benchmark runs podscope hub and agent on loopback and an open storm in one pod, streamed to a REST client: events/s without loss, CPU per 1000 events and peak RSS of hub, agent, its trace child and the client, and kernel-to-client latency. --cluster-rates R1,R2,... sets the stepped rates in events/s (default 20000,50000,100000,150000,200000,0; 0: as fast as possible); --hub-args \"...\" and --agent-args \"...\" pass extra flags (e.g. \"--client-queue 65536\"); a run during which other processes take more than 10% of the machine is repeated up to --cluster-retries times (default 2), keeping the least disturbed; --cluster-tls runs the hub with TLS (a throwaway CA made with openssl), the agent and the client trusting it. --cluster-sessions K (with --only-cluster) instead compares one session with K concurrent sessions on one agent, each selecting its own pod with its own open storm at --session-rate events/s (default 10000): agent CPU per delivered event, peak RSS, BPF programs held, events crossing between sessions.");
         return Ok(());
     }
     let bench = Bench::new(quick)?;
@@ -105,9 +105,25 @@ fn main() -> Result<()> {
             },
             tls: args.iter().any(|a| a == "--cluster-tls"),
         };
-        let f = cluster::run(&bed, &bench.me, &bench.podscope, &settings)?;
-        cluster::print(&f);
-        doc["cluster"] = serde_json::to_value(&f)?;
+        if let Some(k) = value("--cluster-sessions") {
+            let k: usize =
+                k.parse().ok().filter(|k| *k >= 2).context(
+                    "--cluster-sessions takes a number of sessions, at least 2 (e.g. 8)",
+                )?;
+            let rate: u64 = match value("--session-rate") {
+                Some(r) => r
+                    .parse()
+                    .context("--session-rate takes events/s per session")?,
+                None => 10_000,
+            };
+            let runs = cluster::sessions(&bed, &bench.me, &bench.podscope, &settings, k, rate)?;
+            cluster::print_sessions(&runs);
+            doc["cluster_sessions"] = serde_json::to_value(&runs)?;
+        } else {
+            let f = cluster::run(&bed, &bench.me, &bench.podscope, &settings)?;
+            cluster::print(&f);
+            doc["cluster"] = serde_json::to_value(&f)?;
+        }
     }
     if let Some(path) = json_out {
         std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;

@@ -163,6 +163,23 @@ impl PodIndex {
             .collect()
     }
 
+    /// Whether an event of this cgroup is surely not wanted (its pod is
+    /// known and not selected, or it is a host cgroup under a selection):
+    /// the node tracer skips such events for this session without copying
+    /// them. False when unsure (enrichment decides).
+    pub fn rejects(&self, cgroup_id: u64) -> bool {
+        if self.selection.is_none() {
+            return false;
+        }
+        match self.cgroups.get(&cgroup_id) {
+            Some(cg) => self
+                .pods
+                .get(&cg.pod_uid)
+                .is_some_and(|p| p.decision == Decision::Rejected),
+            None => self.host_cgroups.contains(&cgroup_id),
+        }
+    }
+
     /// Whether a pod selection was given (else every process is wanted).
     pub fn has_selection(&self) -> bool {
         self.selection.is_some()

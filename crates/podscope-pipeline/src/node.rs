@@ -519,16 +519,15 @@ impl Node {
             if s.done {
                 continue;
             }
+            // Demultiplexed by pod before enrichment: events of pods this
+            // session does not select are not even copied for it.
+            let wanted = |e: &Event| s.wants(e.probe()) && !s.index.rejects(e.cgroup_id);
             let mine: Vec<Event> = if i + 1 == n {
                 let mut b = std::mem::take(&mut batch);
-                b.retain(|e| s.wants(e.probe()));
+                b.retain(wanted);
                 b
             } else {
-                batch
-                    .iter()
-                    .filter(|e| s.wants(e.probe()))
-                    .cloned()
-                    .collect()
+                batch.iter().filter(|e| wanted(e)).cloned().collect()
             };
             let out = s.index.process(mine);
             deliver(s, out);
