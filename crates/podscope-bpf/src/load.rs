@@ -22,6 +22,8 @@ pub(crate) struct LoadSettings<'a> {
     /// bpf_get_current_ancestor_cgroup_id() is allowed in tracing programs
     /// (not on Linux 5.10): else the cgroup filter walks the task's cgroup.
     pub ancestor_helper: bool,
+    /// http probe: bytes of each socket message copied to user space.
+    pub http_capture_bytes: u32,
     /// The filter maps of the first probe loaded, shared by the others.
     pub shared_filters: Option<(BorrowedFd<'a>, BorrowedFd<'a>)>,
 }

@@ -49,6 +49,9 @@ pub struct TraceOptions {
     /// Use only the named implementation for these probes (tests, and
     /// comparing implementations on one kernel); others choose the best.
     pub implementations: Vec<(ProbeKind, String)>,
+    /// http probe: the first bytes of each socket message copied to user
+    /// space for parsing (at most [`crate::HTTP_MAX_CAPTURE_BYTES`]).
+    pub http_capture_bytes: u32,
 }
 
 /// What the cgroup watcher does.
@@ -89,6 +92,7 @@ impl Default for TraceOptions {
             exclude_self: true,
             watch_cgroups: None,
             implementations: Vec::new(),
+            http_capture_bytes: 1024,
         }
     }
 }
@@ -208,6 +212,7 @@ impl Tracer {
                 0
             },
             ancestor_helper: crate::sys::has_ancestor_cgroup_helper(),
+            http_capture_bytes: opts.http_capture_bytes,
             shared_filters: None,
         };
 
@@ -504,6 +509,7 @@ fn load_probe(
             ProbeKind::Bio => crate::bio::load(settings, imp),
             ProbeKind::Cache => crate::cache::load(settings, imp),
             ProbeKind::Open => crate::open::load(settings),
+            ProbeKind::Http => crate::http::load(settings),
         };
         match loaded {
             Ok(p) => return Ok((p, imp)),
