@@ -138,6 +138,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             parents,
         }),
         implementations: Vec::new(),
+        http_capture_bytes: args.http_capture_bytes,
     };
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -154,6 +155,8 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let otlp = start_otlp(&args, &opts.probes)?;
 
     let mut tracer = Tracer::new(&opts)?;
+    // http: raw socket data in, one event per request out (podscope-proto).
+    let mut proto = podscope_proto::Stage::new();
     // A probe this kernel cannot run does not stop the others (exit status
     // stays 0 as long as one probe the user asked for traces).
     for f in tracer.failed() {
@@ -223,7 +226,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         let changes = tracer.take_cgroup_changes();
         index.on_cgroup_changes(&changes, &tracer);
         index.tick(&tracer);
-        let events = index.process(std::mem::take(&mut batch));
+        let events = proto.process(index.process(std::mem::take(&mut batch)));
         let more = match emit(&mut sink, events, &mut written) {
             Ok(more) => more,
             Err(e) if e.kind() == ErrorKind::BrokenPipe => {
@@ -264,6 +267,8 @@ pub fn run(args: TraceArgs) -> Result<()> {
         }
         let mut events = index.process(std::mem::take(&mut batch));
         events.extend(index.release_held());
+        let mut events = proto.process(events);
+        events.extend(proto.finish());
         if emit(&mut sink, events, &mut written).is_err() {
             pipe_closed = true;
         }
@@ -277,6 +282,9 @@ pub fn run(args: TraceArgs) -> Result<()> {
         eprint!("{}", crate::output::summary_text(elapsed, &stats));
     } else {
         sink.summary(elapsed, &stats).ok();
+    }
+    if tracer.probes().contains(&ProbeKind::Http) {
+        eprint!("{}", proto.summary_text());
     }
     if index.unnamed_dropped > 0 {
         eprintln!(

@@ -1,0 +1,266 @@
+//! The pipeline stage: raw socket-data events in, one HTTP request event per
+//! exchange out, per connection (pid + kernel socket), everything else
+//! passed through in order.
+
+use std::collections::HashMap;
+
+use podscope_model::{Event, EventData, HttpEvent, SockDataEvent, SockDataKind, Timestamp};
+
+use crate::http1::{Connection, Exchange, Outcome, Side};
+
+/// Connections followed at once; beyond that the least recently active one
+/// is dropped (and counted).
+const MAX_CONNECTIONS: usize = 16384;
+
+/// What the stage saw, for the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Request events produced (with or without a response).
+    pub requests: u64,
+    /// Requests the task answered.
+    pub server: u64,
+    /// Requests the task sent.
+    pub client: u64,
+    /// Requests reported without a response, or with an incomplete one.
+    pub incomplete: u64,
+    /// Requests whose head was not captured whole.
+    pub truncated: u64,
+    /// Places where the bytes were not HTTP/1.x (each is also an event).
+    pub parse_errors: u64,
+    /// Bytes missing from streams (holes in the kernel's byte offsets) or
+    /// not recognisable as HTTP at a connection's start.
+    pub lost_bytes: u64,
+    /// Connections dropped because too many were open at once.
+    pub evicted: u64,
+}
+
+struct Conn {
+    parser: Connection,
+    /// The latest raw event of the connection: who, and the addresses.
+    last: Event,
+    tick: u64,
+}
+
+/// Turns the http probe's raw records into request events.
+pub struct Stage {
+    conns: HashMap<(u32, u64), Conn>,
+    tick: u64,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stage")
+            .field("connections", &self.conns.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl Default for Stage {
+    fn default() -> Self {
+        Stage::new()
+    }
+}
+
+impl Stage {
+    /// A stage with no connections.
+    pub fn new() -> Stage {
+        Stage {
+            conns: HashMap::new(),
+            tick: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Connections being followed.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Raw socket data in, request events out, other events through.
+    pub fn process(&mut self, events: Vec<Event>) -> Vec<Event> {
+        let mut out = Vec::with_capacity(events.len());
+        for ev in events {
+            let EventData::SockData(d) = &ev.data else {
+                out.push(ev);
+                continue;
+            };
+            self.tick += 1;
+            let key = (ev.pid, d.sock);
+            let at = ev.timestamp.0;
+            if d.kind == SockDataKind::Close {
+                if let Some(mut c) = self.conns.remove(&key) {
+                    let outcomes = c.parser.close(at, "connection closed");
+                    self.emit(&c.last, outcomes, &mut out);
+                }
+                continue;
+            }
+            let side = if d.direction == "tx" {
+                Side::Tx
+            } else {
+                Side::Rx
+            };
+            if !self.conns.contains_key(&key) && self.conns.len() >= MAX_CONNECTIONS {
+                self.evict(&mut out);
+            }
+            let tick = self.tick;
+            let c = self.conns.entry(key).or_insert_with(|| Conn {
+                parser: Connection::new(),
+                last: ev.clone(),
+                tick,
+            });
+            c.tick = tick;
+            let outcomes = c.parser.data(at, side, d.seq, &d.payload, u64::from(d.len));
+            c.last = ev;
+            let last = c.last.clone();
+            self.emit(&last, outcomes, &mut out);
+        }
+        out
+    }
+
+    /// The trace ends: requests still waiting are reported, not dropped.
+    pub fn finish(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        let now = Timestamp::now().0;
+        let mut conns: Vec<Conn> = self.conns.drain().map(|(_, c)| c).collect();
+        conns.sort_by_key(|c| c.tick);
+        for mut c in conns {
+            let outcomes = c.parser.close(now, "the trace ended first");
+            self.emit(&c.last, outcomes, &mut out);
+        }
+        out
+    }
+
+    fn evict(&mut self, out: &mut Vec<Event>) {
+        let Some(key) = self
+            .conns
+            .iter()
+            .min_by_key(|(_, c)| c.tick)
+            .map(|(k, _)| *k)
+        else {
+            return;
+        };
+        if let Some(mut c) = self.conns.remove(&key) {
+            self.stats.evicted += 1;
+            let outcomes = c
+                .parser
+                .close(c.last.timestamp.0, "too many connections open at once");
+            self.emit(&c.last, outcomes, out);
+        }
+    }
+
+    fn emit(&mut self, last: &Event, outcomes: Vec<Outcome>, out: &mut Vec<Event>) {
+        let EventData::SockData(d) = &last.data else {
+            return;
+        };
+        for o in outcomes {
+            match o {
+                Outcome::Lost { bytes } => self.stats.lost_bytes += bytes,
+                Outcome::ParseError { at_ns, reason } => {
+                    self.stats.parse_errors += 1;
+                    out.push(request_event(
+                        last,
+                        d,
+                        Timestamp(at_ns),
+                        HttpEvent {
+                            kind: "parse_error".into(),
+                            error: Some(reason),
+                            ..blank(d)
+                        },
+                    ));
+                }
+                Outcome::Exchange(x) => {
+                    self.stats.requests += 1;
+                    if x.server {
+                        self.stats.server += 1;
+                    } else {
+                        self.stats.client += 1;
+                    }
+                    if x.truncated {
+                        self.stats.truncated += 1;
+                    }
+                    if x.error.is_some() {
+                        self.stats.incomplete += 1;
+                    }
+                    let at = Timestamp(x.start_ns);
+                    out.push(request_event(last, d, at, exchange(d, x)));
+                }
+            }
+        }
+    }
+
+    /// The stage's line for the end-of-trace summary (stderr).
+    pub fn summary_text(&self) -> String {
+        let s = &self.stats;
+        format!(
+            "podscope: http: {} requests ({} served, {} sent), {} incomplete, {} with truncated heads, \
+             {} parse errors, {} bytes not parsed (lost or unrecognised), {} connections evicted\n",
+            s.requests,
+            s.server,
+            s.client,
+            s.incomplete,
+            s.truncated,
+            s.parse_errors,
+            s.lost_bytes,
+            s.evicted
+        )
+    }
+}
+
+fn blank(d: &SockDataEvent) -> HttpEvent {
+    HttpEvent {
+        kind: "request".into(),
+        role: String::new(),
+        version: String::new(),
+        method: String::new(),
+        path: String::new(),
+        host: String::new(),
+        status: None,
+        duration_ns: 0,
+        request_bytes: 0,
+        response_bytes: 0,
+        truncated: false,
+        family: d.family.clone(),
+        saddr: d.saddr.clone(),
+        sport: d.sport,
+        daddr: d.daddr.clone(),
+        dport: d.dport,
+        error: None,
+    }
+}
+
+fn exchange(d: &SockDataEvent, x: Exchange) -> HttpEvent {
+    HttpEvent {
+        role: if x.server { "server" } else { "client" }.into(),
+        version: x.version,
+        method: x.method,
+        path: x.path,
+        host: x.host,
+        status: x.status,
+        duration_ns: x.end_ns.saturating_sub(x.start_ns),
+        request_bytes: x.request_bytes,
+        response_bytes: x.response_bytes,
+        truncated: x.truncated,
+        error: x.error,
+        ..blank(d)
+    }
+}
+
+fn request_event(last: &Event, _d: &SockDataEvent, at: Timestamp, h: HttpEvent) -> Event {
+    Event {
+        timestamp: at,
+        identity: last.identity.clone(),
+        pid: last.pid,
+        tid: last.tid,
+        uid: last.uid,
+        comm: last.comm.clone(),
+        cgroup_id: last.cgroup_id,
+        data: EventData::Http(h),
+    }
+}
