@@ -854,3 +854,136 @@ fn exit_reports_code_signal_and_lifetime() {
         "slept 50 ms before the kill: {k:?}"
     );
 }
+
+#[test]
+fn http_copies_first_bytes_of_socket_messages_and_only_counts_other_protocols() {
+    if !require_root() {
+        return;
+    }
+    use podscope_model::{SockDataEvent, SockDataKind};
+    use std::io::IoSlice;
+    let mut t = own_tracer(&[ProbeKind::Http]);
+
+    let request = b"GET /probe?x=1 HTTP/1.1\r\nHost: test\r\n\r\n".to_vec();
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n".to_vec();
+    let body = vec![b'z'; 3000];
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (h, b) = (head.clone(), body.clone());
+    let server = std::thread::spawn(move || {
+        // An HTTP exchange, then a connection with another protocol.
+        let (mut s, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        // writev: the head in the first iovec, the body in the second.
+        let mut n = s
+            .write_vectored(&[IoSlice::new(&h), IoSlice::new(&b)])
+            .unwrap();
+        if n < h.len() + b.len() {
+            let all = [h.clone(), b.clone()].concat();
+            s.write_all(&all[n..]).unwrap();
+            n = all.len();
+        }
+        assert_eq!(n, h.len() + b.len());
+        let (mut o, _) = listener.accept().unwrap();
+        let mut other = Vec::new();
+        o.read_to_end(&mut other).unwrap();
+        other.len()
+    });
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let client_port = c.local_addr().unwrap().port();
+    c.write_all(&request).unwrap();
+    let mut back = Vec::new();
+    let mut buf = [0u8; 8192];
+    while back.len() < head.len() + body.len() {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0);
+        back.extend_from_slice(&buf[..n]);
+    }
+    drop(c);
+    let mut o = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let other_port = o.local_addr().unwrap().port();
+    for _ in 0..10 {
+        o.write_all(b"hello, this is not HTTP\n").unwrap();
+    }
+    drop(o);
+    assert_eq!(server.join().unwrap(), 240);
+
+    let ports = |d: &SockDataEvent, a: u16, b: u16| {
+        (d.sport == a && d.dport == b) || (d.sport == b && d.dport == a)
+    };
+    let mine = |e: &podscope_model::Event| matches!(&e.data, EventData::SockData(d) if ports(d, port, client_port));
+    // request tx + rx, response tx + rx (>= 1 read), the client's close.
+    let events = collect_until(&mut t, Duration::from_secs(5), 5, mine);
+    let data: Vec<&SockDataEvent> = events
+        .iter()
+        .filter_map(|e| match &e.data {
+            EventData::SockData(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !data.iter().any(|d| ports(d, port, other_port)),
+        "a non-HTTP connection's payload was copied: {:?}",
+        data.iter()
+            .filter(|d| ports(d, port, other_port))
+            .collect::<Vec<_>>()
+    );
+    let of = |sport: u16, dir: &str| -> Vec<&SockDataEvent> {
+        data.iter()
+            .copied()
+            .filter(|d| {
+                d.kind == SockDataKind::Data
+                    && d.sport == sport
+                    && d.direction == dir
+                    && ports(d, port, client_port)
+            })
+            .collect()
+    };
+    // The client's send(): all of it, at offset 0.
+    let sent = of(client_port, "tx");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].payload, request);
+    assert_eq!((sent[0].len as usize, sent[0].seq), (request.len(), 0));
+    assert_eq!(sent[0].syscall, "sendto");
+    assert_eq!(sent[0].daddr, "127.0.0.1");
+    // The server's reads put the request together again.
+    let got: Vec<u8> = of(port, "rx")
+        .iter()
+        .flat_map(|d| d.payload.clone())
+        .collect();
+    assert_eq!(got, request);
+    // writev: only the first iovec (the head) is captured, the length is all of it.
+    let resp = of(port, "tx");
+    assert_eq!(resp[0].syscall, "writev");
+    assert_eq!(resp[0].payload, head);
+    assert_eq!(
+        resp.iter().map(|d| d.len as usize).sum::<usize>(),
+        head.len() + body.len()
+    );
+    // The client's reads: at most 1 KiB captured each, offsets contiguous.
+    let reads = of(client_port, "rx");
+    let mut seq = 0;
+    for r in &reads {
+        assert_eq!(r.seq, seq, "{reads:?}");
+        assert!(r.payload.len() <= 1024 && r.payload.len() <= r.len as usize);
+        seq += r.len as u64;
+    }
+    assert_eq!(seq as usize, head.len() + body.len());
+    assert!(reads[0].payload.starts_with(&head[..head.len().min(1024)]));
+    let closes: Vec<_> = data
+        .iter()
+        .filter(|d| d.kind == SockDataKind::Close && d.sport == client_port)
+        .collect();
+    assert_eq!(closes.len(), 1, "{data:?}");
+    let st = t.stats();
+    assert_eq!(
+        st[0].lost + st[0].map_full + st[0].decode_errors,
+        0,
+        "{st:?}"
+    );
+}

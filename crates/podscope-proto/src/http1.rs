@@ -147,6 +147,11 @@ enum State {
     Body(Body),
     /// Out of sync: wait for a read/write that starts like a message.
     Skip,
+    /// A hole covered the end of a chunk and the framing after it. Taken to
+    /// have ended the message (a client that writes the rest of a body in
+    /// one call); if the next call continues the chunks instead, they are
+    /// followed without being counted again.
+    AfterChunkHole,
     /// The connection switched protocols (101, CONNECT): not HTTP/1 any more.
     Done,
 }
@@ -177,6 +182,8 @@ struct Dir {
     expect: VecDeque<Expect>,
     /// Responses only: the current one switched protocols.
     switching: bool,
+    /// Following chunks of a message already reported ended.
+    detached: bool,
     /// When the current message began.
     began: u64,
     /// The time of the read or write being fed.
@@ -264,6 +271,7 @@ impl Dir {
             truncated: false,
             expect: VecDeque::new(),
             switching: false,
+            detached: false,
             began: 0,
             now: 0,
         }
@@ -354,10 +362,12 @@ impl Dir {
     }
 
     fn end(&mut self, out: &mut Vec<DirEvent>) {
-        out.push(DirEvent::End {
-            bytes: self.bytes,
-            truncated: self.truncated,
-        });
+        if !std::mem::take(&mut self.detached) {
+            out.push(DirEvent::End {
+                bytes: self.bytes,
+                truncated: self.truncated,
+            });
+        }
         self.bytes = 0;
         self.truncated = false;
         self.state = if self.switching {
@@ -386,8 +396,17 @@ impl Dir {
     fn feed(&mut self, data: &[u8], out: &mut Vec<DirEvent>) {
         match self.state {
             State::Done => return,
-            State::Skip if starts_message(self.kind, data) => self.state = State::Idle,
-            State::Skip => return,
+            State::Skip | State::AfterChunkHole if starts_message(self.kind, data) => {
+                self.state = State::Idle
+            }
+            State::AfterChunkHole if data.first().is_some_and(u8::is_ascii_hexdigit) => {
+                self.detached = true;
+                self.state = State::Body(Body::Chunked(Chunk::Size(Vec::new())));
+            }
+            State::Skip | State::AfterChunkHole => {
+                self.state = State::Skip;
+                return;
+            }
             _ => {}
         }
         let mut owned: Vec<u8>;
@@ -398,7 +417,7 @@ impl Dir {
                     self.state = State::Done;
                     return;
                 }
-                State::Skip => {
+                State::Skip | State::AfterChunkHole => {
                     self.state = State::Skip;
                     return;
                 }
@@ -579,7 +598,7 @@ impl Dir {
         }
         match std::mem::replace(&mut self.state, State::Skip) {
             State::Done => self.state = State::Done,
-            State::Skip | State::Idle => {}
+            State::Skip | State::Idle | State::AfterChunkHole => {}
             State::Head(buf) => {
                 self.bytes += buf.len() as u64 + n;
                 self.truncated_head(&buf, out);
@@ -603,11 +622,20 @@ impl Dir {
                 self.bytes += n;
                 self.state = State::Body(Body::Chunked(Chunk::Data(left - n)));
             }
+            // A hole that ends the chunk's data and at most its CRLF: a
+            // client writing one chunk per call, captured only in part.
+            State::Body(Body::Chunked(Chunk::Data(left))) if n <= left + 2 => {
+                self.bytes += n;
+                self.state = State::Body(Body::Chunked(if n == left + 2 {
+                    Chunk::Size(Vec::new())
+                } else {
+                    Chunk::DataEnd
+                }));
+            }
             State::Body(Body::Chunked(_)) => {
                 self.bytes += n;
-                self.truncated = true;
                 self.end(out);
-                self.state = State::Skip;
+                self.state = State::AfterChunkHole;
             }
         }
     }
