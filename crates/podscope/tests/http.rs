@@ -1,7 +1,10 @@
 //! `podscope trace http` against a real nginx and a real curl: what podscope
 //! reports, on the server side (nginx) and on the client side (curl), must
 //! agree exactly with nginx's own access log, the independent witness.
-//! Needs root (BPF) and Debian's nginx and curl (scripts/setup.sh).
+//! Needs root (BPF) and Debian's nginx and curl (scripts/setup.sh); the pod
+//! test needs the containerd test bed (testbed/podbed.sh, PODBED_SOCKET).
+
+mod common;
 
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -458,4 +461,96 @@ fn credentials_never_appear_in_any_output() {
     }
     let log = nginx.log();
     assert_eq!(log.len(), 2, "{log:?}");
+}
+
+/// Pod selection: busybox httpd and a wget loop in pod web-*, the same in a
+/// pod that is not selected. Only web's requests are reported, both sides,
+/// with the pod's identity.
+#[test]
+fn http_by_pod_reports_that_pods_requests_with_identity() {
+    if !is_root() {
+        return;
+    }
+    let s = common::suffix();
+    let ns = format!("shop-{s}");
+    let serve =
+        "mkdir -p /www && echo hi > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www";
+    let fetch = "sleep 1; while true; do wget -q -O /dev/null http://127.0.0.1:8080/index.html; \
+                 wget -q -O /dev/null http://127.0.0.1:8080/nope?k=v; sleep 0.2; done";
+    let web = common::pod(
+        &format!("web-{s}"),
+        &ns,
+        &[],
+        &[("server", serve), ("client", fetch)],
+    );
+    let _other = common::pod(
+        &format!("other-{s}"),
+        &ns,
+        &[],
+        &[("server", serve), ("client", fetch)],
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podscope"))
+        .args([
+            "trace",
+            "http",
+            "--pod",
+            "web-*",
+            "-n",
+            &ns,
+            "--duration",
+            "4s",
+            "-o",
+            "json",
+        ])
+        .arg("--runtime-endpoint")
+        .arg(common::endpoint())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    common::wait_attached(&mut stderr);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let events: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &Value| e["probe"] == "http")
+        .collect();
+    let pod_name = format!("web-{s}");
+    let mut seen = std::collections::BTreeMap::new();
+    for e in &events {
+        assert_eq!(e["namespace"], ns.as_str(), "{e}");
+        assert_eq!(e["pod"], pod_name.as_str(), "only the selected pod: {e}");
+        assert_eq!(e["pod_uid"], web.pod.uid.as_str(), "{e}");
+        assert!(e.get("error").is_none(), "{e}");
+        let expect = match (
+            e["container"].as_str().unwrap(),
+            e["role"].as_str().unwrap(),
+        ) {
+            ("server", "server") | ("client", "client") => true,
+            other => panic!("role {other:?} in the wrong container: {e}"),
+        };
+        assert!(expect);
+        let key = (
+            e["role"].as_str().unwrap().to_string(),
+            e["path"].as_str().unwrap().to_string(),
+            e["status"].as_u64().unwrap(),
+        );
+        *seen.entry(key).or_insert(0u32) += 1;
+    }
+    for want in [
+        ("client", "/index.html", 200),
+        ("server", "/index.html", 200),
+        ("client", "/nope?k=?", 404),
+        ("server", "/nope?k=?", 404),
+    ] {
+        let n = seen
+            .get(&(want.0.to_string(), want.1.to_string(), want.2))
+            .copied()
+            .unwrap_or(0);
+        assert!(n >= 3, "{want:?} seen {n} times: {seen:?}");
+    }
+    assert_eq!(seen.len(), 4, "{seen:?}");
 }
