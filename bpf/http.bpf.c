@@ -175,7 +175,7 @@ static __always_inline void fill_addrs(struct http_event *e, const struct sock *
 	}
 }
 
-#define HDR_SIZE (sizeof(struct http_event) - HTTP_DATA_MAX)
+#define HDR_SIZE __builtin_offsetof(struct http_event, data)
 
 static __always_inline int leave(long ret, __u8 dir)
 {

@@ -79,7 +79,7 @@ fn syscall_name(n: u8) -> &'static str {
 }
 
 /// The fixed part of a record before the payload.
-const HEAD: usize = std::mem::size_of::<types::http_event>() - MAX_CAPTURE_BYTES as usize;
+const HEAD: usize = std::mem::offset_of!(types::http_event, data);
 
 fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
     if data.len() < HEAD {
@@ -98,6 +98,7 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
     let h = header!(raw.hdr);
     let ev = EventData::SockData(SockDataEvent {
         kind,
+        protocol: "http".into(),
         sock: raw.sock,
         fd: raw.fd,
         direction: match raw.dir {

@@ -11,6 +11,7 @@ mod tracer;
 mod bio;
 mod cache;
 mod cgroup;
+mod dns;
 mod exec;
 mod exit;
 mod http;

@@ -510,6 +510,7 @@ fn load_probe(
             ProbeKind::Cache => crate::cache::load(settings, imp),
             ProbeKind::Open => crate::open::load(settings),
             ProbeKind::Http => crate::http::load(settings),
+            ProbeKind::Dns => crate::dns::load(settings),
         };
         match loaded {
             Ok(p) => return Ok((p, imp)),

@@ -987,3 +987,78 @@ fn http_copies_first_bytes_of_socket_messages_and_only_counts_other_protocols() 
         "{st:?}"
     );
 }
+
+#[test]
+fn dns_copies_messages_on_port_53_sockets_only() {
+    if !require_root() {
+        return;
+    }
+    use podscope_model::SockDataEvent;
+    use std::net::{Ipv4Addr, UdpSocket};
+    let mut t = own_tracer(&[ProbeKind::Dns]);
+    let ip = (100..250)
+        .map(|i| Ipv4Addr::new(127, 0, 0, i))
+        .find(|ip| UdpSocket::bind((*ip, 53)).is_ok())
+        .expect("a free port 53 on 127.0.0.100-249");
+    let server = UdpSocket::bind((ip, 53)).unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.connect((ip, 53)).unwrap();
+    let client_port = client.local_addr().unwrap().port();
+    // A query for example.test/A and a one-answer response.
+    let query =
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x04test\x00\x00\x01\x00\x01"
+            .to_vec();
+    let mut answer = query.clone();
+    answer[2] = 0x81;
+    answer[3] = 0x80;
+    answer[7] = 1;
+    answer.extend_from_slice(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x0a\x01\x02\x03");
+    client.send(&query).unwrap();
+    let mut buf = [0u8; 512];
+    let (n, from) = server.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], &query[..]);
+    server.send_to(&answer, from).unwrap();
+    let n = client.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], &answer[..]);
+    // Not port 53: nothing copied.
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    a.connect(b.local_addr().unwrap()).unwrap();
+    a.send(&query).unwrap();
+    b.recv(&mut buf).unwrap();
+    let other = a.local_addr().unwrap().port();
+
+    let dns = |e: &podscope_model::Event| matches!(&e.data, EventData::SockData(d) if d.protocol == "dns");
+    let events = collect_until(&mut t, Duration::from_secs(5), 4, |e| {
+        dns(e) && e.pid == std::process::id()
+    });
+    let mine: Vec<&SockDataEvent> = events
+        .iter()
+        .filter(|e| e.pid == std::process::id())
+        .filter_map(|e| match &e.data {
+            EventData::SockData(d) if d.protocol == "dns" => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !mine.iter().any(|d| d.sport == other || d.dport == other),
+        "a non-DNS socket was copied: {mine:?}"
+    );
+    let find = |sport: u16, dir: &str| -> &SockDataEvent {
+        let v: Vec<_> = mine
+            .iter()
+            .filter(|d| d.sport == sport && d.direction == dir)
+            .collect();
+        assert_eq!(v.len(), 1, "{sport} {dir}: {mine:?}");
+        v[0]
+    };
+    let q = find(client_port, "tx");
+    assert_eq!(
+        (q.payload.clone(), q.len as usize),
+        (query.clone(), query.len())
+    );
+    assert_eq!((q.daddr.clone(), q.dport), (ip.to_string(), 53));
+    assert_eq!(find(53, "rx").payload, query);
+    assert_eq!(find(53, "tx").payload, answer);
+    assert_eq!(find(client_port, "rx").payload, answer);
+}

@@ -676,7 +676,10 @@ impl Observer {
                 d.latency.observe(b.latency_ns as f64 / 1e9);
             }
             // HTTP RED metrics are a later slice of issue 10.
-            EventData::Exit(_) | EventData::SockData(_) | EventData::Http(_) => {}
+            EventData::Exit(_)
+            | EventData::SockData(_)
+            | EventData::Http(_)
+            | EventData::Dns(_) => {}
         }
     }
 }

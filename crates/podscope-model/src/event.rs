@@ -106,7 +106,9 @@ impl Event {
             EventData::Bio(_) => ProbeKind::Bio,
             EventData::Cache(_) => ProbeKind::Cache,
             EventData::Open(_) => ProbeKind::Open,
+            EventData::SockData(d) if d.protocol == "dns" => ProbeKind::Dns,
             EventData::SockData(_) | EventData::Http(_) => ProbeKind::Http,
+            EventData::Dns(_) => ProbeKind::Dns,
         }
     }
 
@@ -122,6 +124,7 @@ impl Event {
             EventData::SockData(d) => d.kind.name(),
             EventData::Http(h) if h.kind == "parse_error" => "parse_error",
             EventData::Http(_) => "request",
+            EventData::Dns(_) => "query",
         }
     }
 }
@@ -149,6 +152,8 @@ pub enum EventData {
     SockData(SockDataEvent),
     /// From the http probe: one request and its response.
     Http(HttpEvent),
+    /// From the dns probe: one query and its answer.
+    Dns(DnsEvent),
 }
 
 fn is_false(b: &bool) -> bool {
@@ -383,6 +388,8 @@ impl SockDataKind {
 pub struct SockDataEvent {
     /// `data` or `close`.
     pub kind: SockDataKind,
+    /// What the probe that captured it parses: `http` or `dns`.
+    pub protocol: String,
     /// The kernel socket's address: identifies the connection while it lives.
     pub sock: u64,
     /// The file descriptor in the task.
@@ -453,6 +460,44 @@ pub struct HttpEvent {
     /// Peer port.
     pub dport: u16,
     /// Why the exchange is incomplete (`no response before close`, ...).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+/// One DNS query and its response, seen from one end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsEvent {
+    /// Always `query`.
+    #[serde(default)]
+    pub kind: String,
+    /// `client` (the task asked) or `server` (it answered).
+    pub role: String,
+    /// The message id.
+    pub id: u16,
+    /// The question's name (`example.com`).
+    pub name: String,
+    /// The question's type (`A`, `AAAA`, `TYPE65`).
+    pub qtype: String,
+    /// Response code (`NOERROR`, `NXDOMAIN`); absent without a response.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rcode: Option<String>,
+    /// Answer records: addresses for A/AAAA, names for CNAME/PTR, else the type.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub answers: Vec<String>,
+    /// From the query to the response; absent without both.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub latency_ns: Option<u64>,
+    /// `ipv4` or `ipv6`.
+    pub family: String,
+    /// Local address.
+    pub saddr: String,
+    /// Local port.
+    pub sport: u16,
+    /// Peer address (the name server for a client; empty for an unconnected server socket).
+    pub daddr: String,
+    /// Peer port.
+    pub dport: u16,
+    /// Why the exchange is incomplete (`no response`, `response to a query not seen`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
 }

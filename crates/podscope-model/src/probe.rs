@@ -23,6 +23,8 @@ pub enum ProbeKind {
     Open,
     /// HTTP/1.x requests from socket reads and writes (user-space parser).
     Http,
+    /// DNS queries and answers over UDP port 53 (user-space parser).
+    Dns,
 }
 
 /// How a probe attaches to the kernel, for feature detection and `podscope probes`.
@@ -69,7 +71,7 @@ impl Hook {
 
 impl ProbeKind {
     /// Every probe, in the order `podscope probes` lists them.
-    pub const ALL: [ProbeKind; 7] = [
+    pub const ALL: [ProbeKind; 8] = [
         ProbeKind::Exec,
         ProbeKind::Exit,
         ProbeKind::Tcp,
@@ -77,6 +79,7 @@ impl ProbeKind {
         ProbeKind::Cache,
         ProbeKind::Open,
         ProbeKind::Http,
+        ProbeKind::Dns,
     ];
 
     /// The name users type on the command line and see in output.
@@ -89,6 +92,7 @@ impl ProbeKind {
             ProbeKind::Cache => "cache",
             ProbeKind::Open => "open",
             ProbeKind::Http => "http",
+            ProbeKind::Dns => "dns",
         }
     }
 
@@ -107,6 +111,9 @@ impl ProbeKind {
             ProbeKind::Open => "file opens: path, flags, fd or errno",
             ProbeKind::Http => {
                 "HTTP/1.x requests served and made: method, path (query redacted), status, duration, sizes, peer"
+            }
+            ProbeKind::Dns => {
+                "DNS lookups made and answered over UDP port 53: name, type, rcode, answers, latency"
             }
         }
     }
@@ -233,6 +240,26 @@ impl ProbeKind {
                 ],
                 note: "plaintext HTTP/1.x over TCP; the first bytes of each message are copied (--http-capture-bytes)",
             }],
+            ProbeKind::Dns => &[Implementation {
+                name: "tracepoints",
+                hooks: &[
+                    Tracepoint("syscalls/sys_enter_read"),
+                    Tracepoint("syscalls/sys_exit_read"),
+                    Tracepoint("syscalls/sys_enter_write"),
+                    Tracepoint("syscalls/sys_exit_write"),
+                    Tracepoint("syscalls/sys_enter_recvfrom"),
+                    Tracepoint("syscalls/sys_exit_recvfrom"),
+                    Tracepoint("syscalls/sys_enter_sendto"),
+                    Tracepoint("syscalls/sys_exit_sendto"),
+                    Tracepoint("syscalls/sys_enter_recvmsg"),
+                    Tracepoint("syscalls/sys_exit_recvmsg"),
+                    Tracepoint("syscalls/sys_enter_sendmsg"),
+                    Tracepoint("syscalls/sys_exit_sendmsg"),
+                    Tracepoint("syscalls/sys_enter_sendmmsg"),
+                    Tracepoint("syscalls/sys_exit_sendmmsg"),
+                ],
+                note: "UDP only; messages up to 1 KiB are copied whole",
+            }],
         }
     }
 
@@ -356,7 +383,7 @@ mod tests {
             ProbeKind::parse_list("exec,exec").unwrap(),
             vec![ProbeKind::Exec]
         );
-        assert_eq!(ProbeKind::parse_list("all").unwrap().len(), 7);
+        assert_eq!(ProbeKind::parse_list("all").unwrap().len(), 8);
     }
 
     #[test]
@@ -366,7 +393,7 @@ mod tests {
         assert!(msg.contains("unknown probe 'tpc'"), "{msg}");
         assert!(msg.contains("did you mean 'tcp'"), "{msg}");
         assert!(
-            msg.contains("exec, exit, tcp, bio, cache, open, http"),
+            msg.contains("exec, exit, tcp, bio, cache, open, http, dns"),
             "{msg}"
         );
         let far = ProbeKind::parse_list("kubernetes").unwrap_err();

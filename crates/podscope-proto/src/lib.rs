@@ -1,5 +1,6 @@
 //! Application protocols seen in raw socket data: a pipeline stage that turns
-//! the http probe's socket reads and writes into one event per request.
+//! the http and dns probes' socket reads and writes into one event per
+//! request (HTTP/1.x) or query (DNS).
 //!
 //! Raw records ([`podscope_model::EventData::SockData`]) go in; request events
 //! ([`podscope_model::EventData::Http`]) come out; every other event passes
@@ -7,6 +8,7 @@
 //! headers: the parser reads only the request line, the status line and the
 //! framing headers (plus `Host`).
 
+pub mod dns;
 mod http1;
 mod redact;
 mod stage;

@@ -4,7 +4,11 @@
 
 use std::collections::HashMap;
 
-use podscope_model::{Event, EventData, HttpEvent, SockDataEvent, SockDataKind, Timestamp};
+use podscope_model::{
+    DnsEvent, Event, EventData, HttpEvent, SockDataEvent, SockDataKind, Timestamp,
+};
+
+use crate::dns::{Lookup, Tracker};
 
 use crate::http1::{Connection, Exchange, Outcome, Side};
 
@@ -32,6 +36,14 @@ pub struct Stats {
     pub lost_bytes: u64,
     /// Connections dropped because too many were open at once.
     pub evicted: u64,
+    /// DNS messages seen.
+    pub dns_messages: u64,
+    /// DNS query events produced.
+    pub dns_queries: u64,
+    /// DNS queries reported without a response (or responses without a query).
+    pub dns_incomplete: u64,
+    /// Messages on port-53 sockets that were not DNS (or cut before the question).
+    pub dns_unparsed: u64,
 }
 
 struct Conn {
@@ -44,6 +56,9 @@ struct Conn {
 /// Turns the http probe's raw records into request events.
 pub struct Stage {
     conns: HashMap<(u32, u64), Conn>,
+    dns: Tracker,
+    /// The latest raw DNS record per (pid, socket), for identity and addresses.
+    dns_last: HashMap<(u32, u64), Event>,
     tick: u64,
     stats: Stats,
 }
@@ -68,6 +83,8 @@ impl Stage {
     pub fn new() -> Stage {
         Stage {
             conns: HashMap::new(),
+            dns: Tracker::default(),
+            dns_last: HashMap::new(),
             tick: 0,
             stats: Stats::default(),
         }
@@ -91,6 +108,10 @@ impl Stage {
                 out.push(ev);
                 continue;
             };
+            if d.protocol == "dns" {
+                self.dns_message(ev, &mut out);
+                continue;
+            }
             self.tick += 1;
             let key = (ev.pid, d.sock);
             let at = ev.timestamp.0;
@@ -124,9 +145,80 @@ impl Stage {
         out
     }
 
+    fn dns_message(&mut self, ev: Event, out: &mut Vec<Event>) {
+        let EventData::SockData(d) = &ev.data else {
+            return;
+        };
+        self.stats.dns_messages += 1;
+        let Some(m) = crate::dns::parse(&d.payload) else {
+            self.stats.dns_unparsed += 1;
+            return;
+        };
+        let key = (ev.pid, d.sock);
+        let mut done = Vec::new();
+        let sent = d.direction == "tx";
+        self.dns
+            .message(ev.pid, d.sock, ev.timestamp.0, sent, m, &mut done);
+        if self.dns_last.len() >= MAX_CONNECTIONS && !self.dns_last.contains_key(&key) {
+            // Only the identity of older sockets' late answers is lost.
+            self.dns_last.clear();
+        }
+        self.dns_last.insert(key, ev);
+        let last = self.dns_last[&key].clone();
+        for l in done {
+            self.emit_dns(&last, l, out);
+        }
+    }
+
+    fn emit_dns(&mut self, last: &Event, l: Lookup, out: &mut Vec<Event>) {
+        let EventData::SockData(d) = &last.data else {
+            return;
+        };
+        self.stats.dns_queries += 1;
+        if l.error.is_some() {
+            self.stats.dns_incomplete += 1;
+        }
+        let answered = l.message.response;
+        let ev = DnsEvent {
+            kind: "query".into(),
+            role: if l.server { "server" } else { "client" }.into(),
+            id: l.message.id,
+            name: l.message.name,
+            qtype: l.message.qtype,
+            rcode: answered.then_some(l.message.rcode),
+            answers: l.message.answers,
+            latency_ns: l.latency_ns,
+            family: d.family.clone(),
+            saddr: d.saddr.clone(),
+            sport: d.sport,
+            daddr: d.daddr.clone(),
+            dport: d.dport,
+            error: l.error,
+        };
+        out.push(Event {
+            timestamp: Timestamp(l.start_ns),
+            identity: last.identity.clone(),
+            pid: last.pid,
+            tid: last.tid,
+            uid: last.uid,
+            comm: last.comm.clone(),
+            cgroup_id: last.cgroup_id,
+            data: EventData::Dns(ev),
+        });
+    }
+
     /// The trace ends: requests still waiting are reported, not dropped.
     pub fn finish(&mut self) -> Vec<Event> {
         let mut out = Vec::new();
+        for (key, l) in self.dns.finish() {
+            match self.dns_last.get(&key).cloned() {
+                Some(last) => self.emit_dns(&last, l, &mut out),
+                None => {
+                    self.stats.dns_queries += 1;
+                    self.stats.dns_incomplete += 1;
+                }
+            }
+        }
         let now = Timestamp::now().0;
         let mut conns: Vec<Conn> = self.conns.drain().map(|(_, c)| c).collect();
         conns.sort_by_key(|c| c.tick);
@@ -195,10 +287,22 @@ impl Stage {
         }
     }
 
-    /// The stage's line for the end-of-trace summary (stderr).
-    pub fn summary_text(&self) -> String {
+    /// The stage's lines for the end-of-trace summary (stderr): one per
+    /// protocol among `probes`.
+    pub fn summary_text(&self, probes: &[podscope_model::ProbeKind]) -> String {
+        use podscope_model::ProbeKind;
         let s = &self.stats;
-        format!(
+        let mut text = String::new();
+        if probes.contains(&ProbeKind::Dns) {
+            text.push_str(&format!(
+                "podscope: dns: {} messages, {} queries, {} without an answer or a query, {} messages not DNS\n",
+                s.dns_messages, s.dns_queries, s.dns_incomplete, s.dns_unparsed
+            ));
+        }
+        if !probes.contains(&ProbeKind::Http) {
+            return text;
+        }
+        text + &format!(
             "podscope: http: {} requests ({} served, {} sent), {} incomplete, {} with truncated heads, \
              {} parse errors, {} bytes not parsed (lost or unrecognised), {} connections evicted\n",
             s.requests,

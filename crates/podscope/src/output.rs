@@ -159,6 +159,26 @@ pub fn details(ev: &Event) -> String {
             format!("{} {} {result}", o.path, o.flags_str)
         }
         EventData::Http(h) => http_details(h),
+        EventData::Dns(d) => {
+            let mut s = format!(
+                "{} {} {} {} {}",
+                d.role,
+                d.qtype,
+                d.name,
+                d.rcode.as_deref().unwrap_or("-"),
+                d.latency_ns.map_or("-".to_string(), human_ns)
+            );
+            if !d.answers.is_empty() {
+                s.push_str(&format!(" [{}]", d.answers.join(", ")));
+            }
+            if d.dport != 0 {
+                s.push_str(&format!(" peer {}:{}", d.daddr, d.dport));
+            }
+            if let Some(e) = &d.error {
+                s.push_str(&format!(" ERROR {e}"));
+            }
+            s
+        }
         // Raw socket data reaches a sink only where no parser stage runs;
         // the payload is never shown.
         EventData::SockData(d) => format!(

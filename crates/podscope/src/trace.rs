@@ -283,9 +283,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     } else {
         sink.summary(elapsed, &stats).ok();
     }
-    if tracer.probes().contains(&ProbeKind::Http) {
-        eprint!("{}", proto.summary_text());
-    }
+    eprint!("{}", proto.summary_text(&tracer.probes()));
     if index.unnamed_dropped > 0 {
         eprintln!(
             "podscope: {} events were left out because the runtime had not named their pod (a new pod that may not match the selection)",

@@ -9,6 +9,8 @@ mod common;
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+
+use common::Cgroup;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,18 +20,9 @@ const NGINX: &str = "/usr/sbin/nginx";
 const SECRET: &str = "SECRET123";
 
 fn is_root() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
-    if !root && std::env::var_os("PODSCOPE_SKIP_ROOT_TESTS").is_some() {
-        eprintln!("SKIPPED: needs root (PODSCOPE_SKIP_ROOT_TESTS is set)");
+    if !common::root_or_skip() {
         return false;
     }
-    assert!(
-        root,
-        "this test loads BPF programs and needs root; set PODSCOPE_SKIP_ROOT_TESTS=1 to skip"
-    );
     for (bin, pkg) in [(NGINX, "nginx"), ("/usr/bin/curl", "curl")] {
         assert!(
             Path::new(bin).exists(),
@@ -44,52 +37,6 @@ fn scratch(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(d.join("www")).unwrap();
     d
-}
-
-/// A cgroup v2 directory of our own: podscope traces only it, so the
-/// machine's other HTTP traffic stays out.
-struct Cgroup(PathBuf);
-
-impl Cgroup {
-    fn new(tag: &str) -> Cgroup {
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let root = info
-            .lines()
-            .find_map(|l| {
-                let (pre, post) = l.split_once(" - ")?;
-                (post.split_whitespace().next()? == "cgroup2")
-                    .then(|| PathBuf::from(pre.split_whitespace().nth(4).unwrap()))
-            })
-            .expect("a cgroup v2 mount");
-        let p = root.join(format!("podscope-http-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir(&p);
-        std::fs::create_dir(&p).unwrap();
-        Cgroup(p)
-    }
-
-    /// `sh -c 'join; exec ARGS'`: the command runs inside the cgroup.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("sh");
-        c.arg("-c")
-            .arg(format!(
-                "echo $$ > {}/cgroup.procs && exec \"$@\"",
-                self.0.display()
-            ))
-            .arg("sh")
-            .args(args);
-        c
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
 }
 
 struct Nginx {

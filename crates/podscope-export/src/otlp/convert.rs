@@ -309,7 +309,8 @@ impl Tap {
             | EventData::Cache(_)
             | EventData::Open(_)
             | EventData::SockData(_)
-            | EventData::Http(_) => {}
+            | EventData::Http(_)
+            | EventData::Dns(_) => {}
         }
         if log {
             let res = self.resource(ev);
@@ -764,6 +765,9 @@ fn failure(ev: &Event) -> bool {
         EventData::Open(o) => o.error.is_some(),
         EventData::SockData(_) => false,
         EventData::Http(h) => h.error.is_some() || h.status.is_some_and(|s| s >= 500),
+        EventData::Dns(d) => {
+            d.error.is_some() || d.rcode.as_deref().is_some_and(|r| r != "NOERROR")
+        }
     }
 }
 
@@ -924,7 +928,7 @@ pub fn event_attrs(ev: &Event) -> Vec<KeyValue> {
         }
         // Request spans and metrics are a later slice (issue 10); log
         // records carry the common attributes only for now.
-        EventData::SockData(_) | EventData::Http(_) => {}
+        EventData::SockData(_) | EventData::Http(_) | EventData::Dns(_) => {}
     }
     a
 }
