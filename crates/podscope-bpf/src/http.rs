@@ -50,6 +50,13 @@ impl LoadedProbe for Probe {
     fn decoder(&self) -> DecodeFn {
         decode
     }
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let m = &self.skel.maps.http_stats;
+        vec![
+            ("connections_not_http", crate::load::read_stat(m, 0)),
+            ("bytes_not_http", crate::load::read_stat(m, 1)),
+        ]
+    }
     common_accessors!();
 }
 

@@ -40,6 +40,10 @@ pub(crate) trait LoadedProbe {
     fn stats_map(&self) -> &dyn MapCore;
     fn filter_cgroups(&self) -> &libbpf_rs::MapMut<'static>;
     fn filter_pids(&self) -> &libbpf_rs::MapMut<'static>;
+    /// The probe's own kernel counters beyond the shared ones, by name.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
     /// Periodic work: probes that aggregate in the kernel emit their totals here.
     fn collect(&mut self, _clock: &Clock, _out: &mut Vec<Event>) -> Result<(), crate::Error> {
         Ok(())

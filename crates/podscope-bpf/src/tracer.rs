@@ -451,6 +451,18 @@ impl Tracer {
         Ok(())
     }
 
+    /// Probe-specific kernel counters so far (e.g. the http probe's
+    /// connections sniffed as another protocol, whose payload is not copied).
+    pub fn counters(&self) -> Vec<(ProbeKind, &'static str, u64)> {
+        self.probes
+            .iter()
+            .flat_map(|p| {
+                let kind = p.kind();
+                p.counters().into_iter().map(move |(n, v)| (kind, n, v))
+            })
+            .collect()
+    }
+
     /// Events and losses per probe so far.
     pub fn stats(&self) -> Vec<ProbeStats> {
         let counts = self.counts.borrow();

@@ -986,6 +986,12 @@ fn http_copies_first_bytes_of_socket_messages_and_only_counts_other_protocols() 
         0,
         "{st:?}"
     );
+    // Both ends of the other connection were sniffed and only counted (the
+    // tracer sees every process, so at least those).
+    let counters = t.counters();
+    let get = |name: &str| counters.iter().find(|c| c.1 == name).map_or(0, |c| c.2);
+    assert!(get("connections_not_http") >= 2, "{counters:?}");
+    assert!(get("bytes_not_http") >= 2 * 240, "{counters:?}");
 }
 
 #[test]

@@ -288,8 +288,12 @@ impl Stage {
     }
 
     /// The stage's lines for the end-of-trace summary (stderr): one per
-    /// protocol among `probes`.
-    pub fn summary_text(&self, probes: &[podscope_model::ProbeKind]) -> String {
+    /// protocol among `probes`, with the probes' own kernel `counters`.
+    pub fn summary_text(
+        &self,
+        probes: &[podscope_model::ProbeKind],
+        counters: &[(podscope_model::ProbeKind, &str, u64)],
+    ) -> String {
         use podscope_model::ProbeKind;
         let s = &self.stats;
         let mut text = String::new();
@@ -302,7 +306,17 @@ impl Stage {
         if !probes.contains(&ProbeKind::Http) {
             return text;
         }
+        let counter = |name: &str| {
+            counters
+                .iter()
+                .find(|(p, n, _)| *p == ProbeKind::Http && *n == name)
+                .map_or(0, |c| c.2)
+        };
         text + &format!(
+            "podscope: http: {} connections were another protocol ({} bytes counted, not copied)\n",
+            counter("connections_not_http"),
+            counter("bytes_not_http")
+        ) + &format!(
             "podscope: http: {} requests ({} served, {} sent), {} incomplete, {} with truncated heads, \
              {} parse errors, {} bytes not parsed (lost or unrecognised), {} connections evicted\n",
             s.requests,

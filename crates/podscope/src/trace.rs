@@ -283,7 +283,10 @@ pub fn run(args: TraceArgs) -> Result<()> {
     } else {
         sink.summary(elapsed, &stats).ok();
     }
-    eprint!("{}", proto.summary_text(&tracer.probes()));
+    eprint!(
+        "{}",
+        proto.summary_text(&tracer.probes(), &tracer.counters())
+    );
     if index.unnamed_dropped > 0 {
         eprintln!(
             "podscope: {} events were left out because the runtime had not named their pod (a new pod that may not match the selection)",

@@ -366,6 +366,10 @@ fn http_requests_agree_exactly_with_nginx_access_log_on_both_sides() {
     assert_eq!(summary["kind"], "summary");
     assert_eq!(summary["lost"], 0, "{summary}");
     assert!(
+        err.contains("podscope: http: 0 connections were another protocol"),
+        "{err}"
+    );
+    assert!(
         err.contains("podscope: http: 18 requests (9 served, 9 sent), 0 incomplete, 0 with truncated heads, 0 parse errors, 0 bytes not parsed"),
         "{err}"
     );
