@@ -131,14 +131,25 @@ impl Stage {
                 self.evict(&mut out);
             }
             let tick = self.tick;
+            let (seq, len) = (d.seq, u64::from(d.len));
+            // The payload goes to the parser only; the stored copy is
+            // without it, so keeping and cloning it is cheap.
+            let mut ev = ev;
+            let payload = match &mut ev.data {
+                EventData::SockData(d) => std::mem::take(&mut d.payload),
+                _ => Vec::new(),
+            };
             let c = self.conns.entry(key).or_insert_with(|| Conn {
                 parser: Connection::new(),
                 last: ev.clone(),
                 tick,
             });
             c.tick = tick;
-            let outcomes = c.parser.data(at, side, d.seq, &d.payload, u64::from(d.len));
+            let outcomes = c.parser.data(at, side, seq, &payload, len);
             c.last = ev;
+            if outcomes.is_empty() {
+                continue;
+            }
             let last = c.last.clone();
             self.emit(&last, outcomes, &mut out);
         }
@@ -380,5 +391,136 @@ fn request_event(last: &Event, _d: &SockDataEvent, at: Timestamp, h: HttpEvent) 
         comm: last.comm.clone(),
         cgroup_id: last.cgroup_id,
         data: EventData::Http(h),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use podscope_model::{Identity, OpenEvent};
+
+    fn ev(ts: u64, pid: u32, data: EventData) -> Event {
+        Event {
+            timestamp: Timestamp(ts),
+            identity: Identity {
+                pod: "web-0".into(),
+                ..Identity::default()
+            },
+            pid,
+            tid: pid,
+            uid: 0,
+            comm: "srv".into(),
+            cgroup_id: 7,
+            data,
+        }
+    }
+
+    fn raw(kind: SockDataKind, dir: &str, seq: u64, payload: &[u8]) -> EventData {
+        EventData::SockData(SockDataEvent {
+            kind,
+            protocol: "http".into(),
+            sock: 0xffff_8880_1234_5678,
+            fd: 5,
+            direction: dir.into(),
+            syscall: "read".into(),
+            len: payload.len() as u32,
+            seq,
+            family: "ipv4".into(),
+            saddr: "10.0.0.1".into(),
+            daddr: "10.0.0.2".into(),
+            sport: 80,
+            dport: 40000,
+            payload: payload.to_vec(),
+        })
+    }
+
+    fn open() -> EventData {
+        EventData::Open(OpenEvent {
+            kind: "open".into(),
+            path: "/etc/hosts".into(),
+            dirfd: None,
+            flags: 0,
+            flags_str: "O_RDONLY".into(),
+            mode: 0,
+            fd: Some(3),
+            errno: None,
+            error: None,
+        })
+    }
+
+    #[test]
+    fn raw_data_in_request_events_out_others_through_in_order() {
+        let mut st = Stage::new();
+        let req = b"GET /a?b=c HTTP/1.1\r\nHost: web\r\n\r\n";
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let out = st.process(vec![
+            ev(1_000, 9, open()),
+            ev(2_000, 9, raw(SockDataKind::Data, "rx", 0, req)),
+            ev(3_000, 9, open()),
+            ev(5_000, 9, raw(SockDataKind::Data, "tx", 0, resp)),
+            // A second request the trace ends before answering.
+            ev(
+                6_000,
+                9,
+                raw(SockDataKind::Data, "rx", req.len() as u64, req),
+            ),
+        ]);
+        let kinds: Vec<&str> = out.iter().map(|e| e.kind()).collect();
+        assert_eq!(kinds, ["open", "open", "request"]);
+        let EventData::Http(h) = &out[2].data else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (
+                h.role.as_str(),
+                h.method.as_str(),
+                h.path.as_str(),
+                h.status
+            ),
+            ("server", "GET", "/a?b=?", Some(200))
+        );
+        assert_eq!(h.duration_ns, 3_000);
+        assert_eq!(out[2].timestamp, Timestamp(2_000));
+        assert_eq!(out[2].identity.pod, "web-0");
+        assert_eq!((h.daddr.as_str(), h.dport), ("10.0.0.2", 40000));
+        let rest = st.finish();
+        assert_eq!(rest.len(), 1);
+        let EventData::Http(h) = &rest[0].data else {
+            panic!()
+        };
+        assert_eq!(
+            h.error.as_deref(),
+            Some("no response: the trace ended first")
+        );
+        assert_eq!(st.stats().requests, 2);
+        assert_eq!(st.stats().incomplete, 1);
+        assert_eq!(st.connections(), 0);
+    }
+
+    #[test]
+    fn close_ends_a_response_without_length() {
+        let mut st = Stage::new();
+        let out = st.process(vec![
+            ev(
+                1,
+                4,
+                raw(SockDataKind::Data, "tx", 0, b"GET / HTTP/1.0\r\n\r\n"),
+            ),
+            ev(
+                2,
+                4,
+                raw(SockDataKind::Data, "rx", 0, b"HTTP/1.0 200 OK\r\n\r\nbody"),
+            ),
+            ev(3, 4, raw(SockDataKind::Close, "", 0, b"")),
+        ]);
+        assert_eq!(out.len(), 1);
+        let EventData::Http(h) = &out[0].data else {
+            panic!()
+        };
+        assert_eq!(
+            (h.role.as_str(), h.status, h.error.is_none()),
+            ("client", Some(200), true)
+        );
+        assert_eq!(st.connections(), 0);
     }
 }
