@@ -14,10 +14,10 @@ use std::collections::VecDeque;
 use crate::redact::redact_query;
 
 /// A head longer than this is reported truncated (bounds memory per connection).
-const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEAD: usize = 16 * 1024;
 /// Requests waiting for their responses on one connection (pipelining depth).
 const MAX_PENDING: usize = 256;
-/// Header fields parsed per head; more is a truncated head, not an error.
+/// Header fields parsed per head; a head with more is a parse error.
 const MAX_HEADERS: usize = 96;
 /// A chunk-size or trailer line longer than this is a framing error.
 const MAX_LINE: usize = 4096;
