@@ -16,7 +16,11 @@ fi
 # openssl (the TLS tests and the TLS benchmark make throwaway certificates with it),
 # docker.io, podman and busybox-static (tests/engines.rs starts a private dockerd
 # and podman service and imports a busybox image; neither service is enabled here).
-PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool bpftrace iproute2 protobuf-compiler tcpdump util-linux prometheus openssl docker.io podman busybox-static)
+# nginx and curl: the http probe's tests (tests/http.rs) run nginx by hand with their own
+# config on a 127.0.0.x port, and compare with its access log; its service is not used.
+# dnsmasq-base (the dnsmasq program without its service): the dns probe's test runs it by
+# hand on a 127.0.0.x port 53 and compares with its query log.
+PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool bpftrace iproute2 protobuf-compiler tcpdump util-linux prometheus openssl docker.io podman busybox-static nginx curl dnsmasq-base)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

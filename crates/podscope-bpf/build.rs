@@ -7,7 +7,9 @@ use std::process::Command;
 use libbpf_cargo::SkeletonBuilder;
 
 /// The probes, by file stem. Adding a probe adds one name here.
-const PROBES: &[&str] = &["exec", "exit", "tcp", "bio", "cache", "open", "cgroup"];
+const PROBES: &[&str] = &[
+    "exec", "exit", "tcp", "bio", "cache", "open", "cgroup", "http", "dns",
+];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());

@@ -11,12 +11,15 @@ mod tracer;
 mod bio;
 mod cache;
 mod cgroup;
+mod dns;
 mod exec;
 mod exit;
+mod http;
 mod open;
 mod tcp;
 
 pub use cgroup::{CgroupChange, FILTER_PENDING};
 pub use error::Error;
+pub use http::MAX_CAPTURE_BYTES as HTTP_MAX_CAPTURE_BYTES;
 pub use sys::{check_privileges, implementation_support, probe_support, ProbeSupport};
 pub use tracer::{CgroupWatch, Filter, ProbeFailure, ProbeStats, TraceOptions, Tracer};

@@ -22,6 +22,8 @@ pub(crate) struct LoadSettings<'a> {
     /// bpf_get_current_ancestor_cgroup_id() is allowed in tracing programs
     /// (not on Linux 5.10): else the cgroup filter walks the task's cgroup.
     pub ancestor_helper: bool,
+    /// http probe: bytes of each socket message copied to user space.
+    pub http_capture_bytes: u32,
     /// The filter maps of the first probe loaded, shared by the others.
     pub shared_filters: Option<(BorrowedFd<'a>, BorrowedFd<'a>)>,
 }
@@ -38,6 +40,10 @@ pub(crate) trait LoadedProbe {
     fn stats_map(&self) -> &dyn MapCore;
     fn filter_cgroups(&self) -> &libbpf_rs::MapMut<'static>;
     fn filter_pids(&self) -> &libbpf_rs::MapMut<'static>;
+    /// The probe's own kernel counters beyond the shared ones, by name.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
     /// Periodic work: probes that aggregate in the kernel emit their totals here.
     fn collect(&mut self, _clock: &Clock, _out: &mut Vec<Event>) -> Result<(), crate::Error> {
         Ok(())

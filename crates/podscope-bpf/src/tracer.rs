@@ -49,6 +49,9 @@ pub struct TraceOptions {
     /// Use only the named implementation for these probes (tests, and
     /// comparing implementations on one kernel); others choose the best.
     pub implementations: Vec<(ProbeKind, String)>,
+    /// http probe: the first bytes of each socket message copied to user
+    /// space for parsing (at most [`crate::HTTP_MAX_CAPTURE_BYTES`]).
+    pub http_capture_bytes: u32,
 }
 
 /// What the cgroup watcher does.
@@ -89,6 +92,7 @@ impl Default for TraceOptions {
             exclude_self: true,
             watch_cgroups: None,
             implementations: Vec::new(),
+            http_capture_bytes: 1024,
         }
     }
 }
@@ -187,6 +191,7 @@ struct Saved {
     wakeup_bytes: u64,
     self_tgid: u32,
     ancestor_helper: bool,
+    http_capture_bytes: u32,
     implementations: Vec<(ProbeKind, String)>,
 }
 
@@ -275,6 +280,7 @@ impl Tracer {
                 0
             },
             ancestor_helper: crate::sys::has_ancestor_cgroup_helper(),
+            http_capture_bytes: opts.http_capture_bytes,
             shared_filters: None,
         };
 
@@ -347,6 +353,7 @@ impl Tracer {
             wakeup_bytes: settings.wakeup_bytes,
             self_tgid: settings.self_tgid,
             ancestor_helper: settings.ancestor_helper,
+            http_capture_bytes: settings.http_capture_bytes,
             implementations: opts.implementations.clone(),
         };
 
@@ -390,6 +397,7 @@ impl Tracer {
             wakeup_bytes: s.wakeup_bytes,
             self_tgid: s.self_tgid,
             ancestor_helper: s.ancestor_helper,
+            http_capture_bytes: s.http_capture_bytes,
             shared_filters: Some((self.filter_cgroups.as_fd(), self.filter_pids.as_fd())),
         };
         let mut failed = Vec::new();
@@ -591,6 +599,18 @@ impl Tracer {
         Ok(())
     }
 
+    /// Probe-specific kernel counters so far (e.g. the http probe's
+    /// connections sniffed as another protocol, whose payload is not copied).
+    pub fn counters(&self) -> Vec<(ProbeKind, &'static str, u64)> {
+        self.probes
+            .iter()
+            .flat_map(|p| {
+                let kind = p.kind();
+                p.counters().into_iter().map(move |(n, v)| (kind, n, v))
+            })
+            .collect()
+    }
+
     /// Events and losses per probe so far.
     pub fn stats(&self) -> Vec<ProbeStats> {
         let counts = self.counts.borrow();
@@ -649,6 +669,8 @@ fn load_probe(
             ProbeKind::Bio => crate::bio::load(settings, imp),
             ProbeKind::Cache => crate::cache::load(settings, imp),
             ProbeKind::Open => crate::open::load(settings),
+            ProbeKind::Http => crate::http::load(settings),
+            ProbeKind::Dns => crate::dns::load(settings),
         };
         match loaded {
             Ok(p) => return Ok((p, imp)),

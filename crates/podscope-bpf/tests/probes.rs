@@ -854,3 +854,217 @@ fn exit_reports_code_signal_and_lifetime() {
         "slept 50 ms before the kill: {k:?}"
     );
 }
+
+#[test]
+fn http_copies_first_bytes_of_socket_messages_and_only_counts_other_protocols() {
+    if !require_root() {
+        return;
+    }
+    use podscope_model::{SockDataEvent, SockDataKind};
+    use std::io::IoSlice;
+    let mut t = own_tracer(&[ProbeKind::Http]);
+
+    let request = b"GET /probe?x=1 HTTP/1.1\r\nHost: test\r\n\r\n".to_vec();
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n".to_vec();
+    let body = vec![b'z'; 3000];
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (h, b) = (head.clone(), body.clone());
+    let server = std::thread::spawn(move || {
+        // An HTTP exchange, then a connection with another protocol.
+        let (mut s, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        // writev: the head in the first iovec, the body in the second.
+        let mut n = s
+            .write_vectored(&[IoSlice::new(&h), IoSlice::new(&b)])
+            .unwrap();
+        if n < h.len() + b.len() {
+            let all = [h.clone(), b.clone()].concat();
+            s.write_all(&all[n..]).unwrap();
+            n = all.len();
+        }
+        assert_eq!(n, h.len() + b.len());
+        let (mut o, _) = listener.accept().unwrap();
+        let mut other = Vec::new();
+        o.read_to_end(&mut other).unwrap();
+        other.len()
+    });
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let client_port = c.local_addr().unwrap().port();
+    c.write_all(&request).unwrap();
+    let mut back = Vec::new();
+    let mut buf = [0u8; 8192];
+    while back.len() < head.len() + body.len() {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0);
+        back.extend_from_slice(&buf[..n]);
+    }
+    drop(c);
+    let mut o = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let other_port = o.local_addr().unwrap().port();
+    for _ in 0..10 {
+        o.write_all(b"hello, this is not HTTP\n").unwrap();
+    }
+    drop(o);
+    assert_eq!(server.join().unwrap(), 240);
+
+    let ports = |d: &SockDataEvent, a: u16, b: u16| {
+        (d.sport == a && d.dport == b) || (d.sport == b && d.dport == a)
+    };
+    let mine = |e: &podscope_model::Event| matches!(&e.data, EventData::SockData(d) if ports(d, port, client_port));
+    // request tx + rx, response tx + rx (>= 1 read), the client's close.
+    let events = collect_until(&mut t, Duration::from_secs(5), 5, mine);
+    let data: Vec<&SockDataEvent> = events
+        .iter()
+        .filter_map(|e| match &e.data {
+            EventData::SockData(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !data.iter().any(|d| ports(d, port, other_port)),
+        "a non-HTTP connection's payload was copied: {:?}",
+        data.iter()
+            .filter(|d| ports(d, port, other_port))
+            .collect::<Vec<_>>()
+    );
+    let of = |sport: u16, dir: &str| -> Vec<&SockDataEvent> {
+        data.iter()
+            .copied()
+            .filter(|d| {
+                d.kind == SockDataKind::Data
+                    && d.sport == sport
+                    && d.direction == dir
+                    && ports(d, port, client_port)
+            })
+            .collect()
+    };
+    // The client's send(): all of it, at offset 0.
+    let sent = of(client_port, "tx");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].payload, request);
+    assert_eq!((sent[0].len as usize, sent[0].seq), (request.len(), 0));
+    assert_eq!(sent[0].syscall, "sendto");
+    assert_eq!(sent[0].daddr, "127.0.0.1");
+    // The server's reads put the request together again.
+    let got: Vec<u8> = of(port, "rx")
+        .iter()
+        .flat_map(|d| d.payload.clone())
+        .collect();
+    assert_eq!(got, request);
+    // writev: only the first iovec (the head) is captured, the length is all of it.
+    let resp = of(port, "tx");
+    assert_eq!(resp[0].syscall, "writev");
+    assert_eq!(resp[0].payload, head);
+    assert_eq!(
+        resp.iter().map(|d| d.len as usize).sum::<usize>(),
+        head.len() + body.len()
+    );
+    // The client's reads: at most 1 KiB captured each, offsets contiguous.
+    let reads = of(client_port, "rx");
+    let mut seq = 0;
+    for r in &reads {
+        assert_eq!(r.seq, seq, "{reads:?}");
+        assert!(r.payload.len() <= 1024 && r.payload.len() <= r.len as usize);
+        seq += r.len as u64;
+    }
+    assert_eq!(seq as usize, head.len() + body.len());
+    assert!(reads[0].payload.starts_with(&head[..head.len().min(1024)]));
+    let closes: Vec<_> = data
+        .iter()
+        .filter(|d| d.kind == SockDataKind::Close && d.sport == client_port)
+        .collect();
+    assert_eq!(closes.len(), 1, "{data:?}");
+    let st = t.stats();
+    assert_eq!(
+        st[0].lost + st[0].map_full + st[0].decode_errors,
+        0,
+        "{st:?}"
+    );
+    // Both ends of the other connection were sniffed and only counted (the
+    // tracer sees every process, so at least those).
+    let counters = t.counters();
+    let get = |name: &str| counters.iter().find(|c| c.1 == name).map_or(0, |c| c.2);
+    assert!(get("connections_not_http") >= 2, "{counters:?}");
+    assert!(get("bytes_not_http") >= 2 * 240, "{counters:?}");
+}
+
+#[test]
+fn dns_copies_messages_on_port_53_sockets_only() {
+    if !require_root() {
+        return;
+    }
+    use podscope_model::SockDataEvent;
+    use std::net::{Ipv4Addr, UdpSocket};
+    let mut t = own_tracer(&[ProbeKind::Dns]);
+    let ip = (100..250)
+        .map(|i| Ipv4Addr::new(127, 0, 0, i))
+        .find(|ip| UdpSocket::bind((*ip, 53)).is_ok())
+        .expect("a free port 53 on 127.0.0.100-249");
+    let server = UdpSocket::bind((ip, 53)).unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.connect((ip, 53)).unwrap();
+    let client_port = client.local_addr().unwrap().port();
+    // A query for example.test/A and a one-answer response.
+    let query =
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x04test\x00\x00\x01\x00\x01"
+            .to_vec();
+    let mut answer = query.clone();
+    answer[2] = 0x81;
+    answer[3] = 0x80;
+    answer[7] = 1;
+    answer.extend_from_slice(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x0a\x01\x02\x03");
+    client.send(&query).unwrap();
+    let mut buf = [0u8; 512];
+    let (n, from) = server.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], &query[..]);
+    server.send_to(&answer, from).unwrap();
+    let n = client.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], &answer[..]);
+    // Not port 53: nothing copied.
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    a.connect(b.local_addr().unwrap()).unwrap();
+    a.send(&query).unwrap();
+    b.recv(&mut buf).unwrap();
+    let other = a.local_addr().unwrap().port();
+
+    let dns = |e: &podscope_model::Event| matches!(&e.data, EventData::SockData(d) if d.protocol == "dns");
+    let events = collect_until(&mut t, Duration::from_secs(5), 4, |e| {
+        dns(e) && e.pid == std::process::id()
+    });
+    let mine: Vec<&SockDataEvent> = events
+        .iter()
+        .filter(|e| e.pid == std::process::id())
+        .filter_map(|e| match &e.data {
+            EventData::SockData(d) if d.protocol == "dns" => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !mine.iter().any(|d| d.sport == other || d.dport == other),
+        "a non-DNS socket was copied: {mine:?}"
+    );
+    let find = |sport: u16, dir: &str| -> &SockDataEvent {
+        let v: Vec<_> = mine
+            .iter()
+            .filter(|d| d.sport == sport && d.direction == dir)
+            .collect();
+        assert_eq!(v.len(), 1, "{sport} {dir}: {mine:?}");
+        v[0]
+    };
+    let q = find(client_port, "tx");
+    assert_eq!(
+        (q.payload.clone(), q.len as usize),
+        (query.clone(), query.len())
+    );
+    assert_eq!((q.daddr.clone(), q.dport), (ip.to_string(), 53));
+    assert_eq!(find(53, "rx").payload, query);
+    assert_eq!(find(53, "tx").payload, answer);
+    assert_eq!(find(client_port, "rx").payload, answer);
+}

@@ -188,8 +188,10 @@ pub fn run(
         .unwrap_or_default()
         .trim()
         .to_string();
-    // Each probe loaded once, alone, as `podscope probes` does.
-    let probes = podscope_pipeline::probes::supported()
+    // The probes whose hooks this kernel has (loading each one, as
+    // `podscope probes` does, takes seconds on a busy node and would delay
+    // the registration; a refusal at load time is reported by the session).
+    let probes = podscope_pipeline::probes::available()
         .into_iter()
         .map(|p| p.name().to_string())
         .collect();
@@ -200,6 +202,7 @@ pub fn run(
         interval: Duration::from_secs(1),
         host_filter: None,
         implementations: Vec::new(),
+        http_capture_bytes: 1024,
         pod_refresh: podscope_pipeline::enrich::REFRESH_PERIOD,
     });
     let agent = Arc::new(Agent {

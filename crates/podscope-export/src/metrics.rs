@@ -675,7 +675,11 @@ impl Observer {
                 d.bytes.inc_by(u64::from(b.bytes));
                 d.latency.observe(b.latency_ns as f64 / 1e9);
             }
-            EventData::Exit(_) => {}
+            // HTTP RED metrics are a later slice of issue 10.
+            EventData::Exit(_)
+            | EventData::SockData(_)
+            | EventData::Http(_)
+            | EventData::Dns(_) => {}
         }
     }
 }

@@ -106,6 +106,9 @@ impl Event {
             EventData::Bio(_) => ProbeKind::Bio,
             EventData::Cache(_) => ProbeKind::Cache,
             EventData::Open(_) => ProbeKind::Open,
+            EventData::SockData(d) if d.protocol == "dns" => ProbeKind::Dns,
+            EventData::SockData(_) | EventData::Http(_) => ProbeKind::Http,
+            EventData::Dns(_) => ProbeKind::Dns,
         }
     }
 
@@ -118,6 +121,10 @@ impl Event {
             EventData::Bio(_) => "io",
             EventData::Cache(_) => "interval",
             EventData::Open(_) => "open",
+            EventData::SockData(d) => d.kind.name(),
+            EventData::Http(h) if h.kind == "parse_error" => "parse_error",
+            EventData::Http(_) => "request",
+            EventData::Dns(_) => "query",
         }
     }
 }
@@ -138,6 +145,15 @@ pub enum EventData {
     Cache(CacheEvent),
     /// From the open probe.
     Open(OpenEvent),
+    /// From the http probe: one socket read or write (raw, before parsing).
+    /// The parser stage turns these into [`EventData::Http`]; they reach the
+    /// output only where no parser runs, and never with their payload.
+    #[serde(rename = "http_data")]
+    SockData(SockDataEvent),
+    /// From the http probe: one request and its response.
+    Http(HttpEvent),
+    /// From the dns probe: one query and its answer.
+    Dns(DnsEvent),
 }
 
 fn is_false(b: &bool) -> bool {
@@ -342,6 +358,146 @@ pub struct OpenEvent {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub errno: Option<i32>,
     /// Symbolic errno on failure (`ENOENT`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+/// What a raw socket-data record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SockDataKind {
+    /// A read or write that moved bytes.
+    Data,
+    /// close() of a socket that carried HTTP.
+    Close,
+}
+
+impl SockDataKind {
+    /// snake_case name as in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            SockDataKind::Data => "data",
+            SockDataKind::Close => "close",
+        }
+    }
+}
+
+/// One socket read or write as the kernel saw it: the connection, the
+/// direction, how many bytes moved and the first of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SockDataEvent {
+    /// `data` or `close`.
+    pub kind: SockDataKind,
+    /// What the probe that captured it parses: `http` or `dns`.
+    pub protocol: String,
+    /// The kernel socket's address: identifies the connection while it lives.
+    pub sock: u64,
+    /// The file descriptor in the task.
+    pub fd: i32,
+    /// `tx` (the task sent) or `rx` (it received); empty for close.
+    pub direction: String,
+    /// The syscall (`read`, `writev`, `sendfile`, ...).
+    pub syscall: String,
+    /// Bytes the call moved.
+    pub len: u32,
+    /// Bytes this direction carried before this message (a jump means lost messages).
+    pub seq: u64,
+    /// `ipv4` or `ipv6`.
+    pub family: String,
+    /// Local address.
+    pub saddr: String,
+    /// Remote address.
+    pub daddr: String,
+    /// Local port.
+    pub sport: u16,
+    /// Remote port.
+    pub dport: u16,
+    /// The first bytes of the message (at most the capture size). Never
+    /// serialized: it may hold credentials and bodies.
+    #[serde(skip)]
+    pub payload: Vec<u8>,
+}
+
+/// One HTTP request and its response, seen from one side of the connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpEvent {
+    /// `request`, or `parse_error` where bytes on an HTTP connection were
+    /// not HTTP/1.x (then `error` says why and the request fields are empty).
+    #[serde(default)]
+    pub kind: String,
+    /// `server` (the task answered it) or `client` (the task sent it).
+    pub role: String,
+    /// `HTTP/1.1` or `HTTP/1.0` (from the request line).
+    pub version: String,
+    /// Request method (`GET`).
+    pub method: String,
+    /// Path with query values replaced by `?` (`/search?q=?`).
+    pub path: String,
+    /// The Host header, if sent.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub host: String,
+    /// Response status; absent when no response came (see `error`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status: Option<u16>,
+    /// From the first byte of the request to the last of the response.
+    pub duration_ns: u64,
+    /// Request bytes on the wire (head and body).
+    pub request_bytes: u64,
+    /// Response bytes on the wire (head and body, interim 1xx included).
+    pub response_bytes: u64,
+    /// Part of the request or response head was not captured (longer than
+    /// the capture size, or messages lost): some fields may be missing.
+    #[serde(skip_serializing_if = "is_false", default)]
+    pub truncated: bool,
+    /// `ipv4` or `ipv6`.
+    pub family: String,
+    /// Local address.
+    pub saddr: String,
+    /// Local port.
+    pub sport: u16,
+    /// Peer address.
+    pub daddr: String,
+    /// Peer port.
+    pub dport: u16,
+    /// Why the exchange is incomplete (`no response before close`, ...).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+/// One DNS query and its response, seen from one end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DnsEvent {
+    /// Always `query`.
+    #[serde(default)]
+    pub kind: String,
+    /// `client` (the task asked) or `server` (it answered).
+    pub role: String,
+    /// The message id.
+    pub id: u16,
+    /// The question's name (`example.com`).
+    pub name: String,
+    /// The question's type (`A`, `AAAA`, `TYPE65`).
+    pub qtype: String,
+    /// Response code (`NOERROR`, `NXDOMAIN`); absent without a response.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rcode: Option<String>,
+    /// Answer records: addresses for A/AAAA, names for CNAME/PTR, else the type.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub answers: Vec<String>,
+    /// From the query to the response; absent without both.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub latency_ns: Option<u64>,
+    /// `ipv4` or `ipv6`.
+    pub family: String,
+    /// Local address.
+    pub saddr: String,
+    /// Local port.
+    pub sport: u16,
+    /// Peer address (the name server for a client; empty for an unconnected server socket).
+    pub daddr: String,
+    /// Peer port.
+    pub dport: u16,
+    /// Why the exchange is incomplete (`no response`, `response to a query not seen`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
 }

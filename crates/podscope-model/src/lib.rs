@@ -7,7 +7,7 @@ mod probe;
 
 pub use errno::errno_name;
 pub use event::{
-    BioEvent, CacheEvent, Event, EventData, ExecEvent, ExitEvent, Identity, OpenEvent, TcpEvent,
-    TcpKind, Timestamp,
+    BioEvent, CacheEvent, DnsEvent, Event, EventData, ExecEvent, ExitEvent, HttpEvent, Identity,
+    OpenEvent, SockDataEvent, SockDataKind, TcpEvent, TcpKind, Timestamp,
 };
 pub use probe::{Hook, Implementation, ProbeKind, UnknownProbe};

@@ -21,6 +21,10 @@ pub enum ProbeKind {
     Cache,
     /// File opens (opensnoop).
     Open,
+    /// HTTP/1.x requests from socket reads and writes (user-space parser).
+    Http,
+    /// DNS queries and answers over UDP port 53 (user-space parser).
+    Dns,
 }
 
 /// How a probe attaches to the kernel, for feature detection and `podscope probes`.
@@ -67,13 +71,15 @@ impl Hook {
 
 impl ProbeKind {
     /// Every probe, in the order `podscope probes` lists them.
-    pub const ALL: [ProbeKind; 6] = [
+    pub const ALL: [ProbeKind; 8] = [
         ProbeKind::Exec,
         ProbeKind::Exit,
         ProbeKind::Tcp,
         ProbeKind::Bio,
         ProbeKind::Cache,
         ProbeKind::Open,
+        ProbeKind::Http,
+        ProbeKind::Dns,
     ];
 
     /// The name users type on the command line and see in output.
@@ -85,6 +91,8 @@ impl ProbeKind {
             ProbeKind::Bio => "bio",
             ProbeKind::Cache => "cache",
             ProbeKind::Open => "open",
+            ProbeKind::Http => "http",
+            ProbeKind::Dns => "dns",
         }
     }
 
@@ -101,6 +109,12 @@ impl ProbeKind {
                 "page cache per process per interval: hits, misses, dirtied, hit ratio"
             }
             ProbeKind::Open => "file opens: path, flags, fd or errno",
+            ProbeKind::Http => {
+                "HTTP/1.x requests served and made: method, path (query redacted), status, duration, sizes, peer"
+            }
+            ProbeKind::Dns => {
+                "DNS lookups made and answered over UDP port 53: name, type, rcode, answers, latency"
+            }
         }
     }
 
@@ -199,6 +213,52 @@ impl ProbeKind {
                     Tracepoint("syscalls/sys_exit_openat2"),
                 ],
                 note: "",
+            }],
+            ProbeKind::Http => &[Implementation {
+                name: "tracepoints",
+                hooks: &[
+                    Tracepoint("syscalls/sys_enter_read"),
+                    Tracepoint("syscalls/sys_exit_read"),
+                    Tracepoint("syscalls/sys_enter_write"),
+                    Tracepoint("syscalls/sys_exit_write"),
+                    Tracepoint("syscalls/sys_enter_readv"),
+                    Tracepoint("syscalls/sys_exit_readv"),
+                    Tracepoint("syscalls/sys_enter_writev"),
+                    Tracepoint("syscalls/sys_exit_writev"),
+                    Tracepoint("syscalls/sys_enter_recvfrom"),
+                    Tracepoint("syscalls/sys_exit_recvfrom"),
+                    Tracepoint("syscalls/sys_enter_sendto"),
+                    Tracepoint("syscalls/sys_exit_sendto"),
+                    Tracepoint("syscalls/sys_enter_recvmsg"),
+                    Tracepoint("syscalls/sys_exit_recvmsg"),
+                    Tracepoint("syscalls/sys_enter_sendmsg"),
+                    Tracepoint("syscalls/sys_exit_sendmsg"),
+                    Tracepoint("syscalls/sys_enter_sendfile64"),
+                    Tracepoint("syscalls/sys_exit_sendfile64"),
+                    Tracepoint("syscalls/sys_enter_close"),
+                    BtfTracepoint("tcp/tcp_destroy_sock"),
+                ],
+                note: "plaintext HTTP/1.x over TCP; the first bytes of each message are copied (--http-capture-bytes)",
+            }],
+            ProbeKind::Dns => &[Implementation {
+                name: "tracepoints",
+                hooks: &[
+                    Tracepoint("syscalls/sys_enter_read"),
+                    Tracepoint("syscalls/sys_exit_read"),
+                    Tracepoint("syscalls/sys_enter_write"),
+                    Tracepoint("syscalls/sys_exit_write"),
+                    Tracepoint("syscalls/sys_enter_recvfrom"),
+                    Tracepoint("syscalls/sys_exit_recvfrom"),
+                    Tracepoint("syscalls/sys_enter_sendto"),
+                    Tracepoint("syscalls/sys_exit_sendto"),
+                    Tracepoint("syscalls/sys_enter_recvmsg"),
+                    Tracepoint("syscalls/sys_exit_recvmsg"),
+                    Tracepoint("syscalls/sys_enter_sendmsg"),
+                    Tracepoint("syscalls/sys_exit_sendmsg"),
+                    Tracepoint("syscalls/sys_enter_sendmmsg"),
+                    Tracepoint("syscalls/sys_exit_sendmmsg"),
+                ],
+                note: "UDP only; messages up to 1 KiB are copied whole",
             }],
         }
     }
@@ -323,7 +383,7 @@ mod tests {
             ProbeKind::parse_list("exec,exec").unwrap(),
             vec![ProbeKind::Exec]
         );
-        assert_eq!(ProbeKind::parse_list("all").unwrap().len(), 6);
+        assert_eq!(ProbeKind::parse_list("all").unwrap().len(), 8);
     }
 
     #[test]
@@ -332,7 +392,10 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("unknown probe 'tpc'"), "{msg}");
         assert!(msg.contains("did you mean 'tcp'"), "{msg}");
-        assert!(msg.contains("exec, exit, tcp, bio, cache, open"), "{msg}");
+        assert!(
+            msg.contains("exec, exit, tcp, bio, cache, open, http, dns"),
+            "{msg}"
+        );
         let far = ProbeKind::parse_list("kubernetes").unwrap_err();
         assert!(far.suggestion().is_none());
     }

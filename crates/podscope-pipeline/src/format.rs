@@ -180,7 +180,75 @@ pub fn details(ev: &Event) -> String {
             };
             format!("{} {} {result}", o.path, o.flags_str)
         }
+        EventData::Http(h) => http_details(h),
+        EventData::Dns(d) => {
+            let mut s = format!(
+                "{} {} {} {} {}",
+                d.role,
+                d.qtype,
+                d.name,
+                d.rcode.as_deref().unwrap_or("-"),
+                d.latency_ns.map_or("-".to_string(), human_ns)
+            );
+            if !d.answers.is_empty() {
+                s.push_str(&format!(" [{}]", d.answers.join(", ")));
+            }
+            if d.dport != 0 {
+                s.push_str(&format!(" peer {}:{}", d.daddr, d.dport));
+            }
+            if let Some(e) = &d.error {
+                s.push_str(&format!(" ERROR {e}"));
+            }
+            s
+        }
+        // Raw socket data reaches a sink only where no parser stage runs;
+        // the payload is never shown.
+        EventData::SockData(d) => format!(
+            "{} {} {} fd {} sock {:#x} {}:{} {} {}:{}",
+            d.direction,
+            d.syscall,
+            human_bytes(d.len as u64),
+            d.fd,
+            d.sock,
+            d.saddr,
+            d.sport,
+            if d.direction == "tx" { "->" } else { "<-" },
+            d.daddr,
+            d.dport
+        ),
     }
+}
+
+/// `server GET /a?q=? 200 1.2ms req 78B resp 612B peer 10.0.0.7:51234`
+fn http_details(h: &podscope_model::HttpEvent) -> String {
+    let peer = if h.family == "ipv6" {
+        format!("[{}]:{}", h.daddr, h.dport)
+    } else {
+        format!("{}:{}", h.daddr, h.dport)
+    };
+    if h.kind == "parse_error" {
+        return format!(
+            "not HTTP/1.x: {} peer {peer}",
+            h.error.as_deref().unwrap_or("")
+        );
+    }
+    let method = if h.method.is_empty() { "-" } else { &h.method };
+    let path = if h.path.is_empty() { "-" } else { &h.path };
+    let status = h.status.map_or("-".to_string(), |s| s.to_string());
+    let mut s = format!(
+        "{} {method} {path} {status} {} req {} resp {} peer {peer}",
+        h.role,
+        human_ns(h.duration_ns),
+        human_bytes(h.request_bytes),
+        human_bytes(h.response_bytes),
+    );
+    if h.truncated {
+        s.push_str(" (head truncated)");
+    }
+    if let Some(e) = &h.error {
+        s.push_str(&format!(" ERROR {e}"));
+    }
+    s
 }
 
 /// Aligned columns, kubectl style.

@@ -54,6 +54,8 @@ pub struct NodeConfig {
     pub host_filter: Option<Filter>,
     /// Force implementations (tests).
     pub implementations: Vec<(ProbeKind, String)>,
+    /// Payload bytes the http and dns probes copy per message.
+    pub http_capture_bytes: u32,
     /// How often sessions ask the pod store for a full listing (new pods are
     /// named without one, from the kernel's cgroup events).
     pub pod_refresh: Duration,
@@ -91,12 +93,17 @@ pub struct Ended {
     pub unnamed_dropped: u64,
     /// cgroup changes the kernel watcher could not report.
     pub watcher_lost: u64,
+    /// The protocol stage's summary lines (http, dns), empty without them.
+    pub protocol_summary: String,
 }
 
 struct Session {
     id: SessionId,
     probes: Vec<ProbeKind>,
     index: PodIndex,
+    /// Raw socket data in, one event per request out (http, dns): state per
+    /// connection, so one per session (sessions see different pods).
+    proto: podscope_proto::Stage,
     sink: Box<dyn Sink>,
     max_events: Option<u64>,
     written: u64,
@@ -374,6 +381,7 @@ impl Node {
                         parents,
                     }),
                     implementations: self.cfg.implementations.clone(),
+                    http_capture_bytes: self.cfg.http_capture_bytes,
                 };
                 let tracer = Tracer::new(&opts)?;
                 started.failed = tracer
@@ -437,6 +445,7 @@ impl Node {
             id,
             probes,
             index,
+            proto: podscope_proto::Stage::new(),
             sink,
             max_events: spec.max_events,
             written: 0,
@@ -529,7 +538,7 @@ impl Node {
             } else {
                 batch.iter().filter(|e| wanted(e)).cloned().collect()
             };
-            let out = s.index.process(mine);
+            let out = s.proto.process(s.index.process(mine));
             deliver(s, out);
         }
         batch.clear();
@@ -591,12 +600,21 @@ impl Node {
                 }
                 let mut events = s.index.process(Vec::new());
                 events.extend(s.index.release_held());
+                let mut events = s.proto.process(events);
+                events.extend(s.proto.finish());
                 deliver(s, events);
             }
         }
         self.report_losses();
         let stats = self.session_stats(pos);
         let watcher_lost = self.tracer.as_ref().map_or(0, Tracer::watcher_lost);
+        let protocol_summary = match &self.tracer {
+            Some(t) => {
+                let s = &self.sessions[pos];
+                s.proto.summary_text(&s.probes, &t.counters())
+            }
+            None => String::new(),
+        };
         let mut s = self.sessions.remove(pos);
         let elapsed = s.started.elapsed();
         if !s.pipe_closed && s.error.is_none() {
@@ -620,6 +638,7 @@ impl Node {
             error: s.error,
             unnamed_dropped: s.index.unnamed_dropped,
             watcher_lost,
+            protocol_summary,
         })
     }
 

@@ -31,3 +31,15 @@ pub fn supported() -> Vec<ProbeKind> {
         .filter(|p| trial_load(*p).is_ok())
         .collect()
 }
+
+/// The probes whose hooks this kernel has (tracefs events, BTF functions):
+/// a few milliseconds, where [`supported`] loads every probe (seconds on a
+/// busy machine). The kernel can still refuse one when it loads; a session
+/// then says so.
+pub fn available() -> Vec<ProbeKind> {
+    ProbeKind::ALL
+        .iter()
+        .copied()
+        .filter(|p| podscope_bpf::probe_support(*p) == podscope_bpf::ProbeSupport::Supported)
+        .collect()
+}

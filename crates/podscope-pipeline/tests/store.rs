@@ -70,6 +70,7 @@ fn sessions_share_listings_and_a_new_pod_is_named_without_one() {
             interval: Duration::from_secs(1),
             host_filter: None,
             implementations: Vec::new(),
+            http_capture_bytes: 1024,
             // Long enough that no periodic listing happens during the test.
             pod_refresh: Duration::from_secs(600),
         },

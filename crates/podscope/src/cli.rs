@@ -74,7 +74,7 @@ pub enum Command {
         podscope trace tcp --comm nginx -o json\n  \
         podscope trace bio,open --cgroup /sys/fs/cgroup/unified/mygroup --duration 30s\n  \
         podscope trace all --pid 1234 --max-events 100\n\n\
-        Probes: exec, exit, tcp, bio, cache, open (comma-separated, or 'all').\n\
+        Probes: exec, exit, tcp, bio, cache, open, http, dns (comma-separated, or 'all').\n\
         Pods: --pod NAME (globs), -n NAMESPACE, -A, -l SELECTOR, --container NAME; --wait for pods\n\
         that do not exist yet. New pods that match are traced from their first exec.\n\
         Events are filtered in the kernel: choose --all, pod flags, or --pid, --cgroup, --comm\n\
@@ -157,7 +157,7 @@ pub struct NsenterArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TraceArgs {
-    /// Probes to run, comma-separated (exec,exit,tcp,bio,cache,open) or 'all'.
+    /// Probes to run, comma-separated (exec,exit,tcp,bio,cache,open,http,dns) or 'all'.
     #[arg(value_name = "PROBES")]
     pub probes: String,
 
@@ -207,6 +207,10 @@ pub struct TraceArgs {
     /// Ring buffer per probe, in bytes (power of two, >= 4096; K/M suffixes allowed).
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_size)]
     pub ring_buffer_size: u32,
+
+    /// http probe: bytes of each socket message copied for parsing (at most 16K).
+    #[arg(long, value_name = "BYTES", default_value = "1K", value_parser = parse_capture)]
+    pub http_capture_bytes: u32,
 
     /// How often the cache probe reports per-process totals.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
@@ -342,6 +346,25 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("duration must be greater than zero".into());
     }
     Ok(d)
+}
+
+/// `--http-capture-bytes`: 1..=16K (K suffix allowed).
+fn parse_capture(s: &str) -> Result<u32, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, mult) = match t.strip_suffix("kib").or(t.strip_suffix('k')) {
+        Some(n) => (n.to_string(), 1024u64),
+        None => (t.clone(), 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size; use e.g. 512, 1K, 16K"))?;
+    let bytes = n * mult;
+    if bytes == 0 || bytes > u64::from(podscope_bpf::HTTP_MAX_CAPTURE_BYTES) {
+        return Err(format!(
+            "capture size {bytes} must be between 1 and 16K bytes (e.g. 1K, 4K)"
+        ));
+    }
+    Ok(bytes as u32)
 }
 
 fn parse_size(s: &str) -> Result<u32, String> {

@@ -110,6 +110,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         interval: args.interval,
         host_filter: (!pod_mode || filter != Filter::default()).then_some(filter),
         implementations: Vec::new(),
+        http_capture_bytes: args.http_capture_bytes,
         pod_refresh: podscope_pipeline::enrich::REFRESH_PERIOD,
     });
 
@@ -201,6 +202,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             podscope_pipeline::format::summary_text(end.elapsed.as_nanos() as u64, &end.stats)
         );
     }
+    eprint!("{}", end.protocol_summary);
     if end.unnamed_dropped > 0 {
         eprintln!(
             "podscope: {} events were left out because the runtime had not named their pod (a new pod that may not match the selection)",

@@ -103,7 +103,10 @@ fn probes_lists_every_probe_as_supported_here() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let names: Vec<&str> = rows.iter().map(|r| r["probe"].as_str().unwrap()).collect();
-    assert_eq!(names, ["exec", "exit", "tcp", "bio", "cache", "open"]);
+    assert_eq!(
+        names,
+        ["exec", "exit", "tcp", "bio", "cache", "open", "http", "dns"]
+    );
     for r in &rows {
         assert_eq!(r["supported"], true, "{r}");
     }

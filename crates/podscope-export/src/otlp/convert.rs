@@ -305,7 +305,12 @@ impl Tap {
             },
             EventData::Exec(_) | EventData::Exit(_) => self.session_event(ev),
             // High-volume probes: log records only (--otlp-logs).
-            EventData::Bio(_) | EventData::Cache(_) | EventData::Open(_) => {}
+            EventData::Bio(_)
+            | EventData::Cache(_)
+            | EventData::Open(_)
+            | EventData::SockData(_)
+            | EventData::Http(_)
+            | EventData::Dns(_) => {}
         }
         if log {
             let res = self.resource(ev);
@@ -758,6 +763,11 @@ fn failure(ev: &Event) -> bool {
         EventData::Bio(b) => b.error.is_some(),
         EventData::Cache(_) => false,
         EventData::Open(o) => o.error.is_some(),
+        EventData::SockData(_) => false,
+        EventData::Http(h) => h.error.is_some() || h.status.is_some_and(|s| s >= 500),
+        EventData::Dns(d) => {
+            d.error.is_some() || d.rcode.as_deref().is_some_and(|r| r != "NOERROR")
+        }
     }
 }
 
@@ -916,6 +926,9 @@ pub fn event_attrs(ev: &Event) -> Vec<KeyValue> {
                 a.push(kv_str("error.type", e));
             }
         }
+        // Request spans and metrics are a later slice (issue 10); log
+        // records carry the common attributes only for now.
+        EventData::SockData(_) | EventData::Http(_) | EventData::Dns(_) => {}
     }
     a
 }

@@ -128,3 +128,66 @@ pub fn wait_attached(stderr: &mut BufReader<ChildStderr>) -> String {
     }
     all
 }
+
+/// Root, or skipped when PODSCOPE_SKIP_ROOT_TESTS says so (and says so).
+pub fn root_or_skip() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    if !root && std::env::var_os("PODSCOPE_SKIP_ROOT_TESTS").is_some() {
+        eprintln!("SKIPPED: needs root (PODSCOPE_SKIP_ROOT_TESTS is set)");
+        return false;
+    }
+    assert!(
+        root,
+        "this test loads BPF programs and needs root; set PODSCOPE_SKIP_ROOT_TESTS=1 to skip"
+    );
+    true
+}
+
+/// A cgroup v2 directory of our own: podscope traces only it, so the
+/// machine's other HTTP traffic stays out.
+pub struct Cgroup(pub PathBuf);
+
+impl Cgroup {
+    pub fn new(tag: &str) -> Cgroup {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root = info
+            .lines()
+            .find_map(|l| {
+                let (pre, post) = l.split_once(" - ")?;
+                (post.split_whitespace().next()? == "cgroup2")
+                    .then(|| PathBuf::from(pre.split_whitespace().nth(4).unwrap()))
+            })
+            .expect("a cgroup v2 mount");
+        let p = root.join(format!("podscope-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir(&p);
+        std::fs::create_dir(&p).unwrap();
+        Cgroup(p)
+    }
+
+    /// `sh -c 'join; exec ARGS'`: the command runs inside the cgroup.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new("sh");
+        c.arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && exec \"$@\"",
+                self.0.display()
+            ))
+            .arg("sh")
+            .args(args);
+        c
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

@@ -1,0 +1,264 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* dns probe: DNS messages of selected tasks from the syscall tracepoints.
+ *
+ * At syscall entry the fd is looked up in the task's file table (CO-RE, as
+ * in the http probe); only UDP sockets with port 53 at either end go on: a
+ * resolver's socket connected to a name server, or a server bound to 53.
+ * At exit the message (its first DNS_DATA_MAX bytes) goes to the ring.
+ * glibc sends the A and AAAA queries of one lookup with one sendmmsg(): its
+ * first messages are reported one by one. */
+#include "podscope.bpf.h"
+#include "dns.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_UDP 17
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define DNS_PORT 53
+/* Messages of one sendmmsg() reported (glibc sends two). */
+#define MMSG_MAX 4
+
+struct call {
+	__u64 sk;
+	__u64 buf;   /* buffer, iovec array (vectored) or mmsghdr array (sendmmsg) */
+	__s32 fd;
+	__u8 syscall;
+	__u8 vectored;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct call);
+} calls SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dns_event);
+} scratch SEC(".maps");
+
+struct dns_event _dns_event_type = {};
+
+/* The port-53 UDP socket behind fd in the current task, or NULL. */
+static __always_inline struct sock *dns_sock(long fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct files_struct *files;
+	struct fdtable *fdt;
+	struct file **fds;
+	struct file *f = NULL;
+	struct socket *sock;
+	struct sock *sk;
+	umode_t mode;
+	__u16 family, sport, dport;
+
+	if (fd < 0)
+		return NULL;
+	files = BPF_CORE_READ(task, files);
+	if (!files)
+		return NULL;
+	fdt = BPF_CORE_READ(files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_core_read(&f, sizeof(f), &fds[fd]) || !f)
+		return NULL;
+	mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	sock = BPF_CORE_READ(f, private_data);
+	if (!sock)
+		return NULL;
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+		return NULL;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return NULL;
+	sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (sport != DNS_PORT && dport != DNS_PORT)
+		return NULL;
+	return sk;
+}
+
+static __always_inline int enter(long fd, __u64 buf, __u8 syscall, __u8 vectored)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct call c = { .buf = buf, .fd = fd, .syscall = syscall, .vectored = vectored };
+	struct sock *sk;
+
+	if (!should_trace_current())
+		return 0;
+	sk = dns_sock(fd);
+	if (!sk)
+		return 0;
+	c.sk = (__u64)sk;
+	if (bpf_map_update_elem(&calls, &tid, &c, BPF_ANY))
+		stat_inc(STAT_MAP_FULL);
+	return 0;
+}
+
+static __always_inline void fill_addrs(struct dns_event *e, const struct sock *sk)
+{
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+	if (e->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
+	}
+}
+
+#define HDR_SIZE __builtin_offsetof(struct dns_event, data)
+
+/* One message of `len` bytes from user memory at src. */
+static __always_inline void emit(const struct call *c, __u64 src, __u32 len, __u8 dir)
+{
+	__u32 zero = 0;
+	struct dns_event *e = bpf_map_lookup_elem(&scratch, &zero);
+	__u32 n = len;
+
+	if (!e)
+		return;
+	if (n > DNS_DATA_MAX)
+		n = DNS_DATA_MAX;
+	if (!src)
+		n = 0;
+	if (n && bpf_probe_read_user(e->data, n, (void *)src))
+		n = 0;
+	fill_header(&e->hdr);
+	e->sock = c->sk;
+	e->len = len;
+	e->captured = n;
+	e->fd = c->fd;
+	e->dir = dir;
+	e->syscall = c->syscall;
+	fill_addrs(e, (const struct sock *)c->sk);
+	output_event(e, HDR_SIZE + n);
+}
+
+static __always_inline int leave(long ret, __u8 dir)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct call *c = bpf_map_lookup_elem(&calls, &tid);
+	__u64 src;
+	__u32 len = ret;
+
+	if (!c)
+		return 0;
+	if (ret <= 0)
+		goto out;
+	src = c->buf;
+	if (src && c->vectored) {
+		struct iovec iov = {};
+
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)src))
+			iov.iov_base = NULL;
+		src = (__u64)iov.iov_base;
+		if (iov.iov_len < len)
+			len = iov.iov_len;
+	}
+	emit(c, src, len, dir);
+out:
+	bpf_map_delete_elem(&calls, &tid);
+	return 0;
+}
+
+static __always_inline __u64 msg_iov(__u64 msg)
+{
+	struct user_msghdr m = {};
+
+	if (bpf_probe_read_user(&m, sizeof(m), (void *)msg))
+		return 0;
+	return (__u64)m.msg_iov;
+}
+
+#define PAIR(name, sysno, dir, vec)                                                   \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                   \
+	int name##_enter(struct trace_event_raw_sys_enter *ctx)                       \
+	{                                                                             \
+		return enter(ctx->args[0], ctx->args[1], sysno, vec);                 \
+	}                                                                             \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
+	int name##_exit(struct trace_event_raw_sys_exit *ctx)                         \
+	{                                                                             \
+		return leave(ctx->ret, dir);                                          \
+	}
+
+PAIR(read, DNS_SYS_READ, DNS_DIR_RX, 0)
+PAIR(write, DNS_SYS_WRITE, DNS_DIR_TX, 0)
+PAIR(recvfrom, DNS_SYS_RECVFROM, DNS_DIR_RX, 0)
+PAIR(sendto, DNS_SYS_SENDTO, DNS_DIR_TX, 0)
+
+SEC("tracepoint/syscalls/sys_enter_recvmsg")
+int recvmsg_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter(ctx->args[0], msg_iov(ctx->args[1]), DNS_SYS_RECVMSG, 1);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvmsg")
+int recvmsg_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return leave(ctx->ret, DNS_DIR_RX);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int sendmsg_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter(ctx->args[0], msg_iov(ctx->args[1]), DNS_SYS_SENDMSG, 1);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int sendmsg_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return leave(ctx->ret, DNS_DIR_TX);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmmsg")
+int sendmmsg_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter(ctx->args[0], ctx->args[1], DNS_SYS_SENDMMSG, 0);
+}
+
+/* sendmmsg returns how many messages went; each mmsghdr holds its length. */
+SEC("tracepoint/syscalls/sys_exit_sendmmsg")
+int sendmmsg_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct call *c = bpf_map_lookup_elem(&calls, &tid);
+	struct mmsghdr *vec;
+	long sent = ctx->ret;
+
+	if (!c)
+		return 0;
+	vec = (struct mmsghdr *)c->buf;
+#pragma unroll
+	for (int i = 0; i < MMSG_MAX; i++) {
+		struct mmsghdr m = {};
+		struct iovec iov = {};
+		__u32 len;
+
+		if (i >= sent)
+			break;
+		if (bpf_probe_read_user(&m, sizeof(m), &vec[i]))
+			break;
+		if (bpf_probe_read_user(&iov, sizeof(iov), m.msg_hdr.msg_iov))
+			iov.iov_base = NULL;
+		len = m.msg_len;
+		emit(c, (__u64)iov.iov_base, len < iov.iov_len ? len : iov.iov_len, DNS_DIR_TX);
+	}
+	bpf_map_delete_elem(&calls, &tid);
+	return 0;
+}

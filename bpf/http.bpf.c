@@ -1,0 +1,381 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* http probe: socket I/O of selected tasks from the syscall tracepoints.
+ *
+ * At syscall entry the fd is looked up in the task's file table (CO-RE reads
+ * of task->files->fdt->fd[fd]); anything that is not a TCP socket leaves at
+ * once, so file I/O costs a few reads. At exit the first bytes the call moved
+ * (capture_bytes, default 1 KiB) go to the ring with the socket's identity and
+ * its byte offset in that direction, so user space can see holes.
+ *
+ * Each socket's first message is sniffed: an HTTP/1.x request line or status
+ * line keeps it copied; anything else marks it "other" and from then on it
+ * costs one map lookup and a byte counter per call (bulk transfers and
+ * unknown protocols are not copied). Per-socket state lives in an LRU map:
+ * an evicted socket is simply sniffed again at its next message. */
+#include "podscope.bpf.h"
+#include "http.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+
+/* Bytes of each message copied (at most HTTP_DATA_MAX), set before load. */
+const volatile __u32 capture_bytes = 1024;
+
+#define PROTO_UNKNOWN 0
+#define PROTO_HTTP 1
+#define PROTO_OTHER 2
+
+struct conn {
+	__u64 seq[2]; /* bytes moved so far: [0] tx, [1] rx */
+	__u8 proto;
+	__u8 tries;   /* messages too short to sniff */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* struct sock * */
+	__type(value, struct conn);
+} conns SEC(".maps");
+
+struct call {
+	__u64 sk;
+	__u64 buf;   /* user buffer, or the iovec array for vectored calls */
+	__s32 fd;
+	__u8 syscall;
+	__u8 vectored;
+};
+
+/* In-flight socket calls by thread id; a full map is counted (STAT_MAP_FULL). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct call);
+} calls SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HTTP_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} http_stats SEC(".maps");
+
+/* Scratch space for one event: too big for the stack, variable length out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct http_event);
+} scratch SEC(".maps");
+
+struct http_event _http_event_type = {};
+
+static __always_inline void http_stat_add(__u32 which, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&http_stats, &which);
+	if (v)
+		*v += n;
+}
+
+/* The TCP socket behind fd in the current task, or NULL. */
+static __always_inline struct sock *fd_sock(long fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct files_struct *files;
+	struct fdtable *fdt;
+	struct file **fds;
+	struct file *f = NULL;
+	struct socket *sock;
+	struct sock *sk;
+	umode_t mode;
+	__u16 family;
+
+	if (fd < 0)
+		return NULL;
+	files = BPF_CORE_READ(task, files);
+	if (!files)
+		return NULL;
+	fdt = BPF_CORE_READ(files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_core_read(&f, sizeof(f), &fds[fd]) || !f)
+		return NULL;
+	mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	sock = BPF_CORE_READ(f, private_data);
+	if (!sock)
+		return NULL;
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return NULL;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return NULL;
+	return sk;
+}
+
+static __always_inline int enter(long fd, __u64 buf, __u8 syscall, __u8 vectored)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct call c = { .buf = buf, .fd = fd, .syscall = syscall, .vectored = vectored };
+	struct sock *sk;
+	__u64 key;
+	struct conn *st;
+
+	if (!should_trace_current())
+		return 0;
+	sk = fd_sock(fd);
+	if (!sk)
+		return 0;
+	key = (__u64)sk;
+	/* Known non-HTTP: count the bytes at exit without copying. */
+	st = bpf_map_lookup_elem(&conns, &key);
+	if (st && st->proto == PROTO_OTHER)
+		c.buf = 0;
+	c.sk = key;
+	if (bpf_map_update_elem(&calls, &tid, &c, BPF_ANY))
+		stat_inc(STAT_MAP_FULL);
+	return 0;
+}
+
+/* An HTTP/1.x request line or status line starts with one of these. */
+static __always_inline bool looks_http(const __u8 *p)
+{
+	__u32 w = p[0] | (p[1] << 8) | (p[2] << 16) | ((__u32)p[3] << 24);
+
+#define W(a, b, c, d) ((__u32)(a) | ((__u32)(b) << 8) | ((__u32)(c) << 16) | ((__u32)(d) << 24))
+	return w == W('G', 'E', 'T', ' ') || w == W('P', 'O', 'S', 'T') || w == W('P', 'U', 'T', ' ') ||
+	       w == W('H', 'E', 'A', 'D') || w == W('D', 'E', 'L', 'E') || w == W('P', 'A', 'T', 'C') ||
+	       w == W('O', 'P', 'T', 'I') || w == W('C', 'O', 'N', 'N') || w == W('T', 'R', 'A', 'C') ||
+	       w == W('H', 'T', 'T', 'P');
+#undef W
+}
+
+static __always_inline void fill_addrs(struct http_event *e, const struct sock *sk)
+{
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (e->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
+	}
+}
+
+#define HDR_SIZE __builtin_offsetof(struct http_event, data)
+
+static __always_inline int leave(long ret, __u8 dir)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 zero = 0;
+	struct call *c;
+	struct conn fresh = {}, *st;
+	struct http_event *e;
+	__u64 src = 0, key;
+	__u32 n, limit;
+	int d = dir == HTTP_DIR_TX ? 0 : 1;
+
+	c = bpf_map_lookup_elem(&calls, &tid);
+	if (!c)
+		return 0;
+	key = c->sk;
+	if (ret <= 0)
+		goto out;
+	st = bpf_map_lookup_elem(&conns, &key);
+	if (!st) {
+		bpf_map_update_elem(&conns, &key, &fresh, BPF_NOEXIST);
+		st = bpf_map_lookup_elem(&conns, &key);
+		if (!st)
+			goto out;
+	}
+	if (st->proto == PROTO_OTHER) {
+		http_stat_add(HTTP_STAT_OTHER_BYTES, ret);
+		goto out;
+	}
+	e = bpf_map_lookup_elem(&scratch, &zero);
+	if (!e)
+		goto out;
+
+	/* Where the first bytes are: the buffer, or the first iovec's. */
+	src = c->buf;
+	limit = ret;
+	if (src && c->vectored) {
+		struct iovec iov = {};
+
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)src))
+			src = 0;
+		src = (__u64)iov.iov_base;
+		if (iov.iov_len < limit)
+			limit = iov.iov_len;
+	}
+	n = limit < capture_bytes ? limit : capture_bytes;
+	if (n > HTTP_DATA_MAX)
+		n = HTTP_DATA_MAX;
+	if (!src)
+		n = 0;
+	n &= HTTP_DATA_MAX * 2 - 1; /* bounds for the verifier; n <= HTTP_DATA_MAX already */
+	if (n > HTTP_DATA_MAX)
+		n = HTTP_DATA_MAX;
+	if (n && bpf_probe_read_user(e->data, n, (void *)src))
+		n = 0;
+
+	if (st->proto == PROTO_UNKNOWN) {
+		if (n >= 4 && looks_http(e->data)) {
+			st->proto = PROTO_HTTP;
+		} else if (n >= 4 || ++st->tries > 8) {
+			st->proto = PROTO_OTHER;
+			http_stat_add(HTTP_STAT_NOT_HTTP, 1);
+			http_stat_add(HTTP_STAT_OTHER_BYTES, ret);
+			goto out;
+		}
+	}
+
+	fill_header(&e->hdr);
+	e->sock = key;
+	e->seq = st->seq[d & 1];
+	e->len = ret;
+	e->captured = n;
+	e->fd = c->fd;
+	e->kind = HTTP_KIND_DATA;
+	e->dir = dir;
+	e->syscall = c->syscall;
+	e->_pad = 0;
+	e->_pad2 = 0;
+	fill_addrs(e, (const struct sock *)key);
+	st->seq[d & 1] += ret;
+	output_event(e, HDR_SIZE + n);
+out:
+	bpf_map_delete_elem(&calls, &tid);
+	return 0;
+}
+
+#define PAIR(name, sysno, dir, fd_arg, buf_arg, vec)                                  \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                   \
+	int name##_enter(struct trace_event_raw_sys_enter *ctx)                       \
+	{                                                                             \
+		return enter(ctx->args[fd_arg], ctx->args[buf_arg], sysno, vec);      \
+	}                                                                             \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                    \
+	int name##_exit(struct trace_event_raw_sys_exit *ctx)                         \
+	{                                                                             \
+		return leave(ctx->ret, dir);                                          \
+	}
+
+PAIR(read, HTTP_SYS_READ, HTTP_DIR_RX, 0, 1, 0)
+PAIR(write, HTTP_SYS_WRITE, HTTP_DIR_TX, 0, 1, 0)
+PAIR(readv, HTTP_SYS_READV, HTTP_DIR_RX, 0, 1, 1)
+PAIR(writev, HTTP_SYS_WRITEV, HTTP_DIR_TX, 0, 1, 1)
+PAIR(recvfrom, HTTP_SYS_RECVFROM, HTTP_DIR_RX, 0, 1, 0)
+PAIR(sendto, HTTP_SYS_SENDTO, HTTP_DIR_TX, 0, 1, 0)
+
+/* recvmsg/sendmsg: the iovec array comes from the user's msghdr. */
+static __always_inline __u64 msg_iov(__u64 msg)
+{
+	struct user_msghdr m = {};
+
+	if (bpf_probe_read_user(&m, sizeof(m), (void *)msg))
+		return 0;
+	return (__u64)m.msg_iov;
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvmsg")
+int recvmsg_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter(ctx->args[0], msg_iov(ctx->args[1]), HTTP_SYS_RECVMSG, 1);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvmsg")
+int recvmsg_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return leave(ctx->ret, HTTP_DIR_RX);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int sendmsg_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter(ctx->args[0], msg_iov(ctx->args[1]), HTTP_SYS_SENDMSG, 1);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int sendmsg_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return leave(ctx->ret, HTTP_DIR_TX);
+}
+
+/* sendfile(out_fd, in_fd, ...): nginx sends static bodies this way. Only the
+ * byte count is known; it keeps the stream offsets right. */
+SEC("tracepoint/syscalls/sys_enter_sendfile64")
+int sendfile_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter(ctx->args[0], 0, HTTP_SYS_SENDFILE, 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendfile64")
+int sendfile_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return leave(ctx->ret, HTTP_DIR_TX);
+}
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int close_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 zero = 0;
+	struct sock *sk;
+	struct conn *st;
+	struct http_event *e;
+	__u64 key;
+
+	if (!should_trace_current())
+		return 0;
+	sk = fd_sock(ctx->args[0]);
+	if (!sk)
+		return 0;
+	key = (__u64)sk;
+	st = bpf_map_lookup_elem(&conns, &key);
+	if (!st)
+		return 0;
+	if (st->proto == PROTO_HTTP) {
+		e = bpf_map_lookup_elem(&scratch, &zero);
+		if (e) {
+			fill_header(&e->hdr);
+			e->sock = key;
+			e->seq = 0;
+			e->len = 0;
+			e->captured = 0;
+			e->fd = ctx->args[0];
+			e->kind = HTTP_KIND_CLOSE;
+			e->dir = 0;
+			e->syscall = 0;
+			e->_pad = 0;
+			e->_pad2 = 0;
+			fill_addrs(e, sk);
+			output_event(e, HDR_SIZE);
+		}
+	}
+	bpf_map_delete_elem(&conns, &key);
+	return 0;
+}
+
+/* A socket closed without close() (exit, or the last reference elsewhere):
+ * forget it, so a new socket at the same address is sniffed afresh. */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(http_sock_destroy, struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+
+	bpf_map_delete_elem(&conns, &key);
+	return 0;
+}

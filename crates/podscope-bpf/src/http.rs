@@ -1,0 +1,133 @@
+//! http probe, kernel side: socket reads and writes of selected tasks with
+//! the first bytes of each message (parsed into requests by podscope-proto).
+
+mod skel {
+    #![allow(missing_debug_implementations, missing_docs, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/http.skel.rs"));
+}
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use libbpf_rs::MapCore;
+use podscope_model::{Event, EventData, ProbeKind, SockDataEvent, SockDataKind};
+use skel::{types, HttpProbeSkel, HttpProbeSkelBuilder};
+
+use crate::decode::{header, read_record, Clock};
+use crate::load::{common_accessors, load_skeleton, DecodeFn, LoadSettings, LoadedProbe};
+
+// SAFETY: generated from the C struct: plain integers and arrays, no pointers.
+unsafe impl plain::Plain for types::http_event {}
+
+/// The most a message capture can be (HTTP_DATA_MAX in bpf/http.h).
+pub const MAX_CAPTURE_BYTES: u32 = 16384;
+
+pub(crate) struct Probe {
+    skel: crate::load::Owned<HttpProbeSkel<'static>>,
+}
+
+pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crate::Error> {
+    let capture = settings.http_capture_bytes.min(MAX_CAPTURE_BYTES);
+    let skel = load_skeleton!(
+        HttpProbeSkelBuilder,
+        ProbeKind::Http.name(),
+        settings,
+        |open: &mut skel::OpenHttpProbeSkel| {
+            if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+                ro.capture_bytes = capture;
+            }
+        }
+    );
+    Ok(Box::new(Probe { skel }))
+}
+
+impl LoadedProbe for Probe {
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::Http
+    }
+    fn ring(&self) -> Option<&dyn MapCore> {
+        Some(&self.skel.maps.events)
+    }
+    fn decoder(&self) -> DecodeFn {
+        decode
+    }
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let m = &self.skel.maps.http_stats;
+        vec![
+            ("connections_not_http", crate::load::read_stat(m, 0)),
+            ("bytes_not_http", crate::load::read_stat(m, 1)),
+        ]
+    }
+    common_accessors!();
+}
+
+const AF_INET6: u16 = 10;
+
+fn addr(family: u16, raw: &[u8; 16]) -> String {
+    if family == AF_INET6 {
+        Ipv6Addr::from(*raw).to_string()
+    } else {
+        Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]).to_string()
+    }
+}
+
+fn syscall_name(n: u8) -> &'static str {
+    match n {
+        1 => "read",
+        2 => "write",
+        3 => "readv",
+        4 => "writev",
+        5 => "recvfrom",
+        6 => "sendto",
+        7 => "recvmsg",
+        8 => "sendmsg",
+        9 => "sendfile",
+        _ => "",
+    }
+}
+
+/// The fixed part of a record before the payload.
+const HEAD: usize = std::mem::offset_of!(types::http_event, data);
+
+fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
+    if data.len() < HEAD {
+        return None;
+    }
+    // Only the fixed part is copied into the struct; the payload is taken
+    // from the record itself (it is as long as `captured` says).
+    let raw: types::http_event = read_record(&data[..HEAD]);
+    let kind = match raw.kind {
+        1 => SockDataKind::Data,
+        2 => SockDataKind::Close,
+        _ => return None,
+    };
+    let captured = raw.captured as usize;
+    let payload = data.get(HEAD..HEAD + captured)?.to_vec();
+    let h = header!(raw.hdr);
+    let ev = EventData::SockData(SockDataEvent {
+        kind,
+        protocol: "http".into(),
+        sock: raw.sock,
+        fd: raw.fd,
+        direction: match raw.dir {
+            1 => "tx",
+            2 => "rx",
+            _ => "",
+        }
+        .into(),
+        syscall: syscall_name(raw.syscall).into(),
+        len: raw.len,
+        seq: raw.seq,
+        family: if raw.family == AF_INET6 {
+            "ipv6"
+        } else {
+            "ipv4"
+        }
+        .into(),
+        saddr: addr(raw.family, &raw.saddr),
+        daddr: addr(raw.family, &raw.daddr),
+        sport: raw.sport,
+        dport: raw.dport,
+        payload,
+    });
+    Some(h.into_event(clock, ev))
+}

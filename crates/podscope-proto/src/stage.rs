@@ -1,0 +1,526 @@
+//! The pipeline stage: raw socket-data events in, one HTTP request event per
+//! exchange out, per connection (pid + kernel socket), everything else
+//! passed through in order.
+
+use std::collections::HashMap;
+
+use podscope_model::{
+    DnsEvent, Event, EventData, HttpEvent, SockDataEvent, SockDataKind, Timestamp,
+};
+
+use crate::dns::{Lookup, Tracker};
+
+use crate::http1::{Connection, Exchange, Outcome, Side};
+
+/// Connections followed at once; beyond that the least recently active one
+/// is dropped (and counted).
+const MAX_CONNECTIONS: usize = 16384;
+
+/// What the stage saw, for the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Request events produced (with or without a response).
+    pub requests: u64,
+    /// Requests the task answered.
+    pub server: u64,
+    /// Requests the task sent.
+    pub client: u64,
+    /// Requests reported without a response, or with an incomplete one.
+    pub incomplete: u64,
+    /// Requests whose head was not captured whole.
+    pub truncated: u64,
+    /// Places where the bytes were not HTTP/1.x (each is also an event).
+    pub parse_errors: u64,
+    /// Bytes missing from streams (holes in the kernel's byte offsets) or
+    /// not recognisable as HTTP at a connection's start.
+    pub lost_bytes: u64,
+    /// Connections dropped because too many were open at once.
+    pub evicted: u64,
+    /// DNS messages seen.
+    pub dns_messages: u64,
+    /// DNS query events produced.
+    pub dns_queries: u64,
+    /// DNS queries reported without a response (or responses without a query).
+    pub dns_incomplete: u64,
+    /// Messages on port-53 sockets that were not DNS (or cut before the question).
+    pub dns_unparsed: u64,
+}
+
+struct Conn {
+    parser: Connection,
+    /// The latest raw event of the connection: who, and the addresses.
+    last: Event,
+    tick: u64,
+}
+
+/// Turns the http probe's raw records into request events.
+pub struct Stage {
+    conns: HashMap<(u32, u64), Conn>,
+    dns: Tracker,
+    /// The latest raw DNS record per (pid, socket), for identity and addresses.
+    dns_last: HashMap<(u32, u64), Event>,
+    tick: u64,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stage")
+            .field("connections", &self.conns.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl Default for Stage {
+    fn default() -> Self {
+        Stage::new()
+    }
+}
+
+impl Stage {
+    /// A stage with no connections.
+    pub fn new() -> Stage {
+        Stage {
+            conns: HashMap::new(),
+            dns: Tracker::default(),
+            dns_last: HashMap::new(),
+            tick: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Connections being followed.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Raw socket data in, request events out, other events through.
+    pub fn process(&mut self, events: Vec<Event>) -> Vec<Event> {
+        let mut out = Vec::with_capacity(events.len());
+        for ev in events {
+            let EventData::SockData(d) = &ev.data else {
+                out.push(ev);
+                continue;
+            };
+            if d.protocol == "dns" {
+                self.dns_message(ev, &mut out);
+                continue;
+            }
+            self.tick += 1;
+            let key = (ev.pid, d.sock);
+            let at = ev.timestamp.0;
+            if d.kind == SockDataKind::Close {
+                if let Some(mut c) = self.conns.remove(&key) {
+                    let outcomes = c.parser.close(at, "connection closed");
+                    self.emit(&c.last, outcomes, &mut out);
+                }
+                continue;
+            }
+            let side = if d.direction == "tx" {
+                Side::Tx
+            } else {
+                Side::Rx
+            };
+            if !self.conns.contains_key(&key) && self.conns.len() >= MAX_CONNECTIONS {
+                self.evict(&mut out);
+            }
+            let tick = self.tick;
+            let (seq, len) = (d.seq, u64::from(d.len));
+            // The payload goes to the parser only; the stored copy is
+            // without it, so keeping and cloning it is cheap.
+            let mut ev = ev;
+            let payload = match &mut ev.data {
+                EventData::SockData(d) => std::mem::take(&mut d.payload),
+                _ => Vec::new(),
+            };
+            let c = self.conns.entry(key).or_insert_with(|| Conn {
+                parser: Connection::new(),
+                last: ev.clone(),
+                tick,
+            });
+            c.tick = tick;
+            let outcomes = c.parser.data(at, side, seq, &payload, len);
+            c.last = ev;
+            if outcomes.is_empty() {
+                continue;
+            }
+            let last = c.last.clone();
+            self.emit(&last, outcomes, &mut out);
+        }
+        out
+    }
+
+    fn dns_message(&mut self, ev: Event, out: &mut Vec<Event>) {
+        let EventData::SockData(d) = &ev.data else {
+            return;
+        };
+        self.stats.dns_messages += 1;
+        let Some(m) = crate::dns::parse(&d.payload) else {
+            self.stats.dns_unparsed += 1;
+            return;
+        };
+        let key = (ev.pid, d.sock);
+        let mut done = Vec::new();
+        let sent = d.direction == "tx";
+        self.dns
+            .message(ev.pid, d.sock, ev.timestamp.0, sent, m, &mut done);
+        if self.dns_last.len() >= MAX_CONNECTIONS && !self.dns_last.contains_key(&key) {
+            // Only the identity of older sockets' late answers is lost.
+            self.dns_last.clear();
+        }
+        self.dns_last.insert(key, ev);
+        let last = self.dns_last[&key].clone();
+        for l in done {
+            self.emit_dns(&last, l, out);
+        }
+    }
+
+    fn emit_dns(&mut self, last: &Event, l: Lookup, out: &mut Vec<Event>) {
+        let EventData::SockData(d) = &last.data else {
+            return;
+        };
+        self.stats.dns_queries += 1;
+        if l.error.is_some() {
+            self.stats.dns_incomplete += 1;
+        }
+        let answered = l.message.response;
+        let ev = DnsEvent {
+            kind: "query".into(),
+            role: if l.server { "server" } else { "client" }.into(),
+            id: l.message.id,
+            name: l.message.name,
+            qtype: l.message.qtype,
+            rcode: answered.then_some(l.message.rcode),
+            answers: l.message.answers,
+            latency_ns: l.latency_ns,
+            family: d.family.clone(),
+            saddr: d.saddr.clone(),
+            sport: d.sport,
+            daddr: d.daddr.clone(),
+            dport: d.dport,
+            error: l.error,
+        };
+        out.push(Event {
+            timestamp: Timestamp(l.start_ns),
+            identity: last.identity.clone(),
+            pid: last.pid,
+            tid: last.tid,
+            uid: last.uid,
+            comm: last.comm.clone(),
+            cgroup_id: last.cgroup_id,
+            data: EventData::Dns(ev),
+        });
+    }
+
+    /// The trace ends: requests still waiting are reported, not dropped.
+    pub fn finish(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        for (key, l) in self.dns.finish() {
+            match self.dns_last.get(&key).cloned() {
+                Some(last) => self.emit_dns(&last, l, &mut out),
+                None => {
+                    self.stats.dns_queries += 1;
+                    self.stats.dns_incomplete += 1;
+                }
+            }
+        }
+        let now = Timestamp::now().0;
+        let mut conns: Vec<Conn> = self.conns.drain().map(|(_, c)| c).collect();
+        conns.sort_by_key(|c| c.tick);
+        for mut c in conns {
+            let outcomes = c.parser.close(now, "the trace ended first");
+            self.emit(&c.last, outcomes, &mut out);
+        }
+        out
+    }
+
+    fn evict(&mut self, out: &mut Vec<Event>) {
+        let Some(key) = self
+            .conns
+            .iter()
+            .min_by_key(|(_, c)| c.tick)
+            .map(|(k, _)| *k)
+        else {
+            return;
+        };
+        if let Some(mut c) = self.conns.remove(&key) {
+            self.stats.evicted += 1;
+            let outcomes = c
+                .parser
+                .close(c.last.timestamp.0, "too many connections open at once");
+            self.emit(&c.last, outcomes, out);
+        }
+    }
+
+    fn emit(&mut self, last: &Event, outcomes: Vec<Outcome>, out: &mut Vec<Event>) {
+        let EventData::SockData(d) = &last.data else {
+            return;
+        };
+        for o in outcomes {
+            match o {
+                Outcome::Lost { bytes } => self.stats.lost_bytes += bytes,
+                Outcome::ParseError { at_ns, reason } => {
+                    self.stats.parse_errors += 1;
+                    out.push(request_event(
+                        last,
+                        d,
+                        Timestamp(at_ns),
+                        HttpEvent {
+                            kind: "parse_error".into(),
+                            error: Some(reason),
+                            ..blank(d)
+                        },
+                    ));
+                }
+                Outcome::Exchange(x) => {
+                    self.stats.requests += 1;
+                    if x.server {
+                        self.stats.server += 1;
+                    } else {
+                        self.stats.client += 1;
+                    }
+                    if x.truncated {
+                        self.stats.truncated += 1;
+                    }
+                    if x.error.is_some() {
+                        self.stats.incomplete += 1;
+                    }
+                    let at = Timestamp(x.start_ns);
+                    out.push(request_event(last, d, at, exchange(d, x)));
+                }
+            }
+        }
+    }
+
+    /// The stage's lines for the end-of-trace summary (stderr): one per
+    /// protocol among `probes`, with the probes' own kernel `counters`.
+    pub fn summary_text(
+        &self,
+        probes: &[podscope_model::ProbeKind],
+        counters: &[(podscope_model::ProbeKind, &str, u64)],
+    ) -> String {
+        use podscope_model::ProbeKind;
+        let s = &self.stats;
+        let mut text = String::new();
+        if probes.contains(&ProbeKind::Dns) {
+            text.push_str(&format!(
+                "podscope: dns: {} messages, {} queries, {} without an answer or a query, {} messages not DNS\n",
+                s.dns_messages, s.dns_queries, s.dns_incomplete, s.dns_unparsed
+            ));
+        }
+        if !probes.contains(&ProbeKind::Http) {
+            return text;
+        }
+        let counter = |name: &str| {
+            counters
+                .iter()
+                .find(|(p, n, _)| *p == ProbeKind::Http && *n == name)
+                .map_or(0, |c| c.2)
+        };
+        text + &format!(
+            "podscope: http: {} connections were another protocol ({} bytes counted, not copied)\n",
+            counter("connections_not_http"),
+            counter("bytes_not_http")
+        ) + &format!(
+            "podscope: http: {} requests ({} served, {} sent), {} incomplete, {} with truncated heads, \
+             {} parse errors, {} bytes not parsed (lost or unrecognised), {} connections evicted\n",
+            s.requests,
+            s.server,
+            s.client,
+            s.incomplete,
+            s.truncated,
+            s.parse_errors,
+            s.lost_bytes,
+            s.evicted
+        )
+    }
+}
+
+fn blank(d: &SockDataEvent) -> HttpEvent {
+    HttpEvent {
+        kind: "request".into(),
+        role: String::new(),
+        version: String::new(),
+        method: String::new(),
+        path: String::new(),
+        host: String::new(),
+        status: None,
+        duration_ns: 0,
+        request_bytes: 0,
+        response_bytes: 0,
+        truncated: false,
+        family: d.family.clone(),
+        saddr: d.saddr.clone(),
+        sport: d.sport,
+        daddr: d.daddr.clone(),
+        dport: d.dport,
+        error: None,
+    }
+}
+
+fn exchange(d: &SockDataEvent, x: Exchange) -> HttpEvent {
+    HttpEvent {
+        role: if x.server { "server" } else { "client" }.into(),
+        version: x.version,
+        method: x.method,
+        path: x.path,
+        host: x.host,
+        status: x.status,
+        duration_ns: x.end_ns.saturating_sub(x.start_ns),
+        request_bytes: x.request_bytes,
+        response_bytes: x.response_bytes,
+        truncated: x.truncated,
+        error: x.error,
+        ..blank(d)
+    }
+}
+
+fn request_event(last: &Event, _d: &SockDataEvent, at: Timestamp, h: HttpEvent) -> Event {
+    Event {
+        timestamp: at,
+        identity: last.identity.clone(),
+        pid: last.pid,
+        tid: last.tid,
+        uid: last.uid,
+        comm: last.comm.clone(),
+        cgroup_id: last.cgroup_id,
+        data: EventData::Http(h),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use podscope_model::{Identity, OpenEvent};
+
+    fn ev(ts: u64, pid: u32, data: EventData) -> Event {
+        Event {
+            timestamp: Timestamp(ts),
+            identity: Identity {
+                pod: "web-0".into(),
+                ..Identity::default()
+            },
+            pid,
+            tid: pid,
+            uid: 0,
+            comm: "srv".into(),
+            cgroup_id: 7,
+            data,
+        }
+    }
+
+    fn raw(kind: SockDataKind, dir: &str, seq: u64, payload: &[u8]) -> EventData {
+        EventData::SockData(SockDataEvent {
+            kind,
+            protocol: "http".into(),
+            sock: 0xffff_8880_1234_5678,
+            fd: 5,
+            direction: dir.into(),
+            syscall: "read".into(),
+            len: payload.len() as u32,
+            seq,
+            family: "ipv4".into(),
+            saddr: "10.0.0.1".into(),
+            daddr: "10.0.0.2".into(),
+            sport: 80,
+            dport: 40000,
+            payload: payload.to_vec(),
+        })
+    }
+
+    fn open() -> EventData {
+        EventData::Open(OpenEvent {
+            kind: "open".into(),
+            path: "/etc/hosts".into(),
+            dirfd: None,
+            flags: 0,
+            flags_str: "O_RDONLY".into(),
+            mode: 0,
+            fd: Some(3),
+            errno: None,
+            error: None,
+        })
+    }
+
+    #[test]
+    fn raw_data_in_request_events_out_others_through_in_order() {
+        let mut st = Stage::new();
+        let req = b"GET /a?b=c HTTP/1.1\r\nHost: web\r\n\r\n";
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let out = st.process(vec![
+            ev(1_000, 9, open()),
+            ev(2_000, 9, raw(SockDataKind::Data, "rx", 0, req)),
+            ev(3_000, 9, open()),
+            ev(5_000, 9, raw(SockDataKind::Data, "tx", 0, resp)),
+            // A second request the trace ends before answering.
+            ev(
+                6_000,
+                9,
+                raw(SockDataKind::Data, "rx", req.len() as u64, req),
+            ),
+        ]);
+        let kinds: Vec<&str> = out.iter().map(|e| e.kind()).collect();
+        assert_eq!(kinds, ["open", "open", "request"]);
+        let EventData::Http(h) = &out[2].data else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (
+                h.role.as_str(),
+                h.method.as_str(),
+                h.path.as_str(),
+                h.status
+            ),
+            ("server", "GET", "/a?b=?", Some(200))
+        );
+        assert_eq!(h.duration_ns, 3_000);
+        assert_eq!(out[2].timestamp, Timestamp(2_000));
+        assert_eq!(out[2].identity.pod, "web-0");
+        assert_eq!((h.daddr.as_str(), h.dport), ("10.0.0.2", 40000));
+        let rest = st.finish();
+        assert_eq!(rest.len(), 1);
+        let EventData::Http(h) = &rest[0].data else {
+            panic!()
+        };
+        assert_eq!(
+            h.error.as_deref(),
+            Some("no response: the trace ended first")
+        );
+        assert_eq!(st.stats().requests, 2);
+        assert_eq!(st.stats().incomplete, 1);
+        assert_eq!(st.connections(), 0);
+    }
+
+    #[test]
+    fn close_ends_a_response_without_length() {
+        let mut st = Stage::new();
+        let out = st.process(vec![
+            ev(
+                1,
+                4,
+                raw(SockDataKind::Data, "tx", 0, b"GET / HTTP/1.0\r\n\r\n"),
+            ),
+            ev(
+                2,
+                4,
+                raw(SockDataKind::Data, "rx", 0, b"HTTP/1.0 200 OK\r\n\r\nbody"),
+            ),
+            ev(3, 4, raw(SockDataKind::Close, "", 0, b"")),
+        ]);
+        assert_eq!(out.len(), 1);
+        let EventData::Http(h) = &out[0].data else {
+            panic!()
+        };
+        assert_eq!(
+            (h.role.as_str(), h.status, h.error.is_none()),
+            ("client", Some(200), true)
+        );
+        assert_eq!(st.connections(), 0);
+    }
+}

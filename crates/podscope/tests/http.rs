@@ -1,0 +1,507 @@
+//! `podscope trace http` against a real nginx and a real curl: what podscope
+//! reports, on the server side (nginx) and on the client side (curl), must
+//! agree exactly with nginx's own access log, the independent witness.
+//! Needs root (BPF) and Debian's nginx and curl (scripts/setup.sh); the pod
+//! test needs the containerd test bed (testbed/podbed.sh, PODBED_SOCKET).
+
+mod common;
+
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+
+use common::Cgroup;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const NGINX: &str = "/usr/sbin/nginx";
+const SECRET: &str = "SECRET123";
+
+fn is_root() -> bool {
+    if !common::root_or_skip() {
+        return false;
+    }
+    for (bin, pkg) in [(NGINX, "nginx"), ("/usr/bin/curl", "curl")] {
+        assert!(
+            Path::new(bin).exists(),
+            "{bin} is missing: install Debian's {pkg} (bash scripts/setup.sh)"
+        );
+    }
+    true
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("podscope-http-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("www")).unwrap();
+    d
+}
+
+struct Nginx {
+    child: Child,
+    dir: PathBuf,
+    addr: SocketAddr,
+}
+
+impl Nginx {
+    /// nginx on 127.0.0.x:port with its own config, files and access log
+    /// (`method uri status request_length bytes_sent` per line).
+    fn start(cg: &Cgroup, tag: &str) -> Nginx {
+        let dir = scratch(tag);
+        std::fs::write(dir.join("www/index.html"), "hello\n").unwrap();
+        // Longer than the 1 KiB capture; nginx sends it with sendfile.
+        let big: String = (0..20_000)
+            .map(|i| (b'a' + (i % 26) as u8) as char)
+            .collect();
+        std::fs::write(dir.join("www/big.txt"), big).unwrap();
+        let ip = Ipv4Addr::new(127, 0, 0, 2 + (std::process::id() % 200) as u8);
+        let port = TcpListener::bind((ip, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.display();
+        let conf = format!(
+            r#"daemon off;
+master_process off;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 64; }}
+http {{
+  log_format witness '$request_method $request_uri $status $request_length $bytes_sent $content_length';
+  access_log {d}/access.log witness;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  sendfile on;
+  server {{
+    listen {ip}:{port};
+    root {d}/www;
+    # Proxied to ourselves, so nginx reads the request body (its length is
+    # then in $request_length) and nginx is an HTTP client too.
+    location /post {{ proxy_pass http://{ip}:{port}/sink; }}
+    location /sink {{ return 200 "posted\n"; }}
+    location /cookie {{ add_header Set-Cookie "sid={SECRET}"; return 200 "ok\n"; }}
+  }}
+}}
+"#
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let conf_path = dir.join("nginx.conf");
+        let child = cg
+            .command(&[
+                NGINX,
+                "-c",
+                conf_path.to_str().unwrap(),
+                "-p",
+                &d.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = SocketAddr::from((ip, port));
+        let started = Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "nginx did not listen on {addr}: {}",
+                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx { child, dir, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The access log: (method, uri, status, request bytes, bytes_sent).
+    fn log(&self) -> Vec<(String, String, u16, u64, u64)> {
+        std::fs::read_to_string(self.dir.join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                assert_eq!(f.len(), 6, "access log line {l:?}");
+                let mut request_length: u64 = f[3].parse().unwrap();
+                // `return` answers without reading the body; nginx then
+                // discards it and leaves it out of $request_length. It was on
+                // the wire all the same.
+                if f[1].starts_with("/sink") {
+                    request_length += f[5].parse::<u64>().unwrap_or(0);
+                }
+                (
+                    f[0].to_string(),
+                    f[1].to_string(),
+                    f[2].parse().unwrap(),
+                    request_length,
+                    f[4].parse().unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `podscope trace http --cgroup CG`, attached and ready.
+struct Trace {
+    child: Child,
+}
+
+impl Trace {
+    fn start(cg: &Cgroup, output: &str) -> Trace {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_podscope"))
+            .args(["trace", "http", "--cgroup"])
+            .arg(&cg.0)
+            .args(["-o", output])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            use std::io::BufRead;
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                panic!("podscope exited before attaching: {seen}");
+            }
+            seen.push_str(&line);
+            if line.contains("probes attached") {
+                break;
+            }
+        }
+        assert!(!seen.contains("warning"), "{seen}");
+        child.stderr = None;
+        // Keep reading stderr in the background so podscope never blocks on it.
+        let handle = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stderr.read_to_string(&mut rest);
+            seen + &rest
+        });
+        STDERR.with(|s| *s.borrow_mut() = Some(handle));
+        Trace { child }
+    }
+
+    /// Stops it (SIGINT, as Ctrl-C) and returns (stdout, stderr).
+    fn stop(mut self) -> (String, String) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        let err = STDERR
+            .with(|s| s.borrow_mut().take())
+            .map(|h| h.join().unwrap())
+            .unwrap_or_default();
+        assert!(status.success(), "podscope failed: {err}");
+        (out, err)
+    }
+}
+
+thread_local! {
+    static STDERR: std::cell::RefCell<Option<std::thread::JoinHandle<String>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn curl(cg: &Cgroup, args: &[&str]) {
+    let mut all = vec!["/usr/bin/curl", "-s", "--max-time", "10"];
+    all.extend_from_slice(args);
+    let out = cg.command(&all).output().unwrap();
+    assert!(out.status.success(), "curl {args:?}: {out:?}");
+}
+
+type Row = (String, String, u16, u64, u64);
+
+fn requests(events: &[Value], comm: &str, role: &str) -> Vec<Row> {
+    events
+        .iter()
+        .filter(|e| e["probe"] == "http" && e["comm"] == comm && e["role"] == role)
+        .map(|e| {
+            assert_eq!(e["kind"], "request", "{e}");
+            assert!(e.get("error").is_none(), "incomplete exchange: {e}");
+            (
+                e["method"].as_str().unwrap().to_string(),
+                e["path"].as_str().unwrap().to_string(),
+                e["status"].as_u64().unwrap() as u16,
+                e["request_bytes"].as_u64().unwrap(),
+                e["response_bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn http_requests_agree_exactly_with_nginx_access_log_on_both_sides() {
+    if !is_root() {
+        return;
+    }
+    let cg = Cgroup::new("witness");
+    let nginx = Nginx::start(&cg, "witness");
+    let trace = Trace::start(&cg, "json");
+
+    // Keep-alive: four requests over one connection, a 404 among them, and a
+    // file longer than the capture (its body goes by sendfile).
+    let (a, b, c, d) = (
+        nginx.url("/index.html"),
+        nginx.url("/big.txt"),
+        nginx.url("/missing?token=abc&x"),
+        nginx.url("/index.html?q=1"),
+    );
+    curl(
+        &cg,
+        &[
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            &a,
+            &b,
+            &c,
+            &d,
+        ],
+    );
+    curl(&cg, &["-I", "-o", "/dev/null", &a]);
+    curl(
+        &cg,
+        &[
+            "-o",
+            "/dev/null",
+            "-d",
+            "name=value&other=1",
+            &nginx.url("/post"),
+        ],
+    );
+    // A chunked POST of 5000 bytes: each chunk is longer than the capture.
+    let body = nginx.dir.join("body.bin");
+    std::fs::write(&body, vec![b'b'; 5000]).unwrap();
+    let at_body = format!("@{}", body.display());
+    curl(
+        &cg,
+        &[
+            "-o",
+            "/dev/null",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &at_body,
+            &nginx.url("/post?chunked=yes"),
+        ],
+    );
+
+    let (out, err) = trace.stop();
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut witness: Vec<Row> = nginx
+        .log()
+        .into_iter()
+        .map(|(m, uri, s, rl, bs)| (m, podscope_proto::redact_query(&uri), s, rl, bs))
+        .collect();
+    // 7 from curl, 2 from nginx's proxy to itself.
+    assert_eq!(witness.len(), 9, "nginx logged {witness:?}");
+    let mut server = requests(&events, "nginx", "server");
+    let mut client = requests(&events, "curl", "client");
+    let mut proxy = requests(&events, "nginx", "client");
+    eprintln!(
+        "nginx access log: {} requests; podscope: {} served by nginx, {} sent by curl, {} sent by nginx's proxy",
+        witness.len(),
+        server.len(),
+        client.len(),
+        proxy.len()
+    );
+    witness.sort();
+    server.sort();
+    client.sort();
+    proxy.sort();
+    let (mut to_sink, mut from_curl): (Vec<Row>, Vec<Row>) = witness
+        .iter()
+        .cloned()
+        .partition(|r| r.1.starts_with("/sink"));
+    to_sink.sort();
+    from_curl.sort();
+    assert_eq!(server, witness, "served by nginx vs its access log\n{err}");
+    assert_eq!(
+        client, from_curl,
+        "sent by curl vs nginx's access log\n{err}"
+    );
+    assert_eq!(
+        proxy, to_sink,
+        "sent by nginx's proxy vs its access log\n{err}"
+    );
+    assert!(!out.contains("abc"), "a query value was printed: {out}");
+    let truncated: Vec<&Value> = events.iter().filter(|e| e["truncated"] == true).collect();
+    assert!(
+        truncated.is_empty(),
+        "heads reported truncated: {truncated:?}"
+    );
+    // Nothing lost and nothing unparsed.
+    let summary = events.last().unwrap();
+    assert_eq!(summary["kind"], "summary");
+    assert_eq!(summary["lost"], 0, "{summary}");
+    assert!(
+        err.contains("podscope: http: 0 connections were another protocol"),
+        "{err}"
+    );
+    assert!(
+        err.contains("podscope: http: 18 requests (9 served, 9 sent), 0 incomplete, 0 with truncated heads, 0 parse errors, 0 bytes not parsed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn credentials_never_appear_in_any_output() {
+    if !is_root() {
+        return;
+    }
+    let cg = Cgroup::new("redact");
+    let nginx = Nginx::start(&cg, "redact");
+    for output in ["columns", "json"] {
+        let trace = Trace::start(&cg, output);
+        let url = nginx.url(&format!("/cookie?token={SECRET}"));
+        curl(
+            &cg,
+            &[
+                "-o",
+                "/dev/null",
+                "-H",
+                &format!("Authorization: Bearer {SECRET}"),
+                "-H",
+                &format!("Proxy-Authorization: Basic {SECRET}"),
+                "-b",
+                &format!("session={SECRET}"),
+                &url,
+            ],
+        );
+        let (out, err) = trace.stop();
+        assert!(
+            out.contains("/cookie?token=?"),
+            "the request is reported with its query redacted ({output}): {out}"
+        );
+        assert!(out.contains("200"), "{out}");
+        assert!(
+            !out.contains(SECRET) && !err.contains(SECRET),
+            "a credential leaked into the {output} output:\n{out}\n{err}"
+        );
+    }
+    let log = nginx.log();
+    assert_eq!(log.len(), 2, "{log:?}");
+}
+
+/// Pod selection: busybox httpd and a wget loop in pod web-*, the same in a
+/// pod that is not selected. Only web's requests are reported, both sides,
+/// with the pod's identity.
+#[test]
+fn http_by_pod_reports_that_pods_requests_with_identity() {
+    if !is_root() {
+        return;
+    }
+    let s = common::suffix();
+    let ns = format!("shop-{s}");
+    let serve =
+        "mkdir -p /www && echo hi > /www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /www";
+    let fetch = "sleep 1; while true; do wget -q -O /dev/null http://127.0.0.1:8080/index.html; \
+                 wget -q -O /dev/null http://127.0.0.1:8080/nope?k=v; sleep 0.2; done";
+    let web = common::pod(
+        &format!("web-{s}"),
+        &ns,
+        &[],
+        &[("server", serve), ("client", fetch)],
+    );
+    let _other = common::pod(
+        &format!("other-{s}"),
+        &ns,
+        &[],
+        &[("server", serve), ("client", fetch)],
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podscope"))
+        .args([
+            "trace",
+            "http",
+            "--pod",
+            "web-*",
+            "-n",
+            &ns,
+            "--duration",
+            "4s",
+            "-o",
+            "json",
+        ])
+        .arg("--runtime-endpoint")
+        .arg(common::endpoint())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    common::wait_attached(&mut stderr);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let events: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &Value| e["probe"] == "http")
+        .collect();
+    let pod_name = format!("web-{s}");
+    let mut seen = std::collections::BTreeMap::new();
+    for e in &events {
+        assert_eq!(e["namespace"], ns.as_str(), "{e}");
+        assert_eq!(e["pod"], pod_name.as_str(), "only the selected pod: {e}");
+        assert_eq!(e["pod_uid"], web.pod.uid.as_str(), "{e}");
+        assert!(e.get("error").is_none(), "{e}");
+        let expect = match (
+            e["container"].as_str().unwrap(),
+            e["role"].as_str().unwrap(),
+        ) {
+            ("server", "server") | ("client", "client") => true,
+            other => panic!("role {other:?} in the wrong container: {e}"),
+        };
+        assert!(expect);
+        let key = (
+            e["role"].as_str().unwrap().to_string(),
+            e["path"].as_str().unwrap().to_string(),
+            e["status"].as_u64().unwrap(),
+        );
+        *seen.entry(key).or_insert(0u32) += 1;
+    }
+    for want in [
+        ("client", "/index.html", 200),
+        ("server", "/index.html", 200),
+        ("client", "/nope?k=?", 404),
+        ("server", "/nope?k=?", 404),
+    ] {
+        let n = seen
+            .get(&(want.0.to_string(), want.1.to_string(), want.2))
+            .copied()
+            .unwrap_or(0);
+        assert!(n >= 3, "{want:?} seen {n} times: {seen:?}");
+    }
+    assert_eq!(seen.len(), 4, "{seen:?}");
+}
