@@ -8,15 +8,11 @@
  * glibc sends the A and AAAA queries of one lookup with one sendmmsg(): its
  * first messages are reported one by one. */
 #include "podscope.bpf.h"
+#include "sockfd.bpf.h"
 #include "dns.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-#define AF_INET 2
-#define AF_INET6 10
-#define IPPROTO_UDP 17
-#define S_IFMT 00170000
-#define S_IFSOCK 0140000
 #define DNS_PORT 53
 /* Messages of one sendmmsg() reported (glibc sends two). */
 #define MMSG_MAX 4
@@ -48,38 +44,10 @@ struct dns_event _dns_event_type = {};
 /* The port-53 UDP socket behind fd in the current task, or NULL. */
 static __always_inline struct sock *dns_sock(long fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct files_struct *files;
-	struct fdtable *fdt;
-	struct file **fds;
-	struct file *f = NULL;
-	struct socket *sock;
-	struct sock *sk;
-	umode_t mode;
-	__u16 family, sport, dport;
+	struct sock *sk = inet_sock_of_fd(fd, IPPROTO_UDP);
+	__u16 sport, dport;
 
-	if (fd < 0)
-		return NULL;
-	files = BPF_CORE_READ(task, files);
-	if (!files)
-		return NULL;
-	fdt = BPF_CORE_READ(files, fdt);
-	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
-		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_core_read(&f, sizeof(f), &fds[fd]) || !f)
-		return NULL;
-	mode = BPF_CORE_READ(f, f_inode, i_mode);
-	if ((mode & S_IFMT) != S_IFSOCK)
-		return NULL;
-	sock = BPF_CORE_READ(f, private_data);
-	if (!sock)
-		return NULL;
-	sk = BPF_CORE_READ(sock, sk);
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
-		return NULL;
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (family != AF_INET && family != AF_INET6)
+	if (!sk)
 		return NULL;
 	sport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
@@ -176,15 +144,6 @@ out:
 	return 0;
 }
 
-static __always_inline __u64 msg_iov(__u64 msg)
-{
-	struct user_msghdr m = {};
-
-	if (bpf_probe_read_user(&m, sizeof(m), (void *)msg))
-		return 0;
-	return (__u64)m.msg_iov;
-}
-
 #define PAIR(name, sysno, dir, vec)                                                   \
 	SEC("tracepoint/syscalls/sys_enter_" #name)                                   \
 	int name##_enter(struct trace_event_raw_sys_enter *ctx)                       \
@@ -205,7 +164,7 @@ PAIR(sendto, DNS_SYS_SENDTO, DNS_DIR_TX, 0)
 SEC("tracepoint/syscalls/sys_enter_recvmsg")
 int recvmsg_enter(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter(ctx->args[0], msg_iov(ctx->args[1]), DNS_SYS_RECVMSG, 1);
+	return enter(ctx->args[0], user_msg_iov(ctx->args[1]), DNS_SYS_RECVMSG, 1);
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvmsg")
@@ -217,7 +176,7 @@ int recvmsg_exit(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_sendmsg")
 int sendmsg_enter(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter(ctx->args[0], msg_iov(ctx->args[1]), DNS_SYS_SENDMSG, 1);
+	return enter(ctx->args[0], user_msg_iov(ctx->args[1]), DNS_SYS_SENDMSG, 1);
 }
 
 SEC("tracepoint/syscalls/sys_exit_sendmsg")

@@ -13,15 +13,11 @@
  * unknown protocols are not copied). Per-socket state lives in an LRU map:
  * an evicted socket is simply sniffed again at its next message. */
 #include "podscope.bpf.h"
+#include "sockfd.bpf.h"
 #include "http.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-#define AF_INET 2
-#define AF_INET6 10
-#define IPPROTO_TCP 6
-#define S_IFMT 00170000
-#define S_IFSOCK 0140000
 
 /* Bytes of each message copied (at most HTTP_DATA_MAX), set before load. */
 const volatile __u32 capture_bytes = 1024;
@@ -86,40 +82,7 @@ static __always_inline void http_stat_add(__u32 which, __u64 n)
 /* The TCP socket behind fd in the current task, or NULL. */
 static __always_inline struct sock *fd_sock(long fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct files_struct *files;
-	struct fdtable *fdt;
-	struct file **fds;
-	struct file *f = NULL;
-	struct socket *sock;
-	struct sock *sk;
-	umode_t mode;
-	__u16 family;
-
-	if (fd < 0)
-		return NULL;
-	files = BPF_CORE_READ(task, files);
-	if (!files)
-		return NULL;
-	fdt = BPF_CORE_READ(files, fdt);
-	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
-		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_core_read(&f, sizeof(f), &fds[fd]) || !f)
-		return NULL;
-	mode = BPF_CORE_READ(f, f_inode, i_mode);
-	if ((mode & S_IFMT) != S_IFSOCK)
-		return NULL;
-	sock = BPF_CORE_READ(f, private_data);
-	if (!sock)
-		return NULL;
-	sk = BPF_CORE_READ(sock, sk);
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return NULL;
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (family != AF_INET && family != AF_INET6)
-		return NULL;
-	return sk;
+	return inet_sock_of_fd(fd, IPPROTO_TCP);
 }
 
 static __always_inline int enter(long fd, __u64 buf, __u8 syscall, __u8 vectored)
@@ -281,20 +244,10 @@ PAIR(writev, HTTP_SYS_WRITEV, HTTP_DIR_TX, 0, 1, 1)
 PAIR(recvfrom, HTTP_SYS_RECVFROM, HTTP_DIR_RX, 0, 1, 0)
 PAIR(sendto, HTTP_SYS_SENDTO, HTTP_DIR_TX, 0, 1, 0)
 
-/* recvmsg/sendmsg: the iovec array comes from the user's msghdr. */
-static __always_inline __u64 msg_iov(__u64 msg)
-{
-	struct user_msghdr m = {};
-
-	if (bpf_probe_read_user(&m, sizeof(m), (void *)msg))
-		return 0;
-	return (__u64)m.msg_iov;
-}
-
 SEC("tracepoint/syscalls/sys_enter_recvmsg")
 int recvmsg_enter(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter(ctx->args[0], msg_iov(ctx->args[1]), HTTP_SYS_RECVMSG, 1);
+	return enter(ctx->args[0], user_msg_iov(ctx->args[1]), HTTP_SYS_RECVMSG, 1);
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvmsg")
@@ -306,7 +259,7 @@ int recvmsg_exit(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_sendmsg")
 int sendmsg_enter(struct trace_event_raw_sys_enter *ctx)
 {
-	return enter(ctx->args[0], msg_iov(ctx->args[1]), HTTP_SYS_SENDMSG, 1);
+	return enter(ctx->args[0], user_msg_iov(ctx->args[1]), HTTP_SYS_SENDMSG, 1);
 }
 
 SEC("tracepoint/syscalls/sys_exit_sendmsg")

@@ -475,7 +475,13 @@ fn http_by_pod_reports_that_pods_requests_with_identity() {
         assert_eq!(e["namespace"], ns.as_str(), "{e}");
         assert_eq!(e["pod"], pod_name.as_str(), "only the selected pod: {e}");
         assert_eq!(e["pod_uid"], web.pod.uid.as_str(), "{e}");
-        assert!(e.get("error").is_none(), "{e}");
+        // The client loops: a request in flight when --duration ends is
+        // reported with "the trace ended first" (never dropped); any other
+        // error is a defect.
+        if let Some(err) = e.get("error").and_then(Value::as_str) {
+            assert!(err.contains("the trace ended first"), "{e}");
+            continue;
+        }
         let expect = match (
             e["container"].as_str().unwrap(),
             e["role"].as_str().unwrap(),
