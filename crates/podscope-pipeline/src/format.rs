@@ -268,17 +268,37 @@ pub fn summary_text(elapsed_ns: u64, stats: &[ProbeStats]) -> String {
         human_ns(elapsed_ns)
     );
     s.push_str(&format!(
-        "{:<7} {:>10} {:>10} {:>10}\n",
-        "PROBE", "EVENTS", "RING_LOST", "MAP_FULL"
+        "{:<7} {:>10} {:>10} {:>10} {:>10}\n",
+        "PROBE", "EVENTS", "RING_LOST", "MAP_FULL", "QUEUE_FULL"
     ));
     for st in stats {
         s.push_str(&format!(
-            "{:<7} {:>10} {:>10} {:>10}\n",
+            "{:<7} {:>10} {:>10} {:>10} {:>10}\n",
             st.probe.name(),
             st.events,
             st.lost + st.decode_errors,
-            st.map_full
+            st.map_full,
+            st.queue_full
         ));
+    }
+    // Say which hand-off overflowed and what would help.
+    let sum = |f: fn(&ProbeStats) -> u64| stats.iter().map(f).sum::<u64>();
+    if sum(|s| s.lost) > 0 {
+        s.push_str(
+            "RING_LOST: the kernel ring was full (the drain thread did not get to run in time); \
+             a longer --ring-budget or a larger --ring-buffer-size holds more\n",
+        );
+    }
+    if sum(|s| s.map_full) > 0 {
+        s.push_str(
+            "MAP_FULL: an in-kernel tracking map was full (too many operations in flight)\n",
+        );
+    }
+    if sum(|s| s.queue_full) > 0 {
+        s.push_str(
+            "QUEUE_FULL: read from the kernel, then dropped: the user-space queue was full \
+             because decoding, enrichment or the output fell behind for longer than it holds\n",
+        );
     }
     s
 }
@@ -315,6 +335,7 @@ struct SummaryProbe {
     events: u64,
     lost: u64,
     map_full: u64,
+    queue_full: u64,
 }
 
 #[derive(Serialize)]
@@ -354,6 +375,7 @@ pub fn summary_record(elapsed_ns: u64, stats: &[ProbeStats]) -> serde_json::Valu
                 events: s.events,
                 lost: s.lost + s.decode_errors,
                 map_full: s.map_full,
+                queue_full: s.queue_full,
             })
             .collect(),
     })
@@ -405,6 +427,7 @@ mod tests {
                 lost: 5,
                 map_full: 0,
                 decode_errors: 0,
+                queue_full: 0,
             }];
             j.summary(1_000, &stats).unwrap();
         }
