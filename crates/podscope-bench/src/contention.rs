@@ -213,7 +213,30 @@ struct NaturalOpen {
     podscope_cpu_s: f64,
     podscope_cpu_us_per_event: f64,
     podscope_rss_mb: f64,
+    /// CPU seconds per thread name during the storm.
+    threads: Vec<(String, f64)>,
     loadavg: String,
+}
+
+/// CPU time per thread name of `pid` (threads of one name summed).
+fn thread_cpu_ns(pid: u32) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.filter_map(|t| t.ok()) {
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let ns = std::fs::read_to_string(t.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        let name = name.trim().to_string();
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some(e) => e.1 += ns,
+            None => out.push((name, ns)),
+        }
+    }
+    out
 }
 
 /// The 1,000,000-open storm at its natural rate, `podscope trace open --all`
@@ -246,6 +269,7 @@ pub fn natural_open(bench: &Bench, n: u64, extra: &[String]) -> Result<serde_jso
     rx.recv_timeout(Duration::from_secs(30))
         .context("podscope did not attach within 30 s")?;
     let cpu0 = cpu_ns(pid);
+    let threads0 = thread_cpu_ns(pid);
     let rep = bench.workload("open", n)?;
     // Let it write what it read, then stop it.
     let settle = Instant::now();
@@ -259,6 +283,17 @@ pub fn natural_open(bench: &Bench, n: u64, extra: &[String]) -> Result<serde_jso
         last = len;
     }
     let cpu = cpu_ns(pid).saturating_sub(cpu0);
+    let threads: Vec<(String, f64)> = thread_cpu_ns(pid)
+        .into_iter()
+        .map(|(name, ns)| {
+            let before = threads0
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, v)| *v)
+                .sum::<u64>();
+            (name, ns.saturating_sub(before) as f64 / 1e9)
+        })
+        .collect();
     let rss = peak_rss_kb(pid);
     Command::new("kill")
         .args(["-INT", &pid.to_string()])
@@ -304,6 +339,7 @@ pub fn natural_open(bench: &Bench, n: u64, extra: &[String]) -> Result<serde_jso
         podscope_cpu_s: cpu as f64 / 1e9,
         podscope_cpu_us_per_event: cpu as f64 / 1e3 / events_total.max(1) as f64,
         podscope_rss_mb: rss as f64 / 1024.0,
+        threads,
         loadavg: load,
     };
     println!(
@@ -321,5 +357,12 @@ pub fn natural_open(bench: &Bench, n: u64, extra: &[String]) -> Result<serde_jso
         r.loadavg
     );
     println!("  summary: {}", r.summary_lost_line);
+    let per_thread: Vec<String> = r
+        .threads
+        .iter()
+        .filter(|(_, s)| *s > 0.0005)
+        .map(|(n, s)| format!("{n} {s:.2}s"))
+        .collect();
+    println!("  podscope CPU by thread: {}", per_thread.join(", "));
     Ok(serde_json::to_value(&r)?)
 }
