@@ -229,7 +229,11 @@ fn open_reports_path_and_errno() {
     std::fs::File::open(&present).unwrap();
     let present_s = present.to_str().unwrap().to_string();
     let hit = |e: &podscope_model::Event| matches!(&e.data, EventData::Open(o) if o.path == missing || o.path == present_s);
-    let events = collect_until(&mut t, Duration::from_secs(5), 2, hit);
+    // Three opens of these paths: the missing one, and the present one twice
+    // (std::fs::copy writes it, then the read-only open). Wait for all
+    // three: the drain thread hands records over every few ms, so a poll can
+    // return after the first two (seen on the TCG guests).
+    let events = collect_until(&mut t, Duration::from_secs(5), 3, hit);
     let opens: Vec<_> = events
         .iter()
         .filter_map(|e| match &e.data {
