@@ -238,7 +238,7 @@ impl<W: Write> Sink for Columns<W> {
         self.header()?;
         writeln!(
             self.out,
-            "{:<12} {:<6} {:<14} {:>7} {:<16} {delta} events lost (ring buffer or tracking map full), {total} in total; try a larger --ring-buffer-size",
+            "{:<12} {:<6} {:<14} {:>7} {:<16} {delta} events lost (kernel ring, tracking map or user-space queue full), {total} in total; the summary says which",
             clock(Timestamp::now()),
             probe.name(),
             "LOST",
