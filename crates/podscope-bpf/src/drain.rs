@@ -34,7 +34,12 @@ use crate::Error;
 
 /// How long the drain thread waits for a kernel wakeup before reading the
 /// rings anyway (probes wake it only once a quarter of a ring is pending).
+/// After a pass that found nothing the wait doubles, up to DRAIN_IDLE_MAX,
+/// so an idle tracer does not wake 200 times a second; data brings it back
+/// to DRAIN_INTERVAL. (A ring holds its budget, 50 ms by default, at the
+/// probe's peak rate, and a quarter-full ring wakes the thread anyway.)
 const DRAIN_INTERVAL: Duration = Duration::from_millis(5);
+const DRAIN_IDLE_MAX: Duration = Duration::from_millis(40);
 
 /// A batch is handed over once it holds this many records (or at the end of
 /// each pass over the rings), so the consumer never waits for a full pass.
@@ -322,11 +327,14 @@ fn run(
     started: std::sync::mpsc::SyncSender<Result<(), Error>>,
 ) {
     let batch = Rc::new(RefCell::new(Batch::default()));
+    // Records seen by the callbacks (shipped or dropped), to tell idle passes.
+    let seen = Rc::new(std::cell::Cell::new(0u64));
     let mut builder = RingBufferBuilder::new();
     for ring in &rings {
         let (src, decode) = (ring.source, ring.decode.filter(|_| decode_here));
-        let (sh, batch) = (sh.clone(), batch.clone());
+        let (sh, batch, seen) = (sh.clone(), batch.clone(), seen.clone());
         let added = builder.add(&ring.map, move |data: &[u8]| {
+            seen.set(seen.get() + 1);
             let mut b = batch.borrow_mut();
             add(&sh, &mut b, src, data, decode.map(|f| (f, clock)));
             if b.len() >= BATCH_RECORDS {
@@ -359,13 +367,15 @@ fn run(
     };
     // Only this thread answers flush requests.
     let mut answered = 0;
+    let mut wait = DRAIN_INTERVAL;
     loop {
+        let seen_before = seen.get();
         let stopping = sh.stop.load(Ordering::Acquire);
         // Read before the pass: everything written before a flush request
         // is then read in this pass.
         let want = sh.flush_req.load(Ordering::Acquire);
         if !stopping {
-            let rc = reader.poll_raw(DRAIN_INTERVAL);
+            let rc = reader.poll_raw(wait);
             if rc < 0 && rc != -libc::EINTR {
                 ship(&sh, &batch, None);
                 return fail(-rc);
@@ -379,6 +389,11 @@ fn run(
         }
         ship(&sh, &batch, (want > answered).then_some(want));
         answered = answered.max(want);
+        wait = if seen.get() == seen_before {
+            (wait * 2).min(DRAIN_IDLE_MAX)
+        } else {
+            DRAIN_INTERVAL
+        };
         if stopping {
             break;
         }
