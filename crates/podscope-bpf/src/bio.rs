@@ -15,6 +15,9 @@ use skel::types;
 // SAFETY: generated from the C struct: plain integers and arrays, no pointers.
 unsafe impl plain::Plain for types::bio_event {}
 
+/// The record this probe writes to its ring, in bytes.
+pub(crate) const RECORD_BYTES: usize = std::mem::size_of::<types::bio_event>();
+
 pub(crate) struct Probe {
     skel: crate::load::Owned<skel::BioProbeSkel<'static>>,
 }
@@ -54,7 +57,7 @@ impl LoadedProbe for Probe {
     fn kind(&self) -> ProbeKind {
         ProbeKind::Bio
     }
-    fn ring(&self) -> Option<&dyn libbpf_rs::MapCore> {
+    fn ring(&self) -> Option<&libbpf_rs::MapMut<'static>> {
         Some(&self.skel.maps.events)
     }
     fn decoder(&self) -> DecodeFn {

@@ -127,7 +127,7 @@ impl LoadedProbe for Probe {
     fn kind(&self) -> ProbeKind {
         ProbeKind::Cache
     }
-    fn ring(&self) -> Option<&dyn MapCore> {
+    fn ring(&self) -> Option<&libbpf_rs::MapMut<'static>> {
         None
     }
     fn decoder(&self) -> DecodeFn {

@@ -70,7 +70,7 @@ impl Watcher {
         Ok(Watcher { skel })
     }
 
-    pub(crate) fn ring(&self) -> &dyn MapCore {
+    pub(crate) fn ring(&self) -> &libbpf_rs::MapMut<'static> {
         &self.skel.maps.events
     }
 

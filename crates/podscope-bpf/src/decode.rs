@@ -17,12 +17,12 @@ pub(crate) fn read_record<T: plain::Plain + Default>(data: &[u8]) -> T {
 
 /// A NUL-terminated C char array as a String (lossy UTF-8).
 pub(crate) fn c_str(chars: &[i8]) -> String {
-    let bytes: Vec<u8> = chars
-        .iter()
-        .take_while(|c| **c != 0)
-        .map(|c| *c as u8)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+    let len = chars.iter().position(|c| *c == 0).unwrap_or(chars.len());
+    // SAFETY: i8 and u8 have the same size and alignment, and every bit
+    // pattern is valid for both; the slice is the first `len` of `chars`.
+    // (One allocation per string, on the hot path of every event.)
+    let bytes = unsafe { std::slice::from_raw_parts(chars.as_ptr().cast::<u8>(), len) };
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Maps `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) to wall-clock nanoseconds.

@@ -12,6 +12,13 @@ crate::load::ring_probe!(
     ProbeKind::Exec
 );
 
+/// A typical record: the probe sends only the used part of argv; sized for
+/// 512 bytes of arguments.
+pub(crate) fn typical_record_bytes() -> usize {
+    let args = std::mem::size_of_val(&types::exec_event::default().args);
+    RECORD_BYTES - args + 512.min(args)
+}
+
 fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
     let raw: types::exec_event = read_record(data);
     let used = (raw.args_size as usize).min(raw.args.len());

@@ -8,7 +8,6 @@ mod skel {
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use libbpf_rs::MapCore;
 use podscope_model::{Event, EventData, ProbeKind, SockDataEvent, SockDataKind};
 use skel::{types, HttpProbeSkel, HttpProbeSkelBuilder};
 
@@ -44,7 +43,7 @@ impl LoadedProbe for Probe {
     fn kind(&self) -> ProbeKind {
         ProbeKind::Http
     }
-    fn ring(&self) -> Option<&dyn MapCore> {
+    fn ring(&self) -> Option<&libbpf_rs::MapMut<'static>> {
         Some(&self.skel.maps.events)
     }
     fn decoder(&self) -> DecodeFn {

@@ -3,8 +3,10 @@
 //! [`podscope_model::Event`]s. The only podscope crate with `unsafe` code.
 
 mod decode;
+mod drain;
 mod error;
 mod load;
+mod rings;
 pub mod sys;
 mod tracer;
 
@@ -21,5 +23,11 @@ mod tcp;
 pub use cgroup::{CgroupChange, FILTER_PENDING};
 pub use error::Error;
 pub use http::MAX_CAPTURE_BYTES as HTTP_MAX_CAPTURE_BYTES;
+pub use rings::{
+    auto_ring_bytes, expected_peak, ring_bytes, RingSize, AUTO_RING_MAX, AUTO_RING_MIN,
+    DEFAULT_RING_BUDGET,
+};
 pub use sys::{check_privileges, implementation_support, probe_support, ProbeSupport};
-pub use tracer::{CgroupWatch, Filter, ProbeFailure, ProbeStats, TraceOptions, Tracer};
+pub use tracer::{
+    CgroupWatch, Filter, ProbeFailure, ProbeStats, TraceOptions, Tracer, DEFAULT_QUEUE_BYTES,
+};

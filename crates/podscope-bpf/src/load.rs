@@ -35,7 +35,7 @@ pub(crate) type DecodeFn = fn(&[u8], &Clock) -> Option<Event>;
 pub(crate) trait LoadedProbe {
     fn kind(&self) -> ProbeKind;
     /// The ring buffer map, or None for probes that aggregate in maps.
-    fn ring(&self) -> Option<&dyn MapCore>;
+    fn ring(&self) -> Option<&libbpf_rs::MapMut<'static>>;
     fn decoder(&self) -> DecodeFn;
     fn stats_map(&self) -> &dyn MapCore;
     fn filter_cgroups(&self) -> &libbpf_rs::MapMut<'static>;
@@ -261,6 +261,10 @@ macro_rules! ring_probe {
         // SAFETY: generated from the C struct: plain integers and arrays, no pointers.
         unsafe impl plain::Plain for types::$event {}
 
+        /// The largest record this probe writes to its ring, in bytes.
+        #[allow(dead_code)]
+        pub(crate) const RECORD_BYTES: usize = std::mem::size_of::<types::$event>();
+
         pub(crate) struct Probe {
             skel: $crate::load::Owned<skel::$skel<'static>>,
         }
@@ -276,7 +280,7 @@ macro_rules! ring_probe {
             fn kind(&self) -> podscope_model::ProbeKind {
                 $kind
             }
-            fn ring(&self) -> Option<&dyn libbpf_rs::MapCore> {
+            fn ring(&self) -> Option<&libbpf_rs::MapMut<'static>> {
                 Some(&self.skel.maps.events)
             }
             fn decoder(&self) -> $crate::load::DecodeFn {

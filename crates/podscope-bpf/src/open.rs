@@ -32,13 +32,14 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
 
 /// `O_RDONLY|O_CLOEXEC` style text for x86-64/generic open flags.
 pub(crate) fn open_flags(flags: i32) -> String {
-    let mut parts = vec![match flags & 3 {
+    // One String, no allocation per flag: this runs for every open event.
+    let mut out = String::with_capacity(32);
+    out.push_str(match flags & 3 {
         0 => "O_RDONLY",
         1 => "O_WRONLY",
         2 => "O_RDWR",
         _ => "O_ACCMODE",
-    }
-    .to_string()];
+    });
     const NAMED: &[(i32, &str)] = &[
         (libc::O_CREAT, "O_CREAT"),
         (libc::O_EXCL, "O_EXCL"),
@@ -59,14 +60,15 @@ pub(crate) fn open_flags(flags: i32) -> String {
     let mut rest = flags & !3;
     for (bit, name) in NAMED {
         if rest & bit == *bit && *bit != 0 {
-            parts.push(name.to_string());
+            out.push('|');
+            out.push_str(name);
             rest &= !bit;
         }
     }
     if rest != 0 {
-        parts.push(format!("{rest:#o}"));
+        out.push_str(&format!("|{rest:#o}"));
     }
-    parts.join("|")
+    out
 }
 
 #[cfg(test)]

@@ -1,17 +1,17 @@
 //! The running tracer: loads the chosen probes with one shared filter, polls
 //! their ring buffers, and hands out decoded events and loss counts.
 
-use std::cell::RefCell;
 use std::os::fd::AsFd;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use libbpf_rs::{MapCore, MapFlags, MapHandle, RingBuffer, RingBufferBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use podscope_model::{Event, Implementation, ProbeKind};
 
 use crate::cgroup::{CgroupChange, Watcher};
 use crate::decode::Clock;
+use crate::drain::{Batch, Drain, Record, Ring, Source};
 use crate::load::{read_stat, start_log_capture, LoadSettings, LoadedProbe};
+use crate::rings::{ring_bytes, RingSize};
 use crate::Error;
 
 /// Which tasks the kernel lets through. Filters combine with AND; a `None`
@@ -34,8 +34,17 @@ pub struct TraceOptions {
     pub probes: Vec<ProbeKind>,
     /// The in-kernel filter.
     pub filter: Filter,
-    /// Ring buffer size per probe in bytes (a power of two, at least 4096).
+    /// Ring buffer size per probe in bytes (a power of two, at least 4096),
+    /// or 0: sized per probe to hold `ring_budget` at its expected peak
+    /// rate ([`crate::auto_ring_bytes`]).
     pub ring_buffer_bytes: u32,
+    /// With `ring_buffer_bytes` 0: how long each ring must hold events at its
+    /// probe's expected peak rate while user space is not reading.
+    pub ring_budget: Duration,
+    /// The bound of the user-space queue between the drain thread and
+    /// [`Tracer::poll`], in record bytes; records beyond it are counted per
+    /// probe in [`ProbeStats::queue_full`].
+    pub queue_bytes: usize,
     /// Pending bytes that trigger a consumer wakeup; smaller means lower
     /// latency and more overhead. Defaults to a quarter of the ring.
     pub wakeup_bytes: Option<u64>,
@@ -87,6 +96,8 @@ impl Default for TraceOptions {
             probes: Vec::new(),
             filter: Filter::default(),
             ring_buffer_bytes: 1 << 20,
+            ring_budget: crate::rings::DEFAULT_RING_BUDGET,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
             wakeup_bytes: None,
             interval: Duration::from_secs(1),
             exclude_self: true,
@@ -110,19 +121,29 @@ pub struct ProbeStats {
     pub map_full: u64,
     /// Records user space could not decode.
     pub decode_errors: u64,
+    /// Records read from the kernel ring but dropped because the user-space
+    /// queue (see [`TraceOptions::queue_bytes`]) was full: the consumer
+    /// (decode, enrichment, output) fell behind for longer than it holds.
+    pub queue_full: u64,
 }
 
 impl ProbeStats {
     /// Everything that did not reach the consumer.
     pub fn total_lost(&self) -> u64 {
-        self.lost + self.map_full + self.decode_errors
+        self.lost + self.map_full + self.decode_errors + self.queue_full
     }
 }
+
+/// The user-space queue bound by default: 64 MiB of records, about 200,000
+/// open events, a third of a second at 600,000 events/s.
+pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
     events: u64,
     decode_errors: u64,
+    /// queue_full of drain threads that have ended (add/remove probes).
+    queue_full: u64,
 }
 
 /// A probe that could not be loaded while others were.
@@ -136,15 +157,21 @@ pub struct ProbeFailure {
 
 /// Loaded, attached probes. Dropping it detaches everything.
 pub struct Tracer {
-    // Declared first so it is dropped (and unmaps the rings) before the probes.
-    ring: Option<RingBuffer<'static>>,
+    // Declared first so it is dropped first: the drain thread stops and is
+    // joined before the probes detach. (It reads the rings through its own
+    // duplicates of their fds, so their memory stays valid until it is gone
+    // whatever the order.)
+    drain: Option<Drain>,
     probes: Vec<Box<dyn LoadedProbe>>,
     implementations: Vec<&'static Implementation>,
+    /// Each probe's ring size in bytes (0: no ring), in `probes` order.
+    ring_sizes: Vec<u32>,
     failed: Vec<ProbeFailure>,
     watcher: Option<Watcher>,
-    changes: Rc<RefCell<Vec<CgroupChange>>>,
-    queue: Rc<RefCell<Vec<Event>>>,
-    counts: Rc<RefCell<Vec<Counts>>>,
+    changes: Vec<CgroupChange>,
+    /// Decoded events not yet handed out.
+    queue: Vec<Event>,
+    counts: Vec<Counts>,
     filter_cgroups: MapHandle,
     filter_pids: MapHandle,
     clock: Clock,
@@ -187,64 +214,61 @@ struct Saved {
     filter_by_cgroup: bool,
     filter_by_pid: bool,
     filter_comm: Option<[i8; 16]>,
-    ring_bytes: u32,
-    wakeup_bytes: u64,
+    ring: RingSize,
+    wakeup_bytes: Option<u64>,
+    queue_bytes: usize,
     self_tgid: u32,
     ancestor_helper: bool,
     http_capture_bytes: u32,
     implementations: Vec<(ProbeKind, String)>,
 }
 
-/// One ring-buffer reader over every probe's ring and the watcher's; built
+/// The settings to load `kind` with: its ring size and wakeup threshold.
+fn for_probe<'a>(
+    base: &LoadSettings<'a>,
+    kind: ProbeKind,
+    ring: RingSize,
+    wakeup: Option<u64>,
+) -> LoadSettings<'a> {
+    let bytes = ring_bytes(kind, ring);
+    LoadSettings {
+        ring_bytes: bytes,
+        wakeup_bytes: wakeup.unwrap_or(bytes as u64 / 4),
+        ..*base
+    }
+}
+
+/// The drain thread over every probe's ring and the watcher's; started
 /// again when probes are added or removed.
-fn build_ring(
+fn start_drain(
     probes: &[Box<dyn LoadedProbe>],
     watcher: Option<&Watcher>,
-    queue: &Rc<RefCell<Vec<Event>>>,
-    counts: &Rc<RefCell<Vec<Counts>>>,
-    changes: &Rc<RefCell<Vec<CgroupChange>>>,
     clock: Clock,
-) -> Result<Option<RingBuffer<'static>>, Error> {
-    let mut builder = RingBufferBuilder::new();
-    let mut any_ring = false;
+    queue_bytes: usize,
+) -> Result<Option<Drain>, Error> {
+    let dup = |m: &libbpf_rs::MapMut<'static>| {
+        MapHandle::try_from(m).map_err(Error::runtime("sharing a ring buffer map"))
+    };
+    let mut rings = Vec::new();
     for (i, probe) in probes.iter().enumerate() {
         let Some(map) = probe.ring() else { continue };
-        let decode = probe.decoder();
-        let queue = queue.clone();
-        let counts = counts.clone();
-        builder
-            .add(map, move |data: &[u8]| {
-                match decode(data, &clock) {
-                    Some(ev) => {
-                        counts.borrow_mut()[i].events += 1;
-                        queue.borrow_mut().push(ev);
-                    }
-                    None => counts.borrow_mut()[i].decode_errors += 1,
-                }
-                0
-            })
-            .map_err(Error::runtime("setting up the ring buffer"))?;
-        any_ring = true;
+        rings.push(Ring {
+            source: Source::Probe(i),
+            map: dup(map)?,
+            decode: Some(probe.decoder()),
+        });
     }
     if let Some(w) = watcher {
-        let changes = changes.clone();
-        builder
-            .add(w.ring(), move |data: &[u8]| {
-                changes
-                    .borrow_mut()
-                    .push(crate::cgroup::decode(data, &clock));
-                0
-            })
-            .map_err(Error::runtime("setting up the cgroup watcher ring"))?;
-        any_ring = true;
+        rings.push(Ring {
+            source: Source::Watcher,
+            map: dup(w.ring())?,
+            decode: None,
+        });
     }
-    if !any_ring {
+    if rings.is_empty() {
         return Ok(None);
     }
-    builder
-        .build()
-        .map(Some)
-        .map_err(Error::runtime("creating the ring buffer reader"))
+    Drain::start(rings, probes.len(), queue_bytes, clock).map(Some)
 }
 
 impl Tracer {
@@ -258,11 +282,21 @@ impl Tracer {
         if opts.probes.is_empty() {
             return Err(Error::InvalidOption("no probes selected".into()));
         }
-        let ring = opts.ring_buffer_bytes;
-        if ring < 4096 || !ring.is_power_of_two() {
-            return Err(Error::InvalidOption(format!(
-                "ring buffer size {ring} is not a power of two of at least 4096 bytes (try 262144 or 1048576)"
-            )));
+        let ring = match opts.ring_buffer_bytes {
+            0 => RingSize::Budget(opts.ring_budget),
+            n if n < 4096 || !n.is_power_of_two() => {
+                return Err(Error::InvalidOption(format!(
+                    "ring buffer size {n} is not a power of two of at least 4096 bytes (try 262144 or 1048576)"
+                )))
+            }
+            n => RingSize::Bytes(n),
+        };
+        if let RingSize::Budget(b) = ring {
+            if b.is_zero() {
+                return Err(Error::InvalidOption(
+                    "a ring budget of 0 holds nothing; give e.g. 50ms".into(),
+                ));
+            }
         }
         crate::sys::require_btf()?;
         crate::sys::tracefs_events()?;
@@ -272,8 +306,8 @@ impl Tracer {
             filter_by_cgroup: opts.filter.cgroups.is_some(),
             filter_by_pid: opts.filter.pids.is_some(),
             filter_comm: opts.filter.comm.as_deref().map(comm_bytes).transpose()?,
-            ring_bytes: ring,
-            wakeup_bytes: opts.wakeup_bytes.unwrap_or(ring as u64 / 4),
+            ring_bytes: 0,
+            wakeup_bytes: 0,
             self_tgid: if opts.exclude_self {
                 std::process::id()
             } else {
@@ -293,7 +327,8 @@ impl Tracer {
                 let first = failed.into_iter().next().map(|f: ProbeFailure| f.error);
                 return Err(first.expect("at least one probe was tried"));
             };
-            match load_probe(*kind, &settings, forced(opts, *kind)) {
+            let s = for_probe(&settings, *kind, ring, opts.wakeup_bytes);
+            match load_probe(*kind, &s, forced(opts, *kind)) {
                 Ok(p) => break p,
                 Err(error) => failed.push(ProbeFailure {
                     probe: *kind,
@@ -310,7 +345,8 @@ impl Tracer {
         let mut implementations = vec![first_imp];
         settings.shared_filters = Some((filter_cgroups.as_fd(), filter_pids.as_fd()));
         for kind in rest {
-            match load_probe(*kind, &settings, forced(opts, *kind)) {
+            let s = for_probe(&settings, *kind, ring, opts.wakeup_bytes);
+            match load_probe(*kind, &s, forced(opts, *kind)) {
                 Ok((p, imp)) => {
                     probes.push(p);
                     implementations.push(imp);
@@ -333,24 +369,21 @@ impl Tracer {
             None => None,
         };
 
-        let tracer_queue = Rc::new(RefCell::new(Vec::new()));
-        let counts = Rc::new(RefCell::new(vec![Counts::default(); probes.len()]));
+        let counts = vec![Counts::default(); probes.len()];
         let clock = Clock::new();
-        let changes = Rc::new(RefCell::new(Vec::new()));
-        let ring = build_ring(
-            &probes,
-            watcher.as_ref(),
-            &tracer_queue,
-            &counts,
-            &changes,
-            clock,
-        )?;
+        let queue_bytes = opts.queue_bytes.max(4096);
+        let drain = start_drain(&probes, watcher.as_ref(), clock, queue_bytes)?;
+        let ring_sizes = probes
+            .iter()
+            .map(|p| ring_size_of(p.as_ref(), ring))
+            .collect();
         let saved = Saved {
             filter_by_cgroup: settings.filter_by_cgroup,
             filter_by_pid: settings.filter_by_pid,
             filter_comm: settings.filter_comm,
-            ring_bytes: settings.ring_bytes,
-            wakeup_bytes: settings.wakeup_bytes,
+            ring,
+            wakeup_bytes: opts.wakeup_bytes,
+            queue_bytes,
             self_tgid: settings.self_tgid,
             ancestor_helper: settings.ancestor_helper,
             http_capture_bytes: settings.http_capture_bytes,
@@ -358,13 +391,14 @@ impl Tracer {
         };
 
         let tracer = Tracer {
-            ring,
+            drain,
             probes,
             implementations,
+            ring_sizes,
             failed,
             watcher,
-            changes,
-            queue: tracer_queue,
+            changes: Vec::new(),
+            queue: Vec::new(),
             counts,
             filter_cgroups,
             filter_pids,
@@ -393,8 +427,8 @@ impl Tracer {
             filter_by_cgroup: s.filter_by_cgroup,
             filter_by_pid: s.filter_by_pid,
             filter_comm: s.filter_comm,
-            ring_bytes: s.ring_bytes,
-            wakeup_bytes: s.wakeup_bytes,
+            ring_bytes: 0,
+            wakeup_bytes: 0,
             self_tgid: s.self_tgid,
             ancestor_helper: s.ancestor_helper,
             http_capture_bytes: s.http_capture_bytes,
@@ -415,7 +449,8 @@ impl Tracer {
                 .iter()
                 .find(|(p, _)| p == kind)
                 .map(|(_, n)| n.as_str());
-            match load_probe(*kind, &settings, only) {
+            let one = for_probe(&settings, *kind, s.ring, s.wakeup_bytes);
+            match load_probe(*kind, &one, only) {
                 Ok(p) => added.push(p),
                 Err(error) => failed.push(ProbeFailure {
                     probe: *kind,
@@ -426,13 +461,15 @@ impl Tracer {
         if added.is_empty() {
             return Ok(failed);
         }
-        self.drain_rings();
+        self.stop_drain();
         for (p, imp) in added {
+            self.ring_sizes
+                .push(ring_size_of(p.as_ref(), self.saved.ring));
             self.probes.push(p);
             self.implementations.push(imp);
-            self.counts.borrow_mut().push(Counts::default());
+            self.counts.push(Counts::default());
         }
-        self.rebuild_ring()?;
+        self.restart_drain()?;
         Ok(failed)
     }
 
@@ -442,47 +479,93 @@ impl Tracer {
         if !self.probes.iter().any(|p| kinds.contains(&p.kind())) {
             return Ok(());
         }
-        self.drain_rings();
-        // The reader refers to the rings: gone before the probes are.
-        self.ring = None;
+        // Everything read so far is decoded with the old probe slots.
+        self.stop_drain();
         let mut keep = Vec::new();
         let mut imps = Vec::new();
+        let mut sizes = Vec::new();
         let mut counts = Vec::new();
-        let old_counts = self.counts.borrow().clone();
-        for ((p, imp), c) in std::mem::take(&mut self.probes)
+        for (((p, imp), size), c) in std::mem::take(&mut self.probes)
             .into_iter()
             .zip(std::mem::take(&mut self.implementations))
-            .zip(old_counts)
+            .zip(std::mem::take(&mut self.ring_sizes))
+            .zip(std::mem::take(&mut self.counts))
         {
             if !kinds.contains(&p.kind()) {
                 keep.push(p);
                 imps.push(imp);
+                sizes.push(size);
                 counts.push(c);
             }
         }
         self.probes = keep;
         self.implementations = imps;
-        *self.counts.borrow_mut() = counts;
-        self.rebuild_ring()
+        self.ring_sizes = sizes;
+        self.counts = counts;
+        self.restart_drain()
     }
 
-    fn drain_rings(&mut self) {
-        if let Some(ring) = &self.ring {
-            ring.consume_raw();
+    /// Stops the drain thread after a last pass over the rings, decodes what
+    /// it read, and keeps its drop counts.
+    fn stop_drain(&mut self) {
+        let Some(drain) = self.drain.take() else {
+            return;
+        };
+        for (c, d) in self.counts.iter_mut().zip(drain.dropped()) {
+            c.queue_full += d;
+        }
+        let batches = drain.stop();
+        let mut q = std::mem::take(&mut self.queue);
+        self.decode(batches, &mut q);
+        self.queue = q;
+    }
+
+    fn restart_drain(&mut self) -> Result<(), Error> {
+        self.drain = start_drain(
+            &self.probes,
+            self.watcher.as_ref(),
+            self.clock,
+            self.saved.queue_bytes,
+        )?;
+        Ok(())
+    }
+
+    /// Decodes the drain thread's batches, appending the events to `out`
+    /// (straight into the caller's vector: an event is 400+ bytes, and every
+    /// move of it shows in the per-event cost).
+    fn decode(&mut self, batches: Vec<Batch>, out: &mut Vec<Event>) {
+        for b in batches {
+            b.for_each(|src, rec| match src {
+                Source::Probe(i) => {
+                    let ev = match rec {
+                        Record::Raw(data) => (self.probes[i].decoder())(data, &self.clock),
+                        Record::Decoded(ev) => ev,
+                    };
+                    match ev {
+                        Some(ev) => {
+                            self.counts[i].events += 1;
+                            out.push(ev);
+                        }
+                        None => self.counts[i].decode_errors += 1,
+                    }
+                }
+                Source::Watcher => {
+                    if let Record::Raw(data) = rec {
+                        self.changes.push(crate::cgroup::decode(data, &self.clock));
+                    }
+                }
+            });
         }
     }
 
-    fn rebuild_ring(&mut self) -> Result<(), Error> {
-        self.ring = None;
-        self.ring = build_ring(
-            &self.probes,
-            self.watcher.as_ref(),
-            &self.queue,
-            &self.counts,
-            &self.changes,
-            self.clock,
-        )?;
-        Ok(())
+    /// Each loaded probe's kernel ring size in bytes (0 for probes that
+    /// aggregate in maps and have no ring), in [`Tracer::probes`] order.
+    pub fn ring_sizes(&self) -> Vec<(ProbeKind, u32)> {
+        self.probes
+            .iter()
+            .zip(&self.ring_sizes)
+            .map(|(p, s)| (p.kind(), *s))
+            .collect()
     }
 
     /// How long loading and attaching took.
@@ -522,7 +605,7 @@ impl Tracer {
     /// cgroup v2 directories created or removed since the last call (needs
     /// [`TraceOptions::watch_cgroups`]); they arrive with the next poll.
     pub fn take_cgroup_changes(&mut self) -> Vec<CgroupChange> {
-        std::mem::take(&mut *self.changes.borrow_mut())
+        std::mem::take(&mut self.changes)
     }
 
     /// Cgroup changes the watcher could not report (ring or map full).
@@ -539,34 +622,22 @@ impl Tracer {
 
     /// Waits up to `timeout` for events and appends everything pending to
     /// `out`. Returns how many events were appended.
+    ///
+    /// The kernel rings are read all the time by the drain thread; this takes
+    /// what it has queued, so calling it late loses nothing until the queue
+    /// bound ([`TraceOptions::queue_bytes`]) is reached, and what is beyond
+    /// it is counted ([`ProbeStats::queue_full`]).
     pub fn poll(&mut self, timeout: Duration, out: &mut Vec<Event>) -> Result<usize, Error> {
         let before = out.len();
-        if let Some(ring) = &self.ring {
-            // Wakeups are batched in the kernel, so after the wait drain every
-            // ring whether or not it signalled.
-            let rc = ring.poll_raw(timeout);
-            if rc < 0 && rc != -libc::EINTR {
-                return Err(Error::Io {
-                    what: "polling the ring buffers".into(),
-                    source: std::io::Error::from_raw_os_error(-rc),
-                });
+        out.append(&mut self.queue);
+        match &self.drain {
+            Some(d) => {
+                let batches = d.take(timeout)?;
+                self.decode(batches, out);
             }
-            let rc = ring.consume_raw();
-            if rc < 0 && rc != -libc::EINTR {
-                return Err(Error::Io {
-                    what: "reading the ring buffers".into(),
-                    source: std::io::Error::from_raw_os_error(-rc),
-                });
-            }
-        } else {
-            std::thread::sleep(timeout.min(self.interval));
+            None => std::thread::sleep(timeout.min(self.interval)),
         }
-        {
-            // Each probe has its own ring; merge them into time order.
-            let mut q = self.queue.borrow_mut();
-            q.sort_by_key(|e| e.timestamp);
-            out.append(&mut q);
-        }
+        sort_new(out, before);
         if self.last_collect.elapsed() >= self.interval {
             self.collect(out)?;
         }
@@ -576,25 +647,22 @@ impl Tracer {
     /// Drains what is still buffered (ring buffers and aggregated counts), e.g. before exit.
     pub fn flush(&mut self, out: &mut Vec<Event>) -> Result<usize, Error> {
         let before = out.len();
-        if let Some(ring) = &self.ring {
-            ring.consume_raw();
+        out.append(&mut self.queue);
+        if let Some(d) = &self.drain {
+            let batches = d.flush()?;
+            self.decode(batches, out);
         }
-        {
-            let mut q = self.queue.borrow_mut();
-            q.sort_by_key(|e| e.timestamp);
-            out.append(&mut q);
-        }
+        sort_new(out, before);
         self.collect(out)?;
         Ok(out.len() - before)
     }
 
     fn collect(&mut self, out: &mut Vec<Event>) -> Result<(), Error> {
         self.last_collect = Instant::now();
-        let counts = self.counts.clone();
         for (i, probe) in self.probes.iter_mut().enumerate() {
             let before = out.len();
             probe.collect(&self.clock, out)?;
-            counts.borrow_mut()[i].events += (out.len() - before) as u64;
+            self.counts[i].events += (out.len() - before) as u64;
         }
         Ok(())
     }
@@ -613,18 +681,36 @@ impl Tracer {
 
     /// Events and losses per probe so far.
     pub fn stats(&self) -> Vec<ProbeStats> {
-        let counts = self.counts.borrow();
+        let dropped = self.drain.as_ref().map(Drain::dropped).unwrap_or_default();
         self.probes
             .iter()
-            .zip(counts.iter())
-            .map(|(p, c)| ProbeStats {
+            .zip(self.counts.iter())
+            .enumerate()
+            .map(|(i, (p, c))| ProbeStats {
                 probe: p.kind(),
                 events: c.events,
                 lost: read_stat(p.stats_map(), 0),
                 map_full: read_stat(p.stats_map(), 1),
                 decode_errors: c.decode_errors,
+                queue_full: c.queue_full + dropped.get(i).copied().unwrap_or(0),
             })
             .collect()
+    }
+}
+
+/// Each probe has its own ring: merges what this call appended into time
+/// order (a stable sort that is linear on already ordered input, the
+/// common case of one busy probe).
+fn sort_new(out: &mut [Event], from: usize) {
+    out[from..].sort_by_key(|e| e.timestamp);
+}
+
+/// The ring size a loaded probe was given (0: it has no ring).
+fn ring_size_of(p: &dyn LoadedProbe, ring: RingSize) -> u32 {
+    if p.ring().is_some() {
+        ring_bytes(p.kind(), ring)
+    } else {
+        0
     }
 }
 

@@ -199,6 +199,7 @@ pub fn run(
         node: node.clone(),
         runtime_endpoint: args.runtime_endpoint.clone(),
         ring_buffer_bytes,
+        ring_budget: podscope_bpf::DEFAULT_RING_BUDGET,
         interval: Duration::from_secs(1),
         host_filter: None,
         implementations: Vec::new(),

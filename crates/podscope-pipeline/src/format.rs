@@ -328,7 +328,7 @@ impl<W: Write> Sink for Columns<W> {
         self.header()?;
         writeln!(
             self.out,
-            "{:<12} {:<6} {:<14} {:>7} {:<16} {delta} events lost (ring buffer or tracking map full), {total} in total; try a larger --ring-buffer-size",
+            "{:<12} {:<6} {:<14} {:>7} {:<16} {delta} events lost (kernel ring, tracking map or user-space queue full), {total} in total; the summary says which",
             clock(Timestamp::now()),
             probe.name(),
             "LOST",
@@ -358,17 +358,37 @@ pub fn summary_text(elapsed_ns: u64, stats: &[ProbeStats]) -> String {
         human_ns(elapsed_ns)
     );
     s.push_str(&format!(
-        "{:<7} {:>10} {:>10} {:>10}\n",
-        "PROBE", "EVENTS", "RING_LOST", "MAP_FULL"
+        "{:<7} {:>10} {:>10} {:>10} {:>10}\n",
+        "PROBE", "EVENTS", "RING_LOST", "MAP_FULL", "QUEUE_FULL"
     ));
     for st in stats {
         s.push_str(&format!(
-            "{:<7} {:>10} {:>10} {:>10}\n",
+            "{:<7} {:>10} {:>10} {:>10} {:>10}\n",
             st.probe.name(),
             st.events,
             st.lost + st.decode_errors,
-            st.map_full
+            st.map_full,
+            st.queue_full
         ));
+    }
+    // Say which hand-off overflowed and what would help.
+    let sum = |f: fn(&ProbeStats) -> u64| stats.iter().map(f).sum::<u64>();
+    if sum(|s| s.lost) > 0 {
+        s.push_str(
+            "RING_LOST: the kernel ring was full (the drain thread did not get to run in time); \
+             a longer --ring-budget or a larger --ring-buffer-size holds more\n",
+        );
+    }
+    if sum(|s| s.map_full) > 0 {
+        s.push_str(
+            "MAP_FULL: an in-kernel tracking map was full (too many operations in flight)\n",
+        );
+    }
+    if sum(|s| s.queue_full) > 0 {
+        s.push_str(
+            "QUEUE_FULL: read from the kernel, then dropped: the user-space queue was full \
+             because decoding, enrichment or the output fell behind for longer than it holds\n",
+        );
     }
     s
 }
@@ -405,6 +425,7 @@ struct SummaryProbe {
     events: u64,
     lost: u64,
     map_full: u64,
+    queue_full: u64,
 }
 
 #[derive(Serialize)]
@@ -444,6 +465,7 @@ pub fn summary_record(elapsed_ns: u64, stats: &[ProbeStats]) -> serde_json::Valu
                 events: s.events,
                 lost: s.lost + s.decode_errors,
                 map_full: s.map_full,
+                queue_full: s.queue_full,
             })
             .collect(),
     })
@@ -495,6 +517,7 @@ mod tests {
                 lost: 5,
                 map_full: 0,
                 decode_errors: 0,
+                queue_full: 0,
             }];
             j.summary(1_000, &stats).unwrap();
         }

@@ -44,8 +44,10 @@ pub struct NodeConfig {
     pub node: String,
     /// The CRI endpoint; found by itself when None.
     pub runtime_endpoint: Option<String>,
-    /// Kernel ring buffer per probe.
+    /// Kernel ring buffer per probe; 0: sized from `ring_budget` per probe.
     pub ring_buffer_bytes: u32,
+    /// With `ring_buffer_bytes` 0: how long each ring holds its probe's peak rate.
+    pub ring_budget: Duration,
     /// How often aggregating probes report.
     pub interval: Duration,
     /// The host-level filter of a local trace (--pid, --cgroup, --comm, or
@@ -373,6 +375,8 @@ impl Node {
                     probes: spec.probes.clone(),
                     filter,
                     ring_buffer_bytes: self.cfg.ring_buffer_bytes,
+                    ring_budget: self.cfg.ring_budget,
+                    queue_bytes: podscope_bpf::DEFAULT_QUEUE_BYTES,
                     wakeup_bytes: None,
                     interval: self.cfg.interval,
                     exclude_self: true,
@@ -661,6 +665,7 @@ impl Node {
                     lost: sub(|x| x.lost),
                     map_full: sub(|x| x.map_full),
                     decode_errors: sub(|x| x.decode_errors),
+                    queue_full: sub(|x| x.queue_full),
                 }
             })
             .collect()
@@ -731,9 +736,13 @@ fn cgroup_ino(p: &PathBuf) -> Option<u64> {
 }
 
 /// A ring buffer size as given on the command line: bytes, or K/M/G
-/// suffixes; a power of two between 4 KiB and 1 GiB.
+/// suffixes; a power of two between 4 KiB and 1 GiB; or `auto` (0: sized
+/// per probe from the ring budget).
 pub fn parse_ring_size(s: &str) -> Result<u32, String> {
     let t = s.trim();
+    if t.eq_ignore_ascii_case("auto") {
+        return Ok(0);
+    }
     let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((i, _)) => {
             let mult = match t[i..].to_ascii_lowercase().as_str() {

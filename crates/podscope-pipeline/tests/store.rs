@@ -71,6 +71,7 @@ fn sessions_share_listings_and_a_new_pod_is_named_without_one() {
             host_filter: None,
             implementations: Vec::new(),
             http_capture_bytes: 1024,
+            ring_budget: podscope_bpf::DEFAULT_RING_BUDGET,
             // Long enough that no periodic listing happens during the test.
             pod_refresh: Duration::from_secs(600),
         },
@@ -85,7 +86,13 @@ fn sessions_share_listings_and_a_new_pod_is_named_without_one() {
     };
     let (a, b) = (Collect::default(), Collect::default());
     node.start(1, spec(true), Box::new(a.clone())).unwrap();
-    node.start(2, spec(true), Box::new(b.clone())).unwrap();
+    assert_eq!(node.probes(), vec![ProbeKind::Exec]);
+    // The second session needs one more probe: loaded into the running
+    // tracer (Tracer::add_probes), exec shared.
+    let mut two = spec(true);
+    two.probes.push(ProbeKind::Open);
+    node.start(2, two, Box::new(b.clone())).unwrap();
+    assert_eq!(node.probes(), vec![ProbeKind::Exec, ProbeKind::Open]);
     // One listing for each session's start, none since.
     let listings = store.listings();
     assert_eq!(listings, 2, "each session start lists once");
@@ -107,8 +114,14 @@ fn sessions_share_listings_and_a_new_pod_is_named_without_one() {
         node.step(Duration::from_millis(20)).unwrap();
     }
     let during = store.listings();
-    node.finish(1).unwrap();
     node.finish(2).unwrap();
+    // Nobody needs open any more: unloaded; exec stays for session 1.
+    assert_eq!(node.probes(), vec![ProbeKind::Exec]);
+    node.finish(1).unwrap();
+    assert!(
+        node.probes().is_empty(),
+        "probes left after the last session"
+    );
     let _ = client.remove_pod(
         pod.sandbox_id.as_deref().unwrap(),
         Some(&pspec.cgroup_parent()),

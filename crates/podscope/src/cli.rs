@@ -204,13 +204,21 @@ pub struct TraceArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_events: Option<u64>,
 
-    /// Ring buffer per probe, in bytes (power of two, >= 4096; K/M suffixes allowed).
-    #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_size)]
+    /// Kernel ring buffer per probe: 'auto' sizes each probe's ring to hold
+    /// --ring-budget at its expected peak rate (see docs/probes.md), or
+    /// bytes (power of two, >= 4096; K/M suffixes allowed) for every probe.
+    #[arg(long, value_name = "BYTES|auto", default_value = "auto", value_parser = parse_size)]
     pub ring_buffer_size: u32,
 
     /// http probe: bytes of each socket message copied for parsing (at most 16K).
     #[arg(long, value_name = "BYTES", default_value = "1K", value_parser = parse_capture)]
     pub http_capture_bytes: u32,
+
+    /// With --ring-buffer-size auto: how long each ring holds events at its
+    /// probe's expected peak rate while user space cannot read (more: more
+    /// kernel memory, fewer losses on a busy machine).
+    #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = parse_duration)]
+    pub ring_budget: Duration,
 
     /// How often the cache probe reports per-process totals.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]

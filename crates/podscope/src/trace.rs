@@ -107,6 +107,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         node: hostname(),
         runtime_endpoint: args.pods.runtime_endpoint.clone(),
         ring_buffer_bytes: args.ring_buffer_size,
+        ring_budget: args.ring_budget,
         interval: args.interval,
         host_filter: (!pod_mode || filter != Filter::default()).then_some(filter),
         implementations: Vec::new(),
@@ -171,6 +172,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         node.probes().len(),
         node.attach_time().as_millis()
     );
+    eprintln!("podscope: {}", describe_rings(&node, &args));
 
     let deadline = args.duration.map(|d| started + d);
     let parent = nix::unistd::getppid();
@@ -233,6 +235,33 @@ pub fn run(args: TraceArgs) -> Result<()> {
 
 /// `exec,bio (bio: block_getrq)`: the probes and, where a probe runs on a
 /// fallback implementation, which one.
+/// The kernel ring sizes, e.g. "rings (auto: 50ms at peak rate): open 16 MiB".
+fn describe_rings(node: &Node, args: &TraceArgs) -> String {
+    let size = match args.ring_buffer_size {
+        0 => podscope_bpf::RingSize::Budget(args.ring_budget),
+        n => podscope_bpf::RingSize::Bytes(n),
+    };
+    let rings: Vec<String> = node
+        .probes()
+        .into_iter()
+        .filter(|p| podscope_bpf::expected_peak(*p).0 > 0)
+        .map(|p| {
+            let b = podscope_bpf::ring_bytes(p, size);
+            format!("{p} {}", podscope_pipeline::format::human_bytes(b as u64))
+        })
+        .collect();
+    let how = match size {
+        podscope_bpf::RingSize::Budget(b) => {
+            format!(
+                "auto: {} at each probe's peak rate",
+                humantime::format_duration(b)
+            )
+        }
+        podscope_bpf::RingSize::Bytes(_) => "--ring-buffer-size".to_string(),
+    };
+    format!("kernel rings ({how}): {}", rings.join(", "))
+}
+
 fn describe_probes(node: &Node) -> String {
     let imps = node.implementations();
     let names: Vec<&str> = imps.iter().map(|(p, _)| p.name()).collect();
