@@ -100,18 +100,37 @@ int BPF_PROG(bio_getrq_q, void *q, struct bio *bio)
 	return getrq(bio);
 }
 
+/* Bios of one request searched for its by-bio record. The record is keyed
+ * by the bio that made the request (block_getrq), which a front merge moves
+ * off the head of rq->bio; back merges append after it. */
+#define BIO_CHAIN_MAX 32
+
+/* The by-bio record of a request (its bio in *found), or NULL. */
+static __always_inline struct rq_info *by_bio_of(struct request *rq, __u64 *found)
+{
+	__u64 bio = (__u64)BPF_CORE_READ(rq, bio);
+	struct rq_info *info;
+
+	for (int i = 0; i < BIO_CHAIN_MAX && bio; i++) {
+		info = bpf_map_lookup_elem(&by_bio, &bio);
+		if (info) {
+			*found = bio;
+			return info;
+		}
+		bio = (__u64)BPF_CORE_READ((struct bio *)bio, bi_next);
+	}
+	return NULL;
+}
+
 /* The request's record, moving a by-bio record over to the request. */
 static __always_inline struct rq_info *lookup(struct request *rq)
 {
-	__u64 key = (__u64)rq, bio;
+	__u64 key = (__u64)rq, bio = 0;
 	struct rq_info *info = bpf_map_lookup_elem(&inflight, &key);
 
 	if (info)
 		return info;
-	bio = (__u64)BPF_CORE_READ(rq, bio);
-	if (!bio)
-		return NULL;
-	info = bpf_map_lookup_elem(&by_bio, &bio);
+	info = by_bio_of(rq, &bio);
 	if (!info)
 		return NULL;
 	if (bpf_map_update_elem(&inflight, &key, info, BPF_ANY)) {
@@ -147,10 +166,10 @@ int BPF_PROG(bio_issue_q, void *q, struct request *rq)
 /* `next` was merged into another request and is freed without completing. */
 static __always_inline int merged(struct request *next)
 {
-	__u64 key = (__u64)next, bio = (__u64)BPF_CORE_READ(next, bio);
+	__u64 key = (__u64)next, bio = 0;
 
 	bpf_map_delete_elem(&inflight, &key);
-	if (bio)
+	if (by_bio_of(next, &bio))
 		bpf_map_delete_elem(&by_bio, &bio);
 	return 0;
 }
