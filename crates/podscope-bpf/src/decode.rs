@@ -103,6 +103,26 @@ macro_rules! header {
 }
 pub(crate) use header;
 
+const AF_INET6: u16 = 10;
+
+/// A socket address from a record's 16-byte field (IPv4 in the first four).
+pub(crate) fn inet_addr(family: u16, raw: &[u8; 16]) -> String {
+    if family == AF_INET6 {
+        std::net::Ipv6Addr::from(*raw).to_string()
+    } else {
+        std::net::Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]).to_string()
+    }
+}
+
+/// `ipv4` or `ipv6`, as the JSON's `family`.
+pub(crate) fn family_name(family: u16) -> &'static str {
+    if family == AF_INET6 {
+        "ipv6"
+    } else {
+        "ipv4"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

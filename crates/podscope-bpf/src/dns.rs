@@ -1,11 +1,9 @@
 //! dns probe, kernel side: messages on UDP port-53 sockets of selected tasks
 //! (parsed into queries by podscope-proto).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-
 use podscope_model::{Event, EventData, ProbeKind, SockDataEvent, SockDataKind};
 
-use crate::decode::{header, read_record, Clock};
+use crate::decode::{family_name, header, inet_addr, read_record, Clock};
 
 crate::load::ring_probe!(
     "dns",
@@ -14,16 +12,6 @@ crate::load::ring_probe!(
     dns_event,
     ProbeKind::Dns
 );
-
-const AF_INET6: u16 = 10;
-
-fn addr(family: u16, raw: &[u8; 16]) -> String {
-    if family == AF_INET6 {
-        Ipv6Addr::from(*raw).to_string()
-    } else {
-        Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]).to_string()
-    }
-}
 
 /// The fixed part of a record before the message.
 const HEAD: usize = std::mem::offset_of!(types::dns_event, data);
@@ -54,14 +42,9 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
         .into(),
         len: raw.len,
         seq: 0,
-        family: if raw.family == AF_INET6 {
-            "ipv6"
-        } else {
-            "ipv4"
-        }
-        .into(),
-        saddr: addr(raw.family, &raw.saddr),
-        daddr: addr(raw.family, &raw.daddr),
+        family: family_name(raw.family).into(),
+        saddr: inet_addr(raw.family, &raw.saddr),
+        daddr: inet_addr(raw.family, &raw.daddr),
         sport: raw.sport,
         dport: raw.dport,
         payload,

@@ -6,12 +6,10 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/http.skel.rs"));
 }
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-
 use podscope_model::{Event, EventData, ProbeKind, SockDataEvent, SockDataKind};
 use skel::{types, HttpProbeSkel, HttpProbeSkelBuilder};
 
-use crate::decode::{header, read_record, Clock};
+use crate::decode::{family_name, header, inet_addr, read_record, Clock};
 use crate::load::{common_accessors, load_skeleton, DecodeFn, LoadSettings, LoadedProbe};
 
 // SAFETY: generated from the C struct: plain integers and arrays, no pointers.
@@ -57,16 +55,6 @@ impl LoadedProbe for Probe {
         ]
     }
     common_accessors!();
-}
-
-const AF_INET6: u16 = 10;
-
-fn addr(family: u16, raw: &[u8; 16]) -> String {
-    if family == AF_INET6 {
-        Ipv6Addr::from(*raw).to_string()
-    } else {
-        Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]).to_string()
-    }
 }
 
 fn syscall_name(n: u8) -> &'static str {
@@ -116,14 +104,9 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
         syscall: syscall_name(raw.syscall).into(),
         len: raw.len,
         seq: raw.seq,
-        family: if raw.family == AF_INET6 {
-            "ipv6"
-        } else {
-            "ipv4"
-        }
-        .into(),
-        saddr: addr(raw.family, &raw.saddr),
-        daddr: addr(raw.family, &raw.daddr),
+        family: family_name(raw.family).into(),
+        saddr: inet_addr(raw.family, &raw.saddr),
+        daddr: inet_addr(raw.family, &raw.daddr),
         sport: raw.sport,
         dport: raw.dport,
         payload,

@@ -1,11 +1,9 @@
 //! tcp probe: connect, accept, close with lifetime and bytes, failed connects,
 //! retransmits and resets.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-
 use podscope_model::{errno_name, Event, EventData, ProbeKind, TcpEvent, TcpKind};
 
-use crate::decode::{header, read_record, Clock};
+use crate::decode::{family_name, header, inet_addr, read_record, Clock};
 
 crate::load::ring_probe!(
     "tcp",
@@ -14,16 +12,6 @@ crate::load::ring_probe!(
     tcp_event,
     ProbeKind::Tcp
 );
-
-const AF_INET6: u16 = 10;
-
-fn addr(family: u16, raw: &[u8; 16]) -> String {
-    if family == AF_INET6 {
-        Ipv6Addr::from(*raw).to_string()
-    } else {
-        Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]).to_string()
-    }
-}
 
 fn state_name(state: u8) -> &'static str {
     match state {
@@ -65,14 +53,9 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
             _ => "unknown",
         }
         .into(),
-        family: if raw.family == AF_INET6 {
-            "ipv6"
-        } else {
-            "ipv4"
-        }
-        .into(),
-        saddr: addr(raw.family, &raw.saddr),
-        daddr: addr(raw.family, &raw.daddr),
+        family: family_name(raw.family).into(),
+        saddr: inet_addr(raw.family, &raw.saddr),
+        daddr: inet_addr(raw.family, &raw.daddr),
         sport: raw.sport,
         dport: raw.dport,
         state: state_name(raw.state).into(),
