@@ -188,9 +188,20 @@ impl Drain {
     /// Waits up to `timeout` for at least one batch, then takes every batch
     /// queued. Fails if reading a ring failed (after what was read before).
     pub(crate) fn take(&self, timeout: Duration) -> Result<Vec<Batch>, Error> {
+        let mut q = self.wait(timeout, |q| !q.batches.is_empty());
+        self.take_locked(&mut q)
+    }
+
+    /// The queue, once `done` holds, reading failed or the thread ended, or
+    /// after `timeout`.
+    fn wait(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&Queue) -> bool,
+    ) -> std::sync::MutexGuard<'_, Queue> {
         let deadline = Instant::now() + timeout;
         let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-        while q.batches.is_empty() && q.failed.is_none() && !q.ended {
+        while !done(&q) && q.failed.is_none() && !q.ended {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -202,7 +213,7 @@ impl Drain {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        self.take_locked(&mut q)
+        q
     }
 
     fn take_locked(&self, q: &mut Queue) -> Result<Vec<Batch>, Error> {
@@ -225,20 +236,7 @@ impl Drain {
     /// queue. Waits at most a second.
     pub(crate) fn flush(&self) -> Result<Vec<Batch>, Error> {
         let want = self.shared.flush_req.fetch_add(1, Ordering::AcqRel) + 1;
-        let deadline = Instant::now() + Duration::from_secs(1);
-        let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-        while q.flushed < want && q.failed.is_none() && !q.ended {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            q = self
-                .shared
-                .ready
-                .wait_timeout(q, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        let mut q = self.wait(Duration::from_secs(1), |q| q.flushed >= want);
         self.take_locked(&mut q)
     }
 
