@@ -14,20 +14,9 @@ use crate::api::CreateSession;
 use crate::http::{request_timed, request_with, Response, Timeouts};
 use crate::tls::ClientTls;
 
-/// Pod flags as given on the command line.
-#[derive(Debug, Clone, Default)]
-pub struct RemotePods {
-    /// --pod.
-    pub pod: Option<String>,
-    /// -n.
-    pub namespace: Option<String>,
-    /// -A.
-    pub all_namespaces: bool,
-    /// -l.
-    pub selector: Option<String>,
-    /// --container.
-    pub container: Option<String>,
-}
+/// Pod flags as given on the command line: the pipeline's own type, so
+/// local and remote traces read the same flags.
+pub type RemotePods = podscope_pipeline::PodFlags;
 
 /// `trace` flags that apply through the hub.
 #[derive(Debug, Clone, Default)]

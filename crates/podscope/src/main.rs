@@ -247,12 +247,6 @@ fn exit_on(r: anyhow::Result<i32>) -> ! {
 }
 
 fn remote_pods(p: &cli::PodArgs) -> podscope_cluster::client::RemotePods {
-    podscope_cluster::client::RemotePods {
-        pod: p.pod.clone(),
-        namespace: p.namespace.clone(),
-        all_namespaces: p.all_namespaces,
-        selector: p.selector.clone(),
-        container: p.container.clone(),
-    }
+    p.flags()
 }
 // --- end cluster mode helpers ---
