@@ -584,8 +584,42 @@ fn two_nodes_through_the_hub() {
         }
     }
     assert_eq!(after.len(), 2, "events from both nodes after the restart");
-    // The CLI reconnected by itself: stopping its session ends it cleanly,
-    // with events from after the restart in its output.
+    // The CLI reconnects by itself (it retries every 300 ms, independently
+    // of the stream above): wait until it has printed an event from after
+    // the restart, then stopping its session ends it cleanly.
+    let cli_out = cli.stdout.take().unwrap();
+    let (cli_tx, cli_rx) = mpsc::channel::<String>();
+    let cli_reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = Vec::new();
+        for l in std::io::BufReader::new(cli_out).lines() {
+            let Ok(l) = l else { break };
+            let _ = cli_tx.send(l.clone());
+            all.push(l);
+        }
+        all
+    });
+    let after_restart = |l: &str| {
+        serde_json::from_str::<Value>(l).is_ok_and(|e| {
+            e.get("pid").is_some() && e["timestamp"].as_str().unwrap_or("") > restarted_at.as_str()
+        })
+    };
+    let t = Instant::now();
+    let mut cli_seen = false;
+    while !cli_seen {
+        let Ok(l) = cli_rx.recv_timeout(Duration::from_secs(15).saturating_sub(t.elapsed())) else {
+            break;
+        };
+        cli_seen = after_restart(&l);
+    }
+    assert!(
+        cli_seen,
+        "the CLI printed no event from after the restart within 15 s"
+    );
+    eprintln!(
+        "the CLI printed an event from after the restart {:?} after the hub's stream did",
+        t.elapsed()
+    );
     let (_, l) = api(port, "GET", "/v1/sessions", None);
     let cli_id = l
         .as_array()
@@ -601,8 +635,7 @@ fn two_nodes_through_the_hub() {
         Some(json!({"state": "stopped"})),
     );
     let status = cli.wait().unwrap();
-    let mut out = String::new();
-    std::io::Read::read_to_string(cli.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let out = cli_reader.join().unwrap().join("\n");
     assert_eq!(status.code(), Some(0), "{out}");
     let lines: Vec<Value> = out
         .lines()
@@ -610,9 +643,8 @@ fn two_nodes_through_the_hub() {
         .collect();
     assert_eq!(lines.last().unwrap()["kind"], "end", "{out}");
     assert!(
-        lines.iter().any(|e| e.get("pid").is_some()
-            && e["timestamp"].as_str().unwrap_or("") > restarted_at.as_str()),
-        "the CLI got events from after the restart"
+        out.lines().any(after_restart),
+        "the CLI's output holds the events from after the restart"
     );
 
     // A hub stopped with SIGTERM (a rolling update) tells its clients to
