@@ -28,6 +28,10 @@ const volatile __u32 capture_bytes = 1024;
 
 struct conn {
 	__u64 seq[2]; /* bytes moved so far: [0] tx, [1] rx */
+	/* Who last moved bytes on it: the close of a socket released without
+	 * close() (at exit) is reported for that task, not for whoever runs
+	 * when the kernel destroys the socket (often a softirq). */
+	struct event_header owner;
 	__u8 proto;
 	__u8 tries;   /* messages too short to sniff */
 };
@@ -207,6 +211,7 @@ static __always_inline int leave(long ret, __u8 dir)
 	}
 
 	fill_header(&e->hdr);
+	st->owner = e->hdr;
 	e->sock = key;
 	e->seq = st->seq[d & 1];
 	e->len = ret;
@@ -323,12 +328,41 @@ int close_enter(struct trace_event_raw_sys_enter *ctx)
 }
 
 /* A socket closed without close() (exit, or the last reference elsewhere):
- * forget it, so a new socket at the same address is sniffed afresh. */
+ * an HTTP connection's close is reported for the task that last used it
+ * (a body that runs until close ends here, and the parser's state goes),
+ * then the socket is forgotten, so a new one at the same address is sniffed
+ * afresh. Runs in whatever context destroys the socket: no current-task
+ * filter; the owner was filtered when it moved bytes. */
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(http_sock_destroy, struct sock *sk)
 {
+	__u32 zero = 0;
 	__u64 key = (__u64)sk;
+	struct http_event *e;
+	struct conn *st;
 
+	st = bpf_map_lookup_elem(&conns, &key);
+	if (!st)
+		return 0;
+	if (st->proto == PROTO_HTTP && st->owner.pid) {
+		e = bpf_map_lookup_elem(&scratch, &zero);
+		if (e) {
+			e->hdr = st->owner;
+			e->hdr.ts_ns = bpf_ktime_get_ns();
+			e->sock = key;
+			e->seq = 0;
+			e->len = 0;
+			e->captured = 0;
+			e->fd = -1;
+			e->kind = HTTP_KIND_CLOSE;
+			e->dir = 0;
+			e->syscall = 0;
+			e->_pad = 0;
+			e->_pad2 = 0;
+			fill_addrs(e, sk);
+			output_event(e, HDR_SIZE);
+		}
+	}
 	bpf_map_delete_elem(&conns, &key);
 	return 0;
 }

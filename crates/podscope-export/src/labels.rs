@@ -52,3 +52,57 @@ pub struct ProbeLabels {
     /// Probe name.
     pub probe: String,
 }
+
+/// [`PodLabels`] plus what a served HTTP request was (bounded: no path).
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpServerLabels {
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// Container name.
+    pub container: String,
+    /// Node name.
+    pub node: String,
+    /// Request method (`GET`; `_OTHER` for methods outside RFC 9110 and PATCH).
+    pub method: String,
+    /// `2xx` .. `5xx`, or `none` when no response came.
+    pub status_class: String,
+}
+
+/// [`HttpServerLabels`] plus the pod the request went to: the edges of a
+/// service map (empty peer labels: the server is not a known pod).
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpClientLabels {
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// Container name.
+    pub container: String,
+    /// Node name.
+    pub node: String,
+    /// Request method.
+    pub method: String,
+    /// `2xx` .. `5xx`, or `none` when no response came.
+    pub status_class: String,
+    /// The server pod's namespace.
+    pub peer_namespace: String,
+    /// The server pod's name.
+    pub peer_pod: String,
+}
+
+/// [`PodLabels`] plus a DNS response code.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsLabels {
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// Container name.
+    pub container: String,
+    /// Node name.
+    pub node: String,
+    /// `NOERROR`, `NXDOMAIN`, ..., or `none` when no response came.
+    pub rcode: String,
+}

@@ -22,7 +22,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::labels::{DiskLabels, PodLabels, ProbeLabels};
+use crate::labels::{
+    DiskLabels, DnsLabels, HttpClientLabels, HttpServerLabels, PodLabels, ProbeLabels,
+};
 use crate::resources::{Host, Resources};
 use crate::selfstats::SelfStats;
 use crate::text::{self, Format};
@@ -37,6 +39,13 @@ const BIO_BUCKETS: [f64; 15] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5,
 ];
+/// Upper bounds of the HTTP request and DNS query duration histograms, in
+/// seconds: OpenTelemetry's HTTP duration buckets, with five below 5 ms for
+/// requests answered inside the node.
+const REQUEST_BUCKETS: [f64; 19] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
+    1.0, 2.5, 5.0, 7.5, 10.0,
+];
 /// The observer forgets its cache beyond this many cgroups (host processes in
 /// `--all` mode can come from many short-lived cgroups).
 const MAX_CACHED_CGROUPS: usize = 8192;
@@ -47,6 +56,40 @@ fn conn_histogram() -> Histogram {
 
 fn bio_histogram() -> Histogram {
     Histogram::new(BIO_BUCKETS)
+}
+
+fn request_histogram() -> Histogram {
+    Histogram::new(REQUEST_BUCKETS)
+}
+
+/// The method label: the methods of RFC 9110 and PATCH as sent, any other
+/// `_OTHER` (as OpenTelemetry's conventions say), so a client sending
+/// random methods cannot make unbounded series.
+fn method_label(m: &str) -> &'static str {
+    match m {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "CONNECT" => "CONNECT",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "PATCH" => "PATCH",
+        _ => "_OTHER",
+    }
+}
+
+fn status_class(status: Option<u16>) -> &'static str {
+    match status {
+        Some(100..=199) => "1xx",
+        Some(200..=299) => "2xx",
+        Some(300..=399) => "3xx",
+        Some(400..=499) => "4xx",
+        Some(500..=599) => "5xx",
+        Some(_) => "other",
+        None => "none",
+    }
 }
 
 /// The pod-labelled counters, in [`COUNTERS`] order.
@@ -173,6 +216,12 @@ struct Families {
     bio_ops: Family<DiskLabels, Counter>,
     bio_bytes: Family<DiskLabels, Counter>,
     bio_latency: Family<DiskLabels, Histogram, fn() -> Histogram>,
+    http_server: Family<HttpServerLabels, Counter>,
+    http_server_duration: Family<HttpServerLabels, Histogram, fn() -> Histogram>,
+    http_client: Family<HttpClientLabels, Counter>,
+    http_client_duration: Family<HttpClientLabels, Histogram, fn() -> Histogram>,
+    dns_queries: Family<DnsLabels, Counter>,
+    dns_duration: Family<PodLabels, Histogram, fn() -> Histogram>,
     probe_events: Family<ProbeLabels, Counter>,
     probe_lost: Family<ProbeLabels, Counter>,
     pods_tracked: Gauge,
@@ -229,6 +278,48 @@ impl Families {
             Unit::Seconds,
             bio_latency.clone(),
         );
+        let http_server = Family::<HttpServerLabels, Counter>::default();
+        reg.register(
+            "podscope_http_server_requests",
+            "HTTP requests the container answered, by method and status class",
+            http_server.clone(),
+        );
+        let http_server_duration: Family<HttpServerLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(request_histogram);
+        reg.register_with_unit(
+            "podscope_http_server_request_duration",
+            "Duration of the HTTP requests the container answered, from the request's first byte to the response's last",
+            Unit::Seconds,
+            http_server_duration.clone(),
+        );
+        let http_client = Family::<HttpClientLabels, Counter>::default();
+        reg.register(
+            "podscope_http_client_requests",
+            "HTTP requests the container sent, by method, status class and the server's pod (empty: not a known pod)",
+            http_client.clone(),
+        );
+        let http_client_duration: Family<HttpClientLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(request_histogram);
+        reg.register_with_unit(
+            "podscope_http_client_request_duration",
+            "Duration of the HTTP requests the container sent, from the request's first byte to the response's last",
+            Unit::Seconds,
+            http_client_duration.clone(),
+        );
+        let dns_queries = Family::<DnsLabels, Counter>::default();
+        reg.register(
+            "podscope_dns_queries",
+            "DNS queries the container sent, by response code (none: no response)",
+            dns_queries.clone(),
+        );
+        let dns_duration: Family<PodLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(request_histogram);
+        reg.register_with_unit(
+            "podscope_dns_query_duration",
+            "Time from each DNS query the container sent to its response",
+            Unit::Seconds,
+            dns_duration.clone(),
+        );
         let probe_events = Family::<ProbeLabels, Counter>::default();
         reg.register(
             "podscope_probe_events",
@@ -266,6 +357,12 @@ impl Families {
             bio_ops,
             bio_bytes,
             bio_latency,
+            http_server,
+            http_server_duration,
+            http_client,
+            http_client_duration,
+            dns_queries,
+            dns_duration,
             probe_events,
             probe_lost,
             pods_tracked,
@@ -280,6 +377,9 @@ impl Families {
 struct Tracked {
     pod_labels: Vec<PodLabels>,
     disk_labels: Vec<DiskLabels>,
+    http_server: Vec<HttpServerLabels>,
+    http_client: Vec<HttpClientLabels>,
+    dns: Vec<DnsLabels>,
     last_live: Instant,
 }
 
@@ -415,11 +515,23 @@ impl Metrics {
                 }
                 self.fam.active.remove(l);
                 self.fam.duration.remove(l);
+                self.fam.dns_duration.remove(l);
             }
             for l in &t.disk_labels {
                 self.fam.bio_ops.remove(l);
                 self.fam.bio_bytes.remove(l);
                 self.fam.bio_latency.remove(l);
+            }
+            for l in &t.http_server {
+                self.fam.http_server.remove(l);
+                self.fam.http_server_duration.remove(l);
+            }
+            for l in &t.http_client {
+                self.fam.http_client.remove(l);
+                self.fam.http_client_duration.remove(l);
+            }
+            for l in &t.dns {
+                self.fam.dns_queries.remove(l);
             }
             removed += 1;
             false
@@ -444,6 +556,9 @@ impl Metrics {
             .or_insert_with(|| Tracked {
                 pod_labels: Vec::new(),
                 disk_labels: Vec::new(),
+                http_server: Vec::new(),
+                http_client: Vec::new(),
+                dns: Vec::new(),
                 last_live: Instant::now(),
             });
         let l = list(t);
@@ -498,6 +613,74 @@ impl Metrics {
         }
     }
 
+    fn request_series(
+        &self,
+        pod: &PodLabels,
+        server: bool,
+        method: &'static str,
+        class: &'static str,
+        peer_namespace: &str,
+        peer_pod: &str,
+    ) -> RequestSlot {
+        let (count, duration) = if server {
+            let labels = HttpServerLabels {
+                namespace: pod.namespace.clone(),
+                pod: pod.pod.clone(),
+                container: pod.container.clone(),
+                node: pod.node.clone(),
+                method: method.to_owned(),
+                status_class: class.to_owned(),
+            };
+            self.track(&pod.namespace, &pod.pod, &labels, |t| &mut t.http_server);
+            (
+                self.fam.http_server.get_or_create_owned(&labels),
+                self.fam.http_server_duration.get_or_create_owned(&labels),
+            )
+        } else {
+            let labels = HttpClientLabels {
+                namespace: pod.namespace.clone(),
+                pod: pod.pod.clone(),
+                container: pod.container.clone(),
+                node: pod.node.clone(),
+                method: method.to_owned(),
+                status_class: class.to_owned(),
+                peer_namespace: peer_namespace.to_owned(),
+                peer_pod: peer_pod.to_owned(),
+            };
+            self.track(&pod.namespace, &pod.pod, &labels, |t| &mut t.http_client);
+            (
+                self.fam.http_client.get_or_create_owned(&labels),
+                self.fam.http_client_duration.get_or_create_owned(&labels),
+            )
+        };
+        RequestSlot {
+            server,
+            method,
+            class,
+            peer_namespace: peer_namespace.to_owned(),
+            peer_pod: peer_pod.to_owned(),
+            count,
+            duration,
+        }
+    }
+
+    fn dns_counter(&self, pod: &PodLabels, rcode: &str) -> Counter {
+        let labels = DnsLabels {
+            namespace: pod.namespace.clone(),
+            pod: pod.pod.clone(),
+            container: pod.container.clone(),
+            node: pod.node.clone(),
+            rcode: rcode.to_owned(),
+        };
+        self.track(&pod.namespace, &pod.pod, &labels, |t| &mut t.dns);
+        self.fam.dns_queries.get_or_create_owned(&labels)
+    }
+
+    fn dns_histogram(&self, labels: &PodLabels) -> Histogram {
+        self.track_pod_labels(labels);
+        self.fam.dns_duration.get_or_create_owned(labels)
+    }
+
     /// The exposition in `format` (Prometheus text 0.0.4 or OpenMetrics 1.0).
     pub fn render(&self, format: Format) -> Result<String, Error> {
         let hint = self.last_render_len.load(Ordering::Relaxed) as usize;
@@ -522,6 +705,18 @@ struct DiskSlot {
     latency: Histogram,
 }
 
+/// Cached handles of one kind of HTTP request of one container.
+#[derive(Debug)]
+struct RequestSlot {
+    server: bool,
+    method: &'static str,
+    class: &'static str,
+    peer_namespace: String,
+    peer_pod: String,
+    count: Counter,
+    duration: Histogram,
+}
+
 /// Cached handles of one container (one cgroup id).
 #[derive(Debug)]
 struct Slot {
@@ -530,6 +725,9 @@ struct Slot {
     active: Option<Gauge>,
     duration: Option<Histogram>,
     disks: Vec<DiskSlot>,
+    requests: Vec<RequestSlot>,
+    dns: Vec<(String, Counter)>,
+    dns_duration: Option<Histogram>,
 }
 
 impl Slot {
@@ -545,6 +743,9 @@ impl Slot {
             active: None,
             duration: None,
             disks: Vec::new(),
+            requests: Vec::new(),
+            dns: Vec::new(),
+            dns_duration: None,
         }
     }
 
@@ -575,6 +776,52 @@ impl Slot {
             }
         };
         &self.disks[i]
+    }
+
+    fn request(&mut self, m: &Metrics, h: &podscope_model::HttpEvent) -> &RequestSlot {
+        let server = h.role == "server";
+        let method = method_label(&h.method);
+        let class = status_class(h.status);
+        // A server's series carry no peer: the peer of a served request is
+        // every client's own pod, an unbounded set.
+        let (pns, ppod) = if server {
+            ("", "")
+        } else {
+            (h.peer_namespace.as_str(), h.peer_pod.as_str())
+        };
+        let i = match self.requests.iter().position(|r| {
+            r.server == server
+                && r.method == method
+                && r.class == class
+                && r.peer_pod == ppod
+                && r.peer_namespace == pns
+        }) {
+            Some(i) => i,
+            None => {
+                self.requests.push(m.request_series(
+                    &self.labels,
+                    server,
+                    method,
+                    class,
+                    pns,
+                    ppod,
+                ));
+                self.requests.len() - 1
+            }
+        };
+        &self.requests[i]
+    }
+
+    fn dns(&mut self, m: &Metrics, rcode: &str) -> &Counter {
+        let i = match self.dns.iter().position(|(r, _)| r == rcode) {
+            Some(i) => i,
+            None => {
+                self.dns
+                    .push((rcode.to_owned(), m.dns_counter(&self.labels, rcode)));
+                self.dns.len() - 1
+            }
+        };
+        &self.dns[i].1
     }
 }
 
@@ -675,7 +922,22 @@ impl Observer {
                 d.bytes.inc_by(u64::from(b.bytes));
                 d.latency.observe(b.latency_ns as f64 / 1e9);
             }
-            // HTTP RED metrics are a later slice of issue 10.
+            EventData::Http(h) if h.kind == "request" => {
+                let r = slot.request(m, h);
+                r.count.inc();
+                r.duration.observe(h.duration_ns as f64 / 1e9);
+            }
+            // Queries this container sent; answers it served are not RED
+            // metrics of this container's dependencies.
+            EventData::Dns(d) if d.role == "client" => {
+                slot.dns(m, d.rcode.as_deref().unwrap_or("none")).inc();
+                if let Some(ns) = d.latency_ns {
+                    let labels = &slot.labels;
+                    slot.dns_duration
+                        .get_or_insert_with(|| m.dns_histogram(labels))
+                        .observe(ns as f64 / 1e9);
+                }
+            }
             EventData::Exit(_)
             | EventData::SockData(_)
             | EventData::Http(_)
@@ -865,6 +1127,209 @@ mod tests {
         assert!(!out.contains("pid="), "never labelled by pid");
     }
 
+    fn http(role: &str, method: &str, status: Option<u16>, peer: (&str, &str)) -> EventData {
+        EventData::Http(podscope_model::HttpEvent {
+            kind: "request".into(),
+            role: role.into(),
+            version: "HTTP/1.1".into(),
+            method: method.into(),
+            path: "/x".into(),
+            host: String::new(),
+            status,
+            duration_ns: 2_000_000,
+            request_bytes: 10,
+            response_bytes: 20,
+            truncated: false,
+            family: "ipv4".into(),
+            saddr: "10.0.0.1".into(),
+            sport: 1,
+            daddr: "10.0.0.2".into(),
+            dport: 80,
+            peer_namespace: peer.0.into(),
+            peer_pod: peer.1.into(),
+            error: None,
+        })
+    }
+
+    #[test]
+    fn requests_become_red_series_per_pod_and_per_edge() {
+        let m = Metrics::new("n1", Duration::from_secs(60));
+        let mut o = m.observer();
+        for _ in 0..3 {
+            o.observe(&ev(
+                "shop",
+                "api",
+                "app",
+                1,
+                http("server", "GET", Some(200), ("", "")),
+            ));
+        }
+        o.observe(&ev(
+            "shop",
+            "api",
+            "app",
+            1,
+            http("server", "GET", Some(404), ("", "")),
+        ));
+        o.observe(&ev(
+            "shop",
+            "api",
+            "app",
+            1,
+            http("server", "BREW", Some(418), ("", "")),
+        ));
+        for _ in 0..2 {
+            o.observe(&ev(
+                "shop",
+                "web",
+                "app",
+                2,
+                http("client", "POST", Some(503), ("shop", "api")),
+            ));
+        }
+        o.observe(&ev(
+            "shop",
+            "web",
+            "app",
+            2,
+            http("client", "GET", None, ("", "")),
+        ));
+        let mut parse_error = http("server", "", None, ("", ""));
+        if let EventData::Http(h) = &mut parse_error {
+            h.kind = "parse_error".into();
+        }
+        o.observe(&ev("shop", "api", "app", 1, parse_error));
+        let out = m.render(Format::Prometheus).unwrap();
+        let api = ["pod=\"api\"", "method=\"GET\""];
+        assert_eq!(
+            value(
+                &out,
+                "podscope_http_server_requests_total",
+                &[&api[..], &["status_class=\"2xx\""]].concat()
+            ),
+            Some(3.0),
+            "{out}"
+        );
+        assert_eq!(
+            value(
+                &out,
+                "podscope_http_server_requests_total",
+                &[&api[..], &["status_class=\"4xx\""]].concat()
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &out,
+                "podscope_http_server_requests_total",
+                &["method=\"_OTHER\""]
+            ),
+            Some(1.0),
+            "unknown methods are one series"
+        );
+        assert_eq!(
+            value(
+                &out,
+                "podscope_http_server_request_duration_seconds_count",
+                &[&api[..], &["status_class=\"2xx\""]].concat()
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(
+                &out,
+                "podscope_http_server_request_duration_seconds_bucket",
+                &[&api[..], &["status_class=\"2xx\"", "le=\"0.0025\""]].concat()
+            ),
+            Some(3.0)
+        );
+        let edge = [
+            "pod=\"web\"",
+            "peer_namespace=\"shop\"",
+            "peer_pod=\"api\"",
+            "status_class=\"5xx\"",
+        ];
+        assert_eq!(
+            value(&out, "podscope_http_client_requests_total", &edge),
+            Some(2.0),
+            "{out}"
+        );
+        assert_eq!(
+            value(
+                &out,
+                "podscope_http_client_requests_total",
+                &["pod=\"web\"", "status_class=\"none\""]
+            ),
+            Some(1.0)
+        );
+        assert!(
+            !out.lines()
+                .any(|l| l.starts_with("podscope_http_server_requests_total{")
+                    && l.contains("peer_pod")),
+            "served requests carry no peer labels"
+        );
+        assert!(!out.contains("path="), "never labelled by path: {out}");
+        let total: f64 = out
+            .lines()
+            .filter(|l| l.starts_with("podscope_http_server_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(total, 5.0, "a parse error is not a request");
+    }
+
+    #[test]
+    fn dns_queries_by_rcode() {
+        let m = Metrics::new("n1", Duration::from_secs(60));
+        let mut o = m.observer();
+        let q = |role: &str, rcode: Option<&str>| {
+            EventData::Dns(podscope_model::DnsEvent {
+                kind: "query".into(),
+                role: role.into(),
+                id: 1,
+                name: "a.test".into(),
+                qtype: "A".into(),
+                rcode: rcode.map(Into::into),
+                answers: vec![],
+                latency_ns: rcode.map(|_| 300_000),
+                family: "ipv4".into(),
+                saddr: "10.0.0.1".into(),
+                sport: 5353,
+                daddr: "10.0.0.53".into(),
+                dport: 53,
+                peer_namespace: String::new(),
+                peer_pod: String::new(),
+                error: None,
+            })
+        };
+        o.observe(&ev("a", "p", "c", 1, q("client", Some("NOERROR"))));
+        o.observe(&ev("a", "p", "c", 1, q("client", Some("NXDOMAIN"))));
+        o.observe(&ev("a", "p", "c", 1, q("client", Some("NXDOMAIN"))));
+        o.observe(&ev("a", "p", "c", 1, q("client", None)));
+        o.observe(&ev("a", "p", "c", 1, q("server", Some("NOERROR"))));
+        let out = m.render(Format::Prometheus).unwrap();
+        assert_eq!(
+            value(&out, "podscope_dns_queries_total", &["rcode=\"NXDOMAIN\""]),
+            Some(2.0),
+            "{out}"
+        );
+        assert_eq!(
+            value(&out, "podscope_dns_queries_total", &["rcode=\"NOERROR\""]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&out, "podscope_dns_queries_total", &["rcode=\"none\""]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &out,
+                "podscope_dns_query_duration_seconds_count",
+                &["pod=\"p\""]
+            ),
+            Some(3.0)
+        );
+    }
+
     #[test]
     fn a_reused_cgroup_id_gets_the_new_containers_labels() {
         let m = Metrics::new("n1", Duration::from_secs(60));
@@ -887,6 +1352,20 @@ mod tests {
         let m = Metrics::new("n1", Duration::from_millis(50));
         let mut o = m.observer();
         o.observe(&ev("a", "gone", "c", 1, open(false)));
+        o.observe(&ev(
+            "a",
+            "gone",
+            "c",
+            1,
+            http("client", "GET", Some(200), ("a", "stays")),
+        ));
+        o.observe(&ev(
+            "a",
+            "gone",
+            "c",
+            1,
+            http("server", "GET", Some(200), ("", "")),
+        ));
         o.observe(&ev("a", "stays", "c", 2, open(false)));
         o.observe(&ev("", "", "", 3, open(false)));
         let live: HashSet<(&str, &str)> = [("a", "stays")].into();

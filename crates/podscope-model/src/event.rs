@@ -459,6 +459,12 @@ pub struct HttpEvent {
     pub daddr: String,
     /// Peer port.
     pub dport: u16,
+    /// The peer's pod namespace, when the peer address is a known pod's.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub peer_namespace: String,
+    /// The peer's pod name, when the peer address is a known pod's.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub peer_pod: String,
     /// Why the exchange is incomplete (`no response before close`, ...).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
@@ -497,6 +503,12 @@ pub struct DnsEvent {
     pub daddr: String,
     /// Peer port.
     pub dport: u16,
+    /// The peer's pod namespace, when the peer address is a known pod's.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub peer_namespace: String,
+    /// The peer's pod name, when the peer address is a known pod's.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub peer_pod: String,
     /// Why the exchange is incomplete (`no response`, `response to a query not seen`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use podscope_bpf::{CgroupChange, Tracer};
 
-use podscope_model::Event;
+use podscope_model::{Event, EventData};
 use podscope_runtime::cgroup::CgroupMount;
 use podscope_runtime::engine::container_id_of_cgroup;
 use podscope_runtime::layout::parse_kube_cgroup;
@@ -115,6 +115,10 @@ pub struct PodIndex {
     /// An engine container's cgroup appeared: the next lookup must ask the
     /// engines (a full refresh), not only CRI's sandboxes.
     engine_refresh: bool,
+    /// Pod address -> (namespace, pod), for naming the peers of requests.
+    /// Every pod of the node, selected or not; an address two known pods
+    /// claim (one being replaced by the other) names the newer listing's.
+    peers: HashMap<String, (String, String)>,
 }
 
 impl PodIndex {
@@ -148,6 +152,7 @@ impl PodIndex {
             engines: !discovery.engines.is_empty(),
             engine_pending: std::collections::HashSet::new(),
             engine_refresh: false,
+            peers: HashMap::new(),
         };
         index.apply(&discovery.pods, None);
         Ok((index, discovery))
@@ -302,13 +307,64 @@ impl PodIndex {
                 },
             );
         }
-        if !complete {
-            return;
+        if complete {
+            // Pods the runtime no longer lists: keep their names a while.
+            for (uid, e) in self.pods.iter_mut() {
+                if e.pod.is_some() && !seen.contains(uid.as_str()) && e.removed.is_none() {
+                    e.removed = Some(now);
+                }
+            }
         }
-        // Pods the runtime no longer lists: keep their names a while.
-        for (uid, e) in self.pods.iter_mut() {
-            if e.pod.is_some() && !seen.contains(uid.as_str()) && e.removed.is_none() {
-                e.removed = Some(now);
+        self.index_peers(pods);
+    }
+
+    /// Rebuilds the address -> pod map: removed pods first, so a live pod
+    /// that took over a removed one's address wins; then the pods just
+    /// listed, which win over older entries.
+    fn index_peers(&mut self, listed: &[Pod]) {
+        let mut peers = HashMap::with_capacity(self.pods.len());
+        let mut put = |p: &Pod| {
+            if let Some(ip) = &p.ip {
+                peers.insert(ip.clone(), (p.namespace.clone(), p.name.clone()));
+            }
+        };
+        let mut entries: Vec<&PodEntry> = self.pods.values().collect();
+        entries.sort_by_key(|e| e.removed.is_none());
+        for p in entries.iter().filter_map(|e| e.pod.as_ref()) {
+            put(p);
+        }
+        for p in listed {
+            put(p);
+        }
+        self.peers = peers;
+    }
+
+    /// The pod a peer address belongs to, if the node knows one.
+    pub fn peer(&self, addr: &str) -> Option<(&str, &str)> {
+        let addr = addr.strip_prefix("::ffff:").unwrap_or(addr);
+        self.peers
+            .get(addr)
+            .map(|(ns, pod)| (ns.as_str(), pod.as_str()))
+    }
+
+    /// Names the peer pod of each request and DNS event: by the peer
+    /// address, or, for loopback, the event's own pod (loopback never
+    /// leaves the pod's network namespace).
+    pub fn name_peers(&self, events: &mut [Event]) {
+        for ev in events {
+            let (daddr, ns, pod) = match &mut ev.data {
+                EventData::Http(h) => (&h.daddr, &mut h.peer_namespace, &mut h.peer_pod),
+                EventData::Dns(d) => (&d.daddr, &mut d.peer_namespace, &mut d.peer_pod),
+                _ => continue,
+            };
+            if is_loopback(daddr) {
+                if !ev.identity.pod.is_empty() {
+                    ns.clone_from(&ev.identity.namespace);
+                    pod.clone_from(&ev.identity.pod);
+                }
+            } else if let Some((n, p)) = self.peer(daddr) {
+                *ns = n.to_owned();
+                *pod = p.to_owned();
             }
         }
     }
@@ -722,6 +778,12 @@ impl PodIndex {
 
 /// The ids to put in the kernel filter for a pod: its pod-level cgroup (which
 /// covers containers created later), else each container's.
+fn is_loopback(addr: &str) -> bool {
+    let addr = addr.strip_prefix("::ffff:").unwrap_or(addr);
+    addr.parse::<std::net::IpAddr>()
+        .is_ok_and(|a| a.is_loopback())
+}
+
 fn pod_filter_ids(pod: &Pod) -> Vec<u64> {
     match pod.cgroup_id {
         Some(id) => vec![id],

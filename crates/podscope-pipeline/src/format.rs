@@ -195,6 +195,7 @@ pub fn details(ev: &Event) -> String {
             }
             if d.dport != 0 {
                 s.push_str(&format!(" peer {}:{}", d.daddr, d.dport));
+                s.push_str(&peer_pod(&d.peer_namespace, &d.peer_pod));
             }
             if let Some(e) = &d.error {
                 s.push_str(&format!(" ERROR {e}"));
@@ -219,13 +220,23 @@ pub fn details(ev: &Event) -> String {
     }
 }
 
-/// `server GET /a?q=? 200 1.2ms req 78B resp 612B peer 10.0.0.7:51234`
+/// ` (shop/web-0)` after a peer address that is a known pod's.
+fn peer_pod(ns: &str, pod: &str) -> String {
+    match (ns.is_empty(), pod.is_empty()) {
+        (_, true) => String::new(),
+        (true, false) => format!(" ({pod})"),
+        (false, false) => format!(" ({ns}/{pod})"),
+    }
+}
+
+/// `server GET /a?q=? 200 1.2ms req 78B resp 612B peer 10.0.0.7:51234 (shop/web-0)`
 fn http_details(h: &podscope_model::HttpEvent) -> String {
-    let peer = if h.family == "ipv6" {
+    let mut peer = if h.family == "ipv6" {
         format!("[{}]:{}", h.daddr, h.dport)
     } else {
         format!("{}:{}", h.daddr, h.dport)
     };
+    peer.push_str(&peer_pod(&h.peer_namespace, &h.peer_pod));
     if h.kind == "parse_error" {
         return format!(
             "not HTTP/1.x: {} peer {peer}",

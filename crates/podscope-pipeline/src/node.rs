@@ -542,7 +542,8 @@ impl Node {
             } else {
                 batch.iter().filter(|e| wanted(e)).cloned().collect()
             };
-            let out = s.proto.process(s.index.process(mine));
+            let mut out = s.proto.process(s.index.process(mine));
+            s.index.name_peers(&mut out);
             deliver(s, out);
         }
         batch.clear();
@@ -606,6 +607,7 @@ impl Node {
                 events.extend(s.index.release_held());
                 let mut events = s.proto.process(events);
                 events.extend(s.proto.finish());
+                s.index.name_peers(&mut events);
                 deliver(s, events);
             }
         }

@@ -676,6 +676,10 @@ pub struct Connection {
     current: Option<u64>,
     /// Expected stream offset per direction.
     seq: [u64; 2],
+    /// When each direction last moved bytes: a body that runs until close
+    /// ended with its last bytes, not when the socket was closed (a server
+    /// may linger for seconds before closing).
+    last_ns: [u64; 2],
 }
 
 impl Default for Connection {
@@ -695,6 +699,7 @@ impl Connection {
             next_id: 0,
             current: None,
             seq: [0; 2],
+            last_ns: [0; 2],
         }
     }
 
@@ -717,6 +722,7 @@ impl Connection {
         let expected = self.seq[side.index()];
         let lost = seq.saturating_sub(expected);
         self.seq[side.index()] = seq.saturating_add(len);
+        self.last_ns[side.index()] = at_ns;
         let requests = match self.requests {
             Some(r) => r,
             None => {
@@ -857,7 +863,9 @@ impl Connection {
         self.handle(true, at_ns, evs, &mut out);
         let mut evs = Vec::new();
         self.resp.close(&mut evs);
-        self.handle(false, at_ns, evs, &mut out);
+        let last = self.requests.map_or(0, |r| self.last_ns[r.other().index()]);
+        let resp_end = if last > 0 { last.min(at_ns) } else { at_ns };
+        self.handle(false, resp_end, evs, &mut out);
         for mut p in self.pending.drain(..) {
             p.ex.end_ns = at_ns;
             p.ex.error = Some(if p.ex.status.is_some() {

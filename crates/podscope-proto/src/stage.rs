@@ -204,6 +204,8 @@ impl Stage {
             sport: d.sport,
             daddr: d.daddr.clone(),
             dport: d.dport,
+            peer_namespace: String::new(),
+            peer_pod: String::new(),
             error: l.error,
         };
         out.push(Event {
@@ -360,6 +362,8 @@ fn blank(d: &SockDataEvent) -> HttpEvent {
         sport: d.sport,
         daddr: d.daddr.clone(),
         dport: d.dport,
+        peer_namespace: String::new(),
+        peer_pod: String::new(),
         error: None,
     }
 }
@@ -511,7 +515,7 @@ mod tests {
                 4,
                 raw(SockDataKind::Data, "rx", 0, b"HTTP/1.0 200 OK\r\n\r\nbody"),
             ),
-            ev(3, 4, raw(SockDataKind::Close, "", 0, b"")),
+            ev(5_000, 4, raw(SockDataKind::Close, "", 0, b"")),
         ]);
         assert_eq!(out.len(), 1);
         let EventData::Http(h) = &out[0].data else {
@@ -520,6 +524,10 @@ mod tests {
         assert_eq!(
             (h.role.as_str(), h.status, h.error.is_none()),
             ("client", Some(200), true)
+        );
+        assert_eq!(
+            h.duration_ns, 1,
+            "the response ended with its last bytes, not at the close"
         );
         assert_eq!(st.connections(), 0);
     }

@@ -173,11 +173,18 @@ pub fn pod_from_cri(
         .filter(|(k, _)| !k.starts_with(KUBELET_LABEL_PREFIX))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // A hostNetwork pod's address is the node's: it names no one pod.
+    let host_network = st
+        .linux
+        .as_ref()
+        .and_then(|l| l.namespaces.as_ref())
+        .and_then(|n| n.options.as_ref())
+        .is_some_and(|o| o.network == api::NamespaceMode::Node as i32);
     let ip = st
         .network
         .as_ref()
         .map(|n| n.ip.clone())
-        .filter(|ip| !ip.is_empty());
+        .filter(|ip| !ip.is_empty() && !host_network);
 
     // The pod cgroup as configured: cgroup_parent is the pod level.
     let configured_pod_cgroup =

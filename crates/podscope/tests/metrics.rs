@@ -390,6 +390,110 @@ fn prometheus_sees_exactly_the_connections_and_opens_of_each_pod() {
 
 /// Where a controller's file of a container is: cgroup v2 when the container's
 /// v2 cgroup has the controller, else the controller's v1 hierarchy.
+/// RED metrics of HTTP between two real pods: a busybox httpd pod and a
+/// client pod fetching with busybox wget over the pod network. The client's
+/// own exit statuses are the witness: Prometheus must hold exactly as many
+/// requests per status class on the server's series and on the client's
+/// edge series (client pod -> server pod) as the client made.
+#[test]
+fn prometheus_sees_each_http_edge_exactly() {
+    const OK: usize = 6;
+    const MISSING: usize = 3;
+    let s = suffix();
+    let ns = format!("red-{s}");
+    let api = pod(
+        "api",
+        &ns,
+        &[(
+            "httpd",
+            "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 8080 -h /www",
+        )],
+    );
+    let api_ip = api.pod.ip.clone().expect("the api pod has an address");
+    // The client waits for a go file, makes OK good and MISSING missing
+    // fetches, and writes what wget said about each (its exit status).
+    let client = format!(
+        "while [ ! -e /tmp/go ]; do sleep 0.2; done; ok=0; bad=0; \
+         i=0; while [ $i -lt {OK} ]; do wget -q -O /dev/null http://{api_ip}:8080/index.html && ok=$((ok+1)); i=$((i+1)); done; \
+         i=0; while [ $i -lt {MISSING} ]; do wget -q -O /dev/null http://{api_ip}:8080/missing || bad=$((bad+1)); i=$((i+1)); done; \
+         echo \"$ok $bad\" > /tmp/result; mkdir /tmp/done; sleep 3600"
+    );
+    let web = pod("web", &ns, &[("client", &client)]);
+    let podscope = Podscope::start(&["http", "-n", &ns]);
+    let prom = Prometheus::start(podscope.addr);
+    wait_for("the first scrape", Duration::from_secs(20), || {
+        prom.scalar("up{job=\"podscope\"}") == Some(1.0)
+    });
+    std::fs::write(web.path_in("client", "/tmp/go"), "").unwrap();
+    let done = web.path_in("client", "/tmp/done");
+    wait_for("the client to finish", Duration::from_secs(60), || {
+        done.is_dir()
+    });
+    let result = std::fs::read_to_string(web.path_in("client", "/tmp/result")).unwrap();
+    assert_eq!(
+        result.trim(),
+        format!("{OK} {MISSING}"),
+        "wget's own view of the requests"
+    );
+
+    let timeout = Duration::from_secs(30);
+    let server = |class: &str| {
+        format!(
+            "sum(podscope_http_server_requests_total{{namespace=\"{ns}\",pod=\"api\",method=\"GET\",status_class=\"{class}\"}})"
+        )
+    };
+    let edge = |class: &str| {
+        format!(
+            "sum(podscope_http_client_requests_total{{namespace=\"{ns}\",pod=\"web\",peer_namespace=\"{ns}\",peer_pod=\"api\",method=\"GET\",status_class=\"{class}\"}})"
+        )
+    };
+    assert_eq!(
+        prom.wait_value(&server("2xx"), OK as f64, timeout),
+        Some(OK as f64)
+    );
+    assert_eq!(
+        prom.wait_value(&server("4xx"), MISSING as f64, timeout),
+        Some(MISSING as f64)
+    );
+    assert_eq!(
+        prom.wait_value(&edge("2xx"), OK as f64, timeout),
+        Some(OK as f64)
+    );
+    assert_eq!(
+        prom.wait_value(&edge("4xx"), MISSING as f64, timeout),
+        Some(MISSING as f64)
+    );
+    // More scrapes: still exact, and nothing else was counted in the namespace.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        prom.scalar(&format!(
+            "sum(podscope_http_server_requests_total{{namespace=\"{ns}\"}})"
+        )),
+        Some((OK + MISSING) as f64)
+    );
+    assert_eq!(
+        prom.scalar(&format!(
+            "sum(podscope_http_client_requests_total{{namespace=\"{ns}\"}})"
+        )),
+        Some((OK + MISSING) as f64),
+        "every request the client made names the server pod"
+    );
+    assert_eq!(
+        prom.scalar(&format!(
+            "sum(podscope_http_server_request_duration_seconds_count{{namespace=\"{ns}\",pod=\"api\"}})"
+        )),
+        Some((OK + MISSING) as f64)
+    );
+    assert_eq!(
+        prom.scalar(&format!(
+            "sum(podscope_http_client_request_duration_seconds_count{{namespace=\"{ns}\",pod=\"web\"}})"
+        )),
+        Some((OK + MISSING) as f64)
+    );
+    drop(prom);
+    drop(podscope);
+}
+
 fn cgroup_file(cgroup_path: &str, controller: &str, v2_file: &str, v1_file: &str) -> PathBuf {
     let mounts = podscope_runtime::cgroup::cgroup_mounts().unwrap();
     let v2 = podscope_runtime::cgroup::pick_cgroup2(&mounts).unwrap();

@@ -673,6 +673,133 @@ fn grpc_receiver_gets_one_span_per_connection_with_pod_resources() {
     assert_eq!(lp as usize, logs.len(), "{stderr}");
 }
 
+/// `trace http` with OTLP: one SERVER span per request a busybox httpd pod
+/// answered and one CLIENT span per request a wget pod sent, named and
+/// attributed as OpenTelemetry's HTTP conventions say; the client's own
+/// exit statuses are the witness for the counts.
+#[test]
+fn grpc_receiver_gets_one_span_per_http_request() {
+    const OK: usize = 4;
+    const MISSING: usize = 2;
+    let ns = format!("otlp-http-{}", suffix());
+    let api = common::pod(
+        "api",
+        &ns,
+        &[],
+        &[(
+            "httpd",
+            "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 8080 -h /www",
+        )],
+    );
+    let ip = api.pod.ip.clone().expect("the api pod has an address");
+    let client = format!(
+        "while [ ! -e /tmp/go ]; do sleep 0.2; done; ok=0; bad=0; \
+         i=0; while [ $i -lt {OK} ]; do wget -q -O /dev/null 'http://{ip}:8080/index.html?token=s3cret' && ok=$((ok+1)); i=$((i+1)); done; \
+         i=0; while [ $i -lt {MISSING} ]; do wget -q -O /dev/null http://{ip}:8080/missing || bad=$((bad+1)); i=$((i+1)); done; \
+         echo \"$ok $bad\" > /tmp/result; mkdir /tmp/done; sleep 3600"
+    );
+    let web = common::pod("web", &ns, &[], &[("client", &client)]);
+    let mut rx = GrpcReceiver::start(format!("127.0.0.1:{}", free_port()).parse().unwrap());
+    let ps = Podscope::start(
+        &[
+            "http",
+            "-n",
+            &ns,
+            "--otlp-endpoint",
+            &rx.url(),
+            "--otlp-protocol",
+            "grpc",
+        ],
+        &[],
+    );
+    let before = wall_ns();
+    std::fs::write(web.path_in("client", "/tmp/go"), "").unwrap();
+    let done = web.path_in("client", "/tmp/done");
+    wait_for("the client to finish", Duration::from_secs(60), || {
+        done.is_dir()
+    });
+    let result = std::fs::read_to_string(web.path_in("client", "/tmp/result")).unwrap();
+    assert_eq!(result.trim(), format!("{OK} {MISSING}"), "wget's own view");
+    let of = |spans: &[Got], pod: &str, kind: SpanKind| -> Vec<Got> {
+        spans
+            .iter()
+            .filter(|g| {
+                g.resource.get("k8s.namespace.name").map(String::as_str) == Some(ns.as_str())
+                    && g.resource.get("k8s.pod.name").map(String::as_str) == Some(pod)
+                    && g.span.kind == kind as i32
+            })
+            .cloned()
+            .collect()
+    };
+    let total = OK + MISSING;
+    wait_for(
+        "a span per request on each side",
+        Duration::from_secs(30),
+        || {
+            let s = rx.store.spans();
+            of(&s, "api", SpanKind::Server).len() >= total
+                && of(&s, "web", SpanKind::Client).len() >= total
+        },
+    );
+    let stderr = ps.stop();
+    let after = wall_ns();
+    rx.stop();
+    let spans = rx.store.spans();
+    let servers = of(&spans, "api", SpanKind::Server);
+    let clients = of(&spans, "web", SpanKind::Client);
+    assert_eq!(servers.len(), total, "{servers:#?}");
+    assert_eq!(clients.len(), total, "{clients:#?}");
+    for (side, list) in [("server", &servers), ("client", &clients)] {
+        let by = |path: &str, status: &str| {
+            list.iter()
+                .filter(|g| {
+                    g.attrs.get("url.path").map(String::as_str) == Some(path)
+                        && g.attrs.get("http.response.status_code").map(String::as_str)
+                            == Some(status)
+                })
+                .count()
+        };
+        assert_eq!(by("/index.html", "200"), OK, "{side}: {list:#?}");
+        assert_eq!(by("/missing", "404"), MISSING, "{side}: {list:#?}");
+        for g in list.iter() {
+            assert_eq!(g.span.name, "GET");
+            assert_eq!(g.attrs["http.request.method"], "GET");
+            assert_eq!(g.attrs["network.protocol.version"], "1.1");
+            assert!(
+                g.span.start_time_unix_nano >= before
+                    && g.span.end_time_unix_nano <= after
+                    && g.span.end_time_unix_nano > g.span.start_time_unix_nano,
+                "{g:#?}"
+            );
+            assert!(
+                !format!("{:?}", g.span).contains("s3cret"),
+                "query values never leave podscope: {g:#?}"
+            );
+            if g.attrs["url.path"] == "/index.html" {
+                assert_eq!(g.attrs["url.query"], "token=?");
+            }
+            let error = g.span.status.as_ref().is_some_and(|s| s.code == 2);
+            let missing = g.attrs["url.path"] == "/missing";
+            // A 404 is an error for the client, not for the server.
+            assert_eq!(error, missing && side == "client", "{g:#?}");
+        }
+    }
+    for g in &clients {
+        assert_eq!(g.attrs["server.port"], "8080");
+        assert_eq!(g.attrs["network.peer.address"], ip);
+        assert_eq!(g.attrs["podscope.peer.k8s.pod.name"], "api", "{g:#?}");
+        assert_eq!(g.attrs["podscope.peer.k8s.namespace.name"], ns);
+        assert_eq!(g.resource["k8s.container.name"], "client");
+    }
+    for g in &servers {
+        assert_eq!(g.attrs["client.address"], web.pod.ip.clone().unwrap());
+        assert_eq!(g.resource["k8s.container.name"], "httpd");
+    }
+    let (produced, exported, failed, dropped, _) = report(&stderr, "spans");
+    assert_eq!(produced as usize, spans.len(), "{stderr}");
+    assert_eq!((exported, failed, dropped), (produced, 0, 0), "{stderr}");
+}
+
 #[test]
 fn receiver_outage_loses_nothing_silently_and_the_backlog_arrives() {
     const PHASES: [usize; 3] = [3, 6, 2];

@@ -1,5 +1,6 @@
-//! Events into OTLP: one span per TCP connection, the session span, log
-//! records, and the per-pod/container resources they are grouped under.
+//! Events into OTLP: one span per TCP connection and per HTTP request, the
+//! session span, log records, and the per-pod/container resources they are
+//! grouped under.
 //!
 //! The tracing thread (the [`Tap`]) pairs events and queues compact work
 //! items ([`SpanWork`], [`LogWork`]: the event's own fields, a few hundred
@@ -18,7 +19,9 @@ use opentelemetry_proto::tonic::common::v1::{
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, SeverityNumber};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, status::StatusCode, Span, Status};
-use podscope_model::{Event, EventData, Identity, ProbeKind, TcpEvent, TcpKind, Timestamp};
+use podscope_model::{
+    Event, EventData, HttpEvent, Identity, ProbeKind, TcpEvent, TcpKind, Timestamp,
+};
 
 use super::config::OtlpConfig;
 use super::queue::Queue;
@@ -68,6 +71,8 @@ pub struct SpanIds {
 pub enum SpanWork {
     /// One TCP connection.
     Conn(ConnSpan),
+    /// One HTTP request and its response.
+    Request(RequestSpan),
     /// A finished span.
     Ready(Box<Span>),
 }
@@ -77,6 +82,7 @@ impl SpanWork {
     pub fn into_span(self) -> Span {
         match self {
             SpanWork::Conn(c) => c.into_span(),
+            SpanWork::Request(r) => r.into_span(),
             SpanWork::Ready(s) => *s,
         }
     }
@@ -96,6 +102,18 @@ pub struct ConnSpan {
     between: Vec<span::Event>,
     dropped_events: u32,
     open_at_exit: bool,
+}
+
+/// What a request span is built from.
+#[derive(Debug)]
+pub struct RequestSpan {
+    ids: SpanIds,
+    session: SpanIds,
+    start: u64,
+    pid: u32,
+    tid: u32,
+    comm: String,
+    http: HttpEvent,
 }
 
 /// A queued log record: the event without its identity (the resource has it).
@@ -304,6 +322,20 @@ impl Tap {
                 }
             },
             EventData::Exec(_) | EventData::Exit(_) => self.session_event(ev),
+            EventData::Http(h) if h.kind == "request" => {
+                let res = self.resource(ev);
+                let span = RequestSpan {
+                    ids: self.ids.ids(),
+                    session: self.session.ids,
+                    start: ev.timestamp.0,
+                    pid: ev.pid,
+                    tid: ev.tid,
+                    comm: ev.comm.clone(),
+                    http: h.clone(),
+                };
+                ids = Some(span.ids);
+                self.spans.push((res, SpanWork::Request(span)));
+            }
             // High-volume probes: log records only (--otlp-logs).
             EventData::Bio(_)
             | EventData::Cache(_)
@@ -700,6 +732,139 @@ impl ConnSpan {
             status,
             ..Default::default()
         }
+    }
+}
+
+impl RequestSpan {
+    /// The OTLP span, named and attributed as OpenTelemetry's HTTP semantic
+    /// conventions say (`GET`, `http.request.method`, `url.path`, ...).
+    pub fn into_span(self) -> Span {
+        let RequestSpan {
+            ids,
+            session,
+            start,
+            pid,
+            tid,
+            comm,
+            http: h,
+        } = self;
+        let server = h.role == "server";
+        let kind = if server {
+            span::SpanKind::Server
+        } else {
+            span::SpanKind::Client
+        };
+        let known = matches!(
+            h.method.as_str(),
+            "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH"
+        );
+        let (name, method) = if known {
+            (h.method.clone(), h.method.as_str())
+        } else {
+            ("HTTP".to_string(), "_OTHER")
+        };
+        let mut a = Vec::with_capacity(20);
+        a.push(kv_str("http.request.method", method));
+        if !known && !h.method.is_empty() {
+            a.push(kv_str("http.request.method_original", &h.method));
+        }
+        let (path, query) = match h.path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (h.path.as_str(), None),
+        };
+        if !path.is_empty() {
+            a.push(kv_str("url.path", path));
+        }
+        if let Some(q) = query {
+            a.push(kv_str("url.query", q));
+        }
+        if let Some(st) = h.status {
+            a.push(kv_int("http.response.status_code", i64::from(st)));
+        }
+        if let Some(v) = h.version.strip_prefix("HTTP/") {
+            a.push(kv_str("network.protocol.name", "http"));
+            a.push(kv_str("network.protocol.version", v));
+        }
+        // A dual-stack socket shows IPv4 peers as `::ffff:a.b.c.d`: the
+        // conventions want the address itself.
+        let (daddr, saddr) = (plain_addr(&h.daddr), plain_addr(&h.saddr));
+        let family = if daddr.contains(':') { "ipv6" } else { "ipv4" };
+        a.push(kv_str("network.transport", "tcp"));
+        a.push(kv_str("network.type", family));
+        a.push(kv_str("network.peer.address", daddr));
+        a.push(kv_int("network.peer.port", i64::from(h.dport)));
+        a.push(kv_str("network.local.address", saddr));
+        a.push(kv_int("network.local.port", i64::from(h.sport)));
+        // The server's name: the Host header where the client sent one.
+        let (host, port) = match h.host.rsplit_once(':') {
+            Some((host, port)) if port.parse::<u16>().is_ok() => (host, port.parse().ok()),
+            _ if !h.host.is_empty() => (h.host.as_str(), None),
+            _ if server => (saddr, Some(h.sport)),
+            _ => (daddr, Some(h.dport)),
+        };
+        a.push(kv_str("server.address", host));
+        if let Some(p) = port.or(Some(if server { h.sport } else { h.dport })) {
+            a.push(kv_int("server.port", i64::from(p)));
+        }
+        if server {
+            a.push(kv_str("client.address", daddr));
+            a.push(kv_int("client.port", i64::from(h.dport)));
+        }
+        if !h.peer_pod.is_empty() {
+            a.push(kv_str(
+                "podscope.peer.k8s.namespace.name",
+                &h.peer_namespace,
+            ));
+            a.push(kv_str("podscope.peer.k8s.pod.name", &h.peer_pod));
+        }
+        a.push(kv_int("http.request.size", h.request_bytes as i64));
+        a.push(kv_int("http.response.size", h.response_bytes as i64));
+        if h.truncated {
+            a.push(kv_bool("podscope.http.truncated", true));
+        }
+        a.push(kv_int("process.pid", i64::from(pid)));
+        a.push(kv_int("thread.id", i64::from(tid)));
+        a.push(kv_str("process.executable.name", &comm));
+        // Errors as the conventions define them: 5xx for servers, 4xx and
+        // 5xx for clients, or no response at all.
+        let error = match (h.status, &h.error) {
+            (_, Some(e)) => Some(e.clone()),
+            (Some(st), None) if st >= 500 || (!server && st >= 400) => Some(st.to_string()),
+            (None, None) => Some("no response".to_string()),
+            _ => None,
+        };
+        let status = error.map(|e| {
+            a.push(kv_str("error.type", &e));
+            Status {
+                message: h.error.clone().unwrap_or_default(),
+                code: StatusCode::Error as i32,
+            }
+        });
+        Span {
+            trace_id: ids.trace.to_vec(),
+            span_id: ids.span.to_vec(),
+            name,
+            kind: kind as i32,
+            start_time_unix_nano: start,
+            end_time_unix_nano: start.saturating_add(h.duration_ns),
+            attributes: a,
+            links: vec![span::Link {
+                trace_id: session.trace.to_vec(),
+                span_id: session.span.to_vec(),
+                attributes: vec![kv_str("podscope.link", "session")],
+                ..Default::default()
+            }],
+            status,
+            ..Default::default()
+        }
+    }
+}
+
+/// `::ffff:10.0.0.1` -> `10.0.0.1`; any other address as it is.
+fn plain_addr(a: &str) -> &str {
+    match a.strip_prefix("::ffff:") {
+        Some(v4) if v4.parse::<std::net::Ipv4Addr>().is_ok() => v4,
+        _ => a,
     }
 }
 
