@@ -315,6 +315,7 @@ impl AlwaysOn {
                     log_probes: Vec::new(),
                     queue_size: None,
                     session_events: None,
+                    ca: None,
                 };
                 let cfg =
                     podscope_export::OtlpConfig::resolve(&flags, node, &|k| std::env::var(k).ok())?;

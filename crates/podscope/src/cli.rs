@@ -246,16 +246,22 @@ pub struct TraceArgs {
 #[derive(Debug, Clone, Default, clap::Args)]
 #[command(next_help_heading = "OpenTelemetry (OTLP) export")]
 pub struct OtlpArgs {
-    /// Send OpenTelemetry spans (one per TCP connection, one for the session)
+    /// Send OpenTelemetry spans (one per TCP connection and HTTP request, one for the session)
     /// to the endpoint from OTEL_EXPORTER_OTLP_* (default http://localhost:4318,
     /// http/protobuf). Implied by the other --otlp flags.
     #[arg(long = "otlp")]
     pub enabled: bool,
 
-    /// OTLP endpoint base URL, e.g. http://127.0.0.1:4317 (beats OTEL_EXPORTER_OTLP_ENDPOINT
-    /// and the _TRACES_/_LOGS_ variants); plain http only.
+    /// OTLP endpoint base URL, e.g. http://127.0.0.1:4317 or
+    /// https://collector:4317 (beats OTEL_EXPORTER_OTLP_ENDPOINT and the
+    /// _TRACES_/_LOGS_ variants).
     #[arg(long = "otlp-endpoint", value_name = "URL")]
     pub endpoint: Option<String>,
+
+    /// CA certificates (PEM) an https:// collector's certificate must chain
+    /// to, instead of the system's (beats OTEL_EXPORTER_OTLP_CERTIFICATE).
+    #[arg(long = "otlp-ca", value_name = "FILE")]
+    pub ca: Option<String>,
 
     /// OTLP protocol (beats OTEL_EXPORTER_OTLP_PROTOCOL; default http/protobuf).
     #[arg(long = "otlp-protocol", value_name = "PROTOCOL", value_parser = ["grpc", "http/protobuf"])]

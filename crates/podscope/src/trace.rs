@@ -228,7 +228,17 @@ pub fn run(args: TraceArgs) -> Result<()> {
         };
         let events = end.stats.iter().map(|s| s.events).sum();
         let lost = end.stats.iter().map(|s| s.total_lost()).sum();
-        eprint!("{}", o.finish(&info, events, lost));
+        let url = o.describe();
+        let st = o.finish(&info, events, lost);
+        eprint!("{st}");
+        // Some spans lost is in the report; none delivered at all is a
+        // failed run (a wrong URL, an untrusted certificate, no collector).
+        if st.spans.produced > 0 && st.spans.exported == 0 {
+            anyhow::bail!(
+                "the OTLP export failed: none of the {} spans reached the collector (spans to {url}); the errors above say why",
+                st.spans.produced
+            );
+        }
     }
     Ok(())
 }
@@ -311,7 +321,8 @@ fn start_otlp(args: &TraceArgs, probes: &[ProbeKind]) -> Result<Option<podscope_
         || o.protocol.is_some()
         || !o.headers.is_empty()
         || o.logs.is_some()
-        || o.queue_size.is_some();
+        || o.queue_size.is_some()
+        || o.ca.is_some();
     if !wanted {
         return Ok(None);
     }
@@ -337,6 +348,7 @@ fn start_otlp(args: &TraceArgs, probes: &[ProbeKind]) -> Result<Option<podscope_
         log_probes,
         queue_size: o.queue_size,
         session_events: Some(o.session_events),
+        ca: o.ca.clone(),
     };
     let cfg = OtlpConfig::resolve(&flags, &hostname(), &|k| std::env::var(k).ok())?;
     let body: podscope_export::otlp::LogBody = Box::new(|ev: &Event| {

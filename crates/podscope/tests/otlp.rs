@@ -355,6 +355,11 @@ struct GrpcReceiver {
 
 impl GrpcReceiver {
     fn start(addr: SocketAddr) -> GrpcReceiver {
+        GrpcReceiver::start_with(addr, None)
+    }
+
+    /// With `tls` (certificate and key PEM), the receiver speaks TLS only.
+    fn start_with(addr: SocketAddr, tls: Option<(Vec<u8>, Vec<u8>)>) -> GrpcReceiver {
         let store = Arc::new(Store::default());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let svc = Both {
@@ -367,7 +372,16 @@ impl GrpcReceiver {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                tonic::transport::Server::builder()
+                let mut server = tonic::transport::Server::builder();
+                if let Some((cert, key)) = tls {
+                    server = server
+                        .tls_config(
+                            tonic::transport::ServerTlsConfig::new()
+                                .identity(tonic::transport::Identity::from_pem(cert, key)),
+                        )
+                        .unwrap();
+                }
+                server
                     .serve_with_shutdown(addr, svc, async {
                         let _ = rx.await;
                     })
@@ -800,6 +814,80 @@ fn grpc_receiver_gets_one_span_per_http_request() {
     assert_eq!((exported, failed, dropped), (produced, 0, 0), "{stderr}");
 }
 
+/// An https:// collector: spans arrive over TLS when its CA is given with
+/// --otlp-ca; with another CA the failure is reported with the reason, the
+/// spans are counted as failed, and the exit status says so.
+#[test]
+fn tls_collector_with_otlp_ca() {
+    let dir = common::make_certs("otlp");
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let port = free_port();
+    let mut rx = GrpcReceiver::start_with(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        Some((read("hub.pem"), read("hub.key"))),
+    );
+    let url = format!("https://127.0.0.1:{port}");
+    let ca = dir.join("ca.pem").to_str().unwrap().to_string();
+    let ns = format!("otlp-tls-{}", suffix());
+    let p = connection_pod(&ns, &[3]);
+    let ps = Podscope::start(
+        &[
+            "tcp",
+            "-n",
+            &ns,
+            "--otlp-endpoint",
+            &url,
+            "--otlp-protocol",
+            "grpc",
+            "--otlp-ca",
+            &ca,
+        ],
+        &[],
+    );
+    p.run_phase(1);
+    wait_for("3 client spans over TLS", Duration::from_secs(30), || {
+        in_pod(&rx.store.spans(), &ns, "client", SpanKind::Client).len() >= 3
+    });
+    let stderr = ps.stop();
+    let (produced, exported, failed, dropped, _) = report(&stderr, "spans");
+    assert_eq!((exported, failed, dropped), (produced, 0, 0), "{stderr}");
+    assert!(produced >= 7, "3 per side and the session span: {stderr}");
+
+    // Trusting another CA: nothing arrives, and podscope says why.
+    let before = rx.store.spans().len();
+    let other = dir.join("other-ca.pem").to_str().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_podscope"))
+        .args(["trace", "exec", "--all", "--duration", "2s", "-o", "none"])
+        .args([
+            "--otlp-endpoint",
+            &url,
+            "--otlp-protocol",
+            "grpc",
+            "--otlp-ca",
+            &other,
+        ])
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    rx.stop();
+    assert_eq!(rx.store.spans().len(), before, "{err}");
+    let (produced, exported, failed, dropped, _) = report(&err, "spans");
+    assert!(
+        produced >= 1 && exported == 0 && failed + dropped == produced,
+        "{err}"
+    );
+    assert!(
+        err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"),
+        "the failure names the certificate problem: {err}"
+    );
+    assert!(
+        !out.status.success(),
+        "a failed export is a failed exit: {err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn receiver_outage_loses_nothing_silently_and_the_backlog_arrives() {
     const PHASES: [usize; 3] = [3, 6, 2];
@@ -1142,8 +1230,37 @@ fn bad_otlp_settings_fail_before_the_probes_load() {
         assert!(!err.contains("probes attached"), "{err}");
         err
     };
-    let err = run(&["--otlp-endpoint", "https://collector:4317"], &[]);
-    assert!(err.contains("needs TLS"), "{err}");
+    let err = run(&["--otlp-endpoint", "notaurl"], &[]);
+    assert!(
+        err.contains("'notaurl' is not a URL") && err.contains("http://notaurl:4317"),
+        "{err}"
+    );
+    let err = run(
+        &[
+            "--otlp-endpoint",
+            "https://127.0.0.1:4317",
+            "--otlp-ca",
+            "/nonexistent.pem",
+        ],
+        &[],
+    );
+    assert!(
+        err.contains("--otlp-ca /nonexistent.pem: cannot read it"),
+        "{err}"
+    );
+    let err = run(
+        &[
+            "--otlp-endpoint",
+            "https://127.0.0.1:4317",
+            "--otlp-ca",
+            "/etc/hostname",
+        ],
+        &[],
+    );
+    assert!(
+        err.contains("--otlp-ca /etc/hostname") && err.contains("expected PEM CA certificates"),
+        "{err}"
+    );
     let err = run(&["--otlp-logs", "open"], &[]);
     assert!(
         err.contains("--otlp-logs open: the open probe is not traced"),

@@ -31,76 +31,9 @@ struct Certs {
 
 impl Certs {
     fn new() -> Certs {
-        let dir = std::env::temp_dir().join(format!("podscope-tls-{}", common::suffix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let c = Certs { dir };
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(&c.dir)
-                .output()
-                .unwrap_or_else(|e| {
-                    panic!("these tests make their certificates with the openssl CLI (Debian package openssl): {e}")
-                });
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        let c = Certs {
+            dir: common::make_certs("tls"),
         };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
-        for ca in ["ca", "other-ca"] {
-            let (key, pem) = (format!("{ca}.key"), format!("{ca}.pem"));
-            let subj = format!("/CN=podscope test {ca}");
-            let mut a = vec!["req", "-x509", "-days", "2", "-subj", &subj];
-            a.extend(ec);
-            a.extend(["-keyout", &key, "-out", &pem]);
-            openssl(&a);
-        }
-        // hub.pem for 127.0.0.1 and localhost; elsewhere.pem for another name only.
-        for (name, san) in [
-            ("hub", "IP:127.0.0.1,DNS:localhost"),
-            ("elsewhere", "DNS:elsewhere.example"),
-        ] {
-            let (key, csr, pem, ext) = (
-                format!("{name}.key"),
-                format!("{name}.csr"),
-                format!("{name}.pem"),
-                format!("{name}.cnf"),
-            );
-            let mut a = vec!["req", "-subj", "/CN=podscope-hub"];
-            a.extend(ec);
-            a.extend(["-keyout", &key, "-out", &csr]);
-            openssl(&a);
-            let ext_text = format!(
-                "subjectAltName={san}\nbasicConstraints=CA:FALSE\n\
-                 keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
-            );
-            std::fs::write(c.path(&ext), ext_text).unwrap();
-            openssl(&[
-                "x509",
-                "-req",
-                "-days",
-                "2",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-extfile",
-                &ext,
-                "-out",
-                &pem,
-            ]);
-        }
         std::fs::write(c.path("token"), format!("{TOKEN}\n")).unwrap();
         std::fs::write(c.path("bad-token"), "not-the-token\n").unwrap();
         c

@@ -90,6 +90,10 @@ pub struct OtlpFlags {
     pub queue_size: Option<usize>,
     /// `--otlp-session-events`: span events kept on the session span.
     pub session_events: Option<usize>,
+    /// `--otlp-ca FILE`: the CA certificates (PEM) an https collector's
+    /// certificate must chain to (as `OTEL_EXPORTER_OTLP_CERTIFICATE`);
+    /// without it the system's CA certificates.
+    pub ca: Option<String>,
 }
 
 /// Where and how one signal is sent.
@@ -111,6 +115,9 @@ pub struct SignalConfig {
     pub batch_size: usize,
     /// How long an incomplete batch waits before it is sent anyway.
     pub delay: Duration,
+    /// https: the CA file to trust instead of the system's certificates,
+    /// and where that setting came from (for messages).
+    pub ca: Option<(String, String)>,
 }
 
 /// Everything the OTLP exporter needs, validated.
@@ -220,13 +227,16 @@ fn signal_config(
     // A signal-specific URL is used as is; a base URL gets the signal's path
     // appended for HTTP (gRPC routes by service name, not path).
     let (url, from) = if let Some(base) = &flags.endpoint {
+        check_bare(base, "--otlp-endpoint")?;
         (
             base_url(base, signal, protocol),
             "--otlp-endpoint".to_string(),
         )
     } else if let Some((k, v)) = own("ENDPOINT") {
+        check_bare(&v, &k)?;
         (v, k)
     } else if let Some((k, v)) = general("ENDPOINT") {
+        check_bare(&v, &k)?;
         (base_url(&v, signal, protocol), k)
     } else {
         let default = match protocol {
@@ -239,6 +249,24 @@ fn signal_config(
         )
     };
     let url = check_url(&url, &from)?;
+    let ca = match &flags.ca {
+        Some(f) => Some((f.clone(), "--otlp-ca".to_string())),
+        None => own("CERTIFICATE")
+            .or_else(|| general("CERTIFICATE"))
+            .map(|(k, v)| (v, k)),
+    };
+    if let Some((file, from)) = &ca {
+        if !url.starts_with("https://") {
+            return Err(OtlpError::Config(format!(
+                "{from} {file} is for an https:// collector, but the endpoint is {url}"
+            )));
+        }
+        if let Err(e) = std::fs::metadata(file) {
+            return Err(OtlpError::Config(format!(
+                "{from} {file}: cannot read it: {e}"
+            )));
+        }
+    }
 
     let mut headers = Vec::new();
     for (k, v) in [general("HEADERS"), own("HEADERS")].into_iter().flatten() {
@@ -295,6 +323,7 @@ fn signal_config(
         queue_size,
         batch_size,
         delay,
+        ca,
     })
 }
 
@@ -306,13 +335,36 @@ fn base_url(base: &str, signal: Signal, protocol: Protocol) -> String {
     }
 }
 
-/// `localhost:4317` means `http://localhost:4317`, as other exporters accept.
+/// `localhost:4317` means `http://localhost:4317`, as other exporters accept
+/// (without a scheme, a port is required: `collector` alone is more likely a
+/// mistake than a collector on port 80).
 fn with_scheme(url: &str) -> String {
     if url.contains("://") {
         url.to_string()
     } else {
         format!("http://{url}")
     }
+}
+
+/// A URL given without a scheme must at least have a port.
+fn check_bare(url: &str, from: &str) -> Result<(), OtlpError> {
+    if url.contains("://") {
+        return Ok(());
+    }
+    let authority = url.split('/').next().unwrap_or("");
+    let port = authority.rsplit_once(':').map(|(_, p)| p);
+    if port.is_some_and(|p| p.parse::<u16>().is_ok()) {
+        return Ok(());
+    }
+    let host = if authority.is_empty() {
+        "collector"
+    } else {
+        authority
+    };
+    Err(OtlpError::Config(format!(
+        "{from}: '{url}' is not a URL: give a scheme and a port, e.g. http://{host}:4317 \
+         (OTLP/gRPC) or http://{host}:4318 (OTLP/HTTP)"
+    )))
 }
 
 fn check_url(url: &str, from: &str) -> Result<String, OtlpError> {
@@ -323,16 +375,10 @@ fn check_url(url: &str, from: &str) -> Result<String, OtlpError> {
         ))
     })?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(OtlpError::Config(format!(
-                "{from}: '{url}' needs TLS, which this podscope build does not include; \
-                 send to a collector on plain http (e.g. a node-local OpenTelemetry Collector)"
-            )))
-        }
+        Some("http" | "https") => {}
         _ => {
             return Err(OtlpError::Config(format!(
-                "{from}: '{url}' must start with http://"
+                "{from}: '{url}' must start with http:// or https://"
             )))
         }
     }
@@ -549,14 +595,59 @@ mod tests {
             &[("OTEL_EXPORTER_OTLP_PROTOCOL", "udp")]
         )
         .contains("OTEL_EXPORTER_OTLP_PROTOCOL"));
+        let e = err(
+            OtlpFlags {
+                endpoint: Some("notaurl".into()),
+                ..Default::default()
+            },
+            &[],
+        );
+        assert!(
+            e.contains("'notaurl' is not a URL") && e.contains("http://notaurl:4317"),
+            "{e}"
+        );
+        assert!(err(
+            OtlpFlags {
+                endpoint: Some("ftp://x:21".into()),
+                ..Default::default()
+            },
+            &[]
+        )
+        .contains("must start with http:// or https://"));
+        assert!(err(
+            OtlpFlags {
+                endpoint: Some("http://x:4317".into()),
+                ca: Some("/etc/hostname".into()),
+                ..Default::default()
+            },
+            &[]
+        )
+        .contains("--otlp-ca /etc/hostname is for an https:// collector"));
         assert!(err(
             OtlpFlags {
                 endpoint: Some("https://x:4317".into()),
                 ..Default::default()
             },
+            &[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem")]
+        )
+        .contains("OTEL_EXPORTER_OTLP_CERTIFICATE /nonexistent/ca.pem: cannot read it"));
+        // https with the system's CA certificates, and a port-less URL with a scheme.
+        assert!(resolve(
+            OtlpFlags {
+                endpoint: Some("https://collector.example".into()),
+                ..Default::default()
+            },
             &[]
         )
-        .contains("TLS"));
+        .is_ok());
+        assert!(resolve(
+            OtlpFlags {
+                endpoint: Some("collector:4317".into()),
+                ..Default::default()
+            },
+            &[]
+        )
+        .is_ok());
         assert!(err(
             OtlpFlags {
                 headers: vec!["novalue".into()],

@@ -1,11 +1,14 @@
 //! Sending one export request: OTLP/gRPC through tonic's channel, or
 //! OTLP/HTTP (protobuf bodies) through hyper's client; both reconnect by
-//! themselves when the backend comes back.
+//! themselves when the backend comes back, both speak TLS to an https://
+//! collector (rustls; trust from the CA file or the system's certificates).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::logs::v1::{
@@ -15,8 +18,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     trace_service_client::TraceServiceClient, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use rustls::RootCertStore;
 use tonic::metadata::{MetadataKey, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::config::{Protocol, SignalConfig};
 use super::OtlpError;
@@ -48,8 +54,8 @@ pub enum Transport {
     },
     /// OTLP/HTTP with protobuf bodies.
     Http {
-        /// Pooled HTTP/1.1 client.
-        client: Client<HttpConnector, Full<Bytes>>,
+        /// Pooled HTTP/1.1 client (plain or TLS, as the URL says).
+        client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
         /// The URL POSTed to.
         url: http::Uri,
         /// Headers for every request.
@@ -68,19 +74,66 @@ impl std::fmt::Debug for Transport {
     }
 }
 
+/// The CA certificates an https collector must chain to: the file's only,
+/// or the system's.
+fn trust(cfg: &SignalConfig) -> Result<RootCertStore, OtlpError> {
+    let mut roots = RootCertStore::empty();
+    match &cfg.ca {
+        Some((file, from)) => {
+            let bad = |e: &dyn std::fmt::Display| {
+                OtlpError::Config(format!(
+                    "{from} {file}: {e}; expected PEM CA certificates ('-----BEGIN CERTIFICATE-----')"
+                ))
+            };
+            let certs = CertificateDer::pem_file_iter(file)
+                .and_then(|c| c.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| bad(&e))?;
+            if certs.is_empty() {
+                return Err(bad(&"no certificate in it"));
+            }
+            for c in certs {
+                roots.add(c).map_err(|e| bad(&e))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(native.certs);
+            if roots.is_empty() {
+                return Err(OtlpError::Config(format!(
+                    "OTLP endpoint '{}' is https, but this system has no CA certificates \
+                     (install ca-certificates) and no --otlp-ca was given",
+                    cfg.url
+                )));
+            }
+        }
+    }
+    Ok(roots)
+}
+
 impl Transport {
     /// Builds the client; connects on first use (must run inside the runtime).
     pub fn new(cfg: &SignalConfig) -> Result<Transport, OtlpError> {
         let bad = |e: &dyn std::fmt::Display| {
             OtlpError::Config(format!("OTLP endpoint '{}': {e}", cfg.url))
         };
+        let tls = cfg.url.starts_with("https://");
         match cfg.protocol {
             Protocol::Grpc => {
-                let endpoint = Endpoint::from_shared(cfg.url.clone())
+                let mut endpoint = Endpoint::from_shared(cfg.url.clone())
                     .map_err(|e| bad(&e))?
                     .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
                     .timeout(cfg.timeout)
                     .tcp_nodelay(true);
+                if tls {
+                    let roots = trust(cfg)?;
+                    endpoint = endpoint
+                        .tls_config(
+                            ClientTlsConfig::new()
+                                .trust_anchors(roots.roots.iter().cloned())
+                                .timeout(cfg.timeout.min(Duration::from_secs(10))),
+                        )
+                        .map_err(|e| bad(&e))?;
+                }
                 let mut headers = Vec::new();
                 for (k, v) in &cfg.headers {
                     let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
@@ -107,6 +160,24 @@ impl Transport {
                 let mut connector = HttpConnector::new();
                 connector.set_connect_timeout(Some(cfg.timeout.min(Duration::from_secs(5))));
                 connector.set_nodelay(true);
+                // The URL says TLS or not; http:// stays plain.
+                connector.enforce_http(false);
+                let roots = if tls {
+                    trust(cfg)?
+                } else {
+                    RootCertStore::empty()
+                };
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| bad(&e))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                let connector = HttpsConnectorBuilder::new()
+                    .with_tls_config(config)
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(connector);
                 let client = Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(Duration::from_secs(30))
                     .build(connector);

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::ChildStderr;
+use std::process::{ChildStderr, Command};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use podscope_runtime::blocking::BlockingCriClient;
@@ -190,4 +190,81 @@ impl Drop for Cgroup {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// A directory of test certificates made with the openssl CLI: `ca.pem`
+/// (`ca.key`) and `other-ca.pem`; `hub.pem`/`hub.key` signed by `ca` for
+/// 127.0.0.1 and localhost; `elsewhere.pem`/`.key` for another name only.
+/// The caller removes the directory.
+pub fn make_certs(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("podscope-{tag}-certs-{}", suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("these tests make their certificates with the openssl CLI (Debian package openssl): {e}")
+                });
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    for ca in ["ca", "other-ca"] {
+        let (key, pem) = (format!("{ca}.key"), format!("{ca}.pem"));
+        let subj = format!("/CN=podscope test {ca}");
+        let mut a = vec!["req", "-x509", "-days", "2", "-subj", &subj];
+        a.extend(ec);
+        a.extend(["-keyout", &key, "-out", &pem]);
+        openssl(&a);
+    }
+    // hub.pem for 127.0.0.1 and localhost; elsewhere.pem for another name only.
+    for (name, san) in [
+        ("hub", "IP:127.0.0.1,DNS:localhost"),
+        ("elsewhere", "DNS:elsewhere.example"),
+    ] {
+        let (key, csr, pem, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.cnf"),
+        );
+        let mut a = vec!["req", "-subj", "/CN=podscope-hub"];
+        a.extend(ec);
+        a.extend(["-keyout", &key, "-out", &csr]);
+        openssl(&a);
+        let ext_text = format!(
+            "subjectAltName={san}\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+        );
+        std::fs::write(dir.join(&ext), ext_text).unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            &ext,
+            "-out",
+            &pem,
+        ]);
+    }
+    dir
 }
