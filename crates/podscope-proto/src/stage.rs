@@ -113,7 +113,9 @@ impl Stage {
                 continue;
             }
             self.tick += 1;
-            let key = (ev.pid, d.sock);
+            // TLS plaintext and the socket's own bytes are two streams of one
+            // socket (sockets are aligned, so the low bit is free to tell them apart).
+            let key = (ev.pid, d.sock ^ u64::from(d.tls));
             let at = ev.timestamp.0;
             if d.kind == SockDataKind::Close {
                 if let Some(mut c) = self.conns.remove(&key) {
@@ -314,7 +316,29 @@ impl Stage {
                 s.dns_messages, s.dns_queries, s.dns_incomplete, s.dns_unparsed
             ));
         }
-        if !probes.contains(&ProbeKind::Http) {
+        if probes.contains(&ProbeKind::Tls) {
+            let tls = |name: &str| {
+                counters
+                    .iter()
+                    .find(|(p, n, _)| *p == ProbeKind::Tls && *n == name)
+                    .map_or(0, |c| c.2)
+            };
+            text.push_str(&format!(
+                "podscope: tls: {} libssl files attached ({} uprobes), {} attach failures; \
+                 socket of each call: {} from its syscall, {} from its SSL object, {} from its thread, {} unknown (not reported); \
+                 {} connections were another protocol ({} bytes counted, not copied)\n",
+                tls("libssl_files"),
+                tls("uprobes"),
+                tls("attach_failures"),
+                tls("socket_from_syscall"),
+                tls("socket_from_ssl"),
+                tls("socket_from_thread"),
+                tls("no_socket"),
+                tls("connections_not_http"),
+                tls("bytes_not_http"),
+            ));
+        }
+        if !probes.contains(&ProbeKind::Http) && !probes.contains(&ProbeKind::Tls) {
             return text;
         }
         let counter = |name: &str| {
@@ -355,6 +379,7 @@ fn blank(d: &SockDataEvent) -> HttpEvent {
         request_bytes: 0,
         response_bytes: 0,
         truncated: false,
+        tls: d.tls,
         family: d.family.clone(),
         saddr: d.saddr.clone(),
         sport: d.sport,
@@ -419,6 +444,7 @@ mod tests {
         EventData::SockData(SockDataEvent {
             kind,
             protocol: "http".into(),
+            tls: false,
             sock: 0xffff_8880_1234_5678,
             fd: 5,
             direction: dir.into(),
