@@ -407,3 +407,159 @@ fn credentials_sent_over_tls_never_appear_in_any_output() {
     }
     assert_eq!(nginx.log().len(), 2);
 }
+
+/// The image of the pod test: busybox and curl with every library curl
+/// needs (libssl among them) copied from the host, so its libssl exists
+/// only inside the image's layer, a file of its own.
+fn build_curl_image(reference: &str) {
+    let root = std::env::temp_dir().join(format!("podscope-https-image-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    for d in ["bin", "usr/bin", "tmp", "etc"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let copy = |from: &Path, to: &str| {
+        let dst = root.join(to.trim_start_matches('/'));
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(from, &dst).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
+    };
+    copy(Path::new("/bin/busybox"), "/bin/busybox");
+    for applet in ["sh", "sleep", "test", "["] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    copy(Path::new("/usr/bin/curl"), "/usr/bin/curl");
+    let ldd = Command::new("ldd").arg("/usr/bin/curl").output().unwrap();
+    assert!(ldd.status.success(), "ldd /usr/bin/curl: {ldd:?}");
+    let mut saw_libssl = false;
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        // `libssl.so.3 => /lib/x86_64-linux-gnu/libssl.so.3 (0x...)` or
+        // `/lib64/ld-linux-x86-64.so.2 (0x...)`
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        let Some(path) = path.filter(|p| p.starts_with('/')) else {
+            continue;
+        };
+        saw_libssl |= path.contains("libssl.so");
+        // The real file, not a symlink: the image holds its own copy.
+        copy(&std::fs::canonicalize(path).unwrap(), path);
+    }
+    assert!(saw_libssl, "curl is not linked with libssl here: {ldd:?}");
+    let out = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../testbed/podbed.sh"
+        ))
+        .arg("import-rootfs")
+        .arg(&root)
+        .arg(reference)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&root);
+    assert!(
+        out.status.success(),
+        "importing the curl image: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// curl from an image of its own, in a real containerd pod, against nginx
+/// on the host (the pod bridge's gateway): the pod's libssl is found under
+/// /proc/PID/root and attached, and its HTTPS requests are reported with
+/// the pod's identity, exactly as nginx logged them. nginx itself is not
+/// in the pod, so only the client side is selected.
+#[test]
+fn https_from_a_pod_whose_libssl_is_only_in_its_image() {
+    if !ready() {
+        return;
+    }
+    let image = "localhost/podscope-curl:test";
+    build_curl_image(image);
+    let s = common::suffix();
+    let ns = format!("tls-{s}");
+    let name = format!("curl-{s}");
+    // Waits for /tmp/go (made by the test once the trace is attached), then
+    // fetches the URLs in /tmp/urls over one keep-alive connection.
+    let script = "while [ ! -e /tmp/go ]; do sleep 0.1; done; \
+                  export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu; \
+                  curl -s -k --http1.1 --max-time 10 $(cat /tmp/urls) > /tmp/out 2>&1; \
+                  echo $? > /tmp/done; exec sleep 3600";
+    let spec = podscope_runtime::cri::PodSpec::new(&name, &ns).unwrap();
+    let cs = [podscope_runtime::cri::ContainerSpec::new(
+        "client",
+        image,
+        &["sh", "-c", script],
+    )];
+    let pod = common::run_pod(&spec, &cs);
+    let pod_ip: Ipv4Addr = pod
+        .pod
+        .ip
+        .as_deref()
+        .expect("the pod has an IP")
+        .parse()
+        .unwrap();
+    // host-local IPAM: the bridge (gateway) is .1 of the pod's /24.
+    let o = pod_ip.octets();
+    let gateway = Ipv4Addr::new(o[0], o[1], o[2], 1);
+    let addr = (18200..18300)
+        .map(|p| SocketAddr::from((gateway, p)))
+        .find(|a| TcpListener::bind(a).is_ok())
+        .expect("a free port in 18200-18299 on the pod bridge");
+    let cg = Cgroup::new("https-pod-server");
+    let nginx = Nginx::start(&cg, "pod", addr, &addr.to_string());
+    let urls = [
+        nginx.url("/index.html"),
+        nginx.url("/missing?token=abc"),
+        nginx.url("/big.txt"),
+    ];
+    let mut args = String::new();
+    for u in &urls {
+        args.push_str(&format!("-o /dev/null {u} "));
+    }
+    std::fs::write(pod.path_in("client", "/tmp/urls"), args).unwrap();
+
+    let endpoint = common::endpoint();
+    let trace = Trace::start(&[
+        "http",
+        "--pod",
+        &name,
+        "-n",
+        &ns,
+        "-o",
+        "json",
+        "--runtime-endpoint",
+        &endpoint,
+    ]);
+    std::fs::write(pod.path_in("client", "/tmp/go"), "").unwrap();
+    let done = pod.path_in("client", "/tmp/done");
+    common::wait_for("curl in the pod", Duration::from_secs(20), || done.exists());
+    let rc = std::fs::read_to_string(&done).unwrap_or_default();
+    let curl_out = std::fs::read_to_string(pod.path_in("client", "/tmp/out")).unwrap_or_default();
+    assert_eq!(rc.trim(), "0", "curl in the pod failed: {curl_out}");
+    let (out, err) = trace.stop();
+    let events = json_lines(&out);
+    let mut witness = nginx.log();
+    witness.sort();
+    assert_eq!(witness.len(), 3, "{witness:?}");
+    let client = requests(&events, "curl", "client");
+    eprintln!(
+        "nginx access log: {} requests; podscope: {} sent by curl in pod {ns}/{name}\n{}",
+        witness.len(),
+        client.len(),
+        tls_summary(&err)
+    );
+    assert_eq!(
+        client, witness,
+        "sent by curl in the pod vs nginx's log\n{err}"
+    );
+    for e in events.iter().filter(|e| e["probe"] == "http") {
+        assert_eq!(e["namespace"], ns.as_str(), "{e}");
+        assert_eq!(e["pod"], name.as_str(), "{e}");
+        assert_eq!(e["container"], "client", "{e}");
+        assert_eq!(e["image"], image, "{e}");
+    }
+    let line = tls_summary(&err);
+    // Only the image's own libssl: nginx (host) is not selected.
+    assert!(line.contains(": 1 libssl files attached"), "{line}");
+    assert!(line.contains(" 0 attach failures"), "{line}");
+}
