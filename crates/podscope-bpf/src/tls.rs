@@ -124,9 +124,20 @@ impl Probe {
     /// Attaches every hook to one library file (once per file, whatever
     /// the outcome: a failure is counted, not retried forever).
     fn attach_file(&mut self, path: &Path, id: FileId) {
+        use std::os::fd::AsRawFd;
         if self.files.contains_key(&id) {
             return;
         }
+        // Through our own open descriptor: `/proc/PID/root/...` of a
+        // short-lived process (a curl) vanishes when it exits, possibly
+        // between two of the ten attaches. A file that cannot be opened
+        // (the process is gone already) is not marked: the next process
+        // that maps it brings it up again.
+        let Ok(file) = std::fs::File::open(path) else {
+            return;
+        };
+        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let path = Path::new(&path);
         let mut links = Vec::new();
         let mut failures = 0;
         for (func, prog, retprobe) in self.programs() {
