@@ -615,3 +615,67 @@ fn libssl_first_mapped_after_the_trace_started_is_attached_from_the_exec() {
     let line = tls_summary(&err);
     assert!(line.contains(": 1 libssl files attached"), "{line}");
 }
+
+/// Python's ssl module (SSL_read_ex/SSL_write_ex) reading a 40 KB response
+/// 64 bytes at a time: most reads are answered from OpenSSL's buffer with
+/// no syscall, and must still be put on their connection (the socket this
+/// SSL object used last). Both sides agree exactly with the access log.
+#[test]
+fn small_reads_from_openssls_buffer_stay_on_their_connection() {
+    if !ready() {
+        return;
+    }
+    const PYTHON: &str = "/usr/bin/python3";
+    assert!(
+        Path::new(PYTHON).exists(),
+        "{PYTHON} is missing: install Debian's python3 (bash scripts/setup.sh)"
+    );
+    let cg = Cgroup::new("https-small");
+    let addr = free_addr(3);
+    let nginx = Nginx::start(&cg, "small", addr, &addr.to_string());
+    let cgroup = cg.0.display().to_string();
+    let trace = Trace::start(&["http", "--cgroup", &cgroup, "-o", "json"]);
+    let script = format!(
+        r#"
+import socket, ssl
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s = ctx.wrap_socket(socket.create_connection(("{ip}", {port})), server_hostname="podscope-test")
+s.sendall(b"GET /big.txt?k=v HTTP/1.1\r\nHost: podscope-test\r\nConnection: close\r\n\r\n")
+n = 0
+while True:
+    b = s.recv(64)
+    if not b:
+        break
+    n += len(b)
+s.close()
+print(n)
+"#,
+        ip = addr.ip(),
+        port = addr.port()
+    );
+    let out = cg.command(&[PYTHON, "-c", &script]).output().unwrap();
+    assert!(out.status.success(), "python: {out:?}");
+    let (out, err) = trace.stop();
+    let events = json_lines(&out);
+    let witness = nginx.log();
+    assert_eq!(witness.len(), 1, "{witness:?}");
+    let client = requests(&events, "python3", "client");
+    let server = requests(&events, "nginx", "server");
+    eprintln!("{}", tls_summary(&err));
+    assert_eq!(client, witness, "sent by python vs nginx's log\n{err}");
+    assert_eq!(server, witness, "served by nginx vs its log\n{err}");
+    let line = tls_summary(&err);
+    let from_ssl: u64 = line
+        .split(" from its SSL object")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        from_ssl > 100,
+        "reads answered from OpenSSL's buffer: {line}"
+    );
+    assert!(line.contains(" 0 from its thread, 0 unknown"), "{line}");
+}
