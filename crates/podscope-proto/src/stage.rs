@@ -347,11 +347,14 @@ impl Stage {
                 .find(|(p, n, _)| *p == ProbeKind::Http && *n == name)
                 .map_or(0, |c| c.2)
         };
+        if probes.contains(&ProbeKind::Http) {
+            text.push_str(&format!(
+                "podscope: http: {} connections were another protocol ({} bytes counted, not copied)\n",
+                counter("connections_not_http"),
+                counter("bytes_not_http")
+            ));
+        }
         text + &format!(
-            "podscope: http: {} connections were another protocol ({} bytes counted, not copied)\n",
-            counter("connections_not_http"),
-            counter("bytes_not_http")
-        ) + &format!(
             "podscope: http: {} requests ({} served, {} sent), {} incomplete, {} with truncated heads, \
              {} parse errors, {} bytes not parsed (lost or unrecognised), {} connections evicted\n",
             s.requests,
