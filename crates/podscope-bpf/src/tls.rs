@@ -78,7 +78,9 @@ pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crat
             }
         }
     );
-    self_test(&skel)?;
+    // Kept, not dropped: releasing a uprobe waits for an RCU grace period
+    // (about 0.1 s here), better spent with the others at the end.
+    let test_link = self_test(&skel)?;
     let comm = settings.filter_comm.map(|c| {
         let bytes: Vec<u8> = c
             .iter()
@@ -88,7 +90,7 @@ pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crat
         String::from_utf8_lossy(&bytes).into_owned()
     });
     Ok(Box::new(Probe {
-        links: Vec::new(),
+        links: test_link.into_iter().collect(),
         skel,
         files: HashMap::new(),
         roots: Roots::new(),
@@ -251,7 +253,7 @@ impl Probe {
 /// Attaches one uprobe to a libc function in this process only and
 /// detaches it: loading programs proves nothing about uprobes, and
 /// `podscope probes` must say whether they work here.
-fn self_test(skel: &TlsProbeSkel<'static>) -> Result<(), crate::Error> {
+fn self_test(skel: &TlsProbeSkel<'static>) -> Result<Option<Link>, crate::Error> {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
     let Some(libc) = maps
         .lines()
@@ -262,7 +264,7 @@ fn self_test(skel: &TlsProbeSkel<'static>) -> Result<(), crate::Error> {
                 .is_some_and(|n| n.starts_with("libc.so"))
         })
     else {
-        return Ok(()); // not glibc: the first real attach will tell
+        return Ok(None); // not glibc: the first real attach will tell
     };
     let opts = UprobeOpts {
         func_name: Some("gnu_get_libc_version".into()),
@@ -271,7 +273,7 @@ fn self_test(skel: &TlsProbeSkel<'static>) -> Result<(), crate::Error> {
     skel.progs
         .ssl_handshake_enter
         .attach_uprobe_with_opts(std::process::id() as i32, libc, 0, opts)
-        .map(drop)
+        .map(Some)
         .map_err(|e| crate::Error::Unsupported {
             probe: ProbeKind::Tls,
             reason: format!("a uprobe on {libc} could not be attached here ({e}): this kernel does not run uprobes"),
@@ -335,7 +337,7 @@ impl LoadedProbe for Probe {
         let stat = |i| crate::load::read_stat(m, i);
         vec![
             ("libssl_files", self.files.len() as u64),
-            ("uprobes", self.links.len() as u64),
+            ("uprobes", self.files.values().sum::<usize>() as u64),
             ("attach_failures", self.attach_failures),
             ("socket_from_syscall", stat(0)),
             ("socket_from_ssl", stat(1)),
