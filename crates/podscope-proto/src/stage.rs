@@ -527,6 +527,37 @@ mod tests {
     }
 
     #[test]
+    fn tls_plaintext_and_the_sockets_own_bytes_are_separate_streams() {
+        let mut st = Stage::new();
+        let tls = |ts, dir: &str, seq, p: &[u8]| {
+            let mut d = raw(SockDataKind::Data, dir, seq, p);
+            if let EventData::SockData(s) = &mut d {
+                s.tls = true;
+            }
+            ev(ts, 9, d)
+        };
+        let req = b"GET /s HTTP/1.1\r\nHost: web\r\n\r\n";
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let out = st.process(vec![
+            tls(1, "rx", 0, req),
+            // The same socket's own bytes at offset 0 too (a plain exchange
+            // cannot really share it; the streams must not mix if it did).
+            ev(
+                2,
+                9,
+                raw(SockDataKind::Data, "rx", 0, b"GET /p HTTP/1.1\r\n\r\n"),
+            ),
+            tls(3, "tx", 0, resp),
+        ]);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let EventData::Http(h) = &out[0].data else {
+            panic!()
+        };
+        assert_eq!((h.path.as_str(), h.status, h.tls), ("/s", Some(200), true));
+        assert_eq!(st.connections(), 2);
+    }
+
+    #[test]
     fn close_ends_a_response_without_length() {
         let mut st = Stage::new();
         let out = st.process(vec![
