@@ -20,7 +20,9 @@ fi
 # config on a 127.0.0.x port, and compare with its access log; its service is not used.
 # dnsmasq-base (the dnsmasq program without its service): the dns probe's test runs it by
 # hand on a 127.0.0.x port 53 and compares with its query log.
-PKGS=(clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool bpftrace iproute2 protobuf-compiler tcpdump util-linux prometheus openssl docker.io podman busybox-static nginx curl dnsmasq-base)
+# python3 (Debian's, with its ssl module on the system libssl): tests/https.rs reads HTTPS
+# 64 bytes at a time through it (SSL_read_ex answered from OpenSSL's buffer).
+PKGS=(clang-19 python3 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool bpftrace iproute2 protobuf-compiler tcpdump util-linux prometheus openssl docker.io podman busybox-static nginx curl dnsmasq-base)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -57,6 +57,9 @@ usage: $0 install|up|down|status
   down     remove every pod, stop containerd and its shims, unmount, delete the
            bridge, the pod cgroups and \$PODBED_DIR (idempotent)
   status   is containerd up, and which pods run (exit 0 up, 3 down)
+  import-rootfs DIR REF
+           write the folder DIR as a one-layer OCI image REF (a fully
+           qualified ref, e.g. localhost/curl:test) and import it
 
 environment (defaults):
   PODBED_DIR=$PODBED_DIR    state dir; the socket is \$PODBED_DIR/containerd.sock
@@ -630,8 +633,23 @@ cmd_status() {
     fi
 }
 
+cmd_import_rootfs() {
+    need_root
+    validate_env
+    local dir=${1:-} ref=${2:-} archive
+    [[ -d $dir && -n $ref ]] || die "usage: $0 import-rootfs DIR REF"
+    containerd_answers || die "containerd is not up at $SOCK (run: $0 up)"
+    archive=$(mktemp -u)
+    build_oci_archive "$dir" "$archive" "$ref" '{"WorkingDir":"/"}'
+    ctr_ images import "$archive" >/dev/null
+    rm -f "$archive"
+    ctr_ images ls -q | grep -qxF "$ref" || die "$ref is missing after import"
+    log "imported $ref"
+}
+
 case ${1:-} in
 install) cmd_install ;;
+import-rootfs) cmd_import_rootfs "${2:-}" "${3:-}" ;;
 up) cmd_up ;;
 down) cmd_down ;;
 status) cmd_status ;;

@@ -26,6 +26,7 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
     let ev = EventData::SockData(SockDataEvent {
         kind: SockDataKind::Data,
         protocol: "dns".into(),
+        tls: false,
         sock: raw.sock,
         fd: raw.fd,
         direction: if raw.dir == 1 { "tx" } else { "rx" }.into(),

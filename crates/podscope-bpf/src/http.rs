@@ -93,6 +93,7 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
     let ev = EventData::SockData(SockDataEvent {
         kind,
         protocol: "http".into(),
+        tls: false,
         sock: raw.sock,
         fd: raw.fd,
         direction: match raw.dir {

@@ -17,8 +17,10 @@ mod dns;
 mod exec;
 mod exit;
 mod http;
+mod libssl;
 mod open;
 mod tcp;
+mod tls;
 
 pub use cgroup::{CgroupChange, FILTER_PENDING};
 pub use error::Error;

@@ -44,6 +44,10 @@ pub(crate) trait LoadedProbe {
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+    /// Called on every poll (`full`: also when the filter changed, so the
+    /// probe looks at every selected process now): probes that attach to
+    /// user-space libraries (tls) follow new processes here.
+    fn tick(&mut self, _full: bool) {}
     /// Periodic work: probes that aggregate in the kernel emit their totals here.
     fn collect(&mut self, _clock: &Clock, _out: &mut Vec<Event>) -> Result<(), crate::Error> {
         Ok(())

@@ -171,7 +171,18 @@ pub(crate) fn resolve_hook(hook: &Hook) -> Option<&'static str> {
         }
         Hook::Fentry(f) => kernel_btf().has_function(f).then_some(*f),
         Hook::FirstOf(hooks) => hooks.iter().find_map(resolve_hook),
+        // Whether the kernel has uprobes at all; the library itself is
+        // found per process when the probe runs.
+        Hook::Uprobe(f) => has_uprobes().then_some(*f),
     }
+}
+
+/// The kernel can attach uprobes: the perf uprobe PMU (libbpf's way), or
+/// tracefs's legacy uprobe_events.
+pub(crate) fn has_uprobes() -> bool {
+    Path::new("/sys/bus/event_source/devices/uprobe/type").exists()
+        || Path::new(TRACEFS).join("uprobe_events").exists()
+        || Path::new(DEBUGFS_TRACING).join("uprobe_events").exists()
 }
 
 /// Why an implementation cannot run here (its missing hooks), or Ok.

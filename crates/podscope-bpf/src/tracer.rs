@@ -638,10 +638,23 @@ impl Tracer {
             None => std::thread::sleep(timeout.min(self.interval)),
         }
         sort_new(out, before);
+        for p in &mut self.probes {
+            p.tick(false);
+        }
         if self.last_collect.elapsed() >= self.interval {
             self.collect(out)?;
         }
         Ok(out.len() - before)
+    }
+
+    /// Has every probe look at the selected processes now (the tls probe
+    /// attaches to the libssl files they map): call after changing the
+    /// filter, so processes already running are covered before tracing is
+    /// reported as started.
+    pub fn rescan(&mut self) {
+        for p in &mut self.probes {
+            p.tick(true);
+        }
     }
 
     /// Drains what is still buffered (ring buffers and aggregated counts), e.g. before exit.
@@ -757,6 +770,7 @@ fn load_probe(
             ProbeKind::Open => crate::open::load(settings),
             ProbeKind::Http => crate::http::load(settings),
             ProbeKind::Dns => crate::dns::load(settings),
+            ProbeKind::Tls => crate::tls::load(settings),
         };
         match loaded {
             Ok(p) => return Ok((p, imp)),

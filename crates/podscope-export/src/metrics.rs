@@ -1139,6 +1139,7 @@ mod tests {
             duration_ns: 2_000_000,
             request_bytes: 10,
             response_bytes: 20,
+            tls: false,
             truncated: false,
             family: "ipv4".into(),
             saddr: "10.0.0.1".into(),

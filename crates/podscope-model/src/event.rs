@@ -107,6 +107,7 @@ impl Event {
             EventData::Cache(_) => ProbeKind::Cache,
             EventData::Open(_) => ProbeKind::Open,
             EventData::SockData(d) if d.protocol == "dns" => ProbeKind::Dns,
+            EventData::SockData(d) if d.tls => ProbeKind::Tls,
             EventData::SockData(_) | EventData::Http(_) => ProbeKind::Http,
             EventData::Dns(_) => ProbeKind::Dns,
         }
@@ -390,6 +391,10 @@ pub struct SockDataEvent {
     pub kind: SockDataKind,
     /// What the probe that captured it parses: `http` or `dns`.
     pub protocol: String,
+    /// TLS plaintext (the tls probe, from inside the TLS library), not
+    /// bytes on the socket.
+    #[serde(skip_serializing_if = "is_false", default)]
+    pub tls: bool,
     /// The kernel socket's address: identifies the connection while it lives.
     pub sock: u64,
     /// The file descriptor in the task.
@@ -445,6 +450,9 @@ pub struct HttpEvent {
     pub request_bytes: u64,
     /// Response bytes on the wire (head and body, interim 1xx included).
     pub response_bytes: u64,
+    /// The exchange was inside TLS (seen in the TLS library's plaintext).
+    #[serde(skip_serializing_if = "is_false", default)]
+    pub tls: bool,
     /// Part of the request or response head was not captured (longer than
     /// the capture size, or messages lost): some fields may be missing.
     #[serde(skip_serializing_if = "is_false", default)]

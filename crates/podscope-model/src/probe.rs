@@ -25,6 +25,9 @@ pub enum ProbeKind {
     Http,
     /// DNS queries and answers over UDP port 53 (user-space parser).
     Dns,
+    /// TLS plaintext from uprobes on OpenSSL's libssl, parsed like `http`
+    /// (which implies it: `trace http` reports HTTPS requests too).
+    Tls,
 }
 
 /// How a probe attaches to the kernel, for feature detection and `podscope probes`.
@@ -39,6 +42,10 @@ pub enum Hook {
     Fentry(&'static str),
     /// The first of these that exists (names that changed between kernels).
     FirstOf(&'static [Hook]),
+    /// A uprobe (entry and return) on a function of a user-space library,
+    /// `library:function`: needs the kernel's uprobe PMU; attached to each
+    /// copy of the library the traced processes map.
+    Uprobe(&'static str),
 }
 
 /// One way of implementing a probe on a kernel: the hooks it needs (all of
@@ -60,6 +67,7 @@ impl Hook {
             Hook::Tracepoint(n) => format!("tracepoint:{n}"),
             Hook::BtfTracepoint(n) => format!("tp_btf:{n}"),
             Hook::Fentry(f) => format!("fentry:{f}"),
+            Hook::Uprobe(f) => format!("uprobe:{f}"),
             Hook::FirstOf(hooks) => hooks
                 .iter()
                 .map(Hook::describe)
@@ -71,7 +79,7 @@ impl Hook {
 
 impl ProbeKind {
     /// Every probe, in the order `podscope probes` lists them.
-    pub const ALL: [ProbeKind; 8] = [
+    pub const ALL: [ProbeKind; 9] = [
         ProbeKind::Exec,
         ProbeKind::Exit,
         ProbeKind::Tcp,
@@ -80,6 +88,7 @@ impl ProbeKind {
         ProbeKind::Open,
         ProbeKind::Http,
         ProbeKind::Dns,
+        ProbeKind::Tls,
     ];
 
     /// The name users type on the command line and see in output.
@@ -93,6 +102,7 @@ impl ProbeKind {
             ProbeKind::Open => "open",
             ProbeKind::Http => "http",
             ProbeKind::Dns => "dns",
+            ProbeKind::Tls => "tls",
         }
     }
 
@@ -114,6 +124,9 @@ impl ProbeKind {
             }
             ProbeKind::Dns => {
                 "DNS lookups made and answered over UDP port 53: name, type, rcode, answers, latency"
+            }
+            ProbeKind::Tls => {
+                "HTTPS: HTTP/1.x requests inside OpenSSL (libssl 1.1/3.x) TLS, from its plaintext; part of http"
             }
         }
     }
@@ -260,7 +273,52 @@ impl ProbeKind {
                 ],
                 note: "UDP only; messages up to 1 KiB are copied whole",
             }],
+            ProbeKind::Tls => &[Implementation {
+                name: "uprobes",
+                hooks: &[
+                    Uprobe("libssl:SSL_read"),
+                    Uprobe("libssl:SSL_write"),
+                    Uprobe("libssl:SSL_read_ex"),
+                    Uprobe("libssl:SSL_write_ex"),
+                    Uprobe("libssl:SSL_do_handshake"),
+                    Tracepoint("syscalls/sys_enter_read"),
+                    Tracepoint("syscalls/sys_enter_write"),
+                    Tracepoint("syscalls/sys_enter_readv"),
+                    Tracepoint("syscalls/sys_enter_writev"),
+                    Tracepoint("syscalls/sys_enter_recvfrom"),
+                    Tracepoint("syscalls/sys_enter_sendto"),
+                    Tracepoint("syscalls/sys_enter_recvmsg"),
+                    Tracepoint("syscalls/sys_enter_sendmsg"),
+                    Tracepoint("syscalls/sys_enter_close"),
+                    Tracepoint("sched/sched_process_exec"),
+                    BtfTracepoint("tcp/tcp_destroy_sock"),
+                ],
+                note: "dynamically linked OpenSSL 1.1/3.x, attached to each libssl file the traced processes map; \
+                       the socket from the syscall made inside the SSL call",
+            }],
         }
+    }
+
+    /// Probes this one brings along: asking for `http` also loads `tls`, so
+    /// HTTPS requests are reported as well.
+    pub fn implies(self) -> &'static [ProbeKind] {
+        match self {
+            ProbeKind::Http => &[ProbeKind::Tls],
+            _ => &[],
+        }
+    }
+
+    /// `probes` with what they imply added after them, without duplicates.
+    pub fn with_implied(probes: &[ProbeKind]) -> Vec<ProbeKind> {
+        let mut out = probes.to_vec();
+        for p in probes {
+            for q in p.implies() {
+                if !out.contains(q) {
+                    out.push(*q);
+                }
+            }
+        }
+        out
     }
 
     /// Every hook any implementation of the probe may use.
@@ -383,7 +441,7 @@ mod tests {
             ProbeKind::parse_list("exec,exec").unwrap(),
             vec![ProbeKind::Exec]
         );
-        assert_eq!(ProbeKind::parse_list("all").unwrap().len(), 8);
+        assert_eq!(ProbeKind::parse_list("all").unwrap().len(), 9);
     }
 
     #[test]
@@ -393,7 +451,7 @@ mod tests {
         assert!(msg.contains("unknown probe 'tpc'"), "{msg}");
         assert!(msg.contains("did you mean 'tcp'"), "{msg}");
         assert!(
-            msg.contains("exec, exit, tcp, bio, cache, open, http, dns"),
+            msg.contains("exec, exit, tcp, bio, cache, open, http, dns, tls"),
             "{msg}"
         );
         let far = ProbeKind::parse_list("kubernetes").unwrap_err();

@@ -253,6 +253,9 @@ fn http_details(h: &podscope_model::HttpEvent) -> String {
         human_bytes(h.request_bytes),
         human_bytes(h.response_bytes),
     );
+    if h.tls {
+        s.push_str(" tls");
+    }
     if h.truncated {
         s.push_str(" (head truncated)");
     }

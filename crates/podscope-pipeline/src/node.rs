@@ -326,6 +326,9 @@ impl Node {
         if spec.probes.is_empty() {
             anyhow::bail!("no probes selected");
         }
+        // `http` brings `tls` along (HTTPS requests are HTTP requests too).
+        let mut spec = spec;
+        spec.probes = ProbeKind::with_implied(&spec.probes);
         if self.cfg.pod_mode() && spec.selection.is_none() {
             anyhow::bail!("a session on a shared node tracer needs a pod selection");
         }
@@ -460,6 +463,12 @@ impl Node {
             pipe_closed: false,
             error: None,
         });
+        // Probes that attach to the selected processes' libraries (tls) look
+        // at the processes already running before the session is reported
+        // as started.
+        if let Some(t) = self.tracer.as_mut() {
+            t.rescan();
+        }
         Ok(started)
     }
 

@@ -113,7 +113,9 @@ impl Stage {
                 continue;
             }
             self.tick += 1;
-            let key = (ev.pid, d.sock);
+            // TLS plaintext and the socket's own bytes are two streams of one
+            // socket (sockets are aligned, so the low bit is free to tell them apart).
+            let key = (ev.pid, d.sock ^ u64::from(d.tls));
             let at = ev.timestamp.0;
             if d.kind == SockDataKind::Close {
                 if let Some(mut c) = self.conns.remove(&key) {
@@ -316,7 +318,29 @@ impl Stage {
                 s.dns_messages, s.dns_queries, s.dns_incomplete, s.dns_unparsed
             ));
         }
-        if !probes.contains(&ProbeKind::Http) {
+        if probes.contains(&ProbeKind::Tls) {
+            let tls = |name: &str| {
+                counters
+                    .iter()
+                    .find(|(p, n, _)| *p == ProbeKind::Tls && *n == name)
+                    .map_or(0, |c| c.2)
+            };
+            text.push_str(&format!(
+                "podscope: tls: {} libssl files attached ({} uprobes), {} attach failures; \
+                 socket of each call: {} from its syscall, {} from its SSL object, {} from its thread, {} unknown (not reported); \
+                 {} connections were another protocol ({} bytes counted, not copied)\n",
+                tls("libssl_files"),
+                tls("uprobes"),
+                tls("attach_failures"),
+                tls("socket_from_syscall"),
+                tls("socket_from_ssl"),
+                tls("socket_from_thread"),
+                tls("no_socket"),
+                tls("connections_not_http"),
+                tls("bytes_not_http"),
+            ));
+        }
+        if !probes.contains(&ProbeKind::Http) && !probes.contains(&ProbeKind::Tls) {
             return text;
         }
         let counter = |name: &str| {
@@ -325,11 +349,14 @@ impl Stage {
                 .find(|(p, n, _)| *p == ProbeKind::Http && *n == name)
                 .map_or(0, |c| c.2)
         };
+        if probes.contains(&ProbeKind::Http) {
+            text.push_str(&format!(
+                "podscope: http: {} connections were another protocol ({} bytes counted, not copied)\n",
+                counter("connections_not_http"),
+                counter("bytes_not_http")
+            ));
+        }
         text + &format!(
-            "podscope: http: {} connections were another protocol ({} bytes counted, not copied)\n",
-            counter("connections_not_http"),
-            counter("bytes_not_http")
-        ) + &format!(
             "podscope: http: {} requests ({} served, {} sent), {} incomplete, {} with truncated heads, \
              {} parse errors, {} bytes not parsed (lost or unrecognised), {} connections evicted\n",
             s.requests,
@@ -357,6 +384,7 @@ fn blank(d: &SockDataEvent) -> HttpEvent {
         request_bytes: 0,
         response_bytes: 0,
         truncated: false,
+        tls: d.tls,
         family: d.family.clone(),
         saddr: d.saddr.clone(),
         sport: d.sport,
@@ -423,6 +451,7 @@ mod tests {
         EventData::SockData(SockDataEvent {
             kind,
             protocol: "http".into(),
+            tls: false,
             sock: 0xffff_8880_1234_5678,
             fd: 5,
             direction: dir.into(),
@@ -499,6 +528,37 @@ mod tests {
         assert_eq!(st.stats().requests, 2);
         assert_eq!(st.stats().incomplete, 1);
         assert_eq!(st.connections(), 0);
+    }
+
+    #[test]
+    fn tls_plaintext_and_the_sockets_own_bytes_are_separate_streams() {
+        let mut st = Stage::new();
+        let tls = |ts, dir: &str, seq, p: &[u8]| {
+            let mut d = raw(SockDataKind::Data, dir, seq, p);
+            if let EventData::SockData(s) = &mut d {
+                s.tls = true;
+            }
+            ev(ts, 9, d)
+        };
+        let req = b"GET /s HTTP/1.1\r\nHost: web\r\n\r\n";
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let out = st.process(vec![
+            tls(1, "rx", 0, req),
+            // The same socket's own bytes at offset 0 too (a plain exchange
+            // cannot really share it; the streams must not mix if it did).
+            ev(
+                2,
+                9,
+                raw(SockDataKind::Data, "rx", 0, b"GET /p HTTP/1.1\r\n\r\n"),
+            ),
+            tls(3, "tx", 0, resp),
+        ]);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let EventData::Http(h) = &out[0].data else {
+            panic!()
+        };
+        assert_eq!((h.path.as_str(), h.status, h.tls), ("/s", Some(200), true));
+        assert_eq!(st.connections(), 2);
     }
 
     #[test]

@@ -775,6 +775,7 @@ impl RequestSpan {
         if !path.is_empty() {
             a.push(kv_str("url.path", path));
         }
+        a.push(kv_str("url.scheme", if h.tls { "https" } else { "http" }));
         if let Some(q) = query {
             a.push(kv_str("url.query", q));
         }
