@@ -21,10 +21,13 @@ pub enum ProbeKind {
     Cache,
     /// File opens (opensnoop).
     Open,
-    /// HTTP/1.x requests from socket reads and writes (user-space parser).
+    /// HTTP/1.x and HTTP/2 requests from socket reads and writes (user-space parser).
     Http,
     /// DNS queries and answers over UDP port 53 (user-space parser).
     Dns,
+    /// gRPC calls only: the http probe's kernel program and parser, with
+    /// the requests that are not gRPC left out.
+    Grpc,
 }
 
 /// How a probe attaches to the kernel, for feature detection and `podscope probes`.
@@ -71,7 +74,7 @@ impl Hook {
 
 impl ProbeKind {
     /// Every probe, in the order `podscope probes` lists them.
-    pub const ALL: [ProbeKind; 8] = [
+    pub const ALL: [ProbeKind; 9] = [
         ProbeKind::Exec,
         ProbeKind::Exit,
         ProbeKind::Tcp,
@@ -80,7 +83,17 @@ impl ProbeKind {
         ProbeKind::Open,
         ProbeKind::Http,
         ProbeKind::Dns,
+        ProbeKind::Grpc,
     ];
+
+    /// The probe whose kernel program this one runs: itself, except `grpc`,
+    /// which is a view of `http` (loaded once if both are asked for).
+    pub fn kernel_probe(self) -> ProbeKind {
+        match self {
+            ProbeKind::Grpc => ProbeKind::Http,
+            p => p,
+        }
+    }
 
     /// The name users type on the command line and see in output.
     pub fn name(self) -> &'static str {
@@ -93,6 +106,7 @@ impl ProbeKind {
             ProbeKind::Open => "open",
             ProbeKind::Http => "http",
             ProbeKind::Dns => "dns",
+            ProbeKind::Grpc => "grpc",
         }
     }
 
@@ -110,7 +124,10 @@ impl ProbeKind {
             }
             ProbeKind::Open => "file opens: path, flags, fd or errno",
             ProbeKind::Http => {
-                "HTTP/1.x requests served and made: method, path (query redacted), status, duration, sizes, peer"
+                "HTTP/1.x and HTTP/2 (h2c) requests served and made: method, path (query redacted), status, duration, sizes, peer"
+            }
+            ProbeKind::Grpc => {
+                "gRPC calls over HTTP/2 (h2c) served and made: service, method, grpc-status and message, duration, sizes, peer"
             }
             ProbeKind::Dns => {
                 "DNS lookups made and answered over UDP port 53: name, type, rcode, answers, latency"
@@ -214,7 +231,7 @@ impl ProbeKind {
                 ],
                 note: "",
             }],
-            ProbeKind::Http => &[Implementation {
+            ProbeKind::Http | ProbeKind::Grpc => &[Implementation {
                 name: "tracepoints",
                 hooks: &[
                     Tracepoint("syscalls/sys_enter_read"),
@@ -238,7 +255,7 @@ impl ProbeKind {
                     Tracepoint("syscalls/sys_enter_close"),
                     BtfTracepoint("tcp/tcp_destroy_sock"),
                 ],
-                note: "plaintext HTTP/1.x over TCP; the first bytes of each message are copied (--http-capture-bytes)",
+                note: "plaintext HTTP/1.x and HTTP/2 (h2c) over TCP; the first bytes of each message are copied (--http-capture-bytes)",
             }],
             ProbeKind::Dns => &[Implementation {
                 name: "tracepoints",
@@ -383,7 +400,7 @@ mod tests {
             ProbeKind::parse_list("exec,exec").unwrap(),
             vec![ProbeKind::Exec]
         );
-        assert_eq!(ProbeKind::parse_list("all").unwrap().len(), 8);
+        assert_eq!(ProbeKind::parse_list("all").unwrap().len(), 9);
     }
 
     #[test]
@@ -393,7 +410,7 @@ mod tests {
         assert!(msg.contains("unknown probe 'tpc'"), "{msg}");
         assert!(msg.contains("did you mean 'tcp'"), "{msg}");
         assert!(
-            msg.contains("exec, exit, tcp, bio, cache, open, http, dns"),
+            msg.contains("exec, exit, tcp, bio, cache, open, http, dns, grpc"),
             "{msg}"
         );
         let far = ProbeKind::parse_list("kubernetes").unwrap_err();
