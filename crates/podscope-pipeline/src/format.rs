@@ -227,21 +227,46 @@ fn http_details(h: &podscope_model::HttpEvent) -> String {
         format!("{}:{}", h.daddr, h.dport)
     };
     if h.kind == "parse_error" {
-        return format!(
-            "not HTTP/1.x: {} peer {peer}",
-            h.error.as_deref().unwrap_or("")
-        );
+        let e = h.error.as_deref().unwrap_or("");
+        let what = if e.starts_with("http2:") {
+            "bad HTTP/2"
+        } else {
+            "not HTTP/1.x"
+        };
+        return format!("{what}: {e} peer {peer}");
     }
     let method = if h.method.is_empty() { "-" } else { &h.method };
     let path = if h.path.is_empty() { "-" } else { &h.path };
     let status = h.status.map_or("-".to_string(), |s| s.to_string());
+    let what = match &h.rpc {
+        // `grpc demo.Echo/Say NOT_FOUND(5)`: the call, then HTTP's status.
+        Some(r) => format!(
+            "{} {}/{} {}",
+            r.system,
+            if r.service.is_empty() {
+                "-"
+            } else {
+                &r.service
+            },
+            if r.method.is_empty() { "-" } else { &r.method },
+            r.status
+                .map_or("-".to_string(), |c| format!("{}({c})", grpc_code_name(c))),
+        ),
+        None => format!("{method} {path}"),
+    };
     let mut s = format!(
-        "{} {method} {path} {status} {} req {} resp {} peer {peer}",
+        "{} {what} {status} {} req {} resp {} peer {peer}",
         h.role,
         human_ns(h.duration_ns),
         human_bytes(h.request_bytes),
         human_bytes(h.response_bytes),
     );
+    if h.version == "HTTP/2" {
+        s.push_str(" h2");
+    }
+    if let Some(m) = h.rpc.as_ref().and_then(|r| r.message.as_ref()) {
+        s.push_str(&format!(" message {m:?}"));
+    }
     if h.truncated {
         s.push_str(" (head truncated)");
     }
@@ -249,6 +274,30 @@ fn http_details(h: &podscope_model::HttpEvent) -> String {
         s.push_str(&format!(" ERROR {e}"));
     }
     s
+}
+
+/// The gRPC status code names (grpc/doc/statuscodes.md).
+fn grpc_code_name(code: u32) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "CODE",
+    }
 }
 
 /// Aligned columns, kubectl style.
