@@ -547,6 +547,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn grpc_calls_show_service_method_and_status() {
+        let mut h = podscope_model::HttpEvent {
+            kind: "request".into(),
+            role: "client".into(),
+            version: "HTTP/2".into(),
+            method: "POST".into(),
+            path: "/demo.Echo/Missing".into(),
+            host: String::new(),
+            status: Some(200),
+            duration_ns: 1_500_000,
+            request_bytes: 120,
+            response_bytes: 80,
+            truncated: false,
+            family: "ipv4".into(),
+            saddr: "127.0.0.1".into(),
+            sport: 40000,
+            daddr: "127.0.1.9".into(),
+            dport: 50051,
+            error: None,
+            rpc: Some(podscope_model::RpcInfo {
+                system: "grpc".into(),
+                service: "demo.Echo".into(),
+                method: "Missing".into(),
+                status: Some(5),
+                message: Some("no such key".into()),
+            }),
+        };
+        assert_eq!(
+            http_details(&h),
+            "client grpc demo.Echo/Missing NOT_FOUND(5) 200 1.5ms req 120B resp 80B \
+             peer 127.0.1.9:50051 h2 message \"no such key\""
+        );
+        h.rpc = None;
+        assert_eq!(
+            http_details(&h),
+            "client POST /demo.Echo/Missing 200 1.5ms req 120B resp 80B peer 127.0.1.9:50051 h2"
+        );
+    }
+
+    #[test]
     fn units() {
         assert_eq!(human_bytes(512), "512B");
         assert_eq!(human_bytes(4096), "4.0KiB");

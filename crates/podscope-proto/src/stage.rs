@@ -634,6 +634,68 @@ mod tests {
         assert_eq!(st.connections(), 0);
     }
 
+    fn h2(dir: &str, seq: u64, payload: &[u8]) -> EventData {
+        let mut d = raw(SockDataKind::Data, dir, seq, payload);
+        if let EventData::SockData(s) = &mut d {
+            s.protocol = "http2".into();
+        }
+        d
+    }
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn http2_streams_become_requests_and_grpc_only_leaves_the_others_out() {
+        for grpc_only in [false, true] {
+            let mut st = Stage::new();
+            st.set_grpc_only(grpc_only);
+            let mut req = crate::h2::PREFACE.to_vec();
+            // :method GET (2), :path / (4), literal content-type (31) = application/grpc
+            req.extend(frame(1, 5, 1, &[0x82, 0x84]));
+            let mut grpc = vec![0x83, 0x04, 0x08];
+            grpc.extend_from_slice(b"/svc/Get");
+            grpc.extend([0x0f, 0x10, 16]);
+            grpc.extend_from_slice(b"application/grpc");
+            req.extend(frame(1, 4, 3, &grpc));
+            req.extend(frame(0, 1, 3, &[0, 0, 0, 0, 0]));
+            // :status 200 (8); trailers grpc-status 0 (literal, new name).
+            let mut resp = frame(1, 5, 1, &[0x88]);
+            resp.extend(frame(1, 4, 3, &[0x88]));
+            let mut trailers = vec![0x00, 11];
+            trailers.extend_from_slice(b"grpc-status");
+            trailers.extend([1, b'0']);
+            resp.extend(frame(1, 5, 3, &trailers));
+            let out = st.process(vec![
+                ev(1_000, 9, h2("rx", 0, &req)),
+                ev(2_000, 9, h2("tx", 0, &resp)),
+            ]);
+            let hs: Vec<&HttpEvent> = out
+                .iter()
+                .filter_map(|e| match &e.data {
+                    EventData::Http(h) => Some(h),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(hs.len(), if grpc_only { 1 } else { 2 }, "{out:?}");
+            let g = hs.last().unwrap();
+            assert_eq!((g.role.as_str(), g.version.as_str()), ("server", "HTTP/2"));
+            let rpc = g.rpc.as_ref().unwrap();
+            assert_eq!(
+                (rpc.service.as_str(), rpc.method.as_str(), rpc.status),
+                ("svc", "Get", Some(0))
+            );
+            assert_eq!(st.stats().not_grpc, u64::from(grpc_only));
+            assert_eq!(st.stats().grpc_calls, 1);
+            assert_eq!(st.stats().h2_connections, 1);
+        }
+    }
+
     #[test]
     fn close_ends_a_response_without_length() {
         let mut st = Stage::new();
