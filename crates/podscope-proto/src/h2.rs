@@ -348,7 +348,8 @@ impl Connection {
         let d = &mut self.dirs[i];
         d.now = at_ns;
         if lost > 0 {
-            d.gap(lost, &mut evs);
+            // (Counted as lost above either way.)
+            let _ = d.gap(lost, &mut evs);
         }
         if matches!(d.state, State::Skip) {
             if plausible_frame_header(captured) {
@@ -360,8 +361,9 @@ impl Connection {
         }
         d.feed(captured, &mut evs);
         let rest = len - captured.len() as u64;
-        if rest > 0 {
-            d.gap(rest, &mut evs);
+        if rest > 0 && !d.gap(rest, &mut evs) {
+            // Not captured and not inside a payload we could skip.
+            out.push(Outcome::Lost { bytes: rest });
         }
         for ev in evs {
             self.handle(side, at_ns, ev, &mut out);
@@ -728,8 +730,9 @@ fn other(s: Side) -> Side {
 }
 
 impl Dir {
-    /// `n` bytes of this direction are missing here.
-    fn gap(&mut self, n: u64, evs: &mut Vec<Ev>) {
+    /// `n` bytes of this direction are missing here. False if they were
+    /// not inside the current frame's payload (sync lost, or already lost).
+    fn gap(&mut self, n: u64, evs: &mut Vec<Ev>) -> bool {
         match &mut self.state {
             State::Payload {
                 left, keep, broken, ..
@@ -741,12 +744,14 @@ impl Dir {
                 if *left == 0 {
                     self.end_frame(evs);
                 }
+                true
             }
-            State::Skip => {}
+            State::Skip => false,
             _ => {
                 // A frame header is in the hole: frames (header blocks among
                 // them) may be missing.
                 self.lose_sync(evs);
+                false
             }
         }
     }

@@ -395,6 +395,10 @@ fn h2c_requests_agree_exactly_with_nginx_access_log_on_both_sides() {
         err.contains("132 requests (0 gRPC calls), 0 with the header state unknown"),
         "{err}"
     );
+    assert!(
+        err.contains("0 incomplete, 0 with truncated heads, 0 parse errors, 0 bytes not parsed"),
+        "{err}"
+    );
 }
 
 const GRPC_SERVER: &str = r#"
