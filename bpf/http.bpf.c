@@ -7,13 +7,15 @@
  * (capture_bytes, default 1 KiB) go to the ring with the socket's identity and
  * its byte offset in that direction, so user space can see holes.
  *
- * Each socket's first message is sniffed: an HTTP/1.x request line or status
- * line keeps it copied; anything else marks it "other" and from then on it
+ * Each socket's first message is sniffed (include/sniff.bpf.h): an HTTP/1.x
+ * request line or status line, the HTTP/2 client preface or a plausible
+ * HTTP/2 frame header keeps it copied; anything else marks it "other" and from then on it
  * costs one map lookup and a byte counter per call (bulk transfers and
  * unknown protocols are not copied). Per-socket state lives in an LRU map:
  * an evicted socket is simply sniffed again at its next message. */
 #include "podscope.bpf.h"
 #include "sockfd.bpf.h"
+#include "sniff.bpf.h"
 #include "http.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -25,6 +27,7 @@ const volatile __u32 capture_bytes = 1024;
 #define PROTO_UNKNOWN 0
 #define PROTO_HTTP 1
 #define PROTO_OTHER 2
+#define PROTO_H2 3
 
 struct conn {
 	__u64 seq[2]; /* bytes moved so far: [0] tx, [1] rx */
@@ -66,13 +69,31 @@ struct {
 	__type(value, __u64);
 } http_stats SEC(".maps");
 
-/* Scratch space for one event: too big for the stack, variable length out. */
+/* Scratch space for one event: too big for the stack, variable length out.
+ * The slack after it lets a copy of up to HTTP_DATA_MAX bytes start at any
+ * offset below HTTP_DATA_MAX and stay inside the map value, which is what
+ * the verifier can prove when several iovecs are gathered. */
+struct scratch_event {
+	struct http_event e;
+	__u8 slack[HTTP_DATA_MAX];
+};
+
+/* One slot per CPU, indexed by the current CPU: a per-CPU array cannot hold
+ * values this big (32 KiB limit). User space sets max_entries to the number
+ * of possible CPUs before load. Like a per-CPU array, a slot is used by one
+ * program run at a time on its CPU. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct http_event);
+	__type(value, struct scratch_event);
 } scratch SEC(".maps");
+
+/* iovecs gathered per vectored call: nginx writes an HTTP/2 frame header and
+ * its payload as separate iovecs, several frames per writev; gRPC C-core
+ * writes the preface, SETTINGS and the first call's frames in one sendmsg of
+ * 27 iovecs (measured, python3-grpcio 1.51). */
+#define IOV_GATHER 64
 
 struct http_event _http_event_type = {};
 
@@ -113,19 +134,6 @@ static __always_inline int enter(long fd, __u64 buf, __u8 syscall, __u8 vectored
 	return 0;
 }
 
-/* An HTTP/1.x request line or status line starts with one of these. */
-static __always_inline bool looks_http(const __u8 *p)
-{
-	__u32 w = p[0] | (p[1] << 8) | (p[2] << 16) | ((__u32)p[3] << 24);
-
-#define W(a, b, c, d) ((__u32)(a) | ((__u32)(b) << 8) | ((__u32)(c) << 16) | ((__u32)(d) << 24))
-	return w == W('G', 'E', 'T', ' ') || w == W('P', 'O', 'S', 'T') || w == W('P', 'U', 'T', ' ') ||
-	       w == W('H', 'E', 'A', 'D') || w == W('D', 'E', 'L', 'E') || w == W('P', 'A', 'T', 'C') ||
-	       w == W('O', 'P', 'T', 'I') || w == W('C', 'O', 'N', 'N') || w == W('T', 'R', 'A', 'C') ||
-	       w == W('H', 'T', 'T', 'P');
-#undef W
-}
-
 static __always_inline void fill_addrs(struct http_event *e, const struct sock *sk)
 {
 	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
@@ -150,6 +158,8 @@ static __always_inline int leave(long ret, __u8 dir)
 	__u32 zero = 0;
 	struct call *c;
 	struct conn fresh = {}, *st;
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct scratch_event *se;
 	struct http_event *e;
 	__u64 src = 0, key;
 	__u32 n, limit;
@@ -172,37 +182,67 @@ static __always_inline int leave(long ret, __u8 dir)
 		http_stat_add(HTTP_STAT_OTHER_BYTES, ret);
 		goto out;
 	}
-	e = bpf_map_lookup_elem(&scratch, &zero);
-	if (!e)
+	se = bpf_map_lookup_elem(&scratch, &cpu);
+	if (!se) {
+		stat_inc(STAT_MAP_FULL); /* no slot for this CPU: counted, see http.rs */
 		goto out;
-
-	/* Where the first bytes are: the buffer, or the first iovec's. */
-	src = c->buf;
-	limit = ret;
-	if (src && c->vectored) {
-		struct iovec iov = {};
-
-		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)src))
-			src = 0;
-		src = (__u64)iov.iov_base;
-		if (iov.iov_len < limit)
-			limit = iov.iov_len;
 	}
-	n = limit < capture_bytes ? limit : capture_bytes;
-	if (n > HTTP_DATA_MAX)
-		n = HTTP_DATA_MAX;
-	if (!src)
-		n = 0;
-	n &= HTTP_DATA_MAX * 2 - 1; /* bounds for the verifier; n <= HTTP_DATA_MAX already */
-	if (n > HTTP_DATA_MAX)
-		n = HTTP_DATA_MAX;
-	if (n && bpf_probe_read_user(e->data, n, (void *)src))
-		n = 0;
+	e = &se->e;
+
+	limit = ret < capture_bytes ? ret : capture_bytes;
+	if (limit > HTTP_DATA_MAX)
+		limit = HTTP_DATA_MAX;
+	src = c->buf;
+	n = 0;
+	if (src && !c->vectored) {
+		n = limit & (HTTP_DATA_MAX * 2 - 1); /* bounds for the verifier */
+		if (n > HTTP_DATA_MAX)
+			n = HTTP_DATA_MAX;
+		if (n && bpf_probe_read_user(e->data, n, (void *)src))
+			n = 0;
+	} else if (src) {
+		/* The first bytes of the first iovecs, in order, up to limit:
+		 * only iovecs the call actually filled or drained are read. */
+		/* Unrolled, and with as few branches per iovec as possible:
+		 * the verifier cannot prune states whose n differ, so each
+		 * branch multiplies its work. */
+#pragma unroll
+		for (int i = 0; i < IOV_GATHER; i++) {
+			struct iovec iov = {};
+			__u32 want, off;
+
+			if (n >= limit)
+				break;
+			if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(src + i * sizeof(iov))))
+				break;
+			want = limit - n;
+			if (iov.iov_len < want)
+				want = iov.iov_len;
+			want &= HTTP_DATA_MAX * 2 - 1;
+			if (want > HTTP_DATA_MAX)
+				want = HTTP_DATA_MAX;
+			off = n;
+			/* Keep the mask: clang drops it (it knows n < limit) and the
+			 * verifier then cannot bound the destination. */
+			asm volatile("" : "+r"(off));
+			off &= HTTP_DATA_MAX - 1;
+			/* A zero-length read is allowed and reads nothing. */
+			if (bpf_probe_read_user(e->data + off, want, iov.iov_base))
+				break;
+			n += want;
+		}
+		if (n > HTTP_DATA_MAX)
+			n = HTTP_DATA_MAX;
+	}
 
 	if (st->proto == PROTO_UNKNOWN) {
-		if (n >= 4 && looks_http(e->data)) {
+		int p = sniff_proto(e->data, n);
+
+		if (p == SNIFF_HTTP1) {
 			st->proto = PROTO_HTTP;
-		} else if (n >= 4 || ++st->tries > 8) {
+		} else if (p == SNIFF_H2) {
+			st->proto = PROTO_H2;
+		} else if (p == SNIFF_OTHER || ++st->tries > 8) {
 			st->proto = PROTO_OTHER;
 			http_stat_add(HTTP_STAT_NOT_HTTP, 1);
 			http_stat_add(HTTP_STAT_OTHER_BYTES, ret);
@@ -220,7 +260,7 @@ static __always_inline int leave(long ret, __u8 dir)
 	e->kind = HTTP_KIND_DATA;
 	e->dir = dir;
 	e->syscall = c->syscall;
-	e->_pad = 0;
+	e->proto = st->proto == PROTO_H2 ? HTTP_PROTO_H2 : HTTP_PROTO_HTTP1;
 	e->_pad2 = 0;
 	fill_addrs(e, (const struct sock *)key);
 	st->seq[d & 1] += ret;
@@ -290,9 +330,10 @@ int sendfile_exit(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_close")
 int close_enter(struct trace_event_raw_sys_enter *ctx)
 {
-	__u32 zero = 0;
+	__u32 cpu = bpf_get_smp_processor_id();
 	struct sock *sk;
 	struct conn *st;
+	struct scratch_event *se;
 	struct http_event *e;
 	__u64 key;
 
@@ -305,9 +346,10 @@ int close_enter(struct trace_event_raw_sys_enter *ctx)
 	st = bpf_map_lookup_elem(&conns, &key);
 	if (!st)
 		return 0;
-	if (st->proto == PROTO_HTTP) {
-		e = bpf_map_lookup_elem(&scratch, &zero);
-		if (e) {
+	if (st->proto == PROTO_HTTP || st->proto == PROTO_H2) {
+		se = bpf_map_lookup_elem(&scratch, &cpu);
+		if (se) {
+			e = &se->e;
 			fill_header(&e->hdr);
 			e->sock = key;
 			e->seq = 0;
@@ -317,7 +359,7 @@ int close_enter(struct trace_event_raw_sys_enter *ctx)
 			e->kind = HTTP_KIND_CLOSE;
 			e->dir = 0;
 			e->syscall = 0;
-			e->_pad = 0;
+			e->proto = st->proto == PROTO_H2 ? HTTP_PROTO_H2 : HTTP_PROTO_HTTP1;
 			e->_pad2 = 0;
 			fill_addrs(e, sk);
 			output_event(e, HDR_SIZE);
@@ -344,7 +386,7 @@ int BPF_PROG(http_sock_destroy, struct sock *sk)
 	st = bpf_map_lookup_elem(&conns, &key);
 	if (!st)
 		return 0;
-	if (st->proto == PROTO_HTTP && st->owner.pid) {
+	if ((st->proto == PROTO_HTTP || st->proto == PROTO_H2) && st->owner.pid) {
 		e = bpf_map_lookup_elem(&scratch, &zero);
 		if (e) {
 			e->hdr = st->owner;
@@ -357,7 +399,7 @@ int BPF_PROG(http_sock_destroy, struct sock *sk)
 			e->kind = HTTP_KIND_CLOSE;
 			e->dir = 0;
 			e->syscall = 0;
-			e->_pad = 0;
+			e->proto = st->proto == PROTO_H2 ? HTTP_PROTO_H2 : HTTP_PROTO_HTTP1;
 			e->_pad2 = 0;
 			fill_addrs(e, sk);
 			output_event(e, HDR_SIZE);

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /* http probe, kernel side: the first bytes of each message a selected task
- * moves over a TCP socket (user space parses HTTP/1.x from them), and the
+ * moves over a TCP socket (user space parses HTTP/1.x and HTTP/2 from them), and the
  * socket's close. */
 #ifndef PODSCOPE_HTTP_H
 #define PODSCOPE_HTTP_H
@@ -14,6 +14,10 @@
 
 #define HTTP_DIR_TX 1 /* the task wrote (sent) */
 #define HTTP_DIR_RX 2 /* the task read (received) */
+
+/* What the socket was sniffed as (include/sniff.bpf.h). */
+#define HTTP_PROTO_HTTP1 1
+#define HTTP_PROTO_H2 2
 
 /* Which syscall moved the data. */
 #define HTTP_SYS_READ 1
@@ -41,7 +45,7 @@ struct http_event {
 	__u8 kind;
 	__u8 dir;
 	__u8 syscall;
-	__u8 _pad;
+	__u8 proto;     /* HTTP_PROTO_*: what the connection's first message was sniffed as */
 	__u16 family;   /* AF_INET or AF_INET6 */
 	__u16 sport;    /* host byte order */
 	__u16 dport;

@@ -20,6 +20,7 @@
  * else stops being copied and only costs a byte counter. */
 #include "podscope.bpf.h"
 #include "sockfd.bpf.h"
+#include "sniff.bpf.h"
 #include "tls.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -30,6 +31,7 @@ const volatile __u32 capture_bytes = 1024;
 #define PROTO_UNKNOWN 0
 #define PROTO_HTTP 1
 #define PROTO_OTHER 2
+#define PROTO_H2 3
 
 struct conn {
 	__u64 seq[2]; /* plaintext bytes so far: [0] tx, [1] rx */
@@ -141,19 +143,6 @@ static __always_inline int ssl_enter(__u64 ssl, __u64 buf, __u64 len_ptr, __u8 f
 	return 0;
 }
 
-/* An HTTP/1.x request line or status line starts with one of these. */
-static __always_inline bool tls_looks_http(const __u8 *p)
-{
-	__u32 w = p[0] | (p[1] << 8) | (p[2] << 16) | ((__u32)p[3] << 24);
-
-#define W(a, b, c, d) ((__u32)(a) | ((__u32)(b) << 8) | ((__u32)(c) << 16) | ((__u32)(d) << 24))
-	return w == W('G', 'E', 'T', ' ') || w == W('P', 'O', 'S', 'T') || w == W('P', 'U', 'T', ' ') ||
-	       w == W('H', 'E', 'A', 'D') || w == W('D', 'E', 'L', 'E') || w == W('P', 'A', 'T', 'C') ||
-	       w == W('O', 'P', 'T', 'I') || w == W('C', 'O', 'N', 'N') || w == W('T', 'R', 'A', 'C') ||
-	       w == W('H', 'T', 'T', 'P');
-#undef W
-}
-
 static __always_inline void tls_fill_addrs(struct tls_event *e, const struct sock *sk)
 {
 	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
@@ -249,9 +238,13 @@ static __always_inline int ssl_leave(long ret, __u8 fn)
 		n = 0;
 
 	if (st->proto == PROTO_UNKNOWN) {
-		if (n >= 4 && tls_looks_http(e->data)) {
+		int p = sniff_proto(e->data, n);
+
+		if (p == SNIFF_HTTP1) {
 			st->proto = PROTO_HTTP;
-		} else if (n >= 4 || ++st->tries > 8) {
+		} else if (p == SNIFF_H2) {
+			st->proto = PROTO_H2;
+		} else if (p == SNIFF_OTHER || ++st->tries > 8) {
 			st->proto = PROTO_OTHER;
 			tls_stat_add(TLS_STAT_NOT_HTTP, 1);
 			tls_stat_add(TLS_STAT_OTHER_BYTES, moved);
@@ -269,6 +262,7 @@ static __always_inline int ssl_leave(long ret, __u8 fn)
 	e->dir = c->dir;
 	e->fn = c->fn;
 	e->fd_source = source;
+	e->proto = st->proto == PROTO_H2 ? TLS_PROTO_H2 : TLS_PROTO_HTTP1;
 	e->_pad2 = 0;
 	tls_fill_addrs(e, (const struct sock *)key);
 	st->seq[d & 1] += moved;
@@ -372,7 +366,7 @@ int tls_close_enter(struct trace_event_raw_sys_enter *ctx)
 	st = bpf_map_lookup_elem(&tls_conns, &key);
 	if (!st)
 		return 0;
-	if (st->proto == PROTO_HTTP) {
+	if (st->proto == PROTO_HTTP || st->proto == PROTO_H2) {
 		e = bpf_map_lookup_elem(&tls_scratch, &zero);
 		if (e) {
 			fill_header(&e->hdr);
@@ -385,6 +379,7 @@ int tls_close_enter(struct trace_event_raw_sys_enter *ctx)
 			e->dir = 0;
 			e->fn = 0;
 			e->fd_source = 0;
+			e->proto = st->proto == PROTO_H2 ? TLS_PROTO_H2 : TLS_PROTO_HTTP1;
 			e->_pad2 = 0;
 			tls_fill_addrs(e, sk);
 			output_event(e, HDR_SIZE);

@@ -33,6 +33,9 @@
 #define TLS_STAT_EXEC_FULL 6   /* execs of selected tasks not queued for a library scan */
 #define TLS_STAT_MAX 7
 
+#define TLS_PROTO_HTTP1 1
+#define TLS_PROTO_H2 2
+
 struct tls_event {
 	struct event_header hdr;
 	__u64 sock;     /* struct sock address: the connection's identity while it lives */
@@ -47,7 +50,8 @@ struct tls_event {
 	__u16 family;   /* AF_INET or AF_INET6 */
 	__u16 sport;    /* host byte order */
 	__u16 dport;
-	__u16 _pad2;
+	__u8 proto;     /* TLS_PROTO_*: what the plaintext was sniffed as */
+	__u8 _pad2;
 	__u8 saddr[16]; /* IPv4 in the first 4 bytes */
 	__u8 daddr[16];
 	__u8 data[TLS_DATA_MAX];

@@ -22,7 +22,10 @@ fi
 # hand on a 127.0.0.x port 53 and compares with its query log.
 # python3 (Debian's, with its ssl module on the system libssl): tests/https.rs reads HTTPS
 # 64 bytes at a time through it (SSL_read_ex answered from OpenSSL's buffer).
-PKGS=(clang-19 python3 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool bpftrace iproute2 protobuf-compiler tcpdump util-linux prometheus openssl docker.io podman busybox-static nginx curl dnsmasq-base)
+# nghttp2-client (h2load) and python3-grpcio: the HTTP/2 and gRPC tests (tests/h2.rs)
+# load nginx's h2c listener with h2load and run a Python gRPC server and client
+# (Debian's /usr/bin/python3, generic handlers: no code generation).
+PKGS=(clang-19 python3 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool bpftrace iproute2 protobuf-compiler tcpdump util-linux prometheus openssl docker.io podman busybox-static nginx curl dnsmasq-base nghttp2-client python3-grpcio)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,5 +1,6 @@
 //! http probe, kernel side: socket reads and writes of selected tasks with
-//! the first bytes of each message (parsed into requests by podscope-proto).
+//! the first bytes of each message (parsed into HTTP/1.x and HTTP/2 requests
+//! by podscope-proto).
 
 mod skel {
     #![allow(missing_debug_implementations, missing_docs, clippy::all)]
@@ -32,6 +33,13 @@ pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crat
             if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
                 ro.capture_bytes = capture;
             }
+            // The scratch slot array is indexed by CPU (bpf/http.bpf.c).
+            // Setting the size of an opened map cannot fail short of a
+            // libbpf bug; if it did, messages on the CPUs without a slot
+            // are counted lost in the kernel (STAT_MAP_FULL), not dropped
+            // silently.
+            let cpus = libbpf_rs::num_possible_cpus().unwrap_or(1).max(1);
+            let _ = open.maps.scratch.set_max_entries(cpus as u32);
         }
     );
     Ok(Box::new(Probe { skel }))
@@ -92,7 +100,8 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
     let h = header!(raw.hdr);
     let ev = EventData::SockData(SockDataEvent {
         kind,
-        protocol: "http".into(),
+        // What the kernel sniffed the connection's first message as.
+        protocol: if raw.proto == 2 { "http2" } else { "http" }.into(),
         tls: false,
         sock: raw.sock,
         fd: raw.fd,

@@ -44,7 +44,7 @@ pub fn expected_peak(kind: ProbeKind) -> (u64, u64) {
         ProbeKind::Bio => (200_000, rec(crate::bio::RECORD_BYTES)),
         // A request and its response, each up to the copied 1 KiB (the
         // default capture) plus the record's header.
-        ProbeKind::Http => (50_000, rec(1024 + 96)),
+        ProbeKind::Http | ProbeKind::Grpc => (50_000, rec(1024 + 96)),
         // HTTPS: about half the plain rate (the TLS work bounds it).
         ProbeKind::Tls => (25_000, rec(1024 + 96)),
         ProbeKind::Dns => (20_000, rec(crate::dns::RECORD_BYTES)),

@@ -381,7 +381,7 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
     let h = header!(raw.hdr);
     let ev = EventData::SockData(SockDataEvent {
         kind,
-        protocol: "http".into(),
+        protocol: if raw.proto == 2 { "http2" } else { "http" }.into(),
         tls: true,
         sock: raw.sock,
         fd: raw.fd,

@@ -768,7 +768,9 @@ fn load_probe(
             ProbeKind::Bio => crate::bio::load(settings, imp),
             ProbeKind::Cache => crate::cache::load(settings, imp),
             ProbeKind::Open => crate::open::load(settings),
-            ProbeKind::Http => crate::http::load(settings),
+            // The pipeline asks for `http` when `grpc` is wanted
+            // (ProbeKind::kernel_probe); loading it under either name works.
+            ProbeKind::Http | ProbeKind::Grpc => crate::http::load(settings),
             ProbeKind::Dns => crate::dns::load(settings),
             ProbeKind::Tls => crate::tls::load(settings),
         };

@@ -432,7 +432,7 @@ pub struct HttpEvent {
     pub kind: String,
     /// `server` (the task answered it) or `client` (the task sent it).
     pub role: String,
-    /// `HTTP/1.1` or `HTTP/1.0` (from the request line).
+    /// `HTTP/1.1` or `HTTP/1.0` (from the request line), or `HTTP/2`.
     pub version: String,
     /// Request method (`GET`).
     pub method: String,
@@ -476,6 +476,27 @@ pub struct HttpEvent {
     /// Why the exchange is incomplete (`no response before close`, ...).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
+    /// The call's RPC details when it was one (gRPC over HTTP/2).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rpc: Option<RpcInfo>,
+}
+
+/// An RPC carried by an HTTP request (OpenTelemetry `rpc.*` attributes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RpcInfo {
+    /// `grpc`.
+    pub system: String,
+    /// Fully qualified service (`helloworld.Greeter`), from `:path`.
+    pub service: String,
+    /// Method (`SayHello`), from `:path`.
+    pub method: String,
+    /// `grpc-status` from the trailers (or a trailers-only response);
+    /// absent when the call did not finish or the trailers were not decoded.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status: Option<u32>,
+    /// `grpc-message`, percent-decoded, cut at 256 bytes.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub message: Option<String>,
 }
 
 /// One DNS query and its response, seen from one end.

@@ -8,6 +8,6 @@ mod probe;
 pub use errno::errno_name;
 pub use event::{
     BioEvent, CacheEvent, DnsEvent, Event, EventData, ExecEvent, ExitEvent, HttpEvent, Identity,
-    OpenEvent, SockDataEvent, SockDataKind, TcpEvent, TcpKind, Timestamp,
+    OpenEvent, RpcInfo, SockDataEvent, SockDataKind, TcpEvent, TcpKind, Timestamp,
 };
 pub use probe::{Hook, Implementation, ProbeKind, UnknownProbe};

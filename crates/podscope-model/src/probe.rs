@@ -21,13 +21,16 @@ pub enum ProbeKind {
     Cache,
     /// File opens (opensnoop).
     Open,
-    /// HTTP/1.x requests from socket reads and writes (user-space parser).
+    /// HTTP/1.x and HTTP/2 requests from socket reads and writes (user-space parser).
     Http,
     /// DNS queries and answers over UDP port 53 (user-space parser).
     Dns,
     /// TLS plaintext from uprobes on OpenSSL's libssl, parsed like `http`
     /// (which implies it: `trace http` reports HTTPS requests too).
     Tls,
+    /// gRPC calls only: the http probe's kernel program and parser, with
+    /// the requests that are not gRPC left out.
+    Grpc,
 }
 
 /// How a probe attaches to the kernel, for feature detection and `podscope probes`.
@@ -79,7 +82,7 @@ impl Hook {
 
 impl ProbeKind {
     /// Every probe, in the order `podscope probes` lists them.
-    pub const ALL: [ProbeKind; 9] = [
+    pub const ALL: [ProbeKind; 10] = [
         ProbeKind::Exec,
         ProbeKind::Exit,
         ProbeKind::Tcp,
@@ -89,7 +92,17 @@ impl ProbeKind {
         ProbeKind::Http,
         ProbeKind::Dns,
         ProbeKind::Tls,
+        ProbeKind::Grpc,
     ];
+
+    /// The probe whose kernel program this one runs: itself, except `grpc`,
+    /// which is a view of `http` (loaded once if both are asked for).
+    pub fn kernel_probe(self) -> ProbeKind {
+        match self {
+            ProbeKind::Grpc => ProbeKind::Http,
+            p => p,
+        }
+    }
 
     /// The name users type on the command line and see in output.
     pub fn name(self) -> &'static str {
@@ -103,6 +116,7 @@ impl ProbeKind {
             ProbeKind::Http => "http",
             ProbeKind::Dns => "dns",
             ProbeKind::Tls => "tls",
+            ProbeKind::Grpc => "grpc",
         }
     }
 
@@ -120,7 +134,10 @@ impl ProbeKind {
             }
             ProbeKind::Open => "file opens: path, flags, fd or errno",
             ProbeKind::Http => {
-                "HTTP/1.x requests served and made: method, path (query redacted), status, duration, sizes, peer"
+                "HTTP/1.x and HTTP/2 (h2c) requests served and made: method, path (query redacted), status, duration, sizes, peer"
+            }
+            ProbeKind::Grpc => {
+                "gRPC calls over HTTP/2 (h2c) served and made: service, method, grpc-status and message, duration, sizes, peer"
             }
             ProbeKind::Dns => {
                 "DNS lookups made and answered over UDP port 53: name, type, rcode, answers, latency"
@@ -227,7 +244,7 @@ impl ProbeKind {
                 ],
                 note: "",
             }],
-            ProbeKind::Http => &[Implementation {
+            ProbeKind::Http | ProbeKind::Grpc => &[Implementation {
                 name: "tracepoints",
                 hooks: &[
                     Tracepoint("syscalls/sys_enter_read"),
@@ -251,7 +268,7 @@ impl ProbeKind {
                     Tracepoint("syscalls/sys_enter_close"),
                     BtfTracepoint("tcp/tcp_destroy_sock"),
                 ],
-                note: "plaintext HTTP/1.x over TCP; the first bytes of each message are copied (--http-capture-bytes)",
+                note: "plaintext HTTP/1.x and HTTP/2 (h2c) over TCP; the first bytes of each message are copied (--http-capture-bytes)",
             }],
             ProbeKind::Dns => &[Implementation {
                 name: "tracepoints",
@@ -451,7 +468,7 @@ mod tests {
         assert!(msg.contains("unknown probe 'tpc'"), "{msg}");
         assert!(msg.contains("did you mean 'tcp'"), "{msg}");
         assert!(
-            msg.contains("exec, exit, tcp, bio, cache, open, http, dns, tls"),
+            msg.contains("exec, exit, tcp, bio, cache, open, http, dns, tls, grpc"),
             "{msg}"
         );
         let far = ProbeKind::parse_list("kubernetes").unwrap_err();

@@ -238,16 +238,35 @@ fn http_details(h: &podscope_model::HttpEvent) -> String {
     };
     peer.push_str(&peer_pod(&h.peer_namespace, &h.peer_pod));
     if h.kind == "parse_error" {
-        return format!(
-            "not HTTP/1.x: {} peer {peer}",
-            h.error.as_deref().unwrap_or("")
-        );
+        let e = h.error.as_deref().unwrap_or("");
+        let what = if e.starts_with("http2:") {
+            "bad HTTP/2"
+        } else {
+            "not HTTP/1.x"
+        };
+        return format!("{what}: {e} peer {peer}");
     }
     let method = if h.method.is_empty() { "-" } else { &h.method };
     let path = if h.path.is_empty() { "-" } else { &h.path };
     let status = h.status.map_or("-".to_string(), |s| s.to_string());
+    let what = match &h.rpc {
+        // `grpc demo.Echo/Say NOT_FOUND(5)`: the call, then HTTP's status.
+        Some(r) => format!(
+            "{} {}/{} {}",
+            r.system,
+            if r.service.is_empty() {
+                "-"
+            } else {
+                &r.service
+            },
+            if r.method.is_empty() { "-" } else { &r.method },
+            r.status
+                .map_or("-".to_string(), |c| format!("{}({c})", grpc_code_name(c))),
+        ),
+        None => format!("{method} {path}"),
+    };
     let mut s = format!(
-        "{} {method} {path} {status} {} req {} resp {} peer {peer}",
+        "{} {what} {status} {} req {} resp {} peer {peer}",
         h.role,
         human_ns(h.duration_ns),
         human_bytes(h.request_bytes),
@@ -256,6 +275,12 @@ fn http_details(h: &podscope_model::HttpEvent) -> String {
     if h.tls {
         s.push_str(" tls");
     }
+    if h.version == "HTTP/2" {
+        s.push_str(" h2");
+    }
+    if let Some(m) = h.rpc.as_ref().and_then(|r| r.message.as_ref()) {
+        s.push_str(&format!(" message {m:?}"));
+    }
     if h.truncated {
         s.push_str(" (head truncated)");
     }
@@ -263,6 +288,30 @@ fn http_details(h: &podscope_model::HttpEvent) -> String {
         s.push_str(&format!(" ERROR {e}"));
     }
     s
+}
+
+/// The gRPC status code names (grpc/doc/statuscodes.md).
+fn grpc_code_name(code: u32) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "CODE",
+    }
 }
 
 /// Aligned columns, kubectl style.
@@ -510,6 +559,46 @@ impl<W: Write> Sink for JsonLines<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_calls_show_service_method_and_status() {
+        let mut h = podscope_model::HttpEvent {
+            kind: "request".into(),
+            role: "client".into(),
+            version: "HTTP/2".into(),
+            method: "POST".into(),
+            path: "/demo.Echo/Missing".into(),
+            host: String::new(),
+            status: Some(200),
+            duration_ns: 1_500_000,
+            request_bytes: 120,
+            response_bytes: 80,
+            truncated: false,
+            family: "ipv4".into(),
+            saddr: "127.0.0.1".into(),
+            sport: 40000,
+            daddr: "127.0.1.9".into(),
+            dport: 50051,
+            error: None,
+            rpc: Some(podscope_model::RpcInfo {
+                system: "grpc".into(),
+                service: "demo.Echo".into(),
+                method: "Missing".into(),
+                status: Some(5),
+                message: Some("no such key".into()),
+            }),
+        };
+        assert_eq!(
+            http_details(&h),
+            "client grpc demo.Echo/Missing NOT_FOUND(5) 200 1.5ms req 120B resp 80B \
+             peer 127.0.1.9:50051 h2 message \"no such key\""
+        );
+        h.rpc = None;
+        assert_eq!(
+            http_details(&h),
+            "client POST /demo.Echo/Missing 200 1.5ms req 120B resp 80B peer 127.0.1.9:50051 h2"
+        );
+    }
 
     #[test]
     fn units() {

@@ -120,9 +120,21 @@ struct Session {
 }
 
 impl Session {
+    /// `p` is a kernel probe (events carry those): `grpc` wants `http`'s.
     fn wants(&self, p: ProbeKind) -> bool {
-        self.probes.contains(&p)
+        self.probes.iter().any(|q| q.kernel_probe() == p)
     }
+}
+
+/// The kernel probes a list of requested ones runs (`grpc` is `http`'s).
+fn kernel_probes(probes: &[ProbeKind]) -> Vec<ProbeKind> {
+    let mut k: Vec<ProbeKind> = Vec::new();
+    for p in probes {
+        if !k.contains(&p.kernel_probe()) {
+            k.push(p.kernel_probe());
+        }
+    }
+    k
 }
 
 /// Which sessions want each cgroup in the kernel filter. A cgroup stays in
@@ -375,7 +387,7 @@ impl Node {
                 }
                 let admit = spec.selection.is_some();
                 let opts = TraceOptions {
-                    probes: spec.probes.clone(),
+                    probes: kernel_probes(&spec.probes),
                     filter,
                     ring_buffer_bytes: self.cfg.ring_buffer_bytes,
                     ring_budget: self.cfg.ring_budget,
@@ -399,10 +411,8 @@ impl Node {
                 self.tracer = Some(tracer);
             }
             Some(t) => {
-                let missing: Vec<ProbeKind> = spec
-                    .probes
-                    .iter()
-                    .copied()
+                let missing: Vec<ProbeKind> = kernel_probes(&spec.probes)
+                    .into_iter()
                     .filter(|p| !t.probes().contains(p))
                     .collect();
                 if !missing.is_empty() {
@@ -420,7 +430,7 @@ impl Node {
             .probes
             .iter()
             .copied()
-            .filter(|p| loaded.contains(p))
+            .filter(|p| loaded.contains(&p.kernel_probe()))
             .collect();
         if probes.is_empty() {
             let why: Vec<String> = started
@@ -434,7 +444,7 @@ impl Node {
         let baseline = tracer
             .stats()
             .into_iter()
-            .filter(|s| probes.contains(&s.probe))
+            .filter(|s| probes.iter().any(|p| p.kernel_probe() == s.probe))
             .map(|s| (s.probe, s))
             .collect();
         if spec.selection.is_some() {
@@ -448,11 +458,14 @@ impl Node {
                 f.allow_cgroup(cg)?;
             }
         }
+        let mut proto = podscope_proto::Stage::new();
+        proto
+            .set_grpc_only(probes.contains(&ProbeKind::Grpc) && !probes.contains(&ProbeKind::Http));
         self.sessions.push(Session {
             id,
             probes,
             index,
-            proto: podscope_proto::Stage::new(),
+            proto,
             sink,
             max_events: spec.max_events,
             written: 0,
@@ -664,7 +677,7 @@ impl Node {
             return Vec::new();
         };
         let now = t.stats();
-        s.probes
+        kernel_probes(&s.probes)
             .iter()
             .filter_map(|p| now.iter().find(|st| st.probe == *p))
             .map(|st| {

@@ -85,6 +85,8 @@ pub struct Exchange {
     pub truncated: bool,
     /// Why the exchange is incomplete.
     pub error: Option<String>,
+    /// RPC details (gRPC over HTTP/2); boxed, as most exchanges have none.
+    pub rpc: Option<Box<podscope_model::RpcInfo>>,
 }
 
 /// What feeding a connection produced.

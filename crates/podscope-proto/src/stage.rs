@@ -12,6 +12,39 @@ use crate::dns::{Lookup, Tracker};
 
 use crate::http1::{Connection, Exchange, Outcome, Side};
 
+/// A connection's parser: by what the kernel sniffed it as (boxed: the two
+/// differ in size and a map holds thousands).
+#[derive(Debug)]
+enum Parser {
+    Http1(Box<Connection>),
+    Http2(Box<crate::h2::Connection>),
+}
+
+impl Parser {
+    fn for_protocol(protocol: &str) -> Parser {
+        if protocol == "http2" {
+            Parser::Http2(Box::default())
+        } else {
+            Parser::Http1(Box::default())
+        }
+    }
+    fn is_h2(&self) -> bool {
+        matches!(self, Parser::Http2(_))
+    }
+    fn data(&mut self, at: u64, side: Side, seq: u64, payload: &[u8], len: u64) -> Vec<Outcome> {
+        match self {
+            Parser::Http1(c) => c.data(at, side, seq, payload, len),
+            Parser::Http2(c) => c.data(at, side, seq, payload, len),
+        }
+    }
+    fn close(&mut self, at: u64, why: &str) -> Vec<Outcome> {
+        match self {
+            Parser::Http1(c) => c.close(at, why),
+            Parser::Http2(c) => c.close(at, why),
+        }
+    }
+}
+
 /// Connections followed at once; beyond that the least recently active one
 /// is dropped (and counted).
 const MAX_CONNECTIONS: usize = 16384;
@@ -44,10 +77,54 @@ pub struct Stats {
     pub dns_incomplete: u64,
     /// Messages on port-53 sockets that were not DNS (or cut before the question).
     pub dns_unparsed: u64,
+    /// HTTP/2 connections followed (also in the counts above).
+    pub h2_connections: u64,
+    /// HTTP/2 requests (streams) reported (also in `requests`).
+    pub h2_requests: u64,
+    /// gRPC calls among them.
+    pub grpc_calls: u64,
+    /// HTTP/2 requests reported with the header state unknown.
+    pub h2_header_state_unknown: u64,
+    /// HTTP/2 parse failures by reason (also in `parse_errors`).
+    pub h2_failures: H2Failures,
+    /// Request events not shown because only gRPC was asked for.
+    pub not_grpc: u64,
+}
+
+/// HTTP/2 parse failures by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct H2Failures {
+    /// The client preface was wrong.
+    pub bad_preface: u64,
+    /// A header block did not decode (HPACK).
+    pub hpack: u64,
+    /// Padding or priority fields longer than their frame.
+    pub bad_padding: u64,
+    /// A header block longer than podscope keeps.
+    pub block_too_long: u64,
+    /// CONTINUATION frames out of place.
+    pub bad_continuation: u64,
+}
+
+impl H2Failures {
+    fn count(&mut self, reason: &str) {
+        use crate::h2::Failure;
+        if reason == Failure::BadPreface.reason() {
+            self.bad_preface += 1;
+        } else if reason.starts_with("http2: hpack") {
+            self.hpack += 1;
+        } else if reason == Failure::BadPadding.reason() {
+            self.bad_padding += 1;
+        } else if reason == Failure::BlockTooLong.reason() {
+            self.block_too_long += 1;
+        } else if reason == Failure::BadContinuation.reason() {
+            self.bad_continuation += 1;
+        }
+    }
 }
 
 struct Conn {
-    parser: Connection,
+    parser: Parser,
     /// The latest raw event of the connection: who, and the addresses.
     last: Event,
     tick: u64,
@@ -61,6 +138,8 @@ pub struct Stage {
     dns_last: HashMap<(u32, u64), Event>,
     tick: u64,
     stats: Stats,
+    /// Show only gRPC calls (`trace grpc` without `http`).
+    grpc_only: bool,
 }
 
 impl std::fmt::Debug for Stage {
@@ -87,7 +166,14 @@ impl Stage {
             dns_last: HashMap::new(),
             tick: 0,
             stats: Stats::default(),
+            grpc_only: false,
         }
+    }
+
+    /// Only gRPC calls become events (the `grpc` probe without `http`);
+    /// the others are counted (`not_grpc`).
+    pub fn set_grpc_only(&mut self, only: bool) {
+        self.grpc_only = only;
     }
 
     /// Counts so far.
@@ -134,6 +220,8 @@ impl Stage {
             }
             let tick = self.tick;
             let (seq, len) = (d.seq, u64::from(d.len));
+            let h2 = d.protocol == "http2";
+            let protocol = d.protocol.clone();
             // The payload goes to the parser only; the stored copy is
             // without it, so keeping and cloning it is cheap.
             let mut ev = ev;
@@ -141,10 +229,23 @@ impl Stage {
                 EventData::SockData(d) => std::mem::take(&mut d.payload),
                 _ => Vec::new(),
             };
-            let c = self.conns.entry(key).or_insert_with(|| Conn {
-                parser: Connection::new(),
-                last: ev.clone(),
-                tick,
+            if self.conns.get(&key).is_some_and(|c| c.parser.is_h2() != h2) {
+                // A new socket at a freed one's address, its close unseen.
+                if let Some(mut c) = self.conns.remove(&key) {
+                    let outcomes = c.parser.close(at, "connection closed");
+                    self.emit(&c.last, outcomes, &mut out);
+                }
+            }
+            let stats = &mut self.stats;
+            let c = self.conns.entry(key).or_insert_with(|| {
+                if h2 {
+                    stats.h2_connections += 1;
+                }
+                Conn {
+                    parser: Parser::for_protocol(&protocol),
+                    last: ev.clone(),
+                    tick,
+                }
             });
             c.tick = tick;
             let outcomes = c.parser.data(at, side, seq, &payload, len);
@@ -271,6 +372,7 @@ impl Stage {
                 Outcome::Lost { bytes } => self.stats.lost_bytes += bytes,
                 Outcome::ParseError { at_ns, reason } => {
                     self.stats.parse_errors += 1;
+                    self.stats.h2_failures.count(&reason);
                     out.push(request_event(
                         last,
                         d,
@@ -283,6 +385,22 @@ impl Stage {
                     ));
                 }
                 Outcome::Exchange(x) => {
+                    if self.grpc_only && x.rpc.is_none() {
+                        self.stats.not_grpc += 1;
+                        continue;
+                    }
+                    if x.version == "HTTP/2" {
+                        self.stats.h2_requests += 1;
+                        if x.error
+                            .as_deref()
+                            .is_some_and(|e| e.contains(crate::h2::HEADER_STATE_UNKNOWN))
+                        {
+                            self.stats.h2_header_state_unknown += 1;
+                        }
+                    }
+                    if x.rpc.is_some() {
+                        self.stats.grpc_calls += 1;
+                    }
                     self.stats.requests += 1;
                     if x.server {
                         self.stats.server += 1;
@@ -340,7 +458,10 @@ impl Stage {
                 tls("bytes_not_http"),
             ));
         }
-        if !probes.contains(&ProbeKind::Http) && !probes.contains(&ProbeKind::Tls) {
+        if !probes.contains(&ProbeKind::Http)
+            && !probes.contains(&ProbeKind::Tls)
+            && !probes.contains(&ProbeKind::Grpc)
+        {
             return text;
         }
         let counter = |name: &str| {
@@ -367,6 +488,23 @@ impl Stage {
             s.parse_errors,
             s.lost_bytes,
             s.evicted
+        ) + &format!(
+            "podscope: http2: {} connections, {} requests ({} gRPC calls), {} with the header state unknown; \
+             parse errors: {} preface, {} hpack, {} padding, {} block too long, {} continuation{}\n",
+            s.h2_connections,
+            s.h2_requests,
+            s.grpc_calls,
+            s.h2_header_state_unknown,
+            s.h2_failures.bad_preface,
+            s.h2_failures.hpack,
+            s.h2_failures.bad_padding,
+            s.h2_failures.block_too_long,
+            s.h2_failures.bad_continuation,
+            if self.grpc_only {
+                format!("; {} requests not gRPC left out", s.not_grpc)
+            } else {
+                String::new()
+            }
         )
     }
 }
@@ -393,6 +531,7 @@ fn blank(d: &SockDataEvent) -> HttpEvent {
         peer_namespace: String::new(),
         peer_pod: String::new(),
         error: None,
+        rpc: None,
     }
 }
 
@@ -409,6 +548,7 @@ fn exchange(d: &SockDataEvent, x: Exchange) -> HttpEvent {
         response_bytes: x.response_bytes,
         truncated: x.truncated,
         error: x.error,
+        rpc: x.rpc.map(|r| *r),
         ..blank(d)
     }
 }
@@ -528,6 +668,68 @@ mod tests {
         assert_eq!(st.stats().requests, 2);
         assert_eq!(st.stats().incomplete, 1);
         assert_eq!(st.connections(), 0);
+    }
+
+    fn h2(dir: &str, seq: u64, payload: &[u8]) -> EventData {
+        let mut d = raw(SockDataKind::Data, dir, seq, payload);
+        if let EventData::SockData(s) = &mut d {
+            s.protocol = "http2".into();
+        }
+        d
+    }
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn http2_streams_become_requests_and_grpc_only_leaves_the_others_out() {
+        for grpc_only in [false, true] {
+            let mut st = Stage::new();
+            st.set_grpc_only(grpc_only);
+            let mut req = crate::h2::PREFACE.to_vec();
+            // :method GET (2), :path / (4), literal content-type (31) = application/grpc
+            req.extend(frame(1, 5, 1, &[0x82, 0x84]));
+            let mut grpc = vec![0x83, 0x04, 0x08];
+            grpc.extend_from_slice(b"/svc/Get");
+            grpc.extend([0x0f, 0x10, 16]);
+            grpc.extend_from_slice(b"application/grpc");
+            req.extend(frame(1, 4, 3, &grpc));
+            req.extend(frame(0, 1, 3, &[0, 0, 0, 0, 0]));
+            // :status 200 (8); trailers grpc-status 0 (literal, new name).
+            let mut resp = frame(1, 5, 1, &[0x88]);
+            resp.extend(frame(1, 4, 3, &[0x88]));
+            let mut trailers = vec![0x00, 11];
+            trailers.extend_from_slice(b"grpc-status");
+            trailers.extend([1, b'0']);
+            resp.extend(frame(1, 5, 3, &trailers));
+            let out = st.process(vec![
+                ev(1_000, 9, h2("rx", 0, &req)),
+                ev(2_000, 9, h2("tx", 0, &resp)),
+            ]);
+            let hs: Vec<&HttpEvent> = out
+                .iter()
+                .filter_map(|e| match &e.data {
+                    EventData::Http(h) => Some(h),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(hs.len(), if grpc_only { 1 } else { 2 }, "{out:?}");
+            let g = hs.last().unwrap();
+            assert_eq!((g.role.as_str(), g.version.as_str()), ("server", "HTTP/2"));
+            let rpc = g.rpc.as_ref().unwrap();
+            assert_eq!(
+                (rpc.service.as_str(), rpc.method.as_str(), rpc.status),
+                ("svc", "Get", Some(0))
+            );
+            assert_eq!(st.stats().not_grpc, u64::from(grpc_only));
+            assert_eq!(st.stats().grpc_calls, 1);
+            assert_eq!(st.stats().h2_connections, 1);
+        }
     }
 
     #[test]

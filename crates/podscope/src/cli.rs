@@ -74,7 +74,7 @@ pub enum Command {
         podscope trace tcp --comm nginx -o json\n  \
         podscope trace bio,open --cgroup /sys/fs/cgroup/unified/mygroup --duration 30s\n  \
         podscope trace all --pid 1234 --max-events 100\n\n\
-        Probes: exec, exit, tcp, bio, cache, open, http, dns, tls (comma-separated, or 'all');\n\
+        Probes: exec, exit, tcp, bio, cache, open, http, dns, tls, grpc (comma-separated, or 'all');\n\
         http brings tls along (HTTPS requests from OpenSSL's plaintext); tls alone: HTTPS only.\n\
         Pods: --pod NAME (globs), -n NAMESPACE, -A, -l SELECTOR, --container NAME; --wait for pods\n\
         that do not exist yet. New pods that match are traced from their first exec.\n\
