@@ -106,3 +106,28 @@ pub struct DnsLabels {
     /// `NOERROR`, `NXDOMAIN`, ..., or `none` when no response came.
     pub rcode: String,
 }
+
+/// [`PodLabels`] plus what a gRPC call was: service, method and status
+/// (code names: `OK`, `NOT_FOUND`, ...; `none` when the call did not finish).
+/// `peer_namespace`/`peer_pod` are set on client calls only.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// Container name.
+    pub container: String,
+    /// Node name.
+    pub node: String,
+    /// Fully qualified service (`helloworld.Greeter`), `_OTHER` past the cap.
+    pub service: String,
+    /// Method (`SayHello`), `_OTHER` past the cap.
+    pub method: String,
+    /// Status code name.
+    pub grpc_status: String,
+    /// The server's pod namespace (client calls).
+    pub peer_namespace: String,
+    /// The server's pod name (client calls).
+    pub peer_pod: String,
+}

@@ -23,7 +23,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::labels::{
-    DiskLabels, DnsLabels, HttpClientLabels, HttpServerLabels, PodLabels, ProbeLabels,
+    DiskLabels, DnsLabels, GrpcLabels, HttpClientLabels, HttpServerLabels, PodLabels, ProbeLabels,
 };
 use crate::resources::{Host, Resources};
 use crate::selfstats::SelfStats;
@@ -46,6 +46,10 @@ const REQUEST_BUCKETS: [f64; 19] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
     1.0, 2.5, 5.0, 7.5, 10.0,
 ];
+/// Distinct (service, method) pairs one container's gRPC series may name;
+/// past it they are `_OTHER` (the path comes from the wire: a client sending
+/// random paths must not make unbounded series).
+const MAX_RPC_METHODS: usize = 64;
 /// The observer forgets its cache beyond this many cgroups (host processes in
 /// `--all` mode can come from many short-lived cgroups).
 const MAX_CACHED_CGROUPS: usize = 8192;
@@ -222,6 +226,10 @@ struct Families {
     http_client_duration: Family<HttpClientLabels, Histogram, fn() -> Histogram>,
     dns_queries: Family<DnsLabels, Counter>,
     dns_duration: Family<PodLabels, Histogram, fn() -> Histogram>,
+    grpc_server: Family<GrpcLabels, Counter>,
+    grpc_server_duration: Family<GrpcLabels, Histogram, fn() -> Histogram>,
+    grpc_client: Family<GrpcLabels, Counter>,
+    grpc_client_duration: Family<GrpcLabels, Histogram, fn() -> Histogram>,
     probe_events: Family<ProbeLabels, Counter>,
     probe_lost: Family<ProbeLabels, Counter>,
     pods_tracked: Gauge,
@@ -320,6 +328,34 @@ impl Families {
             Unit::Seconds,
             dns_duration.clone(),
         );
+        let grpc_server = Family::<GrpcLabels, Counter>::default();
+        reg.register(
+            "podscope_grpc_server_calls",
+            "gRPC calls the container answered, by service, method and status",
+            grpc_server.clone(),
+        );
+        let grpc_server_duration: Family<GrpcLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(request_histogram);
+        reg.register_with_unit(
+            "podscope_grpc_server_call_duration",
+            "Duration of the gRPC calls the container answered",
+            Unit::Seconds,
+            grpc_server_duration.clone(),
+        );
+        let grpc_client = Family::<GrpcLabels, Counter>::default();
+        reg.register(
+            "podscope_grpc_client_calls",
+            "gRPC calls the container made, by service, method, status and the server's pod",
+            grpc_client.clone(),
+        );
+        let grpc_client_duration: Family<GrpcLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(request_histogram);
+        reg.register_with_unit(
+            "podscope_grpc_client_call_duration",
+            "Duration of the gRPC calls the container made",
+            Unit::Seconds,
+            grpc_client_duration.clone(),
+        );
         let probe_events = Family::<ProbeLabels, Counter>::default();
         reg.register(
             "podscope_probe_events",
@@ -363,6 +399,10 @@ impl Families {
             http_client_duration,
             dns_queries,
             dns_duration,
+            grpc_server,
+            grpc_server_duration,
+            grpc_client,
+            grpc_client_duration,
             probe_events,
             probe_lost,
             pods_tracked,
@@ -380,6 +420,7 @@ struct Tracked {
     http_server: Vec<HttpServerLabels>,
     http_client: Vec<HttpClientLabels>,
     dns: Vec<DnsLabels>,
+    grpc: Vec<GrpcLabels>,
     last_live: Instant,
 }
 
@@ -533,6 +574,13 @@ impl Metrics {
             for l in &t.dns {
                 self.fam.dns_queries.remove(l);
             }
+            for l in &t.grpc {
+                for f in [&self.fam.grpc_server, &self.fam.grpc_client] {
+                    f.remove(l);
+                }
+                self.fam.grpc_server_duration.remove(l);
+                self.fam.grpc_client_duration.remove(l);
+            }
             removed += 1;
             false
         });
@@ -559,6 +607,7 @@ impl Metrics {
                 http_server: Vec::new(),
                 http_client: Vec::new(),
                 dns: Vec::new(),
+                grpc: Vec::new(),
                 last_live: Instant::now(),
             });
         let l = list(t);
@@ -676,6 +725,27 @@ impl Metrics {
         self.fam.dns_queries.get_or_create_owned(&labels)
     }
 
+    fn rpc_series(&self, labels: GrpcLabels, server: bool) -> RpcSlot {
+        self.track(&labels.namespace, &labels.pod, &labels, |t| &mut t.grpc);
+        let (count, duration) = if server {
+            (
+                self.fam.grpc_server.get_or_create_owned(&labels),
+                self.fam.grpc_server_duration.get_or_create_owned(&labels),
+            )
+        } else {
+            (
+                self.fam.grpc_client.get_or_create_owned(&labels),
+                self.fam.grpc_client_duration.get_or_create_owned(&labels),
+            )
+        };
+        RpcSlot {
+            server,
+            labels,
+            count,
+            duration,
+        }
+    }
+
     fn dns_histogram(&self, labels: &PodLabels) -> Histogram {
         self.track_pod_labels(labels);
         self.fam.dns_duration.get_or_create_owned(labels)
@@ -717,6 +787,15 @@ struct RequestSlot {
     duration: Histogram,
 }
 
+/// Cached handles of one kind of gRPC call of one container.
+#[derive(Debug)]
+struct RpcSlot {
+    server: bool,
+    labels: GrpcLabels,
+    count: Counter,
+    duration: Histogram,
+}
+
 /// Cached handles of one container (one cgroup id).
 #[derive(Debug)]
 struct Slot {
@@ -728,6 +807,7 @@ struct Slot {
     requests: Vec<RequestSlot>,
     dns: Vec<(String, Counter)>,
     dns_duration: Option<Histogram>,
+    rpcs: Vec<RpcSlot>,
 }
 
 impl Slot {
@@ -746,6 +826,7 @@ impl Slot {
             requests: Vec::new(),
             dns: Vec::new(),
             dns_duration: None,
+            rpcs: Vec::new(),
         }
     }
 
@@ -810,6 +891,64 @@ impl Slot {
             }
         };
         &self.requests[i]
+    }
+
+    fn rpc(
+        &mut self,
+        m: &Metrics,
+        h: &podscope_model::HttpEvent,
+        r: &podscope_model::RpcInfo,
+    ) -> &RpcSlot {
+        let server = h.role == "server";
+        let status = r.status.map_or("none", podscope_model::grpc_code_name);
+        let (pns, ppod) = if server {
+            ("", "")
+        } else {
+            (h.peer_namespace.as_str(), h.peer_pod.as_str())
+        };
+        let known = |s: &RpcSlot| s.labels.service == r.service && s.labels.method == r.method;
+        let (service, method) = if self.rpcs.iter().any(known) {
+            (r.service.as_str(), r.method.as_str())
+        } else {
+            let mut distinct: Vec<(&str, &str)> = self
+                .rpcs
+                .iter()
+                .map(|s| (s.labels.service.as_str(), s.labels.method.as_str()))
+                .collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            if distinct.len() >= MAX_RPC_METHODS {
+                ("_OTHER", "_OTHER")
+            } else {
+                (r.service.as_str(), r.method.as_str())
+            }
+        };
+        let i = match self.rpcs.iter().position(|s| {
+            s.server == server
+                && s.labels.service == service
+                && s.labels.method == method
+                && s.labels.grpc_status == status
+                && s.labels.peer_pod == ppod
+                && s.labels.peer_namespace == pns
+        }) {
+            Some(i) => i,
+            None => {
+                let labels = GrpcLabels {
+                    namespace: self.labels.namespace.clone(),
+                    pod: self.labels.pod.clone(),
+                    container: self.labels.container.clone(),
+                    node: self.labels.node.clone(),
+                    service: service.to_owned(),
+                    method: method.to_owned(),
+                    grpc_status: status.to_owned(),
+                    peer_namespace: pns.to_owned(),
+                    peer_pod: ppod.to_owned(),
+                };
+                self.rpcs.push(m.rpc_series(labels, server));
+                self.rpcs.len() - 1
+            }
+        };
+        &self.rpcs[i]
     }
 
     fn dns(&mut self, m: &Metrics, rcode: &str) -> &Counter {
@@ -926,6 +1065,11 @@ impl Observer {
                 let r = slot.request(m, h);
                 r.count.inc();
                 r.duration.observe(h.duration_ns as f64 / 1e9);
+                if let Some(rpc) = &h.rpc {
+                    let r = slot.rpc(m, h, rpc);
+                    r.count.inc();
+                    r.duration.observe(h.duration_ns as f64 / 1e9);
+                }
             }
             // Queries this container sent; answers it served are not RED
             // metrics of this container's dependencies.
@@ -1148,8 +1292,138 @@ mod tests {
             dport: 80,
             peer_namespace: peer.0.into(),
             peer_pod: peer.1.into(),
+            rpc: None,
             error: None,
         })
+    }
+
+    fn grpc(role: &str, service: &str, method: &str, status: Option<u32>) -> EventData {
+        let mut e = http(role, "POST", Some(200), ("shop", "api"));
+        if let EventData::Http(h) = &mut e {
+            h.version = "HTTP/2".into();
+            h.rpc = Some(podscope_model::RpcInfo {
+                system: "grpc".into(),
+                service: service.into(),
+                method: method.into(),
+                status,
+                message: None,
+            });
+        }
+        e
+    }
+
+    #[test]
+    fn grpc_calls_by_service_method_and_status_with_a_cap() {
+        let m = Metrics::new("n1", Duration::from_secs(60));
+        let mut o = m.observer();
+        for _ in 0..2 {
+            o.observe(&ev(
+                "shop",
+                "api",
+                "app",
+                1,
+                grpc("server", "kv.Store", "Get", Some(0)),
+            ));
+        }
+        o.observe(&ev(
+            "shop",
+            "api",
+            "app",
+            1,
+            grpc("server", "kv.Store", "Get", Some(5)),
+        ));
+        o.observe(&ev(
+            "shop",
+            "api",
+            "app",
+            1,
+            grpc("server", "kv.Store", "Watch", None),
+        ));
+        o.observe(&ev(
+            "shop",
+            "web",
+            "app",
+            2,
+            grpc("client", "kv.Store", "Get", Some(5)),
+        ));
+        // A client sending random paths: series stop at the cap.
+        for i in 0..(MAX_RPC_METHODS + 10) {
+            o.observe(&ev(
+                "shop",
+                "api",
+                "app",
+                1,
+                grpc("server", "junk", &format!("m{i}"), Some(12)),
+            ));
+        }
+        let out = m.render(Format::Prometheus).unwrap();
+        let get = ["pod=\"api\"", "service=\"kv.Store\"", "method=\"Get\""];
+        assert_eq!(
+            value(
+                &out,
+                "podscope_grpc_server_calls_total",
+                &[&get[..], &["grpc_status=\"OK\""]].concat()
+            ),
+            Some(2.0),
+            "{out}"
+        );
+        assert_eq!(
+            value(
+                &out,
+                "podscope_grpc_server_calls_total",
+                &[&get[..], &["grpc_status=\"NOT_FOUND\""]].concat()
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &out,
+                "podscope_grpc_server_calls_total",
+                &["method=\"Watch\"", "grpc_status=\"none\""]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &out,
+                "podscope_grpc_client_calls_total",
+                &[
+                    "pod=\"web\"",
+                    "peer_pod=\"api\"",
+                    "grpc_status=\"NOT_FOUND\""
+                ]
+            ),
+            Some(1.0)
+        );
+        let methods: std::collections::BTreeSet<&str> = out
+            .lines()
+            .filter(|l| {
+                l.starts_with("podscope_grpc_server_calls_total{") && l.contains("pod=\"api\"")
+            })
+            .filter_map(|l| l.split("method=\"").nth(1)?.split('"').next())
+            .collect();
+        assert_eq!(
+            methods.len(),
+            MAX_RPC_METHODS + 1,
+            "the cap, plus _OTHER: {methods:?}"
+        );
+        assert_eq!(
+            value(
+                &out,
+                "podscope_grpc_server_calls_total",
+                &["service=\"_OTHER\""]
+            ),
+            Some(12.0)
+        );
+        // Every call is an HTTP request too.
+        assert_eq!(
+            value(
+                &out,
+                "podscope_http_server_requests_total",
+                &["pod=\"api\"", "method=\"POST\""]
+            ),
+            Some((4 + MAX_RPC_METHODS + 10) as f64)
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@ mod probe;
 
 pub use errno::errno_name;
 pub use event::{
-    BioEvent, CacheEvent, DnsEvent, Event, EventData, ExecEvent, ExitEvent, HttpEvent, Identity,
-    OpenEvent, RpcInfo, SockDataEvent, SockDataKind, TcpEvent, TcpKind, Timestamp,
+    grpc_code_name, BioEvent, CacheEvent, DnsEvent, Event, EventData, ExecEvent, ExitEvent,
+    HttpEvent, Identity, OpenEvent, RpcInfo, SockDataEvent, SockDataKind, TcpEvent, TcpKind,
+    Timestamp,
 };
 pub use probe::{Hook, Implementation, ProbeKind, UnknownProbe};

@@ -260,8 +260,10 @@ fn http_details(h: &podscope_model::HttpEvent) -> String {
                 &r.service
             },
             if r.method.is_empty() { "-" } else { &r.method },
-            r.status
-                .map_or("-".to_string(), |c| format!("{}({c})", grpc_code_name(c))),
+            r.status.map_or("-".to_string(), |c| format!(
+                "{}({c})",
+                podscope_model::grpc_code_name(c)
+            )),
         ),
         None => format!("{method} {path}"),
     };
@@ -288,30 +290,6 @@ fn http_details(h: &podscope_model::HttpEvent) -> String {
         s.push_str(&format!(" ERROR {e}"));
     }
     s
-}
-
-/// The gRPC status code names (grpc/doc/statuscodes.md).
-fn grpc_code_name(code: u32) -> &'static str {
-    match code {
-        0 => "OK",
-        1 => "CANCELLED",
-        2 => "UNKNOWN",
-        3 => "INVALID_ARGUMENT",
-        4 => "DEADLINE_EXCEEDED",
-        5 => "NOT_FOUND",
-        6 => "ALREADY_EXISTS",
-        7 => "PERMISSION_DENIED",
-        8 => "RESOURCE_EXHAUSTED",
-        9 => "FAILED_PRECONDITION",
-        10 => "ABORTED",
-        11 => "OUT_OF_RANGE",
-        12 => "UNIMPLEMENTED",
-        13 => "INTERNAL",
-        14 => "UNAVAILABLE",
-        15 => "DATA_LOSS",
-        16 => "UNAUTHENTICATED",
-        _ => "CODE",
-    }
 }
 
 /// Aligned columns, kubectl style.

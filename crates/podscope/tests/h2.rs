@@ -216,10 +216,15 @@ struct Trace {
 
 impl Trace {
     fn start(cg: &Cgroup, probes: &str) -> Trace {
+        Trace::start_with(cg, probes, &[])
+    }
+
+    fn start_with(cg: &Cgroup, probes: &str, extra: &[&str]) -> Trace {
         let mut child = Command::new(env!("CARGO_BIN_EXE_podscope"))
             .args(["trace", probes, "--cgroup"])
             .arg(&cg.0)
             .args(["-o", "json", "--http-capture-bytes", "16K"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -659,12 +664,65 @@ fn grpc_unary_streaming_and_failing_calls_exact_on_both_sides() {
         return;
     }
     let cg = Cgroup::new("grpc");
-    let trace = Trace::start(&cg, "grpc");
+    let metrics = address(9);
+    let trace = Trace::start_with(&cg, "grpc", &["--metrics-listen", &metrics.to_string()]);
     let mut g = Grpc::start(&cg, "grpc");
     g.calls("say", 3);
     g.calls("stream", 2);
     g.calls("missing", 2);
     g.stop();
+    // The exporter's series: per service, method and status, both sides.
+    let scrape = || {
+        let mut s = std::net::TcpStream::connect(metrics).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    let sample = |text: &str, name: &str, needles: &[&str]| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let mut text = scrape();
+    let t = std::time::Instant::now();
+    while sample(&text, "podscope_grpc_client_calls_total", &[]) < 7.0
+        && t.elapsed() < std::time::Duration::from_secs(10)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        text = scrape();
+    }
+    for side in ["server", "client"] {
+        let name = format!("podscope_grpc_{side}_calls_total");
+        for (method, status, n) in [
+            ("Say", "OK", 3.0),
+            ("Stream", "OK", 2.0),
+            ("Missing", "NOT_FOUND", 2.0),
+        ] {
+            let labels = [
+                "service=\"demo.Echo\"".to_string(),
+                format!("method=\"{method}\""),
+                format!("grpc_status=\"{status}\""),
+            ];
+            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            assert_eq!(sample(&text, &name, &labels), n, "{side} {method}:\n{text}");
+        }
+        assert_eq!(sample(&text, &name, &[]), 7.0, "{text}");
+        assert_eq!(
+            sample(
+                &text,
+                &format!("podscope_grpc_{side}_call_duration_seconds_count"),
+                &[]
+            ),
+            7.0
+        );
+    }
     let (events, err) = trace.stop();
     let req: Vec<&Value> = events.iter().filter(|e| e["kind"] == "request").collect();
     for e in &req {

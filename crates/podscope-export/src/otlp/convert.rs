@@ -763,7 +763,20 @@ impl RequestSpan {
         } else {
             ("HTTP".to_string(), "_OTHER")
         };
-        let mut a = Vec::with_capacity(20);
+        let mut a = Vec::with_capacity(24);
+        // A gRPC call: named and attributed by the RPC conventions.
+        let name = match &h.rpc {
+            Some(r) => {
+                a.push(kv_str("rpc.system", &r.system));
+                a.push(kv_str("rpc.service", &r.service));
+                a.push(kv_str("rpc.method", &r.method));
+                if let Some(c) = r.status {
+                    a.push(kv_int("rpc.grpc.status_code", i64::from(c)));
+                }
+                format!("{}/{}", r.service, r.method)
+            }
+            None => name,
+        };
         a.push(kv_str("http.request.method", method));
         if !known && !h.method.is_empty() {
             a.push(kv_str("http.request.method_original", &h.method));
@@ -828,8 +841,20 @@ impl RequestSpan {
         a.push(kv_str("process.executable.name", &comm));
         // Errors as the conventions define them: 5xx for servers, 4xx and
         // 5xx for clients, or no response at all.
+        // gRPC: servers count the codes the conventions call server errors,
+        // clients every code but OK.
+        let rpc_error = h.rpc.as_ref().and_then(|r| r.status).filter(|c| {
+            if server {
+                matches!(c, 2 | 4 | 12 | 13 | 14 | 15)
+            } else {
+                *c != 0
+            }
+        });
         let error = match (h.status, &h.error) {
             (_, Some(e)) => Some(e.clone()),
+            _ if rpc_error.is_some() => {
+                rpc_error.map(|c| podscope_model::grpc_code_name(c).to_string())
+            }
             (Some(st), None) if st >= 500 || (!server && st >= 400) => Some(st.to_string()),
             (None, None) => Some("no response".to_string()),
             _ => None,
@@ -837,7 +862,11 @@ impl RequestSpan {
         let status = error.map(|e| {
             a.push(kv_str("error.type", &e));
             Status {
-                message: h.error.clone().unwrap_or_default(),
+                message: h
+                    .error
+                    .clone()
+                    .or_else(|| h.rpc.as_ref().and_then(|r| r.message.clone()))
+                    .unwrap_or_default(),
                 code: StatusCode::Error as i32,
             }
         });
