@@ -1177,6 +1177,97 @@ pub(crate) mod tests {
     use crate::otlp::config::{OtlpConfig, OtlpFlags};
     use podscope_model::{ExecEvent, OpenEvent};
 
+    fn grpc_span(role: &str, status: u32) -> Span {
+        let h = HttpEvent {
+            kind: "request".into(),
+            role: role.into(),
+            version: "HTTP/2".into(),
+            method: "POST".into(),
+            path: "/kv.Store/Get".into(),
+            host: "api:50051".into(),
+            status: Some(200),
+            duration_ns: 1_000,
+            request_bytes: 10,
+            response_bytes: 20,
+            tls: true,
+            truncated: false,
+            family: "ipv6".into(),
+            saddr: "::ffff:10.0.0.1".into(),
+            sport: 50051,
+            daddr: "::ffff:10.0.0.2".into(),
+            dport: 40000,
+            peer_namespace: String::new(),
+            peer_pod: String::new(),
+            rpc: Some(podscope_model::RpcInfo {
+                system: "grpc".into(),
+                service: "kv.Store".into(),
+                method: "Get".into(),
+                status: Some(status),
+                message: Some("no such key".into()),
+            }),
+            error: None,
+        };
+        RequestSpan {
+            ids: SpanIds::default(),
+            session: SpanIds::default(),
+            start: 5,
+            pid: 1,
+            tid: 1,
+            comm: "srv".into(),
+            http: h,
+        }
+        .into_span()
+    }
+
+    #[test]
+    fn grpc_request_spans_follow_the_rpc_conventions() {
+        let s = grpc_span("server", 5);
+        assert_eq!(s.name, "kv.Store/Get");
+        assert_eq!(s.kind, span::SpanKind::Server as i32);
+        assert_eq!(s.end_time_unix_nano, 1_005);
+        let a = &s.attributes;
+        assert_eq!(
+            attr(a, "rpc.system"),
+            Some(&Value::StringValue("grpc".into()))
+        );
+        assert_eq!(
+            attr(a, "rpc.service"),
+            Some(&Value::StringValue("kv.Store".into()))
+        );
+        assert_eq!(
+            attr(a, "rpc.method"),
+            Some(&Value::StringValue("Get".into()))
+        );
+        assert_eq!(attr(a, "rpc.grpc.status_code"), Some(&Value::IntValue(5)));
+        assert_eq!(
+            attr(a, "url.scheme"),
+            Some(&Value::StringValue("https".into()))
+        );
+        assert_eq!(
+            attr(a, "client.address"),
+            Some(&Value::StringValue("10.0.0.2".into()))
+        );
+        assert_eq!(
+            attr(a, "network.type"),
+            Some(&Value::StringValue("ipv4".into()))
+        );
+        assert!(s.status.is_none(), "NOT_FOUND is not a server error");
+        let s = grpc_span("client", 5);
+        assert_eq!(s.kind, span::SpanKind::Client as i32);
+        let st = s.status.expect("every code but OK is a client error");
+        assert_eq!(st.code, StatusCode::Error as i32);
+        assert_eq!(st.message, "no such key");
+        assert_eq!(
+            attr(&s.attributes, "error.type"),
+            Some(&Value::StringValue("NOT_FOUND".into()))
+        );
+        assert!(
+            grpc_span("server", 14).status.is_some(),
+            "UNAVAILABLE is a server error"
+        );
+        assert!(grpc_span("client", 0).status.is_none());
+    }
+
     pub fn attr<'a>(attrs: &'a [KeyValue], k: &str) -> Option<&'a Value> {
         attrs
             .iter()
