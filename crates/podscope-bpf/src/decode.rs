@@ -15,6 +15,18 @@ pub(crate) fn read_record<T: plain::Plain + Default>(data: &[u8]) -> T {
     out
 }
 
+/// Copies the first bytes of a record into `out`, whose other bytes keep
+/// what they held: for records whose struct ends in a large payload array
+/// (http, tls, dns) that is read from the record itself, so the 16 KiB
+/// array is neither zeroed nor copied per record ([`read_record`] does both).
+pub(crate) fn read_into<T: plain::Plain>(out: &mut T, data: &[u8]) {
+    // SAFETY: `T: Plain` promises any byte pattern is a valid `T`; at most
+    // `size_of::<T>()` bytes are written.
+    let dst = unsafe { plain::as_mut_bytes(out) };
+    let n = dst.len().min(data.len());
+    dst[..n].copy_from_slice(&data[..n]);
+}
+
 /// A NUL-terminated C char array as a String (lossy UTF-8).
 pub(crate) fn c_str(chars: &[i8]) -> String {
     let len = chars.iter().position(|c| *c == 0).unwrap_or(chars.len());
@@ -107,11 +119,34 @@ const AF_INET6: u16 = 10;
 
 /// A socket address from a record's 16-byte field (IPv4 in the first four).
 pub(crate) fn inet_addr(family: u16, raw: &[u8; 16]) -> String {
-    if family == AF_INET6 {
-        std::net::Ipv6Addr::from(*raw).to_string()
-    } else {
-        std::net::Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]).to_string()
+    // Formatting an address costs more than the rest of a socket record's
+    // decoding; a node talks to few addresses, so each thread keeps the
+    // text of the ones it has formatted (bounded; cleared when full).
+    const MAX: usize = 4096;
+    thread_local! {
+        static SEEN: std::cell::RefCell<std::collections::HashMap<(u16, [u8; 16]), String>> =
+            std::cell::RefCell::new(std::collections::HashMap::new());
     }
+    let v6 = family == AF_INET6;
+    let mut key = *raw;
+    if !v6 {
+        key[4..].fill(0);
+    }
+    SEEN.with_borrow_mut(|seen| {
+        if let Some(s) = seen.get(&(family, key)) {
+            return s.clone();
+        }
+        let s = if v6 {
+            std::net::Ipv6Addr::from(*raw).to_string()
+        } else {
+            std::net::Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]).to_string()
+        };
+        if seen.len() >= MAX {
+            seen.clear();
+        }
+        seen.insert((family, key), s.clone());
+        s
+    })
 }
 
 /// `ipv4` or `ipv6`, as the JSON's `family`.

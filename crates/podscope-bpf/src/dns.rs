@@ -3,7 +3,7 @@
 
 use podscope_model::{Event, EventData, ProbeKind, SockDataEvent, SockDataKind};
 
-use crate::decode::{family_name, header, inet_addr, read_record, Clock};
+use crate::decode::{family_name, header, inet_addr, read_into, Clock};
 
 crate::load::ring_probe!(
     "dns",
@@ -16,39 +16,47 @@ crate::load::ring_probe!(
 /// The fixed part of a record before the message.
 const HEAD: usize = std::mem::offset_of!(types::dns_event, data);
 
+thread_local! {
+    /// One record's fixed part, reused: the struct's payload array is large.
+    static SCRATCH: std::cell::RefCell<Box<types::dns_event>> = std::cell::RefCell::new(Box::default());
+}
+
 fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
     if data.len() < HEAD {
         return None;
     }
-    let raw: types::dns_event = read_record(&data[..HEAD]);
-    let payload = data.get(HEAD..HEAD + raw.captured as usize)?.to_vec();
-    let h = header!(raw.hdr);
-    let ev = EventData::SockData(SockDataEvent {
-        kind: SockDataKind::Data,
-        protocol: "dns".into(),
-        tls: false,
-        sock: raw.sock,
-        fd: raw.fd,
-        direction: if raw.dir == 1 { "tx" } else { "rx" }.into(),
-        syscall: match raw.syscall {
-            1 => "read",
-            2 => "write",
-            5 => "recvfrom",
-            6 => "sendto",
-            7 => "recvmsg",
-            8 => "sendmsg",
-            10 => "sendmmsg",
-            _ => "",
-        }
-        .into(),
-        len: raw.len,
-        seq: 0,
-        family: family_name(raw.family).into(),
-        saddr: inet_addr(raw.family, &raw.saddr),
-        daddr: inet_addr(raw.family, &raw.daddr),
-        sport: raw.sport,
-        dport: raw.dport,
-        payload,
-    });
-    Some(h.into_event(clock, ev))
+    SCRATCH.with_borrow_mut(|raw| {
+        read_into(&mut **raw, &data[..HEAD]);
+        let raw: &types::dns_event = raw;
+        let payload = data.get(HEAD..HEAD + raw.captured as usize)?.to_vec();
+        let h = header!(raw.hdr);
+        let ev = EventData::SockData(SockDataEvent {
+            kind: SockDataKind::Data,
+            protocol: "dns".into(),
+            tls: false,
+            sock: raw.sock,
+            fd: raw.fd,
+            direction: if raw.dir == 1 { "tx" } else { "rx" }.into(),
+            syscall: match raw.syscall {
+                1 => "read",
+                2 => "write",
+                5 => "recvfrom",
+                6 => "sendto",
+                7 => "recvmsg",
+                8 => "sendmsg",
+                10 => "sendmmsg",
+                _ => "",
+            }
+            .into(),
+            len: raw.len,
+            seq: 0,
+            family: family_name(raw.family).into(),
+            saddr: inet_addr(raw.family, &raw.saddr),
+            daddr: inet_addr(raw.family, &raw.daddr),
+            sport: raw.sport,
+            dport: raw.dport,
+            payload,
+        });
+        Some(h.into_event(clock, ev))
+    })
 }

@@ -10,7 +10,7 @@ mod skel {
 use podscope_model::{Event, EventData, ProbeKind, SockDataEvent, SockDataKind};
 use skel::{types, HttpProbeSkel, HttpProbeSkelBuilder};
 
-use crate::decode::{family_name, header, inet_addr, read_record, Clock};
+use crate::decode::{family_name, header, inet_addr, read_into, Clock};
 use crate::load::{common_accessors, load_skeleton, DecodeFn, LoadSettings, LoadedProbe};
 
 // SAFETY: generated from the C struct: plain integers and arrays, no pointers.
@@ -83,43 +83,51 @@ fn syscall_name(n: u8) -> &'static str {
 /// The fixed part of a record before the payload.
 const HEAD: usize = std::mem::offset_of!(types::http_event, data);
 
+thread_local! {
+    /// One record's fixed part, reused: the struct's payload array is large.
+    static SCRATCH: std::cell::RefCell<Box<types::http_event>> = std::cell::RefCell::new(Box::default());
+}
+
 fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
     if data.len() < HEAD {
         return None;
     }
     // Only the fixed part is copied into the struct; the payload is taken
     // from the record itself (it is as long as `captured` says).
-    let raw: types::http_event = read_record(&data[..HEAD]);
-    let kind = match raw.kind {
-        1 => SockDataKind::Data,
-        2 => SockDataKind::Close,
-        _ => return None,
-    };
-    let captured = raw.captured as usize;
-    let payload = data.get(HEAD..HEAD + captured)?.to_vec();
-    let h = header!(raw.hdr);
-    let ev = EventData::SockData(SockDataEvent {
-        kind,
-        // What the kernel sniffed the connection's first message as.
-        protocol: if raw.proto == 2 { "http2" } else { "http" }.into(),
-        tls: false,
-        sock: raw.sock,
-        fd: raw.fd,
-        direction: match raw.dir {
-            1 => "tx",
-            2 => "rx",
-            _ => "",
-        }
-        .into(),
-        syscall: syscall_name(raw.syscall).into(),
-        len: raw.len,
-        seq: raw.seq,
-        family: family_name(raw.family).into(),
-        saddr: inet_addr(raw.family, &raw.saddr),
-        daddr: inet_addr(raw.family, &raw.daddr),
-        sport: raw.sport,
-        dport: raw.dport,
-        payload,
-    });
-    Some(h.into_event(clock, ev))
+    SCRATCH.with_borrow_mut(|raw| {
+        read_into(&mut **raw, &data[..HEAD]);
+        let raw: &types::http_event = raw;
+        let kind = match raw.kind {
+            1 => SockDataKind::Data,
+            2 => SockDataKind::Close,
+            _ => return None,
+        };
+        let captured = raw.captured as usize;
+        let payload = data.get(HEAD..HEAD + captured)?.to_vec();
+        let h = header!(raw.hdr);
+        let ev = EventData::SockData(SockDataEvent {
+            kind,
+            // What the kernel sniffed the connection's first message as.
+            protocol: if raw.proto == 2 { "http2" } else { "http" }.into(),
+            tls: false,
+            sock: raw.sock,
+            fd: raw.fd,
+            direction: match raw.dir {
+                1 => "tx",
+                2 => "rx",
+                _ => "",
+            }
+            .into(),
+            syscall: syscall_name(raw.syscall).into(),
+            len: raw.len,
+            seq: raw.seq,
+            family: family_name(raw.family).into(),
+            saddr: inet_addr(raw.family, &raw.saddr),
+            daddr: inet_addr(raw.family, &raw.daddr),
+            sport: raw.sport,
+            dport: raw.dport,
+            payload,
+        });
+        Some(h.into_event(clock, ev))
+    })
 }

@@ -24,7 +24,7 @@ use libbpf_rs::{Link, MapCore, MapFlags, UprobeOpts};
 use podscope_model::{Event, EventData, ProbeKind, SockDataEvent, SockDataKind};
 use skel::{types, TlsProbeSkel, TlsProbeSkelBuilder};
 
-use crate::decode::{family_name, header, inet_addr, read_record, Clock};
+use crate::decode::{family_name, header, inet_addr, read_into, Clock};
 use crate::libssl::{self, FileId, Roots, Schedule};
 use crate::load::{common_accessors, load_skeleton, DecodeFn, LoadSettings, LoadedProbe};
 
@@ -367,39 +367,47 @@ fn fn_name(n: u8) -> &'static str {
 /// The fixed part of a record before the plaintext.
 const HEAD: usize = std::mem::offset_of!(types::tls_event, data);
 
+thread_local! {
+    /// One record's fixed part, reused: the struct's payload array is large.
+    static SCRATCH: std::cell::RefCell<Box<types::tls_event>> = std::cell::RefCell::new(Box::default());
+}
+
 fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
     if data.len() < HEAD {
         return None;
     }
-    let raw: types::tls_event = read_record(&data[..HEAD]);
-    let kind = match raw.kind {
-        1 => SockDataKind::Data,
-        2 => SockDataKind::Close,
-        _ => return None,
-    };
-    let payload = data.get(HEAD..HEAD + raw.captured as usize)?.to_vec();
-    let h = header!(raw.hdr);
-    let ev = EventData::SockData(SockDataEvent {
-        kind,
-        protocol: if raw.proto == 2 { "http2" } else { "http" }.into(),
-        tls: true,
-        sock: raw.sock,
-        fd: raw.fd,
-        direction: match raw.dir {
-            1 => "tx",
-            2 => "rx",
-            _ => "",
-        }
-        .into(),
-        syscall: fn_name(raw.r#fn).into(),
-        len: raw.len,
-        seq: raw.seq,
-        family: family_name(raw.family).into(),
-        saddr: inet_addr(raw.family, &raw.saddr),
-        daddr: inet_addr(raw.family, &raw.daddr),
-        sport: raw.sport,
-        dport: raw.dport,
-        payload,
-    });
-    Some(h.into_event(clock, ev))
+    SCRATCH.with_borrow_mut(|raw| {
+        read_into(&mut **raw, &data[..HEAD]);
+        let raw: &types::tls_event = raw;
+        let kind = match raw.kind {
+            1 => SockDataKind::Data,
+            2 => SockDataKind::Close,
+            _ => return None,
+        };
+        let payload = data.get(HEAD..HEAD + raw.captured as usize)?.to_vec();
+        let h = header!(raw.hdr);
+        let ev = EventData::SockData(SockDataEvent {
+            kind,
+            protocol: if raw.proto == 2 { "http2" } else { "http" }.into(),
+            tls: true,
+            sock: raw.sock,
+            fd: raw.fd,
+            direction: match raw.dir {
+                1 => "tx",
+                2 => "rx",
+                _ => "",
+            }
+            .into(),
+            syscall: fn_name(raw.r#fn).into(),
+            len: raw.len,
+            seq: raw.seq,
+            family: family_name(raw.family).into(),
+            saddr: inet_addr(raw.family, &raw.saddr),
+            daddr: inet_addr(raw.family, &raw.daddr),
+            sport: raw.sport,
+            dport: raw.dport,
+            payload,
+        });
+        Some(h.into_event(clock, ev))
+    })
 }

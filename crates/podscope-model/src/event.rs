@@ -1,6 +1,7 @@
 //! One traced kernel event, as every stage after decoding sees it, and its
 //! JSON form (documented in docs/json-schema.md).
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -390,7 +391,7 @@ pub struct SockDataEvent {
     /// `data` or `close`.
     pub kind: SockDataKind,
     /// What the probe that captured it parses: `http` or `dns`.
-    pub protocol: String,
+    pub protocol: Cow<'static, str>,
     /// TLS plaintext (the tls probe, from inside the TLS library), not
     /// bytes on the socket.
     #[serde(skip_serializing_if = "is_false", default)]
@@ -400,15 +401,15 @@ pub struct SockDataEvent {
     /// The file descriptor in the task.
     pub fd: i32,
     /// `tx` (the task sent) or `rx` (it received); empty for close.
-    pub direction: String,
+    pub direction: Cow<'static, str>,
     /// The syscall (`read`, `writev`, `sendfile`, ...).
-    pub syscall: String,
+    pub syscall: Cow<'static, str>,
     /// Bytes the call moved.
     pub len: u32,
     /// Bytes this direction carried before this message (a jump means lost messages).
     pub seq: u64,
     /// `ipv4` or `ipv6`.
-    pub family: String,
+    pub family: Cow<'static, str>,
     /// Local address.
     pub saddr: String,
     /// Remote address.

@@ -19,6 +19,8 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_PENDING: usize = 256;
 /// Header fields parsed per head; a head with more is a parse error.
 const MAX_HEADERS: usize = 96;
+/// Header slots tried first for a response.
+const FEW_HEADERS: usize = 24;
 /// A chunk-size or trailer line longer than this is a framing error.
 const MAX_LINE: usize = 4096;
 
@@ -281,11 +283,13 @@ impl Dir {
 
     /// Parses a complete head: its length, fields and the body framing.
     fn parse_head(&mut self, buf: &[u8]) -> Result<Option<(usize, Head, Option<Body>)>, String> {
-        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
         match self.kind {
             Kind::Request => {
-                let mut req = httparse::Request::new(&mut storage);
-                match req.parse(buf) {
+                // Uninitialised header slots: no 3 KiB memset per parse.
+                let mut storage =
+                    [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+                let mut req = httparse::Request::new(&mut []);
+                match req.parse_with_uninit_headers(buf, &mut storage) {
                     Ok(httparse::Status::Complete(n)) => {
                         let head = Head {
                             method: req.method.unwrap_or("").to_string(),
@@ -315,7 +319,33 @@ impl Dir {
                 }
             }
             Kind::Response => {
-                let mut resp = httparse::Response::new(&mut storage);
+                // Most responses have few headers: a small array first (no
+                // uninitialised variant for responses in httparse), the
+                // full one only when it is too small.
+                let mut small = [httparse::EMPTY_HEADER; FEW_HEADERS];
+                match self.parse_response(buf, &mut small) {
+                    Err(httparse::Error::TooManyHeaders) => {
+                        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                        self.parse_response(buf, &mut storage)
+                    }
+                    r => r,
+                }
+                .map_err(|e| match e {
+                    httparse::Error::TooManyHeaders => "too many headers".to_string(),
+                    e => format!("malformed response head ({e})"),
+                })
+            }
+        }
+    }
+
+    fn parse_response<'b>(
+        &mut self,
+        buf: &'b [u8],
+        storage: &mut [httparse::Header<'b>],
+    ) -> Result<Option<(usize, Head, Option<Body>)>, httparse::Error> {
+        {
+            {
+                let mut resp = httparse::Response::new(storage);
                 match resp.parse(buf) {
                     Ok(httparse::Status::Complete(n)) => {
                         let status = resp.code.unwrap_or(0);
@@ -356,8 +386,7 @@ impl Dir {
                         Ok(Some((n, head, body)))
                     }
                     Ok(httparse::Status::Partial) => Ok(None),
-                    Err(httparse::Error::TooManyHeaders) => Err("too many headers".into()),
-                    Err(e) => Err(format!("malformed response head ({e})")),
+                    Err(e) => Err(e),
                 }
             }
         }
@@ -449,8 +478,18 @@ impl Dir {
                 State::Head(mut buf) => {
                     let before = buf.len();
                     let take = input.len().min(MAX_HEAD - before);
-                    buf.extend_from_slice(&input[..take]);
-                    match self.parse_head(&buf) {
+                    // A head that starts in this message is parsed where it
+                    // is; only one that spans messages is copied together.
+                    let parsed = if before == 0 {
+                        self.parse_head(&input[..take])
+                    } else {
+                        buf.extend_from_slice(&input[..take]);
+                        self.parse_head(&buf)
+                    };
+                    if before == 0 && !matches!(parsed, Ok(Some(_))) {
+                        buf.extend_from_slice(&input[..take]);
+                    }
+                    match parsed {
                         Ok(Some((len, head, body))) => {
                             // The previous attempt was partial, so the head ends in the new bytes.
                             let used = len.saturating_sub(before).min(input.len());
