@@ -286,12 +286,32 @@ PAIR(read, HTTP_SYS_READ, HTTP_DIR_RX, 0, 1, 0)
 PAIR(write, HTTP_SYS_WRITE, HTTP_DIR_TX, 0, 1, 0)
 PAIR(readv, HTTP_SYS_READV, HTTP_DIR_RX, 0, 1, 1)
 PAIR(writev, HTTP_SYS_WRITEV, HTTP_DIR_TX, 0, 1, 1)
-PAIR(recvfrom, HTTP_SYS_RECVFROM, HTTP_DIR_RX, 0, 1, 0)
 PAIR(sendto, HTTP_SYS_SENDTO, HTTP_DIR_TX, 0, 1, 0)
+
+/* A peek (MSG_PEEK) reads bytes that the next read returns again: not a
+ * message of the stream (nginx peeks one byte of each new connection of a
+ * TLS listener to tell TLS from plain HTTP). */
+#define HTTP_MSG_PEEK 2
+
+SEC("tracepoint/syscalls/sys_enter_recvfrom")
+int recvfrom_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	if (ctx->args[3] & HTTP_MSG_PEEK)
+		return 0;
+	return enter(ctx->args[0], ctx->args[1], HTTP_SYS_RECVFROM, 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int recvfrom_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return leave(ctx->ret, HTTP_DIR_RX);
+}
 
 SEC("tracepoint/syscalls/sys_enter_recvmsg")
 int recvmsg_enter(struct trace_event_raw_sys_enter *ctx)
 {
+	if (ctx->args[2] & HTTP_MSG_PEEK)
+		return 0;
 	return enter(ctx->args[0], user_msg_iov(ctx->args[1]), HTTP_SYS_RECVMSG, 1);
 }
 

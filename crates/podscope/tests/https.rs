@@ -355,11 +355,10 @@ fn https_requests_agree_exactly_with_nginx_access_log_on_both_sides() {
         line.contains("0 connections were another protocol"),
         "{line}"
     );
-    // (Not "0 bytes not parsed": the http probe counts the one byte nginx
-    // peeks (MSG_PEEK) at each new connection to tell TLS from plain HTTP
-    // as a message on a stream that is not HTTP.)
+    // nginx peeks (MSG_PEEK) one byte of each new connection to tell TLS
+    // from plain HTTP: not a message, so nothing is left unparsed.
     assert!(
-        err.contains("podscope: http: 12 requests (6 served, 6 sent), 0 incomplete, 0 with truncated heads, 0 parse errors"),
+        err.contains("podscope: http: 12 requests (6 served, 6 sent), 0 incomplete, 0 with truncated heads, 0 parse errors, 0 bytes not parsed"),
         "{err}"
     );
 }
