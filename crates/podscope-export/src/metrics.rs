@@ -939,6 +939,8 @@ impl Observer {
                 }
             }
             EventData::Exit(_)
+            | EventData::Syscall(_)
+            | EventData::SyscallSummary(_)
             | EventData::SockData(_)
             | EventData::Http(_)
             | EventData::Dns(_) => {}
