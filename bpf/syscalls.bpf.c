@@ -43,6 +43,21 @@ struct {
 	__type(value, struct inflight);
 } inflight SEC(".maps");
 
+/* Summary mode needs only the number and the time: a small value keeps the
+ * per-call insert and delete cheap. */
+struct inflight_small {
+	__u64 ts;
+	__u32 nr;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct inflight_small);
+} inflight_sum SEC(".maps");
+
 /* Entry records are built here: too big for the 512-byte BPF stack. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -147,6 +162,15 @@ int syscalls_enter(struct trace_event_raw_sys_enter *ctx)
 		return 0;
 	if (!should_trace_current())
 		return 0;
+	if (summary) {
+		struct inflight_small sm = { .ts = bpf_ktime_get_ns(), .nr = (__u32)nr };
+
+		if (c && (c->flags & SC_NORETURN))
+			add_total(sm.nr, 0, 0);
+		else if (bpf_map_update_elem(&inflight_sum, &tid, &sm, BPF_ANY))
+			stat_inc(STAT_MAP_FULL);
+		return 0;
+	}
 	a = bpf_map_lookup_elem(&scratch, &zero);
 	if (!a)
 		return 0;
@@ -155,7 +179,7 @@ int syscalls_enter(struct trace_event_raw_sys_enter *ctx)
 	a->str_len = 0;
 	a->sockaddr_len = 0;
 	a->str[0] = 0;
-	if (!summary) {
+	{
 		/* Context reads need constant offsets: no loop. */
 		a->args[0] = ctx->args[0];
 		a->args[1] = ctx->args[1];
@@ -179,9 +203,7 @@ int syscalls_enter(struct trace_event_raw_sys_enter *ctx)
 	}
 	if (c && (c->flags & SC_NORETURN)) {
 		/* exit/exit_group never reach sys_exit: report them now. */
-		if (summary)
-			add_total(a->nr, 0, 0);
-		else if (!errors_only)
+		if (!errors_only)
 			emit(a, 0, a->ts, true);
 		return 0;
 	}
@@ -198,13 +220,20 @@ int syscalls_exit(struct trace_event_raw_sys_exit *ctx)
 	struct inflight *a;
 	__u64 now;
 
+	if (summary) {
+		struct inflight_small *sm = bpf_map_lookup_elem(&inflight_sum, &tid);
+
+		if (!sm)
+			return 0;
+		add_total(sm->nr, ret, bpf_ktime_get_ns() - sm->ts);
+		bpf_map_delete_elem(&inflight_sum, &tid);
+		return 0;
+	}
 	a = bpf_map_lookup_elem(&inflight, &tid);
 	if (!a)
 		return 0;
 	now = bpf_ktime_get_ns();
-	if (summary)
-		add_total(a->nr, ret, now - a->ts);
-	else if (!errors_only || (ret < 0 && ret >= -4095))
+	if (!errors_only || (ret < 0 && ret >= -4095))
 		emit(a, ret, now, false);
 	bpf_map_delete_elem(&inflight, &tid);
 	return 0;

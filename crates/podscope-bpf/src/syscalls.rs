@@ -274,6 +274,15 @@ pub(crate) fn load(
                 ro.errors_only = opts.errors_only;
                 ro.summary = opts.summary;
             }
+            // Each mode uses one of the two in-flight maps: the other is
+            // made minimal (the stream's holds 350-byte entries, preallocated).
+            let unused = if opts.summary {
+                &mut open.maps.inflight
+            } else {
+                &mut open.maps.inflight_sum
+            };
+            // Only fails after load; this is before it.
+            let _ = unused.set_max_entries(1);
         }
     );
     // Settings per number: written after load (array maps exist then) and
