@@ -19,6 +19,7 @@ mod exit;
 mod http;
 mod libssl;
 mod open;
+mod syscalls;
 mod tcp;
 mod tls;
 
@@ -30,6 +31,7 @@ pub use rings::{
     DEFAULT_RING_BUDGET,
 };
 pub use sys::{check_privileges, implementation_support, probe_support, ProbeSupport};
+pub use syscalls::{resolve_syscalls, syscall_name, syscall_nr, SyscallOptions};
 pub use tracer::{
     CgroupWatch, Filter, ProbeFailure, ProbeStats, TraceOptions, Tracer, DEFAULT_QUEUE_BYTES,
 };

@@ -50,6 +50,10 @@ pub fn expected_peak(kind: ProbeKind) -> (u64, u64) {
         ProbeKind::Dns => (20_000, rec(crate::dns::RECORD_BYTES)),
         // Aggregates in maps: no ring.
         ProbeKind::Cache => (0, 0),
+        // A getppid loop runs ~2,000,000 calls/s per core untraced; traced,
+        // the event itself bounds it near the open storm's rate. (Summary
+        // mode has no ring: it keeps 4 KiB whatever this says.)
+        ProbeKind::Syscalls => (1_000_000, rec(crate::syscalls::RECORD_BYTES)),
     }
 }
 

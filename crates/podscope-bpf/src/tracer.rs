@@ -12,6 +12,7 @@ use crate::decode::Clock;
 use crate::drain::{Batch, Drain, Record, Ring, Source};
 use crate::load::{read_stat, start_log_capture, LoadSettings, LoadedProbe};
 use crate::rings::{ring_bytes, RingSize};
+use crate::syscalls::SyscallOptions;
 use crate::Error;
 
 /// Which tasks the kernel lets through. Filters combine with AND; a `None`
@@ -61,6 +62,8 @@ pub struct TraceOptions {
     /// http probe: the first bytes of each socket message copied to user
     /// space for parsing (at most [`crate::HTTP_MAX_CAPTURE_BYTES`]).
     pub http_capture_bytes: u32,
+    /// syscalls probe: which calls, errors only, stream or summary.
+    pub syscalls: SyscallOptions,
 }
 
 /// What the cgroup watcher does.
@@ -104,6 +107,7 @@ impl Default for TraceOptions {
             watch_cgroups: None,
             implementations: Vec::new(),
             http_capture_bytes: 1024,
+            syscalls: SyscallOptions::default(),
         }
     }
 }
@@ -221,6 +225,7 @@ struct Saved {
     ancestor_helper: bool,
     http_capture_bytes: u32,
     implementations: Vec<(ProbeKind, String)>,
+    syscalls: SyscallOptions,
 }
 
 /// The settings to load `kind` with: its ring size and wakeup threshold.
@@ -328,7 +333,7 @@ impl Tracer {
                 return Err(first.expect("at least one probe was tried"));
             };
             let s = for_probe(&settings, *kind, ring, opts.wakeup_bytes);
-            match load_probe(*kind, &s, forced(opts, *kind)) {
+            match load_probe(*kind, &s, forced(opts, *kind), &opts.syscalls) {
                 Ok(p) => break p,
                 Err(error) => failed.push(ProbeFailure {
                     probe: *kind,
@@ -346,7 +351,7 @@ impl Tracer {
         settings.shared_filters = Some((filter_cgroups.as_fd(), filter_pids.as_fd()));
         for kind in rest {
             let s = for_probe(&settings, *kind, ring, opts.wakeup_bytes);
-            match load_probe(*kind, &s, forced(opts, *kind)) {
+            match load_probe(*kind, &s, forced(opts, *kind), &opts.syscalls) {
                 Ok((p, imp)) => {
                     probes.push(p);
                     implementations.push(imp);
@@ -388,6 +393,7 @@ impl Tracer {
             ancestor_helper: settings.ancestor_helper,
             http_capture_bytes: settings.http_capture_bytes,
             implementations: opts.implementations.clone(),
+            syscalls: opts.syscalls.clone(),
         };
 
         let tracer = Tracer {
@@ -450,7 +456,7 @@ impl Tracer {
                 .find(|(p, _)| p == kind)
                 .map(|(_, n)| n.as_str());
             let one = for_probe(&settings, *kind, s.ring, s.wakeup_bytes);
-            match load_probe(*kind, &one, only) {
+            match load_probe(*kind, &one, only, &s.syscalls) {
                 Ok(p) => added.push(p),
                 Err(error) => failed.push(ProbeFailure {
                     probe: *kind,
@@ -740,6 +746,7 @@ fn load_probe(
     kind: ProbeKind,
     settings: &LoadSettings,
     only: Option<&str>,
+    syscalls: &SyscallOptions,
 ) -> Result<(Box<dyn LoadedProbe>, &'static Implementation), Error> {
     if let Some(name) = only {
         if !kind.implementations().iter().any(|i| i.name == name) {
@@ -773,6 +780,7 @@ fn load_probe(
             ProbeKind::Http | ProbeKind::Grpc => crate::http::load(settings),
             ProbeKind::Dns => crate::dns::load(settings),
             ProbeKind::Tls => crate::tls::load(settings),
+            ProbeKind::Syscalls => crate::syscalls::load(settings, syscalls),
         };
         match loaded {
             Ok(p) => return Ok((p, imp)),

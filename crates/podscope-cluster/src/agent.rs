@@ -204,6 +204,7 @@ pub fn run(
         host_filter: None,
         implementations: Vec::new(),
         http_capture_bytes: 1024,
+        syscalls: Default::default(),
         pod_refresh: podscope_pipeline::enrich::REFRESH_PERIOD,
     });
     let agent = Arc::new(Agent {

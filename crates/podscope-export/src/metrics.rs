@@ -1083,6 +1083,8 @@ impl Observer {
                 }
             }
             EventData::Exit(_)
+            | EventData::Syscall(_)
+            | EventData::SyscallSummary(_)
             | EventData::SockData(_)
             | EventData::Http(_)
             | EventData::Dns(_) => {}

@@ -107,6 +107,7 @@ impl Event {
             EventData::Bio(_) => ProbeKind::Bio,
             EventData::Cache(_) => ProbeKind::Cache,
             EventData::Open(_) => ProbeKind::Open,
+            EventData::Syscall(_) | EventData::SyscallSummary(_) => ProbeKind::Syscalls,
             EventData::SockData(d) if d.protocol == "dns" => ProbeKind::Dns,
             EventData::SockData(d) if d.tls => ProbeKind::Tls,
             EventData::SockData(_) | EventData::Http(_) => ProbeKind::Http,
@@ -123,6 +124,8 @@ impl Event {
             EventData::Bio(_) => "io",
             EventData::Cache(_) => "interval",
             EventData::Open(_) => "open",
+            EventData::Syscall(_) => "call",
+            EventData::SyscallSummary(_) => "totals",
             EventData::SockData(d) => d.kind.name(),
             EventData::Http(h) if h.kind == "parse_error" => "parse_error",
             EventData::Http(_) => "request",
@@ -147,6 +150,14 @@ pub enum EventData {
     Cache(CacheEvent),
     /// From the open probe.
     Open(OpenEvent),
+    /// From the syscalls probe: one completed system call.
+    #[serde(rename = "syscalls")]
+    Syscall(SyscallEvent),
+    /// From the syscalls probe with `--summary`: one syscall's totals in one
+    /// cgroup since tracing started (kind `totals`: `summary` is the
+    /// end-of-trace record's).
+    #[serde(rename = "syscalls_totals")]
+    SyscallSummary(SyscallSummaryEvent),
     /// From the http probe: one socket read or write (raw, before parsing).
     /// The parser stage turns these into [`EventData::Http`]; they reach the
     /// output only where no parser runs, and never with their payload.
@@ -362,6 +373,61 @@ pub struct OpenEvent {
     /// Symbolic errno on failure (`ENOENT`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
+}
+
+/// One completed system call (or one that never returns: exit, exit_group).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyscallEvent {
+    /// Always `call`.
+    #[serde(default)]
+    pub kind: String,
+    /// Syscall name (`openat`), or `syscall_<nr>` for a number this build does not know.
+    pub syscall: String,
+    /// Syscall number on this architecture.
+    pub nr: u32,
+    /// The six raw argument registers, hex (`0xffffff9c`).
+    pub args: Vec<String>,
+    /// The arguments decoded, strace-like (`AT_FDCWD, "/etc/passwd", O_RDONLY|O_CLOEXEC`);
+    /// absent for syscalls podscope does not decode.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub decoded: Option<String>,
+    /// The return value (absent for calls that do not return).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ret: Option<i64>,
+    /// errno on failure.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub errno: Option<i32>,
+    /// Symbolic errno on failure (`ENOENT`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+    /// From entry to exit.
+    pub duration_ns: u64,
+}
+
+/// One syscall's totals in one cgroup, since tracing started (summary mode).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyscallSummaryEvent {
+    /// Always `totals`.
+    #[serde(default)]
+    pub kind: String,
+    /// Syscall name.
+    pub syscall: String,
+    /// Syscall number on this architecture.
+    pub nr: u32,
+    /// Completed calls.
+    pub calls: u64,
+    /// Calls that returned -errno.
+    pub errors: u64,
+    /// Time spent in the calls, entry to exit.
+    pub total_ns: u64,
+    /// total_ns / calls.
+    pub avg_ns: u64,
+    /// 99th percentile from the log2 histogram (the upper bound of its bucket).
+    pub p99_ns: u64,
+    /// The log2 histogram: `hist[i]` calls took [2^i, 2^(i+1)) ns (trailing zeros cut).
+    pub hist: Vec<u64>,
+    /// Since tracing started.
+    pub elapsed_ns: u64,
 }
 
 /// What a raw socket-data record is.

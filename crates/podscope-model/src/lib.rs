@@ -8,7 +8,7 @@ mod probe;
 pub use errno::errno_name;
 pub use event::{
     grpc_code_name, BioEvent, CacheEvent, DnsEvent, Event, EventData, ExecEvent, ExitEvent,
-    HttpEvent, Identity, OpenEvent, RpcInfo, SockDataEvent, SockDataKind, TcpEvent, TcpKind,
-    Timestamp,
+    HttpEvent, Identity, OpenEvent, RpcInfo, SockDataEvent, SockDataKind, SyscallEvent,
+    SyscallSummaryEvent, TcpEvent, TcpKind, Timestamp,
 };
 pub use probe::{Hook, Implementation, ProbeKind, UnknownProbe};

@@ -31,6 +31,9 @@ pub enum ProbeKind {
     /// gRPC calls only: the http probe's kernel program and parser, with
     /// the requests that are not gRPC left out.
     Grpc,
+    /// System calls (strace/syscount): one event per call, or per-container
+    /// totals with `--summary`.
+    Syscalls,
 }
 
 /// How a probe attaches to the kernel, for feature detection and `podscope probes`.
@@ -82,7 +85,7 @@ impl Hook {
 
 impl ProbeKind {
     /// Every probe, in the order `podscope probes` lists them.
-    pub const ALL: [ProbeKind; 10] = [
+    pub const ALL: [ProbeKind; 11] = [
         ProbeKind::Exec,
         ProbeKind::Exit,
         ProbeKind::Tcp,
@@ -93,6 +96,7 @@ impl ProbeKind {
         ProbeKind::Dns,
         ProbeKind::Tls,
         ProbeKind::Grpc,
+        ProbeKind::Syscalls,
     ];
 
     /// The probe whose kernel program this one runs: itself, except `grpc`,
@@ -117,6 +121,7 @@ impl ProbeKind {
             ProbeKind::Dns => "dns",
             ProbeKind::Tls => "tls",
             ProbeKind::Grpc => "grpc",
+            ProbeKind::Syscalls => "syscalls",
         }
     }
 
@@ -141,6 +146,9 @@ impl ProbeKind {
             }
             ProbeKind::Dns => {
                 "DNS lookups made and answered over UDP port 53: name, type, rcode, answers, latency"
+            }
+            ProbeKind::Syscalls => {
+                "system calls: name, decoded arguments, result or errno, duration per thread (--syscall, --errors-only); --summary: per container count, errors, latency"
             }
             ProbeKind::Tls => {
                 "HTTPS: HTTP/1.x requests inside OpenSSL (libssl 1.1/3.x) TLS, from its plaintext; part of http"
@@ -243,6 +251,14 @@ impl ProbeKind {
                     Tracepoint("syscalls/sys_exit_openat2"),
                 ],
                 note: "",
+            }],
+            ProbeKind::Syscalls => &[Implementation {
+                name: "raw_syscalls",
+                hooks: &[
+                    Tracepoint("raw_syscalls/sys_enter"),
+                    Tracepoint("raw_syscalls/sys_exit"),
+                ],
+                note: "one program pair for every system call, filtered in the kernel by number",
             }],
             ProbeKind::Http | ProbeKind::Grpc => &[Implementation {
                 name: "tracepoints",
@@ -361,7 +377,11 @@ impl ProbeKind {
         }
         for part in parts.into_iter().filter(|p| !p.is_empty()) {
             if part == "all" {
-                return Ok(ProbeKind::ALL.to_vec());
+                // Not syscalls: a stream of every system call is asked for by name.
+                return Ok(ProbeKind::ALL
+                    .into_iter()
+                    .filter(|p| *p != ProbeKind::Syscalls)
+                    .collect());
             }
             let p: ProbeKind = part.parse()?;
             if !out.contains(&p) {
@@ -458,7 +478,10 @@ mod tests {
             ProbeKind::parse_list("exec,exec").unwrap(),
             vec![ProbeKind::Exec]
         );
-        assert_eq!(ProbeKind::parse_list("all").unwrap().len(), 9);
+        // Every probe but syscalls, which is asked for by name.
+        let all = ProbeKind::parse_list("all").unwrap();
+        assert_eq!(all.len(), ProbeKind::ALL.len() - 1);
+        assert!(!all.contains(&ProbeKind::Syscalls));
     }
 
     #[test]

@@ -181,6 +181,30 @@ pub fn details(ev: &Event) -> String {
             format!("{} {} {result}", o.path, o.flags_str)
         }
         EventData::Http(h) => http_details(h),
+        EventData::Syscall(c) => {
+            let args = c.decoded.clone().unwrap_or_else(|| c.args.join(", "));
+            let result = match (c.ret, &c.error) {
+                (None, _) => "?".to_string(),
+                (Some(_), Some(e)) => format!("-1 {e}"),
+                (Some(r), None) if r > 0xffff => format!("{r:#x}"),
+                (Some(r), None) => r.to_string(),
+            };
+            format!(
+                "{}({args}) = {result} <{}>",
+                c.syscall,
+                human_ns(c.duration_ns)
+            )
+        }
+        // strace -c's columns, one row per syscall and container.
+        EventData::SyscallSummary(s) => format!(
+            "{:<16} calls {:>8} errors {:>6} total {:>8} avg {:>8} p99 {:>8}",
+            s.syscall,
+            s.calls,
+            s.errors,
+            human_ns(s.total_ns),
+            human_ns(s.avg_ns),
+            human_ns(s.p99_ns)
+        ),
         EventData::Dns(d) => {
             let mut s = format!(
                 "{} {} {} {} {}",

@@ -58,6 +58,8 @@ pub struct NodeConfig {
     pub implementations: Vec<(ProbeKind, String)>,
     /// Payload bytes the http and dns probes copy per message.
     pub http_capture_bytes: u32,
+    /// The syscalls probe's settings (--syscall, --errors-only, --summary).
+    pub syscalls: podscope_bpf::SyscallOptions,
     /// How often sessions ask the pod store for a full listing (new pods are
     /// named without one, from the kernel's cgroup events).
     pub pod_refresh: Duration,
@@ -401,6 +403,7 @@ impl Node {
                     }),
                     implementations: self.cfg.implementations.clone(),
                     http_capture_bytes: self.cfg.http_capture_bytes,
+                    syscalls: self.cfg.syscalls.clone(),
                 };
                 let tracer = Tracer::new(&opts)?;
                 started.failed = tracer

@@ -158,7 +158,8 @@ pub struct NsenterArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TraceArgs {
-    /// Probes to run, comma-separated (exec,exit,tcp,bio,cache,open,http,dns) or 'all'.
+    /// Probes to run, comma-separated (exec,exit,tcp,bio,cache,open,http,dns,syscalls) or 'all'
+    /// (every probe but syscalls).
     #[arg(value_name = "PROBES")]
     pub probes: String,
 
@@ -221,7 +222,22 @@ pub struct TraceArgs {
     #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = parse_duration)]
     pub ring_budget: Duration,
 
-    /// How often the cache probe reports per-process totals.
+    /// syscalls probe: only these system calls, comma-separated names of this
+    /// architecture (e.g. openat,connect,execve); default every call.
+    #[arg(long = "syscall", value_name = "LIST", value_delimiter = ',')]
+    pub syscall: Vec<String>,
+
+    /// syscalls probe: only calls that failed (-errno), chosen in the kernel.
+    #[arg(long)]
+    pub errors_only: bool,
+
+    /// syscalls probe: no event per call; per container and syscall, calls,
+    /// errors, total/avg/p99 latency since the start, every --interval.
+    #[arg(long, conflicts_with = "errors_only")]
+    pub summary: bool,
+
+    /// How often the cache probe reports per-process totals, and the
+    /// syscalls probe its --summary.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
 

@@ -92,6 +92,16 @@ pub fn hostname() -> String {
 
 pub fn run(args: TraceArgs) -> Result<()> {
     let probes = ProbeKind::parse_list(&args.probes)?;
+    let syscalls = podscope_bpf::SyscallOptions {
+        only: podscope_bpf::resolve_syscalls(&args.syscall)?,
+        errors_only: args.errors_only,
+        summary: args.summary,
+    };
+    if (!args.syscall.is_empty() || args.errors_only || args.summary)
+        && !probes.contains(&ProbeKind::Syscalls)
+    {
+        bail!("--syscall, --errors-only and --summary are settings of the syscalls probe: add it (podscope trace syscalls ...)");
+    }
     let selection = PodSelection::from_flags(&args.pods.flags())?;
     let pod_mode = selection.is_some();
     if args.wait && !pod_mode {
@@ -112,6 +122,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         host_filter: (!pod_mode || filter != Filter::default()).then_some(filter),
         implementations: Vec::new(),
         http_capture_bytes: args.http_capture_bytes,
+        syscalls,
         pod_refresh: podscope_pipeline::enrich::REFRESH_PERIOD,
     });
 

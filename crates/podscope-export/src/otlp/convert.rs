@@ -342,7 +342,9 @@ impl Tap {
             | EventData::Open(_)
             | EventData::SockData(_)
             | EventData::Http(_)
-            | EventData::Dns(_) => {}
+            | EventData::Dns(_)
+            | EventData::Syscall(_)
+            | EventData::SyscallSummary(_) => {}
         }
         if log {
             let res = self.resource(ev);
@@ -959,6 +961,8 @@ fn failure(ev: &Event) -> bool {
         EventData::Cache(_) => false,
         EventData::Open(o) => o.error.is_some(),
         EventData::SockData(_) => false,
+        EventData::Syscall(c) => c.error.is_some(),
+        EventData::SyscallSummary(_) => false,
         EventData::Http(h) => h.error.is_some() || h.status.is_some_and(|s| s >= 500),
         EventData::Dns(d) => {
             d.error.is_some() || d.rcode.as_deref().is_some_and(|r| r != "NOERROR")
@@ -1123,7 +1127,11 @@ pub fn event_attrs(ev: &Event) -> Vec<KeyValue> {
         }
         // Request spans and metrics are a later slice (issue 10); log
         // records carry the common attributes only for now.
-        EventData::SockData(_) | EventData::Http(_) | EventData::Dns(_) => {}
+        EventData::SockData(_)
+        | EventData::Http(_)
+        | EventData::Dns(_)
+        | EventData::Syscall(_)
+        | EventData::SyscallSummary(_) => {}
     }
     a
 }
