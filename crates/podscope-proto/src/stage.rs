@@ -587,7 +587,7 @@ mod tests {
         }
     }
 
-    fn raw(kind: SockDataKind, dir: &str, seq: u64, payload: &[u8]) -> EventData {
+    fn raw(kind: SockDataKind, dir: &'static str, seq: u64, payload: &[u8]) -> EventData {
         EventData::SockData(SockDataEvent {
             kind,
             protocol: "http".into(),
@@ -670,7 +670,7 @@ mod tests {
         assert_eq!(st.connections(), 0);
     }
 
-    fn h2(dir: &str, seq: u64, payload: &[u8]) -> EventData {
+    fn h2(dir: &'static str, seq: u64, payload: &[u8]) -> EventData {
         let mut d = raw(SockDataKind::Data, dir, seq, payload);
         if let EventData::SockData(s) = &mut d {
             s.protocol = "http2".into();
@@ -735,7 +735,7 @@ mod tests {
     #[test]
     fn tls_plaintext_and_the_sockets_own_bytes_are_separate_streams() {
         let mut st = Stage::new();
-        let tls = |ts, dir: &str, seq, p: &[u8]| {
+        let tls = |ts, dir: &'static str, seq, p: &[u8]| {
             let mut d = raw(SockDataKind::Data, dir, seq, p);
             if let EventData::SockData(s) = &mut d {
                 s.tls = true;
