@@ -94,8 +94,9 @@ struct Nginx {
 impl Nginx {
     /// nginx with an h2c (prior knowledge) listener, and a plain HTTP/1
     /// one behind /post so the POST body is read whole.
-    fn start(cg: &Cgroup) -> Nginx {
-        let dir = scratch("nginx");
+    /// `tag` names its directory: the tests of this file run at once.
+    fn start(cg: &Cgroup, tag: &str) -> Nginx {
+        let dir = scratch(&format!("nginx-{tag}"));
         std::fs::write(dir.join("www/index.html"), "hello\n").unwrap();
         // Two DATA frames (nginx sends 8 KiB ones) that still fit in one
         // 16 KiB capture: a read holding more frames than its capture loses
@@ -325,7 +326,7 @@ fn h2_over_tls_agrees_exactly_with_nginx_access_log_on_both_sides() {
         return;
     }
     let cg = Cgroup::new("h2tls");
-    let nginx = Nginx::start(&cg);
+    let nginx = Nginx::start(&cg, "tls");
     let trace = Trace::start(&cg, "http");
     for url in [
         nginx.tls_url("/index.html"),
@@ -402,7 +403,7 @@ fn h2c_requests_agree_exactly_with_nginx_access_log_on_both_sides() {
         return;
     }
     let cg = Cgroup::new("h2c");
-    let nginx = Nginx::start(&cg);
+    let nginx = Nginx::start(&cg, "h2c");
     let trace = Trace::start(&cg, "http");
 
     // curl: three requests (a 404 and a file longer than one DATA frame
