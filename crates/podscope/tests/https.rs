@@ -595,7 +595,19 @@ fn libssl_first_mapped_after_the_trace_started_is_attached_from_the_exec() {
     }
     let first_took = started.elapsed();
     let (out, err) = trace.stop();
-    let events = json_lines(&out);
+    let mut events = json_lines(&out);
+    // The curl whose TLS straddles the attach: its request was written
+    // before the uprobes were in, its response read after. At most one such
+    // exchange, reported as such (never a made-up request), then dropped.
+    let straddling = |e: &Value| {
+        e["comm"] == "curl"
+            && e["error"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("response to a request not seen"))
+    };
+    let partial = events.iter().filter(|e| straddling(e)).count();
+    assert!(partial <= 1, "more than the one curl at the attach: {out}");
+    events.retain(|e| !straddling(e));
     let client = requests(&events, "curl", "client");
     assert!(
         requests(&events, "nginx", "server").is_empty(),
@@ -612,6 +624,7 @@ fn libssl_first_mapped_after_the_trace_started_is_attached_from_the_exec() {
     // every one, exactly as logged.
     assert!(client.len() >= CURLS / 2, "curls seen: {client:?}\n{err}");
     let mut expect: Vec<Row> = witness[CURLS - client.len()..].to_vec();
+    eprintln!("{partial} exchange straddled the attach");
     expect.sort();
     assert_eq!(client, expect, "{err}");
     let line = tls_summary(&err);
