@@ -411,7 +411,46 @@ pub struct NodeSession {
     pub error: Option<String>,
     /// The trace's final summary record.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub summary: Option<serde_json::Value>,
+    pub summary: Option<SummaryView>,
+}
+
+/// A node's trace summary: the `summary` record of docs/json-schema.md,
+/// with what the session delivered from that node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SummaryView {
+    /// When it was written (RFC 3339).
+    pub timestamp: String,
+    /// `summary`.
+    pub kind: String,
+    /// How long the trace ran.
+    pub duration_ns: u64,
+    /// Events the probes decoded (all pods of the node's trace).
+    pub events: u64,
+    /// Events lost on the node (ring, maps, queue).
+    pub lost: u64,
+    /// Per probe.
+    pub probes: Vec<SummaryProbe>,
+    /// Events this session delivered from the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emitted: Option<u64>,
+    /// The node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// One probe's line of a [`SummaryView`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SummaryProbe {
+    /// The probe.
+    pub probe: String,
+    /// Events decoded.
+    pub events: u64,
+    /// Ring full or undecodable.
+    pub lost: u64,
+    /// Tracking map full.
+    pub map_full: u64,
+    /// Dropped between the drain thread and the consumer.
+    pub queue_full: u64,
 }
 
 /// A session as the API shows it.
@@ -450,6 +489,224 @@ pub struct SessionView {
     /// (shown as its start).
     #[serde(default)]
     pub resumed: bool,
+}
+
+/// What kind of failure an API operation had: one list that the REST
+/// statuses, the gRPC codes and the clients' words all come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is wrong (400, INVALID_ARGUMENT).
+    BadRequest,
+    /// No or the wrong token (401, UNAUTHENTICATED).
+    Unauthenticated,
+    /// Not allowed here (403, PERMISSION_DENIED).
+    Forbidden,
+    /// No such session, pod or path (404, NOT_FOUND).
+    NotFound,
+    /// Not in this state (409, FAILED_PRECONDITION).
+    Conflict,
+    /// The body is not JSON (415, INVALID_ARGUMENT).
+    UnsupportedMediaType,
+    /// The node's agent went away (502, UNAVAILABLE).
+    NodeGone,
+    /// The node's agent did not answer in time (504, DEADLINE_EXCEEDED).
+    NodeTimeout,
+    /// Anything else (500, INTERNAL).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The REST status.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::BadRequest => 400,
+            ErrorKind::Unauthenticated => 401,
+            ErrorKind::Forbidden => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::Conflict => 409,
+            ErrorKind::UnsupportedMediaType => 415,
+            ErrorKind::NodeGone => 502,
+            ErrorKind::NodeTimeout => 504,
+            ErrorKind::Internal => 500,
+        }
+    }
+
+    /// The kind a REST status means (what a client reads back).
+    pub fn from_http_status(status: u16) -> ErrorKind {
+        match status {
+            400 | 413 | 405 => ErrorKind::BadRequest,
+            401 => ErrorKind::Unauthenticated,
+            403 => ErrorKind::Forbidden,
+            404 => ErrorKind::NotFound,
+            409 => ErrorKind::Conflict,
+            415 => ErrorKind::UnsupportedMediaType,
+            502 | 503 => ErrorKind::NodeGone,
+            504 => ErrorKind::NodeTimeout,
+            _ => ErrorKind::Internal,
+        }
+    }
+
+    /// The gRPC code.
+    pub fn grpc_code(self) -> tonic::Code {
+        match self {
+            ErrorKind::BadRequest | ErrorKind::UnsupportedMediaType => tonic::Code::InvalidArgument,
+            ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorKind::Forbidden => tonic::Code::PermissionDenied,
+            ErrorKind::NotFound => tonic::Code::NotFound,
+            ErrorKind::Conflict => tonic::Code::FailedPrecondition,
+            ErrorKind::NodeGone => tonic::Code::Unavailable,
+            ErrorKind::NodeTimeout => tonic::Code::DeadlineExceeded,
+            ErrorKind::Internal => tonic::Code::Internal,
+        }
+    }
+
+    /// The kind a gRPC code means.
+    pub fn from_grpc_code(code: tonic::Code) -> ErrorKind {
+        match code {
+            tonic::Code::InvalidArgument => ErrorKind::BadRequest,
+            tonic::Code::Unauthenticated => ErrorKind::Unauthenticated,
+            tonic::Code::PermissionDenied => ErrorKind::Forbidden,
+            tonic::Code::NotFound => ErrorKind::NotFound,
+            tonic::Code::FailedPrecondition => ErrorKind::Conflict,
+            tonic::Code::Unavailable => ErrorKind::NodeGone,
+            tonic::Code::DeadlineExceeded => ErrorKind::NodeTimeout,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+/// A failed API operation: its kind and the words for the user. The hub's
+/// operations return it; REST and gRPC each turn it into their own answer,
+/// with the same message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// What was wrong, and what would be right.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error of this kind.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// A 400.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorKind::BadRequest, message)
+    }
+
+    /// A 404.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorKind::NotFound, message)
+    }
+}
+
+/// `GET /v1/pods` query: which pods (kubectl semantics) and on which node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodQuery {
+    /// Pod name or glob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Namespace (none at all, and no other filter: every namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Every namespace.
+    #[serde(default)]
+    pub all_namespaces: bool,
+    /// Label selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Container name or glob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Only this node's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// `GET` and `DELETE /v1/sessions` query: globs over the sessions' own
+/// pod/container/namespace patterns (container-tracer's model), and a state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionQuery {
+    /// Glob over the session's pod pattern.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Glob over the session's container pattern.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Glob over the session's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Only sessions in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+/// `POST /v1/exec`: run a host tool in one pod's namespaces on its node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecBody {
+    /// Namespace (default `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The pod's exact name.
+    pub pod: String,
+    /// Container (default: the pod's first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The tool and its arguments (never through a shell).
+    pub command: Vec<String>,
+    /// Namespaces to join (default `["net"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Vec<String>>,
+    /// Default `30s`, at most `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// What `POST /v1/exec` answers: the tool's exit code and output.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecView {
+    /// The node it ran on.
+    pub node: String,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod.
+    pub pod: String,
+    /// The tool's exit code (124 timeout, 125-127 could not run, 128+N killed by signal N).
+    pub exit_code: i32,
+    /// Its standard output (lossy UTF-8).
+    pub stdout: String,
+    /// Its standard error (lossy UTF-8).
+    pub stderr: String,
+    /// Output beyond 1 MiB per stream was cut off.
+    pub truncated: bool,
+}
+
+/// A probe as `GET /v1/probes` lists it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProbeView {
+    /// Its name, as `probes` takes it.
+    pub probe: String,
+    /// What it traces.
+    pub description: String,
+    /// The nodes whose kernel supports it.
+    pub nodes: Vec<String>,
+}
+
+/// What the `DELETE`s answer: the ids of the sessions deleted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// Session ids.
+    pub deleted: Vec<String>,
 }
 
 /// An error body: `{"error": "..."}`.

@@ -8,10 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::api::CreateSession;
-use crate::http::{request_timed, request_with, Response, Timeouts};
+use crate::api::{
+    ApiError, CreateSession, Deleted, ErrorBody, ErrorKind, ExecBody, ExecView, NodePod, PodQuery,
+    SessionView,
+};
+use crate::http::{request_timed, Response, Timeouts};
 use crate::tls::ClientTls;
 
 /// Pod flags as given on the command line: the pipeline's own type, so
@@ -170,82 +174,221 @@ impl Hub {
         }
     }
 
-    /// One call within these limits (cut by [`Hub::limits`] where a deadline applies).
-    fn call_within(
+    /// One REST call within these limits: its typed answer, the hub's
+    /// error, or why no hub answered.
+    fn rest<T: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
         body: Option<&str>,
-        headers: &[(&str, &str)],
         limits: Timeouts,
-    ) -> Result<Response> {
-        if let Some(g) = &self.grpc {
-            // No keep-alives over gRPC: a stream is bounded by --duration only.
-            let idle = self.end_by.map(|e| {
-                e.saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(100))
-            });
-            return g
-                .call(method, path, body, limits.response, idle)
-                .with_context(|| format!("reaching the hub's gRPC API at {}", self.shown));
-        }
-        request_timed(
+    ) -> Result<T, CallError> {
+        let r = self.rest_raw(method, path, body, limits)?;
+        let (status, text) = (r.status, r.text().unwrap_or_default());
+        serde_json::from_str(&text).map_err(|_| {
+            CallError::Other(anyhow!(not_a_hub(&self.shown, status, method, path, &text)))
+        })
+    }
+
+    /// A REST call whose 2xx answer is read by the caller (the event
+    /// stream); any other answer is the hub's error, or no hub's.
+    fn rest_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        limits: Timeouts,
+    ) -> Result<Response, CallError> {
+        let r = request_timed(
             self.tls.as_ref(),
             &self.url,
             method,
             path,
             Some(&self.token),
             body,
-            headers,
+            &[],
             limits,
         )
         .with_context(|| format!("reaching the hub at {}", self.shown))
+        .map_err(CallError::Other)?;
+        if (200..300).contains(&r.status) {
+            return Ok(r);
+        }
+        let status = r.status;
+        let text = r.text().unwrap_or_default();
+        // Every error of a hub is {"error": ...}.
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(e) => Err(CallError::Api {
+                status,
+                what: format!("{method} {}", path.split('?').next().unwrap_or(path)),
+                error: ApiError::new(ErrorKind::from_http_status(status), e.error),
+            }),
+            Err(_) => Err(CallError::Other(anyhow!(not_a_hub(
+                &self.shown,
+                status,
+                method,
+                path,
+                &text
+            )))),
+        }
     }
 
-    /// A session's event stream: the hub keeps it alive while it is quiet,
-    /// so a silence of [`STREAM_IDLE`] means the hub is stuck.
-    fn stream(&self, id: &str) -> Result<Response> {
-        let limits = Timeouts {
+    /// A gRPC call's failure, named as the REST call of the same operation.
+    fn grpc_err(&self, what: &str, e: CallError) -> CallError {
+        match e {
+            CallError::Api { error, .. } => CallError::Api {
+                status: error.kind.http_status(),
+                what: what.to_string(),
+                error,
+            },
+            CallError::Other(e) => CallError::Other(
+                e.context(format!("reaching the hub's gRPC API at {}", self.shown)),
+            ),
+        }
+    }
+
+    /// `GET /v1/pods`.
+    fn list_pods(&self, q: PodQuery) -> Result<Vec<NodePod>, CallError> {
+        let limits = self.limits(Timeouts::default());
+        if let Some(g) = &self.grpc {
+            return g
+                .list_pods(q, limits.response)
+                .map_err(|e| self.grpc_err("GET /v1/pods", e));
+        }
+        let mut params = Vec::new();
+        for (k, v) in [
+            ("pod", &q.pod),
+            ("namespace", &q.namespace),
+            ("selector", &q.selector),
+            ("container", &q.container),
+            ("node", &q.node),
+        ] {
+            if let Some(v) = v {
+                params.push(format!("{k}={}", enc(v)));
+            }
+        }
+        if q.all_namespaces {
+            params.push("all_namespaces=true".into());
+        }
+        let path = if params.is_empty() {
+            "/v1/pods".to_string()
+        } else {
+            format!("/v1/pods?{}", params.join("&"))
+        };
+        self.rest("GET", &path, None, limits)
+    }
+
+    /// `POST /v1/sessions`.
+    fn create_session(&self, req: &CreateSession) -> Result<SessionView, CallError> {
+        let limits = self.limits(Timeouts::default());
+        if let Some(g) = &self.grpc {
+            return g
+                .create_session(req.clone(), limits.response)
+                .map_err(|e| self.grpc_err("POST /v1/sessions", e));
+        }
+        let body = serde_json::to_string(req).map_err(|e| CallError::Other(e.into()))?;
+        self.rest("POST", "/v1/sessions", Some(&body), limits)
+    }
+
+    /// `PUT /v1/sessions/{id}`: `running` or `stopped`.
+    fn set_state(&self, id: &str, state: &str, limits: Timeouts) -> Result<SessionView, CallError> {
+        if let Some(g) = &self.grpc {
+            return g
+                .update_session(id, state, limits.response)
+                .map_err(|e| self.grpc_err(&format!("PUT /v1/sessions/{id}"), e));
+        }
+        let body = serde_json::json!({ "state": state }).to_string();
+        self.rest("PUT", &format!("/v1/sessions/{id}"), Some(&body), limits)
+    }
+
+    /// `DELETE /v1/sessions/{id}`.
+    fn delete_session(&self, id: &str, limits: Timeouts) -> Result<Deleted, CallError> {
+        if let Some(g) = &self.grpc {
+            return g
+                .delete_session(id, limits.response)
+                .map_err(|e| self.grpc_err(&format!("DELETE /v1/sessions/{id}"), e));
+        }
+        self.rest("DELETE", &format!("/v1/sessions/{id}"), None, limits)
+    }
+
+    /// `POST /v1/exec`: answers when the tool ends.
+    fn exec(&self, body: &ExecBody, limits: Timeouts) -> Result<ExecView, CallError> {
+        if let Some(g) = &self.grpc {
+            return g
+                .exec(body.clone(), limits.response)
+                .map_err(|e| self.grpc_err("POST /v1/exec", e));
+        }
+        let b = serde_json::to_string(body).map_err(|e| CallError::Other(e.into()))?;
+        self.rest("POST", "/v1/exec", Some(&b), limits)
+    }
+
+    /// A session's event stream (NDJSON): the hub keeps it alive while it
+    /// is quiet (`?keepalive=` over REST, HTTP/2 pings over gRPC), so a
+    /// silence of [`STREAM_IDLE`] means the hub is stuck.
+    fn stream(&self, id: &str) -> Result<Response, CallError> {
+        let limits = self.limits(Timeouts {
             idle: Some(STREAM_IDLE),
             ..Timeouts::default()
-        };
-        self.call_within(
+        });
+        if let Some(g) = &self.grpc {
+            // Past --duration's end, silence ends the stream too.
+            let idle = self.end_by.map(|e| {
+                e.saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(100))
+            });
+            return g
+                .stream_events(id, limits.response, idle)
+                .map_err(|e| self.grpc_err(&format!("GET /v1/sessions/{id}/events"), e));
+        }
+        self.rest_raw(
             "GET",
             &format!("/v1/sessions/{id}/events?keepalive={KEEPALIVE_SECS}"),
             None,
-            &[],
-            self.limits(limits),
+            limits,
         )
     }
+}
 
-    /// A call that must succeed; the error carries the hub's message.
-    fn ok(&self, method: &str, path: &str, body: Option<&str>) -> Result<Value> {
-        self.ok_within(method, path, body, self.limits(Timeouts::default()))
-    }
+/// How a call to the hub failed.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// The hub answered with an error.
+    Api {
+        /// The REST status (over gRPC: the one of the error's kind).
+        status: u16,
+        /// The operation, as its REST method and path.
+        what: String,
+        /// Its kind and words.
+        error: ApiError,
+    },
+    /// No answer from a hub: the connection, TLS, a timeout, or not a hub.
+    Other(anyhow::Error),
+}
 
-    /// [`Hub::ok`] with these limits.
-    fn ok_within(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-        limits: Timeouts,
-    ) -> Result<Value> {
-        let r = self.call_within(method, path, body, &[], limits)?;
-        let status = r.status;
-        let text = r.text().unwrap_or_default();
-        let v: Option<Value> = serde_json::from_str(&text).ok();
-        match v {
-            Some(v) if (200..300).contains(&status) => Ok(v),
-            Some(v) if v["error"].is_string() => bail!(
-                "the hub answered {status} to {method} {path}: {}",
-                v["error"].as_str().unwrap_or_default()
-            ),
-            // Every answer of a hub is JSON, its errors {"error": ...}.
-            _ => bail!("{}", not_a_hub(&self.shown, status, method, path, &text)),
+impl CallError {
+    /// The hub's error kind, if the hub answered.
+    fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            CallError::Api { error, .. } => Some(error.kind),
+            CallError::Other(_) => None,
         }
     }
 }
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Api {
+                status,
+                what,
+                error,
+            } => write!(f, "the hub answered {status} to {what}: {}", error.message),
+            CallError::Other(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
 
 /// The error for an answer that no podscope hub gives: the URL points at
 /// something else (another service, a proxy's error page, the agent's port).
@@ -276,27 +419,16 @@ fn enc(s: &str) -> String {
 /// `podscope --hub URL ps`.
 pub fn ps(target: &HubTarget, p: &RemotePods, json: bool) -> Result<()> {
     let hub = Hub::new(target)?;
-    let namespace = hub.namespace(p);
-    let mut q = Vec::new();
-    for (k, v) in [
-        ("pod", &p.pod),
-        ("namespace", &namespace),
-        ("selector", &p.selector),
-        ("container", &p.container),
-    ] {
-        if let Some(v) = v {
-            q.push(format!("{k}={}", enc(v)));
-        }
-    }
-    if p.all_namespaces {
-        q.push("all_namespaces=true".into());
-    }
-    let path = if q.is_empty() {
-        "/v1/pods".to_string()
-    } else {
-        format!("/v1/pods?{}", q.join("&"))
+    let q = PodQuery {
+        pod: p.pod.clone(),
+        namespace: hub.namespace(p),
+        all_namespaces: p.all_namespaces,
+        selector: p.selector.clone(),
+        container: p.container.clone(),
+        node: None,
     };
-    let pods = hub.ok("GET", &path, None)?;
+    // The pods as REST lists them (the pod's fields and its node).
+    let pods = serde_json::to_value(hub.list_pods(q)?)?;
     let mut rows = Vec::new();
     for pod in pods.as_array().into_iter().flatten() {
         for c in pod["containers"].as_array().into_iter().flatten() {
@@ -381,34 +513,19 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
         start: Some(false),
         wait: Some(t.wait),
     };
-    let created = hub.ok("POST", "/v1/sessions", Some(&serde_json::to_string(&req)?))?;
-    let id = created["id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("the hub's answer has no session id: {created}"))?
-        .to_string();
+    let id = hub.create_session(&req)?.id;
     let stream = match hub.stream(&id) {
         Ok(s) => s,
         Err(e) => {
-            let _ = hub.call_within("DELETE", &format!("/v1/sessions/{id}"), None, &[], last);
-            return Err(e);
+            let _ = hub.delete_session(&id, last);
+            return Err(e.into());
         }
     };
-    if stream.status != 200 {
-        let _ = hub.call_within("DELETE", &format!("/v1/sessions/{id}"), None, &[], last);
-        let status = stream.status;
-        bail!(
-            "the hub answered {status} to the event stream of session {id}: {}",
-            stream.text().unwrap_or_default()
-        );
+    if let Err(e) = hub.set_state(&id, "running", hub.limits(Timeouts::default())) {
+        let _ = hub.delete_session(&id, last);
+        return Err(e.into());
     }
-    if let Err(e) = hub.ok(
-        "PUT",
-        &format!("/v1/sessions/{id}"),
-        Some(r#"{"state":"running"}"#),
-    ) {
-        let _ = hub.call_within("DELETE", &format!("/v1/sessions/{id}"), None, &[], last);
-        return Err(e);
-    }
+    let hub = Arc::new(hub);
     eprintln!(
         "podscope: session {id} on the hub {}; Ctrl-C to stop",
         hub.shown
@@ -420,21 +537,13 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
         signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
     }
     let stopper = {
-        let (stop, url, token, id) = (stop.clone(), hub.url.clone(), hub.token.clone(), id.clone());
-        let tls = hub.tls.clone();
+        let (stop, hub, id) = (stop.clone(), hub.clone(), id.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = request_with(
-                tls.as_ref(),
-                &url,
-                "PUT",
-                &format!("/v1/sessions/{id}"),
-                Some(&token),
-                Some(r#"{"state":"stopped"}"#),
-                &[],
-            );
+            // Over the API the CLI uses (gRPC with --hub-api grpc).
+            let _ = hub.set_state(&id, "stopped", Timeouts::default());
         })
     };
     let out = std::io::stdout();
@@ -543,16 +652,13 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
                 break 'outer 1;
             }
             match hub.stream(&id) {
-                Ok(r) if r.status == 200 => {
+                Ok(r) => {
                     stream = Some(r);
                     continue 'outer;
                 }
-                Ok(r) if r.status == 410 => {
-                    gone(format!("the hub interrupted session {id}"), &mut out)?;
-                    break 'outer 1;
-                }
-                Ok(r) if r.status == 409 => break 'outer 0,
-                Ok(r) if r.status == 404 && Instant::now() > deadline => {
+                // Stopped meanwhile: the session is over.
+                Err(e) if e.kind() == Some(ErrorKind::Conflict) => break 'outer 0,
+                Err(e) if e.kind() == Some(ErrorKind::NotFound) && Instant::now() > deadline => {
                     gone(
                         format!(
                             "the hub does not know session {id} (it restarted and no agent kept the session within {RECONNECT_FOR:?})"
@@ -576,10 +682,11 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
                     break 'outer 1;
                 }
                 Err(e) => {
-                    broke = Some(format!("{e:#}"));
+                    if e.kind().is_none() {
+                        broke = Some(e.to_string());
+                    }
                     std::thread::sleep(Duration::from_millis(300));
                 }
-                _ => std::thread::sleep(Duration::from_millis(300)),
             }
         }
     };
@@ -591,7 +698,7 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
         Some(e) if Instant::now() > e => last.within(Duration::from_millis(500)),
         _ => last,
     };
-    let _ = hub.call_within("DELETE", &format!("/v1/sessions/{id}"), None, &[], last);
+    let _ = hub.delete_session(&id, last);
     counts.remove("");
     let word = if t.quiet && !t.json {
         "received"
@@ -776,27 +883,34 @@ pub fn exec(target: &HubTarget, e: &RemoteExec) -> Result<i32> {
     }
     let hub = Hub::new(target)?;
     let namespace = hub.namespace(&e.pods).unwrap_or_else(|| "default".into());
-    let body = serde_json::json!({
-        "namespace": namespace,
-        "pod": pod,
-        "container": e.pods.container,
-        "command": e.command,
-        "namespaces": e.namespaces.split(',').map(str::trim).filter(|s| !s.is_empty()).collect::<Vec<_>>(),
-        "timeout": e.timeout.map(|d| format!("{}ms", d.as_millis())),
-    });
+    let body = ExecBody {
+        namespace: Some(namespace),
+        pod: pod.to_string(),
+        container: e.pods.container.clone(),
+        command: e.command.clone(),
+        namespaces: Some(
+            e.namespaces
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+        ),
+        timeout: e.timeout.map(|d| format!("{}ms", d.as_millis())),
+    };
     // The hub answers when the tool ends: wait for its timeout, and then some.
     let limits = Timeouts {
         response: e.timeout.unwrap_or(Duration::from_secs(30)) + Duration::from_secs(30),
         ..Timeouts::default()
     };
-    let r = hub.ok_within("POST", "/v1/exec", Some(&body.to_string()), limits)?;
-    print!("{}", r["stdout"].as_str().unwrap_or(""));
-    eprint!("{}", r["stderr"].as_str().unwrap_or(""));
+    let r = hub.exec(&body, limits)?;
+    print!("{}", r.stdout);
+    eprint!("{}", r.stderr);
     std::io::stdout().flush().ok();
-    if r["truncated"] == true {
+    if r.truncated {
         eprintln!("podscope: the output was cut at 1 MiB per stream");
     }
-    Ok(r["exit_code"].as_i64().unwrap_or(1) as i32)
+    Ok(r.exit_code)
 }
 
 #[cfg(test)]

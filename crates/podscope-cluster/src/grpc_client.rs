@@ -1,23 +1,31 @@
-//! The CLI's gRPC transport to the hub (`--hub-api grpc`): each REST call
-//! the CLI makes goes to the HubApi operation of the same meaning, and the
-//! answer comes back as the REST answer would (status, JSON body, the events
-//! as NDJSON lines), so the CLI's logic is the same over both APIs.
+//! The CLI's gRPC transport to the hub (`--hub-api grpc`): the hub's typed
+//! operations over service HubApi, each answering with the API's typed
+//! values (`crate::wire` converts) or a [`CallError`] in the REST API's
+//! words, so the CLI's logic is the same over both APIs.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::api::{
+    ApiError, CreateSession, Deleted, ErrorKind, ExecBody, ExecView, NodePod, PodQuery, SessionView,
+};
 use crate::auth::Bearer;
+use crate::client::CallError;
 use crate::http::Response;
 use crate::proto::hub_api_client::HubApiClient;
-use crate::proto::{Json, Query, SessionId, SessionUpdate};
+use crate::proto::{self, RecordBatch};
 use crate::tls::ClientTls;
 
 type Client = HubApiClient<InterceptedService<Channel, Bearer>>;
+
+/// HTTP/2 pings on the channel: one after this much silence...
+pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// ...and the connection counts as dead when a ping is not answered within this.
+pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A connection to the hub's HubApi service.
 pub(crate) struct GrpcHub {
@@ -44,7 +52,12 @@ impl GrpcHub {
             .context("starting the gRPC client's runtime")?;
         let mut ep = Endpoint::from_shared(url.to_string())
             .with_context(|| format!("'{url}' is not a hub URL (e.g. http://hub:7700)"))?
-            .connect_timeout(std::time::Duration::from_secs(5));
+            .connect_timeout(Duration::from_secs(5))
+            // A hub that stops answering (frozen, or its network gone)
+            // fails the call, a stream included, within about 10 s.
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         if let Some(tls) = tls {
             ep = ep
                 .tls_config(tls.tonic_config())
@@ -62,103 +75,144 @@ impl GrpcHub {
         })
     }
 
-    /// The REST call `method path` with `body`, made as its HubApi operation.
-    /// Each unary call (and the stream's start) must answer within `limit`;
-    /// the stream's records then stop after `stream_idle` of silence, if given
-    /// (the hub sends no keep-alives over gRPC: only a deadline applies).
-    pub(crate) fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-        limit: Duration,
-        stream_idle: Option<Duration>,
-    ) -> Result<Response> {
-        let (p, q) = path.split_once('?').unwrap_or((path, ""));
-        let query = Query {
-            params: parse_query(q),
-        };
-        let json = Json {
-            json: body.unwrap_or("").to_string(),
-        };
-        let segs: Vec<String> = p
-            .trim_start_matches('/')
-            .split('/')
-            .map(str::to_string)
-            .collect();
-        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-        let mut c = self.client.clone();
-        let id = |i: usize| SessionId {
-            id: segs[i].to_string(),
-        };
-        let what = format!("{method} {p}");
-        let got = match (method, segs.as_slice()) {
-            ("GET", ["v1", "sessions", _, "events"]) => {
-                let s = id(2);
-                return match self.wait(&what, limit, c.stream_events(s))? {
-                    Ok(stream) => Ok(Response::from_reader(
-                        200,
-                        Box::new(LineReader::spawn(
-                            &self.rt,
-                            stream.into_inner(),
-                            stream_idle,
-                            &what,
-                        )),
-                    )),
-                    Err(st) => self.answer(Err(st)),
-                };
-            }
-            ("GET", ["v1", "nodes"]) => self.wait(&what, limit, c.list_nodes(query))?,
-            ("GET", ["v1", "pods"]) => self.wait(&what, limit, c.list_pods(query))?,
-            ("GET", ["v1", "probes"]) => self.wait(&what, limit, c.list_probes(query))?,
-            ("POST", ["v1", "sessions"]) => self.wait(&what, limit, c.create_session(json))?,
-            ("GET", ["v1", "sessions"]) => self.wait(&what, limit, c.list_sessions(query))?,
-            ("DELETE", ["v1", "sessions"]) => self.wait(&what, limit, c.delete_sessions(query))?,
-            ("GET", ["v1", "sessions", _]) => self.wait(&what, limit, c.get_session(id(2)))?,
-            ("PUT", ["v1", "sessions", _]) => self.wait(
-                &what,
-                limit,
-                c.update_session(SessionUpdate {
-                    id: segs[2].to_string(),
-                    json: json.json,
-                }),
-            )?,
-            ("DELETE", ["v1", "sessions", _]) => {
-                self.wait(&what, limit, c.delete_session(id(2)))?
-            }
-            // The answer comes when the tool ends: the caller allows for it.
-            ("POST", ["v1", "exec"]) => self.wait(&what, limit, c.exec(json))?,
-            _ => bail!("the hub's gRPC API has no operation for {method} {p}"),
-        };
-        self.answer(got.map(|r| r.into_inner()))
-    }
-}
-
-impl GrpcHub {
     /// Runs one call, or fails after `limit` naming the call: a hub that
-    /// accepts and never answers must not hang the CLI.
-    fn wait<T>(
+    /// accepts and never answers must not hang the CLI. The hub's own
+    /// errors come back as [`CallError::Api`], with the REST API's words.
+    fn run<T>(
         &self,
         what: &str,
         limit: Duration,
-        call: impl std::future::Future<Output = Result<T, tonic::Status>>,
-    ) -> Result<Result<T, tonic::Status>> {
-        self.rt
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, CallError> {
+        let r = self
+            .rt
             .block_on(async { tokio::time::timeout(limit, call).await })
             .map_err(|_| {
-                anyhow::anyhow!(
+                CallError::Other(anyhow::anyhow!(
                     "{what}: no answer within {}s (the server accepted the connection but did not answer; is it a podscope hub, and is it stuck?)",
                     limit.as_secs()
-                )
-            })
+                ))
+            })?;
+        r.map(tonic::Response::into_inner)
+            .map_err(|st| self.status(st))
     }
-}
 
-/// A gRPC answer as the REST answer: the same status and JSON. A call that
-/// never reached the hub is an error, as a failed connection is over REST.
-impl GrpcHub {
-    fn answer(&self, r: Result<Json, tonic::Status>) -> Result<Response> {
-        answer(r, &self.url, self.tls.as_ref())
+    /// A failed call as the CLI reports it: a call that never reached the
+    /// hub is a transport error (as a failed connection is over REST).
+    fn status(&self, st: tonic::Status) -> CallError {
+        use std::error::Error;
+        if st.code() == tonic::Code::Unavailable && st.source().is_some() {
+            if let Some(m) =
+                crate::tls::explain(crate::tls::chain(&st), &self.url, self.tls.as_ref())
+            {
+                return CallError::Other(anyhow::anyhow!("{m}"));
+            }
+            return CallError::Other(anyhow::anyhow!("{}", error_text(&st)));
+        }
+        let error = ApiError::new(ErrorKind::from_grpc_code(st.code()), st.message());
+        // The caller names the operation (`Hub::grpc_err`).
+        CallError::Api {
+            status: error.kind.http_status(),
+            what: String::new(),
+            error,
+        }
+    }
+
+    pub(crate) fn list_pods(
+        &self,
+        q: PodQuery,
+        limit: Duration,
+    ) -> Result<Vec<NodePod>, CallError> {
+        let mut c = self.client.clone();
+        let l = self.run(
+            "HubApi.ListPods, as GET /v1/pods",
+            limit,
+            c.list_pods(proto::PodQuery::from(q)),
+        )?;
+        l.pods
+            .into_iter()
+            .map(|p| {
+                NodePod::try_from(p)
+                    .map_err(|e| CallError::Other(anyhow::anyhow!("HubApi.ListPods: {e}")))
+            })
+            .collect()
+    }
+
+    pub(crate) fn create_session(
+        &self,
+        req: CreateSession,
+        limit: Duration,
+    ) -> Result<SessionView, CallError> {
+        let mut c = self.client.clone();
+        let v = self.run(
+            "HubApi.CreateSession, as POST /v1/sessions",
+            limit,
+            c.create_session(proto::CreateSessionRequest::from(req)),
+        )?;
+        Ok(v.into())
+    }
+
+    pub(crate) fn update_session(
+        &self,
+        id: &str,
+        state: &str,
+        limit: Duration,
+    ) -> Result<SessionView, CallError> {
+        let mut c = self.client.clone();
+        let u = proto::SessionUpdate {
+            id: id.to_string(),
+            state: state.to_string(),
+        };
+        Ok(self
+            .run(
+                &format!("HubApi.UpdateSession, as PUT /v1/sessions/{id}"),
+                limit,
+                c.update_session(u),
+            )?
+            .into())
+    }
+
+    pub(crate) fn delete_session(&self, id: &str, limit: Duration) -> Result<Deleted, CallError> {
+        let mut c = self.client.clone();
+        let r = proto::SessionId { id: id.to_string() };
+        Ok(self
+            .run(
+                &format!("HubApi.DeleteSession, as DELETE /v1/sessions/{id}"),
+                limit,
+                c.delete_session(r),
+            )?
+            .into())
+    }
+
+    pub(crate) fn exec(&self, body: ExecBody, limit: Duration) -> Result<ExecView, CallError> {
+        let mut c = self.client.clone();
+        Ok(self
+            .run(
+                "HubApi.Exec, as POST /v1/exec",
+                limit,
+                c.exec(proto::ExecCall::from(body)),
+            )?
+            .into())
+    }
+
+    /// A session's records as NDJSON for the CLI's line reader. The start
+    /// must answer within `limit`; then a silence of `idle` (if given) ends
+    /// the stream with an error. The channel's HTTP/2 keep-alive pings find
+    /// a hub that stopped answering without it.
+    pub(crate) fn stream_events(
+        &self,
+        id: &str,
+        limit: Duration,
+        idle: Option<Duration>,
+    ) -> Result<Response, CallError> {
+        let mut c = self.client.clone();
+        let r = proto::SessionId { id: id.to_string() };
+        let what = format!("HubApi.StreamEvents, as GET /v1/sessions/{id}/events");
+        let s = self.run(&what, limit, c.stream_events(r))?;
+        Ok(Response::from_reader(
+            200,
+            Box::new(LineReader::spawn(&self.rt, s, idle, &what)),
+        ))
     }
 }
 
@@ -182,77 +236,10 @@ pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-fn answer(r: Result<Json, tonic::Status>, url: &str, tls: Option<&ClientTls>) -> Result<Response> {
-    let (status, body) = match r {
-        Ok(j) => (200, j.json),
-        Err(st) => {
-            use std::error::Error;
-            if st.code() == tonic::Code::Unavailable && st.source().is_some() {
-                if let Some(m) = crate::tls::explain(crate::tls::chain(&st), url, tls) {
-                    bail!("{m}");
-                }
-                bail!("{}", error_text(&st));
-            }
-            let status = match st.code() {
-                tonic::Code::InvalidArgument => 400,
-                tonic::Code::Unauthenticated => 401,
-                tonic::Code::PermissionDenied => 403,
-                tonic::Code::NotFound => 404,
-                tonic::Code::FailedPrecondition => 409,
-                tonic::Code::Aborted => 410,
-                tonic::Code::Unavailable => 502,
-                tonic::Code::DeadlineExceeded => 504,
-                _ => 500,
-            };
-            (
-                status,
-                serde_json::json!({ "error": st.message() }).to_string(),
-            )
-        }
-    };
-    Ok(Response::from_reader(
-        status,
-        Box::new(std::io::Cursor::new(body.into_bytes())),
-    ))
-}
-
-fn parse_query(q: &str) -> HashMap<String, String> {
-    q.split('&')
-        .filter(|kv| !kv.is_empty())
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            Some((unpct(k)?, unpct(v)?))
-        })
-        .collect()
-}
-
-fn unpct(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let h = std::str::from_utf8(&b[i + 1..i + 3]).ok()?;
-                out.push(u8::from_str_radix(h, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// The events stream as NDJSON bytes for the CLI's line reader.
 struct LineReader {
-    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    /// Batches of lines, or why the stream broke.
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, String>>,
     buf: Vec<u8>,
     pos: usize,
     rt: tokio::runtime::Handle,
@@ -263,16 +250,30 @@ struct LineReader {
 impl LineReader {
     fn spawn(
         rt: &tokio::runtime::Runtime,
-        mut s: tonic::Streaming<Json>,
+        mut s: tonic::Streaming<RecordBatch>,
         idle: Option<Duration>,
         what: &str,
     ) -> LineReader {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1024);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, String>>(1024);
+        let call = what.to_string();
         rt.spawn(async move {
-            while let Ok(Some(m)) = s.message().await {
-                let mut line = m.json.into_bytes();
-                line.push(b'\n');
-                if tx.send(line).await.is_err() {
+            loop {
+                let m = match s.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(st) => {
+                        // E.g. the keep-alive pings went unanswered: say so.
+                        let why = format!("{call}: the stream broke: {}", error_text(&st));
+                        let _ = tx.send(Err(why)).await;
+                        break;
+                    }
+                };
+                let mut lines = Vec::with_capacity(m.json.iter().map(|l| l.len() + 1).sum());
+                for l in m.json {
+                    lines.extend_from_slice(l.as_bytes());
+                    lines.push(b'\n');
+                }
+                if tx.send(Ok(lines)).await.is_err() {
                     break;
                 }
             }
@@ -308,9 +309,15 @@ impl Read for LineReader {
                 }
             };
             match next {
-                Some(b) => {
+                Some(Ok(b)) => {
                     self.buf = b;
                     self.pos = 0;
+                }
+                Some(Err(why)) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        why,
+                    ))
                 }
                 None => return Ok(0),
             }
@@ -351,17 +358,5 @@ mod tests {
         assert_eq!(t.matches("InvalidContentType").count(), 1, "{t}");
         let e = E("connection reset", Some(Box::new(E("broken pipe", None))));
         assert_eq!(error_text(&e), "connection reset: broken pipe");
-    }
-
-    #[test]
-    fn queries_round_trip_percent_encoding() {
-        let q = parse_query(
-            "pod=web-%2A&namespace=shop&all_namespaces=true&selector=app%3Dweb%2Ctier+in+%28a%29",
-        );
-        assert_eq!(q["pod"], "web-*");
-        assert_eq!(q["namespace"], "shop");
-        assert_eq!(q["all_namespaces"], "true");
-        assert_eq!(q["selector"], "app=web,tier in (a)");
-        assert!(parse_query("").is_empty());
     }
 }

@@ -15,6 +15,7 @@ pub mod http;
 pub mod hub;
 pub mod kubeproxy;
 pub mod tls;
+pub mod wire;
 
 /// The generated agent <-> hub gRPC code (proto/cluster.proto).
 #[allow(missing_debug_implementations, clippy::all)]

@@ -1248,12 +1248,18 @@ fn agent_api_and_exec_through_the_hub() {
     );
 }
 
-/// The REST operations over gRPC (service HubApi): directly with a gRPC
-/// client, and as the CLI's transport (`--hub-api grpc`).
+/// The hub's operations over gRPC (service HubApi), typed: directly with a
+/// gRPC client, compared with the REST answers of the same operations (the
+/// same typed objects, the same error words with the matching code), and
+/// as the CLI's transport (`--hub-api grpc`).
 #[test]
 fn grpc_api_does_what_rest_does() {
+    use podscope_cluster::api::{NodePod, NodeView, ProbeView, SessionView};
     use podscope_cluster::proto::hub_api_client::HubApiClient;
-    use podscope_cluster::proto::{Json, Query, SessionId, SessionUpdate};
+    use podscope_cluster::proto::{
+        CreateSessionRequest, ListNodesRequest, ListProbesRequest, PodQuery, SessionId,
+        SessionQuery, SessionUpdate,
+    };
 
     let sock = socket();
     let tok = token_file();
@@ -1287,60 +1293,144 @@ fn grpc_api_does_what_rest_does() {
             .await
             .unwrap();
         let e = HubApiClient::new(channel.clone())
-            .list_nodes(Query::default())
+            .list_nodes(ListNodesRequest {})
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
         let mut c = HubApiClient::with_interceptor(channel, Bearer::new(TOKEN).unwrap());
-        let j = |s: &str| serde_json::from_str::<Value>(s).unwrap();
-        let nodes = j(&c
-            .list_nodes(Query::default())
+
+        // Nodes: the same objects (last_seen moves between the two calls).
+        let nodes: Vec<NodeView> = c
+            .list_nodes(ListNodesRequest {})
             .await
             .unwrap()
             .into_inner()
-            .json);
-        assert!(nodes
-            .as_array()
+            .nodes
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        let (_, rest_nodes) = api(port, "GET", "/v1/nodes", None);
+        let mut g = js(&nodes);
+        let mut r = rest_nodes.clone();
+        for v in [&mut g, &mut r] {
+            for n in v.as_array_mut().unwrap() {
+                n["last_seen"] = Value::Null;
+            }
+        }
+        assert_eq!(g, r, "ListNodes = GET /v1/nodes");
+        assert!(nodes.iter().any(|n| n.node == "grpc-node"));
+
+        // Pods: typed (every field of the pod model), equal to REST's.
+        let pods: Vec<NodePod> = c
+            .list_pods(PodQuery {
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            })
+            .await
             .unwrap()
-            .iter()
-            .any(|n| n["node"] == "grpc-node"));
-        let mut q = Query::default();
-        q.params.insert("namespace".into(), ns.clone());
-        let pods = j(&c.list_pods(q).await.unwrap().into_inner().json);
-        assert_eq!(pods[0]["name"], name.as_str());
-        // Validation answers as REST does, with the gRPC code.
+            .into_inner()
+            .pods
+            .into_iter()
+            .map(|p| NodePod::try_from(p).unwrap())
+            .collect();
+        assert_eq!(pods[0].pod.name, name);
+        let (_, rest_pods) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+        assert_eq!(js(&pods), rest_pods, "ListPods = GET /v1/pods");
+
+        let probes: Vec<ProbeView> = c
+            .list_probes(ListProbesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .probes
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        assert_eq!(js(&probes), api(port, "GET", "/v1/probes", None).1);
+
+        // Errors: the same words as REST, with the matching code.
+        for (body, code) in [
+            (
+                json!({"probes": ["tpc"]}),
+                (tonic::Code::InvalidArgument, 400),
+            ),
+            (
+                json!({"probes": ["exec"], "duration": "0s"}),
+                (tonic::Code::InvalidArgument, 400),
+            ),
+            (
+                json!({"probes": ["exec"], "namespace": ns, "pod": "nosuch", "wait": false}),
+                (tonic::Code::NotFound, 404),
+            ),
+        ] {
+            let req: podscope_cluster::api::CreateSession =
+                serde_json::from_value(body.clone()).unwrap();
+            let e = c
+                .create_session(CreateSessionRequest::from(req))
+                .await
+                .unwrap_err();
+            let (st, v) = api(port, "POST", "/v1/sessions", Some(body.clone()));
+            assert_eq!((e.code(), st), code, "{body}");
+            assert_eq!(e.message(), v["error"].as_str().unwrap(), "{body}");
+        }
         let e = c
-            .create_session(Json {
-                json: json!({"probes": ["tpc"]}).to_string(),
+            .get_session(SessionId {
+                id: "nosuch".into(),
             })
             .await
             .unwrap_err();
-        assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        assert!(
-            e.message().contains("did you mean 'tcp'"),
-            "{}",
-            e.message()
-        );
+        let (st, v) = api(port, "GET", "/v1/sessions/nosuch", None);
+        assert_eq!((e.code(), st), (tonic::Code::NotFound, 404));
+        assert_eq!(e.message(), v["error"].as_str().unwrap());
+        let e = c
+            .update_session(SessionUpdate {
+                id: "nosuch".into(),
+                state: "paused".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+
         // Create stopped, stream, start, stop: the records as over NDJSON.
-        let s = j(&c
-            .create_session(Json {
-                json: json!({"namespace": ns, "pod": "g-*", "probes": ["exec"], "start": false})
-                    .to_string(),
+        let s: SessionView = c
+            .create_session(CreateSessionRequest {
+                namespace: Some(ns.clone()),
+                pod: Some("g-*".into()),
+                probes: vec!["exec".into()],
+                start: Some(false),
+                ..Default::default()
             })
             .await
             .unwrap()
             .into_inner()
-            .json);
-        let id = s["id"].as_str().unwrap().to_string();
-        assert_eq!(s["state"], "created");
+            .into();
+        let id = s.id.clone();
+        assert_eq!(s.state, "created");
+        assert_eq!(
+            js(&s),
+            api(port, "GET", &format!("/v1/sessions/{id}"), None).1
+        );
         let mut stream = c
             .stream_events(SessionId { id: id.clone() })
             .await
             .unwrap()
             .into_inner();
+        let e = c
+            .update_session(SessionUpdate {
+                id: id.clone(),
+                state: "paused".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.message().contains("not one of running, stopped"),
+            "{}",
+            e.message()
+        );
         c.update_session(SessionUpdate {
             id: id.clone(),
-            json: json!({"state": "running"}).to_string(),
+            state: "running".into(),
         })
         .await
         .unwrap();
@@ -1348,50 +1438,74 @@ fn grpc_api_does_what_rest_does() {
         let mut stopped = false;
         let mut last = Value::Null;
         let t = Instant::now();
-        while let Ok(Ok(Some(m))) =
+        'read: while let Ok(Ok(Some(m))) =
             tokio::time::timeout(Duration::from_secs(20), stream.message()).await
         {
-            let v = j(&m.json);
-            if v.get("pid").is_some() {
-                assert_eq!(v["pod"], name.as_str());
-                events += 1;
-            }
-            if events >= 5 && !stopped {
-                stopped = true;
-                c.update_session(SessionUpdate {
-                    id: id.clone(),
-                    json: json!({"state": "stopped"}).to_string(),
-                })
-                .await
-                .unwrap();
-            }
-            last = v;
-            if last["kind"] == "end" || t.elapsed() > Duration::from_secs(40) {
-                break;
+            for line in &m.json {
+                let v: Value = serde_json::from_str(line).unwrap();
+                if v.get("pid").is_some() {
+                    assert_eq!(v["pod"], name.as_str());
+                    events += 1;
+                }
+                if events >= 5 && !stopped {
+                    stopped = true;
+                    c.update_session(SessionUpdate {
+                        id: id.clone(),
+                        state: "stopped".into(),
+                    })
+                    .await
+                    .unwrap();
+                }
+                last = v;
+                if last["kind"] == "end" || t.elapsed() > Duration::from_secs(40) {
+                    break 'read;
+                }
             }
         }
         assert_eq!(last["kind"], "end", "the stream ends after the stop");
-        let got = j(&c
+        let got: SessionView = c
             .get_session(SessionId { id: id.clone() })
             .await
             .unwrap()
             .into_inner()
-            .json);
-        assert_eq!(got["state"], "stopped");
-        assert_eq!(got["events"].as_u64(), Some(events), "{got}");
-        let mut q = Query::default();
-        q.params.insert("pod".into(), "g-*".into());
-        let l = j(&c.list_sessions(q).await.unwrap().into_inner().json);
-        assert!(l.as_array().unwrap().iter().any(|x| x["id"] == id.as_str()));
-        c.delete_session(SessionId { id: id.clone() })
+            .into();
+        assert_eq!(got.state, "stopped");
+        assert_eq!(got.events, events, "{got:?}");
+        // The node's summary is typed too, and what REST shows.
+        let node = &got.nodes["grpc-node"];
+        let summary = node.summary.as_ref().expect("the node's summary");
+        assert_eq!(summary.node.as_deref(), Some("grpc-node"));
+        assert_eq!(summary.probes[0].probe, "exec");
+        assert_eq!(
+            js(&got),
+            api(port, "GET", &format!("/v1/sessions/{id}"), None).1
+        );
+        let l: Vec<SessionView> = c
+            .list_sessions(SessionQuery {
+                pod: Some("g-*".into()),
+                ..Default::default()
+            })
             .await
-            .unwrap();
+            .unwrap()
+            .into_inner()
+            .sessions
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        assert!(l.iter().any(|x| x.id == id));
+        assert_eq!(js(&l), api(port, "GET", "/v1/sessions?pod=g-*", None).1);
+        let d = c
+            .delete_session(SessionId { id: id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(d.deleted, vec![id.clone()]);
         let e = c
             .get_session(SessionId { id: id.clone() })
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound);
-        c.delete_sessions(Query::default()).await.unwrap();
+        c.delete_sessions(SessionQuery::default()).await.unwrap();
     });
 
     // The CLI over gRPC: ps, trace and exec.
@@ -2024,4 +2138,9 @@ fn one_node_tracer_serves_overlapping_sessions() {
             .sum();
         assert_eq!(emitted, events, "delivered != emitted");
     }
+}
+
+/// A typed API value as the JSON REST gives for it.
+fn js<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap()
 }

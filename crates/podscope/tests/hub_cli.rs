@@ -649,3 +649,85 @@ fn a_hub_that_freezes_mid_session_ends_the_trace_on_time() {
             .status();
     }
 }
+
+/// A trace without --duration whose hub freezes (SIGSTOP) mid-session used
+/// to wait for ever over gRPC: the stream had no keep-alive. Now the
+/// channel's HTTP/2 pings go unanswered, the stream breaks, and after the
+/// CLI's reconnect window (it rides through hub restarts) it fails, naming
+/// the hub; REST finds it through the stream's keep-alive lines. Both APIs
+/// run at once.
+#[test]
+fn a_frozen_hub_ends_a_trace_without_duration() {
+    let runs: Vec<_> = ["rest", "grpc"]
+        .into_iter()
+        .map(|api_kind| {
+            std::thread::spawn(move || {
+                let (hub, port) = hub();
+                let mut child = Proc(
+                    bin()
+                        .args(["--hub", &url(port), "--token-file"])
+                        .arg(token_file())
+                        .args(["--hub-api", api_kind])
+                        .args(["trace", "exec", "-A", "--wait"])
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .unwrap(),
+                );
+                let stderr = child.0.stderr.take().unwrap();
+                let (tx, rx) = std::sync::mpsc::channel::<String>();
+                std::thread::spawn(move || {
+                    use std::io::BufRead;
+                    for l in std::io::BufReader::new(stderr).lines() {
+                        let Ok(l) = l else { break };
+                        if tx.send(l).is_err() {
+                            break;
+                        }
+                    }
+                });
+                let mut err = Vec::new();
+                while !err.iter().any(|l: &String| l.contains("Ctrl-C to stop")) {
+                    err.push(
+                        rx.recv_timeout(Duration::from_secs(10))
+                            .expect("the session to start"),
+                    );
+                }
+                let pid = hub.0.id().to_string();
+                assert!(Command::new("kill")
+                    .args(["-STOP", &pid])
+                    .status()
+                    .unwrap()
+                    .success());
+                let t = Instant::now();
+                // Bounded: keep-alive (about 15 s) + the reconnect window (45 s).
+                let mut code = None;
+                while t.elapsed() < Duration::from_secs(90) {
+                    if let Some(s) = child.0.try_wait().unwrap() {
+                        code = s.code();
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                let took = t.elapsed();
+                drop(child);
+                let _ = Command::new("kill").args(["-CONT", &pid]).status();
+                err.extend(rx.try_iter());
+                (api_kind, code, took, err.join("\n"), url(port))
+            })
+        })
+        .collect();
+    for r in runs {
+        let (api_kind, code, took, err, hub_url) = r.join().unwrap();
+        eprintln!("{api_kind}: the trace ended {took:?} after the hub froze");
+        assert_eq!(
+            code,
+            Some(1),
+            "{api_kind}: still running after {took:?}: {err}"
+        );
+        assert!(
+            err.contains(&format!("the hub at {hub_url} stopped answering")),
+            "{api_kind}: {err}"
+        );
+    }
+}

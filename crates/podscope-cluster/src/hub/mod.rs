@@ -1,0 +1,830 @@
+//! The hub: a registry of agents and their pods, trace sessions, the REST API
+//! (axum) and the agents' gRPC link, all on one port.
+//!
+//! State lives in memory only, yet sessions survive a hub restart: the
+//! agents keep their traces running for a grace period and report them when
+//! they re-register, and the new hub adopts them under their old ids. A hub
+//! stopped with SIGTERM/SIGINT tells every stream to reconnect.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use axum::routing::get;
+use axum::Router;
+use futures_util::Stream;
+use podscope_runtime::Pod;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status, Streaming};
+
+mod grpc_api;
+mod rest;
+mod service;
+
+use crate::api::{NodeSession, Selection, SessionSpec, SessionView};
+use crate::proto::{
+    agent_message, hub_api_server, hub_message, hub_server, AgentMessage, ExecResult, HubMessage,
+    StartSession, StopSession,
+};
+
+/// `podscope hub`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HubArgs {
+    /// Address for REST and the agents' gRPC link.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7700")]
+    pub listen: SocketAddr,
+
+    /// Allow exec through the hub (agents need --enable-exec too). Off by default.
+    #[arg(long)]
+    pub enable_exec: bool,
+
+    /// Records buffered per streaming client before the hub counts gaps for
+    /// it. The default holds about 0.3 s at 200,000 events/s, about 25 MB
+    /// when full.
+    #[arg(long, value_name = "N", default_value_t = 65536)]
+    pub client_queue: usize,
+
+    /// Serve TLS only on --listen, with this certificate chain (PEM; needs
+    /// --tls-key). ALPN offers h2 (the agents' gRPC) and http/1.1 (REST).
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// What a streaming client receives: NDJSON lines.
+type Line = Arc<str>;
+
+/// One streaming client. Events are bounded per client (`--client-queue`):
+/// a client that reads too slowly misses events, counted per probe and
+/// reported to it as `gap` records once it has room again. Control records
+/// (summaries, gaps, `end`, `interrupted`) always get through, in order.
+struct Subscriber {
+    /// Records go in batches: one message (and one HTTP chunk) per agent batch.
+    tx: mpsc::UnboundedSender<Vec<Line>>,
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+    /// Missed and not yet reported: probe -> count.
+    missed: BTreeMap<String, u64>,
+    missed_total: BTreeMap<String, u64>,
+}
+
+impl Subscriber {
+    /// Queues what fits of a batch of events (probe Some) and `lost` records
+    /// (probe None); the events that do not fit are counted as missed. False
+    /// when the client has gone.
+    fn offer(&mut self, items: &[(Line, Option<&str>)]) -> bool {
+        let room = self
+            .limit
+            .saturating_sub(self.queued.load(Ordering::Relaxed));
+        let mut out = Vec::with_capacity(items.len().min(room) + 1);
+        for (line, probe) in items {
+            if out.len() >= room {
+                if let Some(p) = probe {
+                    *self.missed.entry(p.to_string()).or_default() += 1;
+                }
+                continue;
+            }
+            if out.is_empty() {
+                self.missed_records(&mut out);
+            }
+            out.push(line.clone());
+        }
+        if out.is_empty() {
+            return !self.tx.is_closed();
+        }
+        self.queued.fetch_add(out.len(), Ordering::Relaxed);
+        self.tx.send(out).is_ok()
+    }
+
+    /// `gap` records for what this client missed so far.
+    fn missed_records(&mut self, out: &mut Vec<Line>) {
+        for (p, n) in std::mem::take(&mut self.missed) {
+            let total = self.missed_total.entry(p.clone()).or_default();
+            *total += n;
+            let rec =
+                json!({"kind": "gap", "where": "hub", "probe": p, "gap": n, "gap_total": *total});
+            out.push(rec.to_string().into());
+        }
+    }
+
+    /// Queues a control record, whatever the client's backlog; missed events are reported first.
+    fn must(&mut self, line: Line) {
+        let mut out = Vec::new();
+        self.missed_records(&mut out);
+        out.push(line);
+        self.queued.fetch_add(out.len(), Ordering::Relaxed);
+        let _ = self.tx.send(out);
+    }
+}
+
+struct NodeEntry {
+    kernel: String,
+    probes: Vec<String>,
+    pods: Vec<Pod>,
+    up: bool,
+    registered: SystemTime,
+    last_seen: SystemTime,
+    exec_enabled: bool,
+    version: String,
+    tx: Option<mpsc::Sender<Result<HubMessage, Status>>>,
+    /// Which connection is current, so a stale one's end does not mark a re-registered node down.
+    conn: u64,
+    /// The agent process behind the link (Hello.instance; empty from older agents).
+    instance: String,
+}
+
+struct Session {
+    id: String,
+    spec: SessionSpec,
+    state: &'static str,
+    created_at: SystemTime,
+    started_at: Option<SystemTime>,
+    stopped_at: Option<SystemTime>,
+    stop_reason: Option<String>,
+    run: u64,
+    nodes: BTreeMap<String, NodeSession>,
+    subscribers: Vec<Subscriber>,
+    /// Adopted from the agents after a hub restart (its counts start then).
+    resumed: bool,
+}
+
+const FINAL: [&str; 3] = ["finished", "failed", "lost"];
+
+impl Session {
+    fn view(&self) -> SessionView {
+        SessionView {
+            id: self.id.clone(),
+            state: self.state.to_string(),
+            spec: self.spec.clone(),
+            created_at: rfc3339(self.created_at),
+            started_at: self.started_at.map(rfc3339),
+            stopped_at: self.stopped_at.map(rfc3339),
+            stop_reason: self.stop_reason.clone(),
+            run: self.run,
+            events: self.nodes.values().map(|n| n.events).sum(),
+            lost: self.nodes.values().map(|n| n.lost).sum(),
+            gaps: self.nodes.values().flat_map(|n| n.gaps.values()).sum(),
+            nodes: self.nodes.clone(),
+            resumed: self.resumed,
+        }
+    }
+
+    fn broadcast(&mut self, items: &[(Line, Option<&str>)]) {
+        self.subscribers.retain_mut(|s| s.offer(items));
+    }
+
+    fn control(&mut self, rec: Value) {
+        let line: Line = rec.to_string().into();
+        for s in &mut self.subscribers {
+            s.must(line.clone());
+        }
+    }
+
+    fn start_message(&self) -> HubMessage {
+        let sel = &self.spec.selection;
+        HubMessage {
+            msg: Some(hub_message::Msg::Start(StartSession {
+                session: self.id.clone(),
+                run: self.run,
+                probes: self.spec.probes.clone(),
+                pod: sel.pod.clone().unwrap_or_default(),
+                namespace: sel.namespace.clone().unwrap_or_default(),
+                all_namespaces: sel.all_namespaces,
+                label_selector: sel.selector.clone().unwrap_or_default(),
+                container: sel.container.clone().unwrap_or_default(),
+                duration: self.spec.duration.clone().unwrap_or_default(),
+                deadline_unix_ms: match (self.started_at, self.spec.duration_ms) {
+                    (Some(t), Some(ms)) => unix_ms(t) + ms,
+                    _ => 0,
+                },
+                started_unix_ms: self.started_at.map(unix_ms).unwrap_or(0),
+            })),
+        }
+    }
+
+    /// Whether a node with these pods should run this session: only nodes
+    /// with a matching pod get it (and nodes that gain one later, see
+    /// `join_matching`).
+    fn wants(&self, pods: &[Pod]) -> bool {
+        !self.spec.selection.select(pods).is_empty()
+    }
+
+    /// Starts a running session on `node` if it is not part of this run yet
+    /// (or was lost: its agent came back) and has a matching pod.
+    fn join_if_matching(&mut self, node: &str, entry: &NodeEntry) -> bool {
+        let joined = self.nodes.get(node).is_some_and(|n| n.state != "lost");
+        if self.state != "running" || joined || !self.wants(&entry.pods) {
+            return false;
+        }
+        // A node that comes back keeps the counts of its earlier part.
+        let ns = self.nodes.entry(node.to_string()).or_default();
+        ns.state = "starting".into();
+        ns.error = None;
+        send_to(entry, self.start_message());
+        true
+    }
+
+    /// After a stop: once every node is final, the session is stopped and the streams end.
+    fn check_done(&mut self) {
+        if self.state == "stopping"
+            && self
+                .nodes
+                .values()
+                .all(|n| FINAL.contains(&n.state.as_str()))
+        {
+            self.state = "stopped";
+            self.stopped_at = Some(SystemTime::now());
+            let rec = json!({"kind": "end", "session": self.id, "state": "stopped",
+                "reason": self.stop_reason, "events": self.view().events, "gaps": self.view().gaps});
+            self.control(rec);
+            self.subscribers.clear();
+        }
+    }
+}
+
+struct HubState {
+    boot: String,
+    next_id: u64,
+    next_conn: u64,
+    nodes: BTreeMap<String, NodeEntry>,
+    sessions: BTreeMap<String, Session>,
+    /// Exec requests waiting for their agent's answer: id -> (node, answer).
+    execs: BTreeMap<String, (String, tokio::sync::oneshot::Sender<ExecResult>)>,
+}
+
+/// The hub's shared state and settings.
+#[derive(Clone)]
+pub struct Hub {
+    state: Arc<Mutex<HubState>>,
+    token: Arc<str>,
+    enable_exec: bool,
+    client_queue: usize,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn send_to(node: &NodeEntry, msg: HubMessage) {
+    if let Some(tx) = &node.tx {
+        // Control messages are rare; a full link means the agent is stuck and will be dropped.
+        let _ = tx.try_send(Ok(msg));
+    }
+}
+
+impl Hub {
+    /// A hub with this bearer token.
+    pub fn new(token: String, enable_exec: bool, client_queue: usize) -> Hub {
+        let boot = format!(
+            "{:06x}",
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_micros()
+                & 0xff_ffff
+        );
+        Hub {
+            state: Arc::new(Mutex::new(HubState {
+                boot,
+                next_id: 1,
+                execs: BTreeMap::new(),
+                next_conn: 1,
+                nodes: BTreeMap::new(),
+                sessions: BTreeMap::new(),
+            })),
+            token: token.into(),
+            enable_exec,
+            client_queue: client_queue.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The axum router: REST, health, OpenAPI and the gRPC service.
+    pub fn router(&self) -> Router {
+        let grpc = hub_server::HubServer::new(self.clone());
+        let grpc_api = hub_api_server::HubApiServer::with_interceptor(
+            grpc_api::GrpcApi(self.clone()),
+            crate::auth::RequireBearer(self.token.clone()),
+        );
+        let api = rest::routes(self);
+        Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(|| async { "ok\n" }))
+            .merge(api)
+            // The agents' link; authenticated in `connect` (gRPC status UNAUTHENTICATED).
+            .route_service("/podscope.cluster.v1.Hub/{*rest}", grpc)
+            // The REST operations over gRPC.
+            .route_service("/podscope.cluster.v1.HubApi/{*rest}", grpc_api)
+            .fallback(rest::no_such_path)
+            .layer(axum::middleware::from_fn(rest::json_errors))
+            .with_state(self.clone())
+    }
+
+    /// Start a session's run on every connected agent that has a matching pod.
+    fn start_session(&self, st: &mut HubState, id: &str) {
+        let Some(s) = st.sessions.get_mut(id) else {
+            return;
+        };
+        if s.state == "running" || s.state == "stopping" {
+            return;
+        }
+        s.run += 1;
+        s.state = "running";
+        s.started_at = Some(SystemTime::now());
+        s.stopped_at = None;
+        s.stop_reason = None;
+        s.nodes.clear();
+        for (name, n) in st.nodes.iter().filter(|(_, n)| n.up) {
+            s.join_if_matching(name, n);
+        }
+        if let Some(ms) = s.spec.duration_ms {
+            let (hub, id, run) = (self.clone(), id.to_string(), s.run);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let mut st = hub.lock();
+                if st.sessions.get(&id).is_some_and(|s| s.run == run) {
+                    stop_session(&mut st, &id, "duration");
+                }
+            });
+        }
+    }
+}
+
+fn stop_session(st: &mut HubState, id: &str, reason: &str) {
+    let Some(s) = st.sessions.get_mut(id) else {
+        return;
+    };
+    if s.state != "running" {
+        return;
+    }
+    s.state = "stopping";
+    s.stop_reason = Some(reason.to_string());
+    let msg = HubMessage {
+        msg: Some(hub_message::Msg::Stop(StopSession {
+            session: id.to_string(),
+            run: s.run,
+        })),
+    };
+    for (name, ns) in s.nodes.iter_mut() {
+        if FINAL.contains(&ns.state.as_str()) {
+            continue;
+        }
+        match st.nodes.get(name) {
+            Some(n) if n.up => {
+                ns.state = "stopping".into();
+                send_to(n, msg.clone());
+            }
+            _ => {
+                ns.state = "lost".into();
+                ns.error
+                    .get_or_insert_with(|| format!("node {name} is down"));
+            }
+        }
+    }
+    s.check_done();
+}
+
+type HubStream = Pin<Box<dyn Stream<Item = Result<HubMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl hub_server::Hub for Hub {
+    type ConnectStream = HubStream;
+
+    async fn connect(
+        &self,
+        req: GrpcRequest<Streaming<AgentMessage>>,
+    ) -> Result<GrpcResponse<HubStream>, Status> {
+        let auth = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if !crate::auth::bearer_ok(auth, &self.token) {
+            eprintln!("podscope hub: refused an agent connection: missing or wrong bearer token");
+            return Err(Status::unauthenticated("missing or wrong bearer token"));
+        }
+        let mut inbound = req.into_inner();
+        let hello = match inbound.message().await? {
+            Some(AgentMessage {
+                msg: Some(agent_message::Msg::Hello(h)),
+            }) => h,
+            _ => return Err(Status::invalid_argument("the first message must be Hello")),
+        };
+        if hello.node.is_empty() {
+            return Err(Status::invalid_argument("Hello.node must name the node"));
+        }
+        let pods: Vec<Pod> = serde_json::from_str(&hello.pods_json)
+            .map_err(|e| Status::invalid_argument(format!("Hello.pods_json: {e}")))?;
+        let (tx, rx) = mpsc::channel(256);
+        let node = hello.node.clone();
+        let conn;
+        {
+            let mut st = self.lock();
+            conn = st.next_conn;
+            st.next_conn += 1;
+            let now = SystemTime::now();
+            if let Some(old) = st.nodes.get(&node) {
+                if old.up
+                    && !old.instance.is_empty()
+                    && !hello.instance.is_empty()
+                    && old.instance != hello.instance
+                {
+                    // Two agents with one --node would take the link from
+                    // each other in a loop: the first one keeps it.
+                    let msg = format!(
+                        "node {node} is already connected from another agent (registered at {}): \
+                         two agents cannot share a node name; give this agent its own --node, or stop the other one",
+                        rfc3339(old.registered)
+                    );
+                    eprintln!("podscope hub: refused a second agent for node {node}: {msg}");
+                    return Err(Status::already_exists(msg));
+                }
+                if old.up {
+                    eprintln!("podscope hub: node {node} registered again; replacing its old link");
+                }
+            }
+            st.nodes.insert(
+                node.clone(),
+                NodeEntry {
+                    kernel: hello.kernel,
+                    probes: hello.probes,
+                    pods,
+                    up: true,
+                    registered: now,
+                    last_seen: now,
+                    exec_enabled: hello.exec_enabled,
+                    version: hello.version,
+                    tx: Some(tx.clone()),
+                    conn,
+                    instance: hello.instance,
+                },
+            );
+            // Sessions this agent kept running across a hub restart.
+            for ss in &hello.sessions {
+                self.adopt(&mut st, &node, ss);
+            }
+            // Running sessions whose pods this node has start here.
+            let st = &mut *st;
+            if let Some(entry) = st.nodes.get(&node) {
+                for s in st.sessions.values_mut() {
+                    s.join_if_matching(&node, entry);
+                }
+            }
+        }
+        eprintln!("podscope hub: node {node} registered");
+        let hub = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(m)) => hub.on_agent_message(&node, conn, m),
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!(
+                            "podscope hub: link to node {node} broke (its agent went away, or the network): {}",
+                            crate::grpc_client::error_text(&e)
+                        );
+                        break;
+                    }
+                }
+            }
+            hub.on_agent_gone(&node, conn);
+        });
+        Ok(GrpcResponse::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+impl Hub {
+    /// A session an agent still runs: this hub takes it over (after a
+    /// restart it knows nothing of it), or marks the node running again.
+    fn adopt(&self, st: &mut HubState, node: &str, ss: &StartSession) {
+        let stale = HubMessage {
+            msg: Some(hub_message::Msg::Stop(StopSession {
+                session: ss.session.clone(),
+                run: ss.run,
+            })),
+        };
+        if let Some(s) = st.sessions.get_mut(&ss.session) {
+            if s.run == ss.run && s.state == "running" {
+                let ns = s.nodes.entry(node.to_string()).or_default();
+                let was_lost = ns.state == "lost";
+                ns.state = "running".into();
+                ns.error = None;
+                if was_lost {
+                    s.control(
+                        json!({"kind": "node_resumed", "session": s.id, "node": node,
+                        "message": format!("node {node} is back; its trace kept running")}),
+                    );
+                }
+            } else if let Some(n) = st.nodes.get(node) {
+                // Another run, or stopped meanwhile: the agent's trace is stale.
+                send_to(n, stale);
+            }
+            return;
+        }
+        let opt = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        let spec = SessionSpec {
+            selection: Selection {
+                pod: opt(&ss.pod),
+                namespace: opt(&ss.namespace),
+                all_namespaces: ss.all_namespaces,
+                selector: opt(&ss.label_selector),
+                container: opt(&ss.container),
+            },
+            probes: ss.probes.clone(),
+            duration: opt(&ss.duration),
+            duration_ms: (ss.deadline_unix_ms > 0)
+                .then(|| ss.deadline_unix_ms.saturating_sub(ss.started_unix_ms)),
+        };
+        let started = std::time::UNIX_EPOCH + Duration::from_millis(ss.started_unix_ms);
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            node.to_string(),
+            NodeSession {
+                state: "running".into(),
+                ..Default::default()
+            },
+        );
+        eprintln!(
+            "podscope hub: resumed session {} (run {}) that node {node} kept running",
+            ss.session, ss.run
+        );
+        st.sessions.insert(
+            ss.session.clone(),
+            Session {
+                id: ss.session.clone(),
+                spec,
+                state: "running",
+                created_at: started,
+                started_at: Some(started),
+                stopped_at: None,
+                stop_reason: None,
+                run: ss.run,
+                nodes,
+                subscribers: Vec::new(),
+                resumed: true,
+            },
+        );
+        if ss.deadline_unix_ms > 0 {
+            let left = ss
+                .deadline_unix_ms
+                .saturating_sub(unix_ms(SystemTime::now()));
+            let (hub, id, run) = (self.clone(), ss.session.clone(), ss.run);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(left)).await;
+                let mut st = hub.lock();
+                if st.sessions.get(&id).is_some_and(|s| s.run == run) {
+                    stop_session(&mut st, &id, "duration");
+                }
+            });
+        }
+    }
+
+    fn on_agent_message(&self, node: &str, conn: u64, m: AgentMessage) {
+        let mut st = self.lock();
+        match st.nodes.get_mut(node) {
+            Some(n) if n.conn == conn => n.last_seen = SystemTime::now(),
+            _ => return,
+        }
+        match m.msg {
+            Some(agent_message::Msg::Pods(p)) => {
+                if let Ok(pods) = serde_json::from_str(&p.pods_json) {
+                    let st = &mut *st;
+                    if let Some(n) = st.nodes.get_mut(node) {
+                        n.pods = pods;
+                        // A matching pod appeared here: the running sessions
+                        // that did not include this node start on it now.
+                        for s in st.sessions.values_mut() {
+                            if s.join_if_matching(node, n) {
+                                eprintln!(
+                                    "podscope hub: session {} now includes node {node} (a matching pod appeared)",
+                                    s.id
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            Some(agent_message::Msg::ExecResult(r)) => {
+                if let Some((_, tx)) = st.execs.remove(&r.id) {
+                    eprintln!(
+                        "podscope hub: AUDIT exec {} on node {node} exited {}{}",
+                        r.id,
+                        r.exit_code,
+                        if r.error.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", r.error)
+                        }
+                    );
+                    let _ = tx.send(r);
+                }
+            }
+            Some(agent_message::Msg::Events(b)) => {
+                let Some(s) = st.sessions.get_mut(&b.session) else {
+                    return;
+                };
+                if s.run != b.run {
+                    return;
+                }
+                let mut events = 0;
+                let mut lost = 0;
+                let lines: Vec<(Line, String, bool)> = b
+                    .lines
+                    .into_iter()
+                    .map(|l| (Line::from(l.json), l.probe, l.event))
+                    .collect();
+                let mut items: Vec<(Line, Option<&str>)> = Vec::with_capacity(lines.len());
+                for (line, probe, event) in &lines {
+                    if *event {
+                        events += 1;
+                        items.push((line.clone(), Some(probe.as_str())));
+                    } else {
+                        if let Ok(v) = serde_json::from_str::<Value>(line) {
+                            lost += v["lost"].as_u64().unwrap_or(0);
+                        }
+                        items.push((line.clone(), None));
+                    }
+                }
+                s.broadcast(&items);
+                let ns = s.nodes.entry(node.to_string()).or_default();
+                ns.events += events;
+                ns.lost += lost;
+            }
+            Some(agent_message::Msg::Status(u)) => {
+                let Some(s) = st.sessions.get_mut(&u.session) else {
+                    return;
+                };
+                if s.run != u.run {
+                    return;
+                }
+                let ns = s.nodes.entry(node.to_string()).or_default();
+                let mut gap_records = Vec::new();
+                for (probe, total) in &u.gaps {
+                    let before = ns.gaps.get(probe).copied().unwrap_or(0);
+                    if *total > before {
+                        gap_records.push(json!({"kind": "gap", "where": "agent", "node": node,
+                            "probe": probe, "gap": total - before, "gap_total": total}));
+                        ns.gaps.insert(probe.clone(), *total);
+                    }
+                }
+                if !FINAL.contains(&ns.state.as_str()) || u.state == "failed" {
+                    ns.state = u.state.clone();
+                }
+                if !u.error.is_empty() {
+                    ns.error = Some(u.error.clone());
+                }
+                let mut summary = None;
+                if !u.summary_json.is_empty() {
+                    if let Ok(v) = serde_json::from_str::<Value>(&u.summary_json) {
+                        ns.lost = ns.lost.max(v["lost"].as_u64().unwrap_or(0));
+                        ns.summary = serde_json::from_value(v.clone()).ok();
+                        summary = Some(v);
+                    }
+                }
+                let failed = (u.state == "failed").then(|| u.error.clone());
+                for r in gap_records {
+                    s.control(r);
+                }
+                if let Some(e) = failed {
+                    s.control(
+                        json!({"kind": "error", "node": node, "session": s.id, "message": e}),
+                    );
+                }
+                if let Some(v) = summary {
+                    s.control(v);
+                }
+                s.check_done();
+            }
+            _ => {}
+        }
+    }
+
+    fn on_agent_gone(&self, node: &str, conn: u64) {
+        let mut st = self.lock();
+        match st.nodes.get_mut(node) {
+            Some(n) if n.conn == conn => {
+                n.up = false;
+                n.tx = None;
+            }
+            _ => return,
+        }
+        eprintln!("podscope hub: node {node} is down");
+        // Its pending execs get no answer: dropping their senders says so.
+        st.execs.retain(|_, (n, _)| n != node);
+        for s in st.sessions.values_mut() {
+            let Some(ns) = s.nodes.get_mut(node) else {
+                continue;
+            };
+            if FINAL.contains(&ns.state.as_str()) {
+                continue;
+            }
+            ns.state = "lost".into();
+            ns.error = Some(format!("lost node {node}: its agent disconnected"));
+            let rec = json!({"kind": "node_lost", "session": s.id, "node": node,
+                "message": format!("lost node {node}: its agent disconnected during the session")});
+            s.control(rec);
+            s.check_done();
+        }
+    }
+
+    /// The hub is going away (SIGTERM, e.g. a rolling update): every
+    /// streaming client is told to reconnect, and the agents keep their
+    /// traces for their --resume-grace, so the next hub adopts the sessions.
+    /// A session nobody resumes ends on its own when that grace runs out.
+    fn shutting_down(&self, reason: &str) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        for s in st.sessions.values_mut() {
+            s.control(json!({"kind": "reconnect", "session": s.id, "reason": reason}));
+            s.subscribers.clear();
+        }
+        for n in st.nodes.values_mut() {
+            // Ends the agents' streams so the server can close; they re-dial the next hub.
+            n.tx = None;
+        }
+    }
+}
+
+/// `podscope hub`: serves until SIGTERM/SIGINT.
+pub fn run(args: HubArgs, token_file: Option<PathBuf>) -> Result<()> {
+    let token = crate::auth::load_token(token_file.as_deref())?;
+    let tls = crate::tls::server_config(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let hub = Hub::new(token, args.enable_exec, args.client_queue);
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        eprintln!(
+            "podscope hub: listening on {} (REST, gRPC{}){}",
+            listener.local_addr()?,
+            if tls.is_some() { "; TLS only" } else { "" },
+            if args.enable_exec { "; exec enabled" } else { "" }
+        );
+        let listener = crate::tls::HubListener::new(listener, tls)?;
+        let app = hub.router();
+        let h2 = hub.clone();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                eprintln!("podscope hub: shutting down; streaming clients are told their sessions are interrupted");
+                h2.shutting_down(
+                "the hub is restarting: reconnect; the agents keep the session's traces running \
+                 for their resume grace (default 30s) and the next hub resumes it",
+            );
+                // Let the records reach the clients before the connections close.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                // Connections that do not close by themselves must not keep the hub alive.
+                std::thread::spawn(|| {
+                    std::thread::sleep(Duration::from_secs(2));
+                    std::process::exit(0);
+                });
+            })
+            .await
+            .context("serving")?;
+        Ok(())
+    })
+}
+
+/// SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
