@@ -15,7 +15,7 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// `POST /v1/sessions`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSession {
     /// Namespace of the pods (default `default`).
@@ -66,7 +66,7 @@ pub fn check_exec_target(namespace: &str, pod: &str, command: &[String]) -> Resu
 }
 
 /// A validated pod/container selection.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Selection {
     /// Pod name or glob.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,7 +85,7 @@ pub struct Selection {
 }
 
 /// A validated session request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SessionSpec {
     /// Which pods and containers.
     #[serde(flatten)]
@@ -355,7 +355,7 @@ impl CreateSession {
 }
 
 /// `PUT /v1/sessions/{id}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSession {
     /// `running` or `stopped`.
@@ -363,7 +363,7 @@ pub struct UpdateSession {
 }
 
 /// A pod as `GET /v1/pods` lists it: the node's pod model plus the node name.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NodePod {
     /// The node (agent) that reported it.
     pub node: String,
@@ -373,7 +373,7 @@ pub struct NodePod {
 }
 
 /// A node as `GET /v1/nodes` lists it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NodeView {
     /// Node name.
     pub node: String,
@@ -396,7 +396,7 @@ pub struct NodeView {
 }
 
 /// One node's part of a session.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NodeSession {
     /// `starting`, `running`, `stopping`, `finished`, `failed` or `lost`.
     pub state: String,
@@ -416,7 +416,7 @@ pub struct NodeSession {
 
 /// A node's trace summary: the `summary` record of docs/json-schema.md,
 /// with what the session delivered from that node.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SummaryView {
     /// When it was written (RFC 3339).
     pub timestamp: String,
@@ -439,7 +439,7 @@ pub struct SummaryView {
 }
 
 /// One probe's line of a [`SummaryView`].
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SummaryProbe {
     /// The probe.
     pub probe: String,
@@ -454,7 +454,7 @@ pub struct SummaryProbe {
 }
 
 /// A session as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SessionView {
     /// Session id.
     pub id: String,
@@ -608,7 +608,7 @@ impl ApiError {
 }
 
 /// `GET /v1/pods` query: which pods (kubectl semantics) and on which node.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PodQuery {
     /// Pod name or glob.
@@ -633,7 +633,7 @@ pub struct PodQuery {
 
 /// `GET` and `DELETE /v1/sessions` query: globs over the sessions' own
 /// pod/container/namespace patterns (container-tracer's model), and a state.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionQuery {
     /// Glob over the session's pod pattern.
@@ -651,7 +651,7 @@ pub struct SessionQuery {
 }
 
 /// `POST /v1/exec`: run a host tool in one pod's namespaces on its node.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecBody {
     /// Namespace (default `default`).
@@ -673,7 +673,7 @@ pub struct ExecBody {
 }
 
 /// What `POST /v1/exec` answers: the tool's exit code and output.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExecView {
     /// The node it ran on.
     pub node: String,
@@ -692,7 +692,7 @@ pub struct ExecView {
 }
 
 /// A probe as `GET /v1/probes` lists it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProbeView {
     /// Its name, as `probes` takes it.
     pub probe: String,
@@ -703,14 +703,14 @@ pub struct ProbeView {
 }
 
 /// What the `DELETE`s answer: the ids of the sessions deleted.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Deleted {
     /// Session ids.
     pub deleted: Vec<String>,
 }
 
 /// An error body: `{"error": "..."}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorBody {
     /// What was wrong.
     pub error: String,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Where a [`Pod`] came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// The container runtime's CRI API: names, labels and images are known.
@@ -18,7 +18,7 @@ pub enum Source {
 }
 
 /// Pod sandbox state as the runtime reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PodState {
     /// The sandbox is running (CRI `SANDBOX_READY`).
@@ -30,7 +30,7 @@ pub enum PodState {
 }
 
 /// Container state as the runtime reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ContainerState {
     /// Created, not started.
@@ -44,7 +44,7 @@ pub enum ContainerState {
 }
 
 /// A Kubernetes pod (a CRI pod sandbox) and its containers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Pod {
     /// The pod's Kubernetes uid.
     pub uid: String,
@@ -76,7 +76,7 @@ pub struct Pod {
 }
 
 /// One container of a [`Pod`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Container {
     /// The runtime's container id (64 hex digits for containerd and CRI-O).
     pub id: String,

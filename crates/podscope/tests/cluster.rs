@@ -2144,3 +2144,292 @@ fn one_node_tracer_serves_overlapping_sessions() {
 fn js<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap()
 }
+
+/// Checks `v` against an OpenAPI 3.0 schema of the hub's document (the
+/// subset schemars writes: $ref, type, nullable, properties, required,
+/// additionalProperties, items, enum, anyOf/oneOf/allOf). Strict about
+/// fields: a property the schema does not list is a difference too, so an
+/// answer that grew a field the document lacks fails.
+fn check_schema(doc: &Value, schema: &Value, v: &Value, at: &str, errs: &mut Vec<String>) {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        let target = &doc["components"]["schemas"][name];
+        assert!(target.is_object(), "{at}: no schema {name}");
+        return check_schema(doc, target, v, at, errs);
+    }
+    if v.is_null() && schema["nullable"] == true {
+        return;
+    }
+    for key in ["anyOf", "oneOf"] {
+        if let Some(alts) = schema[key].as_array() {
+            let ok = alts.iter().any(|s| {
+                let mut e = Vec::new();
+                check_schema(doc, s, v, at, &mut e);
+                e.is_empty()
+            });
+            if !ok {
+                errs.push(format!("{at}: {v} matches none of {key}"));
+            }
+            return;
+        }
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        for s in all {
+            check_schema(doc, s, v, at, errs);
+        }
+        return;
+    }
+    if let Some(e) = schema["enum"].as_array() {
+        if !e.contains(v) {
+            errs.push(format!("{at}: {v} is not one of {e:?}"));
+        }
+        return;
+    }
+    let ty = schema["type"].as_str().unwrap_or("");
+    let ok = match ty {
+        "object" => v.is_object(),
+        "array" => v.is_array(),
+        "string" => v.is_string(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "boolean" => v.is_boolean(),
+        "" => true,
+        other => panic!("{at}: schema type {other} not handled"),
+    };
+    if !ok {
+        errs.push(format!("{at}: {v} is not {ty}"));
+        return;
+    }
+    if let (Some(items), Some(a)) = (schema.get("items"), v.as_array()) {
+        for (i, x) in a.iter().enumerate() {
+            check_schema(doc, items, x, &format!("{at}[{i}]"), errs);
+        }
+    }
+    if let Some(o) = v.as_object() {
+        let props = schema["properties"].as_object();
+        for r in schema["required"].as_array().into_iter().flatten() {
+            if !o.contains_key(r.as_str().unwrap()) {
+                errs.push(format!("{at}: required field {r} missing"));
+            }
+        }
+        for (k, x) in o {
+            match props.and_then(|p| p.get(k)) {
+                Some(s) => check_schema(doc, s, x, &format!("{at}.{k}"), errs),
+                None => match schema.get("additionalProperties") {
+                    Some(s) if s.is_object() => check_schema(doc, s, x, &format!("{at}.{k}"), errs),
+                    _ => errs.push(format!("{at}: field {k} is not in the document")),
+                },
+            }
+        }
+    }
+}
+
+/// The hub's /openapi.json is generated from the handlers' types: every
+/// live answer of every operation, successes and errors, matches the schema
+/// the document gives for its status, and every status seen is documented.
+#[test]
+fn openapi_describes_every_live_answer() {
+    let sock = socket();
+    let tok = token_file();
+    let port = common::free_port();
+    let _hub = hub(port, &[]);
+    let _agent = agent(port, "oa-node", &sock, &tok, &[]);
+    let sfx = suffix();
+    let ns = format!("oa-{sfx}");
+    let name = format!("oa-{sfx}");
+    let _p = pod(&sock, &name, &ns, "while true; do sleep 0.3; done");
+    wait_for(Duration::from_secs(10), "the hub to know the pod", || {
+        let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+        v.as_array().is_some_and(|a| !a.is_empty())
+    });
+    let (st, doc) = api(port, "GET", "/openapi.json", None);
+    assert_eq!(st, 200);
+    let mut seen = 0;
+    let mut check = |method: &str,
+                     path: &str,
+                     tmpl: &str,
+                     body: Option<&str>,
+                     hdr: &[(&str, &str)],
+                     token: bool| {
+        let r = request(&url(port), method, path, token.then_some(TOKEN), body, hdr).unwrap();
+        let status = r.status;
+        let v = r.json().unwrap_or(Value::Null);
+        let op = &doc["paths"][tmpl][method.to_lowercase()];
+        assert!(op.is_object(), "{method} {tmpl} is not in the document");
+        let resp = &op["responses"][status.to_string()];
+        assert!(
+            resp.is_object(),
+            "{method} {path} answered {status}, which the document does not list: {v}"
+        );
+        let schema = &resp["content"]["application/json"]["schema"];
+        let mut errs = Vec::new();
+        check_schema(
+            &doc,
+            schema,
+            &v,
+            &format!("{method} {path} {status}"),
+            &mut errs,
+        );
+        assert!(errs.is_empty(), "{errs:#?}");
+        seen += 1;
+        (status, v)
+    };
+    // Successes.
+    check("GET", "/v1/nodes", "/v1/nodes", None, &[], true);
+    let (_, pods) = check(
+        "GET",
+        &format!("/v1/pods?namespace={ns}"),
+        "/v1/pods",
+        None,
+        &[],
+        true,
+    );
+    assert_eq!(
+        pods[0]["name"],
+        name.as_str(),
+        "the pod's own fields are checked"
+    );
+    check("GET", "/v1/probes", "/v1/probes", None, &[], true);
+    let body =
+        json!({"namespace": ns, "pod": "oa-*", "probes": ["exec"], "duration": "30s"}).to_string();
+    let (st, s) = check(
+        "POST",
+        "/v1/sessions",
+        "/v1/sessions",
+        Some(&body),
+        &[],
+        true,
+    );
+    assert_eq!(st, 201);
+    let id = s["id"].as_str().unwrap().to_string();
+    let one = format!("/v1/sessions/{id}");
+    // Once the node ran it and stopped: its summary is part of the view.
+    check(
+        "PUT",
+        &one,
+        "/v1/sessions/{id}",
+        Some(r#"{"state":"stopped"}"#),
+        &[],
+        true,
+    );
+    wait_for(Duration::from_secs(15), "the session to stop", || {
+        api(port, "GET", &one, None).1["state"] == "stopped"
+    });
+    let (_, v) = check("GET", &one, "/v1/sessions/{id}", None, &[], true);
+    assert!(v["nodes"]["oa-node"]["summary"].is_object(), "{v}");
+    check(
+        "GET",
+        "/v1/sessions?pod=oa-*",
+        "/v1/sessions",
+        None,
+        &[],
+        true,
+    );
+    // Errors, each in the documented shape.
+    let (st, _) = check(
+        "GET",
+        &format!("{one}/events"),
+        "/v1/sessions/{id}/events",
+        None,
+        &[],
+        true,
+    );
+    assert_eq!(st, 409);
+    let (st, _) = check(
+        "PUT",
+        &one,
+        "/v1/sessions/{id}",
+        Some(r#"{"state":"paused"}"#),
+        &[],
+        true,
+    );
+    assert_eq!(st, 400);
+    let (st, _) = check(
+        "PUT",
+        "/v1/sessions/nosuch",
+        "/v1/sessions/{id}",
+        Some(r#"{"state":"running"}"#),
+        &[],
+        true,
+    );
+    assert_eq!(st, 404);
+    let (st, _) = check(
+        "GET",
+        "/v1/sessions/nosuch",
+        "/v1/sessions/{id}",
+        None,
+        &[],
+        true,
+    );
+    assert_eq!(st, 404);
+    let (st, _) = check(
+        "GET",
+        "/v1/sessions/nosuch/events",
+        "/v1/sessions/{id}/events",
+        None,
+        &[],
+        true,
+    );
+    assert_eq!(st, 404);
+    let (st, _) = check("GET", "/v1/nodes", "/v1/nodes", None, &[], false);
+    assert_eq!(st, 401);
+    let (st, _) = check(
+        "POST",
+        "/v1/sessions",
+        "/v1/sessions",
+        Some("{}"),
+        &[("Content-Type", "text/plain")],
+        true,
+    );
+    assert_eq!(st, 415);
+    let big = format!("{{\"probes\":[\"{}\"]}}", "x".repeat(3 << 20));
+    let (st, _) = check(
+        "POST",
+        "/v1/sessions",
+        "/v1/sessions",
+        Some(&big),
+        &[],
+        true,
+    );
+    assert_eq!(st, 413);
+    let (st, _) = check(
+        "POST",
+        "/v1/sessions",
+        "/v1/sessions",
+        Some(r#"{"probes":["tpc"]}"#),
+        &[],
+        true,
+    );
+    assert_eq!(st, 400);
+    let nomatch =
+        json!({"namespace": ns, "pod": "nosuch", "probes": ["exec"], "wait": false}).to_string();
+    let (st, _) = check(
+        "POST",
+        "/v1/sessions",
+        "/v1/sessions",
+        Some(&nomatch),
+        &[],
+        true,
+    );
+    assert_eq!(st, 404);
+    let (st, _) = check("GET", "/v1/pods?colour=red", "/v1/pods", None, &[], true);
+    assert_eq!(st, 400);
+    let exec = json!({"namespace": ns, "pod": name, "command": ["true"]}).to_string();
+    let (st, _) = check("POST", "/v1/exec", "/v1/exec", Some(&exec), &[], true);
+    assert_eq!(st, 403, "exec is off on this hub");
+    let (st, d) = check("DELETE", &one, "/v1/sessions/{id}", None, &[], true);
+    assert_eq!((st, d["deleted"][0].as_str()), (200, Some(id.as_str())));
+    let (st, _) = check("DELETE", &one, "/v1/sessions/{id}", None, &[], true);
+    assert_eq!(st, 404);
+    check("DELETE", "/v1/sessions", "/v1/sessions", None, &[], true);
+    eprintln!("{seen} live answers match the document");
+    // The check can fail: an answer with a field the document lacks, or a
+    // field of the wrong type, does not pass.
+    let schema = json!({"$ref": "#/components/schemas/SessionView"});
+    let mut bad = v.clone();
+    bad["colour"] = json!("red");
+    bad["run"] = json!("one");
+    let mut errs = Vec::new();
+    check_schema(&doc, &schema, &bad, "doctored", &mut errs);
+    assert_eq!(errs.len(), 2, "{errs:?}");
+}

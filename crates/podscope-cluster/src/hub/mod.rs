@@ -25,6 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status, Streaming};
 
 mod grpc_api;
+mod openapi;
 mod rest;
 mod service;
 

@@ -203,11 +203,9 @@ pub(super) async fn json_errors(req: Request, next: Next) -> Response {
 }
 
 async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        include_str!("openapi.json"),
-    )
-        .into_response()
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| super::openapi::document().to_string());
+    ([(header::CONTENT_TYPE, "application/json")], doc.clone()).into_response()
 }
 
 async fn nodes(State(hub): State<Hub>) -> Response {
