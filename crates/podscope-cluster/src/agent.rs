@@ -442,7 +442,7 @@ impl Agent {
         let channel = endpoint.connect().await.context("connecting")?;
         let mut client =
             HubClient::with_interceptor(channel, crate::auth::Bearer::new(&self.token)?);
-        let pods = self.pods_json().await;
+        let pods = self.pods().await;
         let (tx, rx) = mpsc::channel::<AgentMessage>(64);
         let kept: Vec<StartSession> = lock(&self.sessions)
             .iter()
@@ -454,7 +454,7 @@ impl Agent {
                 node: self.node.clone(),
                 kernel: self.kernel.clone(),
                 probes: self.probes.clone(),
-                pods_json: pods.clone(),
+                pods: pods.iter().map(Into::into).collect(),
                 exec_enabled: self.args.enable_exec,
                 version: env!("CARGO_PKG_VERSION").into(),
                 sessions: kept,
@@ -484,11 +484,11 @@ impl Agent {
             let mut last = pods;
             loop {
                 tokio::time::sleep(me.args.pod_refresh).await;
-                let now = me.pods_json().await;
+                let now = me.pods().await;
                 if now != last {
                     let msg = AgentMessage {
                         msg: Some(agent_message::Msg::Pods(Pods {
-                            pods_json: now.clone(),
+                            pods: now.iter().map(Into::into).collect(),
                         })),
                     };
                     if tx.send(msg).await.is_err() {
@@ -527,20 +527,20 @@ impl Agent {
 
     /// The node's pods for the hub, listed through the node's pod store
     /// (whose listing the sessions then use too: one poller per node).
-    pub(crate) async fn pods_json(&self) -> String {
+    pub(crate) async fn pods(&self) -> Vec<podscope_runtime::Pod> {
         let store = self.tracer.pods().clone();
         let snap = match tokio::task::spawn_blocking(move || store.refresh_now()).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("podscope agent: listing pods: {e}");
-                return "[]".into();
+                return Vec::new();
             }
         };
         match &snap.discovery {
-            Ok(d) => serde_json::to_string(&d.pods).unwrap_or_else(|_| "[]".into()),
+            Ok(d) => d.pods.clone(),
             Err(e) => {
                 eprintln!("podscope agent: listing pods: {e}");
-                "[]".into()
+                Vec::new()
             }
         }
     }
@@ -775,7 +775,7 @@ impl Agent {
             // Ends when the node drops the session's sink (and so the queue).
             forward(&link, &s, qrx, &queued, &shared).await;
             let gaps = lock(&shared.gaps).clone();
-            let summary = lock(&shared.summary).clone().unwrap_or_default();
+            let summary = lock(&shared.summary).clone();
             let (state, error) = match lock(&shared.error).clone() {
                 None => ("finished", String::new()),
                 Some(e) => ("failed", e),
@@ -860,7 +860,10 @@ impl podscope_pipeline::Sink for LinkSink {
         let mut v = podscope_pipeline::format::summary_record(elapsed_ns, stats);
         v["emitted"] = serde_json::Value::from(self.emitted);
         v["node"] = serde_json::Value::String(self.node.clone());
-        *lock(&self.shared.summary) = Some(v.to_string());
+        // Typed for the hub: the same fields as the JSON summary record.
+        *lock(&self.shared.summary) = serde_json::from_value::<crate::api::SummaryView>(v)
+            .ok()
+            .map(|v| (&v).into());
         Ok(())
     }
 
@@ -876,7 +879,7 @@ struct Shared {
     gaps: Mutex<BTreeMap<String, u64>>,
     /// `lost` records: few, never dropped.
     side: Mutex<Vec<Line>>,
-    summary: Mutex<Option<String>>,
+    summary: Mutex<Option<crate::proto::Summary>>,
     attached: AtomicBool,
     /// Why the session failed (it did not start, or its sink broke).
     error: Mutex<Option<String>>,
@@ -887,7 +890,7 @@ fn status(
     run: u64,
     state: &str,
     gaps: BTreeMap<String, u64>,
-    summary_json: String,
+    summary: Option<crate::proto::Summary>,
     error: String,
 ) -> AgentMessage {
     AgentMessage {
@@ -896,7 +899,7 @@ fn status(
             run,
             state: state.into(),
             gaps: gaps.into_iter().collect(),
-            summary_json,
+            summary,
             error,
         })),
     }
@@ -960,7 +963,7 @@ async fn forward(
             s.run,
             "starting",
             BTreeMap::new(),
-            String::new(),
+            None,
             String::new(),
         ),
     )
@@ -1023,14 +1026,7 @@ async fn forward(
             // Not sent (no link): tried again on the next tick.
             let sent = send(
                 link,
-                status(
-                    &s.session,
-                    s.run,
-                    state,
-                    gaps.clone(),
-                    String::new(),
-                    String::new(),
-                ),
+                status(&s.session, s.run, state, gaps.clone(), None, String::new()),
             )
             .await;
             if sent {

@@ -82,7 +82,7 @@ type TraceStream = ReceiverStream<Result<EventBatch, Status>>;
 impl agent_server::Agent for Api {
     async fn list_pods(&self, _: Request<ListPodsRequest>) -> Result<Response<Pods>, Status> {
         Ok(Response::new(Pods {
-            pods_json: self.agent.pods_json().await,
+            pods: self.agent.pods().await.iter().map(Into::into).collect(),
         }))
     }
 
@@ -111,8 +111,7 @@ impl agent_server::Agent for Api {
                     Some(agent_message::Msg::Events(b)) => (b, false),
                     Some(agent_message::Msg::Status(st)) => {
                         let last = st.state == "finished" || st.state == "failed";
-                        let summary = serde_json::from_str::<serde_json::Value>(&st.summary_json)
-                            .unwrap_or(serde_json::Value::Null);
+                        let summary = st.summary.map(crate::api::SummaryView::from);
                         let rec = serde_json::json!({"kind": "status", "node": agent.node,
                             "state": st.state, "gaps": st.gaps, "summary": summary,
                             "error": st.error});

@@ -1012,16 +1012,14 @@ fn agent_api_and_exec_through_the_hub() {
         // ListPods: the pod, with its IP.
         let mut ip = String::new();
         for _ in 0..50 {
-            let pods: Vec<Value> = serde_json::from_str(
-                &c.list_pods(ListPodsRequest {})
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .pods_json,
-            )
-            .unwrap();
-            if let Some(p) = pods.iter().find(|p| p["name"] == name.as_str()) {
-                ip = p["ip"].as_str().unwrap_or("").to_string();
+            let pods = c
+                .list_pods(ListPodsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .pods;
+            if let Some(p) = pods.iter().find(|p| p.name == name) {
+                ip = p.ip.clone().unwrap_or_default();
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1593,10 +1591,17 @@ fn remote_selection_mistakes_are_explained() {
     let ns = format!("sel-{sfx}");
     let name = format!("api-{sfx}");
     let _p = pod(&sock, &name, &ns, "while true; do sleep 0.5; done");
-    wait_for(Duration::from_secs(10), "the hub to know the pod", || {
-        let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
-        v.as_array().is_some_and(|a| !a.is_empty())
-    });
+    // The pod and its container: the sandbox is listed before its
+    // container exists, and the container mistake below names the
+    // containers there are (on a busy machine the gap was long enough).
+    wait_for(
+        Duration::from_secs(10),
+        "the hub to know the pod and its container",
+        || {
+            let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+            v[0]["containers"][0]["name"] == "main"
+        },
+    );
     let remote = |api_kind: &str, args: &[&str]| {
         let t = Instant::now();
         let o = bin()

@@ -437,8 +437,13 @@ impl hub_server::Hub for Hub {
         if hello.node.is_empty() {
             return Err(Status::invalid_argument("Hello.node must name the node"));
         }
-        let pods: Vec<Pod> = serde_json::from_str(&hello.pods_json)
-            .map_err(|e| Status::invalid_argument(format!("Hello.pods_json: {e}")))?;
+        let pods: Vec<Pod> = hello
+            .pods
+            .iter()
+            .cloned()
+            .map(Pod::try_from)
+            .collect::<Result<_, _>>()
+            .map_err(|e| Status::invalid_argument(format!("Hello.pods: {e}")))?;
         let (tx, rx) = mpsc::channel(256);
         let node = hello.node.clone();
         let conn;
@@ -611,7 +616,9 @@ impl Hub {
         }
         match m.msg {
             Some(agent_message::Msg::Pods(p)) => {
-                if let Ok(pods) = serde_json::from_str(&p.pods_json) {
+                let pods: Result<Vec<Pod>, String> =
+                    p.pods.into_iter().map(Pod::try_from).collect();
+                if let Ok(pods) = pods {
                     let st = &mut *st;
                     if let Some(n) = st.nodes.get_mut(node) {
                         n.pods = pods;
@@ -698,12 +705,10 @@ impl Hub {
                     ns.error = Some(u.error.clone());
                 }
                 let mut summary = None;
-                if !u.summary_json.is_empty() {
-                    if let Ok(v) = serde_json::from_str::<Value>(&u.summary_json) {
-                        ns.lost = ns.lost.max(v["lost"].as_u64().unwrap_or(0));
-                        ns.summary = serde_json::from_value(v.clone()).ok();
-                        summary = Some(v);
-                    }
+                if let Some(sv) = u.summary.map(crate::api::SummaryView::from) {
+                    ns.lost = ns.lost.max(sv.lost);
+                    summary = serde_json::to_value(&sv).ok();
+                    ns.summary = Some(sv);
                 }
                 let failed = (u.state == "failed").then(|| u.error.clone());
                 for r in gap_records {
