@@ -2438,3 +2438,205 @@ fn openapi_describes_every_live_answer() {
     check_schema(&doc, &schema, &bad, "doctored", &mut errs);
     assert_eq!(errs.len(), 2, "{errs:?}");
 }
+
+/// Request tracing through the hub: `podscope --hub URL trace http` gets one
+/// event per request on both sides, exactly the requests wget made (its own
+/// count is the witness), with the server pod named as the client's peer;
+/// and the agent's always-on RED metrics (`--metrics-probes exec,http`)
+/// count the same requests per pod and per edge.
+#[test]
+fn http_requests_through_the_hub_and_the_agents_red_metrics() {
+    const OK: usize = 5;
+    const MISSING: usize = 2;
+    let sock = socket();
+    let tok = token_file();
+    let tokf = tok.to_str().unwrap().to_string();
+    let port = common::free_port();
+    let metrics_port = common::free_port();
+    let _hub = hub(port, &[]);
+    let _agent = agent(
+        port,
+        "red-node",
+        &sock,
+        &tok,
+        &[
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
+            "--metrics-probes",
+            "exec,http",
+        ],
+    );
+    let sfx = suffix();
+    let ns = format!("hh-{sfx}");
+    let api_pod = pod(
+        &sock,
+        "api",
+        &ns,
+        "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 8080 -h /www",
+    );
+    let ip = api_pod.pod.ip.clone().expect("the api pod's address");
+    let client = format!(
+        "while [ ! -e /tmp/go ]; do sleep 0.2; done; ok=0; bad=0; \
+         i=0; while [ $i -lt {OK} ]; do wget -q -O /dev/null http://{ip}:8080/index.html && ok=$((ok+1)); i=$((i+1)); done; \
+         i=0; while [ $i -lt {MISSING} ]; do wget -q -O /dev/null http://{ip}:8080/missing || bad=$((bad+1)); i=$((i+1)); done; \
+         echo \"$ok $bad\" > /tmp/result; mkdir /tmp/done; sleep 3600"
+    );
+    let web = pod(&sock, "web", &ns, &client);
+    let web_pid = web.pod.containers[0].pid.expect("the client's pid");
+    wait_for(Duration::from_secs(10), "the hub to know both pods", || {
+        let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+        v.as_array()
+            .is_some_and(|a| a.len() == 2 && a.iter().all(|p| p["containers"][0]["name"] == "main"))
+    });
+    let mut cli = Proc(
+        bin()
+            .args(["--hub", &url(port), "--token-file", &tokf])
+            .args(["trace", "http", "-n", &ns, "-o", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = cli.0.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stdout).lines() {
+            let Ok(l) = l else { break };
+            if let Ok(v) = serde_json::from_str::<Value>(&l) {
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    // Running on the node: the session's node state says so.
+    wait_for(
+        Duration::from_secs(20),
+        "the session to run on the node",
+        || {
+            let (_, l) = api(port, "GET", "/v1/sessions", None);
+            l[0]["nodes"]["red-node"]["state"] == "running"
+        },
+    );
+    std::fs::write(format!("/proc/{web_pid}/root/tmp/go"), "").unwrap();
+    let done = PathBuf::from(format!("/proc/{web_pid}/root/tmp/done"));
+    wait_for(Duration::from_secs(60), "the client to finish", || {
+        done.is_dir()
+    });
+    let result = std::fs::read_to_string(format!("/proc/{web_pid}/root/tmp/result")).unwrap();
+    assert_eq!(result.trim(), format!("{OK} {MISSING}"), "wget's own count");
+    // Collect until both sides of every request arrived (or 30 s).
+    let want = 2 * (OK + MISSING);
+    let mut reqs: Vec<Value> = Vec::new();
+    let t = Instant::now();
+    while reqs.len() < want && t.elapsed() < Duration::from_secs(30) {
+        if let Ok(v) = rx.recv_timeout(Duration::from_millis(500)) {
+            if v["probe"] == "http" && v["kind"] == "request" {
+                reqs.push(v);
+            }
+        }
+    }
+    // A little longer: nothing more may come.
+    while let Ok(v) = rx.recv_timeout(Duration::from_secs(2)) {
+        if v["probe"] == "http" && v["kind"] == "request" {
+            reqs.push(v);
+        }
+    }
+    let count = |role: &str, pod: &str, status: u64, path: &str| {
+        reqs.iter()
+            .filter(|r| {
+                r["role"] == role
+                    && r["pod"] == pod
+                    && r["status"] == status
+                    && r["path"] == path
+                    && r["node"] == "red-node"
+                    && r["namespace"] == ns.as_str()
+            })
+            .count()
+    };
+    assert_eq!(reqs.len(), want, "{reqs:#?}");
+    assert_eq!(count("server", "api", 200, "/index.html"), OK, "{reqs:#?}");
+    assert_eq!(
+        count("server", "api", 404, "/missing"),
+        MISSING,
+        "{reqs:#?}"
+    );
+    assert_eq!(count("client", "web", 200, "/index.html"), OK, "{reqs:#?}");
+    assert_eq!(
+        count("client", "web", 404, "/missing"),
+        MISSING,
+        "{reqs:#?}"
+    );
+    assert!(
+        reqs.iter()
+            .filter(|r| r["role"] == "client")
+            .all(|r| r["peer_pod"] == "api" && r["peer_namespace"] == ns.as_str()),
+        "the client's peer is the api pod: {reqs:#?}"
+    );
+    let _ = Command::new("kill")
+        .args(["-INT", &cli.0.id().to_string()])
+        .status();
+    let status = cli.0.wait().unwrap();
+    assert!(status.success(), "the remote trace ends cleanly on Ctrl-C");
+
+    // The agent's RED series: per pod and per edge, the same counts.
+    let metric = |text: &str, name: &str, labels: &[&str]| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter(|l| labels.iter().all(|x| l.contains(x)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let nsl = format!("namespace=\"{ns}\"");
+    let mut text = String::new();
+    wait_for(Duration::from_secs(20), "the agent's RED series", || {
+        text = request(
+            &format!("http://127.0.0.1:{metrics_port}"),
+            "GET",
+            "/metrics",
+            None,
+            None,
+            &[],
+        )
+        .ok()
+        .and_then(|r| r.text().ok())
+        .unwrap_or_default();
+        metric(
+            &text,
+            "podscope_http_client_requests_total",
+            &[&nsl, "peer_pod=\"api\""],
+        ) >= (OK + MISSING) as f64
+    });
+    let server = |class: &str| {
+        metric(
+            &text,
+            "podscope_http_server_requests_total",
+            &[&nsl, "pod=\"api\"", &format!("status_class=\"{class}\"")],
+        )
+    };
+    let edge = |class: &str| {
+        metric(
+            &text,
+            "podscope_http_client_requests_total",
+            &[
+                &nsl,
+                "pod=\"web\"",
+                "peer_pod=\"api\"",
+                &format!("status_class=\"{class}\""),
+            ],
+        )
+    };
+    assert_eq!(
+        (server("2xx"), server("4xx")),
+        (OK as f64, MISSING as f64),
+        "{text}"
+    );
+    assert_eq!(
+        (edge("2xx"), edge("4xx")),
+        (OK as f64, MISSING as f64),
+        "{text}"
+    );
+    drop(web);
+    drop(api_pod);
+}
