@@ -2150,6 +2150,18 @@ fn js<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap()
 }
 
+/// A request that must fail: method, path, the document's path, body,
+/// headers, whether with the token, and the status it gets.
+type ErrorCase<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    &'a [(&'a str, &'a str)],
+    bool,
+    u16,
+);
+
 /// Checks `v` against an OpenAPI 3.0 schema of the hub's document (the
 /// subset schemars writes: $ref, type, nullable, properties, required,
 /// additionalProperties, items, enum, anyOf/oneOf/allOf). Strict about
@@ -2243,7 +2255,7 @@ fn openapi_describes_every_live_answer() {
     let ns = format!("oa-{sfx}");
     let name = format!("oa-{sfx}");
     let _p = pod(&sock, &name, &ns, "while true; do sleep 0.3; done");
-    wait_for(Duration::from_secs(10), "the hub to know the pod", || {
+    wait_for(Duration::from_secs(30), "the hub to know the pod", || {
         let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
         v.as_array().is_some_and(|a| !a.is_empty())
     });
@@ -2317,7 +2329,7 @@ fn openapi_describes_every_live_answer() {
         &[],
         true,
     );
-    wait_for(Duration::from_secs(15), "the session to stop", || {
+    wait_for(Duration::from_secs(30), "the session to stop", || {
         api(port, "GET", &one, None).1["state"] == "stopped"
     });
     let (_, v) = check("GET", &one, "/v1/sessions/{id}", None, &[], true);
@@ -2331,94 +2343,31 @@ fn openapi_describes_every_live_answer() {
         true,
     );
     // Errors, each in the documented shape.
-    let (st, _) = check(
-        "GET",
-        &format!("{one}/events"),
-        "/v1/sessions/{id}/events",
-        None,
-        &[],
-        true,
-    );
-    assert_eq!(st, 409);
-    let (st, _) = check(
-        "PUT",
-        &one,
-        "/v1/sessions/{id}",
-        Some(r#"{"state":"paused"}"#),
-        &[],
-        true,
-    );
-    assert_eq!(st, 400);
-    let (st, _) = check(
-        "PUT",
-        "/v1/sessions/nosuch",
-        "/v1/sessions/{id}",
-        Some(r#"{"state":"running"}"#),
-        &[],
-        true,
-    );
-    assert_eq!(st, 404);
-    let (st, _) = check(
-        "GET",
-        "/v1/sessions/nosuch",
-        "/v1/sessions/{id}",
-        None,
-        &[],
-        true,
-    );
-    assert_eq!(st, 404);
-    let (st, _) = check(
-        "GET",
-        "/v1/sessions/nosuch/events",
-        "/v1/sessions/{id}/events",
-        None,
-        &[],
-        true,
-    );
-    assert_eq!(st, 404);
-    let (st, _) = check("GET", "/v1/nodes", "/v1/nodes", None, &[], false);
-    assert_eq!(st, 401);
-    let (st, _) = check(
-        "POST",
-        "/v1/sessions",
-        "/v1/sessions",
-        Some("{}"),
-        &[("Content-Type", "text/plain")],
-        true,
-    );
-    assert_eq!(st, 415);
     let big = format!("{{\"probes\":[\"{}\"]}}", "x".repeat(3 << 20));
-    let (st, _) = check(
-        "POST",
-        "/v1/sessions",
-        "/v1/sessions",
-        Some(&big),
-        &[],
-        true,
-    );
-    assert_eq!(st, 413);
-    let (st, _) = check(
-        "POST",
-        "/v1/sessions",
-        "/v1/sessions",
-        Some(r#"{"probes":["tpc"]}"#),
-        &[],
-        true,
-    );
-    assert_eq!(st, 400);
     let nomatch =
         json!({"namespace": ns, "pod": "nosuch", "probes": ["exec"], "wait": false}).to_string();
-    let (st, _) = check(
-        "POST",
-        "/v1/sessions",
-        "/v1/sessions",
-        Some(&nomatch),
-        &[],
-        true,
-    );
-    assert_eq!(st, 404);
-    let (st, _) = check("GET", "/v1/pods?colour=red", "/v1/pods", None, &[], true);
-    assert_eq!(st, 400);
+    let events = format!("{one}/events");
+    let text_plain = [("Content-Type", "text/plain")];
+    let (id_path, events_path) = ("/v1/sessions/{id}", "/v1/sessions/{id}/events");
+    #[rustfmt::skip]
+    let errors: [ErrorCase; 12] = [
+        ("GET", &events, events_path, None, &[], true, 409),
+        ("PUT", &one, id_path, Some(r#"{"state":"paused"}"#), &[], true, 400),
+        ("PUT", "/v1/sessions/nosuch", id_path, Some(r#"{"state":"running"}"#), &[], true, 404),
+        ("GET", "/v1/sessions/nosuch", id_path, None, &[], true, 404),
+        ("GET", "/v1/sessions/nosuch/events", events_path, None, &[], true, 404),
+        ("GET", "/v1/nodes", "/v1/nodes", None, &[], false, 401),
+        ("POST", "/v1/sessions", "/v1/sessions", Some("{}"), &text_plain, true, 415),
+        ("POST", "/v1/sessions", "/v1/sessions", Some(&big), &[], true, 413),
+        ("POST", "/v1/sessions", "/v1/sessions", Some(r#"{"probes":["tpc"]}"#), &[], true, 400),
+        ("POST", "/v1/sessions", "/v1/sessions", Some(&nomatch), &[], true, 404),
+        ("GET", "/v1/pods?colour=red", "/v1/pods", None, &[], true, 400),
+        ("DELETE", "/v1/sessions/nosuch", id_path, None, &[], true, 404),
+    ];
+    for (method, path, tmpl, body, hdr, token, want) in errors {
+        let (st, _) = check(method, path, tmpl, body, hdr, token);
+        assert_eq!(st, want, "{method} {path}");
+    }
     let exec = json!({"namespace": ns, "pod": name, "command": ["true"]}).to_string();
     let (st, _) = check("POST", "/v1/exec", "/v1/exec", Some(&exec), &[], true);
     assert_eq!(st, 403, "exec is off on this hub");

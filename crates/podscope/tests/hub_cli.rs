@@ -597,41 +597,18 @@ fn rest_errors_have_the_documented_shape() {
 fn a_hub_that_freezes_mid_session_ends_the_trace_on_time() {
     for api_kind in ["rest", "grpc"] {
         let (hub, port) = hub();
-        let mut child = bin()
-            .args(["--hub", &url(port), "--token-file"])
-            .arg(token_file())
-            .args(["--hub-api", api_kind])
-            .args(["trace", "exec", "-A", "--wait", "--duration", "3s"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let (mut child, rx, mut err) = started_cli(
+            &url(port),
+            api_kind,
+            &["trace", "exec", "-A", "--wait", "--duration", "3s"],
+        );
         let t = Instant::now();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for l in std::io::BufReader::new(stderr).lines() {
-                let Ok(l) = l else { break };
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut err = Vec::new();
-        while !err.iter().any(|l: &String| l.contains("Ctrl-C to stop")) {
-            err.push(
-                rx.recv_timeout(Duration::from_secs(10))
-                    .expect("the session to start"),
-            );
-        }
         let status = Command::new("kill")
             .args(["-STOP", &hub.0.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        let code = child.wait().unwrap().code();
+        let code = child.0.wait().unwrap().code();
         let took = t.elapsed();
         err.extend(rx.iter());
         let err = err.join("\n");
@@ -663,36 +640,8 @@ fn a_frozen_hub_ends_a_trace_without_duration() {
         .map(|api_kind| {
             std::thread::spawn(move || {
                 let (hub, port) = hub();
-                let mut child = Proc(
-                    bin()
-                        .args(["--hub", &url(port), "--token-file"])
-                        .arg(token_file())
-                        .args(["--hub-api", api_kind])
-                        .args(["trace", "exec", "-A", "--wait"])
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::piped())
-                        .spawn()
-                        .unwrap(),
-                );
-                let stderr = child.0.stderr.take().unwrap();
-                let (tx, rx) = std::sync::mpsc::channel::<String>();
-                std::thread::spawn(move || {
-                    use std::io::BufRead;
-                    for l in std::io::BufReader::new(stderr).lines() {
-                        let Ok(l) = l else { break };
-                        if tx.send(l).is_err() {
-                            break;
-                        }
-                    }
-                });
-                let mut err = Vec::new();
-                while !err.iter().any(|l: &String| l.contains("Ctrl-C to stop")) {
-                    err.push(
-                        rx.recv_timeout(Duration::from_secs(10))
-                            .expect("the session to start"),
-                    );
-                }
+                let (mut child, rx, mut err) =
+                    started_cli(&url(port), api_kind, &["trace", "exec", "-A", "--wait"]);
                 let pid = hub.0.id().to_string();
                 assert!(Command::new("kill")
                     .args(["-STOP", &pid])
@@ -730,4 +679,45 @@ fn a_frozen_hub_ends_a_trace_without_duration() {
             "{api_kind}: {err}"
         );
     }
+}
+
+/// A CLI through the hub `hub_url` with `--hub-api api_kind` and `args`,
+/// running, with its stderr lines coming through the receiver; returns once
+/// it says its session started ("Ctrl-C to stop"), with the lines so far.
+fn started_cli(
+    hub_url: &str,
+    api_kind: &str,
+    args: &[&str],
+) -> (Proc, std::sync::mpsc::Receiver<String>, Vec<String>) {
+    let mut child = Proc(
+        bin()
+            .args(["--hub", hub_url, "--token-file"])
+            .arg(token_file())
+            .args(["--hub-api", api_kind])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stderr).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let mut err = Vec::new();
+    while !err.iter().any(|l: &String| l.contains("Ctrl-C to stop")) {
+        err.push(
+            rx.recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("the session to start: {err:?}")),
+        );
+    }
+    (child, rx, err)
 }
