@@ -427,59 +427,18 @@ pub fn ps(target: &HubTarget, p: &RemotePods, json: bool) -> Result<()> {
         container: p.container.clone(),
         node: None,
     };
-    // The pods as REST lists them (the pod's fields and its node).
-    let pods = serde_json::to_value(hub.list_pods(q)?)?;
-    let mut rows = Vec::new();
-    for pod in pods.as_array().into_iter().flatten() {
-        for c in pod["containers"].as_array().into_iter().flatten() {
-            let s = |v: &Value| v.as_str().unwrap_or("").to_string();
-            rows.push(serde_json::json!({
-                "node": pod["node"], "namespace": pod["namespace"], "pod": pod["name"], "pod_uid": pod["uid"],
-                "container": c["name"], "container_id": c["id"], "image": c["image"], "runtime": pod["runtime"],
-                "state": c["state"], "cgroup_id": c["cgroup_id"], "pod_cgroup_id": pod["cgroup_id"], "ip": pod["ip"],
-                "source": pod["source"],
-            }));
-            let _ = s;
-        }
-    }
-    let key = |r: &Value| {
-        ["node", "namespace", "pod", "container"].map(|k| r[k].as_str().unwrap_or("").to_string())
-    };
-    rows.sort_by_key(key);
+    let pods = hub.list_pods(q)?;
+    // The node's own formatter, with the NODE column.
+    let rows = podscope_pipeline::podtable::pod_rows(
+        pods.iter().map(|p| (Some(p.node.as_str()), &p.pod)),
+        |_| None,
+    );
     let out = std::io::stdout();
     let mut out = out.lock();
     if json {
-        for r in &rows {
-            writeln!(out, "{r}")?;
-        }
-        return Ok(());
-    }
-    let cols = ["node", "namespace", "pod", "container", "image", "state"];
-    let width = |k: &str| {
-        rows.iter()
-            .map(|r| r[k].as_str().unwrap_or("").len())
-            .max()
-            .unwrap_or(0)
-            .max(k.len())
-    };
-    let w: Vec<usize> = cols.iter().map(|k| width(k)).collect();
-    for (i, k) in cols.iter().enumerate() {
-        write!(out, "{:<w$}  ", k.to_uppercase(), w = w[i])?;
-    }
-    writeln!(out, "{:<12}  CGROUP-ID", "CONTAINER-ID")?;
-    for r in &rows {
-        for (i, k) in cols.iter().enumerate() {
-            write!(out, "{:<w$}  ", r[*k].as_str().unwrap_or(""), w = w[i])?;
-        }
-        let id = r["container_id"].as_str().unwrap_or("");
-        writeln!(
-            out,
-            "{:<12}  {}",
-            &id[..id.len().min(12)],
-            r["cgroup_id"]
-                .as_u64()
-                .map_or("-".into(), |c| c.to_string())
-        )?;
+        podscope_pipeline::podtable::write_json(&mut out, &rows)?;
+    } else {
+        podscope_pipeline::podtable::write_table(&mut out, &rows)?;
     }
     if rows.is_empty() {
         eprintln!("podscope: no pods on any node of the hub match");

@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod enrich;
 pub mod format;
 pub mod node;
+pub mod podtable;
 pub mod probes;
 pub mod select;
 pub mod sinks;
