@@ -2417,9 +2417,11 @@ fn http_requests_through_the_hub_and_the_agents_red_metrics() {
     );
     let sfx = suffix();
     let ns = format!("hh-{sfx}");
+    // Names of their own: other tests' "did you mean" lists every pod of the bed.
+    let (api_name, web_name) = (format!("hh-api-{sfx}"), format!("hh-web-{sfx}"));
     let api_pod = pod(
         &sock,
-        "api",
+        &api_name,
         &ns,
         "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 8080 -h /www",
     );
@@ -2430,7 +2432,7 @@ fn http_requests_through_the_hub_and_the_agents_red_metrics() {
          i=0; while [ $i -lt {MISSING} ]; do wget -q -O /dev/null http://{ip}:8080/missing || bad=$((bad+1)); i=$((i+1)); done; \
          echo \"$ok $bad\" > /tmp/result; mkdir /tmp/done; sleep 3600"
     );
-    let web = pod(&sock, "web", &ns, &client);
+    let web = pod(&sock, &web_name, &ns, &client);
     let web_pid = web.pod.containers[0].pid.expect("the client's pid");
     wait_for(Duration::from_secs(10), "the hub to know both pods", || {
         let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
@@ -2505,22 +2507,30 @@ fn http_requests_through_the_hub_and_the_agents_red_metrics() {
             .count()
     };
     assert_eq!(reqs.len(), want, "{reqs:#?}");
-    assert_eq!(count("server", "api", 200, "/index.html"), OK, "{reqs:#?}");
     assert_eq!(
-        count("server", "api", 404, "/missing"),
+        count("server", &api_name, 200, "/index.html"),
+        OK,
+        "{reqs:#?}"
+    );
+    assert_eq!(
+        count("server", &api_name, 404, "/missing"),
         MISSING,
         "{reqs:#?}"
     );
-    assert_eq!(count("client", "web", 200, "/index.html"), OK, "{reqs:#?}");
     assert_eq!(
-        count("client", "web", 404, "/missing"),
+        count("client", &web_name, 200, "/index.html"),
+        OK,
+        "{reqs:#?}"
+    );
+    assert_eq!(
+        count("client", &web_name, 404, "/missing"),
         MISSING,
         "{reqs:#?}"
     );
     assert!(
         reqs.iter()
             .filter(|r| r["role"] == "client")
-            .all(|r| r["peer_pod"] == "api" && r["peer_namespace"] == ns.as_str()),
+            .all(|r| r["peer_pod"] == api_name.as_str() && r["peer_namespace"] == ns.as_str()),
         "the client's peer is the api pod: {reqs:#?}"
     );
     let _ = Command::new("kill")
@@ -2538,6 +2548,8 @@ fn http_requests_through_the_hub_and_the_agents_red_metrics() {
             .sum()
     };
     let nsl = format!("namespace=\"{ns}\"");
+    let (api_l, web_l) = (format!("pod=\"{api_name}\""), format!("pod=\"{web_name}\""));
+    let peer_l = format!("peer_pod=\"{api_name}\"");
     let mut text = String::new();
     wait_for(Duration::from_secs(20), "the agent's RED series", || {
         text = request(
@@ -2554,26 +2566,21 @@ fn http_requests_through_the_hub_and_the_agents_red_metrics() {
         metric(
             &text,
             "podscope_http_client_requests_total",
-            &[&nsl, "peer_pod=\"api\""],
+            &[&nsl, &peer_l],
         ) >= (OK + MISSING) as f64
     });
     let server = |class: &str| {
         metric(
             &text,
             "podscope_http_server_requests_total",
-            &[&nsl, "pod=\"api\"", &format!("status_class=\"{class}\"")],
+            &[&nsl, &api_l, &format!("status_class=\"{class}\"")],
         )
     };
     let edge = |class: &str| {
         metric(
             &text,
             "podscope_http_client_requests_total",
-            &[
-                &nsl,
-                "pod=\"web\"",
-                "peer_pod=\"api\"",
-                &format!("status_class=\"{class}\""),
-            ],
+            &[&nsl, &web_l, &peer_l, &format!("status_class=\"{class}\"")],
         )
     };
     assert_eq!(

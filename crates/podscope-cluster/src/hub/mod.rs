@@ -132,6 +132,10 @@ struct NodeEntry {
     kernel: String,
     probes: Vec<String>,
     pods: Vec<Pod>,
+    /// Each pod of `pods` as `GET /v1/pods` lists it (with `node`), made
+    /// when the node reports its pods: listings copy these instead of
+    /// cloning and serialising thousands of pods per call.
+    pods_json: Vec<Arc<str>>,
     up: bool,
     registered: SystemTime,
     last_seen: SystemTime,
@@ -285,6 +289,23 @@ fn unix_ms(t: SystemTime) -> u64 {
 
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// A node's pods as the REST listing has them, one JSON object each.
+fn render_pods(node: &str, pods: &[Pod]) -> Vec<Arc<str>> {
+    #[derive(serde::Serialize)]
+    struct Listed<'a> {
+        node: &'a str,
+        #[serde(flatten)]
+        pod: &'a Pod,
+    }
+    pods.iter()
+        .map(|pod| {
+            serde_json::to_string(&Listed { node, pod })
+                .unwrap_or_default()
+                .into()
+        })
+        .collect()
 }
 
 fn send_to(node: &NodeEntry, msg: HubMessage) {
@@ -477,6 +498,7 @@ impl hub_server::Hub for Hub {
                 NodeEntry {
                     kernel: hello.kernel,
                     probes: hello.probes,
+                    pods_json: render_pods(&node, &pods),
                     pods,
                     up: true,
                     registered: now,
@@ -621,6 +643,7 @@ impl Hub {
                 if let Ok(pods) = pods {
                     let st = &mut *st;
                     if let Some(n) = st.nodes.get_mut(node) {
+                        n.pods_json = render_pods(node, &pods);
                         n.pods = pods;
                         // A matching pod appeared here: the running sessions
                         // that did not include this node start on it now.

@@ -213,8 +213,8 @@ async fn nodes(State(hub): State<Hub>) -> Response {
 }
 
 async fn pods(State(hub): State<Hub>, q: Result<Query<PodQuery>, QueryRejection>) -> Response {
-    match query(q, POD_PARAMS) {
-        Ok(q) => answer(StatusCode::OK, hub.list_pods(q)),
+    match query(q, POD_PARAMS).and_then(|q| hub.list_pods_json(q)) {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(e) => api_err(e),
     }
 }
