@@ -549,7 +549,7 @@ pub struct HttpEvent {
     /// The trace context the request carried (W3C `traceparent`/`tracestate`
     /// or B3), when it carried a valid one. No other header value is kept.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub trace_context: Option<TraceContext>,
+    pub trace_context: Option<Box<TraceContext>>,
 }
 
 /// Trace context picked up from a request's headers.

@@ -846,7 +846,10 @@ Authorization: Bearer x\r\n\r\n";
             (1, 1)
         );
         let json = serde_json::to_string(&out[0]).unwrap();
-        assert!(json.contains("\"trace_context\":{\"format\":\"w3c\""), "{json}");
+        assert!(
+            json.contains("\"trace_context\":{\"format\":\"w3c\""),
+            "{json}"
+        );
         assert!(!json.contains("Bearer"), "{json}");
     }
 

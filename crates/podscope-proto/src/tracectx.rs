@@ -14,8 +14,8 @@ pub enum Pickup {
     /// No trace-context header at all.
     #[default]
     None,
-    /// A valid context.
-    Valid(TraceContext),
+    /// A valid context (boxed: most requests carry none).
+    Valid(Box<TraceContext>),
     /// Headers were there but not valid (the reason); the request is
     /// treated as having none.
     Invalid(&'static str),
@@ -73,13 +73,13 @@ impl Collector {
         let mut first_error = None;
         if !self.traceparent.is_empty() {
             match w3c(&self.traceparent, &self.tracestate) {
-                Ok(c) => return Pickup::Valid(c),
+                Ok(c) => return Pickup::Valid(Box::new(c)),
                 Err(e) => first_error = Some(e),
             }
         }
         if !self.b3.is_empty() {
             match b3_single(&self.b3) {
-                Ok(Some(c)) => return Pickup::Valid(c),
+                Ok(Some(c)) => return Pickup::Valid(Box::new(c)),
                 Ok(None) => {}
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -88,7 +88,7 @@ impl Collector {
         }
         if !self.trace_id.is_empty() || !self.span_id.is_empty() {
             match b3_multi(&self) {
-                Ok(c) => return Pickup::Valid(c),
+                Ok(c) => return Pickup::Valid(Box::new(c)),
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
@@ -102,8 +102,7 @@ impl Collector {
                 && self.b3.is_empty()
                 && self.trace_id.is_empty() =>
             {
-                if !self.tracestate.is_empty() && self.sampled.is_empty() && self.flags.is_empty()
-                {
+                if !self.tracestate.is_empty() && self.sampled.is_empty() && self.flags.is_empty() {
                     Pickup::Invalid("tracestate without traceparent")
                 } else {
                     Pickup::None
@@ -200,12 +199,12 @@ fn tracestate(states: &[Vec<u8>]) -> Option<String> {
         let (k, v) = m.split_once('=')?;
         let key_ok = !k.is_empty()
             && k.len() <= 256
-            && k.bytes().all(|c| {
-                matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/' | b'@')
-            });
+            && k.bytes()
+                .all(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/' | b'@'));
         let value_ok = !v.is_empty()
             && v.len() <= 256
-            && v.bytes().all(|c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=');
+            && v.bytes()
+                .all(|c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=');
         if !key_ok || !value_ok {
             return None;
         }
@@ -247,7 +246,10 @@ fn b3_single(values: &[Vec<u8>]) -> Result<Option<TraceContext>, &'static str> {
         return Err("b3 not TraceId-SpanId[-Sampled[-ParentSpanId]]");
     }
     let trace_id = trace_id_128(parts[0])?;
-    let span_id = span_id_64(parts[1], "b3 span id not 16 lowercase hex digits, not all zero")?;
+    let span_id = span_id_64(
+        parts[1],
+        "b3 span id not 16 lowercase hex digits, not all zero",
+    )?;
     let sampled = match parts.get(2).copied() {
         None => None,
         Some(b"1") | Some(b"d") => Some(true),
@@ -332,7 +334,7 @@ mod tests {
 
     fn valid(p: Pickup) -> TraceContext {
         match p {
-            Pickup::Valid(c) => c,
+            Pickup::Valid(c) => *c,
             other => panic!("not valid: {other:?}"),
         }
     }
@@ -362,7 +364,10 @@ mod tests {
         )]));
         assert_eq!(c.sampled, Some(false));
         // A bad tracestate is dropped, the traceparent stays.
-        let c = valid(pick(&[("traceparent", TP), ("tracestate", "no equals sign")]));
+        let c = valid(pick(&[
+            ("traceparent", TP),
+            ("tracestate", "no equals sign"),
+        ]));
         assert_eq!(c.tracestate, None);
     }
 

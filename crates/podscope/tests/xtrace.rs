@@ -1,0 +1,630 @@
+//! Cross-layer traces against real things: a chain of CRI pods on the test
+//! bed (testbed/podbed.sh) running the host's programs (the host's /usr,
+//! /lib and /lib64 mounted read-only): nginx proxying to a Python WSGI app
+//! (stdlib wsgiref, a thread per request) that, for GET /order, opens a
+//! known file, writes and fsyncs a file of its own, resolves a name through
+//! a dnsmasq pod and calls a second Python service over HTTP. Requests go in
+//! from the host, each with its own W3C traceparent, and podscope exports to
+//! a real OTLP/gRPC receiver. The witnesses are nginx's access log (the
+//! traceparent it received), dnsmasq's query log and the callee's own count.
+//! Needs root, PODBED_SOCKET, and Debian's nginx, dnsmasq and python3
+//! (scripts/setup.sh); without them it fails and says what is missing.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::otlp::{Got, GrpcReceiver};
+use common::{endpoint, run_pod, suffix, wait_attached, wait_for, PodGuard, IMAGE};
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use podscope_runtime::cri::{ContainerSpec, PodSpec};
+
+const NGINX: &str = "/usr/sbin/nginx";
+const DNSMASQ: &str = "/usr/sbin/dnsmasq";
+const PYTHON: &str = "/usr/bin/python3";
+/// Ports of this test (the xtrace range, 18000-18999).
+const NGINX_PORT: u16 = 18080;
+const API_PORT: u16 = 18090;
+const CALLEE_PORT: u16 = 18091;
+const OTLP_PORT: u16 = 18317;
+/// The name the API resolves for each order, and the file it reads.
+const STOCK_NAME: &str = "stock.shop.test";
+const CATALOG: &str = "/srv/catalog.json";
+
+/// The API: a thread per request (ThreadingMixIn). It does not forward
+/// trace context: its call to the callee must be tied to the request it
+/// serves by the thread that makes it.
+const APP: &str = r#"
+import http.client, os, socket, sys, threading
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIServer, WSGIRequestHandler, make_server
+
+port, callee = int(sys.argv[1]), sys.argv[2]
+chost, cport = callee.rsplit(":", 1)
+seq = [0]
+lock = threading.Lock()
+
+class Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *a):
+        pass
+
+def app(environ, start):
+    if environ["PATH_INFO"] != "/order":
+        start("404 Not Found", [("Content-Length", "0")])
+        return [b""]
+    with open("/srv/catalog.json") as f:
+        catalog = f.read()
+    with lock:
+        seq[0] += 1
+        n = seq[0]
+    fd = os.open("/srv/orders/%d.json" % n, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, (catalog * 64)[:4096].encode())
+    os.fsync(fd)
+    os.close(fd)
+    addr = socket.getaddrinfo("stock.shop.test", 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+    c = http.client.HTTPConnection(chost, int(cport), timeout=10)
+    c.request("GET", "/stock")
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    out = b"order %d %s %s\n" % (n, addr.encode(), body.strip())
+    start("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(out)))])
+    return [out]
+
+make_server("0.0.0.0", port, app, server_class=Server, handler_class=Quiet).serve_forever()
+"#;
+
+/// The callee: counts what it served in /srv/callee.count (its own witness).
+const CALLEE: &str = r#"
+import sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+lock = threading.Lock()
+count = [0]
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"in-stock\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+        with lock:
+            count[0] += 1
+            with open("/srv/callee.count", "w") as f:
+                f.write(str(count[0]))
+    def log_message(self, *a):
+        pass
+
+ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), H).serve_forever()
+"#;
+
+fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// A container running a host program: the host's /usr, /lib and /lib64
+/// read-only, and the test's directory at /srv.
+fn host_container(name: &str, dir: &Path, args: &[&str]) -> ContainerSpec {
+    let mut c = ContainerSpec::new(name, IMAGE, args)
+        .mount("/usr", "/usr", true)
+        .mount("/lib", "/lib", true);
+    if Path::new("/lib64").exists() {
+        c = c.mount("/lib64", "/lib64", true);
+    }
+    c.mount(dir.to_str().unwrap(), "/srv", false)
+}
+
+fn pod_of(ns: &str, name: &str, c: ContainerSpec) -> PodGuard {
+    run_pod(&PodSpec::new(name, ns).unwrap(), &[c])
+}
+
+fn wait_port(what: &str, ip: &str, port: u16) {
+    let addr = format!("{ip}:{port}").parse().unwrap();
+    wait_for(what, Duration::from_secs(30), || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    });
+}
+
+/// `podscope trace ... -o none`, stopped with SIGINT so it flushes.
+struct Podscope {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Podscope {
+    fn start(args: &[&str]) -> Podscope {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_podscope"));
+        cmd.arg("trace")
+            .args(args)
+            .args(["--runtime-endpoint", &endpoint(), "-o", "none"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("OTEL_") {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let all = wait_attached(&mut stderr);
+        let text = Arc::new(Mutex::new(all));
+        let t = text.clone();
+        let reader = std::thread::spawn(move || {
+            let mut line = String::new();
+            while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+                t.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        Podscope {
+            child,
+            stderr: text,
+            reader: Some(reader),
+        }
+    }
+
+    fn stop(mut self) -> String {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                let text = self.stderr.lock().unwrap().clone();
+                assert!(status.success(), "podscope failed: {text}");
+                return text;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "podscope did not exit within 30 s of SIGINT: {}",
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Podscope {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Random-enough ids without a crate: the kernel's.
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut b)
+        .unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// One GET /order through nginx (Connection: close); the body.
+fn order(ip: &str, traceparent: Option<&str>) -> String {
+    let mut s = TcpStream::connect((ip, NGINX_PORT)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let tp = traceparent
+        .map(|t| format!("traceparent: {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET /order HTTP/1.1\r\nHost: shop\r\n{tp}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
+}
+
+fn pod_name(g: &Got) -> &str {
+    g.resource
+        .get("k8s.pod.name")
+        .map(String::as_str)
+        .unwrap_or("")
+}
+
+fn kind(g: &Got) -> i32 {
+    g.span.kind
+}
+
+#[test]
+fn one_trace_per_request_through_nginx_a_threaded_app_and_its_callee() {
+    if !common::root_or_skip() {
+        return;
+    }
+    for (bin, pkg) in [
+        (NGINX, "nginx"),
+        (DNSMASQ, "dnsmasq-base"),
+        (PYTHON, "python3"),
+    ] {
+        assert!(
+            Path::new(bin).exists(),
+            "{bin} is missing: install Debian's {pkg} (bash scripts/setup.sh)"
+        );
+    }
+    const WITH_CONTEXT: usize = 200;
+    const CONCURRENCY: usize = 8;
+    const WITHOUT_CONTEXT: usize = 20;
+    let ns = format!("xtrace-{}", suffix());
+    let dir = PathBuf::from(format!("/var/tmp/podscope-xtrace-{}", suffix()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for d in ["orders", "nginx", "dns"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(dir.join("catalog.json"), "{\"widget\": 3}\n").unwrap();
+    std::fs::write(dir.join("app.py"), APP).unwrap();
+    std::fs::write(dir.join("callee.py"), CALLEE).unwrap();
+
+    let dns = pod_of(
+        &ns,
+        "dns",
+        host_container(
+            "dnsmasq",
+            &dir,
+            &[
+                DNSMASQ,
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--port=53",
+                "--no-resolv",
+                "--no-hosts",
+                "--user=root",
+                &format!("--address=/{STOCK_NAME}/10.1.2.3"),
+                "--log-queries",
+                "--log-facility=/srv/dns/dnsmasq.log",
+                "--pid-file=/tmp/dnsmasq.pid",
+            ],
+        ),
+    );
+    let dns_ip = dns.pod.ip.clone().expect("the dns pod has an address");
+    std::fs::write(dir.join("resolv.conf"), format!("nameserver {dns_ip}\n")).unwrap();
+    let callee = pod_of(
+        &ns,
+        "stock",
+        host_container(
+            "callee",
+            &dir,
+            &[PYTHON, "/srv/callee.py", &CALLEE_PORT.to_string()],
+        ),
+    );
+    let callee_ip = callee.pod.ip.clone().expect("an address");
+    let api = pod_of(
+        &ns,
+        "api",
+        host_container(
+            "app",
+            &dir,
+            &[
+                PYTHON,
+                "/srv/app.py",
+                &API_PORT.to_string(),
+                &format!("{callee_ip}:{CALLEE_PORT}"),
+            ],
+        )
+        .mount(
+            dir.join("resolv.conf").to_str().unwrap(),
+            "/etc/resolv.conf",
+            true,
+        ),
+    );
+    let api_ip = api.pod.ip.clone().expect("an address");
+    let d = "/srv/nginx";
+    std::fs::write(
+        dir.join("nginx/nginx.conf"),
+        format!(
+            r#"daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 256; }}
+http {{
+  log_format witness '$status $http_traceparent';
+  access_log {d}/access.log witness;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  server {{
+    listen {NGINX_PORT};
+    location / {{ proxy_pass http://{api_ip}:{API_PORT}; }}
+  }}
+}}
+"#
+        ),
+    )
+    .unwrap();
+    let nginx = pod_of(
+        &ns,
+        "ingress",
+        host_container(
+            "nginx",
+            &dir,
+            &[
+                NGINX,
+                "-c",
+                "/srv/nginx/nginx.conf",
+                "-e",
+                "/srv/nginx/error.log",
+            ],
+        ),
+    );
+    let nginx_ip = nginx.pod.ip.clone().expect("an address");
+    wait_port("the callee to listen", &callee_ip, CALLEE_PORT);
+    wait_port("the api to listen", &api_ip, API_PORT);
+    wait_port("nginx to listen", &nginx_ip, NGINX_PORT);
+    wait_for("dnsmasq to start", Duration::from_secs(30), || {
+        std::fs::read_to_string(dir.join("dns/dnsmasq.log"))
+            .unwrap_or_default()
+            .contains("cleared cache")
+    });
+    // Everything works before tracing (and warms Python's imports).
+    assert!(order(&nginx_ip, None).contains("in-stock"));
+    let warm_dns = std::fs::read_to_string(dir.join("dns/dnsmasq.log"))
+        .unwrap()
+        .matches(&format!("query[A] {STOCK_NAME} "))
+        .count();
+    let warm_nginx = std::fs::read_to_string(dir.join("nginx/access.log"))
+        .unwrap()
+        .lines()
+        .count();
+
+    let mut rx = GrpcReceiver::start(format!("127.0.92.1:{OTLP_PORT}").parse().unwrap());
+    let ps = Podscope::start(&[
+        "http,open,bio,tcp,dns",
+        "-n",
+        &ns,
+        "--otlp-endpoint",
+        &rx.url(),
+        "--otlp-protocol",
+        "grpc",
+        "--spans",
+        "requests",
+    ]);
+    let before = wall_ns();
+
+    // Phase 1: each request with a traceparent of its own, 8 at a time.
+    let sent: Vec<(String, String)> = (0..WITH_CONTEXT)
+        .map(|_| (random_hex(16), random_hex(8)))
+        .collect();
+    let queue = Arc::new(Mutex::new(sent.clone()));
+    let workers: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let (q, ip) = (queue.clone(), nginx_ip.clone());
+            std::thread::spawn(move || loop {
+                let Some((t, s)) = q.lock().unwrap().pop() else {
+                    return;
+                };
+                let body = order(&ip, Some(&format!("00-{t}-{s}-01")));
+                assert!(body.contains("in-stock"), "{body}");
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    // Phase 2: no context at all, one at a time.
+    for _ in 0..WITHOUT_CONTEXT {
+        assert!(order(&nginx_ip, None).contains("in-stock"));
+    }
+    let total = WITH_CONTEXT + WITHOUT_CONTEXT;
+    let servers_in = |pod: &str| {
+        rx.store
+            .spans()
+            .iter()
+            .filter(|g| pod_name(g) == pod && kind(g) == SpanKind::Server as i32)
+            .count()
+    };
+    wait_for(
+        "the request spans of every hop",
+        Duration::from_secs(60),
+        || servers_in("ingress") >= total && servers_in("stock") >= total,
+    );
+    let stderr = ps.stop();
+    let after = wall_ns();
+    rx.stop();
+
+    // The witnesses.
+    let access = std::fs::read_to_string(dir.join("nginx/access.log")).unwrap();
+    let logged: Vec<&str> = access.lines().skip(warm_nginx).collect();
+    assert_eq!(logged.len(), total, "nginx's access log: {access}");
+    let logged_tp: BTreeSet<String> = logged
+        .iter()
+        .filter_map(|l| l.strip_prefix("200 "))
+        .filter(|tp| *tp != "-")
+        .map(String::from)
+        .collect();
+    let sent_tp: BTreeSet<String> = sent.iter().map(|(t, s)| format!("00-{t}-{s}-01")).collect();
+    assert_eq!(logged_tp, sent_tp, "nginx received the traceparents sent");
+    let dns_log = std::fs::read_to_string(dir.join("dns/dnsmasq.log")).unwrap();
+    let lookups = dns_log.matches(&format!("query[A] {STOCK_NAME} ")).count() - warm_dns;
+    assert_eq!(lookups, total, "dnsmasq's query log");
+    let served: usize = std::fs::read_to_string(dir.join("callee.count"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(served, total + 1, "the callee's own count (one warm-up)");
+
+    // The spans, by trace.
+    let spans = rx.store.spans();
+    let mut traces: HashMap<String, Vec<&Got>> = HashMap::new();
+    for g in &spans {
+        if g.resource.get("k8s.namespace.name") == Some(&ns) {
+            traces.entry(hex(&g.span.trace_id)).or_default().push(g);
+        }
+    }
+    let id = |g: &Got| hex(&g.span.span_id);
+    let parent = |g: &Got| hex(&g.span.parent_span_id);
+    let one = |list: &[&Got], pod: &str, k: SpanKind, what: &str| -> Got {
+        let m: Vec<&&Got> = list
+            .iter()
+            .filter(|g| pod_name(g) == pod && kind(g) == k as i32)
+            .collect();
+        assert_eq!(m.len(), 1, "{what}: {pod} {k:?} spans: {m:#?}");
+        (*m[0]).clone()
+    };
+    let mut bio_requests = 0;
+    let mut checked = 0;
+    // Returns the API SERVER span's kernel children, after checking the chain.
+    let mut check_chain = |list: &[&Got], caller: Option<&str>, what: &str| {
+        let ing_s = one(list, "ingress", SpanKind::Server, what);
+        let ing_c = one(list, "ingress", SpanKind::Client, what);
+        let api_s = one(list, "api", SpanKind::Server, what);
+        let api_c = one(list, "api", SpanKind::Client, what);
+        let callee_s = one(list, "stock", SpanKind::Server, what);
+        assert_eq!(
+            list.iter()
+                .filter(|g| kind(g) != SpanKind::Internal as i32)
+                .count(),
+            5,
+            "{what}: request spans {list:#?}"
+        );
+        match caller {
+            Some(c) => assert_eq!(parent(&ing_s), c, "{what}: nginx SERVER under the caller"),
+            None => assert_eq!(parent(&ing_s), "", "{what}: nginx SERVER is the root"),
+        }
+        assert_eq!(parent(&ing_c), id(&ing_s), "{what}: nginx CLIENT");
+        assert_eq!(parent(&api_s), id(&ing_c), "{what}: api SERVER");
+        assert_eq!(api_s.attrs["podscope.trace.parent"], "hop");
+        assert_eq!(parent(&api_c), id(&api_s), "{what}: api CLIENT");
+        assert_eq!(api_c.attrs["podscope.trace.parent"], "thread");
+        assert_eq!(parent(&callee_s), id(&api_c), "{what}: callee SERVER");
+        assert_eq!(callee_s.attrs["podscope.trace.parent"], "hop");
+        // Every span's parent is in the trace (or is the caller's span).
+        let ids: BTreeSet<String> = list.iter().map(|g| id(g)).collect();
+        for g in list {
+            let p = parent(g);
+            assert!(
+                p.is_empty() || ids.contains(&p) || Some(p.as_str()) == caller,
+                "{what}: {} {} has parent {p} outside the trace",
+                pod_name(g),
+                g.span.name
+            );
+            assert!(
+                g.span.start_time_unix_nano >= before && g.span.end_time_unix_nano <= after,
+                "{what}: {g:#?}"
+            );
+        }
+        // The API's kernel work while it served the request.
+        let children: Vec<&&Got> = list
+            .iter()
+            .filter(|g| kind(g) == SpanKind::Internal as i32 && parent(g) == id(&api_s))
+            .collect();
+        let has = |f: &dyn Fn(&Got) -> bool| children.iter().filter(|g| f(g)).count();
+        assert_eq!(
+            has(&|g| g.attrs.get("file.path").map(String::as_str) == Some(CATALOG)),
+            1,
+            "{what}: the catalog's open: {children:#?}"
+        );
+        assert_eq!(
+            has(&|g| g.attrs.get("dns.question.name").map(String::as_str) == Some(STOCK_NAME)),
+            1,
+            "{what}: the lookup: {children:#?}"
+        );
+        assert_eq!(
+            has(&|g| g.span.name == format!("connect {callee_ip}:{CALLEE_PORT}")),
+            1,
+            "{what}: the connect to the callee: {children:#?}"
+        );
+        let orders = has(&|g| {
+            g.attrs
+                .get("file.path")
+                .is_some_and(|p| p.starts_with("/srv/orders/"))
+        });
+        assert_eq!(orders, 1, "{what}: the order file's open");
+        if has(&|g| g.attrs.get("podscope.bio.op").map(String::as_str) == Some("write")) > 0 {
+            bio_requests += 1;
+        }
+        checked += 1;
+    };
+    for (t, s) in &sent {
+        let list = traces
+            .get(t)
+            .unwrap_or_else(|| panic!("no spans in trace {t}"));
+        check_chain(list, Some(s), &format!("trace {t}"));
+    }
+    let sent_ids: BTreeSet<&String> = sent.iter().map(|(t, _)| t).collect();
+    // Other traces are the tcp probe's connection spans (a trace each).
+    let new: Vec<(&String, &Vec<&Got>)> = traces
+        .iter()
+        .filter(|(t, list)| {
+            !sent_ids.contains(t)
+                && list
+                    .iter()
+                    .any(|g| g.attrs.contains_key("http.request.method"))
+        })
+        .collect();
+    assert_eq!(
+        new.len(),
+        WITHOUT_CONTEXT,
+        "one new trace per request without context"
+    );
+    for (t, list) in &new {
+        check_chain(list, None, &format!("new trace {t}"));
+    }
+    assert_eq!(checked, total);
+    eprintln!(
+        "xtrace: {checked} of {total} requests fully parented (100%); block I/O child spans under {bio_requests} of {total} API SERVER spans"
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("podscope: request spans:"))
+        .unwrap_or_else(|| panic!("no request-span report: {stderr}"));
+    eprintln!("{line}");
+    assert!(
+        line.contains(&format!(
+            "{} SERVER ({} parented to the caller's CLIENT span by connection, {WITH_CONTEXT} to the span id on the wire, {WITHOUT_CONTEXT} new traces)",
+            3 * total,
+            2 * total
+        )),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!(
+            "{} CLIENT ({WITH_CONTEXT} by trace id, {} by serving thread, 0 to their own wire context: 100.0% parented",
+            2 * total,
+            total + WITHOUT_CONTEXT
+        )),
+        "{line}"
+    );
+    let exported = stderr
+        .lines()
+        .find(|l| l.starts_with("podscope: OTLP spans:"))
+        .unwrap();
+    assert!(exported.contains(" 0 failed, 0 dropped"), "{exported}");
+    for p in [&nginx, &api, &callee, &dns] {
+        p.remove();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
