@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::otlp::{Got, GrpcReceiver};
+use common::otlp::{attrs, Got, GrpcReceiver};
 use common::{endpoint, run_pod, suffix, wait_attached, wait_for, PodGuard, IMAGE};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use podscope_runtime::cri::{ContainerSpec, PodSpec};
@@ -273,6 +273,7 @@ fn one_trace_per_request_through_nginx_a_threaded_app_and_its_callee() {
     const WITH_CONTEXT: usize = 200;
     const CONCURRENCY: usize = 8;
     const WITHOUT_CONTEXT: usize = 20;
+    const EVENT_LOOP: usize = 40;
     let ns = format!("xtrace-{}", suffix());
     let dir = PathBuf::from(format!("/var/tmp/podscope-xtrace-{}", suffix()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -437,7 +438,23 @@ http {{
     for _ in 0..WITHOUT_CONTEXT {
         assert!(order(&nginx_ip, None).contains("in-stock"));
     }
-    let total = WITH_CONTEXT + WITHOUT_CONTEXT;
+    // Phase 3: no context, 8 at a time: nginx's one worker thread (an event
+    // loop) then serves several requests at once and its upstream calls
+    // carry no trace id: podscope must not guess (own trace, links, why).
+    let workers: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let ip = nginx_ip.clone();
+            std::thread::spawn(move || {
+                for _ in 0..EVENT_LOOP / CONCURRENCY {
+                    assert!(order(&ip, None).contains("in-stock"));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let total = WITH_CONTEXT + WITHOUT_CONTEXT + EVENT_LOOP;
     let servers_in = |pod: &str| {
         rx.store
             .spans()
@@ -484,95 +501,16 @@ http {{
             traces.entry(hex(&g.span.trace_id)).or_default().push(g);
         }
     }
-    let id = |g: &Got| hex(&g.span.span_id);
-    let parent = |g: &Got| hex(&g.span.parent_span_id);
-    let one = |list: &[&Got], pod: &str, k: SpanKind, what: &str| -> Got {
-        let m: Vec<&&Got> = list
-            .iter()
-            .filter(|g| pod_name(g) == pod && kind(g) == k as i32)
-            .collect();
-        assert_eq!(m.len(), 1, "{what}: {pod} {k:?} spans: {m:#?}");
-        (*m[0]).clone()
-    };
     let mut bio_requests = 0;
     let mut checked = 0;
-    // Returns the API SERVER span's kernel children, after checking the chain.
-    let mut check_chain = |list: &[&Got], caller: Option<&str>, what: &str| {
-        let ing_s = one(list, "ingress", SpanKind::Server, what);
-        let ing_c = one(list, "ingress", SpanKind::Client, what);
-        let api_s = one(list, "api", SpanKind::Server, what);
-        let api_c = one(list, "api", SpanKind::Client, what);
-        let callee_s = one(list, "stock", SpanKind::Server, what);
-        assert_eq!(
-            list.iter()
-                .filter(|g| kind(g) != SpanKind::Internal as i32)
-                .count(),
-            5,
-            "{what}: request spans {list:#?}"
-        );
-        match caller {
-            Some(c) => assert_eq!(parent(&ing_s), c, "{what}: nginx SERVER under the caller"),
-            None => assert_eq!(parent(&ing_s), "", "{what}: nginx SERVER is the root"),
-        }
-        assert_eq!(parent(&ing_c), id(&ing_s), "{what}: nginx CLIENT");
-        assert_eq!(parent(&api_s), id(&ing_c), "{what}: api SERVER");
-        assert_eq!(api_s.attrs["podscope.trace.parent"], "hop");
-        assert_eq!(parent(&api_c), id(&api_s), "{what}: api CLIENT");
-        assert_eq!(api_c.attrs["podscope.trace.parent"], "thread");
-        assert_eq!(parent(&callee_s), id(&api_c), "{what}: callee SERVER");
-        assert_eq!(callee_s.attrs["podscope.trace.parent"], "hop");
-        // Every span's parent is in the trace (or is the caller's span).
-        let ids: BTreeSet<String> = list.iter().map(|g| id(g)).collect();
-        for g in list {
-            let p = parent(g);
-            assert!(
-                p.is_empty() || ids.contains(&p) || Some(p.as_str()) == caller,
-                "{what}: {} {} has parent {p} outside the trace",
-                pod_name(g),
-                g.span.name
-            );
-            assert!(
-                g.span.start_time_unix_nano >= before && g.span.end_time_unix_nano <= after,
-                "{what}: {g:#?}"
-            );
-        }
-        // The API's kernel work while it served the request.
-        let children: Vec<&&Got> = list
-            .iter()
-            .filter(|g| kind(g) == SpanKind::Internal as i32 && parent(g) == id(&api_s))
-            .collect();
-        let has = |f: &dyn Fn(&Got) -> bool| children.iter().filter(|g| f(g)).count();
-        assert_eq!(
-            has(&|g| g.attrs.get("file.path").map(String::as_str) == Some(CATALOG)),
-            1,
-            "{what}: the catalog's open: {children:#?}"
-        );
-        assert_eq!(
-            has(&|g| g.attrs.get("dns.question.name").map(String::as_str) == Some(STOCK_NAME)),
-            1,
-            "{what}: the lookup: {children:#?}"
-        );
-        assert_eq!(
-            has(&|g| g.span.name == format!("connect {callee_ip}:{CALLEE_PORT}")),
-            1,
-            "{what}: the connect to the callee: {children:#?}"
-        );
-        let orders = has(&|g| {
-            g.attrs
-                .get("file.path")
-                .is_some_and(|p| p.starts_with("/srv/orders/"))
-        });
-        assert_eq!(orders, 1, "{what}: the order file's open");
-        if has(&|g| g.attrs.get("podscope.bio.op").map(String::as_str) == Some("write")) > 0 {
-            bio_requests += 1;
-        }
-        checked += 1;
-    };
     for (t, s) in &sent {
         let list = traces
             .get(t)
             .unwrap_or_else(|| panic!("no spans in trace {t}"));
-        check_chain(list, Some(s), &format!("trace {t}"));
+        let what = format!("trace {t}");
+        let api_s = check_chain(list, Some(s), &callee_ip, before, after, &what);
+        bio_requests += usize::from(check_api_children(list, &api_s, &callee_ip, &what));
+        checked += 1;
     }
     let sent_ids: BTreeSet<&String> = sent.iter().map(|(t, _)| t).collect();
     // Other traces are the tcp probe's connection spans (a trace each).
@@ -585,36 +523,97 @@ http {{
                     .any(|g| g.attrs.contains_key("http.request.method"))
         })
         .collect();
-    assert_eq!(
-        new.len(),
-        WITHOUT_CONTEXT,
-        "one new trace per request without context"
-    );
+    // A new trace per request without context: whole (nginx SERVER at the
+    // root), or, where nginx's thread served several at once, split in two:
+    // nginx's SERVER span alone, and its CLIENT span with everything below.
+    let (mut whole, mut split, mut lone) = (0, 0, 0);
     for (t, list) in &new {
-        check_chain(list, None, &format!("new trace {t}"));
+        let what = format!("new trace {t}");
+        let requests = list
+            .iter()
+            .filter(|g| g.attrs.contains_key("http.request.method"))
+            .count();
+        match requests {
+            5 => {
+                let api_s = check_chain(list, None, &callee_ip, before, after, &what);
+                bio_requests += usize::from(check_api_children(list, &api_s, &callee_ip, &what));
+                whole += 1;
+            }
+            4 => {
+                let ing_c = one(list, "ingress", SpanKind::Client, &what);
+                assert_eq!(parent(&ing_c), "", "{what}: nginx CLIENT is the root");
+                let why = &ing_c.attrs["podscope.trace.unparented"];
+                assert!(
+                    why.contains("serving") && why.contains("requests"),
+                    "{what}: {why}"
+                );
+                let candidates = ing_c.span.links.iter().filter(|l| {
+                    l.attributes.iter().any(|a| a.key == "podscope.link")
+                        && attrs(&l.attributes)["podscope.link"] == "candidate_parent"
+                });
+                assert!(
+                    candidates.count() >= 2,
+                    "{what}: links to the requests in flight"
+                );
+                let api_s = check_below_nginx_client(list, &ing_c, &what);
+                check_parents_in_trace(list, None, before, after, &what);
+                bio_requests += usize::from(check_api_children(list, &api_s, &callee_ip, &what));
+                split += 1;
+            }
+            1 => {
+                let ing_s = one(list, "ingress", SpanKind::Server, &what);
+                assert_eq!(parent(&ing_s), "");
+                lone += 1;
+            }
+            n => panic!("{what}: {n} request spans: {list:#?}"),
+        }
     }
+    checked += whole + split;
+    assert_eq!(split, lone, "each split trace's nginx SERVER span is alone");
+    assert_eq!(whole + split, WITHOUT_CONTEXT + EVENT_LOOP);
+    assert!(
+        whole >= WITHOUT_CONTEXT,
+        "the one-at-a-time requests are whole"
+    );
     assert_eq!(checked, total);
-    eprintln!(
-        "xtrace: {checked} of {total} requests fully parented (100%); block I/O child spans under {bio_requests} of {total} API SERVER spans"
+    assert_eq!(
+        bio_requests, total,
+        "every API SERVER span has the fsync's block I/O as a child"
     );
     let line = stderr
         .lines()
         .find(|l| l.starts_with("podscope: request spans:"))
         .unwrap_or_else(|| panic!("no request-span report: {stderr}"));
     eprintln!("{line}");
+    let event_loop_parented = whole - WITHOUT_CONTEXT;
+    eprintln!(
+        "xtrace: with context {WITH_CONTEXT} of {WITH_CONTEXT} requests fully parented; without context, \
+         one at a time {WITHOUT_CONTEXT} of {WITHOUT_CONTEXT}; through nginx's event loop 8 at a time, \
+         {event_loop_parented} of {EVENT_LOOP} nginx CLIENT spans parented (the rest own traces, linked); \
+         block I/O child spans under {bio_requests} of {total} API SERVER spans"
+    );
     assert!(
         line.contains(&format!(
-            "{} SERVER ({} parented to the caller's CLIENT span by connection, {WITH_CONTEXT} to the span id on the wire, {WITHOUT_CONTEXT} new traces)",
+            "{} SERVER ({} parented to the caller's CLIENT span by connection, {WITH_CONTEXT} to the span id on the wire, {} new traces)",
             3 * total,
-            2 * total
+            2 * total,
+            WITHOUT_CONTEXT + EVENT_LOOP
         )),
         "{line}"
     );
     assert!(
         line.contains(&format!(
-            "{} CLIENT ({WITH_CONTEXT} by trace id, {} by serving thread, 0 to their own wire context: 100.0% parented",
+            "{} CLIENT ({WITH_CONTEXT} by trace id, {} by serving thread, 0 to their own wire context",
             2 * total,
-            total + WITHOUT_CONTEXT
+            // The API's every call, nginx's one-at-a-time ones and those
+            // of the event loop that were alone on the thread.
+            total + WITHOUT_CONTEXT + event_loop_parented
+        )),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!(
+            "own trace: 0 while the thread served no request, {split} while it served several"
         )),
         "{line}"
     );
@@ -627,4 +626,137 @@ http {{
         p.remove();
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn id(g: &Got) -> String {
+    hex(&g.span.span_id)
+}
+
+fn parent(g: &Got) -> String {
+    hex(&g.span.parent_span_id)
+}
+
+/// The one request span of `pod` of that kind in a trace.
+fn one(list: &[&Got], pod: &str, k: SpanKind, what: &str) -> Got {
+    let m: Vec<&&Got> = list
+        .iter()
+        .filter(|g| pod_name(g) == pod && kind(g) == k as i32)
+        .collect();
+    assert_eq!(m.len(), 1, "{what}: {pod} {k:?} spans: {m:#?}");
+    (*m[0]).clone()
+}
+
+/// Every span's parent is in the trace (or is the caller's span), and
+/// every span lies within the test's run.
+fn check_parents_in_trace(
+    list: &[&Got],
+    caller: Option<&str>,
+    before: u64,
+    after: u64,
+    what: &str,
+) {
+    let ids: BTreeSet<String> = list.iter().map(|g| id(g)).collect();
+    for g in list {
+        let p = parent(g);
+        assert!(
+            p.is_empty() || ids.contains(&p) || Some(p.as_str()) == caller,
+            "{what}: {} {} has parent {p} outside the trace",
+            pod_name(g),
+            g.span.name
+        );
+        assert!(
+            g.span.start_time_unix_nano >= before && g.span.end_time_unix_nano <= after,
+            "{what}: {g:#?}"
+        );
+    }
+}
+
+/// Below nginx's CLIENT span: the API's SERVER span (joined by connection),
+/// its CLIENT span (by its serving thread), the callee's SERVER span (by
+/// connection). Returns the API's SERVER span.
+fn check_below_nginx_client(list: &[&Got], ing_c: &Got, what: &str) -> Got {
+    let api_s = one(list, "api", SpanKind::Server, what);
+    let api_c = one(list, "api", SpanKind::Client, what);
+    let callee_s = one(list, "stock", SpanKind::Server, what);
+    assert_eq!(parent(&api_s), id(ing_c), "{what}: api SERVER");
+    assert_eq!(api_s.attrs["podscope.trace.parent"], "hop");
+    assert_eq!(parent(&api_c), id(&api_s), "{what}: api CLIENT");
+    assert_eq!(api_c.attrs["podscope.trace.parent"], "thread");
+    assert_eq!(parent(&callee_s), id(&api_c), "{what}: callee SERVER");
+    assert_eq!(callee_s.attrs["podscope.trace.parent"], "hop");
+    api_s
+}
+
+/// A whole chain: nginx SERVER (under the caller's span, or the root),
+/// nginx CLIENT, then [`check_below_nginx_client`]. Returns the API's
+/// SERVER span.
+fn check_chain(
+    list: &[&Got],
+    caller: Option<&str>,
+    _callee_ip: &str,
+    before: u64,
+    after: u64,
+    what: &str,
+) -> Got {
+    let ing_s = one(list, "ingress", SpanKind::Server, what);
+    let ing_c = one(list, "ingress", SpanKind::Client, what);
+    assert_eq!(
+        list.iter()
+            .filter(|g| g.attrs.contains_key("http.request.method"))
+            .count(),
+        5,
+        "{what}: request spans {list:#?}"
+    );
+    match caller {
+        Some(c) => {
+            assert_eq!(parent(&ing_s), c, "{what}: nginx SERVER under the caller");
+            assert_eq!(ing_s.attrs["podscope.trace.parent"], "wire");
+            assert_eq!(ing_c.attrs["podscope.trace.parent"], "trace_id");
+        }
+        None => {
+            assert_eq!(parent(&ing_s), "", "{what}: nginx SERVER is the root");
+            assert_eq!(ing_c.attrs["podscope.trace.parent"], "thread");
+        }
+    }
+    assert_eq!(parent(&ing_c), id(&ing_s), "{what}: nginx CLIENT");
+    let api_s = check_below_nginx_client(list, &ing_c, what);
+    check_parents_in_trace(list, caller, before, after, what);
+    api_s
+}
+
+/// The API's kernel work while it served the request, as child spans of its
+/// SERVER span: the catalog's open, the order file's, the lookup, the
+/// connect to the callee, exactly once each. Returns whether the fsync's
+/// block I/O is among them.
+fn check_api_children(list: &[&Got], api_s: &Got, callee_ip: &str, what: &str) -> bool {
+    let children: Vec<&&Got> = list
+        .iter()
+        .filter(|g| kind(g) == SpanKind::Internal as i32 && parent(g) == id(api_s))
+        .collect();
+    let has = |f: &dyn Fn(&Got) -> bool| children.iter().filter(|g| f(g)).count();
+    assert_eq!(
+        has(&|g| g.attrs.get("file.path").map(String::as_str) == Some(CATALOG)),
+        1,
+        "{what}: the catalog's open: {children:#?}"
+    );
+    assert_eq!(
+        has(&|g| g.attrs.get("dns.question.name").map(String::as_str) == Some(STOCK_NAME)),
+        1,
+        "{what}: the lookup: {children:#?}"
+    );
+    assert_eq!(
+        has(&|g| g.span.name == format!("connect {callee_ip}:{CALLEE_PORT}")),
+        1,
+        "{what}: the connect to the callee: {children:#?}"
+    );
+    assert_eq!(
+        has(&|g| {
+            g.attrs
+                .get("file.path")
+                .is_some_and(|p| p.starts_with("/srv/orders/"))
+        }),
+        1,
+        "{what}: the order file's open: {children:#?}"
+    );
+    has(&|g| g.attrs.get("podscope.bio.op").map(String::as_str) == Some("write")) > 0
 }

@@ -155,6 +155,9 @@ pub struct BuildStats {
     pub children_dropped: u64,
     /// Kernel events forgotten because their thread kept too many.
     pub kernel_events_forgotten: u64,
+    /// Kernel events no request span claimed (made outside any request the
+    /// trace saw being served); they are in the event stream as always.
+    pub kernel_events_unclaimed: u64,
     /// Spans not exported: their trace had no context from the wire
     /// (`--spans requests-with-context`).
     pub not_exported: u64,
@@ -165,7 +168,7 @@ pub struct BuildStats {
 impl BuildStats {
     /// `(name, count)` in report order (session-span attributes
     /// `podscope.requests.<name>`).
-    pub fn pairs(&self) -> [(&'static str, u64); 18] {
+    pub fn pairs(&self) -> [(&'static str, u64); 19] {
         [
             ("server", self.server),
             ("server_hop", self.server_hop),
@@ -183,6 +186,7 @@ impl BuildStats {
             ("children", self.children),
             ("children_dropped", self.children_dropped),
             ("kernel_events_forgotten", self.kernel_events_forgotten),
+            ("kernel_events_unclaimed", self.kernel_events_unclaimed),
             ("not_exported", self.not_exported),
             ("held", self.held),
         ]
@@ -206,7 +210,8 @@ impl std::fmt::Display for BuildStats {
              {} to the span id on the wire, {} new traces); {} CLIENT ({} by trace id, {} by serving thread, \
              {} to their own wire context: {:.1}% parented; own trace: {} while the thread served no request, \
              {} while it served several); {} decided when their hold ran out, {} late peer spans, {} decided early (too many held); \
-             {} kernel child spans, {} over --span-children, {} kernel events forgotten; {} spans not exported (no context)",
+             {} kernel child spans, {} over --span-children, {} kernel events forgotten (too many on a thread), {} not made while serving a request; \
+             {} spans not exported (no context)",
             self.server,
             self.server_hop,
             self.server_wire,
@@ -224,6 +229,7 @@ impl std::fmt::Display for BuildStats {
             self.children,
             self.children_dropped,
             self.kernel_events_forgotten,
+            self.kernel_events_unclaimed,
             self.not_exported,
         )
     }
@@ -598,7 +604,10 @@ impl<R: Clone> Builder<R> {
 
     /// The trace ends: everything held is decided and returned.
     pub fn finish(&mut self) -> Vec<Decided<R>> {
-        self.step(u64::MAX, true)
+        let out = self.step(u64::MAX, true);
+        let left: usize = self.thread_events.drain().map(|(_, q)| q.len()).sum();
+        self.stats.kernel_events_unclaimed += left as u64;
+        out
     }
 
     fn step(&mut self, now: u64, all: bool) -> Vec<Decided<R>> {
@@ -697,7 +706,10 @@ impl<R: Clone> Builder<R> {
                         } else {
                             dropped += 1;
                         }
-                    } else if e.timestamp.0 > end {
+                    } else {
+                        // Another request of the thread may still claim it
+                        // (an event loop's requests overlap); old ones are
+                        // pruned by time.
                         keep.push_back(e);
                     }
                 }
@@ -765,10 +777,11 @@ impl<R: Clone> Builder<R> {
         }
         // Kernel events no request can claim any more.
         if now != u64::MAX {
-            let cutoff = now.saturating_sub(10 * self.cfg.hold_ns);
+            let cutoff = now.saturating_sub(3 * self.cfg.hold_ns);
             for q in self.thread_events.values_mut() {
                 while q.front().is_some_and(|e| e.timestamp.0 < cutoff) {
                     q.pop_front();
+                    self.stats.kernel_events_unclaimed += 1;
                 }
             }
             self.thread_events.retain(|_, q| !q.is_empty());
