@@ -226,13 +226,30 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// One GET /order through nginx (Connection: close); the body.
-fn order(ip: &str, traceparent: Option<&str>) -> String {
+/// The trace-context formats the requests with context use, in turn.
+const FORMATS: [&str; 4] = ["w3c", "b3", "w3c", "b3multi"];
+
+/// The request's trace-context header(s) in `format`, and what nginx's
+/// access log shows for them (`$http_traceparent|$http_b3|$http_x_b3_traceid|$http_x_b3_spanid`).
+fn context(format: &str, t: &str, s: &str) -> (String, String) {
+    match format {
+        "w3c" => (
+            format!("traceparent: 00-{t}-{s}-01\r\n"),
+            format!("00-{t}-{s}-01|-|-|-"),
+        ),
+        "b3" => (format!("b3: {t}-{s}-1\r\n"), format!("-|{t}-{s}-1|-|-")),
+        _ => (
+            format!("X-B3-TraceId: {t}\r\nX-B3-SpanId: {s}\r\nX-B3-Sampled: 1\r\n"),
+            format!("-|-|{t}|{s}"),
+        ),
+    }
+}
+
+/// One GET /order through nginx (Connection: close) with these header
+/// lines; the body.
+fn order(ip: &str, tp: &str) -> String {
     let mut s = TcpStream::connect((ip, NGINX_PORT)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let tp = traceparent
-        .map(|t| format!("traceparent: {t}\r\n"))
-        .unwrap_or_default();
     write!(
         s,
         "GET /order HTTP/1.1\r\nHost: shop\r\n{tp}Connection: close\r\n\r\n"
@@ -349,7 +366,7 @@ pid {d}/nginx.pid;
 error_log {d}/error.log;
 events {{ worker_connections 256; }}
 http {{
-  log_format witness '$status $http_traceparent';
+  log_format witness '$status $http_traceparent|$http_b3|$http_x_b3_traceid|$http_x_b3_spanid';
   access_log {d}/access.log witness;
   client_body_temp_path {d}/body;
   proxy_temp_path {d}/proxy;
@@ -390,7 +407,7 @@ http {{
             .contains("cleared cache")
     });
     // Everything works before tracing (and warms Python's imports).
-    assert!(order(&nginx_ip, None).contains("in-stock"));
+    assert!(order(&nginx_ip, "").contains("in-stock"));
     let warm_dns = std::fs::read_to_string(dir.join("dns/dnsmasq.log"))
         .unwrap()
         .matches(&format!("query[A] {STOCK_NAME} "))
@@ -412,21 +429,38 @@ http {{
         "--spans",
         "requests",
     ]);
+    // A second podscope on the same pods: only requests with context, and
+    // at most 2 kernel child spans per request.
+    let mut rx2 = GrpcReceiver::start(format!("127.0.92.1:{}", OTLP_PORT + 1).parse().unwrap());
+    let ps2 = Podscope::start(&[
+        "http,open,bio,tcp,dns",
+        "-n",
+        &ns,
+        "--otlp-endpoint",
+        &rx2.url(),
+        "--otlp-protocol",
+        "grpc",
+        "--spans",
+        "requests-with-context",
+        "--span-children",
+        "2",
+    ]);
     let before = wall_ns();
 
-    // Phase 1: each request with a traceparent of its own, 8 at a time.
-    let sent: Vec<(String, String)> = (0..WITH_CONTEXT)
-        .map(|_| (random_hex(16), random_hex(8)))
+    // Phase 1: each request with trace context of its own (W3C, B3 and
+    // X-B3-* in turn), 8 at a time.
+    let sent: Vec<(String, String, &str)> = (0..WITH_CONTEXT)
+        .map(|i| (random_hex(16), random_hex(8), FORMATS[i % FORMATS.len()]))
         .collect();
     let queue = Arc::new(Mutex::new(sent.clone()));
     let workers: Vec<_> = (0..CONCURRENCY)
         .map(|_| {
             let (q, ip) = (queue.clone(), nginx_ip.clone());
             std::thread::spawn(move || loop {
-                let Some((t, s)) = q.lock().unwrap().pop() else {
+                let Some((t, s, f)) = q.lock().unwrap().pop() else {
                     return;
                 };
-                let body = order(&ip, Some(&format!("00-{t}-{s}-01")));
+                let body = order(&ip, &context(f, &t, &s).0);
                 assert!(body.contains("in-stock"), "{body}");
             })
         })
@@ -436,7 +470,7 @@ http {{
     }
     // Phase 2: no context at all, one at a time.
     for _ in 0..WITHOUT_CONTEXT {
-        assert!(order(&nginx_ip, None).contains("in-stock"));
+        assert!(order(&nginx_ip, "").contains("in-stock"));
     }
     // Phase 3: no context, 8 at a time: nginx's one worker thread (an event
     // loop) then serves several requests at once and its upstream calls
@@ -446,7 +480,7 @@ http {{
             let ip = nginx_ip.clone();
             std::thread::spawn(move || {
                 for _ in 0..EVENT_LOOP / CONCURRENCY {
-                    assert!(order(&ip, None).contains("in-stock"));
+                    assert!(order(&ip, "").contains("in-stock"));
                 }
             })
         })
@@ -467,9 +501,12 @@ http {{
         Duration::from_secs(60),
         || servers_in("ingress") >= total && servers_in("stock") >= total,
     );
+    // The second podscope's spans come from the same events, at the same pace.
+    let stderr2 = ps2.stop();
     let stderr = ps.stop();
     let after = wall_ns();
     rx.stop();
+    rx2.stop();
 
     // The witnesses.
     let access = std::fs::read_to_string(dir.join("nginx/access.log")).unwrap();
@@ -478,11 +515,11 @@ http {{
     let logged_tp: BTreeSet<String> = logged
         .iter()
         .filter_map(|l| l.strip_prefix("200 "))
-        .filter(|tp| *tp != "-")
+        .filter(|tp| *tp != "-|-|-|-")
         .map(String::from)
         .collect();
-    let sent_tp: BTreeSet<String> = sent.iter().map(|(t, s)| format!("00-{t}-{s}-01")).collect();
-    assert_eq!(logged_tp, sent_tp, "nginx received the traceparents sent");
+    let sent_tp: BTreeSet<String> = sent.iter().map(|(t, s, f)| context(f, t, s).1).collect();
+    assert_eq!(logged_tp, sent_tp, "nginx received the trace context sent");
     let dns_log = std::fs::read_to_string(dir.join("dns/dnsmasq.log")).unwrap();
     let lookups = dns_log.matches(&format!("query[A] {STOCK_NAME} ")).count() - warm_dns;
     assert_eq!(lookups, total, "dnsmasq's query log");
@@ -503,16 +540,20 @@ http {{
     }
     let mut bio_requests = 0;
     let mut checked = 0;
-    for (t, s) in &sent {
+    for (t, s, f) in &sent {
         let list = traces
             .get(t)
             .unwrap_or_else(|| panic!("no spans in trace {t}"));
-        let what = format!("trace {t}");
+        let what = format!("trace {t} ({f})");
         let api_s = check_chain(list, Some(s), &callee_ip, before, after, &what);
+        // nginx forwards the headers: both it and the API saw the context.
+        assert_eq!(api_s.attrs["podscope.trace.context"], *f, "{what}");
+        let ing_s = one(list, "ingress", SpanKind::Server, &what);
+        assert_eq!(ing_s.attrs["podscope.trace.context"], *f, "{what}");
         bio_requests += usize::from(check_api_children(list, &api_s, &callee_ip, &what));
         checked += 1;
     }
-    let sent_ids: BTreeSet<&String> = sent.iter().map(|(t, _)| t).collect();
+    let sent_ids: BTreeSet<&String> = sent.iter().map(|(t, _, _)| t).collect();
     // Other traces are the tcp probe's connection spans (a trace each).
     let new: Vec<(&String, &Vec<&Got>)> = traces
         .iter()
@@ -622,6 +663,72 @@ http {{
         .find(|l| l.starts_with("podscope: OTLP spans:"))
         .unwrap();
     assert!(exported.contains(" 0 failed, 0 dropped"), "{exported}");
+
+    // --spans requests-with-context --span-children 2: exactly the traces
+    // with context, the same chains, the children cut to 2 and the rest
+    // counted on the span; the requests without context counted, not sent.
+    let spans2 = rx2.store.spans();
+    let mut traces2: HashMap<String, Vec<&Got>> = HashMap::new();
+    for g in &spans2 {
+        if g.resource.get("k8s.namespace.name") == Some(&ns) {
+            traces2.entry(hex(&g.span.trace_id)).or_default().push(g);
+        }
+    }
+    traces2.retain(|_, l| {
+        l.iter()
+            .any(|g| g.attrs.contains_key("http.request.method"))
+    });
+    let ids2: BTreeSet<&String> = traces2.keys().collect();
+    assert_eq!(
+        ids2, sent_ids,
+        "requests-with-context: only the traces with context"
+    );
+    let children = |list: &[&Got], of: &Got| {
+        list.iter()
+            .filter(|g| kind(g) == SpanKind::Internal as i32 && parent(g) == id(of))
+            .count()
+    };
+    for (t, s, f) in &sent {
+        let what = format!("requests-with-context: trace {t} ({f})");
+        let (l1, l2) = (&traces[t], &traces2[t]);
+        check_chain(l2, Some(s), &callee_ip, before, after, &what);
+        for (pod, k) in [
+            ("ingress", SpanKind::Server),
+            ("api", SpanKind::Server),
+            ("stock", SpanKind::Server),
+        ] {
+            let (a, b) = (one(l1, pod, k, &what), one(l2, pod, k, &what));
+            let (n1, n2) = (children(l1, &a), children(l2, &b));
+            assert_eq!(n2, n1.min(2), "{what}: {pod} children");
+            let dropped = b
+                .attrs
+                .get("podscope.trace.children_dropped")
+                .map_or(0, |v| v.parse::<usize>().unwrap());
+            assert_eq!(
+                dropped,
+                n1.saturating_sub(2),
+                "{what}: {pod} children dropped"
+            );
+        }
+    }
+    // Not exported: each request span of the traces without context and
+    // its (capped) children.
+    let not_exported: usize = new
+        .iter()
+        .flat_map(|(_, list)| {
+            list.iter()
+                .filter(|g| g.attrs.contains_key("http.request.method"))
+                .map(|g| 1 + children(list, g).min(2))
+        })
+        .sum();
+    let line2 = stderr2
+        .lines()
+        .find(|l| l.starts_with("podscope: request spans:"))
+        .unwrap_or_else(|| panic!("no request-span report: {stderr2}"));
+    assert!(
+        line2.ends_with(&format!("; {not_exported} spans not exported (no context)")),
+        "expected {not_exported} not exported: {line2}"
+    );
     for p in [&nginx, &api, &callee, &dns] {
         p.remove();
     }

@@ -643,9 +643,17 @@ impl<R: Clone> Builder<R> {
         // Parents before children is not needed: a trace id is looked up the
         // chain. Two passes settle a chain decided in this step.
         for &k in &open {
+            // An unparented span waits for its candidate parents' trace ids
+            // too (its links name them).
+            let links_pending = !all
+                && self.nodes.get(&k).is_some_and(|n| {
+                    n.links
+                        .iter()
+                        .any(|l| self.nodes.contains_key(l) && self.trace_of(*l, 0).is_none())
+                });
             match self.trace_of(k, 0) {
-                Some(t) => self.emit(k, t, now, &mut out),
-                None => still.push(k),
+                Some(t) if !links_pending => self.emit(k, t, now, &mut out),
+                _ => still.push(k),
             }
         }
         if all {
