@@ -1023,4 +1023,21 @@ fn bad_otlp_settings_fail_before_the_probes_load() {
         err.contains("OTEL_EXPORTER_OTLP_HEADERS: 'broken' is not KEY=VALUE"),
         "{err}"
     );
+    // Request spans need a probe that sees requests.
+    let err = run(&["--spans", "requests"], &[]);
+    assert!(
+        err.contains("--spans requests: request spans come from the http, grpc or tls probe")
+            && err.contains("podscope trace tcp,http"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_podscope"))
+        .args(["trace", "http", "--all", "--spans", "everything"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("'everything'") && err.contains("requests-with-context"),
+        "{err}"
+    );
 }
