@@ -419,15 +419,22 @@ impl<R: Clone> Builder<R> {
         } else {
             (local.0, local.1, peer.0, peer.1)
         };
+        // HTTP/2 streams end in any order, so the n-th request to end on a
+        // connection need not be the same one at both ends: no hop join.
+        let joinable = h.version != "HTTP/2";
         if self.conn_requests.len() >= MAX_HELD * 4 {
             self.conn_requests.clear();
         }
-        let n = self
-            .conn_requests
-            .entry((conn_key.clone(), server))
-            .or_insert(0);
-        let order = *n;
-        *n += 1;
+        let order = if joinable {
+            let n = self
+                .conn_requests
+                .entry((conn_key.clone(), server))
+                .or_insert(0);
+            *n += 1;
+            *n - 1
+        } else {
+            0
+        };
         let node = Node {
             res,
             ev: ev.clone(),
@@ -443,7 +450,7 @@ impl<R: Clone> Builder<R> {
             deadline: now.saturating_add(self.cfg.hold_ns),
             trace: None,
             emitted: false,
-            conn: Some((conn_key.clone(), order)),
+            conn: joinable.then(|| (conn_key.clone(), order)),
         };
         let pid = ev.pid;
         self.nodes.insert(key, node);
@@ -451,6 +458,18 @@ impl<R: Clone> Builder<R> {
         let ck = (conn_key, order);
         if server {
             self.servers_by_pid.entry(pid).or_default().push(key);
+        }
+        if !joinable {
+            if server {
+                // Nothing to wait for.
+                let has_wire = self.nodes[&key].wire.is_some();
+                self.decide(
+                    key,
+                    if has_wire { Parent::Wire } else { Parent::Root },
+                    if has_wire { How::Wire } else { How::NewTrace },
+                );
+            }
+        } else if server {
             if let Some(&c) = self.clients_by_conn.get(&ck) {
                 if self.nodes.contains_key(&c) {
                     self.decide(key, Parent::Local(c), How::Hop);
@@ -801,6 +820,7 @@ impl<R: Clone> Builder<R> {
 mod tests {
     use super::*;
     use podscope_model::{HttpEvent, Identity, OpenEvent, Timestamp, TraceContext};
+    use std::collections::BTreeSet;
 
     const MS: u64 = 1_000_000;
 
@@ -1166,5 +1186,54 @@ mod tests {
             (st.children, st.children_dropped, st.not_exported),
             (2, 3, 1)
         );
+    }
+
+    #[test]
+    fn http2_is_not_joined_by_connection_order_and_does_not_wait() {
+        let mut b: Builder<&'static str> = Builder::new(Config::default());
+        let now = 1_000 * MS;
+        let h2 = |mut e: Event| {
+            if let EventData::Http(h) = &mut e.data {
+                h.version = "HTTP/2".into();
+            }
+            e
+        };
+        let srv = ("10.0.0.3", 50051);
+        let cli = ("10.0.0.2", 40000);
+        // Two streams on one connection, ending in a different order at each end.
+        b.push(
+            &h2(http(
+                "server",
+                3,
+                3,
+                10 * MS,
+                MS,
+                srv,
+                cli,
+                Some((T, CALLER)),
+            )),
+            || "s1",
+            now,
+        );
+        b.push(
+            &h2(http("server", 3, 3, 9 * MS, 3 * MS, srv, cli, None)),
+            || "s2",
+            now,
+        );
+        b.push(
+            &h2(http("client", 2, 2, 8 * MS, 5 * MS, cli, srv, None)),
+            || "c2",
+            now,
+        );
+        let got = sort(b.tick(now + MS));
+        let names: BTreeSet<&str> = got.requests.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(
+            names,
+            BTreeSet::from(["s1", "s2"]),
+            "servers decided at once"
+        );
+        let s1 = got.requests.iter().find(|r| r.0 == "s1").unwrap();
+        assert_eq!((s1.2, s1.3), (hex::<8>(CALLER), How::Wire));
+        assert_eq!(b.stats().server_hop, 0);
     }
 }
