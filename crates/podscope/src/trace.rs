@@ -376,6 +376,9 @@ fn start_otlp(args: &TraceArgs, probes: &[ProbeKind]) -> Result<Option<podscope_
     let mut cfg = OtlpConfig::resolve(&flags, &hostname(), &|k| std::env::var(k).ok())?;
     cfg.requests.context_only = o.spans.as_deref() == Some("requests-with-context");
     cfg.requests.max_children = o.span_children;
+    cfg.requests.requests_traced = [ProbeKind::Http, ProbeKind::Grpc, ProbeKind::Tls]
+        .iter()
+        .any(|p| probes.contains(p));
     let body: podscope_export::otlp::LogBody = Box::new(|ev: &Event| {
         format!(
             "{} {}: {}",

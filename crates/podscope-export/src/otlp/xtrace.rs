@@ -44,6 +44,9 @@ pub struct Config {
     /// Only requests whose trace came from the wire are exported
     /// (`--spans requests-with-context`).
     pub context_only: bool,
+    /// Request events can come (a probe that sees requests is traced);
+    /// without them kernel events are not kept for children.
+    pub requests_traced: bool,
 }
 
 impl Default for Config {
@@ -52,6 +55,7 @@ impl Default for Config {
             hold_ns: 1_000_000_000,
             max_children: 64,
             context_only: false,
+            requests_traced: true,
         }
     }
 }
@@ -363,7 +367,7 @@ impl<R: Clone> Builder<R> {
 
     /// Any other event: kept a while if it can be a request's child span.
     pub fn push_event(&mut self, ev: &Event) {
-        if is_child_kind(ev) {
+        if self.cfg.requests_traced && self.cfg.max_children > 0 && is_child_kind(ev) {
             self.kernel_event(ev);
         }
     }
