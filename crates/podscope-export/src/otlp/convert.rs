@@ -1394,8 +1394,31 @@ pub(crate) mod tests {
     use crate::otlp::config::{OtlpConfig, OtlpFlags};
     use podscope_model::{ExecEvent, OpenEvent};
 
+    fn grpc_span_event() -> EventData {
+        EventData::Http(grpc_http("server", 0))
+    }
+
     fn grpc_span(role: &str, status: u32) -> Span {
-        let h = HttpEvent {
+        let h = grpc_http(role, status);
+        RequestSpan {
+            ids: SpanIds::default(),
+            session: SpanIds::default(),
+            start: 5,
+            pid: 1,
+            tid: 1,
+            comm: "srv".into(),
+            http: h,
+            parent: None,
+            how: None,
+            unparented: None,
+            links: Vec::new(),
+            children_dropped: 0,
+        }
+        .into_span()
+    }
+
+    fn grpc_http(role: &str, status: u32) -> HttpEvent {
+        HttpEvent {
             kind: "request".into(),
             role: role.into(),
             version: "HTTP/2".into(),
@@ -1424,22 +1447,7 @@ pub(crate) mod tests {
                 message: Some("no such key".into()),
             }),
             error: None,
-        };
-        RequestSpan {
-            ids: SpanIds::default(),
-            session: SpanIds::default(),
-            start: 5,
-            pid: 1,
-            tid: 1,
-            comm: "srv".into(),
-            http: h,
-            parent: None,
-            how: None,
-            unparented: None,
-            links: Vec::new(),
-            children_dropped: 0,
         }
-        .into_span()
     }
 
     #[test]
@@ -1578,6 +1586,83 @@ pub(crate) mod tests {
         let logs = Arc::new(Queue::new(100, 10));
         let t = Tap::new(&cfg, spans.clone(), Some(logs.clone()));
         (t, spans, logs)
+    }
+
+    #[test]
+    fn a_served_request_is_in_the_callers_trace_with_its_kernel_work_as_children() {
+        let (mut t, spans, _) = tap(vec![], 10);
+        let id = identity("api-0", "app");
+        let mut open = tcp(TcpKind::Connect, "client", 1_500, id.clone(), 40000, 9000);
+        open.data = EventData::Open(podscope_model::OpenEvent {
+            kind: "open".into(),
+            path: "/srv/catalog.json".into(),
+            dirfd: None,
+            flags: 0,
+            flags_str: "O_RDONLY".into(),
+            mode: 0,
+            fd: None,
+            errno: Some(2),
+            error: Some("ENOENT".into()),
+        });
+        let mut req = tcp(TcpKind::Accept, "server", 1_000, id, 8000, 50000);
+        req.tid = open.tid;
+        let mut h = match grpc_span_event() {
+            EventData::Http(h) => h,
+            _ => unreachable!(),
+        };
+        h.rpc = None;
+        h.trace_context = Some(Box::new(podscope_model::TraceContext {
+            format: "w3c".into(),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            span_id: "00f067aa0ba902b7".into(),
+            parent_span_id: None,
+            sampled: Some(true),
+            tracestate: Some("rojo=1".into()),
+        }));
+        req.data = EventData::Http(h);
+        t.observe(&open);
+        t.observe(&req);
+        t.finish(&SessionInfo::default(), 2, 0);
+        let got = built(spans.pop_batch(100));
+        let server = got
+            .iter()
+            .find(|(_, s)| s.kind == span::SpanKind::Server as i32)
+            .map(|(_, s)| s)
+            .expect("the request span");
+        assert_eq!(
+            server.trace_id,
+            [
+                0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e,
+                0x47, 0x36
+            ]
+        );
+        assert_eq!(
+            server.parent_span_id,
+            [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]
+        );
+        assert_eq!(server.trace_state, "rojo=1");
+        assert_eq!(
+            attr(&server.attributes, "podscope.trace.parent"),
+            Some(&Value::StringValue("wire".into()))
+        );
+        let child = got
+            .iter()
+            .find(|(_, s)| s.name == "open /srv/catalog.json")
+            .map(|(_, s)| s)
+            .expect("the open as a child span");
+        assert_eq!(child.parent_span_id, server.span_id);
+        assert_eq!(child.trace_id, server.trace_id);
+        assert_eq!(child.kind, span::SpanKind::Internal as i32);
+        assert_eq!(
+            child.status.as_ref().map(|s| s.code),
+            Some(StatusCode::Error as i32)
+        );
+        let errors = child
+            .attributes
+            .iter()
+            .filter(|k| k.key == "error.type")
+            .count();
+        assert_eq!(errors, 1, "error.type once");
     }
 
     #[test]
