@@ -27,6 +27,9 @@ use podscope_model::{Event, EventData, TcpKind};
 
 use super::convert::{Ids, SpanIds};
 
+/// How far the two ends' times of one request may overlap the wrong way
+/// (both are taken at syscall exit).
+const NEST_SLACK_NS: u64 = 1_000_000;
 /// Spans held at once; beyond that the oldest are decided early (counted).
 pub const MAX_HELD: usize = 65_536;
 /// Kernel events remembered per thread while waiting for the request span.
@@ -151,6 +154,9 @@ pub struct BuildStats {
     pub expired: u64,
     /// CLIENT spans that matched a SERVER span already decided without them.
     pub hop_late: u64,
+    /// Peer spans at the same place on a connection whose times do not nest
+    /// (a request lost on one side): not joined.
+    pub hop_mismatch: u64,
     /// Spans decided early because [`MAX_HELD`] were held.
     pub evicted: u64,
     /// Kernel child spans produced.
@@ -172,7 +178,7 @@ pub struct BuildStats {
 impl BuildStats {
     /// `(name, count)` in report order (session-span attributes
     /// `podscope.requests.<name>`).
-    pub fn pairs(&self) -> [(&'static str, u64); 19] {
+    pub fn pairs(&self) -> [(&'static str, u64); 20] {
         [
             ("server", self.server),
             ("server_hop", self.server_hop),
@@ -186,6 +192,7 @@ impl BuildStats {
             ("client_ambiguous", self.client_ambiguous),
             ("expired", self.expired),
             ("hop_late", self.hop_late),
+            ("hop_mismatch", self.hop_mismatch),
             ("evicted", self.evicted),
             ("children", self.children),
             ("children_dropped", self.children_dropped),
@@ -213,7 +220,7 @@ impl std::fmt::Display for BuildStats {
             "podscope: request spans: {} SERVER ({} parented to the caller's CLIENT span by connection, \
              {} to the span id on the wire, {} new traces); {} CLIENT ({} by trace id, {} by serving thread, \
              {} to their own wire context: {:.1}% parented; own trace: {} while the thread served no request, \
-             {} while it served several); {} decided when their hold ran out, {} late peer spans, {} decided early (too many held); \
+             {} while it served several); {} decided when their hold ran out, {} late peer spans, {} peer spans whose times do not nest, {} decided early (too many held); \
              {} kernel child spans, {} over --span-children, {} kernel events forgotten (too many on a thread), {} not made while serving a request; \
              {} spans not exported (no context)",
             self.server,
@@ -229,6 +236,7 @@ impl std::fmt::Display for BuildStats {
             self.client_ambiguous,
             self.expired,
             self.hop_late,
+            self.hop_mismatch,
             self.evicted,
             self.children,
             self.children_dropped,
@@ -476,13 +484,18 @@ impl<R: Clone> Builder<R> {
         } else if server {
             if let Some(&c) = self.clients_by_conn.get(&ck) {
                 if self.nodes.contains_key(&c) {
-                    self.decide(key, Parent::Local(c), How::Hop);
+                    if self.same_request(c, key) {
+                        self.decide(key, Parent::Local(c), How::Hop);
+                    } else {
+                        self.stats.hop_mismatch += 1;
+                    }
                 }
             }
             self.servers_by_conn.insert(ck, key);
         } else {
             if let Some(&s) = self.servers_by_conn.get(&ck) {
                 match self.nodes.get(&s).map(|n| n.parent) {
+                    Some(_) if !self.same_request(key, s) => self.stats.hop_mismatch += 1,
                     Some(Parent::Undecided) => self.decide(s, Parent::Local(key), How::Hop),
                     Some(_) => self.stats.hop_late += 1,
                     None => {}
@@ -502,6 +515,22 @@ impl<R: Clone> Builder<R> {
                     self.expire(k);
                 }
             }
+        }
+    }
+
+    /// One node, one clock: the server's request lies inside the client's
+    /// (it read the request after the client began writing it and wrote the
+    /// response's end before the client read it). Otherwise the n-th request
+    /// on the connection is not the same one at both ends (one was lost).
+    fn same_request(&self, client: u64, server: u64) -> bool {
+        match (self.nodes.get(&client), self.nodes.get(&server)) {
+            // Times are taken at syscall exit: a reader can return before
+            // the writer that woke it does, hence the slack.
+            (Some(c), Some(s)) => {
+                c.start <= s.start.saturating_add(NEST_SLACK_NS)
+                    && s.end <= c.end.saturating_add(NEST_SLACK_NS)
+            }
+            _ => false,
         }
     }
 
@@ -1239,5 +1268,32 @@ mod tests {
         let s1 = got.requests.iter().find(|r| r.0 == "s1").unwrap();
         assert_eq!((s1.2, s1.3), (hex::<8>(CALLER), How::Wire));
         assert_eq!(b.stats().server_hop, 0);
+    }
+
+    #[test]
+    fn a_request_lost_on_one_side_is_not_joined_to_the_next_one() {
+        let mut b: Builder<&'static str> = Builder::new(Config::default());
+        let now = 1_000 * MS;
+        let (cli, srv) = (("10.0.0.2", 40000), ("10.0.0.3", 80));
+        // The client's first request was not seen by the server's side.
+        b.push(
+            &http("client", 2, 2, 10 * MS, 2 * MS, cli, srv, None),
+            || "c0",
+            now,
+        );
+        b.push(
+            &http("server", 3, 3, 21 * MS, MS, srv, cli, None),
+            || "s1",
+            now,
+        );
+        b.push(
+            &http("client", 2, 2, 20 * MS, 3 * MS, cli, srv, None),
+            || "c1",
+            now,
+        );
+        let got = sort(b.tick(now + 3_000 * MS));
+        let s1 = got.requests.iter().find(|r| r.0 == "s1").unwrap();
+        assert_eq!((s1.2, s1.3), (None, How::NewTrace));
+        assert_eq!((b.stats().hop_mismatch, b.stats().server_hop), (1, 0));
     }
 }
