@@ -73,7 +73,7 @@ def app(environ, start):
     os.close(fd)
     addr = socket.getaddrinfo("stock.shop.test", 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
     c = http.client.HTTPConnection(chost, int(cport), timeout=10)
-    c.request("GET", "/stock")
+    c.request("GET", "/stock/%d" % n)
     r = c.getresponse()
     body = r.read()
     c.close()
@@ -246,9 +246,10 @@ fn context(format: &str, t: &str, s: &str) -> (String, String) {
 }
 
 /// One GET /order through nginx (Connection: close) with these header
-/// lines; the body.
-fn order(ip: &str, tp: &str) -> String {
+/// lines: the client's local port and the body.
+fn order(ip: &str, tp: &str) -> (u16, String) {
     let mut s = TcpStream::connect((ip, NGINX_PORT)).unwrap();
+    let port = s.local_addr().unwrap().port();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
         s,
@@ -258,7 +259,26 @@ fn order(ip: &str, tp: &str) -> String {
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
+    (
+        port,
+        resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+    )
+}
+
+/// Which order each client port got: the API numbers its orders and calls
+/// the callee at `/stock/<n>`, so the spans can be checked against what
+/// each request really did (which nginx request led to which API call).
+type Book = Arc<Mutex<HashMap<u16, String>>>;
+
+fn order_booked(ip: &str, tp: &str, book: &Book) {
+    let (port, body) = order(ip, tp);
+    // "order <n> <address> in-stock"
+    let mut w = body.split_whitespace();
+    assert_eq!(w.next(), Some("order"), "{body}");
+    let n = w.next().unwrap().to_string();
+    assert!(body.contains("in-stock"), "{body}");
+    let before = book.lock().unwrap().insert(port, n);
+    assert!(before.is_none(), "client port {port} used twice");
 }
 
 fn pod_name(g: &Got) -> &str {
@@ -407,7 +427,7 @@ http {{
             .contains("cleared cache")
     });
     // Everything works before tracing (and warms Python's imports).
-    assert!(order(&nginx_ip, "").contains("in-stock"));
+    assert!(order(&nginx_ip, "").1.contains("in-stock"));
     let warm_dns = std::fs::read_to_string(dir.join("dns/dnsmasq.log"))
         .unwrap()
         .matches(&format!("query[A] {STOCK_NAME} "))
@@ -453,16 +473,16 @@ http {{
     let sent: Vec<(String, String, &str)> = (0..WITH_CONTEXT)
         .map(|i| (random_hex(16), random_hex(8), FORMATS[i % FORMATS.len()]))
         .collect();
+    let book: Book = Arc::default();
     let queue = Arc::new(Mutex::new(sent.clone()));
     let workers: Vec<_> = (0..CONCURRENCY)
         .map(|_| {
-            let (q, ip) = (queue.clone(), nginx_ip.clone());
+            let (q, ip, book) = (queue.clone(), nginx_ip.clone(), book.clone());
             std::thread::spawn(move || loop {
                 let Some((t, s, f)) = q.lock().unwrap().pop() else {
                     return;
                 };
-                let body = order(&ip, &context(f, &t, &s).0);
-                assert!(body.contains("in-stock"), "{body}");
+                order_booked(&ip, &context(f, &t, &s).0, &book);
             })
         })
         .collect();
@@ -471,17 +491,17 @@ http {{
     }
     // Phase 2: no context at all, one at a time.
     for _ in 0..WITHOUT_CONTEXT {
-        assert!(order(&nginx_ip, "").contains("in-stock"));
+        order_booked(&nginx_ip, "", &book);
     }
     // Phase 3: no context, 8 at a time: nginx's one worker thread (an event
     // loop) then serves several requests at once and its upstream calls
     // carry no trace id: podscope must not guess (own trace, links, why).
     let workers: Vec<_> = (0..CONCURRENCY)
         .map(|_| {
-            let ip = nginx_ip.clone();
+            let (ip, book) = (nginx_ip.clone(), book.clone());
             std::thread::spawn(move || {
                 for _ in 0..EVENT_LOOP / CONCURRENCY {
-                    assert!(order(&ip, "").contains("in-stock"));
+                    order_booked(&ip, "", &book);
                 }
             })
         })
@@ -541,6 +561,8 @@ http {{
             traces.entry(hex(&g.span.trace_id)).or_default().push(g);
         }
     }
+    let book = book.lock().unwrap().clone();
+    assert_eq!(book.len(), total, "a client port per request");
     let mut bio_requests = 0;
     let mut checked = 0;
     for (t, s, f) in &sent {
@@ -548,7 +570,7 @@ http {{
             .get(t)
             .unwrap_or_else(|| panic!("no spans in trace {t}"));
         let what = format!("trace {t} ({f})");
-        let api_s = check_chain(list, Some(s), &callee_ip, before, after, &what);
+        let api_s = check_chain(list, Some(s), &book, before, after, &what);
         // nginx forwards the headers: both it and the API saw the context.
         assert_eq!(api_s.attrs["podscope.trace.context"], *f, "{what}");
         let ing_s = one(list, "ingress", SpanKind::Server, &what);
@@ -571,6 +593,8 @@ http {{
     // root), or, where nginx's thread served several at once, split in two:
     // nginx's SERVER span alone, and its CLIENT span with everything below.
     let (mut whole, mut split, mut lone) = (0, 0, 0);
+    let (mut split_orders, mut lone_orders) = (BTreeSet::new(), BTreeSet::new());
+
     for (t, list) in &new {
         let what = format!("new trace {t}");
         let requests = list
@@ -579,7 +603,7 @@ http {{
             .count();
         match requests {
             5 => {
-                let api_s = check_chain(list, None, &callee_ip, before, after, &what);
+                let api_s = check_chain(list, None, &book, before, after, &what);
                 bio_requests += usize::from(check_api_children(list, &api_s, &callee_ip, &what));
                 whole += 1;
             }
@@ -602,11 +626,15 @@ http {{
                 let api_s = check_below_nginx_client(list, &ing_c, &what);
                 check_parents_in_trace(list, None, before, after, &what);
                 bio_requests += usize::from(check_api_children(list, &api_s, &callee_ip, &what));
+                split_orders
+                    .insert(one(list, "api", SpanKind::Client, &what).attrs["url.path"].clone());
                 split += 1;
             }
             1 => {
                 let ing_s = one(list, "ingress", SpanKind::Server, &what);
                 assert_eq!(parent(&ing_s), "");
+                let port: u16 = ing_s.attrs["client.port"].parse().unwrap();
+                lone_orders.insert(format!("/stock/{}", book[&port]));
                 lone += 1;
             }
             n => panic!("{what}: {n} request spans: {list:#?}"),
@@ -614,6 +642,10 @@ http {{
     }
     checked += whole + split;
     assert_eq!(split, lone, "each split trace's nginx SERVER span is alone");
+    assert_eq!(
+        split_orders, lone_orders,
+        "the split traces are the halves of the same requests"
+    );
     assert_eq!(whole + split, WITHOUT_CONTEXT + EVENT_LOOP);
     assert!(
         whole >= WITHOUT_CONTEXT,
@@ -702,7 +734,7 @@ http {{
     for (t, s, f) in &sent {
         let what = format!("requests-with-context: trace {t} ({f})");
         let (l1, l2) = (&traces[t], &traces2[t]);
-        check_chain(l2, Some(s), &callee_ip, before, after, &what);
+        check_chain(l2, Some(s), &book, before, after, &what);
         for (pod, k) in [
             ("ingress", SpanKind::Server),
             ("api", SpanKind::Server),
@@ -821,7 +853,7 @@ fn check_below_nginx_client(list: &[&Got], ing_c: &Got, what: &str) -> Got {
 fn check_chain(
     list: &[&Got],
     caller: Option<&str>,
-    _callee_ip: &str,
+    book: &HashMap<u16, String>,
     before: u64,
     after: u64,
     what: &str,
@@ -849,6 +881,16 @@ fn check_chain(
     assert_eq!(parent(&ing_c), id(&ing_s), "{what}: nginx CLIENT");
     let api_s = check_below_nginx_client(list, &ing_c, what);
     check_parents_in_trace(list, caller, before, after, what);
+    // The API call in this trace is the one this client's request caused.
+    let port: u16 = ing_s.attrs["client.port"].parse().unwrap();
+    let n = book
+        .get(&port)
+        .unwrap_or_else(|| panic!("{what}: no request from client port {port}"));
+    assert_eq!(
+        one(list, "api", SpanKind::Client, what).attrs["url.path"],
+        format!("/stock/{n}"),
+        "{what}: the request from port {port} got order {n}"
+    );
     api_s
 }
 
