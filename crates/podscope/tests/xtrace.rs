@@ -312,7 +312,13 @@ fn one_trace_per_request_through_nginx_a_threaded_app_and_its_callee() {
     const WITHOUT_CONTEXT: usize = 20;
     const EVENT_LOOP: usize = 40;
     let ns = format!("xtrace-{}", suffix());
-    let dir = PathBuf::from(format!("/var/tmp/podscope-xtrace-{}", suffix()));
+    // On a real disk (the fsync's block I/O); removed however the test ends,
+    // after the pods that mount it (dropped before it).
+    let tmp = TempDir(PathBuf::from(format!(
+        "/var/tmp/podscope-xtrace-{}",
+        suffix()
+    )));
+    let dir = tmp.0.clone();
     let _ = std::fs::remove_dir_all(&dir);
     for d in ["orders", "nginx", "dns"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
@@ -775,7 +781,15 @@ http {{
     for p in [&nginx, &api, &callee, &dns] {
         p.remove();
     }
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// User + system CPU time of a process so far, in milliseconds.
