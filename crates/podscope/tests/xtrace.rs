@@ -149,7 +149,11 @@ struct Podscope {
 
 impl Podscope {
     fn start(args: &[&str]) -> Podscope {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_podscope"));
+        // PODSCOPE_BIN: another build of podscope (the release one, to
+        // measure its CPU), else the one cargo built for the test.
+        let bin = std::env::var("PODSCOPE_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_podscope").to_string());
+        let mut cmd = Command::new(bin);
         cmd.arg("trace")
             .args(args)
             .args(["--runtime-endpoint", &endpoint(), "-o", "none"])
