@@ -1294,6 +1294,7 @@ mod tests {
             dport: 80,
             peer_namespace: peer.0.into(),
             peer_pod: peer.1.into(),
+            trace_context: None,
             rpc: None,
             error: None,
         })

@@ -546,6 +546,31 @@ pub struct HttpEvent {
     /// The call's RPC details when it was one (gRPC over HTTP/2).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rpc: Option<RpcInfo>,
+    /// The trace context the request carried (W3C `traceparent`/`tracestate`
+    /// or B3), when it carried a valid one. No other header value is kept.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub trace_context: Option<Box<TraceContext>>,
+}
+
+/// Trace context picked up from a request's headers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceContext {
+    /// Where it came from: `w3c` (`traceparent`), `b3` (the single `b3`
+    /// header) or `b3multi` (`X-B3-TraceId`, `X-B3-SpanId`, ...).
+    pub format: String,
+    /// 32 lowercase hex digits (a 64-bit B3 id is left-padded with zeros).
+    pub trace_id: String,
+    /// The caller's span id: 16 lowercase hex digits.
+    pub span_id: String,
+    /// B3's parent span id, when sent.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub parent_span_id: Option<String>,
+    /// The sampling decision, when sent (W3C: the sampled flag; B3: `1`/`d` or `0`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sampled: Option<bool>,
+    /// The W3C `tracestate` sent with a valid `traceparent` (at most 512 bytes).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tracestate: Option<String>,
 }
 
 /// An RPC carried by an HTTP request (OpenTelemetry `rpc.*` attributes).

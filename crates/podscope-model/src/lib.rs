@@ -9,6 +9,6 @@ pub use errno::errno_name;
 pub use event::{
     grpc_code_name, BioEvent, CacheEvent, DnsEvent, Event, EventData, ExecEvent, ExitEvent,
     HttpEvent, Identity, OpenEvent, RpcInfo, SockDataEvent, SockDataKind, SyscallEvent,
-    SyscallSummaryEvent, TcpEvent, TcpKind, Timestamp,
+    SyscallSummaryEvent, TcpEvent, TcpKind, Timestamp, TraceContext,
 };
 pub use probe::{Hook, Implementation, ProbeKind, UnknownProbe};

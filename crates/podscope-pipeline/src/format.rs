@@ -585,6 +585,7 @@ mod tests {
             peer_namespace: String::new(),
             peer_pod: String::new(),
             error: None,
+            trace_context: None,
             rpc: Some(podscope_model::RpcInfo {
                 system: "grpc".into(),
                 service: "demo.Echo".into(),

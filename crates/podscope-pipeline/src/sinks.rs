@@ -85,6 +85,8 @@ impl<S: Sink> Sink for Exported<S> {
         self.inner.summary(elapsed_ns, stats)
     }
     fn flush(&mut self) -> io::Result<()> {
+        // Request spans wait for their parents; what is decided goes out.
+        self.otlp.tick();
         self.inner.flush()
     }
     fn stats(&mut self, stats: &[ProbeStats]) -> io::Result<()> {

@@ -516,6 +516,7 @@ impl Connection {
             s.ex.start_ns = at_ns;
             s.ex.end_ns = at_ns;
             s.ex.request_bytes = wire;
+            let mut trace = crate::tracectx::Collector::default();
             for f in fields {
                 let (Some(n), Some(v)) = (&f.name, &f.value) else {
                     continue;
@@ -527,9 +528,10 @@ impl Connection {
                     b":authority" => s.ex.host = v.into_owned(),
                     b"host" if s.ex.host.is_empty() => s.ex.host = v.into_owned(),
                     b"content-type" if is_grpc(&v) => s.grpc = true,
-                    _ => {}
+                    _ => trace.header(n, f.value.as_deref().unwrap_or_default()),
                 }
             }
+            s.ex.trace = trace.finish();
             self.streams.insert(stream, s);
             return;
         }

@@ -89,6 +89,8 @@ pub struct Exchange {
     pub error: Option<String>,
     /// RPC details (gRPC over HTTP/2); boxed, as most exchanges have none.
     pub rpc: Option<Box<podscope_model::RpcInfo>>,
+    /// The request's trace context (or that it had an invalid one).
+    pub trace: crate::tracectx::Pickup,
 }
 
 /// What feeding a connection produced.
@@ -127,6 +129,8 @@ struct Head {
     truncated: bool,
     /// When the message's first byte was read or written.
     began: u64,
+    /// Requests: the trace-context headers.
+    trace: crate::tracectx::Pickup,
 }
 
 #[derive(Debug)]
@@ -216,6 +220,14 @@ fn header_value<'a>(headers: &'a [httparse::Header<'a>], name: &str) -> Option<&
         .map(|h| h.value)
 }
 
+fn trace_context(headers: &[httparse::Header]) -> crate::tracectx::Pickup {
+    let mut c = crate::tracectx::Collector::default();
+    for h in headers {
+        c.header(h.name.as_bytes(), h.value);
+    }
+    c.finish()
+}
+
 fn is_chunked(headers: &[httparse::Header]) -> bool {
     // The last transfer coding decides (RFC 9112 6.1).
     headers
@@ -301,6 +313,7 @@ impl Dir {
                             status: 0,
                             truncated: false,
                             began: self.began,
+                            trace: trace_context(req.headers),
                         };
                         let body = if is_chunked(req.headers) {
                             Some(Body::Chunked(Chunk::Size(Vec::new())))
@@ -831,6 +844,7 @@ impl Connection {
                             host: head.host,
                             start_ns: head.began,
                             truncated: head.truncated,
+                            trace: head.trace,
                             ..Exchange::default()
                         },
                         interim: false,

@@ -6,7 +6,8 @@
 //! ([`podscope_model::EventData::Http`]) come out; every other event passes
 //! through untouched and in order. Nothing here keeps bodies or credential
 //! headers: the HTTP/1 parser reads only the request line, the status line
-//! and the framing headers (plus `Host`); the HTTP/2 one keeps the
+//! and the framing headers (plus `Host`, and the ids of the trace-context
+//! headers: `traceparent`, `tracestate`, `b3`, `X-B3-*`); the HTTP/2 one keeps the
 //! pseudo-headers, content-type and gRPC status fields of each decoded
 //! block, and its HPACK tables never hold credential values.
 
@@ -16,6 +17,7 @@ pub mod hpack;
 mod http1;
 mod redact;
 mod stage;
+pub mod tracectx;
 
 pub use http1::{Connection, Exchange, Outcome, Side};
 pub use redact::redact_query;

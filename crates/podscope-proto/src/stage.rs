@@ -89,6 +89,10 @@ pub struct Stats {
     pub h2_failures: H2Failures,
     /// Request events not shown because only gRPC was asked for.
     pub not_grpc: u64,
+    /// Requests that carried a valid trace context (W3C or B3).
+    pub trace_context: u64,
+    /// Requests whose trace-context headers were invalid (treated as none).
+    pub trace_context_invalid: u64,
 }
 
 /// HTTP/2 parse failures by reason.
@@ -413,6 +417,13 @@ impl Stage {
                     if x.error.is_some() {
                         self.stats.incomplete += 1;
                     }
+                    match &x.trace {
+                        crate::tracectx::Pickup::Valid(_) => self.stats.trace_context += 1,
+                        crate::tracectx::Pickup::Invalid(_) => {
+                            self.stats.trace_context_invalid += 1
+                        }
+                        crate::tracectx::Pickup::None => {}
+                    }
                     let at = Timestamp(x.start_ns);
                     out.push(request_event(last, d, at, exchange(d, x)));
                 }
@@ -479,7 +490,8 @@ impl Stage {
         }
         text + &format!(
             "podscope: http: {} requests ({} served, {} sent), {} incomplete, {} with truncated heads, \
-             {} parse errors, {} bytes not parsed (lost or unrecognised), {} connections evicted\n",
+             {} parse errors, {} bytes not parsed (lost or unrecognised), {} connections evicted; \
+             trace context: {} requests carried one, {} invalid ones ignored\n",
             s.requests,
             s.server,
             s.client,
@@ -487,7 +499,9 @@ impl Stage {
             s.truncated,
             s.parse_errors,
             s.lost_bytes,
-            s.evicted
+            s.evicted,
+            s.trace_context,
+            s.trace_context_invalid
         ) + &format!(
             "podscope: http2: {} connections, {} requests ({} gRPC calls), {} with the header state unknown; \
              parse errors: {} preface, {} hpack, {} padding, {} block too long, {} continuation{}\n",
@@ -532,6 +546,7 @@ fn blank(d: &SockDataEvent) -> HttpEvent {
         peer_pod: String::new(),
         error: None,
         rpc: None,
+        trace_context: None,
     }
 }
 
@@ -549,6 +564,10 @@ fn exchange(d: &SockDataEvent, x: Exchange) -> HttpEvent {
         truncated: x.truncated,
         error: x.error,
         rpc: x.rpc.map(|r| *r),
+        trace_context: match x.trace {
+            crate::tracectx::Pickup::Valid(c) => Some(c),
+            _ => None,
+        },
         ..blank(d)
     }
 }
@@ -792,5 +811,72 @@ mod tests {
             "the response ended with its last bytes, not at the close"
         );
         assert_eq!(st.connections(), 0);
+    }
+
+    #[test]
+    fn trace_context_is_picked_up_and_invalid_is_counted() {
+        let mut st = Stage::new();
+        let good = b"GET /o HTTP/1.1\r\nHost: api\r\n\
+traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\
+Authorization: Bearer x\r\n\r\n";
+        let bad = b"GET /p HTTP/1.1\r\ntraceparent: 00-zz\r\n\r\n";
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let out = st.process(vec![
+            ev(1, 9, raw(SockDataKind::Data, "rx", 0, good)),
+            ev(2, 9, raw(SockDataKind::Data, "tx", 0, resp)),
+            ev(3, 9, raw(SockDataKind::Data, "rx", good.len() as u64, bad)),
+            ev(4, 9, raw(SockDataKind::Data, "tx", resp.len() as u64, resp)),
+        ]);
+        let hs: Vec<&HttpEvent> = out
+            .iter()
+            .filter_map(|e| match &e.data {
+                EventData::Http(h) => Some(h),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(hs.len(), 2);
+        let c = hs[0].trace_context.as_ref().expect("context");
+        assert_eq!(
+            (c.trace_id.as_str(), c.span_id.as_str()),
+            ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+        );
+        assert_eq!(hs[1].trace_context, None);
+        assert_eq!(
+            (st.stats().trace_context, st.stats().trace_context_invalid),
+            (1, 1)
+        );
+        let json = serde_json::to_string(&out[0]).unwrap();
+        assert!(
+            json.contains("\"trace_context\":{\"format\":\"w3c\""),
+            "{json}"
+        );
+        assert!(!json.contains("Bearer"), "{json}");
+    }
+
+    #[test]
+    fn http2_requests_carry_their_trace_context() {
+        let mut st = Stage::new();
+        let mut req = crate::h2::PREFACE.to_vec();
+        // :method GET, :path /, then literal b3 (new name, not indexed).
+        let mut block = vec![0x82, 0x84, 0x00, 2];
+        block.extend_from_slice(b"b3");
+        let v = b"80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1";
+        block.push(v.len() as u8);
+        block.extend_from_slice(v);
+        req.extend(frame(1, 5, 1, &block));
+        let resp = frame(1, 5, 1, &[0x88]);
+        let out = st.process(vec![
+            ev(1_000, 9, h2("rx", 0, &req)),
+            ev(2_000, 9, h2("tx", 0, &resp)),
+        ]);
+        let EventData::Http(h) = &out[0].data else {
+            panic!("{out:?}")
+        };
+        let c = h.trace_context.as_ref().expect("context");
+        assert_eq!(
+            (c.format.as_str(), c.trace_id.as_str(), c.span_id.as_str()),
+            ("b3", "80f198ee56343ba864fe8b2a57d3eff7", "e457b5a2e4d86bd1")
+        );
+        assert_eq!(st.stats().trace_context, 1);
     }
 }

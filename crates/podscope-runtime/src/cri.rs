@@ -457,6 +457,10 @@ pub struct ContainerSpec {
     pub command: Vec<String>,
     /// Environment variables.
     pub env: Vec<(String, String)>,
+    /// Host paths bind-mounted into the container: (host path, container
+    /// path, read-only). Test pods run the host's programs this way
+    /// (the host's /usr, read-only).
+    pub mounts: Vec<(String, String, bool)>,
 }
 
 impl ContainerSpec {
@@ -467,7 +471,15 @@ impl ContainerSpec {
             image: image.to_owned(),
             command: command.iter().map(|s| (*s).to_owned()).collect(),
             env: Vec::new(),
+            mounts: Vec::new(),
         }
+    }
+
+    /// Adds a bind mount of `host` at `path` in the container.
+    pub fn mount(mut self, host: &str, path: &str, read_only: bool) -> Self {
+        self.mounts
+            .push((host.to_owned(), path.to_owned(), read_only));
+        self
     }
 
     fn config(&self, pod: &PodSpec) -> api::ContainerConfig {
@@ -501,6 +513,16 @@ impl ContainerSpec {
                 .map(|(k, v)| api::KeyValue {
                     key: k.clone(),
                     value: v.clone(),
+                })
+                .collect(),
+            mounts: self
+                .mounts
+                .iter()
+                .map(|(host, path, ro)| api::Mount {
+                    host_path: host.clone(),
+                    container_path: path.clone(),
+                    readonly: *ro,
+                    ..Default::default()
                 })
                 .collect(),
             labels,

@@ -303,6 +303,24 @@ pub struct OtlpArgs {
     /// connects, resets, losses); the rest are counted as dropped events.
     #[arg(long = "otlp-session-events", value_name = "N", default_value_t = 1000)]
     pub session_events: usize,
+
+    /// Which HTTP/gRPC request spans to export (needs the http or grpc
+    /// probe). `requests`: every request; one that arrived with trace
+    /// context (W3C traceparent or B3) joins that trace under the caller's
+    /// span, one without starts a new trace. `requests-with-context`: only
+    /// requests whose trace came from the wire (the rest are counted).
+    /// Either way a request made while serving one is its child, and the
+    /// two ends of a request between traced pods are joined by connection
+    /// (docs/otlp.md, "Request traces").
+    #[arg(long = "spans", value_name = "WHICH", value_parser = ["requests", "requests-with-context"])]
+    pub spans: Option<String>,
+
+    /// Kernel events of the serving thread (file opens, block I/O, TCP
+    /// connects, DNS lookups, execs; when those probes are traced) kept as
+    /// child spans of each SERVER span; the rest are counted on the span
+    /// (podscope.trace.children_dropped). 0 for none.
+    #[arg(long = "span-children", value_name = "N", default_value_t = 64)]
+    pub span_children: usize,
 }
 // --- end OTLP export flags ---
 

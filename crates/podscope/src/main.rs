@@ -181,7 +181,7 @@ fn node_only_hint(subcommand: &str, id: &str, flag: &str) -> String {
              (podscope agent --metrics-listen ADDR, docs/metrics.md), or run podscope trace {flag} on the node"
         ),
         "enabled" | "endpoint" | "protocol" | "headers" | "logs" | "queue_size"
-        | "session_events" | "ca" => format!(
+        | "session_events" | "ca" | "spans" | "span_children" => format!(
             "{flag} is not supported through --hub: the agents export OTLP themselves \
              (podscope agent --otlp-endpoint URL, docs/otlp.md), or run podscope trace {flag} on the node"
         ),

@@ -333,9 +333,21 @@ fn start_otlp(args: &TraceArgs, probes: &[ProbeKind]) -> Result<Option<podscope_
         || !o.headers.is_empty()
         || o.logs.is_some()
         || o.queue_size.is_some()
-        || o.ca.is_some();
+        || o.ca.is_some()
+        || o.spans.is_some();
     if !wanted {
         return Ok(None);
+    }
+    if o.spans.is_some()
+        && !probes.contains(&ProbeKind::Http)
+        && !probes.contains(&ProbeKind::Grpc)
+        && !probes.contains(&ProbeKind::Tls)
+    {
+        bail!(
+            "--spans {}: request spans come from the http, grpc or tls probe; add one (podscope trace {},http ...)",
+            o.spans.as_deref().unwrap_or_default(),
+            args.probes
+        );
     }
     let log_probes = match &o.logs {
         // 'all' means every probe this trace runs.
@@ -361,7 +373,12 @@ fn start_otlp(args: &TraceArgs, probes: &[ProbeKind]) -> Result<Option<podscope_
         session_events: Some(o.session_events),
         ca: o.ca.clone(),
     };
-    let cfg = OtlpConfig::resolve(&flags, &hostname(), &|k| std::env::var(k).ok())?;
+    let mut cfg = OtlpConfig::resolve(&flags, &hostname(), &|k| std::env::var(k).ok())?;
+    cfg.requests.context_only = o.spans.as_deref() == Some("requests-with-context");
+    cfg.requests.max_children = o.span_children;
+    cfg.requests.requests_traced = [ProbeKind::Http, ProbeKind::Grpc, ProbeKind::Tls]
+        .iter()
+        .any(|p| probes.contains(p));
     let body: podscope_export::otlp::LogBody = Box::new(|ev: &Event| {
         format!(
             "{} {}: {}",

@@ -447,7 +447,9 @@ fn h2c_requests_agree_exactly_with_nginx_access_log_on_both_sides() {
         &format!("session={SECRET}"),
         &nginx.url("/cookie"),
     ]);
-    // h2load: 2 connections, up to 10 concurrent streams each, 3 paths.
+    // h2load: 2 connections, up to 10 concurrent streams each, 3 paths;
+    // every request with the same traceparent (HPACK-indexed after the first).
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let h2load = run(
         &cg,
         &[
@@ -458,6 +460,8 @@ fn h2c_requests_agree_exactly_with_nginx_access_log_on_both_sides() {
             "2",
             "-m",
             "10",
+            "-H",
+            &format!("traceparent: {tp}"),
             &nginx.url("/index.html"),
             &nginx.url("/missing?q=1"),
             &nginx.url("/big.txt"),
@@ -495,6 +499,38 @@ fn h2c_requests_agree_exactly_with_nginx_access_log_on_both_sides() {
     assert_eq!(
         clients, witness,
         "sent by curl/h2load vs nginx's access log\n{err}"
+    );
+    // The trace context h2load sent, on each of its 60 requests at both
+    // ends, and on nothing else.
+    for (comm, role) in [
+        ("nginx", "server"),
+        ("h2load", "client"),
+        ("curl", "client"),
+    ] {
+        let with: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["probe"] == "http" && e["comm"] == comm && e["role"] == role)
+            .filter(|e| e.get("trace_context").is_some())
+            .collect();
+        let want = if comm == "curl" { 0 } else { 60 };
+        assert_eq!(with.len(), want, "{comm} {role}: {with:?}");
+        for e in with {
+            let c = &e["trace_context"];
+            assert_eq!(
+                (&c["format"], &c["trace_id"], &c["span_id"], &c["sampled"]),
+                (
+                    &Value::from("w3c"),
+                    &Value::from("0af7651916cd43dd8448eb211c80319c"),
+                    &Value::from("b7ad6b7169203331"),
+                    &Value::from(true)
+                ),
+                "{e}"
+            );
+        }
+    }
+    assert!(
+        err.contains("trace context: 120 requests carried one, 0 invalid ones ignored"),
+        "{err}"
     );
     let summary = events.last().unwrap();
     assert_eq!(summary["kind"], "summary");

@@ -99,7 +99,7 @@ fn sessions(port: u16) -> Value {
 fn node_only_trace_flags_are_refused_through_the_hub() {
     let (_hub, port) = hub();
     let hub_url = url(port);
-    let cases: [(&[&str], &str, &str); 14] = [
+    let cases: [(&[&str], &str, &str); 15] = [
         (
             &["--pid", "1"],
             "--pid is not supported through --hub",
@@ -145,6 +145,11 @@ fn node_only_trace_flags_are_refused_through_the_hub() {
             &["--otlp-session-events", "5"],
             "--otlp-session-events is not supported",
             "agent",
+        ),
+        (
+            &["--spans", "requests"],
+            "--spans is not supported",
+            "podscope agent --otlp-endpoint",
         ),
         (
             &["--ring-buffer-size", "8M"],

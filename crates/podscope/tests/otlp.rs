@@ -8,36 +8,21 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::future::Future;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::otlp::{attrs, value, Got, GotLog, GrpcReceiver, Store};
 use common::{endpoint, free_port, run_pod, suffix, wait_attached, wait_for, PodGuard, IMAGE};
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, Span};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use podscope_runtime::cri::{ContainerSpec, PodSpec};
 use prost::Message;
-use tonic::codegen::http;
 
 // ---------------------------------------------------------------- test bed
 
@@ -189,239 +174,6 @@ fn report(stderr: &str, what: &str) -> (u64, u64, u64, u64, u64) {
 }
 
 // ------------------------------------------------------------- receivers
-
-fn value(v: &Option<AnyValue>) -> String {
-    match v.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(Value::StringValue(s)) => s.clone(),
-        Some(Value::IntValue(i)) => i.to_string(),
-        Some(Value::BoolValue(b)) => b.to_string(),
-        Some(Value::DoubleValue(d)) => d.to_string(),
-        Some(Value::ArrayValue(a)) => a
-            .values
-            .iter()
-            .map(|v| value(&Some(v.clone())))
-            .collect::<Vec<_>>()
-            .join(" "),
-        other => format!("{other:?}"),
-    }
-}
-
-fn attrs(kvs: &[KeyValue]) -> BTreeMap<String, String> {
-    kvs.iter()
-        .map(|kv| (kv.key.clone(), value(&kv.value)))
-        .collect()
-}
-
-/// What a receiver got: requests with their headers (gRPC metadata).
-#[derive(Default)]
-struct Store {
-    traces: Mutex<Vec<(HashMap<String, String>, ExportTraceServiceRequest)>>,
-    logs: Mutex<Vec<(HashMap<String, String>, ExportLogsServiceRequest)>>,
-}
-
-/// One received span with its resource's attributes and the request headers.
-#[derive(Debug, Clone)]
-struct Got {
-    resource: BTreeMap<String, String>,
-    attrs: BTreeMap<String, String>,
-    headers: HashMap<String, String>,
-    span: Span,
-}
-
-#[derive(Debug, Clone)]
-struct GotLog {
-    resource: BTreeMap<String, String>,
-    attrs: BTreeMap<String, String>,
-    headers: HashMap<String, String>,
-    record: LogRecord,
-}
-
-impl Store {
-    fn spans(&self) -> Vec<Got> {
-        let mut out = Vec::new();
-        for (headers, req) in self.traces.lock().unwrap().iter() {
-            for rs in &req.resource_spans {
-                let resource = attrs(&rs.resource.clone().unwrap_or_default().attributes);
-                for ss in &rs.scope_spans {
-                    assert_eq!(ss.scope.as_ref().unwrap().name, "podscope");
-                    for span in &ss.spans {
-                        out.push(Got {
-                            resource: resource.clone(),
-                            attrs: attrs(&span.attributes),
-                            headers: headers.clone(),
-                            span: span.clone(),
-                        });
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    fn logs(&self) -> Vec<GotLog> {
-        let mut out = Vec::new();
-        for (headers, req) in self.logs.lock().unwrap().iter() {
-            for rl in &req.resource_logs {
-                let resource = attrs(&rl.resource.clone().unwrap_or_default().attributes);
-                for sl in &rl.scope_logs {
-                    for record in &sl.log_records {
-                        out.push(GotLog {
-                            resource: resource.clone(),
-                            attrs: attrs(&record.attributes),
-                            headers: headers.clone(),
-                            record: record.clone(),
-                        });
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-struct Recv(Arc<Store>);
-
-fn metadata(m: &tonic::metadata::MetadataMap) -> HashMap<String, String> {
-    m.clone()
-        .into_headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect()
-}
-
-#[tonic::async_trait]
-impl TraceService for Recv {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let md = metadata(req.metadata());
-        self.0.traces.lock().unwrap().push((md, req.into_inner()));
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-#[tonic::async_trait]
-impl LogsService for Recv {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportLogsServiceRequest>,
-    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        let md = metadata(req.metadata());
-        self.0.logs.lock().unwrap().push((md, req.into_inner()));
-        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
-    }
-}
-
-/// Both generated services on one port, routed by gRPC path (what tonic's
-/// router does, without building axum for it).
-#[derive(Clone)]
-struct Both {
-    traces: TraceServiceServer<Recv>,
-    logs: LogsServiceServer<Recv>,
-}
-
-type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Both {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = BoxFut<Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        if req
-            .uri()
-            .path()
-            .starts_with("/opentelemetry.proto.collector.logs.")
-        {
-            Box::pin(self.logs.call(req))
-        } else {
-            Box::pin(self.traces.call(req))
-        }
-    }
-}
-
-/// An OTLP/gRPC receiver on a loopback port, in its own thread and runtime.
-struct GrpcReceiver {
-    addr: SocketAddr,
-    store: Arc<Store>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl GrpcReceiver {
-    fn start(addr: SocketAddr) -> GrpcReceiver {
-        GrpcReceiver::start_with(addr, None)
-    }
-
-    /// With `tls` (certificate and key PEM), the receiver speaks TLS only.
-    fn start_with(addr: SocketAddr, tls: Option<(Vec<u8>, Vec<u8>)>) -> GrpcReceiver {
-        let store = Arc::new(Store::default());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let svc = Both {
-            traces: TraceServiceServer::new(Recv(store.clone())),
-            logs: LogsServiceServer::new(Recv(store.clone())),
-        };
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let mut server = tonic::transport::Server::builder();
-                if let Some((cert, key)) = tls {
-                    server = server
-                        .tls_config(
-                            tonic::transport::ServerTlsConfig::new()
-                                .identity(tonic::transport::Identity::from_pem(cert, key)),
-                        )
-                        .unwrap();
-                }
-                server
-                    .serve_with_shutdown(addr, svc, async {
-                        let _ = rx.await;
-                    })
-                    .await
-                    .unwrap_or_else(|e| panic!("OTLP receiver on {addr}: {e}"));
-            });
-        });
-        wait_for(
-            "the OTLP receiver to listen",
-            Duration::from_secs(10),
-            || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
-        );
-        GrpcReceiver {
-            addr,
-            store,
-            stop: Some(tx),
-            thread: Some(thread),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Stops serving (graceful: in-flight requests finish) and frees the port.
-    fn stop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-impl Drop for GrpcReceiver {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// A minimal OTLP/HTTP receiver: HTTP/1.1 with keep-alive, POST /v1/traces
 /// and /v1/logs with protobuf bodies decoded as the official messages.
@@ -1269,6 +1021,23 @@ fn bad_otlp_settings_fail_before_the_probes_load() {
     let err = run(&["--otlp"], &[("OTEL_EXPORTER_OTLP_HEADERS", "broken")]);
     assert!(
         err.contains("OTEL_EXPORTER_OTLP_HEADERS: 'broken' is not KEY=VALUE"),
+        "{err}"
+    );
+    // Request spans need a probe that sees requests.
+    let err = run(&["--spans", "requests"], &[]);
+    assert!(
+        err.contains("--spans requests: request spans come from the http, grpc or tls probe")
+            && err.contains("podscope trace tcp,http"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_podscope"))
+        .args(["trace", "http", "--all", "--spans", "everything"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("'everything'") && err.contains("requests-with-context"),
         "{err}"
     );
 }

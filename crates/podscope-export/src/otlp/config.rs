@@ -140,6 +140,9 @@ pub struct OtlpConfig {
     pub node: String,
     /// How long the exit may wait for the backlog to go out.
     pub shutdown_timeout: Duration,
+    /// Request spans: parents, hold time, kernel children (`--spans`,
+    /// `--span-children`; docs/otlp.md, "Request traces").
+    pub requests: super::xtrace::Config,
 }
 
 /// Default span/log queue per signal; about 1 KiB per queued span, so ~8 MiB.
@@ -196,6 +199,7 @@ impl OtlpConfig {
             session_events,
             node: node.to_string(),
             shutdown_timeout: Duration::from_secs(5),
+            requests: super::xtrace::Config::default(),
         })
     }
 }

@@ -57,8 +57,8 @@ pub type LogItem = (Arc<Res>, LogWork);
 /// A trace id and a span id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SpanIds {
-    trace: [u8; 16],
-    span: [u8; 8],
+    pub(super) trace: [u8; 16],
+    pub(super) span: [u8; 8],
 }
 
 /// A queued span: a connection still in its compact form, or a span built
@@ -73,6 +73,8 @@ pub enum SpanWork {
     Conn(ConnSpan),
     /// One HTTP request and its response.
     Request(RequestSpan),
+    /// Kernel work done while serving a request: a child of its span.
+    Kernel(KernelSpan),
     /// A finished span.
     Ready(Box<Span>),
 }
@@ -83,6 +85,7 @@ impl SpanWork {
         match self {
             SpanWork::Conn(c) => c.into_span(),
             SpanWork::Request(r) => r.into_span(),
+            SpanWork::Kernel(k) => k.into_span(),
             SpanWork::Ready(s) => *s,
         }
     }
@@ -114,6 +117,25 @@ pub struct RequestSpan {
     tid: u32,
     comm: String,
     http: HttpEvent,
+    /// The parent span (the caller's on the wire, the peer's CLIENT span or
+    /// the SERVER span being served); absent for a trace's root.
+    parent: Option<[u8; 8]>,
+    /// How the parent was found (`podscope.trace.parent`).
+    how: Option<super::xtrace::How>,
+    /// Why a CLIENT span has no parent.
+    unparented: Option<String>,
+    /// The candidate parents of an unparented span.
+    links: Vec<SpanIds>,
+    /// Kernel child spans left out over the cap.
+    children_dropped: u32,
+}
+
+/// What a kernel child span of a request is built from.
+#[derive(Debug)]
+pub struct KernelSpan {
+    ids: SpanIds,
+    parent: [u8; 8],
+    ev: Event,
 }
 
 /// A queued log record: the event without its identity (the resource has it).
@@ -127,10 +149,10 @@ pub struct LogWork {
 /// Span and trace ids from a SplitMix64 stream seeded by the process's
 /// random hasher keys and the clock: unique enough for tracing, no `rand`.
 #[derive(Debug)]
-struct Ids(u64);
+pub(super) struct Ids(u64);
 
 impl Ids {
-    fn new() -> Ids {
+    pub(super) fn new() -> Ids {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(Timestamp::now().0);
         h.write_u32(std::process::id());
@@ -148,6 +170,19 @@ impl Ids {
                 return z;
             }
         }
+    }
+
+    /// A new trace id.
+    pub(super) fn trace(&mut self) -> [u8; 16] {
+        let mut trace = [0u8; 16];
+        trace[..8].copy_from_slice(&self.next().to_be_bytes());
+        trace[8..].copy_from_slice(&self.next().to_be_bytes());
+        trace
+    }
+
+    /// A new span id.
+    pub(super) fn span(&mut self) -> [u8; 8] {
+        self.next().to_be_bytes()
     }
 
     fn ids(&mut self) -> SpanIds {
@@ -227,6 +262,8 @@ pub struct Tap {
     ids: Ids,
     spans: Arc<Queue<SpanItem>>,
     logs: Option<Arc<Queue<LogItem>>>,
+    /// The request-trace stage: decides request spans' traces and parents.
+    requests: super::xtrace::Builder<Arc<Res>>,
 }
 
 impl std::fmt::Debug for Tap {
@@ -298,6 +335,64 @@ impl Tap {
             ids,
             spans,
             logs,
+            requests: super::xtrace::Builder::new(cfg.requests),
+        }
+    }
+
+    /// Queues the request spans (and their kernel children) decided by now.
+    pub fn tick(&mut self) {
+        let out = self.requests.tick(Timestamp::now().0);
+        self.queue_decided(out);
+    }
+
+    /// The request-trace stage's counts.
+    pub fn request_stats(&self) -> super::xtrace::BuildStats {
+        self.requests.stats()
+    }
+
+    fn queue_decided(&mut self, out: Vec<super::xtrace::Decided<Arc<Res>>>) {
+        use super::xtrace::Decided;
+        for d in out {
+            match d {
+                Decided::Request {
+                    res,
+                    ids,
+                    parent,
+                    how,
+                    unparented,
+                    links,
+                    ev,
+                    children_dropped,
+                } => {
+                    let EventData::Http(http) = ev.data else {
+                        continue;
+                    };
+                    let span = RequestSpan {
+                        ids,
+                        session: self.session.ids,
+                        start: ev.timestamp.0,
+                        pid: ev.pid,
+                        tid: ev.tid,
+                        comm: ev.comm,
+                        http,
+                        parent,
+                        how: Some(how),
+                        unparented,
+                        links,
+                        children_dropped,
+                    };
+                    self.spans.push((res, SpanWork::Request(span)));
+                }
+                Decided::Kernel {
+                    res,
+                    ids,
+                    parent,
+                    ev,
+                } => {
+                    self.spans
+                        .push((res, SpanWork::Kernel(KernelSpan { ids, parent, ev })));
+                }
+            }
         }
     }
 
@@ -322,21 +417,14 @@ impl Tap {
                 }
             },
             EventData::Exec(_) | EventData::Exit(_) => self.session_event(ev),
+            // Request spans are decided by the request-trace stage (held
+            // until their parent is known; see xtrace.rs).
             EventData::Http(h) if h.kind == "request" => {
                 let res = self.resource(ev);
-                let span = RequestSpan {
-                    ids: self.ids.ids(),
-                    session: self.session.ids,
-                    start: ev.timestamp.0,
-                    pid: ev.pid,
-                    tid: ev.tid,
-                    comm: ev.comm.clone(),
-                    http: h.clone(),
-                };
-                ids = Some(span.ids);
-                self.spans.push((res, SpanWork::Request(span)));
+                self.requests.push_request(ev, res, Timestamp::now().0);
             }
-            // High-volume probes: log records only (--otlp-logs).
+            // High-volume probes: log records only (--otlp-logs), and
+            // kernel child spans of the requests being served.
             EventData::Bio(_)
             | EventData::Cache(_)
             | EventData::Open(_)
@@ -345,6 +433,9 @@ impl Tap {
             | EventData::Dns(_)
             | EventData::Syscall(_)
             | EventData::SyscallSummary(_) => {}
+        }
+        if !matches!(&ev.data, EventData::Http(_)) {
+            self.requests.push_event(ev);
         }
         if log {
             let res = self.resource(ev);
@@ -385,6 +476,9 @@ impl Tap {
 
     /// Exit: spans for connections still open and the session span.
     pub fn finish(&mut self, info: &SessionInfo, events: u64, lost: u64) {
+        let decided = self.requests.finish();
+        self.queue_decided(decided);
+        let rs = self.requests.stats();
         let now = Timestamp::now().0;
         let open: Vec<OpenConn> = self.open.drain().map(|(_, o)| o).collect();
         for o in open {
@@ -412,6 +506,9 @@ impl Tap {
             kv_int("podscope.connections_untracked", self.untracked as i64),
             kv_int("process.pid", std::process::id() as i64),
         ];
+        for (k, v) in rs.pairs() {
+            attributes.push(kv_int(&format!("podscope.requests.{k}"), v as i64));
+        }
         if !self.node.is_empty() {
             attributes.push(kv_str("k8s.node.name", &self.node));
         }
@@ -749,6 +846,11 @@ impl RequestSpan {
             tid,
             comm,
             http: h,
+            parent,
+            how,
+            unparented,
+            links: candidates,
+            children_dropped,
         } = self;
         let server = h.role == "server";
         let kind = if server {
@@ -841,6 +943,21 @@ impl RequestSpan {
         a.push(kv_int("process.pid", i64::from(pid)));
         a.push(kv_int("thread.id", i64::from(tid)));
         a.push(kv_str("process.executable.name", &comm));
+        if let Some(how) = how {
+            a.push(kv_str("podscope.trace.parent", how.name()));
+        }
+        if let Some(why) = &unparented {
+            a.push(kv_str("podscope.trace.unparented", why));
+        }
+        if let Some(c) = &h.trace_context {
+            a.push(kv_str("podscope.trace.context", &c.format));
+        }
+        if children_dropped > 0 {
+            a.push(kv_int(
+                "podscope.trace.children_dropped",
+                i64::from(children_dropped),
+            ));
+        }
         // Errors as the conventions define them: 5xx for servers, 4xx and
         // 5xx for clients, or no response at all.
         // gRPC: servers count the codes the conventions call server errors,
@@ -880,12 +997,104 @@ impl RequestSpan {
             start_time_unix_nano: start,
             end_time_unix_nano: start.saturating_add(h.duration_ns),
             attributes: a,
-            links: vec![span::Link {
+            parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
+            trace_state: h
+                .trace_context
+                .as_ref()
+                .and_then(|c| c.tracestate.clone())
+                .unwrap_or_default(),
+            links: std::iter::once(span::Link {
                 trace_id: session.trace.to_vec(),
                 span_id: session.span.to_vec(),
                 attributes: vec![kv_str("podscope.link", "session")],
                 ..Default::default()
-            }],
+            })
+            .chain(candidates.iter().map(|c| span::Link {
+                trace_id: c.trace.to_vec(),
+                span_id: c.span.to_vec(),
+                attributes: vec![kv_str("podscope.link", "candidate_parent")],
+                ..Default::default()
+            }))
+            .collect(),
+            status,
+            ..Default::default()
+        }
+    }
+}
+
+impl KernelSpan {
+    /// The OTLP span: an INTERNAL child of the request span, named after
+    /// what the kernel did (`open /etc/hosts`, `bio write vda`,
+    /// `connect 10.0.0.4:9000`, `dns A api.shop`, `exec /bin/sh`).
+    pub fn into_span(self) -> Span {
+        let KernelSpan { ids, parent, ev } = self;
+        let start = super::xtrace::child_start(&ev);
+        let mut end = ev.timestamp.0;
+        let mut a = event_attrs(&ev);
+        a.push(kv_str("podscope.probe", ev.probe().name()));
+        let mut failed = None;
+        let name = match &ev.data {
+            EventData::Open(o) => {
+                failed = o.error.clone();
+                format!("open {}", o.path)
+            }
+            EventData::Bio(b) => {
+                failed = b.error.map(|e| e.to_string());
+                format!("bio {} {}", b.op, b.disk)
+            }
+            EventData::Tcp(t) => {
+                failed = t.error.clone();
+                format!("connect {}:{}", plain_addr(&t.daddr), t.dport)
+            }
+            EventData::Dns(d) => {
+                end = start.saturating_add(d.latency_ns.unwrap_or(0));
+                a.push(kv_str("dns.question.name", &d.name));
+                a.push(kv_str("podscope.dns.qtype", &d.qtype));
+                if let Some(r) = &d.rcode {
+                    a.push(kv_str("podscope.dns.rcode", r));
+                    if r != "NOERROR" {
+                        failed = Some(r.clone());
+                    }
+                }
+                if !d.answers.is_empty() {
+                    a.push(kv(
+                        "podscope.dns.answers",
+                        Value::ArrayValue(ArrayValue {
+                            values: d.answers.iter().map(|s| str_value(s)).collect(),
+                        }),
+                    ));
+                }
+                a.push(kv_str("network.peer.address", plain_addr(&d.daddr)));
+                a.push(kv_int("network.peer.port", i64::from(d.dport)));
+                if let Some(e) = &d.error {
+                    failed = Some(e.clone());
+                }
+                format!("dns {} {}", d.qtype, d.name)
+            }
+            EventData::Exec(e) => {
+                failed = e.error.clone();
+                format!("exec {}", e.filename)
+            }
+            _ => event_name(&ev),
+        };
+        let status = failed.map(|e| {
+            if !a.iter().any(|k| k.key == "error.type") {
+                a.push(kv_str("error.type", &e));
+            }
+            Status {
+                message: e,
+                code: StatusCode::Error as i32,
+            }
+        });
+        Span {
+            trace_id: ids.trace.to_vec(),
+            span_id: ids.span.to_vec(),
+            parent_span_id: parent.to_vec(),
+            name,
+            kind: span::SpanKind::Internal as i32,
+            start_time_unix_nano: start,
+            end_time_unix_nano: end.max(start),
+            attributes: a,
             status,
             ..Default::default()
         }
@@ -1185,8 +1394,31 @@ pub(crate) mod tests {
     use crate::otlp::config::{OtlpConfig, OtlpFlags};
     use podscope_model::{ExecEvent, OpenEvent};
 
+    fn grpc_span_event() -> EventData {
+        EventData::Http(grpc_http("server", 0))
+    }
+
     fn grpc_span(role: &str, status: u32) -> Span {
-        let h = HttpEvent {
+        let h = grpc_http(role, status);
+        RequestSpan {
+            ids: SpanIds::default(),
+            session: SpanIds::default(),
+            start: 5,
+            pid: 1,
+            tid: 1,
+            comm: "srv".into(),
+            http: h,
+            parent: None,
+            how: None,
+            unparented: None,
+            links: Vec::new(),
+            children_dropped: 0,
+        }
+        .into_span()
+    }
+
+    fn grpc_http(role: &str, status: u32) -> HttpEvent {
+        HttpEvent {
             kind: "request".into(),
             role: role.into(),
             version: "HTTP/2".into(),
@@ -1206,6 +1438,7 @@ pub(crate) mod tests {
             dport: 40000,
             peer_namespace: String::new(),
             peer_pod: String::new(),
+            trace_context: None,
             rpc: Some(podscope_model::RpcInfo {
                 system: "grpc".into(),
                 service: "kv.Store".into(),
@@ -1214,17 +1447,7 @@ pub(crate) mod tests {
                 message: Some("no such key".into()),
             }),
             error: None,
-        };
-        RequestSpan {
-            ids: SpanIds::default(),
-            session: SpanIds::default(),
-            start: 5,
-            pid: 1,
-            tid: 1,
-            comm: "srv".into(),
-            http: h,
         }
-        .into_span()
     }
 
     #[test]
@@ -1363,6 +1586,83 @@ pub(crate) mod tests {
         let logs = Arc::new(Queue::new(100, 10));
         let t = Tap::new(&cfg, spans.clone(), Some(logs.clone()));
         (t, spans, logs)
+    }
+
+    #[test]
+    fn a_served_request_is_in_the_callers_trace_with_its_kernel_work_as_children() {
+        let (mut t, spans, _) = tap(vec![], 10);
+        let id = identity("api-0", "app");
+        let mut open = tcp(TcpKind::Connect, "client", 1_500, id.clone(), 40000, 9000);
+        open.data = EventData::Open(podscope_model::OpenEvent {
+            kind: "open".into(),
+            path: "/srv/catalog.json".into(),
+            dirfd: None,
+            flags: 0,
+            flags_str: "O_RDONLY".into(),
+            mode: 0,
+            fd: None,
+            errno: Some(2),
+            error: Some("ENOENT".into()),
+        });
+        let mut req = tcp(TcpKind::Accept, "server", 1_000, id, 8000, 50000);
+        req.tid = open.tid;
+        let mut h = match grpc_span_event() {
+            EventData::Http(h) => h,
+            _ => unreachable!(),
+        };
+        h.rpc = None;
+        h.trace_context = Some(Box::new(podscope_model::TraceContext {
+            format: "w3c".into(),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            span_id: "00f067aa0ba902b7".into(),
+            parent_span_id: None,
+            sampled: Some(true),
+            tracestate: Some("rojo=1".into()),
+        }));
+        req.data = EventData::Http(h);
+        t.observe(&open);
+        t.observe(&req);
+        t.finish(&SessionInfo::default(), 2, 0);
+        let got = built(spans.pop_batch(100));
+        let server = got
+            .iter()
+            .find(|(_, s)| s.kind == span::SpanKind::Server as i32)
+            .map(|(_, s)| s)
+            .expect("the request span");
+        assert_eq!(
+            server.trace_id,
+            [
+                0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e,
+                0x47, 0x36
+            ]
+        );
+        assert_eq!(
+            server.parent_span_id,
+            [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]
+        );
+        assert_eq!(server.trace_state, "rojo=1");
+        assert_eq!(
+            attr(&server.attributes, "podscope.trace.parent"),
+            Some(&Value::StringValue("wire".into()))
+        );
+        let child = got
+            .iter()
+            .find(|(_, s)| s.name == "open /srv/catalog.json")
+            .map(|(_, s)| s)
+            .expect("the open as a child span");
+        assert_eq!(child.parent_span_id, server.span_id);
+        assert_eq!(child.trace_id, server.trace_id);
+        assert_eq!(child.kind, span::SpanKind::Internal as i32);
+        assert_eq!(
+            child.status.as_ref().map(|s| s.code),
+            Some(StatusCode::Error as i32)
+        );
+        let errors = child
+            .attributes
+            .iter()
+            .filter(|k| k.key == "error.type")
+            .count();
+        assert_eq!(errors, 1, "error.type once");
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod convert;
 mod queue;
 mod transport;
 mod worker;
+pub mod xtrace;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -77,6 +78,15 @@ impl OtlpObserver {
             .observe(ev);
     }
 
+    /// Periodically (every loop of the trace): queues the request spans
+    /// whose parents are decided (docs/otlp.md, "Request traces").
+    pub fn tick(&self) {
+        self.tap
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .tick();
+    }
+
     /// A probe lost events (a span event on the session span).
     pub fn lost(&self, probe: ProbeKind, delta: u64, total: u64) {
         self.tap
@@ -94,6 +104,8 @@ pub struct OtlpStats {
     pub spans: SignalStats,
     /// Log records, when asked for.
     pub logs: Option<SignalStats>,
+    /// How request spans were parented.
+    pub requests: xtrace::BuildStats,
 }
 
 impl fmt::Display for OtlpStats {
@@ -106,6 +118,9 @@ impl fmt::Display for OtlpStats {
                 s.produced, s.exported, s.failed, s.dropped, s.requests, s.failed_requests
             )
         };
+        if self.requests.server + self.requests.client > 0 {
+            write!(f, "{}", self.requests)?;
+        }
         line(f, "spans", &self.spans)?;
         if let Some(l) = &self.logs {
             line(f, "logs", l)?;
@@ -167,6 +182,11 @@ impl Otlp {
         OtlpStats {
             spans: self.spans.stats(),
             logs: self.logs.as_ref().map(|l| l.stats()),
+            requests: self
+                .tap
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .request_stats(),
         }
     }
 

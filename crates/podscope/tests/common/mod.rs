@@ -2,6 +2,8 @@
 //! containerd test bed (testbed/podbed.sh). Each test binary uses a subset.
 #![allow(dead_code)]
 
+pub mod otlp;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;

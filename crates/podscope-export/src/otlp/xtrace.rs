@@ -1,0 +1,1299 @@
+//! Cross-layer traces: the stage that decides, for every HTTP/gRPC request
+//! event, which trace its span belongs to and which span is its parent, and
+//! which kernel events become its child spans (docs/otlp.md, "Request
+//! traces"). Events in, finished span decisions out: it never reaches back
+//! into the stages before it, and it knows nothing of OTLP messages.
+//!
+//! A request event arrives when its response has ended, so a span's parent
+//! is often not seen yet when the span is: nginx's SERVER span comes after
+//! its own upstream CLIENT span, which comes after the API's SERVER span.
+//! Every span is therefore held until its parent is decided and its trace
+//! id is known up its chain, at most `hold` (plus the chain above it);
+//! what is still undecided then is decided with what is known, and counted.
+//!
+//! Rules, in order:
+//! - SERVER: the CLIENT span seen on the other end of the same connection
+//!   (4-tuple) for the same request (n-th request on it) is its parent
+//!   (`hop`); else the span id on the wire (`wire`); else a new trace.
+//! - CLIENT: the SERVER span in the same process whose request carried the
+//!   same trace id and that covers it in time (`trace_id`); else the one
+//!   SERVER span the same thread was serving then (`thread`); else the span
+//!   id on its own wire context (`wire`); else a trace of its own, linked to
+//!   the candidates, with `podscope.trace.unparented` saying why.
+
+use std::collections::{HashMap, VecDeque};
+
+use podscope_model::{Event, EventData, TcpKind};
+
+use super::convert::{Ids, SpanIds};
+
+/// How far the two ends' times of one request may overlap the wrong way
+/// (both are taken at syscall exit).
+const NEST_SLACK_NS: u64 = 1_000_000;
+/// Spans held at once; beyond that the oldest are decided early (counted).
+pub const MAX_HELD: usize = 65_536;
+/// Kernel events remembered per thread while waiting for the request span.
+const MAX_THREAD_EVENTS: usize = 512;
+/// Threads whose kernel events are remembered.
+const MAX_THREADS: usize = 16_384;
+
+/// The stage's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// How long a span waits for the span that decides its parent.
+    pub hold_ns: u64,
+    /// Kernel child spans per SERVER span; the rest are counted on it.
+    pub max_children: usize,
+    /// Only requests whose trace came from the wire are exported
+    /// (`--spans requests-with-context`).
+    pub context_only: bool,
+    /// Request events can come (a probe that sees requests is traced);
+    /// without them kernel events are not kept for children.
+    pub requests_traced: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hold_ns: 1_000_000_000,
+            max_children: 64,
+            context_only: false,
+            requests_traced: true,
+        }
+    }
+}
+
+/// How the parent of an exported request span was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    /// SERVER: the peer's CLIENT span for the same request on the connection.
+    Hop,
+    /// The span id in the request's own trace-context header.
+    Wire,
+    /// CLIENT: the SERVER span in the process with the same trace id.
+    TraceId,
+    /// CLIENT: the one SERVER span its thread was serving.
+    Thread,
+    /// A new trace: a SERVER span with no context and no peer span, or a
+    /// CLIENT span with no incoming request to belong to.
+    NewTrace,
+}
+
+impl How {
+    /// The `podscope.trace.parent` attribute value.
+    pub fn name(self) -> &'static str {
+        match self {
+            How::Hop => "hop",
+            How::Wire => "wire",
+            How::TraceId => "trace_id",
+            How::Thread => "thread",
+            How::NewTrace => "new_trace",
+        }
+    }
+}
+
+/// A decided span, handed to the exporter.
+#[derive(Debug)]
+pub enum Decided<R> {
+    /// An HTTP/gRPC request span.
+    Request {
+        /// Its resource.
+        res: R,
+        /// Its trace and span id.
+        ids: SpanIds,
+        /// The parent span id, absent for a trace's root.
+        parent: Option<[u8; 8]>,
+        /// How the parent was found.
+        how: How,
+        /// Why a CLIENT span has no parent (else absent).
+        unparented: Option<String>,
+        /// Spans it is linked to (the candidate parents of an unparented one).
+        links: Vec<SpanIds>,
+        /// The request event.
+        ev: Event,
+        /// Kernel child spans left out over the cap.
+        children_dropped: u32,
+    },
+    /// A kernel event made while serving a request: a child of its SERVER span.
+    Kernel {
+        /// The resource (the request span's).
+        res: R,
+        /// Its ids (the request's trace).
+        ids: SpanIds,
+        /// The SERVER span.
+        parent: [u8; 8],
+        /// The kernel event.
+        ev: Event,
+    },
+}
+
+/// The stage's counts (the exit report and the session span).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuildStats {
+    /// SERVER spans decided.
+    pub server: u64,
+    /// ... parented to the caller's CLIENT span through the connection.
+    pub server_hop: u64,
+    /// ... parented to the span id on the wire.
+    pub server_wire: u64,
+    /// ... starting a new trace.
+    pub server_new: u64,
+    /// CLIENT spans decided.
+    pub client: u64,
+    /// ... parented by the same trace id.
+    pub client_trace_id: u64,
+    /// ... parented by the thread serving one request.
+    pub client_thread: u64,
+    /// ... parented to the span id of their own wire context.
+    pub client_wire: u64,
+    /// ... in a trace of their own: the thread served no request then.
+    pub client_no_request: u64,
+    /// ... in a trace of their own: the thread served several requests.
+    pub client_ambiguous: u64,
+    /// Spans decided when their hold ran out (not by a match).
+    pub expired: u64,
+    /// CLIENT spans that matched a SERVER span already decided without them.
+    pub hop_late: u64,
+    /// Peer spans at the same place on a connection whose times do not nest
+    /// (a request lost on one side): not joined.
+    pub hop_mismatch: u64,
+    /// Spans decided early because [`MAX_HELD`] were held.
+    pub evicted: u64,
+    /// Kernel child spans produced.
+    pub children: u64,
+    /// Kernel child spans left out over `--span-children` (counted on the span).
+    pub children_dropped: u64,
+    /// Kernel events forgotten because their thread kept too many.
+    pub kernel_events_forgotten: u64,
+    /// Kernel events no request span claimed (made outside any request the
+    /// trace saw being served); they are in the event stream as always.
+    pub kernel_events_unclaimed: u64,
+    /// Spans not exported: their trace had no context from the wire
+    /// (`--spans requests-with-context`).
+    pub not_exported: u64,
+    /// Spans held now.
+    pub held: u64,
+}
+
+impl BuildStats {
+    /// `(name, count)` in report order (session-span attributes
+    /// `podscope.requests.<name>`).
+    pub fn pairs(&self) -> [(&'static str, u64); 20] {
+        [
+            ("server", self.server),
+            ("server_hop", self.server_hop),
+            ("server_wire", self.server_wire),
+            ("server_new_trace", self.server_new),
+            ("client", self.client),
+            ("client_trace_id", self.client_trace_id),
+            ("client_thread", self.client_thread),
+            ("client_wire", self.client_wire),
+            ("client_no_request", self.client_no_request),
+            ("client_ambiguous", self.client_ambiguous),
+            ("expired", self.expired),
+            ("hop_late", self.hop_late),
+            ("hop_mismatch", self.hop_mismatch),
+            ("evicted", self.evicted),
+            ("children", self.children),
+            ("children_dropped", self.children_dropped),
+            ("kernel_events_forgotten", self.kernel_events_forgotten),
+            ("kernel_events_unclaimed", self.kernel_events_unclaimed),
+            ("not_exported", self.not_exported),
+            ("held", self.held),
+        ]
+    }
+}
+
+impl std::fmt::Display for BuildStats {
+    /// The exit report's line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pct = |n: u64, of: u64| {
+            if of == 0 {
+                0.0
+            } else {
+                100.0 * n as f64 / of as f64
+            }
+        };
+        let parented = self.client_trace_id + self.client_thread + self.client_wire;
+        writeln!(
+            f,
+            "podscope: request spans: {} SERVER ({} parented to the caller's CLIENT span by connection, \
+             {} to the span id on the wire, {} new traces); {} CLIENT ({} by trace id, {} by serving thread, \
+             {} to their own wire context: {:.1}% parented; own trace: {} while the thread served no request, \
+             {} while it served several); {} decided when their hold ran out, {} late peer spans, {} peer spans whose times do not nest, {} decided early (too many held); \
+             {} kernel child spans, {} over --span-children, {} kernel events forgotten (too many on a thread), {} not made while serving a request; \
+             {} spans not exported (no context)",
+            self.server,
+            self.server_hop,
+            self.server_wire,
+            self.server_new,
+            self.client,
+            self.client_trace_id,
+            self.client_thread,
+            self.client_wire,
+            pct(parented, self.client),
+            self.client_no_request,
+            self.client_ambiguous,
+            self.expired,
+            self.hop_late,
+            self.hop_mismatch,
+            self.evicted,
+            self.children,
+            self.children_dropped,
+            self.kernel_events_forgotten,
+            self.kernel_events_unclaimed,
+            self.not_exported,
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parent {
+    Undecided,
+    Wire,
+    Local(u64),
+    Root,
+}
+
+/// Both ends of a TCP connection, the same from either side: client
+/// address and port, server address and port.
+type ConnKey = (String, u16, String, u16);
+
+#[derive(Debug)]
+struct Node<R> {
+    res: R,
+    ev: Event,
+    server: bool,
+    start: u64,
+    end: u64,
+    wire: Option<SpanIds>,
+    span: [u8; 8],
+    parent: Parent,
+    how: How,
+    unparented: Option<String>,
+    links: Vec<u64>,
+    deadline: u64,
+    /// Known once decided up the chain: the trace and whether it came from the wire.
+    trace: Option<([u8; 16], bool)>,
+    emitted: bool,
+    conn: Option<(ConnKey, u64)>,
+}
+
+/// The stage.
+#[derive(Debug)]
+pub struct Builder<R> {
+    cfg: Config,
+    ids: Ids,
+    next: u64,
+    nodes: HashMap<u64, Node<R>>,
+    /// Not yet emitted, in arrival order.
+    open: Vec<u64>,
+    /// Emitted, kept as possible parents until the time given.
+    retired: VecDeque<(u64, u64)>,
+    clients_by_conn: HashMap<(ConnKey, u64), u64>,
+    servers_by_conn: HashMap<(ConnKey, u64), u64>,
+    /// Requests seen per connection and side (client = false).
+    conn_requests: HashMap<(ConnKey, bool), u64>,
+    servers_by_pid: HashMap<u32, Vec<u64>>,
+    thread_events: HashMap<u32, VecDeque<Event>>,
+    stats: BuildStats,
+}
+
+fn plain(a: &str) -> &str {
+    match a.strip_prefix("::ffff:") {
+        Some(v4) if v4.parse::<std::net::Ipv4Addr>().is_ok() => v4,
+        _ => a,
+    }
+}
+
+fn hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Whether a kernel event can be a child span of a request.
+fn is_child_kind(ev: &Event) -> bool {
+    match &ev.data {
+        EventData::Open(_) | EventData::Bio(_) | EventData::Exec(_) => true,
+        EventData::Tcp(t) => matches!(t.kind, TcpKind::Connect | TcpKind::ConnectFailed),
+        EventData::Dns(d) => d.role == "client",
+        _ => false,
+    }
+}
+
+/// When a kernel event started (a block I/O was submitted before it completed).
+pub fn child_start(ev: &Event) -> u64 {
+    match &ev.data {
+        EventData::Bio(b) => ev
+            .timestamp
+            .0
+            .saturating_sub(b.latency_ns.saturating_add(b.queued_ns)),
+        _ => ev.timestamp.0,
+    }
+}
+
+impl<R: Clone> Builder<R> {
+    /// An empty stage.
+    pub fn new(cfg: Config) -> Builder<R> {
+        Builder {
+            cfg,
+            ids: Ids::new(),
+            next: 0,
+            nodes: HashMap::new(),
+            open: Vec::new(),
+            retired: VecDeque::new(),
+            clients_by_conn: HashMap::new(),
+            servers_by_conn: HashMap::new(),
+            conn_requests: HashMap::new(),
+            servers_by_pid: HashMap::new(),
+            thread_events: HashMap::new(),
+            stats: BuildStats::default(),
+        }
+    }
+
+    /// The counts so far.
+    pub fn stats(&self) -> BuildStats {
+        BuildStats {
+            held: self.open.len() as u64,
+            ..self.stats
+        }
+    }
+
+    /// A request event (`res` is its span's resource); `now` is wall-clock
+    /// nanoseconds.
+    pub fn push_request(&mut self, ev: &Event, res: R, now: u64) {
+        if matches!(&ev.data, EventData::Http(h) if h.kind == "request") {
+            self.request(ev, res, now);
+        }
+    }
+
+    /// Any other event: kept a while if it can be a request's child span.
+    pub fn push_event(&mut self, ev: &Event) {
+        if self.cfg.requests_traced && self.cfg.max_children > 0 && is_child_kind(ev) {
+            self.kernel_event(ev);
+        }
+    }
+
+    #[cfg(test)]
+    fn push(&mut self, ev: &Event, res: impl FnOnce() -> R, now: u64) {
+        match &ev.data {
+            EventData::Http(_) => self.push_request(ev, res(), now),
+            _ => self.push_event(ev),
+        }
+    }
+
+    fn kernel_event(&mut self, ev: &Event) {
+        if !self.thread_events.contains_key(&ev.tid) && self.thread_events.len() >= MAX_THREADS {
+            // Forget the threads with the oldest last event.
+            let cutoff = ev.timestamp.0.saturating_sub(10 * self.cfg.hold_ns);
+            let before = self.thread_events.values().map(|q| q.len()).sum::<usize>();
+            self.thread_events
+                .retain(|_, q| q.back().is_some_and(|e| e.timestamp.0 >= cutoff));
+            if self.thread_events.len() >= MAX_THREADS {
+                self.thread_events.clear();
+            }
+            let after = self.thread_events.values().map(|q| q.len()).sum::<usize>();
+            self.stats.kernel_events_forgotten += (before - after) as u64;
+        }
+        let q = self.thread_events.entry(ev.tid).or_default();
+        if q.len() >= MAX_THREAD_EVENTS {
+            q.pop_front();
+            self.stats.kernel_events_forgotten += 1;
+        }
+        q.push_back(ev.clone());
+    }
+
+    fn request(&mut self, ev: &Event, res: R, now: u64) {
+        let EventData::Http(h) = &ev.data else {
+            return;
+        };
+        let server = h.role == "server";
+        let key = self.next;
+        self.next += 1;
+        let wire = h.trace_context.as_ref().and_then(|c| {
+            Some(SpanIds {
+                trace: hex::<16>(&c.trace_id)?,
+                span: hex::<8>(&c.span_id)?,
+            })
+        });
+        let (local, peer) = (
+            (plain(&h.saddr).to_string(), h.sport),
+            (plain(&h.daddr).to_string(), h.dport),
+        );
+        let conn_key: ConnKey = if server {
+            (peer.0, peer.1, local.0, local.1)
+        } else {
+            (local.0, local.1, peer.0, peer.1)
+        };
+        // HTTP/2 streams end in any order, so the n-th request to end on a
+        // connection need not be the same one at both ends: no hop join.
+        let joinable = h.version != "HTTP/2";
+        if self.conn_requests.len() >= MAX_HELD * 4 {
+            self.conn_requests.clear();
+        }
+        let order = if joinable {
+            let n = self
+                .conn_requests
+                .entry((conn_key.clone(), server))
+                .or_insert(0);
+            *n += 1;
+            *n - 1
+        } else {
+            0
+        };
+        let node = Node {
+            res,
+            ev: ev.clone(),
+            server,
+            start: ev.timestamp.0,
+            end: ev.timestamp.0.saturating_add(h.duration_ns),
+            wire,
+            span: self.ids.span(),
+            parent: Parent::Undecided,
+            how: How::NewTrace,
+            unparented: None,
+            links: Vec::new(),
+            deadline: now.saturating_add(self.cfg.hold_ns),
+            trace: None,
+            emitted: false,
+            conn: joinable.then(|| (conn_key.clone(), order)),
+        };
+        let pid = ev.pid;
+        self.nodes.insert(key, node);
+        self.open.push(key);
+        let ck = (conn_key, order);
+        if server {
+            self.servers_by_pid.entry(pid).or_default().push(key);
+        }
+        if !joinable {
+            if server {
+                // Nothing to wait for.
+                let has_wire = self.nodes[&key].wire.is_some();
+                self.decide(
+                    key,
+                    if has_wire { Parent::Wire } else { Parent::Root },
+                    if has_wire { How::Wire } else { How::NewTrace },
+                );
+            }
+        } else if server {
+            if let Some(&c) = self.clients_by_conn.get(&ck) {
+                if self.nodes.contains_key(&c) {
+                    if self.same_request(c, key) {
+                        self.decide(key, Parent::Local(c), How::Hop);
+                    } else {
+                        self.stats.hop_mismatch += 1;
+                    }
+                }
+            }
+            self.servers_by_conn.insert(ck, key);
+        } else {
+            if let Some(&s) = self.servers_by_conn.get(&ck) {
+                match self.nodes.get(&s).map(|n| n.parent) {
+                    Some(_) if !self.same_request(key, s) => self.stats.hop_mismatch += 1,
+                    Some(Parent::Undecided) => self.decide(s, Parent::Local(key), How::Hop),
+                    Some(_) => self.stats.hop_late += 1,
+                    None => {}
+                }
+            }
+            self.clients_by_conn.insert(ck, key);
+        }
+        if self.open.len() > MAX_HELD {
+            let oldest: Vec<u64> = self.open[..self.open.len() / 4].to_vec();
+            for k in oldest {
+                if self
+                    .nodes
+                    .get(&k)
+                    .is_some_and(|n| n.parent == Parent::Undecided)
+                {
+                    self.stats.evicted += 1;
+                    self.expire(k);
+                }
+            }
+        }
+    }
+
+    /// One node, one clock: the server's request lies inside the client's
+    /// (it read the request after the client began writing it and wrote the
+    /// response's end before the client read it). Otherwise the n-th request
+    /// on the connection is not the same one at both ends (one was lost).
+    fn same_request(&self, client: u64, server: u64) -> bool {
+        match (self.nodes.get(&client), self.nodes.get(&server)) {
+            // Times are taken at syscall exit: a reader can return before
+            // the writer that woke it does, hence the slack.
+            (Some(c), Some(s)) => {
+                c.start <= s.start.saturating_add(NEST_SLACK_NS)
+                    && s.end <= c.end.saturating_add(NEST_SLACK_NS)
+            }
+            _ => false,
+        }
+    }
+
+    fn decide(&mut self, key: u64, parent: Parent, how: How) {
+        let Some(n) = self.nodes.get_mut(&key) else {
+            return;
+        };
+        if n.parent != Parent::Undecided {
+            return;
+        }
+        n.parent = parent;
+        n.how = how;
+        if parent == Parent::Root {
+            let t = self.ids.trace();
+            n.trace = Some((t, false));
+        }
+        let s = &mut self.stats;
+        match (n.server, how) {
+            (true, How::Hop) => s.server_hop += 1,
+            (true, How::Wire) => s.server_wire += 1,
+            (true, _) => s.server_new += 1,
+            (false, How::TraceId) => s.client_trace_id += 1,
+            (false, How::Thread) => s.client_thread += 1,
+            (false, How::Wire) => s.client_wire += 1,
+            (false, _) => {}
+        }
+        if n.server {
+            s.server += 1;
+        } else {
+            s.client += 1;
+        }
+    }
+
+    /// The SERVER spans of the process covering a CLIENT span's time.
+    fn covering(&self, key: u64) -> Vec<u64> {
+        let Some(c) = self.nodes.get(&key) else {
+            return Vec::new();
+        };
+        let Some(list) = self.servers_by_pid.get(&c.ev.pid) else {
+            return Vec::new();
+        };
+        list.iter()
+            .copied()
+            .filter(|k| {
+                self.nodes
+                    .get(k)
+                    .is_some_and(|s| s.start <= c.start && s.end >= c.end)
+            })
+            .collect()
+    }
+
+    /// A CLIENT span's parent by trace id, if one is there to be found.
+    fn by_trace_id(&self, key: u64) -> Option<u64> {
+        let trace = self.nodes.get(&key)?.wire?.trace;
+        self.covering(key)
+            .into_iter()
+            .filter(|k| self.nodes[k].wire.is_some_and(|w| w.trace == trace))
+            .max_by_key(|k| self.nodes[k].start)
+    }
+
+    /// Decides a span with what is known now (its hold ran out).
+    fn expire(&mut self, key: u64) {
+        let Some(n) = self.nodes.get(&key) else {
+            return;
+        };
+        let (server, has_wire, tid) = (n.server, n.wire.is_some(), n.ev.tid);
+        if server {
+            let p = if has_wire { Parent::Wire } else { Parent::Root };
+            let how = if has_wire { How::Wire } else { How::NewTrace };
+            self.decide(key, p, how);
+            return;
+        }
+        if let Some(s) = self.by_trace_id(key) {
+            self.decide(key, Parent::Local(s), How::TraceId);
+            return;
+        }
+        let on_thread: Vec<u64> = self
+            .covering(key)
+            .into_iter()
+            .filter(|k| self.nodes[k].ev.tid == tid)
+            .collect();
+        if on_thread.len() == 1 {
+            self.decide(key, Parent::Local(on_thread[0]), How::Thread);
+            return;
+        }
+        if has_wire {
+            self.decide(key, Parent::Wire, How::Wire);
+            return;
+        }
+        let why = if on_thread.is_empty() {
+            self.stats.client_no_request += 1;
+            "the thread was serving no request".to_string()
+        } else {
+            self.stats.client_ambiguous += 1;
+            format!(
+                "the thread was serving {} requests and the request carried no trace id of one of them",
+                on_thread.len()
+            )
+        };
+        self.decide(key, Parent::Root, How::NewTrace);
+        if let Some(n) = self.nodes.get_mut(&key) {
+            n.unparented = Some(why);
+            n.links = on_thread.into_iter().take(8).collect();
+        }
+    }
+
+    fn trace_of(&self, key: u64, depth: u32) -> Option<([u8; 16], bool)> {
+        let n = self.nodes.get(&key)?;
+        if let Some(t) = n.trace {
+            return Some(t);
+        }
+        match n.parent {
+            Parent::Wire => n.wire.map(|w| (w.trace, true)),
+            Parent::Local(p) if depth < 64 => self.trace_of(p, depth + 1),
+            _ => None,
+        }
+    }
+
+    /// Decides what is due and returns the spans ready to export.
+    pub fn tick(&mut self, now: u64) -> Vec<Decided<R>> {
+        self.step(now, false)
+    }
+
+    /// The trace ends: everything held is decided and returned.
+    pub fn finish(&mut self) -> Vec<Decided<R>> {
+        let out = self.step(u64::MAX, true);
+        let left: usize = self.thread_events.drain().map(|(_, q)| q.len()).sum();
+        self.stats.kernel_events_unclaimed += left as u64;
+        out
+    }
+
+    fn step(&mut self, now: u64, all: bool) -> Vec<Decided<R>> {
+        let open = std::mem::take(&mut self.open);
+        // CLIENT spans that can be matched by trace id are decided at once.
+        for &k in &open {
+            let Some(n) = self.nodes.get(&k) else {
+                continue;
+            };
+            if n.server || n.parent != Parent::Undecided || n.wire.is_none() {
+                continue;
+            }
+            if let Some(s) = self.by_trace_id(k) {
+                self.decide(k, Parent::Local(s), How::TraceId);
+            }
+        }
+        // Servers first: a client's thread rule looks at them, not the reverse.
+        for pass_server in [true, false] {
+            for &k in &open {
+                let due = self.nodes.get(&k).is_some_and(|n| {
+                    n.server == pass_server
+                        && n.parent == Parent::Undecided
+                        && (all || n.deadline <= now)
+                });
+                if due {
+                    self.stats.expired += 1;
+                    self.expire(k);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut still = Vec::with_capacity(open.len());
+        // Parents before children is not needed: a trace id is looked up the
+        // chain. Two passes settle a chain decided in this step.
+        for &k in &open {
+            // An unparented span waits for its candidate parents' trace ids
+            // too (its links name them).
+            let links_pending = !all
+                && self.nodes.get(&k).is_some_and(|n| {
+                    n.links
+                        .iter()
+                        .any(|l| self.nodes.contains_key(l) && self.trace_of(*l, 0).is_none())
+                });
+            match self.trace_of(k, 0) {
+                Some(t) if !links_pending => self.emit(k, t, now, &mut out),
+                _ => still.push(k),
+            }
+        }
+        if all {
+            // A chain whose top was forgotten: a trace of its own.
+            for k in still.drain(..) {
+                let t = (self.ids.trace(), false);
+                self.emit(k, t, now, &mut out);
+            }
+        }
+        self.open = still;
+        self.forget(now);
+        out
+    }
+
+    fn emit(&mut self, key: u64, trace: ([u8; 16], bool), now: u64, out: &mut Vec<Decided<R>>) {
+        let parent_span = {
+            let Some(n) = self.nodes.get(&key) else {
+                return;
+            };
+            match n.parent {
+                Parent::Wire => n.wire.map(|w| w.span),
+                Parent::Local(p) => self.nodes.get(&p).map(|p| p.span),
+                _ => None,
+            }
+        };
+        let links: Vec<SpanIds> = self.nodes[&key]
+            .links
+            .iter()
+            .filter_map(|l| {
+                let t = self.trace_of(*l, 0)?;
+                Some(SpanIds {
+                    trace: t.0,
+                    span: self.nodes[l].span,
+                })
+            })
+            .collect();
+        let Some(n) = self.nodes.get_mut(&key) else {
+            return;
+        };
+        n.trace = Some(trace);
+        n.emitted = true;
+        let ids = SpanIds {
+            trace: trace.0,
+            span: n.span,
+        };
+        let export = trace.1 || !self.cfg.context_only;
+        let mut children = Vec::new();
+        let mut dropped = 0u32;
+        if n.server {
+            if let Some(q) = self.thread_events.get_mut(&n.ev.tid) {
+                let (start, end) = (n.start, n.end);
+                let mut keep = VecDeque::with_capacity(q.len());
+                for e in q.drain(..) {
+                    let s = child_start(&e);
+                    if s >= start && s <= end {
+                        if children.len() < self.cfg.max_children {
+                            children.push(e);
+                        } else {
+                            dropped += 1;
+                        }
+                    } else {
+                        // Another request of the thread may still claim it
+                        // (an event loop's requests overlap); old ones are
+                        // pruned by time.
+                        keep.push_back(e);
+                    }
+                }
+                *q = keep;
+            }
+        }
+        self.retired
+            .push_back((now.saturating_add(4 * self.cfg.hold_ns), key));
+        if !export {
+            self.stats.not_exported += 1 + children.len() as u64;
+            return;
+        }
+        self.stats.children += children.len() as u64;
+        self.stats.children_dropped += u64::from(dropped);
+        let res = n.res.clone();
+        for ev in children {
+            out.push(Decided::Kernel {
+                res: res.clone(),
+                ids: SpanIds {
+                    trace: trace.0,
+                    span: self.ids.span(),
+                },
+                parent: ids.span,
+                ev,
+            });
+        }
+        out.push(Decided::Request {
+            res,
+            ids,
+            parent: parent_span,
+            how: n.how,
+            unparented: n.unparented.clone(),
+            links,
+            ev: n.ev.clone(),
+            children_dropped: dropped,
+        });
+    }
+
+    fn forget(&mut self, now: u64) {
+        while let Some(&(at, key)) = self.retired.front() {
+            if at > now {
+                break;
+            }
+            self.retired.pop_front();
+            if let Some(n) = self.nodes.remove(&key) {
+                if let Some(ck) = n.conn {
+                    let map = if n.server {
+                        &mut self.servers_by_conn
+                    } else {
+                        &mut self.clients_by_conn
+                    };
+                    if map.get(&ck) == Some(&key) {
+                        map.remove(&ck);
+                    }
+                }
+                if n.server {
+                    if let Some(l) = self.servers_by_pid.get_mut(&n.ev.pid) {
+                        l.retain(|k| *k != key);
+                        if l.is_empty() {
+                            self.servers_by_pid.remove(&n.ev.pid);
+                        }
+                    }
+                }
+            }
+        }
+        // Kernel events no request can claim any more.
+        if now != u64::MAX {
+            let cutoff = now.saturating_sub(3 * self.cfg.hold_ns);
+            for q in self.thread_events.values_mut() {
+                while q.front().is_some_and(|e| e.timestamp.0 < cutoff) {
+                    q.pop_front();
+                    self.stats.kernel_events_unclaimed += 1;
+                }
+            }
+            self.thread_events.retain(|_, q| !q.is_empty());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use podscope_model::{HttpEvent, Identity, OpenEvent, Timestamp, TraceContext};
+    use std::collections::BTreeSet;
+
+    const MS: u64 = 1_000_000;
+
+    #[allow(clippy::too_many_arguments)]
+    fn http(
+        role: &str,
+        pid: u32,
+        tid: u32,
+        start: u64,
+        dur: u64,
+        local: (&str, u16),
+        peer: (&str, u16),
+        ctx: Option<(&str, &str)>,
+    ) -> Event {
+        Event {
+            timestamp: Timestamp(start),
+            identity: Identity::default(),
+            pid,
+            tid,
+            uid: 0,
+            comm: "x".into(),
+            cgroup_id: 1,
+            data: EventData::Http(HttpEvent {
+                kind: "request".into(),
+                role: role.into(),
+                version: "HTTP/1.1".into(),
+                method: "GET".into(),
+                path: "/".into(),
+                host: String::new(),
+                status: Some(200),
+                duration_ns: dur,
+                request_bytes: 1,
+                response_bytes: 1,
+                tls: false,
+                truncated: false,
+                family: "ipv4".into(),
+                saddr: local.0.into(),
+                sport: local.1,
+                daddr: peer.0.into(),
+                dport: peer.1,
+                peer_namespace: String::new(),
+                peer_pod: String::new(),
+                error: None,
+                rpc: None,
+                trace_context: ctx.map(|(t, s)| {
+                    Box::new(TraceContext {
+                        format: "w3c".into(),
+                        trace_id: t.into(),
+                        span_id: s.into(),
+                        parent_span_id: None,
+                        sampled: Some(true),
+                        tracestate: None,
+                    })
+                }),
+            }),
+        }
+    }
+
+    fn open(tid: u32, at: u64, path: &str) -> Event {
+        Event {
+            timestamp: Timestamp(at),
+            identity: Identity::default(),
+            pid: tid,
+            tid,
+            uid: 0,
+            comm: "x".into(),
+            cgroup_id: 1,
+            data: EventData::Open(OpenEvent {
+                kind: "open".into(),
+                path: path.into(),
+                dirfd: None,
+                flags: 0,
+                flags_str: "O_RDONLY".into(),
+                mode: 0,
+                fd: Some(3),
+                errno: None,
+                error: None,
+            }),
+        }
+    }
+
+    const T: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CALLER: &str = "00f067aa0ba902b7";
+
+    /// (resource, ids, parent, how, why unparented) of a request span.
+    type Req = (String, SpanIds, Option<[u8; 8]>, How, Option<String>);
+
+    struct Got {
+        requests: Vec<Req>,
+        kernel: Vec<(SpanIds, [u8; 8], String)>,
+    }
+
+    fn sort(out: Vec<Decided<&'static str>>) -> Got {
+        let mut g = Got {
+            requests: Vec::new(),
+            kernel: Vec::new(),
+        };
+        for d in out {
+            match d {
+                Decided::Request {
+                    res,
+                    ids,
+                    parent,
+                    how,
+                    unparented,
+                    ..
+                } => g
+                    .requests
+                    .push((res.to_string(), ids, parent, how, unparented)),
+                Decided::Kernel {
+                    ids, parent, ev, ..
+                } => {
+                    let EventData::Open(o) = ev.data else {
+                        panic!()
+                    };
+                    g.kernel.push((ids, parent, o.path))
+                }
+            }
+        }
+        g
+    }
+
+    /// nginx (pid 10) proxies to the api (pid 20, thread 21) which calls a
+    /// callee (pid 30); events arrive in the order the kernel ends them.
+    #[test]
+    fn a_chain_is_one_trace_parented_hop_by_hop() {
+        for with_context in [true, false] {
+            let mut b: Builder<&'static str> = Builder::new(Config::default());
+            let ctx = with_context.then_some((T, CALLER));
+            let now = 1_000 * MS;
+            let nginx = ("10.0.0.2", 80);
+            let api = ("10.0.0.3", 8000);
+            let callee = ("10.0.0.4", 9000);
+            let evs = [
+                (open(21, 12 * MS, "/etc/order.json"), "api"),
+                // The callee answers first, then the api's call to it ends ...
+                (
+                    http(
+                        "server",
+                        30,
+                        31,
+                        14 * MS,
+                        MS,
+                        callee,
+                        ("10.0.0.3", 40001),
+                        ctx,
+                    ),
+                    "callee",
+                ),
+                (
+                    http(
+                        "client",
+                        20,
+                        21,
+                        13 * MS,
+                        3 * MS,
+                        ("10.0.0.3", 40001),
+                        callee,
+                        ctx,
+                    ),
+                    "api-client",
+                ),
+                // ... then the api's request, nginx's upstream call, nginx's request.
+                (
+                    http(
+                        "server",
+                        20,
+                        21,
+                        11 * MS,
+                        6 * MS,
+                        api,
+                        ("10.0.0.2", 50000),
+                        ctx,
+                    ),
+                    "api",
+                ),
+                (
+                    http(
+                        "client",
+                        10,
+                        10,
+                        10 * MS,
+                        8 * MS,
+                        ("10.0.0.2", 50000),
+                        api,
+                        ctx,
+                    ),
+                    "nginx-client",
+                ),
+                (
+                    http(
+                        "server",
+                        10,
+                        10,
+                        9 * MS,
+                        10 * MS,
+                        nginx,
+                        ("10.0.0.1", 33333),
+                        ctx,
+                    ),
+                    "nginx",
+                ),
+            ];
+            for (e, r) in &evs {
+                b.push(e, || *r, now);
+            }
+            // The root (nginx's SERVER span) waits out its hold for a peer
+            // CLIENT span that never comes; the rest wait for it.
+            assert!(sort(b.tick(now + MS)).requests.is_empty());
+            let got = sort(b.tick(now + 2_000 * MS));
+            assert_eq!(got.requests.len(), 5, "{with_context}");
+            let by = |name: &str| {
+                got.requests
+                    .iter()
+                    .find(|r| r.0 == name)
+                    .unwrap_or_else(|| panic!("{name}"))
+                    .clone()
+            };
+            let trace = by("nginx").1.trace;
+            if with_context {
+                assert_eq!(trace, hex::<16>(T).unwrap());
+                assert_eq!(by("nginx").2, hex::<8>(CALLER));
+                assert_eq!(by("nginx").3, How::Wire);
+            } else {
+                assert_eq!(by("nginx").2, None);
+                assert_eq!(by("nginx").3, How::NewTrace);
+            }
+            assert!(got.requests.iter().all(|r| r.1.trace == trace));
+            assert_eq!(by("nginx-client").2, Some(by("nginx").1.span));
+            assert_eq!(by("api").2, Some(by("nginx-client").1.span));
+            assert_eq!(by("api").3, How::Hop);
+            assert_eq!(by("api-client").2, Some(by("api").1.span));
+            assert_eq!(
+                by("api-client").3,
+                if with_context {
+                    How::TraceId
+                } else {
+                    How::Thread
+                }
+            );
+            assert_eq!(by("callee").2, Some(by("api-client").1.span));
+            assert_eq!(got.kernel.len(), 1);
+            assert_eq!(got.kernel[0].1, by("api").1.span);
+            assert_eq!(got.kernel[0].0.trace, trace);
+            assert_eq!(got.kernel[0].2, "/etc/order.json");
+            let st = b.stats();
+            assert_eq!((st.server, st.client, st.server_hop), (3, 2, 2));
+            assert_eq!(st.held, 0);
+        }
+    }
+
+    #[test]
+    fn an_event_loop_client_without_context_gets_its_own_trace_and_why() {
+        let mut b: Builder<&'static str> = Builder::new(Config::default());
+        let now = 1_000 * MS;
+        let up = ("10.0.0.9", 80);
+        // One thread serving two requests at once calls upstream without a header.
+        b.push(
+            &http(
+                "server",
+                5,
+                5,
+                10 * MS,
+                10 * MS,
+                ("10.0.0.5", 80),
+                ("10.0.0.1", 1),
+                None,
+            ),
+            || "a",
+            now,
+        );
+        b.push(
+            &http(
+                "server",
+                5,
+                5,
+                11 * MS,
+                10 * MS,
+                ("10.0.0.5", 80),
+                ("10.0.0.1", 2),
+                None,
+            ),
+            || "b",
+            now,
+        );
+        b.push(
+            &http("client", 5, 5, 12 * MS, MS, ("10.0.0.5", 3), up, None),
+            || "c",
+            now,
+        );
+        // And a thread serving nothing calls out.
+        b.push(
+            &http("client", 5, 6, 12 * MS, MS, ("10.0.0.5", 4), up, None),
+            || "d",
+            now,
+        );
+        let got = sort(b.tick(now + 2_000 * MS));
+        let c = got.requests.iter().find(|r| r.0 == "c").unwrap();
+        assert_eq!((c.2, c.3), (None, How::NewTrace));
+        assert!(c.4.as_deref().unwrap().contains("serving 2 requests"));
+        let d = got.requests.iter().find(|r| r.0 == "d").unwrap();
+        assert_eq!(d.4.as_deref(), Some("the thread was serving no request"));
+        let st = b.stats();
+        assert_eq!((st.client_ambiguous, st.client_no_request), (1, 1));
+    }
+
+    #[test]
+    fn children_are_capped_and_context_only_drops_new_traces() {
+        let mut b: Builder<&'static str> = Builder::new(Config {
+            max_children: 2,
+            context_only: true,
+            ..Config::default()
+        });
+        let now = 1_000 * MS;
+        for i in 0..5 {
+            b.push(&open(7, 10 * MS + i, "/f"), || "x", now);
+        }
+        b.push(&open(7, 30 * MS, "/after"), || "x", now);
+        b.push(
+            &http(
+                "server",
+                7,
+                7,
+                10 * MS,
+                MS,
+                ("1.1.1.1", 80),
+                ("2.2.2.2", 5),
+                Some((T, CALLER)),
+            ),
+            || "with",
+            now,
+        );
+        b.push(
+            &http(
+                "server",
+                8,
+                8,
+                10 * MS,
+                MS,
+                ("1.1.1.1", 80),
+                ("2.2.2.2", 6),
+                None,
+            ),
+            || "without",
+            now,
+        );
+        let out = b.tick(now + 2_000 * MS);
+        let dropped: Vec<u32> = out
+            .iter()
+            .filter_map(|d| match d {
+                Decided::Request {
+                    children_dropped, ..
+                } => Some(*children_dropped),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dropped, [3]);
+        let got = sort(out);
+        assert_eq!(got.requests.len(), 1);
+        assert_eq!(got.kernel.len(), 2);
+        let st = b.stats();
+        assert_eq!(
+            (st.children, st.children_dropped, st.not_exported),
+            (2, 3, 1)
+        );
+    }
+
+    #[test]
+    fn http2_is_not_joined_by_connection_order_and_does_not_wait() {
+        let mut b: Builder<&'static str> = Builder::new(Config::default());
+        let now = 1_000 * MS;
+        let h2 = |mut e: Event| {
+            if let EventData::Http(h) = &mut e.data {
+                h.version = "HTTP/2".into();
+            }
+            e
+        };
+        let srv = ("10.0.0.3", 50051);
+        let cli = ("10.0.0.2", 40000);
+        // Two streams on one connection, ending in a different order at each end.
+        b.push(
+            &h2(http(
+                "server",
+                3,
+                3,
+                10 * MS,
+                MS,
+                srv,
+                cli,
+                Some((T, CALLER)),
+            )),
+            || "s1",
+            now,
+        );
+        b.push(
+            &h2(http("server", 3, 3, 9 * MS, 3 * MS, srv, cli, None)),
+            || "s2",
+            now,
+        );
+        b.push(
+            &h2(http("client", 2, 2, 8 * MS, 5 * MS, cli, srv, None)),
+            || "c2",
+            now,
+        );
+        let got = sort(b.tick(now + MS));
+        let names: BTreeSet<&str> = got.requests.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(
+            names,
+            BTreeSet::from(["s1", "s2"]),
+            "servers decided at once"
+        );
+        let s1 = got.requests.iter().find(|r| r.0 == "s1").unwrap();
+        assert_eq!((s1.2, s1.3), (hex::<8>(CALLER), How::Wire));
+        assert_eq!(b.stats().server_hop, 0);
+    }
+
+    #[test]
+    fn a_request_lost_on_one_side_is_not_joined_to_the_next_one() {
+        let mut b: Builder<&'static str> = Builder::new(Config::default());
+        let now = 1_000 * MS;
+        let (cli, srv) = (("10.0.0.2", 40000), ("10.0.0.3", 80));
+        // The client's first request was not seen by the server's side.
+        b.push(
+            &http("client", 2, 2, 10 * MS, 2 * MS, cli, srv, None),
+            || "c0",
+            now,
+        );
+        b.push(
+            &http("server", 3, 3, 21 * MS, MS, srv, cli, None),
+            || "s1",
+            now,
+        );
+        b.push(
+            &http("client", 2, 2, 20 * MS, 3 * MS, cli, srv, None),
+            || "c1",
+            now,
+        );
+        let got = sort(b.tick(now + 3_000 * MS));
+        let s1 = got.requests.iter().find(|r| r.0 == "s1").unwrap();
+        assert_eq!((s1.2, s1.3), (None, How::NewTrace));
+        assert_eq!((b.stats().hop_mismatch, b.stats().server_hop), (1, 0));
+    }
+}
