@@ -106,6 +106,31 @@ pub fn resolve_syscalls(names: &[String]) -> Result<Vec<u32>, crate::Error> {
     Ok(out)
 }
 
+/// The candidates within a third of `query`'s length in edits (at least 2),
+/// or containing it or contained in it, nearest first, at most `max`.
+pub(crate) fn closest<'a>(
+    query: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+    max: usize,
+) -> Vec<String> {
+    let limit = (query.chars().count() / 3).max(2);
+    let mut scored: Vec<(usize, &str)> = candidates
+        .into_iter()
+        .filter_map(|c| {
+            let d = edit_distance(query, c);
+            let related = query.len() >= 3 && (c.contains(query) || query.contains(c));
+            (d <= limit || related).then_some((d, c))
+        })
+        .collect();
+    scored.sort();
+    scored.dedup();
+    scored
+        .into_iter()
+        .take(max)
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
 /// Names within two edits, or containing / contained in `name`, nearest first.
 fn close_matches(name: &str) -> Vec<&'static str> {
     let mut scored: Vec<(usize, &'static str)> = TABLE
