@@ -270,9 +270,62 @@ fn conf_of(name: &str, traced: bool) -> types::syscall_conf {
     }
 }
 
+/// Which program pair runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// Classic raw_syscalls tracepoints, one event per call.
+    Stream,
+    /// Summary on tp_btf, the call in progress in task storage.
+    SummaryTask,
+    /// Summary on tp_btf, the call in progress in a hash by thread id.
+    SummaryHash,
+}
+
+fn load_variant(
+    settings: &LoadSettings,
+    opts: &SyscallOptions,
+    v: Variant,
+) -> Result<crate::load::Owned<SyscallsProbeSkel<'static>>, crate::Error> {
+    Ok(load_skeleton!(
+        SyscallsProbeSkelBuilder,
+        ProbeKind::Syscalls.name(),
+        settings,
+        |open: &mut skel::OpenSyscallsProbeSkel| {
+            if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+                ro.filter_syscalls = !opts.only.is_empty();
+                ro.errors_only = opts.errors_only;
+                ro.summary = opts.summary;
+            }
+            // Only the in-flight map of the variant is sized (the stream's
+            // holds 350-byte entries, preallocated); set_max_entries only
+            // fails after load, and this is before it.
+            if v != Variant::Stream {
+                let _ = open.maps.inflight.set_max_entries(1);
+            }
+            if v != Variant::SummaryHash {
+                let _ = open.maps.inflight_sum.set_max_entries(1);
+            }
+            // Linux 5.10 has no task storage map at all.
+            let _ = open
+                .maps
+                .inflight_task
+                .set_autocreate(v == Variant::SummaryTask);
+            let p = &mut open.progs;
+            p.syscalls_enter.set_autoload(v == Variant::Stream);
+            p.syscalls_exit.set_autoload(v == Variant::Stream);
+            p.summary_enter.set_autoload(v == Variant::SummaryTask);
+            p.summary_exit.set_autoload(v == Variant::SummaryTask);
+            p.summary_enter_hash.set_autoload(v == Variant::SummaryHash);
+            p.summary_exit_hash.set_autoload(v == Variant::SummaryHash);
+        }
+    ))
+}
+
 pub(crate) struct Probe {
     skel: crate::load::Owned<SyscallsProbeSkel<'static>>,
     summary: bool,
+    /// Summary mode keeps the call in progress in task storage (else a hash).
+    task_storage: bool,
     started_ns: u64,
 }
 
@@ -289,27 +342,19 @@ pub(crate) fn load(
     } else {
         *settings
     };
-    let skel = load_skeleton!(
-        SyscallsProbeSkelBuilder,
-        ProbeKind::Syscalls.name(),
-        &settings,
-        |open: &mut skel::OpenSyscallsProbeSkel| {
-            if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
-                ro.filter_syscalls = !opts.only.is_empty();
-                ro.errors_only = opts.errors_only;
-                ro.summary = opts.summary;
-            }
-            // Each mode uses one of the two in-flight maps: the other is
-            // made minimal (the stream's holds 350-byte entries, preallocated).
-            let unused = if opts.summary {
-                &mut open.maps.inflight
-            } else {
-                &mut open.maps.inflight_sum
-            };
-            // Only fails after load; this is before it.
-            let _ = unused.set_max_entries(1);
+    let (skel, task_storage) = if opts.summary {
+        // Task storage where the kernel has it for tracing programs (5.11+),
+        // else the hash.
+        match load_variant(&settings, opts, Variant::SummaryTask) {
+            Ok(s) => (s, true),
+            Err(first) => match load_variant(&settings, opts, Variant::SummaryHash) {
+                Ok(s) => (s, false),
+                Err(_) => return Err(first),
+            },
         }
-    );
+    } else {
+        (load_variant(&settings, opts, Variant::Stream)?, false)
+    };
     // Settings per number: written after load (array maps exist then) and
     // before any call can matter (a call with no settings is simply not
     // decoded, or not traced when filtering by number).
@@ -330,6 +375,7 @@ pub(crate) fn load(
     Ok(Box::new(Probe {
         skel,
         summary: opts.summary,
+        task_storage,
         started_ns: Clock::now_mono(),
     }))
 }
@@ -345,6 +391,10 @@ impl LoadedProbe for Probe {
         decode
     }
     common_accessors!();
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![("summary_task_storage", u64::from(self.task_storage))]
+    }
 
     fn collect(&mut self, clock: &Clock, out: &mut Vec<Event>) -> Result<(), crate::Error> {
         if !self.summary {
