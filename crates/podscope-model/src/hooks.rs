@@ -123,7 +123,7 @@ const TRACEPOINT_ARGS: &[HookArg] = &[
         name: "all",
         ty: ArgType::Bool,
         required: false,
-        flag: "-A/--all",
+        flag: "--all",
         description:
             "the pod filter uses the current task's cgroup; events in softirq or kernel-thread \
                       context (net_dev_xmit, block completions) need a node-wide trace",

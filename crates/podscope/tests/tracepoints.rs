@@ -14,7 +14,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use common::Cgroup;
@@ -163,7 +163,7 @@ fn counters(stderr: &str) -> (u64, u64, u64) {
 /// the workload's pid); returns the (parent, child) pairs it printed.
 fn run_forks(
     cg: &Cgroup,
-    bin: &PathBuf,
+    bin: &Path,
     start: impl FnOnce(u32) -> Trace,
 ) -> (Trace, Vec<(i64, i64)>, i64) {
     let mut w = cg
