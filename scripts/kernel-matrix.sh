@@ -83,7 +83,10 @@ echo \"::podscope-trace=exec,tcp -A --wait rc=\$?\"
 grep -E 'warning|error|probes attached' /tmp/trace-pods.out
 echo '::podscope-tests::'
 $testbin --test-threads=1 --color never 2>&1
-echo \"::podscope-tests-rc=\$?\"
+echo \"::podscope-tests-rc=\$?\""
+# The CLI tests run in a second boot of the same kernel: under TCG the probe
+# tests alone take most of run-kernel.sh's 600 s. EXTRA_ONLY=1 runs only these.
+extra_cmd="cd $repo
 for pair in $extra; do
   echo \"::podscope-extra=\${pair%%=*}::\"
   \${pair#*=} --test-threads=1 --color never 2>&1
@@ -102,16 +105,32 @@ for suite in $SUITES; do
   # twice, and say so.
   for attempt in 1 2 3; do
     set +e
-    bash scripts/kernels/run-kernel.sh "$kver" "$guest_cmd" > "$out" 2>&1
-    rc=$?
+    if [ "${EXTRA_ONLY:-}" = 1 ]; then
+      : > "$out"; rc=0
+    else
+      bash scripts/kernels/run-kernel.sh "$kver" "$guest_cmd" > "$out" 2>&1
+      rc=$?
+    fi
     set -e
     [ $rc -eq 125 ] && ! grep -q '::podscope-probes::' "$out" || break
     log "$suite: the guest did not come up (attempt $attempt; console: $WORK/logs/$kver.console.log)$( [ $attempt -lt 3 ] && echo '; booting again')"
     tail -n 3 "$WORK/logs/$kver.console.log" >&2 || true
   done
-  python3 - "$out" "$kver" <<'EOF' || failed=1
-import json, re, sys
+  for attempt in 1 2 3; do
+    set +e
+    bash scripts/kernels/run-kernel.sh "$kver" "$extra_cmd" > "$out.extra" 2>&1
+    rc2=$?
+    set -e
+    [ $rc2 -eq 125 ] && ! grep -q '::podscope-extra=' "$out.extra" || break
+    log "$suite: the guest for the CLI tests did not come up (attempt $attempt)"
+  done
+  cat "$out.extra" >> "$out"
+  rm -f "$out.extra"
+  [ $rc2 -eq 0 ] || { log "$suite: the CLI tests' guest exited with $rc2"; failed=1; }
+  EXTRA_ONLY=${EXTRA_ONLY:-} python3 - "$out" "$kver" <<'EOF' || failed=1
+import json, os, re, sys
 path, kver = sys.argv[1], sys.argv[2]
+extra_only = os.environ.get("EXTRA_ONLY") == "1"
 text = open(path, errors="replace").read()
 probes, tests, rc, traces = {}, {}, None, {}
 extra = {}   # test binary -> {test: result}, and its exit code
@@ -164,13 +183,13 @@ if len(extra) != 2 or any(not r for r in extra.values()):
 bad += [f"trace {a}" for a, c in traces.items() if c != 0]
 if "warning: not tracing" in text:
     bad.append("a probe did not load in a whole trace")
-if len(traces) != 2:
+if len(traces) != 2 and not extra_only:
     bad.append("the whole-trace runs did not report")
-if not probes or not tests or rc is None:
+if (not probes or not tests or rc is None) and not extra_only:
     print(f"the guest did not finish (probes: {len(probes)}, tests: {len(tests)}); its output:")
     print(text[-4000:])
     sys.exit(1)
-if bad or rc != 0:
+if bad or (rc != 0 and not extra_only):
     for line in text.splitlines():
         if "podscope: error" in line or "warning: not tracing" in line or "panicked" in line or "assert" in line or "left:" in line or "right:" in line or "loading probes" in line:
             print("  " + line)

@@ -739,6 +739,49 @@ pub struct DnsEvent {
 mod tests {
     use super::*;
 
+    #[test]
+    fn tracepoint_fields_are_an_object_in_order_and_round_trip() {
+        let ev = Event {
+            timestamp: Timestamp(1_700_000_000_123_456_789),
+            identity: Identity::default(),
+            pid: 5,
+            tid: 5,
+            uid: 0,
+            comm: "curl".into(),
+            cgroup_id: 1,
+            data: EventData::Tracepoint(TracepointEvent {
+                kind: "record".into(),
+                tracepoint: "net:net_dev_xmit".into(),
+                fields: TpFields(vec![
+                    ("skbaddr".into(), TpValue::Str("0xffff8880".into())),
+                    ("len".into(), TpValue::Uint(74)),
+                    ("rc".into(), TpValue::Int(-1)),
+                    (
+                        "mac".into(),
+                        TpValue::List(vec![TpValue::Uint(2), TpValue::Uint(0)]),
+                    ),
+                ]),
+                truncated: false,
+            }),
+        };
+        let json = serde_json::to_string(&ev).unwrap();
+        assert!(
+            json.contains(r#""probe":"tracepoint","kind":"record","tracepoint":"net:net_dev_xmit","fields":{"skbaddr":"0xffff8880","len":74,"rc":-1,"mac":[2,0]}"#),
+            "{json}"
+        );
+        assert!(!json.contains("truncated"));
+        let back: Event = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.probe(), ProbeKind::Tracepoint);
+        assert_eq!(back.kind(), "record");
+        let EventData::Tracepoint(t) = &back.data else {
+            panic!("{back:?}")
+        };
+        assert_eq!(t.fields.get("rc"), Some(&TpValue::Int(-1)));
+        // A non-negative number comes back as Int (untagged, first match):
+        // equal as JSON, which is what consumers see.
+        assert_eq!(serde_json::to_string(&back).unwrap(), json);
+    }
+
     fn tcp_close() -> Event {
         Event {
             timestamp: Timestamp(1_700_000_000_123_456_789),
