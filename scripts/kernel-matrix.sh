@@ -87,6 +87,7 @@ echo \"::podscope-tests-rc=\$?\""
 # The CLI tests run in a second boot of the same kernel: under TCG the probe
 # tests alone take most of run-kernel.sh's 600 s. EXTRA_ONLY=1 runs only these.
 extra_cmd="cd $repo
+modprobe veth 2>/dev/null  # tests/tracepoints.rs makes a veth pair (no module autoloading in the guests)
 for pair in $extra; do
   echo \"::podscope-extra=\${pair%%=*}::\"
   \${pair#*=} --test-threads=1 --color never 2>&1
