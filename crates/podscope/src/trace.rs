@@ -439,3 +439,27 @@ fn start_otlp(args: &TraceArgs, probes: &[ProbeKind]) -> Result<Option<podscope_
 }
 
 // --- end OTLP ---
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracepoints_are_split_from_the_probe_list() {
+        assert_eq!(
+            split_tracepoints("tp:sched:sched_process_fork,exec, tp:net:net_dev_xmit"),
+            (
+                vec![
+                    "tp:sched:sched_process_fork".to_string(),
+                    "tp:net:net_dev_xmit".to_string()
+                ],
+                "exec".to_string()
+            )
+        );
+        assert_eq!(
+            split_tracepoints("exec,tcp"),
+            (vec![], "exec,tcp".to_string())
+        );
+        assert_eq!(split_tracepoints("tp:a:b").1, "");
+    }
+}
