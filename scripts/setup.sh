@@ -25,7 +25,8 @@ fi
 # nghttp2-client (h2load) and python3-grpcio: the HTTP/2 and gRPC tests (tests/h2.rs)
 # load nginx's h2c listener with h2load and run a Python gRPC server and client
 # (Debian's /usr/bin/python3, generic handlers: no code generation).
-# strace and libc6-dev: tests/syscalls.rs builds a static C workload and uses strace -c
+# strace and libc6-dev: tests/syscalls.rs and tests/tracepoints.rs build static C workloads (the
+# latter also a veth pair, iproute2); tests/syscalls.rs uses strace -c
 # as the count witness for the syscalls probe.
 PKGS=(clang-19 python3 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool bpftrace iproute2 protobuf-compiler tcpdump util-linux prometheus openssl docker.io podman busybox-static nginx curl dnsmasq-base nghttp2-client python3-grpcio strace libc6-dev)
 missing=()

@@ -8,7 +8,18 @@ use libbpf_cargo::SkeletonBuilder;
 
 /// The probes, by file stem. Adding a probe adds one name here.
 const PROBES: &[&str] = &[
-    "exec", "exit", "tcp", "bio", "cache", "open", "cgroup", "http", "dns", "tls", "syscalls",
+    "exec",
+    "exit",
+    "tcp",
+    "bio",
+    "cache",
+    "open",
+    "cgroup",
+    "http",
+    "dns",
+    "tls",
+    "syscalls",
+    "tracepoint",
 ];
 
 fn main() {

@@ -22,6 +22,7 @@ mod open;
 mod syscalls;
 mod tcp;
 mod tls;
+pub mod tracepoint;
 
 pub use cgroup::{CgroupChange, FILTER_PENDING};
 pub use error::Error;
@@ -32,6 +33,7 @@ pub use rings::{
 };
 pub use sys::{check_privileges, implementation_support, probe_support, ProbeSupport};
 pub use syscalls::{resolve_syscalls, syscall_name, syscall_nr, SyscallOptions};
+pub use tracepoint::TracepointOptions;
 pub use tracer::{
     CgroupWatch, Filter, ProbeFailure, ProbeStats, TraceOptions, Tracer, DEFAULT_QUEUE_BYTES,
 };

@@ -54,6 +54,10 @@ pub fn expected_peak(kind: ProbeKind) -> (u64, u64) {
         // the event itself bounds it near the open storm's rate. (Summary
         // mode has no ring: it keeps 4 KiB whatever this says.)
         ProbeKind::Syscalls => (1_000_000, rec(crate::syscalls::RECORD_BYTES)),
+        // Records are the fixed part plus strings, mostly well under 256
+        // bytes; a busy tracepoint (sched_switch, net_dev_xmit) fires at
+        // about this rate on a 2-core machine.
+        ProbeKind::Tracepoint => (200_000, rec(256)),
     }
 }
 

@@ -106,6 +106,31 @@ pub fn resolve_syscalls(names: &[String]) -> Result<Vec<u32>, crate::Error> {
     Ok(out)
 }
 
+/// The candidates within a third of `query`'s length in edits (at least 2),
+/// or containing it or contained in it, nearest first, at most `max`.
+pub(crate) fn closest<'a>(
+    query: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+    max: usize,
+) -> Vec<String> {
+    let limit = (query.chars().count() / 3).max(2);
+    let mut scored: Vec<(usize, &str)> = candidates
+        .into_iter()
+        .filter_map(|c| {
+            let d = edit_distance(query, c);
+            let related = query.len() >= 3 && (c.contains(query) || query.contains(c));
+            (d <= limit || related).then_some((d, c))
+        })
+        .collect();
+    scored.sort();
+    scored.dedup();
+    scored
+        .into_iter()
+        .take(max)
+        .map(|(_, c)| c.to_string())
+        .collect()
+}
+
 /// Names within two edits, or containing / contained in `name`, nearest first.
 fn close_matches(name: &str) -> Vec<&'static str> {
     let mut scored: Vec<(usize, &'static str)> = TABLE
@@ -245,9 +270,62 @@ fn conf_of(name: &str, traced: bool) -> types::syscall_conf {
     }
 }
 
+/// Which program pair runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// Classic raw_syscalls tracepoints, one event per call.
+    Stream,
+    /// Summary on tp_btf, the call in progress in task storage.
+    SummaryTask,
+    /// Summary on tp_btf, the call in progress in a hash by thread id.
+    SummaryHash,
+}
+
+fn load_variant(
+    settings: &LoadSettings,
+    opts: &SyscallOptions,
+    v: Variant,
+) -> Result<crate::load::Owned<SyscallsProbeSkel<'static>>, crate::Error> {
+    Ok(load_skeleton!(
+        SyscallsProbeSkelBuilder,
+        ProbeKind::Syscalls.name(),
+        settings,
+        |open: &mut skel::OpenSyscallsProbeSkel| {
+            if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+                ro.filter_syscalls = !opts.only.is_empty();
+                ro.errors_only = opts.errors_only;
+                ro.summary = opts.summary;
+            }
+            // Only the in-flight map of the variant is sized (the stream's
+            // holds 350-byte entries, preallocated); set_max_entries only
+            // fails after load, and this is before it.
+            if v != Variant::Stream {
+                let _ = open.maps.inflight.set_max_entries(1);
+            }
+            if v != Variant::SummaryHash {
+                let _ = open.maps.inflight_sum.set_max_entries(1);
+            }
+            // Linux 5.10 has no task storage map at all.
+            let _ = open
+                .maps
+                .inflight_task
+                .set_autocreate(v == Variant::SummaryTask);
+            let p = &mut open.progs;
+            p.syscalls_enter.set_autoload(v == Variant::Stream);
+            p.syscalls_exit.set_autoload(v == Variant::Stream);
+            p.summary_enter.set_autoload(v == Variant::SummaryTask);
+            p.summary_exit.set_autoload(v == Variant::SummaryTask);
+            p.summary_enter_hash.set_autoload(v == Variant::SummaryHash);
+            p.summary_exit_hash.set_autoload(v == Variant::SummaryHash);
+        }
+    ))
+}
+
 pub(crate) struct Probe {
     skel: crate::load::Owned<SyscallsProbeSkel<'static>>,
     summary: bool,
+    /// Summary mode keeps the call in progress in task storage (else a hash).
+    task_storage: bool,
     started_ns: u64,
 }
 
@@ -264,27 +342,19 @@ pub(crate) fn load(
     } else {
         *settings
     };
-    let skel = load_skeleton!(
-        SyscallsProbeSkelBuilder,
-        ProbeKind::Syscalls.name(),
-        &settings,
-        |open: &mut skel::OpenSyscallsProbeSkel| {
-            if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
-                ro.filter_syscalls = !opts.only.is_empty();
-                ro.errors_only = opts.errors_only;
-                ro.summary = opts.summary;
-            }
-            // Each mode uses one of the two in-flight maps: the other is
-            // made minimal (the stream's holds 350-byte entries, preallocated).
-            let unused = if opts.summary {
-                &mut open.maps.inflight
-            } else {
-                &mut open.maps.inflight_sum
-            };
-            // Only fails after load; this is before it.
-            let _ = unused.set_max_entries(1);
+    let (skel, task_storage) = if opts.summary {
+        // Task storage where the kernel has it for tracing programs (5.11+),
+        // else the hash.
+        match load_variant(&settings, opts, Variant::SummaryTask) {
+            Ok(s) => (s, true),
+            Err(first) => match load_variant(&settings, opts, Variant::SummaryHash) {
+                Ok(s) => (s, false),
+                Err(_) => return Err(first),
+            },
         }
-    );
+    } else {
+        (load_variant(&settings, opts, Variant::Stream)?, false)
+    };
     // Settings per number: written after load (array maps exist then) and
     // before any call can matter (a call with no settings is simply not
     // decoded, or not traced when filtering by number).
@@ -305,6 +375,7 @@ pub(crate) fn load(
     Ok(Box::new(Probe {
         skel,
         summary: opts.summary,
+        task_storage,
         started_ns: Clock::now_mono(),
     }))
 }
@@ -320,6 +391,10 @@ impl LoadedProbe for Probe {
         decode
     }
     common_accessors!();
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![("summary_task_storage", u64::from(self.task_storage))]
+    }
 
     fn collect(&mut self, clock: &Clock, out: &mut Vec<Event>) -> Result<(), crate::Error> {
         if !self.summary {

@@ -13,6 +13,7 @@ use crate::drain::{Batch, Drain, Record, Ring, Source};
 use crate::load::{read_stat, start_log_capture, LoadSettings, LoadedProbe};
 use crate::rings::{ring_bytes, RingSize};
 use crate::syscalls::SyscallOptions;
+use crate::tracepoint::TracepointOptions;
 use crate::Error;
 
 /// Which tasks the kernel lets through. Filters combine with AND; a `None`
@@ -64,6 +65,8 @@ pub struct TraceOptions {
     pub http_capture_bytes: u32,
     /// syscalls probe: which calls, errors only, stream or summary.
     pub syscalls: SyscallOptions,
+    /// tracepoint probe: which tracepoints, and the filter.
+    pub tracepoints: TracepointOptions,
 }
 
 /// What the cgroup watcher does.
@@ -108,6 +111,7 @@ impl Default for TraceOptions {
             implementations: Vec::new(),
             http_capture_bytes: 1024,
             syscalls: SyscallOptions::default(),
+            tracepoints: TracepointOptions::default(),
         }
     }
 }
@@ -226,6 +230,7 @@ struct Saved {
     http_capture_bytes: u32,
     implementations: Vec<(ProbeKind, String)>,
     syscalls: SyscallOptions,
+    tracepoints: TracepointOptions,
 }
 
 /// The settings to load `kind` with: its ring size and wakeup threshold.
@@ -333,7 +338,13 @@ impl Tracer {
                 return Err(first.expect("at least one probe was tried"));
             };
             let s = for_probe(&settings, *kind, ring, opts.wakeup_bytes);
-            match load_probe(*kind, &s, forced(opts, *kind), &opts.syscalls) {
+            match load_probe(
+                *kind,
+                &s,
+                forced(opts, *kind),
+                &opts.syscalls,
+                &opts.tracepoints,
+            ) {
                 Ok(p) => break p,
                 Err(error) => failed.push(ProbeFailure {
                     probe: *kind,
@@ -351,7 +362,13 @@ impl Tracer {
         settings.shared_filters = Some((filter_cgroups.as_fd(), filter_pids.as_fd()));
         for kind in rest {
             let s = for_probe(&settings, *kind, ring, opts.wakeup_bytes);
-            match load_probe(*kind, &s, forced(opts, *kind), &opts.syscalls) {
+            match load_probe(
+                *kind,
+                &s,
+                forced(opts, *kind),
+                &opts.syscalls,
+                &opts.tracepoints,
+            ) {
                 Ok((p, imp)) => {
                     probes.push(p);
                     implementations.push(imp);
@@ -394,6 +411,7 @@ impl Tracer {
             http_capture_bytes: settings.http_capture_bytes,
             implementations: opts.implementations.clone(),
             syscalls: opts.syscalls.clone(),
+            tracepoints: opts.tracepoints.clone(),
         };
 
         let tracer = Tracer {
@@ -456,7 +474,7 @@ impl Tracer {
                 .find(|(p, _)| p == kind)
                 .map(|(_, n)| n.as_str());
             let one = for_probe(&settings, *kind, s.ring, s.wakeup_bytes);
-            match load_probe(*kind, &one, only, &s.syscalls) {
+            match load_probe(*kind, &one, only, &s.syscalls, &s.tracepoints) {
                 Ok(p) => added.push(p),
                 Err(error) => failed.push(ProbeFailure {
                     probe: *kind,
@@ -747,6 +765,7 @@ fn load_probe(
     settings: &LoadSettings,
     only: Option<&str>,
     syscalls: &SyscallOptions,
+    tracepoints: &TracepointOptions,
 ) -> Result<(Box<dyn LoadedProbe>, &'static Implementation), Error> {
     if let Some(name) = only {
         if !kind.implementations().iter().any(|i| i.name == name) {
@@ -781,6 +800,7 @@ fn load_probe(
             ProbeKind::Dns => crate::dns::load(settings),
             ProbeKind::Tls => crate::tls::load(settings),
             ProbeKind::Syscalls => crate::syscalls::load(settings, syscalls),
+            ProbeKind::Tracepoint => crate::tracepoint::load(settings, tracepoints),
         };
         match loaded {
             Ok(p) => return Ok((p, imp)),

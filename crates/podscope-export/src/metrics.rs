@@ -1087,7 +1087,8 @@ impl Observer {
             | EventData::SyscallSummary(_)
             | EventData::SockData(_)
             | EventData::Http(_)
-            | EventData::Dns(_) => {}
+            | EventData::Dns(_)
+            | EventData::Tracepoint(_) => {}
         }
     }
 }

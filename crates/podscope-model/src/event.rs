@@ -112,6 +112,7 @@ impl Event {
             EventData::SockData(d) if d.tls => ProbeKind::Tls,
             EventData::SockData(_) | EventData::Http(_) => ProbeKind::Http,
             EventData::Dns(_) => ProbeKind::Dns,
+            EventData::Tracepoint(_) => ProbeKind::Tracepoint,
         }
     }
 
@@ -130,6 +131,7 @@ impl Event {
             EventData::Http(h) if h.kind == "parse_error" => "parse_error",
             EventData::Http(_) => "request",
             EventData::Dns(_) => "query",
+            EventData::Tracepoint(_) => "record",
         }
     }
 }
@@ -167,6 +169,105 @@ pub enum EventData {
     Http(HttpEvent),
     /// From the dns probe: one query and its answer.
     Dns(DnsEvent),
+    /// From the tracepoint probe: one record of a tracepoint (`tp:SUBSYSTEM:EVENT`).
+    Tracepoint(TracepointEvent),
+}
+
+/// One tracepoint record, its fields decoded from the event's tracefs `format`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TracepointEvent {
+    /// Always `record`.
+    #[serde(default)]
+    pub kind: String,
+    /// `SUBSYSTEM:EVENT`, as perf and bpftrace name it (`sched:sched_process_fork`).
+    pub tracepoint: String,
+    /// The event's own fields (not the `common_*` ones: pid and comm are the
+    /// event's), in the format file's order, named as there.
+    pub fields: TpFields,
+    /// The record was longer than podscope copies: strings at its end are cut.
+    #[serde(skip_serializing_if = "is_false", default)]
+    pub truncated: bool,
+}
+
+/// A tracepoint field's value: integers as numbers, strings (`char[]`,
+/// `__data_loc char[]`) as strings, pointers as hex strings (`0xffff...`),
+/// other arrays as lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TpValue {
+    /// A signed integer field.
+    Int(i64),
+    /// An unsigned integer field.
+    Uint(u64),
+    /// A string, or a pointer as hex.
+    Str(String),
+    /// An array that is not a string.
+    List(Vec<TpValue>),
+}
+
+impl std::fmt::Display for TpValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TpValue::Int(v) => write!(f, "{v}"),
+            TpValue::Uint(v) => write!(f, "{v}"),
+            TpValue::Str(s) => f.write_str(s),
+            TpValue::List(l) => {
+                f.write_str("[")?;
+                for (i, v) in l.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                f.write_str("]")
+            }
+        }
+    }
+}
+
+/// Named values in order; a JSON object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TpFields(pub Vec<(String, TpValue)>);
+
+impl TpFields {
+    /// The value of a field by name.
+    pub fn get(&self, name: &str) -> Option<&TpValue> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+}
+
+impl Serialize for TpFields {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for TpFields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TpFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of tracepoint fields")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<TpFields, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = a.next_entry::<String, TpValue>()? {
+                    out.push((k, v));
+                }
+                Ok(TpFields(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -662,6 +763,49 @@ pub struct DnsEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tracepoint_fields_are_an_object_in_order_and_round_trip() {
+        let ev = Event {
+            timestamp: Timestamp(1_700_000_000_123_456_789),
+            identity: Identity::default(),
+            pid: 5,
+            tid: 5,
+            uid: 0,
+            comm: "curl".into(),
+            cgroup_id: 1,
+            data: EventData::Tracepoint(TracepointEvent {
+                kind: "record".into(),
+                tracepoint: "net:net_dev_xmit".into(),
+                fields: TpFields(vec![
+                    ("skbaddr".into(), TpValue::Str("0xffff8880".into())),
+                    ("len".into(), TpValue::Uint(74)),
+                    ("rc".into(), TpValue::Int(-1)),
+                    (
+                        "mac".into(),
+                        TpValue::List(vec![TpValue::Uint(2), TpValue::Uint(0)]),
+                    ),
+                ]),
+                truncated: false,
+            }),
+        };
+        let json = serde_json::to_string(&ev).unwrap();
+        assert!(
+            json.contains(r#""probe":"tracepoint","kind":"record","tracepoint":"net:net_dev_xmit","fields":{"skbaddr":"0xffff8880","len":74,"rc":-1,"mac":[2,0]}"#),
+            "{json}"
+        );
+        assert!(!json.contains("truncated"));
+        let back: Event = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.probe(), ProbeKind::Tracepoint);
+        assert_eq!(back.kind(), "record");
+        let EventData::Tracepoint(t) = &back.data else {
+            panic!("{back:?}")
+        };
+        assert_eq!(t.fields.get("rc"), Some(&TpValue::Int(-1)));
+        // A non-negative number comes back as Int (untagged, first match):
+        // equal as JSON, which is what consumers see.
+        assert_eq!(serde_json::to_string(&back).unwrap(), json);
+    }
 
     fn tcp_close() -> Event {
         Event {

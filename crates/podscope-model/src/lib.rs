@@ -3,12 +3,14 @@
 
 mod errno;
 mod event;
+pub mod hooks;
 mod probe;
 
 pub use errno::errno_name;
 pub use event::{
     grpc_code_name, BioEvent, CacheEvent, DnsEvent, Event, EventData, ExecEvent, ExitEvent,
     HttpEvent, Identity, OpenEvent, RpcInfo, SockDataEvent, SockDataKind, SyscallEvent,
-    SyscallSummaryEvent, TcpEvent, TcpKind, Timestamp, TraceContext,
+    SyscallSummaryEvent, TcpEvent, TcpKind, Timestamp, TpFields, TpValue, TraceContext,
+    TracepointEvent,
 };
 pub use probe::{Hook, Implementation, ProbeKind, UnknownProbe};

@@ -34,6 +34,10 @@ pub enum ProbeKind {
     /// System calls (strace/syscount): one event per call, or per-container
     /// totals with `--summary`.
     Syscalls,
+    /// Any kernel tracepoint, asked for as `tp:SUBSYSTEM:EVENT` (several at
+    /// once): its raw record, fields decoded from tracefs. Not in
+    /// [`ProbeKind::ALL`]: it is never asked for by its own name.
+    Tracepoint,
 }
 
 /// How a probe attaches to the kernel, for feature detection and `podscope probes`.
@@ -122,6 +126,7 @@ impl ProbeKind {
             ProbeKind::Tls => "tls",
             ProbeKind::Grpc => "grpc",
             ProbeKind::Syscalls => "syscalls",
+            ProbeKind::Tracepoint => "tracepoint",
         }
     }
 
@@ -152,6 +157,9 @@ impl ProbeKind {
             }
             ProbeKind::Tls => {
                 "HTTPS: HTTP/1.x requests inside OpenSSL (libssl 1.1/3.x) TLS, from its plaintext; part of http"
+            }
+            ProbeKind::Tracepoint => {
+                "any kernel tracepoint (tp:SUBSYSTEM:EVENT): its record's fields decoded from tracefs; --filter in the kernel"
             }
         }
     }
@@ -259,6 +267,11 @@ impl ProbeKind {
                     Tracepoint("raw_syscalls/sys_exit"),
                 ],
                 note: "one program pair for every system call, filtered in the kernel by number",
+            }],
+            ProbeKind::Tracepoint => &[Implementation {
+                name: "tracepoint",
+                hooks: &[],
+                note: "one program attached to each tracepoint asked for; the record's common_type tells them apart (every kernel)",
             }],
             ProbeKind::Http | ProbeKind::Grpc => &[Implementation {
                 name: "tracepoints",

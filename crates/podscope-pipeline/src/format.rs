@@ -205,6 +205,20 @@ pub fn details(ev: &Event) -> String {
             human_ns(s.avg_ns),
             human_ns(s.p99_ns)
         ),
+        // perf's layout: the name, then FIELD=VALUE in the format's order.
+        EventData::Tracepoint(t) => {
+            let mut s = t.tracepoint.clone();
+            for (k, v) in &t.fields.0 {
+                s.push(' ');
+                s.push_str(k);
+                s.push('=');
+                s.push_str(&v.to_string());
+            }
+            if t.truncated {
+                s.push_str(" (truncated)");
+            }
+            s
+        }
         EventData::Dns(d) => {
             let mut s = format!(
                 "{} {} {} {} {}",

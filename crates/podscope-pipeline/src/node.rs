@@ -236,6 +236,8 @@ pub struct Node {
     claims: std::cell::RefCell<Claims>,
     batch: Vec<Event>,
     last_loss_check: Instant,
+    /// The tracepoint probe's tracepoints and filter ([`Node::set_tracepoints`]).
+    tracepoints: podscope_bpf::TracepointOptions,
 }
 
 impl std::fmt::Debug for Node {
@@ -269,7 +271,16 @@ impl Node {
             claims: Default::default(),
             batch: Vec::with_capacity(4096),
             last_loss_check: Instant::now(),
+            tracepoints: Default::default(),
         }
+    }
+
+    /// The tracepoints (`tp:SUBSYSTEM:EVENT`) and `--filter` the tracepoint
+    /// probe runs with, set before the session that asks for it starts.
+    /// (A setting of the node's tracer like [`NodeConfig::syscalls`]; kept
+    /// out of `NodeConfig` until the cluster sessions carry hook arguments.)
+    pub fn set_tracepoints(&mut self, opts: podscope_bpf::TracepointOptions) {
+        self.tracepoints = opts;
     }
 
     /// The probes loaded now.
@@ -404,6 +415,7 @@ impl Node {
                     implementations: self.cfg.implementations.clone(),
                     http_capture_bytes: self.cfg.http_capture_bytes,
                     syscalls: self.cfg.syscalls.clone(),
+                    tracepoints: self.tracepoints.clone(),
                 };
                 let tracer = Tracer::new(&opts)?;
                 started.failed = tracer
@@ -642,7 +654,12 @@ impl Node {
         let protocol_summary = match &self.tracer {
             Some(t) => {
                 let s = &self.sessions[pos];
-                s.proto.summary_text(&s.probes, &t.counters())
+                let counters = t.counters();
+                let mut text = s.proto.summary_text(&s.probes, &counters);
+                if s.probes.contains(&ProbeKind::Tracepoint) {
+                    text.push_str(&tracepoint_summary(&counters));
+                }
+                text
             }
             None => String::new(),
         };
@@ -760,6 +777,26 @@ fn deliver(s: &mut Session, events: Vec<Event>) {
 fn cgroup_ino(p: &PathBuf) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(p).ok().map(|m| m.ino())
+}
+
+/// The tracepoint probe's kernel counters at the end of a trace: how many
+/// records passed the pod filter and how many of those `--filter` cut in
+/// the kernel (never copied to user space).
+pub fn tracepoint_summary(counters: &[(ProbeKind, &str, u64)]) -> String {
+    let get = |name: &str| {
+        counters
+            .iter()
+            .find(|(p, n, _)| *p == ProbeKind::Tracepoint && *n == name)
+            .map_or(0, |c| c.2)
+    };
+    let seen = get("tracepoint_seen");
+    let filtered = get("tracepoint_filtered");
+    format!(
+        "podscope: tracepoint: {seen} records passed the pod filter, {filtered} of them cut by --filter in the kernel, {} sent to user space; {} records longer than {} bytes were cut\n",
+        seen.saturating_sub(filtered),
+        get("tracepoint_truncated"),
+        podscope_bpf::tracepoint::DATA_MAX
+    )
 }
 
 /// A ring buffer size as given on the command line: bytes, or K/M/G

@@ -63,7 +63,27 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List every probe, what it reports, its kernel hooks, and whether this kernel supports it.
+    #[command(after_help = "Examples:\n  \
+        podscope probes\n  \
+        podscope probes --tracepoints 'sched:*'      tracepoints and their fields (for tp:SUBSYSTEM:EVENT)\n  \
+        podscope probes --tracepoints '*xmit*' -o json")]
     Probes {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Columns)]
+        output: Format,
+        /// Instead of the probes: the kernel's tracepoints matching GLOB
+        /// (SUBSYSTEM:EVENT, default every one) with their fields, as `podscope
+        /// trace tp:SUBSYSTEM:EVENT` decodes them.
+        #[arg(long, value_name = "GLOB", num_args = 0..=1, default_missing_value = "*")]
+        tracepoints: Option<String>,
+    },
+    /// List the hook kinds a trace session can use (syscalls, tracepoint and
+    /// every probe), with their arguments and what they report.
+    #[command(after_help = "Examples:\n  \
+        podscope hooks\n  \
+        podscope hooks -o json        one object per hook kind: kind, description, usage, args\n\n\
+        The same catalogue is what a session's \"hook\": {\"kind\": ..., \"args\": {...}} takes.")]
+    Hooks {
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = Format::Columns)]
         output: Format,
@@ -73,8 +93,11 @@ pub enum Command {
         podscope trace exec,tcp --all\n  \
         podscope trace tcp --comm nginx -o json\n  \
         podscope trace bio,open --cgroup /sys/fs/cgroup/unified/mygroup --duration 30s\n  \
-        podscope trace all --pid 1234 --max-events 100\n\n\
-        Probes: exec, exit, tcp, bio, cache, open, http, dns, tls, grpc (comma-separated, or 'all');\n\
+        podscope trace all --pid 1234 --max-events 100\n  \
+        podscope trace tp:sched:sched_process_fork,tp:net:net_dev_xmit --all -o json\n  \
+        podscope trace tp:net:net_dev_xmit --all --filter 'len > 1000 && name == \"eth0\"'\n\n\
+        Probes: exec, exit, tcp, bio, cache, open, http, dns, tls, grpc, syscalls (comma-separated, or 'all'),\n\
+        and any tracepoint as tp:SUBSYSTEM:EVENT (podscope probes --tracepoints lists them).\n\
         http brings tls along (HTTPS requests from OpenSSL's plaintext); tls alone: HTTPS only.\n\
         Pods: --pod NAME (globs), -n NAMESPACE, -A, -l SELECTOR, --container NAME; --wait for pods\n\
         that do not exist yet. New pods that match are traced from their first exec.\n\
@@ -159,7 +182,7 @@ pub struct NsenterArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct TraceArgs {
     /// Probes to run, comma-separated (exec,exit,tcp,bio,cache,open,http,dns,syscalls) or 'all'
-    /// (every probe but syscalls).
+    /// (every probe but syscalls), and tracepoints as tp:SUBSYSTEM:EVENT.
     #[arg(value_name = "PROBES")]
     pub probes: String,
 
@@ -235,6 +258,14 @@ pub struct TraceArgs {
     /// errors, total/avg/p99 latency since the start, every --interval.
     #[arg(long, conflicts_with = "errors_only")]
     pub summary: bool,
+
+    /// Tracepoints (tp:...): keep only records where FIELD OP VALUE holds,
+    /// decided in the kernel; OP is == != < <= > >=, several joined by &&
+    /// (at most 4), strings quoted and compared with == or != only
+    /// (e.g. 'len > 1000 && name == "eth0"'). A tracepoint lacking a named
+    /// field is traced unfiltered (with a warning).
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
 
     /// How often the cache probe reports per-process totals, and the
     /// syscalls probe its --summary.

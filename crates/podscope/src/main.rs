@@ -3,6 +3,7 @@
 
 mod cli;
 mod exec;
+mod hooks;
 mod hostns;
 mod probes;
 mod ps;
@@ -106,7 +107,12 @@ fn main() {
     };
     // --- end cluster mode ---
     let result = match command {
-        cli::Command::Probes { output } => probes::run(output),
+        cli::Command::Probes {
+            output,
+            tracepoints: Some(glob),
+        } => probes::tracepoints(&glob, output),
+        cli::Command::Probes { output, .. } => probes::run(output),
+        cli::Command::Hooks { output } => hooks::run(output),
         cli::Command::Trace(args) => trace::run(args),
         cli::Command::Ps(args) => ps::run(args),
         cli::Command::Exec(args) => match exec::run(args) {

@@ -152,3 +152,105 @@ fn print_rows(rows: &[Row], format: Format, privileged: bool) -> std::io::Result
     }
     out.flush()
 }
+
+#[derive(Serialize)]
+struct TracepointRow {
+    tracepoint: String,
+    id: u32,
+    fields: Vec<FieldRow>,
+}
+
+#[derive(Serialize)]
+struct FieldRow {
+    name: String,
+    #[serde(rename = "type")]
+    ctype: String,
+    offset: usize,
+    size: usize,
+    signed: bool,
+    /// How `trace tp:...` shows it: int, string, pointer, array.
+    shown_as: &'static str,
+    /// `--filter` can compare it in the kernel.
+    filterable: bool,
+}
+
+/// `podscope probes --tracepoints GLOB`: this kernel's tracepoints and the
+/// fields `trace tp:SUBSYSTEM:EVENT` decodes.
+pub fn tracepoints(glob: &str, format: Format) -> Result<()> {
+    use podscope_bpf::tracepoint::{available, format_of, FieldKind};
+    use std::io::Write;
+    podscope_bpf::check_privileges()?;
+    let glob = glob.strip_prefix("tp:").unwrap_or(glob);
+    let names: Vec<String> = available()?
+        .into_iter()
+        .filter(|n| podscope_runtime::names::glob_match(glob, n))
+        .collect();
+    if names.is_empty() {
+        bail!(
+            "no tracepoint matches '{glob}'; tracepoints are SUBSYSTEM:EVENT, e.g. 'sched:*' or '*:*xmit*' \
+             (podscope probes --tracepoints lists all)"
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    let result = (|| -> std::io::Result<()> {
+        for n in &names {
+            // A format that cannot be read (permissions, an odd line) is
+            // listed with why, not dropped.
+            let f = match format_of(n) {
+                Ok(f) => f,
+                Err(e) => {
+                    match format {
+                        Format::Json => writeln!(
+                            out,
+                            "{}",
+                            serde_json::json!({"tracepoint": n, "error": e.to_string()})
+                        )?,
+                        Format::Columns => writeln!(out, "tp:{n}  (cannot read its format: {e})")?,
+                    }
+                    continue;
+                }
+            };
+            let fields: Vec<FieldRow> = f
+                .fields
+                .iter()
+                .map(|x| FieldRow {
+                    name: x.name.clone(),
+                    ctype: x.ctype.clone(),
+                    offset: x.offset,
+                    size: x.size,
+                    signed: x.signed,
+                    shown_as: match x.kind {
+                        FieldKind::Int => "int",
+                        FieldKind::Pointer => "pointer",
+                        FieldKind::Array { .. } => "array",
+                        FieldKind::DataLoc { chars: false }
+                        | FieldKind::RelLoc { chars: false } => "array",
+                        _ => "string",
+                    },
+                    filterable: x.is_string()
+                        || matches!(x.kind, FieldKind::Int | FieldKind::Pointer),
+                })
+                .collect();
+            match format {
+                Format::Json => writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string(&TracepointRow {
+                        tracepoint: f.name.clone(),
+                        id: f.id,
+                        fields,
+                    })?
+                )?,
+                Format::Columns => {
+                    let list: Vec<String> = f.fields.iter().map(|x| x.describe()).collect();
+                    writeln!(out, "tp:{}  {}", f.name, list.join("; "))?;
+                }
+            }
+        }
+        out.flush()
+    })();
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}

@@ -90,8 +90,51 @@ pub fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// `tp:sched:sched_process_fork,exec` -> (["tp:sched:sched_process_fork"], "exec").
+fn split_tracepoints(list: &str) -> (Vec<String>, String) {
+    let (tps, rest): (Vec<&str>, Vec<&str>) = list
+        .split(',')
+        .map(str::trim)
+        .partition(|p| p.starts_with("tp:") || p.starts_with("tracepoint:"));
+    (
+        tps.into_iter().map(str::to_string).collect(),
+        rest.join(","),
+    )
+}
+
+/// Subsystems whose events often fire in softirq, interrupt or kernel-thread
+/// context, where the task the filter looks at is not the one that caused them.
+const NOT_TASK_CONTEXT: &[&str] = &[
+    "net",
+    "skb",
+    "napi",
+    "irq",
+    "block",
+    "timer",
+    "workqueue",
+    "tcp",
+    "sock",
+    "qdisc",
+    "xdp",
+];
+
 pub fn run(args: TraceArgs) -> Result<()> {
-    let probes = ProbeKind::parse_list(&args.probes)?;
+    let (tp_names, rest) = split_tracepoints(&args.probes);
+    let mut probes = if rest.trim().is_empty() && !tp_names.is_empty() {
+        Vec::new()
+    } else {
+        ProbeKind::parse_list(&rest)?
+    };
+    if !tp_names.is_empty() {
+        probes.push(ProbeKind::Tracepoint);
+    }
+    if args.filter.is_some() && tp_names.is_empty() {
+        bail!("--filter compares tracepoint fields: add a tracepoint (podscope trace tp:SUBSYSTEM:EVENT --filter ...)");
+    }
+    let tracepoints = podscope_bpf::TracepointOptions {
+        names: tp_names,
+        filter: args.filter.clone(),
+    };
     let syscalls = podscope_bpf::SyscallOptions {
         only: podscope_bpf::resolve_syscalls(&args.syscall)?,
         errors_only: args.errors_only,
@@ -109,6 +152,25 @@ pub fn run(args: TraceArgs) -> Result<()> {
     }
     let filter = host_filter(&args, pod_mode)?;
     podscope_bpf::check_privileges()?;
+    if !tracepoints.names.is_empty() {
+        // Unknown tracepoints and fields fail here, before anything loads.
+        let resolved = podscope_bpf::tracepoint::resolve(&tracepoints)?;
+        for w in resolved.warnings(&tracepoints) {
+            eprintln!("podscope: warning: {w}");
+        }
+        let odd: Vec<&str> = resolved
+            .formats
+            .iter()
+            .map(|f| f.name.as_str())
+            .filter(|n| NOT_TASK_CONTEXT.contains(&n.split(':').next().unwrap_or("")))
+            .collect();
+        if !args.all && !odd.is_empty() {
+            eprintln!(
+                "podscope: note: the filter tests the task running when a tracepoint fires; {} often fire in                  softirq or kernel-thread context, which a pod or process filter leaves out: --all traces them node-wide",
+                odd.join(", ")
+            );
+        }
+    }
 
     let started = Instant::now();
     // A local trace is a node tracer with one session (the agent runs many
@@ -125,6 +187,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         syscalls,
         pod_refresh: podscope_pipeline::enrich::REFRESH_PERIOD,
     });
+    node.set_tracepoints(tracepoints);
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -393,3 +456,27 @@ fn start_otlp(args: &TraceArgs, probes: &[ProbeKind]) -> Result<Option<podscope_
 }
 
 // --- end OTLP ---
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracepoints_are_split_from_the_probe_list() {
+        assert_eq!(
+            split_tracepoints("tp:sched:sched_process_fork,exec, tp:net:net_dev_xmit"),
+            (
+                vec![
+                    "tp:sched:sched_process_fork".to_string(),
+                    "tp:net:net_dev_xmit".to_string()
+                ],
+                "exec".to_string()
+            )
+        );
+        assert_eq!(
+            split_tracepoints("exec,tcp"),
+            (vec![], "exec,tcp".to_string())
+        );
+        assert_eq!(split_tracepoints("tp:a:b").1, "");
+    }
+}

@@ -251,7 +251,7 @@ pub struct SessionInfo {
 pub struct Tap {
     node: String,
     extra: Vec<KeyValue>,
-    log_probes: [bool; ProbeKind::ALL.len()],
+    log_probes: [bool; ProbeKind::ALL.len() + 1],
     resources: HashMap<u64, Arc<Res>>,
     containers: HashMap<String, Arc<Res>>,
     hosts: HashMap<String, Arc<Res>>,
@@ -276,8 +276,13 @@ impl std::fmt::Debug for Tap {
     }
 }
 
+/// The probe's slot in `log_probes`; the one after ALL's for the
+/// tracepoint probe (not in ALL).
 fn probe_index(p: ProbeKind) -> usize {
-    ProbeKind::ALL.iter().position(|x| *x == p).unwrap_or(0)
+    ProbeKind::ALL
+        .iter()
+        .position(|x| *x == p)
+        .unwrap_or(ProbeKind::ALL.len())
 }
 
 impl Tap {
@@ -316,7 +321,7 @@ impl Tap {
                 },
             }),
         };
-        let mut log_probes = [false; ProbeKind::ALL.len()];
+        let mut log_probes = [false; ProbeKind::ALL.len() + 1];
         if logs.is_some() {
             for p in &cfg.log_probes {
                 log_probes[probe_index(*p)] = true;
@@ -432,7 +437,8 @@ impl Tap {
             | EventData::Http(_)
             | EventData::Dns(_)
             | EventData::Syscall(_)
-            | EventData::SyscallSummary(_) => {}
+            | EventData::SyscallSummary(_)
+            | EventData::Tracepoint(_) => {}
         }
         if !matches!(&ev.data, EventData::Http(_)) {
             self.requests.push_event(ev);
@@ -1172,6 +1178,7 @@ fn failure(ev: &Event) -> bool {
         EventData::SockData(_) => false,
         EventData::Syscall(c) => c.error.is_some(),
         EventData::SyscallSummary(_) => false,
+        EventData::Tracepoint(_) => false,
         EventData::Http(h) => h.error.is_some() || h.status.is_some_and(|s| s >= 500),
         EventData::Dns(d) => {
             d.error.is_some() || d.rcode.as_deref().is_some_and(|r| r != "NOERROR")
@@ -1340,7 +1347,8 @@ pub fn event_attrs(ev: &Event) -> Vec<KeyValue> {
         | EventData::Http(_)
         | EventData::Dns(_)
         | EventData::Syscall(_)
-        | EventData::SyscallSummary(_) => {}
+        | EventData::SyscallSummary(_)
+        | EventData::Tracepoint(_) => {}
     }
     a
 }

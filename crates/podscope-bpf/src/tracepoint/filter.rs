@@ -1,0 +1,321 @@
+//! `--filter 'FIELD OP VALUE && ...'` for tracepoints: parsed once, then
+//! compiled per tracepoint into the predicates the kernel evaluates.
+
+use super::format::{FieldKind, Format};
+
+/// The kernel-side limits (bpf/tracepoint.h).
+pub(crate) const PRED_MAX: usize = 4;
+pub(crate) const STR_MAX: usize = 32;
+
+/// A comparison operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+impl Op {
+    /// TP_OP_* in bpf/tracepoint.h.
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Op::Eq => 1,
+            Op::Ne => 2,
+            Op::Lt => 3,
+            Op::Le => 4,
+            Op::Gt => 5,
+            Op::Ge => 6,
+        }
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            Op::Eq => "==",
+            Op::Ne => "!=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+        }
+    }
+}
+
+/// The right-hand side as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// A number (decimal, 0x hex, or negative).
+    Int(i128),
+    /// A quoted string, or a bare word that is not a number.
+    Str(String),
+}
+
+/// One `FIELD OP VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cmp {
+    /// The field name.
+    pub field: String,
+    /// The operator.
+    pub op: Op,
+    /// The value.
+    pub value: Value,
+}
+
+/// Parses `len > 1000 && name == "eth0"`.
+pub fn parse(s: &str) -> Result<Vec<Cmp>, String> {
+    let mut out = Vec::new();
+    for part in s.split("&&").map(str::trim) {
+        if part.is_empty() {
+            return Err(format!(
+                "--filter '{s}': an empty comparison (write FIELD OP VALUE, joined by &&, e.g. 'len > 1000 && rc == 0')"
+            ));
+        }
+        out.push(parse_one(part).map_err(|e| format!("--filter '{s}': {e}"))?);
+    }
+    if out.len() > PRED_MAX {
+        return Err(format!(
+            "--filter '{s}': {} comparisons; the kernel evaluates at most {PRED_MAX}",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
+fn parse_one(part: &str) -> Result<Cmp, String> {
+    // Longest operators first so `<=` is not read as `<`.
+    const OPS: [(&str, Op); 6] = [
+        ("==", Op::Eq),
+        ("!=", Op::Ne),
+        ("<=", Op::Le),
+        (">=", Op::Ge),
+        ("<", Op::Lt),
+        (">", Op::Gt),
+    ];
+    let found = OPS
+        .iter()
+        .filter_map(|(t, op)| part.find(t).map(|i| (i, *t, *op)))
+        .min_by_key(|(i, t, _)| (*i, std::cmp::Reverse(t.len())));
+    let Some((at, text, op)) = found else {
+        return Err(format!(
+            "'{part}' has no operator; use one of == != < <= > >= (e.g. 'len > 1000')"
+        ));
+    };
+    let field = part[..at].trim();
+    let value = part[at + text.len()..].trim();
+    if field.is_empty() || !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "'{part}': '{field}' is not a field name (letters, digits, _; see podscope probes --tracepoints)"
+        ));
+    }
+    if value.is_empty() {
+        return Err(format!("'{part}': no value after '{text}'"));
+    }
+    if value.starts_with(['=', '<', '>', '!']) {
+        return Err(format!(
+            "'{part}': '{value}' is not a value (one operator per comparison)"
+        ));
+    }
+    let value = if let Some(q) = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+    {
+        Value::Str(q.to_string())
+    } else if let Some(n) = parse_int(value) {
+        Value::Int(n)
+    } else {
+        Value::Str(value.to_string())
+    };
+    Ok(Cmp {
+        field: field.to_string(),
+        op,
+        value,
+    })
+}
+
+fn parse_int(s: &str) -> Option<i128> {
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let v = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => i128::from_str_radix(h, 16).ok()?,
+        None => s.parse::<i128>().ok()?,
+    };
+    Some(if neg { -v } else { v })
+}
+
+/// One predicate as the kernel takes it (`struct tp_pred`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pred {
+    pub offset: u16,
+    pub size: u8,
+    pub field: u8,
+    pub op: u8,
+    pub value: u64,
+    pub str: [u8; STR_MAX],
+}
+
+/// The predicates of `cmps` for one tracepoint. `Ok(None)`: the tracepoint
+/// lacks one of the fields, so the filter does not apply to it.
+pub(crate) fn compile(fmt: &Format, cmps: &[Cmp]) -> Result<Option<Vec<Pred>>, String> {
+    let mut out = Vec::new();
+    for c in cmps {
+        let Some(f) = fmt.field(&c.field) else {
+            return Ok(None);
+        };
+        let (kind, size) = match f.kind {
+            FieldKind::Int | FieldKind::Pointer => (if f.signed { 2 } else { 1 }, f.size),
+            FieldKind::Chars => (3, f.size),
+            FieldKind::DataLoc { chars: true } => (4, 4),
+            FieldKind::RelLoc { chars: true } => (5, 4),
+            _ => {
+                return Err(format!(
+                    "--filter: {}'s field '{}' is {} (an array): only integers, pointers and strings can be compared",
+                    fmt.name,
+                    c.field,
+                    f.ctype
+                ))
+            }
+        };
+        let mut p = Pred {
+            offset: f.offset as u16,
+            size: size.min(8) as u8,
+            field: kind,
+            op: c.op.code(),
+            value: 0,
+            str: [0; STR_MAX],
+        };
+        match (&c.value, kind) {
+            (Value::Int(n), 1 | 2) => {
+                let bits = (f.size.clamp(1, 8) * 8) as u32;
+                let (min, max) = if f.signed {
+                    (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
+                } else {
+                    (0, (1i128 << bits) - 1)
+                };
+                if *n < min || *n > max {
+                    return Err(format!(
+                        "--filter: {} is out of range for {}'s field '{}' ({}, {} to {})",
+                        n, fmt.name, c.field, f.ctype, min, max
+                    ));
+                }
+                p.value = *n as i64 as u64;
+            }
+            (Value::Str(s), 1 | 2) => {
+                return Err(format!(
+                    "--filter: {}'s field '{}' is an integer ({}); '{s}' is not a number (decimal or 0x hex)",
+                    fmt.name, c.field, f.ctype
+                ))
+            }
+            (v, _) => {
+                let s = match v {
+                    Value::Str(s) => s.clone(),
+                    Value::Int(_) => {
+                        return Err(format!(
+                            "--filter: {}'s field '{}' is a string: quote the value (e.g. {} == \"eth0\")",
+                            fmt.name, c.field, c.field
+                        ))
+                    }
+                };
+                if !matches!(c.op, Op::Eq | Op::Ne) {
+                    return Err(format!(
+                        "--filter: '{}' {} is not defined for strings: strings compare with == and != only",
+                        c.field,
+                        c.op.text()
+                    ));
+                }
+                if s.len() >= STR_MAX || s.contains('\0') {
+                    return Err(format!(
+                        "--filter: \"{s}\" is longer than the {} bytes the kernel compares",
+                        STR_MAX - 1
+                    ));
+                }
+                p.str[..s.len()].copy_from_slice(s.as_bytes());
+            }
+        }
+        out.push(p);
+    }
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_comparisons() {
+        let c = parse("len > 1000 && name == \"eth0\" && rc!=-1 && x<=0x10").unwrap();
+        assert_eq!(c.len(), 4);
+        assert_eq!(
+            c[0],
+            Cmp {
+                field: "len".into(),
+                op: Op::Gt,
+                value: Value::Int(1000)
+            }
+        );
+        assert_eq!(c[1].value, Value::Str("eth0".into()));
+        assert_eq!((c[2].op, &c[2].value), (Op::Ne, &Value::Int(-1)));
+        assert_eq!((c[3].op, &c[3].value), (Op::Le, &Value::Int(16)));
+        assert_eq!(
+            parse("name == lo").unwrap()[0].value,
+            Value::Str("lo".into())
+        );
+        for bad in [
+            "len",
+            "len >",
+            "> 3",
+            "a == 1 &&",
+            "a >> 3",
+            "a.b == 1",
+            "a==1&&b==2&&c==3&&d==4&&e==5",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert!(parse("len").unwrap_err().contains("no operator"));
+    }
+
+    #[test]
+    fn compiles_against_a_format() {
+        let text = "ID: 7\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+            \tfield:unsigned int len;\toffset:16;\tsize:4;\tsigned:0;\n\
+            \tfield:int rc;\toffset:20;\tsize:4;\tsigned:1;\n\
+            \tfield:__data_loc char[] name;\toffset:24;\tsize:4;\tsigned:0;\n\
+            \tfield:u8 mac[6];\toffset:28;\tsize:6;\tsigned:0;\n";
+        let f = Format::parse("net:x", text).unwrap();
+        let p = compile(
+            &f,
+            &parse("len >= 100 && rc == -1 && name != \"lo\"").unwrap(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (p[0].offset, p[0].size, p[0].field, p[0].op, p[0].value),
+            (16, 4, 1, 6, 100)
+        );
+        assert_eq!((p[1].field, p[1].value), (2, u64::MAX));
+        assert_eq!((p[2].field, p[2].op, &p[2].str[..3]), (4, 2, &b"lo\0"[..]));
+        assert_eq!(compile(&f, &parse("other == 1").unwrap()).unwrap(), None);
+        assert!(compile(&f, &parse("len == -1").unwrap())
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(compile(&f, &parse("len == abc").unwrap())
+            .unwrap_err()
+            .contains("not a number"));
+        assert!(compile(&f, &parse("name > \"a\"").unwrap())
+            .unwrap_err()
+            .contains("== and !="));
+        assert!(compile(&f, &parse("mac == 1").unwrap())
+            .unwrap_err()
+            .contains("array"));
+    }
+}
