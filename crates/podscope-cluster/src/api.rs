@@ -702,6 +702,63 @@ pub struct ProbeView {
     pub nodes: Vec<String>,
 }
 
+/// A hook kind a session can trace with, as `GET /v1/hooks` lists it
+/// (from the one catalogue `podscope hooks` prints, podscope_model::hooks).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct HookView {
+    /// The kind (`syscalls`, `tracepoint`, `exec`, ...).
+    pub kind: String,
+    /// What it reports.
+    pub description: String,
+    /// How to ask for it with `podscope trace`.
+    pub usage: String,
+    /// Its arguments.
+    pub args: Vec<HookArgView>,
+}
+
+/// One argument of a [`HookView`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct HookArgView {
+    /// Its key in a session's hook arguments.
+    pub name: String,
+    /// `string`, `string_list`, `bool`, `duration` or `integer`.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Must be given.
+    pub required: bool,
+    /// The `podscope trace` flag that sets it.
+    pub flag: String,
+    /// What it does.
+    pub description: String,
+    /// An example value, as JSON.
+    pub example: String,
+}
+
+impl From<&podscope_model::hooks::HookKind> for HookView {
+    fn from(h: &podscope_model::hooks::HookKind) -> Self {
+        HookView {
+            kind: h.kind.to_string(),
+            description: h.description.to_string(),
+            usage: h.usage.to_string(),
+            args: h
+                .args
+                .iter()
+                .map(|a| HookArgView {
+                    name: a.name.to_string(),
+                    ty: match serde_json::to_value(a.ty) {
+                        Ok(serde_json::Value::String(s)) => s,
+                        _ => String::new(),
+                    },
+                    required: a.required,
+                    flag: a.flag.to_string(),
+                    description: a.description.to_string(),
+                    example: a.example.to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// What the `DELETE`s answer: the ids of the sessions deleted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Deleted {

@@ -9,8 +9,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::{
-    CreateSession, Deleted, ExecBody, ExecView, NodePod, NodeSession, NodeView, PodQuery,
-    ProbeView, Selection, SessionQuery, SessionSpec, SessionView, SummaryProbe, SummaryView,
+    CreateSession, Deleted, ExecBody, ExecView, HookArgView, HookView, NodePod, NodeSession,
+    NodeView, PodQuery, ProbeView, Selection, SessionQuery, SessionSpec, SessionView, SummaryProbe,
+    SummaryView,
 };
 use crate::proto;
 
@@ -195,6 +196,50 @@ impl From<proto::ProbeView> for ProbeView {
             probe: p.probe,
             description: p.description,
             nodes: p.nodes,
+        }
+    }
+}
+
+impl From<&HookView> for proto::HookView {
+    fn from(h: &HookView) -> Self {
+        proto::HookView {
+            kind: h.kind.clone(),
+            description: h.description.clone(),
+            usage: h.usage.clone(),
+            args: h
+                .args
+                .iter()
+                .map(|a| proto::HookArg {
+                    name: a.name.clone(),
+                    r#type: a.ty.clone(),
+                    required: a.required,
+                    flag: a.flag.clone(),
+                    description: a.description.clone(),
+                    example: a.example.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<proto::HookView> for HookView {
+    fn from(h: proto::HookView) -> Self {
+        HookView {
+            kind: h.kind,
+            description: h.description,
+            usage: h.usage,
+            args: h
+                .args
+                .into_iter()
+                .map(|a| HookArgView {
+                    name: a.name,
+                    ty: a.r#type,
+                    required: a.required,
+                    flag: a.flag,
+                    description: a.description,
+                    example: a.example,
+                })
+                .collect(),
         }
     }
 }

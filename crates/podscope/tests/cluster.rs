@@ -1345,6 +1345,21 @@ fn grpc_api_does_what_rest_does() {
             .map(Into::into)
             .collect();
         assert_eq!(js(&probes), api(port, "GET", "/v1/probes", None).1);
+        let hooks: Vec<podscope_cluster::api::HookView> = c
+            .list_hooks(podscope_cluster::proto::ListHooksRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .hooks
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        assert!(hooks.len() >= 3, "{hooks:?}");
+        assert_eq!(
+            js(&hooks),
+            api(port, "GET", "/v1/hooks", None).1,
+            "ListHooks = GET /v1/hooks"
+        );
 
         // Errors: the same words as REST, with the matching code.
         for (body, code) in [
@@ -2307,6 +2322,32 @@ fn openapi_describes_every_live_answer() {
         "the pod's own fields are checked"
     );
     check("GET", "/v1/probes", "/v1/probes", None, &[], true);
+    // The hook catalogue: every kind `podscope hooks` lists, with its arguments.
+    let (_, hooks) = check("GET", "/v1/hooks", "/v1/hooks", None, &[], true);
+    let kinds: Vec<&str> = hooks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"syscalls") && kinds.contains(&"tracepoint") && kinds.contains(&"exec"),
+        "{kinds:?}"
+    );
+    let tp = hooks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["kind"] == "tracepoint")
+        .unwrap();
+    assert!(
+        tp["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "filter" && a["type"] == "string"),
+        "{tp}"
+    );
     let body =
         json!({"namespace": ns, "pod": "oa-*", "probes": ["exec"], "duration": "30s"}).to_string();
     let (st, s) = check(

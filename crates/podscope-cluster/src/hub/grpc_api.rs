@@ -59,6 +59,12 @@ impl hub_api_server::HubApi for GrpcApi {
         })
     }
 
+    async fn list_hooks(&self, _: Request<proto::ListHooksRequest>) -> Answer<proto::HookList> {
+        ok(proto::HookList {
+            hooks: self.0.list_hooks().iter().map(Into::into).collect(),
+        })
+    }
+
     async fn create_session(
         &self,
         r: Request<proto::CreateSessionRequest>,

@@ -7,8 +7,8 @@ use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{json, Map, Value};
 
 use crate::api::{
-    CreateSession, Deleted, ErrorBody, ExecBody, ExecView, NodePod, NodeView, PodQuery, ProbeView,
-    SessionQuery, SessionView, UpdateSession,
+    CreateSession, Deleted, ErrorBody, ExecBody, ExecView, HookView, NodePod, NodeView, PodQuery,
+    ProbeView, SessionQuery, SessionView, UpdateSession,
 };
 
 /// One REST operation.
@@ -57,6 +57,7 @@ pub(super) fn document() -> Value {
     let nodes = out_gen.subschema_for::<Vec<NodeView>>().to_value();
     let pods = out_gen.subschema_for::<Vec<NodePod>>().to_value();
     let probes = out_gen.subschema_for::<Vec<ProbeView>>().to_value();
+    let hooks = out_gen.subschema_for::<Vec<HookView>>().to_value();
     let session = out_gen.subschema_for::<SessionView>().to_value();
     let sessions = out_gen.subschema_for::<Vec<SessionView>>().to_value();
     let deleted = out_gen.subschema_for::<Deleted>().to_value();
@@ -131,6 +132,17 @@ pub(super) fn document() -> Value {
             query: None,
             body: None,
             ok: (200, Some(probes)),
+            errors: &[AUTH],
+            public: false,
+            media: "application/json",
+        },
+        Op {
+            method: "get",
+            path: "/v1/hooks",
+            summary: "the hook kinds a session can use (syscalls, tracepoint and every probe) with their arguments, as `podscope hooks` prints them",
+            query: None,
+            body: None,
+            ok: (200, Some(hooks)),
             errors: &[AUTH],
             public: false,
             media: "application/json",

@@ -31,6 +31,7 @@ pub(super) fn routes(hub: &Hub) -> Router<Hub> {
         .route("/v1/nodes", get(nodes))
         .route("/v1/pods", get(pods))
         .route("/v1/probes", get(probes))
+        .route("/v1/hooks", get(hooks))
         .route("/v1/sessions", post(create).get(list).delete(delete_all))
         .route(
             "/v1/sessions/{id}",
@@ -221,6 +222,10 @@ async fn pods(State(hub): State<Hub>, q: Result<Query<PodQuery>, QueryRejection>
 
 async fn probes(State(hub): State<Hub>) -> Response {
     Json(hub.list_probes()).into_response()
+}
+
+async fn hooks(State(hub): State<Hub>) -> Response {
+    Json(hub.list_hooks()).into_response()
 }
 
 async fn create(State(hub): State<Hub>, b: Bytes) -> Response {

@@ -18,8 +18,8 @@ use super::{
     Subscriber,
 };
 use crate::api::{
-    ApiError, CreateSession, Deleted, ErrorKind, ExecBody, ExecView, NodePod, NodeView, PodQuery,
-    ProbeView, Selection, SessionQuery, SessionView, UpdateSession,
+    ApiError, CreateSession, Deleted, ErrorKind, ExecBody, ExecView, HookView, NodePod, NodeView,
+    PodQuery, ProbeView, Selection, SessionQuery, SessionView, UpdateSession,
 };
 use crate::proto::ExecRequest;
 
@@ -198,6 +198,15 @@ impl Hub {
                     .map(|(k, _)| k.clone())
                     .collect(),
             })
+            .collect()
+    }
+
+    /// `GET /v1/hooks`: the hook kinds a session can use, with their
+    /// arguments (the catalogue `podscope hooks` prints).
+    pub(crate) fn list_hooks(&self) -> Vec<HookView> {
+        podscope_model::hooks::hook_kinds()
+            .iter()
+            .map(HookView::from)
             .collect()
     }
 
