@@ -83,6 +83,15 @@ fn main() {
             .map(|_| 0),
         ),
         (Some(url), cli::Command::Trace(args)) => {
+            if let Some(tp) = args.probes.split(',').find(|p| p.trim().starts_with("tp:")) {
+                eprintln!(
+                    "podscope: error: tracepoints ({}) are not supported through --hub yet: the hub's \
+                     sessions carry probe names only (GET /v1/hooks lists the kinds); run podscope trace '{}' on the node",
+                    tp.trim(),
+                    args.probes
+                );
+                std::process::exit(1);
+            }
             let t = podscope_cluster::client::RemoteTrace {
                 probes: args.probes.clone(),
                 pods: remote_pods(&args.pods),

@@ -187,6 +187,24 @@ fn node_only_trace_flags_are_refused_through_the_hub() {
             "{flags:?}: refused late"
         );
     }
+    // Tracepoints: named, with where to run them instead.
+    let o = cli(
+        &hub_url,
+        &[
+            "trace",
+            "exec,tp:sched:sched_process_fork",
+            "-A",
+            "--duration",
+            "2s",
+        ],
+    );
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("tracepoints (tp:sched:sched_process_fork) are not supported through --hub")
+            && e.contains("on the node"),
+        "{e}"
+    );
     // ps and exec too.
     let o = cli(
         &hub_url,
