@@ -438,7 +438,7 @@ pub fn ps(target: &HubTarget, p: &RemotePods, json: bool) -> Result<()> {
     if json {
         podscope_pipeline::podtable::write_json(&mut out, &rows)?;
     } else {
-        podscope_pipeline::podtable::write_table(&mut out, &rows)?;
+        podscope_pipeline::podtable::write_table(&mut out, &rows, true)?;
     }
     if rows.is_empty() {
         eprintln!("podscope: no pods on any node of the hub match");

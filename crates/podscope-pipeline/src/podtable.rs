@@ -85,11 +85,10 @@ pub fn write_json(out: &mut impl Write, rows: &[PodRow]) -> io::Result<()> {
     Ok(())
 }
 
-/// The rows as a table: NODE first when they have one, PIDS last when
-/// they have them.
-pub fn write_table(out: &mut impl Write, rows: &[PodRow]) -> io::Result<()> {
-    let with_node = rows.iter().any(|r| r.node.is_some());
-    let with_pids = rows.iter().any(|r| r.pids.is_some());
+/// The rows as a table: through the hub (`remote`) with NODE first and no
+/// PIDS, on the node with PIDS last; the header is there even without rows.
+pub fn write_table(out: &mut impl Write, rows: &[PodRow], remote: bool) -> io::Result<()> {
+    let (with_node, with_pids) = (remote, !remote);
     let w =
         |f: &dyn Fn(&PodRow) -> usize, min: usize| rows.iter().map(f).max().unwrap_or(0).max(min);
     let wnode = w(&|r| r.node.as_deref().map_or(0, str::len), 4);
@@ -164,10 +163,10 @@ mod tests {
             "sorted by node first"
         );
         let mut l = Vec::new();
-        write_table(&mut l, &local).unwrap();
+        write_table(&mut l, &local, false).unwrap();
         let l = String::from_utf8(l).unwrap();
         let mut r = Vec::new();
-        write_table(&mut r, &remote).unwrap();
+        write_table(&mut r, &remote, true).unwrap();
         let r = String::from_utf8(r).unwrap();
         assert!(
             l.starts_with("NAMESPACE") && l.lines().next().unwrap().ends_with("PIDS"),
@@ -196,6 +195,10 @@ mod tests {
         let mut lr2 = lr.clone();
         lr2.sort();
         assert_eq!(rr, lr2);
+        // Without rows: the header alone, NODE first through the hub.
+        let mut e = Vec::new();
+        write_table(&mut e, &[], true).unwrap();
+        assert!(String::from_utf8(e).unwrap().starts_with("NODE"));
         let mut j = Vec::new();
         write_json(&mut j, &remote).unwrap();
         let v: serde_json::Value =

@@ -43,7 +43,7 @@ pub fn run(args: PsArgs) -> Result<()> {
     match args.output {
         Format::Json => write_json(&mut out, &rows)?,
         Format::Columns => {
-            write_table(&mut out, &rows)?;
+            write_table(&mut out, &rows, false)?;
             if rows.is_empty() {
                 eprintln!(
                     "podscope: no pods on this node{}",

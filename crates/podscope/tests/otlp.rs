@@ -11,13 +11,12 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::otlp::{attrs, value, Got, GotLog, GrpcReceiver, Store};
-use common::{endpoint, free_port, run_pod, suffix, wait_attached, wait_for, PodGuard, IMAGE};
+use common::{endpoint, free_port, run_pod, suffix, wait_for, PodGuard, Traced, IMAGE};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
@@ -72,88 +71,35 @@ fn connection_pod(ns: &str, phases: &[usize]) -> PodGuard {
 
 /// `podscope trace ... -o none` with OTLP flags; stopped with SIGINT so it
 /// flushes and prints its OTLP report.
-struct Podscope {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-    reader: Option<JoinHandle<()>>,
-}
+type Podscope = Traced;
 
-impl Podscope {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Podscope {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_podscope"));
-        cmd.arg("trace")
-            .args(args)
-            .args(["--runtime-endpoint", &endpoint(), "-o", "none"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        // The test's own environment must not redirect the export.
-        for k in [
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_HEADERS",
-            "OTEL_SERVICE_NAME",
-        ] {
-            if !env.iter().any(|(e, _)| *e == k) {
-                cmd.env_remove(k);
-            }
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let all = wait_attached(&mut stderr);
-        assert!(all.contains("podscope: exporting OTLP spans to"), "{all}");
-        let text = Arc::new(Mutex::new(all));
-        let t = text.clone();
-        let reader = std::thread::spawn(move || {
-            let mut line = String::new();
-            while stderr.read_line(&mut line).unwrap_or(0) > 0 {
-                t.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-        });
-        Podscope {
-            child,
-            stderr: text,
-            reader: Some(reader),
+fn start_podscope(args: &[&str], env: &[(&str, &str)]) -> Podscope {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_podscope"));
+    cmd.arg("trace")
+        .args(args)
+        .args(["--runtime-endpoint", &endpoint(), "-o", "none"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // The test's own environment must not redirect the export.
+    for k in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_SERVICE_NAME",
+    ] {
+        if !env.iter().any(|(e, _)| *e == k) {
+            cmd.env_remove(k);
         }
     }
-
-    /// SIGINT, then everything it printed on stderr.
-    fn stop(mut self) -> String {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                if let Some(r) = self.reader.take() {
-                    let _ = r.join();
-                }
-                let text = self.stderr.lock().unwrap().clone();
-                assert!(status.success(), "podscope failed: {text}");
-                return text;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "podscope did not exit within 30 s of SIGINT: {}",
-                self.stderr.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Podscope {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    let t = Traced::spawn(cmd);
+    let all = t.stderr_so_far();
+    assert!(all.contains("podscope: exporting OTLP spans to"), "{all}");
+    t
 }
 
 /// The exit report's counts for `spans` or `logs`:
@@ -361,7 +307,7 @@ fn grpc_receiver_gets_one_span_per_connection_with_pod_resources() {
     let ns = format!("otlp-{}", suffix());
     let p = connection_pod(&ns, &[N]);
     let mut rx = GrpcReceiver::start(format!("127.0.0.1:{}", free_port()).parse().unwrap());
-    let ps = Podscope::start(
+    let ps = start_podscope(
         &[
             "tcp,exec",
             "-n",
@@ -466,7 +412,7 @@ fn grpc_receiver_gets_one_span_per_http_request() {
     );
     let web = common::pod("web", &ns, &[], &[("client", &client)]);
     let mut rx = GrpcReceiver::start(format!("127.0.0.1:{}", free_port()).parse().unwrap());
-    let ps = Podscope::start(
+    let ps = start_podscope(
         &[
             "http",
             "-n",
@@ -582,7 +528,7 @@ fn tls_collector_with_otlp_ca() {
     let ca = dir.join("ca.pem").to_str().unwrap().to_string();
     let ns = format!("otlp-tls-{}", suffix());
     let p = connection_pod(&ns, &[3]);
-    let ps = Podscope::start(
+    let ps = start_podscope(
         &[
             "tcp",
             "-n",
@@ -663,13 +609,13 @@ fn receiver_outage_loses_nothing_silently_and_the_backlog_arrives() {
     // Two podscopes at once: one with the default queue (the backlog fits and
     // must all arrive), one with a 3-span queue (it must drop, and say so).
     let big_args = common("big");
-    let big = Podscope::start(
+    let big = start_podscope(
         &big_args.iter().map(String::as_str).collect::<Vec<_>>(),
         &[],
     );
     let mut small_args = common("small");
     small_args.extend(["--otlp-queue-size".into(), "3".into()]);
-    let small = Podscope::start(
+    let small = start_podscope(
         &small_args.iter().map(String::as_str).collect::<Vec<_>>(),
         &[],
     );
@@ -778,7 +724,7 @@ fn http_protobuf_and_environment_variables() {
     let rx = HttpReceiver::start();
     let base = format!("http://{}", rx.addr);
     // Everything from the standard variables: endpoint, protocol, headers, service name.
-    let ps = Podscope::start(
+    let ps = start_podscope(
         &["tcp,exec", "-n", &ns, "--otlp", "--otlp-logs", "exec"],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &base),

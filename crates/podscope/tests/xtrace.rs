@@ -13,16 +13,15 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::otlp::{attrs, Got, GrpcReceiver};
-use common::{endpoint, run_pod, suffix, wait_attached, wait_for, PodGuard, IMAGE};
+use common::{endpoint, run_pod, suffix, wait_for, PodGuard, Traced, IMAGE};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use podscope_runtime::cri::{ContainerSpec, PodSpec};
 
@@ -141,79 +140,25 @@ fn wait_port(what: &str, ip: &str, port: u16) {
 }
 
 /// `podscope trace ... -o none`, stopped with SIGINT so it flushes.
-struct Podscope {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-    reader: Option<JoinHandle<()>>,
-}
+type Podscope = Traced;
 
-impl Podscope {
-    fn start(args: &[&str]) -> Podscope {
-        // PODSCOPE_BIN: another build of podscope (the release one, to
-        // measure its CPU), else the one cargo built for the test.
-        let bin = std::env::var("PODSCOPE_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_podscope").to_string());
-        let mut cmd = Command::new(bin);
-        cmd.arg("trace")
-            .args(args)
-            .args(["--runtime-endpoint", &endpoint(), "-o", "none"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("OTEL_") {
-                cmd.env_remove(k);
-            }
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let all = wait_attached(&mut stderr);
-        let text = Arc::new(Mutex::new(all));
-        let t = text.clone();
-        let reader = std::thread::spawn(move || {
-            let mut line = String::new();
-            while stderr.read_line(&mut line).unwrap_or(0) > 0 {
-                t.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-        });
-        Podscope {
-            child,
-            stderr: text,
-            reader: Some(reader),
+fn start_podscope(args: &[&str]) -> Podscope {
+    // PODSCOPE_BIN: another build of podscope (the release one, to
+    // measure its CPU), else the one cargo built for the test.
+    let bin = std::env::var("PODSCOPE_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_podscope").to_string());
+    let mut cmd = Command::new(bin);
+    cmd.arg("trace")
+        .args(args)
+        .args(["--runtime-endpoint", &endpoint(), "-o", "none"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("OTEL_") {
+            cmd.env_remove(k);
         }
     }
-
-    fn stop(mut self) -> String {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                if let Some(r) = self.reader.take() {
-                    let _ = r.join();
-                }
-                let text = self.stderr.lock().unwrap().clone();
-                assert!(status.success(), "podscope failed: {text}");
-                return text;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "podscope did not exit within 30 s of SIGINT: {}",
-                self.stderr.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Podscope {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Traced::spawn(cmd)
 }
 
 /// Random-enough ids without a crate: the kernel's.
@@ -448,7 +393,7 @@ http {{
         .count();
 
     let mut rx = GrpcReceiver::start(format!("127.0.92.1:{OTLP_PORT}").parse().unwrap());
-    let ps = Podscope::start(&[
+    let ps = start_podscope(&[
         "http,open,bio,tcp,dns",
         "-n",
         &ns,
@@ -462,7 +407,7 @@ http {{
     // A second podscope on the same pods: only requests with context, and
     // at most 2 kernel child spans per request.
     let mut rx2 = GrpcReceiver::start(format!("127.0.92.1:{}", OTLP_PORT + 1).parse().unwrap());
-    let ps2 = Podscope::start(&[
+    let ps2 = start_podscope(&[
         "http,open,bio,tcp,dns",
         "-n",
         &ns,

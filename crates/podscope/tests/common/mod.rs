@@ -131,6 +131,76 @@ pub fn wait_attached(stderr: &mut BufReader<ChildStderr>) -> String {
     all
 }
 
+/// A running `podscope trace`, started and waited for until its probes are
+/// attached; its stderr is collected by a thread; stopped with SIGINT so it
+/// flushes; killed on drop.
+pub struct Traced {
+    pub child: std::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Traced {
+    /// Spawns `cmd` (its stderr must be piped) and waits for "probes attached".
+    pub fn spawn(mut cmd: Command) -> Traced {
+        let mut child = cmd.spawn().unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().expect("a piped stderr"));
+        let all = wait_attached(&mut stderr);
+        let text = std::sync::Arc::new(std::sync::Mutex::new(all));
+        let t = text.clone();
+        let reader = std::thread::spawn(move || {
+            let mut line = String::new();
+            while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+                t.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        Traced {
+            child,
+            stderr: text,
+            reader: Some(reader),
+        }
+    }
+
+    /// What it printed on stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// SIGINT, then everything it printed on stderr; it must exit 0 within 30 s.
+    pub fn stop(mut self) -> String {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                let text = self.stderr_so_far();
+                assert!(status.success(), "podscope failed: {text}");
+                return text;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "podscope did not exit within 30 s of SIGINT: {}",
+                self.stderr_so_far()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Root, or skipped when PODSCOPE_SKIP_ROOT_TESTS says so (and says so).
 pub fn root_or_skip() -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
