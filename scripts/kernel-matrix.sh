@@ -100,10 +100,13 @@ for suite in $SUITES; do
   kver=$(kernel_of "$suite")
   out=$(mktemp)
   log "== $suite: Linux $kver"
-  # A guest kernel can crash while booting under TCG (seen once in ~10 boots
-  # of 6.12: an int3 oops in early text patching, before any of our code
-  # runs); run-kernel.sh then has no exit code (125). Boot again, at most
-  # twice, and say so.
+  # A guest kernel can crash under TCG (seen once in ~10 boots of 6.12: an
+  # int3 oops in early text patching, before any of our code runs; and once
+  # during `podscope probes`, whose many attaches patch kernel text too);
+  # run-kernel.sh then has no exit code (125) and the guest never reports
+  # its tests' exit code. Boot again, at most twice, keep the failed boot's
+  # console log, and say so. A crash our code caused every time still fails
+  # after the third boot.
   for attempt in 1 2 3; do
     set +e
     if [ "${EXTRA_ONLY:-}" = 1 ]; then
@@ -113,9 +116,10 @@ for suite in $SUITES; do
       rc=$?
     fi
     set -e
-    [ $rc -eq 125 ] && ! grep -q '::podscope-probes::' "$out" || break
-    log "$suite: the guest did not come up (attempt $attempt; console: $WORK/logs/$kver.console.log)$( [ $attempt -lt 3 ] && echo '; booting again')"
-    tail -n 3 "$WORK/logs/$kver.console.log" >&2 || true
+    [ $rc -eq 125 ] && ! grep -q '::podscope-tests-rc=' "$out" || break
+    cp "$WORK/logs/$kver.console.log" "$WORK/logs/$kver.console.attempt$attempt.log" 2>/dev/null || true
+    log "$suite: the guest died before its tests ended (attempt $attempt; console: $WORK/logs/$kver.console.attempt$attempt.log)$( [ $attempt -lt 3 ] && echo '; booting again')"
+    tail -n 5 "$WORK/logs/$kver.console.log" >&2 || true
   done
   for attempt in 1 2 3; do
     set +e
