@@ -8,10 +8,9 @@
 
 mod common;
 
-use std::io::{BufReader, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::Cgroup;
@@ -110,54 +109,19 @@ fn cgroup_id(cg: &Cgroup) -> u64 {
     std::fs::metadata(&cg.0).unwrap().ino()
 }
 
-struct Trace {
-    child: Child,
-    stderr: std::thread::JoinHandle<String>,
-}
+/// `podscope trace syscalls --cgroup CG -o json EXTRA...`.
+struct Trace(common::JsonTrace);
 
 impl Trace {
     fn start(cg: &Cgroup, extra: &[&str]) -> Trace {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_podscope"))
-            .args(["trace", "syscalls", "--cgroup"])
-            .arg(&cg.0)
-            .args(["-o", "json"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let seen = common::wait_attached(&mut stderr);
-        let stderr = std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = stderr.read_to_string(&mut rest);
-            seen + &rest
-        });
-        Trace { child, stderr }
+        let cg = cg.0.to_str().expect("a UTF-8 cgroup path");
+        let mut args = vec!["syscalls", "--cgroup", cg];
+        args.extend_from_slice(extra);
+        Trace(common::JsonTrace::start(&args))
     }
 
-    fn stop(mut self) -> (Vec<Value>, String) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        let status = self.child.wait().unwrap();
-        let err = self.stderr.join().unwrap();
-        assert!(status.success(), "podscope failed: {err}");
-        let events = out
-            .lines()
-            .filter(|l| l.starts_with('{'))
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        (events, err)
+    fn stop(self) -> (Vec<Value>, String) {
+        self.0.stop()
     }
 }
 

@@ -15,7 +15,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use common::Cgroup;
 use serde_json::Value;
@@ -94,54 +94,21 @@ fn compile(tag: &str, src: &str, name: &str) -> PathBuf {
     bin
 }
 
-struct Trace {
-    child: Child,
-    stderr: std::thread::JoinHandle<String>,
-}
+/// A tracepoint trace: its `record` lines and its stderr.
+struct Trace(common::JsonTrace);
 
 impl Trace {
     fn start(args: &[&str]) -> Trace {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_podscope"))
-            .arg("trace")
-            .args(args)
-            .args(["-o", "json"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let seen = common::wait_attached(&mut stderr);
-        let stderr = std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = stderr.read_to_string(&mut rest);
-            seen + &rest
-        });
-        Trace { child, stderr }
+        Trace(common::JsonTrace::start(args))
     }
 
-    fn stop(mut self) -> (Vec<Value>, String) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        let status = self.child.wait().unwrap();
-        let err = self.stderr.join().unwrap();
-        assert!(status.success(), "podscope failed: {err}");
-        let events = out
-            .lines()
-            .filter(|l| l.starts_with('{'))
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    fn stop(self) -> (Vec<Value>, String) {
+        let (lines, err) = self.0.stop();
+        let records = lines
+            .into_iter()
             .filter(|e| e["kind"] == "record")
             .collect();
-        (events, err)
+        (records, err)
     }
 }
 

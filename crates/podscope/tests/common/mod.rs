@@ -201,6 +201,56 @@ impl Drop for Traced {
     }
 }
 
+/// A running `podscope trace ... -o json` whose stdout is read at the end:
+/// started and waited for until its probes are attached, stopped with
+/// SIGINT; `stop` gives every JSON line it wrote and all of its stderr.
+pub struct JsonTrace {
+    child: std::process::Child,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl JsonTrace {
+    /// `podscope trace ARGS -o json`.
+    pub fn start(args: &[&str]) -> JsonTrace {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_podscope"))
+            .arg("trace")
+            .args(args)
+            .args(["-o", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let seen = wait_attached(&mut stderr);
+        let stderr = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+            seen + &rest
+        });
+        JsonTrace { child, stderr }
+    }
+
+    /// SIGINT; then the JSON lines it wrote and its stderr (it must exit 0).
+    pub fn stop(mut self) -> (Vec<serde_json::Value>, String) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut self.child.stdout.take().unwrap(), &mut out).unwrap();
+        let status = self.child.wait().unwrap();
+        let err = self.stderr.join().unwrap();
+        assert!(status.success(), "podscope failed: {err}");
+        let lines = out
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (lines, err)
+    }
+}
+
 /// Root, or skipped when PODSCOPE_SKIP_ROOT_TESTS says so (and says so).
 pub fn root_or_skip() -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
