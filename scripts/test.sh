@@ -7,6 +7,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# CI builds once from scratch: incremental state would only cost disk (GBs).
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+# A full build of the tests needs about NEED_GB of free disk under target/;
+# say so up front rather than dying in the linker with a bus error.
+NEED_GB=12
+mkdir -p target
+free_gb=$(df -P -BG target | awk 'NR==2 {gsub("G","",$4); print $4}')
+echo "== disk: ${free_gb} GB free under target/ (a build from scratch writes about ${NEED_GB} GB)"
+if [ "${free_gb}" -lt "${NEED_GB}" ] && [ ! -d target/debug/deps ]; then
+  echo "test.sh: only ${free_gb} GB free for target/; a build from scratch needs about ${NEED_GB} GB" >&2
+  df -h target >&2
+  exit 1
+fi
+
 bash scripts/setup.sh
 bash testbed/podbed.sh install
 
@@ -26,6 +40,8 @@ export PODBED_SOCKET
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+echo "== disk after the tests: $(du -sh target | cut -f1) in target/, $(df -P -BG target | awk 'NR==2 {print $4}') free"
 
 echo "== kernel matrix: the probe tests inside Debian's 5.10, 6.1 and 6.12 kernels"
 bash scripts/kernel-matrix.sh
