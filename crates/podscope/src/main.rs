@@ -7,6 +7,7 @@ mod hooks;
 mod hostns;
 mod probes;
 mod ps;
+mod top;
 mod trace;
 
 use clap::{CommandFactory, FromArgMatches};
@@ -31,6 +32,7 @@ fn main() {
     if matches!(
         cli.command,
         cli::Command::Trace(_)
+            | cli::Command::Top(_)
             | cli::Command::Ps(_)
             | cli::Command::Exec(_)
             | cli::Command::Agent(_)
@@ -103,6 +105,14 @@ fn main() {
             };
             exit_on(podscope_cluster::client::trace(&target(url), &t))
         }
+        (Some(url), cli::Command::Top(_)) => {
+            eprintln!(
+                "podscope: error: top through --hub ({url}) is not built yet: the hub has no per-pod \
+                 counters to serve; run podscope top on the node (e.g. kubectl -n podscope exec -it \
+                 ds/podscope-agent -- podscope top), or scrape the agents' /metrics"
+            );
+            std::process::exit(1);
+        }
         (Some(url), cli::Command::Exec(args)) => {
             let e = podscope_cluster::client::RemoteExec {
                 pods: remote_pods(&args.pods),
@@ -124,6 +134,7 @@ fn main() {
         cli::Command::Hooks { output } => hooks::run(output),
         cli::Command::Trace(args) => trace::run(args),
         cli::Command::Ps(args) => ps::run(args),
+        cli::Command::Top(args) => top::run(args),
         cli::Command::Exec(args) => match exec::run(args) {
             Ok(code) => std::process::exit(code),
             Err(e) => Err(e),
