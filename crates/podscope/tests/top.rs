@@ -136,6 +136,91 @@ fn once_json_counts_each_containers_workload_exactly() {
     drop(idle);
 }
 
+#[test]
+fn once_json_counts_requests_served_and_made() {
+    if !root_or_skip() {
+        return;
+    }
+    const OK: usize = 5;
+    const MISSING: usize = 3;
+    let s = suffix();
+    let ns = format!("top-http-{s}");
+    let api = pod(
+        "api",
+        &ns,
+        &[],
+        &[(
+            "httpd",
+            "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 8080 -h /www",
+        )],
+    );
+    let ip = api.pod.ip.clone().expect("the api pod has an address");
+    let client = format!(
+        "while [ ! -e /tmp/go ]; do sleep 0.2; done; ok=0; bad=0; \
+         i=0; while [ $i -lt {OK} ]; do wget -q -O /dev/null http://{ip}:8080/index.html && ok=$((ok+1)); i=$((i+1)); done; \
+         i=0; while [ $i -lt {MISSING} ]; do wget -q -O /dev/null http://{ip}:8080/missing || bad=$((bad+1)); i=$((i+1)); done; \
+         echo \"$ok $bad\" > /tmp/result; : > /tmp/done; exec sleep 3600"
+    );
+    let web = pod("web", &ns, &[], &[("client", &client)]);
+    let mut top = Command::new(podscope())
+        .args([
+            "top",
+            "-n",
+            &ns,
+            "--probes",
+            "http,tcp",
+            "--once",
+            "-o",
+            "json",
+            "--interval",
+            "12s",
+            "--runtime-endpoint",
+            &endpoint(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(top.stderr.take().unwrap());
+    let said = common::wait_attached(&mut err);
+    std::fs::write(web.path_in("client", "/tmp/go"), "").unwrap();
+    let done = web.path_in("client", "/tmp/done");
+    wait_for("the client to finish", Duration::from_secs(10), || {
+        done.exists()
+    });
+    let result = std::fs::read_to_string(web.path_in("client", "/tmp/result")).unwrap();
+    assert_eq!(result.trim(), format!("{OK} {MISSING}"), "wget's own view");
+    let mut out = String::new();
+    top.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let status = top.wait().unwrap();
+    assert!(status.success(), "top failed: {said}");
+    let snap: Value = serde_json::from_str(out.trim()).unwrap();
+    let served = snap["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pod"] == "api")
+        .unwrap_or_else(|| panic!("no api row: {snap}"));
+    let total = (OK + MISSING) as u64;
+    assert_eq!(served["totals"]["requests_served"], total, "{served}");
+    // 404s are the client's problem, not a failure of the server.
+    assert_eq!(served["totals"]["requests_failed"], 0, "{served}");
+    assert_eq!(served["error_percent"], 0.0, "{served}");
+    assert!(served["request_p99_s"].as_f64().is_some(), "{served}");
+    let secs = snap["interval_s"].as_f64().unwrap();
+    let rate = served["requests_per_s"].as_f64().unwrap();
+    assert!((rate * secs - total as f64).abs() < 1e-6, "{rate} * {secs}");
+    let made = snap["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pod"] == "web")
+        .unwrap();
+    assert_eq!(made["totals"]["requests_made"], total, "{made}");
+    assert_eq!(made["totals"]["requests_served"], 0, "{made}");
+    assert_eq!(made["totals"]["tcp_connects"], total, "{made}");
+}
+
 /// A tmux session running one command, on a private server socket.
 struct Tmux {
     socket: String,
