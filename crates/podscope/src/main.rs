@@ -48,7 +48,10 @@ fn main() {
             .filter(|_| {
                 matches!(
                     cli.command,
-                    cli::Command::Ps(_) | cli::Command::Trace(_) | cli::Command::Exec(_)
+                    cli::Command::Ps(_)
+                        | cli::Command::Trace(_)
+                        | cli::Command::Top(_)
+                        | cli::Command::Exec(_)
                 )
             })
     });
@@ -105,13 +108,9 @@ fn main() {
             };
             exit_on(podscope_cluster::client::trace(&target(url), &t))
         }
-        (Some(url), cli::Command::Top(_)) => {
-            eprintln!(
-                "podscope: error: top through --hub ({url}) is not built yet: the hub has no per-pod \
-                 counters to serve; run podscope top on the node (e.g. kubectl -n podscope exec -it \
-                 ds/podscope-agent -- podscope top), or scrape the agents' /metrics"
-            );
-            std::process::exit(1);
+        (Some(url), cli::Command::Top(args)) => {
+            let pods = remote_pods(&args.pods);
+            exit_on(top::run_remote(args, target(url), pods).map(|_| 0))
         }
         (Some(url), cli::Command::Exec(args)) => {
             let e = podscope_cluster::client::RemoteExec {
@@ -177,6 +176,19 @@ fn remote_flags(subcommand: &str) -> &'static [&'static str] {
             "wait",
         ],
         "ps" => &[PODS[0], PODS[1], PODS[2], PODS[3], PODS[4], "output"],
+        "top" => &[
+            "probes",
+            PODS[0],
+            PODS[1],
+            PODS[2],
+            PODS[3],
+            PODS[4],
+            "output",
+            "duration",
+            "interval",
+            "once",
+            "containers",
+        ],
         "exec" => &[
             PODS[0],
             PODS[1],
@@ -237,7 +249,7 @@ fn refuse_node_only_flags(
     let Some(subcommand) = command.find_subcommand(name) else {
         return Ok(());
     };
-    if !matches!(name, "trace" | "ps" | "exec") {
+    if !matches!(name, "trace" | "ps" | "exec" | "top") {
         return Ok(());
     }
     let global: Vec<&str> = command

@@ -42,8 +42,8 @@ const MAX_TALKERS: usize = 256;
 /// What the event path shares with the view.
 #[derive(Debug, Default)]
 pub struct Shared {
-    /// Set by either side to end top.
-    pub stop: AtomicBool,
+    /// Set by either side to end top (shared with a session through the hub).
+    pub stop: Arc<AtomicBool>,
     /// Whether a pod is opened (checked before taking the lock).
     focused: AtomicBool,
     focus: Mutex<Focus>,
@@ -51,6 +51,10 @@ pub struct Shared {
     losses: Mutex<BTreeMap<ProbeKind, u64>>,
     /// The probes' counts, about once a second.
     stats: Mutex<Vec<ProbeStats>>,
+    /// Through the hub: events its queues could not pass on (gap records).
+    pub gaps: std::sync::atomic::AtomicU64,
+    /// Through the hub: events of a probe this client does not know.
+    pub unknown: std::sync::atomic::AtomicU64,
 }
 
 /// The opened pod: its recent events and who it talks to.
@@ -164,19 +168,37 @@ impl Sink for TopSink {
     }
 }
 
+/// Where the pods come from: this node's runtime, or the hub.
+pub enum PodSource {
+    Local {
+        store: PodStore,
+        selection: PodSelection,
+        last_version: u64,
+    },
+    Hub {
+        target: podscope_cluster::client::HubTarget,
+        pods: podscope_cluster::client::RemotePods,
+        last: Option<Instant>,
+    },
+}
+
 /// What the view thread needs.
 pub struct Source {
     pub metrics: Arc<podscope_export::Metrics>,
-    pub store: PodStore,
-    pub selection: PodSelection,
+    pub from: PodSource,
     pub shared: Arc<Shared>,
     pub node: String,
     pub probes: String,
     pub interval: Duration,
     /// Probes that could not load, and why (shown in the header).
     pub failed: Vec<(ProbeKind, String)>,
-    last_version: u64,
     pods: Vec<Pod>,
+    /// Every pod known (selected or not), to name peers by address.
+    known: Vec<Pod>,
+    /// (namespace, pod) -> node, through the hub.
+    pub nodes: Option<HashMap<(String, String), String>>,
+    /// Why the last pod listing failed, if it did.
+    pub listing_error: Option<String>,
 }
 
 /// One sample of every selected pod, and when it was taken.
@@ -189,15 +211,69 @@ impl Source {
     /// The selected pods now (the node's pod store, listed at most every 2 s
     /// on this thread); the exporter follows them for CPU and memory.
     pub fn pods(&mut self) -> &[Pod] {
-        let snap = self.store.fresh(Duration::from_secs(2));
-        if snap.version != self.last_version {
-            self.last_version = snap.version;
-            if let Ok(d) = &snap.discovery {
-                self.pods = self.selection.select(&d.pods);
-                self.metrics.set_pods(&self.pods);
+        match &mut self.from {
+            PodSource::Local {
+                store,
+                selection,
+                last_version,
+            } => {
+                let snap = store.fresh(Duration::from_secs(2));
+                if snap.version != *last_version {
+                    *last_version = snap.version;
+                    match &snap.discovery {
+                        Ok(d) => {
+                            self.pods = selection.select(&d.pods);
+                            self.known = d.pods.clone();
+                            self.metrics.set_pods(&self.pods);
+                            self.listing_error = None;
+                        }
+                        Err(e) => self.listing_error = Some(e.clone()),
+                    }
+                }
+            }
+            PodSource::Hub { target, pods, last } => {
+                if last.is_none_or(|l| l.elapsed() >= Duration::from_secs(2)) {
+                    *last = Some(Instant::now());
+                    // Another node's cgroups are not here: no CPU or memory
+                    // through the hub (the exporter is not told of the pods).
+                    match podscope_cluster::client::pods(target, pods) {
+                        Ok(list) => {
+                            self.nodes = Some(
+                                list.iter()
+                                    .map(|p| {
+                                        (
+                                            (p.pod.namespace.clone(), p.pod.name.clone()),
+                                            p.node.clone(),
+                                        )
+                                    })
+                                    .collect(),
+                            );
+                            self.pods = list.into_iter().map(|p| p.pod).collect();
+                            self.known = self.pods.clone();
+                            self.listing_error = None;
+                        }
+                        Err(e) => self.listing_error = Some(format!("{e:#}")),
+                    }
+                }
             }
         }
         &self.pods
+    }
+
+    /// Through the hub.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.from, PodSource::Hub { .. })
+    }
+
+    /// Pod IP -> ns/name.
+    pub fn pod_ips(&self) -> HashMap<String, String> {
+        self.known
+            .iter()
+            .filter_map(|p| {
+                p.ip.clone()
+                    .map(|ip| (ip, format!("{}/{}", p.namespace, p.name)))
+            })
+            .collect()
     }
 
     pub fn sample(&self) -> Sampled {
@@ -243,6 +319,24 @@ pub fn snapshot<'a>(src: &'a Source, rows: &'a [Row], interval: f64, elapsed: f6
             .collect(),
         lost,
     }
+}
+
+fn spawn_view(
+    src: Source,
+    args: &TopArgs,
+    tui: bool,
+) -> Result<std::thread::JoinHandle<Result<()>>> {
+    let args = args.clone();
+    std::thread::Builder::new()
+        .name("podscope-top".into())
+        .spawn(move || {
+            if tui {
+                view::run(src, &args)
+            } else {
+                print_snapshots(src, &args)
+            }
+        })
+        .context("starting the view thread")
 }
 
 fn default_selection(args: &TopArgs) -> Result<PodSelection> {
@@ -324,31 +418,24 @@ pub fn run(args: TopArgs) -> Result<()> {
     );
     let src = Source {
         metrics,
-        store,
-        selection,
+        from: PodSource::Local {
+            store,
+            selection,
+            last_version: 0,
+        },
         shared: shared.clone(),
         node: node_name,
         probes: loaded.join(","),
         interval: args.interval,
         failed: started.failed.clone(),
-        last_version: 0,
         pods: Vec::new(),
+        known: Vec::new(),
+        nodes: None,
+        listing_error: None,
     };
     let began = Instant::now();
     let deadline = args.duration.map(|d| began + d);
-    let view = {
-        let args = args.clone();
-        std::thread::Builder::new()
-            .name("podscope-top".into())
-            .spawn(move || {
-                if tui {
-                    view::run(src, &args)
-                } else {
-                    print_snapshots(src, &args)
-                }
-            })
-            .context("starting the view thread")?
-    };
+    let view = spawn_view(src, &args, tui)?;
     loop {
         if stop.load(Ordering::Relaxed)
             || shared.stop.load(Ordering::Relaxed)
@@ -406,6 +493,9 @@ fn print_snapshots(mut src: Source, args: &TopArgs) -> Result<()> {
             secs,
             args.containers,
         );
+        if let Some(n) = &src.nodes {
+            model::with_nodes(&mut rows, n);
+        }
         model::sort(&mut rows, Col::Namespace, false);
         let elapsed = cur.at.duration_since(began).as_secs_f64();
         match args.output {
@@ -415,7 +505,8 @@ fn print_snapshots(mut src: Source, args: &TopArgs) -> Result<()> {
                 writeln!(out)?;
             }
             TopFormat::Table => {
-                write!(out, "{}", view::plain_table(&rows, args.containers))?;
+                let cols = model::columns(src.is_remote());
+                write!(out, "{}", view::plain_table(&rows, &cols))?;
             }
         }
         out.flush()?;
@@ -426,4 +517,149 @@ fn print_snapshots(mut src: Source, args: &TopArgs) -> Result<()> {
         prev = cur.samples;
         prev_at = cur.at;
     }
+}
+
+// --- `podscope --hub URL top` ---
+
+/// A session through the hub feeding the same counters as a local top:
+/// each event the hub streams is counted by the exporter's observer here.
+struct RemoteSink {
+    sink: Observed<TopSink>,
+    shared: Arc<Shared>,
+    tui: bool,
+    /// Messages held while the screen is the view's, printed after it.
+    said: Vec<String>,
+}
+
+impl podscope_cluster::client::Records for RemoteSink {
+    fn record(&mut self, _line: &str, v: &serde_json::Value) -> std::io::Result<()> {
+        if v.get("pid").is_some() {
+            match serde_json::from_value::<Event>(v.clone()) {
+                Ok(ev) => self.sink.event(&ev)?,
+                // A probe this client does not know (a newer agent).
+                Err(_) => {
+                    self.shared.unknown.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            return Ok(());
+        }
+        match v["kind"].as_str() {
+            Some("lost") => {
+                let probe = v["probe"]
+                    .as_str()
+                    .and_then(|p| ProbeKind::parse_list(p).ok())
+                    .and_then(|l| l.first().copied());
+                if let Some(p) = probe {
+                    let total = {
+                        let mut l = lock(&self.shared.losses);
+                        let e = l.entry(p).or_default();
+                        *e += v["lost"].as_u64().unwrap_or(0);
+                        *e
+                    };
+                    self.sink.lost(p, 0, total)?;
+                }
+            }
+            Some("gap") => {
+                self.shared
+                    .gaps
+                    .fetch_add(v["gap"].as_u64().unwrap_or(0), Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    fn interrupted(&mut self, _rec: &serde_json::Value) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn say(&mut self, msg: &str) {
+        if self.tui {
+            self.said.push(msg.to_string());
+        } else {
+            eprint!("{msg}");
+        }
+    }
+}
+
+/// `podscope --hub URL top`: the pods of every node the hub knows, their
+/// probe counts from a session through the hub (a NODE column; no CPU or
+/// memory: those are read from cgroups on the node itself).
+pub fn run_remote(
+    args: TopArgs,
+    target: podscope_cluster::client::HubTarget,
+    mut pods: podscope_cluster::client::RemotePods,
+) -> Result<()> {
+    ProbeKind::parse_list(&args.probes).context("--probes")?;
+    if pods.pod.is_none()
+        && pods.namespace.is_none()
+        && pods.selector.is_none()
+        && pods.container.is_none()
+    {
+        pods.all_namespaces = true;
+    }
+    let tui = args.output == TopFormat::Table && !args.once;
+    if tui && !(std::io::stdout().is_terminal() && std::io::stdin().is_terminal()) {
+        bail!(
+            "podscope top draws on a terminal and stdin/stdout are not one; for scripts use \
+             --once (a table) or -o json (a snapshot per --interval; with --once, one)"
+        );
+    }
+    let metrics = podscope_export::Metrics::new("hub", Duration::from_secs(30));
+    let shared = Arc::new(Shared::default());
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, shared.stop.clone())
+            .context("installing signal handlers")?;
+    }
+    let src = Source {
+        metrics: metrics.clone(),
+        from: PodSource::Hub {
+            target: target.clone(),
+            pods: pods.clone(),
+            last: None,
+        },
+        shared: shared.clone(),
+        node: target.url.clone(),
+        probes: args.probes.clone(),
+        interval: args.interval,
+        failed: Vec::new(),
+        pods: Vec::new(),
+        known: Vec::new(),
+        nodes: Some(HashMap::new()),
+        listing_error: None,
+    };
+    let t = podscope_cluster::client::RemoteTrace {
+        probes: args.probes.clone(),
+        pods,
+        json: true,
+        quiet: false,
+        duration: args.duration,
+        max_events: None,
+        wait: true,
+    };
+    let mut sink = RemoteSink {
+        sink: Observed {
+            inner: TopSink {
+                shared: shared.clone(),
+            },
+            observer: metrics.observer(),
+            metrics,
+        },
+        shared: shared.clone(),
+        tui,
+        said: Vec::new(),
+    };
+    let view = spawn_view(src, &args, tui)?;
+    let r = podscope_cluster::client::trace_into(&target, &t, shared.stop.clone(), &mut sink);
+    shared.stop.store(true, Ordering::Relaxed);
+    let viewed = view.join();
+    for m in &sink.said {
+        eprint!("{m}");
+    }
+    match viewed {
+        Ok(v) => v?,
+        Err(_) => {
+            bail!("the view thread panicked (the terminal was restored); the message is above")
+        }
+    }
+    r?;
+    Ok(())
 }

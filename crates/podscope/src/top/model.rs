@@ -20,6 +20,9 @@ pub struct Row {
     /// Set on per-container rows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// The pod's node, through the hub.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// Percent of one CPU over the interval (cgroup usage).
     pub cpu_percent: Option<f64>,
     /// Memory working set now, bytes (cgroup).
@@ -202,6 +205,7 @@ fn row(
         namespace: k.0.clone(),
         pod: k.1.clone(),
         container: per_container.then(|| k.2.clone()),
+        node: None,
         cpu_percent,
         memory_bytes: c.memory_bytes,
         execs_per_s: rate(c.execs, p.execs, secs),
@@ -243,11 +247,19 @@ fn row(
     }
 }
 
+/// Names each row's node (through the hub).
+pub fn with_nodes(rows: &mut [Row], nodes: &HashMap<(String, String), String>) {
+    for r in rows {
+        r.node = nodes.get(&(r.namespace.clone(), r.pod.clone())).cloned();
+    }
+}
+
 /// The table's columns, in screen order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Col {
     Namespace,
     Pod,
+    Node,
     Cpu,
     Mem,
     Exec,
@@ -281,11 +293,22 @@ pub const COLUMNS: [Col; 15] = [
     Col::ReqP99,
 ];
 
+/// The columns of a local table, or (`remote`) one through the hub, which
+/// has a NODE column.
+pub fn columns(remote: bool) -> Vec<Col> {
+    let mut c = COLUMNS.to_vec();
+    if remote {
+        c.insert(2, Col::Node);
+    }
+    c
+}
+
 impl Col {
     pub fn header(self) -> &'static str {
         match self {
             Col::Namespace => "NAMESPACE",
             Col::Pod => "POD",
+            Col::Node => "NODE",
             Col::Cpu => "CPU%",
             Col::Mem => "MEM",
             Col::Exec => "EXEC/s",
@@ -304,7 +327,7 @@ impl Col {
 
     /// Text columns sort ascending, numbers descending (busiest first).
     pub fn numeric(self) -> bool {
-        !matches!(self, Col::Namespace | Col::Pod)
+        !matches!(self, Col::Namespace | Col::Pod | Col::Node)
     }
 
     /// The cell as shown.
@@ -315,6 +338,7 @@ impl Col {
                 Some(c) => format!("{}/{}", r.pod, c),
                 None => r.pod.clone(),
             },
+            Col::Node => r.node.clone().unwrap_or_else(|| "-".into()),
             Col::Cpu => r.cpu_percent.map_or("-".into(), |v| format!("{v:.1}")),
             Col::Mem => r.memory_bytes.map_or("-".into(), human_bytes),
             Col::Exec => human_rate(r.execs_per_s),
@@ -336,7 +360,7 @@ impl Col {
     fn value(self, r: &Row) -> f64 {
         let o = |v: Option<f64>| v.unwrap_or(-1.0);
         match self {
-            Col::Namespace | Col::Pod => 0.0,
+            Col::Namespace | Col::Pod | Col::Node => 0.0,
             Col::Cpu => o(r.cpu_percent),
             Col::Mem => r.memory_bytes.map_or(-1.0, |v| v as f64),
             Col::Exec => r.execs_per_s,
@@ -364,6 +388,7 @@ pub fn sort(rows: &mut [Row], col: Col, reverse: bool) {
             Col::Pod => {
                 (&a.pod, &a.container, &a.namespace).cmp(&(&b.pod, &b.container, &b.namespace))
             }
+            Col::Node => a.node.cmp(&b.node).then(name),
             _ => col
                 .value(b)
                 .partial_cmp(&col.value(a))

@@ -2,7 +2,6 @@
 //! live events and top talkers, help. Runs on its own thread; draws from
 //! samples and never touches the probes.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row as TRow, Table, TableState, Wrap};
 use ratatui::Frame;
 
-use super::model::{self, Col, Row, Samples, COLUMNS};
+use super::model::{self, Col, Row, Samples};
 use super::Source;
 use crate::cli::TopArgs;
 
@@ -26,6 +25,7 @@ fn width(c: Col, rows: &[Row]) -> u16 {
     match c {
         Col::Namespace => longest(&|r| r.namespace.len(), 9, 24),
         Col::Pod => longest(&|r| Col::Pod.cell(r).len(), 3, 32),
+        Col::Node => longest(&|r| r.node.as_deref().map_or(1, str::len), 4, 20),
         Col::Cpu => 6,
         Col::Mem | Col::Tx | Col::Rx => 8,
         // Room for the sort marker after the header.
@@ -35,8 +35,8 @@ fn width(c: Col, rows: &[Row]) -> u16 {
 
 /// The columns that fit in `avail` cells: names first, then the numbers in
 /// order, dropping from the right, but never the sort column.
-fn visible(rows: &[Row], avail: u16, sort: Col) -> (Vec<Col>, usize) {
-    let mut cols: Vec<Col> = COLUMNS.to_vec();
+fn visible(rows: &[Row], avail: u16, sort: Col, all: &[Col]) -> (Vec<Col>, usize) {
+    let mut cols: Vec<Col> = all.to_vec();
     let total = |cols: &[Col]| -> u16 { cols.iter().map(|c| width(*c, rows) + 1).sum::<u16>() + 2 };
     let mut hidden = 0;
     while total(&cols) > avail && cols.len() > 3 {
@@ -51,8 +51,8 @@ fn visible(rows: &[Row], avail: u16, sort: Col) -> (Vec<Col>, usize) {
 }
 
 /// The table as plain text (`top --once`): every column.
-pub fn plain_table(rows: &[Row], _per_container: bool) -> String {
-    let widths: Vec<usize> = COLUMNS.iter().map(|c| width(*c, rows) as usize).collect();
+pub fn plain_table(rows: &[Row], cols: &[Col]) -> String {
+    let widths: Vec<usize> = cols.iter().map(|c| width(*c, rows) as usize).collect();
     let mut out = String::new();
     let line = |cells: Vec<String>| -> String {
         let mut s = String::new();
@@ -60,7 +60,7 @@ pub fn plain_table(rows: &[Row], _per_container: bool) -> String {
             if i > 0 {
                 s.push(' ');
             }
-            if COLUMNS[i].numeric() {
+            if cols[i].numeric() {
                 s.push_str(&format!("{c:>w$}"));
             } else {
                 s.push_str(&format!("{c:<w$}"));
@@ -68,11 +68,9 @@ pub fn plain_table(rows: &[Row], _per_container: bool) -> String {
         }
         s.trim_end().to_string() + "\n"
     };
-    out.push_str(&line(
-        COLUMNS.iter().map(|c| c.header().to_string()).collect(),
-    ));
+    out.push_str(&line(cols.iter().map(|c| c.header().to_string()).collect()));
     for r in rows {
-        out.push_str(&line(COLUMNS.iter().map(|c| c.cell(r)).collect()));
+        out.push_str(&line(cols.iter().map(|c| c.cell(r)).collect()));
     }
     out
 }
@@ -85,6 +83,8 @@ enum Mode {
 
 struct Ui {
     mode: Mode,
+    /// Every column (sortable), in order.
+    cols: Vec<Col>,
     sort: usize,
     reverse: bool,
     filter: String,
@@ -104,7 +104,7 @@ struct Ui {
 
 impl Ui {
     fn sort_col(&self) -> Col {
-        COLUMNS[self.sort]
+        self.cols[self.sort]
     }
 
     fn shown(&self) -> Vec<Row> {
@@ -124,10 +124,12 @@ pub fn run(mut src: Source, args: &TopArgs) -> Result<()> {
 }
 
 fn run_in(terminal: &mut ratatui::DefaultTerminal, src: &mut Source, args: &TopArgs) -> Result<()> {
+    let cols = model::columns(src.is_remote());
     let mut ui = Ui {
         mode: Mode::Table,
         // Busiest by CPU first.
-        sort: 2,
+        sort: cols.iter().position(|c| *c == Col::Cpu).unwrap_or(0),
+        cols,
         reverse: false,
         filter: String::new(),
         editing: false,
@@ -166,6 +168,9 @@ fn run_in(terminal: &mut ratatui::DefaultTerminal, src: &mut Source, args: &TopA
                     secs,
                     ui.per_container,
                 );
+                if let Some(n) = &src.nodes {
+                    model::with_nodes(&mut ui.rows, n);
+                }
                 ui.last_secs = secs;
             }
             prev = cur.samples;
@@ -225,10 +230,10 @@ fn key(ui: &mut Ui, src: &Source, k: KeyEvent) -> bool {
             KeyCode::Char('p') | KeyCode::Char(' ') => ui.paused = !ui.paused,
             KeyCode::Char('c') => ui.per_container = !ui.per_container,
             KeyCode::Char('>') | KeyCode::Right | KeyCode::Tab => {
-                ui.sort = (ui.sort + 1) % COLUMNS.len();
+                ui.sort = (ui.sort + 1) % ui.cols.len();
             }
             KeyCode::Char('<') | KeyCode::Left | KeyCode::BackTab => {
-                ui.sort = (ui.sort + COLUMNS.len() - 1) % COLUMNS.len();
+                ui.sort = (ui.sort + ui.cols.len() - 1) % ui.cols.len();
             }
             KeyCode::Char('r') => ui.reverse = !ui.reverse,
             KeyCode::Down | KeyCode::Char('j') => ui.table.select_next(),
@@ -272,7 +277,8 @@ fn key(ui: &mut Ui, src: &Source, k: KeyEvent) -> bool {
 fn header(ui: &Ui, src: &Source, pods: usize) -> Line<'static> {
     let mut spans = vec![Span::styled(
         format!(
-            "podscope top  node {}  {} pods  every {}  probes {}",
+            "podscope top  {} {}  {} pods  every {}  probes {}",
+            if src.is_remote() { "hub" } else { "node" },
             src.node,
             pods,
             humantime::format_duration(src.interval),
@@ -305,6 +311,19 @@ fn header(ui: &Ui, src: &Source, pods: usize) -> Line<'static> {
             Style::new().fg(Color::Black).bg(Color::Yellow),
         ));
     }
+    let gaps = src.shared.gaps.load(Ordering::Relaxed);
+    if gaps > 0 {
+        spans.push(Span::styled(
+            format!("  NOT DELIVERED {gaps} (hub/agent queues full)"),
+            Style::new().fg(Color::White).bg(Color::Red),
+        ));
+    }
+    if let Some(e) = &src.listing_error {
+        spans.push(Span::styled(
+            format!("  pod listing failed: {e}"),
+            Style::new().fg(Color::Yellow),
+        ));
+    }
     if !src.failed.is_empty() {
         let names: Vec<&str> = src.failed.iter().map(|(p, _)| p.name()).collect();
         spans.push(Span::styled(
@@ -335,7 +354,7 @@ fn draw(f: &mut Frame, ui: &mut Ui, src: &Source) {
 
 fn draw_table(f: &mut Frame, ui: &mut Ui, rows: &[Row], body: Rect, foot: Rect) {
     let sort = ui.sort_col();
-    let (cols, hidden) = visible(rows, body.width, sort);
+    let (cols, hidden) = visible(rows, body.width, sort, &ui.cols);
     let head = TRow::new(cols.iter().map(|c| {
         let mut h = c.header().to_string();
         let style = if *c == sort {
@@ -372,7 +391,7 @@ fn draw_table(f: &mut Frame, ui: &mut Ui, rows: &[Row], body: Rect, foot: Rect) 
     f.render_stateful_widget(table, body, &mut ui.table);
     if rows.is_empty() {
         let msg = if ui.filter.is_empty() {
-            "no pods match the selection on this node (yet)".to_string()
+            "no pods match the selection (yet)".to_string()
         } else {
             format!("no pod matches the filter '{}'", ui.filter)
         };
@@ -473,7 +492,7 @@ fn draw_pod(f: &mut Frame, ui: &mut Ui, src: &Source, body: Rect, foot: Rect) {
         Paragraph::new(shown).block(Block::bordered().title(title)),
         stream,
     );
-    let ips = pod_ips(src);
+    let ips = src.pod_ips();
     let mut peers: Vec<(String, u64, u64)> = talkers
         .into_iter()
         .map(|(k, (b, r))| (ips.get(&k).cloned().unwrap_or(k), b, r))
@@ -509,20 +528,6 @@ fn draw_pod(f: &mut Frame, ui: &mut Ui, src: &Source, body: Rect, foot: Rect) {
             .style(Style::new().fg(Color::Black).bg(Color::Gray)),
         foot,
     );
-}
-
-/// Pod IP -> ns/name, to name talkers known by address.
-fn pod_ips(src: &Source) -> HashMap<String, String> {
-    src.store
-        .latest()
-        .and_then(|s| s.discovery.as_ref().ok().map(|d| d.pods.clone()))
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|p| {
-            p.ip.clone()
-                .map(|ip| (ip, format!("{}/{}", p.namespace, p.name)))
-        })
-        .collect()
 }
 
 fn draw_help(f: &mut Frame) {
@@ -561,6 +566,7 @@ Any key closes this help.";
 mod tests {
     use super::*;
     use podscope_export::ContainerSample;
+    use std::collections::HashMap;
 
     fn rows() -> Vec<Row> {
         let mut s = ContainerSample::new("shop", "web-0", "app");
@@ -572,22 +578,23 @@ mod tests {
     #[test]
     fn columns_fit_80_cells_and_keep_the_sort_column() {
         let r = rows();
-        let (cols, hidden) = visible(&r, 80, Col::ReqP99);
+        let all = model::columns(false);
+        let (cols, hidden) = visible(&r, 80, Col::ReqP99, &all);
         assert!(cols.contains(&Col::ReqP99));
         assert!(cols.contains(&Col::Pod));
         assert!(hidden > 0);
         let used: u16 = cols.iter().map(|c| width(*c, &r) + 1).sum::<u16>() + 2;
         assert!(used <= 80, "{used}");
-        let (all, none) = visible(&r, 400, Col::Cpu);
-        assert_eq!((all.len(), none), (COLUMNS.len(), 0));
+        let (every, none) = visible(&r, 400, Col::Cpu, &all);
+        assert_eq!((every.len(), none), (all.len(), 0));
     }
 
     #[test]
     fn plain_table_has_every_column() {
-        let t = plain_table(&rows(), false);
+        let t = plain_table(&rows(), &model::columns(false));
         let mut lines = t.lines();
         let head = lines.next().unwrap();
-        for c in COLUMNS {
+        for c in model::columns(false) {
             assert!(head.contains(c.header()), "{head}");
         }
         let row = lines.next().unwrap();
