@@ -208,8 +208,9 @@ pub struct Sampled {
 }
 
 impl Source {
-    /// The selected pods now (the node's pod store, listed at most every 2 s
-    /// on this thread); the exporter follows them for CPU and memory.
+    /// The selected pods now (the node's pod store's latest listing, or
+    /// through the hub its listing every 2 s); the exporter follows them for
+    /// CPU and memory.
     pub fn pods(&mut self) -> &[Pod] {
         match &mut self.from {
             PodSource::Local {
@@ -217,7 +218,13 @@ impl Source {
                 selection,
                 last_version,
             } => {
-                let snap = store.fresh(Duration::from_secs(2));
+                // The node's sessions list the pods already (every
+                // REFRESH_PERIOD, and at once for a new cgroup): the view
+                // reads their latest listing and lists only when none exists.
+                let snap = match store.latest() {
+                    Some(s) => s,
+                    None => store.refresh_now(),
+                };
                 if snap.version != *last_version {
                     *last_version = snap.version;
                     match &snap.discovery {

@@ -148,12 +148,15 @@ fn run_in(terminal: &mut ratatui::DefaultTerminal, src: &mut Source, args: &TopA
     let mut prev: Samples = start.samples.clone();
     let mut prev_at = start.at;
     let mut next = prev_at + args.interval;
+    // Drawn after a refresh, a key or a resize only: an idle screen costs nothing.
+    let mut dirty = true;
     loop {
         if src.shared.stop.load(Ordering::Relaxed) {
             return Ok(());
         }
         let now = Instant::now();
         if now >= next {
+            dirty = true;
             let late = now.duration_since(next);
             ui.gap = (late > args.interval / 2).then_some(late);
             let pods = src.pods().to_vec();
@@ -177,16 +180,21 @@ fn run_in(terminal: &mut ratatui::DefaultTerminal, src: &mut Source, args: &TopA
             prev_at = cur.at;
             next = prev_at + args.interval;
         }
-        terminal.draw(|f| draw(f, &mut ui, src))?;
+        // The opened pod's stream moves between refreshes.
+        if dirty || ui.mode == Mode::Pod {
+            terminal.draw(|f| draw(f, &mut ui, src))?;
+            dirty = false;
+        }
         let wait = next
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(250));
         if event::poll(wait)? {
+            dirty = true;
             match event::read()? {
                 Event::Key(k) if k.kind == KeyEventKind::Press && key(&mut ui, src, k) => {
                     return Ok(());
                 }
-                // Resizes redraw on the next pass.
+                // A resize redraws on the next pass.
                 _ => {}
             }
         }
