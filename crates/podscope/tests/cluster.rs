@@ -2657,14 +2657,15 @@ fn top_through_the_hub_counts_each_pods_workload() {
     let _a = agent(port, "top-node", &sock, &tok, &[]);
     let sfx = suffix();
     let ns = format!("top-hub-{sfx}");
-    // A go file (stat only), EXECS /bin/true, a file made by the shell, and
-    // the final exec of sleep: EXECS + 1 execs.
+    // A FIFO to wait on (no exec while waiting, unlike a sleep loop), EXECS
+    // /bin/true, a file made by the shell, and the final exec of sleep:
+    // EXECS + 1 execs.
     let busy = pod(
         &sock,
         "busy",
         &ns,
         &format!(
-            "while [ ! -e /tmp/go ]; do sleep 0.2; done; i=0; while [ $i -lt {EXECS} ]; do /bin/true; i=$((i+1)); done; : > /tmp/done; exec sleep 3600"
+            "mkfifo /tmp/go; read x < /tmp/go; i=0; while [ $i -lt {EXECS} ]; do /bin/true; i=$((i+1)); done; : > /tmp/done; exec sleep 3600"
         ),
     );
     let _idle = pod(&sock, "idle", &ns, "exec sleep 3600");

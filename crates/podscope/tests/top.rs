@@ -36,12 +36,13 @@ fn once_json_counts_each_containers_workload_exactly() {
     const CONNECTIONS: usize = 4;
     let s = suffix();
     let ns = format!("top-json-{s}");
-    // The client waits for a go file (a stat, no exec), then runs EXECS
-    // /bin/true and CONNECTIONS nc (one exec each) to the server container,
-    // and says it is done by making a file with the shell (no exec). The
-    // server's nc -e runs `true` once per connection (one exec each).
+    // The client blocks on a FIFO until the test writes it (no exec while
+    // waiting: a sleep loop would exec sleep), then runs EXECS /bin/true and
+    // CONNECTIONS nc (one exec each) to the server container, and says it is
+    // done by making a file with the shell (no exec). The server's nc -e runs
+    // `true` once per connection (one exec each).
     let client = format!(
-        "while [ ! -e /tmp/go ]; do sleep 0.2; done; \
+        "mkfifo /tmp/go; read x < /tmp/go; \
          i=0; while [ $i -lt {EXECS} ]; do /bin/true; i=$((i+1)); done; \
          i=0; while [ $i -lt {CONNECTIONS} ]; do nc 127.0.0.1 7000 </dev/null; i=$((i+1)); done; \
          : > /tmp/done; exec sleep 3600"
@@ -257,6 +258,15 @@ impl Tmux {
         assert!(ok.success());
     }
 
+    fn resize(&self, w: u16, h: u16) {
+        let ok = Command::new("tmux")
+            .args(["-L", &self.socket, "resize-window", "-t", "0"])
+            .args(["-x", &w.to_string(), "-y", &h.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
     fn screen(&self) -> String {
         let out = Command::new("tmux")
             .args(["-L", &self.socket, "capture-pane", "-p", "-t", "0"])
@@ -399,9 +409,22 @@ fn the_terminal_view_lists_sorts_filters_and_opens_a_pod() {
         !shown.contains("beta"),
         "beta's events are not alpha's:\n{shown}"
     );
-    // Back to the table, then quit with q.
+    // Back to the table.
     t.keys(&["Escape"]);
     t.wait("the table again", |s| s.contains("EXEC/s"));
+    // Shrunk to 80x24 the table adapts: the pods and the sort column stay,
+    // the columns that no longer fit are left out and counted.
+    t.resize(80, 24);
+    let small = t.wait("the 80x24 table", |s| s.contains("cols hidden"));
+    assert!(small.lines().all(|l| l.chars().count() <= 80), "{small}");
+    assert!(
+        line_of(&small, "alpha").is_some() && line_of(&small, "beta").is_some(),
+        "{small}"
+    );
+    assert!(
+        small.contains("EXEC/sv"),
+        "the sort column is kept:\n{small}"
+    );
     t.keys(&["q"]);
     assert_restored(&t, "q");
 }
