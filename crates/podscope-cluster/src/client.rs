@@ -416,7 +416,6 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
-/// `podscope --hub URL ps`.
 /// The pods on every node of the hub that `p` selects (`GET /v1/pods`).
 pub fn pods(target: &HubTarget, p: &RemotePods) -> Result<Vec<NodePod>> {
     let hub = Hub::new(target)?;
@@ -431,17 +430,9 @@ pub fn pods(target: &HubTarget, p: &RemotePods) -> Result<Vec<NodePod>> {
     Ok(hub.list_pods(q)?)
 }
 
+/// `podscope --hub URL ps`.
 pub fn ps(target: &HubTarget, p: &RemotePods, json: bool) -> Result<()> {
-    let hub = Hub::new(target)?;
-    let q = PodQuery {
-        pod: p.pod.clone(),
-        namespace: hub.namespace(p),
-        all_namespaces: p.all_namespaces,
-        selector: p.selector.clone(),
-        container: p.container.clone(),
-        node: None,
-    };
-    let pods = hub.list_pods(q)?;
+    let pods = pods(target, p)?;
     // The node's own formatter, with the NODE column.
     let rows = podscope_pipeline::podtable::pod_rows(
         pods.iter().map(|p| (Some(p.node.as_str()), &p.pod)),

@@ -27,6 +27,29 @@ fn row<'a>(snap: &'a Value, pod: &str, container: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no row {pod}/{container} in {snap}"))
 }
 
+/// `podscope top ARGS --once -o json --interval 12s` on the test bed,
+/// started: its stderr up to "probes attached", and the rest of it.
+fn started_top(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStderr>,
+    String,
+) {
+    let mut top = Command::new(podscope())
+        .arg("top")
+        .args(args)
+        .args(["--once", "-o", "json", "--interval", "12s"])
+        .args(["--runtime-endpoint", &endpoint()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(top.stderr.take().unwrap());
+    let said = common::wait_attached(&mut err);
+    (top, err, said)
+}
+
 #[test]
 fn once_json_counts_each_containers_workload_exactly() {
     if !root_or_skip() {
@@ -57,26 +80,7 @@ fn once_json_counts_each_containers_workload_exactly() {
         ],
     );
     let idle = pod("idle", &ns, &[], &[("main", "exec sleep 3600")]);
-    let mut top = Command::new(podscope())
-        .args([
-            "top",
-            "-n",
-            &ns,
-            "--containers",
-            "--once",
-            "-o",
-            "json",
-            "--interval",
-            "12s",
-            "--runtime-endpoint",
-            &endpoint(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = std::io::BufReader::new(top.stderr.take().unwrap());
-    let said = common::wait_attached(&mut err);
+    let (mut top, mut err, said) = started_top(&["-n", &ns, "--containers"]);
     assert!(said.contains("first snapshot in 12s"), "{said}");
     let began = Instant::now();
     std::fs::write(busy.path_in("client", "/tmp/go"), "").unwrap();
@@ -163,27 +167,7 @@ fn once_json_counts_requests_served_and_made() {
          echo \"$ok $bad\" > /tmp/result; : > /tmp/done; exec sleep 3600"
     );
     let web = pod("web", &ns, &[], &[("client", &client)]);
-    let mut top = Command::new(podscope())
-        .args([
-            "top",
-            "-n",
-            &ns,
-            "--probes",
-            "http,tcp",
-            "--once",
-            "-o",
-            "json",
-            "--interval",
-            "12s",
-            "--runtime-endpoint",
-            &endpoint(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = std::io::BufReader::new(top.stderr.take().unwrap());
-    let said = common::wait_attached(&mut err);
+    let (mut top, _err, said) = started_top(&["-n", &ns, "--probes", "http,tcp"]);
     std::fs::write(web.path_in("client", "/tmp/go"), "").unwrap();
     let done = web.path_in("client", "/tmp/done");
     wait_for("the client to finish", Duration::from_secs(10), || {
