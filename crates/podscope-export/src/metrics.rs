@@ -23,7 +23,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::labels::{
-    DiskLabels, DnsLabels, GrpcLabels, HttpClientLabels, HttpServerLabels, PodLabels, ProbeLabels,
+    DiskLabels, DnsLabels, DropLabels, GrpcLabels, HttpClientLabels, HttpServerLabels, PodLabels,
+    ProbeLabels,
 };
 use crate::resources::{Host, Resources};
 use crate::selfstats::SelfStats;
@@ -225,6 +226,7 @@ struct Families {
     http_client: Family<HttpClientLabels, Counter>,
     http_client_duration: Family<HttpClientLabels, Histogram, fn() -> Histogram>,
     dns_queries: Family<DnsLabels, Counter>,
+    packet_drops: Family<DropLabels, Counter>,
     dns_duration: Family<PodLabels, Histogram, fn() -> Histogram>,
     grpc_server: Family<GrpcLabels, Counter>,
     grpc_server_duration: Family<GrpcLabels, Histogram, fn() -> Histogram>,
@@ -314,6 +316,12 @@ impl Families {
             Unit::Seconds,
             http_client_duration.clone(),
         );
+        let packet_drops = Family::<DropLabels, Counter>::default();
+        reg.register(
+            "podscope_packet_drops",
+            "Packets of the pod the kernel dropped (skb:kfree_skb), by drop reason",
+            packet_drops.clone(),
+        );
         let dns_queries = Family::<DnsLabels, Counter>::default();
         reg.register(
             "podscope_dns_queries",
@@ -398,6 +406,7 @@ impl Families {
             http_client,
             http_client_duration,
             dns_queries,
+            packet_drops,
             dns_duration,
             grpc_server,
             grpc_server_duration,
@@ -420,6 +429,7 @@ struct Tracked {
     http_server: Vec<HttpServerLabels>,
     http_client: Vec<HttpClientLabels>,
     dns: Vec<DnsLabels>,
+    drops: Vec<DropLabels>,
     grpc: Vec<GrpcLabels>,
     last_live: Instant,
 }
@@ -574,6 +584,9 @@ impl Metrics {
             for l in &t.dns {
                 self.fam.dns_queries.remove(l);
             }
+            for l in &t.drops {
+                self.fam.packet_drops.remove(l);
+            }
             for l in &t.grpc {
                 for f in [&self.fam.grpc_server, &self.fam.grpc_client] {
                     f.remove(l);
@@ -607,6 +620,7 @@ impl Metrics {
                 http_server: Vec::new(),
                 http_client: Vec::new(),
                 dns: Vec::new(),
+                drops: Vec::new(),
                 grpc: Vec::new(),
                 last_live: Instant::now(),
             });
@@ -725,6 +739,17 @@ impl Metrics {
         self.fam.dns_queries.get_or_create_owned(&labels)
     }
 
+    fn drop_counter(&self, pod: &PodLabels, reason: &str) -> Counter {
+        let labels = DropLabels {
+            namespace: pod.namespace.clone(),
+            pod: pod.pod.clone(),
+            node: pod.node.clone(),
+            reason: reason.to_owned(),
+        };
+        self.track(&pod.namespace, &pod.pod, &labels, |t| &mut t.drops);
+        self.fam.packet_drops.get_or_create_owned(&labels)
+    }
+
     fn rpc_series(&self, labels: GrpcLabels, server: bool) -> RpcSlot {
         self.track(&labels.namespace, &labels.pod, &labels, |t| &mut t.grpc);
         let (count, duration) = if server {
@@ -806,6 +831,7 @@ struct Slot {
     disks: Vec<DiskSlot>,
     requests: Vec<RequestSlot>,
     dns: Vec<(String, Counter)>,
+    drops: Vec<(String, Counter)>,
     dns_duration: Option<Histogram>,
     rpcs: Vec<RpcSlot>,
 }
@@ -825,6 +851,7 @@ impl Slot {
             disks: Vec::new(),
             requests: Vec::new(),
             dns: Vec::new(),
+            drops: Vec::new(),
             dns_duration: None,
             rpcs: Vec::new(),
         }
@@ -962,6 +989,18 @@ impl Slot {
         };
         &self.dns[i].1
     }
+
+    fn packet_drop(&mut self, m: &Metrics, reason: &str) -> &Counter {
+        let i = match self.drops.iter().position(|(r, _)| r == reason) {
+            Some(i) => i,
+            None => {
+                self.drops
+                    .push((reason.to_owned(), m.drop_counter(&self.labels, reason)));
+                self.drops.len() - 1
+            }
+        };
+        &self.drops[i].1
+    }
 }
 
 /// The per-event path into [`Metrics`]: one per tracing thread, not shared.
@@ -1081,6 +1120,9 @@ impl Observer {
                         .get_or_insert_with(|| m.dns_histogram(labels))
                         .observe(ns as f64 / 1e9);
                 }
+            }
+            EventData::Drop(d) => {
+                slot.packet_drop(m, &d.reason).inc();
             }
             EventData::Exit(_)
             | EventData::Syscall(_)

@@ -240,6 +240,41 @@ pub fn details(ev: &Event) -> String {
             }
             s
         }
+        // dropwatch's "where" first, then the flow and who it was found by.
+        EventData::Drop(d) => {
+            let mut s = format!("{} at {}", d.reason, d.location);
+            if d.family.is_empty() {
+                s.push_str(&format!(" ethertype {:#06x}", d.ethertype));
+            } else {
+                let ep = |a: &str, p: u16| {
+                    let a = if d.family == "ipv6" {
+                        format!("[{a}]")
+                    } else {
+                        a.to_string()
+                    };
+                    if p == 0 {
+                        a
+                    } else {
+                        format!("{a}:{p}")
+                    }
+                };
+                s.push_str(&format!(
+                    " {} {} -> {}",
+                    d.protocol,
+                    ep(&d.saddr, d.sport),
+                    ep(&d.daddr, d.dport)
+                ));
+                if !d.tcp_flags.is_empty() {
+                    s.push_str(&format!(" [{}]", d.tcp_flags));
+                }
+            }
+            s.push_str(&format!(" len {}", d.len));
+            if !d.ifname.is_empty() {
+                s.push_str(&format!(" dev {}", d.ifname));
+            }
+            s.push_str(&format!(" netns {} by {}", d.netns, d.attributed_by));
+            s
+        }
         // Raw socket data reaches a sink only where no parser stage runs;
         // the payload is never shown.
         EventData::SockData(d) => format!(
