@@ -31,6 +31,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AF_INET6 10
 #define TCP_TIME_WAIT 6
 #define TCP_NEW_SYN_RECV 12
+#define IPV6_EXT_MAX 4
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -134,8 +135,32 @@ static __always_inline void read_flow(struct drop_event *e, struct sk_buff *skb)
 		e->l4proto = ip6.nexthdr;
 		__builtin_memcpy(e->saddr, &ip6.saddr, 16);
 		__builtin_memcpy(e->daddr, &ip6.daddr, 16);
-		/* Extension headers are not walked: ports only right after. */
 		l4 = head + nh + sizeof(ip6);
+		/* The first few extension headers (hop-by-hop options on MLD
+		 * reports, routing, destination options, fragment). */
+#pragma unroll
+		for (int i = 0; i < IPV6_EXT_MAX; i++) {
+			__u8 ext[2];
+
+			if (e->l4proto != 0 && e->l4proto != 43 && e->l4proto != 60 &&
+			    e->l4proto != 44)
+				break;
+			if (bpf_probe_read_kernel(ext, sizeof(ext), l4))
+				return;
+			if (e->l4proto == 44) {
+				__u16 frag = 0;
+
+				bpf_probe_read_kernel(&frag, sizeof(frag), l4 + 2);
+				e->l4proto = ext[0];
+				/* Later fragments carry no ports. */
+				if (bpf_ntohs(frag) & 0xfff8)
+					return;
+				l4 += 8;
+			} else {
+				e->l4proto = ext[0];
+				l4 += (ext[1] + 1) * 8;
+			}
+		}
 	} else {
 		return;
 	}

@@ -128,7 +128,9 @@ fn location_name(addr: u64) -> String {
 
 fn ip_proto_name(p: u8) -> String {
     match p {
+        0 => "hopopts".into(),
         1 => "icmp".into(),
+        2 => "igmp".into(),
         6 => "tcp".into(),
         17 => "udp".into(),
         58 => "icmpv6".into(),

@@ -38,8 +38,11 @@ while True:
     for i in range(n):
         if kind == "udp":
             s = socket.socket(fam, socket.SOCK_DGRAM)
-            s.sendto(b"x", (ip, port))
-            res.append("sent")
+            try:
+                s.sendto(b"x", (ip, port))
+                res.append("sent")
+            except OSError as e:
+                res.append(errno.errorcode.get(e.errno, str(e.errno)))
         else:
             s = socket.socket(fam, socket.SOCK_STREAM)
             s.settimeout(5)
@@ -108,6 +111,20 @@ impl Sender {
             .collect()
     }
 
+    /// Packets the pod's own OUTPUT DROP rule dropped (its iptables counter).
+    fn output_dropped(&self) -> u64 {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/proc/{}/ns/net", self.pid()))
+            .args(["iptables", "-w", "10", "-L", "OUTPUT", "-v", "-x", "-n"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("DROP"))
+            .map(|l| l.split_whitespace().next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    }
+
     /// A counter of the pod's network namespace from /proc/<pid>/net/snmp
     /// (or snmp6): the kernel's own count, independent of BPF.
     fn snmp(&self, file: &str, group: &str, field: &str) -> u64 {
@@ -167,6 +184,21 @@ fn iptables(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// iptables in a pod's network namespace (the rules go with the pod).
+fn iptables_in(pid: u32, args: &[&str]) {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["iptables", "-w", "10"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "iptables {args:?} in the pod: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl Rules {
     fn new(tag: &str) -> Rules {
         let chain = format!("PSDROP-{tag}");
@@ -179,7 +211,16 @@ impl Rules {
     fn drop_udp(&self, saddr: &str, dport: u16) {
         let port = dport.to_string();
         iptables(&[
-            "-A", &self.chain, "-s", saddr, "-p", "udp", "--dport", &port, "-j", "DROP",
+            "-A",
+            &self.chain,
+            "-s",
+            saddr,
+            "-p",
+            "udp",
+            "--dport",
+            &port,
+            "-j",
+            "DROP",
         ]);
     }
 
@@ -328,9 +369,27 @@ fn drops_of_the_selected_pod_with_reason_and_flow() {
         o.join(".")
     };
     let (udp_port, tcp_port, udp6_port, nf_port) = (39121u16, 39122u16, 39123u16, 39151u16);
+    let out_port = 39124u16;
     let rules = Rules::new(&format!("{:x}", std::process::id()));
     rules.drop_udp(&a_ip, nf_port);
     rules.drop_udp(&b_ip, nf_port);
+    // In each pod's own netns: its outgoing datagrams to out_port are
+    // dropped while the packet still has the sending socket.
+    for p in [&a, &b] {
+        iptables_in(
+            p.pid(),
+            &[
+                "-A",
+                "OUTPUT",
+                "-p",
+                "udp",
+                "--dport",
+                &out_port.to_string(),
+                "-j",
+                "DROP",
+            ],
+        );
+    }
 
     let trace = Trace::start(&["--pod", &a.pod.pod.name, "-n", &ns]);
 
@@ -342,10 +401,17 @@ fn drops_of_the_selected_pod_with_reason_and_flow() {
     a.run("udp", "127.0.0.1", udp_port, N);
     a.run("udp", "::1", udp6_port, N);
     a.run("udp", &gw, nf_port, N);
+    // A netfilter drop on output fails the send (EPERM); the rule's
+    // counter is the witness.
+    let out_before = a.output_dropped();
+    let eperm = a.run("udp", "127.0.0.1", out_port, N);
+    assert_eq!(eperm, vec!["EPERM"; N]);
+    assert_eq!(a.output_dropped() - out_before, N as u64);
     b.run("tcp", "127.0.0.1", tcp_port, N);
     b.run("udp", "127.0.0.1", udp_port, N);
     b.run("udp", "::1", udp6_port, N);
     b.run("udp", &gw, nf_port, N);
+    b.run("udp", "127.0.0.1", out_port, N);
     // The kernel's own counts: every datagram found no socket, every SYN was
     // answered by a RST, the rule dropped every datagram.
     let udp_noports = a.snmp("snmp", "Udp", "NoPorts") - udp_before;
@@ -375,7 +441,7 @@ fn drops_of_the_selected_pod_with_reason_and_flow() {
     let (no_socket, netfilter) = (labels("NO_SOCKET"), labels("NETFILTER_DROP"));
     wait_for("the drops in /metrics", Duration::from_secs(20), || {
         let t = trace.scrape();
-        no_socket(&t) >= (3 * N) as f64 && netfilter(&t) >= N as f64
+        no_socket(&t) >= (3 * N) as f64 && netfilter(&t) >= (2 * N) as f64
     });
     let metrics = trace.scrape();
     let (events, err) = trace.stop();
@@ -392,9 +458,10 @@ fn drops_of_the_selected_pod_with_reason_and_flow() {
     let udp = drops(&events, "udp", udp_port);
     let udp6 = drops(&events, "udp", udp6_port);
     let nf = drops(&events, "udp", nf_port);
+    let out = drops(&events, "udp", out_port);
     assert_eq!(
-        (tcp.len(), udp.len(), udp6.len(), nf.len()),
-        (N, N, N, N),
+        (tcp.len(), udp.len(), udp6.len(), nf.len(), out.len()),
+        (N, N, N, N, N),
         "{err}"
     );
     eprintln!(
@@ -405,6 +472,13 @@ fn drops_of_the_selected_pod_with_reason_and_flow() {
         tcp[0],
         nf[0]
     );
+    for e in mine.iter().filter(|e| {
+        ![tcp_port, udp_port, udp6_port, nf_port, out_port]
+            .iter()
+            .any(|p| e["dport"] == *p)
+    }) {
+        eprintln!("pod A's other drop: {e}");
+    }
     for e in tcp.iter().chain(&udp).chain(&udp6) {
         assert_eq!(e["reason"], "NO_SOCKET", "{e}");
         assert_eq!(e["attributed_by"], "netns", "{e}");
@@ -412,10 +486,17 @@ fn drops_of_the_selected_pod_with_reason_and_flow() {
     }
     for e in &tcp {
         assert_eq!(e["tcp_flags"], "SYN", "{e}");
-        assert_eq!((&e["saddr"], &e["daddr"]), (&"127.0.0.1".into(), &"127.0.0.1".into()));
+        assert_eq!(
+            (&e["saddr"], &e["daddr"]),
+            (&"127.0.0.1".into(), &"127.0.0.1".into())
+        );
     }
     for e in &udp6 {
-        assert_eq!((&e["family"], &e["daddr"]), (&"ipv6".into(), &"::1".into()), "{e}");
+        assert_eq!(
+            (&e["family"], &e["daddr"]),
+            (&"ipv6".into(), &"::1".into()),
+            "{e}"
+        );
     }
     for e in &nf {
         assert_eq!(e["reason"], "NETFILTER_DROP", "{e}");
@@ -423,6 +504,12 @@ fn drops_of_the_selected_pod_with_reason_and_flow() {
         assert_eq!(e["daddr"], gw.as_str(), "{e}");
         // Dropped in the host's netns: only its address names the pod.
         assert_eq!(e["attributed_by"], "address", "{e}");
+    }
+    for e in &out {
+        assert_eq!(e["reason"], "NETFILTER_DROP", "{e}");
+        // Still the sender's packet: its socket names the container.
+        assert_eq!(e["attributed_by"], "socket", "{e}");
+        assert_eq!(e["container"], "app", "{e}");
     }
     // Every drop event of the pod is counted under its reason, and nothing else is.
     let count = |r: &str| mine.iter().filter(|e| e["reason"] == r).count() as f64;
@@ -449,4 +536,146 @@ fn probes_lists_drop() {
         .unwrap_or_else(|| panic!("no drop line: {text}"));
     assert!(line.contains("yes"), "{line}");
     assert!(text.contains("tracepoint:skb/kfree_skb"), "{text}");
+}
+
+/// A network namespace of the test's own (not a pod's), removed on drop.
+struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    fn new(name: &str) -> NetNs {
+        let ok = |c: &mut Command| {
+            let out = c.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{c:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ok(Command::new("ip").args(["netns", "add", name]));
+        let ns = NetNs { name: name.into() };
+        ok(Command::new("nsenter")
+            .arg(ns.arg())
+            .args(["ip", "link", "set", "lo", "up"]));
+        ns
+    }
+
+    fn arg(&self) -> String {
+        format!("--net=/run/netns/{}", self.name)
+    }
+
+    fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/run/netns/{}", self.name))
+            .unwrap()
+            .ino()
+    }
+
+    /// N datagrams to 127.0.0.1:port from a host process inside it.
+    fn send_udp(&self, port: u16, n: usize) {
+        let code = format!(
+            "import socket\nfor i in range({n}):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    s.sendto(b'x', ('127.0.0.1', {port}))\n    s.close()\n"
+        );
+        let st = Command::new("nsenter")
+            .arg(self.arg())
+            .args([PYTHON, "-c", &code])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    fn snmp(&self, group: &str, field: &str) -> u64 {
+        let out = Command::new("nsenter")
+            .arg(self.arg())
+            .args(["cat", "/proc/net/snmp"])
+            .output()
+            .unwrap();
+        snmp_value(&String::from_utf8_lossy(&out.stdout), group, field).unwrap()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// `-A` reports every pod's drops and no host drop; `--all` reports host
+/// drops too (attributed to nobody) and still names the pods'.
+#[test]
+fn all_pods_and_all_drops() {
+    if !common::root_or_skip() {
+        return;
+    }
+    const N: usize = 5;
+    let sfx = suffix();
+    let ns = format!("dropall-{sfx}");
+    let mut a = Sender::start(&format!("drop-c-{sfx}"), &ns);
+    let mut b = Sender::start(&format!("drop-d-{sfx}"), &ns);
+    let host = NetNs::new(&format!("psdrop-{sfx}"));
+    let port = 39131u16;
+
+    let pods = Trace::start(&["-A"]);
+    let all = Trace::start(&["--all"]);
+    let before = host.snmp("Udp", "NoPorts");
+    a.run("udp", "127.0.0.1", port, N);
+    b.run("udp", "127.0.0.1", port, N);
+    host.send_udp(port, N);
+    assert_eq!(host.snmp("Udp", "NoPorts") - before, N as u64);
+    // Both traces have counted everything once the --all one's counter
+    // has the host's N (it is read after the pods' in the same order).
+    let host_count = |t: &str| {
+        sample(
+            t,
+            "podscope_packet_drops_total",
+            &[("pod", ""), ("reason", "NO_SOCKET")],
+        )
+        .unwrap_or(0.0)
+    };
+    let pod_count = |t: &str, pod: &str| {
+        sample(
+            t,
+            "podscope_packet_drops_total",
+            &[("pod", pod), ("reason", "NO_SOCKET")],
+        )
+        .unwrap_or(0.0)
+    };
+    let (an, bn) = (a.pod.pod.name.clone(), b.pod.pod.name.clone());
+    wait_for("the drops in both traces", Duration::from_secs(20), || {
+        let (p, h) = (pods.scrape(), all.scrape());
+        pod_count(&p, &an) >= N as f64
+            && pod_count(&p, &bn) >= N as f64
+            && pod_count(&h, &an) >= N as f64
+            && pod_count(&h, &bn) >= N as f64
+            && host_count(&h) >= N as f64
+    });
+    let (pods_ev, _) = pods.stop();
+    let (all_ev, _) = all.stop();
+    let in_ns = |evs: &[Value], ino: u64| -> usize {
+        drops(evs, "udp", port)
+            .iter()
+            .filter(|e| e["netns"] == ino)
+            .count()
+    };
+    let of = |evs: &[Value], pod: &str| -> usize {
+        drops(evs, "udp", port)
+            .iter()
+            .filter(|e| e["pod"] == pod && e["reason"] == "NO_SOCKET")
+            .count()
+    };
+    assert_eq!((of(&pods_ev, &an), of(&pods_ev, &bn)), (N, N));
+    assert_eq!((of(&all_ev, &an), of(&all_ev, &bn)), (N, N));
+    assert_eq!(in_ns(&pods_ev, host.inode()), 0, "-A shows no host drop");
+    assert_eq!(in_ns(&all_ev, host.inode()), N, "--all shows host drops");
+    for e in drops(&all_ev, "udp", port)
+        .iter()
+        .filter(|e| e["netns"] == host.inode())
+    {
+        assert_eq!(e["attributed_by"], "none", "{e}");
+        assert!(e.get("pod").is_none(), "{e}");
+        assert_eq!(e["reason"], "NO_SOCKET", "{e}");
+    }
 }
