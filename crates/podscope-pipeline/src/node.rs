@@ -603,11 +603,17 @@ impl Node {
         if !tracer.probes().contains(&ProbeKind::Drop) {
             return;
         }
+        // A --cgroup trace: only its processes' sockets (the maps stay empty).
+        let by_cgroup = self
+            .cfg
+            .host_filter
+            .as_ref()
+            .is_some_and(|f| f.cgroups.is_some());
         let host_ns = netns_inode("self");
         let mut nets: Vec<podscope_bpf::PodNet> = Vec::new();
         let mut seen: HashSet<u64> = HashSet::new();
         let mut live_pids: HashSet<u32> = HashSet::new();
-        for s in &self.sessions {
+        for s in self.sessions.iter().filter(|_| !by_cgroup) {
             for pod in s.index.selected_pod_list() {
                 let Some(cg) = pod
                     .cgroup_id
