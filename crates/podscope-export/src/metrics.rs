@@ -1652,6 +1652,54 @@ mod tests {
     }
 
     #[test]
+    fn packet_drops_by_pod_and_reason_without_container() {
+        let m = Metrics::new("n1", Duration::from_secs(60));
+        let mut o = m.observer();
+        let d = |reason: &str| {
+            EventData::Drop(podscope_model::DropEvent {
+                kind: "drop".into(),
+                reason: reason.into(),
+                reason_code: Some(3),
+                location: "udp_rcv+0x1".into(),
+                attributed_by: "netns".into(),
+                netns: 4026531840,
+                ifname: "lo".into(),
+                ifindex: 1,
+                protocol: "udp".into(),
+                family: "ipv4".into(),
+                saddr: "127.0.0.1".into(),
+                daddr: "127.0.0.1".into(),
+                sport: 1,
+                dport: 2,
+                tcp_flags: String::new(),
+                len: 29,
+                ethertype: 0x800,
+            })
+        };
+        // Two containers of one pod (socket-attributed) and the pod itself
+        // (netns-attributed): one series per reason.
+        o.observe(&ev("a", "p", "", 1, d("NO_SOCKET")));
+        o.observe(&ev("a", "p", "c1", 2, d("NO_SOCKET")));
+        o.observe(&ev("a", "p", "c2", 3, d("NETFILTER_DROP")));
+        o.observe(&ev("a", "q", "", 4, d("NO_SOCKET")));
+        let out = m.render(Format::Prometheus).unwrap();
+        let p = |r: &str| {
+            value(
+                &out,
+                "podscope_packet_drops_total",
+                &["pod=\"p\"", &format!("reason=\"{r}\"")],
+            )
+        };
+        assert_eq!(p("NO_SOCKET"), Some(2.0), "{out}");
+        assert_eq!(p("NETFILTER_DROP"), Some(1.0), "{out}");
+        assert!(
+            !out.lines()
+                .any(|l| l.starts_with("podscope_packet_drops_total{") && l.contains("container=")),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn a_reused_cgroup_id_gets_the_new_containers_labels() {
         let m = Metrics::new("n1", Duration::from_secs(60));
         let mut o = m.observer();

@@ -656,6 +656,59 @@ mod tests {
     }
 
     #[test]
+    fn drops_show_reason_location_flow_and_attribution() {
+        let mut d = podscope_model::DropEvent {
+            kind: "drop".into(),
+            reason: "NO_SOCKET".into(),
+            reason_code: Some(3),
+            location: "tcp_v4_rcv+0x99".into(),
+            attributed_by: "netns".into(),
+            netns: 4026532691,
+            ifname: "lo".into(),
+            ifindex: 1,
+            protocol: "tcp".into(),
+            family: "ipv4".into(),
+            saddr: "127.0.0.1".into(),
+            daddr: "127.0.0.1".into(),
+            sport: 44964,
+            dport: 39122,
+            tcp_flags: "SYN".into(),
+            len: 40,
+            ethertype: 0x800,
+        };
+        let ev = |d: &podscope_model::DropEvent| Event {
+            timestamp: podscope_model::Timestamp(0),
+            identity: Default::default(),
+            pid: 0,
+            tid: 0,
+            uid: 0,
+            comm: String::new(),
+            cgroup_id: 0,
+            data: EventData::Drop(d.clone()),
+        };
+        assert_eq!(
+            details(&ev(&d)),
+            "NO_SOCKET at tcp_v4_rcv+0x99 tcp 127.0.0.1:44964 -> 127.0.0.1:39122 [SYN] len 40 \
+             dev lo netns 4026532691 by netns"
+        );
+        d.family = "ipv6".into();
+        d.protocol = "icmpv6".into();
+        d.saddr = "fe80::1".into();
+        d.daddr = "ff02::16".into();
+        (d.sport, d.dport) = (0, 0);
+        d.tcp_flags.clear();
+        assert!(details(&ev(&d)).contains("icmpv6 [fe80::1] -> [ff02::16] len 40"));
+        d.family.clear();
+        d.ifname.clear();
+        d.ethertype = 0;
+        d.reason = "QUEUE_PURGE".into();
+        assert_eq!(
+            details(&ev(&d)),
+            "QUEUE_PURGE at tcp_v4_rcv+0x99 ethertype 0x0000 len 40 netns 4026532691 by netns"
+        );
+    }
+
+    #[test]
     fn units() {
         assert_eq!(human_bytes(512), "512B");
         assert_eq!(human_bytes(4096), "4.0KiB");

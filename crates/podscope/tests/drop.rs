@@ -679,3 +679,48 @@ fn all_pods_and_all_drops() {
         assert_eq!(e["reason"], "NO_SOCKET", "{e}");
     }
 }
+
+/// --pid and --comm cannot select packets: the drop probe says so and what
+/// to use instead; `all` with --pid leaves it out and says that.
+#[test]
+fn task_filters_are_refused_for_drop() {
+    let me = std::process::id().to_string();
+    for args in [vec!["--pid", me.as_str()], vec!["--comm", "nginx"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_podscope"))
+            .args(["trace", "drop"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains("the drop probe cannot filter by --pid or --comm")
+                && err.contains("--all"),
+            "{args:?}: {err}"
+        );
+    }
+    if !common::root_or_skip() {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_podscope"))
+        .args([
+            "trace",
+            "all",
+            "--pid",
+            &me,
+            "--duration",
+            "1s",
+            "-o",
+            "none",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("'all' leaves out drop"), "{err}");
+    let tracing = err
+        .lines()
+        .find(|l| l.starts_with("podscope: tracing "))
+        .unwrap();
+    assert!(!tracing.contains("drop"), "{tracing}");
+}
