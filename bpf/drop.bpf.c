@@ -96,10 +96,11 @@ static __always_inline bool full_sock(const struct sock *sk)
 	return state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV;
 }
 
-/* Network and transport headers from the packet itself. The transport
- * header is found from the IP header (transport_header is not set yet on
- * the receive path before the IP layer). */
-static __always_inline void read_flow(struct drop_event *e, struct sk_buff *skb)
+/* The network header from the packet itself: addresses and the transport
+ * protocol; returns where the transport header starts (found from the IP
+ * header: transport_header is not set yet on the receive path before the
+ * IP layer), or NULL when there are no ports to read. */
+static __always_inline unsigned char *read_ip(struct drop_event *e, struct sk_buff *skb)
 {
 	unsigned char *head = BPF_CORE_READ(skb, head);
 	__u16 nh = BPF_CORE_READ(skb, network_header);
@@ -108,29 +109,29 @@ static __always_inline void read_flow(struct drop_event *e, struct sk_buff *skb)
 
 	e->protocol = proto;
 	if (!head || nh == (__u16)~0U)
-		return;
+		return NULL;
 	if (proto == ETH_P_IP) {
 		struct iphdr ip;
 
 		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
-			return;
+			return NULL;
 		if (ip.version != 4)
-			return;
+			return NULL;
 		e->family = 4;
 		e->l4proto = ip.protocol;
 		__builtin_memcpy(e->saddr, &ip.saddr, 4);
 		__builtin_memcpy(e->daddr, &ip.daddr, 4);
 		/* Later fragments carry no ports. */
 		if (bpf_ntohs(ip.frag_off) & 0x1fff)
-			return;
+			return NULL;
 		l4 = head + nh + ip.ihl * 4;
 	} else if (proto == ETH_P_IPV6) {
 		struct ipv6hdr ip6;
 
 		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
-			return;
+			return NULL;
 		if (ip6.version != 6)
-			return;
+			return NULL;
 		e->family = 6;
 		e->l4proto = ip6.nexthdr;
 		__builtin_memcpy(e->saddr, &ip6.saddr, 16);
@@ -146,7 +147,7 @@ static __always_inline void read_flow(struct drop_event *e, struct sk_buff *skb)
 			    e->l4proto != 44)
 				break;
 			if (bpf_probe_read_kernel(ext, sizeof(ext), l4))
-				return;
+				return NULL;
 			if (e->l4proto == 44) {
 				__u16 frag = 0;
 
@@ -154,7 +155,7 @@ static __always_inline void read_flow(struct drop_event *e, struct sk_buff *skb)
 				e->l4proto = ext[0];
 				/* Later fragments carry no ports. */
 				if (bpf_ntohs(frag) & 0xfff8)
-					return;
+					return NULL;
 				l4 += 8;
 			} else {
 				e->l4proto = ext[0];
@@ -162,8 +163,16 @@ static __always_inline void read_flow(struct drop_event *e, struct sk_buff *skb)
 			}
 		}
 	} else {
-		return;
+		return NULL;
 	}
+	return l4;
+}
+
+/* TCP and UDP ports (and TCP flags) at l4. */
+static __always_inline void read_ports(struct drop_event *e, unsigned char *l4)
+{
+	if (!l4)
+		return;
 	if (e->l4proto == IPPROTO_TCP) {
 		struct tcphdr th;
 
@@ -212,6 +221,7 @@ int kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 	__u64 *owner;
 	__u8 has_reason = 0;
 	__u32 zero = 0;
+	unsigned char *l4 = NULL;
 
 	drop_stat(DROP_STAT_SEEN);
 	if (bpf_core_field_exists(ctx->reason)) {
@@ -227,26 +237,18 @@ int kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 	if (!e)
 		return 0;
 	__builtin_memset(e, 0, sizeof(*e));
-	e->hdr.ts_ns = bpf_ktime_get_ns();
-	e->location = (__u64)ctx->location;
-	e->skb = (__u64)skb;
-	e->reason = reason;
-	e->has_reason = has_reason;
-	e->len = BPF_CORE_READ(skb, len);
-	read_flow(e, skb);
 
+	/* Whose it is first, from the cheapest evidence: an unwanted packet
+	 * (another pod's) leaves before the rest is read. */
 	if (bpf_core_field_exists(ctx->rx_sk))
 		sk = BPF_CORE_READ(ctx, rx_sk);
 	if (!sk)
 		sk = BPF_CORE_READ(skb, sk);
 	dev = BPF_CORE_READ(skb, dev);
-	if (dev) {
-		e->ifindex = BPF_CORE_READ(dev, ifindex);
-		BPF_CORE_READ_STR_INTO(&e->ifname, dev, name);
+	if (dev)
 		e->netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
-	} else if (sk) {
+	else if (sk)
 		e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	}
 
 	/* 1. the socket's cgroup */
 	if (sk && full_sock(sk)) {
@@ -254,6 +256,7 @@ int kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 		if (cgrp && cgroup_ptr_allowed(cgrp)) {
 			e->by = DROP_BY_SOCKET;
 			e->hdr.cgroup_id = cgroup_ptr_id(cgrp);
+			l4 = read_ip(e, skb);
 			goto out;
 		}
 	}
@@ -262,9 +265,11 @@ int kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 	if (owner) {
 		e->by = DROP_BY_NETNS;
 		e->hdr.cgroup_id = *owner;
+		l4 = read_ip(e, skb);
 		goto out;
 	}
 	/* 3. a pod's address, the source first (its packet going out) */
+	l4 = read_ip(e, skb);
 	owner = addr_owner(e->saddr, e->family);
 	if (!owner)
 		owner = addr_owner(e->daddr, e->family);
@@ -277,6 +282,17 @@ int kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 	if (filter_by_cgroup)
 		return 0;
 out:
+	read_ports(e, l4);
+	e->hdr.ts_ns = bpf_ktime_get_ns();
+	e->location = (__u64)ctx->location;
+	e->skb = (__u64)skb;
+	e->reason = reason;
+	e->has_reason = has_reason;
+	e->len = BPF_CORE_READ(skb, len);
+	if (dev) {
+		e->ifindex = BPF_CORE_READ(dev, ifindex);
+		BPF_CORE_READ_STR_INTO(&e->ifname, dev, name);
+	}
 	output_event(e, sizeof(*e));
 	return 0;
 }

@@ -238,8 +238,8 @@ pub struct Node {
     last_loss_check: Instant,
     /// The tracepoint probe's tracepoints and filter ([`Node::set_tracepoints`]).
     tracepoints: podscope_bpf::TracepointOptions,
-    /// Network namespace inode of each sandbox pid (None: the host's).
-    netns_of: HashMap<u32, Option<u32>>,
+    /// Network namespace inode of each sandbox (or container) pid read so far.
+    netns_of: HashMap<u32, u32>,
 }
 
 impl std::fmt::Debug for Node {
@@ -624,13 +624,27 @@ impl Node {
                 if !seen.insert(cg) {
                     continue;
                 }
-                let netns = pod.sandbox_pid.and_then(|pid| {
+                // The sandbox's netns, else a container's (they share it;
+                // a listing made as the pod starts may not have the pause
+                // pid yet). Only inodes read are remembered: a pid not yet
+                // readable is asked again next time.
+                let pids = pod
+                    .sandbox_pid
+                    .into_iter()
+                    .chain(pod.containers.iter().filter_map(|c| c.pid));
+                let mut netns = None;
+                for pid in pids {
                     live_pids.insert(pid);
-                    *self
-                        .netns_of
-                        .entry(pid)
-                        .or_insert_with(|| netns_inode(&pid.to_string()))
-                });
+                    if let Some(ns) = self.netns_of.get(&pid) {
+                        netns = Some(*ns);
+                        break;
+                    }
+                    if let Some(ns) = netns_inode(&pid.to_string()) {
+                        self.netns_of.insert(pid, ns);
+                        netns = Some(ns);
+                        break;
+                    }
+                }
                 // A host-network pod shares the host's netns and address.
                 if netns.is_some() && netns == host_ns {
                     continue;

@@ -644,14 +644,27 @@ fn all_pods_and_all_drops() {
         .unwrap_or(0.0)
     };
     let (an, bn) = (a.pod.pod.name.clone(), b.pod.pod.name.clone());
-    wait_for("the drops in both traces", Duration::from_secs(20), || {
+    let start = std::time::Instant::now();
+    loop {
         let (p, h) = (pods.scrape(), all.scrape());
-        pod_count(&p, &an) >= N as f64
-            && pod_count(&p, &bn) >= N as f64
-            && pod_count(&h, &an) >= N as f64
-            && pod_count(&h, &bn) >= N as f64
-            && host_count(&h) >= N as f64
-    });
+        let got = [
+            pod_count(&p, &an),
+            pod_count(&p, &bn),
+            pod_count(&h, &an),
+            pod_count(&h, &bn),
+            host_count(&h),
+        ];
+        if got.iter().all(|v| *v >= N as f64) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {N} drops in each of (-A: {an}, {bn}; --all: {an}, {bn}, host): {got:?}\n-A:\n{}\n--all:\n{}",
+            p.lines().filter(|l| l.starts_with("podscope_packet_drops")).collect::<Vec<_>>().join("\n"),
+            h.lines().filter(|l| l.starts_with("podscope_packet_drops")).collect::<Vec<_>>().join("\n"),
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let (pods_ev, _) = pods.stop();
     let (all_ev, _) = all.stop();
     let in_ns = |evs: &[Value], ino: u64| -> usize {
