@@ -417,6 +417,20 @@ fn enc(s: &str) -> String {
 }
 
 /// `podscope --hub URL ps`.
+/// The pods on every node of the hub that `p` selects (`GET /v1/pods`).
+pub fn pods(target: &HubTarget, p: &RemotePods) -> Result<Vec<NodePod>> {
+    let hub = Hub::new(target)?;
+    let q = PodQuery {
+        pod: p.pod.clone(),
+        namespace: hub.namespace(p),
+        all_namespaces: p.all_namespaces,
+        selector: p.selector.clone(),
+        container: p.container.clone(),
+        node: None,
+    };
+    Ok(hub.list_pods(q)?)
+}
+
 pub fn ps(target: &HubTarget, p: &RemotePods, json: bool) -> Result<()> {
     let hub = Hub::new(target)?;
     let q = PodQuery {
@@ -454,6 +468,79 @@ const RECONNECT_FOR: Duration = Duration::from_secs(45);
 /// `podscope --hub URL trace`: creates a session, streams its events until it
 /// ends (--duration, --max-events, Ctrl-C), deletes it. Returns the exit code.
 pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
+    let out = std::io::stdout();
+    let mut printer = Printer {
+        out: out.lock(),
+        json: t.json,
+        quiet: t.quiet,
+        header: false,
+    };
+    // Ctrl-C / SIGTERM ask the hub to stop the session; the stream then ends with the summaries.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
+    }
+    trace_into(target, t, stop, &mut printer)
+}
+
+/// Where the records of a trace through the hub go: printed by `trace`,
+/// counted by `podscope --hub URL top`.
+pub trait Records {
+    /// One record as the hub sent it: an event (it has a `pid`) or a
+    /// control record (lost, gap, summary, end, ...).
+    fn record(&mut self, line: &str, v: &Value) -> std::io::Result<()>;
+    /// A record the client makes itself when the session cannot go on.
+    fn interrupted(&mut self, rec: &Value) -> std::io::Result<()>;
+    /// A message for the user (stderr for `trace`).
+    fn say(&mut self, msg: &str) {
+        eprint!("{msg}");
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `trace`'s records on stdout: JSON lines, or columns.
+struct Printer<W: Write> {
+    out: W,
+    json: bool,
+    quiet: bool,
+    header: bool,
+}
+
+impl<W: Write> Records for Printer<W> {
+    fn record(&mut self, line: &str, v: &Value) -> std::io::Result<()> {
+        let is_event = v.get("pid").is_some();
+        if self.json {
+            writeln!(self.out, "{line}")?;
+        } else if !self.quiet || !is_event {
+            if !self.header {
+                self.header = true;
+                writeln!(self.out, "{}", podscope_pipeline::format::header_line(true))?;
+            }
+            writeln!(self.out, "{}", columns(v))?;
+        }
+        self.out.flush()
+    }
+    fn interrupted(&mut self, rec: &Value) -> std::io::Result<()> {
+        if self.json {
+            writeln!(self.out, "{rec}")?;
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// [`trace`] with its records handed to `sink`; `stop` set asks the hub to
+/// stop the session (the stream then ends with the summaries).
+pub fn trace_into(
+    target: &HubTarget,
+    t: &RemoteTrace,
+    stop: Arc<AtomicBool>,
+    sink: &mut dyn Records,
+) -> Result<i32> {
     let mut hub = Hub::new(target)?;
     hub.end_by = t.duration.map(|d| Instant::now() + d + END_GRACE);
     // The last delete is quick either way: after a failure, waiting on a
@@ -485,16 +572,10 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
         return Err(e.into());
     }
     let hub = Arc::new(hub);
-    eprintln!(
-        "podscope: session {id} on the hub {}; Ctrl-C to stop",
+    sink.say(&format!(
+        "podscope: session {id} on the hub {}; Ctrl-C to stop\n",
         hub.shown
-    );
-
-    // Ctrl-C / SIGTERM ask the hub to stop the session; the stream then ends with the summaries.
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
-    }
+    ));
     let stopper = {
         let (stop, hub, id) = (stop.clone(), hub.clone(), id.clone());
         std::thread::spawn(move || {
@@ -505,11 +586,8 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
             let _ = hub.set_state(&id, "stopped", Timeouts::default());
         })
     };
-    let out = std::io::stdout();
-    let mut out = out.lock();
     let mut events = 0u64;
     let mut counts: std::collections::BTreeMap<String, NodeCount> = Default::default();
-    let mut header = false;
     let mut stream = Some(stream);
     // Why the stream last broke, for the message if it does not come back.
     let mut broke: Option<String> = None;
@@ -539,10 +617,8 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
                     let why = overdue(&broke);
                     let rec =
                         serde_json::json!({"kind": "interrupted", "session": id, "reason": why});
-                    if t.json {
-                        writeln!(out, "{rec}")?;
-                    }
-                    eprintln!("podscope: {why}");
+                    sink.interrupted(&rec)?;
+                    sink.say(&format!("podscope: {why}\n"));
                     break 'outer 1;
                 }
                 let Ok(v) = serde_json::from_str::<Value>(&line) else {
@@ -567,16 +643,7 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
                 } else if kind == "session" {
                     continue;
                 }
-                if t.json {
-                    writeln!(out, "{line}")?;
-                } else if !t.quiet || !is_event {
-                    if !header {
-                        header = true;
-                        writeln!(out, "{}", podscope_pipeline::format::header_line(true))?;
-                    }
-                    writeln!(out, "{}", columns(&v))?;
-                }
-                out.flush()?;
+                sink.record(&line, &v)?;
                 match kind {
                     _ if is_event => {}
                     "lost" => node.lost += v["lost"].as_u64().unwrap_or(0),
@@ -598,16 +665,14 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
         let deadline = Instant::now() + RECONNECT_FOR;
         loop {
             let late = hub.end_by.is_some_and(|e| Instant::now() > e);
-            let gone = |why: String, out: &mut std::io::StdoutLock| -> Result<()> {
+            let gone = |why: String, sink: &mut dyn Records| -> Result<()> {
                 let rec = serde_json::json!({"kind": "interrupted", "session": id, "reason": why});
-                if t.json {
-                    writeln!(out, "{rec}")?;
-                }
-                eprintln!("podscope: {why}");
+                sink.interrupted(&rec)?;
+                sink.say(&format!("podscope: {why}\n"));
                 Ok(())
             };
             if late {
-                gone(overdue(&broke), &mut out)?;
+                gone(overdue(&broke), sink)?;
                 break 'outer 1;
             }
             match hub.stream(&id) {
@@ -622,7 +687,7 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
                         format!(
                             "the hub does not know session {id} (it restarted and no agent kept the session within {RECONNECT_FOR:?})"
                         ),
-                        &mut out,
+                        sink,
                     )?;
                     break 'outer 1;
                 }
@@ -636,7 +701,7 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
                                 .map(|b| format!(" ({b})"))
                                 .unwrap_or_default()
                         ),
-                        &mut out,
+                        sink,
                     )?;
                     break 'outer 1;
                 }
@@ -649,7 +714,7 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
             }
         }
     };
-    out.flush()?;
+    sink.flush()?;
     drop(stopper);
     // Past the deadline the hub has had its chance: the delete must not
     // make the trace later still.
@@ -664,7 +729,7 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
     } else {
         "printed"
     };
-    eprint!("{}", summary_text(&counts, t.max_events, word));
+    sink.say(&summary_text(&counts, t.max_events, word));
     Ok(code)
 }
 

@@ -13,6 +13,7 @@
 
 mod error;
 mod exporter;
+pub mod hist;
 mod labels;
 mod metrics;
 pub mod otlp; // OTLP export (docs/otlp.md)
@@ -27,7 +28,7 @@ pub mod text;
 pub use error::Error;
 pub use exporter::{Exporter, ExporterConfig};
 pub use labels::{DiskLabels, PodLabels, ProbeLabels};
-pub use metrics::{Metrics, Observer};
+pub use metrics::{ContainerSample, Metrics, Observer};
 pub use otlp::{Otlp, OtlpConfig, OtlpFlags, OtlpObserver, OtlpStats};
 pub use pods::PodSelect;
 pub use pods::PodWatcher;

@@ -19,9 +19,9 @@ use podscope_runtime::Pod;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::hist::{Buckets, Hist};
 use crate::labels::{
     DiskLabels, DnsLabels, DropLabels, GrpcLabels, HttpClientLabels, HttpServerLabels, PodLabels,
     ProbeLabels,
@@ -55,16 +55,16 @@ const MAX_RPC_METHODS: usize = 64;
 /// `--all` mode can come from many short-lived cgroups).
 const MAX_CACHED_CGROUPS: usize = 8192;
 
-fn conn_histogram() -> Histogram {
-    Histogram::new(CONN_BUCKETS)
+fn conn_histogram() -> Hist {
+    Hist::new(&CONN_BUCKETS)
 }
 
-fn bio_histogram() -> Histogram {
-    Histogram::new(BIO_BUCKETS)
+fn bio_histogram() -> Hist {
+    Hist::new(&BIO_BUCKETS)
 }
 
-fn request_histogram() -> Histogram {
-    Histogram::new(REQUEST_BUCKETS)
+fn request_histogram() -> Hist {
+    Hist::new(&REQUEST_BUCKETS)
 }
 
 /// The method label: the methods of RFC 9110 and PATCH as sent, any other
@@ -217,21 +217,21 @@ const COUNTERS: [Spec; NC] = [
 struct Families {
     counters: Vec<Family<PodLabels, Counter>>,
     active: Family<PodLabels, Gauge>,
-    duration: Family<PodLabels, Histogram, fn() -> Histogram>,
+    duration: Family<PodLabels, Hist, fn() -> Hist>,
     bio_ops: Family<DiskLabels, Counter>,
     bio_bytes: Family<DiskLabels, Counter>,
-    bio_latency: Family<DiskLabels, Histogram, fn() -> Histogram>,
+    bio_latency: Family<DiskLabels, Hist, fn() -> Hist>,
     http_server: Family<HttpServerLabels, Counter>,
-    http_server_duration: Family<HttpServerLabels, Histogram, fn() -> Histogram>,
+    http_server_duration: Family<HttpServerLabels, Hist, fn() -> Hist>,
     http_client: Family<HttpClientLabels, Counter>,
-    http_client_duration: Family<HttpClientLabels, Histogram, fn() -> Histogram>,
+    http_client_duration: Family<HttpClientLabels, Hist, fn() -> Hist>,
     dns_queries: Family<DnsLabels, Counter>,
     packet_drops: Family<DropLabels, Counter>,
-    dns_duration: Family<PodLabels, Histogram, fn() -> Histogram>,
+    dns_duration: Family<PodLabels, Hist, fn() -> Hist>,
     grpc_server: Family<GrpcLabels, Counter>,
-    grpc_server_duration: Family<GrpcLabels, Histogram, fn() -> Histogram>,
+    grpc_server_duration: Family<GrpcLabels, Hist, fn() -> Hist>,
     grpc_client: Family<GrpcLabels, Counter>,
-    grpc_client_duration: Family<GrpcLabels, Histogram, fn() -> Histogram>,
+    grpc_client_duration: Family<GrpcLabels, Hist, fn() -> Hist>,
     probe_events: Family<ProbeLabels, Counter>,
     probe_lost: Family<ProbeLabels, Counter>,
     pods_tracked: Gauge,
@@ -259,7 +259,7 @@ impl Families {
             "TCP connections of the container open now (connects and accepts seen, minus closes)",
             active.clone(),
         );
-        let duration: Family<PodLabels, Histogram, fn() -> Histogram> =
+        let duration: Family<PodLabels, Hist, fn() -> Hist> =
             Family::new_with_constructor(conn_histogram);
         reg.register_with_unit(
             "podscope_tcp_connection_duration",
@@ -280,7 +280,7 @@ impl Families {
             Unit::Bytes,
             bio_bytes.clone(),
         );
-        let bio_latency: Family<DiskLabels, Histogram, fn() -> Histogram> =
+        let bio_latency: Family<DiskLabels, Hist, fn() -> Hist> =
             Family::new_with_constructor(bio_histogram);
         reg.register_with_unit(
             "podscope_block_io_latency",
@@ -294,7 +294,7 @@ impl Families {
             "HTTP requests the container answered, by method and status class",
             http_server.clone(),
         );
-        let http_server_duration: Family<HttpServerLabels, Histogram, fn() -> Histogram> =
+        let http_server_duration: Family<HttpServerLabels, Hist, fn() -> Hist> =
             Family::new_with_constructor(request_histogram);
         reg.register_with_unit(
             "podscope_http_server_request_duration",
@@ -308,7 +308,7 @@ impl Families {
             "HTTP requests the container sent, by method, status class and the server's pod (empty: not a known pod)",
             http_client.clone(),
         );
-        let http_client_duration: Family<HttpClientLabels, Histogram, fn() -> Histogram> =
+        let http_client_duration: Family<HttpClientLabels, Hist, fn() -> Hist> =
             Family::new_with_constructor(request_histogram);
         reg.register_with_unit(
             "podscope_http_client_request_duration",
@@ -328,7 +328,7 @@ impl Families {
             "DNS queries the container sent, by response code (none: no response)",
             dns_queries.clone(),
         );
-        let dns_duration: Family<PodLabels, Histogram, fn() -> Histogram> =
+        let dns_duration: Family<PodLabels, Hist, fn() -> Hist> =
             Family::new_with_constructor(request_histogram);
         reg.register_with_unit(
             "podscope_dns_query_duration",
@@ -342,7 +342,7 @@ impl Families {
             "gRPC calls the container answered, by service, method and status",
             grpc_server.clone(),
         );
-        let grpc_server_duration: Family<GrpcLabels, Histogram, fn() -> Histogram> =
+        let grpc_server_duration: Family<GrpcLabels, Hist, fn() -> Hist> =
             Family::new_with_constructor(request_histogram);
         reg.register_with_unit(
             "podscope_grpc_server_call_duration",
@@ -356,7 +356,7 @@ impl Families {
             "gRPC calls the container made, by service, method, status and the server's pod",
             grpc_client.clone(),
         );
-        let grpc_client_duration: Family<GrpcLabels, Histogram, fn() -> Histogram> =
+        let grpc_client_duration: Family<GrpcLabels, Hist, fn() -> Hist> =
             Family::new_with_constructor(request_histogram);
         reg.register_with_unit(
             "podscope_grpc_client_call_duration",
@@ -547,6 +547,85 @@ impl Metrics {
             .clone()
     }
 
+    /// Every container's counts so far (the same series `/metrics` shows),
+    /// with its CPU seconds and memory from cgroups: what the views (`podscope
+    /// top`) turn into rates. Reads the series, never creates one.
+    pub fn snapshot(&self) -> Vec<ContainerSample> {
+        let mut out: HashMap<(String, String, String), ContainerSample> = HashMap::new();
+        fn entry<'a>(
+            out: &'a mut HashMap<(String, String, String), ContainerSample>,
+            ns: &str,
+            pod: &str,
+            container: &str,
+        ) -> &'a mut ContainerSample {
+            out.entry((ns.to_owned(), pod.to_owned(), container.to_owned()))
+                .or_insert_with(|| ContainerSample::new(ns, pod, container))
+        }
+        {
+            let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+            for t in series.values() {
+                for l in &t.pod_labels {
+                    let s = entry(&mut out, &l.namespace, &l.pod, &l.container);
+                    let get = |c: C| self.fam.counters[c as usize].get(l).map_or(0, |m| m.get());
+                    s.execs = get(C::Execs);
+                    s.exec_failures = get(C::ExecFailures);
+                    s.tcp_connects = get(C::TcpConnects);
+                    s.tcp_accepts = get(C::TcpAccepts);
+                    s.tcp_connect_failures = get(C::TcpConnectFailures);
+                    s.tcp_retransmits = get(C::TcpRetransmits);
+                    s.tcp_sent_bytes = get(C::TcpSentBytes);
+                    s.tcp_received_bytes = get(C::TcpReceivedBytes);
+                    s.file_opens = get(C::FileOpens);
+                    s.file_open_failures = get(C::FileOpenFailures);
+                    s.cache_hits = get(C::CacheHits);
+                    s.cache_misses = get(C::CacheMisses);
+                    s.tcp_active = self.fam.active.get(l).map_or(0, |g| g.get());
+                }
+                for l in &t.disk_labels {
+                    let s = entry(&mut out, &l.namespace, &l.pod, &l.container);
+                    s.bio_ops += self.fam.bio_ops.get(l).map_or(0, |m| m.get());
+                    s.bio_bytes += self.fam.bio_bytes.get(l).map_or(0, |m| m.get());
+                    if let Some(h) = self.fam.bio_latency.get(l) {
+                        s.bio_latency.add(&h.snapshot());
+                    }
+                }
+                for l in &t.http_server {
+                    let s = entry(&mut out, &l.namespace, &l.pod, &l.container);
+                    let n = self.fam.http_server.get(l).map_or(0, |m| m.get());
+                    s.requests_served += n;
+                    if l.status_class == "5xx" {
+                        s.requests_failed += n;
+                    }
+                    if let Some(h) = self.fam.http_server_duration.get(l) {
+                        s.request_duration.add(&h.snapshot());
+                    }
+                }
+                for l in &t.http_client {
+                    let s = entry(&mut out, &l.namespace, &l.pod, &l.container);
+                    s.requests_made += self.fam.http_client.get(l).map_or(0, |m| m.get());
+                }
+                for l in &t.grpc {
+                    // A served gRPC call is an HTTP/2 request above (status
+                    // 200): a non-OK grpc-status is its failure.
+                    if l.grpc_status != "OK" && l.grpc_status != "none" {
+                        let s = entry(&mut out, &l.namespace, &l.pod, &l.container);
+                        s.requests_failed += self.fam.grpc_server.get(l).map_or(0, |m| m.get());
+                    }
+                }
+            }
+        }
+        for u in self.resources.usage() {
+            let s = entry(&mut out, &u.namespace, &u.pod, &u.container);
+            s.cpu_seconds = u.cpu_seconds;
+            s.memory_bytes = u.memory_bytes;
+        }
+        let mut v: Vec<ContainerSample> = out.into_values().collect();
+        v.sort_by(|a, b| {
+            (&a.namespace, &a.pod, &a.container).cmp(&(&b.namespace, &b.pod, &b.container))
+        });
+        v
+    }
+
     /// Removes the series of pods not in `live` whose grace period has passed.
     fn retire(&self, live: &HashSet<(&str, &str)>, now: Instant) {
         let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
@@ -652,7 +731,7 @@ impl Metrics {
         self.fam.active.get_or_create_owned(labels)
     }
 
-    fn duration_histogram(&self, labels: &PodLabels) -> Histogram {
+    fn duration_histogram(&self, labels: &PodLabels) -> Hist {
         self.track_pod_labels(labels);
         self.fam.duration.get_or_create_owned(labels)
     }
@@ -771,7 +850,7 @@ impl Metrics {
         }
     }
 
-    fn dns_histogram(&self, labels: &PodLabels) -> Histogram {
+    fn dns_histogram(&self, labels: &PodLabels) -> Hist {
         self.track_pod_labels(labels);
         self.fam.dns_duration.get_or_create_owned(labels)
     }
@@ -790,6 +869,80 @@ impl Metrics {
     }
 }
 
+/// One container's counts since the metrics began ([`Metrics::snapshot`]).
+/// Counters only grow (until the pod's series are removed); rates are the
+/// difference of two samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSample {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub execs: u64,
+    pub exec_failures: u64,
+    pub tcp_connects: u64,
+    pub tcp_accepts: u64,
+    pub tcp_connect_failures: u64,
+    pub tcp_retransmits: u64,
+    /// Payload bytes, counted when each connection closes.
+    pub tcp_sent_bytes: u64,
+    pub tcp_received_bytes: u64,
+    /// Connections open now.
+    pub tcp_active: i64,
+    pub file_opens: u64,
+    pub file_open_failures: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub bio_ops: u64,
+    pub bio_bytes: u64,
+    /// Block I/O latency, seconds, all disks.
+    pub bio_latency: Buckets,
+    /// HTTP/1, HTTP/2 and gRPC requests the container served.
+    pub requests_served: u64,
+    /// Of those: 5xx answers and gRPC calls that ended non-OK.
+    pub requests_failed: u64,
+    /// Served requests' duration, seconds.
+    pub request_duration: Buckets,
+    /// Requests the container made (as a client).
+    pub requests_made: u64,
+    /// CPU time used, seconds (cgroup).
+    pub cpu_seconds: Option<f64>,
+    /// Memory working set, bytes (cgroup).
+    pub memory_bytes: Option<u64>,
+}
+
+impl ContainerSample {
+    /// Nothing counted yet.
+    pub fn new(namespace: &str, pod: &str, container: &str) -> ContainerSample {
+        ContainerSample {
+            namespace: namespace.to_owned(),
+            pod: pod.to_owned(),
+            container: container.to_owned(),
+            execs: 0,
+            exec_failures: 0,
+            tcp_connects: 0,
+            tcp_accepts: 0,
+            tcp_connect_failures: 0,
+            tcp_retransmits: 0,
+            tcp_sent_bytes: 0,
+            tcp_received_bytes: 0,
+            tcp_active: 0,
+            file_opens: 0,
+            file_open_failures: 0,
+            cache_hits: 0,
+            cache_misses: 0,
+            bio_ops: 0,
+            bio_bytes: 0,
+            bio_latency: Buckets::empty(&BIO_BUCKETS),
+            requests_served: 0,
+            requests_failed: 0,
+            request_duration: Buckets::empty(&REQUEST_BUCKETS),
+            requests_made: 0,
+            cpu_seconds: None,
+            memory_bytes: None,
+        }
+    }
+}
+
 /// Cached handles of one block device and operation.
 #[derive(Debug)]
 struct DiskSlot {
@@ -797,7 +950,7 @@ struct DiskSlot {
     op: String,
     ops: Counter,
     bytes: Counter,
-    latency: Histogram,
+    latency: Hist,
 }
 
 /// Cached handles of one kind of HTTP request of one container.
@@ -809,7 +962,7 @@ struct RequestSlot {
     peer_namespace: String,
     peer_pod: String,
     count: Counter,
-    duration: Histogram,
+    duration: Hist,
 }
 
 /// Cached handles of one kind of gRPC call of one container.
@@ -818,7 +971,7 @@ struct RpcSlot {
     server: bool,
     labels: GrpcLabels,
     count: Counter,
-    duration: Histogram,
+    duration: Hist,
 }
 
 /// Cached handles of one container (one cgroup id).
@@ -827,12 +980,12 @@ struct Slot {
     labels: PodLabels,
     counters: [Option<Counter>; NC],
     active: Option<Gauge>,
-    duration: Option<Histogram>,
+    duration: Option<Hist>,
     disks: Vec<DiskSlot>,
     requests: Vec<RequestSlot>,
     dns: Vec<(String, Counter)>,
     drops: Vec<(String, Counter)>,
-    dns_duration: Option<Histogram>,
+    dns_duration: Option<Hist>,
     rpcs: Vec<RpcSlot>,
 }
 

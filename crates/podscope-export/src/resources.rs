@@ -293,6 +293,30 @@ impl Resources {
         *self.targets.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(t);
     }
 
+    /// CPU seconds and memory working set of every target container now,
+    /// as (namespace, pod, container, cpu, memory): the same files a scrape
+    /// reads, for the views (`podscope top`).
+    pub(crate) fn usage(&self) -> Vec<Usage> {
+        let targets = self
+            .targets
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let read = par_map(&targets.containers, read_stats);
+        targets
+            .containers
+            .iter()
+            .zip(read)
+            .map(|(t, st)| Usage {
+                namespace: t.namespace.clone(),
+                pod: t.pod.clone(),
+                container: t.container.clone(),
+                cpu_seconds: st.cpu.map(|c| c.usage),
+                memory_bytes: st.memory.map(|m| m.working_set),
+            })
+            .collect()
+    }
+
     fn disk_name(&self, dev: &str) -> String {
         let mut names = self
             .disk_names
@@ -308,6 +332,16 @@ impl Resources {
             })
             .clone()
     }
+}
+
+/// One container's resource usage at one moment ([`Resources::usage`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Usage {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub cpu_seconds: Option<f64>,
+    pub memory_bytes: Option<u64>,
 }
 
 /// CPU time, in seconds.

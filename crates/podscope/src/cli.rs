@@ -105,6 +105,21 @@ pub enum Command {
         Events are filtered in the kernel: choose --all, pod flags, or --pid, --cgroup, --comm\n\
         (they combine with AND). At exit a summary reports events and lost events per probe.")]
     Trace(TraceArgs),
+    /// Live table of this node's pods: CPU, memory, execs, connections, TCP
+    /// bytes, retransmits, block I/O, page cache, requests; Enter opens a
+    /// pod's live events and top talkers.
+    #[command(after_help = "Examples:\n  \
+        podscope top                          every pod on this node, refreshed every second\n  \
+        podscope top -n shop -l app=web       same pod flags as trace\n  \
+        podscope top --probes exec,tcp,http   add request rate, errors and p99 (REQ/s, ERR%, REQ-P99)\n  \
+        podscope top --once -o json           one snapshot after one --interval, for scripts\n  \
+        podscope top -o json --interval 5s    a JSON snapshot every 5 s\n\n\
+        Keys: Up/Down select, Enter open a pod, < > sort column, r reverse, / filter,\n\
+        c pods/containers, p pause, ? help, q quit.\n\
+        Rates are per second over the last --interval and come from the same per-pod\n\
+        counters as --metrics-listen (docs/metrics.md); TCP bytes count when a\n\
+        connection closes; CPU and memory come from the containers' cgroups.")]
+    Top(TopArgs),
     /// List the pods and containers on this node: namespace, pod, container, image, runtime, pids, cgroup id.
     #[command(after_help = "Examples:\n  \
         podscope ps -A\n  \
@@ -143,6 +158,48 @@ pub struct PsArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Columns)]
     pub output: Format,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub pods: PodArgs,
+
+    /// Probes feeding the table, comma-separated (exec, tcp, bio, cache,
+    /// open, http, grpc, dns, tls). http or grpc adds requests.
+    #[arg(long, value_name = "PROBES", default_value = "exec,tcp,bio,cache,open")]
+    pub probes: String,
+
+    /// How often the table is refreshed (the span of its rates).
+    #[arg(short = 'i', long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Print one table (or, with -o json, one JSON object) after one
+    /// --interval, then exit.
+    #[arg(long)]
+    pub once: bool,
+
+    /// Output: the live table on the terminal, or JSON snapshots (one
+    /// object per --interval, see docs/top.md).
+    #[arg(short, long, value_enum, default_value_t = TopFormat::Table)]
+    pub output: TopFormat,
+
+    /// One row per container instead of per pod (the `c` key switches).
+    #[arg(long)]
+    pub containers: bool,
+
+    /// Stop after this long.
+    #[arg(short = 'd', long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+/// `podscope top -o`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopFormat {
+    /// The live table (on a terminal), or with --once a plain-text table.
+    Table,
+    /// JSON snapshots, one object per line.
+    Json,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -7,6 +7,7 @@ mod hooks;
 mod hostns;
 mod probes;
 mod ps;
+mod top;
 mod trace;
 
 use clap::{CommandFactory, FromArgMatches};
@@ -31,6 +32,7 @@ fn main() {
     if matches!(
         cli.command,
         cli::Command::Trace(_)
+            | cli::Command::Top(_)
             | cli::Command::Ps(_)
             | cli::Command::Exec(_)
             | cli::Command::Agent(_)
@@ -46,7 +48,10 @@ fn main() {
             .filter(|_| {
                 matches!(
                     cli.command,
-                    cli::Command::Ps(_) | cli::Command::Trace(_) | cli::Command::Exec(_)
+                    cli::Command::Ps(_)
+                        | cli::Command::Trace(_)
+                        | cli::Command::Top(_)
+                        | cli::Command::Exec(_)
                 )
             })
     });
@@ -103,6 +108,10 @@ fn main() {
             };
             exit_on(podscope_cluster::client::trace(&target(url), &t))
         }
+        (Some(url), cli::Command::Top(args)) => {
+            let pods = remote_pods(&args.pods);
+            exit_on(top::run_remote(args, target(url), pods).map(|_| 0))
+        }
         (Some(url), cli::Command::Exec(args)) => {
             let e = podscope_cluster::client::RemoteExec {
                 pods: remote_pods(&args.pods),
@@ -124,6 +133,7 @@ fn main() {
         cli::Command::Hooks { output } => hooks::run(output),
         cli::Command::Trace(args) => trace::run(args),
         cli::Command::Ps(args) => ps::run(args),
+        cli::Command::Top(args) => top::run(args),
         cli::Command::Exec(args) => match exec::run(args) {
             Ok(code) => std::process::exit(code),
             Err(e) => Err(e),
@@ -166,6 +176,19 @@ fn remote_flags(subcommand: &str) -> &'static [&'static str] {
             "wait",
         ],
         "ps" => &[PODS[0], PODS[1], PODS[2], PODS[3], PODS[4], "output"],
+        "top" => &[
+            "probes",
+            PODS[0],
+            PODS[1],
+            PODS[2],
+            PODS[3],
+            PODS[4],
+            "output",
+            "duration",
+            "interval",
+            "once",
+            "containers",
+        ],
         "exec" => &[
             PODS[0],
             PODS[1],
@@ -226,7 +249,7 @@ fn refuse_node_only_flags(
     let Some(subcommand) = command.find_subcommand(name) else {
         return Ok(());
     };
-    if !matches!(name, "trace" | "ps" | "exec") {
+    if !matches!(name, "trace" | "ps" | "exec" | "top") {
         return Ok(());
     }
     let global: Vec<&str> = command

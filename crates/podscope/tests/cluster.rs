@@ -122,7 +122,12 @@ impl Drop for Proc {
 
 fn token_file() -> PathBuf {
     let p = std::env::temp_dir().join(format!("podscope-cluster-token-{}", std::process::id()));
-    std::fs::write(&p, format!("{TOKEN}\n")).unwrap();
+    // Written whole and renamed into place: tests run in parallel, and a
+    // rewrite in place let another test's podscope read an empty file.
+    let tmp =
+        p.with_extension(format!("{:?}", std::thread::current().id()).replace(['(', ')'], ""));
+    std::fs::write(&tmp, format!("{TOKEN}\n")).unwrap();
+    std::fs::rename(&tmp, &p).unwrap();
     p
 }
 
@@ -2636,4 +2641,111 @@ fn http_requests_through_the_hub_and_the_agents_red_metrics() {
     );
     drop(web);
     drop(api_pod);
+}
+
+/// `podscope --hub URL top --once -o json`: the rows of every node's pods
+/// with their NODE, counting exactly what a pod's known workload did,
+/// through a real hub and agent (no CPU or memory: those are the node's
+/// cgroups).
+#[test]
+fn top_through_the_hub_counts_each_pods_workload() {
+    const EXECS: usize = 6;
+    let sock = socket();
+    let tok = token_file();
+    let port = common::free_port();
+    let _hub = hub(port, &[]);
+    let _a = agent(port, "top-node", &sock, &tok, &[]);
+    let sfx = suffix();
+    let ns = format!("top-hub-{sfx}");
+    // A go file (stat only), EXECS /bin/true, a file made by the shell, and
+    // the final exec of sleep: EXECS + 1 execs.
+    let busy = pod(
+        &sock,
+        "busy",
+        &ns,
+        &format!(
+            "while [ ! -e /tmp/go ]; do sleep 0.2; done; i=0; while [ $i -lt {EXECS} ]; do /bin/true; i=$((i+1)); done; : > /tmp/done; exec sleep 3600"
+        ),
+    );
+    let _idle = pod(&sock, "idle", &ns, "exec sleep 3600");
+    wait_for(
+        Duration::from_secs(10),
+        "the node to report the pods",
+        || {
+            let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+            v.as_array().is_some_and(|a| a.len() == 2)
+        },
+    );
+    let mut top = Proc(
+        bin()
+            .args(["--hub", &url(port), "--token-file"])
+            .arg(&tok)
+            .args([
+                "top",
+                "-n",
+                &ns,
+                "--once",
+                "-o",
+                "json",
+                "--interval",
+                "15s",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = std::io::BufReader::new(top.0.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("Ctrl-C to stop") {
+        let mut l = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut err, &mut l).unwrap() > 0,
+            "top ended before its session started: {said}"
+        );
+        said.push_str(&l);
+    }
+    let id = said
+        .split("session ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    wait_for(
+        Duration::from_secs(10),
+        "the session to run on the node",
+        || all_running(port, &id, 1),
+    );
+    let pid = busy.pod.containers[0].pid.unwrap();
+    std::fs::write(format!("/proc/{pid}/root/tmp/go"), "").unwrap();
+    wait_for(Duration::from_secs(10), "the workload", || {
+        std::path::Path::new(&format!("/proc/{pid}/root/tmp/done")).exists()
+    });
+    let mut out = String::new();
+    std::io::Read::read_to_string(top.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let status = top.0.wait().unwrap();
+    assert!(status.success(), "{said}");
+    let snap: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let row = |name: &str| -> Value {
+        snap["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["pod"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} row: {snap}"))
+    };
+    let b = row("busy");
+    assert_eq!(b["node"], "top-node", "{b}");
+    assert_eq!(b["namespace"], ns.as_str(), "{b}");
+    assert_eq!(b["totals"]["execs"], (EXECS + 1) as u64, "{b}");
+    assert_eq!(b["cpu_percent"], Value::Null, "{b}");
+    let i = row("idle");
+    assert_eq!(i["node"], "top-node", "{i}");
+    assert_eq!(i["totals"]["execs"], 0, "{i}");
+    // The session is gone from the hub once top is done.
+    wait_for(Duration::from_secs(10), "the session to be deleted", || {
+        api(port, "GET", &format!("/v1/sessions/{id}"), None).0 == 404
+    });
 }

@@ -444,15 +444,28 @@ fn grpc_receiver_gets_one_span_per_http_request() {
             .collect()
     };
     let total = OK + MISSING;
-    wait_for(
-        "a span per request on each side",
-        Duration::from_secs(30),
-        || {
-            let s = rx.store.spans();
-            of(&s, "api", SpanKind::Server).len() >= total
-                && of(&s, "web", SpanKind::Client).len() >= total
-        },
-    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = rx.store.spans();
+        let (server, client) = (
+            of(&s, "api", SpanKind::Server).len(),
+            of(&s, "web", SpanKind::Client).len(),
+        );
+        if server >= total && client >= total {
+            break;
+        }
+        if Instant::now() > deadline {
+            // Say what did arrive, and what podscope said about its export.
+            let said = ps.stop();
+            panic!(
+                "timed out after 30s waiting for a span per request on each side: {server} SERVER \
+                 spans of api and {client} CLIENT spans of web of {total} each, {} spans in all; \
+                 podscope said:\n{said}",
+                s.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let stderr = ps.stop();
     let after = wall_ns();
     rx.stop();
