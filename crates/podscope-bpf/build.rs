@@ -20,6 +20,7 @@ const PROBES: &[&str] = &[
     "tls",
     "syscalls",
     "tracepoint",
+    "drop",
 ];
 
 fn main() {

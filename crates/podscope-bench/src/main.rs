@@ -2,12 +2,13 @@
 //! TCP, openat, O_DIRECT writes) with podscope, with bpftrace doing the same
 //! job, and with no tracer, and prints what each cost. Needs root.
 //!
-//! Usage: podscope-bench [--quick] [--pods | --only-pods | --only-cluster | --contention | --http | --hub-scale] [--json FILE]
+//! Usage: podscope-bench [--quick] [--pods | --only-pods | --only-cluster | --contention | --http | --drop | --hub-scale] [--json FILE]
 //! (`podscope-bench workload KIND N CGROUP` is the storm child it spawns;
 //! `cluster-storm` and `cluster-client` are the cluster benchmark's children.)
 
 mod cluster;
 mod contention;
+mod drop;
 mod http;
 mod hubscale;
 mod pods;
@@ -49,7 +50,7 @@ fn main() -> Result<()> {
     let json_out = value("--json").map(PathBuf::from);
     let contention = args.iter().any(|a| a == "--contention");
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: podscope-bench [--quick] [--pods | --only-pods | --only-cluster] [--json FILE]\n\n--pods adds the pod benchmarks and the cluster benchmark (needs PODBED_SOCKET from testbed/podbed.sh up and a release podbed); --only-pods runs just the pod benchmarks, --only-cluster just the cluster one.\n\nRuns exec, tcp, open and bio storms under podscope, under bpftrace and untraced; prints events generated/captured/lost, tracer CPU per 1000 events, peak RSS, attach time and workload slowdown. Needs root, a release build of podscope next to this binary (cargo build --release -p podscope -p podscope-bench), and bpftrace for the comparison.\n\nThe cluster benchmark runs podscope hub and agent on loopback and an open storm in one pod, streamed to a REST client: events/s without loss, CPU per 1000 events and peak RSS of hub, agent, its trace child and the client, and kernel-to-client latency. --cluster-rates R1,R2,... sets the stepped rates in events/s (default 20000,50000,100000,150000,200000,0; 0: as fast as possible); --hub-args \"...\" and --agent-args \"...\" pass extra flags (e.g. \"--client-queue 65536\"); a run during which other processes take more than 10% of the machine is repeated up to --cluster-retries times (default 2), keeping the least disturbed; --cluster-tls runs the hub with TLS (a throwaway CA made with openssl), the agent and the client trusting it. --cluster-sessions K (with --only-cluster) instead compares one session with K concurrent sessions on one agent, each selecting its own pod with its own open storm at --session-rate events/s (default 10000): agent CPU per delivered event, peak RSS, BPF programs held, events crossing between sessions.\n\n--http runs only the HTTP benchmark: nginx serving a 1 KiB file on loopback driven by wrk (32 connections, 10 s; 5 s with --quick), --rounds N (default 3) alternating untraced and `podscope trace http --all -o none` runs; prints throughput traced/untraced, requests wrk completed vs nginx's access log vs podscope's count, podscope CPU and kernel BPF time (bpf_stats) per request, and an iperf3 bulk transfer with and without the http probe. Needs nginx, wrk, iperf3, bpftool.\n\n--hub-scale runs only the hub scale benchmark (no root, no BPF): a real podscope hub and --agents N (default 100) simulated agents speaking the real agent protocol, each reporting --agent-pods M (default 50) pods; measures `podscope --hub URL ps -A` end to end (30 runs) and the REST pod listing (100 runs), and checks that a session selecting one pod on each of 10 nodes starts on exactly those nodes.\n\n--contention runs only the contention benchmark: the exec, tcp and open storms, 3 runs each, traced (and untraced, and once under bpftrace) while two CPU-bound competitors run at the same priority, one pinned per core (taskset); then the 1,000,000-open storm at its natural rate traced with `podscope trace open --all -o columns` into a file (--open-storm N changes the count, --podscope-args \"...\" passes flags such as \"--ring-budget 100ms\"); --only-natural-open runs just that storm.\n\n--top runs only the `podscope top` benchmark (needs PODBED_SOCKET, tmux): --top-pods N (default 50; 20 with --quick) pods each exec and open every 100 ms; rounds alternate `podscope trace exec,tcp,bio,cache,open -n NS -o none` and `podscope top -n NS` drawing in a 160x50 tmux terminal; prints podscope's CPU over the same window with and without the view.");
+        println!("usage: podscope-bench [--quick] [--pods | --only-pods | --only-cluster] [--json FILE]\n\n--pods adds the pod benchmarks and the cluster benchmark (needs PODBED_SOCKET from testbed/podbed.sh up and a release podbed); --only-pods runs just the pod benchmarks, --only-cluster just the cluster one.\n\nRuns exec, tcp, open and bio storms under podscope, under bpftrace and untraced; prints events generated/captured/lost, tracer CPU per 1000 events, peak RSS, attach time and workload slowdown. Needs root, a release build of podscope next to this binary (cargo build --release -p podscope -p podscope-bench), and bpftrace for the comparison.\n\nThe cluster benchmark runs podscope hub and agent on loopback and an open storm in one pod, streamed to a REST client: events/s without loss, CPU per 1000 events and peak RSS of hub, agent, its trace child and the client, and kernel-to-client latency. --cluster-rates R1,R2,... sets the stepped rates in events/s (default 20000,50000,100000,150000,200000,0; 0: as fast as possible); --hub-args \"...\" and --agent-args \"...\" pass extra flags (e.g. \"--client-queue 65536\"); a run during which other processes take more than 10% of the machine is repeated up to --cluster-retries times (default 2), keeping the least disturbed; --cluster-tls runs the hub with TLS (a throwaway CA made with openssl), the agent and the client trusting it. --cluster-sessions K (with --only-cluster) instead compares one session with K concurrent sessions on one agent, each selecting its own pod with its own open storm at --session-rate events/s (default 10000): agent CPU per delivered event, peak RSS, BPF programs held, events crossing between sessions.\n\n--http runs only the HTTP benchmark: nginx serving a 1 KiB file on loopback driven by wrk (32 connections, 10 s; 5 s with --quick), --rounds N (default 3) alternating untraced and `podscope trace http --all -o none` runs; prints throughput traced/untraced, requests wrk completed vs nginx's access log vs podscope's count, podscope CPU and kernel BPF time (bpf_stats) per request, and an iperf3 bulk transfer with and without the http probe. Needs nginx, wrk, iperf3, bpftool.\n\n--drop runs only the drop probe benchmark: datagrams to a closed UDP port from a netns of its own (its UdpNoPorts is the witness), --rounds N (default 3) of untraced, `podscope trace drop --all` (every drop reported) and a pod selection that matches nothing (every drop filtered out in the kernel); prints sends/s, events and losses, the kfree_skb program's runs and ns per run (bpf_stats), podscope CPU per event; then iperf3 on loopback with and without the probe. Needs bpftool, iperf3, unshare.\n\n--hub-scale runs only the hub scale benchmark (no root, no BPF): a real podscope hub and --agents N (default 100) simulated agents speaking the real agent protocol, each reporting --agent-pods M (default 50) pods; measures `podscope --hub URL ps -A` end to end (30 runs) and the REST pod listing (100 runs), and checks that a session selecting one pod on each of 10 nodes starts on exactly those nodes.\n\n--contention runs only the contention benchmark: the exec, tcp and open storms, 3 runs each, traced (and untraced, and once under bpftrace) while two CPU-bound competitors run at the same priority, one pinned per core (taskset); then the 1,000,000-open storm at its natural rate traced with `podscope trace open --all -o columns` into a file (--open-storm N changes the count, --podscope-args \"...\" passes flags such as \"--ring-budget 100ms\"); --only-natural-open runs just that storm.\n\n--top runs only the `podscope top` benchmark (needs PODBED_SOCKET, tmux): --top-pods N (default 50; 20 with --quick) pods each exec and open every 100 ms; rounds alternate `podscope trace exec,tcp,bio,cache,open -n NS -o none` and `podscope top -n NS` drawing in a 160x50 tmux terminal; prints podscope's CPU over the same window with and without the view.");
         return Ok(());
     }
     if args.iter().any(|a| a == "--hub-scale") {
@@ -74,7 +75,22 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
+    if let Some(secs) = value("--drop-storm-child") {
+        return drop::storm_child(secs.parse().context("--drop-storm-child takes seconds")?);
+    }
     let bench = Bench::new(quick)?;
+    if args.iter().any(|a| a == "--drop") {
+        let rounds = match value("--rounds") {
+            Some(v) => v.parse().context("--rounds takes a number")?,
+            None => 3,
+        };
+        let r = drop::run(&bench, rounds)?;
+        if let Some(path) = json_out {
+            std::fs::write(&path, serde_json::to_string_pretty(&r)?)?;
+            println!("figures written to {}", path.display());
+        }
+        return Ok(());
+    }
     if args.iter().any(|a| a == "--top") {
         let num = |k: &str, d: u64| -> Result<u64> {
             value(k).map_or(Ok(d), |v| {

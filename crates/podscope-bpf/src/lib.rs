@@ -14,6 +14,7 @@ mod bio;
 mod cache;
 mod cgroup;
 mod dns;
+mod drop;
 mod exec;
 mod exit;
 mod http;
@@ -25,6 +26,7 @@ mod tls;
 pub mod tracepoint;
 
 pub use cgroup::{CgroupChange, FILTER_PENDING};
+pub use drop::PodNet;
 pub use error::Error;
 pub use http::MAX_CAPTURE_BYTES as HTTP_MAX_CAPTURE_BYTES;
 pub use rings::{

@@ -48,6 +48,11 @@ pub(crate) trait LoadedProbe {
     /// probe looks at every selected process now): probes that attach to
     /// user-space libraries (tls) follow new processes here.
     fn tick(&mut self, _full: bool) {}
+    /// The pods' network namespaces and addresses, for probes that find a
+    /// packet's pod by them (drop).
+    fn set_pod_nets(&mut self, _nets: &[crate::PodNet]) -> Result<(), crate::Error> {
+        Ok(())
+    }
     /// Periodic work: probes that aggregate in the kernel emit their totals here.
     fn collect(&mut self, _clock: &Clock, _out: &mut Vec<Event>) -> Result<(), crate::Error> {
         Ok(())

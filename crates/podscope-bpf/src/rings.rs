@@ -48,6 +48,9 @@ pub fn expected_peak(kind: ProbeKind) -> (u64, u64) {
         // HTTPS: about half the plain rate (the TLS work bounds it).
         ProbeKind::Tls => (25_000, rec(1024 + 96)),
         ProbeKind::Dns => (20_000, rec(crate::dns::RECORD_BYTES)),
+        // A SYN flood at a closed port or a DROP rule under iperf3-sized
+        // load: on the order of the tcp storm.
+        ProbeKind::Drop => (200_000, rec(crate::drop::RECORD_BYTES)),
         // Aggregates in maps: no ring.
         ProbeKind::Cache => (0, 0),
         // A getppid loop runs ~2,000,000 calls/s per core untraced; traced,

@@ -626,6 +626,17 @@ impl Tracer {
         deny(&self.filter_cgroups, id)
     }
 
+    /// The node's pods' network namespaces and addresses (the selected
+    /// ones under a pod selection, else all), for the drop probe, which
+    /// finds a packet's pod by them where it has no socket. The whole set
+    /// each time; probes apply the difference.
+    pub fn set_pod_nets(&mut self, nets: &[crate::PodNet]) -> Result<(), Error> {
+        for p in &mut self.probes {
+            p.set_pod_nets(nets)?;
+        }
+        Ok(())
+    }
+
     /// cgroup v2 directories created or removed since the last call (needs
     /// [`TraceOptions::watch_cgroups`]); they arrive with the next poll.
     pub fn take_cgroup_changes(&mut self) -> Vec<CgroupChange> {
@@ -798,6 +809,7 @@ fn load_probe(
             // (ProbeKind::kernel_probe); loading it under either name works.
             ProbeKind::Http | ProbeKind::Grpc => crate::http::load(settings),
             ProbeKind::Dns => crate::dns::load(settings),
+            ProbeKind::Drop => crate::drop::load(settings),
             ProbeKind::Tls => crate::tls::load(settings),
             ProbeKind::Syscalls => crate::syscalls::load(settings, syscalls),
             ProbeKind::Tracepoint => crate::tracepoint::load(settings, tracepoints),

@@ -1080,3 +1080,109 @@ fn dns_copies_messages_on_port_53_sockets_only() {
     assert_eq!(find(53, "tx").payload, answer);
     assert_eq!(find(client_port, "rx").payload, answer);
 }
+
+/// The kernel's own counters of a network namespace (/proc/thread-self/net/snmp).
+fn snmp_counter(group: &str, field: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+    let prefix = format!("{group}:");
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with(&prefix)).collect();
+    let names: Vec<&str> = rows[0].split_whitespace().collect();
+    let vals: Vec<&str> = rows[1].split_whitespace().collect();
+    let i = names.iter().position(|n| *n == field).unwrap();
+    vals[i].parse().unwrap()
+}
+
+/// In a network namespace of its own (a thread's: no other traffic), N
+/// datagrams to a closed UDP port and N connects to a closed TCP port: the
+/// drop probe reports exactly N of each, as the netns's UdpNoPorts and
+/// OutRsts count them, with the flow, the netns, a named location, and
+/// NO_SOCKET where the kernel has drop reasons (5.17+; `unknown` before).
+#[test]
+fn drop_of_datagrams_and_syns_to_closed_ports() {
+    if !require_root() {
+        return;
+    }
+    const N: usize = 6;
+    let mut t = own_tracer(&[ProbeKind::Drop]);
+    let (udp_port, tcp_port) = (39161u16, 39162u16);
+    let (netns, noports, rsts) = std::thread::spawn(move || {
+        // SAFETY: unshare(2) with a plain flag; it changes this thread only.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+        let st = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        use std::os::unix::fs::MetadataExt;
+        let netns = std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
+        let (u0, r0) = (
+            snmp_counter("Udp", "NoPorts"),
+            snmp_counter("Tcp", "OutRsts"),
+        );
+        for _ in 0..N {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.send_to(b"x", ("127.0.0.1", udp_port)).unwrap();
+        }
+        for _ in 0..N {
+            let e = TcpStream::connect(("127.0.0.1", tcp_port)).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+        }
+        (
+            netns,
+            snmp_counter("Udp", "NoPorts") - u0,
+            snmp_counter("Tcp", "OutRsts") - r0,
+        )
+    })
+    .join()
+    .unwrap();
+    assert_eq!((noports, rsts), (N as u64, N as u64));
+    let ours = |e: &podscope_model::Event| matches!(&e.data, EventData::Drop(d) if u64::from(d.netns) == netns);
+    let events = collect_until(&mut t, Duration::from_secs(10), 2 * N, ours);
+    let drops: Vec<&podscope_model::DropEvent> = events
+        .iter()
+        .filter(|e| ours(e))
+        .map(|e| match &e.data {
+            EventData::Drop(d) => d,
+            _ => unreachable!(),
+        })
+        .collect();
+    let with_reasons = std::fs::read_to_string("/sys/kernel/tracing/events/skb/kfree_skb/format")
+        .or_else(|_| {
+            std::fs::read_to_string("/sys/kernel/debug/tracing/events/skb/kfree_skb/format")
+        })
+        .unwrap()
+        .contains("reason");
+    let udp: Vec<_> = drops
+        .iter()
+        .filter(|d| d.protocol == "udp" && d.dport == udp_port)
+        .collect();
+    let tcp: Vec<_> = drops
+        .iter()
+        .filter(|d| d.protocol == "tcp" && d.dport == tcp_port)
+        .collect();
+    assert_eq!((udp.len(), tcp.len()), (N, N), "{drops:#?}");
+    for d in udp.iter().chain(&tcp) {
+        assert_eq!(
+            d.reason,
+            if with_reasons { "NO_SOCKET" } else { "unknown" },
+            "{d:?}"
+        );
+        assert_eq!(
+            (d.saddr.as_str(), d.daddr.as_str()),
+            ("127.0.0.1", "127.0.0.1")
+        );
+        assert_eq!((d.family.as_str(), d.ifname.as_str()), ("ipv4", "lo"));
+        assert!(!d.location.starts_with("0x"), "location not named: {d:?}");
+    }
+    for d in &tcp {
+        assert_eq!(d.tcp_flags, "SYN", "{d:?}");
+    }
+    eprintln!(
+        "drop: {} udp at {}, {} tcp at {} (reason {})",
+        udp.len(),
+        udp[0].location,
+        tcp.len(),
+        tcp[0].location,
+        udp[0].reason
+    );
+}

@@ -107,6 +107,20 @@ pub struct DnsLabels {
     pub rcode: String,
 }
 
+/// What a dropped packet's series is keyed by: the pod (no container: a
+/// packet without a socket has none), the node, and the kernel's drop reason.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// Node name.
+    pub node: String,
+    /// The drop reason (`NO_SOCKET`, `NETFILTER_DROP`, ..., `unknown`).
+    pub reason: String,
+}
+
 /// [`PodLabels`] plus what a gRPC call was: service, method and status
 /// (code names: `OK`, `NOT_FOUND`, ...; `none` when the call did not finish).
 /// `peer_namespace`/`peer_pod` are set on client calls only.

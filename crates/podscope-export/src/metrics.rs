@@ -23,7 +23,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::hist::{Buckets, Hist};
 use crate::labels::{
-    DiskLabels, DnsLabels, GrpcLabels, HttpClientLabels, HttpServerLabels, PodLabels, ProbeLabels,
+    DiskLabels, DnsLabels, DropLabels, GrpcLabels, HttpClientLabels, HttpServerLabels, PodLabels,
+    ProbeLabels,
 };
 use crate::resources::{Host, Resources};
 use crate::selfstats::SelfStats;
@@ -225,6 +226,7 @@ struct Families {
     http_client: Family<HttpClientLabels, Counter>,
     http_client_duration: Family<HttpClientLabels, Hist, fn() -> Hist>,
     dns_queries: Family<DnsLabels, Counter>,
+    packet_drops: Family<DropLabels, Counter>,
     dns_duration: Family<PodLabels, Hist, fn() -> Hist>,
     grpc_server: Family<GrpcLabels, Counter>,
     grpc_server_duration: Family<GrpcLabels, Hist, fn() -> Hist>,
@@ -314,6 +316,12 @@ impl Families {
             Unit::Seconds,
             http_client_duration.clone(),
         );
+        let packet_drops = Family::<DropLabels, Counter>::default();
+        reg.register(
+            "podscope_packet_drops",
+            "Packets of the pod the kernel dropped (skb:kfree_skb), by drop reason",
+            packet_drops.clone(),
+        );
         let dns_queries = Family::<DnsLabels, Counter>::default();
         reg.register(
             "podscope_dns_queries",
@@ -398,6 +406,7 @@ impl Families {
             http_client,
             http_client_duration,
             dns_queries,
+            packet_drops,
             dns_duration,
             grpc_server,
             grpc_server_duration,
@@ -420,6 +429,7 @@ struct Tracked {
     http_server: Vec<HttpServerLabels>,
     http_client: Vec<HttpClientLabels>,
     dns: Vec<DnsLabels>,
+    drops: Vec<DropLabels>,
     grpc: Vec<GrpcLabels>,
     last_live: Instant,
 }
@@ -653,6 +663,9 @@ impl Metrics {
             for l in &t.dns {
                 self.fam.dns_queries.remove(l);
             }
+            for l in &t.drops {
+                self.fam.packet_drops.remove(l);
+            }
             for l in &t.grpc {
                 for f in [&self.fam.grpc_server, &self.fam.grpc_client] {
                     f.remove(l);
@@ -686,6 +699,7 @@ impl Metrics {
                 http_server: Vec::new(),
                 http_client: Vec::new(),
                 dns: Vec::new(),
+                drops: Vec::new(),
                 grpc: Vec::new(),
                 last_live: Instant::now(),
             });
@@ -802,6 +816,17 @@ impl Metrics {
         };
         self.track(&pod.namespace, &pod.pod, &labels, |t| &mut t.dns);
         self.fam.dns_queries.get_or_create_owned(&labels)
+    }
+
+    fn drop_counter(&self, pod: &PodLabels, reason: &str) -> Counter {
+        let labels = DropLabels {
+            namespace: pod.namespace.clone(),
+            pod: pod.pod.clone(),
+            node: pod.node.clone(),
+            reason: reason.to_owned(),
+        };
+        self.track(&pod.namespace, &pod.pod, &labels, |t| &mut t.drops);
+        self.fam.packet_drops.get_or_create_owned(&labels)
     }
 
     fn rpc_series(&self, labels: GrpcLabels, server: bool) -> RpcSlot {
@@ -959,6 +984,7 @@ struct Slot {
     disks: Vec<DiskSlot>,
     requests: Vec<RequestSlot>,
     dns: Vec<(String, Counter)>,
+    drops: Vec<(String, Counter)>,
     dns_duration: Option<Hist>,
     rpcs: Vec<RpcSlot>,
 }
@@ -978,6 +1004,7 @@ impl Slot {
             disks: Vec::new(),
             requests: Vec::new(),
             dns: Vec::new(),
+            drops: Vec::new(),
             dns_duration: None,
             rpcs: Vec::new(),
         }
@@ -1115,6 +1142,18 @@ impl Slot {
         };
         &self.dns[i].1
     }
+
+    fn packet_drop(&mut self, m: &Metrics, reason: &str) -> &Counter {
+        let i = match self.drops.iter().position(|(r, _)| r == reason) {
+            Some(i) => i,
+            None => {
+                self.drops
+                    .push((reason.to_owned(), m.drop_counter(&self.labels, reason)));
+                self.drops.len() - 1
+            }
+        };
+        &self.drops[i].1
+    }
 }
 
 /// The per-event path into [`Metrics`]: one per tracing thread, not shared.
@@ -1234,6 +1273,9 @@ impl Observer {
                         .get_or_insert_with(|| m.dns_histogram(labels))
                         .observe(ns as f64 / 1e9);
                 }
+            }
+            EventData::Drop(d) => {
+                slot.packet_drop(m, &d.reason).inc();
             }
             EventData::Exit(_)
             | EventData::Syscall(_)
@@ -1759,6 +1801,54 @@ mod tests {
                 &["pod=\"p\""]
             ),
             Some(3.0)
+        );
+    }
+
+    #[test]
+    fn packet_drops_by_pod_and_reason_without_container() {
+        let m = Metrics::new("n1", Duration::from_secs(60));
+        let mut o = m.observer();
+        let d = |reason: &str| {
+            EventData::Drop(podscope_model::DropEvent {
+                kind: "drop".into(),
+                reason: reason.into(),
+                reason_code: Some(3),
+                location: "udp_rcv+0x1".into(),
+                attributed_by: "netns".into(),
+                netns: 4026531840,
+                ifname: "lo".into(),
+                ifindex: 1,
+                protocol: "udp".into(),
+                family: "ipv4".into(),
+                saddr: "127.0.0.1".into(),
+                daddr: "127.0.0.1".into(),
+                sport: 1,
+                dport: 2,
+                tcp_flags: String::new(),
+                len: 29,
+                ethertype: 0x800,
+            })
+        };
+        // Two containers of one pod (socket-attributed) and the pod itself
+        // (netns-attributed): one series per reason.
+        o.observe(&ev("a", "p", "", 1, d("NO_SOCKET")));
+        o.observe(&ev("a", "p", "c1", 2, d("NO_SOCKET")));
+        o.observe(&ev("a", "p", "c2", 3, d("NETFILTER_DROP")));
+        o.observe(&ev("a", "q", "", 4, d("NO_SOCKET")));
+        let out = m.render(Format::Prometheus).unwrap();
+        let p = |r: &str| {
+            value(
+                &out,
+                "podscope_packet_drops_total",
+                &["pod=\"p\"", &format!("reason=\"{r}\"")],
+            )
+        };
+        assert_eq!(p("NO_SOCKET"), Some(2.0), "{out}");
+        assert_eq!(p("NETFILTER_DROP"), Some(1.0), "{out}");
+        assert!(
+            !out.lines()
+                .any(|l| l.starts_with("podscope_packet_drops_total{") && l.contains("container=")),
+            "{out}"
         );
     }
 

@@ -113,6 +113,7 @@ impl Event {
             EventData::SockData(_) | EventData::Http(_) => ProbeKind::Http,
             EventData::Dns(_) => ProbeKind::Dns,
             EventData::Tracepoint(_) => ProbeKind::Tracepoint,
+            EventData::Drop(_) => ProbeKind::Drop,
         }
     }
 
@@ -132,6 +133,7 @@ impl Event {
             EventData::Http(_) => "request",
             EventData::Dns(_) => "query",
             EventData::Tracepoint(_) => "record",
+            EventData::Drop(_) => "drop",
         }
     }
 }
@@ -171,6 +173,58 @@ pub enum EventData {
     Dns(DnsEvent),
     /// From the tracepoint probe: one record of a tracepoint (`tp:SUBSYSTEM:EVENT`).
     Tracepoint(TracepointEvent),
+    /// From the drop probe: one packet the kernel dropped.
+    Drop(DropEvent),
+}
+
+/// One packet the kernel freed as dropped (`skb:kfree_skb`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DropEvent {
+    /// Always `drop`.
+    #[serde(default)]
+    pub kind: String,
+    /// The kernel's drop reason without its `SKB_DROP_REASON_` prefix
+    /// (`NO_SOCKET`, `NETFILTER_DROP`, `NOT_SPECIFIED`), named from the
+    /// running kernel's `enum skb_drop_reason` (BTF); `unknown` on kernels
+    /// before 5.17, whose tracepoint has no reason.
+    pub reason: String,
+    /// The reason's number in that enum (absent with `unknown`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason_code: Option<u32>,
+    /// The kernel function that freed the packet, `symbol+0xoff`
+    /// (from /proc/kallsyms), or the address in hex if it cannot be named.
+    pub location: String,
+    /// How the pod was found: `socket` (the socket's cgroup), `netns` (the
+    /// pod's network namespace), `address` (a pod's IP in the packet) or
+    /// `none` (not a pod's, or not known).
+    pub attributed_by: String,
+    /// Inode of the network namespace the packet was dropped in.
+    pub netns: u32,
+    /// The device the packet was on (`eth0`, `lo`, the bridge), if any.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub ifname: String,
+    /// Its index in that netns (0: none).
+    pub ifindex: u32,
+    /// `tcp`, `udp`, `icmp`, `icmpv6`, another IP protocol number, or empty
+    /// when the packet had no readable IP header.
+    pub protocol: String,
+    /// `ipv4`, `ipv6`, or empty.
+    pub family: String,
+    /// Source address (empty without an IP header).
+    pub saddr: String,
+    /// Destination address.
+    pub daddr: String,
+    /// Source port (TCP and UDP; 0 otherwise).
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// TCP flags (`SYN`, `SYN|ACK`, `RST|ACK`), TCP only.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub tcp_flags: String,
+    /// Packet length (skb->len) in bytes.
+    pub len: u32,
+    /// The ethertype (`0x0800` IPv4, `0x86dd` IPv6, ...).
+    pub ethertype: u16,
 }
 
 /// One tracepoint record, its fields decoded from the event's tracefs `format`.

@@ -189,6 +189,7 @@ fn probe_usage(p: ProbeKind) -> &'static str {
         ProbeKind::Grpc => "podscope trace grpc",
         ProbeKind::Syscalls => "podscope trace syscalls",
         ProbeKind::Tracepoint => "podscope trace tp:SUBSYSTEM:EVENT",
+        ProbeKind::Drop => "podscope trace drop",
     }
 }
 

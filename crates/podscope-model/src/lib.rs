@@ -8,8 +8,8 @@ mod probe;
 
 pub use errno::errno_name;
 pub use event::{
-    grpc_code_name, BioEvent, CacheEvent, DnsEvent, Event, EventData, ExecEvent, ExitEvent,
-    HttpEvent, Identity, OpenEvent, RpcInfo, SockDataEvent, SockDataKind, SyscallEvent,
+    grpc_code_name, BioEvent, CacheEvent, DnsEvent, DropEvent, Event, EventData, ExecEvent,
+    ExitEvent, HttpEvent, Identity, OpenEvent, RpcInfo, SockDataEvent, SockDataKind, SyscallEvent,
     SyscallSummaryEvent, TcpEvent, TcpKind, Timestamp, TpFields, TpValue, TraceContext,
     TracepointEvent,
 };

@@ -34,6 +34,8 @@ pub enum ProbeKind {
     /// System calls (strace/syscount): one event per call, or per-container
     /// totals with `--summary`.
     Syscalls,
+    /// Dropped packets (skb:kfree_skb): reason, where, pod, flow.
+    Drop,
     /// Any kernel tracepoint, asked for as `tp:SUBSYSTEM:EVENT` (several at
     /// once): its raw record, fields decoded from tracefs. Not in
     /// [`ProbeKind::ALL`]: it is never asked for by its own name.
@@ -89,7 +91,7 @@ impl Hook {
 
 impl ProbeKind {
     /// Every probe, in the order `podscope probes` lists them.
-    pub const ALL: [ProbeKind; 11] = [
+    pub const ALL: [ProbeKind; 12] = [
         ProbeKind::Exec,
         ProbeKind::Exit,
         ProbeKind::Tcp,
@@ -101,6 +103,7 @@ impl ProbeKind {
         ProbeKind::Tls,
         ProbeKind::Grpc,
         ProbeKind::Syscalls,
+        ProbeKind::Drop,
     ];
 
     /// The probe whose kernel program this one runs: itself, except `grpc`,
@@ -127,6 +130,7 @@ impl ProbeKind {
             ProbeKind::Grpc => "grpc",
             ProbeKind::Syscalls => "syscalls",
             ProbeKind::Tracepoint => "tracepoint",
+            ProbeKind::Drop => "drop",
         }
     }
 
@@ -157,6 +161,9 @@ impl ProbeKind {
             }
             ProbeKind::Tls => {
                 "HTTPS: HTTP/1.x requests inside OpenSSL (libssl 1.1/3.x) TLS, from its plaintext; part of http"
+            }
+            ProbeKind::Drop => {
+                "dropped packets: drop reason (kernel's names), where, pod (by socket, netns or address), flow; IPv4+IPv6"
             }
             ProbeKind::Tracepoint => {
                 "any kernel tracepoint (tp:SUBSYSTEM:EVENT): its record's fields decoded from tracefs; --filter in the kernel"
@@ -272,6 +279,11 @@ impl ProbeKind {
                 name: "tracepoint",
                 hooks: &[],
                 note: "one program attached to each tracepoint asked for; the record's common_type tells them apart (every kernel)",
+            }],
+            ProbeKind::Drop => &[Implementation {
+                name: "tracepoint",
+                hooks: &[Tracepoint("skb/kfree_skb")],
+                note: "the drop reason from Linux 5.17 (before: reason unknown, the freeing location says where)",
             }],
             ProbeKind::Http | ProbeKind::Grpc => &[Implementation {
                 name: "tracepoints",

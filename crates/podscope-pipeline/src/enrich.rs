@@ -185,6 +185,16 @@ impl PodIndex {
         }
     }
 
+    /// The selected pods the runtime has named (every pod without a
+    /// selection), including pods gone within the grace period: the drop
+    /// probe recognises their packets by netns and address.
+    pub fn selected_pod_list(&self) -> impl Iterator<Item = &Pod> {
+        self.pods
+            .values()
+            .filter(|p| p.decision == Decision::Selected)
+            .filter_map(|p| p.pod.as_ref())
+    }
+
     /// Whether a pod selection was given (else every process is wanted).
     pub fn has_selection(&self) -> bool {
         self.selection.is_some()
@@ -663,6 +673,10 @@ impl PodIndex {
     /// Maps a cgroup we have not seen (e.g. a pod's sandbox, or a container
     /// that started before the watcher) by reading the task's cgroup path.
     fn learn_cgroup(&mut self, id: u64, pid: u32) {
+        // No task to read (events the kernel attributed without one: drops).
+        if pid == 0 {
+            return;
+        }
         let path = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
             .ok()
             .and_then(|t| {

@@ -240,6 +240,41 @@ pub fn details(ev: &Event) -> String {
             }
             s
         }
+        // dropwatch's "where" first, then the flow and who it was found by.
+        EventData::Drop(d) => {
+            let mut s = format!("{} at {}", d.reason, d.location);
+            if d.family.is_empty() {
+                s.push_str(&format!(" ethertype {:#06x}", d.ethertype));
+            } else {
+                let ep = |a: &str, p: u16| {
+                    let a = if d.family == "ipv6" {
+                        format!("[{a}]")
+                    } else {
+                        a.to_string()
+                    };
+                    if p == 0 {
+                        a
+                    } else {
+                        format!("{a}:{p}")
+                    }
+                };
+                s.push_str(&format!(
+                    " {} {} -> {}",
+                    d.protocol,
+                    ep(&d.saddr, d.sport),
+                    ep(&d.daddr, d.dport)
+                ));
+                if !d.tcp_flags.is_empty() {
+                    s.push_str(&format!(" [{}]", d.tcp_flags));
+                }
+            }
+            s.push_str(&format!(" len {}", d.len));
+            if !d.ifname.is_empty() {
+                s.push_str(&format!(" dev {}", d.ifname));
+            }
+            s.push_str(&format!(" netns {} by {}", d.netns, d.attributed_by));
+            s
+        }
         // Raw socket data reaches a sink only where no parser stage runs;
         // the payload is never shown.
         EventData::SockData(d) => format!(
@@ -617,6 +652,59 @@ mod tests {
         assert_eq!(
             http_details(&h),
             "client POST /demo.Echo/Missing 200 1.5ms req 120B resp 80B peer 127.0.1.9:50051 h2"
+        );
+    }
+
+    #[test]
+    fn drops_show_reason_location_flow_and_attribution() {
+        let mut d = podscope_model::DropEvent {
+            kind: "drop".into(),
+            reason: "NO_SOCKET".into(),
+            reason_code: Some(3),
+            location: "tcp_v4_rcv+0x99".into(),
+            attributed_by: "netns".into(),
+            netns: 4026532691,
+            ifname: "lo".into(),
+            ifindex: 1,
+            protocol: "tcp".into(),
+            family: "ipv4".into(),
+            saddr: "127.0.0.1".into(),
+            daddr: "127.0.0.1".into(),
+            sport: 44964,
+            dport: 39122,
+            tcp_flags: "SYN".into(),
+            len: 40,
+            ethertype: 0x800,
+        };
+        let ev = |d: &podscope_model::DropEvent| Event {
+            timestamp: podscope_model::Timestamp(0),
+            identity: Default::default(),
+            pid: 0,
+            tid: 0,
+            uid: 0,
+            comm: String::new(),
+            cgroup_id: 0,
+            data: EventData::Drop(d.clone()),
+        };
+        assert_eq!(
+            details(&ev(&d)),
+            "NO_SOCKET at tcp_v4_rcv+0x99 tcp 127.0.0.1:44964 -> 127.0.0.1:39122 [SYN] len 40 \
+             dev lo netns 4026532691 by netns"
+        );
+        d.family = "ipv6".into();
+        d.protocol = "icmpv6".into();
+        d.saddr = "fe80::1".into();
+        d.daddr = "ff02::16".into();
+        (d.sport, d.dport) = (0, 0);
+        d.tcp_flags.clear();
+        assert!(details(&ev(&d)).contains("icmpv6 [fe80::1] -> [ff02::16] len 40"));
+        d.family.clear();
+        d.ifname.clear();
+        d.ethertype = 0;
+        d.reason = "QUEUE_PURGE".into();
+        assert_eq!(
+            details(&ev(&d)),
+            "QUEUE_PURGE at tcp_v4_rcv+0x99 ethertype 0x0000 len 40 netns 4026532691 by netns"
         );
     }
 

@@ -238,6 +238,8 @@ pub struct Node {
     last_loss_check: Instant,
     /// The tracepoint probe's tracepoints and filter ([`Node::set_tracepoints`]).
     tracepoints: podscope_bpf::TracepointOptions,
+    /// Network namespace inode of each sandbox (or container) pid read so far.
+    netns_of: HashMap<u32, u32>,
 }
 
 impl std::fmt::Debug for Node {
@@ -272,6 +274,7 @@ impl Node {
             batch: Vec::with_capacity(4096),
             last_loss_check: Instant::now(),
             tracepoints: Default::default(),
+            netns_of: HashMap::new(),
         }
     }
 
@@ -491,6 +494,7 @@ impl Node {
             pipe_closed: false,
             error: None,
         });
+        self.sync_pod_nets();
         // Probes that attach to the selected processes' libraries (tls) look
         // at the processes already running before the session is reported
         // as started.
@@ -511,6 +515,7 @@ impl Node {
         if self.last_loss_check.elapsed() >= Duration::from_secs(1) {
             self.last_loss_check = Instant::now();
             self.report_losses();
+            self.sync_pod_nets();
             for pos in 0..self.sessions.len() {
                 let stats = self.session_stats(pos);
                 let s = &mut self.sessions[pos];
@@ -585,6 +590,76 @@ impl Node {
         }
         batch.clear();
         self.batch = batch;
+    }
+
+    /// Hands the sessions' pods' network namespaces and addresses to the
+    /// drop probe (which finds a packet's pod by them where the packet has
+    /// no socket). Once a second: a pod's drops in its first second are
+    /// seen only where its socket names it.
+    fn sync_pod_nets(&mut self) {
+        let Some(tracer) = self.tracer.as_mut() else {
+            return;
+        };
+        if !tracer.probes().contains(&ProbeKind::Drop) {
+            return;
+        }
+        // A --cgroup trace: only its processes' sockets (the maps stay empty).
+        let by_cgroup = self
+            .cfg
+            .host_filter
+            .as_ref()
+            .is_some_and(|f| f.cgroups.is_some());
+        let host_ns = netns_inode("self");
+        let mut nets: Vec<podscope_bpf::PodNet> = Vec::new();
+        let mut seen: HashSet<u64> = HashSet::new();
+        let mut live_pids: HashSet<u32> = HashSet::new();
+        for s in self.sessions.iter().filter(|_| !by_cgroup) {
+            for pod in s.index.selected_pod_list() {
+                let Some(cg) = pod
+                    .cgroup_id
+                    .or_else(|| pod.containers.iter().find_map(|c| c.cgroup_id))
+                else {
+                    continue;
+                };
+                if !seen.insert(cg) {
+                    continue;
+                }
+                // The sandbox's netns, else a container's (they share it;
+                // a listing made as the pod starts may not have the pause
+                // pid yet). Only inodes read are remembered: a pid not yet
+                // readable is asked again next time.
+                let pids = pod
+                    .sandbox_pid
+                    .into_iter()
+                    .chain(pod.containers.iter().filter_map(|c| c.pid));
+                let mut netns = None;
+                for pid in pids {
+                    live_pids.insert(pid);
+                    if let Some(ns) = self.netns_of.get(&pid) {
+                        netns = Some(*ns);
+                        break;
+                    }
+                    if let Some(ns) = netns_inode(&pid.to_string()) {
+                        self.netns_of.insert(pid, ns);
+                        netns = Some(ns);
+                        break;
+                    }
+                }
+                // A host-network pod shares the host's netns and address.
+                if netns.is_some() && netns == host_ns {
+                    continue;
+                }
+                nets.push(podscope_bpf::PodNet {
+                    cgroup_id: cg,
+                    netns,
+                    addrs: pod.ip.iter().filter_map(|a| a.parse().ok()).collect(),
+                });
+            }
+        }
+        self.netns_of.retain(|pid, _| live_pids.contains(pid));
+        if let Err(e) = tracer.set_pod_nets(&nets) {
+            eprintln!("podscope: warning: {e}");
+        }
     }
 
     fn report_losses(&mut self) {
@@ -772,6 +847,15 @@ fn deliver(s: &mut Session, events: Vec<Event>) {
             s.done = true;
         }
     }
+}
+
+/// The inode of a process's network namespace (what the kernel's
+/// `net->ns.inum` holds), or None if it cannot be read.
+fn netns_inode(pid: &str) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|m| m.ino() as u32)
 }
 
 fn cgroup_ino(p: &PathBuf) -> Option<u64> {

@@ -96,7 +96,8 @@ pub enum Command {
         podscope trace all --pid 1234 --max-events 100\n  \
         podscope trace tp:sched:sched_process_fork,tp:net:net_dev_xmit --all -o json\n  \
         podscope trace tp:net:net_dev_xmit --all --filter 'len > 1000 && name == \"eth0\"'\n\n\
-        Probes: exec, exit, tcp, bio, cache, open, http, dns, tls, grpc, syscalls (comma-separated, or 'all'),\n\
+        Probes: exec, exit, tcp, bio, cache, open, http, dns, tls, grpc, syscalls, drop (comma-separated,\n\
+        or 'all'),\n\
         and any tracepoint as tp:SUBSYSTEM:EVENT (podscope probes --tracepoints lists them).\n\
         http brings tls along (HTTPS requests from OpenSSL's plaintext); tls alone: HTTPS only.\n\
         Pods: --pod NAME (globs), -n NAMESPACE, -A, -l SELECTOR, --container NAME; --wait for pods\n\
@@ -238,7 +239,7 @@ pub struct NsenterArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TraceArgs {
-    /// Probes to run, comma-separated (exec,exit,tcp,bio,cache,open,http,dns,syscalls) or 'all'
+    /// Probes to run, comma-separated (exec,exit,tcp,bio,cache,open,http,dns,syscalls,drop) or 'all'
     /// (every probe but syscalls), and tracepoints as tp:SUBSYSTEM:EVENT.
     #[arg(value_name = "PROBES")]
     pub probes: String,

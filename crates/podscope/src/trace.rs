@@ -125,6 +125,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     } else {
         ProbeKind::parse_list(&rest)?
     };
+    let rest = rest.as_str();
     if !tp_names.is_empty() {
         probes.push(ProbeKind::Tracepoint);
     }
@@ -151,6 +152,20 @@ pub fn run(args: TraceArgs) -> Result<()> {
         bail!("--wait waits for pods: combine it with --pod, -l, -n, -A or --container");
     }
     let filter = host_filter(&args, pod_mode)?;
+    let task_filter = !args.pid.is_empty() || args.comm.is_some();
+    let named_drop = rest.split(',').any(|p| p.trim() == "drop");
+    if task_filter && probes.contains(&ProbeKind::Drop) && !named_drop {
+        // `all` with a task filter: the probes that can honour it.
+        probes.retain(|p| *p != ProbeKind::Drop);
+        eprintln!("podscope: note: 'all' leaves out drop with --pid/--comm (dropped packets are not attributed to tasks)");
+    }
+    if task_filter && probes.contains(&ProbeKind::Drop) {
+        bail!(
+            "the drop probe cannot filter by --pid or --comm: packets are mostly dropped in \
+             softirq context, not by the process they belong to; select pods (--pod, -l, -n, -A), \
+             --cgroup PATH (the sockets of its processes) or --all (e.g. podscope trace drop --all)"
+        );
+    }
     podscope_bpf::check_privileges()?;
     if !tracepoints.names.is_empty() {
         // Unknown tracepoints and fields fail here, before anything loads.

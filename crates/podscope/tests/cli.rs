@@ -105,7 +105,10 @@ fn probes_lists_every_probe_as_supported_here() {
     let names: Vec<&str> = rows.iter().map(|r| r["probe"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["exec", "exit", "tcp", "bio", "cache", "open", "http", "dns", "tls", "grpc", "syscalls"]
+        [
+            "exec", "exit", "tcp", "bio", "cache", "open", "http", "dns", "tls", "grpc",
+            "syscalls", "drop"
+        ]
     );
     for r in &rows {
         assert_eq!(r["supported"], true, "{r}");

@@ -438,7 +438,8 @@ impl Tap {
             | EventData::Dns(_)
             | EventData::Syscall(_)
             | EventData::SyscallSummary(_)
-            | EventData::Tracepoint(_) => {}
+            | EventData::Tracepoint(_)
+            | EventData::Drop(_) => {}
         }
         if !matches!(&ev.data, EventData::Http(_)) {
             self.requests.push_event(ev);
@@ -1179,6 +1180,8 @@ fn failure(ev: &Event) -> bool {
         EventData::Syscall(c) => c.error.is_some(),
         EventData::SyscallSummary(_) => false,
         EventData::Tracepoint(_) => false,
+        // A dropped packet is what the probe reports: always a failure.
+        EventData::Drop(_) => true,
         EventData::Http(h) => h.error.is_some() || h.status.is_some_and(|s| s >= 500),
         EventData::Dns(d) => {
             d.error.is_some() || d.rcode.as_deref().is_some_and(|r| r != "NOERROR")
@@ -1340,6 +1343,24 @@ pub fn event_attrs(ev: &Event) -> Vec<KeyValue> {
             if let Some(e) = &o.error {
                 a.push(kv_str("error.type", e));
             }
+        }
+        EventData::Drop(d) => {
+            a.push(kv_str("podscope.drop.reason", &d.reason));
+            a.push(kv_str("podscope.drop.location", &d.location));
+            a.push(kv_str("podscope.drop.attributed_by", &d.attributed_by));
+            a.push(kv_int("podscope.drop.netns", d.netns as i64));
+            if !d.ifname.is_empty() {
+                a.push(kv_str("network.interface.name", &d.ifname));
+            }
+            if !d.family.is_empty() {
+                a.push(kv_str("network.transport", &d.protocol));
+                a.push(kv_str("network.type", &d.family));
+                a.push(kv_str("source.address", &d.saddr));
+                a.push(kv_int("source.port", d.sport as i64));
+                a.push(kv_str("destination.address", &d.daddr));
+                a.push(kv_int("destination.port", d.dport as i64));
+            }
+            a.push(kv_str("error.type", &d.reason));
         }
         // Request spans and metrics are a later slice (issue 10); log
         // records carry the common attributes only for now.
