@@ -2526,19 +2526,38 @@ fn http_requests_through_the_hub_and_the_agents_red_metrics() {
     // Collect until both sides of every request arrived (or 30 s).
     let want = 2 * (OK + MISSING);
     let mut reqs: Vec<Value> = Vec::new();
+    // Every record that is not an event: lost, gap, summary, end.
+    let mut others: Vec<Value> = Vec::new();
+    let mut take = |v: Value, reqs: &mut Vec<Value>| {
+        if v["probe"] == "http" && v["kind"] == "request" {
+            reqs.push(v);
+        } else if v.get("pid").is_none() {
+            others.push(v);
+        }
+    };
     let t = Instant::now();
     while reqs.len() < want && t.elapsed() < Duration::from_secs(30) {
         if let Ok(v) = rx.recv_timeout(Duration::from_millis(500)) {
-            if v["probe"] == "http" && v["kind"] == "request" {
-                reqs.push(v);
-            }
+            take(v, &mut reqs);
         }
     }
     // A little longer: nothing more may come.
     while let Ok(v) = rx.recv_timeout(Duration::from_secs(2)) {
-        if v["probe"] == "http" && v["kind"] == "request" {
-            reqs.push(v);
+        take(v, &mut reqs);
+    }
+    if reqs.len() != want {
+        // Say where the missing ones went: stop the trace and show its
+        // lost, gap and summary records with the requests that came.
+        let _ = Command::new("kill")
+            .args(["-INT", &cli.0.id().to_string()])
+            .status();
+        while let Ok(v) = rx.recv_timeout(Duration::from_secs(5)) {
+            take(v, &mut reqs);
         }
+        panic!(
+            "{} request events, want {want}: {reqs:#?}\nthe other records: {others:#?}",
+            reqs.len()
+        );
     }
     let count = |role: &str, pod: &str, status: u64, path: &str| {
         reqs.iter()
