@@ -28,11 +28,12 @@ fi
 # strace and libc6-dev: tests/syscalls.rs and tests/tracepoints.rs build static C workloads (the
 # latter also a veth pair, iproute2); tests/syscalls.rs uses strace -c
 # as the count witness for the syscalls probe.
+# chromium + chromium-driver: tests/ui.rs drives the web view in headless Chromium (WebDriver).
 # tmux: tests/top.rs drives podscope top's terminal view (send-keys, capture-pane).
 # iptables (nf_tables backend): tests/drop.rs drops a pod's packets with a rule of its own
 # chain (host INPUT, and OUTPUT inside the pod's netns) and takes the rule's counter as witness;
 # nsenter (util-linux) and ip netns (iproute2) run its senders.
-PKGS=(clang-19 python3 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool bpftrace iproute2 protobuf-compiler tcpdump util-linux prometheus openssl docker.io podman busybox-static nginx curl dnsmasq-base nghttp2-client python3-grpcio strace libc6-dev tmux iptables)
+PKGS=(clang-19 python3 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool bpftrace iproute2 protobuf-compiler tcpdump util-linux prometheus openssl docker.io podman busybox-static nginx curl dnsmasq-base nghttp2-client python3-grpcio strace libc6-dev tmux iptables chromium chromium-driver)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

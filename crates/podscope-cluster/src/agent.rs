@@ -170,6 +170,17 @@ pub fn run(
     }
     let token = crate::auth::load_token(token_file.as_deref())?;
     let tls = crate::tls::ClientTls::for_url(&hub, tls_ca.as_deref())?;
+    run_with(args, hub, token, tls)
+}
+
+/// The agent with its hub, token and TLS settled (`podscope agent`, and the
+/// in-process agent of `podscope ui`).
+pub(crate) fn run_with(
+    args: AgentArgs,
+    hub: String,
+    token: String,
+    tls: Option<crate::tls::ClientTls>,
+) -> Result<()> {
     let node = match args
         .node
         .clone()

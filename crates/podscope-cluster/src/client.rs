@@ -458,6 +458,33 @@ const RECONNECT_FOR: Duration = Duration::from_secs(45);
 
 /// `podscope --hub URL trace`: creates a session, streams its events until it
 /// ends (--duration, --max-events, Ctrl-C), deletes it. Returns the exit code.
+/// `podscope --hub URL ui`: where the hub serves its web view. For a
+/// kube:// hub (`kubectl podscope ui`) the forwarder through the API
+/// server's service proxy runs until Ctrl-C, and the link it prints logs
+/// in with the token from the hub's Secret.
+pub fn ui(target: &HubTarget) -> Result<()> {
+    let hub = Hub::new(target)?;
+    if hub._proxy.is_none() {
+        eprintln!(
+            "podscope ui: {} serves the web view; log in with the hub's token",
+            hub.shown
+        );
+        println!("{}/ui/", hub.url);
+        return Ok(());
+    }
+    eprintln!(
+        "podscope ui: the web view of {}: open\n  {}/ui/login?token={}\n\
+         podscope ui: the link logs in once (a session cookie); Ctrl-C stops the forwarder",
+        hub.shown, hub.url, hub.token
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(crate::hub::shutdown_signal());
+    Ok(())
+}
+
 pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
     let out = std::io::stdout();
     let mut printer = Printer {

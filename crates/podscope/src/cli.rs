@@ -133,6 +133,16 @@ pub enum Command {
         The tool's exit code is podscope's; with several pods, the first non-zero one.\n\
         -t/--timeout stops the tool (SIGTERM, then SIGKILL 2 s later) and exits 124.")]
     Exec(ExecArgs),
+    /// Web view of this machine in a browser: pods with live counts, a
+    /// service map from kernel data, trace sessions (an in-process hub and
+    /// agent; no cluster needed).
+    #[command(after_help = "Examples:\n  \
+        podscope ui                               serve http://127.0.0.1:7701/ui/ (prints a login link)\n  \
+        podscope ui --listen 0.0.0.0:7701 --token-file /etc/podscope/token\n\n\
+        Without --token-file or PODSCOPE_TOKEN a fresh token is made and shown in the link.\n\
+        The page asks for the token once and keeps a session cookie (HttpOnly, SameSite=Strict).\n\
+        In a cluster, the hub serves the same view at /ui/ on its port (docs/ui.md).")]
+    Ui(podscope_cluster::hub::UiArgs),
     // --- cluster mode (docs/cluster.md) ---
     /// Run the cluster hub: agent registry, trace sessions, REST API (bearer token required).
     #[command(

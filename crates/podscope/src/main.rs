@@ -36,6 +36,7 @@ fn main() {
             | cli::Command::Ps(_)
             | cli::Command::Exec(_)
             | cli::Command::Agent(_)
+            | cli::Command::Ui(_)
     ) {
         // Before any thread exists: namespaces are per thread, and threads
         // inherit them from the one that makes them.
@@ -52,6 +53,7 @@ fn main() {
                         | cli::Command::Trace(_)
                         | cli::Command::Top(_)
                         | cli::Command::Exec(_)
+                        | cli::Command::Ui(_)
                 )
             })
     });
@@ -75,6 +77,12 @@ fn main() {
     let command = match (hub.as_deref(), cli.command) {
         (_, cli::Command::Hub(args)) => {
             exit_on(podscope_cluster::hub::run(args, token_file).map(|_| 0))
+        }
+        (None, cli::Command::Ui(args)) => {
+            exit_on(podscope_cluster::hub::run_ui(args, token_file).map(|_| 0))
+        }
+        (Some(url), cli::Command::Ui(_)) => {
+            exit_on(podscope_cluster::client::ui(&target(url)).map(|_| 0))
         }
         (_, cli::Command::Agent(args)) => {
             exit_on(podscope_cluster::agent::run(args, hub, token_file, tls_ca).map(|_| 0))
@@ -142,7 +150,9 @@ fn main() {
             Ok(code) => std::process::exit(code),
             Err(e) => Err(e),
         },
-        cli::Command::Hub(_) | cli::Command::Agent(_) => unreachable!("handled above"),
+        cli::Command::Hub(_) | cli::Command::Agent(_) | cli::Command::Ui(_) => {
+            unreachable!("handled above")
+        }
     };
     if let Err(e) = result {
         eprintln!("podscope: error: {e:#}");
@@ -151,6 +161,7 @@ fn main() {
 }
 
 // --- cluster mode helpers ---
+
 /// The flags of `trace`, `ps` and `exec` that work through the hub; every
 /// other flag given on the command line is refused there, never silently
 /// ignored (a flag added to the CLI is refused until the hub path honours it).

@@ -28,12 +28,15 @@ mod grpc_api;
 mod openapi;
 mod rest;
 mod service;
+mod ui;
 
+use crate::agent::AgentArgs;
 use crate::api::{NodeSession, Selection, SessionSpec, SessionView};
 use crate::proto::{
     agent_message, hub_api_server, hub_message, hub_server, AgentMessage, ExecResult, HubMessage,
     StartSession, StopSession,
 };
+pub use ui::bench_map_server;
 
 /// `podscope hub`.
 #[derive(Debug, Clone, clap::Args)]
@@ -274,6 +277,8 @@ pub struct Hub {
     token: Arc<str>,
     enable_exec: bool,
     client_queue: usize,
+    /// The web view's logins and live aggregate.
+    ui: Arc<ui::UiState>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -338,6 +343,7 @@ impl Hub {
             token: token.into(),
             enable_exec,
             client_queue: client_queue.max(1),
+            ui: Arc::default(),
         }
     }
 
@@ -357,6 +363,8 @@ impl Hub {
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(|| async { "ok\n" }))
             .merge(api)
+            // The web view (docs/ui.md).
+            .merge(ui::routes(self))
             // The agents' link; authenticated in `connect` (gRPC status UNAUTHENTICATED).
             .route_service("/podscope.cluster.v1.Hub/{*rest}", grpc)
             // The REST operations over gRPC.
@@ -840,6 +848,85 @@ pub fn run(args: HubArgs, token_file: Option<PathBuf>) -> Result<()> {
             .context("serving")?;
         Ok(())
     })
+}
+
+/// `podscope ui`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UiArgs {
+    /// Address of the web view (and of the in-process hub's REST API and
+    /// gRPC link). Keep it on loopback unless others should reach it: the
+    /// token is all that protects it.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7701")]
+    pub listen: SocketAddr,
+
+    /// Container runtime CRI socket (found by itself when omitted).
+    #[arg(long, value_name = "ENDPOINT")]
+    pub runtime_endpoint: Option<String>,
+
+    /// This node's name in the view (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+}
+
+/// `podscope ui`: the web view of this machine, with no cluster: a hub and
+/// an agent in this process, the agent linked to the hub over loopback.
+/// Serves until SIGTERM/SIGINT.
+pub fn run_ui(args: UiArgs, token_file: Option<PathBuf>) -> Result<()> {
+    use clap::{Args as _, FromArgMatches as _};
+    // The token the user gave, or a fresh one shown in the login link.
+    let token = match crate::auth::load_token(token_file.as_deref()) {
+        Ok(t) => t,
+        Err(_) if token_file.is_none() => ui::random_token(),
+        Err(e) => return Err(e),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(args.listen))
+        .with_context(|| {
+            format!(
+                "listening on {} (give another --listen HOST:PORT if it is taken)",
+                args.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let hub = Hub::new(token.clone(), false, 65536);
+    let app = hub.router();
+    rt.spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            eprintln!("podscope ui: serving stopped: {e}");
+        }
+    });
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let shown = if addr.is_ipv6() {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    eprintln!(
+        "podscope ui: open http://{shown}:{}/ui/login?token={token}\n\
+         podscope ui: (the link logs in once and sets a session cookie; the same token works \
+         for the REST API at http://{shown}:{}/v1 as 'Authorization: Bearer TOKEN')",
+        addr.port(),
+        addr.port()
+    );
+    let cmd = AgentArgs::augment_args(clap::Command::new("agent"));
+    let mut agent = AgentArgs::from_arg_matches(&cmd.get_matches_from(["agent"]))
+        .context("default agent settings")?;
+    agent.runtime_endpoint = args.runtime_endpoint;
+    agent.node = args.node;
+    // The agent dials the hub where it listens (0.0.0.0 and :: take 127.0.0.1).
+    let url = format!("http://{shown}:{}", addr.port());
+    let r = crate::agent::run_with(agent, url, token, None);
+    rt.shutdown_timeout(Duration::from_millis(500));
+    r
 }
 
 /// SIGTERM or SIGINT.

@@ -26,6 +26,12 @@ use crate::api::{
 
 /// The REST routes, behind the token and JSON-body checks.
 pub(super) fn routes(hub: &Hub) -> Router<Hub> {
+    api_routes().layer(middleware::from_fn_with_state(hub.clone(), require_token))
+}
+
+/// The REST operations without their authentication: `/v1` with the
+/// bearer token here, and the web view's `/ui/api/v1` with its login.
+pub(super) fn api_routes() -> Router<Hub> {
     Router::new()
         .route("/openapi.json", get(openapi))
         .route("/v1/nodes", get(nodes))
@@ -40,7 +46,6 @@ pub(super) fn routes(hub: &Hub) -> Router<Hub> {
         .route("/v1/sessions/{id}/events", get(events))
         .route("/v1/exec", post(exec))
         .layer(middleware::from_fn(require_json_body))
-        .layer(middleware::from_fn_with_state(hub.clone(), require_token))
 }
 
 pub(super) fn err(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -164,10 +169,10 @@ pub(super) async fn json_errors(req: Request, next: Next) -> Response {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let r = next.run(req).await;
     let status = r.status();
-    let json = r
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    // JSON answers and the web view's pages are left as they are.
+    let json = r.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+    });
     if grpc || json || !(status.is_client_error() || status.is_server_error()) {
         return r;
     }
