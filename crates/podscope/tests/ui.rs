@@ -444,6 +444,8 @@ fn pages_in_chromium_show_pods_the_service_map_and_a_live_session() {
             .args(["--token-file", tf.to_str().unwrap(), "ui", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .args(["--runtime-endpoint", &common::endpoint()])
+            // open too: the file busybox httpd serves is a kernel child span.
+            .args(["--ui-probes", "exec,tcp,http,open"])
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -591,6 +593,76 @@ fn pages_in_chromium_show_pods_the_service_map_and_a_live_session() {
         json!([]),
     );
     assert_eq!(bold, json!(0), "a request path was rendered as HTML");
+
+    // Traces: a request of the client is a trace of the client's CLIENT
+    // span, the server's SERVER span under it (joined by their connection)
+    // and the server's open of the file it served under that (busybox httpd
+    // opens it relative to its -h directory).
+    b.go(&format!("{base}/ui/#traces"));
+    let mut trace = String::new();
+    wait_for(
+        "a trace of a client request",
+        Duration::from_secs(20),
+        || {
+            let t = b.js(
+            "const r = [...document.querySelectorAll('#traces-body tr')].find(t =>
+                 t.querySelector('td.root') && t.querySelector('td.root').textContent === 'GET /index.html'
+                 && t.children[2].textContent === arguments[0] && Number(t.children[4].textContent) > 0);
+             return r ? r.dataset.trace : null;",
+            json!([format!("{ns}/client")]),
+        );
+            match t.as_str() {
+                Some(id) => {
+                    trace = id.to_string();
+                    true
+                }
+                None => false,
+            }
+        },
+    );
+    b.click(&format!("#traces-body tr[data-trace=\"{trace}\"]"));
+    let spans = || {
+        b.js(
+            "return [...document.querySelectorAll('#waterfall tr.span')].map(t => [t.classList[1], t.dataset.span, t.dataset.parent, t.querySelector('td.span-name').textContent.trim(), t.children[2].textContent])",
+            json!([]),
+        )
+    };
+    wait_for("the trace's waterfall", Duration::from_secs(10), || {
+        spans().as_array().is_some_and(|a| a.len() >= 3)
+    });
+    let sp = spans();
+    let sp = sp.as_array().unwrap();
+    let find = |kind: &str| {
+        sp.iter()
+            .find(|r| r[0] == kind)
+            .unwrap_or_else(|| panic!("no {kind} span in {sp:?}"))
+    };
+    let (cli, srv) = (find("client"), find("server"));
+    assert_eq!(cli[3], "GET /index.html", "{sp:?}");
+    assert_eq!(cli[4], format!("{ns}/client"), "{sp:?}");
+    assert_eq!(srv[3], "GET /index.html", "{sp:?}");
+    assert_eq!(srv[4], format!("{ns}/server"), "{sp:?}");
+    assert_eq!(
+        srv[2], cli[1],
+        "the server span's parent is the client span: {sp:?}"
+    );
+    let open = sp
+        .iter()
+        .find(|r| r[0] == "kernel" && r[3].as_str().is_some_and(|n| n == "open index.html"))
+        .unwrap_or_else(|| panic!("no kernel span for the served file in {sp:?}"));
+    assert_eq!(
+        open[2], srv[1],
+        "the open is a child of the server span: {sp:?}"
+    );
+    let shown = b.js(
+        "return document.querySelector('#trace-box').innerText",
+        json!([]),
+    );
+    assert!(
+        !shown.as_str().unwrap_or("").contains("null"),
+        "stray text under the waterfall: {shown}"
+    );
+    artifact(&b, "trace", blank);
 
     // A session made from the page streams the client's marker exec.
     b.go(&format!("{base}/ui/#sessions"));

@@ -63,6 +63,12 @@ pub struct HubArgs {
     /// The private key of --tls-cert (PEM).
     #[arg(long, value_name = "PEM")]
     pub tls_key: Option<PathBuf>,
+
+    /// Probes of the web view's observer session (every pod, while a page
+    /// of /ui/ is open): its live counts, service map and traces. Add open
+    /// or bio for those kernel child spans in the traces.
+    #[arg(long, value_name = "PROBES", default_value = ui::DEFAULT_UI_PROBES)]
+    pub ui_probes: String,
 }
 
 /// What a streaming client receives: NDJSON lines.
@@ -322,7 +328,7 @@ fn send_to(node: &NodeEntry, msg: HubMessage) {
 
 impl Hub {
     /// A hub with this bearer token.
-    pub fn new(token: String, enable_exec: bool, client_queue: usize) -> Hub {
+    pub fn new(token: String, enable_exec: bool, client_queue: usize, ui_probes: &str) -> Hub {
         let boot = format!(
             "{:06x}",
             SystemTime::now()
@@ -343,7 +349,7 @@ impl Hub {
             token: token.into(),
             enable_exec,
             client_queue: client_queue.max(1),
-            ui: Arc::default(),
+            ui: Arc::new(ui::UiState::new(ui_probes)),
         }
     }
 
@@ -815,7 +821,7 @@ pub fn run(args: HubArgs, token_file: Option<PathBuf>) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
-        let hub = Hub::new(token, args.enable_exec, args.client_queue);
+        let hub = Hub::new(token, args.enable_exec, args.client_queue, &args.ui_probes);
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
@@ -866,6 +872,12 @@ pub struct UiArgs {
     /// This node's name in the view (default: the host name).
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
+
+    /// Probes of the observer session behind the live counts, the service
+    /// map and the traces (every pod, while a page is open). Add open or
+    /// bio for those kernel child spans in the traces.
+    #[arg(long, value_name = "PROBES", default_value = ui::DEFAULT_UI_PROBES)]
+    pub ui_probes: String,
 }
 
 /// `podscope ui`: the web view of this machine, with no cluster: a hub and
@@ -893,7 +905,7 @@ pub fn run_ui(args: UiArgs, token_file: Option<PathBuf>) -> Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
-    let hub = Hub::new(token.clone(), false, 65536);
+    let hub = Hub::new(token.clone(), false, 65536, &args.ui_probes);
     let app = hub.router();
     rt.spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

@@ -61,6 +61,18 @@ pub struct SpanIds {
     pub(super) span: [u8; 8],
 }
 
+impl SpanIds {
+    /// The trace id.
+    pub fn trace_id(&self) -> [u8; 16] {
+        self.trace
+    }
+
+    /// The span id.
+    pub fn span_id(&self) -> [u8; 8] {
+        self.span
+    }
+}
+
 /// A queued span: a connection still in its compact form, or a span built
 /// already (the session span, once).
 #[derive(Debug)]

@@ -29,7 +29,9 @@ pub use config::{
     parse_pairs, OtlpConfig, OtlpFlags, Protocol, Signal, SignalConfig, DEFAULT_QUEUE_SIZE,
     DEFAULT_SESSION_EVENTS,
 };
-pub use convert::{event_attrs, LogBody, SessionInfo, MAX_CONNECTION_EVENTS, MAX_OPEN_CONNECTIONS};
+pub use convert::{
+    event_attrs, LogBody, SessionInfo, SpanIds, MAX_CONNECTION_EVENTS, MAX_OPEN_CONNECTIONS,
+};
 pub use queue::SignalStats;
 pub use worker::LOG_EVERY;
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -37,7 +37,9 @@ use super::Hub;
 use crate::api::{CreateSession, PodQuery};
 
 mod live;
+mod traces;
 pub(crate) use live::{End, Live};
+use traces::Traces;
 
 /// The cookie that holds a login.
 const COOKIE: &str = "podscope_ui";
@@ -47,8 +49,8 @@ const CSRF_HEADER: &str = "x-csrf-token";
 const LOGIN_TTL: Duration = Duration::from_secs(12 * 3600);
 /// The observer session is deleted after this long without a page asking.
 pub(crate) const IDLE: Duration = Duration::from_secs(300);
-/// The probes of the observer session.
-const OBSERVER_PROBES: [&str; 3] = ["exec", "tcp", "http"];
+/// The probes of the observer session unless `--ui-probes` says otherwise.
+pub const DEFAULT_UI_PROBES: &str = "exec,tcp,http,dns";
 
 const INDEX: &str = include_str!("assets/index.html");
 const LOGIN: &str = include_str!("assets/login.html");
@@ -74,11 +76,35 @@ struct Observer {
 }
 
 /// The web view's state in the hub.
-#[derive(Default)]
 pub(crate) struct UiState {
     logins: Mutex<HashMap<String, Login>>,
     live: Mutex<Live>,
+    traces: Mutex<Traces>,
     observer: Mutex<Observer>,
+    /// The observer session's probes (`--ui-probes`).
+    probes: Vec<String>,
+}
+
+impl UiState {
+    pub(crate) fn new(probes: &str) -> UiState {
+        UiState {
+            logins: Mutex::default(),
+            live: Mutex::default(),
+            traces: Mutex::default(),
+            observer: Mutex::default(),
+            probes: probes
+                .split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect(),
+        }
+    }
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -205,7 +231,7 @@ impl Hub {
         }
         let mut req = CreateSession {
             all_namespaces: true,
-            probes: OBSERVER_PROBES.iter().map(|p| p.to_string()).collect(),
+            probes: self.ui.probes.clone(),
             start: Some(true),
             wait: Some(true),
             ..CreateSession::default()
@@ -244,22 +270,30 @@ impl Hub {
     }
 
     async fn observe(self, id: String, mut sub: super::service::Subscription) {
-        let mut idle_check = tokio::time::interval(Duration::from_secs(5));
+        use std::sync::atomic::Ordering;
+        // The span builder decides spans when their hold runs out.
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
                 batch = sub.rx.recv() => {
                     let Some(batch) = batch else { break };
-                    sub.queued.fetch_sub(batch.len().min(sub.queued.load(std::sync::atomic::Ordering::Relaxed)), std::sync::atomic::Ordering::Relaxed);
+                    let _ = sub.queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                        Some(q.saturating_sub(batch.len()))
+                    });
                     let ips = self.pod_ips();
                     let pod_of = |ip: &str| ips.get(ip).cloned();
+                    let now = now_ns();
                     let mut live = lock(&self.ui.live);
+                    let mut traces = lock(&self.ui.traces);
                     for line in &batch {
                         if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
                             live.ingest(&v, &pod_of);
+                            traces.ingest(&v, now);
                         }
                     }
                 }
-                _ = idle_check.tick() => {
+                _ = tick.tick() => {
+                    lock(&self.ui.traces).tick(now_ns());
                     let idle = lock(&self.ui.observer).last_use.is_none_or(|t| t.elapsed() > IDLE);
                     if idle {
                         eprintln!("podscope hub: web view idle for {}s: observer session {id} deleted", IDLE.as_secs());
@@ -393,6 +427,8 @@ pub(super) fn routes(hub: &Hub) -> Router<Hub> {
         .route("/snapshot", get(snapshot))
         .route("/map", get(map))
         .route("/edge", get(edge))
+        .route("/traces", get(trace_list))
+        .route("/traces/{id}", get(trace_one))
         .route("/logout", post(logout))
         .layer(middleware::from_fn_with_state(hub.clone(), require_login));
     Router::new()
@@ -559,6 +595,25 @@ async fn edge(State(hub): State<Hub>, q: Result<Query<EdgeQuery>, QueryRejection
     }
 }
 
+/// `GET /ui/api/traces`: the traces kept, newest first.
+async fn trace_list(State(hub): State<Hub>) -> Response {
+    Json(lock(&hub.ui.traces).list()).into_response()
+}
+
+/// `GET /ui/api/traces/{id}`: one trace's spans, by start.
+async fn trace_one(State(hub): State<Hub>, Path(id): Path<String>) -> Response {
+    match lock(&hub.ui.traces).get(&id) {
+        Some(t) => Json(t).into_response(),
+        None => json_err(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "no trace {id}: the view keeps the last {} traces (GET /ui/api/traces lists them)",
+                traces::MAX_TRACES
+            ),
+        ),
+    }
+}
+
 /// `GET /ui/api/live`: the snapshot every 2 s as Server-Sent Events.
 async fn live_stream(State(hub): State<Hub>) -> Response {
     let s = futures_util::stream::unfold(
@@ -601,7 +656,7 @@ pub fn bench_map_server(
     pods: usize,
     edges: usize,
 ) -> anyhow::Result<(std::net::SocketAddr, String, tokio::runtime::Runtime)> {
-    let hub = Hub::new(random_hex(), false, 1024);
+    let hub = Hub::new(random_hex(), false, 1024, DEFAULT_UI_PROBES);
     {
         let mut live = lock(&hub.ui.live);
         let keys: Vec<(String, String)> = (0..pods.max(1))

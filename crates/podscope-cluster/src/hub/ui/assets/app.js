@@ -414,11 +414,72 @@
     return {};
   }
 
+  function ms(ns) { return (ns / 1e6).toFixed(ns < 1e7 ? 2 : 1); }
+
   function tracesPage() {
+    const body = el('tbody', { id: 'traces-body' });
+    const box = el('div', { id: 'trace-box' });
+    let open = null;
     main.replaceChildren(el('h2', {}, 'Traces'),
-      el('p', {}, 'Request spans (with their kernel child spans) go to your OTLP backend: see docs/otlp.md. ' +
-        'A waterfall of one request here is not built yet; the service map\'s edges list each pair\'s recent requests.'));
-    return {};
+      el('p', { class: 'muted' }, 'Requests joined into traces by the same rules as the OTLP export (docs/otlp.md, "Request traces"): ' +
+        'a server span under the client span at the other end of its connection, or under the span id on the wire; ' +
+        'the kernel work of the serving thread as child spans. The last 200 traces.'),
+      el('table', { id: 'traces' },
+        el('thead', {}, el('tr', {}, ['START', 'ROOT', 'POD', 'SPANS', 'KERNEL', 'ERRORS', 'ms'].map((h, i) => el('th', { class: i >= 3 ? 'num' : '' }, h)))), body),
+      box);
+    async function refresh() {
+      let list;
+      try { list = await api('GET', 'traces'); } catch (err) { box.replaceChildren(el('p', { class: 'error' }, String(err.message))); return; }
+      body.replaceChildren(...list.map((t) => {
+        const tr = el('tr', { 'data-trace': t.trace_id, class: open === t.trace_id ? 'sel' : '' },
+          el('td', {}, new Date(t.start_ns / 1e6).toISOString().slice(11, 23)), el('td', { class: 'root' }, t.root), el('td', {}, t.root_pod),
+          el('td', { class: 'num' }, t.spans), el('td', { class: 'num' }, t.kernel_spans), el('td', { class: 'num' }, t.errors),
+          el('td', { class: 'num' }, ms(t.duration_ns)));
+        tr.addEventListener('click', () => show(t.trace_id));
+        return tr;
+      }));
+      if (!list.length) body.appendChild(el('tr', {}, el('td', { colspan: 7, class: 'muted' }, 'No request traces yet (the http probe sees HTTP/1 and HTTP/2 requests).')));
+    }
+    async function show(id) {
+      open = id;
+      let t;
+      try { t = await api('GET', 'traces/' + encodeURIComponent(id)); } catch (err) { box.replaceChildren(el('p', { class: 'error' }, String(err.message))); return; }
+      const spans = t.spans;
+      const t0 = Math.min(...spans.map((s) => s.start_ns));
+      const t1 = Math.max(...spans.map((s) => s.start_ns + s.duration_ns));
+      const total = Math.max(1, t1 - t0);
+      // Depth from the parent chain; a span whose parent is not here is a root.
+      const byId = new Map(spans.map((s) => [s.span_id, s]));
+      const depth = (s) => { let d = 0; let p = s; const seen = new Set(); while (p.parent_id && byId.has(p.parent_id) && !seen.has(p.parent_id) && d < 32) { seen.add(p.parent_id); p = byId.get(p.parent_id); d++; } return d; };
+      // Order: depth-first from the roots, children by start.
+      const kids = new Map();
+      for (const s of spans) { const p = s.parent_id && byId.has(s.parent_id) ? s.parent_id : ''; if (!kids.has(p)) kids.set(p, []); kids.get(p).push(s); }
+      const ordered = [];
+      const walk = (p, guard) => { for (const s of (kids.get(p) || []).sort((a, b) => a.start_ns - b.start_ns)) { if (guard.has(s.span_id)) continue; guard.add(s.span_id); ordered.push(s); walk(s.span_id, guard); } };
+      walk('', new Set());
+      const rows = ordered.map((s) => {
+        const left = (100 * (s.start_ns - t0)) / total;
+        const width = Math.max(0.3, (100 * s.duration_ns) / total);
+        const bar = el('div', { class: 'bar ' + s.kind });
+        bar.style.marginLeft = left + '%';
+        bar.style.width = width + '%';
+        return el('tr', { class: 'span ' + s.kind, 'data-span': s.span_id, 'data-parent': s.parent_id || '' },
+          el('td', { class: 'span-name' }, el('span', { class: 'indent' }, '\u00a0'.repeat(depth(s) * 3)), s.name),
+          el('td', {}, s.kind), el('td', {}, s.namespace + '/' + s.pod), el('td', {}, s.comm),
+          el('td', { class: 'num' }, s.status === undefined ? '' : s.status),
+          el('td', { class: 'num' }, ms(s.duration_ns)),
+          el('td', { class: 'timeline' }, bar));
+      });
+      const parts = [el('h2', {}, 'Trace ' + t.trace_id),
+        el('table', { id: 'waterfall' },
+          el('thead', {}, el('tr', {}, ['SPAN', 'KIND', 'POD', 'COMM', 'STATUS', 'ms', `0 … ${ms(total)} ms`].map((h) => el('th', {}, h)))),
+          el('tbody', {}, rows))];
+      if (t.spans_dropped) parts.push(el('p', { class: 'warn' }, `${t.spans_dropped} more spans not kept`));
+      box.replaceChildren(...parts);
+      refresh();
+    }
+    refresh();
+    return { live: refresh };
   }
 
   function route() {
