@@ -51,7 +51,7 @@ fn main() -> Result<()> {
     let json_out = value("--json").map(PathBuf::from);
     let contention = args.iter().any(|a| a == "--contention");
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: podscope-bench [--quick] [--pods | --only-pods | --only-cluster] [--json FILE]\n\n--pods adds the pod benchmarks and the cluster benchmark (needs PODBED_SOCKET from testbed/podbed.sh up and a release podbed); --only-pods runs just the pod benchmarks, --only-cluster just the cluster one.\n\nRuns exec, tcp, open and bio storms under podscope, under bpftrace and untraced; prints events generated/captured/lost, tracer CPU per 1000 events, peak RSS, attach time and workload slowdown. Needs root, a release build of podscope next to this binary (cargo build --release -p podscope -p podscope-bench), and bpftrace for the comparison.\n\nThe cluster benchmark runs podscope hub and agent on loopback and an open storm in one pod, streamed to a REST client: events/s without loss, CPU per 1000 events and peak RSS of hub, agent, its trace child and the client, and kernel-to-client latency. --cluster-rates R1,R2,... sets the stepped rates in events/s (default 20000,50000,100000,150000,200000,0; 0: as fast as possible); --hub-args \"...\" and --agent-args \"...\" pass extra flags (e.g. \"--client-queue 65536\"); a run during which other processes take more than 10% of the machine is repeated up to --cluster-retries times (default 2), keeping the least disturbed; --cluster-tls runs the hub with TLS (a throwaway CA made with openssl), the agent and the client trusting it. --cluster-sessions K (with --only-cluster) instead compares one session with K concurrent sessions on one agent, each selecting its own pod with its own open storm at --session-rate events/s (default 10000): agent CPU per delivered event, peak RSS, BPF programs held, events crossing between sessions.\n\n--http runs only the HTTP benchmark: nginx serving a 1 KiB file on loopback driven by wrk (32 connections, 10 s; 5 s with --quick), --rounds N (default 3) alternating untraced and `podscope trace http --all -o none` runs; prints throughput traced/untraced, requests wrk completed vs nginx's access log vs podscope's count, podscope CPU and kernel BPF time (bpf_stats) per request, and an iperf3 bulk transfer with and without the http probe. Needs nginx, wrk, iperf3, bpftool.\n\n--drop runs only the drop probe benchmark: datagrams to a closed UDP port from a netns of its own (its UdpNoPorts is the witness), --rounds N (default 3) of untraced, `podscope trace drop --all` (every drop reported) and a pod selection that matches nothing (every drop filtered out in the kernel); prints sends/s, events and losses, the kfree_skb program's runs and ns per run (bpf_stats), podscope CPU per event; then iperf3 on loopback with and without the probe. Needs bpftool, iperf3, unshare.\n\n--hub-scale runs only the hub scale benchmark (no root, no BPF): a real podscope hub and --agents N (default 100) simulated agents speaking the real agent protocol, each reporting --agent-pods M (default 50) pods; measures `podscope --hub URL ps -A` end to end (30 runs) and the REST pod listing (100 runs), and checks that a session selecting one pod on each of 10 nodes starts on exactly those nodes.\n\n--contention runs only the contention benchmark: the exec, tcp and open storms, 3 runs each, traced (and untraced, and once under bpftrace) while two CPU-bound competitors run at the same priority, one pinned per core (taskset); then the 1,000,000-open storm at its natural rate traced with `podscope trace open --all -o columns` into a file (--open-storm N changes the count, --podscope-args \"...\" passes flags such as \"--ring-budget 100ms\"); --only-natural-open runs just that storm.\n\n--top runs only the `podscope top` benchmark (needs PODBED_SOCKET, tmux): --top-pods N (default 50; 20 with --quick) pods each exec and open every 100 ms; rounds alternate `podscope trace exec,tcp,bio,cache,open -n NS -o none` and `podscope top -n NS` drawing in a 160x50 tmux terminal; prints podscope's CPU over the same window with and without the view.\n\n--ui-map runs only the web view's service-map benchmark (no root, no BPF): a real hub whose map holds --map-pods N (default 500) pods and --map-edges M (default 5000) edges (synthetic), and 100 GET /ui/api/map over HTTP with a logged-in cookie; prints p50/p99/max latency (target p99 <= 100 ms) and the answer's size.");
+        println!("usage: podscope-bench [--quick] [--pods | --only-pods | --only-cluster] [--json FILE]\n\n--pods adds the pod benchmarks and the cluster benchmark (needs PODBED_SOCKET from testbed/podbed.sh up and a release podbed); --only-pods runs just the pod benchmarks, --only-cluster just the cluster one.\n\nRuns exec, tcp, open and bio storms under podscope, under bpftrace and untraced; prints events generated/captured/lost, tracer CPU per 1000 events, peak RSS, attach time and workload slowdown. Needs root, a release build of podscope next to this binary (cargo build --release -p podscope -p podscope-bench), and bpftrace for the comparison.\n\nThe cluster benchmark runs podscope hub and agent on loopback and an open storm in one pod, streamed to a REST client: events/s without loss, CPU per 1000 events and peak RSS of hub, agent, its trace child and the client, and kernel-to-client latency. --cluster-rates R1,R2,... sets the stepped rates in events/s (default 20000,50000,100000,150000,200000,0; 0: as fast as possible); --hub-args \"...\" and --agent-args \"...\" pass extra flags (e.g. \"--client-queue 65536\"); a run during which other processes take more than 10% of the machine is repeated up to --cluster-retries times (default 2), keeping the least disturbed; --cluster-tls runs the hub with TLS (a throwaway CA made with openssl), the agent and the client trusting it. --cluster-sessions K (with --only-cluster) instead compares one session with K concurrent sessions on one agent, each selecting its own pod with its own open storm at --session-rate events/s (default 10000): agent CPU per delivered event, peak RSS, BPF programs held, events crossing between sessions.\n\n--http runs only the HTTP benchmark: nginx serving a 1 KiB file on loopback driven by wrk (32 connections, 10 s; 5 s with --quick), --rounds N (default 3) alternating untraced and `podscope trace http --all -o none` runs; prints throughput traced/untraced, requests wrk completed vs nginx's access log vs podscope's count, podscope CPU and kernel BPF time (bpf_stats) per request, and an iperf3 bulk transfer with and without the http probe. Needs nginx, wrk, iperf3, bpftool.\n\n--drop runs only the drop probe benchmark: datagrams to a closed UDP port from a netns of its own (its UdpNoPorts is the witness), --rounds N (default 3) of untraced, `podscope trace drop --all` (every drop reported) and a pod selection that matches nothing (every drop filtered out in the kernel); prints sends/s, events and losses, the kfree_skb program's runs and ns per run (bpf_stats), podscope CPU per event; then iperf3 on loopback with and without the probe. Needs bpftool, iperf3, unshare.\n\n--hub-scale runs only the hub scale benchmark (no root, no BPF): a real podscope hub and --agents N (default 100) simulated agents speaking the real agent protocol, each reporting --agent-pods M (default 50) pods; measures `podscope --hub URL ps -A` end to end (30 runs) and the REST pod listing (100 runs), and checks that a session selecting one pod on each of 10 nodes starts on exactly those nodes.\n\n--contention runs only the contention benchmark: the exec, tcp and open storms, 3 runs each, traced (and untraced, and once under bpftrace) while two CPU-bound competitors run at the same priority, one pinned per core (taskset); then the 1,000,000-open storm at its natural rate traced with `podscope trace open --all -o columns` into a file (--open-storm N changes the count, --podscope-args \"...\" passes flags such as \"--ring-budget 100ms\"); --only-natural-open runs just that storm.\n\n--top runs only the `podscope top` benchmark (needs PODBED_SOCKET, tmux): --top-pods N (default 50; 20 with --quick) pods each exec and open every 100 ms; rounds alternate `podscope trace exec,tcp,bio,cache,open -n NS -o none` and `podscope top -n NS` drawing in a 160x50 tmux terminal; prints podscope's CPU over the same window with and without the view. --ui-view does the same for the web view: `podscope trace exec,tcp,http,dns -n NS -o none` against `podscope ui` with a headless Chromium on its pods page (needs chromium).\n\n--ui-map runs only the web view's service-map benchmark (no root, no BPF): a real hub whose map holds --map-pods N (default 500) pods and --map-edges M (default 5000) edges (synthetic), and 100 GET /ui/api/map over HTTP with a logged-in cookie; prints p50/p99/max latency (target p99 <= 100 ms) and the answer's size.");
         return Ok(());
     }
     if args.iter().any(|a| a == "--ui-map") {
@@ -110,7 +110,8 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
-    if args.iter().any(|a| a == "--top") {
+    if args.iter().any(|a| a == "--top" || a == "--ui-view") {
+        let web = args.iter().any(|a| a == "--ui-view");
         let num = |k: &str, d: u64| -> Result<u64> {
             value(k).map_or(Ok(d), |v| {
                 v.parse()
@@ -123,12 +124,18 @@ fn main() -> Result<()> {
         } else {
             (num("--top-pods", 50)?, 20, 3)
         };
-        let c = top::run(&bed, &bench.podscope, pods as usize, window, rounds)?;
+        let c = top::run(&bed, &bench.podscope, pods as usize, window, rounds, web)?;
         println!(
-            "top: {} pods making events; podscope CPU over {} s windows: without a view (trace -o none) median {:.0} ms, with `podscope top` drawing in a 160x50 terminal median {:.0} ms -> {:.2}x (target <= 1.2x); events per run: trace {:?}, top {:?}",
+            "{}: {} pods making events; podscope CPU over {} s windows: without a view (trace -o none) median {:.0} ms, with {} median {:.0} ms -> {:.2}x (target <= 1.2x); events: trace {:?} (per run), view {:?}",
+            if web { "ui-view" } else { "top" },
             c.pods,
             c.window_s,
             top::median(&c.trace_cpu_ms),
+            if web {
+                "`podscope ui` and a headless Chromium on its pods page"
+            } else {
+                "`podscope top` drawing in a 160x50 terminal"
+            },
             top::median(&c.top_cpu_ms),
             c.ratio,
             c.trace_events,
@@ -137,7 +144,14 @@ fn main() -> Result<()> {
         if let Some(p) = &json_out {
             std::fs::write(
                 p,
-                serde_json::to_string_pretty(&serde_json::json!({"top": c}))?,
+                serde_json::to_string_pretty(&serde_json::Value::Object(
+                    [(
+                        if web { "ui_view" } else { "top" }.to_string(),
+                        serde_json::to_value(&c)?,
+                    )]
+                    .into_iter()
+                    .collect(),
+                ))?,
             )?;
         }
         return Ok(());

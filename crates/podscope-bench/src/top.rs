@@ -4,6 +4,11 @@
 //! `podscope top -n NS` drawing in a real terminal (tmux, 160x50, refreshed
 //! every second). podscope's CPU over the same window of each round comes
 //! from its threads' schedstat.
+//!
+//! `--ui-view`: the same for the web view: rounds alternate `podscope trace
+//! exec,tcp,http,dns -n NS -o none` and `podscope ui` (its observer session
+//! has those probes on every pod of the bed, which are the NS pods) with a
+//! headless Chromium showing its pods page (live over Server-Sent Events).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -16,6 +21,8 @@ use serde::Serialize;
 use crate::pods::Bed;
 
 const PROBES: &str = "exec,tcp,bio,cache,open";
+/// The web view's observer probes (podscope-cluster `DEFAULT_UI_PROBES`).
+const UI_PROBES: &str = "exec,tcp,http,dns";
 
 #[derive(Debug, Serialize)]
 pub struct TopCost {
@@ -77,9 +84,15 @@ fn pid_of(pattern: &str) -> Result<u32> {
 }
 
 /// One traced round without a view: CPU over the window, events.
-fn trace_round(bed: &Bed, podscope: &Path, ns: &str, window: Duration) -> Result<(f64, u64)> {
+fn trace_round(
+    bed: &Bed,
+    podscope: &Path,
+    probes: &str,
+    ns: &str,
+    window: Duration,
+) -> Result<(f64, u64)> {
     let mut child = Command::new(podscope)
-        .args(["trace", PROBES, "-n", ns, "-o", "none"])
+        .args(["trace", probes, "-n", ns, "-o", "none"])
         .args(["--runtime-endpoint", &format!("unix://{}", bed.socket())])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -177,12 +190,99 @@ fn top_round(
     r
 }
 
+/// One round with `podscope ui` and a headless Chromium on its pods page.
+fn ui_round(bed: &Bed, podscope: &Path, window: Duration, tag: &str) -> Result<(f64, u64)> {
+    const TOKEN: &str = "podscope-bench-ui-token";
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let err = std::env::temp_dir().join(format!("podscope-bench-ui-{tag}.err"));
+    let mut ui = Command::new(podscope)
+        .args(["ui", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--runtime-endpoint", &format!("unix://{}", bed.socket())])
+        .env("PODSCOPE_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err)?)
+        .spawn()?;
+    let profile = std::env::temp_dir().join(format!("podscope-bench-chromium-{tag}"));
+    let mut browser: Option<std::process::Child> = None;
+    let r = (|| -> Result<(f64, u64)> {
+        wait_file(&err, "registered with the hub", Duration::from_secs(30))?;
+        browser = Some(
+            Command::new("chromium")
+                .args([
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--window-size=1280,1000",
+                ])
+                .arg(format!("--user-data-dir={}", profile.display()))
+                .arg(format!("{base}/ui/login?token={TOKEN}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("--ui-view needs chromium (apt-get install chromium)")?,
+        );
+        // The page is open once the observer session traces the node.
+        let observer = || -> Option<serde_json::Value> {
+            let r = podscope_cluster::http::request(
+                &base,
+                "GET",
+                "/v1/sessions",
+                Some(TOKEN),
+                None,
+                &[],
+            )
+            .ok()?;
+            let v = r.json().ok()?;
+            v.as_array()?.first().cloned()
+        };
+        let start = Instant::now();
+        loop {
+            let running = observer().is_some_and(|s| {
+                s["nodes"]
+                    .as_object()
+                    .is_some_and(|n| !n.is_empty() && n.values().all(|x| x["state"] == "running"))
+            });
+            if running {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!(
+                    "the web view's observer session did not start: {}",
+                    std::fs::read_to_string(&err).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let e0 = observer().and_then(|s| s["events"].as_u64()).unwrap_or(0);
+        let c0 = crate::cpu_ns(ui.id());
+        std::thread::sleep(window);
+        let c1 = crate::cpu_ns(ui.id());
+        let e1 = observer().and_then(|s| s["events"].as_u64()).unwrap_or(0);
+        Ok(((c1 - c0) as f64 / 1e6, e1 - e0))
+    })();
+    if let Some(mut b) = browser {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &ui.id().to_string()])
+        .status();
+    let _ = ui.wait();
+    let _ = std::fs::remove_dir_all(&profile);
+    r
+}
+
 pub fn run(
     bed: &Bed,
     podscope: &Path,
     pods: usize,
     window_s: u64,
     rounds: usize,
+    web: bool,
 ) -> Result<TopCost> {
     let ns = format!("bench-top-{}", std::process::id());
     let script = "while :; do cat /dev/null; sleep 0.1; done";
@@ -202,12 +302,21 @@ pub fn run(
     };
     let r = (|| -> Result<()> {
         for round in 0..rounds {
-            let (c, e) = trace_round(bed, podscope, &ns, window)?;
+            let probes = if web { UI_PROBES } else { PROBES };
+            let (c, e) = trace_round(bed, podscope, probes, &ns, window)?;
             eprintln!("top: round {round}: trace (no view) {c:.0} ms CPU, {e} events");
             cost.trace_cpu_ms.push(c);
             cost.trace_events.push(e);
-            let (c, e) = top_round(bed, podscope, &ns, window, &round.to_string())?;
-            eprintln!("top: round {round}: top (view open) {c:.0} ms CPU, {e} events");
+            let (c, e) = if web {
+                ui_round(bed, podscope, window, &round.to_string())?
+            } else {
+                top_round(bed, podscope, &ns, window, &round.to_string())?
+            };
+            eprintln!(
+                "top: round {round}: {} (view open) {c:.0} ms CPU, {e} events{}",
+                if web { "ui" } else { "top" },
+                if web { " in the window" } else { "" }
+            );
             cost.top_cpu_ms.push(c);
             cost.top_events.push(e);
         }

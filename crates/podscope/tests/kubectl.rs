@@ -458,6 +458,87 @@ fn kubectl_plugin_through_the_api_server() {
         "{err}"
     );
 
+    // `kubectl podscope ui`: the forwarder runs until Ctrl-C and prints a
+    // link that logs in with the Secret's token; the page, its cookie and
+    // its API all work through the API server's service proxy.
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut ui = Proc(
+        Command::new("kubectl")
+            .args(["podscope", "ui", "--kubeconfig", kc_s])
+            .env("PATH", &path)
+            .env_remove("PODSCOPE_TOKEN")
+            .env_remove("KUBECONFIG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = BufReader::new(ui.0.stderr.take().unwrap());
+    let mut link = String::new();
+    let mut said = String::new();
+    while link.is_empty() {
+        let mut l = String::new();
+        assert!(
+            err.read_line(&mut l).unwrap() > 0,
+            "kubectl podscope ui ended: {said}"
+        );
+        said.push_str(&l);
+        if let Some(u) = l
+            .split_whitespace()
+            .find(|w| w.contains("/ui/login?token="))
+        {
+            link = u.to_string();
+        }
+    }
+    assert!(
+        link.ends_with(&format!("/ui/login?token={HUB_TOKEN}")),
+        "{link}"
+    );
+    let (base, login) = link.split_once("/ui/").unwrap();
+    let r = podscope_cluster::http::request(base, "GET", &format!("/ui/{login}"), None, None, &[])
+        .unwrap();
+    assert_eq!(r.status, 303, "the link logs in");
+    let cookie = r
+        .header("set-cookie")
+        .expect("a session cookie through the proxy")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let with = [("cookie", cookie.as_str())];
+    let r = podscope_cluster::http::request(base, "GET", "/ui/", None, None, &with).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.text().unwrap().contains("app.js"));
+    let t = Instant::now();
+    loop {
+        let r = podscope_cluster::http::request(base, "GET", "/ui/api/snapshot", None, None, &with)
+            .unwrap();
+        assert_eq!(r.status, 200);
+        let snap = r.json().unwrap();
+        let pods = snap["pods"].as_array().cloned().unwrap_or_default();
+        if pods
+            .iter()
+            .any(|p| p["pod"] == pod_name && p["node"] == "kube-node-1")
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the view through the proxy never listed the pod: {snap}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        api.seen()
+            .iter()
+            .any(|s| s.path.ends_with("/proxy/ui/api/snapshot") && s.api_token_ok),
+        "the view's calls went through the API server"
+    );
+    drop(ui);
+
     drop(pod);
     let _ = std::fs::remove_dir_all(&dir);
 }
