@@ -126,39 +126,24 @@ fn login_cookie_and_csrf_guard_the_view_and_its_api() {
     // State changes with the cookie need the page's CSRF token.
     let create = json!({"all_namespaces": true, "probes": ["exec"]}).to_string();
     let jsonct = ("content-type", "application/json");
-    let r = request(
-        &base,
-        "POST",
-        "/ui/api/v1/sessions",
-        None,
-        Some(&create),
-        &[with[0], jsonct],
-    )
-    .unwrap();
-    assert_eq!(r.status, 403, "no CSRF header");
+    let create_with = |headers: &[(&str, &str)]| {
+        let r = request(
+            &base,
+            "POST",
+            "/ui/api/v1/sessions",
+            None,
+            Some(&create),
+            headers,
+        )
+        .unwrap();
+        (r.status, r.text().unwrap_or_default())
+    };
+    assert_eq!(create_with(&[with[0], jsonct]).0, 403, "no CSRF header");
     let bad = [with[0], jsonct, ("x-csrf-token", "0000")];
-    let r = request(
-        &base,
-        "POST",
-        "/ui/api/v1/sessions",
-        None,
-        Some(&create),
-        &bad,
-    )
-    .unwrap();
-    assert_eq!(r.status, 403, "a wrong CSRF token");
+    assert_eq!(create_with(&bad).0, 403, "a wrong CSRF token");
     let good = [with[0], jsonct, ("x-csrf-token", csrf.as_str())];
-    let r = request(
-        &base,
-        "POST",
-        "/ui/api/v1/sessions",
-        None,
-        Some(&create),
-        &good,
-    )
-    .unwrap();
-    let status = r.status;
-    assert_eq!(status, 201, "{:?}", r.text());
+    let (status, text) = create_with(&good);
+    assert_eq!(status, 201, "{text}");
     // The cookie is not a bearer token: /v1 still wants the token.
     assert_eq!(get("/v1/sessions", &with).status, 401);
     // The view's own observer session and the one made above are listed.

@@ -199,7 +199,8 @@ impl Hub {
         logins.get(&sid).map(|l| l.csrf.clone())
     }
 
-    fn new_login(&self) -> Response {
+    /// A fresh login: its session id.
+    fn add_login(&self) -> String {
         let sid = random_hex();
         lock(&self.ui.logins).insert(
             sid.clone(),
@@ -208,6 +209,11 @@ impl Hub {
                 at: Instant::now(),
             },
         );
+        sid
+    }
+
+    fn new_login(&self) -> Response {
+        let sid = self.add_login();
         let cookie = format!(
             "{COOKIE}={sid}; HttpOnly; SameSite=Strict; Max-Age={}",
             LOGIN_TTL.as_secs()
@@ -674,14 +680,7 @@ pub fn bench_map_server(
             live.add_synthetic(end(a), end(b), 20, 1_000_000);
         }
     }
-    let sid = random_hex();
-    lock(&hub.ui.logins).insert(
-        sid.clone(),
-        Login {
-            csrf: random_hex(),
-            at: Instant::now(),
-        },
-    );
+    let sid = hub.add_login();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
