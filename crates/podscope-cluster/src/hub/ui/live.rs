@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use podscope_model::{Event, EventData, TcpKind};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -126,14 +127,8 @@ pub(crate) struct Live {
     pub records: u64,
     pub lost: u64,
     pub gaps: u64,
-}
-
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or("")
-}
-
-fn n(v: &Value, k: &str) -> u64 {
-    v.get(k).and_then(Value::as_u64).unwrap_or(0)
+    /// Event records that could not be read as an event (a newer agent).
+    pub unreadable: u64,
 }
 
 /// IPv4-mapped IPv6 (`::ffff:a.b.c.d`) as the IPv4 address.
@@ -142,94 +137,89 @@ fn plain_ip(a: &str) -> &str {
 }
 
 impl Live {
-    /// Takes one record of the observer session. `pod_of` names the pod
-    /// that has an address.
-    pub(crate) fn ingest(
-        &mut self,
-        rec: &Value,
-        pod_of: &dyn Fn(&str) -> Option<(String, String)>,
-    ) {
+    /// Takes a control record of the observer session (`lost`, `gap`).
+    pub(crate) fn control(&mut self, rec: &Value) {
         self.records += 1;
-        match s(rec, "kind") {
-            "lost" => {
-                self.lost += n(rec, "lost");
-                return;
-            }
-            "gap" => {
-                self.gaps += n(rec, "gap");
-                return;
-            }
+        let n = |k: &str| rec.get(k).and_then(Value::as_u64).unwrap_or(0);
+        match rec.get("kind").and_then(Value::as_str) {
+            Some("lost") => self.lost += n("lost"),
+            Some("gap") => self.gaps += n("gap"),
             _ => {}
         }
-        let (ns, pod) = (s(rec, "namespace"), s(rec, "pod"));
+    }
+
+    /// Takes one event of the observer session. `pod_of` names the pod
+    /// that has an address.
+    pub(crate) fn ingest(&mut self, ev: &Event, pod_of: &dyn Fn(&str) -> Option<(String, String)>) {
+        self.records += 1;
+        let (ns, pod) = (&ev.identity.namespace, &ev.identity.pod);
         if pod.is_empty() {
             return;
         }
         let me = End::Pod {
-            namespace: ns.to_string(),
-            pod: pod.to_string(),
+            namespace: ns.clone(),
+            pod: pod.clone(),
         };
-        let peer = || {
-            let ip = plain_ip(s(rec, "daddr"));
+        let peer = |daddr: &str| {
+            let ip = plain_ip(daddr);
             match pod_of(ip) {
                 Some((namespace, pod)) => (End::Pod { namespace, pod }, true),
                 None => (End::Addr(ip.to_string()), false),
             }
         };
-        let counts = self
-            .pods
-            .entry((ns.to_string(), pod.to_string()))
-            .or_default();
-        let role = s(rec, "role");
-        match (s(rec, "probe"), s(rec, "kind")) {
-            ("exec", "exec") => counts.execs += 1,
-            ("tcp", "connect") => {
-                counts.conns_out += 1;
-                let (p, _) = peer();
-                self.edges.entry((me, p)).or_default().conns += 1;
-            }
-            ("tcp", "connect_failed") => {
-                let (p, _) = peer();
-                self.edges.entry((me, p)).or_default().failed += 1;
-            }
-            ("tcp", "accept") => {
-                counts.conns_in += 1;
-                let (p, known) = peer();
-                if !known {
-                    self.edges.entry((p, me)).or_default().conns += 1;
+        let counts = self.pods.entry((ns.clone(), pod.clone())).or_default();
+        match &ev.data {
+            EventData::Exec(_) => counts.execs += 1,
+            EventData::Tcp(t) => match t.kind {
+                TcpKind::Connect => {
+                    counts.conns_out += 1;
+                    let (p, _) = peer(&t.daddr);
+                    self.edges.entry((me, p)).or_default().conns += 1;
                 }
-            }
-            ("tcp", "close") => {
-                let (tx, rx) = (n(rec, "tx_bytes"), n(rec, "rx_bytes"));
-                counts.tx_bytes += tx;
-                counts.rx_bytes += rx;
-                counts.retransmits += n(rec, "retransmits");
-                let (p, known) = peer();
-                match role {
-                    "client" => {
-                        let e = self.edges.entry((me, p)).or_default();
-                        e.tx_bytes += tx;
-                        e.rx_bytes += rx;
-                    }
-                    "server" if !known => {
-                        // The edge points from the outside client to the pod.
-                        let e = self.edges.entry((p, me)).or_default();
-                        e.tx_bytes += rx;
-                        e.rx_bytes += tx;
-                    }
-                    _ => {}
+                TcpKind::ConnectFailed => {
+                    let (p, _) = peer(&t.daddr);
+                    self.edges.entry((me, p)).or_default().failed += 1;
                 }
-            }
-            ("tcp", "retransmit") => counts.retransmits += 1,
-            ("http", "request") => {
-                let status = rec.get("status").and_then(Value::as_u64);
+                TcpKind::Accept => {
+                    counts.conns_in += 1;
+                    let (p, known) = peer(&t.daddr);
+                    if !known {
+                        self.edges.entry((p, me)).or_default().conns += 1;
+                    }
+                }
+                TcpKind::Close => {
+                    let (tx, rx) = (t.tx_bytes.unwrap_or(0), t.rx_bytes.unwrap_or(0));
+                    counts.tx_bytes += tx;
+                    counts.rx_bytes += rx;
+                    counts.retransmits += u64::from(t.retransmits.unwrap_or(0));
+                    let (p, known) = peer(&t.daddr);
+                    match t.role.as_str() {
+                        "client" => {
+                            let e = self.edges.entry((me, p)).or_default();
+                            e.tx_bytes += tx;
+                            e.rx_bytes += rx;
+                        }
+                        "server" if !known => {
+                            // The edge points from the outside client to the pod.
+                            let e = self.edges.entry((p, me)).or_default();
+                            e.tx_bytes += rx;
+                            e.rx_bytes += tx;
+                        }
+                        _ => {}
+                    }
+                }
+                TcpKind::Retransmit => counts.retransmits += 1,
+                _ => {}
+            },
+            EventData::Http(h) if h.kind == "request" => {
+                let status = h.status.map(u64::from);
                 let failed = status.is_none_or(|st| st >= 500)
-                    || rec
-                        .pointer("/rpc/status")
-                        .and_then(Value::as_u64)
+                    || h.rpc
+                        .as_ref()
+                        .and_then(|r| r.status)
                         .is_some_and(|g| g != 0);
-                let (p, known) = peer();
-                let key = match role {
+                let (p, known) = peer(&h.daddr);
+                let key = match h.role.as_str() {
                     "client" => {
                         counts.requests_out += 1;
                         Some((me, p))
@@ -245,7 +235,7 @@ impl Live {
                 let e = self.edges.entry(key).or_default();
                 e.requests += 1;
                 e.errors += u64::from(failed);
-                let d = n(rec, "duration_ns");
+                let d = h.duration_ns;
                 if e.durations.len() == DURATIONS {
                     e.durations.pop_front();
                 }
@@ -254,16 +244,17 @@ impl Live {
                     e.recent.pop_front();
                 }
                 e.recent.push_back(Recent {
-                    timestamp: s(rec, "timestamp").to_string(),
-                    role: role.to_string(),
-                    method: s(rec, "method").to_string(),
-                    path: s(rec, "path").to_string(),
+                    timestamp: ev.timestamp.rfc3339(),
+                    role: h.role.clone(),
+                    method: h.method.clone(),
+                    path: h.path.clone(),
                     status,
                     duration_ms: d as f64 / 1e6,
-                    error: rec.get("error").and_then(Value::as_str).map(str::to_string),
-                    grpc: rec
-                        .get("rpc")
-                        .map(|r| format!("{}/{}", s(r, "service"), s(r, "method"))),
+                    error: h.error.clone(),
+                    grpc: h
+                        .rpc
+                        .as_ref()
+                        .map(|r| format!("{}/{}", r.service, r.method)),
                 });
             }
             _ => {}
@@ -365,6 +356,43 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn ev(v: Value) -> Event {
+        let mut v = v;
+        let o = v.as_object_mut().unwrap();
+        let probe = o["probe"].as_str().unwrap_or("").to_string();
+        let mut extra = vec![
+            ("family", json!("ipv4")),
+            ("saddr", json!("10.0.0.9")),
+            ("sport", json!(1)),
+            ("dport", json!(80)),
+        ];
+        if probe == "tcp" {
+            extra.push(("state", json!("ESTABLISHED")));
+        }
+        if probe == "http" {
+            extra.extend([
+                ("version", json!("HTTP/1.1")),
+                ("request_bytes", json!(1)),
+                ("response_bytes", json!(1)),
+            ]);
+        }
+        for (k, d) in extra {
+            o.entry(k).or_insert(d);
+        }
+        for (k, d) in [
+            ("timestamp", json!("2026-12-02T00:00:00.000000001Z")),
+            ("pid", json!(1)),
+            ("tid", json!(1)),
+            ("uid", json!(0)),
+            ("comm", json!("x")),
+            ("cgroup_id", json!(1)),
+            ("node", json!("n")),
+        ] {
+            o.entry(k).or_insert(d);
+        }
+        serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}: {v}"))
+    }
+
     fn pods(ip: &str) -> Option<(String, String)> {
         match ip {
             "10.0.0.1" => Some(("shop".into(), "a".into())),
@@ -382,12 +410,12 @@ mod tests {
                 "daddr":"10.0.0.2","method":"GET","path":"/x","status":status,"duration_ns":1_000_000u64 * (i + 1)});
             let server = json!({"namespace":"shop","pod":"b","probe":"http","kind":"request","role":"server",
                 "daddr":"10.0.0.1","method":"GET","path":"/x","status":status,"duration_ns":900_000});
-            l.ingest(&client, &pods);
-            l.ingest(&server, &pods);
+            l.ingest(&ev(client), &pods);
+            l.ingest(&ev(server), &pods);
         }
         let outside = json!({"namespace":"shop","pod":"b","probe":"http","kind":"request","role":"server",
             "daddr":"::ffff:192.168.1.9","method":"POST","path":"/<b>","duration_ns":5});
-        l.ingest(&outside, &pods);
+        l.ingest(&ev(outside), &pods);
         let m = l.map(&[("shop".into(), "c".into())]);
         assert_eq!(m.edges.len(), 2);
         let ab = m
@@ -419,18 +447,18 @@ mod tests {
     fn connections_and_bytes() {
         let mut l = Live::default();
         l.ingest(
-            &json!({"namespace":"shop","pod":"a","probe":"tcp","kind":"connect","role":"client","daddr":"10.0.0.2"}),
+            &ev(json!({"namespace":"shop","pod":"a","probe":"tcp","kind":"connect","role":"client","daddr":"10.0.0.2"})),
             &pods,
         );
         l.ingest(
-            &json!({"namespace":"shop","pod":"b","probe":"tcp","kind":"accept","role":"server","daddr":"10.0.0.1"}),
+            &ev(json!({"namespace":"shop","pod":"b","probe":"tcp","kind":"accept","role":"server","daddr":"10.0.0.1"})),
             &pods,
         );
         l.ingest(
-            &json!({"namespace":"shop","pod":"a","probe":"tcp","kind":"close","role":"client","daddr":"10.0.0.2","tx_bytes":10,"rx_bytes":20}),
+            &ev(json!({"namespace":"shop","pod":"a","probe":"tcp","kind":"close","role":"client","daddr":"10.0.0.2","tx_bytes":10,"rx_bytes":20})),
             &pods,
         );
-        l.ingest(&json!({"kind":"lost","probe":"tcp","lost":4}), &pods);
+        l.control(&json!({"kind":"lost","probe":"tcp","lost":4}));
         assert_eq!(l.edge_count(), 1);
         let m = l.map(&[]);
         assert_eq!(

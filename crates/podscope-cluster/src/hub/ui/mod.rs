@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -32,6 +32,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+
+use podscope_model::Event;
 
 use super::Hub;
 use crate::api::{CreateSession, PodQuery};
@@ -70,7 +72,7 @@ struct Observer {
     session: Option<String>,
     last_use: Option<Instant>,
     /// Pod addresses -> (namespace, pod), refreshed at most once a second.
-    ips: HashMap<String, (String, String)>,
+    ips: Arc<HashMap<String, (String, String)>>,
     ips_at: Option<Instant>,
     error: Option<String>,
 }
@@ -292,9 +294,18 @@ impl Hub {
                     let mut live = lock(&self.ui.live);
                     let mut traces = lock(&self.ui.traces);
                     for line in &batch {
-                        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                            live.ingest(&v, &pod_of);
-                            traces.ingest(&v, now);
+                        // Events (they have a pid) are read once, typed;
+                        // the few control records as JSON.
+                        if line.contains("\"pid\":") {
+                            match serde_json::from_str::<Event>(line) {
+                                Ok(ev) => {
+                                    live.ingest(&ev, &pod_of);
+                                    traces.ingest(&ev, now);
+                                }
+                                Err(_) => live.unreadable += 1,
+                            }
+                        } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                            live.control(&v);
                         }
                     }
                 }
@@ -316,21 +327,22 @@ impl Hub {
     }
 
     /// Every pod address the nodes report, to name the peers of connections.
-    fn pod_ips(&self) -> HashMap<String, (String, String)> {
+    fn pod_ips(&self) -> Arc<HashMap<String, (String, String)>> {
         let mut o = lock(&self.ui.observer);
         if o.ips_at
             .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
         {
             let st = self.lock();
-            o.ips = st
-                .nodes
-                .values()
-                .flat_map(|n| n.pods.iter())
-                .filter_map(|p| {
-                    p.ip.clone()
-                        .map(|ip| (ip, (p.namespace.clone(), p.name.clone())))
-                })
-                .collect();
+            o.ips = Arc::new(
+                st.nodes
+                    .values()
+                    .flat_map(|n| n.pods.iter())
+                    .filter_map(|p| {
+                        p.ip.clone()
+                            .map(|ip| (ip, (p.namespace.clone(), p.name.clone())))
+                    })
+                    .collect(),
+            );
             o.ips_at = Some(Instant::now());
         }
         o.ips.clone()
@@ -361,6 +373,7 @@ impl Hub {
                 records: live.records,
                 lost: live.lost,
                 gaps: live.gaps,
+                unreadable: live.unreadable,
             },
             nodes: nodes
                 .into_iter()
@@ -395,6 +408,8 @@ struct ObserverView {
     records: u64,
     lost: u64,
     gaps: u64,
+    /// Event records the hub could not read (counted, not shown).
+    unreadable: u64,
 }
 
 #[derive(Serialize)]

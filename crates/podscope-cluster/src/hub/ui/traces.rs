@@ -76,8 +76,6 @@ pub(crate) struct Traces {
     builder: Builder<()>,
     traces: HashMap<[u8; 16], Trace>,
     order: VecDeque<[u8; 16]>,
-    /// Records that were events but could not be read as one.
-    pub unreadable: u64,
 }
 
 impl Default for Traces {
@@ -86,7 +84,6 @@ impl Default for Traces {
             builder: Builder::new(Config::default()),
             traces: HashMap::new(),
             order: VecDeque::new(),
-            unreadable: 0,
         }
     }
 }
@@ -109,22 +106,12 @@ fn kernel_name(ev: &Event) -> String {
 }
 
 impl Traces {
-    /// Takes one record of the observer session (wall-clock `now_ns`).
-    pub(crate) fn ingest(&mut self, rec: &Value, now_ns: u64) {
-        if rec.get("pid").is_none() {
-            return;
-        }
-        let ev: Event = match serde_json::from_value(rec.clone()) {
-            Ok(ev) => ev,
-            Err(_) => {
-                self.unreadable += 1;
-                return;
-            }
-        };
+    /// Takes one event of the observer session (wall-clock `now_ns`).
+    pub(crate) fn ingest(&mut self, ev: &Event, now_ns: u64) {
         if matches!(ev.data, EventData::Http(_)) {
-            self.builder.push_request(&ev, (), now_ns);
+            self.builder.push_request(ev, (), now_ns);
         } else {
-            self.builder.push_event(&ev);
+            self.builder.push_event(ev);
         }
     }
 
