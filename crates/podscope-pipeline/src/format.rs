@@ -83,6 +83,33 @@ fn shell_words(args: &[String]) -> String {
         .join(" ")
 }
 
+/// `tcp 10.0.0.1:80 -> 10.0.0.2:41000` (IPv6 in brackets; no port: none).
+fn flow_text(
+    protocol: &str,
+    family: &str,
+    saddr: &str,
+    sport: u16,
+    daddr: &str,
+    dport: u16,
+) -> String {
+    if family.is_empty() {
+        return "non-IP".into();
+    }
+    let ep = |a: &str, p: u16| {
+        let a = if family == "ipv6" {
+            format!("[{a}]")
+        } else {
+            a.to_string()
+        };
+        if p == 0 {
+            a
+        } else {
+            format!("{a}:{p}")
+        }
+    };
+    format!("{protocol} {} -> {}", ep(saddr, sport), ep(daddr, dport))
+}
+
 /// The DETAILS column: the probe's fields in a line a person can scan.
 pub fn details(ev: &Event) -> String {
     match &ev.data {
@@ -237,6 +264,51 @@ pub fn details(ev: &Event) -> String {
             }
             if let Some(e) = &d.error {
                 s.push_str(&format!(" ERROR {e}"));
+            }
+            s
+        }
+        // pwru's order: the packet, where it is, how long since its last
+        // stage and its first, then the flow.
+        EventData::NetPacket(p) => {
+            let mut s = format!(
+                "#{} {:<10} {:<12} +{} (total {}) {}",
+                p.packet,
+                p.stage,
+                if p.ifname.is_empty() { "-" } else { &p.ifname },
+                human_ns(p.step_ns),
+                human_ns(p.total_ns),
+                flow_text(&p.protocol, &p.family, &p.saddr, p.sport, &p.daddr, p.dport)
+            );
+            if !p.tcp_flags.is_empty() {
+                s.push_str(&format!(" [{}]", p.tcp_flags));
+            }
+            s.push_str(&format!(" len {}", p.ip_len));
+            if let Some(r) = &p.reason {
+                s.push_str(&format!(" DROP {r}"));
+            }
+            if let Some(l) = &p.location {
+                s.push_str(&format!(" at {l}"));
+            }
+            s
+        }
+        EventData::NetFlow(f) => {
+            let mut s = format!(
+                "{} packets {} bytes {} drops {} e2e p50 {} p99 {}",
+                flow_text(&f.protocol, &f.family, &f.saddr, f.sport, &f.daddr, f.dport),
+                f.packets,
+                f.bytes,
+                f.drops,
+                human_ns(f.end_to_end_p50_ns),
+                human_ns(f.end_to_end_p99_ns)
+            );
+            for st in &f.stages {
+                s.push_str(&format!(
+                    " | {} {} +{}/{}",
+                    st.stage,
+                    st.packets,
+                    human_ns(st.step_p50_ns),
+                    human_ns(st.step_p99_ns)
+                ));
             }
             s
         }
