@@ -19,8 +19,11 @@
  * included. veth and the bridge forward the same sk_buff (checked on this
  * kernel: the address at the pod's eth0 queue is the one the host veth and
  * the peer's eth0 receive), so the address plus the flow key identifies the
- * packet; an address seen again at a stage the packet already passed, with
- * another flow, or after NET_TIMEOUT_NS is a new packet (skbs are reused).
+ * packet. skbs are reused as soon as they are freed (often by the next
+ * packet of the same flow), so a packet stops being followed once it is
+ * received into a pod's netns (delivered), and an address seen again at a
+ * stage the packet already passed, with another flow, or after
+ * NET_TIMEOUT_NS is a new packet.
  *
  * The flow totals (packets, bytes, drops, per-stage counts and log2
  * latency histograms) are kept here in net_flows and read by user space
@@ -383,11 +386,20 @@ static __always_inline int on_stage(struct sk_buff *skb, __u8 tp, bool from_data
 			st->last_ns = now;
 			count_stage(st, stage, step, now - p->first_ns);
 		}
-		if (first)
-			bpf_map_update_elem(&net_inflight, &skbaddr, p, BPF_ANY);
 		if (cfg->per_packet) {
 			BPF_CORE_READ_STR_INTO(&sc->ev.ifname, dev, name);
 			emit(p, &sc->ev, skb, stage, now, step, netns, ifindex, NULL, first);
+		}
+		/* Received into a pod's netns (its own or the peer's): delivered
+		 * to that stack, the end of the path (forwarded on, it counts as a
+		 * new packet). The sender's next packet of the same flow often
+		 * gets this skb's memory right away: it must not look like this
+		 * one going on. */
+		if (tp == NET_TP_RECV && (loc == NET_LOC_POD || loc == NET_LOC_PEER)) {
+			if (!first)
+				bpf_map_delete_elem(&net_inflight, &skbaddr);
+		} else if (first) {
+			bpf_map_update_elem(&net_inflight, &skbaddr, p, BPF_ANY);
 		}
 	}
 	return 0;
