@@ -110,7 +110,14 @@ struct {
 	__type(value, struct net_flow_stats);
 } zero_stats SEC(".maps");
 
-__u64 packet_seq = 0;
+/* Packet numbers: per CPU, so no fetch-and-add whose result is used (not
+ * before Linux 5.12); the CPU is in the low 10 bits. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} net_seq SEC(".maps");
 
 struct net_event _net_event_type = {};
 struct net_flow_key _net_flow_key_type = {};
@@ -338,7 +345,14 @@ static __always_inline int on_stage(struct sk_buff *skb, __u8 tp, bool from_data
 		__builtin_memset(p, 0, sizeof(*p));
 		p->first_ns = now;
 		p->prev_ns = now;
-		p->packet = __sync_fetch_and_add(&packet_seq, 1) + 1;
+		{
+			__u64 *seq = bpf_map_lookup_elem(&net_seq, &zero);
+
+			if (!seq)
+				return 0;
+			*seq += 1;
+			p->packet = (*seq << 10) | (bpf_get_smp_processor_id() & 1023);
+		}
 		p->key.cgroup_id = found;
 		p->key.family = sc->ev.flow.family;
 		p->key.l4proto = sc->ev.flow.l4proto;

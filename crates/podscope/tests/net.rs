@@ -266,9 +266,9 @@ fn pod_http_exchange_followed_across_veth_and_counted_like_tcpdump() {
     );
     // httpd listening first (C's fetch also proves it).
     wait_for("B's httpd", Duration::from_secs(20), || {
-        tcp_table(b_pid)
-            .lines()
-            .any(|l| l.contains(&format!(":{PORT:04X} ")) && l.split_whitespace().nth(3) == Some("0A"))
+        tcp_table(b_pid).lines().any(|l| {
+            l.contains(&format!(":{PORT:04X} ")) && l.split_whitespace().nth(3) == Some("0A")
+        })
     });
     let (veth_a, veth_b) = (host_veth(a_pid), host_veth(b_pid));
 
