@@ -179,9 +179,11 @@ pub enum EventData {
     /// From the drop probe: one packet the kernel dropped.
     Drop(DropEvent),
     /// From the net probe (`--per-packet`, `--flow`): one packet at one stage.
+    #[serde(rename = "net")]
     NetPacket(NetPacketEvent),
     /// From the net probe: one flow's totals since the start, every interval
     /// and at the end.
+    #[serde(rename = "net_flows")]
     NetFlow(NetFlowEvent),
 }
 
