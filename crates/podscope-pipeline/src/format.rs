@@ -728,6 +728,85 @@ mod tests {
     }
 
     #[test]
+    fn net_packets_and_flows_show_stage_times_and_flow() {
+        let p = podscope_model::NetPacketEvent {
+            kind: "packet".into(),
+            packet: 7,
+            skb: "0xffff888100de7700".into(),
+            stage: "veth_recv".into(),
+            ifname: "veth1234".into(),
+            ifindex: 9,
+            netns: 4026531833,
+            len: 60,
+            first: false,
+            step_ns: 2_500,
+            total_ns: 9_000,
+            protocol: "tcp".into(),
+            family: "ipv4".into(),
+            saddr: "10.88.94.2".into(),
+            daddr: "10.88.94.3".into(),
+            sport: 41000,
+            dport: 80,
+            tcp_flags: "SYN".into(),
+            ip_len: 60,
+            reason: None,
+            location: None,
+        };
+        let ev = |data: EventData| Event {
+            timestamp: podscope_model::Timestamp(0),
+            identity: Default::default(),
+            pid: 0,
+            tid: 0,
+            uid: 0,
+            comm: String::new(),
+            cgroup_id: 0,
+            data,
+        };
+        assert_eq!(
+            details(&ev(EventData::NetPacket(p.clone()))),
+            format!(
+                "#7 veth_recv  veth1234     +{} (total {}) tcp 10.88.94.2:41000 -> 10.88.94.3:80 [SYN] len 60",
+                human_ns(2_500),
+                human_ns(9_000)
+            )
+        );
+        let f = podscope_model::NetFlowEvent {
+            kind: "flow".into(),
+            protocol: "udp".into(),
+            family: "ipv6".into(),
+            saddr: "fd00::1".into(),
+            daddr: "fd00::2".into(),
+            sport: 5353,
+            dport: 53,
+            packets: 3,
+            bytes: 300,
+            drops: 1,
+            duration_ns: 1_000,
+            end_to_end_p50_ns: 4095,
+            end_to_end_p99_ns: 8191,
+            stages: vec![podscope_model::NetStage {
+                stage: "pod_queue".into(),
+                packets: 3,
+                step_p50_ns: 1,
+                step_p99_ns: 1,
+                total_p50_ns: 1,
+                total_p99_ns: 1,
+            }],
+        };
+        let line = details(&ev(EventData::NetFlow(f)));
+        assert!(
+            line.starts_with(
+                "udp [fd00::1]:5353 -> [fd00::2]:53 packets 3 bytes 300 drops 1 e2e p50 "
+            ),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(&format!(" | pod_queue 3 +{}/{}", human_ns(1), human_ns(1))),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn drops_show_reason_location_flow_and_attribution() {
         let mut d = podscope_model::DropEvent {
             kind: "drop".into(),
