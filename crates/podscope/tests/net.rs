@@ -289,10 +289,25 @@ fn pod_http_exchange_followed_across_veth_and_counted_like_tcpdump() {
     totals_only.extend(common);
     totals_only.extend([ep.as_str(), "--interval", "1h"]);
 
+    // The whole namespace (A, B and C), cut down to A by --flow's pod term in
+    // user space: B's answers to A and C's packets are B's and C's.
+    let pod_flow = format!("tcp and port {PORT} and pod {}", a.pod.pod.name);
+    let by_pod: Vec<&str> = vec![
+        "net",
+        "-n",
+        ns.as_str(),
+        "--runtime-endpoint",
+        ep.as_str(),
+        "--interval",
+        "1h",
+        "--flow",
+        pod_flow.as_str(),
+    ];
     let cap_a = Capture::start(&veth_a, &format!("a-{sfx}"));
     let cap_b = Capture::start(&veth_b, &format!("b-{sfx}"));
     let t1 = JsonTrace::start(&per_packet);
     let t2 = JsonTrace::start(&totals_only);
+    let t3 = JsonTrace::start(&by_pod);
     for _ in 0..N {
         a.fetch();
         c.fetch();
@@ -305,6 +320,7 @@ fn pod_http_exchange_followed_across_veth_and_counted_like_tcpdump() {
     let pkts_b = cap_b.stop();
     let (events, err1) = t1.stop();
     let (totals, err2) = t2.stop();
+    let (named, err3) = t3.stop();
 
     let w_ab = witness(&pkts_a, &a_ip, &b_ip);
     let w_ba = witness(&pkts_a, &b_ip, &a_ip);
@@ -434,6 +450,25 @@ fn pod_http_exchange_followed_across_veth_and_counted_like_tcpdump() {
         assert!(f["end_to_end_p50_ns"].as_u64().unwrap() > 0, "{f}");
     }
     let _ = err2;
+
+    // --flow's pod term: only A's records; A's flows to B as the witness
+    // says; B's and C's records left out in user space, and counted.
+    for e in named.iter().filter(|e| e["kind"] != "summary") {
+        assert_eq!(e["pod"], a.pod.pod.name.as_str(), "{e}");
+    }
+    let (p, by, _) = flow_totals(&named, &a_ip, &b_ip);
+    assert_eq!((p, by), w_ab, "pod-filtered trace: A->B");
+    let left_out: u64 = err3
+        .lines()
+        .filter(|l| l.contains("pod terms"))
+        .find_map(|l| l.strip_prefix("podscope: net: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no pod-term count in: {err3}"));
+    assert!(
+        left_out > 0,
+        "B's and C's records were not left out: {err3}"
+    );
     drop(b);
 }
 
