@@ -22,16 +22,14 @@
  * filter: everything else stays out of the ring. */
 #include "podscope.bpf.h"
 #include "drop.h"
+#include "skb_flow.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-#define ETH_P_IP 0x0800
-#define ETH_P_IPV6 0x86DD
 #define AF_INET 2
 #define AF_INET6 10
 #define TCP_TIME_WAIT 6
 #define TCP_NEW_SYN_RECV 12
-#define IPV6_EXT_MAX 4
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -94,102 +92,6 @@ static __always_inline bool full_sock(const struct sock *sk)
 	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
 
 	return state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV;
-}
-
-/* The network header from the packet itself: addresses and the transport
- * protocol; returns where the transport header starts (found from the IP
- * header: transport_header is not set yet on the receive path before the
- * IP layer), or NULL when there are no ports to read. */
-static __always_inline unsigned char *read_ip(struct drop_event *e, struct sk_buff *skb)
-{
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 nh = BPF_CORE_READ(skb, network_header);
-	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
-	unsigned char *l4 = NULL;
-
-	e->protocol = proto;
-	if (!head || nh == (__u16)~0U)
-		return NULL;
-	if (proto == ETH_P_IP) {
-		struct iphdr ip;
-
-		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
-			return NULL;
-		if (ip.version != 4)
-			return NULL;
-		e->family = 4;
-		e->l4proto = ip.protocol;
-		__builtin_memcpy(e->saddr, &ip.saddr, 4);
-		__builtin_memcpy(e->daddr, &ip.daddr, 4);
-		/* Later fragments carry no ports. */
-		if (bpf_ntohs(ip.frag_off) & 0x1fff)
-			return NULL;
-		l4 = head + nh + ip.ihl * 4;
-	} else if (proto == ETH_P_IPV6) {
-		struct ipv6hdr ip6;
-
-		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
-			return NULL;
-		if (ip6.version != 6)
-			return NULL;
-		e->family = 6;
-		e->l4proto = ip6.nexthdr;
-		__builtin_memcpy(e->saddr, &ip6.saddr, 16);
-		__builtin_memcpy(e->daddr, &ip6.daddr, 16);
-		l4 = head + nh + sizeof(ip6);
-		/* The first few extension headers (hop-by-hop options on MLD
-		 * reports, routing, destination options, fragment). */
-#pragma unroll
-		for (int i = 0; i < IPV6_EXT_MAX; i++) {
-			__u8 ext[2];
-
-			if (e->l4proto != 0 && e->l4proto != 43 && e->l4proto != 60 &&
-			    e->l4proto != 44)
-				break;
-			if (bpf_probe_read_kernel(ext, sizeof(ext), l4))
-				return NULL;
-			if (e->l4proto == 44) {
-				__u16 frag = 0;
-
-				bpf_probe_read_kernel(&frag, sizeof(frag), l4 + 2);
-				e->l4proto = ext[0];
-				/* Later fragments carry no ports. */
-				if (bpf_ntohs(frag) & 0xfff8)
-					return NULL;
-				l4 += 8;
-			} else {
-				e->l4proto = ext[0];
-				l4 += (ext[1] + 1) * 8;
-			}
-		}
-	} else {
-		return NULL;
-	}
-	return l4;
-}
-
-/* TCP and UDP ports (and TCP flags) at l4. */
-static __always_inline void read_ports(struct drop_event *e, unsigned char *l4)
-{
-	if (!l4)
-		return;
-	if (e->l4proto == IPPROTO_TCP) {
-		struct tcphdr th;
-
-		if (bpf_probe_read_kernel(&th, sizeof(th), l4))
-			return;
-		e->sport = bpf_ntohs(th.source);
-		e->dport = bpf_ntohs(th.dest);
-		/* flags byte: FIN SYN RST PSH ACK URG ECE CWR */
-		bpf_probe_read_kernel(&e->tcp_flags, 1, l4 + 13);
-	} else if (e->l4proto == IPPROTO_UDP) {
-		struct udphdr uh;
-
-		if (bpf_probe_read_kernel(&uh, sizeof(uh), l4))
-			return;
-		e->sport = bpf_ntohs(uh.source);
-		e->dport = bpf_ntohs(uh.dest);
-	}
 }
 
 /* The pod cgroup of a packet by its addresses (IPv4 mapped into ::ffff:0:0/96). */
@@ -256,7 +158,7 @@ int kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 		if (cgrp && cgroup_ptr_allowed(cgrp)) {
 			e->by = DROP_BY_SOCKET;
 			e->hdr.cgroup_id = cgroup_ptr_id(cgrp);
-			l4 = read_ip(e, skb);
+			l4 = skb_read_ip(&e->flow, skb, skb_network_start(skb));
 			goto out;
 		}
 	}
@@ -265,14 +167,14 @@ int kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 	if (owner) {
 		e->by = DROP_BY_NETNS;
 		e->hdr.cgroup_id = *owner;
-		l4 = read_ip(e, skb);
+		l4 = skb_read_ip(&e->flow, skb, skb_network_start(skb));
 		goto out;
 	}
 	/* 3. a pod's address, the source first (its packet going out) */
-	l4 = read_ip(e, skb);
-	owner = addr_owner(e->saddr, e->family);
+	l4 = skb_read_ip(&e->flow, skb, skb_network_start(skb));
+	owner = addr_owner(e->flow.saddr, e->flow.family);
 	if (!owner)
-		owner = addr_owner(e->daddr, e->family);
+		owner = addr_owner(e->flow.daddr, e->flow.family);
 	if (owner) {
 		e->by = DROP_BY_ADDRESS;
 		e->hdr.cgroup_id = *owner;
@@ -282,7 +184,7 @@ int kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 	if (filter_by_cgroup)
 		return 0;
 out:
-	read_ports(e, l4);
+	skb_read_ports(&e->flow, l4);
 	e->hdr.ts_ns = bpf_ktime_get_ns();
 	e->location = (__u64)ctx->location;
 	e->skb = (__u64)skb;

@@ -4,6 +4,7 @@
 #ifndef PODSCOPE_DROP_H
 #define PODSCOPE_DROP_H
 #include "event_header.h"
+#include "skb_flow.h"
 
 #define DROP_IFNAMSIZ 16
 
@@ -21,17 +22,10 @@ struct drop_event {
 	__u32 netns;    /* inode of the netns it was dropped in (device's, else socket's) */
 	__u32 ifindex;  /* skb->dev, 0 if none */
 	__u32 len;      /* skb->len */
-	__u16 protocol; /* ethertype, host byte order */
 	__u8 has_reason;
 	__u8 by;        /* DROP_BY_* */
-	__u8 l4proto;   /* IPPROTO_*, 0 if the network header was not readable */
-	__u8 family;    /* 4, 6 or 0 */
-	__u8 tcp_flags;
-	__u8 _pad;
-	__u16 sport;    /* host byte order */
-	__u16 dport;
-	__u8 saddr[16]; /* IPv4: first 4 bytes */
-	__u8 daddr[16];
+	__u8 _pad[2];
+	struct skb_flow flow;
 	char ifname[DROP_IFNAMSIZ];
 };
 

@@ -11,7 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Build: clang for the BPF C programs, libelf/zlib for libbpf, bpftool for vmlinux.h.
-# Run/bench: bpftrace for the benchmark's comparison. Tests: iproute2, tcpdump, util-linux (setpriv),
+# Run/bench: bpftrace for the benchmark's comparison, iperf3 for the drop and net probe benchmarks. Tests: iproute2, tcpdump (tests/net.rs: the witness on the pods' veths), util-linux (setpriv),
 # prometheus (a real server scrapes podscope in the metrics tests; its own service is not used),
 # openssl (the TLS tests and the TLS benchmark make throwaway certificates with it),
 # docker.io, podman and busybox-static (tests/engines.rs starts a private dockerd
@@ -33,7 +33,7 @@ fi
 # iptables (nf_tables backend): tests/drop.rs drops a pod's packets with a rule of its own
 # chain (host INPUT, and OUTPUT inside the pod's netns) and takes the rule's counter as witness;
 # nsenter (util-linux) and ip netns (iproute2) run its senders.
-PKGS=(clang-19 python3 llvm-19 libelf-dev zlib1g-dev pkg-config bpftool bpftrace iproute2 protobuf-compiler tcpdump util-linux prometheus openssl docker.io podman busybox-static nginx curl dnsmasq-base nghttp2-client python3-grpcio strace libc6-dev tmux iptables chromium chromium-driver)
+PKGS=(clang-19 python3 llvm-19 iperf3 libelf-dev zlib1g-dev pkg-config bpftool bpftrace iproute2 protobuf-compiler tcpdump util-linux prometheus openssl docker.io podman busybox-static nginx curl dnsmasq-base nghttp2-client python3-grpcio strace libc6-dev tmux iptables chromium chromium-driver)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

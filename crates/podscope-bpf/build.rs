@@ -21,6 +21,7 @@ const PROBES: &[&str] = &[
     "syscalls",
     "tracepoint",
     "drop",
+    "net",
 ];
 
 fn main() {

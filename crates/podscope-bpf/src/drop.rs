@@ -26,9 +26,9 @@ unsafe impl plain::Plain for types::drop_event {}
 /// The largest record this probe writes to its ring, in bytes.
 pub(crate) const RECORD_BYTES: usize = std::mem::size_of::<types::drop_event>();
 
-/// Where a pod's packets can be recognised by the drop probe: its pod-level
-/// cgroup (what its drops are attributed to), its network namespace and its
-/// addresses. Filled from the pod store by the node (see
+/// Where a pod's packets can be recognised by the drop and net probes: its
+/// pod-level cgroup (what its packets are attributed to), its network
+/// namespace and its addresses. Filled from the pod store by the node (see
 /// [`crate::Tracer::set_pod_nets`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodNet {
@@ -122,39 +122,8 @@ fn symbols() -> &'static Symbols {
     })
 }
 
-fn location_name(addr: u64) -> String {
+pub(crate) fn location_name(addr: u64) -> String {
     symbols().name(addr).unwrap_or_else(|| format!("{addr:#x}"))
-}
-
-fn ip_proto_name(p: u8) -> String {
-    match p {
-        0 => "hopopts".into(),
-        1 => "icmp".into(),
-        2 => "igmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        n => n.to_string(),
-    }
-}
-
-fn tcp_flags(f: u8) -> String {
-    const NAMES: [&str; 8] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
-    let set: Vec<&str> = [1usize, 0, 2, 3, 4, 5, 6, 7]
-        .iter()
-        .filter(|i| f & (1 << **i) != 0)
-        .map(|i| NAMES[*i])
-        .collect();
-    set.join("|")
-}
-
-fn addr(family: u8, a: &[u8; 16]) -> String {
-    match family {
-        4 => crate::decode::inet_addr(2, a),
-        6 => crate::decode::inet_addr(10, a),
-        _ => String::new(),
-    }
 }
 
 fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
@@ -169,6 +138,7 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
         ("unknown".to_string(), None)
     };
     let ifname = crate::decode::c_str(&raw.ifname);
+    let flow = crate::skb_flow::raw_flow!(raw.flow).text();
     let ev = EventData::Drop(DropEvent {
         kind: "drop".into(),
         reason,
@@ -184,38 +154,17 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
         netns: raw.netns,
         ifname,
         ifindex: raw.ifindex,
-        protocol: if raw.family == 0 {
-            String::new()
-        } else {
-            ip_proto_name(raw.l4proto)
-        },
-        family: match raw.family {
-            4 => "ipv4",
-            6 => "ipv6",
-            _ => "",
-        }
-        .into(),
-        saddr: addr(raw.family, &raw.saddr),
-        daddr: addr(raw.family, &raw.daddr),
-        sport: raw.sport,
-        dport: raw.dport,
-        tcp_flags: if raw.l4proto == 6 && raw.family != 0 {
-            tcp_flags(raw.tcp_flags)
-        } else {
-            String::new()
-        },
+        protocol: flow.protocol,
+        family: flow.family,
+        saddr: flow.saddr,
+        daddr: flow.daddr,
+        sport: flow.sport,
+        dport: flow.dport,
+        tcp_flags: flow.tcp_flags,
         len: raw.len,
-        ethertype: raw.protocol,
+        ethertype: flow.ethertype,
     });
     Some(h.into_event(clock, ev))
-}
-
-/// IPv4 as ::ffff:a.b.c.d, as the kernel side keys its address map.
-fn addr_key(a: &IpAddr) -> [u8; 16] {
-    match a {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
-    }
 }
 
 pub(crate) struct Probe {
@@ -237,7 +186,7 @@ pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, Erro
     }))
 }
 
-fn sync_map<K: std::hash::Hash + Eq + Copy>(
+pub(crate) fn sync_map<K: std::hash::Hash + Eq + Copy>(
     map: &dyn MapCore,
     have: &mut HashMap<K, u64>,
     want: HashMap<K, u64>,
@@ -248,7 +197,7 @@ fn sync_map<K: std::hash::Hash + Eq + Copy>(
         if have.get(k) != Some(v) {
             map.update(&key(k), &v.to_ne_bytes(), MapFlags::ANY)
                 .map_err(Error::runtime(format!(
-                    "adding a pod's {what} to the drop probe"
+                    "adding a pod's {what} to a probe's map"
                 )))?;
         }
     }
@@ -258,7 +207,7 @@ fn sync_map<K: std::hash::Hash + Eq + Copy>(
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
             Err(e) => {
                 return Err(Error::runtime(format!(
-                    "removing a pod's {what} from the drop probe"
+                    "removing a pod's {what} from a probe's map"
                 ))(e))
             }
         }
@@ -297,7 +246,7 @@ impl LoadedProbe for Probe {
                 netns.insert(ns, n.cgroup_id);
             }
             for a in &n.addrs {
-                addrs.insert(addr_key(a), n.cgroup_id);
+                addrs.insert(crate::skb_flow::addr_key(a), n.cgroup_id);
             }
         }
         sync_map(
@@ -338,21 +287,6 @@ mod tests {
         assert_eq!(s.name(0xffffffff81000110).unwrap(), "udp_rcv+0x10");
         assert_eq!(s.name(0xffffffff81000300).unwrap(), "tcp_v4_rcv+0x0");
         assert!(s.name(0x10).is_none());
-    }
-
-    #[test]
-    fn tcp_flags_in_the_usual_order() {
-        assert_eq!(tcp_flags(0x02), "SYN");
-        assert_eq!(tcp_flags(0x12), "SYN|ACK");
-        assert_eq!(tcp_flags(0x14), "RST|ACK");
-        assert_eq!(tcp_flags(0), "");
-    }
-
-    #[test]
-    fn ipv4_addresses_are_keyed_as_mapped_ipv6() {
-        let k = addr_key(&"10.88.93.5".parse().unwrap());
-        assert_eq!(&k[..12], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
-        assert_eq!(&k[12..], &[10, 88, 93, 5]);
     }
 
     /// The running kernel's BTF names the reasons our tests rely on (skipped

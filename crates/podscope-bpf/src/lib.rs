@@ -19,7 +19,9 @@ mod exec;
 mod exit;
 mod http;
 mod libssl;
+mod net;
 mod open;
+mod skb_flow;
 mod syscalls;
 mod tcp;
 mod tls;
@@ -29,6 +31,7 @@ pub use cgroup::{CgroupChange, FILTER_PENDING};
 pub use drop::PodNet;
 pub use error::Error;
 pub use http::MAX_CAPTURE_BYTES as HTTP_MAX_CAPTURE_BYTES;
+pub use net::{stage_name as net_stage_name, NetOptions};
 pub use rings::{
     auto_ring_bytes, expected_peak, ring_bytes, RingSize, AUTO_RING_MAX, AUTO_RING_MIN,
     DEFAULT_RING_BUDGET,

@@ -53,6 +53,10 @@ pub(crate) trait LoadedProbe {
     fn set_pod_nets(&mut self, _nets: &[crate::PodNet]) -> Result<(), crate::Error> {
         Ok(())
     }
+    /// The net probe's per-packet switch and --flow filter (changed live).
+    fn set_net_options(&mut self, _opts: &crate::NetOptions) -> Result<(), crate::Error> {
+        Ok(())
+    }
     /// Periodic work: probes that aggregate in the kernel emit their totals here.
     fn collect(&mut self, _clock: &Clock, _out: &mut Vec<Event>) -> Result<(), crate::Error> {
         Ok(())

@@ -51,6 +51,9 @@ pub fn expected_peak(kind: ProbeKind) -> (u64, u64) {
         // A SYN flood at a closed port or a DROP rule under iperf3-sized
         // load: on the order of the tcp storm.
         ProbeKind::Drop => (200_000, rec(crate::drop::RECORD_BYTES)),
+        // Per-packet records (--per-packet, --flow) at several stages each
+        // of a busy flow; flow totals stay in a map.
+        ProbeKind::Net => (200_000, rec(crate::net::RECORD_BYTES)),
         // Aggregates in maps: no ring.
         ProbeKind::Cache => (0, 0),
         // A getppid loop runs ~2,000,000 calls/s per core untraced; traced,

@@ -637,6 +637,15 @@ impl Tracer {
         Ok(())
     }
 
+    /// The net probe's settings (per-packet records, the --flow filter's
+    /// kernel terms); node-wide, changed live.
+    pub fn set_net_options(&mut self, opts: &crate::NetOptions) -> Result<(), Error> {
+        for p in &mut self.probes {
+            p.set_net_options(opts)?;
+        }
+        Ok(())
+    }
+
     /// cgroup v2 directories created or removed since the last call (needs
     /// [`TraceOptions::watch_cgroups`]); they arrive with the next poll.
     pub fn take_cgroup_changes(&mut self) -> Vec<CgroupChange> {
@@ -810,6 +819,7 @@ fn load_probe(
             ProbeKind::Http | ProbeKind::Grpc => crate::http::load(settings),
             ProbeKind::Dns => crate::dns::load(settings),
             ProbeKind::Drop => crate::drop::load(settings),
+            ProbeKind::Net => crate::net::load(settings),
             ProbeKind::Tls => crate::tls::load(settings),
             ProbeKind::Syscalls => crate::syscalls::load(settings, syscalls),
             ProbeKind::Tracepoint => crate::tracepoint::load(settings, tracepoints),

@@ -1186,3 +1186,107 @@ fn drop_of_datagrams_and_syns_to_closed_ports() {
         udp[0].reason
     );
 }
+
+/// In a network namespace of its own (a thread's: no other traffic), N UDP
+/// datagrams to a bound socket on 127.0.0.1: the net probe (no pod
+/// selection, per-packet records, --flow 'udp and port P') follows each
+/// through lo's queue, transmit and receive (the same sk_buff, latencies
+/// that add up), and the flow's totals are N packets of 20 + 8 + payload IP
+/// bytes, as the netns's Udp InDatagrams counts them.
+#[test]
+fn net_datagrams_on_lo_followed_and_counted() {
+    if !require_root() {
+        return;
+    }
+    const N: usize = 5;
+    const PAYLOAD: usize = 100;
+    let port = 39171u16;
+    let mut t = own_tracer(&[ProbeKind::Net]);
+    t.set_net_options(&podscope_bpf::NetOptions {
+        per_packet: true,
+        filter: Some(podscope_model::FlowFilter::parse(&format!("udp and port {port}")).unwrap()),
+    })
+    .unwrap();
+    let (netns, received) = std::thread::spawn(move || {
+        // SAFETY: unshare(2) with a plain flag; it changes this thread only.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+        let st = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        use std::os::unix::fs::MetadataExt;
+        let netns = std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
+        let before = snmp_counter("Udp", "InDatagrams");
+        let rx = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut buf = [0u8; 2048];
+        for _ in 0..N {
+            tx.send_to(&[1u8; PAYLOAD], ("127.0.0.1", port)).unwrap();
+            assert_eq!(rx.recv(&mut buf).unwrap(), PAYLOAD);
+        }
+        (netns, snmp_counter("Udp", "InDatagrams") - before)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(received, N as u64);
+    let ours = |e: &podscope_model::Event| matches!(&e.data, EventData::NetPacket(p) if u64::from(p.netns) == netns);
+    let mut events = collect_until(&mut t, Duration::from_secs(10), 3 * N, ours);
+    t.flush(&mut events).unwrap();
+    let mut packets: std::collections::BTreeMap<u64, Vec<&podscope_model::NetPacketEvent>> =
+        Default::default();
+    for e in &events {
+        if let EventData::NetPacket(p) = &e.data {
+            if u64::from(p.netns) == netns {
+                packets.entry(p.packet).or_default().push(p);
+            }
+        }
+    }
+    assert_eq!(packets.len(), N, "{packets:#?}");
+    for recs in packets.values() {
+        let stages: Vec<&str> = recs.iter().map(|r| r.stage.as_str()).collect();
+        // Neither a pod's nor the host's netns: "peer".
+        assert_eq!(
+            stages,
+            ["peer_queue", "peer_xmit", "peer_recv"],
+            "{recs:#?}"
+        );
+        assert!(recs
+            .iter()
+            .all(|r| r.skb == recs[0].skb && r.ifname == "lo"));
+        assert!(recs[0].first && recs[0].step_ns == 0);
+        let sum: u64 = recs.iter().map(|r| r.step_ns).sum();
+        assert_eq!(recs[2].total_ns, sum, "{recs:#?}");
+        assert_eq!((recs[0].protocol.as_str(), recs[0].dport), ("udp", port));
+        assert_eq!(recs[0].ip_len as usize, 20 + 8 + PAYLOAD);
+    }
+    let flows: Vec<&podscope_model::NetFlowEvent> = events
+        .iter()
+        .filter_map(|e| match &e.data {
+            EventData::NetFlow(f) if f.dport == port => Some(f),
+            _ => None,
+        })
+        .collect();
+    let f = flows.last().expect("a flow summary");
+    assert_eq!(
+        (f.packets, f.bytes, f.drops),
+        (N as u64, (N * (20 + 8 + PAYLOAD)) as u64, 0)
+    );
+    let counts: Vec<(&str, u64)> = f
+        .stages
+        .iter()
+        .map(|s| (s.stage.as_str(), s.packets))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("peer_queue", N as u64),
+            ("peer_xmit", N as u64),
+            ("peer_recv", N as u64)
+        ]
+    );
+    eprintln!(
+        "net: {N} datagrams followed on lo, e2e p50 {} ns",
+        f.end_to_end_p50_ns
+    );
+}

@@ -1283,7 +1283,9 @@ impl Observer {
             | EventData::SockData(_)
             | EventData::Http(_)
             | EventData::Dns(_)
-            | EventData::Tracepoint(_) => {}
+            | EventData::Tracepoint(_)
+            | EventData::NetPacket(_)
+            | EventData::NetFlow(_) => {}
         }
     }
 }

@@ -114,6 +114,7 @@ impl Event {
             EventData::Dns(_) => ProbeKind::Dns,
             EventData::Tracepoint(_) => ProbeKind::Tracepoint,
             EventData::Drop(_) => ProbeKind::Drop,
+            EventData::NetPacket(_) | EventData::NetFlow(_) => ProbeKind::Net,
         }
     }
 
@@ -134,6 +135,8 @@ impl Event {
             EventData::Dns(_) => "query",
             EventData::Tracepoint(_) => "record",
             EventData::Drop(_) => "drop",
+            EventData::NetPacket(_) => "packet",
+            EventData::NetFlow(_) => "flow",
         }
     }
 }
@@ -175,6 +178,121 @@ pub enum EventData {
     Tracepoint(TracepointEvent),
     /// From the drop probe: one packet the kernel dropped.
     Drop(DropEvent),
+    /// From the net probe (`--per-packet`, `--flow`): one packet at one stage.
+    #[serde(rename = "net")]
+    NetPacket(NetPacketEvent),
+    /// From the net probe: one flow's totals since the start, every interval
+    /// and at the end.
+    #[serde(rename = "net_flows")]
+    NetFlow(NetFlowEvent),
+}
+
+/// One packet of a pod at one stage of the network stack (net probe).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetPacketEvent {
+    /// Always `packet`.
+    #[serde(default)]
+    pub kind: String,
+    /// The packet's number: the same in each of its records.
+    pub packet: u64,
+    /// Its sk_buff's address (hex): the same across veth and bridge.
+    pub skb: String,
+    /// `WHERE_WHAT`: where is `pod` (a device in the pod's netns), `veth`
+    /// (the pod's host-side veth), `host` (another host device: the bridge,
+    /// another pod's veth, a NIC) or `peer` (a device in another netns);
+    /// what is `queue`, `xmit`, `recv` or `gro`. Or `drop`.
+    pub stage: String,
+    /// The device (`eth0`, `veth1a2b3c`, `lo`).
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub ifname: String,
+    /// Its index in its netns.
+    pub ifindex: u32,
+    /// Inode of the device's network namespace.
+    pub netns: u32,
+    /// skb->len at this stage (link-layer header included on transmit).
+    pub len: u32,
+    /// True at the packet's first stage (where it was counted).
+    pub first: bool,
+    /// Nanoseconds since the packet's previous stage (0 at the first).
+    pub step_ns: u64,
+    /// Nanoseconds since its first stage.
+    pub total_ns: u64,
+    /// `tcp`, `udp`, `icmp`, ... (empty without an IP header).
+    pub protocol: String,
+    /// `ipv4`, `ipv6` or empty.
+    pub family: String,
+    /// Source address.
+    pub saddr: String,
+    /// Destination address.
+    pub daddr: String,
+    /// Source port (TCP, UDP).
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// TCP flags (`SYN`, `PSH|ACK`), TCP only.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub tcp_flags: String,
+    /// The IP header's length of the packet.
+    pub ip_len: u32,
+    /// `drop` only: the kernel's drop reason (as the drop probe names it).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+    /// `drop` only: the freeing location, `symbol+0xoff`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub location: Option<String>,
+}
+
+/// One stage of a flow's packets (net probe summaries).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetStage {
+    /// The stage (see [`NetPacketEvent::stage`]).
+    pub stage: String,
+    /// Packets of the flow that reached it.
+    pub packets: u64,
+    /// Time from the packet's previous stage: median and 99th percentile
+    /// (upper bounds of log2 buckets, in ns).
+    pub step_p50_ns: u64,
+    /// 99th percentile of the same.
+    pub step_p99_ns: u64,
+    /// Time from the packet's first stage to this one, median (bucket bound, ns).
+    pub total_p50_ns: u64,
+    /// 99th percentile of the same.
+    pub total_p99_ns: u64,
+}
+
+/// A flow's totals since the trace started (net probe).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetFlowEvent {
+    /// Always `flow`.
+    #[serde(default)]
+    pub kind: String,
+    /// `tcp`, `udp`, `icmp`, ... (empty: not IP).
+    pub protocol: String,
+    /// `ipv4`, `ipv6` or empty.
+    pub family: String,
+    /// Source address.
+    pub saddr: String,
+    /// Destination address.
+    pub daddr: String,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// Packets counted (once each, at their first stage).
+    pub packets: u64,
+    /// Their IP lengths summed.
+    pub bytes: u64,
+    /// Of them, dropped (skb:kfree_skb).
+    pub drops: u64,
+    /// Nanoseconds from the flow's first packet to its last stage seen.
+    pub duration_ns: u64,
+    /// Since-first time at the flow's furthest stage (the one with the
+    /// largest median): median, bucket bound in ns.
+    pub end_to_end_p50_ns: u64,
+    /// 99th percentile of the same.
+    pub end_to_end_p99_ns: u64,
+    /// The stages its packets reached, in path order.
+    pub stages: Vec<NetStage>,
 }
 
 /// One packet the kernel freed as dropped (`skb:kfree_skb`).

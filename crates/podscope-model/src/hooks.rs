@@ -190,6 +190,7 @@ fn probe_usage(p: ProbeKind) -> &'static str {
         ProbeKind::Syscalls => "podscope trace syscalls",
         ProbeKind::Tracepoint => "podscope trace tp:SUBSYSTEM:EVENT",
         ProbeKind::Drop => "podscope trace drop",
+        ProbeKind::Net => "podscope trace net",
     }
 }
 

@@ -36,6 +36,9 @@ pub enum ProbeKind {
     Syscalls,
     /// Dropped packets (skb:kfree_skb): reason, where, pod, flow.
     Drop,
+    /// A pod's packets through the stack (device queue, transmit, receive,
+    /// drop): per-flow totals and stage latencies, or per packet.
+    Net,
     /// Any kernel tracepoint, asked for as `tp:SUBSYSTEM:EVENT` (several at
     /// once): its raw record, fields decoded from tracefs. Not in
     /// [`ProbeKind::ALL`]: it is never asked for by its own name.
@@ -91,7 +94,7 @@ impl Hook {
 
 impl ProbeKind {
     /// Every probe, in the order `podscope probes` lists them.
-    pub const ALL: [ProbeKind; 12] = [
+    pub const ALL: [ProbeKind; 13] = [
         ProbeKind::Exec,
         ProbeKind::Exit,
         ProbeKind::Tcp,
@@ -104,6 +107,7 @@ impl ProbeKind {
         ProbeKind::Grpc,
         ProbeKind::Syscalls,
         ProbeKind::Drop,
+        ProbeKind::Net,
     ];
 
     /// The probe whose kernel program this one runs: itself, except `grpc`,
@@ -131,6 +135,7 @@ impl ProbeKind {
             ProbeKind::Syscalls => "syscalls",
             ProbeKind::Tracepoint => "tracepoint",
             ProbeKind::Drop => "drop",
+            ProbeKind::Net => "net",
         }
     }
 
@@ -164,6 +169,9 @@ impl ProbeKind {
             }
             ProbeKind::Drop => {
                 "dropped packets: drop reason (kernel's names), where, pod (by socket, netns or address), flow; IPv4+IPv6"
+            }
+            ProbeKind::Net => {
+                "packet path: pod eth0 -> host veth -> peer, per flow (packets, bytes, drops, stage latency p50/p99) or per packet (--per-packet, --flow)"
             }
             ProbeKind::Tracepoint => {
                 "any kernel tracepoint (tp:SUBSYSTEM:EVENT): its record's fields decoded from tracefs; --filter in the kernel"
@@ -285,6 +293,17 @@ impl ProbeKind {
                 hooks: &[Tracepoint("skb/kfree_skb")],
                 note: "the drop reason from Linux 5.17 (before: reason unknown, the freeing location says where)",
             }],
+            ProbeKind::Net => &[Implementation {
+                name: "tracepoints",
+                hooks: &[
+                    Tracepoint("net/net_dev_queue"),
+                    Tracepoint("net/net_dev_xmit"),
+                    Tracepoint("net/netif_receive_skb"),
+                    Tracepoint("net/napi_gro_receive_entry"),
+                    Tracepoint("skb/kfree_skb"),
+                ],
+                note: "no socket or IP-layer stage (no skb tracepoint there; kprobes would be needed); drop reasons from 5.17",
+            }],
             ProbeKind::Http | ProbeKind::Grpc => &[Implementation {
                 name: "tracepoints",
                 hooks: &[
@@ -402,10 +421,11 @@ impl ProbeKind {
         }
         for part in parts.into_iter().filter(|p| !p.is_empty()) {
             if part == "all" {
-                // Not syscalls: a stream of every system call is asked for by name.
+                // Not syscalls (a stream of every system call) nor net (a
+                // record per packet and device): both are asked for by name.
                 return Ok(ProbeKind::ALL
                     .into_iter()
-                    .filter(|p| *p != ProbeKind::Syscalls)
+                    .filter(|p| !matches!(p, ProbeKind::Syscalls | ProbeKind::Net))
                     .collect());
             }
             let p: ProbeKind = part.parse()?;
@@ -503,10 +523,11 @@ mod tests {
             ProbeKind::parse_list("exec,exec").unwrap(),
             vec![ProbeKind::Exec]
         );
-        // Every probe but syscalls, which is asked for by name.
+        // Every probe but syscalls and net, which are asked for by name.
         let all = ProbeKind::parse_list("all").unwrap();
-        assert_eq!(all.len(), ProbeKind::ALL.len() - 1);
+        assert_eq!(all.len(), ProbeKind::ALL.len() - 2);
         assert!(!all.contains(&ProbeKind::Syscalls));
+        assert!(!all.contains(&ProbeKind::Net));
     }
 
     #[test]

@@ -83,6 +83,33 @@ fn shell_words(args: &[String]) -> String {
         .join(" ")
 }
 
+/// `tcp 10.0.0.1:80 -> 10.0.0.2:41000` (IPv6 in brackets; no port: none).
+fn flow_text(
+    protocol: &str,
+    family: &str,
+    saddr: &str,
+    sport: u16,
+    daddr: &str,
+    dport: u16,
+) -> String {
+    if family.is_empty() {
+        return "non-IP".into();
+    }
+    let ep = |a: &str, p: u16| {
+        let a = if family == "ipv6" {
+            format!("[{a}]")
+        } else {
+            a.to_string()
+        };
+        if p == 0 {
+            a
+        } else {
+            format!("{a}:{p}")
+        }
+    };
+    format!("{protocol} {} -> {}", ep(saddr, sport), ep(daddr, dport))
+}
+
 /// The DETAILS column: the probe's fields in a line a person can scan.
 pub fn details(ev: &Event) -> String {
     match &ev.data {
@@ -237,6 +264,51 @@ pub fn details(ev: &Event) -> String {
             }
             if let Some(e) = &d.error {
                 s.push_str(&format!(" ERROR {e}"));
+            }
+            s
+        }
+        // pwru's order: the packet, where it is, how long since its last
+        // stage and its first, then the flow.
+        EventData::NetPacket(p) => {
+            let mut s = format!(
+                "#{} {:<10} {:<12} +{} (total {}) {}",
+                p.packet,
+                p.stage,
+                if p.ifname.is_empty() { "-" } else { &p.ifname },
+                human_ns(p.step_ns),
+                human_ns(p.total_ns),
+                flow_text(&p.protocol, &p.family, &p.saddr, p.sport, &p.daddr, p.dport)
+            );
+            if !p.tcp_flags.is_empty() {
+                s.push_str(&format!(" [{}]", p.tcp_flags));
+            }
+            s.push_str(&format!(" len {}", p.ip_len));
+            if let Some(r) = &p.reason {
+                s.push_str(&format!(" DROP {r}"));
+            }
+            if let Some(l) = &p.location {
+                s.push_str(&format!(" at {l}"));
+            }
+            s
+        }
+        EventData::NetFlow(f) => {
+            let mut s = format!(
+                "{} packets {} bytes {} drops {} e2e p50 {} p99 {}",
+                flow_text(&f.protocol, &f.family, &f.saddr, f.sport, &f.daddr, f.dport),
+                f.packets,
+                f.bytes,
+                f.drops,
+                human_ns(f.end_to_end_p50_ns),
+                human_ns(f.end_to_end_p99_ns)
+            );
+            for st in &f.stages {
+                s.push_str(&format!(
+                    " | {} {} +{}/{}",
+                    st.stage,
+                    st.packets,
+                    human_ns(st.step_p50_ns),
+                    human_ns(st.step_p99_ns)
+                ));
             }
             s
         }
@@ -652,6 +724,85 @@ mod tests {
         assert_eq!(
             http_details(&h),
             "client POST /demo.Echo/Missing 200 1.5ms req 120B resp 80B peer 127.0.1.9:50051 h2"
+        );
+    }
+
+    #[test]
+    fn net_packets_and_flows_show_stage_times_and_flow() {
+        let p = podscope_model::NetPacketEvent {
+            kind: "packet".into(),
+            packet: 7,
+            skb: "0xffff888100de7700".into(),
+            stage: "veth_recv".into(),
+            ifname: "veth1234".into(),
+            ifindex: 9,
+            netns: 4026531833,
+            len: 60,
+            first: false,
+            step_ns: 2_500,
+            total_ns: 9_000,
+            protocol: "tcp".into(),
+            family: "ipv4".into(),
+            saddr: "10.88.94.2".into(),
+            daddr: "10.88.94.3".into(),
+            sport: 41000,
+            dport: 80,
+            tcp_flags: "SYN".into(),
+            ip_len: 60,
+            reason: None,
+            location: None,
+        };
+        let ev = |data: EventData| Event {
+            timestamp: podscope_model::Timestamp(0),
+            identity: Default::default(),
+            pid: 0,
+            tid: 0,
+            uid: 0,
+            comm: String::new(),
+            cgroup_id: 0,
+            data,
+        };
+        assert_eq!(
+            details(&ev(EventData::NetPacket(p.clone()))),
+            format!(
+                "#7 veth_recv  veth1234     +{} (total {}) tcp 10.88.94.2:41000 -> 10.88.94.3:80 [SYN] len 60",
+                human_ns(2_500),
+                human_ns(9_000)
+            )
+        );
+        let f = podscope_model::NetFlowEvent {
+            kind: "flow".into(),
+            protocol: "udp".into(),
+            family: "ipv6".into(),
+            saddr: "fd00::1".into(),
+            daddr: "fd00::2".into(),
+            sport: 5353,
+            dport: 53,
+            packets: 3,
+            bytes: 300,
+            drops: 1,
+            duration_ns: 1_000,
+            end_to_end_p50_ns: 4095,
+            end_to_end_p99_ns: 8191,
+            stages: vec![podscope_model::NetStage {
+                stage: "pod_queue".into(),
+                packets: 3,
+                step_p50_ns: 1,
+                step_p99_ns: 1,
+                total_p50_ns: 1,
+                total_p99_ns: 1,
+            }],
+        };
+        let line = details(&ev(EventData::NetFlow(f)));
+        assert!(
+            line.starts_with(
+                "udp [fd00::1]:5353 -> [fd00::2]:53 packets 3 bytes 300 drops 1 e2e p50 "
+            ),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(&format!(" | pod_queue 3 +{}/{}", human_ns(1), human_ns(1))),
+            "{line}"
         );
     }
 

@@ -240,6 +240,8 @@ pub struct Node {
     tracepoints: podscope_bpf::TracepointOptions,
     /// Network namespace inode of each sandbox (or container) pid read so far.
     netns_of: HashMap<u32, u32>,
+    /// The net probe's settings ([`Node::set_net`]).
+    net: podscope_bpf::NetOptions,
 }
 
 impl std::fmt::Debug for Node {
@@ -275,6 +277,7 @@ impl Node {
             last_loss_check: Instant::now(),
             tracepoints: Default::default(),
             netns_of: HashMap::new(),
+            net: Default::default(),
         }
     }
 
@@ -284,6 +287,12 @@ impl Node {
     /// out of `NodeConfig` until the cluster sessions carry hook arguments.)
     pub fn set_tracepoints(&mut self, opts: podscope_bpf::TracepointOptions) {
         self.tracepoints = opts;
+    }
+
+    /// The net probe's per-packet switch and `--flow` filter (node-wide:
+    /// the last session's settings win).
+    pub fn set_net(&mut self, opts: podscope_bpf::NetOptions) {
+        self.net = opts;
     }
 
     /// The probes loaded now.
@@ -495,6 +504,9 @@ impl Node {
             error: None,
         });
         self.sync_pod_nets();
+        if let Some(t) = self.tracer.as_mut() {
+            t.set_net_options(&self.net)?;
+        }
         // Probes that attach to the selected processes' libraries (tls) look
         // at the processes already running before the session is reported
         // as started.
@@ -600,7 +612,11 @@ impl Node {
         let Some(tracer) = self.tracer.as_mut() else {
             return;
         };
-        if !tracer.probes().contains(&ProbeKind::Drop) {
+        if !tracer
+            .probes()
+            .iter()
+            .any(|p| matches!(p, ProbeKind::Drop | ProbeKind::Net))
+        {
             return;
         }
         // A --cgroup trace: only its processes' sockets (the maps stay empty).
@@ -733,6 +749,9 @@ impl Node {
                 let mut text = s.proto.summary_text(&s.probes, &counters);
                 if s.probes.contains(&ProbeKind::Tracepoint) {
                     text.push_str(&tracepoint_summary(&counters));
+                }
+                if s.probes.contains(&ProbeKind::Net) {
+                    text.push_str(&net_summary(&counters));
                 }
                 text
             }
@@ -880,6 +899,24 @@ pub fn tracepoint_summary(counters: &[(ProbeKind, &str, u64)]) -> String {
         seen.saturating_sub(filtered),
         get("tracepoint_truncated"),
         podscope_bpf::tracepoint::DATA_MAX
+    )
+}
+
+/// The net probe's kernel counters at the end of a trace.
+pub fn net_summary(counters: &[(ProbeKind, &str, u64)]) -> String {
+    let get = |name: &str| {
+        counters
+            .iter()
+            .find(|(p, n, _)| *p == ProbeKind::Net && *n == name)
+            .map_or(0, |c| c.2)
+    };
+    format!(
+        "podscope: net: {} packets followed, {} of the selected pods' packets left out by --flow in the kernel, {} dropped; {} skb addresses seen again as new packets, {} flows not counted (flow map full)\n",
+        get("net_packets"),
+        get("net_filtered_in_kernel"),
+        get("net_drops"),
+        get("net_skb_reused"),
+        get("net_flows_full"),
     )
 }
 

@@ -95,9 +95,11 @@ pub enum Command {
         podscope trace bio,open --cgroup /sys/fs/cgroup/unified/mygroup --duration 30s\n  \
         podscope trace all --pid 1234 --max-events 100\n  \
         podscope trace tp:sched:sched_process_fork,tp:net:net_dev_xmit --all -o json\n  \
-        podscope trace tp:net:net_dev_xmit --all --filter 'len > 1000 && name == \"eth0\"'\n\n\
-        Probes: exec, exit, tcp, bio, cache, open, http, dns, tls, grpc, syscalls, drop (comma-separated,\n\
-        or 'all'),\n\
+        podscope trace tp:net:net_dev_xmit --all --filter 'len > 1000 && name == \"eth0\"'\n  \
+        podscope trace net --pod web-0 -n shop                       per-flow totals, stage latencies\n  \
+        podscope trace net --pod web-0 -n shop --flow 'tcp and port 80'   and each matching packet\n\n\
+        Probes: exec, exit, tcp, bio, cache, open, http, dns, tls, grpc, syscalls, drop, net (comma-separated,\n\
+        or 'all': every probe but syscalls and net),\n\
         and any tracepoint as tp:SUBSYSTEM:EVENT (podscope probes --tracepoints lists them).\n\
         http brings tls along (HTTPS requests from OpenSSL's plaintext); tls alone: HTTPS only.\n\
         Pods: --pod NAME (globs), -n NAMESPACE, -A, -l SELECTOR, --container NAME; --wait for pods\n\
@@ -249,8 +251,8 @@ pub struct NsenterArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TraceArgs {
-    /// Probes to run, comma-separated (exec,exit,tcp,bio,cache,open,http,dns,syscalls,drop) or 'all'
-    /// (every probe but syscalls), and tracepoints as tp:SUBSYSTEM:EVENT.
+    /// Probes to run, comma-separated (exec,exit,tcp,bio,cache,open,http,dns,syscalls,drop,net) or 'all'
+    /// (every probe but syscalls and net), and tracepoints as tp:SUBSYSTEM:EVENT.
     #[arg(value_name = "PROBES")]
     pub probes: String,
 
@@ -335,8 +337,21 @@ pub struct TraceArgs {
     #[arg(long, value_name = "EXPR")]
     pub filter: Option<String>,
 
-    /// How often the cache probe reports per-process totals, and the
-    /// syscalls probe its --summary.
+    /// net probe: a record per packet and stage (device queue, transmit,
+    /// receive, drop) besides the per-flow totals.
+    #[arg(long)]
+    pub per_packet: bool,
+
+    /// net probe: only packets of matching flows, each packet reported
+    /// (implies --per-packet). Terms: tcp, udp, icmp, icmpv6, host ADDR,
+    /// port N (source or destination), pod NAME (globs), joined with 'and',
+    /// e.g. 'tcp and port 80 and host 10.0.0.5'. Protocol, port and host
+    /// are decided in the kernel, pod after the pod is known.
+    #[arg(long, value_name = "FILTER")]
+    pub flow: Option<String>,
+
+    /// How often the cache probe reports per-process totals, the
+    /// syscalls probe its --summary and the net probe its flows.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
 

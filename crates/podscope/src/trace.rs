@@ -146,6 +146,28 @@ pub fn run(args: TraceArgs) -> Result<()> {
     {
         bail!("--syscall, --errors-only and --summary are settings of the syscalls probe: add it (podscope trace syscalls ...)");
     }
+    let flow = match &args.flow {
+        Some(text) => Some(podscope_model::FlowFilter::parse(text)?),
+        None => None,
+    };
+    if (args.per_packet || flow.is_some()) && !probes.contains(&ProbeKind::Net) {
+        bail!("--per-packet and --flow are settings of the net probe: add it (podscope trace net --flow 'tcp and port 80' ...)");
+    }
+    if probes.contains(&ProbeKind::Net) && (!args.pid.is_empty() || args.comm.is_some()) {
+        bail!(
+            "the net probe cannot filter by --pid or --comm: packets are mostly handled in \
+             softirq context, not by the process they belong to; select pods (--pod, -l, -n, -A) \
+             or --all (e.g. podscope trace net --pod web-0 -n shop)"
+        );
+    }
+    if probes.contains(&ProbeKind::Net) && !args.cgroup.is_empty() {
+        bail!("the net probe finds a packet's pod by its network namespace, not by cgroup: select pods (--pod, -l, -n, -A) or --all");
+    }
+    let net_pods = flow.as_ref().map(|f| f.pods.clone()).unwrap_or_default();
+    let net = podscope_bpf::NetOptions {
+        per_packet: args.per_packet,
+        filter: flow,
+    };
     let selection = PodSelection::from_flags(&args.pods.flags())?;
     let pod_mode = selection.is_some();
     if args.wait && !pod_mode {
@@ -203,6 +225,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         pod_refresh: podscope_pipeline::enrich::REFRESH_PERIOD,
     });
     node.set_tracepoints(tracepoints);
+    node.set_net(net);
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -236,6 +259,15 @@ pub fn run(args: TraceArgs) -> Result<()> {
         sink = Box::new(Exported {
             inner: sink,
             otlp: o.observer(),
+        });
+    }
+    // The --flow filter's pod terms: after enrichment, counted.
+    let pod_filtered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    if !net_pods.is_empty() {
+        sink = Box::new(NetPodFilter {
+            inner: sink,
+            pods: net_pods,
+            filtered: pod_filtered.clone(),
         });
     }
     const ID: SessionId = 1;
@@ -294,6 +326,10 @@ pub fn run(args: TraceArgs) -> Result<()> {
         );
     }
     eprint!("{}", end.protocol_summary);
+    let filtered = pod_filtered.load(Ordering::Relaxed);
+    if filtered > 0 || args.flow.as_deref().is_some_and(|f| f.contains("pod")) {
+        eprintln!("podscope: net: {filtered} records left out by the --flow filter's pod terms (in user space)");
+    }
     if end.unnamed_dropped > 0 {
         eprintln!(
             "podscope: {} events were left out because the runtime had not named their pod (a new pod that may not match the selection)",
@@ -471,6 +507,50 @@ fn start_otlp(args: &TraceArgs, probes: &[ProbeKind]) -> Result<Option<podscope_
 }
 
 // --- end OTLP ---
+
+/// The `pod NAME` terms of `--flow`: net records of other pods are left out
+/// (and counted) once enrichment has named their pod.
+struct NetPodFilter {
+    inner: Box<dyn Sink>,
+    pods: Vec<String>,
+    filtered: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl NetPodFilter {
+    fn keeps(&self, ev: &Event) -> bool {
+        if ev.probe() != ProbeKind::Net {
+            return true;
+        }
+        let f = podscope_model::FlowFilter {
+            pods: self.pods.clone(),
+            ..Default::default()
+        };
+        f.pod_matches(&ev.identity.pod)
+    }
+}
+
+impl Sink for NetPodFilter {
+    fn event(&mut self, ev: &Event) -> io::Result<()> {
+        if self.keeps(ev) {
+            self.inner.event(ev)
+        } else {
+            self.filtered.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+    fn lost(&mut self, probe: ProbeKind, delta: u64, total: u64) -> io::Result<()> {
+        self.inner.lost(probe, delta, total)
+    }
+    fn summary(&mut self, elapsed_ns: u64, stats: &[podscope_bpf::ProbeStats]) -> io::Result<()> {
+        self.inner.summary(elapsed_ns, stats)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+    fn stats(&mut self, stats: &[podscope_bpf::ProbeStats]) -> io::Result<()> {
+        self.inner.stats(stats)
+    }
+}
 
 #[cfg(test)]
 mod tests {

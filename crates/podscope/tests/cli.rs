@@ -107,7 +107,7 @@ fn probes_lists_every_probe_as_supported_here() {
         names,
         [
             "exec", "exit", "tcp", "bio", "cache", "open", "http", "dns", "tls", "grpc",
-            "syscalls", "drop"
+            "syscalls", "drop", "net"
         ]
     );
     for r in &rows {

@@ -451,7 +451,9 @@ impl Tap {
             | EventData::Syscall(_)
             | EventData::SyscallSummary(_)
             | EventData::Tracepoint(_)
-            | EventData::Drop(_) => {}
+            | EventData::Drop(_)
+            | EventData::NetPacket(_)
+            | EventData::NetFlow(_) => {}
         }
         if !matches!(&ev.data, EventData::Http(_)) {
             self.requests.push_event(ev);
@@ -1194,6 +1196,8 @@ fn failure(ev: &Event) -> bool {
         EventData::Tracepoint(_) => false,
         // A dropped packet is what the probe reports: always a failure.
         EventData::Drop(_) => true,
+        EventData::NetPacket(p) => p.reason.is_some(),
+        EventData::NetFlow(_) => false,
         EventData::Http(h) => h.error.is_some() || h.status.is_some_and(|s| s >= 500),
         EventData::Dns(d) => {
             d.error.is_some() || d.rcode.as_deref().is_some_and(|r| r != "NOERROR")
@@ -1251,6 +1255,27 @@ fn network_attrs(t: &TcpEvent) -> Vec<KeyValue> {
 
 /// The event's fields as attributes: semantic-convention names where one
 /// exists, `podscope.<probe>.<field>` otherwise.
+/// A packet's flow as OpenTelemetry's network attributes (IP packets only).
+fn net_flow_attrs(
+    a: &mut Vec<KeyValue>,
+    protocol: &str,
+    family: &str,
+    saddr: &str,
+    sport: u16,
+    daddr: &str,
+    dport: u16,
+) {
+    if family.is_empty() {
+        return;
+    }
+    a.push(kv_str("network.transport", protocol));
+    a.push(kv_str("network.type", family));
+    a.push(kv_str("source.address", saddr));
+    a.push(kv_int("source.port", sport as i64));
+    a.push(kv_str("destination.address", daddr));
+    a.push(kv_int("destination.port", dport as i64));
+}
+
 pub fn event_attrs(ev: &Event) -> Vec<KeyValue> {
     let mut a = vec![
         kv_int("process.pid", ev.pid as i64),
@@ -1373,6 +1398,45 @@ pub fn event_attrs(ev: &Event) -> Vec<KeyValue> {
                 a.push(kv_int("destination.port", d.dport as i64));
             }
             a.push(kv_str("error.type", &d.reason));
+        }
+        EventData::NetPacket(p) => {
+            a.push(kv_str("podscope.net.stage", &p.stage));
+            a.push(kv_int("podscope.net.packet", p.packet as i64));
+            a.push(kv_int("podscope.net.step_ns", p.step_ns as i64));
+            a.push(kv_int("podscope.net.total_ns", p.total_ns as i64));
+            if !p.ifname.is_empty() {
+                a.push(kv_str("network.interface.name", &p.ifname));
+            }
+            net_flow_attrs(
+                &mut a,
+                &p.protocol,
+                &p.family,
+                &p.saddr,
+                p.sport,
+                &p.daddr,
+                p.dport,
+            );
+            if let Some(r) = &p.reason {
+                a.push(kv_str("error.type", r));
+            }
+        }
+        EventData::NetFlow(f) => {
+            a.push(kv_int("podscope.net.packets", f.packets as i64));
+            a.push(kv_int("podscope.net.bytes", f.bytes as i64));
+            a.push(kv_int("podscope.net.drops", f.drops as i64));
+            a.push(kv_int(
+                "podscope.net.end_to_end_p50_ns",
+                f.end_to_end_p50_ns as i64,
+            ));
+            net_flow_attrs(
+                &mut a,
+                &f.protocol,
+                &f.family,
+                &f.saddr,
+                f.sport,
+                &f.daddr,
+                f.dport,
+            );
         }
         // Request spans and metrics are a later slice (issue 10); log
         // records carry the common attributes only for now.
