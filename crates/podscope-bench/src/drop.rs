@@ -6,14 +6,14 @@
 //! nothing); the kernel time per program run from bpf_stats. Then iperf3 on
 //! loopback (no drops: the probe must cost nothing there) with and without it.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::traced::{prog_stats, Podscope};
 use crate::{cpu_ns, Bench};
 
 const PORT: u16 = 39171;
@@ -50,80 +50,6 @@ pub struct DropBench {
     pub iperf_traced: Vec<f64>,
     /// Mean traced / mean untraced.
     pub iperf_ratio: f64,
-}
-
-/// `podscope trace drop ARGS -o none`, attached; stopped with SIGINT.
-struct Podscope {
-    child: Child,
-    reader: std::thread::JoinHandle<Vec<String>>,
-}
-
-impl Podscope {
-    fn start(bin: &Path, args: &[&str]) -> Result<Podscope> {
-        let mut child = Command::new(bin)
-            .args(["trace", "drop"])
-            .args(args)
-            .args(["-o", "none"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if l.contains("attached in") {
-                    let _ = tx.send(());
-                }
-                lines.push(l);
-            }
-            lines
-        });
-        rx.recv_timeout(Duration::from_secs(30))
-            .context("podscope did not attach within 30 s")?;
-        Ok(Podscope { child, reader })
-    }
-
-    fn stop(mut self) -> Result<Vec<String>> {
-        Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()?;
-        self.child.wait()?;
-        Ok(self.reader.join().unwrap_or_default())
-    }
-}
-
-/// (run_cnt, run_time_ns) of the `kfree_skb` program `pid` holds.
-fn prog_stats(pid: u32) -> Option<(u64, u64)> {
-    let mut ids = std::collections::HashSet::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
-        .ok()?
-        .flatten()
-    {
-        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-        if let Some(id) = text
-            .lines()
-            .find_map(|l| l.strip_prefix("prog_id:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            ids.insert(id);
-        }
-    }
-    let out = Command::new("bpftool")
-        .args(["prog", "show", "-j"])
-        .output()
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v.as_array()?
-        .iter()
-        .filter(|p| p["id"].as_u64().is_some_and(|id| ids.contains(&id)))
-        .find(|p| p["name"] == "kfree_skb")
-        .map(|p| {
-            (
-                p["run_cnt"].as_u64().unwrap_or(0),
-                p["run_time_ns"].as_u64().unwrap_or(0),
-            )
-        })
 }
 
 /// `podscope: traced for Xs: N events, L lost`.
@@ -235,21 +161,22 @@ pub fn run(bench: &Bench, rounds: usize) -> Result<DropBench> {
         for mode in ["untraced", "reported", "filtered"] {
             eprintln!("drop: storm round {}/{rounds}, {mode} ...", round + 1);
             let ps = match mode {
-                "reported" => Some(Podscope::start(&bench.podscope, &["--all"])?),
+                "reported" => Some(Podscope::start(&bench.podscope, "drop", &["--all"])?),
                 // A namespace no pod is in: the kernel filter lets nothing through.
                 "filtered" => Some(Podscope::start(
                     &bench.podscope,
+                    "drop",
                     &["-n", "podscope-bench-no-such-namespace", "--wait"],
                 )?),
                 _ => None,
             };
-            let pid = ps.as_ref().map(|p| p.child.id());
-            let stats0 = pid.and_then(prog_stats);
+            let pid = ps.as_ref().map(|p| p.pid());
+            let stats0 = pid.and_then(|p| prog_stats(p, |n| n == "kfree_skb"));
             let cpu0 = pid.map(cpu_ns);
             let start = Instant::now();
             let (sent, dropped) = storm(&bench.me, secs)?;
             let elapsed = start.elapsed().as_secs_f64();
-            let stats1 = pid.and_then(prog_stats);
+            let stats1 = pid.and_then(|p| prog_stats(p, |n| n == "kfree_skb"));
             // Let the consumer catch up before its CPU is read.
             std::thread::sleep(Duration::from_millis(500));
             let cpu1 = pid.map(cpu_ns);
@@ -288,7 +215,7 @@ pub fn run(bench: &Bench, rounds: usize) -> Result<DropBench> {
     for round in 0..rounds {
         eprintln!("drop: iperf3 round {}/{rounds} ...", round + 1);
         off.push(iperf(isecs)?);
-        let ps = Podscope::start(&bench.podscope, &["--all"])?;
+        let ps = Podscope::start(&bench.podscope, "drop", &["--all"])?;
         on.push(iperf(isecs)?);
         ps.stop()?;
     }

@@ -9,14 +9,14 @@
 //! podscope traces every process here (`--all`), so both wrk's requests and
 //! nginx's answers are parsed: twice the work of tracing the server pod only.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use crate::traced::{prog_stats, Podscope};
 use crate::{cpu_ns, peak_rss_kb, Bench};
 
 const ADDR: &str = "127.0.3.1";
@@ -123,80 +123,9 @@ fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind((ADDR, 0))?.local_addr()?.port())
 }
 
-/// `podscope trace ARGS -o none`, attached; stopped with SIGINT.
-struct Podscope {
-    child: Child,
-    reader: std::thread::JoinHandle<Vec<String>>,
-}
-
-impl Podscope {
-    fn start(bin: &Path, probes: &str) -> Result<Podscope> {
-        let mut child = Command::new(bin)
-            .args(["trace", probes, "--all", "-o", "none"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if l.contains("attached in") {
-                    let _ = tx.send(());
-                }
-                lines.push(l);
-            }
-            lines
-        });
-        rx.recv_timeout(Duration::from_secs(30))
-            .context("podscope did not attach within 30 s")?;
-        Ok(Podscope { child, reader })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stop(mut self) -> Result<Vec<String>> {
-        Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()?;
-        self.child.wait()?;
-        Ok(self.reader.join().unwrap_or_default())
-    }
-}
-
-/// Sum of run_time_ns over the BPF programs `pid` holds (bpf_stats must be
-/// on): the programs' ids from its file descriptors, their times from bpftool.
+/// Sum of run_time_ns over the BPF programs `pid` holds (bpf_stats must be on).
 fn bpf_run_ns(pid: u32) -> u64 {
-    let mut ids = std::collections::HashSet::new();
-    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) {
-        for e in dir.flatten() {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            if let Some(id) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("prog_id:"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-            {
-                ids.insert(id);
-            }
-        }
-    }
-    let Ok(out) = Command::new("bpftool")
-        .args(["prog", "show", "-j"])
-        .output()
-    else {
-        return 0;
-    };
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
-        return 0;
-    };
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["id"].as_u64().is_some_and(|id| ids.contains(&id)))
-        .filter_map(|p| p["run_time_ns"].as_u64())
-        .sum()
+    prog_stats(pid, |_| true).map_or(0, |(_, ns)| ns)
 }
 
 /// `podscope: http: N requests (S served, C sent), ...` and the total lost.
@@ -285,7 +214,7 @@ pub fn run(bench: &Bench, rounds: usize, secs: u64) -> Result<HttpBench> {
             );
             let before = nginx.log_lines();
             let ps = if traced {
-                Some(Podscope::start(&bench.podscope, "http")?)
+                Some(Podscope::start(&bench.podscope, "http", &["--all"])?)
             } else {
                 None
             };
@@ -362,7 +291,7 @@ pub fn run(bench: &Bench, rounds: usize, secs: u64) -> Result<HttpBench> {
             round + 1
         );
         bulk_untraced_bps.push(iperf(secs.min(5))?);
-        let p = Podscope::start(&bench.podscope, "http")?;
+        let p = Podscope::start(&bench.podscope, "http", &["--all"])?;
         bulk_traced_bps.push(iperf(secs.min(5))?);
         p.stop()?;
     }

@@ -14,6 +14,7 @@ mod hubscale;
 mod net;
 mod pods;
 mod top;
+mod traced;
 mod uimap;
 mod workload;
 

@@ -7,14 +7,13 @@
 //! through the ring); the kernel time per program run and per packet
 //! followed from bpf_stats.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::traced::{prog_stats, Podscope};
 use crate::Bench;
 
 const PORT: u16 = 39173;
@@ -55,78 +54,6 @@ pub struct NetBench {
     pub runs: Vec<NetRun>,
     /// Mean throughput of each traced mode / untraced.
     pub ratios: Vec<(String, f64)>,
-}
-
-struct Podscope {
-    child: Child,
-    reader: std::thread::JoinHandle<Vec<String>>,
-}
-
-impl Podscope {
-    fn start(bin: &Path, args: &[&str]) -> Result<Podscope> {
-        let mut child = Command::new(bin)
-            .args(["trace", "net"])
-            .args(args)
-            .args(["-o", "none"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if l.contains("attached in") {
-                    let _ = tx.send(());
-                }
-                lines.push(l);
-            }
-            lines
-        });
-        rx.recv_timeout(Duration::from_secs(30))
-            .context("podscope did not attach within 30 s")?;
-        Ok(Podscope { child, reader })
-    }
-
-    fn stop(mut self) -> Result<Vec<String>> {
-        Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()?;
-        self.child.wait()?;
-        Ok(self.reader.join().unwrap_or_default())
-    }
-}
-
-/// Summed (run_cnt, run_time_ns) of the net programs `pid` holds.
-fn prog_stats(pid: u32) -> Option<(u64, u64)> {
-    let mut ids = std::collections::HashSet::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
-        .ok()?
-        .flatten()
-    {
-        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-        if let Some(id) = text
-            .lines()
-            .find_map(|l| l.strip_prefix("prog_id:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            ids.insert(id);
-        }
-    }
-    let out = Command::new("bpftool")
-        .args(["prog", "show", "-j"])
-        .output()
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    let mut sum = (0, 0);
-    for p in v.as_array()?.iter().filter(|p| {
-        p["id"].as_u64().is_some_and(|id| ids.contains(&id))
-            && PROGS.iter().any(|n| p["name"] == *n)
-    }) {
-        sum.0 += p["run_cnt"].as_u64().unwrap_or(0);
-        sum.1 += p["run_time_ns"].as_u64().unwrap_or(0);
-    }
-    Some(sum)
 }
 
 /// From the end of a trace: (events, lost) and the packets followed.
@@ -200,12 +127,12 @@ pub fn run(bench: &Bench, rounds: usize) -> Result<NetBench> {
             let ps = if *mode == "untraced" {
                 None
             } else {
-                Some(Podscope::start(&bench.podscope, args)?)
+                Some(Podscope::start(&bench.podscope, "net", args)?)
             };
-            let pid = ps.as_ref().map(|p| p.child.id());
-            let s0 = pid.and_then(prog_stats);
+            let pid = ps.as_ref().map(|p| p.pid());
+            let s0 = pid.and_then(|p| prog_stats(p, |n| PROGS.contains(&n)));
             let bits = iperf(secs)?;
-            let s1 = pid.and_then(prog_stats);
+            let s1 = pid.and_then(|p| prog_stats(p, |n| PROGS.contains(&n)));
             let (events, lost, packets) = match ps {
                 Some(p) => summary(&p.stop()?),
                 None => (None, None, None),
