@@ -890,8 +890,8 @@ mod tests {
                 .unwrap()
                 .probes
                 .len(),
-            // syscalls is asked for by name, not by `all`.
-            ProbeKind::ALL.len() - 1
+            // syscalls and net are asked for by name, not by `all`.
+            ProbeKind::ALL.len() - 2
         );
     }
 }
