@@ -216,6 +216,12 @@ fn remote_flags(subcommand: &str) -> &'static [&'static str] {
 
 /// What to do instead of a flag that only works on a node.
 fn node_only_hint(subcommand: &str, id: &str, flag: &str) -> String {
+    if subcommand == "ui" {
+        return format!(
+            "{flag} sets up the local web view (podscope ui without --hub); a hub serves its own \
+             view at /ui/ on its port (its observer's probes: podscope hub --ui-probes)"
+        );
+    }
     match id {
         "pid" | "comm" | "cgroup" => format!(
             "{flag} is not supported through --hub: select pods with --pod/-l/-n (-A for every \
@@ -248,7 +254,7 @@ fn node_only_hint(subcommand: &str, id: &str, flag: &str) -> String {
     }
 }
 
-/// Refuses, with what to do instead, every flag given to `trace`, `ps` or
+/// Refuses, with what to do instead, every flag given to `trace`, `ps`, `top`, `ui` or
 /// `exec` that the hub path would not honour.
 fn refuse_node_only_flags(
     command: &clap::Command,
@@ -260,7 +266,7 @@ fn refuse_node_only_flags(
     let Some(subcommand) = command.find_subcommand(name) else {
         return Ok(());
     };
-    if !matches!(name, "trace" | "ps" | "exec" | "top") {
+    if !matches!(name, "trace" | "ps" | "exec" | "top" | "ui") {
         return Ok(());
     }
     let global: Vec<&str> = command

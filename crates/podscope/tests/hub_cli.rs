@@ -223,6 +223,14 @@ fn node_only_trace_flags_are_refused_through_the_hub() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--output-dir works on the node only"));
+    // ui's flags set up the local view; with --hub they are refused.
+    let o = cli(&hub_url, &["ui", "--listen", "0.0.0.0:7701"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("--listen sets up the local web view"),
+        "{}",
+        stderr(&o)
+    );
     // Nothing reached the hub.
     assert_eq!(sessions(port), serde_json::json!([]));
     // The flags that do work through the hub are still accepted.
