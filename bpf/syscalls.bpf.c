@@ -10,10 +10,13 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Only the numbers marked SC_TRACED in syscall_conf (--syscall). */
-const volatile bool filter_syscalls = false;
-/* Report only calls that returned -errno (decided at exit, in the kernel). */
-const volatile bool errors_only = false;
+/* Only the numbers marked SC_TRACED in syscall_conf (--syscall). In .bss,
+ * not .rodata: user space changes it while the programs run, when a node's
+ * sessions widen or narrow what the probe must see. */
+volatile bool filter_syscalls = false;
+/* Report only calls that returned -errno (decided at exit, in the kernel).
+ * Changed live too. */
+volatile bool errors_only = false;
 /* Aggregate into `totals` instead of streaming events. */
 const volatile bool summary = false;
 

@@ -37,7 +37,9 @@ pub use rings::{
     DEFAULT_RING_BUDGET,
 };
 pub use sys::{check_privileges, implementation_support, probe_support, ProbeSupport};
-pub use syscalls::{resolve_syscalls, syscall_name, syscall_nr, SyscallOptions};
+pub use syscalls::{
+    percentile as syscall_percentile, resolve_syscalls, syscall_name, syscall_nr, SyscallOptions,
+};
 pub use tracepoint::TracepointOptions;
 pub use tracer::{
     CgroupWatch, Filter, ProbeFailure, ProbeStats, TraceOptions, Tracer, DEFAULT_QUEUE_BYTES,

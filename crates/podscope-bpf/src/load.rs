@@ -57,6 +57,18 @@ pub(crate) trait LoadedProbe {
     fn set_net_options(&mut self, _opts: &crate::NetOptions) -> Result<(), crate::Error> {
         Ok(())
     }
+    /// New settings for the probes that have them (syscalls, tracepoint),
+    /// applied while the probe runs. Ok(false): this change needs the probe
+    /// loaded again (the caller decides what to do); probes without such
+    /// settings accept anything.
+    fn set_hook_options(
+        &mut self,
+        _settings: &LoadSettings,
+        _syscalls: &crate::SyscallOptions,
+        _tracepoints: &crate::TracepointOptions,
+    ) -> Result<bool, crate::Error> {
+        Ok(true)
+    }
     /// Periodic work: probes that aggregate in the kernel emit their totals here.
     fn collect(&mut self, _clock: &Clock, _out: &mut Vec<Event>) -> Result<(), crate::Error> {
         Ok(())

@@ -292,9 +292,11 @@ fn load_variant(
         settings,
         |open: &mut skel::OpenSyscallsProbeSkel| {
             if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
-                ro.filter_syscalls = !opts.only.is_empty();
-                ro.errors_only = opts.errors_only;
                 ro.summary = opts.summary;
+            }
+            if let Some(bss) = open.maps.bss_data.as_deref_mut() {
+                bss.filter_syscalls = !opts.only.is_empty();
+                bss.errors_only = opts.errors_only;
             }
             // Only the in-flight map of the variant is sized (the stream's
             // holds 350-byte entries, preallocated); set_max_entries only
@@ -323,6 +325,9 @@ fn load_variant(
 
 pub(crate) struct Probe {
     skel: crate::load::Owned<SyscallsProbeSkel<'static>>,
+    /// The settings the kernel side runs with now (changed live by
+    /// [`LoadedProbe::set_hook_options`], except `summary`).
+    opts: SyscallOptions,
     summary: bool,
     /// Summary mode keeps the call in progress in task storage (else a hash).
     task_storage: bool,
@@ -374,6 +379,7 @@ pub(crate) fn load(
     }
     Ok(Box::new(Probe {
         skel,
+        opts: opts.clone(),
         summary: opts.summary,
         task_storage,
         started_ns: Clock::now_mono(),
@@ -394,6 +400,45 @@ impl LoadedProbe for Probe {
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
         vec![("summary_task_storage", u64::from(self.task_storage))]
+    }
+
+    fn set_hook_options(
+        &mut self,
+        _settings: &LoadSettings,
+        opts: &SyscallOptions,
+        _tracepoints: &crate::TracepointOptions,
+    ) -> Result<bool, crate::Error> {
+        // Stream and summary are different programs: not changed live.
+        if opts.summary != self.summary {
+            return Ok(false);
+        }
+        if *opts == self.opts {
+            return Ok(true);
+        }
+        // The numbers first, then the switches: a call is never traced by a
+        // filter that is on before its number is marked.
+        for (name, nr) in TABLE.iter().filter(|(_, nr)| *nr < NR_MAX) {
+            let (was, now) = (self.opts.only.contains(nr), opts.only.contains(nr));
+            if was == now {
+                continue;
+            }
+            let c = conf_of(name, now);
+            let value = [c.flags, c.str_arg, c.sockaddr_arg, 0];
+            self.skel
+                .maps
+                .syscall_conf
+                .update(&nr.to_ne_bytes(), &value, MapFlags::ANY)
+                .map_err(crate::Error::runtime(format!(
+                    "changing syscall {name} ({nr})"
+                )))?;
+        }
+        let Some(bss) = self.skel.maps.bss_data.as_deref_mut() else {
+            return Ok(false);
+        };
+        bss.filter_syscalls = !opts.only.is_empty();
+        bss.errors_only = opts.errors_only;
+        self.opts = opts.clone();
+        Ok(true)
     }
 
     fn collect(&mut self, clock: &Clock, out: &mut Vec<Event>) -> Result<(), crate::Error> {
@@ -477,7 +522,7 @@ fn summary_event(
 }
 
 /// The upper bound (2^(i+1) - 1 ns) of the log2 bucket holding quantile `q`.
-pub(crate) fn percentile(hist: &[u64], q: f64) -> u64 {
+pub fn percentile(hist: &[u64], q: f64) -> u64 {
     let total: u64 = hist.iter().sum();
     if total == 0 {
         return 0;

@@ -497,6 +497,40 @@ impl Tracer {
         Ok(failed)
     }
 
+    /// New settings for the syscalls and tracepoint probes (a node's
+    /// sessions widened or narrowed what they must see), applied to the
+    /// loaded ones while they run and kept for loading them later. Returns
+    /// the loaded probes that cannot take the change live (the syscalls
+    /// probe between stream and summary mode): they keep their old settings.
+    pub fn set_hook_options(
+        &mut self,
+        syscalls: &SyscallOptions,
+        tracepoints: &TracepointOptions,
+    ) -> Result<Vec<ProbeKind>, Error> {
+        let s = &self.saved;
+        let settings = LoadSettings {
+            filter_by_cgroup: s.filter_by_cgroup,
+            filter_by_pid: s.filter_by_pid,
+            filter_comm: s.filter_comm,
+            ring_bytes: 0,
+            wakeup_bytes: 0,
+            self_tgid: s.self_tgid,
+            ancestor_helper: s.ancestor_helper,
+            http_capture_bytes: s.http_capture_bytes,
+            shared_filters: Some((self.filter_cgroups.as_fd(), self.filter_pids.as_fd())),
+        };
+        let mut refused = Vec::new();
+        for p in self.probes.iter_mut() {
+            let one = for_probe(&settings, p.kind(), s.ring, s.wakeup_bytes);
+            if !p.set_hook_options(&one, syscalls, tracepoints)? {
+                refused.push(p.kind());
+            }
+        }
+        self.saved.syscalls = syscalls.clone();
+        self.saved.tracepoints = tracepoints.clone();
+        Ok(refused)
+    }
+
     /// Detaches and unloads these probes (nothing needs them any more); the
     /// others keep running. What their rings held is read first.
     pub fn remove_probes(&mut self, kinds: &[ProbeKind]) -> Result<(), Error> {
@@ -712,6 +746,16 @@ impl Tracer {
         sort_new(out, before);
         self.collect(out)?;
         Ok(out.len() - before)
+    }
+
+    /// What an aggregating probe would report now, without handing it out
+    /// or counting it (a session's starting point on a shared probe).
+    pub fn peek_totals(&mut self, kind: ProbeKind) -> Result<Vec<Event>, Error> {
+        let mut out = Vec::new();
+        for p in self.probes.iter_mut().filter(|p| p.kind() == kind) {
+            p.collect(&self.clock, &mut out)?;
+        }
+        Ok(out)
     }
 
     fn collect(&mut self, out: &mut Vec<Event>) -> Result<(), Error> {

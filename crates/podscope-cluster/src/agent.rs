@@ -215,7 +215,6 @@ pub(crate) fn run_with(
         host_filter: None,
         implementations: Vec::new(),
         http_capture_bytes: 1024,
-        syscalls: Default::default(),
         pod_refresh: podscope_pipeline::enrich::REFRESH_PERIOD,
     });
     let agent = Arc::new(Agent {
@@ -367,6 +366,7 @@ impl AlwaysOn {
             }),
             wait: true,
             max_events: None,
+            hooks: Default::default(),
         };
         let on_end: podscope_pipeline::thread::OnEnd = Box::new(|end| {
             if let Some(e) = end.error {
@@ -679,7 +679,36 @@ impl Agent {
     /// The hub's StartSession as the pipeline's spec: the same validation
     /// and words as the CLI's flags.
     fn spec(s: &StartSession) -> Result<SessionSpec> {
-        let probes = ProbeKind::parse_list(&s.probes.join(","))?;
+        let mut probes = if s.probes.is_empty() && s.tracepoint.is_some() {
+            Vec::new()
+        } else {
+            ProbeKind::parse_list(&s.probes.join(","))?
+        };
+        let mut hooks = podscope_pipeline::Hooks::default();
+        if let Some(h) = &s.syscalls {
+            hooks.syscalls = podscope_bpf::SyscallOptions {
+                only: podscope_bpf::resolve_syscalls(&h.syscall)?,
+                errors_only: h.errors_only,
+                summary: h.summary,
+            };
+            if let Some(i) = &h.interval {
+                hooks.summary_interval = Some(
+                    crate::api::parse_duration(i).map_err(|e| anyhow::anyhow!("interval: {e}"))?,
+                );
+            }
+            if !probes.contains(&ProbeKind::Syscalls) {
+                probes.push(ProbeKind::Syscalls);
+            }
+        }
+        if let Some(t) = &s.tracepoint {
+            hooks.tracepoints = podscope_bpf::TracepointOptions {
+                names: t.name.clone(),
+                filter: t.filter.clone(),
+            };
+            if !probes.contains(&ProbeKind::Tracepoint) {
+                probes.push(ProbeKind::Tracepoint);
+            }
+        }
         let opt = |v: &str| (!v.is_empty()).then(|| v.to_string());
         let selection = PodSelection::from_flags(&PodFlags {
             pod: opt(&s.pod),
@@ -703,6 +732,7 @@ impl Agent {
             // Pods that do not exist yet are waited for (the hub checked the names).
             wait: true,
             max_events: None,
+            hooks,
         })
     }
 

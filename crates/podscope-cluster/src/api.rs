@@ -33,7 +33,9 @@ pub struct CreateSession {
     /// Label selector (`app=web,tier!=db`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
-    /// Probe names, or `["all"]`.
+    /// Probe names, or `["all"]`, and tracepoints as `tp:SUBSYSTEM:EVENT`
+    /// (may be left out when a hook is given).
+    #[serde(default)]
     pub probes: Vec<String>,
     /// Stop after this long (`60s`, `5m`; at most 24h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,6 +49,197 @@ pub struct CreateSession {
     /// a node (the CLI sends false unless --wait).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<bool>,
+    /// A hook with arguments (`GET /v1/hooks` lists the kinds), e.g.
+    /// `{"kind": "syscalls", "args": {"syscall": ["openat"], "errors_only": true}}`
+    /// or `{"kind": "tracepoint", "args": {"name": ["sched:sched_process_fork"]}}`.
+    /// Added to `probes` (which may then be left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook: Option<HookRequest>,
+    /// Several hooks, as `hook`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookRequest>,
+    /// The syscalls hook's arguments as a typed object (the same as a
+    /// `hook` of kind `syscalls`; what the CLI and gRPC send).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscalls: Option<SyscallsHook>,
+    /// The tracepoint hook's arguments as a typed object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracepoint: Option<TracepointHook>,
+}
+
+/// One hook of a session request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HookRequest {
+    /// A hook kind: `syscalls`, `tracepoint`, or a probe name.
+    pub kind: String,
+    /// Its arguments by name (`GET /v1/hooks` lists each kind's).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub args: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The syscalls probe's settings of one session (hook kind `syscalls`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SyscallsHook {
+    /// Only these system calls, by the node architecture's names; empty: every call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub syscall: Vec<String>,
+    /// Only calls that returned -errno (decided in the kernel).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub errors_only: bool,
+    /// Per container and syscall totals instead of an event per call.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub summary: bool,
+    /// With summary: how often the totals are reported (`5s`; default the node's 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+}
+
+/// The tracepoint probe's settings of one session (hook kind `tracepoint`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TracepointHook {
+    /// Tracepoints as `SUBSYSTEM:EVENT`.
+    pub name: Vec<String>,
+    /// `FIELD OP VALUE` joined by `&&`, evaluated on each tracepoint that has the fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A tracepoint name as a session may give it: `SUBSYSTEM:EVENT`, with or
+/// without `tp:`. Whether it exists is the node's to say (its tracefs).
+fn check_tracepoint_name(n: &str) -> Result<String, String> {
+    let bare = n.trim();
+    let bare = bare
+        .strip_prefix("tp:")
+        .or_else(|| bare.strip_prefix("tracepoint:"))
+        .unwrap_or(bare);
+    let ok = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    match bare.split_once(':') {
+        Some((sys, ev)) if ok(sys) && ok(ev) => Ok(bare.to_string()),
+        _ => Err(format!(
+            "tracepoint '{n}' is not SUBSYSTEM:EVENT (e.g. sched:sched_process_fork; \
+             `podscope probes --tracepoints` lists a node's)"
+        )),
+    }
+}
+
+impl HookRequest {
+    /// Checks the kind and its arguments against the catalogue (`GET
+    /// /v1/hooks`) and adds what it asks for to `spec`.
+    fn apply(&self, spec: &mut SessionSpec) -> Result<(), String> {
+        let kinds = podscope_model::hooks::hook_kinds();
+        let Some(kind) = kinds.iter().find(|k| k.kind == self.kind) else {
+            let names: Vec<&str> = kinds.iter().map(|k| k.kind).collect();
+            return Err(format!(
+                "hook kind '{}' is not one of {} (GET /v1/hooks describes them)",
+                self.kind,
+                names.join(", ")
+            ));
+        };
+        for name in self.args.keys() {
+            if !kind.args.iter().any(|a| a.name == name) {
+                let known: Vec<&str> = kind.args.iter().map(|a| a.name).collect();
+                return Err(if known.is_empty() {
+                    format!("hook '{}' takes no arguments (got '{name}')", kind.kind)
+                } else {
+                    format!(
+                        "hook '{}' has no argument '{name}'; its arguments are {}",
+                        kind.kind,
+                        known.join(", ")
+                    )
+                });
+            }
+        }
+        for a in kind.args.iter().filter(|a| a.required) {
+            if !self.args.contains_key(a.name) {
+                return Err(format!(
+                    "hook '{}' needs the argument '{}' ({}), e.g. {}",
+                    kind.kind, a.name, a.description, a.example
+                ));
+            }
+        }
+        let args = serde_json::Value::Object(self.args.clone());
+        let typed = |e: serde_json::Error| {
+            format!(
+                "hook '{}': arguments {args}: {e} (GET /v1/hooks has the types)",
+                kind.kind
+            )
+        };
+        match kind.kind {
+            "syscalls" => {
+                let h: SyscallsHook = serde_json::from_value(args.clone()).map_err(typed)?;
+                if let Some(i) = &h.interval {
+                    if !h.summary {
+                        return Err("hook 'syscalls': interval is the summary's period; add \"summary\": true".into());
+                    }
+                    parse_duration(i).map_err(|e| format!("hook 'syscalls': interval: {e}"))?;
+                }
+                if h.syscall.iter().any(|n| n.trim().is_empty()) {
+                    return Err("hook 'syscalls': an empty syscall name".into());
+                }
+                if spec.syscalls.is_some() {
+                    return Err("the syscalls hook is given twice".into());
+                }
+                spec.syscalls = Some(h);
+                if !spec.probes.iter().any(|p| p == "syscalls") {
+                    spec.probes.push("syscalls".into());
+                }
+            }
+            "tracepoint" => {
+                let mut h: TracepointHook = serde_json::from_value(args.clone()).map_err(typed)?;
+                if h.name.is_empty() {
+                    return Err("hook 'tracepoint': name lists no tracepoint".into());
+                }
+                h.name = h
+                    .name
+                    .iter()
+                    .map(|n| check_tracepoint_name(n))
+                    .collect::<Result<_, _>>()?;
+                if let Some(f) = &h.filter {
+                    podscope_bpf::tracepoint::filter::parse(f)?;
+                }
+                merge_tracepoints(spec, h)?;
+            }
+            probe => {
+                let k = ProbeKind::parse_list(probe).map_err(|e| e.to_string())?;
+                for k in k {
+                    if !spec.probes.iter().any(|p| p == k.name()) {
+                        spec.probes.push(k.name().to_string());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Adds tracepoints to a spec (from `probes` entries `tp:...` or a hook).
+fn merge_tracepoints(spec: &mut SessionSpec, h: TracepointHook) -> Result<(), String> {
+    match &mut spec.tracepoint {
+        None => spec.tracepoint = Some(h),
+        Some(t) => {
+            if h.filter.is_some() && t.filter.is_some() && h.filter != t.filter {
+                return Err("two tracepoint filters given; join them with && in one".into());
+            }
+            if h.filter.is_some() {
+                t.filter = h.filter;
+            }
+            for n in h.name {
+                if !t.name.contains(&n) {
+                    t.name.push(n);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks an exec request's target: one pod by exact name, and a command.
@@ -98,6 +291,12 @@ pub struct SessionSpec {
     /// Parsed duration in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// The syscalls probe's settings (hook kind `syscalls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscalls: Option<SyscallsHook>,
+    /// Tracepoints and their filter (hook kind `tracepoint`, or `tp:` probes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracepoint: Option<TracepointHook>,
 }
 
 /// Checks a pod or container name pattern: Kubernetes names (lowercase
@@ -340,17 +539,72 @@ impl CreateSession {
             self.selector.clone(),
             self.container.clone(),
         )?;
-        let probes = parse_probes(&self.probes)?;
+        let entries: Vec<String> = self
+            .probes
+            .iter()
+            .flat_map(|p| p.split(','))
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect();
+        let (tps, names): (Vec<&String>, Vec<&String>) = entries
+            .iter()
+            .partition(|p| p.starts_with("tp:") || p.starts_with("tracepoint:"));
+        let typed: Vec<HookRequest> = self
+            .syscalls
+            .iter()
+            .map(|h| ("syscalls", serde_json::to_value(h)))
+            .chain(
+                self.tracepoint
+                    .iter()
+                    .map(|h| ("tracepoint", serde_json::to_value(h))),
+            )
+            .map(|(kind, v)| HookRequest {
+                kind: kind.into(),
+                args: match v {
+                    Ok(serde_json::Value::Object(m)) => m,
+                    _ => Default::default(),
+                },
+            })
+            .collect();
+        let hooks: Vec<&HookRequest> = self.hook.iter().chain(&self.hooks).chain(&typed).collect();
+        let names: Vec<String> = names.into_iter().cloned().collect();
+        let probes = if names.is_empty() && (!tps.is_empty() || !hooks.is_empty()) {
+            Vec::new()
+        } else {
+            parse_probes(&names)?
+        };
         let duration_ms = match &self.duration {
             Some(d) => Some(parse_duration(d)?.as_millis() as u64),
             None => None,
         };
-        Ok(SessionSpec {
+        let mut spec = SessionSpec {
             selection,
             probes,
             duration: self.duration.clone(),
             duration_ms,
-        })
+            syscalls: None,
+            tracepoint: None,
+        };
+        if !tps.is_empty() {
+            let name = tps
+                .iter()
+                .map(|n| check_tracepoint_name(n))
+                .collect::<Result<_, _>>()?;
+            merge_tracepoints(&mut spec, TracepointHook { name, filter: None })?;
+        }
+        for h in hooks {
+            h.apply(&mut spec)?;
+        }
+        if spec.probes.is_empty() && spec.tracepoint.is_none() {
+            return Err(format!(
+                "probes must name at least one probe: {} or all (or give a hook)",
+                probe_names().join(", ")
+            ));
+        }
+        if spec.syscalls.is_some() && !spec.probes.iter().any(|p| p == "syscalls") {
+            spec.probes.push("syscalls".into());
+        }
+        Ok(spec)
     }
 }
 

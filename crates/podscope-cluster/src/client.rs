@@ -40,6 +40,10 @@ pub struct RemoteTrace {
     /// --wait: a selection that matches no pod yet waits for one (else the
     /// hub refuses it, naming the pods there are).
     pub wait: bool,
+    /// --syscall, --errors-only, --summary, --interval (the syscalls hook).
+    pub syscalls: Option<crate::api::SyscallsHook>,
+    /// tp:SUBSYSTEM:EVENT probes and --filter (the tracepoint hook).
+    pub tracepoint: Option<crate::api::TracepointHook>,
 }
 
 /// How to reach the hub: `--hub`, `--token-file`, and kubectl's flags for a
@@ -576,6 +580,10 @@ pub fn trace_into(
             .map(|d| humantime::format_duration(d).to_string()),
         start: Some(false),
         wait: Some(t.wait),
+        hook: None,
+        hooks: Vec::new(),
+        syscalls: t.syscalls.clone(),
+        tracepoint: t.tracepoint.clone(),
     };
     let id = hub.create_session(&req)?.id;
     let stream = match hub.stream(&id) {

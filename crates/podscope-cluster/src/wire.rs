@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::api::{
     CreateSession, Deleted, ExecBody, ExecView, HookArgView, HookView, NodePod, NodeSession,
     NodeView, PodQuery, ProbeView, Selection, SessionQuery, SessionSpec, SessionView, SummaryProbe,
-    SummaryView,
+    SummaryView, SyscallsHook, TracepointHook,
 };
 use crate::proto;
 
@@ -244,18 +244,82 @@ impl From<proto::HookView> for HookView {
     }
 }
 
+impl From<&SyscallsHook> for proto::SyscallsHook {
+    fn from(h: &SyscallsHook) -> Self {
+        proto::SyscallsHook {
+            syscall: h.syscall.clone(),
+            errors_only: h.errors_only,
+            summary: h.summary,
+            interval: h.interval.clone(),
+        }
+    }
+}
+
+impl From<proto::SyscallsHook> for SyscallsHook {
+    fn from(h: proto::SyscallsHook) -> Self {
+        SyscallsHook {
+            syscall: h.syscall,
+            errors_only: h.errors_only,
+            summary: h.summary,
+            interval: h.interval,
+        }
+    }
+}
+
+impl From<&TracepointHook> for proto::TracepointHook {
+    fn from(h: &TracepointHook) -> Self {
+        proto::TracepointHook {
+            name: h.name.clone(),
+            filter: h.filter.clone(),
+        }
+    }
+}
+
+impl From<proto::TracepointHook> for TracepointHook {
+    fn from(h: proto::TracepointHook) -> Self {
+        TracepointHook {
+            name: h.name,
+            filter: h.filter,
+        }
+    }
+}
+
 impl From<CreateSession> for proto::CreateSessionRequest {
+    /// Generic hooks (`kind` and `args`) travel as their typed settings or
+    /// as probe names; their checks are the hub's (an argument of the wrong
+    /// type is left out here and the hub's answer names what is missing).
     fn from(c: CreateSession) -> Self {
+        let mut probes = c.probes;
+        let mut syscalls = c.syscalls.as_ref().map(proto::SyscallsHook::from);
+        let mut tracepoint = c.tracepoint.as_ref().map(proto::TracepointHook::from);
+        for h in c.hook.iter().chain(&c.hooks) {
+            let args = serde_json::Value::Object(h.args.clone());
+            match h.kind.as_str() {
+                "syscalls" => {
+                    if let Ok(t) = serde_json::from_value::<SyscallsHook>(args) {
+                        syscalls = Some((&t).into());
+                    }
+                }
+                "tracepoint" => {
+                    if let Ok(t) = serde_json::from_value::<TracepointHook>(args) {
+                        tracepoint = Some((&t).into());
+                    }
+                }
+                kind => probes.push(kind.to_string()),
+            }
+        }
         proto::CreateSessionRequest {
             namespace: c.namespace,
             all_namespaces: c.all_namespaces,
             pod: c.pod,
             container: c.container,
             selector: c.selector,
-            probes: c.probes,
+            probes,
             duration: c.duration,
             start: c.start,
             wait: c.wait,
+            syscalls,
+            tracepoint,
         }
     }
 }
@@ -272,6 +336,10 @@ impl From<proto::CreateSessionRequest> for CreateSession {
             duration: c.duration,
             start: c.start,
             wait: c.wait,
+            hook: None,
+            hooks: Vec::new(),
+            syscalls: c.syscalls.map(Into::into),
+            tracepoint: c.tracepoint.map(Into::into),
         }
     }
 }
@@ -397,6 +465,8 @@ impl From<&SessionView> for proto::SessionView {
             gaps: s.gaps,
             nodes: s.nodes.iter().map(|(k, v)| (k.clone(), v.into())).collect(),
             resumed: s.resumed,
+            syscalls: s.spec.syscalls.as_ref().map(Into::into),
+            tracepoint: s.spec.tracepoint.as_ref().map(Into::into),
         }
     }
 }
@@ -417,6 +487,8 @@ impl From<proto::SessionView> for SessionView {
                 probes: s.probes,
                 duration: s.duration,
                 duration_ms: s.duration_ms,
+                syscalls: s.syscalls.map(Into::into),
+                tracepoint: s.tracepoint.map(Into::into),
             },
             created_at: s.created_at,
             started_at: s.started_at,
@@ -564,8 +636,14 @@ mod tests {
             spec: CreateSession {
                 namespace: Some("shop".into()),
                 pod: Some("web-*".into()),
-                probes: vec!["exec".into()],
+                probes: vec!["exec".into(), "tp:sched:sched_process_fork".into()],
                 duration: Some("5s".into()),
+                syscalls: Some(SyscallsHook {
+                    syscall: vec!["openat".into()],
+                    errors_only: true,
+                    summary: false,
+                    interval: None,
+                }),
                 ..Default::default()
             }
             .validate()

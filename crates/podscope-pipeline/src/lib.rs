@@ -16,7 +16,7 @@ pub mod thread;
 
 pub use enrich::{KernelFilter, PodIndex, Verdict};
 pub use format::{Columns, JsonLines, Sink};
-pub use node::{parse_ring_size, Ended, Node, NodeConfig, SessionId, SessionSpec, Started};
+pub use node::{parse_ring_size, Ended, Hooks, Node, NodeConfig, SessionId, SessionSpec, Started};
 pub use select::{PodFlags, PodSelection};
 pub use store::PodStore;
 pub use thread::NodeHandle;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use podscope_bpf::{CgroupWatch, Filter, ProbeStats, TraceOptions, Tracer};
-use podscope_model::{Event, Implementation, ProbeKind};
+use podscope_model::{Event, EventData, Implementation, ProbeKind};
 
 use crate::enrich::{KernelFilter, PodIndex};
 use crate::format::Sink;
@@ -35,6 +35,80 @@ pub struct SessionSpec {
     pub wait: bool,
     /// Stop after this many events.
     pub max_events: Option<u64>,
+    /// Settings of the probes that take them (syscalls, tracepoint).
+    pub hooks: Hooks,
+}
+
+/// A session's settings of the probes that take them. Sessions on one node
+/// may differ: the kernel runs with what they need together (the union of
+/// their syscalls and tracepoints; errors-only and a filter only when every
+/// session has them) and each session gets only what its own settings
+/// choose. Stream and summary mode of the syscalls probe are different
+/// programs: a node runs one of them at a time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Hooks {
+    /// The syscalls probe's (`--syscall`, `--errors-only`, `--summary`).
+    pub syscalls: podscope_bpf::SyscallOptions,
+    /// The tracepoint probe's (`tp:SUBSYSTEM:EVENT`, `--filter`).
+    pub tracepoints: podscope_bpf::TracepointOptions,
+    /// Summary mode: how often this session gets the totals (no faster than
+    /// the node's interval; None: every interval).
+    pub summary_interval: Option<Duration>,
+}
+
+/// `tp:sched:sched_process_fork` and `sched:sched_process_fork` are one name.
+fn tracepoint_name(n: &str) -> &str {
+    let n = n.trim();
+    n.strip_prefix("tp:")
+        .or_else(|| n.strip_prefix("tracepoint:"))
+        .unwrap_or(n)
+}
+
+/// What the kernel must run with for these sessions' hooks together.
+fn union_hooks<'a>(
+    all: impl Iterator<Item = (&'a [ProbeKind], &'a Hooks)> + Clone,
+) -> (
+    podscope_bpf::SyscallOptions,
+    podscope_bpf::TracepointOptions,
+) {
+    let sys: Vec<&podscope_bpf::SyscallOptions> = all
+        .clone()
+        .filter(|(p, _)| p.contains(&ProbeKind::Syscalls))
+        .map(|(_, h)| &h.syscalls)
+        .collect();
+    let mut syscalls = podscope_bpf::SyscallOptions::default();
+    if !sys.is_empty() {
+        syscalls.summary = sys[0].summary;
+        syscalls.errors_only = sys.iter().all(|o| o.errors_only);
+        if sys.iter().all(|o| !o.only.is_empty()) {
+            for o in &sys {
+                for nr in &o.only {
+                    if !syscalls.only.contains(nr) {
+                        syscalls.only.push(*nr);
+                    }
+                }
+            }
+        }
+    }
+    let tps: Vec<&podscope_bpf::TracepointOptions> = all
+        .filter(|(p, _)| p.contains(&ProbeKind::Tracepoint))
+        .map(|(_, h)| &h.tracepoints)
+        .collect();
+    let mut tracepoints = podscope_bpf::TracepointOptions::default();
+    for o in &tps {
+        for n in &o.names {
+            let n = tracepoint_name(n);
+            if !tracepoints.names.iter().any(|m| m == n) {
+                tracepoints.names.push(n.to_string());
+            }
+        }
+    }
+    if let Some(first) = tps.first() {
+        if tps.iter().all(|o| o.filter == first.filter) {
+            tracepoints.filter = first.filter.clone();
+        }
+    }
+    (syscalls, tracepoints)
 }
 
 /// How the node's tracer is set up; the same for every session on it.
@@ -58,8 +132,6 @@ pub struct NodeConfig {
     pub implementations: Vec<(ProbeKind, String)>,
     /// Payload bytes the http and dns probes copy per message.
     pub http_capture_bytes: u32,
-    /// The syscalls probe's settings (--syscall, --errors-only, --summary).
-    pub syscalls: podscope_bpf::SyscallOptions,
     /// How often sessions ask the pod store for a full listing (new pods are
     /// named without one, from the kernel's cgroup events).
     pub pod_refresh: Duration,
@@ -119,9 +191,89 @@ struct Session {
     done: bool,
     pipe_closed: bool,
     error: Option<String>,
+    /// Its probe settings, and what it keeps of their events.
+    hooks: Hooks,
+    /// Its tracepoints' names (SUBSYSTEM:EVENT) and filter, for the records
+    /// the kernel passes for other sessions.
+    tp_names: Vec<String>,
+    tp_filter: Vec<podscope_bpf::tracepoint::filter::Cmp>,
+    /// Summary mode: the totals when it started (the kernel's count from
+    /// when the probe loaded), by (cgroup, syscall number).
+    summary_base: HashMap<(u64, u32), podscope_model::SyscallSummaryEvent>,
+    last_summary: Option<Instant>,
 }
 
 impl Session {
+    /// Whether an event of a probe it wants is one its own settings keep
+    /// (the kernel runs with every session's settings together).
+    fn keeps(&self, e: &Event) -> bool {
+        match &e.data {
+            EventData::Syscall(c) => {
+                let o = &self.hooks.syscalls;
+                (o.only.is_empty() || o.only.contains(&c.nr))
+                    && (!o.errors_only || c.errno.is_some())
+            }
+            EventData::SyscallSummary(t) => {
+                let o = &self.hooks.syscalls;
+                o.only.is_empty() || o.only.contains(&t.nr)
+            }
+            EventData::Tracepoint(t) => {
+                self.tp_names.contains(&t.tracepoint)
+                    && podscope_bpf::tracepoint::filter::matches(&self.tp_filter, &t.fields)
+            }
+            _ => true,
+        }
+    }
+
+    /// Summary totals as this session counts them: since it started, and
+    /// only every `summary_interval` (the totals are running sums, so a
+    /// skipped report loses nothing). `finishing`: the last report, always.
+    fn own_summaries(&mut self, events: &mut Vec<Event>, finishing: bool) {
+        if !events
+            .iter()
+            .any(|e| matches!(e.data, EventData::SyscallSummary(_)))
+        {
+            return;
+        }
+        let due = finishing
+            || match (self.last_summary, self.hooks.summary_interval) {
+                (Some(last), Some(every)) => {
+                    // A report is due within half a node interval of its time.
+                    last.elapsed() + Duration::from_millis(100) >= every
+                }
+                _ => true,
+            };
+        if due {
+            self.last_summary = Some(Instant::now());
+        }
+        let elapsed = self.started.elapsed().as_nanos() as u64;
+        let base = &self.summary_base;
+        events.retain_mut(|e| {
+            let cgroup = e.cgroup_id;
+            let EventData::SyscallSummary(t) = &mut e.data else {
+                return true;
+            };
+            if !due {
+                return false;
+            }
+            if let Some(b) = base.get(&(cgroup, t.nr)) {
+                t.calls = t.calls.saturating_sub(b.calls);
+                t.errors = t.errors.saturating_sub(b.errors);
+                t.total_ns = t.total_ns.saturating_sub(b.total_ns);
+                for (i, h) in t.hist.iter_mut().enumerate() {
+                    *h = h.saturating_sub(b.hist.get(i).copied().unwrap_or(0));
+                }
+                while t.hist.last() == Some(&0) {
+                    t.hist.pop();
+                }
+                t.avg_ns = t.total_ns.checked_div(t.calls).unwrap_or(0);
+                t.p99_ns = podscope_bpf::syscall_percentile(&t.hist, 0.99);
+            }
+            t.elapsed_ns = elapsed;
+            t.calls > 0
+        });
+    }
+
     /// `p` is a kernel probe (events carry those): `grpc` wants `http`'s.
     fn wants(&self, p: ProbeKind) -> bool {
         self.probes.iter().any(|q| q.kernel_probe() == p)
@@ -236,8 +388,6 @@ pub struct Node {
     claims: std::cell::RefCell<Claims>,
     batch: Vec<Event>,
     last_loss_check: Instant,
-    /// The tracepoint probe's tracepoints and filter ([`Node::set_tracepoints`]).
-    tracepoints: podscope_bpf::TracepointOptions,
     /// Network namespace inode of each sandbox (or container) pid read so far.
     netns_of: HashMap<u32, u32>,
     /// The net probe's settings ([`Node::set_net`]).
@@ -275,18 +425,9 @@ impl Node {
             claims: Default::default(),
             batch: Vec::with_capacity(4096),
             last_loss_check: Instant::now(),
-            tracepoints: Default::default(),
             netns_of: HashMap::new(),
             net: Default::default(),
         }
-    }
-
-    /// The tracepoints (`tp:SUBSYSTEM:EVENT`) and `--filter` the tracepoint
-    /// probe runs with, set before the session that asks for it starts.
-    /// (A setting of the node's tracer like [`NodeConfig::syscalls`]; kept
-    /// out of `NodeConfig` until the cluster sessions carry hook arguments.)
-    pub fn set_tracepoints(&mut self, opts: podscope_bpf::TracepointOptions) {
-        self.tracepoints = opts;
     }
 
     /// The net probe's per-packet switch and `--flow` filter (node-wide:
@@ -369,6 +510,50 @@ impl Node {
         if self.cfg.pod_mode() && spec.selection.is_none() {
             anyhow::bail!("a session on a shared node tracer needs a pod selection");
         }
+        // Hook settings: checked before anything changes on the node.
+        let wants_sys = spec.probes.contains(&ProbeKind::Syscalls);
+        if wants_sys {
+            if let Some(other) = self.sessions.iter().find(|s| {
+                s.probes.contains(&ProbeKind::Syscalls)
+                    && s.hooks.syscalls.summary != spec.hooks.syscalls.summary
+            }) {
+                let mode = |summary: bool| if summary { "summary" } else { "stream" };
+                anyhow::bail!(
+                    "the syscalls probe on node {} runs in {} mode for session {}; a {} session                      can start when that one ends (a node runs one syscalls mode at a time:                      stream and summary are different kernel programs)",
+                    self.cfg.node,
+                    mode(!spec.hooks.syscalls.summary),
+                    other.id,
+                    mode(spec.hooks.syscalls.summary),
+                );
+            }
+        }
+        let wants_tp = spec.probes.contains(&ProbeKind::Tracepoint);
+        let mut tp_names = Vec::new();
+        let mut tp_filter = Vec::new();
+        if wants_tp {
+            if spec.hooks.tracepoints.names.is_empty() {
+                anyhow::bail!("the tracepoint probe needs tracepoints: tp:SUBSYSTEM:EVENT");
+            }
+            // Unknown tracepoints and filter fields fail here, with close matches.
+            podscope_bpf::tracepoint::resolve(&spec.hooks.tracepoints)?;
+            tp_names = spec
+                .hooks
+                .tracepoints
+                .names
+                .iter()
+                .map(|n| tracepoint_name(n).to_string())
+                .collect();
+            if let Some(f) = &spec.hooks.tracepoints.filter {
+                tp_filter =
+                    podscope_bpf::tracepoint::filter::parse(f).map_err(|e| anyhow::anyhow!(e))?;
+            }
+        }
+        let (hook_sys, hook_tp) = union_hooks(
+            self.sessions
+                .iter()
+                .map(|s| (&s.probes[..], &s.hooks))
+                .chain(std::iter::once((&spec.probes[..], &spec.hooks))),
+        );
         let mut started = Started::default();
         let (index, discovery) = PodIndex::new(
             self.store.clone(),
@@ -426,8 +611,8 @@ impl Node {
                     }),
                     implementations: self.cfg.implementations.clone(),
                     http_capture_bytes: self.cfg.http_capture_bytes,
-                    syscalls: self.cfg.syscalls.clone(),
-                    tracepoints: self.tracepoints.clone(),
+                    syscalls: hook_sys,
+                    tracepoints: hook_tp,
                 };
                 let tracer = Tracer::new(&opts)?;
                 started.failed = tracer
@@ -438,6 +623,14 @@ impl Node {
                 self.tracer = Some(tracer);
             }
             Some(t) => {
+                // Widened for this session while the probes run; probes
+                // loaded below take these settings too.
+                let refused = t.set_hook_options(&hook_sys, &hook_tp)?;
+                if !refused.is_empty() {
+                    anyhow::bail!(
+                        "the probes {refused:?} cannot change their settings while they run"
+                    );
+                }
                 let missing: Vec<ProbeKind> = kernel_probes(&spec.probes)
                     .into_iter()
                     .filter(|p| !t.probes().contains(p))
@@ -466,6 +659,7 @@ impl Node {
                 .map(|(p, e)| format!("{p}: {e}"))
                 .collect();
             self.unload_unused();
+            self.narrow_hooks();
             anyhow::bail!("none of the probes could be loaded: {}", why.join("; "));
         }
         let baseline = tracer
@@ -488,6 +682,18 @@ impl Node {
         let mut proto = podscope_proto::Stage::new();
         proto
             .set_grpc_only(probes.contains(&ProbeKind::Grpc) && !probes.contains(&ProbeKind::Http));
+        // Summary totals count from when the probe loaded: a session joining
+        // a running summary probe starts from what it has counted so far.
+        let mut summary_base = HashMap::new();
+        if wants_sys && spec.hooks.syscalls.summary {
+            if let Some(t) = self.tracer.as_mut() {
+                for e in t.peek_totals(ProbeKind::Syscalls)? {
+                    if let EventData::SyscallSummary(x) = e.data {
+                        summary_base.insert((e.cgroup_id, x.nr), x);
+                    }
+                }
+            }
+        }
         self.sessions.push(Session {
             id,
             probes,
@@ -502,6 +708,11 @@ impl Node {
             done: spec.max_events == Some(0),
             pipe_closed: false,
             error: None,
+            hooks: spec.hooks,
+            tp_names,
+            tp_filter,
+            summary_base,
+            last_summary: None,
         });
         self.sync_pod_nets();
         if let Some(t) = self.tracer.as_mut() {
@@ -588,14 +799,16 @@ impl Node {
             }
             // Demultiplexed by pod before enrichment: events of pods this
             // session does not select are not even copied for it.
-            let wanted = |e: &Event| s.wants(e.probe()) && !s.index.rejects(e.cgroup_id);
-            let mine: Vec<Event> = if i + 1 == n {
+            let wanted =
+                |e: &Event| s.wants(e.probe()) && !s.index.rejects(e.cgroup_id) && s.keeps(e);
+            let mut mine: Vec<Event> = if i + 1 == n {
                 let mut b = std::mem::take(&mut batch);
                 b.retain(wanted);
                 b
             } else {
                 batch.iter().filter(|e| wanted(e)).cloned().collect()
             };
+            s.own_summaries(&mut mine, finishing);
             let mut out = s.proto.process(s.index.process(mine));
             s.index.name_peers(&mut out);
             deliver(s, out);
@@ -772,6 +985,7 @@ impl Node {
             self.claims.borrow_mut().release(t, s.id);
         }
         self.unload_unused();
+        self.narrow_hooks();
         Ok(Ended {
             written: s.written,
             stats,
@@ -807,6 +1021,17 @@ impl Node {
                 }
             })
             .collect()
+    }
+
+    /// The kernel's hook settings back to what the sessions left need (a
+    /// session's end narrows them, as it narrows the pod filter).
+    fn narrow_hooks(&mut self) {
+        let (sys, tp) = union_hooks(self.sessions.iter().map(|s| (&s.probes[..], &s.hooks)));
+        if let Some(t) = self.tracer.as_mut() {
+            if let Err(e) = t.set_hook_options(&sys, &tp) {
+                eprintln!("podscope: warning: narrowing the probes' settings: {e}");
+            }
+        }
     }
 
     /// Unloads probes no session needs; everything when no session is left.

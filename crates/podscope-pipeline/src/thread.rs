@@ -19,7 +19,7 @@ pub type OnEnd = Box<dyn FnOnce(Ended) + Send>;
 enum Command {
     Start {
         id: SessionId,
-        spec: SessionSpec,
+        spec: Box<SessionSpec>,
         sink: Box<dyn Sink + Send>,
         on_end: OnEnd,
         reply: Sender<Result<Started, String>>,
@@ -77,7 +77,7 @@ impl NodeHandle {
         self.tx
             .send(Command::Start {
                 id,
-                spec,
+                spec: Box::new(spec),
                 sink,
                 on_end,
                 reply,
@@ -133,7 +133,7 @@ fn run(mut node: Node, rx: Receiver<Command>) {
                     on_end,
                     reply,
                 } => {
-                    let r = node.start(id, spec, sink).map_err(|e| format!("{e:#}"));
+                    let r = node.start(id, *spec, sink).map_err(|e| format!("{e:#}"));
                     if r.is_ok() {
                         ends.push((id, on_end));
                     }

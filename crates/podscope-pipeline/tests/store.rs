@@ -71,7 +71,6 @@ fn sessions_share_listings_and_a_new_pod_is_named_without_one() {
             host_filter: None,
             implementations: Vec::new(),
             http_capture_bytes: 1024,
-            syscalls: Default::default(),
             ring_budget: podscope_bpf::DEFAULT_RING_BUDGET,
             // Long enough that no periodic listing happens during the test.
             pod_refresh: Duration::from_secs(600),
@@ -84,6 +83,7 @@ fn sessions_share_listings_and_a_new_pod_is_named_without_one() {
         selection: namespace(&ns),
         wait,
         max_events: None,
+        hooks: Default::default(),
     };
     let (a, b) = (Collect::default(), Collect::default());
     node.start(1, spec(true), Box::new(a.clone())).unwrap();

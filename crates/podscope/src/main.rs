@@ -96,17 +96,17 @@ fn main() {
             .map(|_| 0),
         ),
         (Some(url), cli::Command::Trace(args)) => {
-            if let Some(tp) = args.probes.split(',').find(|p| p.trim().starts_with("tp:")) {
-                eprintln!(
-                    "podscope: error: tracepoints ({}) are not supported through --hub yet: the hub's \
-                     sessions carry probe names only (GET /v1/hooks lists the kinds); run podscope trace '{}' on the node",
-                    tp.trim(),
-                    args.probes
-                );
-                std::process::exit(1);
-            }
+            let (tps, rest): (Vec<&str>, Vec<&str>) = args
+                .probes
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .partition(|p| p.starts_with("tp:") || p.starts_with("tracepoint:"));
+            let (syscalls, tracepoint) = exit_on_err(remote_hooks(&args, &tps, &rest));
             let t = podscope_cluster::client::RemoteTrace {
-                probes: args.probes.clone(),
+                probes: rest.join(","),
+                syscalls,
+                tracepoint,
                 pods: remote_pods(&args.pods),
                 json: args.output == cli::TraceFormat::Json,
                 quiet: args.output == cli::TraceFormat::None,
@@ -185,6 +185,11 @@ fn remote_flags(subcommand: &str) -> &'static [&'static str] {
             "duration",
             "max_events",
             "wait",
+            "syscall",
+            "errors_only",
+            "summary",
+            "interval",
+            "filter",
         ],
         "ps" => &[PODS[0], PODS[1], PODS[2], PODS[3], PODS[4], "output"],
         "top" => &[
@@ -289,6 +294,61 @@ fn refuse_node_only_flags(
         }
     }
     Ok(())
+}
+
+/// The syscalls and tracepoint settings of a `--hub` trace, checked as a
+/// local trace checks them (the nodes check the names: the hub's machine may
+/// not be the nodes' architecture or kernel).
+#[allow(clippy::type_complexity)]
+fn remote_hooks(
+    args: &cli::TraceArgs,
+    tps: &[&str],
+    probes: &[&str],
+) -> anyhow::Result<(
+    Option<podscope_cluster::api::SyscallsHook>,
+    Option<podscope_cluster::api::TracepointHook>,
+)> {
+    let syscalls_asked = probes.iter().any(|p| *p == "syscalls" || *p == "all");
+    let interval_given = args.interval != std::time::Duration::from_secs(1);
+    if (!args.syscall.is_empty() || args.errors_only || args.summary) && !syscalls_asked {
+        anyhow::bail!("--syscall, --errors-only and --summary are settings of the syscalls probe: add it (podscope trace syscalls ...)");
+    }
+    if interval_given && !args.summary {
+        anyhow::bail!(
+            "--interval is not supported through --hub except with --summary (the syscall \
+             totals' period): the agents report other aggregates every second; run podscope \
+             trace --interval on the node"
+        );
+    }
+    if args.filter.is_some() && tps.is_empty() {
+        anyhow::bail!("--filter compares tracepoint fields: add a tracepoint (podscope trace tp:SUBSYSTEM:EVENT --filter ...)");
+    }
+    if let Some(f) = &args.filter {
+        podscope_bpf::tracepoint::filter::parse(f).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    let syscalls = (!args.syscall.is_empty() || args.errors_only || args.summary).then(|| {
+        podscope_cluster::api::SyscallsHook {
+            syscall: args.syscall.clone(),
+            errors_only: args.errors_only,
+            summary: args.summary,
+            interval: interval_given.then(|| humantime::format_duration(args.interval).to_string()),
+        }
+    });
+    let tracepoint = (!tps.is_empty()).then(|| podscope_cluster::api::TracepointHook {
+        name: tps.iter().map(|t| t.to_string()).collect(),
+        filter: args.filter.clone(),
+    });
+    Ok((syscalls, tracepoint))
+}
+
+fn exit_on_err<T>(r: anyhow::Result<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("podscope: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
 }
 
 fn exit_on(r: anyhow::Result<i32>) -> ! {

@@ -221,10 +221,8 @@ pub fn run(args: TraceArgs) -> Result<()> {
         host_filter: (!pod_mode || filter != Filter::default()).then_some(filter),
         implementations: Vec::new(),
         http_capture_bytes: args.http_capture_bytes,
-        syscalls,
         pod_refresh: podscope_pipeline::enrich::REFRESH_PERIOD,
     });
-    node.set_tracepoints(tracepoints);
     node.set_net(net);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -276,6 +274,11 @@ pub fn run(args: TraceArgs) -> Result<()> {
         selection: selection.clone(),
         wait: args.wait,
         max_events: args.max_events,
+        hooks: podscope_pipeline::Hooks {
+            syscalls,
+            tracepoints,
+            summary_interval: None,
+        },
     };
     let session = node.start(ID, spec, sink)?;
     for w in &session.warnings {

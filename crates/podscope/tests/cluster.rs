@@ -2769,3 +2769,287 @@ fn top_through_the_hub_counts_each_pods_workload() {
         api(port, "GET", &format!("/v1/sessions/{id}"), None).0 == 404
     });
 }
+
+/// The kernel-side switches of the agent's syscalls probe (its `.bss`):
+/// (filter_syscalls, errors_only), or None while it is not loaded.
+fn syscalls_switches(pid: u32) -> Option<(bool, bool)> {
+    let (_, maps) = bpf_objects(pid);
+    let (id, _) = maps.iter().find(|(_, n)| n.ends_with(".bss"))?;
+    let out = Command::new("bpftool")
+        .args(["map", "dump", "id", &id.to_string(), "-j"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vars = &v[0]["formatted"]["value"][".bss"];
+    let get = |name: &str| -> bool {
+        vars.as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|d| d.get(name))
+            .and_then(|b| b.as_bool().or_else(|| b.as_u64().map(|n| n != 0)))
+            .unwrap_or_else(|| panic!("no {name} in the .bss dump {}", v[0]["formatted"]))
+    };
+    Some((get("filter_syscalls"), get("errors_only")))
+}
+
+/// Hub sessions carry hook settings (issue 13): two syscalls sessions with
+/// different settings and a tracepoint session share one node tracer, the
+/// kernel runs their union (read from the probe's .bss), each session gets
+/// only what its own settings choose (exact counts against the workload's
+/// own loop count), a summary session conflicting with stream sessions is
+/// refused with why, and summary totals count from each session's start.
+#[test]
+fn hub_sessions_run_with_their_own_hook_settings() {
+    const N: usize = 17;
+    let sock = socket();
+    let tok = token_file();
+    let port = 17715;
+    let _hub = hub(port, &[]);
+    let agent = agent(port, "node-1", &sock, &tok, &[]);
+    let apid = agent.0.id();
+    wait_for(Duration::from_secs(10), "the agent to register", || {
+        nodes_up(port).len() == 1
+    });
+    let sfx = suffix();
+    let ns = format!("hk-{sfx}");
+    // A steady successful open and fork every 0.1 s; on each /hk-go, exactly
+    // N failing opens of /hk-burst, then /hk-done-K.
+    let script = format!(
+        "k=0; while true; do if [ -e /hk-go ]; then rm /hk-go; k=$((k+1)); \
+         for i in {}; do cat /hk-burst 2>/dev/null; done; echo ok > /hk-done-$k; fi; \
+         cat /podbed-marker >/dev/null; (true); sleep 0.1; done",
+        (1..=N).map(|i| i.to_string()).collect::<Vec<_>>().join(" ")
+    );
+    let p = pod(&sock, &format!("hk-{sfx}"), &ns, &script);
+    let pid = p.pod.containers[0].pid.expect("the container's pid");
+    let root = format!("/proc/{pid}/root");
+    let burst = |k: u32| {
+        std::fs::write(format!("{root}/hk-go"), "go").unwrap();
+        wait_for(Duration::from_secs(10), "the burst to finish", || {
+            Path::new(&format!("{root}/hk-done-{k}")).exists()
+        });
+    };
+    wait_for(Duration::from_secs(10), "the pod to reach the hub", || {
+        let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+        v.as_array().is_some_and(|a| a.len() == 1)
+    });
+    let start = |body: Value| {
+        let (st, s) = api(port, "POST", "/v1/sessions", Some(body));
+        assert_eq!(st, 201, "{s}");
+        let id = s["id"].as_str().unwrap().to_string();
+        let rx = stream(port, &id);
+        wait_for(Duration::from_secs(20), "the session to run", || {
+            all_running(port, &id, 1)
+        });
+        (id, rx)
+    };
+    let stop = |id: &str, rx: &mpsc::Receiver<Value>| {
+        let (st, _) = api(
+            port,
+            "PUT",
+            &format!("/v1/sessions/{id}"),
+            Some(json!({"state": "stopped"})),
+        );
+        assert_eq!(st, 200);
+        let recs = collect(rx, Duration::from_secs(20));
+        assert_eq!(recs.last().unwrap()["kind"], "end", "{recs:?}");
+        recs
+    };
+
+    // Bad hook arguments are the hub's 400s, naming what would be right.
+    let (st, e) = api(
+        port,
+        "POST",
+        "/v1/sessions",
+        Some(
+            json!({"namespace": ns, "hook": {"kind": "syscalls", "args": {"syscalls": ["openat"]}}}),
+        ),
+    );
+    assert_eq!(st, 400, "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("its arguments are syscall, errors_only, summary, interval"),
+        "{e}"
+    );
+    let (st, e) = api(
+        port,
+        "POST",
+        "/v1/sessions",
+        Some(
+            json!({"namespace": ns, "hook": {"kind": "tracepoint", "args": {"name": ["sched_process_fork"]}}}),
+        ),
+    );
+    assert_eq!(st, 400, "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not SUBSYSTEM:EVENT"),
+        "{e}"
+    );
+
+    // A: failing openat only (a generic hook); B: every openat (typed);
+    // C: forks (a tracepoint hook).
+    let (a, rxa) = start(json!({"namespace": ns,
+        "hook": {"kind": "syscalls", "args": {"syscall": ["openat"], "errors_only": true}}}));
+    assert_eq!(syscalls_switches(apid), Some((true, true)), "A alone");
+    let (b, rxb) = start(json!({"namespace": ns, "syscalls": {"syscall": ["openat"]}}));
+    assert_eq!(
+        syscalls_switches(apid),
+        Some((true, false)),
+        "with B the kernel must report successes too"
+    );
+    let (c, rxc) = start(json!({"namespace": ns,
+        "hook": {"kind": "tracepoint", "args": {"name": ["sched:sched_process_fork"]}}}));
+    let (view, _) = (api(port, "GET", &format!("/v1/sessions/{a}"), None).1, ());
+    assert_eq!(view["syscalls"]["syscall"], json!(["openat"]), "{view}");
+    assert_eq!(view["syscalls"]["errors_only"], true, "{view}");
+    assert_eq!(view["probes"], json!(["syscalls"]), "{view}");
+
+    // A summary session cannot share the stream-mode probe: the node says why.
+    let (st, d) = api(
+        port,
+        "POST",
+        "/v1/sessions",
+        Some(json!({"namespace": ns, "syscalls": {"summary": true}})),
+    );
+    assert_eq!(st, 201, "{d}");
+    let d = d["id"].as_str().unwrap().to_string();
+    wait_for(
+        Duration::from_secs(20),
+        "the summary session to fail",
+        || {
+            let (_, s) = api(port, "GET", &format!("/v1/sessions/{d}"), None);
+            s["nodes"]["node-1"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("runs in stream mode") && e.contains("summary session"))
+        },
+    );
+    api(port, "DELETE", &format!("/v1/sessions/{d}"), None);
+
+    burst(1);
+    let ra = stop(&a, &rxa);
+    // B alone: the kernel filter narrows back.
+    assert_eq!(syscalls_switches(apid), Some((true, false)));
+    let rb = stop(&b, &rxb);
+    let rc = stop(&c, &rxc);
+    let events = |r: &[Value]| -> Vec<Value> {
+        r.iter()
+            .filter(|x| x.get("pid").is_some())
+            .cloned()
+            .collect()
+    };
+    let opens_of = |r: &[Value], path: &str| {
+        events(r)
+            .iter()
+            .filter(|e| e["decoded"].as_str().is_some_and(|d| d.contains(path)))
+            .count()
+    };
+    let (ea, eb, ec) = (events(&ra), events(&rb), events(&rc));
+    assert!(
+        ea.iter()
+            .all(|e| e["syscall"] == "openat" && e["error"] == "ENOENT"),
+        "A got more than failing openat: {ea:?}"
+    );
+    assert_eq!(opens_of(&ra, "/hk-burst"), N, "A's burst");
+    assert_eq!(opens_of(&ra, "/podbed-marker"), 0, "A got successful opens");
+    assert!(eb.iter().all(|e| e["syscall"] == "openat"), "B: {eb:?}");
+    assert_eq!(opens_of(&rb, "/hk-burst"), N, "B's burst");
+    assert!(
+        opens_of(&rb, "/podbed-marker") > 0,
+        "B got no successful open"
+    );
+    assert!(!ec.is_empty(), "C got no fork");
+    assert!(
+        ec.iter()
+            .all(|e| e["tracepoint"] == "sched:sched_process_fork" && e["pod"] == p.pod.name),
+        "C: {ec:?}"
+    );
+    wait_for(Duration::from_secs(5), "the probes to unload", || {
+        syscalls_switches(apid).is_none()
+    });
+
+    // Summary totals from each session's own start: E sees two bursts, F
+    // (joining E's running probe) one; F runs through the CLI.
+    let totals = |r: &[Value]| -> (u64, u64) {
+        let last_ts = r
+            .iter()
+            .filter(|x| x["kind"] == "totals")
+            .map(|x| x["timestamp"].as_str().unwrap().to_string())
+            .max()
+            .expect("no totals");
+        r.iter()
+            .filter(|x| x["kind"] == "totals" && x["timestamp"].as_str() == Some(&last_ts))
+            .filter(|x| x["syscall"] == "openat")
+            .fold((0, 0), |(c, e), x| {
+                (
+                    c + x["calls"].as_u64().unwrap(),
+                    e + x["errors"].as_u64().unwrap(),
+                )
+            })
+    };
+    let (e, rxe) = start(json!({"namespace": ns,
+        "hook": {"kind": "syscalls", "args": {"syscall": ["openat"], "summary": true, "interval": "2s"}}}));
+    burst(2);
+    let cli = bin()
+        .args(["--hub", &url(port), "--token-file"])
+        .arg(&tok)
+        .args([
+            "trace",
+            "syscalls",
+            "--summary",
+            "--syscall",
+            "openat,getppid",
+            "-n",
+            &ns,
+        ])
+        .args(["--duration", "6s", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), "the CLI's session to run", || {
+        let (_, v) = api(port, "GET", "/v1/sessions", None);
+        v.as_array().is_some_and(|a| {
+            a.iter().any(|s| {
+                s["id"] != e.as_str()
+                    && s["state"] == "running"
+                    && all_running(port, s["id"].as_str().unwrap(), 1)
+            })
+        })
+    });
+    burst(3);
+    let out = cli.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rf: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let re = stop(&e, &rxe);
+    let ((_, e_err), (_, f_err)) = (totals(&re), totals(&rf));
+    assert_eq!(e_err, 2 * N as u64, "E's failing openat since its start");
+    assert_eq!(f_err, N as u64, "F's failing openat since its start");
+    // E's reports come every 2 s, not every second.
+    let stamps: std::collections::BTreeSet<String> = re
+        .iter()
+        .filter(|x| x["kind"] == "totals")
+        .map(|x| x["timestamp"].as_str().unwrap().to_string())
+        .collect();
+    let elapsed = re
+        .iter()
+        .filter(|x| x["kind"] == "totals")
+        .map(|x| x["elapsed_ns"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        (stamps.len() as u64) <= elapsed / 2_000_000_000 + 2,
+        "{} reports in {elapsed} ns with a 2 s interval",
+        stamps.len()
+    );
+}

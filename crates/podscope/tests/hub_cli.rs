@@ -192,24 +192,27 @@ fn node_only_trace_flags_are_refused_through_the_hub() {
             "{flags:?}: refused late"
         );
     }
-    // Tracepoints: named, with where to run them instead.
-    let o = cli(
-        &hub_url,
-        &[
-            "trace",
-            "exec,tp:sched:sched_process_fork",
-            "-A",
-            "--duration",
-            "2s",
-        ],
-    );
-    let e = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "{e}");
-    assert!(
-        e.contains("tracepoints (tp:sched:sched_process_fork) are not supported through --hub")
-            && e.contains("on the node"),
-        "{e}"
-    );
+    // Hook settings travel to the hub, checked here first as a local trace
+    // checks them.
+    for (args, want) in [
+        (
+            &["trace", "exec", "--filter", "len > 1", "-A"][..],
+            "--filter compares tracepoint fields",
+        ),
+        (
+            &["trace", "exec", "--syscall", "openat", "-A"][..],
+            "settings of the syscalls probe",
+        ),
+        (
+            &["trace", "tp:net:net_dev_xmit", "--filter", "len >", "-A"][..],
+            "no value after '>'",
+        ),
+    ] {
+        let o = cli(&hub_url, args);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {e}");
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
     // ps and exec too.
     let o = cli(
         &hub_url,

@@ -319,3 +319,72 @@ mod tests {
             .contains("array"));
     }
 }
+
+/// Whether a decoded record passes `cmps`, decided as the kernel decides it
+/// (for a node's session whose filter the kernel could not apply because
+/// another session on the node traces the same tracepoints without it): a
+/// record of a tracepoint that lacks one of the fields passes, strings
+/// compare only with `==` and `!=`, pointers (hex strings) as numbers.
+pub fn matches(cmps: &[Cmp], fields: &podscope_model::TpFields) -> bool {
+    let mut values = Vec::with_capacity(cmps.len());
+    for c in cmps {
+        match fields.get(&c.field) {
+            Some(v) => values.push(v),
+            None => return true,
+        }
+    }
+    cmps.iter().zip(values).all(|(c, v)| holds(c, v))
+}
+
+fn holds(c: &Cmp, v: &podscope_model::TpValue) -> bool {
+    use podscope_model::TpValue;
+    use std::cmp::Ordering;
+    let ord: Ordering = match (v, &c.value) {
+        (TpValue::Int(a), Value::Int(b)) => i128::from(*a).cmp(b),
+        (TpValue::Uint(a), Value::Int(b)) => i128::from(*a).cmp(b),
+        (TpValue::Str(a), Value::Int(b)) => match parse_int(a) {
+            Some(a) => a.cmp(b),
+            None => return true,
+        },
+        (TpValue::Str(a), Value::Str(b)) => {
+            return match c.op {
+                Op::Eq => a == b,
+                Op::Ne => a != b,
+                _ => true,
+            }
+        }
+        _ => return true,
+    };
+    match c.op {
+        Op::Eq => ord == Ordering::Equal,
+        Op::Ne => ord != Ordering::Equal,
+        Op::Lt => ord == Ordering::Less,
+        Op::Le => ord != Ordering::Greater,
+        Op::Gt => ord == Ordering::Greater,
+        Op::Ge => ord != Ordering::Less,
+    }
+}
+
+#[cfg(test)]
+mod matches_tests {
+    use super::*;
+    use podscope_model::{TpFields, TpValue};
+
+    #[test]
+    fn user_space_filter_decides_like_the_kernel() {
+        let f = TpFields(vec![
+            ("len".into(), TpValue::Uint(1500)),
+            ("name".into(), TpValue::Str("eth0".into())),
+            ("rc".into(), TpValue::Int(-2)),
+        ]);
+        let m = |s: &str| matches(&parse(s).unwrap(), &f);
+        assert!(m("len > 1000"));
+        assert!(!m("len < 1000"));
+        assert!(m("len >= 1500 && name == eth0"));
+        assert!(!m("len >= 1500 && name != \"eth0\""));
+        assert!(m("rc == -2"));
+        assert!(!m("rc >= 0"));
+        // A field the record lacks: the filter does not apply to it.
+        assert!(m("nosuch == 1"));
+    }
+}

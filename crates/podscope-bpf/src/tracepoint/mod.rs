@@ -273,10 +273,47 @@ fn conf_of(f: &Format, preds: &[filter::Pred]) -> types::tp_conf {
 
 pub(crate) struct Probe {
     // Links first: detached before the skeletons close their programs.
-    _links: Vec<libbpf_rs::Link>,
+    /// The attached tracepoints by event id.
+    links: Vec<(u32, libbpf_rs::Link)>,
     /// The first instance owns the shared maps (ring, settings, counters).
     skel: crate::load::Owned<TracepointProbeSkel<'static>>,
-    _more: Vec<crate::load::Owned<TracepointProbeSkel<'static>>>,
+    /// The other instances by event id (the first's is `first_id`).
+    more: Vec<(u32, crate::load::Owned<TracepointProbeSkel<'static>>)>,
+    first_id: u32,
+    /// The settings running now.
+    opts: TracepointOptions,
+}
+
+/// Writes a tracepoint's settings (record layout, filter) into `tp_conf`
+/// and remembers its format for decoding.
+fn configure(
+    skel: &TracepointProbeSkel<'static>,
+    f: &Arc<Format>,
+    preds: &Option<Vec<filter::Pred>>,
+) -> Result<(), Error> {
+    let conf = conf_of(f, preds.as_deref().unwrap_or(&[]));
+    // SAFETY: tp_conf is Plain (see above).
+    let bytes = unsafe { plain::as_bytes(&conf) };
+    skel.maps
+        .tp_conf
+        .update(&f.id.to_ne_bytes(), bytes, MapFlags::ANY)
+        .map_err(Error::runtime(format!("configuring tracepoint {}", f.name)))?;
+    registry()
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(f.id, f.clone());
+    Ok(())
+}
+
+fn attach(prog: &libbpf_rs::ProgramMut<'static>, f: &Format) -> Result<libbpf_rs::Link, Error> {
+    let (sys, ev) = f.name.split_once(':').unwrap_or((&f.name, ""));
+    prog.attach_tracepoint(TracepointCategory::Custom(sys.to_string()), ev)
+        .map_err(|source| Error::Load {
+            probe: "tracepoint",
+            stage: "attached",
+            source,
+            log: crate::load::take_log(),
+        })
 }
 
 fn load_one(
@@ -333,44 +370,28 @@ pub(crate) fn load(
         .iter()
         .flat_map(|r| r.formats.iter().zip(&r.preds))
         .collect();
-    let skel = load_one(settings, pairs.first().map_or(0, |(f, _)| f.id), None)?;
+    let first_id = pairs.first().map_or(0, |(f, _)| f.id);
+    let skel = load_one(settings, first_id, None)?;
     let mut more = Vec::new();
     for (f, _) in pairs.iter().skip(1) {
-        more.push(load_one(settings, f.id, Some(&skel))?);
+        more.push((f.id, load_one(settings, f.id, Some(&skel))?));
     }
     let mut links = Vec::new();
     for (i, (f, preds)) in pairs.iter().enumerate() {
-        let conf = conf_of(f, preds.as_deref().unwrap_or(&[]));
-        // SAFETY: tp_conf is Plain (see above).
-        let bytes = unsafe { plain::as_bytes(&conf) };
-        skel.maps
-            .tp_conf
-            .update(&f.id.to_ne_bytes(), bytes, MapFlags::ANY)
-            .map_err(Error::runtime(format!("configuring tracepoint {}", f.name)))?;
-        registry()
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(f.id, (*f).clone());
-        let (sys, ev) = f.name.split_once(':').unwrap_or((&f.name, ""));
+        configure(&skel, f, preds)?;
         let prog = if i == 0 {
             &skel.progs.tp_record
         } else {
-            &more[i - 1].progs.tp_record
+            &more[i - 1].1.progs.tp_record
         };
-        let link = prog
-            .attach_tracepoint(TracepointCategory::Custom(sys.to_string()), ev)
-            .map_err(|source| Error::Load {
-                probe: "tracepoint",
-                stage: "attached",
-                source,
-                log: crate::load::take_log(),
-            })?;
-        links.push(link);
+        links.push((f.id, attach(prog, f)?));
     }
     Ok(Box::new(Probe {
-        _links: links,
+        links,
         skel,
-        _more: more,
+        more,
+        first_id,
+        opts: opts.clone(),
     }))
 }
 
@@ -385,6 +406,57 @@ impl LoadedProbe for Probe {
         decode
     }
     common_accessors!();
+
+    fn set_hook_options(
+        &mut self,
+        settings: &LoadSettings,
+        _syscalls: &crate::SyscallOptions,
+        opts: &TracepointOptions,
+    ) -> Result<bool, Error> {
+        if *opts == self.opts {
+            return Ok(true);
+        }
+        let resolved = if opts.names.is_empty() {
+            None
+        } else {
+            Some(resolve(opts)?)
+        };
+        let pairs: Vec<(&Arc<Format>, &Option<Vec<filter::Pred>>)> = resolved
+            .iter()
+            .flat_map(|r| r.formats.iter().zip(&r.preds))
+            .collect();
+        // New filters first, then new tracepoints attached, then the ones no
+        // longer asked for detached.
+        for (f, preds) in &pairs {
+            configure(&self.skel, f, preds)?;
+        }
+        for (f, _) in &pairs {
+            if self.links.iter().any(|(id, _)| *id == f.id) {
+                continue;
+            }
+            let link = if f.id == self.first_id {
+                attach(&self.skel.progs.tp_record, f)?
+            } else {
+                if !self.more.iter().any(|(id, _)| *id == f.id) {
+                    let inst = load_one(settings, f.id, Some(&self.skel))?;
+                    self.more.push((f.id, inst));
+                }
+                let inst = &self
+                    .more
+                    .iter()
+                    .find(|(id, _)| *id == f.id)
+                    .expect("added")
+                    .1;
+                attach(&inst.progs.tp_record, f)?
+            };
+            self.links.push((f.id, link));
+        }
+        let keep: Vec<u32> = pairs.iter().map(|(f, _)| f.id).collect();
+        self.links.retain(|(id, _)| keep.contains(id));
+        self.more.retain(|(id, _)| keep.contains(id));
+        self.opts = opts.clone();
+        Ok(true)
+    }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
         let m: &dyn MapCore = &self.skel.maps.tp_counts;

@@ -222,6 +222,8 @@ impl Session {
                     _ => 0,
                 },
                 started_unix_ms: self.started_at.map(unix_ms).unwrap_or(0),
+                syscalls: self.spec.syscalls.as_ref().map(Into::into),
+                tracepoint: self.spec.tracepoint.as_ref().map(Into::into),
             })),
         }
     }
@@ -599,6 +601,8 @@ impl Hub {
             duration: opt(&ss.duration),
             duration_ms: (ss.deadline_unix_ms > 0)
                 .then(|| ss.deadline_unix_ms.saturating_sub(ss.started_unix_ms)),
+            syscalls: ss.syscalls.clone().map(Into::into),
+            tracepoint: ss.tracepoint.clone().map(Into::into),
         };
         let started = std::time::UNIX_EPOCH + Duration::from_millis(ss.started_unix_ms);
         let mut nodes = BTreeMap::new();

@@ -382,7 +382,6 @@ pub fn run(args: TopArgs) -> Result<()> {
             host_filter: None,
             implementations: Vec::new(),
             http_capture_bytes: 1024,
-            syscalls: Default::default(),
             pod_refresh: podscope_pipeline::enrich::REFRESH_PERIOD,
         },
         store.clone(),
@@ -406,6 +405,7 @@ pub fn run(args: TopArgs) -> Result<()> {
         // An empty node is an empty table, not an error.
         wait: true,
         max_events: None,
+        hooks: Default::default(),
     };
     let started = node.start(ID, spec, Box::new(sink))?;
     for (probe, error) in &started.failed {
@@ -641,6 +641,8 @@ pub fn run_remote(
         duration: args.duration,
         max_events: None,
         wait: true,
+        syscalls: None,
+        tracepoint: None,
     };
     let mut sink = RemoteSink {
         sink: Observed {
