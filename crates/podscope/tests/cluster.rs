@@ -3053,3 +3053,129 @@ fn hub_sessions_run_with_their_own_hook_settings() {
         stamps.len()
     );
 }
+
+/// container-tracer's REST surface on the hub (issue 13): its hook list, a
+/// session made by globs with `trace_syscalls` and `-s openat -e`, run,
+/// records read, stopped, `DELETE all`; in its JSON shapes.
+#[test]
+fn container_tracer_surface_on_the_hub() {
+    let sock = socket();
+    let tok = token_file();
+    let port = 17716;
+    let _hub = hub(port, &[]);
+    let _agent = agent(port, "node-1", &sock, &tok, &[]);
+    wait_for(Duration::from_secs(10), "the agent to register", || {
+        nodes_up(port).len() == 1
+    });
+    let sfx = suffix();
+    let ns = format!("ct-{sfx}");
+    let name = format!("ctpod-{sfx}");
+    let p = pod(
+        &sock,
+        &name,
+        &ns,
+        "while true; do cat /ct-missing 2>/dev/null; cat /podbed-marker >/dev/null; sleep 0.1; done",
+    );
+    wait_for(Duration::from_secs(10), "the pod to reach the hub", || {
+        let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+        v.as_array().is_some_and(|a| a.len() == 1)
+    });
+
+    let (st, hooks) = api(port, "GET", "/v1/trace-hooks", None);
+    assert_eq!(st, 200);
+    let sys = &hooks[0]["podscope"]["Tracers"]["trace_syscalls"];
+    assert_eq!(sys["Name"], "trace_syscalls", "{hooks}");
+    assert!(
+        sys["Description"].to_string().contains("-s, --syscall"),
+        "{sys}"
+    );
+    let (st, e) = api(
+        port,
+        "POST",
+        "/v1/trace-session",
+        Some(json!({"pod": "ctpod-*", "trace-hook": "trace_sycalls"})),
+    );
+    assert_eq!(st, 400);
+    assert!(
+        e["error"].as_str().unwrap().contains("trace_syscalls"),
+        "{e}"
+    );
+
+    let (st, created) = api(
+        port,
+        "POST",
+        "/v1/trace-session",
+        Some(json!({"pod": format!("ctpod-{sfx}"), "container": "*",
+            "trace-hook": "trace_syscalls", "trace-arguments": "-s openat -e",
+            "trace-user-context": "test"})),
+    );
+    assert_eq!(st, 200, "{created}");
+    let (id, s) = created.as_object().unwrap().iter().next().unwrap();
+    let id = id.clone();
+    assert_eq!(s["Running"], false, "{s}");
+    assert_eq!(s["Context"], "test");
+    assert_eq!(s["TraceHook"], "trace_syscalls");
+    assert_eq!(s["TraceParams"], json!(["-s", "openat", "-e"]));
+    assert_eq!(s["Containers"], json!({name.clone(): ["main"]}), "{s}");
+    assert_eq!(s["Output"], format!("/v1/sessions/{id}/events"));
+    // It is a podscope session too.
+    let (_, view) = api(port, "GET", &format!("/v1/sessions/{id}"), None);
+    assert_eq!(view["syscalls"]["errors_only"], true, "{view}");
+    assert_eq!(view["all_namespaces"], true, "{view}");
+
+    let rx = stream(port, &id);
+    let (st, r) = api(
+        port,
+        "PUT",
+        &format!("/v1/trace-session/{id}"),
+        Some(json!({"Run": true})),
+    );
+    assert_eq!((st, r), (200, json!({})));
+    wait_for(Duration::from_secs(20), "the session to run", || {
+        all_running(port, &id, 1)
+    });
+    let (_, got) = api(port, "GET", &format!("/v1/trace-session/{id}"), None);
+    assert_eq!(got[&id]["Running"], true, "{got}");
+    assert_eq!(got[&id]["Node"], "node-1", "{got}");
+    // Records as they come: wait for a few failing opens.
+    let mut recs = Vec::new();
+    let t = Instant::now();
+    while recs
+        .iter()
+        .filter(|r: &&Value| r.get("pid").is_some())
+        .count()
+        < 3
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "no records: {recs:?}"
+        );
+        if let Ok(v) = rx.recv_timeout(Duration::from_secs(1)) {
+            recs.push(v);
+        }
+    }
+    let (st, r) = api(
+        port,
+        "PUT",
+        &format!("/v1/trace-session/{id}"),
+        Some(json!({"Run": false})),
+    );
+    assert_eq!((st, r), (200, json!({})));
+    recs.extend(collect(&rx, Duration::from_secs(20)));
+    assert_eq!(recs.last().unwrap()["kind"], "end", "{recs:?}");
+    let events: Vec<&Value> = recs.iter().filter(|r| r.get("pid").is_some()).collect();
+    assert!(
+        events.iter().all(|e| e["syscall"] == "openat"
+            && e["error"] == "ENOENT"
+            && e["pod"] == name.as_str()
+            && e["decoded"]
+                .as_str()
+                .is_some_and(|d| d.contains("/ct-missing"))),
+        "{events:?}"
+    );
+    let (st, r) = api(port, "DELETE", "/v1/trace-session/all", None);
+    assert_eq!((st, r), (200, json!({})));
+    let (st, all) = api(port, "GET", "/v1/trace-session/all", None);
+    assert_eq!((st, all), (200, json!({})));
+    drop(p);
+}

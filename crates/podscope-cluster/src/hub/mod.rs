@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status, Streaming};
 
+mod compat;
 mod grpc_api;
 mod openapi;
 mod rest;
@@ -287,6 +288,8 @@ pub struct Hub {
     client_queue: usize,
     /// The web view's logins and live aggregate.
     ui: Arc<ui::UiState>,
+    /// container-tracer sessions' own fields (compat.rs).
+    compat: compat::Metas,
 }
 
 impl std::fmt::Debug for Hub {
@@ -352,6 +355,7 @@ impl Hub {
             enable_exec,
             client_queue: client_queue.max(1),
             ui: Arc::new(ui::UiState::new(ui_probes)),
+            compat: Default::default(),
         }
     }
 

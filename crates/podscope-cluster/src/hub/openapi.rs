@@ -68,6 +68,16 @@ pub(super) fn document() -> Value {
     let exec_body = in_gen.subschema_for::<ExecBody>().to_value();
     let pod_query = in_gen.root_schema_for::<PodQuery>().to_value();
     let session_query = in_gen.root_schema_for::<SessionQuery>().to_value();
+    use super::compat::{CtCreate, CtHooks, CtRun, CtSession, Empty};
+    let ct_hooks = out_gen
+        .subschema_for::<Vec<std::collections::BTreeMap<String, CtHooks>>>()
+        .to_value();
+    let ct_sessions = out_gen
+        .subschema_for::<std::collections::BTreeMap<String, CtSession>>()
+        .to_value();
+    let ct_empty = out_gen.subschema_for::<Empty>().to_value();
+    let ct_create = in_gen.subschema_for::<CtCreate>().to_value();
+    let ct_run = in_gen.subschema_for::<CtRun>().to_value();
 
     let ops = [
         Op {
@@ -233,6 +243,61 @@ pub(super) fn document() -> Value {
             body: Some(exec_body),
             ok: (200, Some(exec_view)),
             errors: &[400, AUTH, 403, 404, 413, 415, 502, 504],
+            public: false,
+            media: "application/json",
+        },
+        Op {
+            method: "get",
+            path: "/v1/trace-hooks",
+            summary: "container-tracer's hook list: trace_syscalls, trace_tracepoint and trace_PROBE for every probe, with their arguments in its syntax",
+            query: None,
+            body: None,
+            ok: (200, Some(ct_hooks)),
+            errors: &[AUTH],
+            public: false,
+            media: "application/json",
+        },
+        Op {
+            method: "post",
+            path: "/v1/trace-session",
+            summary: "container-tracer's session create (pod and container globs over every namespace, trace-hook, trace-arguments such as '-s openat -t 5000'); created stopped; a podscope session",
+            query: None,
+            body: Some(ct_create),
+            ok: (200, Some(ct_sessions.clone())),
+            errors: &[400, AUTH, 404, 413, 415],
+            public: false,
+            media: "application/json",
+        },
+        Op {
+            method: "get",
+            path: "/v1/trace-session/{id}",
+            summary: "container-tracer's session description; id 'all' for every session",
+            query: None,
+            body: None,
+            ok: (200, Some(ct_sessions)),
+            errors: &[AUTH, 404],
+            public: false,
+            media: "application/json",
+        },
+        Op {
+            method: "put",
+            path: "/v1/trace-session/{id}",
+            summary: "container-tracer's run/stop: {\"Run\": true|false}",
+            query: None,
+            body: Some(ct_run),
+            ok: (200, Some(ct_empty.clone())),
+            errors: &[400, AUTH, 404, 409, 413, 415],
+            public: false,
+            media: "application/json",
+        },
+        Op {
+            method: "delete",
+            path: "/v1/trace-session/{id}",
+            summary: "container-tracer's delete (stops it first); id 'all' for every session",
+            query: None,
+            body: None,
+            ok: (200, Some(ct_empty)),
+            errors: &[AUTH, 404],
             public: false,
             media: "application/json",
         },

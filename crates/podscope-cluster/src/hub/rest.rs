@@ -45,6 +45,13 @@ pub(super) fn api_routes() -> Router<Hub> {
         )
         .route("/v1/sessions/{id}/events", get(events))
         .route("/v1/exec", post(exec))
+        // container-tracer's surface (compat.rs).
+        .route("/v1/trace-hooks", get(ct_hooks))
+        .route("/v1/trace-session", post(ct_create))
+        .route(
+            "/v1/trace-session/{id}",
+            get(ct_get).put(ct_run).delete(ct_delete),
+        )
         .layer(middleware::from_fn(require_json_body))
 }
 
@@ -153,6 +160,8 @@ fn allowed_methods(path: &str) -> &'static str {
         ["v1", "sessions"] => "GET, POST, DELETE",
         ["v1", "sessions", _] => "GET, PUT, DELETE",
         ["v1", "exec"] => "POST",
+        ["v1", "trace-session"] => "POST",
+        ["v1", "trace-session", _] => "GET, PUT, DELETE",
         _ => "GET",
     }
 }
@@ -206,6 +215,33 @@ pub(super) async fn json_errors(req: Request, next: Next) -> Response {
     );
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
+}
+
+async fn ct_hooks() -> Response {
+    Json(super::compat::hooks()).into_response()
+}
+
+async fn ct_create(State(hub): State<Hub>, b: Bytes) -> Response {
+    let example = r#"e.g. {"pod":"web-*","container":"*","trace-hook":"trace_syscalls","trace-arguments":"-s openat -t 5000"}"#;
+    match body::<super::compat::CtCreate>(&b, "trace session", example) {
+        Ok(req) => answer(StatusCode::OK, hub.ct_create(&req)),
+        Err(e) => api_err(e),
+    }
+}
+
+async fn ct_get(State(hub): State<Hub>, Path(id): Path<String>) -> Response {
+    answer(StatusCode::OK, hub.ct_get(&id))
+}
+
+async fn ct_run(State(hub): State<Hub>, Path(id): Path<String>, b: Bytes) -> Response {
+    match body::<super::compat::CtRun>(&b, "run request", r#"{"Run": true}"#) {
+        Ok(r) => answer(StatusCode::OK, hub.ct_run(&id, &r)),
+        Err(e) => api_err(e),
+    }
+}
+
+async fn ct_delete(State(hub): State<Hub>, Path(id): Path<String>) -> Response {
+    answer(StatusCode::OK, hub.ct_delete(&id))
 }
 
 async fn openapi() -> Response {
