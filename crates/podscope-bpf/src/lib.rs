@@ -36,7 +36,15 @@ pub use rings::{
     auto_ring_bytes, expected_peak, ring_bytes, RingSize, AUTO_RING_MAX, AUTO_RING_MIN,
     DEFAULT_RING_BUDGET,
 };
-pub use sys::{check_privileges, implementation_support, probe_support, ProbeSupport};
+pub use sys::{
+    check_privileges, implementation_support, probe_support, tracefs_events, ProbeSupport,
+};
+
+/// CLOCK_MONOTONIC now, in nanoseconds (the clock BPF programs stamp
+/// events with; ftrace's `mono` trace clock too).
+pub fn monotonic_ns() -> u64 {
+    decode::Clock::now_mono()
+}
 pub use syscalls::{
     percentile as syscall_percentile, resolve_syscalls, syscall_name, syscall_nr, SyscallOptions,
 };

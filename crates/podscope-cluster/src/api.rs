@@ -174,6 +174,11 @@ impl HookRequest {
             )
         };
         match kind.kind {
+            podscope_model::hooks::FTRACE => return Err(
+                "hook 'ftrace' runs in local traces only (podscope trace ftrace:SUBSYSTEM:EVENT \
+                     on the node), not in hub sessions yet; use the tracepoint hook (BPF) here"
+                    .into(),
+            ),
             "syscalls" => {
                 let h: SyscallsHook = serde_json::from_value(args.clone()).map_err(typed)?;
                 if let Some(i) = &h.interval {

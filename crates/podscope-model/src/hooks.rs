@@ -131,6 +131,18 @@ const TRACEPOINT_ARGS: &[HookArg] = &[
     },
 ];
 
+const FTRACE_ARGS: &[HookArg] = &[HookArg {
+    name: "name",
+    ty: ArgType::StringList,
+    required: true,
+    flag: "ftrace:SUBSYSTEM:EVENT",
+    description: "tracepoints as SUBSYSTEM:EVENT, traced through a tracefs instance (no BPF)",
+    example: r#"["sched:sched_process_fork","syscalls:sys_exit_openat"]"#,
+}];
+
+/// The `ftrace` hook kind: tracepoints without BPF (a node's local traces).
+pub const FTRACE: &str = "ftrace";
+
 const HTTP_ARGS: &[HookArg] = &[HookArg {
     name: "capture_bytes",
     ty: ArgType::Integer,
@@ -155,6 +167,16 @@ pub fn hook_kinds() -> Vec<HookKind> {
             description: ProbeKind::Tracepoint.description(),
             usage: "podscope trace tp:SUBSYSTEM:EVENT[,tp:...] [--filter 'FIELD OP VALUE && ...']",
             args: TRACEPOINT_ARGS,
+        },
+        HookKind {
+            kind: FTRACE,
+            description: "Tracepoints without BPF, for kernels or machines where BPF is not \
+                          allowed: a tracefs instance of the trace's own, the pods' tasks \
+                          followed by set_event_pid and event-fork (container-tracer's \
+                          mechanism); records as the tracepoint probe's, parsed from trace_pipe. \
+                          Local traces only (podscope trace on the node), not hub sessions yet.",
+            usage: "podscope trace ftrace:SUBSYSTEM:EVENT[,ftrace:...] (--pod/-n/-A | --pid | --cgroup | --all)",
+            args: FTRACE_ARGS,
         },
     ];
     for p in ProbeKind::ALL {

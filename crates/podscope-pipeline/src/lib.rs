@@ -6,6 +6,7 @@
 pub mod cgroup;
 pub mod enrich;
 pub mod format;
+pub mod ftrace;
 pub mod node;
 pub mod podtable;
 pub mod probes;

@@ -96,6 +96,21 @@ fn main() {
             .map(|_| 0),
         ),
         (Some(url), cli::Command::Trace(args)) => {
+            if let Some(f) = args
+                .probes
+                .split(',')
+                .find(|p| p.trim().starts_with("ftrace:"))
+            {
+                eprintln!(
+                    "podscope: error: {} runs in local traces only (a tracefs instance on the node, \
+                     no BPF), not through --hub yet: run podscope trace '{}' on the node, or use \
+                     tp:{} (the BPF hook) through the hub",
+                    f.trim(),
+                    args.probes,
+                    f.trim().trim_start_matches("ftrace:")
+                );
+                std::process::exit(1);
+            }
             let (tps, rest): (Vec<&str>, Vec<&str>) = args
                 .probes
                 .split(',')

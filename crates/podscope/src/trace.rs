@@ -118,7 +118,81 @@ const NOT_TASK_CONTEXT: &[&str] = &[
     "xdp",
 ];
 
+/// `podscope trace ftrace:SUBSYSTEM:EVENT`: the tracepoints through a
+/// tracefs instance, no BPF (podscope_pipeline::ftrace).
+fn run_ftrace(args: &TraceArgs, names: Vec<String>) -> Result<()> {
+    if args.filter.is_some() {
+        bail!("--filter is evaluated by the BPF tracepoint hook; with ftrace: trace all records, or use tp:SUBSYSTEM:EVENT --filter ...");
+    }
+    if args.comm.is_some() {
+        bail!("ftrace: follows tasks by pid (set_event_pid): select pods, --pid, --cgroup or --all, not --comm");
+    }
+    if args.metrics_listen.is_some() || args.otlp.enabled || args.otlp.endpoint.is_some() {
+        bail!("ftrace: records go to the terminal or JSON only (-o columns|json|none): --metrics-listen and --otlp* need the BPF probes");
+    }
+    let selection = PodSelection::from_flags(&args.pods.flags())?;
+    let pod_mode = selection.is_some();
+    if args.wait && !pod_mode {
+        bail!("--wait waits for pods: combine it with --pod, -l, -n, -A or --container");
+    }
+    host_filter(args, pod_mode)?;
+    let spec = podscope_pipeline::ftrace::FtraceSpec {
+        names,
+        selection,
+        wait: args.wait,
+        pids: args.pid.clone(),
+        cgroups: args.cgroup.clone(),
+        max_events: args.max_events,
+        node: hostname(),
+        runtime_endpoint: args.pods.runtime_endpoint.clone(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    let started = Instant::now();
+    let deadline = args.duration.map(|d| started + d);
+    let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
+    let mut sink: Box<dyn Sink> = match args.output {
+        TraceFormat::Columns => Box::new(Columns::new(stdout)),
+        TraceFormat::Json => Box::new(JsonLines::new(stdout)),
+        TraceFormat::None => Box::new(Discard),
+    };
+    let what = spec.names.join(",");
+    let end = podscope_pipeline::ftrace::run(
+        &spec,
+        sink.as_mut(),
+        &|| stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d),
+        &mut |dir, stale| {
+            for s in stale {
+                eprintln!(
+                    "podscope: removed the tracefs instance {s} of a podscope that no longer runs"
+                );
+            }
+            eprintln!(
+                "podscope: tracing {what} through ftrace in the tracefs instance {} (no BPF; \
+                 probes attached: none, tasks followed by set_event_pid and event-fork). Ctrl-C to stop.",
+                dir.display()
+            );
+        },
+    )?;
+    eprintln!(
+        "podscope: ftrace: {} records ({} of tasks gone before they were read, without pod fields), {} lost (ftrace's own count), {} lines not parsed; instance {} removed",
+        end.written,
+        end.unattributed,
+        end.lost,
+        end.unparsed,
+        end.instance.display()
+    );
+    Ok(())
+}
+
 pub fn run(args: TraceArgs) -> Result<()> {
+    let (ftrace_names, others) = podscope_pipeline::ftrace::split_names(&args.probes);
+    if !ftrace_names.is_empty() {
+        podscope_pipeline::ftrace::check_alone(&ftrace_names, &others)?;
+        return run_ftrace(&args, ftrace_names);
+    }
     let (tp_names, rest) = split_tracepoints(&args.probes);
     let mut probes = if rest.trim().is_empty() && !tp_names.is_empty() {
         Vec::new()

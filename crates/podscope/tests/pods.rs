@@ -321,3 +321,60 @@ fn ps_in_a_cgroup_namespace_of_its_own_finds_the_same_cgroups() {
     );
     assert_eq!(rows(out), host, "same pods and cgroup ids as on the host");
 }
+
+/// The ftrace hook (no BPF) follows one pod's tasks by pid: exactly the N
+/// failing opens the pod makes on a trigger, with the pod's identity (also
+/// for the short-lived `cat`s, attributed through their fork records), the
+/// same count the BPF tracepoint hook reports at the same time, and nothing
+/// of an identical pod in another namespace.
+#[test]
+fn ftrace_hook_traces_exactly_one_pods_tasks() {
+    const N: usize = 9;
+    let s = suffix();
+    let (ns1, ns2) = (format!("fta-{s}"), format!("ftb-{s}"));
+    let script = format!(
+        "while [ ! -e /go ]; do sleep 0.1; done; for i in {}; do cat /ftmiss 2>/dev/null; done; \
+         echo ok > /done; while true; do sleep 1; done",
+        (1..=N).map(|i| i.to_string()).collect::<Vec<_>>().join(" ")
+    );
+    let a = pod("ft", &ns1, &[], &[("app", &script)]);
+    let b = pod("ft", &ns2, &[], &[("app", &script)]);
+    let ftrace = start_trace(&["ftrace:syscalls:sys_exit_openat", "--pod", "ft", "-n", &ns1]);
+    let bpf = start_trace(&["tp:syscalls:sys_exit_openat", "--pod", "ft", "-n", &ns1]);
+    for p in [&a, &b] {
+        std::fs::write(p.path_in("app", "/go"), "go").unwrap();
+    }
+    for p in [&a, &b] {
+        common::wait_for("the opens", Duration::from_secs(10), || {
+            p.path_in("app", "/done").exists()
+        });
+    }
+    // Both read what the kernel still holds when they stop.
+    let stop = |c: &Child| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap()
+    };
+    stop(&ftrace);
+    stop(&bpf);
+    let (fe, be) = (events(ftrace), events(bpf));
+    let failed = |evs: &[Value]| {
+        evs.iter()
+            .filter(|e| e["fields"]["ret"].as_i64() == Some(-2))
+            .count()
+    };
+    assert_eq!(failed(&be), N, "the BPF hook");
+    assert_eq!(failed(&fe), N, "the ftrace hook: {fe:?}");
+    for e in &fe {
+        assert_eq!(e["tracepoint"], "syscalls:sys_exit_openat", "{e}");
+        assert_eq!(
+            e["namespace"],
+            ns1.as_str(),
+            "only pod a, with its identity: {e}"
+        );
+        assert_eq!(e["pod"], "ft", "{e}");
+        assert_eq!(e["container"], "app", "{e}");
+    }
+}

@@ -418,3 +418,106 @@ fn unknown_tracepoints_and_fields_name_close_matches() {
         ["parent_comm", "parent_pid", "child_comm", "child_pid"]
     );
 }
+
+/// The instance directory an ftrace trace names on stderr.
+fn ftrace_instance(stderr: &str) -> PathBuf {
+    let at = stderr
+        .find("in the tracefs instance ")
+        .unwrap_or_else(|| panic!("no instance named: {stderr}"));
+    let rest = &stderr[at + "in the tracefs instance ".len()..];
+    PathBuf::from(rest.split_whitespace().next().unwrap())
+}
+
+/// The ftrace hook (no BPF): the same fork workload gives exactly the
+/// records the BPF hook gives (each checked against the workload's own
+/// lines), and the trace's tracefs instance is gone after it stops.
+#[test]
+fn ftrace_hook_reports_what_the_bpf_hook_reports() {
+    if !common::root_or_skip() {
+        return;
+    }
+    let bin = compile("ftrace", FORKS_C, "tpforks");
+    let cg = Cgroup::new("tp-ftrace");
+    let cgroup = cg.0.to_str().unwrap().to_string();
+    let mut seen = Vec::new();
+    for probe in [
+        "tp:sched:sched_process_fork",
+        "ftrace:sched:sched_process_fork",
+    ] {
+        let (trace, pairs, pid) =
+            run_forks(&cg, &bin, |_| Trace::start(&[probe, "--cgroup", &cgroup]));
+        let (events, err) = trace.stop();
+        assert_eq!(pairs.len(), 2 * N_FORKS, "the workload's own lines");
+        let want: BTreeSet<(i64, i64)> = pairs.iter().copied().collect();
+        assert_eq!(fork_pairs(&events), want, "{probe}: {err}");
+        assert_eq!(events.len(), 2 * N_FORKS, "{probe}: {events:?}");
+        for e in &events {
+            assert_eq!(e["fields"]["parent_comm"], "tpforks", "{probe}: {e}");
+            assert_eq!(e["fields"]["child_comm"], "tpforks", "{probe}: {e}");
+            assert_eq!(e["tracepoint"], "sched:sched_process_fork");
+            assert_eq!(e["probe"], "tracepoint");
+            assert_eq!(e["pid"].as_i64(), e["fields"]["parent_pid"].as_i64(), "{e}");
+        }
+        assert_eq!(
+            pairs.iter().filter(|(p, _)| *p == pid).count(),
+            N_FORKS,
+            "N forks by the workload itself"
+        );
+        // The same field names and value types from both hooks.
+        let shape = |e: &Value| -> Vec<(String, bool)> {
+            e["fields"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.is_number()))
+                .collect()
+        };
+        seen.push(shape(&events[0]));
+        if probe.starts_with("ftrace:") {
+            let dir = ftrace_instance(&err);
+            assert!(!dir.exists(), "{} left behind", dir.display());
+            assert!(err.contains("no BPF"), "{err}");
+        }
+    }
+    assert_eq!(seen[0], seen[1], "BPF and ftrace records differ in shape");
+}
+
+/// A killed ftrace trace leaves its instance tracing; the next ftrace trace
+/// removes it, saying so.
+#[test]
+fn ftrace_instances_of_a_killed_trace_are_removed_on_restart() {
+    if !common::root_or_skip() {
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podscope"))
+        .args([
+            "trace",
+            "ftrace:sched:sched_process_exit",
+            "--all",
+            "-o",
+            "none",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let seen = common::wait_attached(&mut stderr);
+    let dir = ftrace_instance(&seen);
+    assert!(dir.exists());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        dir.exists(),
+        "SIGKILL cannot clean up: the instance must still be there"
+    );
+    let trace = Trace::start(&["ftrace:sched:sched_process_exit", "--all"]);
+    let (_, err) = trace.stop();
+    let name = dir.file_name().unwrap().to_str().unwrap();
+    assert!(
+        err.contains(&format!(
+            "removed the tracefs instance {name} of a podscope that no longer runs"
+        )),
+        "{err}"
+    );
+    assert!(!dir.exists(), "{} still there", dir.display());
+}

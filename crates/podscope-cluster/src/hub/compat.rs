@@ -117,7 +117,10 @@ const TIME_LINE: &str =
 /// for every probe.
 pub(super) fn hooks() -> Vec<BTreeMap<String, CtHooks>> {
     let mut tracers = BTreeMap::new();
-    for k in podscope_model::hooks::hook_kinds() {
+    for k in podscope_model::hooks::hook_kinds()
+        .into_iter()
+        .filter(|k| k.kind != podscope_model::hooks::FTRACE)
+    {
         let name = format!("trace_{}", k.kind);
         let mut description = vec![k.description.to_string()];
         match k.kind {
