@@ -491,11 +491,38 @@ impl Agent {
         *lock(&self.link) = Some(tx.clone());
         self.generation.fetch_add(1, Ordering::Relaxed);
         let me = self.clone();
+        let usage = Arc::new(podscope_export::UsageReader::new(self.node.clone()));
+        usage.update(&pods);
         let poller = tokio::spawn(async move {
             let mut last = pods;
             loop {
                 tokio::time::sleep(me.args.pod_refresh).await;
                 let now = me.pods().await;
+                if now != last {
+                    usage.update(&now);
+                }
+                // The containers' CPU and memory, read off the event loop.
+                let u = usage.clone();
+                let read = tokio::task::spawn_blocking(move || u.read())
+                    .await
+                    .unwrap_or_default();
+                let msg = AgentMessage {
+                    msg: Some(agent_message::Msg::Usage(crate::proto::Usage {
+                        containers: read
+                            .into_iter()
+                            .map(|u| crate::proto::ContainerUsage {
+                                namespace: u.namespace,
+                                pod: u.pod,
+                                container: u.container,
+                                cpu_seconds: u.cpu_seconds,
+                                memory_bytes: u.memory_bytes,
+                            })
+                            .collect(),
+                    })),
+                };
+                if tx.send(msg).await.is_err() {
+                    break;
+                }
                 if now != last {
                     let msg = AgentMessage {
                         msg: Some(agent_message::Msg::Pods(Pods {

@@ -32,6 +32,6 @@ pub use metrics::{ContainerSample, Metrics, Observer};
 pub use otlp::{Otlp, OtlpConfig, OtlpFlags, OtlpObserver, OtlpStats};
 pub use pods::PodSelect;
 pub use pods::PodWatcher;
-pub use resources::Host;
+pub use resources::{Host, Usage, UsageReader};
 pub use server::Server;
 pub use text::Format;

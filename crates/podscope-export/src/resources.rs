@@ -336,12 +336,40 @@ impl Resources {
 
 /// One container's resource usage at one moment ([`Resources::usage`]).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Usage {
+pub struct Usage {
+    /// Pod namespace.
     pub namespace: String,
+    /// Pod name.
     pub pod: String,
+    /// Container name.
     pub container: String,
+    /// CPU time used since the container started, seconds.
     pub cpu_seconds: Option<f64>,
+    /// Memory working set, bytes.
     pub memory_bytes: Option<u64>,
+}
+
+/// CPU and memory of pods' containers, read from their cgroups (the files a
+/// scrape of the exporter reads), for views that are not Prometheus: the
+/// agent's reports to the hub's web view.
+#[derive(Debug)]
+pub struct UsageReader(Resources);
+
+impl UsageReader {
+    /// A reader for this machine's cgroup layout.
+    pub fn new(node: String) -> UsageReader {
+        UsageReader(Resources::new(node, Host::detect()))
+    }
+
+    /// Works out the files to read for `pods`.
+    pub fn update(&self, pods: &[Pod]) {
+        self.0.update(pods)
+    }
+
+    /// Every container's usage now.
+    pub fn read(&self) -> Vec<Usage> {
+        self.0.usage()
+    }
 }
 
 /// CPU time, in seconds.

@@ -420,7 +420,17 @@ fn pages_in_chromium_show_pods_the_service_map_and_a_live_session() {
     let client = pod("client", &ns, &[], &[("app", &client_script)]);
     // A pod whose name is HTML (the CRI takes any name; Kubernetes would not).
     let html_name = "esc<b>bold<i>x";
-    let _html_pod = pod(html_name, &ns, &[], &[("app", "exec sleep 3600")]);
+    let html_pod = pod(html_name, &ns, &[], &[("app", "exec sleep 3600")]);
+    // Busy until told to stop: its CPU % is about one CPU's.
+    let burner = pod(
+        "burner",
+        &ns,
+        &[],
+        &[(
+            "app",
+            "while [ ! -e /tmp/stop ]; do :; done; exec sleep 3600",
+        )],
+    );
 
     let port = common::free_port();
     let (tf, token) = token_file("chromium");
@@ -497,6 +507,75 @@ fn pages_in_chromium_show_pods_the_service_map_and_a_live_session() {
         json!([]),
     );
     assert_eq!(tags, json!(0), "a pod name was rendered as HTML");
+    // CPU and memory from the agent's usage reports. Witnesses: the busy
+    // loop takes about one CPU, a sleeping pod next to none, and the
+    // sleeping pod's memory is what its cgroup says (memory.current less
+    // inactive_file, the working set; a sleeping process's does not move).
+    let cell = |name: &str, class: &str| -> String {
+        b.js(
+            "const r = [...document.querySelectorAll('#pods-body tr')].find(t => t.dataset.pod === arguments[0]);
+             const c = r && r.querySelector('td.' + arguments[1]);
+             return c ? c.textContent : '';",
+            json!([format!("{ns}/{name}"), class]),
+        )
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+    };
+    wait_for("the CPU and MEM columns", Duration::from_secs(20), || {
+        !cell("burner", "cpu").is_empty() && !cell(html_name, "mem").is_empty()
+    });
+    let snapshot: Value = b.js(
+        "return fetch('api/snapshot', {credentials: 'same-origin'}).then(r => r.json())",
+        json!([]),
+    );
+    let row = |name: &str| {
+        snapshot["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pod"] == name)
+            .cloned()
+            .unwrap()
+    };
+    // (On a loaded 2-core machine the loop gets less than a whole CPU.)
+    let busy = row("burner")["cpu_percent"].as_f64().unwrap();
+    let idle = row(html_name)["cpu_percent"].as_f64().unwrap_or(0.0);
+    assert!((20.0..=110.0).contains(&busy), "burner CPU {busy}%");
+    assert!(
+        idle < 5.0 && busy > 10.0 * idle,
+        "a sleeping pod at {idle}% CPU, the loop at {busy}%"
+    );
+    let cg = html_pod.pod.containers[0].cgroup_path.clone().unwrap();
+    let cg = cg.trim_start_matches('/');
+    // cgroup v1's memory controller where it is mounted (this machine), else v2.
+    let v1 = Path::new("/sys/fs/cgroup/memory").join(cg);
+    let (dir, usage_file, inactive_key) = if v1.join("memory.usage_in_bytes").exists() {
+        (v1, "memory.usage_in_bytes", "total_inactive_file ")
+    } else {
+        let root = podscope_pipeline::cgroup::v2_mount().unwrap();
+        (root.join(cg), "memory.current", "inactive_file ")
+    };
+    let current: u64 = std::fs::read_to_string(dir.join(usage_file))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .trim()
+        .parse()
+        .unwrap();
+    let inactive: u64 = std::fs::read_to_string(dir.join("memory.stat"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(inactive_key))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let witness = current.saturating_sub(inactive) as f64;
+    let shown = row(html_name)["memory_bytes"].as_f64().unwrap();
+    assert!(
+        (shown - witness).abs() <= witness * 0.1 + 65536.0,
+        "memory {shown} shown, {witness} in the cgroup"
+    );
+    std::fs::write(burner.path_in("app", "/tmp/stop"), "").unwrap();
     artifact(&b, "pods", blank);
 
     // The client's requests, once the observer session traces the node:

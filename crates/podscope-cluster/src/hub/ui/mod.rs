@@ -17,7 +17,7 @@
 //! session (probes exec, tcp, http on every pod) that the hub starts when
 //! the view is first used and deletes after [`IDLE`] without a page open.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -358,6 +358,14 @@ impl Hub {
                 ..PodQuery::default()
             })
             .unwrap_or_default();
+        let usage: BTreeMap<(String, String), super::PodUsage> = {
+            let st = self.lock();
+            st.nodes
+                .values()
+                .filter(|n| n.up)
+                .flat_map(|n| n.usage.iter().map(|(k, v)| (k.clone(), v.clone())))
+                .collect()
+        };
         let live = lock(&self.ui.live);
         let keys: Vec<(String, String)> = pods
             .iter()
@@ -387,6 +395,12 @@ impl Hub {
             pods: pods
                 .iter()
                 .map(|p| PodRow {
+                    cpu_percent: usage
+                        .get(&(p.pod.namespace.clone(), p.pod.name.clone()))
+                        .and_then(|u| u.cpu_percent),
+                    memory_bytes: usage
+                        .get(&(p.pod.namespace.clone(), p.pod.name.clone()))
+                        .and_then(|u| u.memory_bytes),
                     node: p.node.clone(),
                     namespace: p.pod.namespace.clone(),
                     pod: p.pod.name.clone(),
@@ -428,6 +442,12 @@ struct PodRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     ip: Option<String>,
     containers: Vec<String>,
+    /// CPU used over the node's last report period, % of one CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_percent: Option<f64>,
+    /// Memory working set of its containers, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_bytes: Option<u64>,
     #[serde(flatten)]
     counts: live::PodCounts,
 }

@@ -117,7 +117,8 @@
     const count = el('span', { class: 'muted', id: 'pod-count' });
     const nodesBody = el('tbody', { id: 'nodes-body' });
     const body = el('tbody', { id: 'pods-body' });
-    const cols = ['NODE', 'NAMESPACE', 'POD', 'IP', 'EXEC/s', 'CONN/s', 'TX/s', 'RX/s', 'REQ/s', 'ERR%', 'EXECS', 'CONNS', 'REQS'];
+    const cols = ['NODE', 'NAMESPACE', 'POD', 'IP', 'CPU%', 'MEM', 'EXEC/s', 'CONN/s', 'TX/s', 'RX/s', 'REQ/s', 'ERR%', 'EXECS', 'CONNS', 'REQS'];
+    const kinds = ['', '', '', '', 'cpu', 'mem'];
     const numeric = (i) => i >= 4;
     main.replaceChildren(
       el('h2', {}, 'Nodes'),
@@ -137,9 +138,12 @@
       count.textContent = `${pods.length} of ${snap.pods.length} pods`;
       body.replaceChildren(...pods.map((p) => {
         const r = rates(p);
-        const cells = [p.node, p.namespace, p.pod, p.ip || '', num(r.exec), num(r.conn), bytes(r.tx), bytes(r.rx),
+        const cells = [p.node, p.namespace, p.pod, p.ip || '',
+          p.cpu_percent == null ? '' : p.cpu_percent.toFixed(1), p.memory_bytes == null ? '' : bytes(p.memory_bytes),
+          num(r.exec), num(r.conn), bytes(r.tx), bytes(r.rx),
           num(r.req), r.err === null ? '' : r.err.toFixed(1), p.execs, p.conns_out + p.conns_in, p.requests_in];
-        return el('tr', { 'data-pod': podKey(p) }, cells.map((c, i) => el('td', { class: numeric(i) ? 'num' : '' }, c)));
+        return el('tr', { 'data-pod': podKey(p) }, cells.map((c, i) =>
+          el('td', { class: ((numeric(i) ? 'num ' : '') + (kinds[i] || '')).trim() }, c)));
       }));
     }
     filter.addEventListener('input', render);
