@@ -544,7 +544,20 @@ fn start_otlp(args: &TraceArgs, probes: &[ProbeKind]) -> Result<Option<podscope_
         // 'all' means every probe this trace runs.
         Some(list) if list.trim() == "all" => probes.to_vec(),
         Some(list) => {
-            let l = ProbeKind::parse_list(list).context("--otlp-logs")?;
+            // `tracepoint` (or a `tp:` name) stands for the trace's tracepoints.
+            let (tps, rest): (Vec<&str>, Vec<&str>) = list
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .partition(|p| *p == "tracepoint" || p.starts_with("tp:"));
+            let mut l = if rest.is_empty() {
+                Vec::new()
+            } else {
+                ProbeKind::parse_list(&rest.join(",")).context("--otlp-logs")?
+            };
+            if !tps.is_empty() {
+                l.push(ProbeKind::Tracepoint);
+            }
             if let Some(p) = l.iter().find(|p| !probes.contains(p)) {
                 bail!(
                     "--otlp-logs {p}: the {p} probe is not traced; add it to PROBES (e.g. podscope trace {},{p} ...)",

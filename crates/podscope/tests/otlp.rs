@@ -1000,3 +1000,76 @@ fn bad_otlp_settings_fail_before_the_probes_load() {
         "{err}"
     );
 }
+
+/// Syscall and tracepoint records as OTLP log records (issue 13's "records
+/// as logs"): a pod's N failing opens of one path, each one record with the
+/// syscall's attributes, and its forks with the tracepoint's fields.
+#[test]
+fn syscall_and_tracepoint_records_become_log_records() {
+    const N: usize = 6;
+    let ns = format!("otsys-{}", suffix());
+    let script = format!(
+        "while [ ! -e /go ]; do sleep 0.1; done; for i in {}; do cat /otlp-missing 2>/dev/null; done; \
+         : > /done; exec sleep 3600",
+        (1..=N).map(|i| i.to_string()).collect::<Vec<_>>().join(" ")
+    );
+    let p = common::pod("sys", &ns, &[], &[("app", &script)]);
+    let mut rx = GrpcReceiver::start(format!("127.0.0.1:{}", free_port()).parse().unwrap());
+    let ps = start_podscope(
+        &[
+            "syscalls,tp:sched:sched_process_fork",
+            "-n",
+            &ns,
+            "--syscall",
+            "openat",
+            "--errors-only",
+            "--otlp-endpoint",
+            &rx.url(),
+            "--otlp-protocol",
+            "grpc",
+            "--otlp-logs",
+            "syscalls,tracepoint",
+        ],
+        &[],
+    );
+    std::fs::write(p.path_in("app", "/go"), "").unwrap();
+    wait_for("the opens", Duration::from_secs(10), || {
+        p.path_in("app", "/done").exists()
+    });
+    let stderr = ps.stop();
+    rx.stop();
+    let logs = rx.store.logs();
+    let opens: Vec<&GotLog> = logs
+        .iter()
+        .filter(|l| l.record.event_name == "call")
+        .collect();
+    let missing = opens
+        .iter()
+        .filter(|l| {
+            l.attrs
+                .get("podscope.syscall.args")
+                .is_some_and(|a| a.contains("/otlp-missing"))
+        })
+        .count();
+    assert_eq!(missing, N, "{opens:#?}\n{stderr}");
+    for l in &opens {
+        assert_eq!(l.attrs["podscope.syscall.name"], "openat", "{l:?}");
+        assert_eq!(l.attrs["error.type"], "ENOENT", "{l:?}");
+        assert_eq!(l.attrs["podscope.syscall.ret"], "-2", "{l:?}");
+        assert_eq!(l.record.severity_text, "WARN");
+        assert_eq!(l.resource["k8s.pod.name"], "sys");
+    }
+    let forks: Vec<&GotLog> = logs
+        .iter()
+        .filter(|l| {
+            l.attrs.get("podscope.tracepoint").map(String::as_str)
+                == Some("sched:sched_process_fork")
+        })
+        .collect();
+    assert!(forks.len() >= N, "one fork per cat at least: {forks:#?}");
+    for l in &forks {
+        let parent: u32 = l.attrs["podscope.tp.parent_pid"].parse().unwrap();
+        assert_eq!(l.attrs["process.pid"], parent.to_string(), "{l:?}");
+        assert!(l.attrs.contains_key("podscope.tp.child_pid"), "{l:?}");
+    }
+}

@@ -1440,12 +1440,41 @@ pub fn event_attrs(ev: &Event) -> Vec<KeyValue> {
         }
         // Request spans and metrics are a later slice (issue 10); log
         // records carry the common attributes only for now.
-        EventData::SockData(_)
-        | EventData::Http(_)
-        | EventData::Dns(_)
-        | EventData::Syscall(_)
-        | EventData::SyscallSummary(_)
-        | EventData::Tracepoint(_) => {}
+        EventData::Syscall(c) => {
+            a.push(kv_str("podscope.syscall.name", &c.syscall));
+            a.push(kv_int("podscope.syscall.nr", i64::from(c.nr)));
+            if let Some(d) = &c.decoded {
+                a.push(kv_str("podscope.syscall.args", d));
+            }
+            if let Some(r) = c.ret {
+                a.push(kv_int("podscope.syscall.ret", r));
+            }
+            if let Some(e) = &c.error {
+                a.push(kv_str("error.type", e));
+            }
+            a.push(kv_int("podscope.syscall.duration_ns", c.duration_ns as i64));
+        }
+        EventData::SyscallSummary(t) => {
+            a.push(kv_str("podscope.syscall.name", &t.syscall));
+            a.push(kv_int("podscope.syscall.calls", t.calls as i64));
+            a.push(kv_int("podscope.syscall.errors", t.errors as i64));
+            a.push(kv_int("podscope.syscall.total_ns", t.total_ns as i64));
+            a.push(kv_int("podscope.syscall.p99_ns", t.p99_ns as i64));
+        }
+        EventData::Tracepoint(t) => {
+            a.push(kv_str("podscope.tracepoint", &t.tracepoint));
+            for (k, v) in &t.fields.0 {
+                let key = format!("podscope.tp.{k}");
+                match v {
+                    podscope_model::TpValue::Int(i) => a.push(kv_int(&key, *i)),
+                    podscope_model::TpValue::Uint(u) => a.push(kv_int(&key, *u as i64)),
+                    other => a.push(kv_str(&key, &other.to_string())),
+                }
+            }
+        }
+        // Request spans carry these (issue 10); log records of them the
+        // common attributes only.
+        EventData::SockData(_) | EventData::Http(_) | EventData::Dns(_) => {}
     }
     a
 }
