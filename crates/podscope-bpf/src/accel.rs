@@ -389,7 +389,8 @@ pub fn accel_disable() -> Result<Option<u64>, Error> {
             let rc = unsafe {
                 libbpf_sys::bpf_prog_detach2(prog.as_raw_fd(), socks.as_fd().as_raw_fd(), attach)
             };
-            if rc != 0 {
+            // ENOENT: not attached (any more); nothing to undo.
+            if rc != 0 && rc != -libc::ENOENT {
                 return Err(Error::Io {
                     what: format!("detaching {pin} from the sockhash"),
                     source: std::io::Error::from_raw_os_error(-rc),
