@@ -536,6 +536,18 @@ fn accelerated_pods_exchange_byte_exact_data_and_counters_match() {
         .iter()
         .all(|p| p["pod"] != "b-other"));
 
+    // The table names the pods and the counters.
+    let table = podscope_ok(&["--status", "--runtime-endpoint", &endpoint()]);
+    for want in [
+        "a-cli",
+        "a-srv",
+        "connections accelerated:",
+        "left alone: peer not local",
+    ] {
+        assert!(table.contains(want), "--status lacks {want:?}:\n{table}");
+    }
+    assert!(!table.contains("b-other"), "{table}");
+
     // Idempotent: again is an update, not a second attachment.
     let again: Value = serde_json::from_str(
         podscope_ok(&[
@@ -705,6 +717,67 @@ fn fionread_regression_is_worked_around_by_the_stream_verdict() {
         "--off with the stream verdict already detached"
     );
     assert!(!Path::new(PIN_DIR).exists());
+}
+
+/// What a podscope killed in the middle of `accelerate` leaves (some pins,
+/// no sockops link): the next `accelerate` cleans it up and attaches
+/// afresh; --off afterwards leaves nothing.
+#[test]
+fn leftovers_of_an_interrupted_enable_are_replaced() {
+    if !root_or_skip() {
+        return;
+    }
+    tools_or_panic();
+    let _lock = NODE_STATE.lock().unwrap_or_else(|e| e.into_inner());
+    podscope_ok(&["--off"]);
+    let _off = OffOnDrop;
+    let ns = format!("accl-{}", suffix());
+    let srv = Runner::start("l-srv", &ns, true);
+    let mut cli = Runner::start("l-cli", &ns, false);
+    let srv_ip = srv.ip();
+    wait_for("the pod server to listen", Duration::from_secs(30), || {
+        std::net::TcpStream::connect((srv_ip.parse::<IpAddr>().unwrap(), ECHO_PORT)).is_ok()
+    });
+    std::fs::create_dir_all(PIN_DIR).unwrap();
+    bpftool(&[
+        "map",
+        "create",
+        &format!("{PIN_DIR}/accel_stats"),
+        "type",
+        "array",
+        "key",
+        "4",
+        "value",
+        "8",
+        "entries",
+        "1",
+        "name",
+        "leftover",
+    ]);
+    assert_eq!(status()["enabled"], false, "no link pin: not on");
+    let on: Value = serde_json::from_str(
+        podscope_ok(&[
+            "--pod",
+            "l-*",
+            "-n",
+            &ns,
+            "--runtime-endpoint",
+            &endpoint(),
+            "-o",
+            "json",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(on["action"], "attached", "{on}");
+    cli.run(json!({"op": "open", "conn": "c", "ip": srv_ip, "port": ECHO_PORT}));
+    cli.rr("c", 20, 100);
+    let st = status();
+    assert_eq!(counter(&st, "bytes_redirected"), 5 + 2 * 20 * 100, "{st}");
+    let off: Value = serde_json::from_str(podscope_ok(&["--off", "-o", "json"]).trim()).unwrap();
+    assert_eq!(off["sockets_released"], 2, "{off}");
+    assert!(!Path::new(PIN_DIR).exists());
+    cli.rr("c", 20, 100);
 }
 
 #[test]
