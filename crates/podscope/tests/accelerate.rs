@@ -794,4 +794,11 @@ fn bad_flags_are_refused_with_what_to_do() {
     let (ok, _, err) = podscope(&["--status", "--off"]);
     assert!(!ok);
     assert!(err.contains("cannot be used with"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_podscope"))
+        .args(["--hub", "http://127.0.0.1:9", "accelerate", "--status"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("accelerate is a node command"), "{err}");
 }
