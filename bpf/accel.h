@@ -61,7 +61,8 @@ struct accel_pod_stats {
 #define ACCEL_STAT_PASSED_BYTES 12
 #define ACCEL_STAT_NOT_INET 13      /* left alone: neither IPv4 nor IPv6 */
 #define ACCEL_STAT_PREEXISTING 14  /* sockets of selected pods established before enable (written by user space) */
-#define ACCEL_STAT_MAX 15
+#define ACCEL_STAT_LOOPBACK 15     /* left alone: loopback (see docs/accelerate.md: --off stalled open loopback connections) */
+#define ACCEL_STAT_MAX 16
 
 #define ACCEL_MAX_SOCKETS 65536
 #define ACCEL_MAX_ADDRS 8192

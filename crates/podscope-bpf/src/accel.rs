@@ -54,7 +54,7 @@ const MAPS: [&str; 6] = [
 
 /// Index of the node-wide counters (bpf/accel.h ACCEL_STAT_*), with the
 /// names `--status` shows.
-pub const ACCEL_COUNTERS: [&str; 15] = [
+pub const ACCEL_COUNTERS: [&str; 16] = [
     "established_seen",
     "left_alone_not_selected",
     "left_alone_peer_not_local",
@@ -70,6 +70,7 @@ pub const ACCEL_COUNTERS: [&str; 15] = [
     "bytes_passed",
     "left_alone_not_inet",
     "preexisting_not_accelerated",
+    "left_alone_loopback",
 ];
 const STAT_PREEXISTING: u32 = 14;
 

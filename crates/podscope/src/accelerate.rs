@@ -359,9 +359,10 @@ fn write_status(
     )?;
     writeln!(
         out,
-        "left alone: peer not local {}, peer not selected {}, not selected {}, map full {}, map error {}, not IP {}; pre-existing (not accelerated) {}",
+        "left alone: peer not local {}, peer not selected {}, loopback {}, not selected {}, map full {}, map error {}, not IP {}; pre-existing (not accelerated) {}",
         c("left_alone_peer_not_local"),
         c("left_alone_peer_not_selected"),
+        c("left_alone_loopback"),
         c("left_alone_not_selected"),
         c("left_alone_map_full"),
         c("left_alone_map_error"),

@@ -155,9 +155,9 @@ pub enum Command {
         podscope accelerate --status -o json\n  \
         podscope accelerate --off                     back to normal forwarding; removes every pin\n\n\
         What is accelerated: TCP connections established after this command between two selected pods\n\
-        on this node (pod IP to pod IP), and loopback inside a selected pod. Left alone, and counted by\n\
-        reason in --status: peers that are not a pod on this node (remote hosts, the node itself, Service\n\
-        IPs), unselected pods, connections that existed before (counted as pre-existing).\n\
+        on this node (pod IP to pod IP). Left alone, and counted by reason in --status: peers that are\n\
+        not a pod on this node (remote hosts, the node itself, Service IPs), unselected pods, loopback\n\
+        inside a pod, connections that existed before (counted as pre-existing).\n\
         Running it again replaces the selection (idempotent); it does not follow pods created later.\n\
         Redirected data bypasses netfilter, tc, NetworkPolicy and packet capture: tcpdump and\n\
         `podscope trace net` do not see it. The programs stay attached through pins under\n\

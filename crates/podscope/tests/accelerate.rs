@@ -4,7 +4,8 @@
 //! through edge-triggered epoll with FIONREAD checked) with acceleration on;
 //! the kernel's redirect counters agree exactly with what the applications
 //! sent; tcpdump inside the client pod sees no payload of an accelerated
-//! connection and sees it again after --off; a connection open across
+//! connection and sees it again after --off; loopback inside a pod is
+//! left alone and counted; a connection open across
 //! on/off and one opened before acceleration keep working; pod-to-host and
 //! unselected-pod connections are left alone and counted by reason; --off
 //! leaves no pin and no attached program. Needs root, PODBED_SOCKET,
@@ -33,6 +34,7 @@ const RUNNER: &str = include_str!("accelerate_runner.py");
 const ECHO_PORT: u16 = 39310;
 const NGINX_PORT: u16 = 39311;
 const HOST_PORT: u16 = 39312;
+const LOOP_PORT: u16 = 39313;
 const PIN_DIR: &str = "/sys/fs/bpf/podscope/accel";
 
 static NODE_STATE: Mutex<()> = Mutex::new(());
@@ -489,6 +491,20 @@ fn accelerated_pods_exchange_byte_exact_data_and_counters_match() {
         http["sent"].as_u64().unwrap()
     );
 
+    // Loopback inside a pod (app <-> sidecar): left alone (docs/accelerate.md
+    // says why), both ends counted; it keeps working across --off below.
+    cli.run(json!({"op": "listen", "port": LOOP_PORT}));
+    let before = status();
+    cli.run(json!({"op": "open", "conn": "loop", "ip": "127.0.0.1", "port": LOOP_PORT}));
+    cli.rr("loop", 100, 500);
+    let after = status();
+    assert_eq!(
+        counter(&after, "left_alone_loopback") - counter(&before, "left_alone_loopback"),
+        2,
+        "both ends of the loopback connection"
+    );
+    assert!(sockets_of(&after, |s| s["local"].as_str().unwrap().starts_with("127.")).is_empty());
+
     // Pod to the host: left alone, counted as peer not local.
     let host = host_addr_near(&srv_ip);
     let echo = host_echo(&host);
@@ -601,6 +617,7 @@ fn accelerated_pods_exchange_byte_exact_data_and_counters_match() {
         "after --off tcpdump saw only {seen} payload bytes"
     );
     cli.rr("pre", 10, 100);
+    cli.rr("loop", 10, 500);
     let off2: Value = serde_json::from_str(podscope_ok(&["--off", "-o", "json"]).trim()).unwrap();
     assert_eq!(off2["was_on"], false);
     assert_eq!(status()["enabled"], false);

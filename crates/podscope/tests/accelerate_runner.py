@@ -68,6 +68,22 @@ def client():
                     m = rng.randbytes(c["size"]); cn.send(m)
                     if cn.recv_exact(len(m)) == m: ok += 1
                 res.update(ok=ok, sent=cn.sent, fion0=cn.fion0, stalls=cn.stalls, port=cn.port())
+            elif c["op"] == "listen":
+                # an echo server inside this pod, for loopback connections
+                import threading
+                ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                ls.bind(("127.0.0.1", c["port"])); ls.listen()
+                def serve():
+                    while True:
+                        a, _ = ls.accept()
+                        def echo(a=a):
+                            if a.recv(5) != b"echo\n": return
+                            while True:
+                                d = a.recv(CHUNK)
+                                if not d: break
+                                a.sendall(d)
+                        threading.Thread(target=echo, daemon=True).start()
+                threading.Thread(target=serve, daemon=True).start()
             elif c["op"] == "close":
                 conns.pop(c["conn"]).s.close()
             elif c["op"] == "up":
