@@ -5,8 +5,8 @@
 //! Lifetime: `enable` loads the programs, fills the maps, pins the maps and
 //! the sockops cgroup link, and returns; nothing of podscope keeps running.
 //! `status` reads the pinned maps; `disable` detaches the link and removes
-//! the pins, after which the kernel frees the sockhash and every socket in
-//! it goes back to the ordinary TCP path. A podscope that dies halfway
+//! the pins: new connections take the ordinary TCP path, open accelerated
+//! ones stay so until they close, then the kernel frees everything. A podscope that dies halfway
 //! through `enable` leaves pins that `enable` and `disable` both recognise
 //! and remove (the link is pinned last: no link pin means "not complete").
 
@@ -38,9 +38,7 @@ unsafe impl plain::Plain for types::accel_pod_stats {}
 pub const ACCEL_PIN_DIR: &str = "/sys/fs/bpf/podscope/accel";
 
 const LINK_PIN: &str = "sockops_link";
-/// The verdict programs, pinned so that `disable` can detach them from the
-/// sockhash: each holds the map and the map holds them, a cycle the kernel
-/// never frees by itself (unpinning alone would leave sockets redirected).
+/// The verdict programs, pinned for inspection (`bpftool prog show pinned`).
 const MSG_PIN: &str = "accel_msg";
 const SKB_PIN: &str = "accel_skb_pass";
 const MAPS: [&str; 6] = [
@@ -345,10 +343,16 @@ fn remove_pins() -> Result<(), Error> {
 }
 
 /// Turns acceleration off: detaches the sockops program (no socket joins
-/// any more), takes every socket out of the sockhash (each goes back to the
-/// ordinary TCP path at once), detaches the verdict programs from the
-/// sockhash and removes every pin. Returns None if nothing was there, else
-/// how many sockets were taken out.
+/// any more) and removes every pin. Returns None if nothing was there, else
+/// how many sockets were still in the sockhash.
+///
+/// Those sockets are *not* taken out: they stay accelerated until they
+/// close, and the kernel frees the sockhash and the programs after the last
+/// one has. Taking a socket out while a thread sleeps in `recv()` on it
+/// stalled that connection on Linux 6.18.44 (tests/accelerate.rs found it:
+/// no wake-up after --off; docs/accelerate.md), and traffic must not break
+/// because acceleration was turned off. The verdicts stay attached too: a
+/// mapped socket without the stream verdict would meet the FIONREAD bug.
 pub fn accel_disable() -> Result<Option<u64>, Error> {
     let dir = pin_dir();
     if !dir.exists() {
@@ -364,43 +368,12 @@ pub fn accel_disable() -> Result<Option<u64>, Error> {
         link.detach()
             .map_err(Error::runtime("detaching the sockops program"))?;
     }
-    let mut released = 0;
+    let mut mapped = 0;
     if dir.join("accel_socks").exists() {
-        let socks = open_map("accel_socks")?;
-        let keys: Vec<Vec<u8>> = socks.keys().collect();
-        for k in keys {
-            match socks.delete(&k) {
-                Ok(()) => released += 1,
-                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::runtime("taking a socket out of the sockhash")(e)),
-            }
-        }
-        for (pin, attach) in [
-            (MSG_PIN, libbpf_sys::BPF_SK_MSG_VERDICT),
-            (SKB_PIN, libbpf_sys::BPF_SK_SKB_STREAM_VERDICT),
-        ] {
-            let p = dir.join(pin);
-            if !p.exists() {
-                continue;
-            }
-            let prog = libbpf_rs::Program::fd_from_pinned_path(&p).map_err(Error::runtime(
-                format!("opening the pinned program {}", p.display()),
-            ))?;
-            // SAFETY: plain syscall wrapper on two fds we own for the call.
-            let rc = unsafe {
-                libbpf_sys::bpf_prog_detach2(prog.as_raw_fd(), socks.as_fd().as_raw_fd(), attach)
-            };
-            // ENOENT: not attached (any more); nothing to undo.
-            if rc != 0 && rc != -libc::ENOENT {
-                return Err(Error::Io {
-                    what: format!("detaching {pin} from the sockhash"),
-                    source: std::io::Error::from_raw_os_error(-rc),
-                });
-            }
-        }
+        mapped = open_map("accel_socks")?.keys().count() as u64;
     }
     remove_pins()?;
-    Ok(Some(released))
+    Ok(Some(mapped))
 }
 
 /// Reads what is accelerated; None when acceleration is off.

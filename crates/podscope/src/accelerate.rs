@@ -201,11 +201,12 @@ fn off(json: bool) -> Result<()> {
     if json {
         println!(
             "{}",
-            serde_json::json!({"enabled": false, "was_on": was.is_some(), "sockets_released": was.unwrap_or(0)})
+            serde_json::json!({"enabled": false, "was_on": was.is_some(), "sockets_still_accelerated": was.unwrap_or(0)})
         );
     } else if let Some(n) = was {
         println!(
-            "acceleration off: sockops detached, {n} socket(s) back on the normal TCP path, {} removed",
+            "acceleration off: sockops detached, {} removed; new connections take the normal TCP path; \
+             {n} socket(s) of open connections stay accelerated until they close (docs/accelerate.md)",
             podscope_bpf::ACCEL_PIN_DIR
         );
     } else {

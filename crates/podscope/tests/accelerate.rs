@@ -4,9 +4,10 @@
 //! through edge-triggered epoll with FIONREAD checked) with acceleration on;
 //! the kernel's redirect counters agree exactly with what the applications
 //! sent; tcpdump inside the client pod sees no payload of an accelerated
-//! connection and sees it again after --off; loopback inside a pod is
+//! connection and sees a new one after --off; loopback inside a pod is
 //! left alone and counted; a connection open across
-//! on/off and one opened before acceleration keep working; pod-to-host and
+//! --off (with a thread blocked in recv() on it) and one opened before
+//! acceleration keep working; pod-to-host and
 //! unselected-pod connections are left alone and counted by reason; --off
 //! leaves no pin and no attached program. Needs root, PODBED_SOCKET,
 //! python3, nginx and tcpdump (scripts/setup.sh).
@@ -504,6 +505,16 @@ fn accelerated_pods_exchange_byte_exact_data_and_counters_match() {
         "both ends of the loopback connection"
     );
     assert!(sockets_of(&after, |s| s["local"].as_str().unwrap().starts_with("127.")).is_empty());
+    // The same pod through its own IP, to a server thread blocked in recv():
+    // accelerated; it must survive --off below.
+    let o = cli.run(json!({"op": "open", "conn": "self", "ip": cli_ip, "port": LOOP_PORT}));
+    let self_port = o["port"].as_u64().unwrap();
+    let sr = cli.rr("self", 100, 500);
+    let st = status();
+    let me = sockets_of(&st, |s| s["local"] == format!("{cli_ip}:{self_port}"));
+    assert_eq!(me.len(), 1, "self connection in --status: {st}");
+    assert_eq!(me[0]["accelerated"], true);
+    assert_eq!(me[0]["bytes_redirected"], sr["sent"]);
 
     // Pod to the host: left alone, counted as peer not local.
     let host = host_addr_near(&srv_ip);
@@ -582,17 +593,38 @@ fn accelerated_pods_exchange_byte_exact_data_and_counters_match() {
     assert_eq!(again["action"], "updated");
     assert_eq!(cgroup_root_programs().matches("accel_sockops").count(), 1);
 
-    // Off: nothing left behind; the open accelerated connection keeps
-    // working, now through the stack (tcpdump sees it).
+    // Off: no pin and no attachment left; new connections take the stack
+    // (tcpdump sees them); open accelerated ones stay accelerated and keep
+    // working (one has a thread blocked in recv(): taking such a socket out
+    // of the map stalled it, hence this model) until they close, after
+    // which the kernel frees every program and map of ours.
+    let mapped = status()["sockets"].as_array().unwrap().len();
+    assert_eq!(mapped, 4, "acc and self, both ends each");
     let off: Value = serde_json::from_str(podscope_ok(&["--off", "-o", "json"]).trim()).unwrap();
     assert_eq!(off["was_on"], true);
+    assert_eq!(off["sockets_still_accelerated"], 4, "{off}");
     assert!(!Path::new(PIN_DIR).exists(), "{PIN_DIR} left behind");
     assert!(!cgroup_root_programs().contains("accel_sockops"));
-    // The kernel frees the programs and the sockhash once nothing holds
-    // them (after an RCU grace period): none of ours may stay loaded.
+    cli.rr("acc", 50, 1000);
+    cli.rr("self", 10, 500);
+    cli.rr("pre", 10, 100);
+    cli.rr("loop", 10, 500);
+    cli.run(json!({"op": "open", "conn": "new", "ip": srv_ip, "port": ECHO_PORT}));
+    let dump = Dump::start(cli.pid(), ECHO_PORT);
+    cli.rr("new", 50, 1000);
+    let seen = dump.stop();
+    assert!(
+        seen >= 2 * 50 * 1000,
+        "after --off tcpdump saw only {seen} payload bytes of a new connection"
+    );
+    for c in ["acc", "self"] {
+        cli.run(json!({"op": "close", "conn": c}));
+    }
+    // The kernel frees the programs and the sockhash once the last mapped
+    // socket has closed (after an RCU grace period): none may stay loaded.
     wait_for(
         "the accelerate programs and maps to be freed",
-        Duration::from_secs(20),
+        Duration::from_secs(30),
         || {
             let progs = Command::new("bpftool")
                 .args(["prog", "list"])
@@ -609,15 +641,7 @@ fn accelerated_pods_exchange_byte_exact_data_and_counters_match() {
                 && !text.contains("accel_socks")
         },
     );
-    let dump = Dump::start(cli.pid(), ECHO_PORT);
-    cli.rr("acc", 50, 1000);
-    let seen = dump.stop();
-    assert!(
-        seen >= 2 * 50 * 1000,
-        "after --off tcpdump saw only {seen} payload bytes"
-    );
-    cli.rr("pre", 10, 100);
-    cli.rr("loop", 10, 500);
+    cli.rr("new", 10, 100);
     let off2: Value = serde_json::from_str(podscope_ok(&["--off", "-o", "json"]).trim()).unwrap();
     assert_eq!(off2["was_on"], false);
     assert_eq!(status()["enabled"], false);
@@ -792,7 +816,7 @@ fn leftovers_of_an_interrupted_enable_are_replaced() {
     let st = status();
     assert_eq!(counter(&st, "bytes_redirected"), 5 + 2 * 20 * 100, "{st}");
     let off: Value = serde_json::from_str(podscope_ok(&["--off", "-o", "json"]).trim()).unwrap();
-    assert_eq!(off["sockets_released"], 2, "{off}");
+    assert_eq!(off["sockets_still_accelerated"], 2, "{off}");
     assert!(!Path::new(PIN_DIR).exists());
     cli.rr("c", 20, 100);
 }

@@ -69,10 +69,10 @@ def client():
                     if cn.recv_exact(len(m)) == m: ok += 1
                 res.update(ok=ok, sent=cn.sent, fion0=cn.fion0, stalls=cn.stalls, port=cn.port())
             elif c["op"] == "listen":
-                # an echo server inside this pod, for loopback connections
+                # an echo server inside this pod (a thread blocked in recv per connection), for loopback and self connections
                 import threading
                 ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                ls.bind(("127.0.0.1", c["port"])); ls.listen()
+                ls.bind(("0.0.0.0", c["port"])); ls.listen()
                 def serve():
                     while True:
                         a, _ = ls.accept()
@@ -82,6 +82,7 @@ def client():
                                 d = a.recv(CHUNK)
                                 if not d: break
                                 a.sendall(d)
+                            a.close()
                         threading.Thread(target=echo, daemon=True).start()
                 threading.Thread(target=serve, daemon=True).start()
             elif c["op"] == "close":
