@@ -153,7 +153,7 @@ pub enum Command {
         podscope accelerate -n shop                   every pod of namespace shop\n  \
         podscope accelerate --status                  what is accelerated: bytes/messages redirected, connections left alone and why\n  \
         podscope accelerate --status -o json\n  \
-        podscope accelerate --off                     back to normal forwarding; removes every pin\n\n\
+        podscope accelerate --off                     stop: new connections take the normal path; removes every pin\n\n\
         What is accelerated: TCP connections established after this command between two selected pods\n\
         on this node (pod IP to pod IP). Left alone, and counted by reason in --status: peers that are\n\
         not a pod on this node (remote hosts, the node itself, Service IPs), unselected pods, loopback\n\
@@ -161,7 +161,9 @@ pub enum Command {
         Running it again replaces the selection (idempotent); it does not follow pods created later.\n\
         Redirected data bypasses netfilter, tc, NetworkPolicy and packet capture: tcpdump and\n\
         `podscope trace net` do not see it. The programs stay attached through pins under\n\
-        /sys/fs/bpf/podscope/accel: a podscope crash changes nothing; --off undoes it. See docs/accelerate.md.")]
+        /sys/fs/bpf/podscope/accel: a podscope crash changes nothing. --off detaches and unpins; connections\n\
+        accelerated before it stay so until they close (taking them out could stall a blocked reader).\n\
+        See docs/accelerate.md.")]
     Accelerate(AccelerateArgs),
     // --- cluster mode (docs/cluster.md) ---
     /// Run the cluster hub: agent registry, trace sessions, REST API (bearer token required).
@@ -189,7 +191,8 @@ pub struct AccelerateArgs {
     #[arg(long, conflicts_with = "off")]
     pub status: bool,
 
-    /// Turn acceleration off: detach the programs and remove every pin.
+    /// Turn acceleration off: detach the sockops program and remove every pin
+    /// (open accelerated connections stay so until they close).
     #[arg(long)]
     pub off: bool,
 
