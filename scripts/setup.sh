@@ -11,7 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Build: clang for the BPF C programs, libelf/zlib for libbpf, bpftool for vmlinux.h.
-# Run/bench: bpftrace for the benchmark's comparison, iperf3 for the drop and net probe benchmarks. Tests: iproute2, tcpdump (tests/net.rs: the witness on the pods' veths), util-linux (setpriv),
+# Run/bench: bpftrace for the benchmark's comparison, iperf3 for the drop, net and accelerate benchmarks (tests/accelerate.rs also uses nginx, tcpdump, python3, bpftool). Tests: iproute2, tcpdump (tests/net.rs: the witness on the pods' veths), util-linux (setpriv),
 # prometheus (a real server scrapes podscope in the metrics tests; its own service is not used),
 # openssl (the TLS tests and the TLS benchmark make throwaway certificates with it),
 # docker.io, podman and busybox-static (tests/engines.rs starts a private dockerd

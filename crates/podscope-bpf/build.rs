@@ -22,6 +22,7 @@ const PROBES: &[&str] = &[
     "tracepoint",
     "drop",
     "net",
+    "accel",
 ];
 
 fn main() {

@@ -10,6 +10,7 @@ mod rings;
 pub mod sys;
 mod tracer;
 
+mod accel;
 mod bio;
 mod cache;
 mod cgroup;
@@ -27,6 +28,10 @@ mod tcp;
 mod tls;
 pub mod tracepoint;
 
+pub use accel::{
+    accel_disable, accel_enable, accel_is_on, accel_status, fionread_regression, AccelEnabled,
+    AccelPodStats, AccelSelection, AccelSocket, AccelStatus, ACCEL_COUNTERS, ACCEL_PIN_DIR,
+};
 pub use cgroup::{CgroupChange, FILTER_PENDING};
 pub use drop::PodNet;
 pub use error::Error;

@@ -145,6 +145,26 @@ pub enum Command {
         The page asks for the token once and keeps a session cookie (HttpOnly, SameSite=Strict).\n\
         In a cluster, the hub serves the same view at /ui/ on its port (docs/ui.md).")]
     Ui(podscope_cluster::hub::UiArgs),
+    /// Redirect TCP between the selected pods on this node at the socket
+    /// layer (sockops + sk_msg): data skips both TCP/IP stacks, the veths and
+    /// the bridge. Stays on after this command exits, until --off.
+    #[command(after_help = "Examples:\n  \
+        podscope accelerate --pod 'web-*' -n shop     accelerate connections among these pods (both ends selected)\n  \
+        podscope accelerate -n shop                   every pod of namespace shop\n  \
+        podscope accelerate --status                  what is accelerated: bytes/messages redirected, connections left alone and why\n  \
+        podscope accelerate --status -o json\n  \
+        podscope accelerate --off                     stop: new connections take the normal path; removes every pin\n\n\
+        What is accelerated: TCP connections established after this command between two selected pods\n\
+        on this node (pod IP to pod IP). Left alone, and counted by reason in --status: peers that are\n\
+        not a pod on this node (remote hosts, the node itself, Service IPs), unselected pods, loopback\n\
+        inside a pod, connections that existed before (counted as pre-existing).\n\
+        Running it again replaces the selection (idempotent); it does not follow pods created later.\n\
+        Redirected data bypasses netfilter, tc, NetworkPolicy and packet capture: tcpdump and\n\
+        `podscope trace net` do not see it. The programs stay attached through pins under\n\
+        /sys/fs/bpf/podscope/accel: a podscope crash changes nothing. --off detaches and unpins; connections\n\
+        accelerated before it stay so until they close (taking them out could stall a blocked reader).\n\
+        See docs/accelerate.md.")]
+    Accelerate(AccelerateArgs),
     // --- cluster mode (docs/cluster.md) ---
     /// Run the cluster hub: agent registry, trace sessions, REST API (bearer token required).
     #[command(
@@ -160,6 +180,25 @@ pub enum Command {
     /// Internal: joins namespaces then runs a command (used by `podscope exec`).
     #[command(hide = true, name = "__nsenter")]
     Nsenter(NsenterArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AccelerateArgs {
+    #[command(flatten)]
+    pub pods: PodArgs,
+
+    /// Show what is accelerated instead of changing anything.
+    #[arg(long, conflicts_with = "off")]
+    pub status: bool,
+
+    /// Turn acceleration off: detach the sockops program and remove every pin
+    /// (open accelerated connections stay so until they close).
+    #[arg(long)]
+    pub off: bool,
+
+    /// Output format (of --status and of what was done).
+    #[arg(short, long, value_enum, default_value_t = Format::Columns)]
+    pub output: Format,
 }
 
 #[derive(Debug, Clone, clap::Args)]

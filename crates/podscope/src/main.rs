@@ -1,6 +1,7 @@
 //! podscope: trace what the processes in pods, containers and on this machine
 //! do in the kernel, live, with eBPF.
 
+mod accelerate;
 mod cli;
 mod exec;
 mod hooks;
@@ -37,6 +38,7 @@ fn main() {
             | cli::Command::Exec(_)
             | cli::Command::Agent(_)
             | cli::Command::Ui(_)
+            | cli::Command::Accelerate(_)
     ) {
         // Before any thread exists: namespaces are per thread, and threads
         // inherit them from the one that makes them.
@@ -144,6 +146,10 @@ fn main() {
             };
             exit_on(podscope_cluster::client::exec(&target(url), &e))
         }
+        (Some(_), cli::Command::Accelerate(_)) => exit_on(Err(anyhow::anyhow!(
+            "accelerate is a node command and does not go through --hub: run podscope accelerate \
+             on the node whose pods should talk through the socket layer"
+        ))),
         (_, other) => other,
     };
     // --- end cluster mode ---
@@ -156,6 +162,7 @@ fn main() {
         cli::Command::Hooks { output } => hooks::run(output),
         cli::Command::Trace(args) => trace::run(args),
         cli::Command::Ps(args) => ps::run(args),
+        cli::Command::Accelerate(args) => accelerate::run(args),
         cli::Command::Top(args) => top::run(args),
         cli::Command::Exec(args) => match exec::run(args) {
             Ok(code) => std::process::exit(code),
