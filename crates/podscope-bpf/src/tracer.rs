@@ -233,6 +233,25 @@ struct Saved {
     tracepoints: TracepointOptions,
 }
 
+impl Saved {
+    /// How a probe loaded into the running tracer is set up: these
+    /// settings, sharing the tracer's filter maps (ring sizes per probe
+    /// come from [`for_probe`]).
+    fn settings<'a>(&self, cgroups: &'a MapHandle, pids: &'a MapHandle) -> LoadSettings<'a> {
+        LoadSettings {
+            filter_by_cgroup: self.filter_by_cgroup,
+            filter_by_pid: self.filter_by_pid,
+            filter_comm: self.filter_comm,
+            ring_bytes: 0,
+            wakeup_bytes: 0,
+            self_tgid: self.self_tgid,
+            ancestor_helper: self.ancestor_helper,
+            http_capture_bytes: self.http_capture_bytes,
+            shared_filters: Some((cgroups.as_fd(), pids.as_fd())),
+        }
+    }
+}
+
 /// The settings to load `kind` with: its ring size and wakeup threshold.
 fn for_probe<'a>(
     base: &LoadSettings<'a>,
@@ -447,17 +466,7 @@ impl Tracer {
     /// Events already read are kept.
     pub fn add_probes(&mut self, kinds: &[ProbeKind]) -> Result<Vec<ProbeFailure>, Error> {
         let s = &self.saved;
-        let settings = LoadSettings {
-            filter_by_cgroup: s.filter_by_cgroup,
-            filter_by_pid: s.filter_by_pid,
-            filter_comm: s.filter_comm,
-            ring_bytes: 0,
-            wakeup_bytes: 0,
-            self_tgid: s.self_tgid,
-            ancestor_helper: s.ancestor_helper,
-            http_capture_bytes: s.http_capture_bytes,
-            shared_filters: Some((self.filter_cgroups.as_fd(), self.filter_pids.as_fd())),
-        };
+        let settings = s.settings(&self.filter_cgroups, &self.filter_pids);
         let mut failed = Vec::new();
         let mut added = Vec::new();
         for kind in kinds {
@@ -508,17 +517,7 @@ impl Tracer {
         tracepoints: &TracepointOptions,
     ) -> Result<Vec<ProbeKind>, Error> {
         let s = &self.saved;
-        let settings = LoadSettings {
-            filter_by_cgroup: s.filter_by_cgroup,
-            filter_by_pid: s.filter_by_pid,
-            filter_comm: s.filter_comm,
-            ring_bytes: 0,
-            wakeup_bytes: 0,
-            self_tgid: s.self_tgid,
-            ancestor_helper: s.ancestor_helper,
-            http_capture_bytes: s.http_capture_bytes,
-            shared_filters: Some((self.filter_cgroups.as_fd(), self.filter_pids.as_fd())),
-        };
+        let settings = s.settings(&self.filter_cgroups, &self.filter_pids);
         let mut refused = Vec::new();
         for p in self.probes.iter_mut() {
             let one = for_probe(&settings, p.kind(), s.ring, s.wakeup_bytes);

@@ -247,6 +247,32 @@ fn collect(rx: &mpsc::Receiver<Value>, limit: Duration) -> Vec<Value> {
     out
 }
 
+/// Creates a session on one node, opens its stream, waits until it runs.
+fn start_session(port: u16, body: Value) -> (String, mpsc::Receiver<Value>) {
+    let (st, s) = api(port, "POST", "/v1/sessions", Some(body));
+    assert_eq!(st, 201, "{s}");
+    let id = s["id"].as_str().unwrap().to_string();
+    let rx = stream(port, &id);
+    wait_for(Duration::from_secs(20), "the session to run", || {
+        all_running(port, &id, 1)
+    });
+    (id, rx)
+}
+
+/// Stops a session; its records up to its `end`.
+fn stop_session(port: u16, id: &str, rx: &mpsc::Receiver<Value>) -> Vec<Value> {
+    let (st, _) = api(
+        port,
+        "PUT",
+        &format!("/v1/sessions/{id}"),
+        Some(json!({"state": "stopped"})),
+    );
+    assert_eq!(st, 200);
+    let recs = collect(rx, Duration::from_secs(20));
+    assert_eq!(recs.last().unwrap()["kind"], "end", "{recs:?}");
+    recs
+}
+
 fn all_running(port: u16, id: &str, nodes: usize) -> bool {
     let (_, s) = api(port, "GET", &format!("/v1/sessions/{id}"), None);
     let n = s["nodes"].as_object().cloned().unwrap_or_default();
@@ -2039,28 +2065,8 @@ fn one_node_tracer_serves_overlapping_sessions() {
         "the agent loaded exec before any session"
     );
 
-    let start = |body: Value| {
-        let (st, s) = api(port, "POST", "/v1/sessions", Some(body));
-        assert_eq!(st, 201, "{s}");
-        let id = s["id"].as_str().unwrap().to_string();
-        let rx = stream(port, &id);
-        wait_for(Duration::from_secs(20), "the session to run", || {
-            all_running(port, &id, 1)
-        });
-        (id, rx)
-    };
-    let stop = |id: &str, rx: &mpsc::Receiver<Value>| {
-        let (st, _) = api(
-            port,
-            "PUT",
-            &format!("/v1/sessions/{id}"),
-            Some(json!({"state": "stopped"})),
-        );
-        assert_eq!(st, 200);
-        let recs = collect(rx, Duration::from_secs(20));
-        assert_eq!(recs.last().unwrap()["kind"], "end", "{recs:?}");
-        recs
-    };
+    let start = |body: Value| start_session(port, body);
+    let stop = |id: &str, rx: &mpsc::Receiver<Value>| stop_session(port, id, rx);
 
     let (s1, rx1) = start(json!({"namespace": ns, "pod": "one-*", "probes": ["exec"]}));
     let single = exec_progs(&bpf_objects(apid).0);
@@ -2833,28 +2839,8 @@ fn hub_sessions_run_with_their_own_hook_settings() {
         let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
         v.as_array().is_some_and(|a| a.len() == 1)
     });
-    let start = |body: Value| {
-        let (st, s) = api(port, "POST", "/v1/sessions", Some(body));
-        assert_eq!(st, 201, "{s}");
-        let id = s["id"].as_str().unwrap().to_string();
-        let rx = stream(port, &id);
-        wait_for(Duration::from_secs(20), "the session to run", || {
-            all_running(port, &id, 1)
-        });
-        (id, rx)
-    };
-    let stop = |id: &str, rx: &mpsc::Receiver<Value>| {
-        let (st, _) = api(
-            port,
-            "PUT",
-            &format!("/v1/sessions/{id}"),
-            Some(json!({"state": "stopped"})),
-        );
-        assert_eq!(st, 200);
-        let recs = collect(rx, Duration::from_secs(20));
-        assert_eq!(recs.last().unwrap()["kind"], "end", "{recs:?}");
-        recs
-    };
+    let start = |body: Value| start_session(port, body);
+    let stop = |id: &str, rx: &mpsc::Receiver<Value>| stop_session(port, id, rx);
 
     // Bad hook arguments are the hub's 400s, naming what would be right.
     let (st, e) = api(

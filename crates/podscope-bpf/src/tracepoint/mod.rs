@@ -356,20 +356,23 @@ fn load_one(
     Ok(skel)
 }
 
+/// Each tracepoint's format with its predicates (none for no tracepoint).
+type Pairs = Vec<(Arc<Format>, Option<Vec<filter::Pred>>)>;
+
+fn resolve_pairs(opts: &TracepointOptions) -> Result<Pairs, Error> {
+    if opts.names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let r = resolve(opts)?;
+    Ok(r.formats.into_iter().zip(r.preds).collect())
+}
+
 pub(crate) fn load(
     settings: &LoadSettings,
     opts: &TracepointOptions,
 ) -> Result<Box<dyn LoadedProbe>, Error> {
     // `podscope probes` loads with no tracepoint to see that the program loads.
-    let resolved = if opts.names.is_empty() {
-        None
-    } else {
-        Some(resolve(opts)?)
-    };
-    let pairs: Vec<(&Arc<Format>, &Option<Vec<filter::Pred>>)> = resolved
-        .iter()
-        .flat_map(|r| r.formats.iter().zip(&r.preds))
-        .collect();
+    let pairs = resolve_pairs(opts)?;
     let first_id = pairs.first().map_or(0, |(f, _)| f.id);
     let skel = load_one(settings, first_id, None)?;
     let mut more = Vec::new();
@@ -416,15 +419,7 @@ impl LoadedProbe for Probe {
         if *opts == self.opts {
             return Ok(true);
         }
-        let resolved = if opts.names.is_empty() {
-            None
-        } else {
-            Some(resolve(opts)?)
-        };
-        let pairs: Vec<(&Arc<Format>, &Option<Vec<filter::Pred>>)> = resolved
-            .iter()
-            .flat_map(|r| r.formats.iter().zip(&r.preds))
-            .collect();
+        let pairs = resolve_pairs(opts)?;
         // New filters first, then new tracepoints attached, then the ones no
         // longer asked for detached.
         for (f, preds) in &pairs {
