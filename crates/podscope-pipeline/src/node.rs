@@ -229,9 +229,10 @@ impl Session {
     /// only every `summary_interval` (the totals are running sums, so a
     /// skipped report loses nothing). `finishing`: the last report, always.
     fn own_summaries(&mut self, events: &mut Vec<Event>, finishing: bool) {
-        if !events
-            .iter()
-            .any(|e| matches!(e.data, EventData::SyscallSummary(_)))
+        if !self.hooks.syscalls.summary
+            || !events
+                .iter()
+                .any(|e| matches!(e.data, EventData::SyscallSummary(_)))
         {
             return;
         }
