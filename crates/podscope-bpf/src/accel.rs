@@ -146,6 +146,23 @@ pub struct AccelStatus {
 }
 
 impl AccelStatus {
+    /// A selected pod's counters (zero if it has none yet) and how many of
+    /// its sockets are in the sockhash now.
+    pub fn pod(&self, cgroup_id: u64) -> (AccelPodStats, usize) {
+        let p = self
+            .pods
+            .iter()
+            .find(|p| p.cgroup_id == cgroup_id)
+            .copied()
+            .unwrap_or_default();
+        let now = self
+            .sockets
+            .iter()
+            .filter(|s| s.cgroup_id == cgroup_id)
+            .count();
+        (p, now)
+    }
+
     /// A counter by name (0 if unknown).
     pub fn counter(&self, name: &str) -> u64 {
         self.counters

@@ -267,18 +267,13 @@ fn status_json(
     let mut pods: Vec<serde_json::Value> = Vec::new();
     for cg in &st.selected {
         let (ns, name) = pod_name(names, *cg);
-        let p = st
-            .pods
-            .iter()
-            .find(|p| p.cgroup_id == *cg)
-            .copied()
-            .unwrap_or_default();
+        let (p, now) = st.pod(*cg);
         pods.push(serde_json::json!({
             "namespace": ns, "pod": name, "cgroup_id": cg,
             "messages_redirected": p.messages, "bytes_redirected": p.bytes,
             "messages_passed": p.passed_messages, "bytes_passed": p.passed_bytes,
             "sockets_added": p.sockets, "connections_accelerated": p.accelerated,
-            "sockets_now": st.sockets.iter().filter(|s| s.cgroup_id == *cg).count(),
+            "sockets_now": now,
         }));
     }
     let sockets: Vec<serde_json::Value> = st
@@ -329,13 +324,7 @@ fn write_status(
     )?;
     for cg in &st.selected {
         let (ns, name) = pod_name(names, *cg);
-        let p = st
-            .pods
-            .iter()
-            .find(|p| p.cgroup_id == *cg)
-            .copied()
-            .unwrap_or_default();
-        let now = st.sockets.iter().filter(|s| s.cgroup_id == *cg).count();
+        let (p, now) = st.pod(*cg);
         writeln!(
             out,
             "{:<12} {:<20} {:>8} {:>6} {:>12} {:>14} {:>8} {:>12}",

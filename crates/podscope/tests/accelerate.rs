@@ -335,6 +335,34 @@ fn cgroup_root_programs() -> String {
 }
 
 /// Turns acceleration off however the test ends.
+/// The node's acceleration state to this test alone, off (and off again
+/// when the test ends), and an echo server and a client pod in a namespace
+/// of their own (`PREFIX-…`, pods `SHORT-srv`, `SHORT-cli`), the server
+/// listening. Bind in this order: the pods go first, the lock last.
+fn echo_pair(
+    prefix: &str,
+    short: &str,
+) -> (
+    std::sync::MutexGuard<'static, ()>,
+    OffOnDrop,
+    String,
+    Runner,
+    Runner,
+) {
+    tools_or_panic();
+    let lock = NODE_STATE.lock().unwrap_or_else(|e| e.into_inner());
+    podscope_ok(&["--off"]);
+    let off = OffOnDrop;
+    let ns = format!("{prefix}-{}", suffix());
+    let srv = Runner::start(&format!("{short}-srv"), &ns, true);
+    let cli = Runner::start(&format!("{short}-cli"), &ns, false);
+    let srv_ip = srv.ip();
+    wait_for("the pod server to listen", Duration::from_secs(30), || {
+        std::net::TcpStream::connect((srv_ip.parse::<IpAddr>().unwrap(), ECHO_PORT)).is_ok()
+    });
+    (lock, off, ns, srv, cli)
+}
+
 struct OffOnDrop;
 
 impl Drop for OffOnDrop {
@@ -705,17 +733,8 @@ fn fionread_regression_is_worked_around_by_the_stream_verdict() {
     if !root_or_skip() {
         return;
     }
-    tools_or_panic();
-    let _lock = NODE_STATE.lock().unwrap_or_else(|e| e.into_inner());
-    podscope_ok(&["--off"]);
-    let _off = OffOnDrop;
-    let ns = format!("accr-{}", suffix());
-    let srv = Runner::start("r-srv", &ns, true);
-    let mut cli = Runner::start("r-cli", &ns, false);
+    let (_lock, _off, ns, srv, mut cli) = echo_pair("accr", "r");
     let srv_ip = srv.ip();
-    wait_for("the pod server to listen", Duration::from_secs(30), || {
-        std::net::TcpStream::connect((srv_ip.parse::<IpAddr>().unwrap(), ECHO_PORT)).is_ok()
-    });
     podscope_ok(&["--pod", "r-*", "-n", &ns, "--runtime-endpoint", &endpoint()]);
 
     let with = half_mapped_rr(&mut cli, &srv_ip, "with");
@@ -768,17 +787,8 @@ fn leftovers_of_an_interrupted_enable_are_replaced() {
     if !root_or_skip() {
         return;
     }
-    tools_or_panic();
-    let _lock = NODE_STATE.lock().unwrap_or_else(|e| e.into_inner());
-    podscope_ok(&["--off"]);
-    let _off = OffOnDrop;
-    let ns = format!("accl-{}", suffix());
-    let srv = Runner::start("l-srv", &ns, true);
-    let mut cli = Runner::start("l-cli", &ns, false);
+    let (_lock, _off, ns, srv, mut cli) = echo_pair("accl", "l");
     let srv_ip = srv.ip();
-    wait_for("the pod server to listen", Duration::from_secs(30), || {
-        std::net::TcpStream::connect((srv_ip.parse::<IpAddr>().unwrap(), ECHO_PORT)).is_ok()
-    });
     std::fs::create_dir_all(PIN_DIR).unwrap();
     bpftool(&[
         "map",

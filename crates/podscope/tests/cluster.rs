@@ -2843,38 +2843,21 @@ fn hub_sessions_run_with_their_own_hook_settings() {
     let stop = |id: &str, rx: &mpsc::Receiver<Value>| stop_session(port, id, rx);
 
     // Bad hook arguments are the hub's 400s, naming what would be right.
-    let (st, e) = api(
-        port,
-        "POST",
-        "/v1/sessions",
-        Some(
-            json!({"namespace": ns, "hook": {"kind": "syscalls", "args": {"syscalls": ["openat"]}}}),
+    for (hook, want) in [
+        (
+            json!({"kind": "syscalls", "args": {"syscalls": ["openat"]}}),
+            "its arguments are syscall, errors_only, summary, interval",
         ),
-    );
-    assert_eq!(st, 400, "{e}");
-    assert!(
-        e["error"]
-            .as_str()
-            .unwrap()
-            .contains("its arguments are syscall, errors_only, summary, interval"),
-        "{e}"
-    );
-    let (st, e) = api(
-        port,
-        "POST",
-        "/v1/sessions",
-        Some(
-            json!({"namespace": ns, "hook": {"kind": "tracepoint", "args": {"name": ["sched_process_fork"]}}}),
+        (
+            json!({"kind": "tracepoint", "args": {"name": ["sched_process_fork"]}}),
+            "is not SUBSYSTEM:EVENT",
         ),
-    );
-    assert_eq!(st, 400, "{e}");
-    assert!(
-        e["error"]
-            .as_str()
-            .unwrap()
-            .contains("is not SUBSYSTEM:EVENT"),
-        "{e}"
-    );
+    ] {
+        let body = json!({"namespace": ns, "hook": hook});
+        let (st, e) = api(port, "POST", "/v1/sessions", Some(body));
+        assert_eq!(st, 400, "{e}");
+        assert!(e["error"].as_str().unwrap().contains(want), "{e}");
+    }
 
     // A: failing openat only (a generic hook); B: every openat (typed);
     // C: forks (a tracepoint hook).
