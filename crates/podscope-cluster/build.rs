@@ -2,6 +2,7 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=proto/cluster.proto");
+    println!("cargo:rerun-if-changed=proto/events.proto");
     if let Err(e) =
         tonic_prost_build::configure().compile_protos(&["proto/cluster.proto"], &["proto"])
     {

@@ -305,6 +305,7 @@ async fn sim_agent(url: &str, i: usize, pods: usize, started: Started) -> Result
             version: "bench".into(),
             sessions: Vec::new(),
             instance: format!("sim-{i}-{}", std::process::id()),
+            link_version: podscope_cluster::LINK_VERSION,
         })),
     })
     .await

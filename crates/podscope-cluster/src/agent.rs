@@ -25,7 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::proto::{
     agent_message, hub_client::HubClient, hub_message, AgentMessage, EventBatch, ExecRequest,
-    ExecResult, Hello, Line, Pods, SessionStatus, StartSession,
+    ExecResult, Hello, Pods, Record, SessionStatus, StartSession,
 };
 
 /// `podscope agent`.
@@ -470,6 +470,7 @@ impl Agent {
                 version: env!("CARGO_PKG_VERSION").into(),
                 sessions: kept,
                 instance: self.instance.clone(),
+                link_version: crate::LINK_VERSION,
             })),
         })
         .await
@@ -883,7 +884,15 @@ fn describe(s: &StartSession) -> String {
     )
 }
 
-/// A session's sink on the node thread: events as JSON lines into the
+/// A record on its way to the hub, with the probe its gaps count against.
+pub(crate) struct Line {
+    pub(crate) rec: Record,
+    pub(crate) probe: &'static str,
+    /// An event (true) or a `lost` record.
+    pub(crate) event: bool,
+}
+
+/// A session's sink on the node thread: events as typed records into the
 /// bounded queue (a gap when full), `lost` records and the summary aside.
 struct LinkSink {
     node: String,
@@ -898,8 +907,8 @@ impl podscope_pipeline::Sink for LinkSink {
     fn event(&mut self, ev: &Event) -> std::io::Result<()> {
         self.emitted += 1;
         self.chunk.push(Line {
-            json: serde_json::to_string(ev)?,
-            probe: ev.probe().name().to_string(),
+            rec: crate::records::event(ev),
+            probe: ev.probe().name(),
             event: true,
         });
         if self.chunk.len() >= 1024 {
@@ -910,11 +919,9 @@ impl podscope_pipeline::Sink for LinkSink {
     }
 
     fn lost(&mut self, probe: ProbeKind, delta: u64, total: u64) -> std::io::Result<()> {
-        let mut v = podscope_pipeline::format::lost_record(probe, delta, total);
-        v["node"] = serde_json::Value::String(self.node.clone());
         lock(&self.shared.side).push(Line {
-            json: v.to_string(),
-            probe: probe.name().to_string(),
+            rec: crate::records::lost(probe, delta, total, &self.node),
+            probe: probe.name(),
             event: false,
         });
         Ok(())
@@ -1005,7 +1012,7 @@ impl Queue {
         if chunk.len() > room {
             let mut g = lock(&sh.gaps);
             for l in chunk.drain(room..) {
-                *g.entry(l.probe).or_default() += 1;
+                *g.entry(l.probe.to_string()).or_default() += 1;
             }
         }
         if !chunk.is_empty() {
@@ -1067,27 +1074,22 @@ async fn forward(
         if !batch.is_empty() || !side.is_empty() {
             let lines: Vec<Line> = side.into_iter().chain(batch.drain(..)).collect();
             // Per probe, in case there is no hub to deliver to.
-            let mut per_probe: BTreeMap<String, u64> = BTreeMap::new();
+            let mut per_probe: BTreeMap<&'static str, u64> = BTreeMap::new();
             for l in lines.iter().filter(|l| l.event) {
-                match per_probe.get_mut(&l.probe) {
-                    Some(n) => *n += 1,
-                    None => {
-                        per_probe.insert(l.probe.clone(), 1);
-                    }
-                }
+                *per_probe.entry(l.probe).or_default() += 1;
             }
             let msg = AgentMessage {
                 msg: Some(agent_message::Msg::Events(EventBatch {
                     session: s.session.clone(),
                     run: s.run,
-                    lines,
+                    records: lines.into_iter().map(|l| l.rec).collect(),
                 })),
             };
             if !send(link, msg).await && !per_probe.is_empty() {
                 // No hub to deliver to: still counted, never silent.
                 let mut g = lock(&sh.gaps);
                 for (p, n) in per_probe {
-                    *g.entry(p).or_default() += n;
+                    *g.entry(p.to_string()).or_default() += n;
                 }
             }
         }

@@ -17,8 +17,8 @@ use tonic::{Request, Response, Status};
 
 use crate::agent::{lock, Agent, Link, DIRECT};
 use crate::proto::{
-    agent_message, agent_server, AgentMessage, EventBatch, ExecRequest, ExecResult, HealthReply,
-    HealthRequest, Line, ListPodsRequest, Pods, StartSession,
+    agent_message, agent_server, AgentMessage, ControlRecord, EventBatch, ExecRequest, ExecResult,
+    HealthReply, HealthRequest, ListPodsRequest, Pods, StartSession,
 };
 
 /// Binds `addr` and serves the API on the current runtime.
@@ -111,20 +111,20 @@ impl agent_server::Agent for Api {
                     Some(agent_message::Msg::Events(b)) => (b, false),
                     Some(agent_message::Msg::Status(st)) => {
                         let last = st.state == "finished" || st.state == "failed";
-                        let summary = st.summary.map(crate::api::SummaryView::from);
-                        let rec = serde_json::json!({"kind": "status", "node": agent.node,
-                            "state": st.state, "gaps": st.gaps, "summary": summary,
-                            "error": st.error});
-                        let line = Line {
-                            json: rec.to_string(),
-                            probe: String::new(),
-                            event: false,
-                        };
+                        let mut records = vec![crate::records::control(ControlRecord {
+                            kind: "status".into(),
+                            node: Some(agent.node.clone()),
+                            state: Some(st.state),
+                            message: (!st.error.is_empty()).then_some(st.error),
+                            probe_gaps: st.gaps,
+                            ..Default::default()
+                        })];
+                        records.extend(st.summary.map(crate::records::summary));
                         (
                             EventBatch {
                                 session: st.session,
                                 run: st.run,
-                                lines: vec![line],
+                                records,
                             },
                             last,
                         )

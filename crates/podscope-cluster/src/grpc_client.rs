@@ -268,9 +268,10 @@ impl LineReader {
                         break;
                     }
                 };
-                let mut lines = Vec::with_capacity(m.json.iter().map(|l| l.len() + 1).sum());
-                for l in m.json {
-                    lines.extend_from_slice(l.as_bytes());
+                // The CLI's printer reads NDJSON, as from REST.
+                let mut lines = Vec::new();
+                for r in &m.records {
+                    lines.extend_from_slice(crate::records::to_json(r).as_bytes());
                     lines.push(b'\n');
                 }
                 if tx.send(Ok(lines)).await.is_err() {

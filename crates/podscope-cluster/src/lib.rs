@@ -14,10 +14,15 @@ mod grpc_client;
 pub mod http;
 pub mod hub;
 pub mod kubeproxy;
+pub mod records;
 pub mod tls;
 pub mod wire;
 
-/// The generated agent <-> hub gRPC code (proto/cluster.proto).
+/// The agent <-> hub link's version (`Hello.link_version`): 2 since events
+/// travel typed (proto/events.proto) instead of as JSON lines.
+pub const LINK_VERSION: u32 = 2;
+
+/// The generated agent <-> hub gRPC code (proto/cluster.proto, proto/events.proto).
 #[allow(missing_debug_implementations, clippy::all)]
 pub mod proto {
     tonic::include_proto!("podscope.cluster.v1");

@@ -739,6 +739,61 @@ fn two_nodes_through_the_hub() {
     drop(a1);
 }
 
+/// Says Hello to the hub as an agent from before typed events would (no
+/// `link_version`); the hub's answer.
+fn old_link_agent(port: u16) -> tonic::Status {
+    use podscope_cluster::proto::hub_client::HubClient;
+    use podscope_cluster::proto::{agent_message, AgentMessage, Hello};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(url(port))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut c = HubClient::with_interceptor(
+            channel,
+            podscope_cluster::auth::Bearer::new(TOKEN).unwrap(),
+        );
+        let (tx, rx) = tokio::sync::mpsc::channel::<AgentMessage>(4);
+        tx.send(AgentMessage {
+            msg: Some(agent_message::Msg::Hello(Hello {
+                node: "old-agent".into(),
+                version: "0.1.0".into(),
+                ..Default::default()
+            })),
+        })
+        .await
+        .unwrap();
+        let r = c
+            .connect(tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(
+                rx,
+            ))
+            .await;
+        match r {
+            Err(st) => st,
+            Ok(resp) => {
+                let mut s = resp.into_inner();
+                let refusal = async {
+                    loop {
+                        match s.message().await {
+                            Err(st) => break st,
+                            Ok(None) => break tonic::Status::ok("the hub closed the stream"),
+                            Ok(Some(_)) => continue,
+                        }
+                    }
+                };
+                tokio::time::timeout(Duration::from_secs(10), refusal)
+                    .await
+                    .unwrap_or_else(|_| tonic::Status::ok("the hub took the old agent on"))
+            }
+        }
+    })
+}
+
 #[test]
 fn auth_and_validation() {
     let port = 17712;
@@ -807,6 +862,23 @@ fn auth_and_validation() {
     let (st, v) = api(port, "GET", "/openapi.json", None);
     assert_eq!(st, 200);
     assert!(v["paths"]["/v1/sessions/{id}/events"].is_object());
+    // An agent of the JSON-lines era (link version 0) is refused, naming
+    // both versions, not taken on to have its events ignored.
+    let refused = old_link_agent(port);
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("node old-agent")
+            && refused.message().contains("link version 0")
+            && refused.message().contains("link version 2"),
+        "{}",
+        refused.message()
+    );
+    let (_, n) = api(port, "GET", "/v1/nodes", None);
+    assert_eq!(n, json!([]), "the refused agent is not a node");
     assert!(
         request(&url(port), "GET", "/healthz", None, None, &[])
             .unwrap()
@@ -1076,10 +1148,17 @@ fn agent_api_and_exec_through_the_hub() {
             else {
                 break;
             };
-            for l in b.lines.iter().filter(|l| l.event) {
-                let v: Value = serde_json::from_str(&l.json).unwrap();
-                assert_eq!(v["pod"], name.as_str(), "{v}");
-                assert_eq!(v["node"], "exec-node");
+            // Typed events: no JSON inside the protobuf.
+            for r in &b.records {
+                let Some(podscope_cluster::proto::record::Kind::Event(e)) = &r.kind else {
+                    continue;
+                };
+                assert_eq!(e.pod, name.as_str(), "{e:?}");
+                assert_eq!(e.node, "exec-node");
+                assert!(
+                    matches!(e.data, Some(podscope_cluster::proto::event::Data::Exec(_))),
+                    "{e:?}"
+                );
                 events += 1;
             }
         }
@@ -1485,9 +1564,13 @@ fn grpc_api_does_what_rest_does() {
         'read: while let Ok(Ok(Some(m))) =
             tokio::time::timeout(Duration::from_secs(20), stream.message()).await
         {
-            for line in &m.json {
-                let v: Value = serde_json::from_str(line).unwrap();
-                if v.get("pid").is_some() {
+            for rec in &m.records {
+                let v: Value =
+                    serde_json::from_str(&podscope_cluster::records::to_json(rec)).unwrap();
+                if matches!(
+                    rec.kind,
+                    Some(podscope_cluster::proto::record::Kind::Event(_))
+                ) {
                     assert_eq!(v["pod"], name.as_str());
                     events += 1;
                 }

@@ -118,7 +118,7 @@ impl hub_api_server::HubApi for GrpcApi {
                         Some(q.saturating_sub(batch.len()))
                     });
                 let msg = proto::RecordBatch {
-                    json: batch.iter().map(|l| l.to_string()).collect(),
+                    records: batch.iter().map(|l| l.rec.clone()).collect(),
                 };
                 if tx.send(Ok(msg)).await.is_err() {
                     return;

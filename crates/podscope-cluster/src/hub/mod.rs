@@ -19,7 +19,6 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::Stream;
 use podscope_runtime::Pod;
-use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status, Streaming};
@@ -72,8 +71,39 @@ pub struct HubArgs {
     pub ui_probes: String,
 }
 
-/// What a streaming client receives: NDJSON lines.
-type Line = Arc<str>;
+/// A record of a session's stream, typed as it came from a node (or made
+/// here); its JSON (docs/json-schema.md) is made once, the first time a REST
+/// client or the web view needs it, and shared by all of them.
+pub(crate) struct Rec {
+    pub(crate) rec: crate::proto::Record,
+    json: std::sync::OnceLock<Box<str>>,
+}
+
+impl Rec {
+    pub(crate) fn new(rec: crate::proto::Record) -> Line {
+        Arc::new(Rec {
+            rec,
+            json: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The record as one NDJSON line (without the newline).
+    pub(crate) fn json(&self) -> &str {
+        self.json
+            .get_or_init(|| crate::records::to_json(&self.rec).into())
+    }
+}
+
+/// What a streaming client receives: records, shared by all clients.
+pub(crate) type Line = Arc<Rec>;
+
+/// A control record of `kind`; the caller sets the fields that kind has.
+pub(crate) fn ctl(kind: &str) -> crate::proto::ControlRecord {
+    crate::proto::ControlRecord {
+        kind: kind.into(),
+        ..Default::default()
+    }
+}
 
 /// One streaming client. Events are bounded per client (`--client-queue`):
 /// a client that reads too slowly misses events, counted per probe and
@@ -122,9 +152,14 @@ impl Subscriber {
         for (p, n) in std::mem::take(&mut self.missed) {
             let total = self.missed_total.entry(p.clone()).or_default();
             *total += n;
-            let rec =
-                json!({"kind": "gap", "where": "hub", "probe": p, "gap": n, "gap_total": *total});
-            out.push(rec.to_string().into());
+            let rec = crate::proto::ControlRecord {
+                r#where: Some("hub".into()),
+                probe: Some(p),
+                gap: Some(n),
+                gap_total: Some(*total),
+                ..ctl("gap")
+            };
+            out.push(Rec::new(crate::records::control(rec)));
         }
     }
 
@@ -211,8 +246,13 @@ impl Session {
         self.subscribers.retain_mut(|s| s.offer(items));
     }
 
-    fn control(&mut self, rec: Value) {
-        let line: Line = rec.to_string().into();
+    fn control(&mut self, rec: crate::proto::ControlRecord) {
+        self.record(crate::records::control(rec));
+    }
+
+    /// A record every client gets, whatever its backlog.
+    fn record(&mut self, rec: crate::proto::Record) {
+        let line = Rec::new(rec);
         for s in &mut self.subscribers {
             s.must(line.clone());
         }
@@ -274,8 +314,15 @@ impl Session {
         {
             self.state = "stopped";
             self.stopped_at = Some(SystemTime::now());
-            let rec = json!({"kind": "end", "session": self.id, "state": "stopped",
-                "reason": self.stop_reason, "events": self.view().events, "gaps": self.view().gaps});
+            let view = self.view();
+            let rec = crate::proto::ControlRecord {
+                session: Some(self.id.clone()),
+                state: Some("stopped".into()),
+                reason: self.stop_reason.clone(),
+                events: Some(view.events),
+                gaps: Some(view.gaps),
+                ..ctl("end")
+            };
             self.control(rec);
             self.subscribers.clear();
         }
@@ -491,6 +538,18 @@ impl hub_server::Hub for Hub {
         if hello.node.is_empty() {
             return Err(Status::invalid_argument("Hello.node must name the node"));
         }
+        if hello.link_version < crate::LINK_VERSION {
+            let why = format!(
+                "the agent on node {} (podscope {}) speaks link version {}, which sends events as JSON lines; this hub (podscope {}) reads link version {} (typed events): run the same podscope version on the agents and the hub",
+                hello.node,
+                if hello.version.is_empty() { "?" } else { &hello.version },
+                hello.link_version,
+                env!("CARGO_PKG_VERSION"),
+                crate::LINK_VERSION
+            );
+            eprintln!("podscope hub: refused an agent: {why}");
+            return Err(Status::failed_precondition(why));
+        }
         let pods: Vec<Pod> = hello
             .pods
             .iter()
@@ -595,10 +654,13 @@ impl Hub {
                 ns.state = "running".into();
                 ns.error = None;
                 if was_lost {
-                    s.control(
-                        json!({"kind": "node_resumed", "session": s.id, "node": node,
-                        "message": format!("node {node} is back; its trace kept running")}),
-                    );
+                    let rec = crate::proto::ControlRecord {
+                        session: Some(s.id.clone()),
+                        node: Some(node.to_string()),
+                        message: Some(format!("node {node} is back; its trace kept running")),
+                        ..ctl("node_resumed")
+                    };
+                    s.control(rec);
                 }
             } else if let Some(n) = st.nodes.get(node) {
                 // Another run, or stopped meanwhile: the agent's trace is stale.
@@ -755,22 +817,15 @@ impl Hub {
                 }
                 let mut events = 0;
                 let mut lost = 0;
-                let lines: Vec<(Line, String, bool)> = b
-                    .lines
-                    .into_iter()
-                    .map(|l| (Line::from(l.json), l.probe, l.event))
-                    .collect();
-                let mut items: Vec<(Line, Option<&str>)> = Vec::with_capacity(lines.len());
-                for (line, probe, event) in &lines {
-                    if *event {
-                        events += 1;
-                        items.push((line.clone(), Some(probe.as_str())));
-                    } else {
-                        if let Ok(v) = serde_json::from_str::<Value>(line) {
-                            lost += v["lost"].as_u64().unwrap_or(0);
-                        }
-                        items.push((line.clone(), None));
+                let mut items: Vec<(Line, Option<&str>)> = Vec::with_capacity(b.records.len());
+                for rec in b.records {
+                    let probe = crate::records::probe_of(&rec);
+                    match (&rec.kind, probe) {
+                        (_, Some(_)) => events += 1,
+                        (Some(crate::proto::record::Kind::Lost(l)), _) => lost += l.lost,
+                        _ => {}
                     }
+                    items.push((Rec::new(rec), probe));
                 }
                 s.broadcast(&items);
                 let ns = s.nodes.entry(node.to_string()).or_default();
@@ -789,8 +844,14 @@ impl Hub {
                 for (probe, total) in &u.gaps {
                     let before = ns.gaps.get(probe).copied().unwrap_or(0);
                     if *total > before {
-                        gap_records.push(json!({"kind": "gap", "where": "agent", "node": node,
-                            "probe": probe, "gap": total - before, "gap_total": total}));
+                        gap_records.push(crate::proto::ControlRecord {
+                            r#where: Some("agent".into()),
+                            node: Some(node.to_string()),
+                            probe: Some(probe.clone()),
+                            gap: Some(total - before),
+                            gap_total: Some(*total),
+                            ..ctl("gap")
+                        });
                         ns.gaps.insert(probe.clone(), *total);
                     }
                 }
@@ -801,9 +862,10 @@ impl Hub {
                     ns.error = Some(u.error.clone());
                 }
                 let mut summary = None;
-                if let Some(sv) = u.summary.map(crate::api::SummaryView::from) {
+                if let Some(sum) = u.summary {
+                    let sv = crate::api::SummaryView::from(sum.clone());
                     ns.lost = ns.lost.max(sv.lost);
-                    summary = serde_json::to_value(&sv).ok();
+                    summary = Some(crate::records::summary(sum));
                     ns.summary = Some(sv);
                 }
                 let failed = (u.state == "failed").then(|| u.error.clone());
@@ -811,12 +873,16 @@ impl Hub {
                     s.control(r);
                 }
                 if let Some(e) = failed {
-                    s.control(
-                        json!({"kind": "error", "node": node, "session": s.id, "message": e}),
-                    );
+                    let rec = crate::proto::ControlRecord {
+                        node: Some(node.to_string()),
+                        session: Some(s.id.clone()),
+                        message: Some(e),
+                        ..ctl("error")
+                    };
+                    s.control(rec);
                 }
                 if let Some(v) = summary {
-                    s.control(v);
+                    s.record(v);
                 }
                 s.check_done();
             }
@@ -845,8 +911,14 @@ impl Hub {
             }
             ns.state = "lost".into();
             ns.error = Some(format!("lost node {node}: its agent disconnected"));
-            let rec = json!({"kind": "node_lost", "session": s.id, "node": node,
-                "message": format!("lost node {node}: its agent disconnected during the session")});
+            let rec = crate::proto::ControlRecord {
+                session: Some(s.id.clone()),
+                node: Some(node.to_string()),
+                message: Some(format!(
+                    "lost node {node}: its agent disconnected during the session"
+                )),
+                ..ctl("node_lost")
+            };
             s.control(rec);
             s.check_done();
         }
@@ -860,7 +932,12 @@ impl Hub {
         let mut st = self.lock();
         let st = &mut *st;
         for s in st.sessions.values_mut() {
-            s.control(json!({"kind": "reconnect", "session": s.id, "reason": reason}));
+            let rec = crate::proto::ControlRecord {
+                session: Some(s.id.clone()),
+                reason: Some(reason.to_string()),
+                ..ctl("reconnect")
+            };
+            s.control(rec);
             s.subscribers.clear();
         }
         for n in st.nodes.values_mut() {

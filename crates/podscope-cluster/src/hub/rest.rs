@@ -379,14 +379,14 @@ async fn events(
     if sse {
         let s = stream
             .flat_map(futures_util::stream::iter)
-            .map(|l| Ok::<_, std::convert::Infallible>(SseEvent::default().data(&*l)));
+            .map(|l| Ok::<_, std::convert::Infallible>(SseEvent::default().data(l.json())));
         Sse::new(s).keep_alive(KeepAlive::default()).into_response()
     } else {
         // One HTTP chunk per batch.
         let s = stream.map(|batch| {
-            let mut b = Vec::with_capacity(batch.iter().map(|l| l.len() + 1).sum());
+            let mut b = Vec::with_capacity(batch.iter().map(|l| l.json().len() + 1).sum());
             for l in &batch {
-                b.extend_from_slice(l.as_bytes());
+                b.extend_from_slice(l.json().as_bytes());
                 b.push(b'\n');
             }
             Bytes::from(b)

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use podscope_model::ProbeKind;
-use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{
@@ -91,9 +90,12 @@ fn remove_session(st: &mut HubState, id: &str) {
     stop_session(st, id, "deleted");
     if let Some(mut s) = st.sessions.remove(id) {
         if !s.subscribers.is_empty() {
-            s.control(
-                json!({"kind": "end", "session": id, "state": "deleted", "reason": "deleted"}),
-            );
+            s.control(crate::proto::ControlRecord {
+                session: Some(id.to_string()),
+                state: Some("deleted".into()),
+                reason: Some("deleted".into()),
+                ..super::ctl("end")
+            });
         }
         // Agents whose run is still stopping get the stop already; their late records are ignored.
     }
@@ -350,11 +352,13 @@ impl Hub {
                 format!("session {id} is stopped: start it (PUT {{\"state\":\"running\"}}) and stream again"),
             ));
         }
-        let _ = tx.send(vec![
-            json!({"kind": "session", "session": id, "state": s.state})
-                .to_string()
-                .into(),
-        ]);
+        let _ = tx.send(vec![super::Rec::new(crate::records::control(
+            crate::proto::ControlRecord {
+                session: Some(id.to_string()),
+                state: Some(s.state.to_string()),
+                ..super::ctl("session")
+            },
+        ))]);
         s.subscribers.push(Subscriber {
             tx,
             queued: queued.clone(),

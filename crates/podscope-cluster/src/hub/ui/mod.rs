@@ -294,18 +294,18 @@ impl Hub {
                     let mut live = lock(&self.ui.live);
                     let mut traces = lock(&self.ui.traces);
                     for line in &batch {
-                        // Events (they have a pid) are read once, typed;
-                        // the few control records as JSON.
-                        if line.contains("\"pid\":") {
-                            match serde_json::from_str::<Event>(line) {
+                        // Events are taken as they came, typed; the few
+                        // control records through their JSON.
+                        if let Some(crate::proto::record::Kind::Event(e)) = &line.rec.kind {
+                            match Event::try_from(e.clone()) {
                                 Ok(ev) => {
                                     live.ingest(&ev, &pod_of);
                                     traces.ingest(&ev, now);
                                 }
                                 Err(_) => live.unreadable += 1,
                             }
-                        } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                            live.control(&v);
+                        } else {
+                            live.control(&crate::records::to_value(&line.rec));
                         }
                     }
                 }
