@@ -44,6 +44,10 @@ const DRAIN_IDLE_MAX: Duration = Duration::from_millis(40);
 /// A batch is handed over once it holds this many records (or at the end of
 /// each pass over the rings), so the consumer never waits for a full pass.
 const BATCH_RECORDS: usize = 4096;
+/// Records one poll takes off the queue at most: what is left stays in the
+/// queue as compact raw records (bounded by its bytes) rather than becoming
+/// decoded events all at once (400+ bytes each) when the consumer is behind.
+const TAKE_RECORDS: usize = 4 * BATCH_RECORDS;
 
 /// Where records come from: a probe (with its slot in the tracer's probe
 /// list), or the cgroup watcher, whose records are never dropped (a handful
@@ -189,7 +193,7 @@ impl Drain {
     /// queued. Fails if reading a ring failed (after what was read before).
     pub(crate) fn take(&self, timeout: Duration) -> Result<Vec<Batch>, Error> {
         let mut q = self.wait(timeout, |q| !q.batches.is_empty());
-        self.take_locked(&mut q)
+        self.take_locked(&mut q, TAKE_RECORDS)
     }
 
     /// The queue, once `done` holds, reading failed or the thread ended, or
@@ -216,8 +220,18 @@ impl Drain {
         q
     }
 
-    fn take_locked(&self, q: &mut Queue) -> Result<Vec<Batch>, Error> {
-        let out: Vec<Batch> = q.batches.drain(..).collect();
+    /// Takes queued batches, whole, until `max` records are taken (at least
+    /// one batch when there is one).
+    fn take_locked(&self, q: &mut Queue, max: usize) -> Result<Vec<Batch>, Error> {
+        let mut out: Vec<Batch> = Vec::new();
+        let mut records = 0;
+        while records < max {
+            let Some(b) = q.batches.pop_front() else {
+                break;
+            };
+            records += b.len();
+            out.push(b);
+        }
         let bytes: usize = out.iter().map(|b| b.size).sum();
         self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
         if out.is_empty() {
@@ -237,7 +251,7 @@ impl Drain {
     pub(crate) fn flush(&self) -> Result<Vec<Batch>, Error> {
         let want = self.shared.flush_req.fetch_add(1, Ordering::AcqRel) + 1;
         let mut q = self.wait(Duration::from_secs(1), |q| q.flushed >= want);
-        self.take_locked(&mut q)
+        self.take_locked(&mut q, usize::MAX)
     }
 
     /// Records dropped because the queue was full, per probe slot, so far.
@@ -254,7 +268,7 @@ impl Drain {
     pub(crate) fn stop(mut self) -> Vec<Batch> {
         self.join();
         let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
-        self.take_locked(&mut q).unwrap_or_default()
+        self.take_locked(&mut q, usize::MAX).unwrap_or_default()
     }
 
     fn join(&mut self) {

@@ -697,8 +697,10 @@ impl Tracer {
             .map_err(Error::runtime(format!("adding pid {pid} to the filter")))
     }
 
-    /// Waits up to `timeout` for events and appends everything pending to
-    /// `out`. Returns how many events were appended.
+    /// Waits up to `timeout` for events and appends what is pending to `out`
+    /// (up to about 16,384 records a call: a consumer that is behind calls
+    /// again at once, while the rest waits in the queue as raw records).
+    /// Returns how many events were appended.
     ///
     /// The kernel rings are read all the time by the drain thread; this takes
     /// what it has queued, so calling it late loses nothing until the queue

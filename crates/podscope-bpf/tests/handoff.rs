@@ -105,3 +105,64 @@ fn a_stalled_consumer_beyond_the_queue_bound_is_counted_never_silent() {
         "the earliest records are the ones kept"
     );
 }
+
+/// A consumer that is behind takes a long queue a part at a time: one poll
+/// hands over at most about 16,384 records (whole batches of up to 4,096),
+/// the rest wait as raw records, and every event still arrives. Before,
+/// one poll decoded all of them at once (a storm of 300,000 events/s held
+/// 170 MB of decoded events in the agent).
+#[test]
+fn one_poll_takes_a_bounded_part_of_a_long_queue() {
+    if !require_root() {
+        return;
+    }
+    const OPENS: usize = 40_000;
+    let cg = TestCgroup::new();
+    let mut t = tracer(TraceOptions {
+        probes: vec![ProbeKind::Open],
+        filter: Filter {
+            cgroups: Some(vec![cg.id()]),
+            ..Filter::default()
+        },
+        queue_bytes: 64 << 20,
+        ..TraceOptions::default()
+    });
+    let script = format!(
+        "exec /bin/sh -c 'i=0; while [ $i -lt {OPENS} ]; do : < /etc/hostname; i=$((i+1)); done'"
+    );
+    // Nobody polls during the storm: the drain thread queues it all.
+    assert!(cg.run(&script).success());
+    let mut first = Vec::new();
+    t.poll(Duration::from_millis(500), &mut first).unwrap();
+    let mut all = first.clone();
+    all.extend(collect_until(
+        &mut t,
+        Duration::from_millis(500),
+        usize::MAX,
+        |_| false,
+    ));
+    t.flush(&mut all).unwrap();
+    let hostname = |evs: &[podscope_model::Event]| {
+        evs.iter()
+            .filter(|e| matches!(&e.data, EventData::Open(o) if o.path == "/etc/hostname"))
+            .count()
+    };
+    eprintln!(
+        "first poll: {} events; in all {} ({} of /etc/hostname)",
+        first.len(),
+        all.len(),
+        hostname(&all)
+    );
+    assert!(
+        !first.is_empty() && first.len() <= 16_384 + 4_096,
+        "one poll took {} records",
+        first.len()
+    );
+    assert!(
+        all.len() > first.len(),
+        "the queue held more than one poll's part"
+    );
+    assert_eq!(hostname(&all), OPENS, "every open delivered");
+    let s = t.stats()[0];
+    assert_eq!((s.lost, s.queue_full), (0, 0), "{s:?}");
+}

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use podscope_model::{Event, ProbeKind};
 use podscope_pipeline::{NodeConfig, NodeHandle, PodFlags, PodSelection, SessionSpec};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
 
 use crate::proto::{
     agent_message, hub_client::HubClient, hub_message, AgentMessage, EventBatch, ExecRequest,
@@ -40,12 +41,20 @@ pub struct AgentArgs {
     #[arg(long, value_name = "ENDPOINT")]
     pub runtime_endpoint: Option<String>,
 
-    /// Events buffered per session between the trace and the hub link; beyond
-    /// that they are dropped and reported as gaps. The default holds about
-    /// 0.3 s at 200,000 events/s (one burst of the trace and then some), about
-    /// 25 MB when full.
+    /// Events buffered per session between the trace and the hub link
+    /// (queued, or handed to the link and not yet taken by it); beyond that
+    /// they are dropped and reported as gaps. The default holds about 0.3 s at
+    /// 200,000 events/s (one burst of the trace and then some).
     #[arg(long, value_name = "N", default_value_t = 65536)]
     pub queue_size: usize,
+
+    /// Memory for the events of all sessions waiting for the hub (the same
+    /// span as --queue-size), in bytes (suffixes K, M, G); what does not fit
+    /// is dropped and reported as gaps. Bounds the agent's memory when the
+    /// hub or the network is slower than the node's events: 16M holds about
+    /// 28,000 open events (about 600 bytes each).
+    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_bytes)]
+    pub queue_bytes: u64,
 
     /// How often the node's pods are re-listed for the hub.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::api::parse_duration)]
@@ -105,7 +114,80 @@ pub struct AgentArgs {
 }
 
 /// The link to the hub as the sessions see it: None while disconnected.
-pub(crate) type Link = Arc<Mutex<Option<mpsc::Sender<AgentMessage>>>>;
+pub(crate) type Link = Arc<Mutex<Option<mpsc::Sender<Out>>>>;
+
+/// A message for the hub, with the events it carries still counted against
+/// their session's queue and the node's memory budget until the link takes
+/// it (or it is dropped undelivered).
+pub(crate) struct Out {
+    pub(crate) msg: AgentMessage,
+    /// Released when the message is taken (or dropped).
+    _held: Option<Held>,
+}
+
+impl From<AgentMessage> for Out {
+    fn from(msg: AgentMessage) -> Out {
+        Out { msg, _held: None }
+    }
+}
+
+impl Out {
+    /// The message; what it held is released.
+    pub(crate) fn into_msg(self) -> AgentMessage {
+        self.msg
+    }
+}
+
+/// Events counted in a session's queue and the node's queued bytes; given
+/// back on drop.
+struct Held {
+    session: Arc<AtomicUsize>,
+    node: Arc<AtomicUsize>,
+    events: usize,
+    bytes: usize,
+}
+
+impl Held {
+    /// Takes `other`'s count over (one batch made of several chunks).
+    fn absorb(&mut self, mut other: Held) {
+        self.events += std::mem::take(&mut other.events);
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.session.fetch_sub(self.events, Ordering::Relaxed);
+        self.node.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// `--queue-bytes`: a size in bytes, with an optional K, M or G (binary).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let mul = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => {
+                    return Err(format!(
+                        "'{s}' is not a size: use bytes, or a number with K, M or G (e.g. 16M)"
+                    ))
+                }
+            };
+            (&t[..i], mul)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num.trim().parse().map_err(|_| {
+        format!("'{s}' is not a size: use bytes, or a number with K, M or G (e.g. 16M)")
+    })?;
+    n.checked_mul(mul)
+        .filter(|b| *b >= 4096)
+        .ok_or_else(|| format!("'{s}': the queue needs between 4K and 16E bytes (e.g. 16M)"))
+}
 
 /// Session-id prefix of the agent API's direct Trace calls.
 pub(crate) const DIRECT: &str = "direct-";
@@ -142,6 +224,9 @@ pub(crate) struct Agent {
     /// Numbers the sessions on the node tracer.
     pub(crate) keys: std::sync::atomic::AtomicU64,
     pub(crate) link: Link,
+    /// Estimated bytes of the events of all sessions waiting for the hub
+    /// (`--queue-bytes` bounds it).
+    pub(crate) queued_bytes: Arc<AtomicUsize>,
     pub(crate) sessions: Sessions,
     /// This process among agents: tells the hub a reconnect of this agent
     /// from a second agent started with the same --node.
@@ -231,6 +316,7 @@ pub(crate) fn run_with(
         tracer,
         keys: Default::default(),
         link: Arc::new(Mutex::new(None)),
+        queued_bytes: Default::default(),
         sessions: Arc::new(Mutex::new(HashMap::new())),
         instance: format!(
             "{:x}-{}",
@@ -454,13 +540,13 @@ impl Agent {
         let mut client =
             HubClient::with_interceptor(channel, crate::auth::Bearer::new(&self.token)?);
         let pods = self.pods().await;
-        let (tx, rx) = mpsc::channel::<AgentMessage>(64);
+        let (tx, rx) = mpsc::channel::<Out>(64);
         let kept: Vec<StartSession> = lock(&self.sessions)
             .iter()
             .filter(|(k, _)| !k.starts_with(DIRECT))
             .map(|(_, r)| r.spec.clone())
             .collect();
-        tx.send(AgentMessage {
+        tx.send(Out::from(AgentMessage {
             msg: Some(agent_message::Msg::Hello(Hello {
                 node: self.node.clone(),
                 kernel: self.kernel.clone(),
@@ -472,11 +558,12 @@ impl Agent {
                 instance: self.instance.clone(),
                 link_version: crate::LINK_VERSION,
             })),
-        })
+        }))
         .await
         .ok();
         let mut inbound = client
-            .connect(ReceiverStream::new(rx))
+            // Taking a message releases the events it held.
+            .connect(ReceiverStream::new(rx).map(Out::into_msg))
             .await
             .map_err(|s| match s.code() {
                 tonic::Code::AlreadyExists => {
@@ -521,7 +608,7 @@ impl Agent {
                             .collect(),
                     })),
                 };
-                if tx.send(msg).await.is_err() {
+                if tx.send(msg.into()).await.is_err() {
                     break;
                 }
                 if now != last {
@@ -530,7 +617,7 @@ impl Agent {
                             pods: now.iter().map(Into::into).collect(),
                         })),
                     };
-                    if tx.send(msg).await.is_err() {
+                    if tx.send(msg.into()).await.is_err() {
                         break;
                     }
                     last = now;
@@ -779,12 +866,14 @@ impl Agent {
         self.stop(&s.session, None);
         let key = self.keys.fetch_add(1, Ordering::Relaxed) + 1;
         let shared = Arc::new(Shared::default());
-        let (qtx, qrx) = mpsc::unbounded_channel::<Vec<Line>>();
-        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (qtx, qrx) = mpsc::unbounded_channel::<(Vec<Line>, Held)>();
+        let queued = Arc::new(AtomicUsize::new(0));
         let queue = Queue {
             tx: qtx,
             queued: queued.clone(),
             limit: self.args.queue_size.max(1),
+            bytes: self.queued_bytes.clone(),
+            bytes_limit: usize::try_from(self.args.queue_bytes).unwrap_or(usize::MAX),
         };
         let sink = LinkSink {
             node: self.node.clone(),
@@ -846,7 +935,7 @@ impl Agent {
                 }
             }
             // Ends when the node drops the session's sink (and so the queue).
-            forward(&link, &s, qrx, &queued, &shared).await;
+            forward(&link, &s, qrx, &queued, &me.queued_bytes, &shared).await;
             let gaps = lock(&shared.gaps).clone();
             let summary = lock(&shared.summary).clone();
             let (state, error) = match lock(&shared.error).clone() {
@@ -890,6 +979,15 @@ pub(crate) struct Line {
     pub(crate) probe: &'static str,
     /// An event (true) or a `lost` record.
     pub(crate) event: bool,
+    /// An event's estimated memory while it waits (0: not counted).
+    pub(crate) bytes: u32,
+}
+
+/// The memory an event's record holds while it waits for the hub: its
+/// place in a batch and, about, its strings (their encoded length).
+fn held_bytes(rec: &Record) -> u32 {
+    use prost::Message;
+    (std::mem::size_of::<Line>() + rec.encoded_len()) as u32
 }
 
 /// A session's sink on the node thread: events as typed records into the
@@ -906,8 +1004,10 @@ struct LinkSink {
 impl podscope_pipeline::Sink for LinkSink {
     fn event(&mut self, ev: &Event) -> std::io::Result<()> {
         self.emitted += 1;
+        let rec = crate::records::event(ev);
         self.chunk.push(Line {
-            rec: crate::records::event(ev),
+            bytes: held_bytes(&rec),
+            rec,
             probe: ev.probe().name(),
             event: true,
         });
@@ -923,6 +1023,7 @@ impl podscope_pipeline::Sink for LinkSink {
             rec: crate::records::lost(probe, delta, total, &self.node),
             probe: probe.name(),
             event: false,
+            bytes: 0,
         });
         Ok(())
     }
@@ -984,20 +1085,25 @@ fn status(
     }
 }
 
-pub(crate) async fn send(link: &Link, msg: AgentMessage) -> bool {
+pub(crate) async fn send(link: &Link, msg: impl Into<Out>) -> bool {
     let tx = lock(link).clone();
     match tx {
-        Some(tx) => tx.send(msg).await.is_ok(),
+        Some(tx) => tx.send(msg.into()).await.is_ok(),
         None => false,
     }
 }
 
-/// The bounded queue between the reader thread and the link: chunks of
-/// events, bounded by the number of events queued.
+/// The bounded queue between the node thread and the link: chunks of
+/// events, bounded by the session's events and the node's bytes waiting
+/// for the hub (queued here, or handed to the link and not yet taken).
 struct Queue {
-    tx: mpsc::UnboundedSender<Vec<Line>>,
-    queued: Arc<std::sync::atomic::AtomicUsize>,
+    tx: mpsc::UnboundedSender<(Vec<Line>, Held)>,
+    /// This session's events waiting.
+    queued: Arc<AtomicUsize>,
     limit: usize,
+    /// Every session's bytes waiting.
+    bytes: Arc<AtomicUsize>,
+    bytes_limit: usize,
 }
 
 impl Queue {
@@ -1009,15 +1115,38 @@ impl Queue {
         let room = self
             .limit
             .saturating_sub(self.queued.load(Ordering::Relaxed));
-        if chunk.len() > room {
+        let mut bytes_room = self
+            .bytes_limit
+            .saturating_sub(self.bytes.load(Ordering::Relaxed));
+        let mut fit = 0;
+        let mut bytes = 0;
+        for l in chunk.iter().take(room) {
+            let b = l.bytes as usize;
+            if b > bytes_room {
+                break;
+            }
+            bytes_room -= b;
+            bytes += b;
+            fit += 1;
+        }
+        if chunk.len() > fit {
             let mut g = lock(&sh.gaps);
-            for l in chunk.drain(room..) {
+            for l in chunk.drain(fit..) {
                 *g.entry(l.probe.to_string()).or_default() += 1;
             }
         }
         if !chunk.is_empty() {
             self.queued.fetch_add(chunk.len(), Ordering::Relaxed);
-            let _ = self.tx.send(chunk);
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
+            // Given back when the link takes the events, or when they are
+            // dropped on the way (the session's queue or the link closed).
+            let held = Held {
+                session: self.queued.clone(),
+                node: self.bytes.clone(),
+                events: chunk.len(),
+                bytes,
+            };
+            let _ = self.tx.send((chunk, held));
         }
     }
 }
@@ -1027,11 +1156,19 @@ impl Queue {
 async fn forward(
     link: &Link,
     s: &StartSession,
-    mut q: mpsc::UnboundedReceiver<Vec<Line>>,
-    queued: &std::sync::atomic::AtomicUsize,
+    mut q: mpsc::UnboundedReceiver<(Vec<Line>, Held)>,
+    queued: &Arc<AtomicUsize>,
+    node_bytes: &Arc<AtomicUsize>,
     sh: &Shared,
 ) {
     let mut batch: Vec<Line> = Vec::new();
+    let empty = || Held {
+        session: queued.clone(),
+        node: node_bytes.clone(),
+        events: 0,
+        bytes: 0,
+    };
+    let mut held = empty();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut sent_gaps = BTreeMap::new();
     let mut sent_attached = false;
@@ -1052,14 +1189,14 @@ async fn forward(
         // no waiting for a timer, so the link adds little latency.
         let done = tokio::select! {
             item = q.recv() => match item {
-                Some(chunk) => {
-                    queued.fetch_sub(chunk.len(), Ordering::Relaxed);
+                Some((chunk, h)) => {
                     batch.extend(chunk);
+                    held.absorb(h);
                     while batch.len() < 2048 {
                         match q.try_recv() {
-                            Ok(chunk) => {
-                                queued.fetch_sub(chunk.len(), Ordering::Relaxed);
+                            Ok((chunk, h)) => {
                                 batch.extend(chunk);
+                                held.absorb(h);
                             }
                             Err(_) => break,
                         }
@@ -1078,12 +1215,16 @@ async fn forward(
             for l in lines.iter().filter(|l| l.event) {
                 *per_probe.entry(l.probe).or_default() += 1;
             }
-            let msg = AgentMessage {
-                msg: Some(agent_message::Msg::Events(EventBatch {
-                    session: s.session.clone(),
-                    run: s.run,
-                    records: lines.into_iter().map(|l| l.rec).collect(),
-                })),
+            // Counted until the link takes the batch (or drops it).
+            let msg = Out {
+                msg: AgentMessage {
+                    msg: Some(agent_message::Msg::Events(EventBatch {
+                        session: s.session.clone(),
+                        run: s.run,
+                        records: lines.into_iter().map(|l| l.rec).collect(),
+                    })),
+                },
+                _held: Some(std::mem::replace(&mut held, empty())),
             };
             if !send(link, msg).await && !per_probe.is_empty() {
                 // No hub to deliver to: still counted, never silent.
@@ -1111,5 +1252,128 @@ async fn forward(
         if done {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_bytes_take_sizes_and_say_what_is_wrong() {
+        assert_eq!(parse_bytes("16M"), Ok(16 << 20));
+        assert_eq!(parse_bytes("512k"), Ok(512 << 10));
+        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        for bad in ["", "M", "16Q", "-1M", "sixteen"] {
+            let e = parse_bytes(bad).unwrap_err();
+            assert!(e.contains("(e.g. 16M)"), "{bad}: {e}");
+        }
+        assert!(parse_bytes("100").unwrap_err().contains("between 4K"));
+    }
+
+    fn line(bytes: u32) -> Line {
+        Line {
+            rec: Record::default(),
+            probe: "open",
+            event: true,
+            bytes,
+        }
+    }
+
+    /// The node's byte budget is shared by the sessions' queues, a full one
+    /// makes gaps (counted per probe), and the budget comes back when the
+    /// link takes the events or when they are dropped on the way.
+    #[test]
+    fn queues_share_the_node_byte_budget_and_give_it_back() {
+        let node = Arc::new(AtomicUsize::new(0));
+        let queue = || {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let q = Queue {
+                tx,
+                queued: Arc::new(AtomicUsize::new(0)),
+                limit: 100,
+                bytes: node.clone(),
+                bytes_limit: 1000,
+            };
+            (q, rx)
+        };
+        let (a, mut arx) = queue();
+        let (b, mut brx) = queue();
+        let (sa, sb) = (Shared::default(), Shared::default());
+        a.put((0..6).map(|_| line(100)).collect(), &sa);
+        assert_eq!(node.load(Ordering::Relaxed), 600);
+        // b finds 400 bytes left: 4 of its 6 events fit.
+        b.put((0..6).map(|_| line(100)).collect(), &sb);
+        assert_eq!(node.load(Ordering::Relaxed), 1000);
+        assert_eq!(b.queued.load(Ordering::Relaxed), 4);
+        assert_eq!(lock(&sb.gaps).get("open"), Some(&2));
+        // The record count bounds a session too.
+        let (c, _crx) = queue();
+        node.store(0, Ordering::Relaxed);
+        let sc = Shared::default();
+        c.put((0..150).map(|_| line(1)).collect(), &sc);
+        assert_eq!(c.queued.load(Ordering::Relaxed), 100);
+        assert_eq!(lock(&sc.gaps).get("open"), Some(&50));
+        node.store(1000, Ordering::Relaxed);
+        // Taken by the link: a's 600 bytes and 6 events come back.
+        let (chunk, held) = arx.try_recv().unwrap();
+        assert_eq!(chunk.len(), 6);
+        let out = Out {
+            msg: AgentMessage::default(),
+            _held: Some(held),
+        };
+        assert_eq!(a.queued.load(Ordering::Relaxed), 6);
+        drop(out.into_msg());
+        assert_eq!(node.load(Ordering::Relaxed), 400);
+        assert_eq!(a.queued.load(Ordering::Relaxed), 0);
+        // Dropped with its queue (the session went away): b's come back too.
+        drop(b);
+        while let Ok(x) = brx.try_recv() {
+            drop(x);
+        }
+        assert_eq!(node.load(Ordering::Relaxed), 0);
+    }
+
+    /// An open event waits in a few hundred bytes: the probes' parts are
+    /// boxed (build.rs), else every record would take the largest one's
+    /// room (about 800 bytes) in the queues.
+    #[test]
+    fn an_open_event_waits_in_a_few_hundred_bytes() {
+        use podscope_model as m;
+        let ev = m::Event {
+            timestamp: m::Timestamp(1_700_000_000_123_456_789),
+            identity: m::Identity {
+                node: "node-1".into(),
+                namespace: "shop".into(),
+                pod: "web-0".into(),
+                pod_uid: "0b7c6f52-1c1e-4b7e-9a53-2f1d2e3c4b5a".into(),
+                container: "web".into(),
+                container_id: "c0ffee".repeat(10),
+                image: "docker.io/library/nginx:1.27".into(),
+            },
+            pid: 4242,
+            tid: 4242,
+            uid: 0,
+            comm: "nginx".into(),
+            cgroup_id: 7777,
+            data: m::EventData::Open(m::OpenEvent {
+                kind: "open".into(),
+                path: "/usr/share/nginx/html/index.html".into(),
+                dirfd: Some(-100),
+                flags: 0o2_000_000,
+                flags_str: "O_RDONLY|O_CLOEXEC".into(),
+                mode: 0,
+                fd: Some(7),
+                errno: None,
+                error: None,
+            }),
+        };
+        let b = held_bytes(&crate::records::event(&ev));
+        eprintln!("an open event waits in {b} bytes");
+        assert!(
+            b < 800,
+            "an open event's record takes {b} bytes (about 600 expected)"
+        );
     }
 }

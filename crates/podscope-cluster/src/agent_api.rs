@@ -17,8 +17,8 @@ use tonic::{Request, Response, Status};
 
 use crate::agent::{lock, Agent, Link, DIRECT};
 use crate::proto::{
-    agent_message, agent_server, AgentMessage, ControlRecord, EventBatch, ExecRequest, ExecResult,
-    HealthReply, HealthRequest, ListPodsRequest, Pods, StartSession,
+    agent_message, agent_server, ControlRecord, EventBatch, ExecRequest, ExecResult, HealthReply,
+    HealthRequest, ListPodsRequest, Pods, StartSession,
 };
 
 /// Binds `addr` and serves the API on the current runtime.
@@ -100,14 +100,15 @@ impl agent_server::Agent for Api {
         s.run = 1;
         // The trace's records come through a link of its own, as they would
         // go to the hub, and are turned into the call's stream here.
-        let (atx, mut arx) = mpsc::channel::<AgentMessage>(64);
+        let (atx, mut arx) = mpsc::channel::<crate::agent::Out>(64);
         let link: Link = Arc::new(Mutex::new(Some(atx)));
         self.agent.start_with(s.clone(), link);
         let (tx, rx) = mpsc::channel(16);
         let agent = self.agent.clone();
         tokio::spawn(async move {
             while let Some(m) = arx.recv().await {
-                let (batch, last) = match m.msg {
+                // The call's stream takes the events over from here.
+                let (batch, last) = match m.into_msg().msg {
                     Some(agent_message::Msg::Events(b)) => (b, false),
                     Some(agent_message::Msg::Status(st)) => {
                         let last = st.state == "finished" || st.state == "failed";
