@@ -100,7 +100,7 @@ pub struct ClientTls {
     roots: Arc<RootCertStore>,
     /// The `--tls-ca` file; None: the system's CA certificates.
     ca: Option<PathBuf>,
-    /// For the blocking HTTP/1.1 client (http.rs).
+    /// For the REST client (http.rs): ALPN http/1.1.
     http: Arc<ClientConfig>,
 }
 
@@ -189,14 +189,14 @@ impl ClientTls {
         }
     }
 
-    /// A blocking TLS connection over `tcp` to `host` (a name or an
-    /// address), the handshake done; errors say what went wrong.
-    pub(crate) fn connect_blocking(
+    /// A TLS connection over `tcp` to `host` (a name or an address), the
+    /// handshake done within [`HANDSHAKE`]; errors say what went wrong.
+    pub(crate) async fn connect(
         &self,
         host: &str,
-        mut tcp: std::net::TcpStream,
+        tcp: TcpStream,
         url: &str,
-    ) -> io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let name = ServerName::try_from(bare.to_string()).map_err(|_| {
             io::Error::new(
@@ -204,24 +204,22 @@ impl ClientTls {
                 format!("'{host}' in the hub URL {url} is not a host name or address"),
             )
         })?;
-        let mut conn =
-            rustls::ClientConnection::new(self.http.clone(), name).map_err(io::Error::other)?;
-        tcp.set_read_timeout(Some(HANDSHAKE))?;
-        while conn.is_handshaking() {
-            if let Err(e) = conn.complete_io(&mut tcp) {
-                let msg = match e.kind() {
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
-                        "no TLS answer from the hub at {url} within {}s (is this the hub's port?)",
-                        HANDSHAKE.as_secs()
-                    ),
-                    _ => explain(chain(&e), url, Some(self))
-                        .unwrap_or_else(|| format!("TLS handshake with the hub at {url}: {e}")),
-                };
-                return Err(io::Error::new(e.kind(), msg));
+        let handshake = tokio_rustls::TlsConnector::from(self.http.clone()).connect(name, tcp);
+        match tokio::time::timeout(HANDSHAKE, handshake).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => {
+                let msg = explain(chain(&e), url, Some(self))
+                    .unwrap_or_else(|| format!("TLS handshake with the hub at {url}: {e}"));
+                Err(io::Error::new(e.kind(), msg))
             }
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no TLS answer from the hub at {url} within {}s (is this the hub's port?)",
+                    HANDSHAKE.as_secs()
+                ),
+            )),
         }
-        tcp.set_read_timeout(None)?;
-        Ok(rustls::StreamOwned::new(conn, tcp))
     }
 }
 

@@ -25,10 +25,21 @@ struct Node2 {
     socket: PathBuf,
 }
 
-const NODE2_ENV: [(&str, &str); 3] = [
-    ("PODBED_DIR", "/run/podscope-node2"),
-    ("PODBED_BRIDGE", "podbed2"),
-    ("PODBED_SUBNET", "10.88.79.0/24"),
+/// The second test bed's settings for podbed.sh, each overridable so that
+/// two checkouts can run this test at once (each with its own PODBED_* for
+/// the first bed, too): PODSCOPE_TEST_NODE2_DIR, _BRIDGE and _SUBNET.
+const NODE2_ENV: [(&str, &str, &str); 3] = [
+    (
+        "PODBED_DIR",
+        "PODSCOPE_TEST_NODE2_DIR",
+        "/run/podscope-node2",
+    ),
+    ("PODBED_BRIDGE", "PODSCOPE_TEST_NODE2_BRIDGE", "podbed2"),
+    (
+        "PODBED_SUBNET",
+        "PODSCOPE_TEST_NODE2_SUBNET",
+        "10.88.79.0/24",
+    ),
 ];
 
 fn podbed() -> Command {
@@ -37,7 +48,9 @@ fn podbed() -> Command {
         env!("CARGO_MANIFEST_DIR"),
         "/../../testbed/podbed.sh"
     ));
-    c.envs(NODE2_ENV);
+    for (var, over, default) in NODE2_ENV {
+        c.env(var, std::env::var(over).unwrap_or_else(|_| default.into()));
+    }
     c
 }
 
@@ -284,7 +297,7 @@ fn two_nodes_through_the_hub() {
     let sock1 = socket();
     let node2 = Node2::up();
     let tok = token_file();
-    let port = 17711;
+    let port = common::free_port();
     let _hub = hub(port, &[]);
     let a1 = agent(port, "node-1", &sock1, &tok, &[]);
     let a2 = agent(port, "node-2", &node2.socket, &tok, &[]);
@@ -796,7 +809,7 @@ fn old_link_agent(port: u16) -> tonic::Status {
 
 #[test]
 fn auth_and_validation() {
-    let port = 17712;
+    let port = common::free_port();
     let _hub = hub(port, &[]);
     let paths = [
         ("GET", "/v1/nodes"),
@@ -891,7 +904,7 @@ fn auth_and_validation() {
 fn slow_consumer_gaps_add_up() {
     let sock1 = socket();
     let tok = token_file();
-    let port = 17713;
+    let port = common::free_port();
     let _hub = hub(port, &["--client-queue", "4"]);
     let _a = agent(port, "node-1", &sock1, &tok, &["--queue-size", "2"]);
     wait_for(Duration::from_secs(10), "the agent to register", || {
@@ -978,7 +991,7 @@ fn slow_consumer_gaps_add_up() {
 fn agent_serves_always_on_pod_metrics() {
     let sock1 = socket();
     let tok = token_file();
-    let metrics_port = 17791;
+    let metrics_port = common::free_port();
     // Nothing may answer there before this agent starts (e.g. a leftover).
     assert!(
         request(
@@ -994,7 +1007,7 @@ fn agent_serves_always_on_pod_metrics() {
     );
     // No hub is needed for the metrics: the agent keeps trying to dial one.
     let a = agent(
-        17792,
+        common::free_port(),
         "node-m",
         &sock1,
         &tok,
@@ -2112,7 +2125,7 @@ fn children(pid: u32) -> Vec<String> {
 fn one_node_tracer_serves_overlapping_sessions() {
     let sock = socket();
     let tok = token_file();
-    let port = 17714;
+    let port = common::free_port();
     let _hub = hub(port, &[]);
     let agent = agent(port, "node-1", &sock, &tok, &[]);
     let apid = agent.0.id();
@@ -2892,7 +2905,7 @@ fn hub_sessions_run_with_their_own_hook_settings() {
     const N: usize = 17;
     let sock = socket();
     let tok = token_file();
-    let port = 17715;
+    let port = common::free_port();
     let _hub = hub(port, &[]);
     let agent = agent(port, "node-1", &sock, &tok, &[]);
     let apid = agent.0.id();
@@ -3113,7 +3126,7 @@ fn hub_sessions_run_with_their_own_hook_settings() {
 fn container_tracer_surface_on_the_hub() {
     let sock = socket();
     let tok = token_file();
-    let port = 17716;
+    let port = common::free_port();
     let _hub = hub(port, &[]);
     let _agent = agent(port, "node-1", &sock, &tok, &[]);
     wait_for(Duration::from_secs(10), "the agent to register", || {
