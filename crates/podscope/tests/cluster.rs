@@ -752,6 +752,16 @@ fn two_nodes_through_the_hub() {
     drop(a1);
 }
 
+/// A gRPC channel to `url` (the hub's or an agent's API), connected.
+async fn grpc_channel(url: impl Into<String>) -> tonic::transport::Channel {
+    let url = url.into();
+    tonic::transport::Endpoint::from_shared(url.clone())
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
+}
+
 /// Says Hello to the hub as an agent from before typed events would (no
 /// `link_version`); the hub's answer.
 fn old_link_agent(port: u16) -> tonic::Status {
@@ -762,11 +772,7 @@ fn old_link_agent(port: u16) -> tonic::Status {
         .build()
         .unwrap();
     rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(url(port))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = grpc_channel(url(port)).await;
         let mut c = HubClient::with_interceptor(
             channel,
             podscope_cluster::auth::Bearer::new(TOKEN).unwrap(),
@@ -1111,11 +1117,7 @@ fn agent_api_and_exec_through_the_hub() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(api_url.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = grpc_channel(api_url.clone()).await;
         // Without the token: refused.
         let mut anon = AgentClient::new(channel.clone());
         let e = anon.health(HealthRequest {}).await.unwrap_err();
@@ -1312,11 +1314,7 @@ fn agent_api_and_exec_through_the_hub() {
     assert_eq!(st, 403, "{v}");
     assert!(v["error"].as_str().unwrap().contains("no-exec-node"), "{v}");
     rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{api2}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = grpc_channel(format!("http://127.0.0.1:{api2}")).await;
         let mut c = AgentClient::with_interceptor(channel, Bearer::new(TOKEN).unwrap());
         let e = c
             .exec(ExecRequest {
@@ -1341,11 +1339,7 @@ fn agent_api_and_exec_through_the_hub() {
     assert_eq!(st, 201, "{v}");
     let traces = |rt: &tokio::runtime::Runtime| {
         rt.block_on(async {
-            let channel = tonic::transport::Endpoint::from_shared(api_url.clone())
-                .unwrap()
-                .connect()
-                .await
-                .unwrap();
+            let channel = grpc_channel(api_url.clone()).await;
             let mut c = AgentClient::with_interceptor(channel, Bearer::new(TOKEN).unwrap());
             c.health(HealthRequest {})
                 .await
@@ -1408,11 +1402,7 @@ fn grpc_api_does_what_rest_does() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(url(port))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = grpc_channel(url(port)).await;
         let e = HubApiClient::new(channel.clone())
             .list_nodes(ListNodesRequest {})
             .await
