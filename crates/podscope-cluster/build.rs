@@ -1,6 +1,7 @@
 //! Generates the agent <-> hub gRPC code from proto/cluster.proto.
 
 fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=proto/cluster.proto");
     println!("cargo:rerun-if-changed=proto/events.proto");
     // Each probe's event data is boxed: inline, the largest would make every
