@@ -715,6 +715,31 @@ mod tests {
         );
     }
 
+    /// A stream the caller drops closes its connection at once, though the
+    /// server sends nothing more (the hub then drops that client).
+    #[test]
+    fn dropping_a_quiet_stream_closes_the_connection() {
+        let (closed_tx, closed_rx) = mpsc::channel::<bool>();
+        let base = serve_once(move |mut s, _| {
+            s.write_all(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nb\r\n{\"line\":1}\n\r\n",
+            )
+            .unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut b = [0u8; 16];
+            // EOF (the client closed) before the timeout.
+            let _ = closed_tx.send(matches!(s.read(&mut b), Ok(0)));
+        });
+        let r = get(&base).unwrap();
+        let mut lines = r.lines();
+        assert_eq!(lines.next().unwrap().unwrap(), r#"{"line":1}"#);
+        drop(lines);
+        assert!(
+            closed_rx.recv().unwrap(),
+            "the connection stayed open after the stream was dropped"
+        );
+    }
+
     /// Callers block, some from inside an async block (a test's tonic
     /// client next to REST calls): the client must work there too.
     #[test]
