@@ -199,6 +199,9 @@ pub(crate) struct Running {
     run: u64,
     /// The session's key on the node tracer.
     key: u64,
+    /// A stop was asked for: one that came while the session was still
+    /// starting (its probes loading) is carried out once it has started.
+    stopping: Arc<AtomicBool>,
     /// What the hub asked for: reported again to a restarted hub.
     spec: StartSession,
 }
@@ -678,6 +681,7 @@ impl Agent {
     pub(crate) fn stop(&self, session: &str, run: Option<u64>) {
         if let Some(r) = lock(&self.sessions).get(session) {
             if run.is_none_or(|x| x == r.run) {
+                r.stopping.store(true, Ordering::SeqCst);
                 // The node delivers what the kernel handed over, then the summary.
                 self.tracer.stop(r.key);
             }
@@ -866,6 +870,7 @@ impl Agent {
         self.stop(&s.session, None);
         let key = self.keys.fetch_add(1, Ordering::Relaxed) + 1;
         let shared = Arc::new(Shared::default());
+        let stopping = Arc::new(AtomicBool::new(false));
         let (qtx, qrx) = mpsc::unbounded_channel::<(Vec<Line>, Held)>();
         let queued = Arc::new(AtomicUsize::new(0));
         let queue = Queue {
@@ -887,6 +892,7 @@ impl Agent {
             Running {
                 run: s.run,
                 key,
+                stopping: stopping.clone(),
                 spec: s.clone(),
             },
         );
@@ -928,6 +934,12 @@ impl Agent {
                         );
                     }
                     shared.attached.store(true, Ordering::Relaxed);
+                    // Stopped while its probes loaded: the node did not
+                    // know the session yet, so stop it now (a second stop
+                    // is a no-op).
+                    if stopping.load(Ordering::SeqCst) {
+                        me.tracer.stop(key);
+                    }
                 }
                 Err(e) => {
                     eprintln!("podscope agent: session {} run {}: {e}", s.session, s.run);

@@ -3234,3 +3234,55 @@ fn container_tracer_surface_on_the_hub() {
     assert_eq!((st, all), (200, json!({})));
     drop(p);
 }
+
+/// A stop that reaches the agent while the session's probes still load
+/// (the node tracer does not know the session yet) is not lost: the
+/// session stops once it has started, not at its --duration. Five rounds,
+/// each stopped right after it was created. (The window is the moment
+/// between the agent taking the start and its task handing it to the node
+/// thread: a quiet machine rarely hits it; a busy CI run did, and with three
+/// CPU-bound loops running this test failed 2 of 2 times without the fix.)
+#[test]
+fn a_session_stopped_while_it_starts_stops() {
+    let sock = socket();
+    let tok = token_file();
+    let port = common::free_port();
+    let _hub = hub(port, &[]);
+    let _agent = agent(port, "race-node", &sock, &tok, &[]);
+    let sfx = suffix();
+    let ns = format!("race-{sfx}");
+    let _p = pod(
+        &sock,
+        &format!("race-{sfx}"),
+        &ns,
+        "while true; do sleep 0.3; done",
+    );
+    wait_for(Duration::from_secs(30), "the hub to know the pod", || {
+        let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+        v.as_array().is_some_and(|a| !a.is_empty())
+    });
+    for round in 0..5 {
+        let (st, s) = api(
+            port,
+            "POST",
+            "/v1/sessions",
+            Some(
+                json!({"namespace": ns, "pod": "race-*", "probes": ["exec", "tcp", "open"], "duration": "120s"}),
+            ),
+        );
+        assert_eq!(st, 201, "{s}");
+        let one = format!("/v1/sessions/{}", s["id"].as_str().unwrap());
+        let (st, v) = api(port, "PUT", &one, Some(json!({"state": "stopped"})));
+        assert_eq!(st, 200, "{v}");
+        wait_for(
+            Duration::from_secs(20),
+            &format!("round {round}'s session to end on its node"),
+            || {
+                let v = api(port, "GET", &one, None).1;
+                v["state"] == "stopped" && v["nodes"]["race-node"]["summary"].is_object()
+            },
+        );
+        let (st, _) = api(port, "DELETE", &one, None);
+        assert_eq!(st, 200);
+    }
+}
