@@ -193,6 +193,44 @@ fn url(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
+/// A hub, its agent `{prefix}-node`, and one pod `{prefix}-N` in namespace
+/// `{prefix}-N` that the hub already lists: the set-up of the tests that
+/// need one node with one pod.
+struct OnePod {
+    port: u16,
+    ns: String,
+    name: String,
+    _pod: PodGuard,
+    _agent: Proc,
+    _hub: Proc,
+}
+
+impl OnePod {
+    fn up(prefix: &str) -> OnePod {
+        let sock = socket();
+        let tok = token_file();
+        let port = common::free_port();
+        let hub = hub(port, &[]);
+        let agent = agent(port, &format!("{prefix}-node"), &sock, &tok, &[]);
+        let sfx = suffix();
+        let ns = format!("{prefix}-{sfx}");
+        let name = format!("{prefix}-{sfx}");
+        let pod = pod(&sock, &name, &ns, "while true; do sleep 0.3; done");
+        wait_for(Duration::from_secs(30), "the hub to know the pod", || {
+            let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+            v.as_array().is_some_and(|a| !a.is_empty())
+        });
+        OnePod {
+            port,
+            ns,
+            name,
+            _pod: pod,
+            _agent: agent,
+            _hub: hub,
+        }
+    }
+}
+
 fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
@@ -2358,19 +2396,8 @@ fn check_schema(doc: &Value, schema: &Value, v: &Value, at: &str, errs: &mut Vec
 /// the document gives for its status, and every status seen is documented.
 #[test]
 fn openapi_describes_every_live_answer() {
-    let sock = socket();
-    let tok = token_file();
-    let port = common::free_port();
-    let _hub = hub(port, &[]);
-    let _agent = agent(port, "oa-node", &sock, &tok, &[]);
-    let sfx = suffix();
-    let ns = format!("oa-{sfx}");
-    let name = format!("oa-{sfx}");
-    let _p = pod(&sock, &name, &ns, "while true; do sleep 0.3; done");
-    wait_for(Duration::from_secs(30), "the hub to know the pod", || {
-        let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
-        v.as_array().is_some_and(|a| !a.is_empty())
-    });
+    let bed = OnePod::up("oa");
+    let (port, ns, name) = (bed.port, bed.ns.clone(), bed.name.clone());
     let (st, doc) = api(port, "GET", "/openapi.json", None);
     assert_eq!(st, 200);
     let mut seen = 0;
@@ -3244,23 +3271,8 @@ fn container_tracer_surface_on_the_hub() {
 /// CPU-bound loops running this test failed 2 of 2 times without the fix.)
 #[test]
 fn a_session_stopped_while_it_starts_stops() {
-    let sock = socket();
-    let tok = token_file();
-    let port = common::free_port();
-    let _hub = hub(port, &[]);
-    let _agent = agent(port, "race-node", &sock, &tok, &[]);
-    let sfx = suffix();
-    let ns = format!("race-{sfx}");
-    let _p = pod(
-        &sock,
-        &format!("race-{sfx}"),
-        &ns,
-        "while true; do sleep 0.3; done",
-    );
-    wait_for(Duration::from_secs(30), "the hub to know the pod", || {
-        let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
-        v.as_array().is_some_and(|a| !a.is_empty())
-    });
+    let bed = OnePod::up("race");
+    let (port, ns) = (bed.port, bed.ns.clone());
     for round in 0..5 {
         let (st, s) = api(
             port,
