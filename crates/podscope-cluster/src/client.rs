@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use crate::api::{
     ApiError, CreateSession, Deleted, ErrorBody, ErrorKind, ExecBody, ExecView, NodePod, PodQuery,
     SessionView,
 };
 use crate::http::{request_timed, Response, Timeouts};
+use crate::proto::{record::Kind, ControlRecord};
+use crate::records::Received;
 use crate::tls::ClientTls;
 
 /// Pod flags as given on the command line: the pipeline's own type, so
@@ -326,10 +327,10 @@ impl Hub {
         self.rest("POST", "/v1/exec", Some(&b), limits)
     }
 
-    /// A session's event stream (NDJSON): the hub keeps it alive while it
-    /// is quiet (`?keepalive=` over REST, HTTP/2 pings over gRPC), so a
-    /// silence of [`STREAM_IDLE`] means the hub is stuck.
-    fn stream(&self, id: &str) -> Result<Response, CallError> {
+    /// A session's records: the hub keeps the stream alive while it is
+    /// quiet (`?keepalive=` over REST, HTTP/2 pings over gRPC), so a silence
+    /// of [`STREAM_IDLE`] means the hub is stuck.
+    fn stream(&self, id: &str) -> Result<Stream, CallError> {
         let limits = self.limits(Timeouts {
             idle: Some(STREAM_IDLE),
             ..Timeouts::default()
@@ -342,6 +343,7 @@ impl Hub {
             });
             return g
                 .stream_events(id, limits.response, idle)
+                .map(Stream::Grpc)
                 .map_err(|e| self.grpc_err(&format!("GET /v1/sessions/{id}/events"), e));
         }
         self.rest_raw(
@@ -350,6 +352,36 @@ impl Hub {
             None,
             limits,
         )
+        .map(|r| Stream::Rest(Box::new(r.lines())))
+    }
+}
+
+/// A session's records as they arrive, typed, from either API.
+enum Stream {
+    /// REST: NDJSON lines (docs/json-schema.md), read into records.
+    Rest(Box<dyn Iterator<Item = std::io::Result<String>>>),
+    /// gRPC: the records as the hub forwarded them.
+    Grpc(crate::grpc_client::RecordStream),
+}
+
+impl Iterator for Stream {
+    /// A record, and over REST its line as the hub wrote it (`-o json`
+    /// prints it as it came).
+    type Item = std::io::Result<(Received, Option<String>)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Stream::Grpc(g) => g.next_record().map(|r| r.map(|r| (r, None))),
+            Stream::Rest(lines) => loop {
+                match lines.next()? {
+                    Err(e) => return Some(Err(e)),
+                    // Keep-alives (blank lines) and anything not a record.
+                    Ok(l) => match Received::from_json(&l) {
+                        Some(r) => return Some(Ok((r, Some(l)))),
+                        None => continue,
+                    },
+                }
+            },
+        }
     }
 }
 
@@ -508,11 +540,11 @@ pub fn trace(target: &HubTarget, t: &RemoteTrace) -> Result<i32> {
 /// Where the records of a trace through the hub go: printed by `trace`,
 /// counted by `podscope --hub URL top`.
 pub trait Records {
-    /// One record as the hub sent it: an event (it has a `pid`) or a
-    /// control record (lost, gap, summary, end, ...).
-    fn record(&mut self, line: &str, v: &Value) -> std::io::Result<()>;
+    /// One record as the hub sent it, typed; over REST also its JSON line as
+    /// it came.
+    fn record(&mut self, rec: &Received, line: Option<&str>) -> std::io::Result<()>;
     /// A record the client makes itself when the session cannot go on.
-    fn interrupted(&mut self, rec: &Value) -> std::io::Result<()>;
+    fn interrupted(&mut self, rec: &ControlRecord) -> std::io::Result<()>;
     /// A message for the user (stderr for `trace`).
     fn say(&mut self, msg: &str) {
         eprint!("{msg}");
@@ -531,22 +563,26 @@ struct Printer<W: Write> {
 }
 
 impl<W: Write> Records for Printer<W> {
-    fn record(&mut self, line: &str, v: &Value) -> std::io::Result<()> {
-        let is_event = v.get("pid").is_some();
+    fn record(&mut self, rec: &Received, line: Option<&str>) -> std::io::Result<()> {
+        let is_event = !matches!(rec, Received::Record(_));
         if self.json {
-            writeln!(self.out, "{line}")?;
+            match line {
+                Some(l) => writeln!(self.out, "{l}")?,
+                None => writeln!(self.out, "{}", rec.to_json())?,
+            }
         } else if !self.quiet || !is_event {
             if !self.header {
                 self.header = true;
                 writeln!(self.out, "{}", podscope_pipeline::format::header_line(true))?;
             }
-            writeln!(self.out, "{}", columns(v))?;
+            writeln!(self.out, "{}", columns(rec))?;
         }
         self.out.flush()
     }
-    fn interrupted(&mut self, rec: &Value) -> std::io::Result<()> {
+    fn interrupted(&mut self, rec: &ControlRecord) -> std::io::Result<()> {
         if self.json {
-            writeln!(self.out, "{rec}")?;
+            let r = crate::records::control(rec.clone());
+            writeln!(self.out, "{}", crate::records::to_value(&r))?;
         }
         Ok(())
     }
@@ -631,9 +667,9 @@ pub fn trace_into(
     };
     let code = 'outer: loop {
         if let Some(s) = stream.take() {
-            for line in s.lines() {
-                let line = match line {
-                    Ok(l) => l,
+            for next in s {
+                let (rec, line) = match next {
+                    Ok(r) => r,
                     Err(e) => {
                         broke = Some(format!("{e:#}"));
                         break;
@@ -641,21 +677,20 @@ pub fn trace_into(
                 };
                 if hub.end_by.is_some_and(|e| Instant::now() > e) {
                     let why = overdue(&broke);
-                    let rec =
-                        serde_json::json!({"kind": "interrupted", "session": id, "reason": why});
-                    sink.interrupted(&rec)?;
+                    sink.interrupted(&interrupted(&id, &why))?;
                     sink.say(&format!("podscope: {why}\n"));
                     break 'outer 1;
                 }
-                let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                    continue;
+                let node = counts.entry(rec.node().to_string()).or_default();
+                let ctl = match &rec {
+                    Received::Record(r) => r.kind.as_ref(),
+                    _ => None,
                 };
-                let kind = v["kind"].as_str().unwrap_or("");
-                let is_event = v.get("pid").is_some();
-                let node = counts
-                    .entry(v["node"].as_str().unwrap_or("").to_string())
-                    .or_default();
-                if is_event {
+                let ctl_kind = match ctl {
+                    Some(Kind::Control(c)) => c.kind.as_str(),
+                    _ => "",
+                };
+                if !matches!(rec, Received::Record(_)) {
                     if t.max_events.is_some_and(|m| events >= m) {
                         // Arrived before the stop took effect: counted, not printed.
                         node.skipped += 1;
@@ -666,20 +701,22 @@ pub fn trace_into(
                     if t.max_events.is_some_and(|m| events >= m) {
                         stop.store(true, Ordering::Relaxed);
                     }
-                } else if kind == "session" {
+                } else if ctl_kind == "session" {
                     continue;
                 }
-                sink.record(&line, &v)?;
-                match kind {
-                    _ if is_event => {}
-                    "lost" => node.lost += v["lost"].as_u64().unwrap_or(0),
-                    "gap" => node.gaps += v["gap"].as_u64().unwrap_or(0),
-                    "node_lost" => node.node_lost = true,
-                    "summary" => node.summary = Some(v),
-                    "end" if !is_event => break 'outer 0,
-                    "interrupted" if !is_event => break 'outer 1,
-                    // The hub restarts: reconnect below.
-                    "reconnect" if !is_event => break,
+                sink.record(&rec, line.as_deref())?;
+                match ctl {
+                    Some(Kind::Lost(l)) => node.lost += l.lost,
+                    Some(Kind::Summary(s)) => node.summary = Some(s.clone()),
+                    Some(Kind::Control(c)) => match c.kind.as_str() {
+                        "gap" => node.gaps += c.gap.unwrap_or(0),
+                        "node_lost" => node.node_lost = true,
+                        "end" => break 'outer 0,
+                        "interrupted" => break 'outer 1,
+                        // The hub restarts: reconnect below.
+                        "reconnect" => break,
+                        _ => {}
+                    },
                     _ => {}
                 }
             }
@@ -692,8 +729,7 @@ pub fn trace_into(
         loop {
             let late = hub.end_by.is_some_and(|e| Instant::now() > e);
             let gone = |why: String, sink: &mut dyn Records| -> Result<()> {
-                let rec = serde_json::json!({"kind": "interrupted", "session": id, "reason": why});
-                sink.interrupted(&rec)?;
+                sink.interrupted(&interrupted(&id, &why))?;
                 sink.say(&format!("podscope: {why}\n"));
                 Ok(())
             };
@@ -759,6 +795,16 @@ pub fn trace_into(
     Ok(code)
 }
 
+/// The `interrupted` record the client makes when session `id` cannot go on.
+fn interrupted(id: &str, why: &str) -> ControlRecord {
+    ControlRecord {
+        kind: "interrupted".into(),
+        session: Some(id.to_string()),
+        reason: Some(why.to_string()),
+        ..Default::default()
+    }
+}
+
 /// What the CLI received from one node of its session.
 #[derive(Debug, Default)]
 struct NodeCount {
@@ -773,7 +819,7 @@ struct NodeCount {
     /// The node's agent went away during the session.
     node_lost: bool,
     /// The node's trace's own summary.
-    summary: Option<Value>,
+    summary: Option<crate::proto::Summary>,
 }
 
 /// The end-of-trace summary: the events printed, and per node how they add
@@ -789,13 +835,7 @@ fn summary_text(
     let (printed, skipped, lost, gaps) = (
         sum(|c| c.printed),
         sum(|c| c.skipped),
-        sum(|c| {
-            c.summary
-                .as_ref()
-                .and_then(|v| v["lost"].as_u64())
-                .unwrap_or(0)
-                .max(c.lost)
-        }),
+        sum(|c| c.summary.as_ref().map_or(0, |v| v.lost).max(c.lost)),
         sum(|c| c.gaps),
     );
     let mut s = format!("podscope: {printed} events {word}");
@@ -816,7 +856,7 @@ fn summary_text(
             parts.push(format!("{} not delivered", c.gaps));
         }
         let received = c.printed + c.skipped + c.gaps;
-        let line = match c.summary.as_ref().and_then(|v| v["emitted"].as_u64()) {
+        let line = match c.summary.as_ref().and_then(|v| v.emitted) {
             Some(emitted) => {
                 let mut l = format!("{} = {emitted} the trace wrote", parts.join(" + "));
                 if emitted > received {
@@ -839,12 +879,7 @@ fn summary_text(
         };
         // The trace's summary has its final kernel count; `lost` records
         // are what was reported on the way.
-        let lost = c
-            .summary
-            .as_ref()
-            .and_then(|v| v["lost"].as_u64())
-            .unwrap_or(c.lost)
-            .max(c.lost);
+        let lost = c.summary.as_ref().map_or(c.lost, |v| v.lost).max(c.lost);
         s.push_str(&format!(
             "podscope: node {node}: {line}; {lost} lost in the kernel\n"
         ));
@@ -853,60 +888,78 @@ fn summary_text(
 }
 
 /// One record as a line of columns.
-fn columns(v: &Value) -> String {
-    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
-    let ts = s("timestamp");
-    let time = ts.get(11..23).unwrap_or("-").to_string();
-    if v.get("pid").is_none() {
-        let kind = s("kind");
-        let what = match kind.as_str() {
-            "lost" => format!(
+fn columns(rec: &Received) -> String {
+    let r = match rec {
+        // Events are formatted by the pipeline's one formatter, as locally.
+        Received::Event(ev) => return podscope_pipeline::format::event_line(ev, true),
+        Received::Unreadable { node, json } => {
+            // A probe this client does not know (a newer agent): its JSON.
+            return format!(
+                "{:<12} {:<10} {:<6} {:<14} {:>7} {:<16} {json}",
+                "-", node, "?", "UNREADABLE", "-", "-"
+            );
+        }
+        Received::Record(r) => r,
+    };
+    let ts = |ns: u64| podscope_model::Timestamp(ns).rfc3339();
+    let (stamp, node, probe, kind, what) = match &r.kind {
+        Some(Kind::Lost(l)) => (
+            ts(l.timestamp_ns),
+            l.node.clone(),
+            l.probe.clone(),
+            "lost".to_string(),
+            format!(
                 "{} events lost in the kernel, {} in total",
-                v["lost"], v["lost_total"]
+                l.lost, l.lost_total
             ),
-            "gap" => format!(
-                "{} events not delivered ({} queue full), {} in total",
-                v["gap"],
-                s("where"),
-                v["gap_total"]
-            ),
-            "summary" => format!("summary: {} events, {} lost", v["events"], v["lost"]),
-            "end" => format!(
-                "session {} ended ({})",
-                s("session"),
-                v["reason"].as_str().unwrap_or("stopped")
-            ),
-            _ => v
-                .get("message")
-                .or(v.get("reason"))
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-        };
-        return format!(
-            "{:<12} {:<10} {:<6} {:<14} {:>7} {:<16} {what}",
-            time,
-            s("node"),
-            s("probe"),
-            kind.to_uppercase(),
-            "-",
-            "-"
-        );
-    }
-    // Events are formatted by the pipeline's one formatter, as locally.
-    match serde_json::from_value::<podscope_model::Event>(v.clone()) {
-        Ok(ev) => podscope_pipeline::format::event_line(&ev, true),
-        // A probe this client does not know (a newer agent): what is known.
-        Err(_) => format!(
-            "{:<12} {:<10} {:<6} {:<14} {:>7} {:<16} {v}",
-            time,
-            s("node"),
-            s("probe"),
-            s("kind"),
-            v["pid"],
-            s("comm")
         ),
-    }
+        Some(Kind::Summary(s)) => (
+            s.timestamp.clone(),
+            s.node.clone().unwrap_or_default(),
+            String::new(),
+            "summary".to_string(),
+            format!("summary: {} events, {} lost", s.events, s.lost),
+        ),
+        Some(Kind::Control(c)) => {
+            let what = match c.kind.as_str() {
+                "gap" => format!(
+                    "{} events not delivered ({} queue full), {} in total",
+                    c.gap.unwrap_or(0),
+                    c.r#where.as_deref().unwrap_or(""),
+                    c.gap_total.unwrap_or(0)
+                ),
+                "end" => format!(
+                    "session {} ended ({})",
+                    c.session.as_deref().unwrap_or(""),
+                    c.reason.as_deref().unwrap_or("stopped")
+                ),
+                _ => c
+                    .message
+                    .as_deref()
+                    .or(c.reason.as_deref())
+                    .unwrap_or("")
+                    .to_string(),
+            };
+            (
+                String::new(),
+                c.node.clone().unwrap_or_default(),
+                c.probe.clone().unwrap_or_default(),
+                c.kind.clone(),
+                what,
+            )
+        }
+        _ => Default::default(),
+    };
+    let time = stamp.get(11..23).unwrap_or("-").to_string();
+    format!(
+        "{:<12} {:<10} {:<6} {:<14} {:>7} {:<16} {what}",
+        time,
+        node,
+        probe,
+        kind.to_uppercase(),
+        "-",
+        "-"
+    )
 }
 
 /// `exec` flags that apply through the hub.
@@ -1070,8 +1123,13 @@ mod tests {
             }
             let local = String::from_utf8(local).unwrap();
             let local = local.lines().nth(1).unwrap();
-            let wire: Value = serde_json::from_str(&serde_json::to_string(&ev).unwrap()).unwrap();
-            let remote = columns(&wire);
+            // Over REST (its JSON line) and over gRPC (its record), typed.
+            let line = serde_json::to_string(&ev).unwrap();
+            let rest = Received::from_json(&line).unwrap();
+            assert_eq!(rest, Received::Event(Box::new(ev.clone())));
+            let grpc = Received::from_record(crate::records::event(&ev));
+            assert_eq!(grpc, rest);
+            let remote = columns(&rest);
             // TIME(UTC) is 12 wide, then the NODE column (10 and a space).
             let without_node = format!("{}{}", &remote[..12], &remote[12 + 11..]);
             assert_eq!(without_node, local, "probe {}", ev.probe());
@@ -1107,9 +1165,11 @@ mod tests {
             NodeCount {
                 printed: 5,
                 skipped: 1,
-                summary: Some(
-                    serde_json::json!({"kind": "summary", "events": 9, "emitted": 6, "lost": 0}),
-                ),
+                summary: Some(crate::proto::Summary {
+                    events: 9,
+                    emitted: Some(6),
+                    ..Default::default()
+                }),
                 ..Default::default()
             },
         );

@@ -3,7 +3,6 @@
 //! values (`crate::wire` converts) or a [`CallError`] in the REST API's
 //! words, so the CLI's logic is the same over both APIs.
 
-use std::io::Read;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -15,9 +14,9 @@ use crate::api::{
 };
 use crate::auth::Bearer;
 use crate::client::CallError;
-use crate::http::Response;
 use crate::proto::hub_api_client::HubApiClient;
 use crate::proto::{self, RecordBatch};
+use crate::records::Received;
 use crate::tls::ClientTls;
 
 type Client = HubApiClient<InterceptedService<Channel, Bearer>>;
@@ -195,7 +194,7 @@ impl GrpcHub {
             .into())
     }
 
-    /// A session's records as NDJSON for the CLI's line reader. The start
+    /// A session's records, typed, as they arrive. The start
     /// must answer within `limit`; then a silence of `idle` (if given) ends
     /// the stream with an error. The channel's HTTP/2 keep-alive pings find
     /// a hub that stopped answering without it.
@@ -204,15 +203,12 @@ impl GrpcHub {
         id: &str,
         limit: Duration,
         idle: Option<Duration>,
-    ) -> Result<Response, CallError> {
+    ) -> Result<RecordStream, CallError> {
         let mut c = self.client.clone();
         let r = proto::SessionId { id: id.to_string() };
         let what = format!("HubApi.StreamEvents, as GET /v1/sessions/{id}/events");
         let s = self.run(&what, limit, c.stream_events(r))?;
-        Ok(Response::from_reader(
-            200,
-            Box::new(LineReader::spawn(&self.rt, s, idle, &what)),
-        ))
+        Ok(RecordStream::spawn(&self.rt, s, idle, &what))
     }
 }
 
@@ -236,25 +232,26 @@ pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// The events stream as NDJSON bytes for the CLI's line reader.
-struct LineReader {
-    /// Batches of lines, or why the stream broke.
-    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, String>>,
-    buf: Vec<u8>,
-    pos: usize,
+/// A session's records as they arrive on the gRPC stream, typed: the
+/// stream's task converts each batch to model events, the caller takes them
+/// one by one.
+pub(crate) struct RecordStream {
+    /// Batches of records, or why the stream broke.
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<Received>, String>>,
+    batch: std::vec::IntoIter<Received>,
     rt: tokio::runtime::Handle,
     /// Silence after which a read fails, and the call, for the message.
     idle: Option<(Duration, String)>,
 }
 
-impl LineReader {
+impl RecordStream {
     fn spawn(
         rt: &tokio::runtime::Runtime,
         mut s: tonic::Streaming<RecordBatch>,
         idle: Option<Duration>,
         what: &str,
-    ) -> LineReader {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, String>>(1024);
+    ) -> RecordStream {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<Received>, String>>(1024);
         let call = what.to_string();
         rt.spawn(async move {
             loop {
@@ -268,65 +265,58 @@ impl LineReader {
                         break;
                     }
                 };
-                // The CLI's printer reads NDJSON, as from REST.
-                let mut lines = Vec::new();
-                for r in &m.records {
-                    lines.extend_from_slice(crate::records::to_json(r).as_bytes());
-                    lines.push(b'\n');
-                }
-                if tx.send(Ok(lines)).await.is_err() {
+                let batch = m.records.into_iter().map(Received::from_record).collect();
+                if tx.send(Ok(batch)).await.is_err() {
                     break;
                 }
             }
         });
-        LineReader {
+        RecordStream {
             rx,
-            buf: Vec::new(),
-            pos: 0,
+            batch: Vec::new().into_iter(),
             rt: rt.handle().clone(),
             idle: idle.map(|d| (d, what.to_string())),
         }
     }
-}
 
-impl Read for LineReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.pos == self.buf.len() {
+    /// The next record; `None` at the stream's end.
+    pub(crate) fn next_record(&mut self) -> Option<std::io::Result<Received>> {
+        loop {
+            if let Some(r) = self.batch.next() {
+                return Some(Ok(r));
+            }
             let next = match &self.idle {
                 None => self.rx.blocking_recv(),
                 Some((d, what)) => {
                     let (d, rx) = (*d, &mut self.rx);
-                    self.rt
+                    match self
+                        .rt
                         .block_on(async { tokio::time::timeout(d, rx.recv()).await })
-                        .map_err(|_| {
-                            std::io::Error::new(
+                    {
+                        Ok(n) => n,
+                        Err(_) => {
+                            return Some(Err(std::io::Error::new(
                                 std::io::ErrorKind::TimedOut,
                                 format!(
                                     "{what}: nothing arrived for {:.1}s (idle stream, past the deadline of --duration)",
                                     d.as_secs_f64()
                                 ),
-                            )
-                        })?
+                            )))
+                        }
+                    }
                 }
             };
             match next {
-                Some(Ok(b)) => {
-                    self.buf = b;
-                    self.pos = 0;
-                }
+                Some(Ok(b)) => self.batch = b.into_iter(),
                 Some(Err(why)) => {
-                    return Err(std::io::Error::new(
+                    return Some(Err(std::io::Error::new(
                         std::io::ErrorKind::ConnectionAborted,
                         why,
-                    ))
+                    )))
                 }
-                None => return Ok(0),
+                None => return None,
             }
         }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 

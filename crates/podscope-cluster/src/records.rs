@@ -465,6 +465,153 @@ pub fn to_value(r: &proto::Record) -> Value {
     }
 }
 
+/// One record of a session's stream as a client reads it, typed: what
+/// the CLI prints and `podscope --hub URL top` counts, from the gRPC stream
+/// as it came or from a REST stream's JSON line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received {
+    /// An event of a probe this build knows.
+    Event(Box<m::Event>),
+    /// A record that is not an event: `lost`, `summary` or a control record
+    /// (`gap`, `end`, `node_lost`, ...). Never an event.
+    Record(Box<proto::Record>),
+    /// An event of a probe this build does not know (a newer agent): its
+    /// node, and what can be shown of it as JSON.
+    Unreadable {
+        /// The node it came from.
+        node: String,
+        /// Its JSON line.
+        json: String,
+    },
+}
+
+impl Received {
+    /// A record of the gRPC stream.
+    pub fn from_record(r: proto::Record) -> Received {
+        match r.kind {
+            Some(Kind::Event(e)) => {
+                let json = |e: &proto::Event| {
+                    serde_json::json!({
+                        "timestamp": m::Timestamp(e.timestamp).rfc3339(),
+                        "node": e.node, "namespace": e.namespace, "pod": e.pod,
+                        "pid": e.pid, "tid": e.tid, "comm": e.comm,
+                        "error": UnknownProbe.to_string(),
+                    })
+                    .to_string()
+                };
+                if e.data.is_none() {
+                    return Received::Unreadable {
+                        json: json(&e),
+                        node: e.node,
+                    };
+                }
+                match m::Event::try_from(e) {
+                    Ok(ev) => Received::Event(Box::new(ev)),
+                    Err(_) => Received::Unreadable {
+                        node: String::new(),
+                        json: String::new(),
+                    },
+                }
+            }
+            kind => Received::Record(Box::new(proto::Record { kind })),
+        }
+    }
+
+    /// A line of a REST stream (docs/json-schema.md); `None` for a blank
+    /// line (the hub's keep-alive) or one that is not a JSON object.
+    pub fn from_json(line: &str) -> Option<Received> {
+        if line.trim().is_empty() {
+            return None;
+        }
+        // Events are nearly every line: read as one straight away.
+        if let Ok(ev) = serde_json::from_str::<m::Event>(line) {
+            return Some(Received::Event(Box::new(ev)));
+        }
+        let Ok(Value::Object(o)) = serde_json::from_str::<Value>(line) else {
+            return None;
+        };
+        let s = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
+        let n = |k: &str| o.get(k).and_then(Value::as_u64);
+        let kind = s("kind").unwrap_or_default();
+        let rec = match kind.as_str() {
+            "lost" => Kind::Lost(proto::LostRecord {
+                timestamp_ns: o
+                    .get("timestamp")
+                    .and_then(|t| serde_json::from_value::<m::Timestamp>(t.clone()).ok())
+                    .map_or(0, |t| t.0),
+                probe: s("probe").unwrap_or_default(),
+                lost: n("lost").unwrap_or(0),
+                lost_total: n("lost_total").unwrap_or(0),
+                node: s("node").unwrap_or_default(),
+            }),
+            "summary" => {
+                match serde_json::from_value::<crate::api::SummaryView>(Value::Object(o)) {
+                    Ok(v) => Kind::Summary((&v).into()),
+                    Err(_) => return None,
+                }
+            }
+            // Every event has a pid (docs/json-schema.md); one that did not
+            // read as an event is of a probe this build does not know.
+            _ if o.contains_key("pid") => {
+                return Some(Received::Unreadable {
+                    node: s("node").unwrap_or_default(),
+                    json: line.to_string(),
+                })
+            }
+            _ => {
+                let probe_gaps = match (kind.as_str(), o.get("gaps")) {
+                    ("status", Some(Value::Object(g))) => g
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                        .collect(),
+                    _ => Default::default(),
+                };
+                Kind::Control(proto::ControlRecord {
+                    session: s("session"),
+                    node: s("node"),
+                    state: s("state"),
+                    reason: s("reason"),
+                    message: s("message"),
+                    probe: s("probe"),
+                    r#where: s("where"),
+                    gap: n("gap"),
+                    gap_total: n("gap_total"),
+                    events: n("events"),
+                    gaps: n("gaps"),
+                    probe_gaps,
+                    kind,
+                })
+            }
+        };
+        Some(Received::Record(Box::new(proto::Record {
+            kind: Some(rec),
+        })))
+    }
+
+    /// The node it came from ("" when the record names none).
+    pub fn node(&self) -> &str {
+        match self {
+            Received::Event(ev) => &ev.identity.node,
+            Received::Record(r) => match &r.kind {
+                Some(Kind::Lost(l)) => &l.node,
+                Some(Kind::Summary(s)) => s.node.as_deref().unwrap_or(""),
+                Some(Kind::Control(c)) => c.node.as_deref().unwrap_or(""),
+                _ => "",
+            },
+            Received::Unreadable { node, .. } => node,
+        }
+    }
+
+    /// Its JSON line (docs/json-schema.md), as a REST stream carries it.
+    pub fn to_json(&self) -> String {
+        match self {
+            Received::Event(ev) => serde_json::to_string(ev).unwrap_or_default(),
+            Received::Record(r) => to_value(r).to_string(),
+            Received::Unreadable { json, .. } => json.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -835,5 +982,102 @@ mod tests {
             (&Value::from("summary"), &Value::from(2))
         );
         assert_eq!(probe_of(&s), None);
+    }
+
+    /// A client reads the same typed record from a REST line as from the
+    /// gRPC stream, for every kind of record the hub and agents send.
+    #[test]
+    fn a_rest_line_reads_as_the_record_it_was_made_from() {
+        let mut recs: Vec<proto::Record> = every_probe().iter().map(event).collect();
+        recs.push(lost(m::ProbeKind::Tcp, 5, 9, "n1"));
+        recs.push(summary(proto::Summary {
+            timestamp: "2026-12-02T10:00:00.000000001Z".into(),
+            duration_ns: 7,
+            events: 2,
+            lost: 1,
+            probes: vec![proto::ProbeSummary {
+                probe: "exec".into(),
+                events: 2,
+                lost: 1,
+                map_full: 0,
+                queue_full: 0,
+            }],
+            emitted: Some(2),
+            node: Some("n1".into()),
+        }));
+        let c = |kind: &str| proto::ControlRecord {
+            kind: kind.into(),
+            node: Some("n2".into()),
+            ..Default::default()
+        };
+        recs.push(control(proto::ControlRecord {
+            r#where: Some("agent".into()),
+            probe: Some("open".into()),
+            gap: Some(3),
+            gap_total: Some(4),
+            ..c("gap")
+        }));
+        recs.push(control(proto::ControlRecord {
+            session: Some("s1".into()),
+            reason: Some("duration".into()),
+            events: Some(10),
+            gaps: Some(0),
+            ..c("end")
+        }));
+        recs.push(control(proto::ControlRecord {
+            message: Some("agent went away".into()),
+            ..c("node_lost")
+        }));
+        recs.push(control(proto::ControlRecord {
+            state: Some("running".into()),
+            probe_gaps: [("exec".to_string(), 2)].into(),
+            ..c("status")
+        }));
+        for r in recs {
+            let line = to_json(&r);
+            let rest = Received::from_json(&line).unwrap_or_else(|| panic!("not read: {line}"));
+            let grpc = Received::from_record(r.clone());
+            // Typed alike (JSON cannot tell a tracepoint's positive signed
+            // field from an unsigned one: they print the same).
+            assert_eq!(
+                std::mem::discriminant(&rest),
+                std::mem::discriminant(&grpc),
+                "{line}"
+            );
+            if !matches!(rest, Received::Event(_)) {
+                assert_eq!(rest, grpc, "{line}");
+            }
+            assert_eq!(grpc.to_json(), line);
+            assert_eq!(rest.to_json(), line);
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(rest.node(), v["node"].as_str().unwrap_or(""), "{line}");
+            assert_eq!(grpc.node(), rest.node(), "{line}");
+        }
+        // Keep-alives and noise are not records.
+        assert_eq!(Received::from_json(""), None);
+        assert_eq!(Received::from_json("not json"), None);
+        // An event of a probe this build does not know: shown, not lost.
+        let newer = r#"{"timestamp":"2026-12-02T10:00:00Z","node":"n3","pid":1,"tid":1,"uid":0,"comm":"x","cgroup_id":1,"probe":"quic","kind":"packet"}"#;
+        assert_eq!(
+            Received::from_json(newer),
+            Some(Received::Unreadable {
+                node: "n3".into(),
+                json: newer.into()
+            })
+        );
+        let bare = proto::Record {
+            kind: Some(Kind::Event(proto::Event {
+                node: "n3".into(),
+                pid: 1,
+                ..Default::default()
+            })),
+        };
+        match Received::from_record(bare) {
+            Received::Unreadable { node, json } => {
+                assert_eq!(node, "n3");
+                assert!(json.contains("newer agent"), "{json}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

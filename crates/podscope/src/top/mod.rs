@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use podscope_bpf::ProbeStats;
+use podscope_cluster::proto::{record::Kind, ControlRecord};
+use podscope_cluster::records::Received;
 use podscope_model::{Event, EventData, ProbeKind, TcpKind};
 use podscope_pipeline::sinks::Observed;
 use podscope_pipeline::store::PodStore;
@@ -539,43 +541,39 @@ struct RemoteSink {
 }
 
 impl podscope_cluster::client::Records for RemoteSink {
-    fn record(&mut self, _line: &str, v: &serde_json::Value) -> std::io::Result<()> {
-        if v.get("pid").is_some() {
-            match serde_json::from_value::<Event>(v.clone()) {
-                Ok(ev) => self.sink.event(&ev)?,
-                // A probe this client does not know (a newer agent).
-                Err(_) => {
-                    self.shared.unknown.fetch_add(1, Ordering::Relaxed);
+    fn record(&mut self, rec: &Received, _line: Option<&str>) -> std::io::Result<()> {
+        match rec {
+            Received::Event(ev) => self.sink.event(ev)?,
+            // A probe this client does not know (a newer agent).
+            Received::Unreadable { .. } => {
+                self.shared.unknown.fetch_add(1, Ordering::Relaxed);
+            }
+            Received::Record(r) => match &r.kind {
+                Some(Kind::Lost(l)) => {
+                    let probe = ProbeKind::parse_list(&l.probe)
+                        .ok()
+                        .and_then(|l| l.first().copied());
+                    if let Some(p) = probe {
+                        let total = {
+                            let mut losses = lock(&self.shared.losses);
+                            let e = losses.entry(p).or_default();
+                            *e += l.lost;
+                            *e
+                        };
+                        self.sink.lost(p, 0, total)?;
+                    }
                 }
-            }
-            return Ok(());
-        }
-        match v["kind"].as_str() {
-            Some("lost") => {
-                let probe = v["probe"]
-                    .as_str()
-                    .and_then(|p| ProbeKind::parse_list(p).ok())
-                    .and_then(|l| l.first().copied());
-                if let Some(p) = probe {
-                    let total = {
-                        let mut l = lock(&self.shared.losses);
-                        let e = l.entry(p).or_default();
-                        *e += v["lost"].as_u64().unwrap_or(0);
-                        *e
-                    };
-                    self.sink.lost(p, 0, total)?;
+                Some(Kind::Control(c)) if c.kind == "gap" => {
+                    self.shared
+                        .gaps
+                        .fetch_add(c.gap.unwrap_or(0), Ordering::Relaxed);
                 }
-            }
-            Some("gap") => {
-                self.shared
-                    .gaps
-                    .fetch_add(v["gap"].as_u64().unwrap_or(0), Ordering::Relaxed);
-            }
-            _ => {}
+                _ => {}
+            },
         }
         Ok(())
     }
-    fn interrupted(&mut self, _rec: &serde_json::Value) -> std::io::Result<()> {
+    fn interrupted(&mut self, _rec: &ControlRecord) -> std::io::Result<()> {
         Ok(())
     }
     fn say(&mut self, msg: &str) {
