@@ -629,6 +629,27 @@ pub struct NodePod {
     /// The pod.
     #[serde(flatten)]
     pub pod: Pod,
+    /// With `?usage=true`: each container's CPU and memory as the node last
+    /// reported them (read from the containers' cgroups every pod check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Vec<ContainerUsageView>>,
+}
+
+/// One container's CPU and memory as its node last reported them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ContainerUsageView {
+    /// The container's name.
+    pub container: String,
+    /// CPU between the node's last two reports, percent of one CPU (none
+    /// until two reports arrived).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
+    /// CPU used since the container started, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
+    /// Memory in use now (cgroup), bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
 }
 
 /// A node as `GET /v1/nodes` lists it.
@@ -888,6 +909,9 @@ pub struct PodQuery {
     /// Only this node's pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Add each pod's containers' CPU and memory (`usage`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub usage: bool,
 }
 
 /// `GET` and `DELETE /v1/sessions` query: globs over the sessions' own
@@ -1047,6 +1071,7 @@ mod tests {
         NodePod {
             node: node.into(),
             pod: serde_json::from_value(v).unwrap(),
+            usage: None,
         }
     }
 

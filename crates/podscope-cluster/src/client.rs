@@ -275,6 +275,9 @@ impl Hub {
         if q.all_namespaces {
             params.push("all_namespaces=true".into());
         }
+        if q.usage {
+            params.push("usage=true".into());
+        }
         let path = if params.is_empty() {
             "/v1/pods".to_string()
         } else {
@@ -453,7 +456,9 @@ fn enc(s: &str) -> String {
 }
 
 /// The pods on every node of the hub that `p` selects (`GET /v1/pods`).
-pub fn pods(target: &HubTarget, p: &RemotePods) -> Result<Vec<NodePod>> {
+/// The pods the hub lists for the pod flags; with `usage`, each with its
+/// containers' CPU and memory as their nodes last reported them.
+pub fn pods(target: &HubTarget, p: &RemotePods, usage: bool) -> Result<Vec<NodePod>> {
     let hub = Hub::new(target)?;
     let q = PodQuery {
         pod: p.pod.clone(),
@@ -462,13 +467,14 @@ pub fn pods(target: &HubTarget, p: &RemotePods) -> Result<Vec<NodePod>> {
         selector: p.selector.clone(),
         container: p.container.clone(),
         node: None,
+        usage,
     };
     Ok(hub.list_pods(q)?)
 }
 
 /// `podscope --hub URL ps`.
 pub fn ps(target: &HubTarget, p: &RemotePods, json: bool) -> Result<()> {
-    let pods = pods(target, p)?;
+    let pods = pods(target, p, false)?;
     // The node's own formatter, with the NODE column.
     let rows = podscope_pipeline::podtable::pod_rows(
         pods.iter().map(|p| (Some(p.node.as_str()), &p.pod)),

@@ -9,9 +9,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::{
-    CreateSession, Deleted, ExecBody, ExecView, HookArgView, HookView, NodePod, NodeSession,
-    NodeView, PodQuery, ProbeView, Selection, SessionQuery, SessionSpec, SessionView, SummaryProbe,
-    SummaryView, SyscallsHook, TracepointHook,
+    ContainerUsageView, CreateSession, Deleted, ExecBody, ExecView, HookArgView, HookView, NodePod,
+    NodeSession, NodeView, PodQuery, ProbeView, Selection, SessionQuery, SessionSpec, SessionView,
+    SummaryProbe, SummaryView, SyscallsHook, TracepointHook,
 };
 use crate::proto;
 
@@ -108,6 +108,17 @@ impl From<&NodePod> for proto::NodePod {
         proto::NodePod {
             node: p.node.clone(),
             pod: Some((&p.pod).into()),
+            usage: p.usage.as_ref().map(|u| proto::PodUsage {
+                containers: u
+                    .iter()
+                    .map(|c| proto::ContainerUsageView {
+                        container: c.container.clone(),
+                        cpu_percent: c.cpu_percent,
+                        cpu_seconds: c.cpu_seconds,
+                        memory_bytes: c.memory_bytes,
+                    })
+                    .collect(),
+            }),
         }
     }
 }
@@ -118,6 +129,17 @@ impl TryFrom<proto::NodePod> for NodePod {
         Ok(NodePod {
             node: p.node,
             pod: p.pod.ok_or("a NodePod without its pod")?.try_into()?,
+            usage: p.usage.map(|u| {
+                u.containers
+                    .into_iter()
+                    .map(|c| ContainerUsageView {
+                        container: c.container,
+                        cpu_percent: c.cpu_percent,
+                        cpu_seconds: c.cpu_seconds,
+                        memory_bytes: c.memory_bytes,
+                    })
+                    .collect()
+            }),
         })
     }
 }
@@ -163,6 +185,7 @@ impl From<PodQuery> for proto::PodQuery {
             selector: q.selector,
             container: q.container,
             node: q.node,
+            usage: q.usage,
         }
     }
 }
@@ -176,6 +199,7 @@ impl From<proto::PodQuery> for PodQuery {
             selector: q.selector,
             container: q.container,
             node: q.node,
+            usage: q.usage,
         }
     }
 }
@@ -593,15 +617,33 @@ mod tests {
     /// the value before and after is the same.
     #[test]
     fn every_type_round_trips_through_protobuf() {
-        let p = NodePod {
+        let mut p = NodePod {
             node: "n1".into(),
             pod: pod(),
+            usage: None,
         };
-        let back = NodePod::try_from(proto::NodePod::from(&p)).unwrap();
-        assert_eq!(
-            serde_json::to_value(&back).unwrap(),
-            serde_json::to_value(&p).unwrap()
-        );
+        for usage in [
+            None,
+            Some(vec![
+                ContainerUsageView {
+                    container: "nginx".into(),
+                    cpu_percent: Some(12.5),
+                    cpu_seconds: Some(3.25),
+                    memory_bytes: Some(1 << 20),
+                },
+                ContainerUsageView {
+                    container: "side".into(),
+                    ..Default::default()
+                },
+            ]),
+        ] {
+            p.usage = usage;
+            let back = NodePod::try_from(proto::NodePod::from(&p)).unwrap();
+            assert_eq!(
+                serde_json::to_value(&back).unwrap(),
+                serde_json::to_value(&p).unwrap()
+            );
+        }
         let summary = SummaryView {
             timestamp: "2026-12-01T00:00:00Z".into(),
             kind: "summary".into(),

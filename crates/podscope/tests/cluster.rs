@@ -2445,6 +2445,15 @@ fn openapi_describes_every_live_answer() {
         name.as_str(),
         "the pod's own fields are checked"
     );
+    let (_, pods) = check(
+        "GET",
+        &format!("/v1/pods?namespace={ns}&usage=true"),
+        "/v1/pods",
+        None,
+        &[],
+        true,
+    );
+    assert!(pods[0]["usage"].is_array(), "{pods}");
     check("GET", "/v1/probes", "/v1/probes", None, &[], true);
     // The hook catalogue: every kind `podscope hooks` lists, with its arguments.
     let (_, hooks) = check("GET", "/v1/hooks", "/v1/hooks", None, &[], true);
@@ -2806,13 +2815,15 @@ fn top_through_the_hub_counts_each_pods_workload() {
             "mkfifo /tmp/go; read x < /tmp/go; i=0; while [ $i -lt {EXECS} ]; do /bin/true; i=$((i+1)); done; : > /tmp/done; exec sleep 3600"
         ),
     );
-    let _idle = pod(&sock, "idle", &ns, "exec sleep 3600");
+    let idle = pod(&sock, "idle", &ns, "exec sleep 3600");
+    // A busy loop: about one CPU (less on a loaded 2-core machine).
+    let _spin = pod(&sock, "spin", &ns, "while :; do :; done");
     wait_for(
         Duration::from_secs(10),
         "the node to report the pods",
         || {
             let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
-            v.as_array().is_some_and(|a| a.len() == 2)
+            v.as_array().is_some_and(|a| a.len() == 3)
         },
     );
     let mut top = Proc(
@@ -2879,10 +2890,63 @@ fn top_through_the_hub_counts_each_pods_workload() {
     assert_eq!(b["node"], "top-node", "{b}");
     assert_eq!(b["namespace"], ns.as_str(), "{b}");
     assert_eq!(b["totals"]["execs"], (EXECS + 1) as u64, "{b}");
-    assert_eq!(b["cpu_percent"], Value::Null, "{b}");
     let i = row("idle");
     assert_eq!(i["node"], "top-node", "{i}");
     assert_eq!(i["totals"]["execs"], 0, "{i}");
+    // CPU and memory come from the node's usage reports (its cgroups).
+    // Witnesses: the loop takes a good part of a CPU, the sleeping pod next
+    // to none, and the sleeping pod's memory is what its cgroup says (a
+    // sleeping process's working set does not move; the kernel charges
+    // memory in per-CPU batches, hence the slack).
+    let spin = row("spin")["cpu_percent"].as_f64().unwrap_or(0.0);
+    let still = i["cpu_percent"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no CPU for the idle pod: {i}"));
+    assert!(
+        (20.0..=110.0).contains(&spin),
+        "the loop at {spin}% CPU: {snap}"
+    );
+    assert!(still < 5.0, "a sleeping pod at {still}% CPU");
+    let cg = idle.pod.containers[0].cgroup_path.clone().unwrap();
+    let witness = common::cgroup_working_set(&cg) as f64;
+    let shown = i["memory_bytes"].as_f64().unwrap();
+    assert!(
+        (shown - witness).abs() <= witness * 0.1 + 65536.0,
+        "memory {shown} shown, {witness} in the cgroup"
+    );
+    // The listing behind it: ?usage=true, per container, over REST; its CPU
+    // seconds never more than the cgroup has counted by now.
+    let (status, v) = api(
+        port,
+        "GET",
+        &format!("/v1/pods?namespace={ns}&usage=true"),
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    let listed = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "idle")
+        .cloned()
+        .unwrap();
+    let u = &listed["usage"][0];
+    assert_eq!(u["container"], "main", "{listed}");
+    let cpu_s = u["cpu_seconds"].as_f64().unwrap();
+    let used = common::cgroup_cpu_seconds(&cg);
+    assert!(
+        cpu_s <= used + 1e-6,
+        "{cpu_s} s reported, {used} s in the cgroup since"
+    );
+    // Without it, the listing is as before: no usage.
+    let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p.get("usage").is_none()),
+        "{v}"
+    );
     // The session is gone from the hub once top is done.
     wait_for(Duration::from_secs(10), "the session to be deleted", || {
         api(port, "GET", &format!("/v1/sessions/{id}"), None).0 == 404

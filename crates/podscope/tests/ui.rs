@@ -547,29 +547,7 @@ fn pages_in_chromium_show_pods_the_service_map_and_a_live_session() {
         "a sleeping pod at {idle}% CPU, the loop at {busy}%"
     );
     let cg = html_pod.pod.containers[0].cgroup_path.clone().unwrap();
-    let cg = cg.trim_start_matches('/');
-    // cgroup v1's memory controller where it is mounted (this machine), else v2.
-    let v1 = Path::new("/sys/fs/cgroup/memory").join(cg);
-    let (dir, usage_file, inactive_key) = if v1.join("memory.usage_in_bytes").exists() {
-        (v1, "memory.usage_in_bytes", "total_inactive_file ")
-    } else {
-        let root = podscope_pipeline::cgroup::v2_mount().unwrap();
-        (root.join(cg), "memory.current", "inactive_file ")
-    };
-    let current: u64 = std::fs::read_to_string(dir.join(usage_file))
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .trim()
-        .parse()
-        .unwrap();
-    let inactive: u64 = std::fs::read_to_string(dir.join("memory.stat"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(inactive_key))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let witness = current.saturating_sub(inactive) as f64;
+    let witness = common::cgroup_working_set(&cg) as f64;
     let shown = row(html_name)["memory_bytes"].as_f64().unwrap();
     assert!(
         (shown - witness).abs() <= witness * 0.1 + 65536.0,

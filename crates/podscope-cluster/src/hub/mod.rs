@@ -191,15 +191,17 @@ struct NodeEntry {
     conn: u64,
     /// The agent process behind the link (Hello.instance; empty from older agents).
     instance: String,
-    /// Per pod (namespace, name): CPU seconds and memory of its containers
-    /// at the last two usage reports, for the web view's CPU % and MEM.
-    usage: BTreeMap<(String, String), PodUsage>,
+    /// Per container (namespace, pod, container): CPU seconds and memory at
+    /// the last two usage reports, for the web view's and `top`'s CPU % and
+    /// MEM.
+    usage: BTreeMap<(String, String, String), PodUsage>,
 }
 
-/// A pod's resource usage as its node last reported it.
+/// A container's (or, summed, a pod's) resource usage as its node last
+/// reported it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PodUsage {
-    cpu_seconds: Option<f64>,
+    pub(crate) cpu_seconds: Option<f64>,
     at: Option<std::time::Instant>,
     /// CPU used between the last two reports, % of one CPU.
     pub(crate) cpu_percent: Option<f64>,
@@ -759,20 +761,11 @@ impl Hub {
             Some(agent_message::Msg::Usage(u)) => {
                 if let Some(n) = st.nodes.get_mut(node) {
                     let now = std::time::Instant::now();
-                    let mut sums: BTreeMap<(String, String), (Option<f64>, Option<u64>)> =
-                        BTreeMap::new();
-                    for c in u.containers {
-                        let e = sums.entry((c.namespace, c.pod)).or_default();
-                        if let Some(v) = c.cpu_seconds {
-                            e.0 = Some(e.0.unwrap_or(0.0) + v);
-                        }
-                        if let Some(v) = c.memory_bytes {
-                            e.1 = Some(e.1.unwrap_or(0) + v);
-                        }
-                    }
                     let mut next = BTreeMap::new();
-                    for (k, (cpu, mem)) in sums {
+                    for c in u.containers {
+                        let k = (c.namespace, c.pod, c.container);
                         let prev = n.usage.get(&k);
+                        let cpu = c.cpu_seconds;
                         let cpu_percent = match (prev.and_then(|p| p.cpu_seconds.zip(p.at)), cpu) {
                             (Some((c0, t0)), Some(c1)) if c1 >= c0 => {
                                 let dt = now.duration_since(t0).as_secs_f64();
@@ -786,7 +779,7 @@ impl Hub {
                                 cpu_seconds: cpu,
                                 at: Some(now),
                                 cpu_percent,
-                                memory_bytes: mem,
+                                memory_bytes: c.memory_bytes,
                             },
                         );
                     }

@@ -90,7 +90,8 @@ fn query<T>(q: Result<Query<T>, QueryRejection>, allowed: &str) -> Result<T, Api
         .map_err(|e| ApiError::bad_request(format!("bad query ({e}); allowed are {allowed}")))
 }
 
-const POD_PARAMS: &str = "pod, namespace, all_namespaces=true, selector, container, node";
+const POD_PARAMS: &str =
+    "pod, namespace, all_namespaces=true, selector, container, node, usage=true";
 const SESSION_PARAMS: &str = "pod, container, namespace (globs) and state";
 
 async fn require_token(State(hub): State<Hub>, req: Request, next: Next) -> Response {

@@ -17,8 +17,8 @@ use super::{
     Subscriber,
 };
 use crate::api::{
-    ApiError, CreateSession, Deleted, ErrorKind, ExecBody, ExecView, HookView, NodePod, NodeView,
-    PodQuery, ProbeView, Selection, SessionQuery, SessionView, UpdateSession,
+    ApiError, ContainerUsageView, CreateSession, Deleted, ErrorKind, ExecBody, ExecView, HookView,
+    NodePod, NodeView, PodQuery, ProbeView, Selection, SessionQuery, SessionView, UpdateSession,
 };
 use crate::proto::ExecRequest;
 
@@ -131,9 +131,25 @@ impl Hub {
                 continue;
             }
             for pod in sel.select(&n.pods) {
+                let usage = q.usage.then(|| {
+                    pod.containers
+                        .iter()
+                        .map(|c| {
+                            let k = (pod.namespace.clone(), pod.name.clone(), c.name.clone());
+                            let u = n.usage.get(&k).cloned().unwrap_or_default();
+                            ContainerUsageView {
+                                container: c.name.clone(),
+                                cpu_percent: u.cpu_percent,
+                                cpu_seconds: u.cpu_seconds,
+                                memory_bytes: u.memory_bytes,
+                            }
+                        })
+                        .collect()
+                });
                 out.push(NodePod {
                     node: name.clone(),
                     pod,
+                    usage,
                 });
             }
         }
@@ -144,6 +160,12 @@ impl Hub {
     /// its node reported it (a pod narrowed to some containers is made
     /// afresh): 5,000 pods cost a copy, not a clone and a serialisation.
     pub(crate) fn list_pods_json(&self, q: PodQuery) -> Result<String, ApiError> {
+        if q.usage {
+            // Usage changes with every report: made afresh.
+            let pods = self.list_pods(q)?;
+            return serde_json::to_string(&pods)
+                .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()));
+        }
         let sel = pod_selection(&q)?;
         let st = self.lock();
         let size: usize = st
@@ -169,6 +191,7 @@ impl Hub {
                     fresh = serde_json::to_string(&NodePod {
                         node: name.clone(),
                         pod: narrowed,
+                        usage: None,
                     })
                     .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
                     fresh.as_str()
@@ -227,6 +250,7 @@ impl Hub {
                     n.pods.iter().map(|p| NodePod {
                         node: name.clone(),
                         pod: p.clone(),
+                        usage: None,
                     })
                 })
                 .collect();

@@ -199,6 +199,9 @@ pub struct Source {
     known: Vec<Pod>,
     /// (namespace, pod) -> node, through the hub.
     pub nodes: Option<HashMap<(String, String), String>>,
+    /// Through the hub: each container's CPU and memory as its node last
+    /// reported them.
+    pub usage: model::Usage,
     /// Why the last pod listing failed, if it did.
     pub listing_error: Option<String>,
 }
@@ -243,10 +246,26 @@ impl Source {
             PodSource::Hub { target, pods, last } => {
                 if last.is_none_or(|l| l.elapsed() >= Duration::from_secs(2)) {
                     *last = Some(Instant::now());
-                    // Another node's cgroups are not here: no CPU or memory
-                    // through the hub (the exporter is not told of the pods).
-                    match podscope_cluster::client::pods(target, pods) {
+                    // Another node's cgroups are not here: CPU and memory
+                    // come from the nodes' reports (the exporter is not told
+                    // of the pods).
+                    match podscope_cluster::client::pods(target, pods, true) {
                         Ok(list) => {
+                            self.usage = list
+                                .iter()
+                                .flat_map(|p| {
+                                    p.usage.iter().flatten().map(|u| {
+                                        (
+                                            (
+                                                p.pod.namespace.clone(),
+                                                p.pod.name.clone(),
+                                                u.container.clone(),
+                                            ),
+                                            (u.cpu_percent, u.memory_bytes),
+                                        )
+                                    })
+                                })
+                                .collect();
                             self.nodes = Some(
                                 list.iter()
                                     .map(|p| {
@@ -440,6 +459,7 @@ pub fn run(args: TopArgs) -> Result<()> {
         pods: Vec::new(),
         known: Vec::new(),
         nodes: None,
+        usage: Default::default(),
         listing_error: None,
     };
     let began = Instant::now();
@@ -503,7 +523,7 @@ fn print_snapshots(mut src: Source, args: &TopArgs) -> Result<()> {
             args.containers,
         );
         if let Some(n) = &src.nodes {
-            model::with_nodes(&mut rows, n);
+            model::with_nodes(&mut rows, n, &src.usage);
         }
         model::sort(&mut rows, Col::Namespace, false);
         let elapsed = cur.at.duration_since(began).as_secs_f64();
@@ -629,6 +649,7 @@ pub fn run_remote(
         pods: Vec::new(),
         known: Vec::new(),
         nodes: Some(HashMap::new()),
+        usage: Default::default(),
         listing_error: None,
     };
     let t = podscope_cluster::client::RemoteTrace {

@@ -247,10 +247,38 @@ fn row(
     }
 }
 
-/// Names each row's node (through the hub).
-pub fn with_nodes(rows: &mut [Row], nodes: &HashMap<(String, String), String>) {
+/// A container's CPU % and memory as its node last reported them (through
+/// the hub, where this machine's cgroups are not the pods').
+pub type Usage = HashMap<Key, Used>;
+
+/// CPU % of one CPU, and memory bytes.
+pub type Used = (Option<f64>, Option<u64>);
+
+/// Through the hub: names each row's node, and takes its CPU and memory
+/// from the nodes' reports (a pod's are its containers' summed).
+pub fn with_nodes(rows: &mut [Row], nodes: &HashMap<(String, String), String>, usage: &Usage) {
+    let sum = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(x), Some(y)) => Some(x + y),
+        (x, y) => x.or(y),
+    };
+    let mut pods: HashMap<(&str, &str), Used> = HashMap::new();
+    for ((ns, pod, _), (cpu, mem)) in usage {
+        let e = pods.entry((ns, pod)).or_default();
+        e.0 = sum(e.0, *cpu);
+        e.1 = match (e.1, mem) {
+            (Some(x), Some(y)) => Some(x + y),
+            (x, y) => x.or(*y),
+        };
+    }
     for r in rows {
         r.node = nodes.get(&(r.namespace.clone(), r.pod.clone())).cloned();
+        let u = match &r.container {
+            Some(c) => usage
+                .get(&(r.namespace.clone(), r.pod.clone(), c.clone()))
+                .copied(),
+            None => pods.get(&(r.namespace.as_str(), r.pod.as_str())).copied(),
+        };
+        (r.cpu_percent, r.memory_bytes) = u.unwrap_or_default();
     }
 }
 

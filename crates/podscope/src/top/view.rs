@@ -172,7 +172,7 @@ fn run_in(terminal: &mut ratatui::DefaultTerminal, src: &mut Source, args: &TopA
                     ui.per_container,
                 );
                 if let Some(n) = &src.nodes {
-                    model::with_nodes(&mut ui.rows, n);
+                    model::with_nodes(&mut ui.rows, n, &src.usage);
                 }
                 ui.last_secs = secs;
             }

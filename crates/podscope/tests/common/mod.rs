@@ -251,6 +251,59 @@ impl JsonTrace {
     }
 }
 
+/// A container's memory working set as its own cgroup says now
+/// (memory.current less inactive_file; cgroup v1's memory controller where
+/// it is mounted), the witness of the agents' memory reports. `cgroup_path`
+/// is the container's, as the runtime lists it.
+pub fn cgroup_working_set(cgroup_path: &str) -> u64 {
+    let cg = cgroup_path.trim_start_matches('/');
+    let v1 = std::path::Path::new("/sys/fs/cgroup/memory").join(cg);
+    let (dir, usage_file, inactive_key) = if v1.join("memory.usage_in_bytes").exists() {
+        (v1, "memory.usage_in_bytes", "total_inactive_file ")
+    } else {
+        let root = podscope_pipeline::cgroup::v2_mount().unwrap();
+        (root.join(cg), "memory.current", "inactive_file ")
+    };
+    let current: u64 = std::fs::read_to_string(dir.join(usage_file))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .trim()
+        .parse()
+        .unwrap();
+    let inactive: u64 = std::fs::read_to_string(dir.join("memory.stat"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(inactive_key))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    current.saturating_sub(inactive)
+}
+
+/// A container's CPU time so far as its own cgroup says now, seconds
+/// (cgroup v1's cpuacct.usage where that controller is mounted, else v2's
+/// cpu.stat usage_usec).
+pub fn cgroup_cpu_seconds(cgroup_path: &str) -> f64 {
+    let cg = cgroup_path.trim_start_matches('/');
+    let v1 = std::path::Path::new("/sys/fs/cgroup/cpuacct")
+        .join(cg)
+        .join("cpuacct.usage");
+    if let Ok(ns) = std::fs::read_to_string(&v1) {
+        return ns.trim().parse::<f64>().unwrap() / 1e9;
+    }
+    let v2 = podscope_pipeline::cgroup::v2_mount()
+        .unwrap()
+        .join(cg)
+        .join("cpu.stat");
+    let stat = std::fs::read_to_string(&v2)
+        .unwrap_or_else(|e| panic!("neither {} nor {}: {e}", v1.display(), v2.display()));
+    stat.lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no usage_usec in {}", v2.display()))
+        / 1e6
+}
+
 /// Root, or skipped when PODSCOPE_SKIP_ROOT_TESTS says so (and says so).
 pub fn root_or_skip() -> bool {
     let root = std::fs::read_to_string("/proc/self/status")

@@ -358,13 +358,22 @@ impl Hub {
                 ..PodQuery::default()
             })
             .unwrap_or_default();
+        // A pod's usage is its containers' summed.
         let usage: BTreeMap<(String, String), super::PodUsage> = {
             let st = self.lock();
-            st.nodes
-                .values()
-                .filter(|n| n.up)
-                .flat_map(|n| n.usage.iter().map(|(k, v)| (k.clone(), v.clone())))
-                .collect()
+            let mut sums: BTreeMap<(String, String), super::PodUsage> = BTreeMap::new();
+            for ((ns, pod, _), u) in st.nodes.values().filter(|n| n.up).flat_map(|n| &n.usage) {
+                let e = sums.entry((ns.clone(), pod.clone())).or_default();
+                e.cpu_percent = match (e.cpu_percent, u.cpu_percent) {
+                    (Some(x), Some(y)) => Some(x + y),
+                    (x, y) => x.or(y),
+                };
+                e.memory_bytes = match (e.memory_bytes, u.memory_bytes) {
+                    (Some(x), Some(y)) => Some(x + y),
+                    (x, y) => x.or(y),
+                };
+            }
+            sums
         };
         let live = lock(&self.ui.live);
         let keys: Vec<(String, String)> = pods
