@@ -421,7 +421,8 @@ mod tests {
                 "namespace",
                 "node",
                 "pod",
-                "selector"
+                "selector",
+                "usage"
             ]
         );
     }
