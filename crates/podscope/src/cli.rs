@@ -370,9 +370,10 @@ pub struct TraceArgs {
 
     /// Tracepoints (tp:...): keep only records where FIELD OP VALUE holds,
     /// decided in the kernel; OP is == != < <= > >=, several joined by &&
-    /// (at most 4), strings quoted and compared with == or != only
-    /// (e.g. 'len > 1000 && name == "eth0"'). A tracepoint lacking a named
-    /// field is traced unfiltered (with a warning).
+    /// (at most 4), strings quoted and compared with == or != only, one
+    /// element of an integer array as FIELD[N] (e.g. 'len > 1000 && name ==
+    /// "eth0"', 'args[0] == 3'). A tracepoint lacking a named field is
+    /// traced unfiltered (with a warning).
     #[arg(long, value_name = "EXPR")]
     pub filter: Option<String>,
 

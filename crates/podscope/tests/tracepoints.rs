@@ -243,6 +243,77 @@ fn filter_cuts_forks_in_the_kernel() {
     );
 }
 
+/// Closes fds that are not open: `close(BASE + i)` for i < N, then the same
+/// for N decoys at DECOY + i, after a line on stdin (so the trace attaches
+/// first); prints each fd it asked to close that is not a decoy.
+const CLOSES_C: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int n = atoi(argv[1]);
+    char go[8];
+    dprintf(1, "pid %d\n", getpid());
+    if (read(0, go, sizeof(go)) <= 0) return 2;
+    for (int i = 0; i < n; i++) {
+        close(777000 + i);
+        dprintf(1, "%d\n", 777000 + i);
+    }
+    for (int i = 0; i < n; i++) close(888000 + i);
+    return 0;
+}
+"#;
+
+/// `--filter` on an array element (`raw_syscalls:sys_enter`'s `unsigned
+/// long args[6]`) is applied in the kernel: of the workload's closes, only
+/// the ones whose first argument is in the range reach user space, and they
+/// are exactly the fds the workload printed.
+#[test]
+fn filter_on_an_array_element_cuts_in_the_kernel() {
+    if !common::root_or_skip() {
+        return;
+    }
+    const N: usize = 9;
+    let bin = compile("array", CLOSES_C, "tpcloses");
+    let cg = Cgroup::new("tp-array");
+    let cgroup = cg.0.to_str().unwrap().to_string();
+    let mut w = cg
+        .command(&[bin.to_str().unwrap(), &N.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(w.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let trace = Trace::start(&[
+        "tp:raw_syscalls:sys_enter",
+        "--cgroup",
+        &cgroup,
+        "--filter",
+        "args[0] >= 777000 && args[0] < 778000",
+    ]);
+    w.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(w.wait().unwrap().success());
+    let (events, err) = trace.stop();
+    let want: BTreeSet<u64> = rest.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(want.len(), N);
+    let got: BTreeSet<u64> = events
+        .iter()
+        .map(|e| e["fields"]["args"][0].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, want, "{err}");
+    assert_eq!(events.len(), N, "{err}");
+    // Everything else the workload did (its decoy closes, its writes) was
+    // cut in the kernel, not in user space.
+    let (seen, filtered, sent) = counters(&err);
+    assert_eq!(sent, N as u64, "{err}");
+    assert_eq!(seen - filtered, N as u64, "{err}");
+    assert!(filtered >= N as u64, "the {N} decoys were not cut: {err}");
+}
+
 /// A veth pair of the test's own, IPv6 off and a static neighbour, so
 /// nothing but the test's datagrams leaves it; removed on drop.
 struct Veth {

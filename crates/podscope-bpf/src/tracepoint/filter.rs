@@ -58,11 +58,13 @@ pub enum Value {
     Str(String),
 }
 
-/// One `FIELD OP VALUE`.
+/// One `FIELD OP VALUE` (or `FIELD[INDEX] OP VALUE` on an array).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cmp {
     /// The field name.
     pub field: String,
+    /// `FIELD[INDEX]`: one element of an integer array.
+    pub index: Option<usize>,
     /// The operator.
     pub op: Op,
     /// The value.
@@ -110,9 +112,21 @@ fn parse_one(part: &str) -> Result<Cmp, String> {
     };
     let field = part[..at].trim();
     let value = part[at + text.len()..].trim();
+    // `args[2]`: an element of an array field.
+    let (field, index) = match field.strip_suffix(']').and_then(|f| f.split_once('[')) {
+        Some((name, i)) => match i.trim().parse::<usize>() {
+            Ok(i) => (name.trim(), Some(i)),
+            Err(_) => {
+                return Err(format!(
+                    "'{part}': '{i}' is not an array index (a number from 0, e.g. 'args[0] == 1')"
+                ))
+            }
+        },
+        None => (field, None),
+    };
     if field.is_empty() || !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(format!(
-            "'{part}': '{field}' is not a field name (letters, digits, _; see podscope probes --tracepoints)"
+            "'{part}': '{field}' is not a field name (letters, digits, _, and [N] for an array element; see podscope probes --tracepoints)"
         ));
     }
     if value.is_empty() {
@@ -136,6 +150,7 @@ fn parse_one(part: &str) -> Result<Cmp, String> {
     };
     Ok(Cmp {
         field: field.to_string(),
+        index,
         op,
         value,
     })
@@ -172,14 +187,41 @@ pub(crate) fn compile(fmt: &Format, cmps: &[Cmp]) -> Result<Option<Vec<Pred>>, S
         let Some(f) = fmt.field(&c.field) else {
             return Ok(None);
         };
-        let (kind, size) = match f.kind {
-            FieldKind::Int | FieldKind::Pointer => (if f.signed { 2 } else { 1 }, f.size),
-            FieldKind::Chars => (3, f.size),
-            FieldKind::DataLoc { chars: true } => (4, 4),
-            FieldKind::RelLoc { chars: true } => (5, 4),
+        let signed = if f.signed { 2 } else { 1 };
+        // (kernel kind, bytes compared, offset, bytes of the integer)
+        let (kind, size, offset, bytes) = match (f.kind, c.index) {
+            (FieldKind::Array { elem }, Some(i)) if matches!(elem, 1 | 2 | 4 | 8) => {
+                let n = f.size / elem;
+                if i >= n {
+                    return Err(format!(
+                        "--filter: {}'s field '{}' is {} ({n} elements): index {i} is past its end (0 to {})",
+                        fmt.name,
+                        c.field,
+                        f.ctype,
+                        n.saturating_sub(1)
+                    ));
+                }
+                (signed, elem, f.offset + i * elem, elem)
+            }
+            (_, Some(i)) => {
+                return Err(format!(
+                    "--filter: {}'s field '{}' is {}, not an array of integers: '{}[{i}]' cannot be compared (index only fixed-size integer arrays, e.g. 'args[0] == 1')",
+                    fmt.name, c.field, f.ctype, c.field
+                ))
+            }
+            (FieldKind::Int | FieldKind::Pointer, None) => (signed, f.size, f.offset, f.size),
+            (FieldKind::Chars, None) => (3, f.size, f.offset, f.size),
+            (FieldKind::DataLoc { chars: true }, None) => (4, 4, f.offset, 4),
+            (FieldKind::RelLoc { chars: true }, None) => (5, 4, f.offset, 4),
+            (FieldKind::Array { .. }, None) => {
+                return Err(format!(
+                    "--filter: {}'s field '{}' is {} (an array): compare one element, e.g. '{}[0] == 1'",
+                    fmt.name, c.field, f.ctype, c.field
+                ))
+            }
             _ => {
                 return Err(format!(
-                    "--filter: {}'s field '{}' is {} (an array): only integers, pointers and strings can be compared",
+                    "--filter: {}'s field '{}' is {} (bytes of variable length): only integers, pointers, strings and elements of fixed-size integer arrays can be compared",
                     fmt.name,
                     c.field,
                     f.ctype
@@ -187,7 +229,7 @@ pub(crate) fn compile(fmt: &Format, cmps: &[Cmp]) -> Result<Option<Vec<Pred>>, S
             }
         };
         let mut p = Pred {
-            offset: f.offset as u16,
+            offset: offset as u16,
             size: size.min(8) as u8,
             field: kind,
             op: c.op.code(),
@@ -196,7 +238,7 @@ pub(crate) fn compile(fmt: &Format, cmps: &[Cmp]) -> Result<Option<Vec<Pred>>, S
         };
         match (&c.value, kind) {
             (Value::Int(n), 1 | 2) => {
-                let bits = (f.size.clamp(1, 8) * 8) as u32;
+                let bits = (bytes.clamp(1, 8) * 8) as u32;
                 let (min, max) = if f.signed {
                     (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
                 } else {
@@ -259,6 +301,7 @@ mod tests {
             c[0],
             Cmp {
                 field: "len".into(),
+                index: None,
                 op: Op::Gt,
                 value: Value::Int(1000)
             }
@@ -316,7 +359,29 @@ mod tests {
             .contains("== and !="));
         assert!(compile(&f, &parse("mac == 1").unwrap())
             .unwrap_err()
-            .contains("array"));
+            .contains("mac[0] == 1"));
+        // One element of an array: an integer of the element's size at its offset.
+        let p = compile(&f, &parse("mac[5] == 0xff && mac [ 0 ] != 2").unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (p[0].offset, p[0].size, p[0].field, p[0].value),
+            (33, 1, 1, 255)
+        );
+        assert_eq!((p[1].offset, p[1].op), (28, 2));
+        assert!(compile(&f, &parse("mac[6] == 1").unwrap())
+            .unwrap_err()
+            .contains("past its end (0 to 5)"));
+        assert!(compile(&f, &parse("mac[0] == 256").unwrap())
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(compile(&f, &parse("len[0] == 1").unwrap())
+            .unwrap_err()
+            .contains("not an array of integers"));
+        assert!(parse("mac[x] == 1")
+            .unwrap_err()
+            .contains("not an array index"));
+        assert_eq!(parse("mac[3] == 1").unwrap()[0].index, Some(3));
     }
 }
 
@@ -326,9 +391,16 @@ mod tests {
 /// record of a tracepoint that lacks one of the fields passes, strings
 /// compare only with `==` and `!=`, pointers (hex strings) as numbers.
 pub fn matches(cmps: &[Cmp], fields: &podscope_model::TpFields) -> bool {
+    use podscope_model::TpValue;
     let mut values = Vec::with_capacity(cmps.len());
     for c in cmps {
-        match fields.get(&c.field) {
+        let v = match (fields.get(&c.field), c.index) {
+            (Some(TpValue::List(l)), Some(i)) => l.get(i),
+            (v, None) => v,
+            (Some(_), Some(_)) => None,
+            (None, _) => None,
+        };
+        match v {
             Some(v) => values.push(v),
             None => return true,
         }
@@ -386,5 +458,16 @@ mod matches_tests {
         assert!(!m("rc >= 0"));
         // A field the record lacks: the filter does not apply to it.
         assert!(m("nosuch == 1"));
+        // Array elements; an index past the record's list, like a missing
+        // field, passes (the kernel refuses such a filter up front).
+        let f = TpFields(vec![(
+            "args".into(),
+            TpValue::List(vec![TpValue::Uint(3), TpValue::Int(-1)]),
+        )]);
+        let m = |s: &str| matches(&parse(s).unwrap(), &f);
+        assert!(m("args[0] == 3 && args[1] < 0"));
+        assert!(!m("args[0] != 3"));
+        assert!(!m("args[1] >= 0"));
+        assert!(m("args[7] == 1"));
     }
 }
