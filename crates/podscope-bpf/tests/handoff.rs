@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use podscope_bpf::{Filter, ProbeStats, TraceOptions};
+use podscope_bpf::{ProbeStats, TraceOptions};
 use podscope_model::{EventData, ProbeKind};
 
 const EXECS: u64 = 1000;
@@ -17,14 +17,9 @@ const EXECS: u64 = 1000;
 fn stalled_storm(ring_buffer_bytes: u32, queue_bytes: usize) -> (ProbeStats, Vec<String>) {
     let cg = TestCgroup::new();
     let mut t = tracer(TraceOptions {
-        probes: vec![ProbeKind::Exec],
-        filter: Filter {
-            cgroups: Some(vec![cg.id()]),
-            ..Filter::default()
-        },
         ring_buffer_bytes,
         queue_bytes,
-        ..TraceOptions::default()
+        ..cg.options(&[ProbeKind::Exec])
     });
     let started = Instant::now();
     let script =
@@ -119,13 +114,8 @@ fn one_poll_takes_a_bounded_part_of_a_long_queue() {
     const OPENS: usize = 40_000;
     let cg = TestCgroup::new();
     let mut t = tracer(TraceOptions {
-        probes: vec![ProbeKind::Open],
-        filter: Filter {
-            cgroups: Some(vec![cg.id()]),
-            ..Filter::default()
-        },
         queue_bytes: 64 << 20,
-        ..TraceOptions::default()
+        ..cg.options(&[ProbeKind::Open])
     });
     let script = format!(
         "exec /bin/sh -c 'i=0; while [ $i -lt {OPENS} ]; do : < /etc/hostname; i=$((i+1)); done'"

@@ -271,13 +271,7 @@ fn cgroup_filter_admits_inside_and_drops_outside() {
         return;
     }
     let cg = TestCgroup::new();
-    let mut t = tracer(opts(
-        &[ProbeKind::Exec],
-        Filter {
-            cgroups: Some(vec![cg.id()]),
-            ..Filter::default()
-        },
-    ));
+    let mut t = tracer(cg.options(&[ProbeKind::Exec]));
     let inside = unique_program("inside");
     let outside = unique_program("outside");
     assert!(cg.run(&format!("{} in", inside.display())).success());
@@ -316,14 +310,9 @@ fn lost_events_are_counted_and_add_up() {
     // and no polling during the storm: records overflow one or the other
     // (the drain thread empties the ring as it fills, so mostly the queue).
     let mut t = tracer(TraceOptions {
-        probes: vec![ProbeKind::Exec],
-        filter: Filter {
-            cgroups: Some(vec![cg.id()]),
-            ..Filter::default()
-        },
         ring_buffer_bytes: 4096,
         queue_bytes: 4096,
-        ..TraceOptions::default()
+        ..cg.options(&[ProbeKind::Exec])
     });
     // One exec for the inner shell, then EXECS of /bin/true, all inside the cgroup.
     let script =

@@ -73,6 +73,19 @@ impl TestCgroup {
     pub fn run(&self, script: &str) -> std::process::ExitStatus {
         run_in(Some(&self.path), script)
     }
+
+    /// Trace options for `probes` filtered to this cgroup (the rest default:
+    /// change them with `..cg.options(...)`).
+    pub fn options(&self, probes: &[podscope_model::ProbeKind]) -> TraceOptions {
+        TraceOptions {
+            probes: probes.to_vec(),
+            filter: podscope_bpf::Filter {
+                cgroups: Some(vec![self.id()]),
+                ..podscope_bpf::Filter::default()
+            },
+            ..TraceOptions::default()
+        }
+    }
 }
 
 impl Drop for TestCgroup {
