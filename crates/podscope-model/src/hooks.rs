@@ -115,8 +115,10 @@ const TRACEPOINT_ARGS: &[HookArg] = &[
         required: false,
         flag: "--filter",
         description:
-            "FIELD OP VALUE joined by &&, OP one of == != < <= > >= (strings: == and != only); \
-                      evaluated in the kernel on each tracepoint that has the fields",
+            "FIELD OP VALUE joined by &&, OP one of == != < <= > >= (strings: == and != only), \
+                      FIELD[N] for an element of an integer array; EVENT: before a clause makes it \
+                      that tracepoint's, clauses joined by ;. Evaluated in the kernel on each \
+                      tracepoint that has the fields",
         example: r#""len > 1000 && name == \"eth0\"""#,
     },
     HookArg {

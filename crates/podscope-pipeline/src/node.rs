@@ -196,7 +196,7 @@ struct Session {
     /// Its tracepoints' names (SUBSYSTEM:EVENT) and filter, for the records
     /// the kernel passes for other sessions.
     tp_names: Vec<String>,
-    tp_filter: Vec<podscope_bpf::tracepoint::filter::Cmp>,
+    tp_filter: podscope_bpf::tracepoint::filter::Expr,
     /// Summary mode: the totals when it started (the kernel's count from
     /// when the probe loaded), by (cgroup, syscall number).
     summary_base: HashMap<(u64, u32), podscope_model::SyscallSummaryEvent>,
@@ -219,7 +219,11 @@ impl Session {
             }
             EventData::Tracepoint(t) => {
                 self.tp_names.contains(&t.tracepoint)
-                    && podscope_bpf::tracepoint::filter::matches(&self.tp_filter, &t.fields)
+                    && podscope_bpf::tracepoint::filter::matches(
+                        &self.tp_filter,
+                        &t.tracepoint,
+                        &t.fields,
+                    )
             }
             _ => true,
         }
@@ -530,7 +534,7 @@ impl Node {
         }
         let wants_tp = spec.probes.contains(&ProbeKind::Tracepoint);
         let mut tp_names = Vec::new();
-        let mut tp_filter = Vec::new();
+        let mut tp_filter = podscope_bpf::tracepoint::filter::Expr::default();
         if wants_tp {
             if spec.hooks.tracepoints.names.is_empty() {
                 anyhow::bail!("the tracepoint probe needs tracepoints: tp:SUBSYSTEM:EVENT");

@@ -372,8 +372,10 @@ pub struct TraceArgs {
     /// decided in the kernel; OP is == != < <= > >=, several joined by &&
     /// (at most 4), strings quoted and compared with == or != only, one
     /// element of an integer array as FIELD[N] (e.g. 'len > 1000 && name ==
-    /// "eth0"', 'args[0] == 3'). A tracepoint lacking a named field is
-    /// traced unfiltered (with a warning).
+    /// "eth0"', 'args[0] == 3'). EVENT: before a clause makes it that
+    /// tracepoint's, clauses joined by ; ('net_dev_xmit: len > 1000;
+    /// kfree_skb: reason == 2'). A tracepoint lacking a field of the clause
+    /// without a name is traced unfiltered (with a warning).
     #[arg(long, value_name = "EXPR")]
     pub filter: Option<String>,
 

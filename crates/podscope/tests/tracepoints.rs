@@ -243,6 +243,52 @@ fn filter_cuts_forks_in_the_kernel() {
     );
 }
 
+/// A clause for one tracepoint (`sched_process_fork: ...`) filters that
+/// tracepoint only, in the kernel: the workload's own N forks are cut, and
+/// every exit (2N + 1: the children, the grandchildren, the workload) of the
+/// other tracepoint traced alongside still arrives.
+#[test]
+fn a_filter_clause_applies_to_its_tracepoint_only() {
+    if !common::root_or_skip() {
+        return;
+    }
+    let bin = compile("clause", FORKS_C, "tpforks");
+    let cg = Cgroup::new("tp-clause");
+    let cgroup = cg.0.to_str().unwrap().to_string();
+    let (trace, pairs, pid) = run_forks(&cg, &bin, |pid| {
+        Trace::start(&[
+            "tp:sched:sched_process_fork,tp:sched:sched_process_exit",
+            "--cgroup",
+            &cgroup,
+            "--filter",
+            &format!("sched_process_fork: parent_pid != {pid}"),
+        ])
+    });
+    let (events, err) = trace.stop();
+    let want: BTreeSet<(i64, i64)> = pairs.iter().copied().filter(|(p, _)| *p != pid).collect();
+    assert_eq!(want.len(), N_FORKS);
+    assert_eq!(fork_pairs(&events), want, "{err}");
+    let exits: BTreeSet<i64> = events
+        .iter()
+        .filter(|e| e["tracepoint"] == "sched:sched_process_exit")
+        .map(|e| e["fields"]["pid"].as_i64().unwrap())
+        .collect();
+    let mut tasks: BTreeSet<i64> = pairs.iter().map(|(_, c)| *c).collect();
+    tasks.insert(pid);
+    assert_eq!(exits, tasks, "{err}");
+    assert_eq!(events.len(), N_FORKS + 2 * N_FORKS + 1, "{err}");
+    let (seen, filtered, sent) = counters(&err);
+    assert_eq!(
+        (seen, filtered, sent),
+        (
+            4 * N_FORKS as u64 + 1,
+            N_FORKS as u64,
+            3 * N_FORKS as u64 + 1
+        ),
+        "{err}"
+    );
+}
+
 /// Closes fds that are not open: `close(BASE + i)` for i < N, then the same
 /// for N decoys at DECOY + i, after a line on stdin (so the trace attaches
 /// first); prints each fd it asked to close that is not a decoy.
@@ -461,6 +507,32 @@ fn unknown_tracepoints_and_fields_name_close_matches() {
         "child_comm > \"a\"",
     ]);
     assert!(err.contains("== and != only"), "{err}");
+    // A clause for a tracepoint that is not traced, or a field it lacks
+    // (that another traced tracepoint has).
+    let err = podscope_fails(&[
+        "trace",
+        "tp:sched:sched_process_fork",
+        "--all",
+        "--filter",
+        "sched_process_exit: pid == 3",
+    ]);
+    assert!(
+        err.contains(
+            "'sched_process_exit:' names no traced tracepoint (traced: sched:sched_process_fork)"
+        ),
+        "{err}"
+    );
+    let err = podscope_fails(&[
+        "trace",
+        "tp:sched:sched_process_fork,tp:sched:sched_process_exit",
+        "--all",
+        "--filter",
+        "sched_process_exit: child_pid == 3",
+    ]);
+    assert!(
+        err.contains("sched_process_exit has no field 'child_pid'") && !err.contains("parent_comm"),
+        "{err}"
+    );
     let err = podscope_fails(&["trace", "tp:sched", "--all"]);
     assert!(err.contains("tp:SUBSYSTEM:EVENT"), "{err}");
     let err = podscope_fails(&["trace", "exec", "--all", "--filter", "len > 1"]);

@@ -71,20 +71,110 @@ pub struct Cmp {
     pub value: Value,
 }
 
-/// Parses `len > 1000 && name == "eth0"`.
-pub fn parse(s: &str) -> Result<Vec<Cmp>, String> {
+/// A whole `--filter`: comparisons for every traced tracepoint, and/or
+/// clauses for one tracepoint each (`net_dev_xmit: len > 1000; kfree_skb:
+/// reason == 2`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expr {
+    /// The clauses as written, at most one unscoped and one per tracepoint.
+    pub clauses: Vec<Clause>,
+}
+
+/// `[TRACEPOINT:] FIELD OP VALUE && ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clause {
+    /// `EVENT` or `SUBSYSTEM:EVENT` this clause is for; None: every
+    /// tracepoint without a clause of its own.
+    pub scope: Option<String>,
+    /// AND-ed comparisons.
+    pub cmps: Vec<Cmp>,
+}
+
+impl Clause {
+    /// Whether this clause is the one for `tracepoint` (`SUBSYSTEM:EVENT`).
+    pub fn is_for(&self, tracepoint: &str) -> bool {
+        self.scope.as_deref().is_some_and(|s| {
+            s == tracepoint || tracepoint.split_once(':').is_some_and(|(_, ev)| ev == s)
+        })
+    }
+}
+
+impl Expr {
+    /// No comparisons at all.
+    pub fn is_empty(&self) -> bool {
+        self.clauses.is_empty()
+    }
+
+    /// The comparisons that decide `tracepoint`'s records (`SUBSYSTEM:EVENT`):
+    /// its own clause, else the unscoped one, else none.
+    pub fn for_tracepoint(&self, tracepoint: &str) -> &[Cmp] {
+        self.clauses
+            .iter()
+            .find(|c| c.is_for(tracepoint))
+            .or_else(|| self.clauses.iter().find(|c| c.scope.is_none()))
+            .map_or(&[], |c| &c.cmps)
+    }
+}
+
+/// Parses `len > 1000 && name == "eth0"`, and per-tracepoint clauses joined
+/// by `;` (`net_dev_xmit: len > 1000; kfree_skb: reason == 2`).
+pub fn parse(s: &str) -> Result<Expr, String> {
+    let mut e = Expr::default();
+    for clause in s.split(';').map(str::trim) {
+        if clause.is_empty() && s.contains(';') {
+            return Err(format!(
+                "--filter '{s}': an empty clause between ';' (write [TRACEPOINT:] FIELD OP VALUE && ..., clauses joined by ';')"
+            ));
+        }
+        let (scope, body) = split_scope(clause);
+        if let Some(sc) = &scope {
+            if sc.is_empty()
+                || !sc
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            {
+                return Err(format!(
+                    "--filter '{s}': '{sc}' is not a tracepoint (write EVENT: or SUBSYSTEM:EVENT: before a clause, e.g. 'net_dev_xmit: len > 1000')"
+                ));
+            }
+        }
+        let cmps = parse_and(body).map_err(|e| format!("--filter '{s}': {e}"))?;
+        if e.clauses.iter().any(|c| c.scope == scope) {
+            return Err(match &scope {
+                Some(sc) => format!("--filter '{s}': two clauses for {sc}: join their comparisons with && in one"),
+                None => format!("--filter '{s}': two clauses for every tracepoint: join their comparisons with && in one, or name a tracepoint before each (EVENT: ...)"),
+            });
+        }
+        e.clauses.push(Clause { scope, cmps });
+    }
+    Ok(e)
+}
+
+/// `TRACEPOINT: rest` -> (Some(TRACEPOINT), rest): a `:` before the first
+/// operator (field names have none).
+fn split_scope(clause: &str) -> (Option<String>, &str) {
+    let first_op = clause.find(['=', '!', '<', '>']).unwrap_or(clause.len());
+    match clause[..first_op].rfind(':') {
+        Some(i) => (Some(clause[..i].trim().to_string()), &clause[i + 1..]),
+        None => (None, clause),
+    }
+}
+
+/// `FIELD OP VALUE && ...`.
+fn parse_and(s: &str) -> Result<Vec<Cmp>, String> {
     let mut out = Vec::new();
     for part in s.split("&&").map(str::trim) {
         if part.is_empty() {
-            return Err(format!(
-                "--filter '{s}': an empty comparison (write FIELD OP VALUE, joined by &&, e.g. 'len > 1000 && rc == 0')"
-            ));
+            return Err(
+                "an empty comparison (write FIELD OP VALUE, joined by &&, e.g. 'len > 1000 && rc == 0')"
+                    .to_string(),
+            );
         }
-        out.push(parse_one(part).map_err(|e| format!("--filter '{s}': {e}"))?);
+        out.push(parse_one(part)?);
     }
     if out.len() > PRED_MAX {
         return Err(format!(
-            "--filter '{s}': {} comparisons; the kernel evaluates at most {PRED_MAX}",
+            "{} comparisons for one tracepoint; the kernel evaluates at most {PRED_MAX}",
             out.len()
         ));
     }
@@ -293,9 +383,14 @@ pub(crate) fn compile(fmt: &Format, cmps: &[Cmp]) -> Result<Option<Vec<Pred>>, S
 mod tests {
     use super::*;
 
+    /// The comparisons of a filter of one unscoped clause.
+    fn one(s: &str) -> Vec<Cmp> {
+        parse(s).unwrap().clauses.remove(0).cmps
+    }
+
     #[test]
     fn parses_comparisons() {
-        let c = parse("len > 1000 && name == \"eth0\" && rc!=-1 && x<=0x10").unwrap();
+        let c = one("len > 1000 && name == \"eth0\" && rc!=-1 && x<=0x10");
         assert_eq!(c.len(), 4);
         assert_eq!(
             c[0],
@@ -309,10 +404,7 @@ mod tests {
         assert_eq!(c[1].value, Value::Str("eth0".into()));
         assert_eq!((c[2].op, &c[2].value), (Op::Ne, &Value::Int(-1)));
         assert_eq!((c[3].op, &c[3].value), (Op::Le, &Value::Int(16)));
-        assert_eq!(
-            parse("name == lo").unwrap()[0].value,
-            Value::Str("lo".into())
-        );
+        assert_eq!(one("name == lo")[0].value, Value::Str("lo".into()));
         for bad in [
             "len",
             "len >",
@@ -328,6 +420,36 @@ mod tests {
     }
 
     #[test]
+    fn parses_clauses_per_tracepoint() {
+        let e = parse(
+            "net:net_dev_xmit: len > 1000 && name == \"a:b\"; kfree_skb: reason == 2; rc == 0",
+        )
+        .unwrap();
+        let scopes: Vec<Option<&str>> = e.clauses.iter().map(|c| c.scope.as_deref()).collect();
+        assert_eq!(scopes, [Some("net:net_dev_xmit"), Some("kfree_skb"), None]);
+        assert_eq!(e.clauses[0].cmps[1].value, Value::Str("a:b".into()));
+        // Each tracepoint takes its own clause, else the unscoped one.
+        assert_eq!(e.for_tracepoint("net:net_dev_xmit")[0].field, "len");
+        assert_eq!(e.for_tracepoint("skb:kfree_skb")[0].field, "reason");
+        assert_eq!(e.for_tracepoint("sched:sched_switch")[0].field, "rc");
+        let scoped = parse("kfree_skb: reason == 2").unwrap();
+        assert!(scoped.for_tracepoint("net:net_dev_xmit").is_empty());
+        // Four comparisons per clause, so per tracepoint.
+        assert!(parse("a: w==1&&x==2&&y==3&&z==4; b: w==1&&x==2&&y==3&&z==4").is_ok());
+        for (bad, why) in [
+            ("a: x == 1; a: y == 2", "two clauses for a"),
+            ("x == 1; y == 2", "two clauses for every tracepoint"),
+            ("x == 1;", "empty clause"),
+            ("a b: x == 1", "not a tracepoint"),
+            (": x == 1", "not a tracepoint"),
+            ("a: ", "empty comparison"),
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn compiles_against_a_format() {
         let text = "ID: 7\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
             \tfield:unsigned int len;\toffset:16;\tsize:4;\tsigned:0;\n\
@@ -335,33 +457,30 @@ mod tests {
             \tfield:__data_loc char[] name;\toffset:24;\tsize:4;\tsigned:0;\n\
             \tfield:u8 mac[6];\toffset:28;\tsize:6;\tsigned:0;\n";
         let f = Format::parse("net:x", text).unwrap();
-        let p = compile(
-            &f,
-            &parse("len >= 100 && rc == -1 && name != \"lo\"").unwrap(),
-        )
-        .unwrap()
-        .unwrap();
+        let p = compile(&f, &one("len >= 100 && rc == -1 && name != \"lo\""))
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (p[0].offset, p[0].size, p[0].field, p[0].op, p[0].value),
             (16, 4, 1, 6, 100)
         );
         assert_eq!((p[1].field, p[1].value), (2, u64::MAX));
         assert_eq!((p[2].field, p[2].op, &p[2].str[..3]), (4, 2, &b"lo\0"[..]));
-        assert_eq!(compile(&f, &parse("other == 1").unwrap()).unwrap(), None);
-        assert!(compile(&f, &parse("len == -1").unwrap())
+        assert_eq!(compile(&f, &one("other == 1")).unwrap(), None);
+        assert!(compile(&f, &one("len == -1"))
             .unwrap_err()
             .contains("out of range"));
-        assert!(compile(&f, &parse("len == abc").unwrap())
+        assert!(compile(&f, &one("len == abc"))
             .unwrap_err()
             .contains("not a number"));
-        assert!(compile(&f, &parse("name > \"a\"").unwrap())
+        assert!(compile(&f, &one("name > \"a\""))
             .unwrap_err()
             .contains("== and !="));
-        assert!(compile(&f, &parse("mac == 1").unwrap())
+        assert!(compile(&f, &one("mac == 1"))
             .unwrap_err()
             .contains("mac[0] == 1"));
         // One element of an array: an integer of the element's size at its offset.
-        let p = compile(&f, &parse("mac[5] == 0xff && mac [ 0 ] != 2").unwrap())
+        let p = compile(&f, &one("mac[5] == 0xff && mac [ 0 ] != 2"))
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -369,29 +488,30 @@ mod tests {
             (33, 1, 1, 255)
         );
         assert_eq!((p[1].offset, p[1].op), (28, 2));
-        assert!(compile(&f, &parse("mac[6] == 1").unwrap())
+        assert!(compile(&f, &one("mac[6] == 1"))
             .unwrap_err()
             .contains("past its end (0 to 5)"));
-        assert!(compile(&f, &parse("mac[0] == 256").unwrap())
+        assert!(compile(&f, &one("mac[0] == 256"))
             .unwrap_err()
             .contains("out of range"));
-        assert!(compile(&f, &parse("len[0] == 1").unwrap())
+        assert!(compile(&f, &one("len[0] == 1"))
             .unwrap_err()
             .contains("not an array of integers"));
         assert!(parse("mac[x] == 1")
             .unwrap_err()
             .contains("not an array index"));
-        assert_eq!(parse("mac[3] == 1").unwrap()[0].index, Some(3));
+        assert_eq!(one("mac[3] == 1")[0].index, Some(3));
     }
 }
 
-/// Whether a decoded record passes `cmps`, decided as the kernel decides it
+/// Whether a decoded record of `tracepoint` passes the filter, decided as the kernel decides it
 /// (for a node's session whose filter the kernel could not apply because
 /// another session on the node traces the same tracepoints without it): a
 /// record of a tracepoint that lacks one of the fields passes, strings
 /// compare only with `==` and `!=`, pointers (hex strings) as numbers.
-pub fn matches(cmps: &[Cmp], fields: &podscope_model::TpFields) -> bool {
+pub fn matches(expr: &Expr, tracepoint: &str, fields: &podscope_model::TpFields) -> bool {
     use podscope_model::TpValue;
+    let cmps = expr.for_tracepoint(tracepoint);
     let mut values = Vec::with_capacity(cmps.len());
     for c in cmps {
         let v = match (fields.get(&c.field), c.index) {
@@ -449,7 +569,7 @@ mod matches_tests {
             ("name".into(), TpValue::Str("eth0".into())),
             ("rc".into(), TpValue::Int(-2)),
         ]);
-        let m = |s: &str| matches(&parse(s).unwrap(), &f);
+        let m = |s: &str| matches(&parse(s).unwrap(), "net:x", &f);
         assert!(m("len > 1000"));
         assert!(!m("len < 1000"));
         assert!(m("len >= 1500 && name == eth0"));
@@ -464,10 +584,14 @@ mod matches_tests {
             "args".into(),
             TpValue::List(vec![TpValue::Uint(3), TpValue::Int(-1)]),
         )]);
-        let m = |s: &str| matches(&parse(s).unwrap(), &f);
+        let m = |s: &str| matches(&parse(s).unwrap(), "net:x", &f);
         assert!(m("args[0] == 3 && args[1] < 0"));
         assert!(!m("args[0] != 3"));
         assert!(!m("args[1] >= 0"));
         assert!(m("args[7] == 1"));
+        // A clause for another tracepoint does not decide this one's records.
+        assert!(m("other: args[0] == 9"));
+        assert!(!m("net:x: args[0] == 9"));
+        assert!(!m("x: args[0] == 9; args[0] == 3"));
     }
 }

@@ -196,39 +196,61 @@ pub fn resolve(opts: &TracepointOptions) -> Result<Resolved, Error> {
             formats.push(Arc::new(f));
         }
     }
-    let cmps = match &opts.filter {
+    let expr = match &opts.filter {
         Some(f) => filter::parse(f).map_err(Error::InvalidOption)?,
-        None => Vec::new(),
+        None => filter::Expr::default(),
     };
-    for c in &cmps {
-        if formats.iter().all(|f| f.field(&c.field).is_none()) {
-            let names: Vec<&str> = formats
-                .iter()
-                .flat_map(|f| f.fields.iter().map(|x| x.name.as_str()))
-                .collect();
-            let close = crate::syscalls::closest(&c.field, names.iter().copied(), 4);
-            let hint = if close.is_empty() {
-                String::new()
-            } else {
-                format!("did you mean {}? ", close.join(", "))
-            };
-            let fields: Vec<String> = formats
-                .iter()
-                .map(|f| format!("{}: {}", f.name, field_names(f)))
-                .collect();
-            return Err(Error::InvalidOption(format!(
-                "--filter: no traced tracepoint has a field '{}'; {hint}fields: {}",
-                c.field,
-                fields.join("; ")
-            )));
+    let fields_of = |fs: &[&Arc<Format>]| -> String {
+        fs.iter()
+            .map(|f| format!("{}: {}", f.name, field_names(f)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    for clause in &expr.clauses {
+        // A clause for one tracepoint must name a traced one, and its fields.
+        let own: Vec<&Arc<Format>> = formats.iter().filter(|f| clause.is_for(&f.name)).collect();
+        let scope: Vec<&Arc<Format>> = match &clause.scope {
+            Some(sc) if own.is_empty() => {
+                let traced: Vec<&str> = formats.iter().map(|f| f.name.as_str()).collect();
+                return Err(Error::InvalidOption(format!(
+                    "--filter: '{sc}:' names no traced tracepoint (traced: {}); name one as EVENT: or SUBSYSTEM:EVENT:",
+                    traced.join(", ")
+                )));
+            }
+            Some(_) => own,
+            None => formats.iter().collect(),
+        };
+        for c in &clause.cmps {
+            if scope.iter().all(|f| f.field(&c.field).is_none()) {
+                let names: Vec<&str> = scope
+                    .iter()
+                    .flat_map(|f| f.fields.iter().map(|x| x.name.as_str()))
+                    .collect();
+                let close = crate::syscalls::closest(&c.field, names.iter().copied(), 4);
+                let hint = if close.is_empty() {
+                    String::new()
+                } else {
+                    format!("did you mean {}? ", close.join(", "))
+                };
+                let which = match &clause.scope {
+                    Some(sc) => format!("{sc} has no field"),
+                    None => "no traced tracepoint has a field".to_string(),
+                };
+                return Err(Error::InvalidOption(format!(
+                    "--filter: {which} '{}'; {hint}fields: {}",
+                    c.field,
+                    fields_of(&scope)
+                )));
+            }
         }
     }
     let mut preds = Vec::new();
     for f in &formats {
+        let cmps = expr.for_tracepoint(&f.name);
         preds.push(if cmps.is_empty() {
             Some(Vec::new())
         } else {
-            filter::compile(f, &cmps).map_err(Error::InvalidOption)?
+            filter::compile(f, cmps).map_err(Error::InvalidOption)?
         });
     }
     Ok(Resolved { formats, preds })
