@@ -828,6 +828,18 @@ impl Agent {
                 probes.push(ProbeKind::Tracepoint);
             }
         }
+        Ok(SessionSpec {
+            probes,
+            selection: Some(Agent::selection(s)?),
+            // Pods that do not exist yet are waited for (the hub checked the names).
+            wait: true,
+            max_events: None,
+            hooks,
+        })
+    }
+
+    /// The pods a session selects.
+    fn selection(s: &StartSession) -> Result<PodSelection> {
         let opt = |v: &str| (!v.is_empty()).then(|| v.to_string());
         let selection = PodSelection::from_flags(&PodFlags {
             pod: opt(&s.pod),
@@ -845,14 +857,63 @@ impl Agent {
             namespace: Some(podscope_pipeline::select::DEFAULT_NAMESPACE.into()),
             ..PodSelection::default()
         });
-        Ok(SessionSpec {
-            probes,
-            selection: Some(selection),
-            // Pods that do not exist yet are waited for (the hub checked the names).
-            wait: true,
-            max_events: None,
-            hooks,
-        })
+        Ok(selection)
+    }
+
+    /// A session of `ftrace:` tracepoints: its own tracefs instance (no
+    /// BPF, not on the node tracer; container-tracer's model), run on a
+    /// thread of its own until the session is stopped; its records go to
+    /// `sink` as the node's would, then its summary.
+    fn start_ftrace(
+        &self,
+        s: &StartSession,
+        names: Vec<String>,
+        mut sink: LinkSink,
+        stopping: Arc<AtomicBool>,
+    ) {
+        let shared = sink.shared.clone();
+        let spec = match Agent::selection(s) {
+            Ok(sel) => podscope_pipeline::ftrace::FtraceSpec {
+                names,
+                selection: Some(sel),
+                wait: true,
+                node: self.node.clone(),
+                runtime_endpoint: self.args.runtime_endpoint.clone(),
+                ..Default::default()
+            },
+            Err(e) => {
+                *lock(&shared.error) = Some(format!("{e:#}"));
+                return;
+            }
+        };
+        let (session, run) = (s.session.clone(), s.run);
+        let on_thread = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("podscope-ftrace".into())
+            .spawn(move || {
+                // The run ends with its summary; then the sink drops, which
+                // ends the session's queue.
+                let end = podscope_pipeline::ftrace::run(
+                    &spec,
+                    &mut sink,
+                    &|| stopping.load(Ordering::SeqCst),
+                    &mut |dir, _| {
+                        eprintln!(
+                            "podscope agent: session {session} run {run}: tracing {} through ftrace in {}",
+                            spec.names.join(","),
+                            dir.display()
+                        );
+                        on_thread.attached.store(true, Ordering::Relaxed);
+                    },
+                );
+                if let Err(e) = end {
+                    eprintln!("podscope agent: session {session} run {run}: {e:#}");
+                    *lock(&on_thread.error) = Some(format!("{e:#}"));
+                }
+            });
+        if let Err(e) = spawned {
+            *lock(&shared.error) = Some(format!("starting the ftrace thread: {e}"));
+        }
     }
 
     fn start(self: &Arc<Self>, s: StartSession) {
@@ -897,6 +958,16 @@ impl Agent {
             },
         );
         let me = self.clone();
+        let (ftrace, _) = podscope_pipeline::ftrace::split_names(&s.probes.join(","));
+        if !ftrace.is_empty() {
+            self.start_ftrace(&s, ftrace, sink, stopping);
+            let me = self.clone();
+            tokio::spawn(async move {
+                forward(&link, &s, qrx, &queued, &me.queued_bytes, &shared).await;
+                me.finish(&link, &s, &shared).await;
+            });
+            return;
+        }
         tokio::spawn(async move {
             let started = match Agent::spec(&s) {
                 Ok(spec) => {
@@ -948,22 +1019,24 @@ impl Agent {
             }
             // Ends when the node drops the session's sink (and so the queue).
             forward(&link, &s, qrx, &queued, &me.queued_bytes, &shared).await;
-            let gaps = lock(&shared.gaps).clone();
-            let summary = lock(&shared.summary).clone();
-            let (state, error) = match lock(&shared.error).clone() {
-                None => ("finished", String::new()),
-                Some(e) => ("failed", e),
-            };
-            send(
-                &link,
-                status(&s.session, s.run, state, gaps, summary, error),
-            )
-            .await;
-            let mut sessions = lock(&me.sessions);
-            if sessions.get(&s.session).is_some_and(|r| r.run == s.run) {
-                sessions.remove(&s.session);
-            }
+            me.finish(&link, &s, &shared).await;
         });
+    }
+
+    /// A session's queue has ended: its final status to the hub, and it is
+    /// gone from the node's list.
+    async fn finish(&self, link: &Link, s: &StartSession, shared: &Shared) {
+        let gaps = lock(&shared.gaps).clone();
+        let summary = lock(&shared.summary).clone();
+        let (state, error) = match lock(&shared.error).clone() {
+            None => ("finished", String::new()),
+            Some(e) => ("failed", e),
+        };
+        send(link, status(&s.session, s.run, state, gaps, summary, error)).await;
+        let mut sessions = lock(&self.sessions);
+        if sessions.get(&s.session).is_some_and(|r| r.run == s.run) {
+            sessions.remove(&s.session);
+        }
     }
 }
 

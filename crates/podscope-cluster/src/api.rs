@@ -174,11 +174,19 @@ impl HookRequest {
             )
         };
         match kind.kind {
-            podscope_model::hooks::FTRACE => return Err(
-                "hook 'ftrace' runs in local traces only (podscope trace ftrace:SUBSYSTEM:EVENT \
-                     on the node), not in hub sessions yet; use the tracepoint hook (BPF) here"
-                    .into(),
-            ),
+            podscope_model::hooks::FTRACE => {
+                #[derive(Deserialize)]
+                struct Names {
+                    name: Vec<String>,
+                }
+                let h: Names = serde_json::from_value(args.clone()).map_err(typed)?;
+                if h.name.is_empty() {
+                    return Err("hook 'ftrace': name lists no tracepoint".into());
+                }
+                for n in &h.name {
+                    add_ftrace(spec, n.trim_start_matches("ftrace:"))?;
+                }
+            }
             "syscalls" => {
                 let h: SyscallsHook = serde_json::from_value(args.clone()).map_err(typed)?;
                 if let Some(i) = &h.interval {
@@ -224,6 +232,16 @@ impl HookRequest {
         }
         Ok(())
     }
+}
+
+/// Adds a tracepoint traced through ftrace (no BPF) to a spec's probes, as
+/// `ftrace:SUBSYSTEM:EVENT` (from a `probes` entry or the ftrace hook).
+fn add_ftrace(spec: &mut SessionSpec, name: &str) -> Result<(), String> {
+    let n = format!("ftrace:{}", check_tracepoint_name(name)?);
+    if !spec.probes.contains(&n) {
+        spec.probes.push(n);
+    }
+    Ok(())
 }
 
 /// Adds tracepoints to a spec (from `probes` entries `tp:...` or a hook).
@@ -551,8 +569,10 @@ impl CreateSession {
             .map(|p| p.trim().to_string())
             .filter(|p| !p.is_empty())
             .collect();
+        let (ftrace, entries): (Vec<&String>, Vec<&String>) =
+            entries.iter().partition(|p| p.starts_with("ftrace:"));
         let (tps, names): (Vec<&String>, Vec<&String>) = entries
-            .iter()
+            .into_iter()
             .partition(|p| p.starts_with("tp:") || p.starts_with("tracepoint:"));
         let typed: Vec<HookRequest> = self
             .syscalls
@@ -573,11 +593,12 @@ impl CreateSession {
             .collect();
         let hooks: Vec<&HookRequest> = self.hook.iter().chain(&self.hooks).chain(&typed).collect();
         let names: Vec<String> = names.into_iter().cloned().collect();
-        let probes = if names.is_empty() && (!tps.is_empty() || !hooks.is_empty()) {
-            Vec::new()
-        } else {
-            parse_probes(&names)?
-        };
+        let probes =
+            if names.is_empty() && (!tps.is_empty() || !hooks.is_empty() || !ftrace.is_empty()) {
+                Vec::new()
+            } else {
+                parse_probes(&names)?
+            };
         let duration_ms = match &self.duration {
             Some(d) => Some(parse_duration(d)?.as_millis() as u64),
             None => None,
@@ -597,8 +618,24 @@ impl CreateSession {
                 .collect::<Result<_, _>>()?;
             merge_tracepoints(&mut spec, TracepointHook { name, filter: None })?;
         }
+        for n in ftrace {
+            add_ftrace(&mut spec, n.trim_start_matches("ftrace:"))?;
+        }
         for h in hooks {
             h.apply(&mut spec)?;
+        }
+        // ftrace runs alone: its own tracefs instance, no BPF probe.
+        let ftraced = spec.probes.iter().any(|p| p.starts_with("ftrace:"));
+        if ftraced
+            && (spec.probes.iter().any(|p| !p.starts_with("ftrace:"))
+                || spec.tracepoint.is_some()
+                || spec.syscalls.is_some())
+        {
+            return Err(
+                "ftrace:SUBSYSTEM:EVENT runs alone (a tracefs instance, no BPF): give only ftrace: \
+                 entries, or use tp:SUBSYSTEM:EVENT (the BPF hook) with other probes"
+                    .into(),
+            );
         }
         if spec.probes.is_empty() && spec.tracepoint.is_none() {
             return Err(format!(
@@ -1177,5 +1214,41 @@ mod tests {
             // syscalls and net are asked for by name, not by `all`.
             ProbeKind::ALL.len() - 2
         );
+    }
+
+    /// ftrace: entries and the ftrace hook give the same session, alone.
+    #[test]
+    fn ftrace_sessions_are_alone() {
+        let by_probe = req(
+            r#"{"probes":["ftrace:sched:sched_process_fork,ftrace:sched:sched_process_exit"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            by_probe.probes,
+            [
+                "ftrace:sched:sched_process_fork",
+                "ftrace:sched:sched_process_exit"
+            ]
+        );
+        let by_hook = req(r#"{"hooks":[{"kind":"ftrace","args":{"name":["sched:sched_process_fork","sched:sched_process_exit"]}}]}"#).unwrap();
+        assert_eq!(by_hook.probes, by_probe.probes);
+        for (bad, why) in [
+            (
+                r#"{"probes":["ftrace:sched:sched_process_fork","exec"]}"#,
+                "runs alone",
+            ),
+            (
+                r#"{"probes":["ftrace:sched:sched_process_fork","tp:sched:sched_switch"]}"#,
+                "runs alone",
+            ),
+            (r#"{"probes":["ftrace:sched"]}"#, "not SUBSYSTEM:EVENT"),
+            (
+                r#"{"hooks":[{"kind":"ftrace","args":{"name":[]}}]}"#,
+                "lists no tracepoint",
+            ),
+        ] {
+            let err = req(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 }

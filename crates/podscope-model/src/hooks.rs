@@ -142,7 +142,7 @@ const FTRACE_ARGS: &[HookArg] = &[HookArg {
     example: r#"["sched:sched_process_fork","syscalls:sys_exit_openat"]"#,
 }];
 
-/// The `ftrace` hook kind: tracepoints without BPF (a node's local traces).
+/// The `ftrace` hook kind: tracepoints without BPF (local traces and hub sessions).
 pub const FTRACE: &str = "ftrace";
 
 const HTTP_ARGS: &[HookArg] = &[HookArg {
@@ -176,7 +176,8 @@ pub fn hook_kinds() -> Vec<HookKind> {
                           allowed: a tracefs instance of the trace's own, the pods' tasks \
                           followed by set_event_pid and event-fork (container-tracer's \
                           mechanism); records as the tracepoint probe's, parsed from trace_pipe. \
-                          Local traces only (podscope trace on the node), not hub sessions yet.",
+                          Alone in its trace or session (no other probe or hook); in hub \
+                          sessions each node runs it in an instance of its own.",
             usage: "podscope trace ftrace:SUBSYSTEM:EVENT[,ftrace:...] (--pod/-n/-A | --pid | --cgroup | --all)",
             args: FTRACE_ARGS,
         },

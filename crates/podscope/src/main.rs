@@ -98,19 +98,10 @@ fn main() {
             .map(|_| 0),
         ),
         (Some(url), cli::Command::Trace(args)) => {
-            if let Some(f) = args
-                .probes
-                .split(',')
-                .find(|p| p.trim().starts_with("ftrace:"))
-            {
-                eprintln!(
-                    "podscope: error: {} runs in local traces only (a tracefs instance on the node, \
-                     no BPF), not through --hub yet: run podscope trace '{}' on the node, or use \
-                     tp:{} (the BPF hook) through the hub",
-                    f.trim(),
-                    args.probes,
-                    f.trim().trim_start_matches("ftrace:")
-                );
+            // ftrace: entries go to the hub as they are; it refuses them
+            // mixed with other probes, as a local trace does.
+            if args.filter.is_some() && args.probes.contains("ftrace:") {
+                eprintln!("podscope: error: --filter is evaluated by the BPF tracepoint hook; with ftrace: trace all records, or use tp:SUBSYSTEM:EVENT --filter ...");
                 std::process::exit(1);
             }
             let (tps, rest): (Vec<&str>, Vec<&str>) = args

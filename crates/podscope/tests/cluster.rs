@@ -3362,3 +3362,124 @@ fn a_session_stopped_while_it_starts_stops() {
         assert_eq!(st, 200);
     }
 }
+
+/// A session of `ftrace:` tracepoints through the hub (container-tracer's
+/// model: the agent runs it in a tracefs instance of its own, no BPF): the
+/// CLI's `trace ftrace:sched:sched_process_fork` on a pod prints exactly the
+/// pod's forks (its shell's N runs of /bin/true), with the pod's identity,
+/// and its summary adds up; mixing ftrace with other probes is refused.
+#[test]
+fn ftrace_sessions_run_through_the_hub() {
+    const FORKS: usize = 5;
+    let sock = socket();
+    let tok = token_file();
+    let port = common::free_port();
+    let _hub = hub(port, &[]);
+    let _a = agent(port, "ft-node", &sock, &tok, &[]);
+    let ns = format!("ft-hub-{}", suffix());
+    let forker = pod(
+        &sock,
+        "forker",
+        &ns,
+        &format!(
+            "mkfifo /tmp/go; read x < /tmp/go; i=0; while [ $i -lt {FORKS} ]; do /bin/true; i=$((i+1)); done; : > /tmp/done; exec sleep 3600"
+        ),
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "the node to report the pod",
+        || {
+            let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+            v.as_array().is_some_and(|a| a.len() == 1)
+        },
+    );
+    let (st, v) = api(
+        port,
+        "POST",
+        "/v1/sessions",
+        Some(json!({"namespace": ns, "probes": ["ftrace:sched:sched_process_fork", "exec"]})),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(v.to_string().contains("runs alone"), "{v}");
+    let mut cli = Proc(
+        bin()
+            .args(["--hub", &url(port), "--token-file"])
+            .arg(&tok)
+            .args([
+                "trace",
+                "ftrace:sched:sched_process_fork",
+                "-n",
+                &ns,
+                "--pod",
+                "forker",
+                "-o",
+                "json",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = std::io::BufReader::new(cli.0.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("Ctrl-C to stop") {
+        let mut l = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut err, &mut l).unwrap() > 0,
+            "the trace ended before its session started: {said}"
+        );
+        said.push_str(&l);
+    }
+    let id = said
+        .split("session ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    wait_for(
+        Duration::from_secs(15),
+        "the ftrace session to run on the node",
+        || all_running(port, &id, 1),
+    );
+    let sh = forker.pod.containers[0].pid.unwrap();
+    std::fs::write(format!("/proc/{sh}/root/tmp/go"), "").unwrap();
+    wait_for(Duration::from_secs(10), "the workload", || {
+        Path::new(&format!("/proc/{sh}/root/tmp/done")).exists()
+    });
+    // Ctrl-C: the session stops, the node reads what is left, then the summary.
+    let ok = Command::new("kill")
+        .args(["-INT", &cli.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let mut out = String::new();
+    std::io::Read::read_to_string(cli.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    said.push_str(&rest);
+    assert!(cli.0.wait().unwrap().success(), "{said}");
+    let forks: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["tracepoint"] == "sched:sched_process_fork")
+        .collect();
+    assert_eq!(forks.len(), FORKS, "{out}\n{said}");
+    let mut children = std::collections::BTreeSet::new();
+    for f in &forks {
+        assert_eq!(f["fields"]["parent_pid"].as_u64(), Some(sh as u64), "{f}");
+        assert_eq!(
+            (f["namespace"].as_str(), f["pod"].as_str()),
+            (Some(ns.as_str()), Some("forker")),
+            "{f}"
+        );
+        assert_eq!(f["node"], "ft-node", "{f}");
+        children.insert(f["fields"]["child_pid"].as_u64().unwrap());
+    }
+    assert_eq!(children.len(), FORKS, "{out}");
+    assert!(
+        said.contains(&format!("{FORKS} printed = {FORKS} the trace wrote")),
+        "{said}"
+    );
+}
