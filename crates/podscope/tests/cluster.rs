@@ -2826,52 +2826,28 @@ fn top_through_the_hub_counts_each_pods_workload() {
             v.as_array().is_some_and(|a| a.len() == 3)
         },
     );
-    let mut top = Proc(
-        bin()
-            .args(["--hub", &url(port), "--token-file"])
-            .arg(&tok)
-            .args([
-                "top",
-                "-n",
-                &ns,
-                "--once",
-                "-o",
-                "json",
-                "--interval",
-                "15s",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut err = std::io::BufReader::new(top.0.stderr.take().unwrap());
-    let mut said = String::new();
-    while !said.contains("Ctrl-C to stop") {
-        let mut l = String::new();
-        assert!(
-            std::io::BufRead::read_line(&mut err, &mut l).unwrap() > 0,
-            "top ended before its session started: {said}"
-        );
-        said.push_str(&l);
-    }
-    let id = said
-        .split("session ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_string();
-    wait_for(
-        Duration::from_secs(10),
-        "the session to run on the node",
-        || all_running(port, &id, 1),
-    );
     let pid = busy.pod.containers[0].pid.unwrap();
-    std::fs::write(format!("/proc/{pid}/root/tmp/go"), "").unwrap();
-    wait_for(Duration::from_secs(10), "the workload", || {
-        std::path::Path::new(&format!("/proc/{pid}/root/tmp/done")).exists()
-    });
+    let Remote {
+        cli: mut top,
+        // Kept open: top writes its summary to stderr at the end.
+        err: _err,
+        said,
+        id,
+    } = remote_run(
+        port,
+        &tok,
+        &[
+            "top",
+            "-n",
+            &ns,
+            "--once",
+            "-o",
+            "json",
+            "--interval",
+            "15s",
+        ],
+        pid,
+    );
     let mut out = String::new();
     std::io::Read::read_to_string(top.0.stdout.as_mut().unwrap(), &mut out).unwrap();
     let status = top.0.wait().unwrap();
@@ -3363,6 +3339,58 @@ fn a_session_stopped_while_it_starts_stops() {
     }
 }
 
+/// The CLI through the hub (`podscope --hub URL ARGS`), its stderr so far.
+struct Remote {
+    cli: Proc,
+    err: std::io::BufReader<std::process::ChildStderr>,
+    said: String,
+    /// Its session on the hub.
+    id: String,
+}
+
+/// Starts the CLI through the hub at `port`, waits until its session runs on
+/// the node, then lets the pod's workload go (its shell, `pid`, waits on the
+/// FIFO /tmp/go) and waits until it is done (/tmp/done).
+fn remote_run(port: u16, tok: &Path, args: &[&str], pid: u32) -> Remote {
+    let mut cli = Proc(
+        bin()
+            .args(["--hub", &url(port), "--token-file"])
+            .arg(tok)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = std::io::BufReader::new(cli.0.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("Ctrl-C to stop") {
+        let mut l = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut err, &mut l).unwrap() > 0,
+            "{args:?} ended before its session started: {said}"
+        );
+        said.push_str(&l);
+    }
+    let id = said
+        .split("session ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    wait_for(
+        Duration::from_secs(15),
+        "the session to run on the node",
+        || all_running(port, &id, 1),
+    );
+    std::fs::write(format!("/proc/{pid}/root/tmp/go"), "").unwrap();
+    wait_for(Duration::from_secs(10), "the workload", || {
+        Path::new(&format!("/proc/{pid}/root/tmp/done")).exists()
+    });
+    Remote { cli, err, said, id }
+}
+
 /// A session of `ftrace:` tracepoints through the hub (container-tracer's
 /// model: the agent runs it in a tracefs instance of its own, no BPF): the
 /// CLI's `trace ftrace:sched:sched_process_fork` on a pod prints exactly the
@@ -3401,52 +3429,27 @@ fn ftrace_sessions_run_through_the_hub() {
     );
     assert_eq!(st, 400, "{v}");
     assert!(v.to_string().contains("runs alone"), "{v}");
-    let mut cli = Proc(
-        bin()
-            .args(["--hub", &url(port), "--token-file"])
-            .arg(&tok)
-            .args([
-                "trace",
-                "ftrace:sched:sched_process_fork",
-                "-n",
-                &ns,
-                "--pod",
-                "forker",
-                "-o",
-                "json",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut err = std::io::BufReader::new(cli.0.stderr.take().unwrap());
-    let mut said = String::new();
-    while !said.contains("Ctrl-C to stop") {
-        let mut l = String::new();
-        assert!(
-            std::io::BufRead::read_line(&mut err, &mut l).unwrap() > 0,
-            "the trace ended before its session started: {said}"
-        );
-        said.push_str(&l);
-    }
-    let id = said
-        .split("session ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_string();
-    wait_for(
-        Duration::from_secs(15),
-        "the ftrace session to run on the node",
-        || all_running(port, &id, 1),
-    );
     let sh = forker.pod.containers[0].pid.unwrap();
-    std::fs::write(format!("/proc/{sh}/root/tmp/go"), "").unwrap();
-    wait_for(Duration::from_secs(10), "the workload", || {
-        Path::new(&format!("/proc/{sh}/root/tmp/done")).exists()
-    });
+    let Remote {
+        mut cli,
+        mut err,
+        mut said,
+        ..
+    } = remote_run(
+        port,
+        &tok,
+        &[
+            "trace",
+            "ftrace:sched:sched_process_fork",
+            "-n",
+            &ns,
+            "--pod",
+            "forker",
+            "-o",
+            "json",
+        ],
+        sh,
+    );
     // Ctrl-C: the session stops, the node reads what is left, then the summary.
     let ok = Command::new("kill")
         .args(["-INT", &cli.0.id().to_string()])

@@ -126,15 +126,16 @@ fn counters(stderr: &str) -> (u64, u64, u64) {
     (nums[0], nums[1], nums[2])
 }
 
-/// Runs the fork workload in `cg` under a trace started by `start` (given
-/// the workload's pid); returns the (parent, child) pairs it printed.
-fn run_forks(
+/// Runs `args` in `cg` (a workload that prints `pid N`, then waits for a
+/// line on stdin) under a trace started by `start` (given the workload's
+/// pid); returns the trace, the rest of what it printed, and its pid.
+fn run_after_go(
     cg: &Cgroup,
-    bin: &Path,
+    args: &[&str],
     start: impl FnOnce(u32) -> Trace,
-) -> (Trace, Vec<(i64, i64)>, i64) {
+) -> (Trace, String, i64) {
     let mut w = cg
-        .command(&[bin.to_str().unwrap(), &N_FORKS.to_string()])
+        .command(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -148,6 +149,18 @@ fn run_forks(
     let mut rest = String::new();
     out.read_to_string(&mut rest).unwrap();
     assert!(w.wait().unwrap().success());
+    (trace, rest, pid)
+}
+
+/// Runs the fork workload in `cg` under a trace started by `start` (given
+/// the workload's pid); returns the (parent, child) pairs it printed.
+fn run_forks(
+    cg: &Cgroup,
+    bin: &Path,
+    start: impl FnOnce(u32) -> Trace,
+) -> (Trace, Vec<(i64, i64)>, i64) {
+    let (trace, rest, pid) =
+        run_after_go(cg, &[bin.to_str().unwrap(), &N_FORKS.to_string()], start);
     let pairs = rest
         .lines()
         .map(|l| {
@@ -323,26 +336,15 @@ fn filter_on_an_array_element_cuts_in_the_kernel() {
     let bin = compile("array", CLOSES_C, "tpcloses");
     let cg = Cgroup::new("tp-array");
     let cgroup = cg.0.to_str().unwrap().to_string();
-    let mut w = cg
-        .command(&[bin.to_str().unwrap(), &N.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(w.stdout.take().unwrap());
-    let mut first = String::new();
-    out.read_line(&mut first).unwrap();
-    let trace = Trace::start(&[
-        "tp:raw_syscalls:sys_enter",
-        "--cgroup",
-        &cgroup,
-        "--filter",
-        "args[0] >= 777000 && args[0] < 778000",
-    ]);
-    w.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).unwrap();
-    assert!(w.wait().unwrap().success());
+    let (trace, rest, _) = run_after_go(&cg, &[bin.to_str().unwrap(), &N.to_string()], |_| {
+        Trace::start(&[
+            "tp:raw_syscalls:sys_enter",
+            "--cgroup",
+            &cgroup,
+            "--filter",
+            "args[0] >= 777000 && args[0] < 778000",
+        ])
+    });
     let (events, err) = trace.stop();
     let want: BTreeSet<u64> = rest.lines().map(|l| l.parse().unwrap()).collect();
     assert_eq!(want.len(), N);
