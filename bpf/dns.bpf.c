@@ -2,11 +2,13 @@
 /* dns probe: DNS messages of selected tasks from the syscall tracepoints.
  *
  * At syscall entry the fd is looked up in the task's file table (CO-RE, as
- * in the http probe); only UDP sockets with port 53 at either end go on: a
- * resolver's socket connected to a name server, or a server bound to 53.
- * At exit the message (its first DNS_DATA_MAX bytes) goes to the ring.
- * glibc sends the A and AAAA queries of one lookup with one sendmmsg(): its
- * first messages are reported one by one. */
+ * in the http probe); only UDP and TCP sockets with port 53 at either end go
+ * on: a resolver's socket connected to a name server, or a server bound to
+ * (or accepted on) 53. At exit the bytes moved (their first DNS_DATA_MAX,
+ * gathered over the iovecs of a vectored call) go to the ring. glibc sends
+ * the A and AAAA queries of one lookup with one sendmmsg(): its first
+ * messages are reported one by one; over TCP (`options use-vc`) it writes
+ * both, each after its two-byte length, with one writev of four iovecs. */
 #include "podscope.bpf.h"
 #include "sockfd.bpf.h"
 #include "dns.h"
@@ -16,6 +18,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define DNS_PORT 53
 /* Messages of one sendmmsg() reported (glibc sends two). */
 #define MMSG_MAX 4
+/* iovecs gathered per vectored call (glibc's TCP writev has four). */
+#define IOV_GATHER 8
 
 struct call {
 	__u64 sk;
@@ -32,21 +36,31 @@ struct {
 	__type(value, struct call);
 } calls SEC(".maps");
 
+/* One event being built; the slack after it lets a copy of up to
+ * DNS_DATA_MAX bytes start at any offset below DNS_DATA_MAX and stay inside
+ * the value, which is what the verifier can prove when iovecs are gathered. */
+struct scratch_event {
+	struct dns_event e;
+	__u8 slack[DNS_DATA_MAX];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct dns_event);
+	__type(value, struct scratch_event);
 } scratch SEC(".maps");
 
 struct dns_event _dns_event_type = {};
 
-/* The port-53 UDP socket behind fd in the current task, or NULL. */
+/* The port-53 UDP or TCP socket behind fd in the current task, or NULL. */
 static __always_inline struct sock *dns_sock(long fd)
 {
 	struct sock *sk = inet_sock_of_fd(fd, IPPROTO_UDP);
 	__u16 sport, dport;
 
+	if (!sk)
+		sk = inet_sock_of_fd(fd, IPPROTO_TCP);
 	if (!sk)
 		return NULL;
 	sport = BPF_CORE_READ(sk, __sk_common.skc_num);
@@ -76,6 +90,7 @@ static __always_inline int enter(long fd, __u64 buf, __u8 syscall, __u8 vectored
 static __always_inline void fill_addrs(struct dns_event *e, const struct sock *sk)
 {
 	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->transport = BPF_CORE_READ(sk, sk_protocol);
 	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
@@ -91,20 +106,59 @@ static __always_inline void fill_addrs(struct dns_event *e, const struct sock *s
 
 #define HDR_SIZE __builtin_offsetof(struct dns_event, data)
 
-/* One message of `len` bytes from user memory at src. */
-static __always_inline void emit(const struct call *c, __u64 src, __u32 len, __u8 dir)
+/* The first bytes (up to limit) of the first iovecs at vec, in order, into
+ * data: how many were copied. */
+static __always_inline __u32 gather(__u8 *data, __u64 vec, __u32 limit)
+{
+	__u32 n = 0;
+
+#pragma unroll
+	for (int i = 0; i < IOV_GATHER; i++) {
+		struct iovec iov = {};
+		__u32 want, off;
+
+		if (n >= limit)
+			break;
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(vec + i * sizeof(iov))))
+			break;
+		want = limit - n;
+		if (iov.iov_len < want)
+			want = iov.iov_len;
+		want &= DNS_DATA_MAX * 2 - 1;
+		if (want > DNS_DATA_MAX)
+			want = DNS_DATA_MAX;
+		off = n;
+		/* Keep the mask: clang drops it (it knows n < limit) and the
+		 * verifier then cannot bound the destination. */
+		asm volatile("" : "+r"(off));
+		off &= DNS_DATA_MAX - 1;
+		if (bpf_probe_read_user(data + off, want, iov.iov_base))
+			break;
+		n += want;
+	}
+	return n > DNS_DATA_MAX ? DNS_DATA_MAX : n;
+}
+
+/* One message (or, over TCP, one syscall's bytes) of `len` bytes from user
+ * memory at src, or from the iovec array at src when vectored. */
+static __always_inline void emit(const struct call *c, __u64 src, __u32 len, __u8 dir,
+				 __u8 vectored)
 {
 	__u32 zero = 0;
-	struct dns_event *e = bpf_map_lookup_elem(&scratch, &zero);
+	struct scratch_event *se = bpf_map_lookup_elem(&scratch, &zero);
+	struct dns_event *e;
 	__u32 n = len;
 
-	if (!e)
+	if (!se)
 		return;
+	e = &se->e;
 	if (n > DNS_DATA_MAX)
 		n = DNS_DATA_MAX;
 	if (!src)
 		n = 0;
-	if (n && bpf_probe_read_user(e->data, n, (void *)src))
+	if (n && vectored)
+		n = gather(e->data, src, n);
+	else if (n && bpf_probe_read_user(e->data, n, (void *)src))
 		n = 0;
 	fill_header(&e->hdr);
 	e->sock = c->sk;
@@ -121,25 +175,11 @@ static __always_inline int leave(long ret, __u8 dir)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct call *c = bpf_map_lookup_elem(&calls, &tid);
-	__u64 src;
-	__u32 len = ret;
 
 	if (!c)
 		return 0;
-	if (ret <= 0)
-		goto out;
-	src = c->buf;
-	if (src && c->vectored) {
-		struct iovec iov = {};
-
-		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)src))
-			iov.iov_base = NULL;
-		src = (__u64)iov.iov_base;
-		if (iov.iov_len < len)
-			len = iov.iov_len;
-	}
-	emit(c, src, len, dir);
-out:
+	if (ret > 0)
+		emit(c, c->buf, ret, dir, c->vectored);
 	bpf_map_delete_elem(&calls, &tid);
 	return 0;
 }
@@ -158,6 +198,8 @@ out:
 
 PAIR(read, DNS_SYS_READ, DNS_DIR_RX, 0)
 PAIR(write, DNS_SYS_WRITE, DNS_DIR_TX, 0)
+PAIR(readv, DNS_SYS_READV, DNS_DIR_RX, 1)
+PAIR(writev, DNS_SYS_WRITEV, DNS_DIR_TX, 1)
 PAIR(recvfrom, DNS_SYS_RECVFROM, DNS_DIR_RX, 0)
 PAIR(sendto, DNS_SYS_SENDTO, DNS_DIR_TX, 0)
 
@@ -216,7 +258,7 @@ int sendmmsg_exit(struct trace_event_raw_sys_exit *ctx)
 		if (bpf_probe_read_user(&iov, sizeof(iov), m.msg_hdr.msg_iov))
 			iov.iov_base = NULL;
 		len = m.msg_len;
-		emit(c, (__u64)iov.iov_base, len < iov.iov_len ? len : iov.iov_len, DNS_DIR_TX);
+		emit(c, (__u64)iov.iov_base, len < iov.iov_len ? len : iov.iov_len, DNS_DIR_TX, 0);
 	}
 	bpf_map_delete_elem(&calls, &tid);
 	return 0;

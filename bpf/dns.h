@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /* dns probe, kernel side: every message a selected task sends or receives on
- * a UDP socket with port 53 at either end (user space parses DNS from it). */
+ * a UDP or TCP socket with port 53 at either end (user space parses DNS from
+ * it; over TCP a record is one syscall's bytes of the stream, whose messages
+ * carry a two-byte length, RFC 1035 4.2.2, and user space reassembles them). */
 #ifndef PODSCOPE_DNS_H
 #define PODSCOPE_DNS_H
 #include "event_header.h"
@@ -19,19 +21,23 @@
 #define DNS_SYS_SENDTO 6
 #define DNS_SYS_RECVMSG 7
 #define DNS_SYS_SENDMSG 8
+#define DNS_SYS_READV 3
+#define DNS_SYS_WRITEV 4
 #define DNS_SYS_SENDMMSG 10
 
 struct dns_event {
 	struct event_header hdr;
 	__u64 sock;     /* struct sock address */
 	__u32 len;      /* bytes the message had */
-	__u32 captured; /* bytes of them in data[] */
+	__u32 captured; /* bytes of them in data[]: the first ones, in order */
 	__s32 fd;
 	__u8 dir;
 	__u8 syscall;
 	__u16 family;
 	__u16 sport;    /* host byte order; for unconnected sockets the peer is unknown (0) */
 	__u16 dport;
+	__u8 transport; /* IPPROTO_UDP or IPPROTO_TCP */
+	__u8 _pad;
 	__u8 saddr[16];
 	__u8 daddr[16];
 	__u8 data[DNS_DATA_MAX];

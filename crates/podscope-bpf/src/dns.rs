@@ -1,5 +1,6 @@
-//! dns probe, kernel side: messages on UDP port-53 sockets of selected tasks
-//! (parsed into queries by podscope-proto).
+//! dns probe, kernel side: messages on UDP port-53 sockets, and reads and
+//! writes of TCP port-53 streams, of selected tasks (cut into messages and
+//! parsed into queries by podscope-proto).
 
 use podscope_model::{Event, EventData, ProbeKind, SockDataEvent, SockDataKind};
 
@@ -32,7 +33,7 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
         let h = header!(raw.hdr);
         let ev = EventData::SockData(SockDataEvent {
             kind: SockDataKind::Data,
-            protocol: "dns".into(),
+            protocol: if raw.transport == 6 { "dns-tcp" } else { "dns" }.into(),
             tls: false,
             sock: raw.sock,
             fd: raw.fd,
@@ -40,6 +41,8 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
             syscall: match raw.syscall {
                 1 => "read",
                 2 => "write",
+                3 => "readv",
+                4 => "writev",
                 5 => "recvfrom",
                 6 => "sendto",
                 7 => "recvmsg",

@@ -1070,6 +1070,91 @@ fn dns_copies_messages_on_port_53_sockets_only() {
     assert_eq!(find(client_port, "rx").payload, answer);
 }
 
+#[test]
+fn dns_copies_tcp_streams_on_port_53_as_they_were_read_and_written() {
+    if !require_root() {
+        return;
+    }
+    use podscope_model::SockDataEvent;
+    use std::io::{IoSlice, Read, Write};
+    use std::net::{Ipv4Addr, TcpListener, TcpStream};
+    let mut t = own_tracer(&[ProbeKind::Dns]);
+    let ip = (100..250)
+        .map(|i| Ipv4Addr::new(127, 0, 0, i))
+        .find(|ip| TcpListener::bind((*ip, 53)).is_ok())
+        .expect("a free TCP port 53 on 127.0.0.100-249");
+    let listener = TcpListener::bind((ip, 53)).unwrap();
+    let query =
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x04test\x00\x00\x01\x00\x01"
+            .to_vec();
+    let len = (query.len() as u16).to_be_bytes();
+    let mut client = TcpStream::connect((ip, 53)).unwrap();
+    let client_port = client.local_addr().unwrap().port();
+    let (mut server, _) = listener.accept().unwrap();
+    // glibc's way: the length and the message as two iovecs of one writev.
+    let n = client
+        .write_vectored(&[IoSlice::new(&len), IoSlice::new(&query)])
+        .unwrap();
+    assert_eq!(n, 2 + query.len());
+    // dnsmasq's way: the length one byte at a time, then the message.
+    let mut one = [0u8; 1];
+    server.read_exact(&mut one).unwrap();
+    server.read_exact(&mut one).unwrap();
+    let mut got = vec![0u8; query.len()];
+    server.read_exact(&mut got).unwrap();
+    assert_eq!(got, query);
+    // Not port 53: nothing copied.
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut a = TcpStream::connect(other.local_addr().unwrap()).unwrap();
+    let (mut b, _) = other.accept().unwrap();
+    a.write_all(&query).unwrap();
+    b.read_exact(&mut got).unwrap();
+    let other_port = a.local_addr().unwrap().port();
+
+    let mine = |e: &podscope_model::Event| {
+        e.pid == std::process::id()
+            && matches!(&e.data, EventData::SockData(d) if d.protocol == "dns-tcp")
+    };
+    let events = collect_until(&mut t, Duration::from_secs(5), 4, mine);
+    let mine: Vec<&SockDataEvent> = events
+        .iter()
+        .filter(|e| mine(e))
+        .filter_map(|e| match &e.data {
+            EventData::SockData(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !mine
+            .iter()
+            .any(|d| d.sport == other_port || d.dport == other_port),
+        "a non-DNS socket was copied: {mine:?}"
+    );
+    let sent: Vec<_> = mine.iter().filter(|d| d.sport == client_port).collect();
+    assert_eq!(sent.len(), 1, "{mine:?}");
+    assert_eq!(
+        (sent[0].syscall.as_ref(), sent[0].direction.as_ref()),
+        ("writev", "tx")
+    );
+    assert_eq!(
+        sent[0].payload,
+        [&len[..], &query].concat(),
+        "both iovecs, in order"
+    );
+    assert_eq!((sent[0].daddr.clone(), sent[0].dport), (ip.to_string(), 53));
+    let read: Vec<&[u8]> = mine
+        .iter()
+        .filter(|d| d.sport == 53 && d.direction == "rx")
+        .map(|d| &d.payload[..])
+        .collect();
+    assert_eq!(
+        read,
+        [&len[..1], &len[1..], &query[..]],
+        "each read as it was"
+    );
+    drop(server);
+}
+
 /// The kernel's own counters of a network namespace (/proc/thread-self/net/snmp).
 fn snmp_counter(group: &str, field: &str) -> u64 {
     let text = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();

@@ -239,7 +239,7 @@ mirror!(m::HttpEvent => proto::HttpEvent {
 });
 mirror!(m::DnsEvent => proto::DnsEvent {
     kind, role, id, name, qtype, rcode, answers, latency_ns, family, saddr, sport, daddr, dport,
-    peer_namespace, peer_pod, error
+    peer_namespace, peer_pod, error, transport
 });
 mirror!(m::TracepointEvent => proto::TracepointEvent { kind, tracepoint, fields, truncated });
 mirror!(m::DropEvent => proto::DropEvent {
@@ -391,7 +391,7 @@ pub fn probe_of(r: &proto::Record) -> Option<&'static str> {
         Data::Cache(_) => "cache",
         Data::Open(_) => "open",
         Data::Syscalls(_) | Data::SyscallsTotals(_) => "syscalls",
-        Data::HttpData(d) if d.protocol == "dns" => "dns",
+        Data::HttpData(d) if d.protocol.starts_with("dns") => "dns",
         Data::HttpData(d) if d.tls => "tls",
         Data::HttpData(_) | Data::Http(_) => "http",
         Data::Dns(_) => "dns",
@@ -796,6 +796,7 @@ mod tests {
                 name: "example.test".into(),
                 qtype: "A".into(),
                 rcode: Some("NOERROR".into()),
+                transport: "tcp".into(),
                 answers: vec!["10.1.1.1".into(), "10.1.1.2".into()],
                 latency_ns: Some(77),
                 family: "ipv4".into(),

@@ -1765,6 +1765,7 @@ mod tests {
                 name: "a.test".into(),
                 qtype: "A".into(),
                 rcode: rcode.map(Into::into),
+                transport: "udp".into(),
                 answers: vec![],
                 latency_ns: rcode.map(|_| 300_000),
                 family: "ipv4".into(),

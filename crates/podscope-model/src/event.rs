@@ -108,7 +108,7 @@ impl Event {
             EventData::Cache(_) => ProbeKind::Cache,
             EventData::Open(_) => ProbeKind::Open,
             EventData::Syscall(_) | EventData::SyscallSummary(_) => ProbeKind::Syscalls,
-            EventData::SockData(d) if d.protocol == "dns" => ProbeKind::Dns,
+            EventData::SockData(d) if d.protocol.starts_with("dns") => ProbeKind::Dns,
             EventData::SockData(d) if d.tls => ProbeKind::Tls,
             EventData::SockData(_) | EventData::Http(_) => ProbeKind::Http,
             EventData::Dns(_) => ProbeKind::Dns,
@@ -729,7 +729,8 @@ impl SockDataKind {
 pub struct SockDataEvent {
     /// `data` or `close`.
     pub kind: SockDataKind,
-    /// What the probe that captured it parses: `http` or `dns`.
+    /// What the probe that captured it parses: `http`, `http2`, `dns` (UDP
+    /// messages) or `dns-tcp` (reads and writes of a DNS-over-TCP stream).
     pub protocol: Cow<'static, str>,
     /// TLS plaintext (the tls probe, from inside the TLS library), not
     /// bytes on the socket.
@@ -905,6 +906,9 @@ pub struct DnsEvent {
     /// Response code (`NOERROR`, `NXDOMAIN`); absent without a response.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rcode: Option<String>,
+    /// `udp` or `tcp`.
+    #[serde(default)]
+    pub transport: String,
     /// Answer records: addresses for A/AAAA, names for CNAME/PTR, else the type.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub answers: Vec<String>,

@@ -258,6 +258,9 @@ pub fn details(ev: &Event) -> String {
             if !d.answers.is_empty() {
                 s.push_str(&format!(" [{}]", d.answers.join(", ")));
             }
+            if d.transport == "tcp" {
+                s.push_str(" over tcp");
+            }
             if d.dport != 0 {
                 s.push_str(&format!(" peer {}:{}", d.daddr, d.dport));
                 s.push_str(&peer_pod(&d.peer_namespace, &d.peer_pod));

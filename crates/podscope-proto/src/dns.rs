@@ -1,12 +1,14 @@
-//! DNS messages (RFC 1035) as captured from UDP port-53 sockets: the header,
-//! the first question and the answers, and queries matched to responses by
-//! (process, socket, id).
+//! DNS messages (RFC 1035) as captured from UDP and TCP port-53 sockets: the
+//! header, the first question and the answers, TCP streams cut back into
+//! messages, and queries matched to responses by (process, socket, id).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Answers kept per response.
 const MAX_ANSWERS: usize = 16;
+/// A DNS header's size: the shortest message.
+const HEADER: usize = 12;
 /// Queries waiting for a response, over all sockets.
 const MAX_PENDING: usize = 4096;
 
@@ -151,6 +153,100 @@ pub fn parse(msg: &[u8]) -> Option<Message> {
         qtype: type_name(qtype),
         answers,
     })
+}
+
+/// One direction of a DNS-over-TCP connection cut back into messages: each
+/// is sent after its length in two bytes (RFC 1035 4.2.2, RFC 7766), and a
+/// syscall may move part of one, several, or a length alone (dnsmasq reads
+/// the two length bytes one at a time, glibc writes two queries with one
+/// writev).
+#[derive(Debug, Default)]
+pub struct TcpFraming {
+    /// Length bytes of the next message read so far.
+    head: Vec<u8>,
+    /// The message being read: its length (0 while reading the length).
+    want: usize,
+    /// Its bytes passed so far, captured or not.
+    got: usize,
+    /// Its captured bytes.
+    msg: Vec<u8>,
+    /// Bytes were lost across a message boundary: the next record starts over.
+    lost: bool,
+}
+
+impl TcpFraming {
+    /// One syscall's bytes: `data` was captured, the `missed` bytes after it
+    /// were not (the capture limit). Complete messages go to `out` (a message
+    /// whose end was missed goes cut, which [`parse`] reads as far as it can).
+    /// Returns false when the framing is lost: the missed bytes crossed into
+    /// the next message's length, or a length was shorter than a DNS header
+    /// (the stream was joined mid-message). The next call then starts a new
+    /// message (clients and servers read and write whole messages).
+    pub fn push(&mut self, data: &[u8], missed: usize, out: &mut Vec<Vec<u8>>) -> bool {
+        if std::mem::take(&mut self.lost) {
+            self.reset();
+        }
+        let mut rest = data;
+        while !rest.is_empty() {
+            if self.want == 0 {
+                self.head.push(rest[0]);
+                rest = &rest[1..];
+                if self.head.len() == 2 {
+                    self.want = usize::from(u16::from_be_bytes([self.head[0], self.head[1]]));
+                    self.head.clear();
+                    if self.want < HEADER {
+                        // Shorter than a DNS header: not a length, the
+                        // stream was joined mid-message.
+                        self.want = 0;
+                        self.lost = true;
+                        return false;
+                    }
+                }
+                continue;
+            }
+            let take = (self.want - self.got).min(rest.len());
+            self.msg.extend_from_slice(&rest[..take]);
+            self.got += take;
+            rest = &rest[take..];
+            if self.got == self.want {
+                out.push(std::mem::take(&mut self.msg));
+                self.want = 0;
+                self.got = 0;
+            }
+        }
+        if missed == 0 {
+            return true;
+        }
+        if self.want > 0 && self.want - self.got >= missed {
+            self.got += missed;
+            if self.got == self.want {
+                out.push(std::mem::take(&mut self.msg));
+                self.want = 0;
+                self.got = 0;
+            }
+            return true;
+        }
+        self.lost = true;
+        false
+    }
+
+    /// What came out was not DNS, so the framing is wrong (the stream was
+    /// joined mid-message): the next call starts over.
+    pub fn resync(&mut self) {
+        self.lost = true;
+    }
+
+    /// Inside a message (or its length): bytes of it were seen.
+    pub fn mid_message(&self) -> bool {
+        !self.lost && (self.want > 0 || !self.head.is_empty())
+    }
+
+    fn reset(&mut self) {
+        self.head.clear();
+        self.msg.clear();
+        self.want = 0;
+        self.got = 0;
+    }
 }
 
 /// A finished (or abandoned) query.
@@ -383,6 +479,65 @@ mod tests {
         assert!(left[0].1.error.is_some());
     }
 
+    /// `m` after its two-byte length, as DNS over TCP sends it.
+    fn framed(m: &[u8]) -> Vec<u8> {
+        let mut f = (m.len() as u16).to_be_bytes().to_vec();
+        f.extend_from_slice(m);
+        f
+    }
+
+    #[test]
+    fn tcp_streams_are_cut_into_messages_however_they_are_read() {
+        let a = query(1, "known.test", 1);
+        let b = query(2, "known.test", 28);
+        let stream = [framed(&a), framed(&b)].concat();
+        // Every way of cutting the two messages into two or three reads.
+        for i in 0..=stream.len() {
+            for j in i..=stream.len() {
+                let mut f = TcpFraming::default();
+                let mut out = Vec::new();
+                for part in [&stream[..i], &stream[i..j], &stream[j..]] {
+                    assert!(f.push(part, 0, &mut out));
+                }
+                assert_eq!(out, [a.clone(), b.clone()], "cut at {i}, {j}");
+            }
+        }
+        // One byte at a time (dnsmasq reads the length so).
+        let mut f = TcpFraming::default();
+        let mut out = Vec::new();
+        for byte in &stream {
+            f.push(std::slice::from_ref(byte), 0, &mut out);
+        }
+        assert_eq!(out, [a.clone(), b.clone()]);
+    }
+
+    #[test]
+    fn bytes_missed_inside_a_message_cut_it_and_across_messages_resync() {
+        let big = answer(3, "known.test", 0, &[[1, 1, 1, 1]; 16]);
+        let small = query(4, "next.test", 1);
+        // The capture kept 40 bytes of the first read: the message goes cut,
+        // the framing holds and the next message is whole.
+        let first = framed(&big);
+        let mut f = TcpFraming::default();
+        let mut out = Vec::new();
+        assert!(f.push(&first[..40], first.len() - 40, &mut out));
+        assert!(f.push(&framed(&small), 0, &mut out));
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], big[..38]);
+        let cut = parse(&out[0]).unwrap();
+        assert_eq!((cut.id, cut.name.as_str()), (3, "known.test"));
+        assert_eq!(out[1], small);
+        // Missed bytes that ran into the next length: lost, then the next
+        // read starts a new message.
+        let two = [framed(&big), framed(&small)].concat();
+        let mut f = TcpFraming::default();
+        let mut out = Vec::new();
+        assert!(!f.push(&two[..10], two.len() - 10, &mut out));
+        assert!(out.is_empty());
+        assert!(f.push(&framed(&small), 0, &mut out));
+        assert_eq!(out, [small]);
+    }
+
     #[test]
     fn arbitrary_and_cut_messages_never_panic() {
         let mut rng = 0x2545_f491_4f6c_dd1du64;
@@ -408,6 +563,24 @@ mod tests {
             let cut = (next() as usize) % (m.len() + 1);
             if let Some(p) = parse(&m[..cut]) {
                 assert!(p.answers.len() <= MAX_ANSWERS);
+            }
+        }
+        // Arbitrary reads and misses of a TCP stream: no panic, and what is
+        // kept never exceeds one message.
+        let mut f = TcpFraming::default();
+        let mut out = Vec::new();
+        for _ in 0..200_000 {
+            let data: Vec<u8> = (0..next() % 40).map(|_| next() as u8).collect();
+            let missed = if next() % 4 == 0 {
+                next() as usize % 70_000
+            } else {
+                0
+            };
+            f.push(&data, missed, &mut out);
+            assert!(f.msg.len() <= usize::from(u16::MAX) && f.head.len() < 2);
+            for m in out.drain(..) {
+                assert!(m.len() <= usize::from(u16::MAX));
+                let _ = parse(&m);
             }
         }
         // A pointer loop is refused, not followed forever.

@@ -8,7 +8,7 @@ use podscope_model::{
     DnsEvent, Event, EventData, HttpEvent, SockDataEvent, SockDataKind, Timestamp,
 };
 
-use crate::dns::{Lookup, Tracker};
+use crate::dns::{Lookup, TcpFraming, Tracker};
 
 use crate::http1::{Connection, Exchange, Outcome, Side};
 
@@ -77,6 +77,12 @@ pub struct Stats {
     pub dns_incomplete: u64,
     /// Messages on port-53 sockets that were not DNS (or cut before the question).
     pub dns_unparsed: u64,
+    /// DNS-over-TCP reads or writes that lost the framing: their uncaptured
+    /// bytes ran into the next message's length, or a length was shorter
+    /// than a DNS header (a stream joined mid-message). The message(s) in
+    /// them are lost (counted here), and the stream starts over at its next
+    /// read or write.
+    pub dns_tcp_gaps: u64,
     /// HTTP/2 connections followed (also in the counts above).
     pub h2_connections: u64,
     /// HTTP/2 requests (streams) reported (also in `requests`).
@@ -140,6 +146,8 @@ pub struct Stage {
     dns: Tracker,
     /// The latest raw DNS record per (pid, socket), for identity and addresses.
     dns_last: HashMap<(u32, u64), Event>,
+    /// DNS-over-TCP streams being cut into messages, per (pid, socket, sent).
+    dns_tcp: HashMap<(u32, u64, bool), TcpFraming>,
     tick: u64,
     stats: Stats,
     /// Show only gRPC calls (`trace grpc` without `http`).
@@ -168,6 +176,7 @@ impl Stage {
             conns: HashMap::new(),
             dns: Tracker::default(),
             dns_last: HashMap::new(),
+            dns_tcp: HashMap::new(),
             tick: 0,
             stats: Stats::default(),
             grpc_only: false,
@@ -198,8 +207,8 @@ impl Stage {
                 out.push(ev);
                 continue;
             };
-            if d.protocol == "dns" {
-                self.dns_message(ev, &mut out);
+            if d.protocol == "dns" || d.protocol == "dns-tcp" {
+                self.dns_record(ev, &mut out);
                 continue;
             }
             self.tick += 1;
@@ -263,14 +272,56 @@ impl Stage {
         out
     }
 
-    fn dns_message(&mut self, ev: Event, out: &mut Vec<Event>) {
-        let EventData::SockData(d) = &ev.data else {
+    /// A port-53 record: one UDP message, or one read or write of a TCP
+    /// stream (none, part of one, or several messages).
+    fn dns_record(&mut self, mut ev: Event, out: &mut Vec<Event>) {
+        let EventData::SockData(d) = &mut ev.data else {
             return;
         };
-        self.stats.dns_messages += 1;
-        let Some(m) = crate::dns::parse(&d.payload) else {
-            self.stats.dns_unparsed += 1;
+        if d.protocol == "dns" {
+            let payload = std::mem::take(&mut d.payload);
+            self.dns_message(&ev, &payload, out);
             return;
+        }
+        let key = (ev.pid, d.sock, d.direction == "tx");
+        if !self.dns_tcp.contains_key(&key) && self.dns_tcp.len() >= MAX_CONNECTIONS {
+            // Streams have no close record here: the oldest state goes, and
+            // a message it was in the middle of is counted as a gap.
+            self.stats.dns_tcp_gaps +=
+                self.dns_tcp.values().filter(|f| f.mid_message()).count() as u64;
+            self.dns_tcp.clear();
+        }
+        let payload = std::mem::take(&mut d.payload);
+        let missed = (d.len as usize).saturating_sub(payload.len());
+        let mut messages = Vec::new();
+        if !self
+            .dns_tcp
+            .entry(key)
+            .or_default()
+            .push(&payload, missed, &mut messages)
+        {
+            self.stats.dns_tcp_gaps += 1;
+        }
+        let mut parsed = true;
+        for m in messages {
+            parsed &= self.dns_message(&ev, &m, out);
+        }
+        if !parsed {
+            if let Some(f) = self.dns_tcp.get_mut(&key) {
+                f.resync();
+            }
+        }
+    }
+
+    /// One DNS message `msg` carried by the record `ev`; false if it was not DNS.
+    fn dns_message(&mut self, ev: &Event, msg: &[u8], out: &mut Vec<Event>) -> bool {
+        let EventData::SockData(d) = &ev.data else {
+            return false;
+        };
+        self.stats.dns_messages += 1;
+        let Some(m) = crate::dns::parse(msg) else {
+            self.stats.dns_unparsed += 1;
+            return false;
         };
         let key = (ev.pid, d.sock);
         let mut done = Vec::new();
@@ -281,11 +332,12 @@ impl Stage {
             // Only the identity of older sockets' late answers is lost.
             self.dns_last.clear();
         }
-        self.dns_last.insert(key, ev);
+        self.dns_last.insert(key, ev.clone());
         let last = self.dns_last[&key].clone();
         for l in done {
             self.emit_dns(&last, l, out);
         }
+        true
     }
 
     fn emit_dns(&mut self, last: &Event, l: Lookup, out: &mut Vec<Event>) {
@@ -304,6 +356,12 @@ impl Stage {
             name: l.message.name,
             qtype: l.message.qtype,
             rcode: answered.then_some(l.message.rcode),
+            transport: if d.protocol == "dns-tcp" {
+                "tcp"
+            } else {
+                "udp"
+            }
+            .into(),
             answers: l.message.answers,
             latency_ns: l.latency_ns,
             family: d.family.to_string(),
@@ -443,8 +501,8 @@ impl Stage {
         let mut text = String::new();
         if probes.contains(&ProbeKind::Dns) {
             text.push_str(&format!(
-                "podscope: dns: {} messages, {} queries, {} without an answer or a query, {} messages not DNS\n",
-                s.dns_messages, s.dns_queries, s.dns_incomplete, s.dns_unparsed
+                "podscope: dns: {} messages, {} queries, {} without an answer or a query, {} messages not DNS, {} TCP stream gaps\n",
+                s.dns_messages, s.dns_queries, s.dns_incomplete, s.dns_unparsed, s.dns_tcp_gaps
             ));
         }
         if probes.contains(&ProbeKind::Tls) {
@@ -878,5 +936,102 @@ Authorization: Bearer x\r\n\r\n";
             ("b3", "80f198ee56343ba864fe8b2a57d3eff7", "e457b5a2e4d86bd1")
         );
         assert_eq!(st.stats().trace_context, 1);
+    }
+
+    /// A DNS-over-TCP record: `len` bytes moved, `payload` the first of them.
+    fn dns_tcp(dir: &'static str, payload: &[u8], len: u32) -> EventData {
+        let mut d = raw(SockDataKind::Data, dir, 0, payload);
+        if let EventData::SockData(d) = &mut d {
+            d.protocol = "dns-tcp".into();
+            d.len = len;
+            d.dport = 53;
+        }
+        d
+    }
+
+    /// `id`'s query (for `a.test`, A) or its answer, after its TCP length.
+    fn framed_dns(id: u16, answer: bool) -> Vec<u8> {
+        let mut m = vec![(id >> 8) as u8, id as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(b"\x01a\x04test\x00\x00\x01\x00\x01");
+        if answer {
+            m[2] = 0x81;
+            m[3] = 0x80;
+        }
+        let mut f = (m.len() as u16).to_be_bytes().to_vec();
+        f.extend_from_slice(&m);
+        f
+    }
+
+    #[test]
+    fn dns_over_tcp_is_cut_into_queries_and_a_stream_joined_mid_message_recovers() {
+        let mut st = Stage::new();
+        let (q1, a1, q2, a2) = (
+            framed_dns(1, false),
+            framed_dns(1, true),
+            framed_dns(2, false),
+            framed_dns(2, true),
+        );
+        // Joined in the middle of a message: the tail of one, then whole ones.
+        let out = st.process(vec![
+            ev(10, 4, dns_tcp("tx", &q1[5..], (q1.len() - 5) as u32)),
+            ev(20, 4, dns_tcp("tx", &q2, q2.len() as u32)),
+            ev(30, 4, dns_tcp("rx", &a2[..1], 1)),
+            ev(31, 4, dns_tcp("rx", &a2[1..], (a2.len() - 1) as u32)),
+            // Two messages in one read.
+            ev(
+                40,
+                4,
+                dns_tcp(
+                    "tx",
+                    &[q1.clone(), q2.clone()].concat(),
+                    2 * q1.len() as u32,
+                ),
+            ),
+            ev(
+                50,
+                4,
+                dns_tcp(
+                    "rx",
+                    &[a1.clone(), a2.clone()].concat(),
+                    2 * a1.len() as u32,
+                ),
+            ),
+        ]);
+        let done: Vec<(u16, Option<u64>, &str)> = out
+            .iter()
+            .filter_map(|e| match &e.data {
+                EventData::Dns(d) => Some((d.id, d.latency_ns, d.transport.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            done,
+            [
+                (2, Some(11), "tcp"),
+                (1, Some(10), "tcp"),
+                (2, Some(10), "tcp")
+            ]
+        );
+        let s = st.stats();
+        // The tail's first bytes are no length (0): a gap; then six messages.
+        assert_eq!(
+            (
+                s.dns_messages,
+                s.dns_unparsed,
+                s.dns_queries,
+                s.dns_tcp_gaps
+            ),
+            (6, 0, 3, 1)
+        );
+        // A read whose uncaptured bytes ran into the next length: a gap.
+        let mut long = q1.clone();
+        long.extend_from_slice(&q2);
+        let out = st.process(vec![
+            ev(60, 4, dns_tcp("tx", &long[..3], long.len() as u32)),
+            ev(70, 4, dns_tcp("tx", &q1, q1.len() as u32)),
+        ]);
+        assert!(out.is_empty());
+        assert_eq!(st.stats().dns_tcp_gaps, 2);
+        assert_eq!(st.dns.pending(), 1, "the query after the gap waits");
     }
 }

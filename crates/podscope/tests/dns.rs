@@ -1,13 +1,14 @@
 //! `podscope trace dns` against a real dnsmasq and glibc's resolver
 //! (`getent`, in a mount namespace of its own whose /etc/resolv.conf points at
-//! that dnsmasq): what podscope reports on the server side (dnsmasq) and the
-//! client side (getent) must agree exactly with dnsmasq's own query log.
+//! that dnsmasq), over UDP and over TCP (`options use-vc`): what podscope
+//! reports on the server side (dnsmasq) and the client side (getent) must
+//! agree exactly with dnsmasq's own query log.
 //! Needs root and Debian's dnsmasq (scripts/setup.sh).
 
 mod common;
 
 use std::io::{BufReader, Read};
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -46,12 +47,13 @@ fn witness(log: &str) -> Vec<Row> {
     out
 }
 
-fn rows(events: &[Value], comm: &str, role: &str) -> Vec<Row> {
+fn rows(events: &[Value], comm: &str, role: &str, transport: &str) -> Vec<Row> {
     let mut v: Vec<Row> = events
         .iter()
         .filter(|e| e["probe"] == "dns" && e["comm"] == comm && e["role"] == role)
         .map(|e| {
             assert!(e.get("error").is_none(), "{e}");
+            assert_eq!(e["transport"], transport, "{e}");
             assert!(e["latency_ns"].as_u64().is_some(), "{e}");
             (
                 e["qtype"].as_str().unwrap().to_string(),
@@ -70,6 +72,18 @@ fn rows(events: &[Value], comm: &str, role: &str) -> Vec<Row> {
 
 #[test]
 fn dns_queries_agree_exactly_with_dnsmasq_log_on_both_sides() {
+    against_dnsmasq("udp");
+}
+
+/// The same lookups over TCP: glibc writes both queries of a lookup with one
+/// writev (each after its two-byte length) and dnsmasq, in a child it forks
+/// per connection, reads each length a byte at a time.
+#[test]
+fn dns_over_tcp_agrees_exactly_with_dnsmasq_log_on_both_sides() {
+    against_dnsmasq("tcp");
+}
+
+fn against_dnsmasq(transport: &str) {
     if !common::root_or_skip() {
         return;
     }
@@ -77,17 +91,36 @@ fn dns_queries_agree_exactly_with_dnsmasq_log_on_both_sides() {
         Path::new(DNSMASQ).exists(),
         "{DNSMASQ} is missing: install Debian's dnsmasq (bash scripts/setup.sh)"
     );
-    let dir = std::env::temp_dir().join(format!("podscope-dns-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("podscope-dns-{transport}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     // A loopback address whose port 53 is free (127.0.0.53 may be systemd-resolved's).
-    let ip = (100..250)
-        .map(|i| Ipv4Addr::new(127, 0, 0, i))
-        .find(|ip| UdpSocket::bind((*ip, 53)).is_ok())
-        .expect("a free port 53 on 127.0.0.100-249");
-    std::fs::write(dir.join("resolv.conf"), format!("nameserver {ip}\n")).unwrap();
+    // (The UDP and TCP tests run at once: each takes its own address.)
+    let mut ip = None;
+    for i in if transport == "tcp" {
+        150..250
+    } else {
+        100..150
+    } {
+        let at = Ipv4Addr::new(127, 0, 0, i);
+        if UdpSocket::bind((at, 53)).is_ok() && TcpListener::bind((at, 53)).is_ok() {
+            ip = Some(at);
+            break;
+        }
+    }
+    let ip = ip.expect("a free port 53 on 127.0.0.100-249");
+    let options = if transport == "tcp" {
+        "options use-vc\n"
+    } else {
+        ""
+    };
+    std::fs::write(
+        dir.join("resolv.conf"),
+        format!("nameserver {ip}\n{options}"),
+    )
+    .unwrap();
     let log = dir.join("dnsmasq.log");
-    let cg = Cgroup::new("dns");
+    let cg = Cgroup::new(&format!("dns-{transport}"));
     let mut dnsmasq = cg
         .command(&[
             DNSMASQ,
@@ -180,10 +213,10 @@ fn dns_queries_agree_exactly_with_dnsmasq_log_on_both_sides() {
     want.sort();
     // ahosts: A + AAAA; hosts: AAAA then A (glibc tries v6 first); ahostsv4: A.
     assert_eq!(want.len(), 5, "dnsmasq logged {want:?}");
-    let server = rows(&events, "dnsmasq", "server");
-    let client = rows(&events, "getent", "client");
+    let server = rows(&events, "dnsmasq", "server", transport);
+    let client = rows(&events, "getent", "client", transport);
     eprintln!(
-        "dnsmasq log: {} queries; podscope: {} answered by dnsmasq, {} asked by getent",
+        "{transport}: dnsmasq log: {} queries; podscope: {} answered by dnsmasq, {} asked by getent",
         want.len(),
         server.len(),
         client.len()
@@ -191,7 +224,7 @@ fn dns_queries_agree_exactly_with_dnsmasq_log_on_both_sides() {
     assert_eq!(server, want, "dnsmasq's side vs its log\n{err}");
     assert_eq!(client, want, "getent's side vs dnsmasq's log\n{err}");
     assert!(
-        err.contains("podscope: dns: 20 messages, 10 queries, 0 without an answer or a query, 0 messages not DNS"),
+        err.contains("podscope: dns: 20 messages, 10 queries, 0 without an answer or a query, 0 messages not DNS, 0 TCP stream gaps"),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);

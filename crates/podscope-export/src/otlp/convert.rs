@@ -1071,6 +1071,9 @@ impl KernelSpan {
                 end = start.saturating_add(d.latency_ns.unwrap_or(0));
                 a.push(kv_str("dns.question.name", &d.name));
                 a.push(kv_str("podscope.dns.qtype", &d.qtype));
+                if !d.transport.is_empty() {
+                    a.push(kv_str("network.transport", &d.transport));
+                }
                 if let Some(r) = &d.rcode {
                     a.push(kv_str("podscope.dns.rcode", r));
                     if r != "NOERROR" {
