@@ -69,20 +69,22 @@ kernel_of() {  # suite -> kernel version, fetched once and remembered
 
 # The guest script (run-kernel.sh keeps lines starting with @@ for itself): a loop device and ext4 need their modules; the tests
 # themselves make their loop devices and file systems.
+# The CLI as cargo built it (CARGO_TARGET_DIR, when set, is where).
+podscope_bin=${CARGO_TARGET_DIR:-$repo/target}/debug/podscope
 guest_cmd="cd $repo
 modprobe loop 2>/dev/null; modprobe ext4 2>/dev/null
 echo '::podscope-probes::'
-target/debug/podscope probes -o json
+$podscope_bin probes -o json
 # Whole traces too: every probe at once with the cgroup watcher (which the
 # probe tests do not load), by host and in pod mode (kernel admission on).
-target/debug/podscope trace all --all --duration 2s -o none > /tmp/trace-all.out 2>&1
+$podscope_bin trace all --all --duration 2s -o none > /tmp/trace-all.out 2>&1
 echo \"::podscope-trace=all --all rc=\$?\"
 grep -E 'warning|error|probes attached' /tmp/trace-all.out
-target/debug/podscope trace exec,tcp -A --wait --duration 2s -o none > /tmp/trace-pods.out 2>&1
+$podscope_bin trace exec,tcp -A --wait --duration 2s -o none > /tmp/trace-pods.out 2>&1
 echo \"::podscope-trace=exec,tcp -A --wait rc=\$?\"
 grep -E 'warning|error|probes attached' /tmp/trace-pods.out
 # net is not part of 'all' (asked for by name): its own whole trace.
-target/debug/podscope trace net,drop --all --duration 2s -o none > /tmp/trace-net.out 2>&1
+$podscope_bin trace net,drop --all --duration 2s -o none > /tmp/trace-net.out 2>&1
 echo \"::podscope-trace=net,drop --all rc=\$?\"
 grep -E 'warning|error|probes attached' /tmp/trace-net.out
 echo '::podscope-tests::'
