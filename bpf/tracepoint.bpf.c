@@ -177,10 +177,27 @@ int tp_record(void *ctx)
 	bpf_probe_read_kernel(e->data, n, ctx);
 	e->type = key;
 	e->size = n;
-	for (int i = 0; i < TP_PRED_MAX; i++) {
-		if (i >= c->npreds)
-			break;
-		if (!pred_holds(e, &c->preds[i])) {
+	/* The record passes when every predicate of some group holds. */
+	{
+		bool ok = true; /* the current group holds so far */
+		__u8 group = 0;
+
+		for (int i = 0; i < TP_PRED_MAX; i++) {
+			struct tp_pred *p;
+
+			if (i >= c->npreds)
+				break;
+			p = &c->preds[i];
+			if (p->group != group) {
+				if (ok)
+					break;
+				group = p->group;
+				ok = true;
+			}
+			if (ok && !pred_holds(e, p))
+				ok = false;
+		}
+		if (!ok) {
 			count(TP_FILTERED);
 			return 0;
 		}

@@ -8,7 +8,7 @@
 
 /* Bytes of a record copied at most (a power of two: offsets are masked). */
 #define TP_DATA_MAX 1024
-/* --filter comparisons per tracepoint (AND-ed). */
+/* --filter comparisons per tracepoint: AND-ed within a group, groups OR-ed. */
 #define TP_PRED_MAX 4
 /* Longest string a filter compares, with its NUL. */
 #define TP_STR_MAX 32
@@ -32,7 +32,8 @@ struct tp_pred {
 	__u8 size;
 	__u8 field;  /* TP_FIELD_* */
 	__u8 op;     /* TP_OP_*; strings: EQ and NE only */
-	__u8 pad[3];
+	__u8 group;  /* `a && b || c`: a and b in group 0, c in 1; groups in order */
+	__u8 pad[2];
 	__u64 value; /* integers: the value (signed ones two's complement) */
 	char str[TP_STR_MAX];
 };

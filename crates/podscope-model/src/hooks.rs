@@ -115,7 +115,7 @@ const TRACEPOINT_ARGS: &[HookArg] = &[
         required: false,
         flag: "--filter",
         description:
-            "FIELD OP VALUE joined by &&, OP one of == != < <= > >= (strings: == and != only), \
+            "FIELD OP VALUE joined by && and || (&& binds tighter, at most 4), OP one of == != < <= > >= (strings: == and != only), \
                       FIELD[N] for an element of an integer array; EVENT: before a clause makes it \
                       that tracepoint's, clauses joined by ;. Evaluated in the kernel on each \
                       tracepoint that has the fields",
@@ -167,7 +167,7 @@ pub fn hook_kinds() -> Vec<HookKind> {
         HookKind {
             kind: ProbeKind::Tracepoint.name(),
             description: ProbeKind::Tracepoint.description(),
-            usage: "podscope trace tp:SUBSYSTEM:EVENT[,tp:...] [--filter 'FIELD OP VALUE && ...']",
+            usage: "podscope trace tp:SUBSYSTEM:EVENT[,tp:...] [--filter 'FIELD OP VALUE && ... || ...']",
             args: TRACEPOINT_ARGS,
         },
         HookKind {

@@ -370,7 +370,8 @@ pub struct TraceArgs {
 
     /// Tracepoints (tp:...): keep only records where FIELD OP VALUE holds,
     /// decided in the kernel; OP is == != < <= > >=, several joined by &&
-    /// (at most 4), strings quoted and compared with == or != only, one
+    /// and || (&& binds tighter; no parentheses; at most 4 in all), strings
+    /// quoted and compared with == or != only, one
     /// element of an integer array as FIELD[N] (e.g. 'len > 1000 && name ==
     /// "eth0"', 'args[0] == 3'). EVENT: before a clause makes it that
     /// tracepoint's, clauses joined by ; ('net_dev_xmit: len > 1000;

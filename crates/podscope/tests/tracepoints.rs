@@ -256,6 +256,52 @@ fn filter_cuts_forks_in_the_kernel() {
     );
 }
 
+/// `||` in the kernel: `&&` binds tighter, and a record passes when every
+/// comparison of one alternative holds. Two runs: the first alternative
+/// holds (the workload's own forks), then only a middle one does (its
+/// children's forks); the other records are cut in the kernel.
+#[test]
+fn filter_alternatives_cut_forks_in_the_kernel() {
+    if !common::root_or_skip() {
+        return;
+    }
+    let bin = compile("or", FORKS_C, "tpforks");
+    let cg = Cgroup::new("tp-or");
+    let cgroup = cg.0.to_str().unwrap().to_string();
+    for (filter, own) in [
+        ("parent_pid == {pid} || child_pid < 0", true),
+        (
+            "parent_pid == 0 || parent_pid != {pid} && child_pid > 0 || child_pid < 0",
+            false,
+        ),
+    ] {
+        let (trace, pairs, pid) = run_forks(&cg, &bin, |pid| {
+            Trace::start(&[
+                "tp:sched:sched_process_fork",
+                "--cgroup",
+                &cgroup,
+                "--filter",
+                &filter.replace("{pid}", &pid.to_string()),
+            ])
+        });
+        let (events, err) = trace.stop();
+        let want: BTreeSet<(i64, i64)> = pairs
+            .iter()
+            .copied()
+            .filter(|(p, _)| (*p == pid) == own)
+            .collect();
+        assert_eq!(want.len(), N_FORKS);
+        assert_eq!(fork_pairs(&events), want, "{filter}\n{err}");
+        assert_eq!(events.len(), N_FORKS, "{filter}");
+        let (seen, filtered, sent) = counters(&err);
+        assert_eq!(
+            (seen, filtered, sent),
+            (2 * N_FORKS as u64, N_FORKS as u64, N_FORKS as u64),
+            "{filter}\n{err}"
+        );
+    }
+}
+
 /// A clause for one tracepoint (`sched_process_fork: ...`) filters that
 /// tracepoint only, in the kernel: the workload's own N forks are cut, and
 /// every exit (2N + 1: the children, the grandchildren, the workload) of the

@@ -1,5 +1,6 @@
-//! `--filter 'FIELD OP VALUE && ...'` for tracepoints: parsed once, then
-//! compiled per tracepoint into the predicates the kernel evaluates.
+//! `--filter 'FIELD OP VALUE && ... || ...'` for tracepoints: parsed once,
+//! then compiled per tracepoint into the predicates the kernel evaluates
+//! (`&&` binds tighter than `||`, as in C and in ftrace's filters).
 
 use super::format::{FieldKind, Format};
 
@@ -69,6 +70,9 @@ pub struct Cmp {
     pub op: Op,
     /// The value.
     pub value: Value,
+    /// Which `||` alternative of its clause it belongs to (0, 1, ...): the
+    /// clause holds when every comparison of one alternative does.
+    pub group: u8,
 }
 
 /// A whole `--filter`: comparisons for every traced tracepoint, and/or
@@ -80,13 +84,14 @@ pub struct Expr {
     pub clauses: Vec<Clause>,
 }
 
-/// `[TRACEPOINT:] FIELD OP VALUE && ...`.
+/// `[TRACEPOINT:] FIELD OP VALUE && ... || ...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Clause {
     /// `EVENT` or `SUBSYSTEM:EVENT` this clause is for; None: every
     /// tracepoint without a clause of its own.
     pub scope: Option<String>,
-    /// AND-ed comparisons.
+    /// The comparisons, alternative by alternative (`Cmp::group`): AND-ed
+    /// within one, alternatives OR-ed.
     pub cmps: Vec<Cmp>,
 }
 
@@ -138,7 +143,7 @@ pub fn parse(s: &str) -> Result<Expr, String> {
                 ));
             }
         }
-        let cmps = parse_and(body).map_err(|e| format!("--filter '{s}': {e}"))?;
+        let cmps = parse_or(body).map_err(|e| format!("--filter '{s}': {e}"))?;
         if e.clauses.iter().any(|c| c.scope == scope) {
             return Err(match &scope {
                 Some(sc) => format!("--filter '{s}': two clauses for {sc}: join their comparisons with && in one"),
@@ -160,21 +165,31 @@ fn split_scope(clause: &str) -> (Option<String>, &str) {
     }
 }
 
-/// `FIELD OP VALUE && ...`.
-fn parse_and(s: &str) -> Result<Vec<Cmp>, String> {
+/// `FIELD OP VALUE && ... || ...`: alternatives of AND-ed comparisons.
+fn parse_or(s: &str) -> Result<Vec<Cmp>, String> {
+    if s.contains(['(', ')']) {
+        return Err(
+            "parentheses are not supported: && binds tighter than ||, so write the alternatives out (e.g. 'a == 1 && b == 2 || a == 1 && c == 3')"
+                .to_string(),
+        );
+    }
     let mut out = Vec::new();
-    for part in s.split("&&").map(str::trim) {
-        if part.is_empty() {
-            return Err(
-                "an empty comparison (write FIELD OP VALUE, joined by &&, e.g. 'len > 1000 && rc == 0')"
-                    .to_string(),
-            );
+    for (group, alt) in s.split("||").enumerate() {
+        for part in alt.split("&&").map(str::trim) {
+            if part.is_empty() {
+                return Err(
+                    "an empty comparison (write FIELD OP VALUE, joined by && or ||, e.g. 'len > 1000 && rc == 0 || rc < 0')"
+                        .to_string(),
+                );
+            }
+            let mut c = parse_one(part)?;
+            c.group = group.min(usize::from(u8::MAX)) as u8;
+            out.push(c);
         }
-        out.push(parse_one(part)?);
     }
     if out.len() > PRED_MAX {
         return Err(format!(
-            "{} comparisons for one tracepoint; the kernel evaluates at most {PRED_MAX}",
+            "{} comparisons for one tracepoint; the kernel evaluates at most {PRED_MAX} (counting every alternative's)",
             out.len()
         ));
     }
@@ -235,6 +250,10 @@ fn parse_one(part: &str) -> Result<Cmp, String> {
         Value::Str(q.to_string())
     } else if let Some(n) = parse_int(value) {
         Value::Int(n)
+    } else if value.contains(['|', '&', ' ']) {
+        return Err(format!(
+            "'{part}': '{value}' is not a value (join comparisons with && or ||, and quote a string with spaces)"
+        ));
     } else {
         Value::Str(value.to_string())
     };
@@ -243,6 +262,7 @@ fn parse_one(part: &str) -> Result<Cmp, String> {
         index,
         op,
         value,
+        group: 0,
     })
 }
 
@@ -265,6 +285,7 @@ pub(crate) struct Pred {
     pub size: u8,
     pub field: u8,
     pub op: u8,
+    pub group: u8,
     pub value: u64,
     pub str: [u8; STR_MAX],
 }
@@ -323,6 +344,7 @@ pub(crate) fn compile(fmt: &Format, cmps: &[Cmp]) -> Result<Option<Vec<Pred>>, S
             size: size.min(8) as u8,
             field: kind,
             op: c.op.code(),
+            group: c.group,
             value: 0,
             str: [0; STR_MAX],
         };
@@ -398,7 +420,8 @@ mod tests {
                 field: "len".into(),
                 index: None,
                 op: Op::Gt,
-                value: Value::Int(1000)
+                value: Value::Int(1000),
+                group: 0,
             }
         );
         assert_eq!(c[1].value, Value::Str("eth0".into()));
@@ -417,6 +440,38 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad}");
         }
         assert!(parse("len").unwrap_err().contains("no operator"));
+    }
+
+    #[test]
+    fn or_alternatives_bind_looser_than_and() {
+        let c = one("rc < 0 || len > 1000 && name == \"eth0\" || rc == 7");
+        let groups: Vec<(&str, u8)> = c.iter().map(|c| (c.field.as_str(), c.group)).collect();
+        assert_eq!(groups, [("rc", 0), ("len", 1), ("name", 1), ("rc", 2)]);
+        for (bad, why) in [
+            ("a == 1 ||", "empty comparison"),
+            ("|| a == 1", "empty comparison"),
+            ("(a == 1 || b == 2) && c == 3", "parentheses"),
+            ("a == 1 | b == 2", "not a value"),
+            ("a == 1 & b == 2", "not a value"),
+            ("a==1||b==2||c==3||d==4||e==5", "at most 4"),
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        // Decided in user space as the kernel decides it.
+        use podscope_model::{TpFields, TpValue};
+        let rec = |rc: i64, len: u64| {
+            TpFields(vec![
+                ("rc".into(), TpValue::Int(rc)),
+                ("len".into(), TpValue::Uint(len)),
+            ])
+        };
+        let e = parse("rc < 0 || len > 1000 && rc == 0").unwrap();
+        let keep: Vec<bool> = [(-1, 0), (0, 2000), (0, 10), (1, 2000)]
+            .iter()
+            .map(|(rc, len)| matches(&e, "x:y", &rec(*rc, *len)))
+            .collect();
+        assert_eq!(keep, [true, true, false, false]);
     }
 
     #[test]
@@ -488,6 +543,11 @@ mod tests {
             (33, 1, 1, 255)
         );
         assert_eq!((p[1].offset, p[1].op), (28, 2));
+        // The alternative each predicate belongs to goes to the kernel.
+        let p = compile(&f, &one("len > 1 || rc == 0 && len < 9"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.iter().map(|p| p.group).collect::<Vec<_>>(), [0, 1, 1]);
         assert!(compile(&f, &one("mac[6] == 1"))
             .unwrap_err()
             .contains("past its end (0 to 5)"));
@@ -525,7 +585,16 @@ pub fn matches(expr: &Expr, tracepoint: &str, fields: &podscope_model::TpFields)
             None => return true,
         }
     }
-    cmps.iter().zip(values).all(|(c, v)| holds(c, v))
+    // Some alternative whose every comparison holds (none: it passes).
+    let held: Vec<(u8, bool)> = cmps
+        .iter()
+        .zip(values)
+        .map(|(c, v)| (c.group, holds(c, v)))
+        .collect();
+    held.is_empty()
+        || held
+            .chunk_by(|a, b| a.0 == b.0)
+            .any(|alt| alt.iter().all(|(_, ok)| *ok))
 }
 
 fn holds(c: &Cmp, v: &podscope_model::TpValue) -> bool {

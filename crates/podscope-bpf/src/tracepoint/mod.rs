@@ -285,6 +285,7 @@ fn conf_of(f: &Format, preds: &[filter::Pred]) -> types::tp_conf {
         d.size = p.size;
         d.field = p.field;
         d.op = p.op;
+        d.group = p.group;
         d.value = p.value;
         for (o, b) in d.str.iter_mut().zip(p.str) {
             *o = b as _;

@@ -132,7 +132,7 @@ pub(super) fn hooks() -> Vec<BTreeMap<String, CtHooks>> {
             ]),
             "tracepoint" => description.extend([
                 "-e, --event [SUBSYSTEM:EVENT ...] : tracepoints to be traced, mandatory argument.".to_string(),
-                "-f, --filter EXPR : FIELD OP VALUE joined by &&, optional argument (quote it).".to_string(),
+                "-f, --filter EXPR : FIELD OP VALUE joined by && and || (&& binds tighter), optional argument (quote it).".to_string(),
             ]),
             _ => {}
         }
