@@ -480,6 +480,7 @@ impl AlwaysOn {
         self.tracer.stop(ALWAYS_ON);
         if let Some(o) = self.otlp {
             let info = podscope_export::otlp::SessionInfo {
+                session: String::new(),
                 probes: self.probes.iter().map(|p| p.name().to_string()).collect(),
                 scope: "every pod (always-on)".into(),
             };
@@ -868,10 +869,10 @@ impl Agent {
         &self,
         s: &StartSession,
         names: Vec<String>,
-        mut sink: LinkSink,
+        mut sink: Box<dyn podscope_pipeline::Sink + Send>,
+        shared: Arc<Shared>,
         stopping: Arc<AtomicBool>,
     ) {
-        let shared = sink.shared.clone();
         let spec = match Agent::selection(s) {
             Ok(sel) => podscope_pipeline::ftrace::FtraceSpec {
                 names,
@@ -895,7 +896,7 @@ impl Agent {
                 // ends the session's queue.
                 let end = podscope_pipeline::ftrace::run(
                     &spec,
-                    &mut sink,
+                    &mut *sink,
                     &|| stopping.load(Ordering::SeqCst),
                     &mut |dir, _| {
                         eprintln!(
@@ -958,12 +959,46 @@ impl Agent {
             },
         );
         let me = self.clone();
+        // `"otlp": true`: the session's own exporter, beside the link.
+        let (sink, otlp): (Box<dyn podscope_pipeline::Sink + Send>, _) = if s.otlp {
+            match self.session_otlp(&s) {
+                Ok(o) => {
+                    eprintln!(
+                        "podscope agent: session {}: exporting OTLP {}",
+                        s.session,
+                        o.describe()
+                    );
+                    let observer = o.observer();
+                    (
+                        Box::new(podscope_pipeline::sinks::Exported {
+                            inner: sink,
+                            otlp: observer,
+                        }),
+                        Some(o),
+                    )
+                }
+                Err(e) => {
+                    eprintln!("podscope agent: session {} run {}: {e:#}", s.session, s.run);
+                    *lock(&shared.error) = Some(format!("{e:#}"));
+                    // No session: the queue ends with the sink.
+                    drop(sink);
+                    tokio::spawn(async move {
+                        forward(&link, &s, qrx, &queued, &me.queued_bytes, &shared).await;
+                        me.finish(&link, &s, &shared).await;
+                    });
+                    return;
+                }
+            }
+        } else {
+            (Box::new(sink), None)
+        };
         let (ftrace, _) = podscope_pipeline::ftrace::split_names(&s.probes.join(","));
         if !ftrace.is_empty() {
-            self.start_ftrace(&s, ftrace, sink, stopping);
+            self.start_ftrace(&s, ftrace, sink, shared.clone(), stopping);
             let me = self.clone();
             tokio::spawn(async move {
                 forward(&link, &s, qrx, &queued, &me.queued_bytes, &shared).await;
+                finish_otlp(&s, otlp, &shared).await;
                 me.finish(&link, &s, &shared).await;
             });
             return;
@@ -977,11 +1012,9 @@ impl Agent {
                             *lock(&sh.error) = Some(e);
                         }
                     });
-                    tokio::task::spawn_blocking(move || {
-                        tracer.start(key, spec, Box::new(sink), on_end)
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(format!("starting the session: {e}")))
+                    tokio::task::spawn_blocking(move || tracer.start(key, spec, sink, on_end))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("starting the session: {e}")))
                 }
                 Err(e) => {
                     // The queue ends with the sink: no session, no records.
@@ -1019,6 +1052,7 @@ impl Agent {
             }
             // Ends when the node drops the session's sink (and so the queue).
             forward(&link, &s, qrx, &queued, &me.queued_bytes, &shared).await;
+            finish_otlp(&s, otlp, &shared).await;
             me.finish(&link, &s, &shared).await;
         });
     }
@@ -1037,6 +1071,84 @@ impl Agent {
         if sessions.get(&s.session).is_some_and(|r| r.run == s.run) {
             sessions.remove(&s.session);
         }
+    }
+}
+
+impl Agent {
+    /// A session's own OTLP exporter (`"otlp": true`), to this agent's
+    /// --otlp-endpoint: spans as a local trace makes them, its syscall and
+    /// tracepoint records as log records in the session span's context.
+    fn session_otlp(&self, s: &StartSession) -> Result<podscope_export::Otlp> {
+        let Some(ep) = &self.args.otlp_endpoint else {
+            anyhow::bail!(
+                "the session asks for OTLP export and this agent has no endpoint: start the agent \
+                 with --otlp-endpoint URL (docs/otlp.md), or create the session without \"otlp\""
+            );
+        };
+        let names = s.probes.join(",");
+        let (ftrace, rest) = podscope_pipeline::ftrace::split_names(&names);
+        let probes = ProbeKind::parse_list(&rest.join(",")).unwrap_or_default();
+        let mut log_probes = Vec::new();
+        if s.syscalls.is_some() || probes.contains(&ProbeKind::Syscalls) {
+            log_probes.push(ProbeKind::Syscalls);
+        }
+        if s.tracepoint.is_some() || !ftrace.is_empty() || probes.contains(&ProbeKind::Tracepoint) {
+            log_probes.push(ProbeKind::Tracepoint);
+        }
+        let flags = podscope_export::OtlpFlags {
+            endpoint: Some(ep.clone()),
+            protocol: self.args.otlp_protocol.clone(),
+            headers: Vec::new(),
+            log_probes,
+            queue_size: None,
+            session_events: None,
+            ca: None,
+        };
+        let mut cfg =
+            podscope_export::OtlpConfig::resolve(&flags, &self.node, &|k| std::env::var(k).ok())?;
+        cfg.requests.requests_traced = [ProbeKind::Http, ProbeKind::Grpc, ProbeKind::Tls]
+            .iter()
+            .any(|p| probes.contains(p));
+        let body: podscope_export::otlp::LogBody = Box::new(|ev: &Event| {
+            format!(
+                "{} {}: {}",
+                ev.comm,
+                ev.kind(),
+                podscope_pipeline::format::details(ev)
+            )
+        });
+        Ok(podscope_export::Otlp::start(cfg, Some(body))?)
+    }
+}
+
+/// The session has ended: its OTLP export (if any) sends the session span
+/// and what is queued (at most its shutdown timeout) before the node says
+/// it finished.
+async fn finish_otlp(s: &StartSession, otlp: Option<podscope_export::Otlp>, shared: &Shared) {
+    let Some(o) = otlp else {
+        return;
+    };
+    let summary = lock(&shared.summary).clone();
+    let (events, lost) = summary
+        .map(|m| (m.emitted.unwrap_or(m.events), m.lost))
+        .unwrap_or((0, 0));
+    let info = podscope_export::otlp::SessionInfo {
+        probes: s.probes.clone(),
+        scope: describe(s),
+        session: s.session.clone(),
+    };
+    let id = s.session.clone();
+    let stats = tokio::task::spawn_blocking(move || o.finish(&info, events, lost)).await;
+    match stats {
+        Ok(st) => {
+            for line in st.to_string().lines() {
+                eprintln!(
+                    "podscope agent: session {id}: {}",
+                    line.trim_start_matches("podscope: ")
+                );
+            }
+        }
+        Err(e) => eprintln!("podscope agent: session {id}: the OTLP export ended badly: {e}"),
     }
 }
 

@@ -65,6 +65,15 @@ pub struct CreateSession {
     /// The tracepoint hook's arguments as a typed object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracepoint: Option<TracepointHook>,
+    /// The agents also export the session over OTLP, each to its own
+    /// `--otlp-endpoint` (`podscope agent --otlp-endpoint URL`): a session
+    /// span per node (`podscope.session.id`), connection and request spans
+    /// as a local `trace --otlp-endpoint` makes them, and syscall and
+    /// tracepoint records as log records in the session span's context
+    /// (container-tracer's span per session). A node whose agent has no
+    /// endpoint fails the session with the reason.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub otlp: bool,
 }
 
 /// One hook of a session request.
@@ -320,6 +329,9 @@ pub struct SessionSpec {
     /// Tracepoints and their filter (hook kind `tracepoint`, or `tp:` probes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracepoint: Option<TracepointHook>,
+    /// The agents export the session over OTLP too (`CreateSession::otlp`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub otlp: bool,
 }
 
 /// Checks a pod or container name pattern: Kubernetes names (lowercase
@@ -610,6 +622,7 @@ impl CreateSession {
             duration_ms,
             syscalls: None,
             tracepoint: None,
+            otlp: self.otlp,
         };
         if !tps.is_empty() {
             let name = tps

@@ -45,6 +45,8 @@ pub struct RemoteTrace {
     pub syscalls: Option<crate::api::SyscallsHook>,
     /// tp:SUBSYSTEM:EVENT probes and --filter (the tracepoint hook).
     pub tracepoint: Option<crate::api::TracepointHook>,
+    /// --otlp-agents: the agents export the session over OTLP too.
+    pub otlp: bool,
 }
 
 /// How to reach the hub: `--hub`, `--token-file`, and kubectl's flags for a
@@ -626,6 +628,7 @@ pub fn trace_into(
         hooks: Vec::new(),
         syscalls: t.syscalls.clone(),
         tracepoint: t.tracepoint.clone(),
+        otlp: t.otlp,
     };
     let id = hub.create_session(&req)?.id;
     let stream = match hub.stream(&id) {

@@ -344,6 +344,7 @@ impl From<CreateSession> for proto::CreateSessionRequest {
             wait: c.wait,
             syscalls,
             tracepoint,
+            otlp: c.otlp,
         }
     }
 }
@@ -364,6 +365,7 @@ impl From<proto::CreateSessionRequest> for CreateSession {
             hooks: Vec::new(),
             syscalls: c.syscalls.map(Into::into),
             tracepoint: c.tracepoint.map(Into::into),
+            otlp: c.otlp,
         }
     }
 }
@@ -491,6 +493,7 @@ impl From<&SessionView> for proto::SessionView {
             resumed: s.resumed,
             syscalls: s.spec.syscalls.as_ref().map(Into::into),
             tracepoint: s.spec.tracepoint.as_ref().map(Into::into),
+            otlp: s.spec.otlp,
         }
     }
 }
@@ -513,6 +516,7 @@ impl From<proto::SessionView> for SessionView {
                 duration_ms: s.duration_ms,
                 syscalls: s.syscalls.map(Into::into),
                 tracepoint: s.tracepoint.map(Into::into),
+                otlp: s.otlp,
             },
             created_at: s.created_at,
             started_at: s.started_at,

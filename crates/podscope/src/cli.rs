@@ -422,7 +422,9 @@ pub struct TraceArgs {
 pub struct OtlpArgs {
     /// Send OpenTelemetry spans (one per TCP connection and HTTP request, one for the session)
     /// to the endpoint from OTEL_EXPORTER_OTLP_* (default http://localhost:4318,
-    /// http/protobuf). Implied by the other --otlp flags.
+    /// http/protobuf). Implied by the other --otlp flags. Through --hub: the
+    /// agents export the session, each to its own --otlp-endpoint (a session
+    /// span per node, syscall and tracepoint records as logs under it).
     #[arg(long = "otlp")]
     pub enabled: bool,
 

@@ -121,6 +121,7 @@ fn main() {
                 duration: args.duration,
                 max_events: args.max_events,
                 wait: args.wait,
+                otlp: args.otlp.enabled,
             };
             exit_on(podscope_cluster::client::trace(&target(url), &t))
         }
@@ -203,6 +204,8 @@ fn remote_flags(subcommand: &str) -> &'static [&'static str] {
             "summary",
             "interval",
             "filter",
+            // --otlp: the agents export the session to their own endpoint.
+            "enabled",
         ],
         "ps" => &[PODS[0], PODS[1], PODS[2], PODS[3], PODS[4], "output"],
         "top" => &[
@@ -255,8 +258,10 @@ fn node_only_hint(subcommand: &str, id: &str, flag: &str) -> String {
         ),
         "enabled" | "endpoint" | "protocol" | "headers" | "logs" | "queue_size"
         | "session_events" | "ca" | "spans" | "span_children" => format!(
-            "{flag} is not supported through --hub: the agents export OTLP themselves \
-             (podscope agent --otlp-endpoint URL, docs/otlp.md), or run podscope trace {flag} on the node"
+            "{flag} is not supported through --hub: the agents export OTLP themselves, each to \
+             its own --otlp-endpoint (podscope agent --otlp-endpoint URL, docs/otlp.md); \
+             `podscope --hub URL trace ... --otlp` asks them to export this session, \
+             or run podscope trace {flag} on the node"
         ),
         "runtime_endpoint" => format!(
             "{flag} is not supported through --hub: each agent reads its own node's runtime \

@@ -421,6 +421,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     }
     if let Some(o) = otlp {
         let info = podscope_export::otlp::SessionInfo {
+            session: String::new(),
             probes: end
                 .stats
                 .iter()

@@ -3486,3 +3486,140 @@ fn ftrace_sessions_run_through_the_hub() {
         "{said}"
     );
 }
+
+/// `podscope --hub URL trace ... --otlp` (REST `"otlp": true`): the agent
+/// exports the hub's session to its own --otlp-endpoint (a real OTLP/gRPC
+/// receiver here, tests/common/otlp.rs): one session span with the session's
+/// id and node, and each of the pod's forks exactly once as a log record in
+/// that span's context, with the pod's resource (container-tracer's span per
+/// session, its trace lines under it).
+#[test]
+fn hub_sessions_export_over_otlp_from_the_agent() {
+    const FORKS: usize = 4;
+    let sock = socket();
+    let tok = token_file();
+    let port = common::free_port();
+    let mut rx = common::otlp::GrpcReceiver::start(
+        format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap(),
+    );
+    let _hub = hub(port, &[]);
+    let _a = agent(
+        port,
+        "otlp-node",
+        &sock,
+        &tok,
+        &[
+            "--otlp-endpoint",
+            &rx.url(),
+            "--otlp-protocol",
+            "grpc",
+            "--metrics-probes",
+            "exec",
+        ],
+    );
+    let ns = format!("otlp-hub-{}", suffix());
+    let forker = pod(
+        &sock,
+        "forker",
+        &ns,
+        &format!(
+            "mkfifo /tmp/go; read x < /tmp/go; i=0; while [ $i -lt {FORKS} ]; do /bin/true; i=$((i+1)); done; : > /tmp/done; exec sleep 3600"
+        ),
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "the node to report the pod",
+        || {
+            let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+            v.as_array().is_some_and(|a| a.len() == 1)
+        },
+    );
+    let sh = forker.pod.containers[0].pid.unwrap();
+    let Remote {
+        mut cli,
+        mut err,
+        mut said,
+        id,
+    } = remote_run(
+        port,
+        &tok,
+        &[
+            "trace",
+            "tp:sched:sched_process_fork",
+            "-n",
+            &ns,
+            "--pod",
+            "forker",
+            "--otlp",
+            "-o",
+            "json",
+        ],
+        sh,
+    );
+    let (_, v) = api(port, "GET", &format!("/v1/sessions/{id}"), None);
+    assert_eq!(v["otlp"], true, "the session says it exports: {v}");
+    let ok = Command::new("kill")
+        .args(["-INT", &cli.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let mut out = String::new();
+    std::io::Read::read_to_string(cli.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    said.push_str(&rest);
+    assert!(cli.0.wait().unwrap().success(), "{said}");
+    let printed = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["tracepoint"] == "sched:sched_process_fork")
+        .count();
+    assert_eq!(printed, FORKS, "the stream still has them: {out}\n{said}");
+    // The node sends the session span when the session ends (before it
+    // reports it finished).
+    let session = |spans: &[common::otlp::Got]| -> Option<common::otlp::Got> {
+        spans
+            .iter()
+            .find(|g| g.attrs.get("podscope.session.id") == Some(&id))
+            .cloned()
+    };
+    wait_for(Duration::from_secs(15), "the session span", || {
+        session(&rx.store.spans()).is_some()
+    });
+    rx.stop();
+    let spans = rx.store.spans();
+    let s = session(&spans).unwrap();
+    assert_eq!(s.span.name, "podscope trace", "{s:?}");
+    assert_eq!(s.attrs["k8s.node.name"], "otlp-node", "{s:?}");
+    assert_eq!(s.attrs["podscope.events"], FORKS.to_string(), "{s:?}");
+    assert!(s.attrs["podscope.scope"].contains(&ns), "{s:?}");
+    let forks: Vec<common::otlp::GotLog> = rx
+        .store
+        .logs()
+        .into_iter()
+        .filter(|l| {
+            l.attrs.get("podscope.tracepoint").map(String::as_str)
+                == Some("sched:sched_process_fork")
+        })
+        .collect();
+    assert_eq!(forks.len(), FORKS, "{forks:#?}");
+    let mut children = std::collections::BTreeSet::new();
+    for l in &forks {
+        assert_eq!(
+            l.record.trace_id, s.span.trace_id,
+            "in the session's trace: {l:?}"
+        );
+        assert_eq!(
+            l.record.span_id, s.span.span_id,
+            "under the session span: {l:?}"
+        );
+        assert_eq!(l.resource["k8s.pod.name"], "forker", "{l:?}");
+        assert_eq!(l.resource["k8s.namespace.name"], ns.as_str(), "{l:?}");
+        assert_eq!(l.attrs["podscope.tp.parent_pid"], sh.to_string(), "{l:?}");
+        children.insert(l.attrs["podscope.tp.child_pid"].clone());
+    }
+    assert_eq!(children.len(), FORKS);
+}

@@ -131,15 +131,16 @@ fn node_only_trace_flags_are_refused_through_the_hub() {
             "--metrics-grace is not supported",
             "agent",
         ),
-        (
-            &["--otlp"],
-            "--otlp is not supported through --hub",
-            "--otlp-endpoint",
-        ),
+        // (--otlp alone is taken: the agents export the session.)
         (
             &["--otlp-endpoint", "http://127.0.0.1:9"],
             "--otlp-endpoint is not supported",
             "podscope agent --otlp-endpoint",
+        ),
+        (
+            &["--otlp-protocol", "grpc"],
+            "--otlp-protocol is not supported",
+            "trace ... --otlp` asks them to export this session",
         ),
         (
             &["--otlp-logs", "exec"],

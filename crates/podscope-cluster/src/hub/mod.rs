@@ -280,6 +280,7 @@ impl Session {
                 started_unix_ms: self.started_at.map(unix_ms).unwrap_or(0),
                 syscalls: self.spec.syscalls.as_ref().map(Into::into),
                 tracepoint: self.spec.tracepoint.as_ref().map(Into::into),
+                otlp: self.spec.otlp,
             })),
         }
     }
@@ -685,6 +686,7 @@ impl Hub {
                 .then(|| ss.deadline_unix_ms.saturating_sub(ss.started_unix_ms)),
             syscalls: ss.syscalls.clone().map(Into::into),
             tracepoint: ss.tracepoint.clone().map(Into::into),
+            otlp: ss.otlp,
         };
         let started = std::time::UNIX_EPOCH + Duration::from_millis(ss.started_unix_ms);
         let mut nodes = BTreeMap::new();

@@ -257,6 +257,9 @@ pub struct SessionInfo {
     pub probes: Vec<String>,
     /// What was traced, in words (`pods in namespace shop`).
     pub scope: String,
+    /// The hub's session id, for a session an agent exports
+    /// (`podscope.session.id`); empty for a local trace.
+    pub session: String,
 }
 
 /// The tracing thread's side: turns events into spans and log records.
@@ -472,7 +475,10 @@ impl Tap {
                     data: ev.data.clone(),
                 },
                 observed: Timestamp::now().0,
-                ids,
+                // A record of no span of its own (a syscall, a tracepoint
+                // record) belongs to the session: its span is the record's
+                // context, so backends show the records under the session.
+                ids: ids.or(Some(self.session.ids)),
             };
             if let Some(q) = &self.logs {
                 q.push((res, work));
@@ -532,6 +538,9 @@ impl Tap {
         }
         if !self.node.is_empty() {
             attributes.push(kv_str("k8s.node.name", &self.node));
+        }
+        if !info.session.is_empty() {
+            attributes.push(kv_str("podscope.session.id", &info.session));
         }
         let span = Span {
             trace_id: s.ids.trace.to_vec(),
@@ -1938,6 +1947,7 @@ pub(crate) mod tests {
         let info = SessionInfo {
             probes: vec!["tcp".into(), "exec".into()],
             scope: "pods".into(),
+            session: "s-1".into(),
         };
         tap.finish(&info, 7, 0);
         let items = built(spans.pop_batch(10));
@@ -1963,6 +1973,12 @@ pub(crate) mod tests {
         assert_eq!(r.severity_number, SeverityNumber::Warn as i32);
         assert_eq!(s(&r.attributes, "file.path"), "/etc/hosts");
         assert_eq!(s(&r.attributes, "error.type"), "ENOENT");
+        // The open has no span of its own: it is the session's.
+        assert_eq!(
+            (&r.trace_id, &r.span_id),
+            (&session.trace_id, &session.span_id)
+        );
+        assert_eq!(s(&session.attributes, "podscope.session.id"), "s-1");
     }
 
     #[test]

@@ -662,6 +662,7 @@ pub fn run_remote(
         wait: true,
         syscalls: None,
         tracepoint: None,
+        otlp: false,
     };
     let mut sink = RemoteSink {
         sink: Observed {
