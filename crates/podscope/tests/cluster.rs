@@ -3429,6 +3429,27 @@ fn ftrace_sessions_run_through_the_hub() {
     );
     assert_eq!(st, 400, "{v}");
     assert!(v.to_string().contains("runs alone"), "{v}");
+    // This agent has no --otlp-endpoint: a session that asks for OTLP fails
+    // on it, with the reason.
+    let (st, v) = api(
+        port,
+        "POST",
+        "/v1/sessions",
+        Some(json!({"namespace": ns, "probes": ["exec"], "otlp": true})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let otlp_id = v["id"].as_str().unwrap().to_string();
+    wait_for(
+        Duration::from_secs(10),
+        "the OTLP session to fail on the node",
+        || {
+            let (_, s) = api(port, "GET", &format!("/v1/sessions/{otlp_id}"), None);
+            s["nodes"]["ft-node"]["state"] == "failed"
+        },
+    );
+    let (_, s) = api(port, "GET", &format!("/v1/sessions/{otlp_id}"), None);
+    let why = s["nodes"]["ft-node"]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("--otlp-endpoint URL"), "{s}");
     let sh = forker.pod.containers[0].pid.unwrap();
     let Remote {
         mut cli,
