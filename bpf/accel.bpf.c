@@ -317,8 +317,10 @@ int accel_sockops(struct bpf_sock_ops *ops)
 			FILL_KEY(k, ops, fam_ok);
 			if (!fam_ok)
 				break;
-			if (is_loopback(k.remote))
-				k.netns = bpf_get_netns_cookie(ops);
+			/* Loopback sockets never join (see established()), so no
+			 * key needs the netns cookie: bpf_get_netns_cookie() in
+			 * sockops and sk_msg is 5.15+, and its use kept the whole
+			 * object from loading on 5.10. */
 			if (bpf_map_delete_elem(&accel_socks_info, &k) == 0)
 				stat_add(ACCEL_STAT_CLOSED, 1);
 		}
@@ -339,8 +341,6 @@ int accel_msg(struct sk_msg_md *msg)
 	FILL_KEY(k, msg, fam_ok);
 	if (!fam_ok)
 		return SK_PASS;
-	if (is_loopback(k.remote))
-		k.netns = bpf_get_netns_cookie(msg);
 	reverse(&peer, &k);
 	info = bpf_map_lookup_elem(&accel_socks_info, &k);
 	p = info ? bpf_map_lookup_elem(&accel_pods, &info->pod_cgroup) : NULL;

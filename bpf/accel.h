@@ -6,9 +6,10 @@
 
 /* One end of a TCP connection as seen from its own socket. Addresses are
  * IPv6 or IPv4-mapped IPv6 (::ffff:a.b.c.d), ports in host byte order.
- * netns is the netns cookie for loopback connections (127/8, ::1), whose
- * tuples repeat in every pod, and 0 otherwise (pod IPs are unique on the
- * node, and the two ends of a pod-to-pod connection are in different netns). */
+ * netns is 0: only pod-to-pod connections join, and pod IPs are unique on
+ * the node (the two ends are in different netns). Loopback connections,
+ * whose tuples repeat in every pod, would need the netns cookie here if they
+ * are ever accelerated (bpf_get_netns_cookie in sockops/sk_msg: 5.15+). */
 struct accel_key {
 	__u8 local[16];
 	__u8 remote[16];
