@@ -44,6 +44,8 @@ pub struct Instance {
     pub lost: u64,
     /// Lines no event of this trace matched (counted, not shown).
     pub unparsed: u64,
+    /// Tracepoints the filter does not apply to (they lack its fields).
+    pub warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -92,8 +94,12 @@ pub fn clean_stale() -> Result<Vec<String>> {
             continue;
         };
         if !alive(pid) {
-            remove(&e.path())?;
-            gone.push(name);
+            match remove(&e.path()) {
+                Ok(()) => gone.push(name),
+                // Another podscope starting at the same time removed it.
+                Err(_) if !e.path().exists() => {}
+                Err(err) => return Err(err),
+            }
         }
     }
     Ok(gone)
@@ -109,8 +115,10 @@ pub fn instance_dir(n: u64) -> Result<PathBuf> {
 impl Instance {
     /// Creates the instance with these tracepoints (`SUBSYSTEM:EVENT`, with
     /// or without `ftrace:`), nothing traced until [`Instance::add_pids`] or
-    /// [`Instance::start`].
-    pub fn create(names: &[String]) -> Result<Instance> {
+    /// [`Instance::start`]. `filter` (`--filter`, the BPF hook's syntax and
+    /// checks) goes to each event's ftrace `filter` file, so ftrace drops
+    /// what it rejects before it is buffered.
+    pub fn create(names: &[String], filter: Option<&str>) -> Result<Instance> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let bare: Vec<String> = names
             .iter()
@@ -121,11 +129,28 @@ impl Instance {
                     .to_string()
             })
             .collect();
-        // Unknown tracepoints fail here, with close matches.
-        let resolved = podscope_bpf::tracepoint::resolve(&podscope_bpf::TracepointOptions {
+        // Unknown tracepoints fail here, with close matches; so do unknown
+        // filter fields and bad comparisons.
+        let opts = podscope_bpf::TracepointOptions {
             names: bare.clone(),
-            filter: None,
-        })?;
+            filter: filter.map(str::to_string),
+        };
+        let resolved = podscope_bpf::tracepoint::resolve(&opts)?;
+        let warnings = resolved.warnings(&opts);
+        // Each filtered event's clause, in ftrace's syntax.
+        let mut filters: Vec<(String, String)> = Vec::new();
+        if let Some(f) = filter {
+            let expr = podscope_bpf::tracepoint::filter::parse(f).map_err(anyhow::Error::msg)?;
+            for (i, fmt) in resolved.formats.iter().enumerate() {
+                if resolved.filtered(i) {
+                    let text = podscope_bpf::tracepoint::filter::ftrace_text(
+                        expr.for_tracepoint(&fmt.name),
+                    )
+                    .map_err(anyhow::Error::msg)?;
+                    filters.push((fmt.name.clone(), text));
+                }
+            }
+        }
         // Forks are always traced, not always shown: a child's records are
         // attributed through its parent's fork record when the child has
         // left /proc by the time they are read.
@@ -169,11 +194,24 @@ impl Instance {
             mount: crate::cgroup::v2_mount().ok(),
             lost: 0,
             unparsed: 0,
+            warnings,
         };
         let setup = || -> Result<()> {
             write(&dir.join("tracing_on"), "0")?;
             write(&dir.join("trace_clock"), "mono")?;
             write(&dir.join("options/event-fork"), "1")?;
+            for (name, text) in &filters {
+                let (sys, ev) = name.split_once(':').unwrap_or((name, ""));
+                let path = dir.join("events").join(sys).join(ev).join("filter");
+                if std::fs::write(&path, text).is_err() {
+                    // ftrace says why in the file itself.
+                    let why = std::fs::read_to_string(&path).unwrap_or_default();
+                    anyhow::bail!(
+                        "ftrace refused the filter '{text}' for {name}: {}",
+                        why.trim().replace('\n', " ")
+                    );
+                }
+            }
             for f in &resolved.formats {
                 let (sys, ev) = f.name.split_once(':').unwrap_or((&f.name, ""));
                 write(&dir.join("events").join(sys).join(ev).join("enable"), "1")?;
@@ -730,6 +768,8 @@ pub struct FtraceSpec {
     pub node: String,
     /// The CRI endpoint; found by itself when None.
     pub runtime_endpoint: Option<String>,
+    /// --filter, written to each event's ftrace `filter` file.
+    pub filter: Option<String>,
 }
 
 /// How an ftrace trace went.
@@ -803,7 +843,10 @@ pub fn run(
         }
     }
     let host_all = spec.selection.is_none() && spec.pids.is_empty() && spec.cgroups.is_empty();
-    let mut inst = Instance::create(&spec.names)?;
+    let mut inst = Instance::create(&spec.names, spec.filter.as_deref())?;
+    for w in &inst.warnings {
+        eprintln!("podscope: warning: {w}");
+    }
     end.instance = inst.dir().to_path_buf();
     let tasks = |index: &PodIndex| -> Vec<u32> {
         let mut tids = Vec::new();

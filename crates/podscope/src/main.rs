@@ -101,7 +101,7 @@ fn main() {
             // ftrace: entries go to the hub as they are; it refuses them
             // mixed with other probes, as a local trace does.
             if args.filter.is_some() && args.probes.contains("ftrace:") {
-                eprintln!("podscope: error: --filter is evaluated by the BPF tracepoint hook; with ftrace: trace all records, or use tp:SUBSYSTEM:EVENT --filter ...");
+                eprintln!("podscope: error: --filter with ftrace: is not supported through --hub yet; run podscope trace ftrace:... --filter on the node, or use tp:SUBSYSTEM:EVENT --filter ... (the BPF hook) through the hub");
                 std::process::exit(1);
             }
             let (tps, rest): (Vec<&str>, Vec<&str>) = args

@@ -121,9 +121,6 @@ const NOT_TASK_CONTEXT: &[&str] = &[
 /// `podscope trace ftrace:SUBSYSTEM:EVENT`: the tracepoints through a
 /// tracefs instance, no BPF (podscope_pipeline::ftrace).
 fn run_ftrace(args: &TraceArgs, names: Vec<String>) -> Result<()> {
-    if args.filter.is_some() {
-        bail!("--filter is evaluated by the BPF tracepoint hook; with ftrace: trace all records, or use tp:SUBSYSTEM:EVENT --filter ...");
-    }
     if args.comm.is_some() {
         bail!("ftrace: follows tasks by pid (set_event_pid): select pods, --pid, --cgroup or --all, not --comm");
     }
@@ -145,6 +142,7 @@ fn run_ftrace(args: &TraceArgs, names: Vec<String>) -> Result<()> {
         max_events: args.max_events,
         node: hostname(),
         runtime_endpoint: args.pods.runtime_endpoint.clone(),
+        filter: args.filter.clone(),
     };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -112,6 +112,15 @@ impl Trace {
     }
 }
 
+/// The ftrace tests run one at a time: each ftrace trace removes the
+/// instances of podscope processes that no longer run, and the killed-trace
+/// test must be the one that removes its own.
+fn ftrace_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The numbers of the end-of-trace line `podscope: tracepoint: S records
 /// passed the pod filter, F of them cut by --filter in the kernel, D sent`.
 fn counters(stderr: &str) -> (u64, u64, u64) {
@@ -627,6 +636,7 @@ fn ftrace_hook_reports_what_the_bpf_hook_reports() {
     if !common::root_or_skip() {
         return;
     }
+    let _one_at_a_time = ftrace_lock();
     let bin = compile("ftrace", FORKS_C, "tpforks");
     let cg = Cgroup::new("tp-ftrace");
     let cgroup = cg.0.to_str().unwrap().to_string();
@@ -673,6 +683,50 @@ fn ftrace_hook_reports_what_the_bpf_hook_reports() {
     assert_eq!(seen[0], seen[1], "BPF and ftrace records differ in shape");
 }
 
+/// `--filter` with `ftrace:` goes to the events' own ftrace `filter` files
+/// (in ftrace's syntax), checked first as for the BPF hook: exactly the
+/// workload's children's forks are traced; an unknown field is refused
+/// with the fields there are.
+#[test]
+fn ftrace_filter_is_applied_by_ftrace() {
+    if !common::root_or_skip() {
+        return;
+    }
+    let _one_at_a_time = ftrace_lock();
+    let bin = compile("ftfilter", FORKS_C, "tpforks");
+    let cg = Cgroup::new("tp-ftfilter");
+    let cgroup = cg.0.to_str().unwrap().to_string();
+    let (trace, pairs, pid) = run_forks(&cg, &bin, |pid| {
+        Trace::start(&[
+            "ftrace:sched:sched_process_fork",
+            "--cgroup",
+            &cgroup,
+            "--filter",
+            &format!("parent_pid == 0 || parent_pid != {pid} && child_pid > 0"),
+        ])
+    });
+    let (events, err) = trace.stop();
+    let want: BTreeSet<(i64, i64)> = pairs.iter().copied().filter(|(p, _)| *p != pid).collect();
+    assert_eq!(want.len(), N_FORKS);
+    assert_eq!(fork_pairs(&events), want, "{err}");
+    assert_eq!(events.len(), N_FORKS, "{err}");
+    let dir = ftrace_instance(&err);
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    let out = Command::new(env!("CARGO_BIN_EXE_podscope"))
+        .args([
+            "trace",
+            "ftrace:sched:sched_process_fork",
+            "--all",
+            "--filter",
+            "nosuch == 1",
+        ])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{e}");
+    assert!(e.contains("'nosuch'") && e.contains("parent_pid"), "{e}");
+}
+
 /// A killed ftrace trace leaves its instance tracing; the next ftrace trace
 /// removes it, saying so.
 #[test]
@@ -680,6 +734,7 @@ fn ftrace_instances_of_a_killed_trace_are_removed_on_restart() {
     if !common::root_or_skip() {
         return;
     }
+    let _one_at_a_time = ftrace_lock();
     let mut child = Command::new(env!("CARGO_BIN_EXE_podscope"))
         .args([
             "trace",

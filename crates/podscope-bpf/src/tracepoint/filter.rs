@@ -278,6 +278,41 @@ fn parse_int(s: &str) -> Option<i128> {
     Some(if neg { -v } else { v })
 }
 
+/// `cmps` (one tracepoint's) in ftrace's own filter syntax, for an `ftrace:`
+/// instance's `events/SUBSYSTEM/EVENT/filter` file: the same operators,
+/// `&&` and `||` with the same precedence, strings in double quotes. An
+/// array element (`FIELD[N]`) has no ftrace form, and a string with a `"`
+/// none either: both are errors.
+pub fn ftrace_text(cmps: &[Cmp]) -> Result<String, String> {
+    let mut out = String::new();
+    for (i, c) in cmps.iter().enumerate() {
+        if i > 0 {
+            out.push_str(if c.group == cmps[i - 1].group {
+                " && "
+            } else {
+                " || "
+            });
+        }
+        if let Some(n) = c.index {
+            return Err(format!(
+                "--filter '{}[{n}]': ftrace filters cannot compare an array element; use tp:SUBSYSTEM:EVENT (the BPF hook) for that",
+                c.field
+            ));
+        }
+        let value = match &c.value {
+            Value::Int(n) => n.to_string(),
+            Value::Str(s) if s.contains('"') => {
+                return Err(format!(
+                    "--filter: the string {s:?} holds a '\"', which an ftrace filter cannot quote"
+                ))
+            }
+            Value::Str(s) => format!("\"{s}\""),
+        };
+        out.push_str(&format!("{} {} {value}", c.field, c.op.text()));
+    }
+    Ok(out)
+}
+
 /// One predicate as the kernel takes it (`struct tp_pred`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Pred {
@@ -472,6 +507,17 @@ mod tests {
             .map(|(rc, len)| matches(&e, "x:y", &rec(*rc, *len)))
             .collect();
         assert_eq!(keep, [true, true, false, false]);
+    }
+
+    #[test]
+    fn ftrace_gets_the_same_filter_in_its_syntax() {
+        assert_eq!(
+            ftrace_text(&one("rc < 0 || len > 0x10 && name == eth0")).unwrap(),
+            "rc < 0 || len > 16 && name == \"eth0\""
+        );
+        assert!(ftrace_text(&one("args[1] == 3"))
+            .unwrap_err()
+            .contains("array element"));
     }
 
     #[test]

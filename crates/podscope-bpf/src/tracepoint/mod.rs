@@ -58,6 +58,14 @@ pub struct Resolved {
 }
 
 impl Resolved {
+    /// Whether the filter cuts records of the `i`th format (it has a
+    /// clause for it and every field the clause compares).
+    pub fn filtered(&self, i: usize) -> bool {
+        self.preds
+            .get(i)
+            .is_some_and(|p| p.as_ref().is_some_and(|p| !p.is_empty()))
+    }
+
     /// What the user should know: tracepoints the filter does not apply to.
     pub fn warnings(&self, opts: &TracepointOptions) -> Vec<String> {
         let Some(f) = &opts.filter else {
