@@ -880,6 +880,9 @@ impl Agent {
                 wait: true,
                 node: self.node.clone(),
                 runtime_endpoint: self.args.runtime_endpoint.clone(),
+                // The session's ftrace filter rides in a tracepoint hook
+                // without names (crate::api).
+                filter: s.tracepoint.as_ref().and_then(|t| t.filter.clone()),
                 ..Default::default()
             },
             Err(e) => {

@@ -187,6 +187,8 @@ impl HookRequest {
                 #[derive(Deserialize)]
                 struct Names {
                     name: Vec<String>,
+                    #[serde(default)]
+                    filter: Option<String>,
                 }
                 let h: Names = serde_json::from_value(args.clone()).map_err(typed)?;
                 if h.name.is_empty() {
@@ -194,6 +196,9 @@ impl HookRequest {
                 }
                 for n in &h.name {
                     add_ftrace(spec, n.trim_start_matches("ftrace:"))?;
+                }
+                if let Some(f) = h.filter {
+                    set_ftrace_filter(spec, f)?;
                 }
             }
             "syscalls" => {
@@ -251,6 +256,19 @@ fn add_ftrace(spec: &mut SessionSpec, name: &str) -> Result<(), String> {
         spec.probes.push(n);
     }
     Ok(())
+}
+
+/// The filter of a session's `ftrace:` entries: a tracepoint hook without
+/// names (ftrace runs alone, so no `tp:` name can be beside it).
+fn set_ftrace_filter(spec: &mut SessionSpec, filter: String) -> Result<(), String> {
+    podscope_bpf::tracepoint::filter::parse(&filter)?;
+    merge_tracepoints(
+        spec,
+        TracepointHook {
+            name: Vec::new(),
+            filter: Some(filter),
+        },
+    )
 }
 
 /// Adds tracepoints to a spec (from `probes` entries `tp:...` or a hook).
@@ -586,15 +604,17 @@ impl CreateSession {
         let (tps, names): (Vec<&String>, Vec<&String>) = entries
             .into_iter()
             .partition(|p| p.starts_with("tp:") || p.starts_with("tracepoint:"));
+        // A typed tracepoint hook without names beside ftrace: entries is
+        // their filter (what the CLI sends for ftrace:... --filter).
+        let (ftrace_filter, tracepoint) = match &self.tracepoint {
+            Some(t) if t.name.is_empty() && !ftrace.is_empty() => (t.filter.clone(), None),
+            t => (None, t.as_ref()),
+        };
         let typed: Vec<HookRequest> = self
             .syscalls
             .iter()
             .map(|h| ("syscalls", serde_json::to_value(h)))
-            .chain(
-                self.tracepoint
-                    .iter()
-                    .map(|h| ("tracepoint", serde_json::to_value(h))),
-            )
+            .chain(tracepoint.map(|h| ("tracepoint", serde_json::to_value(h))))
             .map(|(kind, v)| HookRequest {
                 kind: kind.into(),
                 args: match v {
@@ -634,6 +654,9 @@ impl CreateSession {
         for n in ftrace {
             add_ftrace(&mut spec, n.trim_start_matches("ftrace:"))?;
         }
+        if let Some(f) = ftrace_filter {
+            set_ftrace_filter(&mut spec, f)?;
+        }
         for h in hooks {
             h.apply(&mut spec)?;
         }
@@ -641,7 +664,7 @@ impl CreateSession {
         let ftraced = spec.probes.iter().any(|p| p.starts_with("ftrace:"));
         if ftraced
             && (spec.probes.iter().any(|p| !p.starts_with("ftrace:"))
-                || spec.tracepoint.is_some()
+                || spec.tracepoint.as_ref().is_some_and(|t| !t.name.is_empty())
                 || spec.syscalls.is_some())
         {
             return Err(
@@ -1245,7 +1268,30 @@ mod tests {
         );
         let by_hook = req(r#"{"hooks":[{"kind":"ftrace","args":{"name":["sched:sched_process_fork","sched:sched_process_exit"]}}]}"#).unwrap();
         assert_eq!(by_hook.probes, by_probe.probes);
+        // Their filter: in the hook, or as the CLI sends it (a tracepoint
+        // hook without names); either way a tracepoint hook without names.
+        for body in [
+            r#"{"hooks":[{"kind":"ftrace","args":{"name":["sched:sched_process_fork"],"filter":"child_pid > 1 || parent_pid == 1"}}]}"#,
+            r#"{"probes":["ftrace:sched:sched_process_fork"],"tracepoint":{"name":[],"filter":"child_pid > 1 || parent_pid == 1"}}"#,
+        ] {
+            let s = req(body).unwrap();
+            assert_eq!(s.probes, ["ftrace:sched:sched_process_fork"], "{body}");
+            let t = s.tracepoint.unwrap();
+            assert!(t.name.is_empty(), "{body}");
+            assert_eq!(
+                t.filter.as_deref(),
+                Some("child_pid > 1 || parent_pid == 1")
+            );
+        }
         for (bad, why) in [
+            (
+                r#"{"hooks":[{"kind":"ftrace","args":{"name":["sched:sched_process_fork"],"filter":"x ="}}]}"#,
+                "no operator",
+            ),
+            (
+                r#"{"probes":["ftrace:sched:sched_process_fork"],"tracepoint":{"name":["sched:sched_switch"],"filter":"x == 1"}}"#,
+                "runs alone",
+            ),
             (
                 r#"{"probes":["ftrace:sched:sched_process_fork","exec"]}"#,
                 "runs alone",

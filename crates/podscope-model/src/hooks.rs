@@ -133,14 +133,26 @@ const TRACEPOINT_ARGS: &[HookArg] = &[
     },
 ];
 
-const FTRACE_ARGS: &[HookArg] = &[HookArg {
-    name: "name",
-    ty: ArgType::StringList,
-    required: true,
-    flag: "ftrace:SUBSYSTEM:EVENT",
-    description: "tracepoints as SUBSYSTEM:EVENT, traced through a tracefs instance (no BPF)",
-    example: r#"["sched:sched_process_fork","syscalls:sys_exit_openat"]"#,
-}];
+const FTRACE_ARGS: &[HookArg] = &[
+    HookArg {
+        name: "name",
+        ty: ArgType::StringList,
+        required: true,
+        flag: "ftrace:SUBSYSTEM:EVENT",
+        description: "tracepoints as SUBSYSTEM:EVENT, traced through a tracefs instance (no BPF)",
+        example: r#"["sched:sched_process_fork","syscalls:sys_exit_openat"]"#,
+    },
+    HookArg {
+        name: "filter",
+        ty: ArgType::String,
+        required: false,
+        flag: "--filter",
+        description: "the tracepoint hook's filter syntax and checks, written to each event's \
+                      ftrace filter file (ftrace drops what it rejects before buffering); no \
+                      array elements",
+        example: r#""parent_pid != 1 || child_pid > 1000""#,
+    },
+];
 
 /// The `ftrace` hook kind: tracepoints without BPF (local traces and hub sessions).
 pub const FTRACE: &str = "ftrace";
@@ -178,7 +190,7 @@ pub fn hook_kinds() -> Vec<HookKind> {
                           mechanism); records as the tracepoint probe's, parsed from trace_pipe. \
                           Alone in its trace or session (no other probe or hook); in hub \
                           sessions each node runs it in an instance of its own.",
-            usage: "podscope trace ftrace:SUBSYSTEM:EVENT[,ftrace:...] (--pod/-n/-A | --pid | --cgroup | --all)",
+            usage: "podscope trace ftrace:SUBSYSTEM:EVENT[,ftrace:...] (--pod/-n/-A | --pid | --cgroup | --all) [--filter 'FIELD OP VALUE && ... || ...']",
             args: FTRACE_ARGS,
         },
     ];

@@ -100,10 +100,6 @@ fn main() {
         (Some(url), cli::Command::Trace(args)) => {
             // ftrace: entries go to the hub as they are; it refuses them
             // mixed with other probes, as a local trace does.
-            if args.filter.is_some() && args.probes.contains("ftrace:") {
-                eprintln!("podscope: error: --filter with ftrace: is not supported through --hub yet; run podscope trace ftrace:... --filter on the node, or use tp:SUBSYSTEM:EVENT --filter ... (the BPF hook) through the hub");
-                std::process::exit(1);
-            }
             let (tps, rest): (Vec<&str>, Vec<&str>) = args
                 .probes
                 .split(',')
@@ -338,7 +334,8 @@ fn remote_hooks(
              trace --interval on the node"
         );
     }
-    if args.filter.is_some() && tps.is_empty() {
+    let ftraced = probes.iter().any(|p| p.starts_with("ftrace:"));
+    if args.filter.is_some() && tps.is_empty() && !ftraced {
         anyhow::bail!("--filter compares tracepoint fields: add a tracepoint (podscope trace tp:SUBSYSTEM:EVENT --filter ...)");
     }
     if let Some(f) = &args.filter {
@@ -352,9 +349,13 @@ fn remote_hooks(
             interval: interval_given.then(|| humantime::format_duration(args.interval).to_string()),
         }
     });
-    let tracepoint = (!tps.is_empty()).then(|| podscope_cluster::api::TracepointHook {
-        name: tps.iter().map(|t| t.to_string()).collect(),
-        filter: args.filter.clone(),
+    // With ftrace: entries, a tracepoint hook without names carries their
+    // filter (the hub refuses ftrace mixed with tp: names).
+    let tracepoint = (!tps.is_empty() || (ftraced && args.filter.is_some())).then(|| {
+        podscope_cluster::api::TracepointHook {
+            name: tps.iter().map(|t| t.to_string()).collect(),
+            filter: args.filter.clone(),
+        }
     });
     Ok((syscalls, tracepoint))
 }

@@ -3450,12 +3450,39 @@ fn ftrace_sessions_run_through_the_hub() {
     let (_, s) = api(port, "GET", &format!("/v1/sessions/{otlp_id}"), None);
     let why = s["nodes"]["ft-node"]["error"].as_str().unwrap_or_default();
     assert!(why.contains("--otlp-endpoint URL"), "{s}");
+    // An ftrace filter reaches the node's instance: a field the event lacks
+    // fails the session there, naming the fields it has.
+    let (st, v) = api(
+        port,
+        "POST",
+        "/v1/sessions",
+        Some(
+            json!({"namespace": ns, "hooks": [{"kind": "ftrace", "args": {
+            "name": ["sched:sched_process_fork"], "filter": "nosuch == 1"}}]}),
+        ),
+    );
+    assert_eq!(st, 201, "{v}");
+    let bad_id = v["id"].as_str().unwrap().to_string();
+    wait_for(
+        Duration::from_secs(10),
+        "the badly filtered ftrace session to fail on the node",
+        || {
+            let (_, s) = api(port, "GET", &format!("/v1/sessions/{bad_id}"), None);
+            s["nodes"]["ft-node"]["state"] == "failed"
+        },
+    );
+    let (_, s) = api(port, "GET", &format!("/v1/sessions/{bad_id}"), None);
+    let why = s["nodes"]["ft-node"]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("'nosuch'") && why.contains("child_pid"), "{s}");
     let sh = forker.pod.containers[0].pid.unwrap();
+    // The filter travels to the node's ftrace instance (every fork of the
+    // workload passes it; tests/tracepoints.rs shows ftrace cutting).
+    let filter = format!("parent_pid == {sh} && child_pid > 0");
     let Remote {
         mut cli,
         mut err,
         mut said,
-        ..
+        id,
     } = remote_run(
         port,
         &tok,
@@ -3466,11 +3493,15 @@ fn ftrace_sessions_run_through_the_hub() {
             &ns,
             "--pod",
             "forker",
+            "--filter",
+            &filter,
             "-o",
             "json",
         ],
         sh,
     );
+    let (_, v) = api(port, "GET", &format!("/v1/sessions/{id}"), None);
+    assert_eq!(v["tracepoint"]["filter"], filter.as_str(), "{v}");
     // Ctrl-C: the session stops, the node reads what is left, then the summary.
     let ok = Command::new("kill")
         .args(["-INT", &cli.0.id().to_string()])
