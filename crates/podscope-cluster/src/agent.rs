@@ -419,15 +419,10 @@ impl AlwaysOn {
                 };
                 let cfg =
                     podscope_export::OtlpConfig::resolve(&flags, node, &|k| std::env::var(k).ok())?;
-                let body: podscope_export::otlp::LogBody = Box::new(|ev: &Event| {
-                    format!(
-                        "{} {}: {}",
-                        ev.comm,
-                        ev.kind(),
-                        podscope_pipeline::format::details(ev)
-                    )
-                });
-                let o = podscope_export::Otlp::start(cfg, Some(body))?;
+                let o = podscope_export::Otlp::start(
+                    cfg,
+                    Some(podscope_pipeline::sinks::otlp_log_body()),
+                )?;
                 eprintln!("podscope agent: exporting OTLP {}", o.describe());
                 Some(o)
             }
@@ -1112,15 +1107,10 @@ impl Agent {
         cfg.requests.requests_traced = [ProbeKind::Http, ProbeKind::Grpc, ProbeKind::Tls]
             .iter()
             .any(|p| probes.contains(p));
-        let body: podscope_export::otlp::LogBody = Box::new(|ev: &Event| {
-            format!(
-                "{} {}: {}",
-                ev.comm,
-                ev.kind(),
-                podscope_pipeline::format::details(ev)
-            )
-        });
-        Ok(podscope_export::Otlp::start(cfg, Some(body))?)
+        Ok(podscope_export::Otlp::start(
+            cfg,
+            Some(podscope_pipeline::sinks::otlp_log_body()),
+        )?)
     }
 }
 

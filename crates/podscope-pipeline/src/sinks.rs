@@ -65,6 +65,13 @@ impl Sink for Discard {
     }
 }
 
+/// The body of an OTLP log record: the `DETAILS` column of `-o columns`
+/// after the command and kind (`curl exec: /usr/bin/curl ...`), the same for
+/// local traces and the agent's exports.
+pub fn otlp_log_body() -> podscope_export::otlp::LogBody {
+    Box::new(|ev: &Event| format!("{} {}: {}", ev.comm, ev.kind(), crate::format::details(ev)))
+}
+
 /// Hands each event to the OTLP exporter (queued, never waits), then on.
 #[allow(missing_debug_implementations)]
 pub struct Exported<S> {

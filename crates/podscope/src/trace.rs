@@ -582,15 +582,7 @@ fn start_otlp(args: &TraceArgs, probes: &[ProbeKind]) -> Result<Option<podscope_
     cfg.requests.requests_traced = [ProbeKind::Http, ProbeKind::Grpc, ProbeKind::Tls]
         .iter()
         .any(|p| probes.contains(p));
-    let body: podscope_export::otlp::LogBody = Box::new(|ev: &Event| {
-        format!(
-            "{} {}: {}",
-            ev.comm,
-            ev.kind(),
-            podscope_pipeline::format::details(ev)
-        )
-    });
-    let otlp = Otlp::start(cfg, Some(body))?;
+    let otlp = Otlp::start(cfg, Some(podscope_pipeline::sinks::otlp_log_body()))?;
     eprintln!("podscope: exporting OTLP {}", otlp.describe());
     Ok(Some(otlp))
 }

@@ -3339,6 +3339,51 @@ fn a_session_stopped_while_it_starts_stops() {
     }
 }
 
+/// A pod `forker` in `ns` whose shell forks `/bin/true` `forks` times once
+/// /tmp/go is written, then writes /tmp/done; returned when the node reports it.
+fn forker_pod(port: u16, sock: &Path, ns: &str, forks: usize) -> PodGuard {
+    let p = pod(
+        sock,
+        "forker",
+        ns,
+        &format!(
+            "mkfifo /tmp/go; read x < /tmp/go; i=0; while [ $i -lt {forks} ]; do /bin/true; i=$((i+1)); done; : > /tmp/done; exec sleep 3600"
+        ),
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "the node to report the pod",
+        || {
+            let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+            v.as_array().is_some_and(|a| a.len() == 1)
+        },
+    );
+    p
+}
+
+/// Ctrl-C to the CLI through the hub: its session stops, the node reads
+/// what is left, then the summary. Returns its stdout and all its stderr;
+/// it must have exited 0.
+fn interrupt(
+    mut cli: Proc,
+    mut err: std::io::BufReader<std::process::ChildStderr>,
+    mut said: String,
+) -> (String, String) {
+    let ok = Command::new("kill")
+        .args(["-INT", &cli.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let mut out = String::new();
+    std::io::Read::read_to_string(cli.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    said.push_str(&rest);
+    assert!(cli.0.wait().unwrap().success(), "{said}");
+    (out, said)
+}
+
 /// The CLI through the hub (`podscope --hub URL ARGS`), its stderr so far.
 struct Remote {
     cli: Proc,
@@ -3405,22 +3450,7 @@ fn ftrace_sessions_run_through_the_hub() {
     let _hub = hub(port, &[]);
     let _a = agent(port, "ft-node", &sock, &tok, &[]);
     let ns = format!("ft-hub-{}", suffix());
-    let forker = pod(
-        &sock,
-        "forker",
-        &ns,
-        &format!(
-            "mkfifo /tmp/go; read x < /tmp/go; i=0; while [ $i -lt {FORKS} ]; do /bin/true; i=$((i+1)); done; : > /tmp/done; exec sleep 3600"
-        ),
-    );
-    wait_for(
-        Duration::from_secs(10),
-        "the node to report the pod",
-        || {
-            let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
-            v.as_array().is_some_and(|a| a.len() == 1)
-        },
-    );
+    let forker = forker_pod(port, &sock, &ns, FORKS);
     let (st, v) = api(
         port,
         "POST",
@@ -3478,12 +3508,7 @@ fn ftrace_sessions_run_through_the_hub() {
     // The filter travels to the node's ftrace instance (every fork of the
     // workload passes it; tests/tracepoints.rs shows ftrace cutting).
     let filter = format!("parent_pid == {sh} && child_pid > 0");
-    let Remote {
-        mut cli,
-        mut err,
-        mut said,
-        id,
-    } = remote_run(
+    let Remote { cli, err, said, id } = remote_run(
         port,
         &tok,
         &[
@@ -3503,18 +3528,7 @@ fn ftrace_sessions_run_through_the_hub() {
     let (_, v) = api(port, "GET", &format!("/v1/sessions/{id}"), None);
     assert_eq!(v["tracepoint"]["filter"], filter.as_str(), "{v}");
     // Ctrl-C: the session stops, the node reads what is left, then the summary.
-    let ok = Command::new("kill")
-        .args(["-INT", &cli.0.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let mut out = String::new();
-    std::io::Read::read_to_string(cli.0.stdout.as_mut().unwrap(), &mut out).unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
-    said.push_str(&rest);
-    assert!(cli.0.wait().unwrap().success(), "{said}");
+    let (out, said) = interrupt(cli, err, said);
     let forks: Vec<Value> = out
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -3572,29 +3586,9 @@ fn hub_sessions_export_over_otlp_from_the_agent() {
         ],
     );
     let ns = format!("otlp-hub-{}", suffix());
-    let forker = pod(
-        &sock,
-        "forker",
-        &ns,
-        &format!(
-            "mkfifo /tmp/go; read x < /tmp/go; i=0; while [ $i -lt {FORKS} ]; do /bin/true; i=$((i+1)); done; : > /tmp/done; exec sleep 3600"
-        ),
-    );
-    wait_for(
-        Duration::from_secs(10),
-        "the node to report the pod",
-        || {
-            let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
-            v.as_array().is_some_and(|a| a.len() == 1)
-        },
-    );
+    let forker = forker_pod(port, &sock, &ns, FORKS);
     let sh = forker.pod.containers[0].pid.unwrap();
-    let Remote {
-        mut cli,
-        mut err,
-        mut said,
-        id,
-    } = remote_run(
+    let Remote { cli, err, said, id } = remote_run(
         port,
         &tok,
         &[
@@ -3612,18 +3606,7 @@ fn hub_sessions_export_over_otlp_from_the_agent() {
     );
     let (_, v) = api(port, "GET", &format!("/v1/sessions/{id}"), None);
     assert_eq!(v["otlp"], true, "the session says it exports: {v}");
-    let ok = Command::new("kill")
-        .args(["-INT", &cli.0.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let mut out = String::new();
-    std::io::Read::read_to_string(cli.0.stdout.as_mut().unwrap(), &mut out).unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
-    said.push_str(&rest);
-    assert!(cli.0.wait().unwrap().success(), "{said}");
+    let (out, said) = interrupt(cli, err, said);
     let printed = out
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
