@@ -261,6 +261,20 @@ impl Instance {
         Ok(added)
     }
 
+    /// Sets the instance's buffer (per CPU, ftrace's `buffer_size_kb`);
+    /// returns what ftrace made of it (it rounds to pages).
+    pub fn set_buffer_bytes(&self, bytes: u32) -> Result<u64> {
+        let path = self.dir.join("buffer_size_kb");
+        write(&path, &(u64::from(bytes).div_ceil(1024)).to_string())?;
+        let now = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        // "1408" or, before the first resize on old kernels, "7 (expanded: 1408)".
+        now.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("{}: '{}' is not a size", path.display(), now.trim()))
+    }
+
     /// Starts tracing (after the first pids are in).
     pub fn start(&self) -> Result<()> {
         write(&self.dir.join("tracing_on"), "1")
@@ -770,6 +784,9 @@ pub struct FtraceSpec {
     pub runtime_endpoint: Option<String>,
     /// --filter, written to each event's ftrace `filter` file.
     pub filter: Option<String>,
+    /// --ring-buffer-size: the instance's buffer per CPU (None: ftrace's
+    /// default, 1408 KiB on x86_64).
+    pub buffer_bytes: Option<u32>,
 }
 
 /// How an ftrace trace went.
@@ -844,6 +861,13 @@ pub fn run(
     }
     let host_all = spec.selection.is_none() && spec.pids.is_empty() && spec.cgroups.is_empty();
     let mut inst = Instance::create(&spec.names, spec.filter.as_deref())?;
+    if let Some(b) = spec.buffer_bytes {
+        let kb = inst.set_buffer_bytes(b)?;
+        eprintln!(
+            "podscope: ftrace: the instance's buffer is {kb} KiB per CPU (asked for {} KiB; ftrace rounds up to whole pages of its own)",
+            u64::from(b).div_ceil(1024)
+        );
+    }
     for w in &inst.warnings {
         eprintln!("podscope: warning: {w}");
     }

@@ -341,6 +341,7 @@ pub struct TraceArgs {
     /// Kernel ring buffer per probe: 'auto' sizes each probe's ring to hold
     /// --ring-budget at its expected peak rate (see docs/probes.md), or
     /// bytes (power of two, >= 4096; K/M suffixes allowed) for every probe.
+    /// With ftrace: the instance's buffer per CPU (auto: ftrace's default).
     #[arg(long, value_name = "BYTES|auto", default_value = "auto", value_parser = parse_size)]
     pub ring_buffer_size: u32,
 

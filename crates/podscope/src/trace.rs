@@ -143,6 +143,8 @@ fn run_ftrace(args: &TraceArgs, names: Vec<String>) -> Result<()> {
         node: hostname(),
         runtime_endpoint: args.pods.runtime_endpoint.clone(),
         filter: args.filter.clone(),
+        // "auto" (0) sizes BPF rings by rate; ftrace keeps its default.
+        buffer_bytes: (args.ring_buffer_size != 0).then_some(args.ring_buffer_size),
     };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -727,6 +727,48 @@ fn ftrace_filter_is_applied_by_ftrace() {
     assert!(e.contains("'nosuch'") && e.contains("parent_pid"), "{e}");
 }
 
+/// `--ring-buffer-size` with `ftrace:` sizes the instance's own buffer (per
+/// CPU, `buffer_size_kb`), as ftrace itself reports it while the trace runs.
+#[test]
+fn ftrace_buffer_size_is_the_instances() {
+    if !common::root_or_skip() {
+        return;
+    }
+    let _one_at_a_time = ftrace_lock();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podscope"))
+        .args([
+            "trace",
+            "ftrace:sched:sched_process_exit",
+            "--all",
+            "--ring-buffer-size",
+            "4M",
+            "-o",
+            "none",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let seen = common::wait_attached(&mut stderr);
+    let dir = ftrace_instance(&seen);
+    let kb = std::fs::read_to_string(dir.join("buffer_size_kb")).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    // ftrace rounds up to whole pages of its own (4099 KiB for 4 MiB on
+    // x86_64 6.x); the trace says what it got.
+    let kb: u64 = kb.trim().parse().unwrap();
+    assert!((4096..4096 + 64).contains(&kb), "{kb} KiB: {seen}");
+    assert!(
+        seen.contains(&format!("buffer is {kb} KiB per CPU (asked for 4096 KiB")),
+        "{seen}"
+    );
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
 /// A killed ftrace trace leaves its instance tracing; the next ftrace trace
 /// removes it, saying so.
 #[test]
