@@ -9,6 +9,7 @@
 # and the records delivered and lost. Needs root and a C compiler with
 # static libc.
 #   bash scripts/bench-ftrace.sh [PODSCOPE] [N]
+#   FTRACE_BUFFER=64M bash scripts/bench-ftrace.sh ...   (the ftrace instance's buffer per CPU)
 # default: target/release/podscope (else target/debug).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +45,10 @@ traced() {
     rm -f "$dir/go"; mkfifo "$dir/go"
     "$dir/loop" "$N" wait < "$dir/go" > "$dir/loop.out" & local w=$!
     exec 3> "$dir/go"
-    "$P" trace "$probe" --pid $w -o none 2> "$dir/err" & local p=$!
+    local extra=()
+    # FTRACE_BUFFER=64M: the ftrace instance's buffer per CPU (--ring-buffer-size).
+    [[ $probe == ftrace:* && -n ${FTRACE_BUFFER:-} ]] && extra=(--ring-buffer-size "$FTRACE_BUFFER")
+    "$P" trace "$probe" --pid $w -o none "${extra[@]}" 2> "$dir/err" & local p=$!
     for _ in $(seq 100); do grep -q "probes attached" "$dir/err" && break; sleep 0.1; done
     grep -q "probes attached" "$dir/err" || { cat "$dir/err" >&2; exit 1; }
     echo go >&3; exec 3>&-
