@@ -3339,6 +3339,27 @@ fn a_session_stopped_while_it_starts_stops() {
     }
 }
 
+/// Creates the session `body` (the hub takes it: 201), waits until it has
+/// failed on `node`, and returns the node's reason.
+fn fails_on_node(port: u16, node: &str, body: Value) -> String {
+    let (st, v) = api(port, "POST", "/v1/sessions", Some(body));
+    assert_eq!(st, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    wait_for(
+        Duration::from_secs(10),
+        "the session to fail on the node",
+        || {
+            let (_, s) = api(port, "GET", &format!("/v1/sessions/{id}"), None);
+            s["nodes"][node]["state"] == "failed"
+        },
+    );
+    let (_, s) = api(port, "GET", &format!("/v1/sessions/{id}"), None);
+    s["nodes"][node]["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error on {node}: {s}"))
+        .to_string()
+}
+
 /// A pod `forker` in `ns` whose shell forks `/bin/true` `forks` times once
 /// /tmp/go is written, then writes /tmp/done; returned when the node reports it.
 fn forker_pod(port: u16, sock: &Path, ns: &str, forks: usize) -> PodGuard {
@@ -3461,49 +3482,24 @@ fn ftrace_sessions_run_through_the_hub() {
     assert!(v.to_string().contains("runs alone"), "{v}");
     // This agent has no --otlp-endpoint: a session that asks for OTLP fails
     // on it, with the reason.
-    let (st, v) = api(
+    let why = fails_on_node(
         port,
-        "POST",
-        "/v1/sessions",
-        Some(json!({"namespace": ns, "probes": ["exec"], "otlp": true})),
+        "ft-node",
+        json!({"namespace": ns, "probes": ["exec"], "otlp": true}),
     );
-    assert_eq!(st, 201, "{v}");
-    let otlp_id = v["id"].as_str().unwrap().to_string();
-    wait_for(
-        Duration::from_secs(10),
-        "the OTLP session to fail on the node",
-        || {
-            let (_, s) = api(port, "GET", &format!("/v1/sessions/{otlp_id}"), None);
-            s["nodes"]["ft-node"]["state"] == "failed"
-        },
-    );
-    let (_, s) = api(port, "GET", &format!("/v1/sessions/{otlp_id}"), None);
-    let why = s["nodes"]["ft-node"]["error"].as_str().unwrap_or_default();
-    assert!(why.contains("--otlp-endpoint URL"), "{s}");
+    assert!(why.contains("--otlp-endpoint URL"), "{why}");
     // An ftrace filter reaches the node's instance: a field the event lacks
     // fails the session there, naming the fields it has.
-    let (st, v) = api(
+    let why = fails_on_node(
         port,
-        "POST",
-        "/v1/sessions",
-        Some(
-            json!({"namespace": ns, "hooks": [{"kind": "ftrace", "args": {
+        "ft-node",
+        json!({"namespace": ns, "hooks": [{"kind": "ftrace", "args": {
             "name": ["sched:sched_process_fork"], "filter": "nosuch == 1"}}]}),
-        ),
     );
-    assert_eq!(st, 201, "{v}");
-    let bad_id = v["id"].as_str().unwrap().to_string();
-    wait_for(
-        Duration::from_secs(10),
-        "the badly filtered ftrace session to fail on the node",
-        || {
-            let (_, s) = api(port, "GET", &format!("/v1/sessions/{bad_id}"), None);
-            s["nodes"]["ft-node"]["state"] == "failed"
-        },
+    assert!(
+        why.contains("'nosuch'") && why.contains("child_pid"),
+        "{why}"
     );
-    let (_, s) = api(port, "GET", &format!("/v1/sessions/{bad_id}"), None);
-    let why = s["nodes"]["ft-node"]["error"].as_str().unwrap_or_default();
-    assert!(why.contains("'nosuch'") && why.contains("child_pid"), "{s}");
     let sh = forker.pod.containers[0].pid.unwrap();
     // The filter travels to the node's ftrace instance (every fork of the
     // workload passes it; tests/tracepoints.rs shows ftrace cutting).
