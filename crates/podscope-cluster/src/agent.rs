@@ -878,6 +878,7 @@ impl Agent {
                 // The session's ftrace filter rides in a tracepoint hook
                 // without names (crate::api).
                 filter: s.tracepoint.as_ref().and_then(|t| t.filter.clone()),
+                buffer_bytes: (s.ftrace_buffer_bytes > 0).then_some(s.ftrace_buffer_bytes),
                 ..Default::default()
             },
             Err(e) => {

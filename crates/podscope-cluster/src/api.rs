@@ -74,6 +74,12 @@ pub struct CreateSession {
     /// endpoint fails the session with the reason.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub otlp: bool,
+    /// With `ftrace:` entries: each node's tracefs instance buffer per CPU
+    /// (`64M`: bytes or K/M/G, a power of two from 4K to 1G, as the local
+    /// `--ring-buffer-size`); default ftrace's own (1408 KiB). Also the
+    /// `ftrace` hook's `buffer_size` argument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ftrace_buffer_size: Option<String>,
 }
 
 /// One hook of a session request.
@@ -185,10 +191,13 @@ impl HookRequest {
         match kind.kind {
             podscope_model::hooks::FTRACE => {
                 #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
                 struct Names {
                     name: Vec<String>,
                     #[serde(default)]
                     filter: Option<String>,
+                    #[serde(default)]
+                    buffer_size: Option<String>,
                 }
                 let h: Names = serde_json::from_value(args.clone()).map_err(typed)?;
                 if h.name.is_empty() {
@@ -199,6 +208,9 @@ impl HookRequest {
                 }
                 if let Some(f) = h.filter {
                     set_ftrace_filter(spec, f)?;
+                }
+                if let Some(b) = h.buffer_size {
+                    set_ftrace_buffer(spec, &b)?;
                 }
             }
             "syscalls" => {
@@ -269,6 +281,25 @@ fn set_ftrace_filter(spec: &mut SessionSpec, filter: String) -> Result<(), Strin
             filter: Some(filter),
         },
     )
+}
+
+/// The ftrace instances' buffer size of a session (`ftrace_buffer_size`,
+/// or the ftrace hook's `buffer_size`).
+fn set_ftrace_buffer(spec: &mut SessionSpec, size: &str) -> Result<(), String> {
+    let bytes = podscope_pipeline::parse_ring_size(size)
+        .map_err(|e| format!("ftrace buffer_size '{size}': {e}"))?;
+    if bytes == 0 {
+        return Err(format!(
+            "ftrace buffer_size '{size}': give bytes (e.g. 64M); leave it out for ftrace's default"
+        ));
+    }
+    match spec.ftrace_buffer_bytes {
+        Some(b) if b != bytes => Err("two ftrace buffer sizes given; give one".into()),
+        _ => {
+            spec.ftrace_buffer_bytes = Some(bytes);
+            Ok(())
+        }
+    }
 }
 
 /// Adds tracepoints to a spec (from `probes` entries `tp:...` or a hook).
@@ -350,6 +381,10 @@ pub struct SessionSpec {
     /// The agents export the session over OTLP too (`CreateSession::otlp`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub otlp: bool,
+    /// The ftrace instances' buffer per CPU in bytes (`ftrace_buffer_size`);
+    /// none: ftrace's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ftrace_buffer_bytes: Option<u32>,
 }
 
 /// Checks a pod or container name pattern: Kubernetes names (lowercase
@@ -643,6 +678,7 @@ impl CreateSession {
             syscalls: None,
             tracepoint: None,
             otlp: self.otlp,
+            ftrace_buffer_bytes: None,
         };
         if !tps.is_empty() {
             let name = tps
@@ -660,8 +696,18 @@ impl CreateSession {
         for h in hooks {
             h.apply(&mut spec)?;
         }
+        if let Some(b) = &self.ftrace_buffer_size {
+            set_ftrace_buffer(&mut spec, b)?;
+        }
         // ftrace runs alone: its own tracefs instance, no BPF probe.
         let ftraced = spec.probes.iter().any(|p| p.starts_with("ftrace:"));
+        if spec.ftrace_buffer_bytes.is_some() && !ftraced {
+            return Err(
+                "ftrace_buffer_size sizes the ftrace: entries' tracefs instance, and the session \
+                 has none (the agents size their BPF rings themselves)"
+                    .into(),
+            );
+        }
         if ftraced
             && (spec.probes.iter().any(|p| !p.starts_with("ftrace:"))
                 || spec.tracepoint.as_ref().is_some_and(|t| !t.name.is_empty())

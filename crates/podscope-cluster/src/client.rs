@@ -47,6 +47,9 @@ pub struct RemoteTrace {
     pub tracepoint: Option<crate::api::TracepointHook>,
     /// --otlp-agents: the agents export the session over OTLP too.
     pub otlp: bool,
+    /// --ring-buffer-size with ftrace: entries: the nodes' instance buffer
+    /// per CPU in bytes.
+    pub ftrace_buffer_bytes: Option<u32>,
 }
 
 /// How to reach the hub: `--hub`, `--token-file`, and kubectl's flags for a
@@ -629,6 +632,7 @@ pub fn trace_into(
         syscalls: t.syscalls.clone(),
         tracepoint: t.tracepoint.clone(),
         otlp: t.otlp,
+        ftrace_buffer_size: t.ftrace_buffer_bytes.map(|b| b.to_string()),
     };
     let id = hub.create_session(&req)?.id;
     let stream = match hub.stream(&id) {

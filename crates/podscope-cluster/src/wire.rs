@@ -345,6 +345,7 @@ impl From<CreateSession> for proto::CreateSessionRequest {
             syscalls,
             tracepoint,
             otlp: c.otlp,
+            ftrace_buffer_size: c.ftrace_buffer_size,
         }
     }
 }
@@ -366,6 +367,7 @@ impl From<proto::CreateSessionRequest> for CreateSession {
             syscalls: c.syscalls.map(Into::into),
             tracepoint: c.tracepoint.map(Into::into),
             otlp: c.otlp,
+            ftrace_buffer_size: c.ftrace_buffer_size,
         }
     }
 }
@@ -494,6 +496,7 @@ impl From<&SessionView> for proto::SessionView {
             syscalls: s.spec.syscalls.as_ref().map(Into::into),
             tracepoint: s.spec.tracepoint.as_ref().map(Into::into),
             otlp: s.spec.otlp,
+            ftrace_buffer_bytes: s.spec.ftrace_buffer_bytes,
         }
     }
 }
@@ -517,6 +520,7 @@ impl From<proto::SessionView> for SessionView {
                 syscalls: s.syscalls.map(Into::into),
                 tracepoint: s.tracepoint.map(Into::into),
                 otlp: s.otlp,
+                ftrace_buffer_bytes: s.ftrace_buffer_bytes,
             },
             created_at: s.created_at,
             started_at: s.started_at,

@@ -152,6 +152,16 @@ const FTRACE_ARGS: &[HookArg] = &[
                       array elements",
         example: r#""parent_pid != 1 || child_pid > 1000""#,
     },
+    HookArg {
+        name: "buffer_size",
+        ty: ArgType::String,
+        required: false,
+        flag: "--ring-buffer-size",
+        description: "the instance's buffer per CPU on each node: bytes or K/M/G, a power of \
+                      two from 4K to 1G (default ftrace's own, 1408 KiB; a storm that \
+                      outruns the reader loses records, counted)",
+        example: r#""64M""#,
+    },
 ];
 
 /// The `ftrace` hook kind: tracepoints without BPF (local traces and hub sessions).
@@ -190,7 +200,7 @@ pub fn hook_kinds() -> Vec<HookKind> {
                           mechanism); records as the tracepoint probe's, parsed from trace_pipe. \
                           Alone in its trace or session (no other probe or hook); in hub \
                           sessions each node runs it in an instance of its own.",
-            usage: "podscope trace ftrace:SUBSYSTEM:EVENT[,ftrace:...] (--pod/-n/-A | --pid | --cgroup | --all) [--filter 'FIELD OP VALUE && ... || ...']",
+            usage: "podscope trace ftrace:SUBSYSTEM:EVENT[,ftrace:...] (--pod/-n/-A | --pid | --cgroup | --all) [--filter 'FIELD OP VALUE && ... || ...'] [--ring-buffer-size BYTES]",
             args: FTRACE_ARGS,
         },
     ];

@@ -107,6 +107,16 @@ fn main() {
                 .filter(|p| !p.is_empty())
                 .partition(|p| p.starts_with("tp:") || p.starts_with("tracepoint:"));
             let (syscalls, tracepoint) = exit_on_err(remote_hooks(&args, &tps, &rest));
+            // --ring-buffer-size through the hub: the ftrace instances' size
+            // (the agents size their BPF rings themselves).
+            let ftraced = rest.iter().any(|p| p.starts_with("ftrace:"));
+            if args.ring_buffer_size != 0 && !ftraced {
+                exit_on_err::<()>(Err(anyhow::anyhow!(
+                    "--ring-buffer-size is not supported through --hub except with ftrace: \
+                     entries (it sizes their tracefs instance): the agents size their BPF \
+                     rings themselves; run podscope trace --ring-buffer-size on the node"
+                )));
+            }
             let t = podscope_cluster::client::RemoteTrace {
                 probes: rest.join(","),
                 syscalls,
@@ -118,6 +128,7 @@ fn main() {
                 max_events: args.max_events,
                 wait: args.wait,
                 otlp: args.otlp.enabled,
+                ftrace_buffer_bytes: (args.ring_buffer_size != 0).then_some(args.ring_buffer_size),
             };
             exit_on(podscope_cluster::client::trace(&target(url), &t))
         }
@@ -200,6 +211,8 @@ fn remote_flags(subcommand: &str) -> &'static [&'static str] {
             "summary",
             "interval",
             "filter",
+            // With ftrace: entries, the nodes' instance buffer.
+            "ring_buffer_size",
             // --otlp: the agents export the session to their own endpoint.
             "enabled",
         ],

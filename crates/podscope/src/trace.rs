@@ -124,8 +124,8 @@ fn run_ftrace(args: &TraceArgs, names: Vec<String>) -> Result<()> {
     if args.comm.is_some() {
         bail!("ftrace: follows tasks by pid (set_event_pid): select pods, --pid, --cgroup or --all, not --comm");
     }
-    if args.metrics_listen.is_some() || args.otlp.enabled || args.otlp.endpoint.is_some() {
-        bail!("ftrace: records go to the terminal or JSON only (-o columns|json|none): --metrics-listen and --otlp* need the BPF probes");
+    if args.metrics_listen.is_some() {
+        bail!("ftrace: --metrics-listen counts the BPF probes' events; ftrace records go to -o columns|json|none and, with --otlp, to OTLP as log records");
     }
     let selection = PodSelection::from_flags(&args.pods.flags())?;
     let pod_mode = selection.is_some();
@@ -152,12 +152,21 @@ fn run_ftrace(args: &TraceArgs, names: Vec<String>) -> Result<()> {
     }
     let started = Instant::now();
     let deadline = args.duration.map(|d| started + d);
+    // ftrace makes only records: with --otlp they are log records (under
+    // the trace's session span) unless --otlp-logs says otherwise.
+    let otlp = start_otlp(args, &[ProbeKind::Tracepoint], &[ProbeKind::Tracepoint])?;
     let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
     let mut sink: Box<dyn Sink> = match args.output {
         TraceFormat::Columns => Box::new(Columns::new(stdout)),
         TraceFormat::Json => Box::new(JsonLines::new(stdout)),
         TraceFormat::None => Box::new(Discard),
     };
+    if let Some(o) = &otlp {
+        sink = Box::new(Exported {
+            inner: sink,
+            otlp: o.observer(),
+        });
+    }
     let what = spec.names.join(",");
     let end = podscope_pipeline::ftrace::run(
         &spec,
@@ -184,6 +193,15 @@ fn run_ftrace(args: &TraceArgs, names: Vec<String>) -> Result<()> {
         end.unparsed,
         end.instance.display()
     );
+    drop(sink);
+    if let Some(o) = otlp {
+        let info = podscope_export::otlp::SessionInfo {
+            session: String::new(),
+            probes: spec.names.clone(),
+            scope: scope(args, spec.selection.as_ref()),
+        };
+        finish_otlp(o, &info, end.written, end.lost)?;
+    }
     Ok(())
 }
 
@@ -310,7 +328,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
         None => None,
     };
     // OTLP settings are checked before the probes load too (docs/otlp.md).
-    let otlp = start_otlp(&args, &probes)?;
+    let otlp = start_otlp(&args, &probes, &[])?;
 
     let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
     let mut sink: Box<dyn Sink> = match args.output {
@@ -431,17 +449,28 @@ pub fn run(args: TraceArgs) -> Result<()> {
         };
         let events = end.stats.iter().map(|s| s.events).sum();
         let lost = end.stats.iter().map(|s| s.total_lost()).sum();
-        let url = o.describe();
-        let st = o.finish(&info, events, lost);
-        eprint!("{st}");
-        // Some spans lost is in the report; none delivered at all is a
-        // failed run (a wrong URL, an untrusted certificate, no collector).
-        if st.spans.produced > 0 && st.spans.exported == 0 {
-            anyhow::bail!(
-                "the OTLP export failed: none of the {} spans reached the collector (spans to {url}); the errors above say why",
-                st.spans.produced
-            );
-        }
+        finish_otlp(o, &info, events, lost)?;
+    }
+    Ok(())
+}
+
+/// Sends the session span and what is queued, prints what became of every
+/// span and log record; none delivered at all is a failed run (a wrong URL,
+/// an untrusted certificate, no collector).
+fn finish_otlp(
+    o: podscope_export::Otlp,
+    info: &podscope_export::otlp::SessionInfo,
+    events: u64,
+    lost: u64,
+) -> Result<()> {
+    let url = o.describe();
+    let st = o.finish(info, events, lost);
+    eprint!("{st}");
+    if st.spans.produced > 0 && st.spans.exported == 0 {
+        anyhow::bail!(
+            "the OTLP export failed: none of the {} spans reached the collector (spans to {url}); the errors above say why",
+            st.spans.produced
+        );
     }
     Ok(())
 }
@@ -516,7 +545,13 @@ fn start_exporter(
 
 // --- OTLP export (docs/otlp.md) ---
 
-fn start_otlp(args: &TraceArgs, probes: &[ProbeKind]) -> Result<Option<podscope_export::Otlp>> {
+/// `default_logs`: the probes whose events are log records when
+/// --otlp-logs is not given.
+fn start_otlp(
+    args: &TraceArgs,
+    probes: &[ProbeKind],
+    default_logs: &[ProbeKind],
+) -> Result<Option<podscope_export::Otlp>> {
     use podscope_export::otlp::{Otlp, OtlpConfig, OtlpFlags};
     let o = &args.otlp;
     let wanted = o.enabled
@@ -550,7 +585,9 @@ fn start_otlp(args: &TraceArgs, probes: &[ProbeKind]) -> Result<Option<podscope_
                 .split(',')
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
-                .partition(|p| *p == "tracepoint" || p.starts_with("tp:"));
+                .partition(|p| {
+                    *p == "tracepoint" || p.starts_with("tp:") || p.starts_with("ftrace:")
+                });
             let mut l = if rest.is_empty() {
                 Vec::new()
             } else {
@@ -567,7 +604,7 @@ fn start_otlp(args: &TraceArgs, probes: &[ProbeKind]) -> Result<Option<podscope_
             }
             l
         }
-        None => Vec::new(),
+        None => default_logs.to_vec(),
     };
     let flags = OtlpFlags {
         endpoint: o.endpoint.clone(),

@@ -3469,7 +3469,7 @@ fn ftrace_sessions_run_through_the_hub() {
     let tok = token_file();
     let port = common::free_port();
     let _hub = hub(port, &[]);
-    let _a = agent(port, "ft-node", &sock, &tok, &[]);
+    let a = agent(port, "ft-node", &sock, &tok, &[]);
     let ns = format!("ft-hub-{}", suffix());
     let forker = forker_pod(port, &sock, &ns, FORKS);
     let (st, v) = api(
@@ -3480,6 +3480,23 @@ fn ftrace_sessions_run_through_the_hub() {
     );
     assert_eq!(st, 400, "{v}");
     assert!(v.to_string().contains("runs alone"), "{v}");
+    // A buffer size is the ftrace instance's: refused without ftrace, and a
+    // size that is not one is named.
+    for (body, says) in [
+        (
+            json!({"namespace": ns, "probes": ["exec"], "ftrace_buffer_size": "4M"}),
+            "has none",
+        ),
+        (
+            json!({"namespace": ns, "hooks": [{"kind": "ftrace", "args": {
+                "name": ["sched:sched_process_fork"], "buffer_size": "3M"}}]}),
+            "ftrace buffer_size '3M': ring buffer size 3145728 must be a power of two",
+        ),
+    ] {
+        let (st, v) = api(port, "POST", "/v1/sessions", Some(body));
+        assert_eq!(st, 400, "{v}");
+        assert!(v.to_string().contains(says), "{v}");
+    }
     // This agent has no --otlp-endpoint: a session that asks for OTLP fails
     // on it, with the reason.
     let why = fails_on_node(
@@ -3516,6 +3533,8 @@ fn ftrace_sessions_run_through_the_hub() {
             "forker",
             "--filter",
             &filter,
+            "--ring-buffer-size",
+            "4M",
             "-o",
             "json",
         ],
@@ -3523,6 +3542,23 @@ fn ftrace_sessions_run_through_the_hub() {
     );
     let (_, v) = api(port, "GET", &format!("/v1/sessions/{id}"), None);
     assert_eq!(v["tracepoint"]["filter"], filter.as_str(), "{v}");
+    assert_eq!(v["ftrace_buffer_bytes"], 4 << 20, "{v}");
+    // The agent's instance has that buffer (ftrace rounds up to pages of
+    // its own: 4099 KiB on x86_64 6.x).
+    let prefix = format!("podscope-{}-", a.0.id());
+    let inst: Vec<PathBuf> = std::fs::read_dir("/sys/kernel/tracing/instances")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(inst.len(), 1, "the agent's instance: {inst:?}");
+    let kb: u64 = std::fs::read_to_string(inst[0].join("buffer_size_kb"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((4096..4096 + 64).contains(&kb), "{kb} KiB");
     // Ctrl-C: the session stops, the node reads what is left, then the summary.
     let (out, said) = interrupt(cli, err, said);
     let forks: Vec<Value> = out

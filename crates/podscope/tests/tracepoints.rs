@@ -769,6 +769,88 @@ fn ftrace_buffer_size_is_the_instances() {
     assert!(!dir.exists(), "{} left behind", dir.display());
 }
 
+/// `ftrace:` with `--otlp`: each record is one OTLP log record with the
+/// tracepoint's fields, in the context of the trace's session span, which
+/// counts them; the terminal still gets them all.
+#[test]
+fn ftrace_records_are_exported_as_otlp_log_records() {
+    if !common::root_or_skip() {
+        return;
+    }
+    let _one_at_a_time = ftrace_lock();
+    let bin = compile("ftotlp", FORKS_C, "tpforks");
+    let cg = Cgroup::new("tp-ftotlp");
+    let cgroup = cg.0.to_str().unwrap().to_string();
+    let mut rx = common::otlp::GrpcReceiver::start(
+        format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap(),
+    );
+    let url = rx.url();
+    let (trace, pairs, _) = run_forks(&cg, &bin, |_| {
+        Trace::start(&[
+            "ftrace:sched:sched_process_fork",
+            "--cgroup",
+            &cgroup,
+            "--otlp-endpoint",
+            &url,
+            "--otlp-protocol",
+            "grpc",
+        ])
+    });
+    let (events, err) = trace.stop();
+    rx.stop();
+    let want: BTreeSet<(i64, i64)> = pairs.iter().copied().collect();
+    assert_eq!(want.len(), 2 * N_FORKS, "the workload's own lines");
+    assert_eq!(fork_pairs(&events), want, "the terminal's: {err}");
+    let logs = rx.store.logs();
+    let got: Vec<(i64, i64)> = logs
+        .iter()
+        .map(|l| {
+            assert_eq!(
+                l.attrs["podscope.tracepoint"], "sched:sched_process_fork",
+                "{l:?}"
+            );
+            (
+                l.attrs["podscope.tp.parent_pid"].parse().unwrap(),
+                l.attrs["podscope.tp.child_pid"].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got.len(),
+        2 * N_FORKS,
+        "one log record per record: {logs:#?}\n{err}"
+    );
+    assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), want, "{err}");
+    let spans = rx.store.spans();
+    assert_eq!(spans.len(), 1, "the session span only: {spans:#?}");
+    let session = &spans[0];
+    assert_eq!(session.span.name, "podscope trace");
+    assert_eq!(
+        session.attrs["podscope.probes"],
+        "ftrace:sched:sched_process_fork"
+    );
+    assert_eq!(session.attrs["podscope.events"], (2 * N_FORKS).to_string());
+    for l in &logs {
+        assert_eq!(
+            l.record.trace_id, session.span.trace_id,
+            "under the session: {l:?}"
+        );
+        assert_eq!(
+            l.record.span_id, session.span.span_id,
+            "under the session: {l:?}"
+        );
+    }
+    let n = 2 * N_FORKS;
+    assert!(
+        err.contains(&format!(
+            "OTLP logs: {n} produced, {n} exported, 0 failed, 0 dropped"
+        )),
+        "the export's report: {err}"
+    );
+}
+
 /// A killed ftrace trace leaves its instance tracing; the next ftrace trace
 /// removes it, saying so.
 #[test]

@@ -281,6 +281,7 @@ impl Session {
                 syscalls: self.spec.syscalls.as_ref().map(Into::into),
                 tracepoint: self.spec.tracepoint.as_ref().map(Into::into),
                 otlp: self.spec.otlp,
+                ftrace_buffer_bytes: self.spec.ftrace_buffer_bytes.unwrap_or(0),
             })),
         }
     }
@@ -687,6 +688,7 @@ impl Hub {
             syscalls: ss.syscalls.clone().map(Into::into),
             tracepoint: ss.tracepoint.clone().map(Into::into),
             otlp: ss.otlp,
+            ftrace_buffer_bytes: (ss.ftrace_buffer_bytes > 0).then_some(ss.ftrace_buffer_bytes),
         };
         let started = std::time::UNIX_EPOCH + Duration::from_millis(ss.started_unix_ms);
         let mut nodes = BTreeMap::new();

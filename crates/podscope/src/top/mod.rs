@@ -663,6 +663,7 @@ pub fn run_remote(
         syscalls: None,
         tracepoint: None,
         otlp: false,
+        ftrace_buffer_bytes: None,
     };
     let mut sink = RemoteSink {
         sink: Observed {
