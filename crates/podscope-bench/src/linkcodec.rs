@@ -119,6 +119,10 @@ fn samples() -> Vec<(&'static str, m::Event)> {
                 error: None,
                 rpc: None,
                 trace_context: None,
+                request_headers: Vec::new(),
+                response_headers: Vec::new(),
+                request_body: None,
+                response_body: None,
             })),
         ),
     ]

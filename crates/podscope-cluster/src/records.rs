@@ -187,6 +187,20 @@ impl Wire<Option<proto::TraceContext>> for Option<Box<m::TraceContext>> {
     }
 }
 
+impl Wire<Vec<proto::Header>> for Vec<(String, String)> {
+    fn to_wire(&self) -> Vec<proto::Header> {
+        self.iter()
+            .map(|(name, value)| proto::Header {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect()
+    }
+    fn from_wire(w: Vec<proto::Header>) -> Self {
+        w.into_iter().map(|h| (h.name, h.value)).collect()
+    }
+}
+
 /// `From<&Model> for Wire` and `From<Wire> for Model`, field by field;
 /// `skip` names model fields the wire does not carry (set to their default).
 macro_rules! mirror {
@@ -235,7 +249,7 @@ mirror!(m::RpcInfo => proto::RpcInfo { system, service, method, status, message 
 mirror!(m::HttpEvent => proto::HttpEvent {
     kind, role, version, method, path, host, status, duration_ns, request_bytes, response_bytes,
     tls, truncated, family, saddr, sport, daddr, dport, peer_namespace, peer_pod, error, rpc,
-    trace_context
+    trace_context, request_headers, response_headers, request_body, response_body
 });
 mirror!(m::DnsEvent => proto::DnsEvent {
     kind, role, id, name, qtype, rcode, answers, latency_ns, family, saddr, sport, daddr, dport,
@@ -788,6 +802,10 @@ mod tests {
                     sampled: Some(true),
                     tracestate: Some("a=b".into()),
                 })),
+                request_headers: vec![("user-agent".into(), "curl/8".into())],
+                response_headers: vec![("server".into(), "nginx".into())],
+                request_body: Some("{\"a\":1}".into()),
+                response_body: None,
             }),
             m::EventData::Dns(m::DnsEvent {
                 kind: "query".into(),

@@ -824,6 +824,22 @@ pub struct HttpEvent {
     /// or B3), when it carried a valid one. No other header value is kept.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub trace_context: Option<Box<TraceContext>>,
+    /// With `--capture-headers`: the request's headers as `[name, value]`
+    /// pairs in order (lowercase names; the values of credential headers
+    /// and of `--redact-header` names are `[redacted]`).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub request_headers: Vec<(String, String)>,
+    /// With `--capture-headers`: the response's headers (HTTP/2: and trailers).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub response_headers: Vec<(String, String)>,
+    /// With `--capture-body N`: the request body's first N bytes as text
+    /// (non-UTF-8 bytes escaped `\xNN`), secret values `[redacted]`;
+    /// shorter when the kernel did not capture the rest (HTTP/1 only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub request_body: Option<String>,
+    /// With `--capture-body N`: the response body's first N bytes, as above.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub response_body: Option<String>,
 }
 
 /// Trace context picked up from a request's headers.

@@ -54,6 +54,10 @@ pub struct Hooks {
     /// Summary mode: how often this session gets the totals (no faster than
     /// the node's interval; None: every interval).
     pub summary_interval: Option<Duration>,
+    /// The http probe's request events: headers and bodies kept
+    /// (`--capture-headers`, `--capture-body`, `--redact-header`); user
+    /// space only, so sessions may differ.
+    pub capture: podscope_proto::Capture,
 }
 
 /// `tp:sched:sched_process_fork` and `sched:sched_process_fork` are one name.
@@ -687,6 +691,7 @@ impl Node {
         let mut proto = podscope_proto::Stage::new();
         proto
             .set_grpc_only(probes.contains(&ProbeKind::Grpc) && !probes.contains(&ProbeKind::Http));
+        proto.set_capture(spec.hooks.capture.clone());
         // Summary totals count from when the probe loaded: a session joining
         // a running summary probe starts from what it has counted so far.
         let mut summary_base = HashMap::new();

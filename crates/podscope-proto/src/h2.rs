@@ -261,6 +261,9 @@ pub struct Connection {
     from_start: bool,
     /// A header block went by (a preface after it is not a start).
     blocks_seen: bool,
+    /// What is kept beyond the default fields (headers; bodies are not
+    /// kept for HTTP/2).
+    capture: std::sync::Arc<crate::capture::Capture>,
 }
 
 impl Default for Connection {
@@ -272,6 +275,11 @@ impl Default for Connection {
 impl Connection {
     /// A connection with nothing seen yet.
     pub fn new() -> Connection {
+        Connection::with_capture(Default::default())
+    }
+
+    /// A connection that keeps what `capture` asks for.
+    pub fn with_capture(capture: std::sync::Arc<crate::capture::Capture>) -> Connection {
         Connection {
             dirs: [Dir::new(), Dir::new()],
             seq: [0; 2],
@@ -279,7 +287,32 @@ impl Connection {
             streams: HashMap::new(),
             from_start: false,
             blocks_seen: false,
+            capture,
         }
+    }
+
+    /// The regular (not pseudo) fields of a block as kept, when asked;
+    /// credentials (never decoded into a value) as redacted.
+    fn kept_fields(&self, fields: &[Field]) -> Vec<(String, String)> {
+        if !self.capture.headers {
+            return Vec::new();
+        }
+        fields
+            .iter()
+            .filter_map(|f| {
+                let n = f.name.as_deref()?;
+                if n.starts_with(b":") {
+                    return None;
+                }
+                Some(match &f.value {
+                    Some(v) => self.capture.header(n, v),
+                    None => (
+                        String::from_utf8_lossy(n).into_owned(),
+                        crate::capture::REDACTED.to_string(),
+                    ),
+                })
+            })
+            .collect()
     }
 
     /// Streams open (bounded by [`MAX_STREAMS`]).
@@ -532,6 +565,10 @@ impl Connection {
                 }
             }
             s.ex.trace = trace.finish();
+            let kept = self.kept_fields(fields);
+            if !kept.is_empty() {
+                s.ex.captured_mut().request_headers = kept;
+            }
             self.streams.insert(stream, s);
             return;
         }
@@ -551,10 +588,15 @@ impl Connection {
             s.ex.start_ns = at_ns;
             self.streams.insert(stream, s);
         }
+        let kept = self.kept_fields(fields);
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
         s.ex.response_bytes += wire;
+        // Headers, then trailers (gRPC's status): all kept, in order.
+        if !kept.is_empty() {
+            s.ex.captured_mut().response_headers.extend(kept);
+        }
         s.ex.end_ns = at_ns;
         if unknown {
             s.header_state_unknown = true;

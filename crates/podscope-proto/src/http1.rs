@@ -91,6 +91,16 @@ pub struct Exchange {
     pub rpc: Option<Box<podscope_model::RpcInfo>>,
     /// The request's trace context (or that it had an invalid one).
     pub trace: crate::tracectx::Pickup,
+    /// Headers and bodies kept (`--capture-headers`, `--capture-body`);
+    /// boxed, as most exchanges have none.
+    pub captured: Option<Box<crate::capture::Captured>>,
+}
+
+impl Exchange {
+    /// What is kept of headers and bodies, made when first needed.
+    pub fn captured_mut(&mut self) -> &mut crate::capture::Captured {
+        self.captured.get_or_insert_with(Default::default)
+    }
 }
 
 /// What feeding a connection produced.
@@ -131,6 +141,8 @@ struct Head {
     began: u64,
     /// Requests: the trace-context headers.
     trace: crate::tracectx::Pickup,
+    /// With `--capture-headers`.
+    headers: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -167,7 +179,12 @@ enum State {
 #[derive(Debug)]
 enum DirEvent {
     Start(Head),
-    End { bytes: u64, truncated: bool },
+    End {
+        bytes: u64,
+        truncated: bool,
+        /// With `--capture-body`: the body's first bytes, redacted.
+        body: Option<String>,
+    },
     Error(String),
 }
 
@@ -196,6 +213,12 @@ struct Dir {
     began: u64,
     /// The time of the read or write being fed.
     now: u64,
+    /// What is kept beyond the default fields.
+    capture: std::sync::Arc<crate::capture::Capture>,
+    /// The current body's first bytes (`capture.body` at most).
+    body: Vec<u8>,
+    /// Bytes of the body were not captured: nothing more is kept.
+    body_cut: bool,
 }
 
 fn starts_message(kind: Kind, data: &[u8]) -> bool {
@@ -279,7 +302,7 @@ fn first_line(kind: Kind, buf: &[u8]) -> Head {
 }
 
 impl Dir {
-    fn new(kind: Kind) -> Dir {
+    fn new(kind: Kind, capture: std::sync::Arc<crate::capture::Capture>) -> Dir {
         Dir {
             kind,
             state: State::Idle,
@@ -290,7 +313,37 @@ impl Dir {
             detached: false,
             began: 0,
             now: 0,
+            capture,
+            body: Vec::new(),
+            body_cut: false,
         }
+    }
+
+    /// Body bytes as they go by: the first `capture.body` are kept.
+    fn keep(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let room = self.capture.body.saturating_sub(self.body.len());
+        if room > 0 && !self.body_cut {
+            self.body.extend_from_slice(&data[..data.len().min(room)]);
+        }
+    }
+
+    /// Body bytes moved but not captured: what was kept ends there.
+    fn body_hole(&mut self) {
+        self.body_cut = true;
+    }
+
+    /// The headers as kept, when asked.
+    fn kept_headers(&self, headers: &[httparse::Header]) -> Vec<(String, String)> {
+        if !self.capture.headers {
+            return Vec::new();
+        }
+        headers
+            .iter()
+            .map(|h| self.capture.header(h.name.as_bytes(), h.value))
+            .collect()
     }
 
     /// Parses a complete head: its length, fields and the body framing.
@@ -314,6 +367,7 @@ impl Dir {
                             truncated: false,
                             began: self.began,
                             trace: trace_context(req.headers),
+                            headers: self.kept_headers(req.headers),
                         };
                         let body = if is_chunked(req.headers) {
                             Some(Body::Chunked(Chunk::Size(Vec::new())))
@@ -366,6 +420,7 @@ impl Dir {
                             version: format!("HTTP/1.{}", resp.version.unwrap_or(1)),
                             status,
                             began: self.began,
+                            headers: self.kept_headers(resp.headers),
                             ..Head::default()
                         };
                         let interim = (100..200).contains(&status) && status != 101;
@@ -406,10 +461,16 @@ impl Dir {
     }
 
     fn end(&mut self, out: &mut Vec<DirEvent>) {
+        let body = std::mem::take(&mut self.body);
+        // A body none of whose bytes were copied (sent with sendfile, or
+        // past the capture) has nothing to show: absent, not empty.
+        let body = (!body.is_empty()).then(|| self.capture.body_text(&body));
+        self.body_cut = false;
         if !std::mem::take(&mut self.detached) {
             out.push(DirEvent::End {
                 bytes: self.bytes,
                 truncated: self.truncated,
+                body,
             });
         }
         self.bytes = 0;
@@ -532,12 +593,14 @@ impl Dir {
                 }
                 State::Body(Body::UntilClose) => {
                     self.bytes += input.len() as u64;
+                    self.keep(input);
                     self.state = State::Body(Body::UntilClose);
                     return;
                 }
                 State::Body(Body::Length(left)) => {
                     let n = left.min(input.len() as u64);
                     self.bytes += n;
+                    self.keep(&input[..n as usize]);
                     input = &input[n as usize..];
                     if left == n {
                         self.end(out);
@@ -601,6 +664,7 @@ impl Dir {
                 Chunk::Data(left) => {
                     let n = left.min(input.len() as u64);
                     self.bytes += n;
+                    self.keep(&input[..n as usize]);
                     input = &input[n as usize..];
                     chunk = if n == left {
                         Chunk::DataEnd
@@ -649,6 +713,9 @@ impl Dir {
     fn gap(&mut self, n: u64, out: &mut Vec<DirEvent>) {
         if n == 0 {
             return;
+        }
+        if matches!(self.state, State::Body(_)) {
+            self.body_hole();
         }
         match std::mem::replace(&mut self.state, State::Skip) {
             State::Done => self.state = State::Done,
@@ -745,10 +812,15 @@ impl Default for Connection {
 impl Connection {
     /// A connection with nothing seen yet.
     pub fn new() -> Connection {
+        Connection::with_capture(Default::default())
+    }
+
+    /// A connection that keeps what `capture` asks for.
+    pub fn with_capture(capture: std::sync::Arc<crate::capture::Capture>) -> Connection {
         Connection {
             requests: None,
-            req: Dir::new(Kind::Request),
-            resp: Dir::new(Kind::Response),
+            req: Dir::new(Kind::Request, capture.clone()),
+            resp: Dir::new(Kind::Response, capture),
             pending: VecDeque::new(),
             next_id: 0,
             current: None,
@@ -845,15 +917,31 @@ impl Connection {
                             start_ns: head.began,
                             truncated: head.truncated,
                             trace: head.trace,
+                            captured: (!head.headers.is_empty()).then(|| {
+                                Box::new(crate::capture::Captured {
+                                    request_headers: head.headers,
+                                    ..Default::default()
+                                })
+                            }),
                             ..Exchange::default()
                         },
                         interim: false,
                     });
                 }
-                (true, DirEvent::End { bytes, truncated }) => {
+                (
+                    true,
+                    DirEvent::End {
+                        bytes,
+                        truncated,
+                        body,
+                    },
+                ) => {
                     if let Some(p) = self.pending.iter_mut().find(|p| Some(p.id) == self.current) {
                         p.ex.request_bytes += bytes;
                         p.ex.truncated |= truncated;
+                        if body.is_some() {
+                            p.ex.captured_mut().request_body = body;
+                        }
                     }
                     self.current = None;
                 }
@@ -881,15 +969,28 @@ impl Connection {
                     p.interim = (100..200).contains(&head.status) && head.status != 101;
                     if !p.interim {
                         p.ex.status = Some(head.status);
+                        if !head.headers.is_empty() {
+                            p.ex.captured_mut().response_headers = head.headers;
+                        }
                     }
                     p.ex.truncated |= head.truncated;
                 }
-                (false, DirEvent::End { bytes, truncated }) => {
+                (
+                    false,
+                    DirEvent::End {
+                        bytes,
+                        truncated,
+                        body,
+                    },
+                ) => {
                     let Some(p) = self.pending.front_mut() else {
                         continue;
                     };
                     p.ex.response_bytes += bytes;
                     p.ex.truncated |= truncated;
+                    if !p.interim && body.is_some() {
+                        p.ex.captured_mut().response_body = body;
+                    }
                     if p.interim {
                         p.interim = false;
                         continue;

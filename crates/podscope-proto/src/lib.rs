@@ -11,6 +11,7 @@
 //! pseudo-headers, content-type and gRPC status fields of each decoded
 //! block, and its HPACK tables never hold credential values.
 
+pub mod capture;
 pub mod dns;
 pub mod h2;
 pub mod hpack;
@@ -19,6 +20,7 @@ mod redact;
 mod stage;
 pub mod tracectx;
 
+pub use capture::Capture;
 pub use http1::{Connection, Exchange, Outcome, Side};
 pub use redact::redact_query;
 pub use stage::{H2Failures, Stage, Stats};

@@ -21,11 +21,13 @@ enum Parser {
 }
 
 impl Parser {
-    fn for_protocol(protocol: &str) -> Parser {
+    fn for_protocol(protocol: &str, capture: &std::sync::Arc<crate::Capture>) -> Parser {
         if protocol == "http2" {
-            Parser::Http2(Box::default())
+            Parser::Http2(Box::new(crate::h2::Connection::with_capture(
+                capture.clone(),
+            )))
         } else {
-            Parser::Http1(Box::default())
+            Parser::Http1(Box::new(Connection::with_capture(capture.clone())))
         }
     }
     fn is_h2(&self) -> bool {
@@ -152,6 +154,8 @@ pub struct Stage {
     stats: Stats,
     /// Show only gRPC calls (`trace grpc` without `http`).
     grpc_only: bool,
+    /// Headers and bodies kept (`--capture-headers`, `--capture-body`).
+    capture: std::sync::Arc<crate::Capture>,
 }
 
 impl std::fmt::Debug for Stage {
@@ -180,7 +184,13 @@ impl Stage {
             tick: 0,
             stats: Stats::default(),
             grpc_only: false,
+            capture: Default::default(),
         }
+    }
+
+    /// What new connections keep beyond the default fields.
+    pub fn set_capture(&mut self, capture: crate::Capture) {
+        self.capture = std::sync::Arc::new(capture);
     }
 
     /// Only gRPC calls become events (the `grpc` probe without `http`);
@@ -250,12 +260,13 @@ impl Stage {
                 }
             }
             let stats = &mut self.stats;
+            let capture = &self.capture;
             let c = self.conns.entry(key).or_insert_with(|| {
                 if h2 {
                     stats.h2_connections += 1;
                 }
                 Conn {
-                    parser: Parser::for_protocol(&protocol),
+                    parser: Parser::for_protocol(&protocol, capture),
                     last: ev.clone(),
                     tick,
                 }
@@ -605,6 +616,10 @@ fn blank(d: &SockDataEvent) -> HttpEvent {
         error: None,
         rpc: None,
         trace_context: None,
+        request_headers: Vec::new(),
+        response_headers: Vec::new(),
+        request_body: None,
+        response_body: None,
     }
 }
 
@@ -626,7 +641,21 @@ fn exchange(d: &SockDataEvent, x: Exchange) -> HttpEvent {
             crate::tracectx::Pickup::Valid(c) => Some(c),
             _ => None,
         },
-        ..blank(d)
+        ..captured(x.captured, blank(d))
+    }
+}
+
+/// `base` with what the exchange kept of headers and bodies.
+fn captured(c: Option<Box<crate::capture::Captured>>, base: HttpEvent) -> HttpEvent {
+    match c {
+        None => base,
+        Some(c) => HttpEvent {
+            request_headers: c.request_headers,
+            response_headers: c.response_headers,
+            request_body: c.request_body,
+            response_body: c.response_body,
+            ..base
+        },
     }
 }
 

@@ -531,3 +531,43 @@ fn hpack_agrees_with_an_independent_decoder_and_survives_garbage() {
     }
     assert!(blocks > 100, "only {blocks} blocks");
 }
+
+/// `--capture-headers` on HTTP/2: regular fields in order (pseudo-headers
+/// are the event's own fields), credentials redacted (HPACK never decodes
+/// their values), trailers after the response's headers.
+#[test]
+fn captured_h2_headers_redact_credentials() {
+    let (mut c, mut sv) = (Enc::new(), Enc::new());
+    let mut f = Feed::new();
+    f.conn = Connection::with_capture(std::sync::Arc::new(podscope_proto::Capture {
+        headers: true,
+        ..Default::default()
+    }));
+    let mut m = PREFACE.to_vec();
+    m.extend(frame(HEADERS, ES | EH, 1, &get(&mut c, "/a?user=bob")));
+    f.msg(Side::Rx, &m);
+    let mut m = frame(
+        HEADERS,
+        EH,
+        1,
+        &sv.block(&[(":status", "200"), ("content-type", "text/plain")]),
+    );
+    m.extend(frame(DATA, 0, 1, b"hi"));
+    m.extend(frame(HEADERS, EH | ES, 1, &sv.block(&[("x-done", "1")])));
+    f.msg(Side::Tx, &m);
+    let x = &f.exchanges()[0];
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        x.captured.as_ref().unwrap().request_headers,
+        pairs(&[("user-agent", "test"), ("authorization", "[redacted]")])
+    );
+    assert_eq!(
+        x.captured.as_ref().unwrap().response_headers,
+        pairs(&[("content-type", "text/plain"), ("x-done", "1")])
+    );
+    assert!(!format!("{:?}", f.out).contains("secret"));
+}

@@ -359,7 +359,17 @@ fn arbitrary_and_truncated_input_never_panics_and_stays_bounded() {
     let started = std::time::Instant::now();
     let mut iterations = 0u64;
     while started.elapsed() < std::time::Duration::from_secs(2) {
-        let mut conn = Connection::new();
+        // Every other connection keeps headers and 64 bytes of bodies.
+        let capture = iterations % 2 == 1;
+        let mut conn = if capture {
+            Connection::with_capture(std::sync::Arc::new(podscope_proto::Capture {
+                headers: true,
+                body: 64,
+                redact: vec!["host".into()],
+            }))
+        } else {
+            Connection::new()
+        };
         let mut seq = [0u64; 2];
         let mut t = 0;
         for _ in 0..rng.usize(1..40) {
@@ -387,9 +397,21 @@ fn arbitrary_and_truncated_input_never_panics_and_stays_bounded() {
                 seq[i] += rng.u64(1..100); // a lost message
             }
             t += 1;
-            let _ = conn.data(t, side, seq[i], &msg[..cut], len);
+            let out = conn.data(t, side, seq[i], &msg[..cut], len);
             seq[i] += len;
             assert!(conn.pending() <= 256);
+            for o in out {
+                if let Outcome::Exchange(x) = o {
+                    // A body kept is at most its 64 bytes (escaped: 4 each,
+                    // plus what redaction adds); none at all without capture.
+                    if let Some(c) = &x.captured {
+                        assert!(capture, "{c:?}");
+                        for b in [&c.request_body, &c.response_body].into_iter().flatten() {
+                            assert!(b.len() <= 64 * 4 + 64, "{b:?}");
+                        }
+                    }
+                }
+            }
         }
         let _ = conn.close(t + 1, "end");
         assert_eq!(conn.pending(), 0);
@@ -397,4 +419,87 @@ fn arbitrary_and_truncated_input_never_panics_and_stays_bounded() {
     }
     assert!(iterations > 100, "only {iterations} iterations ran");
     eprintln!("fuzzed {iterations} connections");
+}
+
+/// `--capture-headers` / `--capture-body`: headers in order with credentials
+/// redacted, bodies (chunked de-framed) cut at the limit with secrets
+/// redacted, and a body whose bytes were not captured kept only up to the
+/// hole. Off (the default), nothing of either is kept.
+#[test]
+fn captured_headers_and_bodies_never_keep_credentials() {
+    let capture = podscope_proto::Capture {
+        headers: true,
+        body: 40,
+        redact: vec!["x-tenant".into()],
+    };
+    let mut f = Feed::new();
+    f.conn = Connection::with_capture(std::sync::Arc::new(capture));
+    let body = r#"{"user":"ann","password":"hunter2"}"#;
+    let req = format!(
+        "POST /login?next=/a HTTP/1.1\r\nHost: web\r\nAuthorization: Bearer s3cret\r\n\
+         Cookie: sid=abc\r\nX-Tenant: acme\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // The head and the body in separate writes.
+    let (head, rest) = req.split_at(req.len() - body.len());
+    f.msg(Side::Tx, head.as_bytes());
+    f.msg(Side::Tx, rest.as_bytes());
+    f.msg(
+        Side::Rx,
+        b"HTTP/1.1 200 OK\r\nSet-Cookie: sid=new\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    // A second request whose body the kernel copied only in part.
+    f.partial(
+        Side::Tx,
+        b"PUT /f HTTP/1.1\r\nContent-Length: 100\r\n\r\nfirst part",
+        40 + 100,
+    );
+    f.msg(Side::Rx, b"HTTP/1.1 204 No Content\r\n\r\n");
+    let x = f.exchanges();
+    assert_eq!(x.len(), 2, "{:?}", f.out);
+    assert_eq!(
+        x[0].captured.as_ref().unwrap().request_headers,
+        [
+            ("host", "web"),
+            ("authorization", "[redacted]"),
+            ("cookie", "[redacted]"),
+            ("x-tenant", "[redacted]"),
+            ("content-type", "application/json"),
+            ("content-length", "35"),
+        ]
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+    );
+    assert_eq!(
+        x[0].captured.as_ref().unwrap().request_body.as_deref(),
+        Some(r#"{"user":"ann","password":"[redacted]"}"#)
+    );
+    assert_eq!(
+        x[0].captured.as_ref().unwrap().response_headers[0],
+        ("set-cookie".into(), "[redacted]".into())
+    );
+    assert_eq!(
+        x[0].captured.as_ref().unwrap().response_body.as_deref(),
+        Some("hello world")
+    );
+    assert_eq!(
+        x[1].captured.as_ref().unwrap().request_body.as_deref(),
+        Some("first part")
+    );
+    assert_eq!(
+        x[1].captured.as_ref().unwrap().response_body,
+        None,
+        "a 204 has no body"
+    );
+    let all = format!("{:?}", f.out);
+    for secret in ["s3cret", "sid=abc", "acme", "hunter2", "sid=new"] {
+        assert!(!all.contains(secret), "{secret} kept: {all}");
+    }
+    // Off: nothing beyond the default fields.
+    let mut off = Feed::new();
+    off.msg(Side::Tx, req.as_bytes());
+    off.msg(Side::Rx, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let x = off.exchanges();
+    assert_eq!(x[0].captured, None);
 }

@@ -349,6 +349,28 @@ pub struct TraceArgs {
     #[arg(long, value_name = "BYTES", default_value = "1K", value_parser = parse_capture)]
     pub http_capture_bytes: u32,
 
+    /// http/grpc/tls: keep each request's and response's headers (-o json:
+    /// request_headers, response_headers; OTLP: http.request.header.NAME).
+    /// The values of Authorization, Proxy-Authorization, Cookie, Set-Cookie,
+    /// X-Api-Key, X-Auth-Token, X-CSRF-Token, X-XSRF-Token and of every
+    /// --redact-header name are never kept ("[redacted]").
+    #[arg(long)]
+    pub capture_headers: bool,
+
+    /// http/tls: keep the first BYTES of each HTTP/1 request and response
+    /// body (-o json: request_body, response_body), at most what the kernel
+    /// copied (--http-capture-bytes per read or write). Values of JSON
+    /// members and form fields named like secrets (password, token, secret,
+    /// api_key, auth, session, ...) and Bearer/Basic tokens are "[redacted]".
+    #[arg(long, value_name = "BYTES", value_parser = parse_capture)]
+    pub capture_body: Option<u32>,
+
+    /// A header whose value is never kept (repeatable or comma-separated),
+    /// beside the built-in credential headers; in captured bodies, fields
+    /// with this name are redacted too.
+    #[arg(long = "redact-header", value_name = "NAME", value_delimiter = ',')]
+    pub redact_header: Vec<String>,
+
     /// With --ring-buffer-size auto: how long each ring holds events at its
     /// probe's expected peak rate while user space cannot read (more: more
     /// kernel memory, fewer losses on a busy machine).

@@ -90,6 +90,44 @@ pub fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// `--capture-headers`, `--capture-body`, `--redact-header`: settings of the
+/// request probes.
+fn capture_options(args: &TraceArgs, probes: &[ProbeKind]) -> Result<podscope_proto::Capture> {
+    let asked =
+        args.capture_headers || args.capture_body.is_some() || !args.redact_header.is_empty();
+    let requests = [ProbeKind::Http, ProbeKind::Grpc, ProbeKind::Tls]
+        .iter()
+        .any(|p| probes.contains(p));
+    if asked && !requests {
+        bail!("--capture-headers, --capture-body and --redact-header are settings of the request probes: add http, grpc or tls (podscope trace http --capture-headers ...)");
+    }
+    let mut redact = Vec::new();
+    for n in &args.redact_header {
+        let n = n.trim();
+        if n.is_empty()
+            || !n
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+        {
+            bail!("--redact-header '{n}' is not a header name (letters, digits, '-', '_', '.'; e.g. --redact-header x-tenant-key)");
+        }
+        redact.push(n.to_ascii_lowercase());
+    }
+    if let Some(b) = args.capture_body {
+        if b > args.http_capture_bytes {
+            eprintln!(
+                "podscope: note: --capture-body {b} keeps at most what the kernel copies of each read or write (--http-capture-bytes {}): a body past that in one call is cut there",
+                args.http_capture_bytes
+            );
+        }
+    }
+    Ok(podscope_proto::Capture {
+        headers: args.capture_headers,
+        body: args.capture_body.unwrap_or(0) as usize,
+        redact,
+    })
+}
+
 /// `tp:sched:sched_process_fork,exec` -> (["tp:sched:sched_process_fork"], "exec").
 fn split_tracepoints(list: &str) -> (Vec<String>, String) {
     let (tps, rest): (Vec<&str>, Vec<&str>) = list
@@ -238,6 +276,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
     {
         bail!("--syscall, --errors-only and --summary are settings of the syscalls probe: add it (podscope trace syscalls ...)");
     }
+    let capture = capture_options(&args, &probes)?;
     let flow = match &args.flow {
         Some(text) => Some(podscope_model::FlowFilter::parse(text)?),
         None => None,
@@ -370,6 +409,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             syscalls,
             tracepoints,
             summary_interval: None,
+            capture,
         },
     };
     let session = node.start(ID, spec, sink)?;

@@ -92,6 +92,22 @@ fn bad_duration_and_ring_size_are_explained() {
 }
 
 #[test]
+fn capture_flags_name_what_is_wrong() {
+    let (code, _, err) = run(&["trace", "exec", "--all", "--capture-headers"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("settings of the request probes: add http"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["trace", "http", "--all", "--capture-body", "32K"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("between 1 and 16K"), "{err}");
+    let (code, _, err) = run(&["trace", "http", "--all", "--redact-header", "x tenant"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("'x tenant' is not a header name"), "{err}");
+}
+
+#[test]
 fn probes_lists_every_probe_as_supported_here() {
     if !is_root() {
         return;

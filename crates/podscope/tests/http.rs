@@ -163,10 +163,15 @@ struct Trace {
 
 impl Trace {
     fn start(cg: &Cgroup, output: &str) -> Trace {
+        Trace::start_with(cg, output, &[])
+    }
+
+    fn start_with(cg: &Cgroup, output: &str, extra: &[&str]) -> Trace {
         let mut child = Command::new(env!("CARGO_BIN_EXE_podscope"))
             .args(["trace", "http", "--cgroup"])
             .arg(&cg.0)
             .args(["-o", output])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -412,6 +417,127 @@ fn credentials_never_appear_in_any_output() {
     }
     let log = nginx.log();
     assert_eq!(log.len(), 2, "{log:?}");
+}
+
+/// `--capture-headers --capture-body N --redact-header NAME`: the headers
+/// podscope keeps for curl's request are exactly those `curl -v` says it
+/// sent, and nginx's response headers exactly those curl says it got (both
+/// in order, credential values `[redacted]`); the bodies are what curl sent
+/// and nginx's configured answer, seen by curl, by nginx serving it and by
+/// nginx's proxy making it; no credential reaches any output.
+#[test]
+fn captured_headers_and_bodies_agree_with_curls_own_account() {
+    if !is_root() {
+        return;
+    }
+    let cg = Cgroup::new("capture");
+    let nginx = Nginx::start(&cg, "capture");
+    let trace = Trace::start_with(
+        &cg,
+        "json",
+        &[
+            "--capture-headers",
+            "--capture-body",
+            "256",
+            "--redact-header",
+            "x-tenant",
+        ],
+    );
+    let body = format!(r#"{{"user":"ann","password":"{SECRET}","n":1}}"#);
+    let kept_body = r#"{"user":"ann","password":"[redacted]","n":1}"#;
+    let mut all = vec![
+        "/usr/bin/curl",
+        "-s",
+        "-v",
+        "--max-time",
+        "10",
+        "-o",
+        "/dev/null",
+    ];
+    let (auth, tenant, cookie) = (
+        format!("Authorization: Bearer {SECRET}"),
+        format!("X-Tenant: {SECRET}"),
+        format!("session={SECRET}"),
+    );
+    let url = nginx.url("/post?k=v");
+    all.extend_from_slice(&[
+        "-H",
+        &auth,
+        "-H",
+        &tenant,
+        "-b",
+        &cookie,
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &body,
+        &url,
+    ]);
+    let out = cg.command(&all).output().unwrap();
+    assert!(out.status.success(), "curl: {out:?}");
+    let verbose = String::from_utf8_lossy(&out.stderr).to_string();
+    let (out, err) = trace.stop();
+    // curl's own account: `> Name: value` sent, `< Name: value` received.
+    let said = |mark: &str| -> Vec<(String, String)> {
+        verbose
+            .lines()
+            .filter_map(|l| l.strip_prefix(mark))
+            .filter_map(|l| l.trim_end().split_once(": "))
+            .map(|(n, v)| {
+                let n = n.to_ascii_lowercase();
+                let v = if ["authorization", "cookie", "x-tenant"].contains(&n.as_str()) {
+                    "[redacted]".to_string()
+                } else {
+                    v.to_string()
+                };
+                (n, v)
+            })
+            .collect()
+    };
+    let (sent, got) = (said("> "), said("< "));
+    assert!(sent.len() >= 6 && got.len() >= 3, "{verbose}");
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let pairs = |v: &Value| -> Vec<(String, String)> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("no headers: {v}"))
+            .iter()
+            .map(|p| {
+                (
+                    p[0].as_str().unwrap().to_string(),
+                    p[1].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let one = |comm: &str, role: &str, path: &str| -> &Value {
+        let v: Vec<&Value> = events
+            .iter()
+            .filter(|e| {
+                e["probe"] == "http" && e["comm"] == comm && e["role"] == role && e["path"] == path
+            })
+            .collect();
+        assert_eq!(v.len(), 1, "{comm} {role} {path}: {out}\n{err}");
+        v[0]
+    };
+    let client = one("curl", "client", "/post?k=?");
+    assert_eq!(pairs(&client["request_headers"]), sent, "{client}");
+    assert_eq!(pairs(&client["response_headers"]), got, "{client}");
+    assert_eq!(client["request_body"], kept_body, "{client}");
+    assert_eq!(client["response_body"], "posted\n", "{client}");
+    let served = one("nginx", "server", "/post?k=?");
+    assert_eq!(pairs(&served["request_headers"]), sent, "{served}");
+    assert_eq!(served["request_body"], kept_body, "{served}");
+    // nginx's proxy passes the body on (and its own headers).
+    let proxied = one("nginx", "client", "/sink?k=?");
+    assert_eq!(proxied["request_body"], kept_body, "{proxied}");
+    assert_eq!(proxied["response_body"], "posted\n", "{proxied}");
+    assert!(
+        !out.contains(SECRET) && !err.contains(SECRET),
+        "a credential leaked:\n{out}\n{err}"
+    );
 }
 
 /// Pod selection: busybox httpd and a wget loop in pod web-*, the same in a

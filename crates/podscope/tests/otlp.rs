@@ -421,6 +421,9 @@ fn grpc_receiver_gets_one_span_per_http_request() {
             &rx.url(),
             "--otlp-protocol",
             "grpc",
+            "--capture-headers",
+            "--capture-body",
+            "64",
         ],
         &[],
     );
@@ -502,7 +505,32 @@ fn grpc_receiver_gets_one_span_per_http_request() {
             );
             if g.attrs["url.path"] == "/index.html" {
                 assert_eq!(g.attrs["url.query"], "token=?");
+                // --capture-headers / --capture-body, as the conventions
+                // name headers (http.request.header.<name>).
+                // busybox httpd sends files with sendfile (not copied: no
+                // body on its side); wget reads them.
+                if side == "client" {
+                    assert_eq!(g.attrs["podscope.http.response.body"], "hello\n", "{g:#?}");
+                } else {
+                    assert!(
+                        !g.attrs.contains_key("podscope.http.response.body"),
+                        "{g:#?}"
+                    );
+                }
+                assert!(
+                    !g.attrs.contains_key("podscope.http.request.body"),
+                    "a GET: {g:#?}"
+                );
             }
+            assert_eq!(
+                g.attrs["http.request.header.host"],
+                format!("{ip}:8080"),
+                "{g:#?}"
+            );
+            assert!(
+                g.attrs.contains_key("http.response.header.content-type"),
+                "{g:#?}"
+            );
             let error = g.span.status.as_ref().is_some_and(|s| s.code == 2);
             let missing = g.attrs["url.path"] == "/missing";
             // A 404 is an error for the client, not for the server.
