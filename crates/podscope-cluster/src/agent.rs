@@ -824,6 +824,10 @@ impl Agent {
                 probes.push(ProbeKind::Tracepoint);
             }
         }
+        if let Some(c) = &s.capture {
+            hooks.capture = podscope_proto::Capture::new(c.headers, c.body, &c.redact_header)
+                .map_err(|e| anyhow::anyhow!("capture: {e}"))?;
+        }
         Ok(SessionSpec {
             probes,
             selection: Some(Agent::selection(s)?),

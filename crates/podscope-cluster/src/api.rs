@@ -80,6 +80,26 @@ pub struct CreateSession {
     /// `ftrace` hook's `buffer_size` argument.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ftrace_buffer_size: Option<String>,
+    /// With http, grpc or tls: headers and body bytes kept in the request
+    /// events (`--capture-headers`, `--capture-body`, `--redact-header`;
+    /// credentials redacted on the node, docs/probes.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureSettings>,
+}
+
+/// What a session's request events keep beyond their default fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSettings {
+    /// Keep request and response headers (credential values `[redacted]`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub headers: bool,
+    /// Keep the first this many bytes of each HTTP/1 body (1..16384).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<u64>,
+    /// More header names whose values are never kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redact_header: Vec<String>,
 }
 
 /// One hook of a session request.
@@ -385,6 +405,9 @@ pub struct SessionSpec {
     /// none: ftrace's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ftrace_buffer_bytes: Option<u32>,
+    /// Headers and bodies kept (`CreateSession::capture`), checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureSettings>,
 }
 
 /// Checks a pod or container name pattern: Kubernetes names (lowercase
@@ -679,6 +702,7 @@ impl CreateSession {
             tracepoint: None,
             otlp: self.otlp,
             ftrace_buffer_bytes: None,
+            capture: None,
         };
         if !tps.is_empty() {
             let name = tps
@@ -727,6 +751,21 @@ impl CreateSession {
         }
         if spec.syscalls.is_some() && !spec.probes.iter().any(|p| p == "syscalls") {
             spec.probes.push("syscalls".into());
+        }
+        if let Some(c) = &self.capture {
+            podscope_proto::Capture::new(c.headers, c.body, &c.redact_header)
+                .map_err(|e| format!("capture: {e}"))?;
+            let requests = spec
+                .probes
+                .iter()
+                .any(|p| matches!(p.as_str(), "http" | "grpc" | "tls"));
+            if !requests {
+                return Err(
+                    "capture is a setting of the request probes: add http, grpc or tls to probes"
+                        .into(),
+                );
+            }
+            spec.capture = Some(c.clone());
         }
         Ok(spec)
     }
@@ -1296,6 +1335,39 @@ mod tests {
             // syscalls and net are asked for by name, not by `all`.
             ProbeKind::ALL.len() - 2
         );
+    }
+
+    /// `capture` needs a request probe, a body size of 1..16K and header names.
+    #[test]
+    fn capture_settings_are_checked() {
+        let ok = req(r#"{"probes":["http"],"capture":{"headers":true,"body":256,"redact_header":["x-tenant"]}}"#)
+            .unwrap();
+        assert_eq!(ok.capture.unwrap().body, Some(256));
+        for (body, says) in [
+            (
+                r#"{"probes":["exec"],"capture":{"headers":true}}"#,
+                "add http, grpc or tls",
+            ),
+            (
+                r#"{"probes":["http"],"capture":{"body":0}}"#,
+                "capture: body size 0 must be between 1 and 16K",
+            ),
+            (
+                r#"{"probes":["http"],"capture":{"body":20000}}"#,
+                "between 1 and 16K",
+            ),
+            (
+                r#"{"probes":["http"],"capture":{"redact_header":["a b"]}}"#,
+                "capture: 'a b' is not a header name",
+            ),
+            (
+                r#"{"probes":["http"],"capture":{"bodies":1}}"#,
+                "unknown field",
+            ),
+        ] {
+            let e = req(body).unwrap_err();
+            assert!(e.contains(says), "{body}: {e}");
+        }
     }
 
     /// ftrace: entries and the ftrace hook give the same session, alone.

@@ -50,6 +50,8 @@ pub struct RemoteTrace {
     /// --ring-buffer-size with ftrace: entries: the nodes' instance buffer
     /// per CPU in bytes.
     pub ftrace_buffer_bytes: Option<u32>,
+    /// --capture-headers, --capture-body, --redact-header.
+    pub capture: Option<crate::api::CaptureSettings>,
 }
 
 /// How to reach the hub: `--hub`, `--token-file`, and kubectl's flags for a
@@ -633,6 +635,7 @@ pub fn trace_into(
         tracepoint: t.tracepoint.clone(),
         otlp: t.otlp,
         ftrace_buffer_size: t.ftrace_buffer_bytes.map(|b| b.to_string()),
+        capture: t.capture.clone(),
     };
     let id = hub.create_session(&req)?.id;
     let stream = match hub.stream(&id) {

@@ -346,6 +346,7 @@ impl From<CreateSession> for proto::CreateSessionRequest {
             tracepoint,
             otlp: c.otlp,
             ftrace_buffer_size: c.ftrace_buffer_size,
+            capture: c.capture.as_ref().map(Into::into),
         }
     }
 }
@@ -368,6 +369,7 @@ impl From<proto::CreateSessionRequest> for CreateSession {
             tracepoint: c.tracepoint.map(Into::into),
             otlp: c.otlp,
             ftrace_buffer_size: c.ftrace_buffer_size,
+            capture: c.capture.map(Into::into),
         }
     }
 }
@@ -497,6 +499,7 @@ impl From<&SessionView> for proto::SessionView {
             tracepoint: s.spec.tracepoint.as_ref().map(Into::into),
             otlp: s.spec.otlp,
             ftrace_buffer_bytes: s.spec.ftrace_buffer_bytes,
+            capture: s.spec.capture.as_ref().map(Into::into),
         }
     }
 }
@@ -521,6 +524,7 @@ impl From<proto::SessionView> for SessionView {
                 tracepoint: s.tracepoint.map(Into::into),
                 otlp: s.otlp,
                 ftrace_buffer_bytes: s.ftrace_buffer_bytes,
+                capture: s.capture.map(Into::into),
             },
             created_at: s.created_at,
             started_at: s.started_at,
@@ -602,6 +606,26 @@ impl From<proto::ExecView> for ExecView {
             stdout: e.stdout,
             stderr: e.stderr,
             truncated: e.truncated,
+        }
+    }
+}
+
+impl From<&crate::api::CaptureSettings> for proto::CaptureSettings {
+    fn from(c: &crate::api::CaptureSettings) -> Self {
+        proto::CaptureSettings {
+            headers: c.headers,
+            body: c.body,
+            redact_header: c.redact_header.clone(),
+        }
+    }
+}
+
+impl From<proto::CaptureSettings> for crate::api::CaptureSettings {
+    fn from(c: proto::CaptureSettings) -> Self {
+        crate::api::CaptureSettings {
+            headers: c.headers,
+            body: c.body,
+            redact_header: c.redact_header,
         }
     }
 }
@@ -714,6 +738,26 @@ mod tests {
             serde_json::to_value(&back).unwrap(),
             serde_json::to_value(&s).unwrap()
         );
+        let mut s = s;
+        s.spec = CreateSession {
+            probes: vec!["http".into()],
+            capture: Some(crate::api::CaptureSettings {
+                headers: true,
+                body: Some(256),
+                redact_header: vec!["x-tenant".into()],
+            }),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let back = SessionView::from(proto::SessionView::from(&s));
+        assert_eq!(back.spec, s.spec);
+        let c = CreateSession::from(proto::CreateSessionRequest::from(CreateSession {
+            probes: vec!["http".into()],
+            capture: s.spec.capture.clone(),
+            ..Default::default()
+        }));
+        assert_eq!(c.capture, s.spec.capture);
         let e = ExecBody {
             namespace: Some("shop".into()),
             pod: "web-0".into(),

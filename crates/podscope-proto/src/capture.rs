@@ -62,7 +62,45 @@ pub struct Capture {
     pub redact: Vec<String>,
 }
 
+/// The most body bytes `--capture-body` keeps (the kernel copies at most
+/// this much of one read or write).
+pub const MAX_BODY: usize = 16 * 1024;
+
 impl Capture {
+    /// Capture settings from what a user gave (the CLI's flags or a hub
+    /// session's `capture` object), checked: a body size of 1..=16K, header
+    /// names of token characters.
+    pub fn new(headers: bool, body: Option<u64>, redact: &[String]) -> Result<Capture, String> {
+        let body = match body {
+            None => 0,
+            Some(b) if b == 0 || b > MAX_BODY as u64 => {
+                return Err(format!(
+                    "body size {b} must be between 1 and 16K bytes (e.g. 256, 1K, 4K)"
+                ))
+            }
+            Some(b) => b as usize,
+        };
+        let mut names = Vec::new();
+        for n in redact {
+            let n = n.trim();
+            if n.is_empty()
+                || !n
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+            {
+                return Err(format!(
+                    "'{n}' is not a header name (letters, digits, '-', '_', '.'; e.g. x-tenant-key)"
+                ));
+            }
+            names.push(n.to_ascii_lowercase());
+        }
+        Ok(Capture {
+            headers,
+            body,
+            redact: names,
+        })
+    }
+
     /// Whether anything beyond the default fields is kept.
     pub fn any(&self) -> bool {
         self.headers || self.body > 0

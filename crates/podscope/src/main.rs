@@ -129,6 +129,14 @@ fn main() {
                 wait: args.wait,
                 otlp: args.otlp.enabled,
                 ftrace_buffer_bytes: (args.ring_buffer_size != 0).then_some(args.ring_buffer_size),
+                capture: (args.capture_headers
+                    || args.capture_body.is_some()
+                    || !args.redact_header.is_empty())
+                .then(|| podscope_cluster::api::CaptureSettings {
+                    headers: args.capture_headers,
+                    body: args.capture_body.map(u64::from),
+                    redact_header: args.redact_header.clone(),
+                }),
             };
             exit_on(podscope_cluster::client::trace(&target(url), &t))
         }
@@ -213,6 +221,9 @@ fn remote_flags(subcommand: &str) -> &'static [&'static str] {
             "filter",
             // With ftrace: entries, the nodes' instance buffer.
             "ring_buffer_size",
+            "capture_headers",
+            "capture_body",
+            "redact_header",
             // --otlp: the agents export the session to their own endpoint.
             "enabled",
         ],

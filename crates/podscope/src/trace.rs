@@ -101,18 +101,13 @@ fn capture_options(args: &TraceArgs, probes: &[ProbeKind]) -> Result<podscope_pr
     if asked && !requests {
         bail!("--capture-headers, --capture-body and --redact-header are settings of the request probes: add http, grpc or tls (podscope trace http --capture-headers ...)");
     }
-    let mut redact = Vec::new();
-    for n in &args.redact_header {
-        let n = n.trim();
-        if n.is_empty()
-            || !n
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
-        {
-            bail!("--redact-header '{n}' is not a header name (letters, digits, '-', '_', '.'; e.g. --redact-header x-tenant-key)");
-        }
-        redact.push(n.to_ascii_lowercase());
-    }
+    // (The body size was checked by the flag's parser.)
+    let capture = podscope_proto::Capture::new(
+        args.capture_headers,
+        args.capture_body.map(u64::from),
+        &args.redact_header,
+    )
+    .map_err(|e| anyhow::anyhow!("--redact-header {e}"))?;
     if let Some(b) = args.capture_body {
         if b > args.http_capture_bytes {
             eprintln!(
@@ -121,11 +116,7 @@ fn capture_options(args: &TraceArgs, probes: &[ProbeKind]) -> Result<podscope_pr
             );
         }
     }
-    Ok(podscope_proto::Capture {
-        headers: args.capture_headers,
-        body: args.capture_body.unwrap_or(0) as usize,
-        redact,
-    })
+    Ok(capture)
 }
 
 /// `tp:sched:sched_process_fork,exec` -> (["tp:sched:sched_process_fork"], "exec").

@@ -2617,6 +2617,8 @@ fn http_requests_through_the_hub_and_the_agents_red_metrics() {
         bin()
             .args(["--hub", &url(port), "--token-file", &tokf])
             .args(["trace", "http", "-n", &ns, "-o", "json"])
+            // Headers and bodies are kept on the node (redacted there).
+            .args(["--capture-headers", "--capture-body", "64"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -2700,6 +2702,20 @@ fn http_requests_through_the_hub_and_the_agents_red_metrics() {
             .count()
     };
     assert_eq!(reqs.len(), want, "{reqs:#?}");
+    let (_, l) = api(port, "GET", "/v1/sessions", None);
+    assert_eq!(l[0]["capture"], json!({"headers": true, "body": 64}), "{l}");
+    for r in &reqs {
+        let host = r["request_headers"]
+            .as_array()
+            .and_then(|h| h.iter().find(|p| p[0] == "host"))
+            .unwrap_or_else(|| panic!("no host header kept: {r}"));
+        assert_eq!(host[1], format!("{ip}:8080"), "{r}");
+        // wget reads the file; busybox httpd sends it with sendfile (not
+        // copied, so the server side has no body).
+        if r["role"] == "client" && r["status"] == 200 {
+            assert_eq!(r["response_body"], "hello\n", "{r}");
+        }
+    }
     assert_eq!(
         count("server", &api_name, 200, "/index.html"),
         OK,

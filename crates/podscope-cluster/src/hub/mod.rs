@@ -282,6 +282,7 @@ impl Session {
                 tracepoint: self.spec.tracepoint.as_ref().map(Into::into),
                 otlp: self.spec.otlp,
                 ftrace_buffer_bytes: self.spec.ftrace_buffer_bytes.unwrap_or(0),
+                capture: self.spec.capture.as_ref().map(Into::into),
             })),
         }
     }
@@ -689,6 +690,7 @@ impl Hub {
             tracepoint: ss.tracepoint.clone().map(Into::into),
             otlp: ss.otlp,
             ftrace_buffer_bytes: (ss.ftrace_buffer_bytes > 0).then_some(ss.ftrace_buffer_bytes),
+            capture: ss.capture.clone().map(Into::into),
         };
         let started = std::time::UNIX_EPOCH + Duration::from_millis(ss.started_unix_ms);
         let mut nodes = BTreeMap::new();

@@ -664,6 +664,7 @@ pub fn run_remote(
         tracepoint: None,
         otlp: false,
         ftrace_buffer_bytes: None,
+        capture: None,
     };
     let mut sink = RemoteSink {
         sink: Observed {
