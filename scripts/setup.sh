@@ -33,7 +33,8 @@ fi
 # iptables (nf_tables backend): tests/drop.rs drops a pod's packets with a rule of its own
 # chain (host INPUT, and OUTPUT inside the pod's netns) and takes the rule's counter as witness;
 # nsenter (util-linux) and ip netns (iproute2) run its senders.
-PKGS=(clang-19 python3 llvm-19 iperf3 libelf-dev zlib1g-dev pkg-config bpftool bpftrace iproute2 protobuf-compiler tcpdump util-linux prometheus openssl docker.io podman busybox-static nginx curl dnsmasq-base nghttp2-client python3-grpcio strace libc6-dev tmux iptables chromium chromium-driver)
+# python3-venv: scripts/otel-sdk.sh makes the OpenTelemetry SDK's venv (PyPI) for tests/xtrace.rs.
+PKGS=(clang-19 python3 llvm-19 iperf3 libelf-dev zlib1g-dev pkg-config bpftool bpftrace iproute2 protobuf-compiler tcpdump util-linux prometheus openssl docker.io podman busybox-static nginx curl dnsmasq-base nghttp2-client python3-grpcio strace libc6-dev tmux iptables chromium chromium-driver python3-venv)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

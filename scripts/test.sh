@@ -23,6 +23,8 @@ fi
 
 bash scripts/setup.sh
 bash testbed/podbed.sh install
+# The OpenTelemetry Python SDK (PyPI) for the instrumented-app test in tests/xtrace.rs.
+bash scripts/otel-sdk.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

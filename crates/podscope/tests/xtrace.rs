@@ -109,6 +109,46 @@ class H(BaseHTTPRequestHandler):
 ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), H).serve_forever()
 "#;
 
+/// The API instrumented with the OpenTelemetry Python SDK (PyPI, from
+/// scripts/otel-sdk.sh): the WSGI middleware makes its SERVER span from the
+/// request's traceparent, the requests instrumentation its CLIENT span to
+/// the callee (and sends that span's traceparent), the OTLP/gRPC exporter
+/// sends them to the test's receiver. A thread per request.
+const SDK_APP: &str = r#"
+import sys
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIServer, WSGIRequestHandler, make_server
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
+import requests
+
+port, callee, otlp = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+provider = TracerProvider(resource=Resource.create({"service.name": "api-sdk"}))
+provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp, insecure=True), schedule_delay_millis=200))
+trace.set_tracer_provider(provider)
+RequestsInstrumentor().instrument()
+
+def app(environ, start):
+    r = requests.get("http://%s/stock/sdk" % callee, timeout=10, headers={"Connection": "close"})
+    out = b"order 0 sdk " + r.content
+    start("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(out)))])
+    return [out]
+
+class Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *a):
+        pass
+
+make_server("0.0.0.0", port, OpenTelemetryMiddleware(app), server_class=Server, handler_class=Quiet).serve_forever()
+"#;
+
 fn wall_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -892,4 +932,193 @@ fn check_api_children(list: &[&Got], api_s: &Got, callee_ip: &str, what: &str) -
         "{what}: the order file's open: {children:#?}"
     );
     has(&|g| g.attrs.get("podscope.bio.op").map(String::as_str) == Some("write")) > 0
+}
+
+/// The host's address on the pods' bridge: the one in the pod's /24.
+fn host_address_towards(pod_ip: &str) -> String {
+    let prefix = pod_ip.rsplit_once('.').unwrap().0.to_string() + ".";
+    let out = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|w| w.split_once('/').map(|(a, _)| a.to_string()))
+        .find(|a| a.starts_with(&prefix) && a != pod_ip)
+        .unwrap_or_else(|| panic!("no host address in {prefix}0/24"))
+}
+
+/// An app instrumented with the OpenTelemetry SDK (issue 11): its own spans
+/// and podscope's land in one trace per request, because both take the ids
+/// on the wire: for each request sent with its own traceparent, the SDK's
+/// SERVER and CLIENT spans and podscope's API SERVER, API CLIENT and callee
+/// SERVER spans all have the request's trace id, exactly one of each, no
+/// span id twice, and every parent is a span of that trace or the caller's
+/// span on the wire. The SDK comes from PyPI (scripts/otel-sdk.sh).
+#[test]
+fn an_apps_own_opentelemetry_spans_and_podscopes_share_each_trace() {
+    if !common::root_or_skip() {
+        return;
+    }
+    const REQUESTS: usize = 20;
+    const SDK_PORT: u16 = 18092;
+    const SDK_OTLP_PORT: u16 = 18319;
+    let venv = PathBuf::from(
+        std::env::var("OTEL_SDK_VENV").unwrap_or_else(|_| "/var/tmp/podscope-otel-sdk".into()),
+    );
+    assert!(
+        venv.join(".podscope-pins").exists(),
+        "the OpenTelemetry Python SDK is not installed at {}: run bash scripts/otel-sdk.sh",
+        venv.display()
+    );
+    let ns = format!("xsdk-{}", suffix());
+    let tmp = TempDir(PathBuf::from(format!(
+        "/var/tmp/podscope-xsdk-{}",
+        suffix()
+    )));
+    let dir = tmp.0.clone();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.py"), SDK_APP).unwrap();
+    std::fs::write(dir.join("callee.py"), CALLEE).unwrap();
+    let callee = pod_of(
+        &ns,
+        "stock",
+        host_container(
+            "callee",
+            &dir,
+            &[PYTHON, "/srv/callee.py", &CALLEE_PORT.to_string()],
+        ),
+    );
+    let callee_ip = callee.pod.ip.clone().expect("an address");
+    let mut rx = GrpcReceiver::start(format!("0.0.0.0:{SDK_OTLP_PORT}").parse().unwrap());
+    let otlp = format!(
+        "http://{}:{SDK_OTLP_PORT}",
+        host_address_towards(&callee_ip)
+    );
+    let python = venv.join("bin/python");
+    let api = pod_of(
+        &ns,
+        "api",
+        host_container(
+            "app",
+            &dir,
+            &[
+                python.to_str().unwrap(),
+                "/srv/app.py",
+                &SDK_PORT.to_string(),
+                &format!("{callee_ip}:{CALLEE_PORT}"),
+                &otlp,
+            ],
+        )
+        .mount(venv.to_str().unwrap(), venv.to_str().unwrap(), true),
+    );
+    let api_ip = api.pod.ip.clone().expect("an address");
+    wait_port("the callee to listen", &callee_ip, CALLEE_PORT);
+    wait_port("the instrumented api to listen", &api_ip, SDK_PORT);
+    let get = |tp: &str| {
+        let mut s = TcpStream::connect((api_ip.as_str(), SDK_PORT)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(
+            s,
+            "GET /order HTTP/1.1\r\nHost: shop\r\n{tp}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(
+            resp.starts_with("HTTP/1.0 200") && resp.contains("in-stock"),
+            "{resp}"
+        );
+    };
+    // Warm-up (imports, the exporter's channel) before the trace.
+    get("");
+    let ps = start_podscope(&[
+        "http",
+        "-n",
+        &ns,
+        "--otlp-endpoint",
+        &format!("http://127.0.0.1:{SDK_OTLP_PORT}"),
+        "--otlp-protocol",
+        "grpc",
+        "--spans",
+        "requests",
+    ]);
+    let before = wall_ns();
+    let sent: Vec<(String, String)> = (0..REQUESTS)
+        .map(|_| (random_hex(16), random_hex(8)))
+        .collect();
+    for (t, c) in &sent {
+        get(&format!("traceparent: 00-{t}-{c}-01\r\n"));
+    }
+    let store = rx.store.clone();
+    let in_trace = |t: &str| -> Vec<(String, Got)> {
+        store
+            .spans_of_any_scope()
+            .into_iter()
+            .filter(|(_, g)| hex(&g.span.trace_id) == *t)
+            .collect()
+    };
+    wait_for(
+        "five spans of every request",
+        Duration::from_secs(60),
+        || sent.iter().all(|(t, _)| in_trace(t).len() >= 5),
+    );
+    // A little longer: a duplicate would come now.
+    std::thread::sleep(Duration::from_secs(1));
+    let stderr = ps.stop();
+    let after = wall_ns();
+    rx.stop();
+    let mut ids = BTreeSet::new();
+    for (t, caller) in &sent {
+        let list = in_trace(t);
+        let what = format!("trace {t}");
+        let sdk = |k: SpanKind| -> Vec<&Got> {
+            list.iter()
+                .filter(|(scope, g)| scope != "podscope" && kind(g) == k as i32)
+                .map(|(_, g)| g)
+                .collect()
+        };
+        let ours: Vec<&Got> = list
+            .iter()
+            .filter(|(s, _)| s == "podscope")
+            .map(|(_, g)| g)
+            .collect();
+        let (sdk_s, sdk_c) = (sdk(SpanKind::Server), sdk(SpanKind::Client));
+        assert_eq!(
+            (sdk_s.len(), sdk_c.len()),
+            (1, 1),
+            "{what}: the SDK's spans: {list:#?}\n{stderr}"
+        );
+        assert_eq!(sdk_s[0].resource["service.name"], "api-sdk");
+        let api_s = one(&ours, "api", SpanKind::Server, &what);
+        let api_c = one(&ours, "api", SpanKind::Client, &what);
+        let stock_s = one(&ours, "stock", SpanKind::Server, &what);
+        assert_eq!(list.len(), 5, "{what}: nothing else: {list:#?}");
+        // Both SERVER spans hang under the caller's span on the wire; each
+        // CLIENT span under its own side's SERVER span; the callee's SERVER
+        // span under podscope's CLIENT span (the same connection).
+        assert_eq!(parent(sdk_s[0]), *caller, "{what}");
+        assert_eq!(parent(&api_s), *caller, "{what}");
+        assert_eq!(parent(sdk_c[0]), id(sdk_s[0]), "{what}");
+        assert_eq!(parent(&api_c), id(&api_s), "{what}");
+        assert_eq!(parent(&stock_s), id(&api_c), "{what}");
+        // The SDK's spans lie within podscope's view of the same request.
+        assert!(
+            sdk_s[0].span.start_time_unix_nano + 1_000_000 >= api_s.span.start_time_unix_nano
+                && sdk_s[0].span.end_time_unix_nano <= api_s.span.end_time_unix_nano + 1_000_000,
+            "{what}: {:#?} {:#?}",
+            sdk_s[0].span,
+            api_s.span
+        );
+        let all: Vec<&Got> = list.iter().map(|(_, g)| g).collect();
+        check_parents_in_trace(&all, Some(caller), before, after, &what);
+        for g in &all {
+            assert!(ids.insert(id(g)), "{what}: span id {} twice", id(g));
+        }
+    }
+    eprintln!(
+        "{REQUESTS} requests: each trace has the SDK's 2 spans and podscope's 3, {} distinct span ids",
+        ids.len()
+    );
 }

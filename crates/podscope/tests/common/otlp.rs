@@ -98,6 +98,36 @@ impl Store {
         out
     }
 
+    /// Every span from any instrumentation scope (an application's own SDK
+    /// spans beside podscope's), with its scope's name.
+    pub fn spans_of_any_scope(&self) -> Vec<(String, Got)> {
+        let mut out = Vec::new();
+        for (headers, req) in self.traces.lock().unwrap().iter() {
+            for rs in &req.resource_spans {
+                let resource = attrs(&rs.resource.clone().unwrap_or_default().attributes);
+                for ss in &rs.scope_spans {
+                    let scope = ss
+                        .scope
+                        .as_ref()
+                        .map(|s| s.name.clone())
+                        .unwrap_or_default();
+                    for span in &ss.spans {
+                        out.push((
+                            scope.clone(),
+                            Got {
+                                resource: resource.clone(),
+                                attrs: attrs(&span.attributes),
+                                headers: headers.clone(),
+                                span: span.clone(),
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     pub fn logs(&self) -> Vec<GotLog> {
         let mut out = Vec::new();
         for (headers, req) in self.logs.lock().unwrap().iter() {
