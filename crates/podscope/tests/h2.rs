@@ -393,6 +393,92 @@ fn h2_over_tls_agrees_exactly_with_nginx_access_log_on_both_sides() {
     );
 }
 
+/// `--capture-headers` on HTTP/2 (HPACK-decoded): the regular header fields
+/// kept for curl's request and nginx's response are exactly those `curl -v`
+/// says it sent and got (its `Host` line is HTTP/2's `:authority`, a
+/// pseudo-header, reported as `host`), on both ends; credentials never.
+#[test]
+fn h2c_captured_headers_agree_with_curls_own_account() {
+    if !ready(&[(NGINX, "nginx"), ("/usr/bin/curl", "curl")]) {
+        return;
+    }
+    let cg = Cgroup::new("h2hdr");
+    let nginx = Nginx::start(&cg, "h2hdr");
+    let trace = Trace::start_with(
+        &cg,
+        "http",
+        &["--capture-headers", "--redact-header", "x-tenant"],
+    );
+    let (auth, tenant) = (
+        format!("Authorization: Bearer {SECRET}"),
+        format!("X-Tenant: {SECRET}"),
+    );
+    let url = nginx.url("/index.html");
+    let out = cg
+        .command(&[
+            "/usr/bin/curl",
+            "-s",
+            "-v",
+            "--max-time",
+            "10",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-H",
+            &auth,
+            "-H",
+            &tenant,
+            "-H",
+            "X-Order: 42",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let verbose = String::from_utf8_lossy(&out.stderr).to_string();
+    let (events, err) = trace.stop();
+    let said = |mark: &str| -> Vec<(String, String)> {
+        verbose
+            .lines()
+            .filter_map(|l| l.strip_prefix(mark))
+            .filter_map(|l| l.trim_end().split_once(": "))
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.to_string()))
+            .filter(|(n, _)| n != "host")
+            .map(|(n, v)| {
+                let v = if n == "authorization" || n == "x-tenant" {
+                    "[redacted]".to_string()
+                } else {
+                    v
+                };
+                (n, v)
+            })
+            .collect()
+    };
+    let (sent, got) = (said("> "), said("< "));
+    assert!(
+        sent.iter().any(|(n, v)| n == "x-order" && v == "42"),
+        "{verbose}"
+    );
+    assert!(got.iter().any(|(n, _)| n == "content-length"), "{verbose}");
+    let pairs = |v: &Value| -> Vec<(String, String)> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("no headers: {v}"))
+            .iter()
+            .map(|p| (p[0].as_str().unwrap().into(), p[1].as_str().unwrap().into()))
+            .collect()
+    };
+    for (comm, role) in [("curl", "client"), ("nginx", "server")] {
+        let e: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["probe"] == "http" && e["comm"] == comm && e["role"] == role)
+            .collect();
+        assert_eq!(e.len(), 1, "{comm}: {events:?}\n{err}");
+        assert_eq!(e[0]["version"], "HTTP/2", "{}", e[0]);
+        assert_eq!(pairs(&e[0]["request_headers"]), sent, "{comm}: {}", e[0]);
+        assert_eq!(pairs(&e[0]["response_headers"]), got, "{comm}: {}", e[0]);
+    }
+}
+
 #[test]
 fn h2c_requests_agree_exactly_with_nginx_access_log_on_both_sides() {
     if !ready(&[
