@@ -119,10 +119,7 @@ fn samples() -> Vec<(&'static str, m::Event)> {
                 error: None,
                 rpc: None,
                 trace_context: None,
-                request_headers: Vec::new(),
-                response_headers: Vec::new(),
-                request_body: None,
-                response_body: None,
+                capture: None,
             })),
         ),
     ]

@@ -201,6 +201,15 @@ impl Wire<Vec<proto::Header>> for Vec<(String, String)> {
     }
 }
 
+impl Wire<Option<proto::HttpCapture>> for Option<Box<m::HttpCapture>> {
+    fn to_wire(&self) -> Option<proto::HttpCapture> {
+        self.as_deref().map(Into::into)
+    }
+    fn from_wire(w: Option<proto::HttpCapture>) -> Self {
+        w.map(|c| Box::new(c.into()))
+    }
+}
+
 /// `From<&Model> for Wire` and `From<Wire> for Model`, field by field;
 /// `skip` names model fields the wire does not carry (set to their default).
 macro_rules! mirror {
@@ -249,7 +258,10 @@ mirror!(m::RpcInfo => proto::RpcInfo { system, service, method, status, message 
 mirror!(m::HttpEvent => proto::HttpEvent {
     kind, role, version, method, path, host, status, duration_ns, request_bytes, response_bytes,
     tls, truncated, family, saddr, sport, daddr, dport, peer_namespace, peer_pod, error, rpc,
-    trace_context, request_headers, response_headers, request_body, response_body
+    trace_context, capture
+});
+mirror!(m::HttpCapture => proto::HttpCapture {
+    request_headers, response_headers, request_body, response_body
 });
 mirror!(m::DnsEvent => proto::DnsEvent {
     kind, role, id, name, qtype, rcode, answers, latency_ns, family, saddr, sport, daddr, dport,
@@ -802,10 +814,12 @@ mod tests {
                     sampled: Some(true),
                     tracestate: Some("a=b".into()),
                 })),
-                request_headers: vec![("user-agent".into(), "curl/8".into())],
-                response_headers: vec![("server".into(), "nginx".into())],
-                request_body: Some("{\"a\":1}".into()),
-                response_body: None,
+                capture: Some(Box::new(m::HttpCapture {
+                    request_headers: vec![("user-agent".into(), "curl/8".into())],
+                    response_headers: vec![("server".into(), "nginx".into())],
+                    request_body: Some("{\"a\":1}".into()),
+                    response_body: None,
+                })),
             }),
             m::EventData::Dns(m::DnsEvent {
                 kind: "query".into(),

@@ -824,6 +824,15 @@ pub struct HttpEvent {
     /// or B3), when it carried a valid one. No other header value is kept.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub trace_context: Option<Box<TraceContext>>,
+    /// Headers and body bytes kept (`--capture-headers`, `--capture-body`);
+    /// boxed, as most requests have none.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub capture: Option<Box<HttpCapture>>,
+}
+
+/// What a request event kept of headers and bodies, when asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpCapture {
     /// With `--capture-headers`: the request's headers as `[name, value]`
     /// pairs in order (lowercase names; the values of credential headers
     /// and of `--redact-header` names are `[redacted]`).

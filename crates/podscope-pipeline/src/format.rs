@@ -710,10 +710,7 @@ mod tests {
             peer_pod: String::new(),
             error: None,
             trace_context: None,
-            request_headers: Vec::new(),
-            response_headers: Vec::new(),
-            request_body: None,
-            response_body: None,
+            capture: None,
             rpc: Some(podscope_model::RpcInfo {
                 system: "grpc".into(),
                 service: "demo.Echo".into(),

@@ -37,18 +37,9 @@ const SECRET_NAME_PARTS: &[&str] = &[
     "signature",
 ];
 
-/// What an exchange kept (each part only when asked for and present).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Captured {
-    /// Request headers in order (lowercase names; credentials [`REDACTED`]).
-    pub request_headers: Vec<(String, String)>,
-    /// Response headers (HTTP/2: then its trailers).
-    pub response_headers: Vec<(String, String)>,
-    /// The request body's first bytes, redacted.
-    pub request_body: Option<String>,
-    /// The response body's first bytes, redacted.
-    pub response_body: Option<String>,
-}
+/// What an exchange kept (each part only when asked for and present): the
+/// request event's own type, so it moves into the event as it is.
+pub use podscope_model::HttpCapture as Captured;
 
 /// The capture settings of a trace (all off by default).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

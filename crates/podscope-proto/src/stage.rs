@@ -616,10 +616,7 @@ fn blank(d: &SockDataEvent) -> HttpEvent {
         error: None,
         rpc: None,
         trace_context: None,
-        request_headers: Vec::new(),
-        response_headers: Vec::new(),
-        request_body: None,
-        response_body: None,
+        capture: None,
     }
 }
 
@@ -641,21 +638,8 @@ fn exchange(d: &SockDataEvent, x: Exchange) -> HttpEvent {
             crate::tracectx::Pickup::Valid(c) => Some(c),
             _ => None,
         },
-        ..captured(x.captured, blank(d))
-    }
-}
-
-/// `base` with what the exchange kept of headers and bodies.
-fn captured(c: Option<Box<crate::capture::Captured>>, base: HttpEvent) -> HttpEvent {
-    match c {
-        None => base,
-        Some(c) => HttpEvent {
-            request_headers: c.request_headers,
-            response_headers: c.response_headers,
-            request_body: c.request_body,
-            response_body: c.response_body,
-            ..base
-        },
+        capture: x.captured,
+        ..blank(d)
     }
 }
 

@@ -350,7 +350,7 @@ pub struct TraceArgs {
     pub http_capture_bytes: u32,
 
     /// http/grpc/tls: keep each request's and response's headers (-o json:
-    /// request_headers, response_headers; OTLP: http.request.header.NAME).
+    /// capture.request_headers, .response_headers; OTLP: http.request.header.NAME).
     /// The values of Authorization, Proxy-Authorization, Cookie, Set-Cookie,
     /// X-Api-Key, X-Auth-Token, X-CSRF-Token, X-XSRF-Token and of every
     /// --redact-header name are never kept ("[redacted]").
@@ -358,10 +358,11 @@ pub struct TraceArgs {
     pub capture_headers: bool,
 
     /// http/tls: keep the first BYTES of each HTTP/1 request and response
-    /// body (-o json: request_body, response_body), at most what the kernel
-    /// copied (--http-capture-bytes per read or write). Values of JSON
-    /// members and form fields named like secrets (password, token, secret,
-    /// api_key, auth, session, ...) and Bearer/Basic tokens are "[redacted]".
+    /// body (-o json: capture.request_body, .response_body), at most what
+    /// the kernel copied (--http-capture-bytes per read or write). Values of
+    /// JSON members and form fields named like secrets (password, token,
+    /// secret, api_key, auth, session, ...) and Bearer/Basic tokens are
+    /// "[redacted]".
     #[arg(long, value_name = "BYTES", value_parser = parse_capture)]
     pub capture_body: Option<u32>,
 

@@ -2705,7 +2705,7 @@ fn http_requests_through_the_hub_and_the_agents_red_metrics() {
     let (_, l) = api(port, "GET", "/v1/sessions", None);
     assert_eq!(l[0]["capture"], json!({"headers": true, "body": 64}), "{l}");
     for r in &reqs {
-        let host = r["request_headers"]
+        let host = r["capture"]["request_headers"]
             .as_array()
             .and_then(|h| h.iter().find(|p| p[0] == "host"))
             .unwrap_or_else(|| panic!("no host header kept: {r}"));
@@ -2713,7 +2713,7 @@ fn http_requests_through_the_hub_and_the_agents_red_metrics() {
         // wget reads the file; busybox httpd sends it with sendfile (not
         // copied, so the server side has no body).
         if r["role"] == "client" && r["status"] == 200 {
-            assert_eq!(r["response_body"], "hello\n", "{r}");
+            assert_eq!(r["capture"]["response_body"], "hello\n", "{r}");
         }
     }
     assert_eq!(

@@ -474,8 +474,18 @@ fn h2c_captured_headers_agree_with_curls_own_account() {
             .collect();
         assert_eq!(e.len(), 1, "{comm}: {events:?}\n{err}");
         assert_eq!(e[0]["version"], "HTTP/2", "{}", e[0]);
-        assert_eq!(pairs(&e[0]["request_headers"]), sent, "{comm}: {}", e[0]);
-        assert_eq!(pairs(&e[0]["response_headers"]), got, "{comm}: {}", e[0]);
+        assert_eq!(
+            pairs(&e[0]["capture"]["request_headers"]),
+            sent,
+            "{comm}: {}",
+            e[0]
+        );
+        assert_eq!(
+            pairs(&e[0]["capture"]["response_headers"]),
+            got,
+            "{comm}: {}",
+            e[0]
+        );
     }
 }
 

@@ -523,17 +523,29 @@ fn captured_headers_and_bodies_agree_with_curls_own_account() {
         v[0]
     };
     let client = one("curl", "client", "/post?k=?");
-    assert_eq!(pairs(&client["request_headers"]), sent, "{client}");
-    assert_eq!(pairs(&client["response_headers"]), got, "{client}");
-    assert_eq!(client["request_body"], kept_body, "{client}");
-    assert_eq!(client["response_body"], "posted\n", "{client}");
+    assert_eq!(
+        pairs(&client["capture"]["request_headers"]),
+        sent,
+        "{client}"
+    );
+    assert_eq!(
+        pairs(&client["capture"]["response_headers"]),
+        got,
+        "{client}"
+    );
+    assert_eq!(client["capture"]["request_body"], kept_body, "{client}");
+    assert_eq!(client["capture"]["response_body"], "posted\n", "{client}");
     let served = one("nginx", "server", "/post?k=?");
-    assert_eq!(pairs(&served["request_headers"]), sent, "{served}");
-    assert_eq!(served["request_body"], kept_body, "{served}");
+    assert_eq!(
+        pairs(&served["capture"]["request_headers"]),
+        sent,
+        "{served}"
+    );
+    assert_eq!(served["capture"]["request_body"], kept_body, "{served}");
     // nginx's proxy passes the body on (and its own headers).
     let proxied = one("nginx", "client", "/sink?k=?");
-    assert_eq!(proxied["request_body"], kept_body, "{proxied}");
-    assert_eq!(proxied["response_body"], "posted\n", "{proxied}");
+    assert_eq!(proxied["capture"]["request_body"], kept_body, "{proxied}");
+    assert_eq!(proxied["capture"]["response_body"], "posted\n", "{proxied}");
     assert!(
         !out.contains(SECRET) && !err.contains(SECRET),
         "a credential leaked:\n{out}\n{err}"

@@ -972,29 +972,31 @@ impl RequestSpan {
         }
         // --capture-headers: `http.request.header.<name>` as the conventions
         // have them (a string array: a name may repeat); --capture-body.
-        for (side, headers) in [
-            ("request", &h.request_headers),
-            ("response", &h.response_headers),
-        ] {
-            let mut by_name: Vec<(&str, Vec<AnyValue>)> = Vec::new();
-            for (n, v) in headers {
-                match by_name.iter_mut().find(|(k, _)| k == n) {
-                    Some((_, vs)) => vs.push(str_value(v)),
-                    None => by_name.push((n, vec![str_value(v)])),
+        if let Some(c) = &h.capture {
+            for (side, headers) in [
+                ("request", &c.request_headers),
+                ("response", &c.response_headers),
+            ] {
+                let mut by_name: Vec<(&str, Vec<AnyValue>)> = Vec::new();
+                for (n, v) in headers {
+                    match by_name.iter_mut().find(|(k, _)| k == n) {
+                        Some((_, vs)) => vs.push(str_value(v)),
+                        None => by_name.push((n, vec![str_value(v)])),
+                    }
+                }
+                for (n, values) in by_name {
+                    a.push(kv(
+                        &format!("http.{side}.header.{n}"),
+                        Value::ArrayValue(ArrayValue { values }),
+                    ));
                 }
             }
-            for (n, values) in by_name {
-                a.push(kv(
-                    &format!("http.{side}.header.{n}"),
-                    Value::ArrayValue(ArrayValue { values }),
-                ));
+            if let Some(b) = &c.request_body {
+                a.push(kv_str("podscope.http.request.body", b));
             }
-        }
-        if let Some(b) = &h.request_body {
-            a.push(kv_str("podscope.http.request.body", b));
-        }
-        if let Some(b) = &h.response_body {
-            a.push(kv_str("podscope.http.response.body", b));
+            if let Some(b) = &c.response_body {
+                a.push(kv_str("podscope.http.response.body", b));
+            }
         }
         a.push(kv_int("process.pid", i64::from(pid)));
         a.push(kv_int("thread.id", i64::from(tid)));
@@ -1610,10 +1612,7 @@ pub(crate) mod tests {
             dport: 40000,
             peer_namespace: String::new(),
             peer_pod: String::new(),
-            request_headers: Vec::new(),
-            response_headers: Vec::new(),
-            request_body: None,
-            response_body: None,
+            capture: None,
             trace_context: None,
             rpc: Some(podscope_model::RpcInfo {
                 system: "grpc".into(),

@@ -898,10 +898,7 @@ mod tests {
                 peer_pod: String::new(),
                 error: None,
                 rpc: None,
-                request_headers: Vec::new(),
-                response_headers: Vec::new(),
-                request_body: None,
-                response_body: None,
+                capture: None,
                 trace_context: ctx.map(|(t, s)| {
                     Box::new(TraceContext {
                         format: "w3c".into(),
