@@ -4,11 +4,13 @@
 //!
 //! Usage: podscope-bench [--quick] [--pods | --only-pods | --only-cluster | --contention | --http | --drop | --net | --hub-scale] [--json FILE]
 //! (`podscope-bench workload KIND N CGROUP` is the storm child it spawns;
-//! `cluster-storm` and `cluster-client` are the cluster benchmark's children.)
+//! `cluster-storm` and `cluster-client` are the cluster benchmark's children;
+//! `record-http OUT -- CMD` records the parsers' regression corpus.)
 
 mod accel;
 mod cluster;
 mod contention;
+mod corpus;
 mod drop;
 mod http;
 mod hubscale;
@@ -42,6 +44,7 @@ fn main() -> Result<()> {
         Some("spin") => contention::spin(),
         Some("cluster-storm") => return cluster::storm_main(&args[1..]),
         Some("cluster-client") => return cluster::client_main(&args[1..]),
+        Some("record-http") => return corpus::record(&args[1..]),
         _ => {}
     }
     let quick = args.iter().any(|a| a == "--quick");
