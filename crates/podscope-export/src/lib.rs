@@ -11,6 +11,7 @@
 //!
 //! Every metric is documented in `docs/metrics.md`.
 
+mod accel;
 mod error;
 mod exporter;
 pub mod hist;

@@ -441,6 +441,7 @@ pub struct Metrics {
     registry: Registry,
     fam: Families,
     resources: Arc<Resources>,
+    accel: Arc<crate::accel::AccelMetrics>,
     node: String,
     grace: Duration,
     /// Bumped whenever series are removed: observers drop their cached handles.
@@ -467,10 +468,13 @@ impl Metrics {
         let resources = Arc::new(Resources::new(node.clone(), host));
         registry.register_collector(Box::new(resources.clone()));
         registry.register_collector(Box::new(SelfStats));
+        let accel = Arc::new(crate::accel::AccelMetrics::new(node.clone()));
+        registry.register_collector(Box::new(accel.clone()));
         Arc::new(Metrics {
             registry,
             fam,
             resources,
+            accel,
             node,
             grace,
             generation: AtomicU64::new(0),
@@ -522,6 +526,7 @@ impl Metrics {
     /// pods that have been gone for longer than the grace period.
     pub fn set_pods(&self, pods: &[Pod]) {
         self.resources.update(pods);
+        self.accel.update(pods);
         self.fam.pods_tracked.set(pods.len() as i64);
         let live: HashSet<(&str, &str)> = pods
             .iter()

@@ -691,7 +691,7 @@ fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
 type Who<'a> = [(&'static str, &'a str); 4];
 
 /// Encodes one family from `(labels, value)` pairs; nothing when there are none.
-fn family<L: EncodeLabelSet, V>(
+pub(crate) fn family<L: EncodeLabelSet, V>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,

@@ -603,6 +603,51 @@ fn accelerated_pods_exchange_byte_exact_data_and_counters_match() {
     }
     assert!(!table.contains("b-other"), "{table}");
 
+    // Prometheus (a real server) scraping a trace's exporter sees the same
+    // counters, per pod by name, while nothing else moves.
+    let exporter = common::prom::MetricsTrace::start(&["exec", "-n", &ns]);
+    let prom = common::prom::Prometheus::start(exporter.addr);
+    let st = status();
+    let secs = Duration::from_secs(30);
+    for pod in ["a-srv", "a-cli"] {
+        for (metric, field) in [
+            ("podscope_accel_redirected_bytes_total", "bytes_redirected"),
+            (
+                "podscope_accel_redirected_messages_total",
+                "messages_redirected",
+            ),
+            (
+                "podscope_accel_connections_accelerated_total",
+                "connections_accelerated",
+            ),
+            ("podscope_accel_sockets", "sockets_now"),
+        ] {
+            let q = format!("{metric}{{namespace=\"{ns}\",pod=\"{pod}\"}}");
+            let want = pod_stat(&st, pod, field) as f64;
+            assert_eq!(
+                prom.wait_value(&q, want, secs),
+                Some(want),
+                "{q} vs --status {field}"
+            );
+        }
+    }
+    assert_eq!(
+        prom.wait_value("podscope_accel_enabled", 1.0, secs),
+        Some(1.0)
+    );
+    for reason in ["loopback", "peer_not_local", "peer_not_selected"] {
+        let q = format!("podscope_accel_left_alone_total{{reason=\"{reason}\"}}");
+        let want = counter(&st, &format!("left_alone_{reason}")) as f64;
+        assert_eq!(prom.wait_value(&q, want, secs), Some(want), "{q}");
+    }
+    assert!(
+        prom.query("podscope_accel_sockets{pod=\"b-other\"}")
+            .is_empty(),
+        "an unselected pod has no series"
+    );
+    drop(prom);
+    drop(exporter);
+
     // Idempotent: again is an update, not a second attachment.
     let again: Value = serde_json::from_str(
         podscope_ok(&[

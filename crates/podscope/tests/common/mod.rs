@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod otlp;
+pub mod prom;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
