@@ -274,20 +274,6 @@ impl Dump {
     }
 }
 
-/// The host's address on the pods' bridge (same /24 as the pod).
-fn host_addr_near(pod_ip: &str) -> String {
-    let prefix = pod_ip.rsplit_once('.').unwrap().0.to_string() + ".";
-    let out = Command::new("ip")
-        .args(["-4", "-o", "addr"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|w| w.split_once('/').map(|p| p.0.to_string()))
-        .find(|a| a.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no host address in {prefix}0/24"))
-}
-
 /// A host echo server (the pod-to-remote peer).
 fn host_echo(addr: &str) -> std::thread::JoinHandle<()> {
     let l = TcpListener::bind((addr.parse::<IpAddr>().unwrap(), HOST_PORT)).unwrap();
@@ -545,7 +531,7 @@ fn accelerated_pods_exchange_byte_exact_data_and_counters_match() {
     assert_eq!(me[0]["bytes_redirected"], sr["sent"]);
 
     // Pod to the host: left alone, counted as peer not local.
-    let host = host_addr_near(&srv_ip);
+    let host = common::host_address_towards(&srv_ip);
     let echo = host_echo(&host);
     let before = status();
     cli.run(json!({"op": "open", "conn": "remote", "ip": host, "port": HOST_PORT}));

@@ -172,6 +172,21 @@ fn pod_of(ns: &str, name: &str, c: ContainerSpec) -> PodGuard {
     run_pod(&PodSpec::new(name, ns).unwrap(), &[c])
 }
 
+/// The callee pod ("stock", CALLEE on CALLEE_PORT) and its address.
+fn callee_pod(ns: &str, dir: &Path) -> (PodGuard, String) {
+    let callee = pod_of(
+        ns,
+        "stock",
+        host_container(
+            "callee",
+            dir,
+            &[PYTHON, "/srv/callee.py", &CALLEE_PORT.to_string()],
+        ),
+    );
+    let ip = callee.pod.ip.clone().expect("an address");
+    (callee, ip)
+}
+
 fn wait_port(what: &str, ip: &str, port: u16) {
     let addr = format!("{ip}:{port}").parse().unwrap();
     wait_for(what, Duration::from_secs(30), || {
@@ -339,16 +354,7 @@ fn one_trace_per_request_through_nginx_a_threaded_app_and_its_callee() {
     );
     let dns_ip = dns.pod.ip.clone().expect("the dns pod has an address");
     std::fs::write(dir.join("resolv.conf"), format!("nameserver {dns_ip}\n")).unwrap();
-    let callee = pod_of(
-        &ns,
-        "stock",
-        host_container(
-            "callee",
-            &dir,
-            &[PYTHON, "/srv/callee.py", &CALLEE_PORT.to_string()],
-        ),
-    );
-    let callee_ip = callee.pod.ip.clone().expect("an address");
+    let (callee, callee_ip) = callee_pod(&ns, &dir);
     let api = pod_of(
         &ns,
         "api",
@@ -934,20 +940,6 @@ fn check_api_children(list: &[&Got], api_s: &Got, callee_ip: &str, what: &str) -
     has(&|g| g.attrs.get("podscope.bio.op").map(String::as_str) == Some("write")) > 0
 }
 
-/// The host's address on the pods' bridge: the one in the pod's /24.
-fn host_address_towards(pod_ip: &str) -> String {
-    let prefix = pod_ip.rsplit_once('.').unwrap().0.to_string() + ".";
-    let out = Command::new("ip")
-        .args(["-o", "-4", "addr", "show"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|w| w.split_once('/').map(|(a, _)| a.to_string()))
-        .find(|a| a.starts_with(&prefix) && a != pod_ip)
-        .unwrap_or_else(|| panic!("no host address in {prefix}0/24"))
-}
-
 /// An app instrumented with the OpenTelemetry SDK (issue 11): its own spans
 /// and podscope's land in one trace per request, because both take the ids
 /// on the wire: for each request sent with its own traceparent, the SDK's
@@ -981,20 +973,11 @@ fn an_apps_own_opentelemetry_spans_and_podscopes_share_each_trace() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("app.py"), SDK_APP).unwrap();
     std::fs::write(dir.join("callee.py"), CALLEE).unwrap();
-    let callee = pod_of(
-        &ns,
-        "stock",
-        host_container(
-            "callee",
-            &dir,
-            &[PYTHON, "/srv/callee.py", &CALLEE_PORT.to_string()],
-        ),
-    );
-    let callee_ip = callee.pod.ip.clone().expect("an address");
+    let (_callee, callee_ip) = callee_pod(&ns, &dir);
     let mut rx = GrpcReceiver::start(format!("0.0.0.0:{SDK_OTLP_PORT}").parse().unwrap());
     let otlp = format!(
         "http://{}:{SDK_OTLP_PORT}",
-        host_address_towards(&callee_ip)
+        common::host_address_towards(&callee_ip)
     );
     let python = venv.join("bin/python");
     let api = pod_of(

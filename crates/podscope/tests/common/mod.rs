@@ -444,3 +444,18 @@ pub fn make_certs(tag: &str) -> PathBuf {
     }
     dir
 }
+
+/// The host's address on the pods' bridge: the one in the pod's /24 (what a
+/// pod dials to reach a server on the host).
+pub fn host_address_towards(pod_ip: &str) -> String {
+    let prefix = pod_ip.rsplit_once('.').unwrap().0.to_string() + ".";
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|w| w.split_once('/').map(|p| p.0.to_string()))
+        .find(|a| a.starts_with(&prefix) && a != pod_ip)
+        .unwrap_or_else(|| panic!("no host address in {prefix}0/24"))
+}
