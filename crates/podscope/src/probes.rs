@@ -223,8 +223,8 @@ pub fn tracepoints(glob: &str, format: Format) -> Result<()> {
                         FieldKind::Int => "int",
                         FieldKind::Pointer => "pointer",
                         FieldKind::Array { .. } => "array",
-                        FieldKind::DataLoc { chars: false }
-                        | FieldKind::RelLoc { chars: false } => "array",
+                        FieldKind::DataLoc { chars: false, .. }
+                        | FieldKind::RelLoc { chars: false, .. } => "array",
                         _ => "string",
                     },
                     filterable: x.is_string()

@@ -252,8 +252,19 @@ fn context(format: &str, t: &str, s: &str) -> (String, String) {
 /// One GET /order through nginx (Connection: close) with these header
 /// lines: the client's local port and the body.
 fn order(ip: &str, tp: &str) -> (u16, String) {
-    let mut s = TcpStream::connect((ip, NGINX_PORT)).unwrap();
-    let port = s.local_addr().unwrap().port();
+    let (port, resp) = get_order(ip, NGINX_PORT, tp);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    (
+        port,
+        resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+    )
+}
+
+/// GET /order on `ip:port` (Connection: close) with these header lines:
+/// the client's local port and the whole response.
+fn get_order(ip: &str, port: u16, tp: &str) -> (u16, String) {
+    let mut s = TcpStream::connect((ip, port)).unwrap();
+    let local = s.local_addr().unwrap().port();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
         s,
@@ -262,11 +273,7 @@ fn order(ip: &str, tp: &str) -> (u16, String) {
     .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    (
-        port,
-        resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
-    )
+    (local, resp)
 }
 
 /// Which order each client port got: the API numbers its orders and calls
@@ -1000,15 +1007,7 @@ fn an_apps_own_opentelemetry_spans_and_podscopes_share_each_trace() {
     wait_port("the callee to listen", &callee_ip, CALLEE_PORT);
     wait_port("the instrumented api to listen", &api_ip, SDK_PORT);
     let get = |tp: &str| {
-        let mut s = TcpStream::connect((api_ip.as_str(), SDK_PORT)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        write!(
-            s,
-            "GET /order HTTP/1.1\r\nHost: shop\r\n{tp}Connection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
+        let (_, resp) = get_order(&api_ip, SDK_PORT, tp);
         assert!(
             resp.starts_with("HTTP/1.0 200") && resp.contains("in-stock"),
             "{resp}"

@@ -357,8 +357,8 @@ pub(crate) fn compile(fmt: &Format, cmps: &[Cmp]) -> Result<Option<Vec<Pred>>, S
             }
             (FieldKind::Int | FieldKind::Pointer, None) => (signed, f.size, f.offset, f.size),
             (FieldKind::Chars, None) => (3, f.size, f.offset, f.size),
-            (FieldKind::DataLoc { chars: true }, None) => (4, 4, f.offset, 4),
-            (FieldKind::RelLoc { chars: true }, None) => (5, 4, f.offset, 4),
+            (FieldKind::DataLoc { chars: true, .. }, None) => (4, 4, f.offset, 4),
+            (FieldKind::RelLoc { chars: true, .. }, None) => (5, 4, f.offset, 4),
             (FieldKind::Array { .. }, None) => {
                 return Err(format!(
                     "--filter: {}'s field '{}' is {} (an array): compare one element, e.g. '{}[0] == 1'",

@@ -20,13 +20,21 @@ pub enum FieldKind {
     },
     /// `__data_loc char[] name`: a u32 (length << 16 | offset from the record start).
     DataLoc {
-        /// A string (`char[]`) rather than bytes.
+        /// A string (`char[]`) rather than a list of elements.
         chars: bool,
+        /// Bytes per element (`u64[]`: 8; `cpumask_t`: a bitmap of unsigned longs).
+        elem: u8,
+        /// The elements are signed (`int[]`, `s32[]`).
+        signed: bool,
     },
     /// `__rel_loc char[] name` (5.18+): like DataLoc, offset from the end of the u32.
     RelLoc {
-        /// A string (`char[]`) rather than bytes.
+        /// A string (`char[]`) rather than a list of elements.
         chars: bool,
+        /// Bytes per element.
+        elem: u8,
+        /// The elements are signed.
+        signed: bool,
     },
 }
 
@@ -53,8 +61,8 @@ impl Field {
         matches!(
             self.kind,
             FieldKind::Chars
-                | FieldKind::DataLoc { chars: true }
-                | FieldKind::RelLoc { chars: true }
+                | FieldKind::DataLoc { chars: true, .. }
+                | FieldKind::RelLoc { chars: true, .. }
         )
     }
 
@@ -120,12 +128,18 @@ impl Format {
                 t == "char" || t == "unsigned char" || t == "signed char"
             };
             let kind = if let Some(t) = ctype.strip_prefix("__data_loc ") {
+                let (chars, elem, signed) = dynamic_elements(t);
                 FieldKind::DataLoc {
-                    chars: t.trim_end_matches("[]").trim() == "char",
+                    chars,
+                    elem,
+                    signed,
                 }
             } else if let Some(t) = ctype.strip_prefix("__rel_loc ") {
+                let (chars, elem, signed) = dynamic_elements(t);
                 FieldKind::RelLoc {
-                    chars: t.trim_end_matches("[]").trim() == "char",
+                    chars,
+                    elem,
+                    signed,
                 }
             } else if ctype.ends_with('*') {
                 FieldKind::Pointer
@@ -190,7 +204,16 @@ impl Format {
                             .collect(),
                     )
                 }
-                FieldKind::DataLoc { chars } | FieldKind::RelLoc { chars } => {
+                FieldKind::DataLoc {
+                    chars,
+                    elem,
+                    signed,
+                }
+                | FieldKind::RelLoc {
+                    chars,
+                    elem,
+                    signed,
+                } => {
                     let loc = uint(data, f.offset, 4) as usize;
                     let mut start = loc & 0xffff;
                     if matches!(f.kind, FieldKind::RelLoc { .. }) {
@@ -204,9 +227,17 @@ impl Format {
                     let bytes = data
                         .get(start.min(data.len())..end.min(data.len()))
                         .unwrap_or(&[]);
+                    let elem = usize::from(elem);
                     if chars {
                         TpValue::Str(c_string(bytes))
+                    } else if elem > 1 && bytes.len() % elem == 0 {
+                        TpValue::List(
+                            (0..bytes.len() / elem)
+                                .map(|i| int(bytes, i * elem, elem, signed))
+                                .collect(),
+                        )
                     } else {
+                        // Elements of an unknown size, or a cut array: bytes.
                         TpValue::List(bytes.iter().map(|b| TpValue::Uint(*b as u64)).collect())
                     }
                 }
@@ -215,6 +246,36 @@ impl Format {
         }
         (TpFields(out), truncated)
     }
+}
+
+/// A dynamic array's element type (`char[]`, `u64[]`, `unsigned int[]`,
+/// `cpumask_t`): (a string, bytes per element, signed). Types it does not
+/// know are bytes.
+fn dynamic_elements(t: &str) -> (bool, u8, bool) {
+    let t = t.trim().trim_end_matches("[]").trim();
+    let t = t.strip_prefix("const ").unwrap_or(t).trim();
+    if t == "char" {
+        return (true, 1, false);
+    }
+    if t.ends_with('*') {
+        return (false, 8, false);
+    }
+    let (elem, signed) = match t {
+        "u8" | "__u8" | "unsigned char" | "uint8_t" => (1, false),
+        "s8" | "__s8" | "signed char" | "int8_t" => (1, true),
+        "u16" | "__u16" | "unsigned short" | "uint16_t" | "__be16" | "__le16" => (2, false),
+        "s16" | "__s16" | "short" | "int16_t" => (2, true),
+        "u32" | "__u32" | "unsigned int" | "unsigned" | "uint32_t" | "__be32" | "__le32"
+        | "pid_t" => (4, matches!(t, "pid_t")),
+        "s32" | "__s32" | "int" | "int32_t" => (4, true),
+        "u64" | "__u64" | "unsigned long" | "unsigned long long" | "uint64_t" | "size_t"
+        | "dma_addr_t" | "phys_addr_t" | "__be64" | "__le64"
+        // A cpumask is a bitmap of unsigned longs.
+        | "cpumask_t" | "struct cpumask" => (8, false),
+        "s64" | "__s64" | "long" | "long long" | "int64_t" | "ssize_t" | "loff_t" => (8, true),
+        _ => (1, false),
+    };
+    (false, elem, signed)
 }
 
 /// `unsigned int len` -> ("unsigned int", "len", None); `char comm[16]` ->
@@ -295,7 +356,14 @@ print fmt: \"...\"\n";
                 "delta"
             ]
         );
-        assert_eq!(f.fields[0].kind, FieldKind::DataLoc { chars: true });
+        assert_eq!(
+            f.fields[0].kind,
+            FieldKind::DataLoc {
+                chars: true,
+                elem: 1,
+                signed: false
+            }
+        );
         assert_eq!(f.fields[2].kind, FieldKind::Chars);
         assert_eq!(f.fields[3].kind, FieldKind::Pointer);
         assert_eq!(f.fields[4].kind, FieldKind::Array { elem: 1 });
@@ -363,5 +431,92 @@ print fmt: \"...\"\n";
             split_decl("char comm[TASK_COMM_LEN]"),
             ("char".into(), "comm".into(), Some(0))
         );
+    }
+
+    /// This kernel's (6.18) dma:dma_map_sg and ipi:ipi_send_cpumask formats,
+    /// as tracefs has them (print fmt left out): dynamic arrays of u64,
+    /// unsigned int and a cpumask decode element by element.
+    #[test]
+    fn dynamic_arrays_decode_by_their_element_type() {
+        let dma = "name: dma_map_sg\nID: 431\nformat:\n\
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;\n\
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;\n\
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\
+\tfield:__data_loc char[] device;\toffset:8;\tsize:4;\tsigned:0;\n\
+\tfield:int full_nents;\toffset:12;\tsize:4;\tsigned:1;\n\
+\tfield:int full_ents;\toffset:16;\tsize:4;\tsigned:1;\n\
+\tfield:bool truncated;\toffset:20;\tsize:1;\tsigned:0;\n\
+\tfield:__data_loc u64[] phys_addrs;\toffset:24;\tsize:4;\tsigned:0;\n\
+\tfield:__data_loc u64[] dma_addrs;\toffset:28;\tsize:4;\tsigned:0;\n\
+\tfield:__data_loc unsigned int[] lengths;\toffset:32;\tsize:4;\tsigned:0;\n\
+\tfield:enum dma_data_direction dir;\toffset:36;\tsize:4;\tsigned:0;\n\
+\tfield:unsigned long attrs;\toffset:40;\tsize:8;\tsigned:0;\n\n\
+print fmt: \"...\"\n";
+        let f = Format::parse("dma:dma_map_sg", dma).unwrap();
+        let kind = |n: &str| f.field(n).unwrap().kind;
+        let loc = |elem, signed| FieldKind::DataLoc {
+            chars: false,
+            elem,
+            signed,
+        };
+        assert_eq!(kind("phys_addrs"), loc(8, false));
+        assert_eq!(kind("lengths"), loc(4, false));
+        // A record: the fixed part (48 bytes), then "sda\0", two phys
+        // addresses, one dma address (cut: 4 of its 8 bytes) and two lengths.
+        let mut r = vec![0u8; 48];
+        let put_loc = |r: &mut Vec<u8>, at: usize, bytes: &[u8]| {
+            let off = r.len() as u32;
+            r[at..at + 4].copy_from_slice(&((bytes.len() as u32) << 16 | off).to_ne_bytes());
+            r.extend_from_slice(bytes);
+        };
+        put_loc(&mut r, 8, b"sda\0");
+        let phys: Vec<u8> = [0x1000u64, 0xdead_beef_0000]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        put_loc(&mut r, 24, &phys);
+        put_loc(&mut r, 28, &0x2000u64.to_ne_bytes()[..4]);
+        let lens: Vec<u8> = [4096u32, 512]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        put_loc(&mut r, 32, &lens);
+        let (fields, truncated) = f.decode(&r);
+        assert!(!truncated);
+        let get = |n: &str| fields.0.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        assert_eq!(get("device"), TpValue::Str("sda".into()));
+        assert_eq!(
+            get("phys_addrs"),
+            TpValue::List(vec![TpValue::Uint(0x1000), TpValue::Uint(0xdead_beef_0000)])
+        );
+        assert_eq!(
+            get("lengths"),
+            TpValue::List(vec![TpValue::Uint(4096), TpValue::Uint(512)])
+        );
+        // Not a whole element: its bytes, as before.
+        assert_eq!(
+            get("dma_addrs"),
+            TpValue::List(
+                0x2000u64.to_ne_bytes()[..4]
+                    .iter()
+                    .map(|b| TpValue::Uint(*b as u64))
+                    .collect()
+            )
+        );
+        let ipi = "name: ipi_send_cpumask\nID: 12\nformat:\n\
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;\n\
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;\n\
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\
+\tfield:__data_loc cpumask_t cpumask;\toffset:8;\tsize:4;\tsigned:0;\n\
+\tfield:void * callsite;\toffset:16;\tsize:8;\tsigned:0;\n\
+\tfield:void * callback;\toffset:24;\tsize:8;\tsigned:0;\n\n\
+print fmt: \"...\"\n";
+        let f = Format::parse("ipi:ipi_send_cpumask", ipi).unwrap();
+        assert_eq!(f.field("cpumask").unwrap().kind, loc(8, false));
+        assert_eq!(dynamic_elements("s32[]"), (false, 4, true));
+        assert_eq!(dynamic_elements("struct foo[]"), (false, 1, false));
+        assert_eq!(dynamic_elements("char[]"), (true, 1, false));
     }
 }
