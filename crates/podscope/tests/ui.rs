@@ -510,7 +510,7 @@ fn pages_in_chromium_show_pods_the_service_map_and_a_live_session() {
     // CPU and memory from the agent's usage reports. Witnesses: the busy
     // loop takes about one CPU, a sleeping pod next to none, and the
     // sleeping pod's memory is what its cgroup says (memory.current less
-    // inactive_file, the working set; a sleeping process's does not move).
+    // inactive_file, the working set).
     let cell = |name: &str, class: &str| -> String {
         b.js(
             "const r = [...document.querySelectorAll('#pods-body tr')].find(t => t.dataset.pod === arguments[0]);
@@ -525,11 +525,13 @@ fn pages_in_chromium_show_pods_the_service_map_and_a_live_session() {
     wait_for("the CPU and MEM columns", Duration::from_secs(20), || {
         !cell("burner", "cpu").is_empty() && !cell(html_name, "mem").is_empty()
     });
-    let snapshot: Value = b.js(
-        "return fetch('api/snapshot', {credentials: 'same-origin'}).then(r => r.json())",
-        json!([]),
-    );
-    let row = |name: &str| {
+    // The shown figures are the node's last usage report (every few
+    // seconds); a sleeping pod's working set can still move a little
+    // (the kernel ages its file pages), so the page is read again, for
+    // at most 20 s, until a report agrees with the cgroup read right after
+    // it.
+    let cg = html_pod.pod.containers[0].cgroup_path.clone().unwrap();
+    let fetch_row = |snapshot: &Value, name: &str| -> Value {
         snapshot["pods"]
             .as_array()
             .unwrap()
@@ -538,6 +540,24 @@ fn pages_in_chromium_show_pods_the_service_map_and_a_live_session() {
             .cloned()
             .unwrap()
     };
+    let started = std::time::Instant::now();
+    let (snapshot, shown, witness) = loop {
+        let snapshot: Value = b.js(
+            "return fetch('api/snapshot', {credentials: 'same-origin'}).then(r => r.json())",
+            json!([]),
+        );
+        let shown = fetch_row(&snapshot, html_name)["memory_bytes"]
+            .as_f64()
+            .unwrap();
+        let witness = common::cgroup_working_set(&cg) as f64;
+        if (shown - witness).abs() <= witness * 0.1 + 65536.0
+            || started.elapsed() > Duration::from_secs(20)
+        {
+            break (snapshot, shown, witness);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let row = |name: &str| fetch_row(&snapshot, name);
     // (On a loaded 2-core machine the loop gets less than a whole CPU.)
     let busy = row("burner")["cpu_percent"].as_f64().unwrap();
     let idle = row(html_name)["cpu_percent"].as_f64().unwrap_or(0.0);
@@ -546,9 +566,6 @@ fn pages_in_chromium_show_pods_the_service_map_and_a_live_session() {
         idle < 5.0 && busy > 10.0 * idle,
         "a sleeping pod at {idle}% CPU, the loop at {busy}%"
     );
-    let cg = html_pod.pod.containers[0].cgroup_path.clone().unwrap();
-    let witness = common::cgroup_working_set(&cg) as f64;
-    let shown = row(html_name)["memory_bytes"].as_f64().unwrap();
     assert!(
         (shown - witness).abs() <= witness * 0.1 + 65536.0,
         "memory {shown} shown, {witness} in the cgroup"
