@@ -3378,13 +3378,21 @@ fn fails_on_node(port: u16, node: &str, body: Value) -> String {
 
 /// A pod `forker` in `ns` whose shell forks `/bin/true` `forks` times once
 /// /tmp/go is written, then writes /tmp/done; returned when the node reports it.
-fn forker_pod(port: u16, sock: &Path, ns: &str, forks: usize) -> PodGuard {
+/// With `inner`, each round its shell also forks a shell of its own that
+/// notes itself in /tmp/inner and forks `/bin/true` once more (not its last
+/// command, so it is forked, not exec'd).
+fn forker_pod(port: u16, sock: &Path, ns: &str, forks: usize, inner: bool) -> PodGuard {
+    let more = if inner {
+        "sh -c 'echo x >> /tmp/inner; /bin/true; :'; "
+    } else {
+        ""
+    };
     let p = pod(
         sock,
         "forker",
         ns,
         &format!(
-            "mkfifo /tmp/go; read x < /tmp/go; i=0; while [ $i -lt {forks} ]; do /bin/true; i=$((i+1)); done; : > /tmp/done; exec sleep 3600"
+            "mkfifo /tmp/go; read x < /tmp/go; i=0; while [ $i -lt {forks} ]; do /bin/true; {more}i=$((i+1)); done; : > /tmp/done; exec sleep 3600"
         ),
     );
     wait_for(
@@ -3475,9 +3483,11 @@ fn remote_run(port: u16, tok: &Path, args: &[&str], pid: u32) -> Remote {
 
 /// A session of `ftrace:` tracepoints through the hub (container-tracer's
 /// model: the agent runs it in a tracefs instance of its own, no BPF): the
-/// CLI's `trace ftrace:sched:sched_process_fork` on a pod prints exactly the
-/// pod's forks (its shell's N runs of /bin/true), with the pod's identity,
-/// and its summary adds up; mixing ftrace with other probes is refused.
+/// CLI's `trace ftrace:sched:sched_process_fork --filter 'parent_pid == SH'`
+/// on a pod prints exactly the forks of the pod's shell (N runs of /bin/true
+/// and N inner shells), with the pod's identity, and none of the N forks
+/// the inner shells make (cut by the node's ftrace filter); its summary
+/// adds up; mixing ftrace with other probes is refused.
 #[test]
 fn ftrace_sessions_run_through_the_hub() {
     const FORKS: usize = 5;
@@ -3487,7 +3497,7 @@ fn ftrace_sessions_run_through_the_hub() {
     let _hub = hub(port, &[]);
     let a = agent(port, "ft-node", &sock, &tok, &[]);
     let ns = format!("ft-hub-{}", suffix());
-    let forker = forker_pod(port, &sock, &ns, FORKS);
+    let forker = forker_pod(port, &sock, &ns, FORKS, true);
     let (st, v) = api(
         port,
         "POST",
@@ -3534,8 +3544,8 @@ fn ftrace_sessions_run_through_the_hub() {
         "{why}"
     );
     let sh = forker.pod.containers[0].pid.unwrap();
-    // The filter travels to the node's ftrace instance (every fork of the
-    // workload passes it; tests/tracepoints.rs shows ftrace cutting).
+    // The filter travels to the node's ftrace instance and cuts there: the
+    // inner shells' forks (parent_pid theirs) never leave the kernel.
     let filter = format!("parent_pid == {sh} && child_pid > 0");
     let Remote { cli, err, said, id } = remote_run(
         port,
@@ -3582,7 +3592,11 @@ fn ftrace_sessions_run_through_the_hub() {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["tracepoint"] == "sched:sched_process_fork")
         .collect();
-    assert_eq!(forks.len(), FORKS, "{out}\n{said}");
+    // The witness that there was something to cut: each inner shell ran
+    // (and forked its /bin/true).
+    let inner = std::fs::read_to_string(format!("/proc/{sh}/root/tmp/inner")).unwrap();
+    assert_eq!(inner.lines().count(), FORKS, "{inner}");
+    assert_eq!(forks.len(), 2 * FORKS, "{out}\n{said}");
     let mut children = std::collections::BTreeSet::new();
     for f in &forks {
         assert_eq!(f["fields"]["parent_pid"].as_u64(), Some(sh as u64), "{f}");
@@ -3594,9 +3608,10 @@ fn ftrace_sessions_run_through_the_hub() {
         assert_eq!(f["node"], "ft-node", "{f}");
         children.insert(f["fields"]["child_pid"].as_u64().unwrap());
     }
-    assert_eq!(children.len(), FORKS, "{out}");
+    assert_eq!(children.len(), 2 * FORKS, "{out}");
+    let n = 2 * FORKS;
     assert!(
-        said.contains(&format!("{FORKS} printed = {FORKS} the trace wrote")),
+        said.contains(&format!("{n} printed = {n} the trace wrote")),
         "{said}"
     );
 }
@@ -3634,7 +3649,7 @@ fn hub_sessions_export_over_otlp_from_the_agent() {
         ],
     );
     let ns = format!("otlp-hub-{}", suffix());
-    let forker = forker_pod(port, &sock, &ns, FORKS);
+    let forker = forker_pod(port, &sock, &ns, FORKS, false);
     let sh = forker.pod.containers[0].pid.unwrap();
     let Remote { cli, err, said, id } = remote_run(
         port,
