@@ -5,9 +5,10 @@
 //!
 //! Each direction is a frame reader and an HPACK decoder ([`crate::hpack`]).
 //! Only what a request event needs is kept: header blocks until decoded,
-//! SETTINGS, RST_STREAM and GOAWAY payloads; DATA payloads are skipped, so a
-//! hole inside one (a long message captured only in part, a sendfile body)
-//! costs nothing. A hole that covers a frame header loses the frame sync:
+//! SETTINGS, RST_STREAM and GOAWAY payloads; DATA payloads are skipped (with
+//! `--capture-body N`, their first N bytes per stream and direction are kept,
+//! de-padded), so a hole inside one (a long message captured only in part, a
+//! sendfile body) costs nothing but cuts a kept body there. A hole that covers a frame header loses the frame sync:
 //! that direction waits for a read or write that starts with a plausible
 //! frame header, and its HPACK table becomes partial (requests after it are
 //! reported with what is still known and a reason).
@@ -188,6 +189,8 @@ struct Dir {
     started: bool,
     /// The time of the read or write being fed.
     now: u64,
+    /// DATA payload bytes kept per frame (`--capture-body`; 0: skipped).
+    body: usize,
 }
 
 impl Dir {
@@ -200,6 +203,7 @@ impl Dir {
             hpack: Decoder::new(false),
             started: false,
             now: 0,
+            body: 0,
         }
     }
 }
@@ -215,6 +219,9 @@ struct Stream {
     grpc_status: Option<u32>,
     grpc_message: Option<String>,
     header_state_unknown: bool,
+    /// `--capture-body`: the first bytes of the request's and the
+    /// response's DATA, and whether a hole cut them (nothing more is kept).
+    bodies: [(Vec<u8>, bool); 2],
 }
 
 /// What the frame readers tell the connection.
@@ -234,6 +241,9 @@ enum Ev {
         stream: u32,
         end_stream: bool,
         wire: u64,
+        /// With `--capture-body`: the frame's first data bytes (padding
+        /// removed), and whether some of those wanted were not copied.
+        kept: Option<(Vec<u8>, bool)>,
     },
     Reset {
         stream: u32,
@@ -261,8 +271,8 @@ pub struct Connection {
     from_start: bool,
     /// A header block went by (a preface after it is not a start).
     blocks_seen: bool,
-    /// What is kept beyond the default fields (headers; bodies are not
-    /// kept for HTTP/2).
+    /// What is kept beyond the default fields (headers, the first bytes of
+    /// DATA).
     capture: std::sync::Arc<crate::capture::Capture>,
 }
 
@@ -280,8 +290,12 @@ impl Connection {
 
     /// A connection that keeps what `capture` asks for.
     pub fn with_capture(capture: std::sync::Arc<crate::capture::Capture>) -> Connection {
+        let mut dirs = [Dir::new(), Dir::new()];
+        for d in &mut dirs {
+            d.body = capture.body;
+        }
         Connection {
-            dirs: [Dir::new(), Dir::new()],
+            dirs,
             seq: [0; 2],
             requests: None,
             streams: HashMap::new(),
@@ -330,7 +344,14 @@ impl Connection {
                     + d.block.as_ref().map_or(0, |b| b.bytes.capacity())
             })
             .sum::<usize>()
-            + self.streams.len() * std::mem::size_of::<Stream>()
+            + self
+                .streams
+                .values()
+                .map(|s| {
+                    std::mem::size_of::<Stream>()
+                        + s.bodies.iter().map(|b| b.0.capacity()).sum::<usize>()
+                })
+                .sum::<usize>()
     }
 
     /// One read or write: `len` bytes moved at stream offset `seq`, of which
@@ -425,6 +446,7 @@ impl Connection {
                 stream,
                 end_stream,
                 wire,
+                kept,
             } => {
                 let Some(req_side) = self.requests else {
                     return;
@@ -432,6 +454,15 @@ impl Connection {
                 let Some(s) = self.streams.get_mut(&stream) else {
                     return;
                 };
+                if let Some((bytes, cut)) = kept {
+                    let (body, body_cut) = &mut s.bodies[usize::from(side != req_side)];
+                    if !*body_cut {
+                        let room = self.capture.body.saturating_sub(body.len());
+                        body.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                        // A hole after what is kept cuts nothing.
+                        *body_cut = cut && body.len() < self.capture.body;
+                    }
+                }
                 if side == req_side {
                     s.ex.request_bytes += wire;
                     if end_stream {
@@ -458,7 +489,7 @@ impl Connection {
                         "stream reset by the {who} ({})",
                         error_code_name(code)
                     ));
-                    out.push(Outcome::Exchange(finish(s)));
+                    out.push(Outcome::Exchange(finish(s, &self.capture)));
                 }
             }
             Ev::GoAway { last, code } => {
@@ -476,7 +507,7 @@ impl Connection {
                             "not processed: connection going away (GOAWAY {})",
                             error_code_name(code)
                         ));
-                        out.push(Outcome::Exchange(finish(s)));
+                        out.push(Outcome::Exchange(finish(s, &self.capture)));
                     }
                 }
             }
@@ -636,7 +667,7 @@ impl Connection {
             .is_some_and(|s| s.request_done && s.response_done);
         if done {
             if let Some(s) = self.streams.remove(&stream) {
-                out.push(Outcome::Exchange(finish(s)));
+                out.push(Outcome::Exchange(finish(s, &self.capture)));
             }
         }
     }
@@ -653,16 +684,29 @@ impl Connection {
         if let Some(mut s) = self.streams.remove(&id) {
             s.ex.end_ns = s.ex.end_ns.max(at_ns);
             s.ex.error = Some("too many open streams on the connection".into());
-            out.push(Outcome::Exchange(finish(s)));
+            out.push(Outcome::Exchange(finish(s, &self.capture)));
         }
     }
 
     /// The connection closed (or the trace ended): open streams are
     /// reported, with the time of their last frame as their end.
-    pub fn close(&mut self, _at_ns: u64, why: &str) -> Vec<Outcome> {
+    pub fn close(&mut self, at_ns: u64, why: &str) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        // A kept DATA frame still coming: what came of it counts.
+        for i in 0..2 {
+            let d = &mut self.dirs[i];
+            if let State::Payload { frame, .. } = d.state {
+                if frame.kind == DATA && d.body > 0 {
+                    let p = std::mem::take(&mut d.payload);
+                    let ev = d.data_event(frame, &p, true);
+                    d.state = State::Skip;
+                    let side = if i == 0 { Side::Tx } else { Side::Rx };
+                    self.handle(side, at_ns, ev, &mut out);
+                }
+            }
+        }
         let mut ids: Vec<u32> = self.streams.keys().copied().collect();
         ids.sort_unstable();
-        let mut out = Vec::new();
         for id in ids {
             if let Some(mut s) = self.streams.remove(&id) {
                 let what = if !s.request_seen {
@@ -673,15 +717,22 @@ impl Connection {
                     "no response"
                 };
                 s.ex.error = Some(format!("{what}: {why}"));
-                out.push(Outcome::Exchange(finish(s)));
+                out.push(Outcome::Exchange(finish(s, &self.capture)));
             }
         }
         out
     }
 }
 
-fn finish(s: Stream) -> Exchange {
+fn finish(s: Stream, capture: &crate::capture::Capture) -> Exchange {
     let mut ex = s.ex;
+    let [(req, _), (resp, _)] = s.bodies;
+    if !req.is_empty() {
+        ex.captured_mut().request_body = Some(capture.body_text(&req));
+    }
+    if !resp.is_empty() {
+        ex.captured_mut().response_body = Some(capture.body_text(&resp));
+    }
     if s.grpc {
         let (service, method) = grpc_path(&ex.path);
         ex.rpc = Some(Box::new(RpcInfo {
@@ -777,12 +828,21 @@ impl Dir {
     /// `n` bytes of this direction are missing here. False if they were
     /// not inside the current frame's payload (sync lost, or already lost).
     fn gap(&mut self, n: u64, evs: &mut Vec<Ev>) -> bool {
+        let kept = self.payload.len();
+        let body = self.body;
         match &mut self.state {
             State::Payload {
-                left, keep, broken, ..
+                frame,
+                left,
+                keep,
+                broken,
             } if n <= *left => {
                 *left -= n;
-                if *keep {
+                // (A hole in a DATA frame after the body bytes kept of it
+                // cuts nothing.)
+                if *keep
+                    && (frame.kind != DATA || kept < body + usize::from(frame.flags & PADDED != 0))
+                {
                     *broken = true;
                 }
                 if *left == 0 {
@@ -800,7 +860,14 @@ impl Dir {
         }
     }
 
-    fn lose_sync(&mut self, _evs: &mut Vec<Ev>) {
+    fn lose_sync(&mut self, evs: &mut Vec<Ev>) {
+        if let State::Payload { frame, .. } = self.state {
+            if frame.kind == DATA && self.body > 0 {
+                // The frame's end is in the hole: what was kept of it, cut.
+                let p = std::mem::take(&mut self.payload);
+                evs.push(self.data_event(frame, &p, true));
+            }
+        }
         self.state = State::Skip;
         self.hdr.clear();
         self.payload = Vec::new();
@@ -840,10 +907,18 @@ impl Dir {
                     }
                 }
                 State::Payload {
-                    left, keep, broken, ..
+                    frame,
+                    left,
+                    keep,
+                    broken,
                 } => {
                     let n = (*left).min(data.len() as u64) as usize;
-                    if *keep && !*broken {
+                    if *keep && !*broken && frame.kind == DATA {
+                        // The first bytes only; the rest goes by.
+                        let cap = self.body + usize::from(frame.flags & PADDED != 0);
+                        let room = cap.saturating_sub(self.payload.len());
+                        self.payload.extend_from_slice(&data[..n.min(room)]);
+                    } else if *keep && !*broken {
                         if self.payload.len() + n <= MAX_BLOCK {
                             self.payload.extend_from_slice(&data[..n]);
                         } else {
@@ -870,14 +945,16 @@ impl Dir {
         let keep = match frame.kind {
             HEADERS | PUSH_PROMISE | CONTINUATION => true,
             SETTINGS | RST_STREAM | GOAWAY => frame.len as usize <= MAX_CONTROL,
+            DATA => self.body > 0,
             _ => false,
         };
-        if frame.kind == DATA {
+        if frame.kind == DATA && self.body == 0 {
             // Its payload is skipped; its end of stream is known now.
             evs.push(Ev::Data {
                 stream: frame.stream,
                 end_stream: frame.flags & END_STREAM != 0,
                 wire: 9 + u64::from(frame.len),
+                kept: None,
             });
         }
         self.payload.clear();
@@ -900,6 +977,8 @@ impl Dir {
         };
         let p = std::mem::take(&mut self.payload);
         match frame.kind {
+            // (Kept: the frame is reported at its end, with its first bytes.)
+            DATA if self.body > 0 => evs.push(self.data_event(frame, &p, broken)),
             HEADERS | PUSH_PROMISE => {
                 let mut body: &[u8] = &p;
                 let mut bad = false;
@@ -986,6 +1065,33 @@ impl Dir {
         self.payload.clear();
         if self.payload.capacity() > MAX_CONTROL {
             self.payload = Vec::new();
+        }
+    }
+
+    /// A kept DATA frame: its first bytes without the pad length (and
+    /// without padding, when the data ends before `kept` does).
+    fn data_event(&self, frame: FrameHeader, kept: &[u8], cut: bool) -> Ev {
+        let mut bytes = kept;
+        let mut cut = cut;
+        if frame.flags & PADDED != 0 {
+            let pad = usize::from(kept.first().copied().unwrap_or(0));
+            match (frame.len as usize).checked_sub(1 + pad) {
+                Some(data_len) if !kept.is_empty() => {
+                    bytes = &kept[1..];
+                    bytes = &bytes[..bytes.len().min(data_len)];
+                }
+                _ => {
+                    // Pad length unknown or longer than the frame.
+                    bytes = &[];
+                    cut = true;
+                }
+            }
+        }
+        Ev::Data {
+            stream: frame.stream,
+            end_stream: frame.flags & END_STREAM != 0,
+            wire: 9 + u64::from(frame.len),
+            kept: Some((bytes.to_vec(), cut)),
         }
     }
 

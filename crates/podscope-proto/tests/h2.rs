@@ -404,7 +404,8 @@ fn holes_in_data_cost_nothing_and_a_lost_header_resyncs() {
 }
 
 /// Arbitrary and truncated input: random bytes, real frames mutated and
-/// cut, random splits and holes. No panic, memory per connection bounded,
+/// cut, random splits and holes, with and without bodies kept. No panic,
+/// memory per connection bounded,
 /// and every stream either reported at close or never opened.
 #[test]
 fn arbitrary_and_truncated_input_never_panics_and_stays_bounded() {
@@ -438,7 +439,16 @@ fn arbitrary_and_truncated_input_never_panics_and_stays_bounded() {
         corpus.push(frame(HEADERS, EH, 1, &[0x40, 0x7f, 0xff, 0xff, 0xff, 0x7f]));
     }
     while started.elapsed() < std::time::Duration::from_secs(2) {
-        let mut conn = Connection::new();
+        // Every other connection keeps headers and the first bodies' bytes.
+        let mut conn = if iterations.is_multiple_of(2) {
+            Connection::new()
+        } else {
+            Connection::with_capture(std::sync::Arc::new(podscope_proto::Capture {
+                headers: true,
+                body: rng.usize(1..=16384),
+                ..Default::default()
+            }))
+        };
         let mut seq = [0u64; 2];
         let mut t = 0;
         for _ in 0..rng.usize(1..60) {
@@ -570,4 +580,117 @@ fn captured_h2_headers_redact_credentials() {
         pairs(&[("content-type", "text/plain"), ("x-done", "1")])
     );
     assert!(!format!("{:?}", f.out).contains("secret"));
+}
+
+/// `--capture-body` on HTTP/2: the first bytes of each stream's request and
+/// response DATA, padding removed, across frames and split reads, redacted
+/// like HTTP/1 bodies; a hole cuts a body where it starts (a sendfile body
+/// keeps none), and a stream whose last DATA frame is still coming is not
+/// reported before its bytes arrive.
+#[test]
+fn captured_h2_bodies_are_the_first_bytes_depadded_and_cut_at_holes() {
+    const PAD: u8 = 0x8;
+    let (mut c, mut sv) = (Enc::new(), Enc::new());
+    let mut f = Feed::new();
+    f.conn = Connection::with_capture(std::sync::Arc::new(podscope_proto::Capture {
+        body: 64,
+        ..Default::default()
+    }));
+    let post = |c: &mut Enc, path: &str| {
+        c.block(&[
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", "web"),
+        ])
+    };
+    let padded = |data: &[u8], pad: u8| {
+        let mut p = vec![pad];
+        p.extend_from_slice(data);
+        p.extend(std::iter::repeat_n(0xee, usize::from(pad)));
+        p
+    };
+    // Stream 1: a form in two DATA frames (the first padded), the answer in
+    // one frame split over two writes.
+    let mut m = PREFACE.to_vec();
+    m.extend(frame(HEADERS, EH, 1, &post(&mut c, "/login")));
+    m.extend(frame(DATA, PAD, 1, &padded(b"user=ann&", 3)));
+    m.extend(frame(DATA, ES, 1, b"password=hunter2&remember=1"));
+    f.msg(Side::Rx, &m);
+    let mut r = frame(HEADERS, EH, 1, &sv.block(&[(":status", "200")]));
+    let answer = frame(DATA, ES, 1, b"welcome, ann");
+    r.extend(&answer[..9 + 4]);
+    f.msg(Side::Tx, &r);
+    assert!(
+        f.exchanges().is_empty(),
+        "reported before its last DATA bytes"
+    );
+    f.msg(Side::Tx, &answer[9 + 4..]);
+    let x = f.exchanges();
+    assert_eq!(x.len(), 1);
+    let cap = x[0].captured.as_ref().expect("bodies kept");
+    assert_eq!(
+        cap.request_body.as_deref(),
+        Some("user=ann&password=[redacted]&remember=1")
+    );
+    assert_eq!(cap.response_body.as_deref(), Some("welcome, ann"));
+    assert_eq!(x[0].request_bytes, (m.len() - PREFACE.len()) as u64);
+    assert!(!format!("{:?}", f.out).contains("hunter2"));
+
+    // Stream 3: 100 bytes of answer keep 64; stream 5: a hole inside the
+    // DATA payload keeps what came before it; stream 7: a sendfile body
+    // (frame header written, payload never copied) keeps none.
+    for id in [3u32, 5, 7] {
+        f.msg(
+            Side::Rx,
+            &frame(HEADERS, ES | EH, id, &get(&mut c, &format!("/s{id}"))),
+        );
+        let mut r = frame(HEADERS, EH, id, &sv.block(&[(":status", "200")]));
+        match id {
+            3 => {
+                r.extend(frame(DATA, ES, id, &[b'x'; 100]));
+                f.msg(Side::Tx, &r);
+            }
+            5 => {
+                let d = frame(DATA, ES, id, b"abc-----------xyz");
+                r.extend(&d[..9 + 3]);
+                f.msg(Side::Tx, &r);
+                f.partial(Side::Tx, &[], 11);
+                f.msg(Side::Tx, b"xyz");
+            }
+            _ => {
+                r.extend(&frame(DATA, ES, id, &[0; 5000])[..9]);
+                f.msg(Side::Tx, &r);
+                f.partial(Side::Tx, &[], 5000);
+            }
+        }
+    }
+    let x = f.exchanges();
+    assert_eq!(x.len(), 4, "{:?}", f.out);
+    let body = |x: &Exchange| x.captured.as_ref().and_then(|c| c.response_body.clone());
+    assert_eq!(body(&x[1]).as_deref(), Some("x".repeat(64).as_str()));
+    assert_eq!(body(&x[2]).as_deref(), Some("abc"));
+    assert_eq!(body(&x[3]), None);
+    assert_eq!(x[3].response_bytes, 10 + 5009, "{:?}", x[3]);
+    for e in &x[1..] {
+        assert_eq!(e.status, Some(200));
+        assert!(e.error.is_none(), "{e:?}");
+        assert!(e.captured.as_ref().is_none_or(|c| c.request_body.is_none()));
+    }
+
+    // Stream 9: the connection closes inside its last DATA frame (its
+    // END_STREAM seen): reported at close with what came of the body.
+    f.msg(Side::Rx, &frame(HEADERS, ES | EH, 9, &get(&mut c, "/s9")));
+    let mut r = frame(HEADERS, EH, 9, &sv.block(&[(":status", "200")]));
+    r.extend(&frame(DATA, ES, 9, b"partial answer")[..9 + 7]);
+    f.msg(Side::Tx, &r);
+    let rest = f.conn.close(f.t, "connection closed");
+    let [Outcome::Exchange(e)] = &rest[..] else {
+        panic!("{rest:?}")
+    };
+    assert_eq!(
+        e.captured.as_ref().and_then(|c| c.response_body.as_deref()),
+        Some("partial")
+    );
+    assert!(f.errors().is_empty(), "{:?}", f.errors());
 }

@@ -357,8 +357,9 @@ pub struct TraceArgs {
     #[arg(long)]
     pub capture_headers: bool,
 
-    /// http/tls: keep the first BYTES of each HTTP/1 request and response
-    /// body (-o json: capture.request_body, .response_body), at most what
+    /// http/grpc/tls: keep the first BYTES of each request and response
+    /// body (HTTP/1, de-chunked; HTTP/2 and gRPC: the stream's DATA, padding
+    /// removed; -o json: capture.request_body, .response_body), at most what
     /// the kernel copied (--http-capture-bytes per read or write). Values of
     /// JSON members and form fields named like secrets (password, token,
     /// secret, api_key, auth, session, ...) and Bearer/Basic tokens are
