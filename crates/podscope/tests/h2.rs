@@ -877,7 +877,16 @@ fn grpc_unary_streaming_and_failing_calls_exact_on_both_sides() {
     }
     let cg = Cgroup::new("grpc");
     let metrics = address(9);
-    let trace = Trace::start_with(&cg, "grpc", &["--metrics-listen", &metrics.to_string()]);
+    let trace = Trace::start_with(
+        &cg,
+        "grpc",
+        &[
+            "--metrics-listen",
+            &metrics.to_string(),
+            "--capture-body",
+            "64",
+        ],
+    );
     let mut g = Grpc::start(&cg, "grpc");
     g.calls("say", 3);
     g.calls("stream", 2);
@@ -968,6 +977,32 @@ fn grpc_unary_streaming_and_failing_calls_exact_on_both_sides() {
         err.contains("14 requests (14 gRPC calls), 0 with the header state unknown"),
         "{err}"
     );
+    // --capture-body: each call's messages as the client script sent and
+    // got them, in gRPC's framing (a 0 compression flag, a 4-byte length):
+    // Say echoes b"hi", Stream answers b"s" with three messages, Missing
+    // answers with trailers only (no DATA).
+    let framed = |msgs: &[&[u8]]| -> String {
+        let mut b = Vec::new();
+        for m in msgs {
+            b.push(0u8);
+            b.extend_from_slice(&(m.len() as u32).to_be_bytes());
+            b.extend_from_slice(m);
+        }
+        String::from_utf8(b).unwrap()
+    };
+    for e in &req {
+        let body = |which: &str| e["capture"][which].as_str().map(str::to_string);
+        let (sent, got) = match e["rpc"]["method"].as_str().unwrap() {
+            "Say" => (framed(&[b"hi"]), Some(framed(&[b"hi"]))),
+            "Stream" => (
+                framed(&[b"s"]),
+                Some(framed(&[b"s\x00", b"s\x01", b"s\x02"])),
+            ),
+            _ => (framed(&[b"k1"]), None),
+        };
+        assert_eq!(body("request_body"), Some(sent), "{e}");
+        assert_eq!(body("response_body"), got, "{e}");
+    }
 }
 
 #[test]
