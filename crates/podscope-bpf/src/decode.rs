@@ -124,8 +124,8 @@ pub(crate) fn inet_addr(family: u16, raw: &[u8; 16]) -> String {
     // text of the ones it has formatted (bounded; cleared when full).
     const MAX: usize = 4096;
     thread_local! {
-        static SEEN: std::cell::RefCell<std::collections::HashMap<(u16, [u8; 16]), String>> =
-            std::cell::RefCell::new(std::collections::HashMap::new());
+        static SEEN: std::cell::RefCell<foldhash::HashMap<(u16, [u8; 16]), String>> =
+            std::cell::RefCell::new(foldhash::HashMapExt::new());
     }
     let v6 = family == AF_INET6;
     let mut key = *raw;

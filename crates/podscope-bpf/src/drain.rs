@@ -95,7 +95,7 @@ impl Batch {
         self.raw.is_empty() && self.decoded.is_empty()
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.raw.len() + self.decoded.len()
     }
 

@@ -591,6 +591,8 @@ impl Tracer {
     /// (straight into the caller's vector: an event is 400+ bytes, and every
     /// move of it shows in the per-event cost).
     fn decode(&mut self, batches: Vec<Batch>, out: &mut Vec<Event>) {
+        // Room for them all at once: growing moves every event already in.
+        out.reserve(batches.iter().map(Batch::len).sum());
         for b in batches {
             b.for_each(|src, rec| match src {
                 Source::Probe(i) => {

@@ -92,14 +92,15 @@ pub struct PodIndex {
     node: String,
     mount: Option<CgroupMount>,
     pods: HashMap<String, PodEntry>,
-    cgroups: HashMap<u64, CgroupEntry>,
+    /// (Looked up per event: a fast hasher.)
+    cgroups: foldhash::HashMap<u64, CgroupEntry>,
     last_refresh: Instant,
     refresh_wanted: bool,
     held: VecDeque<Event>,
     /// Pod cgroups the kernel admitted as pending, until user space decides.
     kernel_pending: std::collections::HashSet<u64>,
     /// cgroup ids known not to be pods' (host cgroups), so /proc is read once.
-    host_cgroups: std::collections::HashSet<u64>,
+    host_cgroups: foldhash::HashSet<u64>,
     /// Events dropped because their pod could not be named in time.
     pub unnamed_dropped: u64,
     /// Warning from discovery (e.g. fell back to /proc), shown once.
@@ -140,11 +141,11 @@ impl PodIndex {
             node,
             mount: podscope_runtime::cgroup::cgroup2_mount().ok(),
             pods: HashMap::new(),
-            cgroups: HashMap::new(),
+            cgroups: foldhash::HashMapExt::new(),
             last_refresh: Instant::now(),
             refresh_wanted: false,
             held: VecDeque::new(),
-            host_cgroups: std::collections::HashSet::new(),
+            host_cgroups: foldhash::HashSetExt::new(),
             kernel_pending: std::collections::HashSet::new(),
             unnamed_dropped: 0,
             warning: discovery.warning.clone(),
@@ -746,7 +747,32 @@ impl PodIndex {
 
     /// Runs `events` through [`enrich`](Self::enrich), oldest held ones first;
     /// returns what to deliver, in order.
-    pub fn process(&mut self, events: Vec<Event>) -> Vec<Event> {
+    pub fn process(&mut self, mut events: Vec<Event>) -> Vec<Event> {
+        if self.held.is_empty() {
+            // In place: the events that stay are not moved (an event is
+            // hundreds of bytes; a copy of each showed in the per-event cost).
+            let mut verdicts = VecDeque::new();
+            let gone: Vec<Event> = events
+                .extract_if(.., |ev| match self.enrich(ev) {
+                    Verdict::Emit => false,
+                    v => {
+                        verdicts.push_back(v);
+                        true
+                    }
+                })
+                .collect();
+            for ev in gone {
+                if verdicts.pop_front() != Some(Verdict::Hold) {
+                    continue;
+                }
+                if Instant::now().duration_since(ev_age_anchor(&ev)) > PENDING_TIMEOUT {
+                    self.unnamed_dropped += 1;
+                } else {
+                    self.held.push_back(ev);
+                }
+            }
+            return events;
+        }
         let mut out = Vec::with_capacity(events.len());
         let mut still_held = VecDeque::new();
         let held = std::mem::take(&mut self.held);

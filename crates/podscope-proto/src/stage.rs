@@ -2,7 +2,7 @@
 //! exchange out, per connection (pid + kernel socket), everything else
 //! passed through in order.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use podscope_model::{
     DnsEvent, Event, EventData, HttpEvent, SockDataEvent, SockDataKind, Timestamp,
@@ -277,8 +277,9 @@ impl Stage {
             if outcomes.is_empty() {
                 continue;
             }
-            let last = c.last.clone();
-            self.emit(&last, outcomes, &mut out);
+            // (The connection and the counts are separate fields: no copy
+            // of the latest record is needed to emit from it.)
+            emit(&mut self.stats, self.grpc_only, &c.last, outcomes, &mut out);
         }
         out
     }
@@ -437,67 +438,7 @@ impl Stage {
     }
 
     fn emit(&mut self, last: &Event, outcomes: Vec<Outcome>, out: &mut Vec<Event>) {
-        let EventData::SockData(d) = &last.data else {
-            return;
-        };
-        for o in outcomes {
-            match o {
-                Outcome::Lost { bytes } => self.stats.lost_bytes += bytes,
-                Outcome::ParseError { at_ns, reason } => {
-                    self.stats.parse_errors += 1;
-                    self.stats.h2_failures.count(&reason);
-                    out.push(request_event(
-                        last,
-                        d,
-                        Timestamp(at_ns),
-                        HttpEvent {
-                            kind: "parse_error".into(),
-                            error: Some(reason),
-                            ..blank(d)
-                        },
-                    ));
-                }
-                Outcome::Exchange(x) => {
-                    if self.grpc_only && x.rpc.is_none() {
-                        self.stats.not_grpc += 1;
-                        continue;
-                    }
-                    if x.version == "HTTP/2" {
-                        self.stats.h2_requests += 1;
-                        if x.error
-                            .as_deref()
-                            .is_some_and(|e| e.contains(crate::h2::HEADER_STATE_UNKNOWN))
-                        {
-                            self.stats.h2_header_state_unknown += 1;
-                        }
-                    }
-                    if x.rpc.is_some() {
-                        self.stats.grpc_calls += 1;
-                    }
-                    self.stats.requests += 1;
-                    if x.server {
-                        self.stats.server += 1;
-                    } else {
-                        self.stats.client += 1;
-                    }
-                    if x.truncated {
-                        self.stats.truncated += 1;
-                    }
-                    if x.error.is_some() {
-                        self.stats.incomplete += 1;
-                    }
-                    match &x.trace {
-                        crate::tracectx::Pickup::Valid(_) => self.stats.trace_context += 1,
-                        crate::tracectx::Pickup::Invalid(_) => {
-                            self.stats.trace_context_invalid += 1
-                        }
-                        crate::tracectx::Pickup::None => {}
-                    }
-                    let at = Timestamp(x.start_ns);
-                    out.push(request_event(last, d, at, exchange(d, x)));
-                }
-            }
-        }
+        emit(&mut self.stats, self.grpc_only, last, outcomes, out);
     }
 
     /// The stage's lines for the end-of-trace summary (stderr): one per
@@ -640,6 +581,77 @@ fn exchange(d: &SockDataEvent, x: Exchange) -> HttpEvent {
         },
         capture: x.captured,
         ..blank(d)
+    }
+}
+
+/// The parsers' outcomes for one connection as events (and counts), with
+/// `last` (its latest record) for who and where.
+fn emit(
+    stats: &mut Stats,
+    grpc_only: bool,
+    last: &Event,
+    outcomes: Vec<Outcome>,
+    out: &mut Vec<Event>,
+) {
+    let EventData::SockData(d) = &last.data else {
+        return;
+    };
+
+    for o in outcomes {
+        match o {
+            Outcome::Lost { bytes } => stats.lost_bytes += bytes,
+            Outcome::ParseError { at_ns, reason } => {
+                stats.parse_errors += 1;
+                stats.h2_failures.count(&reason);
+                out.push(request_event(
+                    last,
+                    d,
+                    Timestamp(at_ns),
+                    HttpEvent {
+                        kind: "parse_error".into(),
+                        error: Some(reason),
+                        ..blank(d)
+                    },
+                ));
+            }
+            Outcome::Exchange(x) => {
+                if grpc_only && x.rpc.is_none() {
+                    stats.not_grpc += 1;
+                    continue;
+                }
+                if x.version == "HTTP/2" {
+                    stats.h2_requests += 1;
+                    if x.error
+                        .as_deref()
+                        .is_some_and(|e| e.contains(crate::h2::HEADER_STATE_UNKNOWN))
+                    {
+                        stats.h2_header_state_unknown += 1;
+                    }
+                }
+                if x.rpc.is_some() {
+                    stats.grpc_calls += 1;
+                }
+                stats.requests += 1;
+                if x.server {
+                    stats.server += 1;
+                } else {
+                    stats.client += 1;
+                }
+                if x.truncated {
+                    stats.truncated += 1;
+                }
+                if x.error.is_some() {
+                    stats.incomplete += 1;
+                }
+                match &x.trace {
+                    crate::tracectx::Pickup::Valid(_) => stats.trace_context += 1,
+                    crate::tracectx::Pickup::Invalid(_) => stats.trace_context_invalid += 1,
+                    crate::tracectx::Pickup::None => {}
+                }
+                let at = Timestamp(x.start_ns);
+                out.push(request_event(last, d, at, exchange(d, x)));
+            }
+        }
     }
 }
 
