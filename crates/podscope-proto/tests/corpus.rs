@@ -1,6 +1,7 @@
 //! The parsers' regression corpus: real recordings of the http probe's raw
 //! socket records (tests/corpus/NAME.rec, made by scripts/record-corpus.sh
-//! from Debian's nginx driven by curl and h2load) replayed through the
+//! from Debian's nginx driven by curl and h2load, and a grpcio server and
+//! client) replayed through the
 //! parser stage; what comes out must be byte for byte what NAME.out holds
 //! (every request event as JSON, then the stage's counts). A change in what
 //! the parsers make of real traffic shows here as a diff.
@@ -100,7 +101,7 @@ fn recordings_of_real_servers_replay_byte_exactly() {
         .filter(|p| p.extension().is_some_and(|x| x == "rec"))
         .collect();
     recs.sort();
-    assert!(recs.len() >= 2, "the corpus is missing: {recs:?}");
+    assert!(recs.len() >= 3, "the corpus is missing: {recs:?}");
     for rec in recs {
         let text = std::fs::read_to_string(&rec).unwrap();
         // In batches as a poll gives them (records of a few ms together).
