@@ -70,26 +70,6 @@ curl -s --http2-prior-knowledge -I -o /dev/null http://$IP:18702/big.txt
 h2load -n 20 -c 1 -m 5 -H 'traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' http://$IP:18702/index.html http://$IP:18702/missing >/dev/null
 kill %1; wait
 SH
-cat > "$DIR/grpc_server.py" <<'PY'
-import sys, grpc
-from concurrent import futures
-ident = lambda b: b
-def say(req, ctx): return req
-def stream(req, ctx):
-    for i in range(3): yield req + bytes([i])
-def missing(req, ctx): ctx.abort(grpc.StatusCode.NOT_FOUND, "no such key: k1")
-handlers = {
-    "Say": grpc.unary_unary_rpc_method_handler(say, request_deserializer=ident, response_serializer=ident),
-    "Stream": grpc.unary_stream_rpc_method_handler(stream, request_deserializer=ident, response_serializer=ident),
-    "Missing": grpc.unary_unary_rpc_method_handler(missing, request_deserializer=ident, response_serializer=ident),
-}
-server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("demo.Echo", handlers),))
-server.add_insecure_port(sys.argv[1])
-server.start()
-print("listening", flush=True)
-server.wait_for_termination()
-PY
 cat > "$DIR/grpc_client.py" <<'PY'
 import sys, grpc
 ident = lambda b: b
@@ -114,7 +94,7 @@ print("client calls:", calls, file=open(sys.argv[2], "w"))
 PY
 cat > "$DIR/grpcio.sh" <<SH
 set -e
-/usr/bin/python3 $DIR/grpc_server.py $IP:18703 > $DIR/server.out &
+/usr/bin/python3 $PWD/crates/podscope/tests/grpc_echo_server.py $IP:18703 > $DIR/server.out &
 for i in \$(seq 100); do grep -q listening $DIR/server.out 2>/dev/null && break; sleep 0.1; done
 /usr/bin/python3 $DIR/grpc_client.py $IP:18703 $DIR/client.out
 kill %1; wait || true
