@@ -96,7 +96,7 @@ fn samples() -> Vec<(&'static str, m::Event)> {
         ),
         (
             "http",
-            ev(m::EventData::Http(m::HttpEvent {
+            ev(m::EventData::Http(Box::new(m::HttpEvent {
                 kind: "request".into(),
                 role: "server".into(),
                 version: "HTTP/1.1".into(),
@@ -120,7 +120,7 @@ fn samples() -> Vec<(&'static str, m::Event)> {
                 rpc: None,
                 trace_context: None,
                 capture: None,
-            })),
+            }))),
         ),
     ]
 }

@@ -139,7 +139,7 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
     };
     let ifname = crate::decode::c_str(&raw.ifname);
     let flow = crate::skb_flow::raw_flow!(raw.flow).text();
-    let ev = EventData::Drop(DropEvent {
+    let ev = EventData::Drop(Box::new(DropEvent {
         kind: "drop".into(),
         reason,
         reason_code,
@@ -163,7 +163,7 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
         tcp_flags: flow.tcp_flags,
         len: raw.len,
         ethertype: flow.ethertype,
-    });
+    }));
     Some(h.into_event(clock, ev))
 }
 

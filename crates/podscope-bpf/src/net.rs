@@ -73,7 +73,7 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
     let h = header!(raw.hdr);
     let flow = raw_flow!(raw.flow).text();
     let drop = raw.stage == STAGE_DROP;
-    let ev = EventData::NetPacket(NetPacketEvent {
+    let ev = EventData::NetPacket(Box::new(NetPacketEvent {
         kind: "packet".into(),
         packet: raw.packet,
         skb: format!("{:#x}", raw.skb),
@@ -101,7 +101,7 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
             }
         }),
         location: drop.then(|| crate::drop::location_name(raw.location)),
-    });
+    }));
     let mut e = h.into_event(clock, ev);
     // Packets belong to a pod, not a task.
     e.pid = 0;

@@ -1318,7 +1318,7 @@ fn drop_of_datagrams_and_syns_to_closed_ports() {
         .iter()
         .filter(|e| ours(e))
         .map(|e| match &e.data {
-            EventData::Drop(d) => d,
+            EventData::Drop(d) => d.as_ref(),
             _ => unreachable!(),
         })
         .collect();

@@ -297,11 +297,11 @@ impl From<&m::Event> for proto::Event {
             m::EventData::Syscall(d) => Data::Syscalls(Box::new(d.into())),
             m::EventData::SyscallSummary(d) => Data::SyscallsTotals(Box::new(d.into())),
             m::EventData::SockData(d) => Data::HttpData(Box::new(d.into())),
-            m::EventData::Http(d) => Data::Http(Box::new(d.into())),
-            m::EventData::Dns(d) => Data::Dns(Box::new(d.into())),
+            m::EventData::Http(d) => Data::Http(Box::new(d.as_ref().into())),
+            m::EventData::Dns(d) => Data::Dns(Box::new(d.as_ref().into())),
             m::EventData::Tracepoint(d) => Data::Tracepoint(Box::new(d.into())),
-            m::EventData::Drop(d) => Data::Drop(Box::new(d.into())),
-            m::EventData::NetPacket(d) => Data::Net(Box::new(d.into())),
+            m::EventData::Drop(d) => Data::Drop(Box::new(d.as_ref().into())),
+            m::EventData::NetPacket(d) => Data::Net(Box::new(d.as_ref().into())),
             m::EventData::NetFlow(d) => Data::NetFlows(Box::new(d.into())),
         };
         proto::Event {
@@ -342,11 +342,11 @@ impl TryFrom<proto::Event> for m::Event {
             Data::Syscalls(d) => m::EventData::Syscall((*d).into()),
             Data::SyscallsTotals(d) => m::EventData::SyscallSummary((*d).into()),
             Data::HttpData(d) => m::EventData::SockData((*d).into()),
-            Data::Http(d) => m::EventData::Http((*d).into()),
-            Data::Dns(d) => m::EventData::Dns((*d).into()),
+            Data::Http(d) => m::EventData::Http(Box::new((*d).into())),
+            Data::Dns(d) => m::EventData::Dns(Box::new((*d).into())),
             Data::Tracepoint(d) => m::EventData::Tracepoint((*d).into()),
-            Data::Drop(d) => m::EventData::Drop((*d).into()),
-            Data::Net(d) => m::EventData::NetPacket((*d).into()),
+            Data::Drop(d) => m::EventData::Drop(Box::new((*d).into())),
+            Data::Net(d) => m::EventData::NetPacket(Box::new((*d).into())),
             Data::NetFlows(d) => m::EventData::NetFlow((*d).into()),
         };
         Ok(m::Event {
@@ -778,7 +778,7 @@ mod tests {
                 dport: 80,
                 payload: Vec::new(),
             }),
-            m::EventData::Http(m::HttpEvent {
+            m::EventData::Http(Box::new(m::HttpEvent {
                 kind: "request".into(),
                 role: "server".into(),
                 version: "2".into(),
@@ -820,8 +820,8 @@ mod tests {
                     request_body: Some("{\"a\":1}".into()),
                     response_body: None,
                 })),
-            }),
-            m::EventData::Dns(m::DnsEvent {
+            })),
+            m::EventData::Dns(Box::new(m::DnsEvent {
                 kind: "query".into(),
                 role: "client".into(),
                 id: 0xbeef,
@@ -839,7 +839,7 @@ mod tests {
                 peer_namespace: String::new(),
                 peer_pod: String::new(),
                 error: None,
-            }),
+            })),
             m::EventData::Tracepoint(m::TracepointEvent {
                 kind: "record".into(),
                 tracepoint: "net:net_dev_xmit".into(),
@@ -854,7 +854,7 @@ mod tests {
                 ]),
                 truncated: true,
             }),
-            m::EventData::Drop(m::DropEvent {
+            m::EventData::Drop(Box::new(m::DropEvent {
                 kind: "drop".into(),
                 reason: "NO_SOCKET".into(),
                 reason_code: Some(2),
@@ -872,8 +872,8 @@ mod tests {
                 tcp_flags: "SYN".into(),
                 len: 60,
                 ethertype: 0x0800,
-            }),
-            m::EventData::NetPacket(m::NetPacketEvent {
+            })),
+            m::EventData::NetPacket(Box::new(m::NetPacketEvent {
                 kind: "packet".into(),
                 packet: 9,
                 skb: "0xffff".into(),
@@ -895,7 +895,7 @@ mod tests {
                 ip_len: 84,
                 reason: Some("NOT_SPECIFIED".into()),
                 location: None,
-            }),
+            })),
             m::EventData::NetFlow(m::NetFlowEvent {
                 kind: "flow".into(),
                 protocol: "tcp".into(),

@@ -1477,7 +1477,7 @@ mod tests {
     }
 
     fn http(role: &str, method: &str, status: Option<u16>, peer: (&str, &str)) -> EventData {
-        EventData::Http(podscope_model::HttpEvent {
+        EventData::Http(Box::new(podscope_model::HttpEvent {
             kind: "request".into(),
             role: role.into(),
             version: "HTTP/1.1".into(),
@@ -1501,7 +1501,7 @@ mod tests {
             trace_context: None,
             rpc: None,
             error: None,
-        })
+        }))
     }
 
     fn grpc(role: &str, service: &str, method: &str, status: Option<u32>) -> EventData {
@@ -1764,7 +1764,7 @@ mod tests {
         let m = Metrics::new("n1", Duration::from_secs(60));
         let mut o = m.observer();
         let q = |role: &str, rcode: Option<&str>| {
-            EventData::Dns(podscope_model::DnsEvent {
+            EventData::Dns(Box::new(podscope_model::DnsEvent {
                 kind: "query".into(),
                 role: role.into(),
                 id: 1,
@@ -1782,7 +1782,7 @@ mod tests {
                 peer_namespace: String::new(),
                 peer_pod: String::new(),
                 error: None,
-            })
+            }))
         };
         o.observe(&ev("a", "p", "c", 1, q("client", Some("NOERROR"))));
         o.observe(&ev("a", "p", "c", 1, q("client", Some("NXDOMAIN"))));
@@ -1818,7 +1818,7 @@ mod tests {
         let m = Metrics::new("n1", Duration::from_secs(60));
         let mut o = m.observer();
         let d = |reason: &str| {
-            EventData::Drop(podscope_model::DropEvent {
+            EventData::Drop(Box::new(podscope_model::DropEvent {
                 kind: "drop".into(),
                 reason: reason.into(),
                 reason_code: Some(3),
@@ -1836,7 +1836,7 @@ mod tests {
                 tcp_flags: String::new(),
                 len: 29,
                 ethertype: 0x800,
-            })
+            }))
         };
         // Two containers of one pod (socket-attributed) and the pod itself
         // (netns-attributed): one series per reason.

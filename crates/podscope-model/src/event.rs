@@ -171,16 +171,16 @@ pub enum EventData {
     #[serde(rename = "http_data")]
     SockData(SockDataEvent),
     /// From the http probe: one request and its response.
-    Http(HttpEvent),
+    Http(Box<HttpEvent>),
     /// From the dns probe: one query and its answer.
-    Dns(DnsEvent),
+    Dns(Box<DnsEvent>),
     /// From the tracepoint probe: one record of a tracepoint (`tp:SUBSYSTEM:EVENT`).
     Tracepoint(TracepointEvent),
     /// From the drop probe: one packet the kernel dropped.
-    Drop(DropEvent),
+    Drop(Box<DropEvent>),
     /// From the net probe (`--per-packet`, `--flow`): one packet at one stage.
     #[serde(rename = "net")]
-    NetPacket(NetPacketEvent),
+    NetPacket(Box<NetPacketEvent>),
     /// From the net probe: one flow's totals since the start, every interval
     /// and at the end.
     #[serde(rename = "net_flows")]
@@ -964,6 +964,16 @@ pub struct DnsEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Events are moved between the pipeline's vectors several times each:
+    /// the largest probe parts (HTTP, DNS, drop, net packet) are boxed so
+    /// that every event does not pay for them (672 bytes before).
+    #[test]
+    fn an_event_stays_small() {
+        let size = std::mem::size_of::<Event>();
+        eprintln!("Event: {size} bytes");
+        assert!(size <= 448, "Event grew to {size} bytes");
+    }
 
     #[test]
     fn tracepoint_fields_are_an_object_in_order_and_round_trip() {

@@ -767,7 +767,7 @@ mod tests {
             data,
         };
         assert_eq!(
-            details(&ev(EventData::NetPacket(p.clone()))),
+            details(&ev(EventData::NetPacket(Box::new(p.clone())))),
             format!(
                 "#7 veth_recv  veth1234     +{} (total {}) tcp 10.88.94.2:41000 -> 10.88.94.3:80 [SYN] len 60",
                 human_ns(2_500),
@@ -839,7 +839,7 @@ mod tests {
             uid: 0,
             comm: String::new(),
             cgroup_id: 0,
-            data: EventData::Drop(d.clone()),
+            data: EventData::Drop(Box::new(d.clone())),
         };
         assert_eq!(
             details(&ev(&d)),

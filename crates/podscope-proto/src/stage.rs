@@ -393,7 +393,7 @@ impl Stage {
             uid: last.uid,
             comm: last.comm.clone(),
             cgroup_id: last.cgroup_id,
-            data: EventData::Dns(ev),
+            data: EventData::Dns(Box::new(ev)),
         });
     }
 
@@ -664,7 +664,7 @@ fn request_event(last: &Event, _d: &SockDataEvent, at: Timestamp, h: HttpEvent) 
         uid: last.uid,
         comm: last.comm.clone(),
         cgroup_id: last.cgroup_id,
-        data: EventData::Http(h),
+        data: EventData::Http(Box::new(h)),
     }
 }
 
@@ -816,7 +816,7 @@ mod tests {
             let hs: Vec<&HttpEvent> = out
                 .iter()
                 .filter_map(|e| match &e.data {
-                    EventData::Http(h) => Some(h),
+                    EventData::Http(h) => Some(h.as_ref()),
                     _ => None,
                 })
                 .collect();
@@ -913,7 +913,7 @@ Authorization: Bearer x\r\n\r\n";
         let hs: Vec<&HttpEvent> = out
             .iter()
             .filter_map(|e| match &e.data {
-                EventData::Http(h) => Some(h),
+                EventData::Http(h) => Some(h.as_ref()),
                 _ => None,
             })
             .collect();

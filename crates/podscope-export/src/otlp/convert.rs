@@ -394,7 +394,7 @@ impl Tap {
                         pid: ev.pid,
                         tid: ev.tid,
                         comm: ev.comm,
-                        http,
+                        http: *http,
                         parent,
                         how: Some(how),
                         unparented,
@@ -1569,7 +1569,7 @@ pub(crate) mod tests {
     use podscope_model::{ExecEvent, OpenEvent};
 
     fn grpc_span_event() -> EventData {
-        EventData::Http(grpc_http("server", 0))
+        EventData::Http(Box::new(grpc_http("server", 0)))
     }
 
     fn grpc_span(role: &str, status: u32) -> Span {

@@ -876,7 +876,7 @@ mod tests {
             uid: 0,
             comm: "x".into(),
             cgroup_id: 1,
-            data: EventData::Http(HttpEvent {
+            data: EventData::Http(Box::new(HttpEvent {
                 kind: "request".into(),
                 role: role.into(),
                 version: "HTTP/1.1".into(),
@@ -909,7 +909,7 @@ mod tests {
                         tracestate: None,
                     })
                 }),
-            }),
+            })),
         }
     }
 
