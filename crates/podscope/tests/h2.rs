@@ -142,6 +142,7 @@ http {{
     ssl_certificate {c}/hub.pem;
     ssl_certificate_key {c}/hub.key;
     root {d}/www;
+    location /post {{ proxy_pass http://{ip}:{bport}/sink; }}
   }}
 }}
 "#
@@ -490,14 +491,18 @@ fn h2c_captured_headers_agree_with_curls_own_account() {
 }
 
 /// `--capture-body` on HTTP/2 (DATA frames): a form POSTed by curl
-/// (`--http2-prior-knowledge`) through nginx's proxy location is kept on
-/// both ends exactly as curl sent it (`--trace-ascii`'s own account of the
-/// bytes), its password redacted, and the answer exactly as curl wrote it
-/// to its output file; the proxied HTTP/1 request nginx makes carries the
-/// same redacted body.
+/// (`--http2-prior-knowledge`, then h2 over TLS: the tls probe's plaintext)
+/// through nginx's proxy location is kept on both ends exactly as curl sent
+/// it (`--trace-ascii`'s own account of the bytes), its password redacted,
+/// and the answer exactly as curl wrote it to its output file; the proxied
+/// HTTP/1 requests nginx makes carry the same redacted body.
 #[test]
 fn h2c_captured_bodies_agree_with_what_curl_sent_and_got() {
-    if !ready(&[(NGINX, "nginx"), ("/usr/bin/curl", "curl")]) {
+    if !ready(&[
+        (NGINX, "nginx"),
+        ("/usr/bin/curl", "curl"),
+        ("/usr/bin/openssl", "openssl"),
+    ]) {
         return;
     }
     let cg = Cgroup::new("h2body");
@@ -505,66 +510,77 @@ fn h2c_captured_bodies_agree_with_what_curl_sent_and_got() {
     let trace = Trace::start_with(&cg, "http", &["--capture-body", "256"]);
     let form = format!("user=ann&password={SECRET}&n=1");
     let dir = scratch("body");
-    let (got, ascii) = (dir.join("got"), dir.join("trace"));
-    run(
-        &cg,
-        &[
-            "/usr/bin/curl",
-            "-s",
-            "--max-time",
-            "10",
-            "--http2-prior-knowledge",
-            "--trace-ascii",
-            ascii.to_str().unwrap(),
-            "-o",
-            got.to_str().unwrap(),
-            "--data",
-            &form,
-            &nginx.url("/post"),
-        ],
-    );
+    // h2c with prior knowledge, then h2 over TLS (the tls probe's plaintext).
+    let mut answers = Vec::new();
+    for (tls, url) in [(false, nginx.url("/post")), (true, nginx.tls_url("/post"))] {
+        let (got, ascii) = (
+            dir.join(format!("got-{tls}")),
+            dir.join(format!("trace-{tls}")),
+        );
+        let how = if tls {
+            "--http2"
+        } else {
+            "--http2-prior-knowledge"
+        };
+        run(
+            &cg,
+            &[
+                "/usr/bin/curl",
+                "-sk",
+                "--max-time",
+                "10",
+                how,
+                "--trace-ascii",
+                ascii.to_str().unwrap(),
+                "-o",
+                got.to_str().unwrap(),
+                "--data",
+                &form,
+                &url,
+            ],
+        );
+        // curl's own account: the form went out as one DATA frame's bytes.
+        let sent = std::fs::read_to_string(&ascii).unwrap();
+        assert!(sent.contains(&form), "curl --trace-ascii: {sent}");
+        answers.push((tls, std::fs::read_to_string(&got).unwrap()));
+    }
     let (events, err) = trace.stop();
-    let answer = std::fs::read_to_string(&got).unwrap();
-    assert_eq!(answer, "posted\n");
-    // curl's own account: the form went out as one DATA frame's bytes.
-    let sent = std::fs::read_to_string(&ascii).unwrap();
-    assert!(sent.contains(&form), "curl --trace-ascii: {sent}");
     let redacted = "user=ann&password=[redacted]&n=1";
     let body = |e: &Value, which: &str| e["capture"][which].as_str().map(str::to_string);
-    for (comm, role) in [("curl", "client"), ("nginx", "server")] {
-        let e: Vec<&Value> = events
-            .iter()
-            .filter(|e| e["probe"] == "http" && e["comm"] == comm && e["role"] == role)
-            .filter(|e| e["version"] == "HTTP/2")
-            .collect();
-        assert_eq!(e.len(), 1, "{comm}: {events:?}\n{err}");
-        assert_eq!(e[0]["method"], "POST", "{}", e[0]);
-        assert_eq!(e[0]["status"], 200, "{}", e[0]);
-        assert_eq!(
-            body(e[0], "request_body").as_deref(),
-            Some(redacted),
-            "{comm}: {}",
-            e[0]
-        );
-        assert_eq!(
-            body(e[0], "response_body").as_deref(),
-            Some(answer.as_str()),
-            "{comm}: {}",
-            e[0]
-        );
+    for (tls, answer) in &answers {
+        assert_eq!(answer, "posted\n");
+        for (comm, role) in [("curl", "client"), ("nginx", "server")] {
+            let e: Vec<&Value> = events
+                .iter()
+                .filter(|e| e["probe"] == "http" && e["comm"] == comm && e["role"] == role)
+                .filter(|e| e["version"] == "HTTP/2" && (e["tls"] == true) == *tls)
+                .collect();
+            assert_eq!(e.len(), 1, "{comm} tls={tls}: {events:?}\n{err}");
+            assert_eq!(e[0]["method"], "POST", "{}", e[0]);
+            assert_eq!(e[0]["status"], 200, "{}", e[0]);
+            assert_eq!(
+                body(e[0], "request_body").as_deref(),
+                Some(redacted),
+                "{comm}: {}",
+                e[0]
+            );
+            assert_eq!(
+                body(e[0], "response_body").as_deref(),
+                Some(answer.as_str()),
+                "{comm}: {}",
+                e[0]
+            );
+        }
     }
     let proxied: Vec<&Value> = events
         .iter()
         .filter(|e| e["probe"] == "http" && e["comm"] == "nginx" && e["role"] == "client")
         .collect();
-    assert_eq!(proxied.len(), 1, "{events:?}");
-    assert_eq!(proxied[0]["path"], "/sink", "{}", proxied[0]);
-    assert_eq!(
-        body(proxied[0], "request_body").as_deref(),
-        Some(redacted),
-        "{}",
-        proxied[0]
-    );
+    assert_eq!(proxied.len(), 2, "{events:?}");
+    for p in proxied {
+        assert_eq!(p["path"], "/sink", "{p}");
+        assert_eq!(body(p, "request_body").as_deref(), Some(redacted), "{p}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
