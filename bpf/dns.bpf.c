@@ -16,7 +16,8 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define DNS_PORT 53
-/* Messages of one sendmmsg() reported (glibc sends two). */
+/* Messages of one sendmmsg() or recvmmsg() reported (glibc sends two); the
+ * rest are counted (DNS_STAT_MMSG_NOT_COPIED). */
 #define MMSG_MAX 4
 /* iovecs gathered per vectored call (glibc's TCP writev has four). */
 #define IOV_GATHER 8
@@ -52,6 +53,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct scratch_event);
 } scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DNS_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} dns_stats SEC(".maps");
 
 struct dns_event _dns_event_type = {};
 
@@ -229,20 +237,13 @@ int sendmsg_exit(struct trace_event_raw_sys_exit *ctx)
 	return leave(ctx->ret, DNS_DIR_TX);
 }
 
-SEC("tracepoint/syscalls/sys_enter_sendmmsg")
-int sendmmsg_enter(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter(ctx->args[0], ctx->args[1], DNS_SYS_SENDMMSG, 0);
-}
-
-/* sendmmsg returns how many messages went; each mmsghdr holds its length. */
-SEC("tracepoint/syscalls/sys_exit_sendmmsg")
-int sendmmsg_exit(struct trace_event_raw_sys_exit *ctx)
+/* sendmmsg and recvmmsg return how many messages went; each mmsghdr holds
+ * its length. The first MMSG_MAX are reported, the rest counted. */
+static __always_inline int mmsg_leave(long done, __u8 dir)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct call *c = bpf_map_lookup_elem(&calls, &tid);
 	struct mmsghdr *vec;
-	long sent = ctx->ret;
 
 	if (!c)
 		return 0;
@@ -253,15 +254,46 @@ int sendmmsg_exit(struct trace_event_raw_sys_exit *ctx)
 		struct iovec iov = {};
 		__u32 len;
 
-		if (i >= sent)
+		if (i >= done)
 			break;
 		if (bpf_probe_read_user(&m, sizeof(m), &vec[i]))
 			break;
 		if (bpf_probe_read_user(&iov, sizeof(iov), m.msg_hdr.msg_iov))
 			iov.iov_base = NULL;
 		len = m.msg_len;
-		emit(c, (__u64)iov.iov_base, len < iov.iov_len ? len : iov.iov_len, DNS_DIR_TX, 0);
+		emit(c, (__u64)iov.iov_base, len < iov.iov_len ? len : iov.iov_len, dir, 0);
+	}
+	if (done > MMSG_MAX) {
+		__u32 which = DNS_STAT_MMSG_NOT_COPIED;
+		__u64 *v = bpf_map_lookup_elem(&dns_stats, &which);
+
+		if (v)
+			*v += done - MMSG_MAX;
 	}
 	bpf_map_delete_elem(&calls, &tid);
 	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmmsg")
+int sendmmsg_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter(ctx->args[0], ctx->args[1], DNS_SYS_SENDMMSG, 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmmsg")
+int sendmmsg_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return mmsg_leave(ctx->ret, DNS_DIR_TX);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvmmsg")
+int recvmmsg_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter(ctx->args[0], ctx->args[1], DNS_SYS_RECVMMSG, 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvmmsg")
+int recvmmsg_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return mmsg_leave(ctx->ret, DNS_DIR_RX);
 }

@@ -24,6 +24,11 @@
 #define DNS_SYS_READV 3
 #define DNS_SYS_WRITEV 4
 #define DNS_SYS_SENDMMSG 10
+#define DNS_SYS_RECVMMSG 11
+
+/* The probe's own counters (dns_stats, per CPU). */
+#define DNS_STAT_MMSG_NOT_COPIED 0 /* sendmmsg/recvmmsg messages past the first MMSG_MAX */
+#define DNS_STAT_MAX 1
 
 struct dns_event {
 	struct event_header hdr;

@@ -11,7 +11,13 @@ crate::load::ring_probe!(
     DnsProbeSkel,
     DnsProbeSkelBuilder,
     dns_event,
-    ProbeKind::Dns
+    ProbeKind::Dns,
+    counters: |p: &Probe| {
+        vec![(
+            "mmsg_messages_not_copied",
+            crate::load::read_stat(&p.skel.maps.dns_stats, 0),
+        )]
+    }
 );
 
 /// The fixed part of a record before the message.
@@ -48,6 +54,7 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
                 7 => "recvmsg",
                 8 => "sendmsg",
                 10 => "sendmmsg",
+                11 => "recvmmsg",
                 _ => "",
             }
             .into(),

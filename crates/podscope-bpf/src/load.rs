@@ -276,6 +276,10 @@ pub(crate) use common_accessors;
 /// event type, the loaded-probe type and its `load` function.
 macro_rules! ring_probe {
     ($file:literal, $skel:ident, $builder:ident, $event:ident, $kind:expr) => {
+        $crate::load::ring_probe!($file, $skel, $builder, $event, $kind, counters: |_p: &Probe| Vec::new());
+    };
+    // `counters`: the probe's own kernel counters (name, value) from its maps.
+    ($file:literal, $skel:ident, $builder:ident, $event:ident, $kind:expr, counters: $counters:expr) => {
         mod skel {
             #![allow(missing_debug_implementations, missing_docs, clippy::all)]
             include!(concat!(env!("OUT_DIR"), "/", $file, ".skel.rs"));
@@ -310,6 +314,10 @@ macro_rules! ring_probe {
             }
             fn decoder(&self) -> $crate::load::DecodeFn {
                 decode
+            }
+            fn counters(&self) -> Vec<(&'static str, u64)> {
+                let f: fn(&Probe) -> Vec<(&'static str, u64)> = $counters;
+                f(self)
             }
             $crate::load::common_accessors!();
         }

@@ -452,9 +452,13 @@ impl Stage {
         let s = &self.stats;
         let mut text = String::new();
         if probes.contains(&ProbeKind::Dns) {
+            let not_copied = counters
+                .iter()
+                .find(|(p, n, _)| *p == ProbeKind::Dns && *n == "mmsg_messages_not_copied")
+                .map_or(0, |c| c.2);
             text.push_str(&format!(
-                "podscope: dns: {} messages, {} queries, {} without an answer or a query, {} messages not DNS, {} TCP stream gaps\n",
-                s.dns_messages, s.dns_queries, s.dns_incomplete, s.dns_unparsed, s.dns_tcp_gaps
+                "podscope: dns: {} messages, {} queries, {} without an answer or a query, {} messages not DNS, {} TCP stream gaps, {} messages past the first 4 of a sendmmsg/recvmmsg (not copied)\n",
+                s.dns_messages, s.dns_queries, s.dns_incomplete, s.dns_unparsed, s.dns_tcp_gaps, not_copied
             ));
         }
         if probes.contains(&ProbeKind::Tls) {
