@@ -346,23 +346,7 @@ fn dns_over_sendmmsg_and_recvmmsg_agrees_with_the_programs_own_account() {
     if !common::root_or_skip() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("podscope-dns-mmsg-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("m.c"), MMSG_C).unwrap();
-    let cc = ["cc", "clang-19", "clang"]
-        .into_iter()
-        .find(|c| Command::new(c).arg("--version").output().is_ok())
-        .expect("a C compiler (cc or clang-19) for the workload");
-    let bin = dir.join("m");
-    let ok = Command::new(cc)
-        .args(["-O1", "-static", "-o"])
-        .arg(&bin)
-        .arg(dir.join("m.c"))
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "compiling the workload (static; needs libc6-dev)");
+    let bin = common::compile_c("dns-mmsg", MMSG_C, "m");
     let ip = (40..100)
         .map(|i| Ipv4Addr::new(127, 0, 0, i))
         .find(|at| UdpSocket::bind((*at, 53)).is_ok())
@@ -464,5 +448,4 @@ fn dns_over_sendmmsg_and_recvmmsg_agrees_with_the_programs_own_account() {
         )),
         "{err}\n{said}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

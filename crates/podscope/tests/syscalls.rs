@@ -63,25 +63,7 @@ fn ready() -> bool {
 
 /// Compiles the workload once per test into its own directory.
 fn workload(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("podscope-sys-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("w.c");
-    std::fs::write(&src, WORKLOAD_C).unwrap();
-    let bin = dir.join("w");
-    // gcc's `cc` where installed, else Debian's clang (scripts/setup.sh).
-    let cc = ["cc", "clang-19", "clang"]
-        .into_iter()
-        .find(|c| Command::new(c).arg("--version").output().is_ok())
-        .expect("a C compiler (cc or clang-19) for the workload");
-    let ok = Command::new(cc)
-        .args(["-O1", "-static", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "compiling the workload (static; needs libc6-dev)");
-    bin
+    common::compile_c(&format!("sys-{tag}"), WORKLOAD_C, "w")
 }
 
 fn missing_path(tag: &str) -> String {

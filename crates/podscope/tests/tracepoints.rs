@@ -74,24 +74,7 @@ int main(int argc, char **argv) {
 const N_FORKS: usize = 7;
 
 fn compile(tag: &str, src: &str, name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("podscope-tp-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let c = dir.join(format!("{name}.c"));
-    std::fs::write(&c, src).unwrap();
-    let bin = dir.join(name);
-    let cc = ["cc", "clang-19", "clang"]
-        .into_iter()
-        .find(|c| Command::new(c).arg("--version").output().is_ok())
-        .expect("a C compiler (cc or clang-19) for the workload");
-    let ok = Command::new(cc)
-        .args(["-O1", "-static", "-o"])
-        .arg(&bin)
-        .arg(&c)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "compiling {name} (static; needs libc6-dev)");
-    bin
+    common::compile_c(&format!("tp-{tag}"), src, name)
 }
 
 /// A tracepoint trace: its `record` lines and its stderr.

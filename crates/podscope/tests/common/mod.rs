@@ -459,3 +459,26 @@ pub fn host_address_towards(pod_ip: &str) -> String {
         .find(|a| a.starts_with(&prefix) && a != pod_ip)
         .unwrap_or_else(|| panic!("no host address in {prefix}0/24"))
 }
+
+/// A C workload compiled static (gcc's `cc` where installed, else Debian's
+/// clang, scripts/setup.sh) into a directory of its own: its binary.
+pub fn compile_c(tag: &str, src: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("podscope-c-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, src).unwrap();
+    let bin = dir.join(name);
+    let cc = ["cc", "clang-19", "clang"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok())
+        .expect("a C compiler (cc or clang-19) for the workload");
+    let ok = Command::new(cc)
+        .args(["-O1", "-static", "-o"])
+        .arg(&bin)
+        .arg(&c)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "compiling {name} (static; needs libc6-dev)");
+    bin
+}
