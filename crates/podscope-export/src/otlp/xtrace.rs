@@ -27,9 +27,12 @@ use podscope_model::{Event, EventData, TcpKind};
 
 use super::convert::{Ids, SpanIds};
 
-/// How far the two ends' times of one request may overlap the wrong way
-/// (both are taken at syscall exit).
-const NEST_SLACK_NS: u64 = 1_000_000;
+/// How far the two ends' times of one request may overlap the wrong way:
+/// both are taken at syscall exit, and a writer preempted after waking its
+/// reader records its exit after the reader's (CI saw more than 1 ms on a
+/// loaded 2-core machine). The order checks in `same_request` keep a larger
+/// slack from joining neighbouring requests.
+const NEST_SLACK_NS: u64 = 10_000_000;
 /// Spans held at once; beyond that the oldest are decided early (counted).
 pub const MAX_HELD: usize = 65_536;
 /// Kernel events remembered per thread while waiting for the request span.
@@ -526,9 +529,16 @@ impl<R: Clone> Builder<R> {
         match (self.nodes.get(&client), self.nodes.get(&server)) {
             // Times are taken at syscall exit: a reader can return before
             // the writer that woke it does, hence the slack.
+            // And strictly, with no slack: the server began reading before
+            // the client had read the whole response, and the client began
+            // writing before the server had written it (one thread's own
+            // order: the client's next request starts after it read this
+            // response, the server's after it wrote this one).
             (Some(c), Some(s)) => {
                 c.start <= s.start.saturating_add(NEST_SLACK_NS)
                     && s.end <= c.end.saturating_add(NEST_SLACK_NS)
+                    && s.start < c.end
+                    && c.start < s.end
             }
             _ => false,
         }
@@ -1269,6 +1279,30 @@ mod tests {
         let s1 = got.requests.iter().find(|r| r.0 == "s1").unwrap();
         assert_eq!((s1.2, s1.3), (hex::<8>(CALLER), How::Wire));
         assert_eq!(b.stats().server_hop, 0);
+    }
+
+    /// The server's last write recorded 5 ms after the client's read of
+    /// it returned (the writer preempted after waking the reader), and its
+    /// first read 4 ms before the client's write: still one request.
+    #[test]
+    fn a_request_whose_ends_are_skewed_by_preemption_is_joined() {
+        let mut b: Builder<&'static str> = Builder::new(Config::default());
+        let now = 1_000 * MS;
+        let (cli, srv) = (("10.0.0.2", 40000), ("10.0.0.3", 80));
+        b.push(
+            &http("client", 2, 2, 10 * MS, 2 * MS, cli, srv, None),
+            || "c0",
+            now,
+        );
+        b.push(
+            &http("server", 3, 3, 6 * MS, 11 * MS, srv, cli, None),
+            || "s0",
+            now,
+        );
+        let got = sort(b.tick(now + 3_000 * MS));
+        let s0 = got.requests.iter().find(|r| r.0 == "s0").unwrap();
+        assert_eq!(s0.3, How::Hop);
+        assert_eq!((b.stats().hop_mismatch, b.stats().server_hop), (0, 1));
     }
 
     #[test]
