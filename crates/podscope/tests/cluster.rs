@@ -885,8 +885,17 @@ fn auth_and_validation() {
     std::fs::write(&bad, "nope").unwrap();
     let _a = agent(port, "intruder", Path::new("/nonexistent.sock"), &bad, &[]);
     std::thread::sleep(Duration::from_secs(2));
+    // (Only the intruder is looked for: tests run at once, and another
+    // test's agent whose hub has gone may retry on this recycled port with
+    // the shared token, as CI once saw.)
     let (_, n) = api(port, "GET", "/v1/nodes", None);
-    assert_eq!(n, json!([]));
+    let names: Vec<&str> = n
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["node"].as_str())
+        .collect();
+    assert!(!names.contains(&"intruder"), "{n}");
     // Exec is refused unless enabled.
     let (st, e) = api(port, "POST", "/v1/exec", Some(json!({})));
     assert_eq!(st, 403);
