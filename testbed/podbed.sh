@@ -643,7 +643,11 @@ cmd_import_rootfs() {
     build_oci_archive "$dir" "$archive" "$ref" '{"WorkingDir":"/"}'
     ctr_ images import "$archive" >/dev/null
     rm -f "$archive"
-    ctr_ images ls -q | grep -qxF "$ref" || die "$ref is missing after import"
+    # (Not `ctr ... | grep -q`: under pipefail, grep's early exit can fail
+    # the pipeline with ctr's SIGPIPE although the image is there.)
+    local have
+    have=$(ctr_ images ls -q)
+    grep -qxF "$ref" <<<"$have" || die "$ref is missing after import"
     log "imported $ref"
 }
 
