@@ -7,10 +7,9 @@
 
 mod common;
 
-use std::io::{BufReader, Read};
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::Cgroup;
@@ -154,21 +153,7 @@ fn against_dnsmasq(transport: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let mut trace = Command::new(env!("CARGO_BIN_EXE_podscope"))
-        .args(["trace", "dns", "--cgroup"])
-        .arg(&cg.0)
-        .args(["-o", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(trace.stderr.take().unwrap());
-    common::wait_attached(&mut stderr);
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let trace = common::JsonTrace::start(&["dns", "--cgroup", cg.0.to_str().unwrap()]);
 
     // glibc's resolver, as any program would use it: A and AAAA in one
     // sendmmsg (ahosts), a name that does not exist, and a v4-only lookup.
@@ -188,26 +173,9 @@ fn against_dnsmasq(transport: &str) {
         assert_eq!(out.status.success(), ok, "getent {args:?}: {out:?}");
     }
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(trace.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let mut out = String::new();
-    trace
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert!(trace.wait().unwrap().success());
-    let err = err.join().unwrap();
+    let (events, err) = trace.stop();
     let _ = dnsmasq.kill();
     let _ = dnsmasq.wait();
-    let events: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
 
     let mut want = witness(&std::fs::read_to_string(&log).unwrap());
     want.sort();
@@ -352,45 +320,14 @@ fn dns_over_sendmmsg_and_recvmmsg_agrees_with_the_programs_own_account() {
         .find(|at| UdpSocket::bind((*at, 53)).is_ok())
         .expect("a free UDP port 53 on 127.0.0.40-99");
     let cg = Cgroup::new("dns-mmsg");
-    let mut trace = Command::new(env!("CARGO_BIN_EXE_podscope"))
-        .args(["trace", "dns", "--cgroup"])
-        .arg(&cg.0)
-        .args(["-o", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(trace.stderr.take().unwrap());
-    common::wait_attached(&mut stderr);
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let trace = common::JsonTrace::start(&["dns", "--cgroup", cg.0.to_str().unwrap()]);
     let out = cg
         .command(&[bin.to_str().unwrap(), &ip.to_string(), "3", "6"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let said = String::from_utf8_lossy(&out.stdout).to_string();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(trace.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let mut text = String::new();
-    trace
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    assert!(trace.wait().unwrap().success());
-    let err = err.join().unwrap();
-    let events: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (events, err) = trace.stop();
 
     // The program's account: the ids each call moved; a record carries the
     // first 4 of a call, the rest are counted.
