@@ -355,22 +355,37 @@ int close_enter(struct trace_event_raw_sys_enter *ctx)
 	struct conn *st;
 	struct scratch_event *se;
 	struct http_event *e;
+	struct file *f;
 	__u64 key;
 
 	if (!should_trace_current())
 		return 0;
-	sk = fd_sock(ctx->args[0]);
+	f = fd_file(ctx->args[0]);
+	sk = inet_sock_of_file(f, IPPROTO_TCP);
 	if (!sk)
 		return 0;
 	key = (__u64)sk;
 	st = bpf_map_lookup_elem(&conns, &key);
 	if (!st)
 		return 0;
+	/* Not the last reference: the socket stays open (a forking server's
+	 * parent closing its copy of the fd its child serves). The last
+	 * close, or the socket's destruction, ends the connection. */
+	if (file_refs(f) > 1)
+		return 0;
 	if (st->proto == PROTO_HTTP || st->proto == PROTO_H2) {
 		se = bpf_map_lookup_elem(&scratch, &cpu);
 		if (se) {
 			e = &se->e;
-			fill_header(&e->hdr);
+			/* Reported for the task that last moved its bytes, whose
+			 * requests these are: the closer can be another process
+			 * (the child served it and exited first). */
+			if (st->owner.pid) {
+				e->hdr = st->owner;
+				e->hdr.ts_ns = bpf_ktime_get_ns();
+			} else {
+				fill_header(&e->hdr);
+			}
 			e->sock = key;
 			e->seq = 0;
 			e->len = 0;
@@ -398,8 +413,9 @@ int close_enter(struct trace_event_raw_sys_enter *ctx)
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(http_sock_destroy, struct sock *sk)
 {
-	__u32 zero = 0;
+	__u32 cpu = bpf_get_smp_processor_id();
 	__u64 key = (__u64)sk;
+	struct scratch_event *se;
 	struct http_event *e;
 	struct conn *st;
 
@@ -407,8 +423,11 @@ int BPF_PROG(http_sock_destroy, struct sock *sk)
 	if (!st)
 		return 0;
 	if ((st->proto == PROTO_HTTP || st->proto == PROTO_H2) && st->owner.pid) {
-		e = bpf_map_lookup_elem(&scratch, &zero);
-		if (e) {
+		/* This CPU's slot, like every other program here: slot 0 would be
+		 * shared with whatever runs on CPU 0 at the same time. */
+		se = bpf_map_lookup_elem(&scratch, &cpu);
+		if (se) {
+			e = &se->e;
 			e->hdr = st->owner;
 			e->hdr.ts_ns = bpf_ktime_get_ns();
 			e->sock = key;

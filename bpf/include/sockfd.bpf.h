@@ -25,19 +25,14 @@
 #define S_IFSOCK 0140000
 #endif
 
-/* The IPv4/IPv6 socket of `protocol` behind fd in the current task, or NULL
- * (not a socket, another family or protocol): a few reads for file I/O. */
-static __always_inline struct sock *inet_sock_of_fd(long fd, __u16 protocol)
+/* The file behind fd in the current task, or NULL. */
+static __always_inline struct file *fd_file(long fd)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct files_struct *files;
 	struct fdtable *fdt;
 	struct file **fds;
 	struct file *f = NULL;
-	struct socket *sock;
-	struct sock *sk;
-	umode_t mode;
-	__u16 family;
 
 	if (fd < 0)
 		return NULL;
@@ -49,6 +44,20 @@ static __always_inline struct sock *inet_sock_of_fd(long fd, __u16 protocol)
 		return NULL;
 	fds = BPF_CORE_READ(fdt, fd);
 	if (bpf_core_read(&f, sizeof(f), &fds[fd]) || !f)
+		return NULL;
+	return f;
+}
+
+/* The IPv4/IPv6 socket of `protocol` behind an open file, or NULL (not a
+ * socket, another family or protocol). */
+static __always_inline struct sock *inet_sock_of_file(struct file *f, __u16 protocol)
+{
+	struct socket *sock;
+	struct sock *sk;
+	umode_t mode;
+	__u16 family;
+
+	if (!f)
 		return NULL;
 	mode = BPF_CORE_READ(f, f_inode, i_mode);
 	if ((mode & S_IFMT) != S_IFSOCK)
@@ -63,6 +72,30 @@ static __always_inline struct sock *inet_sock_of_fd(long fd, __u16 protocol)
 	if (family != AF_INET && family != AF_INET6)
 		return NULL;
 	return sk;
+}
+
+/* The IPv4/IPv6 socket of `protocol` behind fd in the current task, or NULL
+ * (not a socket, another family or protocol): a few reads for file I/O. */
+static __always_inline struct sock *inet_sock_of_fd(long fd, __u16 protocol)
+{
+	return inet_sock_of_file(fd_file(fd), protocol);
+}
+
+/* Before 6.13 a file's references were an atomic_long_t f_count. */
+struct file___f_count {
+	atomic_long_t f_count;
+} __attribute__((preserve_access_index));
+
+/* References to an open file (fds in every process that shares it, plus
+ * calls in flight in other threads). close() of an fd whose file has more
+ * than one does not close the socket: a forking server's parent closing its
+ * copy of the accepted fd while the child serves it. */
+static __always_inline long file_refs(struct file *f)
+{
+	/* 6.13+: file_ref_t counts from 0 for one reference. */
+	if (bpf_core_field_exists(f->f_ref))
+		return BPF_CORE_READ(f, f_ref.refcnt.counter) + 1;
+	return BPF_CORE_READ((struct file___f_count *)f, f_count.counter);
 }
 
 /* recvmsg/sendmsg: the iovec array comes from the user's msghdr. */

@@ -649,3 +649,181 @@ fn http_by_pod_reports_that_pods_requests_with_identity() {
     }
     assert_eq!(seen.len(), 4, "{seen:?}");
 }
+
+/// A forking server (busybox httpd's shape): the parent accepts, forks, and
+/// closes its copy of the connection's fd; the child reads the request,
+/// answers without a length (the body runs until close), shuts its side and
+/// exits without close(). `a`: the child is done and gone before the parent
+/// closes its copy, so that close() is the socket's last one and is made by
+/// a process that never moved a byte on it. `b`: the parent closes its copy
+/// between the child's read of the request and its answer, a close() that is
+/// not the socket's last. Prints "req_bytes resp_bytes" per connection.
+const FORKING_SERVER_C: &str = r#"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    int port = atoi(argv[1]), n = atoi(argv[2]);
+    char mode = argv[3][0];
+    int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 16)) { perror("listen"); return 1; }
+    printf("ready\n");
+    fflush(stdout);
+    for (int i = 0; i < n; i++) {
+        int c = accept(l, 0, 0), up[2], down[2];
+        char x;
+        if (c < 0 || pipe(up) || pipe(down)) { perror("accept"); return 1; }
+        pid_t pid = fork();
+        if (pid == 0) {
+            char buf[4096];
+            int got = 0, r;
+            const char *resp = "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n\r\nno such page\n";
+            close(l);
+            while (got < (int)sizeof buf - 1 && (r = read(c, buf + got, sizeof buf - 1 - got)) > 0) {
+                got += r;
+                buf[got] = 0;
+                if (strstr(buf, "\r\n\r\n")) break;
+            }
+            if (mode == 'b') {
+                /* The parent closes its copy now. */
+                if (write(up[1], "r", 1) != 1 || read(down[0], &x, 1) != 1) _exit(2);
+            }
+            int w = write(c, resp, strlen(resp));
+            shutdown(c, SHUT_WR);
+            printf("%d %d\n", got, w);
+            fflush(stdout);
+            _exit(0);
+        }
+        if (mode == 'a') {
+            waitpid(pid, 0, 0);
+            usleep(100000);
+            close(c);
+        } else {
+            if (read(up[0], &x, 1) != 1) return 1;
+            close(c);
+            if (write(down[1], "p", 1) != 1) return 1;
+            waitpid(pid, 0, 0);
+        }
+        close(up[0]); close(up[1]); close(down[0]); close(down[1]);
+    }
+    return 0;
+}
+"#;
+
+/// A connection is closed when its socket's last reference goes, and the
+/// close is the serving process's: a forking server's requests are reported
+/// as they end, whichever of parent and child closes last (CI once saw a
+/// busybox httpd request reported only when the trace stopped, because the
+/// parent's close() of its copy came after the child had exited), and a
+/// parent's close() of its copy does not cut the child's request short.
+/// The server's own byte counts and curl's are the witnesses.
+#[test]
+fn a_forking_servers_requests_end_when_its_socket_is_last_closed() {
+    if !is_root() {
+        return;
+    }
+    const N: usize = 3;
+    let bin = common::compile_c("http-fork", FORKING_SERVER_C, "fsrv");
+    let cg = Cgroup::new("http-fork");
+    let trace = common::JsonTrace::start(&["http", "--cgroup", cg.0.to_str().unwrap()]);
+    let mut witness = Vec::new();
+    for mode in ["a", "b"] {
+        let port = common::free_port();
+        let mut srv = cg
+            .command(&[
+                bin.to_str().unwrap(),
+                &port.to_string(),
+                &N.to_string(),
+                mode,
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(srv.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line, "ready\n", "the forking server did not start");
+        for i in 0..N {
+            let url = format!("http://127.0.0.1:{port}/{mode}{i}");
+            let out = cg
+                .command(&[
+                    "/usr/bin/curl",
+                    "-s",
+                    "--max-time",
+                    "10",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code} %{size_download}",
+                    &url,
+                ])
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&out.stdout).to_string();
+            assert_eq!(said, "404 13", "curl {url}: {out:?}");
+        }
+        assert!(srv.wait().unwrap().success(), "the forking server failed");
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        for l in rest.lines() {
+            let (req, resp) = l.split_once(' ').expect("req_bytes resp_bytes");
+            witness.push((
+                mode,
+                req.parse::<u64>().unwrap(),
+                resp.parse::<u64>().unwrap(),
+            ));
+        }
+    }
+    assert_eq!(witness.len(), 2 * N, "the server's account: {witness:?}");
+    // Reported while the trace runs: a request whose close was missed would
+    // only come out when the trace stops.
+    let servers = |evs: &[Value]| requests(evs, "fsrv", "server").len();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while servers(&trace.so_far()) < 2 * N && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let live = servers(&trace.so_far());
+    let (events, stderr) = trace.stop();
+    assert_eq!(
+        live,
+        2 * N,
+        "server requests reported within 10 s of their end, before the trace stopped: {stderr}"
+    );
+    let mut got = requests(&events, "fsrv", "server");
+    let mut want: Vec<Row> = witness
+        .iter()
+        .enumerate()
+        .map(|(i, (mode, req, resp))| {
+            let path = format!("/{mode}{}", i % N);
+            ("GET".to_string(), path, 404, *req, *resp)
+        })
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "podscope vs the forking server's own account: {stderr}"
+    );
+    let clients = requests(&events, "curl", "client");
+    assert_eq!(clients.len(), 2 * N, "{clients:?}");
+    assert!(clients.iter().all(|c| c.2 == 404), "{clients:?}");
+    assert!(
+        stderr.contains(&format!(
+            "{} requests ({N2} served, {N2} sent), 0 incomplete",
+            4 * N,
+            N2 = 2 * N
+        )),
+        "{stderr}"
+    );
+}

@@ -202,12 +202,14 @@ impl Drop for Traced {
     }
 }
 
-/// A running `podscope trace ... -o json` whose stdout is read at the end:
-/// started and waited for until its probes are attached, stopped with
-/// SIGINT; `stop` gives every JSON line it wrote and all of its stderr.
+/// A running `podscope trace ... -o json`, started and waited for until its
+/// probes are attached; its stdout is read as it comes (`so_far`), and
+/// `stop` (SIGINT) gives every JSON line it wrote and all of its stderr.
 pub struct JsonTrace {
     child: std::process::Child,
     stderr: std::thread::JoinHandle<String>,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stdout: std::thread::JoinHandle<()>,
 }
 
 impl JsonTrace {
@@ -228,24 +230,57 @@ impl JsonTrace {
             let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
             seen + &rest
         });
-        JsonTrace { child, stderr }
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let l = lines.clone();
+        let stdout = std::thread::spawn(move || {
+            let mut line = String::new();
+            while out.read_line(&mut line).unwrap_or(0) > 0 {
+                if line.starts_with('{') {
+                    l.lock().unwrap().push(line.trim_end().to_string());
+                }
+                line.clear();
+            }
+        });
+        JsonTrace {
+            child,
+            stderr,
+            lines,
+            stdout,
+        }
+    }
+
+    /// The JSON events it has written so far (while it runs).
+    pub fn so_far(&self) -> Vec<serde_json::Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     /// SIGINT; then the JSON lines it wrote and its stderr (it must exit 0).
-    pub fn stop(mut self) -> (Vec<serde_json::Value>, String) {
+    pub fn stop(self) -> (Vec<serde_json::Value>, String) {
+        let JsonTrace {
+            mut child,
+            stderr,
+            lines,
+            stdout,
+        } = self;
         nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::unistd::Pid::from_raw(child.id() as i32),
             nix::sys::signal::Signal::SIGINT,
         )
         .unwrap();
-        let mut out = String::new();
-        std::io::Read::read_to_string(&mut self.child.stdout.take().unwrap(), &mut out).unwrap();
-        let status = self.child.wait().unwrap();
-        let err = self.stderr.join().unwrap();
+        stdout.join().unwrap();
+        let status = child.wait().unwrap();
+        let err = stderr.join().unwrap();
         assert!(status.success(), "podscope failed: {err}");
-        let lines = out
-            .lines()
-            .filter(|l| l.starts_with('{'))
+        let lines = lines
+            .lock()
+            .unwrap()
+            .iter()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         (lines, err)
