@@ -577,7 +577,8 @@ http {{
         let list = traces
             .get(t)
             .unwrap_or_else(|| panic!("no spans in trace {t}"));
-        let what = format!("trace {t} ({f})");
+        // What podscope said of its joins goes with every failure.
+        let what = format!("trace {t} ({f}); {}", span_report(&stderr));
         let api_s = check_chain(list, Some(s), &book, before, after, &what);
         // nginx forwards the headers: both it and the API saw the context.
         assert_eq!(api_s.attrs["podscope.trace.context"], *f, "{what}");
@@ -1054,7 +1055,7 @@ fn an_apps_own_opentelemetry_spans_and_podscopes_share_each_trace() {
     let mut ids = BTreeSet::new();
     for (t, caller) in &sent {
         let list = in_trace(t);
-        let what = format!("trace {t}");
+        let what = format!("trace {t}; {}", span_report(&stderr));
         let sdk = |k: SpanKind| -> Vec<&Got> {
             list.iter()
                 .filter(|(scope, g)| scope != "podscope" && kind(g) == k as i32)
@@ -1103,4 +1104,13 @@ fn an_apps_own_opentelemetry_spans_and_podscopes_share_each_trace() {
         "{REQUESTS} requests: each trace has the SDK's 2 spans and podscope's 3, {} distinct span ids",
         ids.len()
     );
+}
+
+/// podscope's account of how it joined request spans (its exit report).
+fn span_report(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("podscope: request spans") || l.starts_with("podscope: http:"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
