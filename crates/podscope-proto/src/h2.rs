@@ -694,15 +694,10 @@ impl Connection {
         let mut out = Vec::new();
         // A kept DATA frame still coming: what came of it counts.
         for i in 0..2 {
-            let d = &mut self.dirs[i];
-            if let State::Payload { frame, .. } = d.state {
-                if frame.kind == DATA && d.body > 0 {
-                    let p = std::mem::take(&mut d.payload);
-                    let ev = d.data_event(frame, &p, true);
-                    d.state = State::Skip;
-                    let side = if i == 0 { Side::Tx } else { Side::Rx };
-                    self.handle(side, at_ns, ev, &mut out);
-                }
+            if let Some(ev) = self.dirs[i].cut_kept_data() {
+                self.dirs[i].state = State::Skip;
+                let side = if i == 0 { Side::Tx } else { Side::Rx };
+                self.handle(side, at_ns, ev, &mut out);
             }
         }
         let mut ids: Vec<u32> = self.streams.keys().copied().collect();
@@ -860,14 +855,21 @@ impl Dir {
         }
     }
 
-    fn lose_sync(&mut self, evs: &mut Vec<Ev>) {
-        if let State::Payload { frame, .. } = self.state {
-            if frame.kind == DATA && self.body > 0 {
-                // The frame's end is in the hole: what was kept of it, cut.
+    /// A kept DATA frame whose end will not come (a hole, the close): what
+    /// was kept of it, as cut.
+    fn cut_kept_data(&mut self) -> Option<Ev> {
+        match self.state {
+            State::Payload { frame, .. } if frame.kind == DATA && self.body > 0 => {
                 let p = std::mem::take(&mut self.payload);
-                evs.push(self.data_event(frame, &p, true));
+                Some(self.data_event(frame, &p, true))
             }
+            _ => None,
         }
+    }
+
+    fn lose_sync(&mut self, evs: &mut Vec<Ev>) {
+        // The frame's end is in the hole.
+        evs.extend(self.cut_kept_data());
         self.state = State::Skip;
         self.hdr.clear();
         self.payload = Vec::new();
