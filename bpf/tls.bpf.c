@@ -15,9 +15,10 @@
  * connections). SSL_do_handshake is hooked too, only to learn the SSL* ->
  * socket pairing early.
  *
- * Each connection's first plaintext message is sniffed with a small HTTP/1.x
- * check of our own (the http probe's sniff is not shared yet): anything
- * else stops being copied and only costs a byte counter. */
+ * Each connection's first plaintext message is sniffed for HTTP/1.x and
+ * HTTP/2 (sniff.bpf.h, shared with the http probe), except on port 853, DNS
+ * over TLS, which is copied as the DNS-over-TCP stream it is: anything else
+ * stops being copied and only costs a byte counter. */
 #include "podscope.bpf.h"
 #include "sockfd.bpf.h"
 #include "sniff.bpf.h"
@@ -32,6 +33,10 @@ const volatile __u32 capture_bytes = 1024;
 #define PROTO_HTTP 1
 #define PROTO_OTHER 2
 #define PROTO_H2 3
+#define PROTO_DNS 4
+
+/* DNS over TLS (RFC 7858). */
+#define DOT_PORT 853
 
 struct conn {
 	__u64 seq[2]; /* plaintext bytes so far: [0] tx, [1] rx */
@@ -159,6 +164,13 @@ static __always_inline void tls_fill_addrs(struct tls_event *e, const struct soc
 	}
 }
 
+/* Either end on port 853: DNS over TLS. */
+static __always_inline bool is_dot(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_num) == DOT_PORT ||
+	       BPF_CORE_READ(sk, __sk_common.skc_dport) == bpf_htons(DOT_PORT);
+}
+
 #define HDR_SIZE __builtin_offsetof(struct tls_event, data)
 
 static __always_inline int ssl_leave(long ret, __u8 fn)
@@ -237,7 +249,11 @@ static __always_inline int ssl_leave(long ret, __u8 fn)
 	if (n && bpf_probe_read_user(e->data, n, (void *)c->buf))
 		n = 0;
 
-	if (st->proto == PROTO_UNKNOWN) {
+	if (st->proto == PROTO_UNKNOWN && is_dot((const struct sock *)key)) {
+		/* DNS over TLS is known by its port: its messages (a length,
+		 * then the message) have no mark a sniff could trust. */
+		st->proto = PROTO_DNS;
+	} else if (st->proto == PROTO_UNKNOWN) {
 		int p = sniff_proto(e->data, n);
 
 		if (p == SNIFF_HTTP1) {
@@ -262,7 +278,9 @@ static __always_inline int ssl_leave(long ret, __u8 fn)
 	e->dir = c->dir;
 	e->fn = c->fn;
 	e->fd_source = source;
-	e->proto = st->proto == PROTO_H2 ? TLS_PROTO_H2 : TLS_PROTO_HTTP1;
+	e->proto = st->proto == PROTO_H2    ? TLS_PROTO_H2
+		   : st->proto == PROTO_DNS ? TLS_PROTO_DNS
+					    : TLS_PROTO_HTTP1;
 	e->_pad2 = 0;
 	tls_fill_addrs(e, (const struct sock *)key);
 	st->seq[d & 1] += moved;
@@ -355,16 +373,21 @@ int tls_close_enter(struct trace_event_raw_sys_enter *ctx)
 	struct sock *sk;
 	struct conn *st;
 	struct tls_event *e;
+	struct file *f;
 	__u64 key;
 
 	if (!should_trace_current())
 		return 0;
-	sk = inet_sock_of_fd(ctx->args[0], IPPROTO_TCP);
+	f = fd_file(ctx->args[0]);
+	sk = inet_sock_of_file(f, IPPROTO_TCP);
 	if (!sk)
 		return 0;
 	key = (__u64)sk;
 	st = bpf_map_lookup_elem(&tls_conns, &key);
 	if (!st)
+		return 0;
+	/* Not the socket's last close (another fd or process still has it). */
+	if (file_refs(f) > 1)
 		return 0;
 	if (st->proto == PROTO_HTTP || st->proto == PROTO_H2) {
 		e = bpf_map_lookup_elem(&tls_scratch, &zero);

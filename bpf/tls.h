@@ -35,6 +35,7 @@
 
 #define TLS_PROTO_HTTP1 1
 #define TLS_PROTO_H2 2
+#define TLS_PROTO_DNS 3 /* DNS over TLS (port 853, RFC 7858): the DNS-over-TCP stream */
 
 struct tls_event {
 	struct event_header hdr;

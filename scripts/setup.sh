@@ -20,6 +20,8 @@ fi
 # config on a 127.0.0.x port, and compare with its access log; its service is not used.
 # dnsmasq-base (the dnsmasq program without its service): the dns probe's test runs it by
 # hand on a 127.0.0.x port 53 and compares with its query log.
+# dnsdist: the DNS-over-TLS test (tests/dns.rs) runs it by hand on a 127.0.0.x port 853
+# in front of that dnsmasq; its service is not used (stopped below where systemd runs it).
 # python3 (Debian's, with its ssl module on the system libssl): tests/https.rs reads HTTPS
 # 64 bytes at a time through it (SSL_read_ex answered from OpenSSL's buffer).
 # nghttp2-client (h2load) and python3-grpcio: the HTTP/2 and gRPC tests (tests/h2.rs)
@@ -34,7 +36,7 @@ fi
 # chain (host INPUT, and OUTPUT inside the pod's netns) and takes the rule's counter as witness;
 # nsenter (util-linux) and ip netns (iproute2) run its senders.
 # python3-venv: scripts/otel-sdk.sh makes the OpenTelemetry SDK's venv (PyPI) for tests/xtrace.rs.
-PKGS=(clang-19 python3 llvm-19 iperf3 libelf-dev zlib1g-dev pkg-config bpftool bpftrace iproute2 protobuf-compiler tcpdump util-linux prometheus openssl docker.io podman busybox-static nginx curl dnsmasq-base nghttp2-client python3-grpcio strace libc6-dev tmux iptables chromium chromium-driver python3-venv)
+PKGS=(clang-19 python3 llvm-19 iperf3 libelf-dev zlib1g-dev pkg-config bpftool bpftrace iproute2 protobuf-compiler tcpdump util-linux prometheus openssl docker.io podman busybox-static nginx curl dnsmasq-base dnsdist nghttp2-client python3-grpcio strace libc6-dev tmux iptables chromium chromium-driver python3-venv)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -49,6 +51,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
   log "system packages present"
+fi
+# The package enables dnsdist's service on 127.0.0.1:53; the tests start their own.
+if command -v systemctl >/dev/null && systemctl is-active -q dnsdist 2>/dev/null; then
+  systemctl disable --now dnsdist >/dev/null 2>&1 || log "could not stop the dnsdist service"
 fi
 
 mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing || log "could not mount tracefs"

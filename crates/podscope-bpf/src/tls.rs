@@ -388,7 +388,13 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
         let h = header!(raw.hdr);
         let ev = EventData::SockData(SockDataEvent {
             kind,
-            protocol: if raw.proto == 2 { "http2" } else { "http" }.into(),
+            protocol: match raw.proto {
+                2 => "http2",
+                // DNS over TLS: the stream DNS over TCP would be.
+                3 => "dns-tcp",
+                _ => "http",
+            }
+            .into(),
             tls: true,
             sock: raw.sock,
             fd: raw.fd,

@@ -931,7 +931,7 @@ pub struct DnsEvent {
     /// Response code (`NOERROR`, `NXDOMAIN`); absent without a response.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rcode: Option<String>,
-    /// `udp` or `tcp`.
+    /// `udp`, `tcp`, or `tls` (DNS over TLS, port 853, from the tls probe).
     #[serde(default)]
     pub transport: String,
     /// Answer records: addresses for A/AAAA, names for CNAME/PTR, else the type.

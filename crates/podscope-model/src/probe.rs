@@ -377,10 +377,10 @@ impl ProbeKind {
     }
 
     /// Probes this one brings along: asking for `http` also loads `tls`, so
-    /// HTTPS requests are reported as well.
+    /// HTTPS requests are reported as well, and `dns` too, for DNS over TLS.
     pub fn implies(self) -> &'static [ProbeKind] {
         match self {
-            ProbeKind::Http => &[ProbeKind::Tls],
+            ProbeKind::Http | ProbeKind::Dns => &[ProbeKind::Tls],
             _ => &[],
         }
     }

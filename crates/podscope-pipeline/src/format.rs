@@ -258,8 +258,8 @@ pub fn details(ev: &Event) -> String {
             if !d.answers.is_empty() {
                 s.push_str(&format!(" [{}]", d.answers.join(", ")));
             }
-            if d.transport == "tcp" {
-                s.push_str(" over tcp");
+            if d.transport == "tcp" || d.transport == "tls" {
+                s.push_str(&format!(" over {}", d.transport));
             }
             if d.dport != 0 {
                 s.push_str(&format!(" peer {}:{}", d.daddr, d.dport));

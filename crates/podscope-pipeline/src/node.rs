@@ -180,6 +180,9 @@ pub struct Ended {
 struct Session {
     id: SessionId,
     probes: Vec<ProbeKind>,
+    /// HTTPS plaintext is wanted (http, grpc or tls asked for); a session
+    /// that has tls only for DNS over TLS (`dns`) does not get it.
+    tls_requests: bool,
     index: PodIndex,
     /// Raw socket data in, one event per request out (http, dns): state per
     /// connection, so one per session (sessions see different pods).
@@ -285,7 +288,8 @@ impl Session {
 
     /// `p` is a kernel probe (events carry those): `grpc` wants `http`'s.
     fn wants(&self, p: ProbeKind) -> bool {
-        self.probes.iter().any(|q| q.kernel_probe() == p)
+        (p != ProbeKind::Tls || self.tls_requests)
+            && self.probes.iter().any(|q| q.kernel_probe() == p)
     }
 }
 
@@ -513,8 +517,13 @@ impl Node {
         if spec.probes.is_empty() {
             anyhow::bail!("no probes selected");
         }
-        // `http` brings `tls` along (HTTPS requests are HTTP requests too).
+        // `http` brings `tls` along (HTTPS requests are HTTP requests too),
+        // and so does `dns` (DNS over TLS), which wants only that of it.
         let mut spec = spec;
+        let tls_requests = spec
+            .probes
+            .iter()
+            .any(|p| matches!(p, ProbeKind::Http | ProbeKind::Grpc | ProbeKind::Tls));
         spec.probes = ProbeKind::with_implied(&spec.probes);
         if self.cfg.pod_mode() && spec.selection.is_none() {
             anyhow::bail!("a session on a shared node tracer needs a pod selection");
@@ -707,6 +716,7 @@ impl Node {
         self.sessions.push(Session {
             id,
             probes,
+            tls_requests,
             index,
             proto,
             sink,

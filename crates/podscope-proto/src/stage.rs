@@ -368,10 +368,10 @@ impl Stage {
             name: l.message.name,
             qtype: l.message.qtype,
             rcode: answered.then_some(l.message.rcode),
-            transport: if d.protocol == "dns-tcp" {
-                "tcp"
-            } else {
-                "udp"
+            transport: match (&*d.protocol, d.tls) {
+                ("dns-tcp", true) => "tls",
+                ("dns-tcp", false) => "tcp",
+                _ => "udp",
             }
             .into(),
             answers: l.message.answers,

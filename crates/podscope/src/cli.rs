@@ -101,7 +101,8 @@ pub enum Command {
         Probes: exec, exit, tcp, bio, cache, open, http, dns, tls, grpc, syscalls, drop, net (comma-separated,\n\
         or 'all': every probe but syscalls and net),\n\
         and any tracepoint as tp:SUBSYSTEM:EVENT (podscope probes --tracepoints lists them).\n\
-        http brings tls along (HTTPS requests from OpenSSL's plaintext); tls alone: HTTPS only.\n\
+        http brings tls along (HTTPS requests from OpenSSL's plaintext); tls alone: HTTPS only;\n\
+        dns brings it along for DNS over TLS (port 853), and reports only DNS.\n\
         Pods: --pod NAME (globs), -n NAMESPACE, -A, -l SELECTOR, --container NAME; --wait for pods\n\
         that do not exist yet. New pods that match are traced from their first exec.\n\
         Events are filtered in the kernel: choose --all, pod flags, or --pid, --cgroup, --comm\n\

@@ -46,13 +46,19 @@ fn witness(log: &str) -> Vec<Row> {
     out
 }
 
-fn rows(events: &[Value], comm: &str, role: &str, transport: &str) -> Vec<Row> {
+/// The lookups of `role` over `transport`, of the process named `comm`
+/// (any process when None): each must have been answered.
+fn rows(events: &[Value], comm: Option<&str>, role: &str, transport: &str) -> Vec<Row> {
     let mut v: Vec<Row> = events
         .iter()
-        .filter(|e| e["probe"] == "dns" && e["comm"] == comm && e["role"] == role)
+        .filter(|e| {
+            e["probe"] == "dns"
+                && comm.is_none_or(|c| e["comm"] == c)
+                && e["role"] == role
+                && e["transport"] == transport
+        })
         .map(|e| {
             assert!(e.get("error").is_none(), "{e}");
-            assert_eq!(e["transport"], transport, "{e}");
             assert!(e["latency_ns"].as_u64().is_some(), "{e}");
             (
                 e["qtype"].as_str().unwrap().to_string(),
@@ -93,21 +99,15 @@ fn against_dnsmasq(transport: &str) {
     let dir = std::env::temp_dir().join(format!("podscope-dns-{transport}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    // A loopback address whose port 53 is free (127.0.0.53 may be systemd-resolved's).
     // (The UDP and TCP tests run at once: each takes its own address.)
-    let mut ip = None;
-    for i in if transport == "tcp" {
-        150..250
-    } else {
-        100..150
-    } {
-        let at = Ipv4Addr::new(127, 0, 0, i);
-        if UdpSocket::bind((at, 53)).is_ok() && TcpListener::bind((at, 53)).is_ok() {
-            ip = Some(at);
-            break;
-        }
-    }
-    let ip = ip.expect("a free port 53 on 127.0.0.100-249");
+    let ip = free_loopback(
+        if transport == "tcp" {
+            150..200
+        } else {
+            100..150
+        },
+        &[53],
+    );
     let options = if transport == "tcp" {
         "options use-vc\n"
     } else {
@@ -120,7 +120,73 @@ fn against_dnsmasq(transport: &str) {
     .unwrap();
     let log = dir.join("dnsmasq.log");
     let cg = Cgroup::new(&format!("dns-{transport}"));
-    let mut dnsmasq = cg
+    let mut dnsmasq = start_dnsmasq(&cg, ip, &dir);
+    let trace = common::JsonTrace::start(&["dns", "--cgroup", cg.0.to_str().unwrap()]);
+
+    // glibc's resolver, as any program would use it: A and AAAA in one
+    // sendmmsg (ahosts), a name that does not exist, and a v4-only lookup.
+    let resolv = dir.join("resolv.conf");
+    for (args, ok) in [
+        (vec!["ahosts", "known.test"], true),
+        (vec!["hosts", "nx.missing.test"], false),
+        (vec!["ahostsv4", "known.test"], true),
+    ] {
+        let script = format!(
+            "mount --bind {} /etc/resolv.conf && exec getent \"$@\"",
+            resolv.display()
+        );
+        let mut full = vec!["unshare", "-m", "sh", "-c", &script, "sh"];
+        full.extend(args.iter());
+        let out = cg.command(&full).output().unwrap();
+        assert_eq!(out.status.success(), ok, "getent {args:?}: {out:?}");
+    }
+
+    let (events, err) = trace.stop();
+    let _ = dnsmasq.kill();
+    let _ = dnsmasq.wait();
+
+    let mut want = witness(&std::fs::read_to_string(&log).unwrap());
+    want.sort();
+    // ahosts: A + AAAA; hosts: AAAA then A (glibc tries v6 first); ahostsv4: A.
+    assert_eq!(want.len(), 5, "dnsmasq logged {want:?}");
+    let server = rows(&events, Some("dnsmasq"), "server", transport);
+    let client = rows(&events, Some("getent"), "client", transport);
+    eprintln!(
+        "{transport}: dnsmasq log: {} queries; podscope: {} answered by dnsmasq, {} asked by getent",
+        want.len(),
+        server.len(),
+        client.len()
+    );
+    assert_eq!(server, want, "dnsmasq's side vs its log\n{err}");
+    assert_eq!(client, want, "getent's side vs dnsmasq's log\n{err}");
+    assert!(
+        err.contains("podscope: dns: 20 messages, 10 queries, 0 without an answer or a query, 0 messages not DNS, 0 TCP stream gaps"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A loopback address in `range` (127.0.0.X) whose `ports` are all free
+/// for both UDP and TCP (127.0.0.53 may be systemd-resolved's). Tests
+/// that run at once take addresses from different ranges.
+fn free_loopback(range: std::ops::Range<u8>, ports: &[u16]) -> Ipv4Addr {
+    range
+        .map(|i| Ipv4Addr::new(127, 0, 0, i))
+        .find(|at| {
+            ports
+                .iter()
+                .all(|p| UdpSocket::bind((*at, *p)).is_ok() && TcpListener::bind((*at, *p)).is_ok())
+        })
+        .unwrap_or_else(|| {
+            panic!("no address in that part of 127.0.0.0/24 with ports {ports:?} free")
+        })
+}
+
+/// dnsmasq on ip:53 in `cg`, logging its queries to dir/dnsmasq.log, with
+/// `known.test` (10.1.2.3) and `missing.test` (NXDOMAIN); waited for.
+fn start_dnsmasq(cg: &Cgroup, ip: Ipv4Addr, dir: &Path) -> std::process::Child {
+    let log = dir.join("dnsmasq.log");
+    let dnsmasq = cg
         .command(&[
             DNSMASQ,
             "--keep-in-foreground",
@@ -152,50 +218,7 @@ fn against_dnsmasq(transport: &str) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-
-    let trace = common::JsonTrace::start(&["dns", "--cgroup", cg.0.to_str().unwrap()]);
-
-    // glibc's resolver, as any program would use it: A and AAAA in one
-    // sendmmsg (ahosts), a name that does not exist, and a v4-only lookup.
-    let resolv = dir.join("resolv.conf");
-    for (args, ok) in [
-        (vec!["ahosts", "known.test"], true),
-        (vec!["hosts", "nx.missing.test"], false),
-        (vec!["ahostsv4", "known.test"], true),
-    ] {
-        let script = format!(
-            "mount --bind {} /etc/resolv.conf && exec getent \"$@\"",
-            resolv.display()
-        );
-        let mut full = vec!["unshare", "-m", "sh", "-c", &script, "sh"];
-        full.extend(args.iter());
-        let out = cg.command(&full).output().unwrap();
-        assert_eq!(out.status.success(), ok, "getent {args:?}: {out:?}");
-    }
-
-    let (events, err) = trace.stop();
-    let _ = dnsmasq.kill();
-    let _ = dnsmasq.wait();
-
-    let mut want = witness(&std::fs::read_to_string(&log).unwrap());
-    want.sort();
-    // ahosts: A + AAAA; hosts: AAAA then A (glibc tries v6 first); ahostsv4: A.
-    assert_eq!(want.len(), 5, "dnsmasq logged {want:?}");
-    let server = rows(&events, "dnsmasq", "server", transport);
-    let client = rows(&events, "getent", "client", transport);
-    eprintln!(
-        "{transport}: dnsmasq log: {} queries; podscope: {} answered by dnsmasq, {} asked by getent",
-        want.len(),
-        server.len(),
-        client.len()
-    );
-    assert_eq!(server, want, "dnsmasq's side vs its log\n{err}");
-    assert_eq!(client, want, "getent's side vs dnsmasq's log\n{err}");
-    assert!(
-        err.contains("podscope: dns: 20 messages, 10 queries, 0 without an answer or a query, 0 messages not DNS, 0 TCP stream gaps"),
-        "{err}"
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+    dnsmasq
 }
 
 /// A DNS server and client in one program that move their messages in
@@ -385,4 +408,242 @@ fn dns_over_sendmmsg_and_recvmmsg_agrees_with_the_programs_own_account() {
         )),
         "{err}\n{said}"
     );
+}
+
+const DNSDIST: &str = "/usr/bin/dnsdist";
+
+/// A DNS-over-TLS client (RFC 7858) with Python's ssl module (OpenSSL):
+/// one connection, one query after another (NAME:TYPE arguments), each
+/// answer read before the next; prints "id qtype name rcode" per answer,
+/// its own account.
+const DOT_CLIENT: &str = r#"
+import socket, ssl, struct, sys
+host, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+RCODES = {0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN", 5: "REFUSED"}
+def exact(s, n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c:
+            sys.exit("the server closed the connection")
+        b += c
+    return b
+ctx = ssl.create_default_context(cafile=ca)
+with socket.create_connection((host, port)) as raw:
+    with ctx.wrap_socket(raw, server_hostname="dot.test") as s:
+        for i, arg in enumerate(sys.argv[4:], 1):
+            name, qtype = arg.split(":")
+            q = struct.pack(">HHHHHH", 0x1000 + i, 0x0100, 1, 0, 0, 0)
+            for label in name.split("."):
+                q += bytes([len(label)]) + label.encode()
+            q += b"\0" + struct.pack(">HH", {"A": 1, "AAAA": 28}[qtype], 1)
+            s.sendall(struct.pack(">H", len(q)) + q)
+            (n,) = struct.unpack(">H", exact(s, 2))
+            r = exact(s, n)
+            rid, flags = struct.unpack(">HH", r[:4])
+            print(rid, qtype, name, RCODES.get(flags & 15, flags & 15), flush=True)
+"#;
+
+/// DNS over TLS: a Python client (OpenSSL) asks dnsdist on port 853
+/// (OpenSSL too), which asks dnsmasq over TCP. `trace dns` brings the tls
+/// probe along and reads each side's plaintext: the client's lookups over
+/// tls agree with its own account and with dnsmasq's query log, dnsdist's
+/// serving side over tls and its asking side over tcp agree with the log,
+/// and dnsmasq's side over tcp too. No HTTPS is reported by a dns trace.
+#[test]
+fn dns_over_tls_agrees_with_the_clients_account_and_dnsmasqs_log() {
+    if !common::root_or_skip() {
+        return;
+    }
+    for (bin, pkg) in [(DNSMASQ, "dnsmasq-base"), (DNSDIST, "dnsdist")] {
+        assert!(
+            Path::new(bin).exists(),
+            "{bin} is missing: install Debian's {pkg} (bash scripts/setup.sh)"
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("podscope-dns-dot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ip = free_loopback(200..250, &[53, 853, 5300, 4433]);
+    let cg = Cgroup::new("dns-dot");
+    let mut dnsmasq = start_dnsmasq(&cg, ip, &dir);
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=dot.test",
+            "-addext",
+            "subjectAltName=DNS:dot.test",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "openssl req: {made:?}");
+    // No security polling (it asks the Internet), and the backend's health
+    // check only once, at start, before the trace.
+    let conf = dir.join("dnsdist.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "setSecurityPollSuffix('')\n\
+             setLocal('{ip}:5300')\n\
+             addTLSLocal('{ip}:853', '{}', '{}', {{provider='openssl'}})\n\
+             newServer({{address='{ip}:53', checkInterval=3600}})\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let said = dir.join("dnsdist.out");
+    let mut dnsdist = cg
+        .command(&[
+            DNSDIST,
+            "--supervised",
+            "--disable-syslog",
+            "-C",
+            conf.to_str().unwrap(),
+        ])
+        .stdout(std::fs::File::create(&said).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let out = std::fs::read_to_string(&said).unwrap_or_default();
+        if out.contains(&format!("Listening on {ip}:853 for TLS")) && out.contains("as 'up'") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "dnsdist did not start: {out}"
+        );
+        assert!(
+            dnsdist.try_wait().unwrap().is_none(),
+            "dnsdist exited: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let trace = common::JsonTrace::start(&["dns", "--cgroup", cg.0.to_str().unwrap()]);
+    let asked = ["known.test:A", "nx.missing.test:A", "known.test:AAAA"];
+    let mut args = vec!["python3", "-c", DOT_CLIENT];
+    let (ip_s, cert_s) = (ip.to_string(), cert.to_str().unwrap().to_string());
+    args.extend([ip_s.as_str(), "853", cert_s.as_str()]);
+    args.extend(asked);
+    let out = cg.command(&args).output().unwrap();
+    assert!(out.status.success(), "the DoT client: {out:?}");
+    // And an HTTPS request from the same cgroup (curl, OpenSSL): not DNS.
+    let mut https = std::process::Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-www",
+            "-accept",
+            &format!("{ip}:4433"),
+        ])
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("https://{ip}:4433/");
+    let mut fetched = None;
+    for _ in 0..50 {
+        let o = cg
+            .command(&[
+                "curl",
+                "-sk",
+                "--max-time",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &url,
+            ])
+            .output()
+            .unwrap();
+        if o.status.success() {
+            fetched = Some(String::from_utf8_lossy(&o.stdout).to_string());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = https.kill();
+    let _ = https.wait();
+    assert_eq!(
+        fetched.as_deref(),
+        Some("200"),
+        "curl {url} (openssl s_server)"
+    );
+    let (events, err) = trace.stop();
+    let _ = dnsdist.kill();
+    let _ = dnsdist.wait();
+    let _ = dnsmasq.kill();
+    let _ = dnsmasq.wait();
+
+    // The client's own account: (qtype, name, rcode).
+    let mut own: Vec<(String, String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[1].to_string(), f[2].to_string(), f[3].to_string())
+        })
+        .collect();
+    own.sort();
+    assert_eq!(own.len(), asked.len(), "{out:?}");
+    // dnsmasq's log, without dnsdist's health check (before the trace).
+    let mut want: Vec<Row> = witness(&std::fs::read_to_string(dir.join("dnsmasq.log")).unwrap())
+        .into_iter()
+        .filter(|r| r.1.ends_with(".test"))
+        .collect();
+    want.sort();
+    let short = |v: &[Row]| -> Vec<(String, String, String)> {
+        v.iter()
+            .map(|r| (r.0.clone(), r.1.clone(), r.2.clone()))
+            .collect()
+    };
+    assert_eq!(short(&want), own, "dnsmasq's log vs the client's account");
+    let client = rows(&events, Some("python3"), "client", "tls");
+    assert_eq!(client, want, "the client's side over TLS\n{err}");
+    assert_eq!(
+        rows(&events, None, "server", "tls"),
+        want,
+        "dnsdist serving over TLS\n{err}"
+    );
+    assert_eq!(
+        rows(&events, None, "client", "tcp"),
+        want,
+        "dnsdist asking dnsmasq over TCP\n{err}"
+    );
+    assert_eq!(
+        rows(&events, Some("dnsmasq"), "server", "tcp"),
+        want,
+        "dnsmasq's side over TCP\n{err}"
+    );
+    eprintln!(
+        "dot: {} lookups; podscope: {} each on the client's and dnsdist's TLS sides and dnsdist's and dnsmasq's TCP sides",
+        want.len(),
+        client.len()
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["probe"] == "http" || e["probe"] == "tls"),
+        "a dns trace reports DNS only, not curl's HTTPS request: {err}"
+    );
+    assert!(
+        err.contains("podscope: dns: 24 messages, 12 queries, 0 without an answer or a query, 0 messages not DNS, 0 TCP stream gaps"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

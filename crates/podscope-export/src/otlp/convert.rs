@@ -1108,7 +1108,11 @@ impl KernelSpan {
                 end = start.saturating_add(d.latency_ns.unwrap_or(0));
                 a.push(kv_str("dns.question.name", &d.name));
                 a.push(kv_str("podscope.dns.qtype", &d.qtype));
-                if !d.transport.is_empty() {
+                if d.transport == "tls" {
+                    // DNS over TLS: TCP underneath, as the conventions name it.
+                    a.push(kv_str("network.transport", "tcp"));
+                    a.push(kv_str("podscope.dns.transport", "tls"));
+                } else if !d.transport.is_empty() {
                     a.push(kv_str("network.transport", &d.transport));
                 }
                 if let Some(r) = &d.rcode {
