@@ -26,7 +26,8 @@ fi
 # 64 bytes at a time through it (SSL_read_ex answered from OpenSSL's buffer).
 # nghttp2-client (h2load) and python3-grpcio: the HTTP/2 and gRPC tests (tests/h2.rs)
 # load nginx's h2c listener with h2load and run a Python gRPC server and client
-# (Debian's /usr/bin/python3, generic handlers: no code generation).
+# (Debian's /usr/bin/python3, generic handlers: no code generation); golang-go and
+# golang-google-grpc-dev: the same test against a Go gRPC server, built offline in GOPATH mode.
 # strace and libc6-dev: tests/syscalls.rs and tests/tracepoints.rs build static C workloads (the
 # latter also a veth pair, iproute2); tests/syscalls.rs uses strace -c
 # as the count witness for the syscalls probe.
@@ -36,7 +37,7 @@ fi
 # chain (host INPUT, and OUTPUT inside the pod's netns) and takes the rule's counter as witness;
 # nsenter (util-linux) and ip netns (iproute2) run its senders.
 # python3-venv: scripts/otel-sdk.sh makes the OpenTelemetry SDK's venv (PyPI) for tests/xtrace.rs.
-PKGS=(clang-19 python3 llvm-19 iperf3 libelf-dev zlib1g-dev pkg-config bpftool bpftrace iproute2 protobuf-compiler tcpdump util-linux prometheus openssl docker.io podman busybox-static nginx curl dnsmasq-base dnsdist nghttp2-client python3-grpcio strace libc6-dev tmux iptables chromium chromium-driver python3-venv)
+PKGS=(clang-19 python3 llvm-19 iperf3 libelf-dev zlib1g-dev pkg-config bpftool bpftrace iproute2 protobuf-compiler tcpdump util-linux prometheus openssl docker.io podman busybox-static nginx curl dnsmasq-base dnsdist nghttp2-client python3-grpcio golang-go golang-google-grpc-dev strace libc6-dev tmux iptables chromium chromium-driver python3-venv)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

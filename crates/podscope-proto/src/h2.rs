@@ -642,7 +642,8 @@ impl Connection {
                 b":status" => status = v.parse::<u16>().ok(),
                 b"content-type" if is_grpc(&v) => s.grpc = true,
                 b"grpc-status" => s.grpc_status = v.parse().ok(),
-                b"grpc-message" => s.grpc_message = Some(percent_decode(&v)),
+                // grpc-go sends an empty one with every OK status: no message.
+                b"grpc-message" if !v.is_empty() => s.grpc_message = Some(percent_decode(&v)),
                 _ => {}
             }
         }

@@ -777,17 +777,76 @@ struct Grpc {
     dir: PathBuf,
 }
 
+/// Which demo.Echo server a test runs.
+#[derive(Clone, Copy, PartialEq)]
+enum GrpcServer {
+    /// grpcio (C-core), tests/grpc_echo_server.py.
+    Python,
+    /// grpc-go, tests/grpc_echo_server.go.
+    Go,
+}
+
+const GO: &str = "/usr/bin/go";
+/// Debian's golang-google-grpc-dev, for GOPATH mode.
+const GOPATH: &str = "/usr/share/gocode";
+
+/// Builds tests/grpc_echo_server.go (GOPATH mode, offline: Debian's Go
+/// packages; Go's build cache in the temp dir keeps later builds short).
+fn go_echo_server(dir: &Path) -> PathBuf {
+    for (path, pkg) in [
+        (GO.to_string(), "golang-go"),
+        (
+            format!("{GOPATH}/src/google.golang.org/grpc"),
+            "golang-google-grpc-dev",
+        ),
+    ] {
+        assert!(
+            Path::new(&path).exists(),
+            "{path} is missing: install Debian's {pkg} (bash scripts/setup.sh)"
+        );
+    }
+    let src = dir.join("main.go");
+    std::fs::write(&src, GO_SERVER).unwrap();
+    let bin = dir.join("grpc-echo");
+    let out = Command::new(GO)
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", GOPATH)
+        .env(
+            "GOCACHE",
+            std::env::temp_dir().join("podscope-test-gocache"),
+        )
+        .env("GOFLAGS", "")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "go build of the gRPC server: {out:?}");
+    bin
+}
+
+const GO_SERVER: &str = include_str!("grpc_echo_server.go");
+
 impl Grpc {
     fn start(cg: &Cgroup, tag: &str) -> Grpc {
+        Grpc::start_with(cg, tag, GrpcServer::Python)
+    }
+
+    fn start_with(cg: &Cgroup, tag: &str, kind: GrpcServer) -> Grpc {
         let dir = scratch(tag);
         std::fs::write(dir.join("server.py"), GRPC_SERVER).unwrap();
         std::fs::write(dir.join("client.py"), GRPC_CLIENT).unwrap();
         let addr = address(7).to_string();
-        let mut server = cg
-            .command(&[PYTHON, dir.join("server.py").to_str().unwrap(), &addr])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let server_cmd = match kind {
+            GrpcServer::Python => vec![
+                PYTHON.to_string(),
+                dir.join("server.py").display().to_string(),
+            ],
+            GrpcServer::Go => vec![go_echo_server(&dir).display().to_string()],
+        };
+        let mut args: Vec<&str> = server_cmd.iter().map(String::as_str).collect();
+        args.push(&addr);
+        let mut server = cg.command(&args).stdout(Stdio::piped()).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(server.stdout.take().unwrap())
             .read_line(&mut line)
@@ -863,10 +922,26 @@ fn calls(events: &[Value], role: &str) -> Vec<Call> {
 
 #[test]
 fn grpc_unary_streaming_and_failing_calls_exact_on_both_sides() {
+    grpc_calls_exact_on_both_sides(GrpcServer::Python);
+}
+
+/// The same calls from the Python client to a Go server (grpc-go: its own
+/// HTTP/2 and HPACK, Huffman-coded headers, trailers in their own frame).
+#[test]
+fn grpc_go_server_calls_exact_on_both_sides() {
+    grpc_calls_exact_on_both_sides(GrpcServer::Go);
+}
+
+fn grpc_calls_exact_on_both_sides(kind: GrpcServer) {
     if !grpc_ready() {
         return;
     }
-    let cg = Cgroup::new("grpc");
+    let tag = if kind == GrpcServer::Go {
+        "grpc-go"
+    } else {
+        "grpc"
+    };
+    let cg = Cgroup::new(tag);
     let metrics = address(9);
     let trace = Trace::start_with(
         &cg,
@@ -878,7 +953,7 @@ fn grpc_unary_streaming_and_failing_calls_exact_on_both_sides() {
             "64",
         ],
     );
-    let mut g = Grpc::start(&cg, "grpc");
+    let mut g = Grpc::start_with(&cg, tag, kind);
     g.calls("say", 3);
     g.calls("stream", 2);
     g.calls("missing", 2);
@@ -962,7 +1037,16 @@ fn grpc_unary_streaming_and_failing_calls_exact_on_both_sides() {
         server.len(),
         client.len()
     );
-    assert_eq!(server, expected, "served by the Python server\n{err}");
+    assert_eq!(
+        server,
+        expected,
+        "served by the {} server\n{err}",
+        if kind == GrpcServer::Go {
+            "Go"
+        } else {
+            "Python"
+        }
+    );
     assert_eq!(client, expected, "sent by the Python client\n{err}");
     assert!(
         err.contains("14 requests (14 gRPC calls), 0 with the header state unknown"),
