@@ -3,13 +3,20 @@
 // NOT_FOUND), as tests/grpc_echo_server.py does; messages are raw bytes.
 // Usage: grpc-echo HOST:PORT (prints "listening" when ready). Built by
 // tests/h2.rs in GOPATH mode against Debian's golang-google-grpc-dev.
+// `grpc-echo client HOST:PORT` is the client instead, like the Python one
+// of tests/h2.rs: calls per stdin line (`say N`, `stream N`, `missing N`),
+// "ok" after each line, one connection for all.
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -57,8 +64,70 @@ func stream(_ interface{}, s grpc.ServerStream) error {
 	return nil
 }
 
+func fail(format string, a ...interface{}) {
+	fmt.Fprintf(os.Stderr, format+"\n", a...)
+	os.Exit(1)
+}
+
+func client(addr string) {
+	conn, err := grpc.Dial(addr, grpc.WithInsecure(), grpc.WithBlock())
+	if err != nil {
+		fail("dial %s: %v", addr, err)
+	}
+	defer conn.Close()
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		var what string
+		var n int
+		if _, err := fmt.Sscan(in.Text(), &what, &n); err != nil {
+			fail("bad line %q", in.Text())
+		}
+		for i := 0; i < n; i++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			switch what {
+			case "say":
+				req, out := []byte("hi"), []byte(nil)
+				if err := conn.Invoke(ctx, "/demo.Echo/Say", &req, &out); err != nil || !bytes.Equal(out, req) {
+					fail("Say: %v %q", err, out)
+				}
+			case "stream":
+				st, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, "/demo.Echo/Stream")
+				req := []byte("s")
+				if err == nil {
+					err = st.SendMsg(&req)
+				}
+				if err == nil {
+					err = st.CloseSend()
+				}
+				got := 0
+				for err == nil {
+					var m []byte
+					if err = st.RecvMsg(&m); err == nil {
+						got++
+					}
+				}
+				if err != io.EOF || got != 3 {
+					fail("Stream: %v after %d messages", err, got)
+				}
+			default:
+				req, out := []byte("k1"), []byte(nil)
+				err := conn.Invoke(ctx, "/demo.Echo/Missing", &req, &out)
+				if s := status.Convert(err); s.Code() != codes.NotFound || s.Message() != "no such key: k1" {
+					fail("Missing: %v", err)
+				}
+			}
+			cancel()
+		}
+		fmt.Println("ok")
+	}
+}
+
 func main() {
 	encoding.RegisterCodec(raw{})
+	if len(os.Args) == 3 && os.Args[1] == "client" {
+		client(os.Args[2])
+		return
+	}
 	l, err := net.Listen("tcp", os.Args[1])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

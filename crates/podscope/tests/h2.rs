@@ -777,12 +777,12 @@ struct Grpc {
     dir: PathBuf,
 }
 
-/// Which demo.Echo server a test runs.
-#[derive(Clone, Copy, PartialEq)]
-enum GrpcServer {
-    /// grpcio (C-core), tests/grpc_echo_server.py.
+/// Which gRPC implementation a side of a test runs.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum GrpcImpl {
+    /// grpcio (C-core): tests/grpc_echo_server.py, and GRPC_CLIENT.
     Python,
-    /// grpc-go, tests/grpc_echo_server.go.
+    /// grpc-go: tests/grpc_echo_server.go (server, and `client`).
     Go,
 }
 
@@ -790,7 +790,7 @@ const GO: &str = "/usr/bin/go";
 /// Debian's golang-google-grpc-dev, for GOPATH mode.
 const GOPATH: &str = "/usr/share/gocode";
 
-/// Builds tests/grpc_echo_server.go (GOPATH mode, offline: Debian's Go
+/// Builds tests/grpc_echo_server.go (server and client; GOPATH mode, offline: Debian's Go
 /// packages; Go's build cache in the temp dir keeps later builds short).
 fn go_echo_server(dir: &Path) -> PathBuf {
     for (path, pkg) in [
@@ -829,22 +829,22 @@ const GO_SERVER: &str = include_str!("grpc_echo_server.go");
 
 impl Grpc {
     fn start(cg: &Cgroup, tag: &str) -> Grpc {
-        Grpc::start_with(cg, tag, GrpcServer::Python)
+        Grpc::start_with(cg, tag, GrpcImpl::Python, GrpcImpl::Python)
     }
 
-    fn start_with(cg: &Cgroup, tag: &str, kind: GrpcServer) -> Grpc {
+    fn start_with(cg: &Cgroup, tag: &str, server: GrpcImpl, client: GrpcImpl) -> Grpc {
         let dir = scratch(tag);
         std::fs::write(dir.join("server.py"), GRPC_SERVER).unwrap();
         std::fs::write(dir.join("client.py"), GRPC_CLIENT).unwrap();
         let addr = address(7).to_string();
-        let server_cmd = match kind {
-            GrpcServer::Python => vec![
-                PYTHON.to_string(),
-                dir.join("server.py").display().to_string(),
-            ],
-            GrpcServer::Go => vec![go_echo_server(&dir).display().to_string()],
+        let go = (server == GrpcImpl::Go || client == GrpcImpl::Go)
+            .then(|| go_echo_server(&dir).display().to_string())
+            .unwrap_or_default();
+        let (server_py, client_py) = (dir.join("server.py"), dir.join("client.py"));
+        let mut args: Vec<&str> = match server {
+            GrpcImpl::Python => vec![PYTHON, server_py.to_str().unwrap()],
+            GrpcImpl::Go => vec![&go],
         };
-        let mut args: Vec<&str> = server_cmd.iter().map(String::as_str).collect();
         args.push(&addr);
         let mut server = cg.command(&args).stdout(Stdio::piped()).spawn().unwrap();
         let mut line = String::new();
@@ -852,8 +852,12 @@ impl Grpc {
             .read_line(&mut line)
             .unwrap();
         assert_eq!(line.trim(), "listening", "the gRPC server did not start");
+        let args: Vec<&str> = match client {
+            GrpcImpl::Python => vec![PYTHON, client_py.to_str().unwrap(), &addr],
+            GrpcImpl::Go => vec![&go, "client", &addr],
+        };
         let mut client = cg
-            .command(&[PYTHON, dir.join("client.py").to_str().unwrap(), &addr])
+            .command(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -922,25 +926,28 @@ fn calls(events: &[Value], role: &str) -> Vec<Call> {
 
 #[test]
 fn grpc_unary_streaming_and_failing_calls_exact_on_both_sides() {
-    grpc_calls_exact_on_both_sides(GrpcServer::Python);
+    grpc_calls_exact_on_both_sides(GrpcImpl::Python, GrpcImpl::Python);
 }
 
 /// The same calls from the Python client to a Go server (grpc-go: its own
 /// HTTP/2 and HPACK, Huffman-coded headers, trailers in their own frame).
 #[test]
 fn grpc_go_server_calls_exact_on_both_sides() {
-    grpc_calls_exact_on_both_sides(GrpcServer::Go);
+    grpc_calls_exact_on_both_sides(GrpcImpl::Go, GrpcImpl::Python);
 }
 
-fn grpc_calls_exact_on_both_sides(kind: GrpcServer) {
+/// And from a Go client (grpc-go's client encoder) to the Python server.
+#[test]
+fn grpc_go_client_calls_exact_on_both_sides() {
+    grpc_calls_exact_on_both_sides(GrpcImpl::Python, GrpcImpl::Go);
+}
+
+fn grpc_calls_exact_on_both_sides(server_impl: GrpcImpl, client_impl: GrpcImpl) {
     if !grpc_ready() {
         return;
     }
-    let tag = if kind == GrpcServer::Go {
-        "grpc-go"
-    } else {
-        "grpc"
-    };
+    let tag = format!("grpc-{server_impl:?}-{client_impl:?}").to_lowercase();
+    let tag = tag.as_str();
     let cg = Cgroup::new(tag);
     let metrics = address(9);
     let trace = Trace::start_with(
@@ -953,7 +960,7 @@ fn grpc_calls_exact_on_both_sides(kind: GrpcServer) {
             "64",
         ],
     );
-    let mut g = Grpc::start_with(&cg, tag, kind);
+    let mut g = Grpc::start_with(&cg, tag, server_impl, client_impl);
     g.calls("say", 3);
     g.calls("stream", 2);
     g.calls("missing", 2);
@@ -1038,16 +1045,13 @@ fn grpc_calls_exact_on_both_sides(kind: GrpcServer) {
         client.len()
     );
     assert_eq!(
-        server,
-        expected,
-        "served by the {} server\n{err}",
-        if kind == GrpcServer::Go {
-            "Go"
-        } else {
-            "Python"
-        }
+        server, expected,
+        "served by the {server_impl:?} server\n{err}"
     );
-    assert_eq!(client, expected, "sent by the Python client\n{err}");
+    assert_eq!(
+        client, expected,
+        "sent by the {client_impl:?} client\n{err}"
+    );
     assert!(
         err.contains("14 requests (14 gRPC calls), 0 with the header state unknown"),
         "{err}"
