@@ -837,9 +837,11 @@ impl Grpc {
         std::fs::write(dir.join("server.py"), GRPC_SERVER).unwrap();
         std::fs::write(dir.join("client.py"), GRPC_CLIENT).unwrap();
         let addr = address(7).to_string();
-        let go = (server == GrpcImpl::Go || client == GrpcImpl::Go)
-            .then(|| go_echo_server(&dir).display().to_string())
-            .unwrap_or_default();
+        let go = if server == GrpcImpl::Go || client == GrpcImpl::Go {
+            go_echo_server(&dir).display().to_string()
+        } else {
+            String::new()
+        };
         let (server_py, client_py) = (dir.join("server.py"), dir.join("client.py"));
         let mut args: Vec<&str> = match server {
             GrpcImpl::Python => vec![PYTHON, server_py.to_str().unwrap()],
