@@ -23,7 +23,8 @@ pub enum ProbeKind {
     Open,
     /// HTTP/1.x and HTTP/2 requests from socket reads and writes (user-space parser).
     Http,
-    /// DNS queries and answers over UDP port 53 (user-space parser).
+    /// DNS queries and answers over UDP/TCP port 53, and DNS over TLS (port
+    /// 853, from the tls probe it brings along); user-space parser.
     Dns,
     /// TLS plaintext from uprobes on OpenSSL's libssl, parsed like `http`
     /// (which implies it: `trace http` reports HTTPS requests too).
@@ -159,7 +160,7 @@ impl ProbeKind {
                 "gRPC calls over HTTP/2 (h2c) served and made: service, method, grpc-status and message, duration, sizes, peer"
             }
             ProbeKind::Dns => {
-                "DNS lookups made and answered over UDP port 53: name, type, rcode, answers, latency"
+                "DNS lookups made and answered over UDP and TCP port 53, and TLS port 853 (with tls): name, type, rcode, answers, latency"
             }
             ProbeKind::Syscalls => {
                 "system calls: name, decoded arguments, result or errno, duration per thread (--syscall, --errors-only); --summary: per container count, errors, latency"
