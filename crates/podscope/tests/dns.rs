@@ -2,8 +2,9 @@
 //! (`getent`, in a mount namespace of its own whose /etc/resolv.conf points at
 //! that dnsmasq), over UDP and over TCP (`options use-vc`): what podscope
 //! reports on the server side (dnsmasq) and the client side (getent) must
-//! agree exactly with dnsmasq's own query log.
-//! Needs root and Debian's dnsmasq (scripts/setup.sh).
+//! agree exactly with dnsmasq's own query log. Also batches (sendmmsg and
+//! recvmmsg) and DNS over TLS through dnsdist.
+//! Needs root and Debian's dnsmasq and dnsdist (scripts/setup.sh).
 
 mod common;
 
