@@ -399,7 +399,16 @@ fn the_terminal_view_lists_sorts_filters_and_opens_a_pod() {
     // Shrunk to 80x24 the table adapts: the pods and the sort column stay,
     // the columns that no longer fit are left out and counted.
     t.resize(80, 24);
-    let small = t.wait("the 80x24 table", |s| s.contains("cols hidden"));
+    // Waited for whole: right after the resize tmux still shows what it kept
+    // of the old screen (CI once caught the footer alone) until the view
+    // has drawn the new size.
+    let small = t.wait("the 80x24 table", |s| {
+        s.contains("cols hidden")
+            && s.lines().all(|l| l.chars().count() <= 80)
+            && line_of(s, "alpha").is_some()
+            && line_of(s, "beta").is_some()
+            && s.contains("EXEC/s")
+    });
     assert!(small.lines().all(|l| l.chars().count() <= 80), "{small}");
     assert!(
         line_of(&small, "alpha").is_some() && line_of(&small, "beta").is_some(),
