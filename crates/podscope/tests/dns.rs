@@ -90,16 +90,9 @@ fn dns_over_tcp_agrees_exactly_with_dnsmasq_log_on_both_sides() {
 }
 
 fn against_dnsmasq(transport: &str) {
-    if !common::root_or_skip() {
+    let Some(dir) = prepare(transport, &[(DNSMASQ, "dnsmasq-base")]) else {
         return;
-    }
-    assert!(
-        Path::new(DNSMASQ).exists(),
-        "{DNSMASQ} is missing: install Debian's dnsmasq (bash scripts/setup.sh)"
-    );
-    let dir = std::env::temp_dir().join(format!("podscope-dns-{transport}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    };
     // (The UDP and TCP tests run at once: each takes its own address.)
     let ip = free_loopback(
         if transport == "tcp" {
@@ -165,6 +158,18 @@ fn against_dnsmasq(transport: &str) {
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Root (else skipped, said), the servers `tools` (program, Debian package)
+/// installed, and an empty scratch directory for the test `tag`.
+fn prepare(tag: &str, tools: &[(&str, &str)]) -> Option<std::path::PathBuf> {
+    if !common::root_and_tools(tools) {
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("podscope-dns-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    Some(dir)
 }
 
 /// A loopback address in `range` (127.0.0.X) whose `ports` are all free
@@ -453,18 +458,9 @@ with socket.create_connection((host, port)) as raw:
 /// and dnsmasq's side over tcp too. No HTTPS is reported by a dns trace.
 #[test]
 fn dns_over_tls_agrees_with_the_clients_account_and_dnsmasqs_log() {
-    if !common::root_or_skip() {
+    let Some(dir) = prepare("dot", &[(DNSMASQ, "dnsmasq-base"), (DNSDIST, "dnsdist")]) else {
         return;
-    }
-    for (bin, pkg) in [(DNSMASQ, "dnsmasq-base"), (DNSDIST, "dnsdist")] {
-        assert!(
-            Path::new(bin).exists(),
-            "{bin} is missing: install Debian's {pkg} (bash scripts/setup.sh)"
-        );
-    }
-    let dir = std::env::temp_dir().join(format!("podscope-dns-dot-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    };
     let ip = free_loopback(200..250, &[53, 853, 5300, 4433]);
     let cg = Cgroup::new("dns-dot");
     let mut dnsmasq = start_dnsmasq(&cg, ip, &dir);

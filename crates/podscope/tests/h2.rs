@@ -25,16 +25,7 @@ const SECRET: &str = "H2SECRET77";
 const UNKNOWN: &str = "http2 header state unknown";
 
 fn ready(tools: &[(&str, &str)]) -> bool {
-    if !common::root_or_skip() {
-        return false;
-    }
-    for (bin, pkg) in tools {
-        assert!(
-            Path::new(bin).exists(),
-            "{bin} is missing: install Debian's {pkg} (bash scripts/setup.sh)"
-        );
-    }
-    true
+    common::root_and_tools(tools)
 }
 
 fn grpc_ready() -> bool {

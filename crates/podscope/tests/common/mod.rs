@@ -340,6 +340,21 @@ pub fn cgroup_cpu_seconds(cgroup_path: &str) -> f64 {
         / 1e6
 }
 
+/// [`root_or_skip`], then each of `tools` (program, Debian package) must be
+/// installed: a missing one fails the test, naming the package.
+pub fn root_and_tools(tools: &[(&str, &str)]) -> bool {
+    if !root_or_skip() {
+        return false;
+    }
+    for (bin, pkg) in tools {
+        assert!(
+            std::path::Path::new(bin).exists(),
+            "{bin} is missing: install Debian's {pkg} (bash scripts/setup.sh)"
+        );
+    }
+    true
+}
+
 /// Root, or skipped when PODSCOPE_SKIP_ROOT_TESTS says so (and says so).
 pub fn root_or_skip() -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
