@@ -198,8 +198,12 @@ fn mean(v: &[f64]) -> f64 {
     }
 }
 
-/// Runs the benchmark: `rounds` untraced/traced pairs of `secs` each.
-pub fn run(bench: &Bench, rounds: usize, secs: u64) -> Result<HttpBench> {
+/// Runs the benchmark: `rounds` untraced/traced pairs of `secs` each; the
+/// traced runs add `extra` to `podscope trace http --all` (e.g. the
+/// capture flags, to measure what they cost).
+pub fn run(bench: &Bench, rounds: usize, secs: u64, extra: &[String]) -> Result<HttpBench> {
+    let mut trace_args = vec!["--all"];
+    trace_args.extend(extra.iter().map(String::as_str));
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
     let nginx = Nginx::start()?;
     // Warm up (page cache, nginx's first connections).
@@ -214,7 +218,7 @@ pub fn run(bench: &Bench, rounds: usize, secs: u64) -> Result<HttpBench> {
             );
             let before = nginx.log_lines();
             let ps = if traced {
-                Some(Podscope::start(&bench.podscope, "http", &["--all"])?)
+                Some(Podscope::start(&bench.podscope, "http", &trace_args)?)
             } else {
                 None
             };
@@ -291,7 +295,7 @@ pub fn run(bench: &Bench, rounds: usize, secs: u64) -> Result<HttpBench> {
             round + 1
         );
         bulk_untraced_bps.push(iperf(secs.min(5))?);
-        let p = Podscope::start(&bench.podscope, "http", &["--all"])?;
+        let p = Podscope::start(&bench.podscope, "http", &trace_args)?;
         bulk_traced_bps.push(iperf(secs.min(5))?);
         p.stop()?;
     }
