@@ -99,14 +99,18 @@ impl Capture {
 
     /// Whether the value of header `name` must never be kept.
     pub fn secret_header(&self, name: &[u8]) -> bool {
-        let n = String::from_utf8_lossy(name).to_ascii_lowercase();
-        CREDENTIAL_HEADERS.contains(&n.as_str()) || self.redact.contains(&n)
+        self.secret_lower(&String::from_utf8_lossy(name).to_ascii_lowercase())
+    }
+
+    /// [`Capture::secret_header`] of a name already in lowercase.
+    fn secret_lower(&self, n: &str) -> bool {
+        CREDENTIAL_HEADERS.contains(&n) || self.redact.iter().any(|r| r == n)
     }
 
     /// A header as kept: lowercase name, value (or [`REDACTED`]).
     pub fn header(&self, name: &[u8], value: &[u8]) -> (String, String) {
         let n = String::from_utf8_lossy(name).to_ascii_lowercase();
-        let v = if self.secret_header(name) {
+        let v = if self.secret_lower(&n) {
             REDACTED.to_string()
         } else if matches!(n.as_str(), "referer" | "location" | "content-location") {
             // URLs: their query values are redacted as the path's are.
@@ -129,16 +133,27 @@ impl Capture {
     /// The first bytes of a body as kept: text (bytes that are not UTF-8
     /// escaped as `\xNN`), with secret values redacted.
     pub fn body_text(&self, bytes: &[u8]) -> String {
-        let text = match std::str::from_utf8(bytes) {
-            Ok(t) => t.to_string(),
+        use std::borrow::Cow;
+        let text: Cow<'_, str> = match std::str::from_utf8(bytes) {
+            Ok(t) => Cow::Borrowed(t),
             // A body cut inside a character keeps what is whole.
-            Err(e) if e.error_len().is_none() => {
-                String::from_utf8_lossy(&bytes[..e.valid_up_to()]).into_owned()
-            }
-            Err(_) => bytes.escape_ascii().to_string(),
+            Err(e) if e.error_len().is_none() => String::from_utf8_lossy(&bytes[..e.valid_up_to()]),
+            Err(_) => Cow::Owned(bytes.escape_ascii().to_string()),
         };
-        let text = self.redact_json(&text);
-        let text = self.redact_form(&text);
+        // Each pass only where what it looks for is there at all (a SIMD
+        // search): a body with no quote has no JSON member to redact, one
+        // with no '=' no form field (measured: the passes were 15 % of a
+        // traced nginx's cost per request with --capture-body 1024).
+        let text = if memchr::memchr(b'"', text.as_bytes()).is_some() {
+            Cow::Owned(self.redact_json(&text))
+        } else {
+            text
+        };
+        let text = if memchr::memchr(b'=', text.as_bytes()).is_some() {
+            Cow::Owned(self.redact_form(&text))
+        } else {
+            text
+        };
         redact_tokens(&text)
     }
 
@@ -243,31 +258,35 @@ fn string_end(b: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// `Bearer abc.def` / `Basic dXNlcg==` anywhere -> `Bearer [redacted]`.
+/// `Bearer abc.def` / `Basic dXNlcg==` anywhere -> `Bearer [redacted]`
+/// (the words in any case).
 fn redact_tokens(s: &str) -> String {
+    let b = s.as_bytes();
     let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    loop {
-        let lower = rest.to_ascii_lowercase();
-        let at = ["bearer ", "basic "]
-            .iter()
-            .filter_map(|w| lower.find(w).map(|i| (i, w.len())))
-            .min();
-        let Some((i, wl)) = at else {
-            out.push_str(rest);
-            return out;
+    let (mut copied, mut from) = (0, 0);
+    while let Some(off) = memchr::memchr2(b'b', b'B', &b[from..]) {
+        let i = from + off;
+        let word = ["bearer ", "basic "].iter().find(|w| {
+            b.len() - i >= w.len() && b[i..i + w.len()].eq_ignore_ascii_case(w.as_bytes())
+        });
+        let Some(w) = word else {
+            from = i + 1;
+            continue;
         };
-        let after = &rest[i + wl..];
-        let n = after
-            .bytes()
+        let start = i + w.len();
+        let n = b[start..]
+            .iter()
             .take_while(|c| c.is_ascii_alphanumeric() || b"-._~+/=".contains(c))
             .count();
-        out.push_str(&rest[..i + wl]);
         if n > 0 {
+            out.push_str(&s[copied..start]);
             out.push_str(REDACTED);
+            copied = start + n;
         }
-        rest = &after[n..];
+        from = start + n;
     }
+    out.push_str(&s[copied..]);
+    out
 }
 
 #[cfg(test)]
@@ -299,6 +318,49 @@ mod tests {
             c.header(b"Referer", b"http://a/b?token=x").1,
             "http://a/b?token=?"
         );
+    }
+
+    /// The token pass as it was first written (lowercasing the rest of the
+    /// text at every step): the oracle for the allocation-free one.
+    fn redact_tokens_reference(s: &str) -> String {
+        let mut out = String::new();
+        let mut rest = s;
+        loop {
+            let lower = rest.to_ascii_lowercase();
+            let at = ["bearer ", "basic "]
+                .iter()
+                .filter_map(|w| lower.find(w).map(|i| (i, w.len())))
+                .min();
+            let Some((i, wl)) = at else {
+                out.push_str(rest);
+                return out;
+            };
+            let after = &rest[i + wl..];
+            let n = after
+                .bytes()
+                .take_while(|c| c.is_ascii_alphanumeric() || b"-._~+/=".contains(c))
+                .count();
+            out.push_str(&rest[..i + wl]);
+            if n > 0 {
+                out.push_str(REDACTED);
+            }
+            rest = &after[n..];
+        }
+    }
+
+    #[test]
+    fn token_redaction_agrees_with_its_reference_on_random_text() {
+        let pieces = [
+            "bearer ", "Bearer ", "BASIC ", "basic", "b", "B", "e", "a", "=", " ", "x.y", "é",
+            "\n", "tok3n", "-", "bas", "bearer",
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let s: String = (0..rng.usize(0..12))
+                .map(|_| pieces[rng.usize(..pieces.len())])
+                .collect();
+            assert_eq!(redact_tokens(&s), redact_tokens_reference(&s), "{s:?}");
+        }
     }
 
     #[test]
