@@ -62,13 +62,15 @@ fn once_json_counts_each_containers_workload_exactly() {
     // The client blocks on a FIFO until the test writes it (no exec while
     // waiting: a sleep loop would exec sleep), then runs EXECS /bin/true and
     // CONNECTIONS nc (one exec each) to the server container, and says it is
-    // done by making a file with the shell (no exec). The server's nc -e runs
-    // `true` once per connection (one exec each).
+    // done by making a file with the shell (no exec), then stays blocked on
+    // another FIFO (no exec: an `exec sleep` after the done file could come
+    // after top's snapshot, which CI once caught as one exec short). The
+    // server's nc -e runs `true` once per connection (one exec each).
     let client = format!(
-        "mkfifo /tmp/go; read x < /tmp/go; \
+        "mkfifo /tmp/go /tmp/stay; read x < /tmp/go; \
          i=0; while [ $i -lt {EXECS} ]; do /bin/true; i=$((i+1)); done; \
          i=0; while [ $i -lt {CONNECTIONS} ]; do nc 127.0.0.1 7000 </dev/null; i=$((i+1)); done; \
-         : > /tmp/done; exec sleep 3600"
+         : > /tmp/done; read y < /tmp/stay"
     );
     let busy = pod(
         "busy",
@@ -88,6 +90,12 @@ fn once_json_counts_each_containers_workload_exactly() {
     wait_for("the client to finish", Duration::from_secs(10), || {
         done.exists()
     });
+    // Every exec came before the done file, and top has not taken its
+    // snapshot yet: the whole workload is inside the interval.
+    assert!(
+        top.try_wait().unwrap().is_none(),
+        "the workload must end inside the interval: top already took its snapshot"
+    );
     assert!(
         began.elapsed() < Duration::from_secs(10),
         "the workload must end inside the interval"
@@ -105,12 +113,7 @@ fn once_json_counts_each_containers_workload_exactly() {
 
     let c = row(&snap, "busy", "client");
     assert_eq!(c["namespace"], ns.as_str());
-    // ... and the last line's `exec sleep` is one more.
-    assert_eq!(
-        c["totals"]["execs"],
-        (EXECS + CONNECTIONS + 1) as u64,
-        "{c}"
-    );
+    assert_eq!(c["totals"]["execs"], (EXECS + CONNECTIONS) as u64, "{c}");
     assert_eq!(c["totals"]["tcp_connects"], CONNECTIONS as u64, "{c}");
     assert_eq!(c["totals"]["tcp_accepts"], 0, "{c}");
     let sv = row(&snap, "busy", "server");
@@ -120,7 +123,7 @@ fn once_json_counts_each_containers_workload_exactly() {
     let secs = snap["interval_s"].as_f64().unwrap();
     let rate = c["execs_per_s"].as_f64().unwrap();
     assert!(
-        (rate * secs - (EXECS + CONNECTIONS + 1) as f64).abs() < 1e-6,
+        (rate * secs - (EXECS + CONNECTIONS) as f64).abs() < 1e-6,
         "{rate} * {secs}"
     );
     // The idle pod has a row with nothing counted, and its cgroup's memory.
