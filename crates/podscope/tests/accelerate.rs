@@ -784,20 +784,31 @@ fn fionread_regression_is_worked_around_by_the_stream_verdict() {
         "pinned",
         &format!("{PIN_DIR}/accel_socks"),
     ]);
-    let without = half_mapped_rr(&mut cli, &srv_ip, "without");
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let affected = podscope_bpf::fionread_regression(release.trim());
+    // The kernel bug shows by timing (measured: 44-50 of 50 reads), and CI
+    // once saw 0 of 50 in one connection: on an affected kernel up to three
+    // connections are tried for the evidence.
+    let mut without = half_mapped_rr(&mut cli, &srv_ip, "without");
+    for attempt in 2..=3 {
+        if !affected || without["fion0"].as_u64().unwrap() > 0 {
+            break;
+        }
+        eprintln!("no wrong FIONREAD without the verdict on that connection ({without}); another");
+        without = half_mapped_rr(&mut cli, &srv_ip, &format!("without{attempt}"));
+    }
     eprintln!(
         "kernel {}: half-mapped socket, 50 echoes: FIONREAD 0 with data {} times with the stream verdict, {} without",
         release.trim(),
         with["fion0"],
         without["fion0"]
     );
-    if podscope_bpf::fionread_regression(release.trim()) {
+    if affected {
         // Counted only for reads right after an epoll wake-up (no race with
         // data still arriving), so not necessarily all 50 (measured: 44-50).
         assert!(
             without["fion0"].as_u64().unwrap() > 0,
-            "this kernel is in the affected range, yet FIONREAD was right without the verdict: {without}"
+            "this kernel is in the affected range, yet FIONREAD was right without the verdict on 3 connections: {without}"
         );
     } else {
         assert_eq!(without["fion0"], 0, "an unaffected kernel: {without}");
