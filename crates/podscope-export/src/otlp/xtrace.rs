@@ -1281,54 +1281,67 @@ mod tests {
         assert_eq!(b.stats().server_hop, 0);
     }
 
+    /// One connection's request events, pushed in order: (role, start,
+    /// duration, name), the client on 10.0.0.2:40000, the server on
+    /// 10.0.0.3:80; then what a tick 3 s later decides for `server`.
+    fn on_one_connection(
+        events: &[(&str, u64, u64, &'static str)],
+        server: &str,
+    ) -> (Decided<&'static str>, BuildStats) {
+        let mut b: Builder<&'static str> = Builder::new(Config::default());
+        let now = 1_000 * MS;
+        let (cli, srv) = (("10.0.0.2", 40000), ("10.0.0.3", 80));
+        for &(role, start, dur, name) in events {
+            let ev = if role == "client" {
+                http("client", 2, 2, start, dur, cli, srv, None)
+            } else {
+                http("server", 3, 3, start, dur, srv, cli, None)
+            };
+            b.push(&ev, || name, now);
+        }
+        let got = b.tick(now + 3_000 * MS);
+        let found = got
+            .into_iter()
+            .find(|d| matches!(d, Decided::Request { res, .. } if *res == server))
+            .expect("the server span is decided");
+        (found, b.stats())
+    }
+
     /// The server's last write recorded 5 ms after the client's read of
     /// it returned (the writer preempted after waking the reader), and its
     /// first read 4 ms before the client's write: still one request.
     #[test]
     fn a_request_whose_ends_are_skewed_by_preemption_is_joined() {
-        let mut b: Builder<&'static str> = Builder::new(Config::default());
-        let now = 1_000 * MS;
-        let (cli, srv) = (("10.0.0.2", 40000), ("10.0.0.3", 80));
-        b.push(
-            &http("client", 2, 2, 10 * MS, 2 * MS, cli, srv, None),
-            || "c0",
-            now,
+        let (s0, stats) = on_one_connection(
+            &[
+                ("client", 10 * MS, 2 * MS, "c0"),
+                ("server", 6 * MS, 11 * MS, "s0"),
+            ],
+            "s0",
         );
-        b.push(
-            &http("server", 3, 3, 6 * MS, 11 * MS, srv, cli, None),
-            || "s0",
-            now,
-        );
-        let got = sort(b.tick(now + 3_000 * MS));
-        let s0 = got.requests.iter().find(|r| r.0 == "s0").unwrap();
-        assert_eq!(s0.3, How::Hop);
-        assert_eq!((b.stats().hop_mismatch, b.stats().server_hop), (0, 1));
+        assert!(matches!(s0, Decided::Request { how: How::Hop, .. }));
+        assert_eq!((stats.hop_mismatch, stats.server_hop), (0, 1));
     }
 
     #[test]
     fn a_request_lost_on_one_side_is_not_joined_to_the_next_one() {
-        let mut b: Builder<&'static str> = Builder::new(Config::default());
-        let now = 1_000 * MS;
-        let (cli, srv) = (("10.0.0.2", 40000), ("10.0.0.3", 80));
         // The client's first request was not seen by the server's side.
-        b.push(
-            &http("client", 2, 2, 10 * MS, 2 * MS, cli, srv, None),
-            || "c0",
-            now,
+        let (s1, stats) = on_one_connection(
+            &[
+                ("client", 10 * MS, 2 * MS, "c0"),
+                ("server", 21 * MS, MS, "s1"),
+                ("client", 20 * MS, 3 * MS, "c1"),
+            ],
+            "s1",
         );
-        b.push(
-            &http("server", 3, 3, 21 * MS, MS, srv, cli, None),
-            || "s1",
-            now,
-        );
-        b.push(
-            &http("client", 2, 2, 20 * MS, 3 * MS, cli, srv, None),
-            || "c1",
-            now,
-        );
-        let got = sort(b.tick(now + 3_000 * MS));
-        let s1 = got.requests.iter().find(|r| r.0 == "s1").unwrap();
-        assert_eq!((s1.2, s1.3), (None, How::NewTrace));
-        assert_eq!((b.stats().hop_mismatch, b.stats().server_hop), (1, 0));
+        assert!(matches!(
+            s1,
+            Decided::Request {
+                parent: None,
+                how: How::NewTrace,
+                ..
+            }
+        ));
+        assert_eq!((stats.hop_mismatch, stats.server_hop), (1, 0));
     }
 }
