@@ -26,8 +26,60 @@ use tokio_stream::StreamExt;
 
 use crate::proto::{
     agent_message, hub_client::HubClient, hub_message, AgentMessage, EventBatch, ExecRequest,
-    ExecResult, Hello, Pods, Record, SessionStatus, StartSession,
+    ExecResult, Hello, HopSpan, HopSpans, Pods, Record, SessionStatus, StartSession,
 };
+use podscope_export::otlp::{xtrace::Hop, SpanIds};
+
+/// How much longer a SERVER span of a session exported over OTLP waits for
+/// its CLIENT span from another node (docs/otlp.md, "Across nodes"): that
+/// span is decided on its node (up to the 1 s hold), then comes through the
+/// hub.
+pub const REMOTE_HOLD: Duration = Duration::from_secs(3);
+/// How often a session's CLIENT spans for other nodes go to the hub.
+const HOPS_EVERY: Duration = Duration::from_millis(100);
+
+impl From<Hop> for HopSpan {
+    fn from(h: Hop) -> HopSpan {
+        HopSpan {
+            client_addr: h.client.0,
+            client_port: u32::from(h.client.1),
+            server_addr: h.server.0,
+            server_port: u32::from(h.server.1),
+            order: h.order,
+            start_unix_ns: h.start,
+            end_unix_ns: h.end,
+            trace_id: h.ids.trace_id().to_vec(),
+            span_id: h.ids.span_id().to_vec(),
+            trace_from_wire: h.from_wire,
+        }
+    }
+}
+
+impl TryFrom<HopSpan> for Hop {
+    type Error = String;
+    fn try_from(h: HopSpan) -> Result<Hop, String> {
+        let trace: [u8; 16] = h.trace_id.as_slice().try_into().map_err(|_| {
+            format!(
+                "a hop span's trace id has {} bytes, not 16",
+                h.trace_id.len()
+            )
+        })?;
+        let span: [u8; 8] =
+            h.span_id.as_slice().try_into().map_err(|_| {
+                format!("a hop span's span id has {} bytes, not 8", h.span_id.len())
+            })?;
+        let port = |p: u32| u16::try_from(p).map_err(|_| format!("port {p} is not a TCP port"));
+        Ok(Hop {
+            client: (h.client_addr, port(h.client_port)?),
+            server: (h.server_addr, port(h.server_port)?),
+            order: h.order,
+            start: h.start_unix_ns,
+            end: h.end_unix_ns,
+            ids: SpanIds::new(trace, span),
+            from_wire: h.trace_from_wire,
+        })
+    }
+}
 
 /// `podscope agent`.
 #[derive(Debug, Clone, clap::Args)]
@@ -204,6 +256,8 @@ pub(crate) struct Running {
     stopping: Arc<AtomicBool>,
     /// What the hub asked for: reported again to a restarted hub.
     spec: StartSession,
+    /// Its OTLP export (`"otlp": true`): CLIENT spans of other nodes go in.
+    otlp: Option<podscope_export::OtlpObserver>,
 }
 
 type Sessions = Arc<Mutex<HashMap<String, Running>>>;
@@ -628,6 +682,7 @@ impl Agent {
                 Ok(Some(m)) => match m.msg {
                     Some(hub_message::Msg::Start(s)) => self.start(s),
                     Some(hub_message::Msg::Stop(s)) => self.stop(&s.session, Some(s.run)),
+                    Some(hub_message::Msg::Hops(h)) => self.hops_in(h),
                     Some(hub_message::Msg::Exec(e)) => {
                         let (me, link) = (self.clone(), self.link.clone());
                         tokio::spawn(async move {
@@ -959,6 +1014,7 @@ impl Agent {
                 key,
                 stopping: stopping.clone(),
                 spec: s.clone(),
+                otlp: None,
             },
         );
         let me = self.clone();
@@ -972,6 +1028,10 @@ impl Agent {
                         o.describe()
                     );
                     let observer = o.observer();
+                    if let Some(r) = lock(&self.sessions).get_mut(&s.session) {
+                        r.otlp = Some(observer.clone());
+                    }
+                    self.forward_hops(&link, &s, observer.clone());
                     (
                         Box::new(podscope_pipeline::sinks::Exported {
                             inner: sink,
@@ -1078,6 +1138,65 @@ impl Agent {
 }
 
 impl Agent {
+    /// CLIENT spans of another node for a session's SERVER spans here.
+    fn hops_in(&self, h: HopSpans) {
+        let observer = match lock(&self.sessions).get(&h.session) {
+            Some(r) if r.run == h.run => r.otlp.clone(),
+            _ => None,
+        };
+        let Some(o) = observer else {
+            return;
+        };
+        let hops: Vec<Hop> = h
+            .spans
+            .into_iter()
+            .filter_map(|s| match Hop::try_from(s) {
+                Ok(hop) => Some(hop),
+                Err(e) => {
+                    eprintln!("podscope agent: session {}: {e}; ignored", h.session);
+                    None
+                }
+            })
+            .collect();
+        o.push_hops(hops);
+    }
+
+    /// While the session runs: its CLIENT spans whose SERVER end is not on
+    /// this node go to the hub, which hands each to the node at the other
+    /// end.
+    fn forward_hops(
+        self: &Arc<Self>,
+        link: &Link,
+        s: &StartSession,
+        observer: podscope_export::OtlpObserver,
+    ) {
+        let (me, link, session, run) = (self.clone(), link.clone(), s.session.clone(), s.run);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(HOPS_EVERY);
+            loop {
+                every.tick().await;
+                let running = lock(&me.sessions)
+                    .get(&session)
+                    .is_some_and(|r| r.run == run);
+                let spans: Vec<HopSpan> =
+                    observer.take_hops().into_iter().map(Into::into).collect();
+                if !spans.is_empty() {
+                    let msg = AgentMessage {
+                        msg: Some(agent_message::Msg::Hops(HopSpans {
+                            session: session.clone(),
+                            run,
+                            spans,
+                        })),
+                    };
+                    send(&link, msg).await;
+                }
+                if !running {
+                    break;
+                }
+            }
+        });
+    }
+
     /// A session's own OTLP exporter (`"otlp": true`), to this agent's
     /// --otlp-endpoint: spans as a local trace makes them, its syscall and
     /// tracepoint records as log records in the session span's context.
@@ -1112,6 +1231,8 @@ impl Agent {
         cfg.requests.requests_traced = [ProbeKind::Http, ProbeKind::Grpc, ProbeKind::Tls]
             .iter()
             .any(|p| probes.contains(p));
+        // Hub sessions join hops across nodes.
+        cfg.requests.remote_hold_ns = REMOTE_HOLD.as_nanos() as u64;
         Ok(podscope_export::Otlp::start(
             cfg,
             Some(podscope_pipeline::sinks::otlp_log_body()),

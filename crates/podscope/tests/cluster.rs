@@ -21,9 +21,13 @@ use serde_json::{json, Value};
 const TOKEN: &str = "test-token-4f1c";
 
 /// The second "node": its own containerd, bridge and subnet; `down` on drop.
+/// One test at a time has it (they share its directory and bridge).
 struct Node2 {
     socket: PathBuf,
+    _one: std::sync::MutexGuard<'static, ()>,
 }
+
+static NODE2: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The second test bed's settings for podbed.sh, each overridable so that
 /// two checkouts can run this test at once (each with its own PODBED_* for
@@ -56,6 +60,9 @@ fn podbed() -> Command {
 
 impl Node2 {
     fn up() -> Node2 {
+        let one = NODE2
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let out = podbed()
             .arg("up")
             .stderr(Stdio::inherit())
@@ -74,6 +81,7 @@ impl Node2 {
             .to_string();
         Node2 {
             socket: PathBuf::from(socket),
+            _one: one,
         }
     }
 }
@@ -328,6 +336,231 @@ fn all_running(port: u16, id: &str, nodes: usize) -> bool {
     let (_, s) = api(port, "GET", &format!("/v1/sessions/{id}"), None);
     let n = s["nodes"].as_object().cloned().unwrap_or_default();
     n.len() == nodes && n.values().all(|x| x["state"] == "running")
+}
+
+/// Hop joins across nodes (docs/otlp.md, "Across nodes"): a client pod on
+/// node 1 (the test bed) calls a busybox httpd pod on node 2 (a second
+/// containerd; the hosts' bridges route between the two pod subnets, as a
+/// cluster's pod network does), PLAIN requests without trace context and
+/// WITH requests with a `traceparent` of their own. Each agent exports the
+/// hub session over OTLP itself; node 1 hands its CLIENT spans to the hub,
+/// which hands them to node 2, whose SERVER span of the same request is
+/// then parented to its CLIENT span: one trace per request with both hops,
+/// parented hop by hop. wget's own count is the witness of the requests.
+#[test]
+fn a_request_across_nodes_is_one_trace_with_both_hops() {
+    const PLAIN: usize = 6;
+    const WITH: usize = 6;
+    let sock1 = socket();
+    let node2 = Node2::up();
+    let tok = token_file();
+    let port = common::free_port();
+    let mut rx = common::otlp::GrpcReceiver::start(
+        format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap(),
+    );
+    let _hub = hub(port, &[]);
+    let export = [
+        "--otlp-endpoint",
+        &rx.url(),
+        "--otlp-protocol",
+        "grpc",
+        "--metrics-probes",
+        "exec",
+    ];
+    let _a1 = agent(port, "hop-node-1", &sock1, &tok, &export);
+    let _a2 = agent(port, "hop-node-2", &node2.socket, &tok, &export);
+    let sfx = suffix();
+    let ns = format!("hop-{sfx}");
+    let (srv_name, cli_name) = (format!("hop-api-{sfx}"), format!("hop-web-{sfx}"));
+    let srv = pod(
+        &node2.socket,
+        &srv_name,
+        &ns,
+        "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 8080 -h /www",
+    );
+    let ip = srv.pod.ip.clone().expect("the server pod's address");
+    let sent: Vec<(String, String)> = (0..WITH)
+        .map(|i| {
+            (
+                format!("{:032x}", 0x5eed_0000_u128 + ((i as u128 + 1) << 64)),
+                format!("{:016x}", 0xca11_0000_u64 + i as u64),
+            )
+        })
+        .collect();
+    let mut script = format!(
+        "while [ ! -e /tmp/go ]; do sleep 0.2; done; ok=0; \
+         i=0; while [ $i -lt {PLAIN} ]; do wget -q -O /dev/null http://{ip}:8080/index.html && ok=$((ok+1)); i=$((i+1)); done; "
+    );
+    for (t, s) in &sent {
+        script.push_str(&format!(
+            "wget -q -O /dev/null --header 'traceparent: 00-{t}-{s}-01' http://{ip}:8080/index.html && ok=$((ok+1)); "
+        ));
+    }
+    script.push_str("echo $ok > /tmp/result; mkdir /tmp/done; sleep 3600");
+    let web = pod(&sock1, &cli_name, &ns, &script);
+    let web_pid = web.pod.containers[0].pid.expect("the client's pid");
+    route_between(&web, &srv);
+    wait_for(Duration::from_secs(15), "the hub to know both pods", || {
+        let (_, v) = api(port, "GET", &format!("/v1/pods?namespace={ns}"), None);
+        v.as_array().is_some_and(|a| a.len() == 2)
+    });
+    let (st, v) = api(
+        port,
+        "POST",
+        "/v1/sessions",
+        Some(json!({"namespace": ns, "probes": ["http"], "otlp": true})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    wait_for(
+        Duration::from_secs(20),
+        "the session to run on both nodes",
+        || all_running(port, &id, 2),
+    );
+    std::fs::write(format!("/proc/{web_pid}/root/tmp/go"), "").unwrap();
+    let done = PathBuf::from(format!("/proc/{web_pid}/root/tmp/done"));
+    wait_for(Duration::from_secs(60), "the client to finish", || {
+        done.is_dir()
+    });
+    let result = std::fs::read_to_string(format!("/proc/{web_pid}/root/tmp/result")).unwrap();
+    assert_eq!(
+        result.trim(),
+        (PLAIN + WITH).to_string(),
+        "wget's own count of answered requests (is node 2's pod reachable from node 1's?)"
+    );
+    let requests = |spans: &[common::otlp::Got], pod: &str, kind: i32| -> Vec<common::otlp::Got> {
+        spans
+            .iter()
+            .filter(|g| {
+                g.span.kind == kind
+                    && g.resource.get("k8s.pod.name").map(String::as_str) == Some(pod)
+                    && g.attrs.contains_key("http.request.method")
+            })
+            .cloned()
+            .collect()
+    };
+    const SERVER: i32 = 2;
+    const CLIENT: i32 = 3;
+    // The SERVER spans wait for their CLIENT spans from node 1 (at most
+    // their hold and the remote hold, 4 s).
+    wait_for(
+        Duration::from_secs(30),
+        "both ends of every request",
+        || {
+            let spans = rx.store.spans();
+            requests(&spans, &cli_name, CLIENT).len() == PLAIN + WITH
+                && requests(&spans, &srv_name, SERVER).len() == PLAIN + WITH
+        },
+    );
+    let (st, v) = api(port, "DELETE", &format!("/v1/sessions/{id}"), None);
+    assert_eq!(st, 200, "{v}");
+    let session_span = |spans: &[common::otlp::Got], node: &str| {
+        spans
+            .iter()
+            .find(|g| {
+                g.attrs.get("podscope.session.id") == Some(&id)
+                    && g.attrs.get("k8s.node.name").map(String::as_str) == Some(node)
+            })
+            .cloned()
+    };
+    wait_for(Duration::from_secs(15), "both nodes' session spans", || {
+        let spans = rx.store.spans();
+        session_span(&spans, "hop-node-1").is_some() && session_span(&spans, "hop-node-2").is_some()
+    });
+    rx.stop();
+    let spans = rx.store.spans();
+    let clients = requests(&spans, &cli_name, CLIENT);
+    let servers = requests(&spans, &srv_name, SERVER);
+    assert_eq!(clients.len(), PLAIN + WITH, "{clients:#?}");
+    assert_eq!(servers.len(), PLAIN + WITH, "{servers:#?}");
+    let mut parents = std::collections::BTreeSet::new();
+    for s in &servers {
+        assert_eq!(s.resource["k8s.node.name"], "hop-node-2", "{s:?}");
+        assert_eq!(
+            s.attrs["podscope.trace.parent"], "hop",
+            "parented through the hub: {s:?}"
+        );
+        let c = clients
+            .iter()
+            .find(|c| c.span.span_id == s.span.parent_span_id)
+            .unwrap_or_else(|| {
+                panic!("no CLIENT span is this SERVER span's parent: {s:?}\n{clients:#?}")
+            });
+        assert_eq!(c.span.trace_id, s.span.trace_id, "one trace: {c:?} {s:?}");
+        assert_eq!(c.resource["k8s.node.name"], "hop-node-1", "{c:?}");
+        assert!(
+            parents.insert(c.span.span_id.clone()),
+            "one SERVER span per CLIENT span: {c:?}"
+        );
+    }
+    // The requests with context are in their callers' traces, under the
+    // span id on the wire; the others start traces of their own.
+    let hexs = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    for (t, sp) in &sent {
+        let c = clients
+            .iter()
+            .find(|c| hexs(&c.span.trace_id) == *t)
+            .unwrap_or_else(|| panic!("no CLIENT span in trace {t}: {clients:#?}"));
+        assert_eq!(hexs(&c.span.parent_span_id), *sp, "{c:?}");
+    }
+    let own = clients
+        .iter()
+        .filter(|c| c.span.parent_span_id.is_empty())
+        .count();
+    assert_eq!(
+        own, PLAIN,
+        "the requests without context are roots: {clients:#?}"
+    );
+    let n1 = session_span(&spans, "hop-node-1").unwrap();
+    let n2 = session_span(&spans, "hop-node-2").unwrap();
+    let n = (PLAIN + WITH).to_string();
+    assert_eq!(n1.attrs["podscope.requests.hops_out"], n, "{n1:?}");
+    assert_eq!(n2.attrs["podscope.requests.hops_in"], n, "{n2:?}");
+    assert_eq!(n2.attrs["podscope.requests.server_hop_remote"], n, "{n2:?}");
+    assert_eq!(
+        n2.attrs["podscope.requests.hops_in_unmatched"], "0",
+        "{n2:?}"
+    );
+}
+
+/// A pod network between two test beds, as a cluster's CNI makes one: the
+/// host forwards, and each pod routes the other's address through its
+/// bridge (a bed's pods only have their own subnet's route).
+fn route_between(a: &PodGuard, b: &PodGuard) {
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+    for (from, to) in [(a, b), (b, a)] {
+        let (ip, peer) = (from.pod.ip.clone().unwrap(), to.pod.ip.clone().unwrap());
+        // The host's address on the pod's bridge is the pod's gateway.
+        let out = Command::new("ip")
+            .args(["-4", "-o", "route", "get", &ip])
+            .output()
+            .unwrap();
+        let route = String::from_utf8_lossy(&out.stdout).to_string();
+        let gw = route
+            .split_whitespace()
+            .skip_while(|w| *w != "src")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no host address towards {ip}: {route}"))
+            .to_string();
+        let pid = from.pod.containers[0].pid.unwrap().to_string();
+        let st = Command::new("nsenter")
+            .args([
+                "-t",
+                &pid,
+                "-n",
+                "ip",
+                "route",
+                "add",
+                &format!("{peer}/32"),
+                "via",
+                &gw,
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "routing {ip} -> {peer} via {gw}");
+    }
 }
 
 #[test]

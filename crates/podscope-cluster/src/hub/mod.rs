@@ -6,7 +6,7 @@
 //! they re-register, and the new hub adopts them under their old ids. A hub
 //! stopped with SIGTERM/SIGINT tells every stream to reconnect.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -221,6 +221,18 @@ struct Session {
     subscribers: Vec<Subscriber>,
     /// Adopted from the agents after a hub restart (its counts start then).
     resumed: bool,
+    /// CLIENT spans handed between its nodes (docs/otlp.md, "Across nodes").
+    hops: HopCounts,
+}
+
+/// A session's CLIENT spans from its nodes: sent on to the node with the
+/// server's address, or not (no node of the session has a pod there; that
+/// node's link was full).
+#[derive(Debug, Clone, Copy, Default)]
+struct HopCounts {
+    relayed: u64,
+    no_node: u64,
+    dropped: u64,
 }
 
 const FINAL: [&str; 3] = ["finished", "failed", "lost"];
@@ -319,6 +331,14 @@ impl Session {
         {
             self.state = "stopped";
             self.stopped_at = Some(SystemTime::now());
+            let h = self.hops;
+            if h.relayed + h.no_node + h.dropped > 0 {
+                eprintln!(
+                    "podscope hub: session {}: CLIENT spans across nodes: {} sent on to the server's node, \
+                     {} with a server address no node of the session has, {} dropped (the node's link was full)",
+                    self.id, h.relayed, h.no_node, h.dropped
+                );
+            }
             let view = self.view();
             let rec = crate::proto::ControlRecord {
                 session: Some(self.id.clone()),
@@ -340,6 +360,9 @@ struct HubState {
     next_conn: u64,
     nodes: BTreeMap<String, NodeEntry>,
     sessions: BTreeMap<String, Session>,
+    /// Which node has the pod of each pod IP address (for the CLIENT spans
+    /// handed between nodes).
+    pod_ips: HashMap<String, String>,
     /// Exec requests waiting for their agent's answer: id -> (node, answer).
     execs: BTreeMap<String, (String, tokio::sync::oneshot::Sender<ExecResult>)>,
 }
@@ -389,6 +412,16 @@ fn render_pods(node: &str, pods: &[Pod]) -> Vec<Arc<str>> {
         .collect()
 }
 
+/// `node`'s pods are now `pods`: the address index follows.
+fn index_pods(ips: &mut HashMap<String, String>, node: &str, pods: &[Pod]) {
+    ips.retain(|_, n| n != node);
+    for p in pods {
+        if let Some(ip) = p.ip.as_deref().filter(|ip| !ip.is_empty()) {
+            ips.insert(ip.to_string(), node.to_string());
+        }
+    }
+}
+
 fn send_to(node: &NodeEntry, msg: HubMessage) {
     if let Some(tx) = &node.tx {
         // Control messages are rare; a full link means the agent is stuck and will be dropped.
@@ -415,6 +448,7 @@ impl Hub {
                 next_conn: 1,
                 nodes: BTreeMap::new(),
                 sessions: BTreeMap::new(),
+                pod_ips: HashMap::new(),
             })),
             token: token.into(),
             enable_exec,
@@ -590,6 +624,7 @@ impl hub_server::Hub for Hub {
                     eprintln!("podscope hub: node {node} registered again; replacing its old link");
                 }
             }
+            index_pods(&mut st.pod_ips, &node, &pods);
             st.nodes.insert(
                 node.clone(),
                 NodeEntry {
@@ -719,6 +754,7 @@ impl Hub {
                 nodes,
                 subscribers: Vec::new(),
                 resumed: true,
+                hops: HopCounts::default(),
             },
         );
         if ss.deadline_unix_ms > 0 {
@@ -749,6 +785,7 @@ impl Hub {
                 if let Ok(pods) = pods {
                     let st = &mut *st;
                     if let Some(n) = st.nodes.get_mut(node) {
+                        index_pods(&mut st.pod_ips, node, &pods);
                         n.pods_json = render_pods(node, &pods);
                         n.pods = pods;
                         // A matching pod appeared here: the running sessions
@@ -805,6 +842,43 @@ impl Hub {
                         }
                     );
                     let _ = tx.send(r);
+                }
+            }
+            Some(agent_message::Msg::Hops(h)) => {
+                let st = &mut *st;
+                let Some(s) = st.sessions.get_mut(&h.session) else {
+                    return;
+                };
+                if s.run != h.run {
+                    return;
+                }
+                // Each span to the node with a pod at its server address,
+                // when that node runs the session too.
+                let mut to: BTreeMap<&str, Vec<crate::proto::HopSpan>> = BTreeMap::new();
+                for span in h.spans {
+                    match st.pod_ips.get(span.server_addr.as_str()) {
+                        Some(n)
+                            if n != node
+                                && s.nodes.get(n).is_some_and(|ns| ns.state == "running") =>
+                        {
+                            to.entry(n.as_str()).or_default().push(span);
+                        }
+                        _ => s.hops.no_node += 1,
+                    }
+                }
+                for (n, spans) in to {
+                    let count = spans.len() as u64;
+                    let msg = HubMessage {
+                        msg: Some(hub_message::Msg::Hops(crate::proto::HopSpans {
+                            session: h.session.clone(),
+                            run: h.run,
+                            spans,
+                        })),
+                    };
+                    match st.nodes.get(n).and_then(|e| e.tx.as_ref()) {
+                        Some(tx) if tx.try_send(Ok(msg)).is_ok() => s.hops.relayed += count,
+                        _ => s.hops.dropped += count,
+                    }
                 }
             }
             Some(agent_message::Msg::Events(b)) => {

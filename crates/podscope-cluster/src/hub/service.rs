@@ -276,6 +276,7 @@ impl Hub {
                 nodes: BTreeMap::new(),
                 subscribers: Vec::new(),
                 resumed: false,
+                hops: super::HopCounts::default(),
             },
         );
         if req.start.unwrap_or(true) {

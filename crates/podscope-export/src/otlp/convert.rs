@@ -62,6 +62,11 @@ pub struct SpanIds {
 }
 
 impl SpanIds {
+    /// Ids as given (another node's span, received through the hub).
+    pub fn new(trace: [u8; 16], span: [u8; 8]) -> SpanIds {
+        SpanIds { trace, span }
+    }
+
     /// The trace id.
     pub fn trace_id(&self) -> [u8; 16] {
         self.trace
@@ -363,6 +368,19 @@ impl Tap {
     pub fn tick(&mut self) {
         let out = self.requests.tick(Timestamp::now().0);
         self.queue_decided(out);
+    }
+
+    /// CLIENT spans for the nodes at the other end of their connections.
+    pub fn take_hops(&mut self) -> Vec<super::xtrace::Hop> {
+        self.requests.take_hops()
+    }
+
+    /// CLIENT spans of other nodes, for the SERVER spans here.
+    pub fn push_hops(&mut self, hops: Vec<super::xtrace::Hop>) {
+        let now = Timestamp::now().0;
+        for h in hops {
+            self.requests.push_remote(h, now);
+        }
     }
 
     /// The request-trace stage's counts.

@@ -89,6 +89,26 @@ impl OtlpObserver {
             .tick();
     }
 
+    /// CLIENT request spans whose SERVER span is on another node (an
+    /// agent's hub session, `remote_hold_ns` set): for the hub to hand on.
+    pub fn take_hops(&self) -> Vec<xtrace::Hop> {
+        self.tap
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take_hops()
+    }
+
+    /// CLIENT request spans of other nodes, from the hub.
+    pub fn push_hops(&self, hops: Vec<xtrace::Hop>) {
+        if hops.is_empty() {
+            return;
+        }
+        self.tap
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_hops(hops);
+    }
+
     /// A probe lost events (a span event on the session span).
     pub fn lost(&self, probe: ProbeKind, delta: u64, total: u64) {
         self.tap

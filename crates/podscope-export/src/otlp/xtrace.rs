@@ -33,6 +33,10 @@ use super::convert::{Ids, SpanIds};
 /// loaded 2-core machine). The order checks in `same_request` keep a larger
 /// slack from joining neighbouring requests.
 const NEST_SLACK_NS: u64 = 10_000_000;
+/// Across nodes the two ends' clocks are not one clock (NTP keeps nodes
+/// within a few ms): the times of a hop joined through the hub may disagree
+/// by this much more.
+const REMOTE_SKEW_NS: u64 = 100_000_000;
 /// Spans held at once; beyond that the oldest are decided early (counted).
 pub const MAX_HELD: usize = 65_536;
 /// Kernel events remembered per thread while waiting for the request span.
@@ -53,6 +57,12 @@ pub struct Config {
     /// Request events can come (a probe that sees requests is traced);
     /// without them kernel events are not kept for children.
     pub requests_traced: bool,
+    /// Hops are joined across nodes too (an agent's hub session): CLIENT
+    /// spans with no SERVER span on this node are handed out
+    /// ([`Builder::take_hops`]) for the node at the other end, and a SERVER
+    /// span with no CLIENT span here waits this much longer for one to come
+    /// from another node ([`Builder::push_remote`]). 0: one node only.
+    pub remote_hold_ns: u64,
 }
 
 impl Default for Config {
@@ -62,6 +72,7 @@ impl Default for Config {
             max_children: 64,
             context_only: false,
             requests_traced: true,
+            remote_hold_ns: 0,
         }
     }
 }
@@ -94,6 +105,33 @@ impl How {
         }
     }
 }
+
+/// A CLIENT request span as the node at the other end of its connection
+/// needs it to parent its SERVER span (docs/otlp.md, "Across nodes"): the
+/// connection, the request's place on it, its times and its ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    /// The client's address and port (its socket's local end).
+    pub client: (String, u16),
+    /// The server's address and port (the client's peer).
+    pub server: (String, u16),
+    /// The request's place on the connection as the client saw it (0: the
+    /// first its trace saw).
+    pub order: u64,
+    /// When the client began writing the request and finished reading the
+    /// response (wall clock, ns).
+    pub start: u64,
+    /// See `start`.
+    pub end: u64,
+    /// The CLIENT span's trace and span id.
+    pub ids: SpanIds,
+    /// Its trace came from a trace-context header (`--spans
+    /// requests-with-context` exports its children).
+    pub from_wire: bool,
+}
+
+/// Hops waiting to be taken, at most (the oldest are dropped, counted).
+const MAX_HOPS_OUT: usize = 65_536;
 
 /// A decided span, handed to the exporter.
 #[derive(Debug)]
@@ -162,6 +200,18 @@ pub struct BuildStats {
     pub hop_mismatch: u64,
     /// Spans decided early because [`MAX_HELD`] were held.
     pub evicted: u64,
+    /// SERVER spans parented to a CLIENT span on another node (of
+    /// `server_hop`).
+    pub server_hop_remote: u64,
+    /// CLIENT spans with no SERVER span on this node, handed out for the
+    /// node at the other end.
+    pub hops_out: u64,
+    /// ... dropped before they were taken ([`MAX_HOPS_OUT`] waiting).
+    pub hops_out_dropped: u64,
+    /// CLIENT spans of other nodes received.
+    pub hops_in: u64,
+    /// ... that no SERVER span here matched while they were kept.
+    pub hops_in_unmatched: u64,
     /// Kernel child spans produced.
     pub children: u64,
     /// Kernel child spans left out over `--span-children` (counted on the span).
@@ -181,7 +231,7 @@ pub struct BuildStats {
 impl BuildStats {
     /// `(name, count)` in report order (session-span attributes
     /// `podscope.requests.<name>`).
-    pub fn pairs(&self) -> [(&'static str, u64); 20] {
+    pub fn pairs(&self) -> [(&'static str, u64); 25] {
         [
             ("server", self.server),
             ("server_hop", self.server_hop),
@@ -197,6 +247,11 @@ impl BuildStats {
             ("hop_late", self.hop_late),
             ("hop_mismatch", self.hop_mismatch),
             ("evicted", self.evicted),
+            ("server_hop_remote", self.server_hop_remote),
+            ("hops_out", self.hops_out),
+            ("hops_out_dropped", self.hops_out_dropped),
+            ("hops_in", self.hops_in),
+            ("hops_in_unmatched", self.hops_in_unmatched),
             ("children", self.children),
             ("children_dropped", self.children_dropped),
             ("kernel_events_forgotten", self.kernel_events_forgotten),
@@ -218,7 +273,7 @@ impl std::fmt::Display for BuildStats {
             }
         };
         let parented = self.client_trace_id + self.client_thread + self.client_wire;
-        writeln!(
+        write!(
             f,
             "podscope: request spans: {} SERVER ({} parented to the caller's CLIENT span by connection, \
              {} to the span id on the wire, {} new traces); {} CLIENT ({} by trace id, {} by serving thread, \
@@ -246,7 +301,20 @@ impl std::fmt::Display for BuildStats {
             self.kernel_events_forgotten,
             self.kernel_events_unclaimed,
             self.not_exported,
-        )
+        )?;
+        if self.hops_out + self.hops_in > 0 {
+            write!(
+                f,
+                "; across nodes: {} SERVER spans parented to a CLIENT span of another node, {} CLIENT spans sent \
+                 to the node at the other end ({} dropped unsent), {} received ({} matched no SERVER span here)",
+                self.server_hop_remote,
+                self.hops_out,
+                self.hops_out_dropped,
+                self.hops_in,
+                self.hops_in_unmatched,
+            )?;
+        }
+        writeln!(f)
     }
 }
 
@@ -255,6 +323,9 @@ enum Parent {
     Undecided,
     Wire,
     Local(u64),
+    /// A CLIENT span of another node: its ids and whether its trace came
+    /// from the wire.
+    Remote(SpanIds, bool),
     Root,
 }
 
@@ -299,6 +370,12 @@ pub struct Builder<R> {
     conn_requests: HashMap<(ConnKey, bool), u64>,
     servers_by_pid: HashMap<u32, Vec<u64>>,
     thread_events: HashMap<u32, VecDeque<Event>>,
+    /// CLIENT spans of other nodes no SERVER span here has taken yet, and
+    /// when each came (in arrival order, for forgetting).
+    remote_clients: HashMap<(ConnKey, u64), (Hop, u64)>,
+    remote_order: VecDeque<(u64, (ConnKey, u64))>,
+    /// CLIENT spans for other nodes, until taken.
+    hops_out: VecDeque<Hop>,
     stats: BuildStats,
 }
 
@@ -356,6 +433,9 @@ impl<R: Clone> Builder<R> {
             conn_requests: HashMap::new(),
             servers_by_pid: HashMap::new(),
             thread_events: HashMap::new(),
+            remote_clients: HashMap::new(),
+            remote_order: VecDeque::new(),
+            hops_out: VecDeque::new(),
             stats: BuildStats::default(),
         }
     }
@@ -462,7 +542,14 @@ impl<R: Clone> Builder<R> {
             how: How::NewTrace,
             unparented: None,
             links: Vec::new(),
-            deadline: now.saturating_add(self.cfg.hold_ns),
+            // A SERVER span's CLIENT span may come from another node, later.
+            deadline: now
+                .saturating_add(self.cfg.hold_ns)
+                .saturating_add(if server && joinable {
+                    self.cfg.remote_hold_ns
+                } else {
+                    0
+                }),
             trace: None,
             emitted: false,
             conn: joinable.then(|| (conn_key.clone(), order)),
@@ -493,6 +580,9 @@ impl<R: Clone> Builder<R> {
                         self.stats.hop_mismatch += 1;
                     }
                 }
+            }
+            if let Some((hop, _)) = self.remote_clients.remove(&ck) {
+                self.remote_hop(key, &hop);
             }
             self.servers_by_conn.insert(ck, key);
         } else {
@@ -542,6 +632,70 @@ impl<R: Clone> Builder<R> {
             }
             _ => false,
         }
+    }
+
+    /// A CLIENT span of another node for the SERVER span `server`: its
+    /// parent when the times agree (within the nodes' clock skew).
+    fn remote_hop(&mut self, server: u64, hop: &Hop) {
+        let Some(s) = self.nodes.get(&server) else {
+            return;
+        };
+        let slack = NEST_SLACK_NS + REMOTE_SKEW_NS;
+        let same = hop.start <= s.start.saturating_add(slack)
+            && s.end <= hop.end.saturating_add(slack)
+            && s.start < hop.end.saturating_add(REMOTE_SKEW_NS)
+            && hop.start < s.end.saturating_add(REMOTE_SKEW_NS);
+        if !same {
+            self.stats.hop_mismatch += 1;
+            self.stats.hops_in_unmatched += 1;
+        } else if s.parent != Parent::Undecided {
+            self.stats.hop_late += 1;
+            self.stats.hops_in_unmatched += 1;
+        } else {
+            self.stats.server_hop_remote += 1;
+            self.decide(server, Parent::Remote(hop.ids, hop.from_wire), How::Hop);
+        }
+    }
+
+    /// A CLIENT span of another node whose server end may be here (the hub
+    /// sends it to the node that has the server's address).
+    pub fn push_remote(&mut self, hop: Hop, now: u64) {
+        self.stats.hops_in += 1;
+        let ck: (ConnKey, u64) = (
+            (
+                plain(&hop.client.0).to_string(),
+                hop.client.1,
+                plain(&hop.server.0).to_string(),
+                hop.server.1,
+            ),
+            hop.order,
+        );
+        if let Some(&s) = self.servers_by_conn.get(&ck) {
+            if self.nodes.contains_key(&s) {
+                self.remote_hop(s, &hop);
+                return;
+            }
+        }
+        // The SERVER span has not come yet (or never will: its pod is not
+        // traced here); kept a while.
+        if self.remote_clients.len() >= MAX_HELD {
+            if let Some((_, old)) = self.remote_order.pop_front() {
+                if self.remote_clients.remove(&old).is_some() {
+                    self.stats.hops_in_unmatched += 1;
+                }
+            }
+        }
+        self.remote_order.push_back((now, ck.clone()));
+        if self.remote_clients.insert(ck, (hop, now)).is_some() {
+            // A second one for the same place: the first is replaced.
+            self.stats.hops_in_unmatched += 1;
+        }
+    }
+
+    /// The CLIENT spans decided since the last call whose SERVER span is not
+    /// on this node (with [`Config::remote_hold_ns`]).
+    pub fn take_hops(&mut self) -> Vec<Hop> {
+        self.hops_out.drain(..).collect()
     }
 
     fn decide(&mut self, key: u64, parent: Parent, how: How) {
@@ -654,6 +808,7 @@ impl<R: Clone> Builder<R> {
         }
         match n.parent {
             Parent::Wire => n.wire.map(|w| (w.trace, true)),
+            Parent::Remote(ids, from_wire) => Some((ids.trace, from_wire)),
             Parent::Local(p) if depth < 64 => self.trace_of(p, depth + 1),
             _ => None,
         }
@@ -738,6 +893,7 @@ impl<R: Clone> Builder<R> {
             match n.parent {
                 Parent::Wire => n.wire.map(|w| w.span),
                 Parent::Local(p) => self.nodes.get(&p).map(|p| p.span),
+                Parent::Remote(ids, _) => Some(ids.span),
                 _ => None,
             }
         };
@@ -784,6 +940,28 @@ impl<R: Clone> Builder<R> {
                     }
                 }
                 *q = keep;
+            }
+        }
+        if self.cfg.remote_hold_ns > 0 && !n.server {
+            if let Some((ck, order)) = &n.conn {
+                // No SERVER span here: the server end is on another node
+                // (or not traced at all; the hub knows which).
+                if !self.servers_by_conn.contains_key(&(ck.clone(), *order)) {
+                    if self.hops_out.len() >= MAX_HOPS_OUT {
+                        self.hops_out.pop_front();
+                        self.stats.hops_out_dropped += 1;
+                    }
+                    self.stats.hops_out += 1;
+                    self.hops_out.push_back(Hop {
+                        client: (ck.0.clone(), ck.1),
+                        server: (ck.2.clone(), ck.3),
+                        order: *order,
+                        start: n.start,
+                        end: n.end,
+                        ids,
+                        from_wire: trace.1,
+                    });
+                }
             }
         }
         self.retired
@@ -843,6 +1021,24 @@ impl<R: Clone> Builder<R> {
                         }
                     }
                 }
+            }
+        }
+        // CLIENT spans of other nodes no SERVER span took.
+        let keep = 4 * self.cfg.hold_ns + self.cfg.remote_hold_ns;
+        while let Some((at, _)) = self.remote_order.front() {
+            if now != u64::MAX && at.saturating_add(keep) > now {
+                break;
+            }
+            let Some((_, ck)) = self.remote_order.pop_front() else {
+                break;
+            };
+            if self
+                .remote_clients
+                .get(&ck)
+                .is_some_and(|(_, at)| at.saturating_add(keep) <= now)
+            {
+                self.remote_clients.remove(&ck);
+                self.stats.hops_in_unmatched += 1;
             }
         }
         // Kernel events no request can claim any more.
@@ -1343,5 +1539,143 @@ mod tests {
             }
         ));
         assert_eq!((stats.hop_mismatch, stats.server_hop), (1, 0));
+    }
+
+    /// Two nodes' stages, as two agents of one hub session run them: the
+    /// client (pid 2) on node A calls the server (pid 3) on node B twice on
+    /// one connection, without context; a third request's server end is
+    /// on B but its client's span never comes.
+    #[test]
+    fn a_hop_across_nodes_is_joined_by_the_client_span_the_hub_hands_on() {
+        let cfg = Config {
+            remote_hold_ns: 3_000 * MS,
+            ..Config::default()
+        };
+        let mut a: Builder<&'static str> = Builder::new(cfg);
+        let mut b: Builder<&'static str> = Builder::new(cfg);
+        let now = 1_000 * MS;
+        let (cli, srv) = (("10.0.1.2", 40000), ("10.0.2.3", 80));
+        b.push(
+            &http("server", 3, 3, 11 * MS, MS, srv, cli, None),
+            || "s0",
+            now,
+        );
+        a.push(
+            &http("client", 2, 2, 10 * MS, 3 * MS, cli, srv, None),
+            || "c0",
+            now,
+        );
+        b.push(
+            &http("server", 3, 3, 21 * MS, MS, srv, cli, None),
+            || "s1",
+            now,
+        );
+        a.push(
+            &http("client", 2, 2, 20 * MS, 3 * MS, cli, srv, None),
+            || "c1",
+            now,
+        );
+        let other = ("10.0.1.9", 41000);
+        b.push(
+            &http("server", 3, 3, 31 * MS, MS, srv, other, None),
+            || "s2",
+            now,
+        );
+        // B's servers wait past the local hold for a CLIENT span from elsewhere.
+        assert!(b.tick(now + 1_500 * MS).is_empty(), "nothing decided yet");
+        // A's clients serve no request: their own traces, after the hold.
+        let at_a = sort(a.tick(now + 1_500 * MS));
+        assert_eq!(at_a.requests.len(), 2);
+        let hops = a.take_hops();
+        assert_eq!(hops.len(), 2, "{hops:?}");
+        assert_eq!(hops[0].client, ("10.0.1.2".to_string(), 40000));
+        assert_eq!(hops[0].server, ("10.0.2.3".to_string(), 80));
+        assert_eq!((hops[0].order, hops[1].order), (0, 1));
+        assert!(a.take_hops().is_empty(), "taken once");
+        for h in hops {
+            b.push_remote(h, now + 1_600 * MS);
+        }
+        let at_b = sort(b.tick(now + 1_700 * MS));
+        for (c, s) in [("c0", "s0"), ("c1", "s1")] {
+            let c = at_a.requests.iter().find(|r| r.0 == c).unwrap();
+            let s = at_b.requests.iter().find(|r| r.0 == s).unwrap();
+            assert_eq!(s.1.trace, c.1.trace, "{s:?} in {c:?}'s trace");
+            assert_eq!((s.2, s.3), (Some(c.1.span), How::Hop), "{s:?}");
+        }
+        assert_eq!(at_b.requests.len(), 2, "s2 still waits");
+        let st = b.stats();
+        assert_eq!(
+            (
+                st.server_hop,
+                st.server_hop_remote,
+                st.hops_in,
+                st.hop_mismatch
+            ),
+            (2, 2, 2, 0)
+        );
+        // s2's client never comes: it starts a trace when the longer hold ends.
+        let late = sort(b.tick(now + 4_100 * MS));
+        assert_eq!(late.requests.len(), 1);
+        assert_eq!(
+            (late.requests[0].2, late.requests[0].3),
+            (None, How::NewTrace)
+        );
+        assert_eq!(a.stats().hops_out, 2);
+        // A CLIENT span whose SERVER span is on its own node is not handed out.
+        a.push(
+            &http(
+                "server",
+                5,
+                5,
+                51 * MS,
+                MS,
+                ("10.0.1.5", 80),
+                ("10.0.1.2", 40001),
+                None,
+            ),
+            || "s5",
+            now,
+        );
+        a.push(
+            &http(
+                "client",
+                2,
+                2,
+                50 * MS,
+                3 * MS,
+                ("10.0.1.2", 40001),
+                ("10.0.1.5", 80),
+                None,
+            ),
+            || "c5",
+            now,
+        );
+        a.tick(now + 5_000 * MS);
+        assert!(a.take_hops().is_empty());
+        // One whose times are not the server's request's is not joined (a
+        // request one side did not see): counted.
+        let mut c: Builder<&'static str> = Builder::new(cfg);
+        c.push(
+            &http("server", 3, 3, 900 * MS, MS, srv, cli, None),
+            || "s9",
+            now,
+        );
+        c.push_remote(
+            Hop {
+                client: ("10.0.1.2".into(), 40000),
+                server: ("10.0.2.3".into(), 80),
+                order: 0,
+                start: 10 * MS,
+                end: 13 * MS,
+                ids: SpanIds::new([1; 16], [2; 8]),
+                from_wire: false,
+            },
+            now,
+        );
+        let st = c.stats();
+        assert_eq!(
+            (st.hop_mismatch, st.hops_in_unmatched, st.server_hop),
+            (1, 1, 0)
+        );
     }
 }
