@@ -72,6 +72,42 @@ impl Bed {
         Ok(v["pid"].as_u64().map(|p| p as u32))
     }
 
+    /// Starts a pod whose one container runs a host program (`argv`): the
+    /// host's /usr, /lib and /lib64 read-only, `dir` at /srv. Returns the
+    /// container's pid and the pod's address.
+    pub fn run_host_pod(
+        &self,
+        name: &str,
+        ns: &str,
+        dir: &Path,
+        argv: &[&str],
+    ) -> Result<(u32, String)> {
+        let mut cmd = Command::new(&self.podbed);
+        cmd.args(["--socket", &self.socket, "run-pod", "--name", name])
+            .args(["--namespace", ns, "--container-name", "main"])
+            .args(["--mount", "/usr:/usr:ro", "--mount", "/lib:/lib:ro"]);
+        if Path::new("/lib64").exists() {
+            cmd.args(["--mount", "/lib64:/lib64:ro"]);
+        }
+        let out = cmd
+            .arg("--mount")
+            .arg(format!("{}:/srv", dir.display()))
+            .arg("--")
+            .args(argv)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "podbed run-pod {ns}/{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        match (v["pid"].as_u64(), v["ip"].as_str()) {
+            (Some(pid), Some(ip)) => Ok((pid as u32, ip.to_string())),
+            _ => bail!("pod {ns}/{name} has no running container or no address: {v}"),
+        }
+    }
+
     pub fn rm_pod(&self, name: &str, ns: &str) {
         let _ = Command::new(&self.podbed)
             .args([

@@ -351,6 +351,10 @@ struct Node<R> {
     trace: Option<([u8; 16], bool)>,
     emitted: bool,
     conn: Option<(ConnKey, u64)>,
+    /// A SERVER span's kernel child spans, claimed when it came (and at
+    /// its emission), and those left out over the cap.
+    children: Vec<Event>,
+    children_dropped: u32,
 }
 
 /// The stage.
@@ -360,15 +364,30 @@ pub struct Builder<R> {
     ids: Ids,
     next: u64,
     nodes: HashMap<u64, Node<R>>,
-    /// Not yet emitted, in arrival order.
-    open: Vec<u64>,
+    /// In arrival order, until emitted (emitted ones leave from the front).
+    open: VecDeque<u64>,
+    /// Spans not yet emitted.
+    unemitted: usize,
+    /// When each SERVER and CLIENT span's hold ends, in arrival order.
+    server_due: VecDeque<(u64, u64)>,
+    client_due: VecDeque<(u64, u64)>,
+    /// Decided since the last step: emitted then if their trace is known.
+    ready: Vec<u64>,
+    /// Spans waiting for another span's emission (their parent's, or a
+    /// link's): looked at again when it is emitted.
+    waiting: HashMap<u64, Vec<u64>>,
+    /// SERVER spans by process and the trace id on their wire, and the
+    /// undecided CLIENT spans with a wire trace id (the `trace_id` rule).
+    servers_by_trace: HashMap<(u32, [u8; 16]), VecDeque<u64>>,
+    clients_by_trace: HashMap<(u32, [u8; 16]), VecDeque<u64>>,
+    /// SERVER spans by thread (the `thread` rule).
+    servers_by_tid: HashMap<u32, VecDeque<u64>>,
     /// Emitted, kept as possible parents until the time given.
     retired: VecDeque<(u64, u64)>,
     clients_by_conn: HashMap<(ConnKey, u64), u64>,
     servers_by_conn: HashMap<(ConnKey, u64), u64>,
     /// Requests seen per connection and side (client = false).
     conn_requests: HashMap<(ConnKey, bool), u64>,
-    servers_by_pid: HashMap<u32, Vec<u64>>,
     thread_events: HashMap<u32, VecDeque<Event>>,
     /// CLIENT spans of other nodes no SERVER span here has taken yet, and
     /// when each came (in arrival order, for forgetting).
@@ -426,12 +445,19 @@ impl<R: Clone> Builder<R> {
             ids: Ids::new(),
             next: 0,
             nodes: HashMap::new(),
-            open: Vec::new(),
+            open: VecDeque::new(),
+            unemitted: 0,
+            server_due: VecDeque::new(),
+            client_due: VecDeque::new(),
+            ready: Vec::new(),
+            waiting: HashMap::new(),
+            servers_by_trace: HashMap::new(),
+            clients_by_trace: HashMap::new(),
+            servers_by_tid: HashMap::new(),
             retired: VecDeque::new(),
             clients_by_conn: HashMap::new(),
             servers_by_conn: HashMap::new(),
             conn_requests: HashMap::new(),
-            servers_by_pid: HashMap::new(),
             thread_events: HashMap::new(),
             remote_clients: HashMap::new(),
             remote_order: VecDeque::new(),
@@ -443,7 +469,7 @@ impl<R: Clone> Builder<R> {
     /// The counts so far.
     pub fn stats(&self) -> BuildStats {
         BuildStats {
-            held: self.open.len() as u64,
+            held: self.unemitted as u64,
             ..self.stats
         }
     }
@@ -553,13 +579,57 @@ impl<R: Clone> Builder<R> {
             trace: None,
             emitted: false,
             conn: joinable.then(|| (conn_key.clone(), order)),
+            children: Vec::new(),
+            children_dropped: 0,
         };
-        let pid = ev.pid;
+        let (pid, tid, deadline) = (ev.pid, ev.tid, node.deadline);
         self.nodes.insert(key, node);
-        self.open.push(key);
+        self.open.push_back(key);
+        self.unemitted += 1;
         let ck = (conn_key, order);
         if server {
-            self.servers_by_pid.entry(pid).or_default().push(key);
+            self.servers_by_tid.entry(tid).or_default().push_back(key);
+            self.server_due.push_back((deadline, key));
+            // The thread's kernel events during the request are here by now.
+            self.claim_children(key);
+            if let Some(w) = wire {
+                self.servers_by_trace
+                    .entry((pid, w.trace))
+                    .or_default()
+                    .push_back(key);
+                // CLIENT spans of the process waiting for this trace id.
+                if let Some(list) = self.clients_by_trace.remove(&(pid, w.trace)) {
+                    let mut still = VecDeque::new();
+                    for c in list {
+                        match self.by_trace_id(c) {
+                            Some(s) => self.decide(c, Parent::Local(s), How::TraceId),
+                            None if self
+                                .nodes
+                                .get(&c)
+                                .is_some_and(|n| n.parent == Parent::Undecided) =>
+                            {
+                                still.push_back(c)
+                            }
+                            None => {}
+                        }
+                    }
+                    if !still.is_empty() {
+                        self.clients_by_trace.insert((pid, w.trace), still);
+                    }
+                }
+            }
+        } else {
+            self.client_due.push_back((deadline, key));
+            if let Some(w) = wire {
+                match self.by_trace_id(key) {
+                    Some(s) => self.decide(key, Parent::Local(s), How::TraceId),
+                    None => self
+                        .clients_by_trace
+                        .entry((pid, w.trace))
+                        .or_default()
+                        .push_back(key),
+                }
+            }
         }
         if !joinable {
             if server {
@@ -596,8 +666,13 @@ impl<R: Clone> Builder<R> {
             }
             self.clients_by_conn.insert(ck, key);
         }
-        if self.open.len() > MAX_HELD {
-            let oldest: Vec<u64> = self.open[..self.open.len() / 4].to_vec();
+        if self.unemitted > MAX_HELD {
+            let oldest: Vec<u64> = self
+                .open
+                .iter()
+                .copied()
+                .take(self.open.len() / 4)
+                .collect();
             for k in oldest {
                 if self
                     .nodes
@@ -707,6 +782,7 @@ impl<R: Clone> Builder<R> {
         }
         n.parent = parent;
         n.how = how;
+        self.ready.push(key);
         if parent == Parent::Root {
             let t = self.ids.trace();
             n.trace = Some((t, false));
@@ -728,30 +804,33 @@ impl<R: Clone> Builder<R> {
         }
     }
 
-    /// The SERVER spans of the process covering a CLIENT span's time.
-    fn covering(&self, key: u64) -> Vec<u64> {
+    /// Of `list`, the SERVER spans of the CLIENT span's process covering its time.
+    fn covering<'a>(
+        &'a self,
+        c: &'a Node<R>,
+        list: Option<&'a VecDeque<u64>>,
+    ) -> impl Iterator<Item = u64> + 'a {
+        list.into_iter().flatten().copied().filter(move |k| {
+            self.nodes
+                .get(k)
+                .is_some_and(|s| s.ev.pid == c.ev.pid && s.start <= c.start && s.end >= c.end)
+        })
+    }
+
+    /// The SERVER spans the CLIENT span's thread was serving while it ran.
+    fn on_thread(&self, key: u64) -> Vec<u64> {
         let Some(c) = self.nodes.get(&key) else {
             return Vec::new();
         };
-        let Some(list) = self.servers_by_pid.get(&c.ev.pid) else {
-            return Vec::new();
-        };
-        list.iter()
-            .copied()
-            .filter(|k| {
-                self.nodes
-                    .get(k)
-                    .is_some_and(|s| s.start <= c.start && s.end >= c.end)
-            })
+        self.covering(c, self.servers_by_tid.get(&c.ev.tid))
             .collect()
     }
 
     /// A CLIENT span's parent by trace id, if one is there to be found.
     fn by_trace_id(&self, key: u64) -> Option<u64> {
-        let trace = self.nodes.get(&key)?.wire?.trace;
-        self.covering(key)
-            .into_iter()
-            .filter(|k| self.nodes[k].wire.is_some_and(|w| w.trace == trace))
+        let c = self.nodes.get(&key)?;
+        let trace = c.wire?.trace;
+        self.covering(c, self.servers_by_trace.get(&(c.ev.pid, trace)))
             .max_by_key(|k| self.nodes[k].start)
     }
 
@@ -771,11 +850,8 @@ impl<R: Clone> Builder<R> {
             self.decide(key, Parent::Local(s), How::TraceId);
             return;
         }
-        let on_thread: Vec<u64> = self
-            .covering(key)
-            .into_iter()
-            .filter(|k| self.nodes[k].ev.tid == tid)
-            .collect();
+        let _ = tid;
+        let on_thread = self.on_thread(key);
         if on_thread.len() == 1 {
             self.decide(key, Parent::Local(on_thread[0]), How::Thread);
             return;
@@ -828,61 +904,134 @@ impl<R: Clone> Builder<R> {
     }
 
     fn step(&mut self, now: u64, all: bool) -> Vec<Decided<R>> {
-        let open = std::mem::take(&mut self.open);
-        // CLIENT spans that can be matched by trace id are decided at once.
-        for &k in &open {
-            let Some(n) = self.nodes.get(&k) else {
-                continue;
-            };
-            if n.server || n.parent != Parent::Undecided || n.wire.is_none() {
-                continue;
-            }
-            if let Some(s) = self.by_trace_id(k) {
-                self.decide(k, Parent::Local(s), How::TraceId);
-            }
-        }
-        // Servers first: a client's thread rule looks at them, not the reverse.
-        for pass_server in [true, false] {
-            for &k in &open {
-                let due = self.nodes.get(&k).is_some_and(|n| {
-                    n.server == pass_server
-                        && n.parent == Parent::Undecided
-                        && (all || n.deadline <= now)
-                });
-                if due {
-                    self.stats.expired += 1;
-                    self.expire(k);
+        // Holds that ended. Servers first: a client's thread rule looks at
+        // them, not the reverse.
+        for server in [true, false] {
+            loop {
+                let q = if server {
+                    &mut self.server_due
+                } else {
+                    &mut self.client_due
+                };
+                match q.front() {
+                    Some(&(at, k)) if all || at <= now => {
+                        q.pop_front();
+                        if self
+                            .nodes
+                            .get(&k)
+                            .is_some_and(|n| n.parent == Parent::Undecided)
+                        {
+                            self.stats.expired += 1;
+                            self.expire(k);
+                        }
+                    }
+                    _ => break,
                 }
             }
         }
+        // What was decided (and what waited for it) goes out once its trace
+        // is known up its chain.
         let mut out = Vec::new();
-        let mut still = Vec::with_capacity(open.len());
-        // Parents before children is not needed: a trace id is looked up the
-        // chain. Two passes settle a chain decided in this step.
-        for &k in &open {
-            // An unparented span waits for its candidate parents' trace ids
-            // too (its links name them).
-            let links_pending = !all
-                && self.nodes.get(&k).is_some_and(|n| {
-                    n.links
-                        .iter()
-                        .any(|l| self.nodes.contains_key(l) && self.trace_of(*l, 0).is_none())
-                });
-            match self.trace_of(k, 0) {
-                Some(t) if !links_pending => self.emit(k, t, now, &mut out),
-                _ => still.push(k),
-            }
+        // In the order they were decided (what waited joins the end).
+        let mut i = 0;
+        while let Some(&k) = self.ready.get(i) {
+            i += 1;
+            self.try_emit(k, now, all, &mut out);
         }
+        self.ready.clear();
         if all {
             // A chain whose top was forgotten: a trace of its own.
-            for k in still.drain(..) {
+            let left: Vec<u64> = self
+                .open
+                .iter()
+                .copied()
+                .filter(|k| self.nodes.get(k).is_some_and(|n| !n.emitted))
+                .collect();
+            for k in left {
                 let t = (self.ids.trace(), false);
                 self.emit(k, t, now, &mut out);
             }
+            self.waiting.clear();
         }
-        self.open = still;
+        while self
+            .open
+            .front()
+            .is_some_and(|k| self.nodes.get(k).is_none_or(|n| n.emitted))
+        {
+            self.open.pop_front();
+        }
         self.forget(now);
         out
+    }
+
+    /// Emits a decided span if its trace is known (and its links' are);
+    /// else it waits for the span that keeps it.
+    fn try_emit(&mut self, key: u64, now: u64, all: bool, out: &mut Vec<Decided<R>>) {
+        let Some(n) = self.nodes.get(&key) else {
+            return;
+        };
+        if n.emitted || n.parent == Parent::Undecided {
+            return;
+        }
+        // An unparented span waits for its candidate parents' trace ids too
+        // (its links name them).
+        if !all {
+            if let Some(&l) = n
+                .links
+                .iter()
+                .find(|l| self.nodes.contains_key(l) && self.trace_of(**l, 0).is_none())
+            {
+                self.waiting.entry(l).or_default().push(key);
+                return;
+            }
+        }
+        match self.trace_of(key, 0) {
+            Some(t) => {
+                self.emit(key, t, now, out);
+                if let Some(w) = self.waiting.remove(&key) {
+                    self.ready.extend(w);
+                }
+            }
+            None => {
+                if let Parent::Local(p) = n.parent {
+                    self.waiting.entry(p).or_default().push(key);
+                }
+            }
+        }
+    }
+
+    /// Moves the thread's kernel events made during the SERVER span's
+    /// request into it (at most the cap; the rest counted).
+    fn claim_children(&mut self, key: u64) {
+        if self.cfg.max_children == 0 {
+            return;
+        }
+        let Some(n) = self.nodes.get_mut(&key) else {
+            return;
+        };
+        let Some(q) = self.thread_events.get_mut(&n.ev.tid) else {
+            return;
+        };
+        let (start, end) = (n.start, n.end);
+        // Another request of the thread may still claim the others (an
+        // event loop's requests overlap); old ones are pruned by time. An
+        // event that ended before the request began cannot be its child.
+        let mut i = q
+            .partition_point(|e| e.timestamp.0 < start)
+            .saturating_sub(64);
+        while i < q.len() {
+            let s = child_start(&q[i]);
+            if s >= start && s <= end {
+                let Some(e) = q.remove(i) else { break };
+                if n.children.len() < self.cfg.max_children {
+                    n.children.push(e);
+                } else {
+                    n.children_dropped += 1;
+                }
+            } else {
+                i += 1;
+            }
+        }
     }
 
     fn emit(&mut self, key: u64, trace: ([u8; 16], bool), now: u64, out: &mut Vec<Decided<R>>) {
@@ -918,30 +1067,16 @@ impl<R: Clone> Builder<R> {
             span: n.span,
         };
         let export = trace.1 || !self.cfg.context_only;
-        let mut children = Vec::new();
-        let mut dropped = 0u32;
         if n.server {
-            if let Some(q) = self.thread_events.get_mut(&n.ev.tid) {
-                let (start, end) = (n.start, n.end);
-                let mut keep = VecDeque::with_capacity(q.len());
-                for e in q.drain(..) {
-                    let s = child_start(&e);
-                    if s >= start && s <= end {
-                        if children.len() < self.cfg.max_children {
-                            children.push(e);
-                        } else {
-                            dropped += 1;
-                        }
-                    } else {
-                        // Another request of the thread may still claim it
-                        // (an event loop's requests overlap); old ones are
-                        // pruned by time.
-                        keep.push_back(e);
-                    }
-                }
-                *q = keep;
-            }
+            // Stragglers: events that arrived after the request did.
+            self.claim_children(key);
         }
+        let Some(n) = self.nodes.get_mut(&key) else {
+            return;
+        };
+        self.unemitted = self.unemitted.saturating_sub(1);
+        let children = std::mem::take(&mut n.children);
+        let dropped = n.children_dropped;
         if self.cfg.remote_hold_ns > 0 && !n.server {
             if let Some((ck, order)) = &n.conn {
                 // No SERVER span here: the server end is on another node
@@ -1013,11 +1148,31 @@ impl<R: Clone> Builder<R> {
                         map.remove(&ck);
                     }
                 }
+                // Spans leave about in the order they came: near the front.
+                fn drop_key(l: &mut VecDeque<u64>, key: u64) {
+                    if let Some(i) = l.iter().position(|k| *k == key) {
+                        l.remove(i);
+                    }
+                }
+                let trace_key = n.wire.map(|w| (n.ev.pid, w.trace));
                 if n.server {
-                    if let Some(l) = self.servers_by_pid.get_mut(&n.ev.pid) {
-                        l.retain(|k| *k != key);
+                    if let Some(l) = self.servers_by_tid.get_mut(&n.ev.tid) {
+                        drop_key(l, key);
                         if l.is_empty() {
-                            self.servers_by_pid.remove(&n.ev.pid);
+                            self.servers_by_tid.remove(&n.ev.tid);
+                        }
+                    }
+                }
+                if let Some(tk) = trace_key {
+                    let map = if n.server {
+                        &mut self.servers_by_trace
+                    } else {
+                        &mut self.clients_by_trace
+                    };
+                    if let Some(l) = map.get_mut(&tk) {
+                        drop_key(l, key);
+                        if l.is_empty() {
+                            map.remove(&tk);
                         }
                     }
                 }

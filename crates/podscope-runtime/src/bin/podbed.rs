@@ -52,6 +52,11 @@ enum Cmd {
         /// Use the host's network namespace.
         #[arg(long)]
         host_network: bool,
+        /// Bind-mount a host path into the container, HOST:PATH or
+        /// HOST:PATH:ro (repeatable); e.g. /usr:/usr:ro to run the host's
+        /// programs in the busybox image.
+        #[arg(long = "mount", value_name = "HOST:PATH[:ro]")]
+        mounts: Vec<String>,
         /// The container's command [default: the image's].
         #[arg(last = true)]
         command: Vec<String>,
@@ -168,6 +173,7 @@ fn main() -> Result<()> {
             container_name,
             envs,
             host_network,
+            mounts,
             command,
         } => {
             let mut spec = PodSpec::new(&name, &namespace)?;
@@ -192,6 +198,17 @@ fn main() -> Result<()> {
             cspec.command = command;
             for e in &envs {
                 cspec.env.push(key_value(e, "env")?);
+            }
+            for m in &mounts {
+                let (host, path, ro) = match m.split(':').collect::<Vec<_>>()[..] {
+                    [h, p] => (h, p, false),
+                    [h, p, "ro"] => (h, p, true),
+                    _ => bail!("--mount {m:?} is not HOST:PATH or HOST:PATH:ro"),
+                };
+                if !host.starts_with('/') || !path.starts_with('/') {
+                    bail!("--mount {m:?}: both paths must be absolute");
+                }
+                cspec = cspec.mount(host, path, ro);
             }
             let pod = client.run_pod(&spec, &[cspec])?;
             let c = pod
