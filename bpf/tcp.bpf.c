@@ -326,6 +326,16 @@ static __always_inline int sock_event(__u8 kind, const struct sock *sk)
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(tcp_retransmit, const struct sock *sk)
 {
+	struct trace_event_raw_tcp_retransmit_skb *has_err = NULL;
+
+	/* Since Linux 6.13 the tracepoint fires for failed retransmits too,
+	 * with their error (-EBUSY while the skb is still queued below, -EPERM
+	 * when netfilter dropped it, ...): only a retransmit that went out is
+	 * one, as the socket's total_retrans and the RetransSegs MIB count. On
+	 * older kernels it fires only for those (the branch is removed at
+	 * load: the field does not exist there). */
+	if (bpf_core_field_exists(has_err->err) && (int)ctx[2] != 0)
+		return 0;
 	return sock_event(TCP_KIND_RETRANSMIT, sk);
 }
 

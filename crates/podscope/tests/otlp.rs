@@ -1103,3 +1103,179 @@ fn syscall_and_tracepoint_records_become_log_records() {
         assert!(l.attrs.contains_key("podscope.tp.child_pid"), "{l:?}");
     }
 }
+
+/// `Tcp:` RetransSegs of the network namespace `pid` is in (the kernel's
+/// own count of retransmitted segments).
+fn retrans_segs(pid: u32) -> u64 {
+    let snmp = std::fs::read_to_string(format!("/proc/{pid}/net/snmp")).unwrap();
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "RetransSegs")
+        .unwrap();
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+/// Retransmits during a request as a count on its span (docs/otlp.md,
+/// "Request traces", rule 3): busybox httpd in one pod sends a 256 KiB
+/// file to wget in another, while an iptables rule in the client's network
+/// namespace drops a twentieth of what the server sends (not its SYN-ACKs: a SYN-ACK
+/// retransmit is not a `tcp_retransmit_skb`, and the probe does not report
+/// it, while the socket's total_retrans counts it; and the server's device
+/// sends one segment per packet, so the kernel's segment counts are numbers
+/// of retransmits). Each server socket's total_retrans and the server
+/// namespace's RetransSegs are the witnesses of the tcp probe's retransmit
+/// events (each a `tcp.retransmit` event on the server's connection span);
+/// each CLIENT span's
+/// `podscope.tcp.retransmits` is the number of those events on its
+/// connection within its start and end.
+#[test]
+fn retransmits_during_a_request_are_counted_on_its_span() {
+    const REQUESTS: usize = 4;
+    let ns = format!("otlp-rtx-{}", suffix());
+    let api = common::pod(
+        "api",
+        &ns,
+        &[],
+        &[(
+            "httpd",
+            "mkdir -p /www && dd if=/dev/zero of=/www/big bs=1024 count=256 2>/dev/null && exec httpd -f -p 8080 -h /www",
+        )],
+    );
+    let ip = api.pod.ip.clone().expect("the api pod has an address");
+    let client = format!(
+        "while [ ! -e /tmp/go ]; do sleep 0.2; done; ok=0; \
+         i=0; while [ $i -lt {REQUESTS} ]; do wget -q -O /dev/null http://{ip}:8080/big && ok=$((ok+1)); i=$((i+1)); done; \
+         echo $ok > /tmp/result; mkdir /tmp/done; sleep 3600"
+    );
+    let web = common::pod("web", &ns, &[], &[("client", &client)]);
+    let srv = api.container("httpd").pid.unwrap().to_string();
+    let in_srv = |args: &[&str]| {
+        let st = Command::new("nsenter")
+            .args(["-t", &srv, "-n"])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "in the server's netns: {args:?}");
+    };
+    in_srv(&["ip", "link", "set", "dev", "eth0", "gso_max_segs", "1"]);
+    // The loss is on the way: the client's namespace drops what arrives
+    // (a drop in the server's own output would be reported to its TCP).
+    let cli = web.container("client").pid.unwrap().to_string();
+    let rule = "-A INPUT -p tcp --sport 8080 ! --tcp-flags SYN SYN -m statistic --mode random --probability 0.05 -j DROP";
+    let st = Command::new("nsenter")
+        .args(["-t", &cli, "-n", "iptables"])
+        .args(rule.split(' '))
+        .status()
+        .unwrap();
+    assert!(st.success(), "in the client's netns: iptables {rule}");
+    let mut rx = GrpcReceiver::start(format!("127.0.0.1:{}", free_port()).parse().unwrap());
+    let ps = start_podscope(
+        &[
+            "http,tcp",
+            "-n",
+            &ns,
+            "--otlp-endpoint",
+            &rx.url(),
+            "--otlp-protocol",
+            "grpc",
+        ],
+        &[],
+    );
+    let segs_before = retrans_segs(srv.parse().unwrap());
+    std::fs::write(web.path_in("client", "/tmp/go"), "").unwrap();
+    let done = web.path_in("client", "/tmp/done");
+    wait_for("the client to finish", Duration::from_secs(120), || {
+        done.is_dir()
+    });
+    let result = std::fs::read_to_string(web.path_in("client", "/tmp/result")).unwrap();
+    assert_eq!(result.trim(), REQUESTS.to_string(), "wget's own count");
+    let of_kind = |spans: &[Got], pod: &str, kind: SpanKind, http: bool| -> Vec<Got> {
+        spans
+            .iter()
+            .filter(|g| {
+                g.resource.get("k8s.namespace.name").map(String::as_str) == Some(ns.as_str())
+                    && g.resource.get("k8s.pod.name").map(String::as_str) == Some(pod)
+                    && g.span.kind == kind as i32
+                    && g.attrs.contains_key("http.request.method") == http
+            })
+            .cloned()
+            .collect()
+    };
+    // Connection spans come when the kernel destroys the sockets: after
+    // the last retransmit (a FIN's may come after wget is done).
+    wait_for(
+        "the request and connection spans",
+        Duration::from_secs(30),
+        || {
+            let s = rx.store.spans();
+            of_kind(&s, "web", SpanKind::Client, true).len() == REQUESTS
+                && of_kind(&s, "api", SpanKind::Server, false).len() == REQUESTS
+        },
+    );
+    let segs = retrans_segs(srv.parse().unwrap()) - segs_before;
+    let stderr = ps.stop();
+    rx.stop();
+    let spans = rx.store.spans();
+    let clients = of_kind(&spans, "web", SpanKind::Client, true);
+    // The server's connection spans (SERVER: it accepted them).
+    let conns = of_kind(&spans, "api", SpanKind::Server, false);
+    assert_eq!(clients.len(), REQUESTS, "{clients:#?}");
+    assert_eq!(
+        conns.len(),
+        REQUESTS,
+        "one connection per wget: {conns:#?}\n{stderr}"
+    );
+    let retransmit_times = |c: &Got| -> Vec<u64> {
+        c.span
+            .events
+            .iter()
+            .filter(|e| e.name == "tcp.retransmit")
+            .map(|e| e.time_unix_nano)
+            .collect()
+    };
+    // The witnesses: each socket's own count (total_retrans at close) and
+    // the namespace's RetransSegs (segments: one per packet here).
+    let mut kernel = 0u64;
+    for c in &conns {
+        let own: u64 = c.attrs["podscope.tcp.retransmits"].parse().unwrap();
+        let seen = retransmit_times(c).len() as u64;
+        assert_eq!(
+            seen, own,
+            "the probe's retransmit events against the socket's own count: {c:#?}"
+        );
+        kernel += own;
+    }
+    let events: usize = conns.iter().map(|c| retransmit_times(c).len()).sum();
+    assert!(
+        events > 0,
+        "a twentieth of the segments lost: some retransmits"
+    );
+    assert_eq!(
+        kernel, segs,
+        "the sockets' counts add up to the namespace's RetransSegs"
+    );
+    let mut counted = 0;
+    for c in &clients {
+        let port = &c.attrs["network.local.port"];
+        let conn = conns
+            .iter()
+            .find(|s| s.attrs.get("network.peer.port") == Some(port))
+            .unwrap_or_else(|| panic!("no server connection for client port {port}: {conns:#?}"));
+        let during = retransmit_times(conn)
+            .into_iter()
+            .filter(|t| *t >= c.span.start_time_unix_nano && *t <= c.span.end_time_unix_nano)
+            .count();
+        let got: usize = c
+            .attrs
+            .get("podscope.tcp.retransmits")
+            .map_or(0, |v| v.parse().unwrap());
+        assert_eq!(got, during, "{c:#?}\n{conn:#?}");
+        counted += got;
+    }
+    assert!(
+        counted > 0,
+        "the retransmits happen while wget reads: {clients:#?}"
+    );
+}

@@ -145,6 +145,8 @@ pub struct RequestSpan {
     links: Vec<SpanIds>,
     /// Kernel child spans left out over the cap.
     children_dropped: u32,
+    /// TCP retransmits on the connection during the request.
+    retransmits: u32,
 }
 
 /// What a kernel child span of a request is built from.
@@ -401,6 +403,7 @@ impl Tap {
                     links,
                     ev,
                     children_dropped,
+                    retransmits,
                 } => {
                     let EventData::Http(http) = ev.data else {
                         continue;
@@ -418,6 +421,7 @@ impl Tap {
                         unparented,
                         links,
                         children_dropped,
+                        retransmits,
                     };
                     self.spans.push((res, SpanWork::Request(span)));
                 }
@@ -899,6 +903,7 @@ impl RequestSpan {
             unparented,
             links: candidates,
             children_dropped,
+            retransmits,
         } = self;
         let server = h.role == "server";
         let kind = if server {
@@ -1033,6 +1038,9 @@ impl RequestSpan {
                 "podscope.trace.children_dropped",
                 i64::from(children_dropped),
             ));
+        }
+        if retransmits > 0 {
+            a.push(kv_int("podscope.tcp.retransmits", i64::from(retransmits)));
         }
         // Errors as the conventions define them: 5xx for servers, 4xx and
         // 5xx for clients, or no response at all.
@@ -1609,6 +1617,7 @@ pub(crate) mod tests {
             unparented: None,
             links: Vec::new(),
             children_dropped: 0,
+            retransmits: 0,
         }
         .into_span()
     }

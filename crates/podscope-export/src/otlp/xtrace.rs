@@ -154,6 +154,8 @@ pub enum Decided<R> {
         ev: Event,
         /// Kernel child spans left out over the cap.
         children_dropped: u32,
+        /// TCP retransmits on its connection while it ran (the tcp probe's).
+        retransmits: u32,
     },
     /// A kernel event made while serving a request: a child of its SERVER span.
     Kernel {
@@ -333,6 +335,23 @@ enum Parent {
 /// address and port, server address and port.
 type ConnKey = (String, u16, String, u16);
 
+/// One end of a connection.
+type Endpoint = (String, u16);
+
+/// A connection's two ends in a fixed order, whichever side saw it.
+fn ends(a: (&str, u16), b: (&str, u16)) -> (Endpoint, Endpoint) {
+    let (a, b) = ((plain(a.0).to_string(), a.1), (plain(b.0).to_string(), b.1));
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+/// Retransmit times kept per connection, and connections with any.
+const MAX_RETRANSMITS: usize = 256;
+const MAX_RETRANSMIT_CONNS: usize = 16_384;
+
 #[derive(Debug)]
 struct Node<R> {
     res: R,
@@ -395,6 +414,9 @@ pub struct Builder<R> {
     remote_order: VecDeque<(u64, (ConnKey, u64))>,
     /// CLIENT spans for other nodes, until taken.
     hops_out: VecDeque<Hop>,
+    /// When each connection (its two ends, the lower first) last
+    /// retransmitted, for the request spans on it.
+    retransmits: HashMap<(Endpoint, Endpoint), VecDeque<u64>>,
     stats: BuildStats,
 }
 
@@ -462,6 +484,7 @@ impl<R: Clone> Builder<R> {
             remote_clients: HashMap::new(),
             remote_order: VecDeque::new(),
             hops_out: VecDeque::new(),
+            retransmits: HashMap::new(),
             stats: BuildStats::default(),
         }
     }
@@ -484,9 +507,52 @@ impl<R: Clone> Builder<R> {
 
     /// Any other event: kept a while if it can be a request's child span.
     pub fn push_event(&mut self, ev: &Event) {
-        if self.cfg.requests_traced && self.cfg.max_children > 0 && is_child_kind(ev) {
+        if !self.cfg.requests_traced {
+            return;
+        }
+        if let EventData::Tcp(t) = &ev.data {
+            if t.kind == TcpKind::Retransmit {
+                self.retransmit(
+                    ends((&t.saddr, t.sport), (&t.daddr, t.dport)),
+                    ev.timestamp.0,
+                );
+                return;
+            }
+        }
+        if self.cfg.max_children > 0 && is_child_kind(ev) {
             self.kernel_event(ev);
         }
+    }
+
+    fn retransmit(&mut self, conn: (Endpoint, Endpoint), at: u64) {
+        if self.retransmits.len() >= MAX_RETRANSMIT_CONNS && !self.retransmits.contains_key(&conn) {
+            // Forget the connections that retransmitted longest ago.
+            let cutoff = at.saturating_sub(10 * self.cfg.hold_ns);
+            self.retransmits
+                .retain(|_, q| q.back().is_some_and(|t| *t >= cutoff));
+            if self.retransmits.len() >= MAX_RETRANSMIT_CONNS {
+                self.retransmits.clear();
+            }
+        }
+        let q = self.retransmits.entry(conn).or_default();
+        let cutoff = at.saturating_sub(10 * self.cfg.hold_ns);
+        while q.front().is_some_and(|t| *t < cutoff) || q.len() >= MAX_RETRANSMITS {
+            q.pop_front();
+        }
+        q.push_back(at);
+    }
+
+    /// Retransmits on a request's connection between its first read or
+    /// write and its last (and up to the slack after: they are recorded
+    /// when the timer fires).
+    fn retransmits_during(&self, n: &Node<R>) -> u32 {
+        let EventData::Http(h) = &n.ev.data else {
+            return 0;
+        };
+        let conn = ends((&h.saddr, h.sport), (&h.daddr, h.dport));
+        self.retransmits.get(&conn).map_or(0, |q| {
+            q.iter().filter(|t| **t >= n.start && **t <= n.end).count() as u32
+        })
     }
 
     #[cfg(test)]
@@ -1108,6 +1174,13 @@ impl<R: Clone> Builder<R> {
         self.stats.children += children.len() as u64;
         self.stats.children_dropped += u64::from(dropped);
         let res = n.res.clone();
+        let retransmits = {
+            let n = &self.nodes[&key];
+            self.retransmits_during(n)
+        };
+        let Some(n) = self.nodes.get_mut(&key) else {
+            return;
+        };
         for ev in children {
             out.push(Decided::Kernel {
                 res: res.clone(),
@@ -1128,6 +1201,7 @@ impl<R: Clone> Builder<R> {
             links,
             ev: n.ev.clone(),
             children_dropped: dropped,
+            retransmits,
         });
     }
 
@@ -1832,5 +1906,74 @@ mod tests {
             (st.hop_mismatch, st.hops_in_unmatched, st.server_hop),
             (1, 1, 0)
         );
+    }
+
+    fn retransmit(at: u64, local: (&str, u16), peer: (&str, u16)) -> Event {
+        Event {
+            timestamp: Timestamp(at),
+            identity: Identity::default(),
+            pid: 0,
+            tid: 0,
+            uid: 0,
+            comm: String::new(),
+            cgroup_id: 1,
+            data: EventData::Tcp(podscope_model::TcpEvent {
+                kind: TcpKind::Retransmit,
+                role: String::new(),
+                family: "ipv4".into(),
+                saddr: local.0.into(),
+                daddr: peer.0.into(),
+                sport: local.1,
+                dport: peer.1,
+                state: "ESTABLISHED".into(),
+                duration_ns: None,
+                tx_bytes: None,
+                rx_bytes: None,
+                retransmits: None,
+                error: None,
+            }),
+        }
+    }
+
+    /// Retransmits on a request's connection while it ran are counted on
+    /// its span, whichever end's socket retransmitted; those before, after
+    /// or on another connection are not.
+    #[test]
+    fn retransmits_during_a_request_are_counted_on_its_span() {
+        let mut b: Builder<&'static str> = Builder::new(Config::default());
+        let now = 1_000 * MS;
+        let (cli, srv) = (("10.0.0.2", 40000), ("10.0.0.3", 80));
+        for (at, local, peer) in [
+            (5 * MS, cli, srv),               // before both
+            (11 * MS, cli, srv), // the client's request segment, before the server read it
+            (15 * MS, srv, cli), // during both
+            (19 * MS, srv, cli), // the response, after the server's last write
+            (15 * MS, cli, ("10.0.0.4", 80)), // another connection
+            (30 * MS, cli, srv), // after both
+        ] {
+            b.push(&retransmit(at, local, peer), || "tcp", now);
+        }
+        b.push(
+            &http("server", 3, 3, 12 * MS, 6 * MS, srv, cli, None),
+            || "s",
+            now,
+        );
+        b.push(
+            &http("client", 2, 2, 10 * MS, 10 * MS, cli, srv, None),
+            || "c",
+            now,
+        );
+        let got = b.tick(now + 3_000 * MS);
+        let count = |name: &str| {
+            got.iter()
+                .find_map(|d| match d {
+                    Decided::Request {
+                        res, retransmits, ..
+                    } if *res == name => Some(*retransmits),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert_eq!((count("c"), count("s")), (3, 1));
     }
 }
