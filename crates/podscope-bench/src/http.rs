@@ -152,23 +152,33 @@ fn summary(lines: &[String]) -> (Option<u64>, Option<u64>, Option<u64>) {
 }
 
 fn wrk(port: u16, secs: u64) -> Result<(u64, f64)> {
-    let out = Command::new("wrk")
-        .args(["-t", "2", "-c", "32", "-d", &format!("{secs}s")])
-        .arg(format!("http://{ADDR}:{port}/1k.html"))
-        .output()
-        .context("running wrk (apt-get install wrk)")?;
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t", "2", "-c", "32", "-d", &format!("{secs}s")])
+        .arg(format!("http://{ADDR}:{port}/1k.html"));
+    let (completed, _, rps) = run_wrk(cmd)?;
+    Ok((completed, rps))
+}
+
+/// Runs wrk: (requests completed, of them not 2xx/3xx, requests per second).
+pub fn run_wrk(mut cmd: Command) -> Result<(u64, u64, f64)> {
+    let out = cmd.output().context("running wrk (apt-get install wrk)")?;
     let text = String::from_utf8_lossy(&out.stdout);
     let completed = text
         .lines()
         .find(|l| l.contains(" requests in "))
         .and_then(|l| l.split_whitespace().next()?.parse().ok())
         .with_context(|| format!("wrk printed no request count: {text}"))?;
+    let non_2xx = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
     let rps = text
         .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
         .with_context(|| format!("wrk printed no Requests/sec: {text}"))?;
-    Ok((completed, rps))
+    Ok((completed, non_2xx, rps))
 }
 
 fn iperf(secs: u64) -> Result<f64> {

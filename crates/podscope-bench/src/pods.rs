@@ -11,6 +11,18 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+/// Runs a `podbed run-pod` command: the pod as it printed it.
+fn run_pod_json(mut cmd: Command, name: &str, ns: &str) -> Result<serde_json::Value> {
+    let out = cmd.output()?;
+    if !out.status.success() {
+        bail!(
+            "podbed run-pod {ns}/{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
 /// Stops a tracer child if the benchmark bails out early.
 struct KillOnDrop(std::process::Child);
 
@@ -50,25 +62,18 @@ impl Bed {
     /// Starts a pod whose one container runs `sh -c script`; returns the
     /// container's host pid, if it still runs.
     pub fn run_pod(&self, name: &str, ns: &str, script: &str) -> Result<Option<u32>> {
-        let out = Command::new(&self.podbed)
-            .args([
-                "--socket",
-                &self.socket,
-                "run-pod",
-                "--name",
-                name,
-                "--namespace",
-                ns,
-            ])
-            .args(["--container-name", "main", "--", "sh", "-c", script])
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "podbed run-pod {ns}/{name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let mut cmd = Command::new(&self.podbed);
+        cmd.args([
+            "--socket",
+            &self.socket,
+            "run-pod",
+            "--name",
+            name,
+            "--namespace",
+            ns,
+        ])
+        .args(["--container-name", "main", "--", "sh", "-c", script]);
+        let v = run_pod_json(cmd, name, ns)?;
         Ok(v["pid"].as_u64().map(|p| p as u32))
     }
 
@@ -89,19 +94,11 @@ impl Bed {
         if Path::new("/lib64").exists() {
             cmd.args(["--mount", "/lib64:/lib64:ro"]);
         }
-        let out = cmd
-            .arg("--mount")
+        cmd.arg("--mount")
             .arg(format!("{}:/srv", dir.display()))
             .arg("--")
-            .args(argv)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "podbed run-pod {ns}/{name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            .args(argv);
+        let v = run_pod_json(cmd, name, ns)?;
         match (v["pid"].as_u64(), v["ip"].as_str()) {
             (Some(pid), Some(ip)) => Ok((pid as u32, ip.to_string())),
             _ => bail!("pod {ns}/{name} has no running container or no address: {v}"),

@@ -307,29 +307,11 @@ impl<'a> Chain<'a> {
 
 /// (completed, non-2xx, rps).
 fn wrk(lua: &Path, ip: &str, secs: u64) -> Result<(u64, u64, f64)> {
-    let out = std::process::Command::new("wrk")
-        .args(["-t", "2", "-c", "16", "-d", &format!("{secs}s"), "-s"])
+    let mut cmd = std::process::Command::new("wrk");
+    cmd.args(["-t", "2", "-c", "16", "-d", &format!("{secs}s"), "-s"])
         .arg(lua)
-        .arg(format!("http://{ip}:{INGRESS_PORT}/order"))
-        .output()
-        .context("running wrk (apt-get install wrk)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let completed = text
-        .lines()
-        .find(|l| l.contains(" requests in "))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .with_context(|| format!("wrk printed no request count: {text}"))?;
-    let non_2xx = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    let rps = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("wrk printed no Requests/sec: {text}"))?;
-    Ok((completed, non_2xx, rps))
+        .arg(format!("http://{ip}:{INGRESS_PORT}/order"));
+    crate::http::run_wrk(cmd)
 }
 
 /// `podscope: OTLP spans: P produced, E exported, F failed, D dropped (...)`.
