@@ -38,6 +38,18 @@ pub(crate) fn is_libssl(path: &str) -> bool {
 }
 
 /// The libssl mappings in a `/proc/PID/maps` text, one per file.
+/// Whether a process maps any shared object (its dynamic loader, libc):
+/// a process that maps none is statically linked and will not load libssl
+/// later, so it needs no second look.
+pub(crate) fn maps_shared_objects(text: &str) -> bool {
+    text.lines().any(|line| {
+        line.splitn(6, ' ')
+            .nth(5)
+            .map(str::trim_start)
+            .is_some_and(|p| p.starts_with('/') && p.contains(".so"))
+    })
+}
+
 pub(crate) fn parse_maps(text: &str) -> Vec<Mapped> {
     let mut out: Vec<Mapped> = Vec::new();
     for line in text.lines() {
@@ -250,6 +262,22 @@ pub(crate) type Roots = HashSet<(u64, u64)>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_static_process_maps_no_shared_object() {
+        assert!(maps_shared_objects(MAPS));
+        let busybox = "\
+00400000-00401000 r--p 00000000 fe:01 1311                       /bin/busybox
+00401000-00500000 r-xp 00001000 fe:01 1311                       /bin/busybox
+01a2e000-01a50000 rw-p 00000000 00:00 0                          [heap]
+7ffd1d9f1000-7ffd1da12000 rw-p 00000000 00:00 0                  [stack]
+7ffd1db8c000-7ffd1db8e000 r-xp 00000000 00:00 0                  [vdso]";
+        assert!(!maps_shared_objects(busybox));
+        let dynamic = "\
+55d0c0a00000-55d0c0a2e000 r--p 00000000 fe:01 1311                       /usr/bin/curl
+7f1c2a400000-7f1c2a41f000 r--p 00000000 fe:01 2637                       /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2";
+        assert!(maps_shared_objects(dynamic));
+    }
 
     const MAPS: &str = "\
 55d0c0a00000-55d0c0a2e000 r--p 00000000 fe:01 1311                       /usr/sbin/nginx
