@@ -637,13 +637,24 @@ fn parse_throttle(s: &str, v2: bool) -> Option<Throttle> {
     })
 }
 
+/// Memory in use (memory.current, or v1's usage_in_bytes).
+fn memory_current(src: &Src) -> Option<u64> {
+    match src {
+        Src::V2(d) => read(d, "memory.current"),
+        Src::V1(d) => read(d, "memory.usage_in_bytes"),
+    }?
+    .trim()
+    .parse()
+    .ok()
+}
+
 /// Memory usage and working set (usage less inactive file pages).
 fn memory_usage(src: &Src) -> Option<(u64, u64)> {
-    let (d, usage_file, inactive_key) = match src {
-        Src::V2(d) => (d, "memory.current", "inactive_file"),
-        Src::V1(d) => (d, "memory.usage_in_bytes", "total_inactive_file"),
+    let (d, inactive_key) = match src {
+        Src::V2(d) => (d, "inactive_file"),
+        Src::V1(d) => (d, "total_inactive_file"),
     };
-    let usage: u64 = read(d, usage_file)?.trim().parse().ok()?;
+    let usage = memory_current(src)?;
     let inactive = read(d, "memory.stat")
         .and_then(|s| keyed(&s, inactive_key))
         .unwrap_or(0);
@@ -710,11 +721,7 @@ fn read_usage(
         let (Src::V1(d) | Src::V2(d)) = src;
         match known.get(d) {
             Some(&(at, i)) if now.duration_since(at) < INACTIVE_AGAIN => {
-                let usage_file = match src {
-                    Src::V2(_) => "memory.current",
-                    Src::V1(_) => "memory.usage_in_bytes",
-                };
-                let usage: u64 = read(d, usage_file)?.trim().parse().ok()?;
+                let usage = memory_current(src)?;
                 inactive = Some((at, i));
                 Some(usage.saturating_sub(i))
             }

@@ -905,7 +905,7 @@ impl<R: Clone> Builder<R> {
         let Some(n) = self.nodes.get(&key) else {
             return;
         };
-        let (server, has_wire, tid) = (n.server, n.wire.is_some(), n.ev.tid);
+        let (server, has_wire) = (n.server, n.wire.is_some());
         if server {
             let p = if has_wire { Parent::Wire } else { Parent::Root };
             let how = if has_wire { How::Wire } else { How::NewTrace };
@@ -916,7 +916,6 @@ impl<R: Clone> Builder<R> {
             self.decide(key, Parent::Local(s), How::TraceId);
             return;
         }
-        let _ = tid;
         let on_thread = self.on_thread(key);
         if on_thread.len() == 1 {
             self.decide(key, Parent::Local(on_thread[0]), How::Thread);
