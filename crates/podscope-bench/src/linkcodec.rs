@@ -97,6 +97,8 @@ fn samples() -> Vec<(&'static str, m::Event)> {
         (
             "http",
             ev(m::EventData::Http(Box::new(m::HttpEvent {
+                dialed_addr: String::new(),
+                dialed_port: 0,
                 kind: "request".into(),
                 role: "server".into(),
                 version: "HTTP/1.1".into(),

@@ -258,14 +258,14 @@ mirror!(m::RpcInfo => proto::RpcInfo { system, service, method, status, message 
 mirror!(m::HttpEvent => proto::HttpEvent {
     kind, role, version, method, path, host, status, duration_ns, request_bytes, response_bytes,
     tls, truncated, family, saddr, sport, daddr, dport, peer_namespace, peer_pod, error, rpc,
-    trace_context, capture
+    trace_context, capture, dialed_addr, dialed_port
 });
 mirror!(m::HttpCapture => proto::HttpCapture {
     request_headers, response_headers, request_body, response_body
 });
 mirror!(m::DnsEvent => proto::DnsEvent {
     kind, role, id, name, qtype, rcode, answers, latency_ns, family, saddr, sport, daddr, dport,
-    peer_namespace, peer_pod, error, transport
+    peer_namespace, peer_pod, error, transport, dialed_addr, dialed_port
 });
 mirror!(m::TracepointEvent => proto::TracepointEvent { kind, tracepoint, fields, truncated });
 mirror!(m::DropEvent => proto::DropEvent {
@@ -779,6 +779,8 @@ mod tests {
                 payload: Vec::new(),
             }),
             m::EventData::Http(Box::new(m::HttpEvent {
+                dialed_addr: String::new(),
+                dialed_port: 0,
                 kind: "request".into(),
                 role: "server".into(),
                 version: "2".into(),
@@ -822,6 +824,8 @@ mod tests {
                 })),
             })),
             m::EventData::Dns(Box::new(m::DnsEvent {
+                dialed_addr: "10.96.0.10".into(),
+                dialed_port: 53,
                 kind: "query".into(),
                 role: "client".into(),
                 id: 0xbeef,

@@ -1478,6 +1478,8 @@ mod tests {
 
     fn http(role: &str, method: &str, status: Option<u16>, peer: (&str, &str)) -> EventData {
         EventData::Http(Box::new(podscope_model::HttpEvent {
+            dialed_addr: String::new(),
+            dialed_port: 0,
             kind: "request".into(),
             role: role.into(),
             version: "HTTP/1.1".into(),
@@ -1765,6 +1767,8 @@ mod tests {
         let mut o = m.observer();
         let q = |role: &str, rcode: Option<&str>| {
             EventData::Dns(Box::new(podscope_model::DnsEvent {
+                dialed_addr: String::new(),
+                dialed_port: 0,
                 kind: "query".into(),
                 role: role.into(),
                 id: 1,

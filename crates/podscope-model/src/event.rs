@@ -442,6 +442,10 @@ impl<'de> Deserialize<'de> for TpFields {
     }
 }
 
+fn is_zero_u16(n: &u16) -> bool {
+    *n == 0
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -808,6 +812,15 @@ pub struct HttpEvent {
     pub daddr: String,
     /// Peer port.
     pub dport: u16,
+    /// The address the client dialed when NAT sent the connection to
+    /// another (a Service's ClusterIP, a NodePort, a published port): then
+    /// `daddr`/`dport` are the server that answered, from the node's
+    /// connection tracking. Empty when nothing was rewritten.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub dialed_addr: String,
+    /// The port dialed (see `dialed_addr`); 0 when nothing was rewritten.
+    #[serde(skip_serializing_if = "is_zero_u16", default)]
+    pub dialed_port: u16,
     /// The peer's pod namespace, when the peer address is a known pod's.
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub peer_namespace: String,
@@ -950,6 +963,15 @@ pub struct DnsEvent {
     pub daddr: String,
     /// Peer port.
     pub dport: u16,
+    /// The address the client dialed when NAT sent the connection to
+    /// another (a Service's ClusterIP, a NodePort, a published port): then
+    /// `daddr`/`dport` are the server that answered, from the node's
+    /// connection tracking. Empty when nothing was rewritten.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub dialed_addr: String,
+    /// The port dialed (see `dialed_addr`); 0 when nothing was rewritten.
+    #[serde(skip_serializing_if = "is_zero_u16", default)]
+    pub dialed_port: u16,
     /// The peer's pod namespace, when the peer address is a known pod's.
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub peer_namespace: String,

@@ -358,6 +358,12 @@ impl PodIndex {
             .map(|(ns, pod)| (ns.as_str(), pod.as_str()))
     }
 
+    /// A peer address NAT cannot have rewritten: loopback, or a pod of the
+    /// node (connections are translated to pods, not from them).
+    pub fn is_local(&self, addr: &str) -> bool {
+        is_loopback(addr) || self.peer(addr).is_some()
+    }
+
     /// Names the peer pod of each request and DNS event: by the peer
     /// address, or, for loopback, the event's own pod (loopback never
     /// leaves the pod's network namespace).

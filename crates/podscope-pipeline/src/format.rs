@@ -264,6 +264,7 @@ pub fn details(ev: &Event) -> String {
             if d.dport != 0 {
                 s.push_str(&format!(" peer {}:{}", d.daddr, d.dport));
                 s.push_str(&peer_pod(&d.peer_namespace, &d.peer_pod));
+                s.push_str(&dialed(&d.family, &d.dialed_addr, d.dialed_port));
             }
             if let Some(e) = &d.error {
                 s.push_str(&format!(" ERROR {e}"));
@@ -378,6 +379,19 @@ fn peer_pod(ns: &str, pod: &str) -> String {
 }
 
 /// `server GET /a?q=? 200 1.2ms req 78B resp 612B peer 10.0.0.7:51234 (shop/web-0)`
+/// ` via 10.96.0.10:53`: the address dialed, when NAT sent the connection to
+/// the peer shown.
+fn dialed(family: &str, addr: &str, port: u16) -> String {
+    match (
+        addr.is_empty(),
+        family == "ipv6" && !addr.starts_with("::ffff:"),
+    ) {
+        (true, _) => String::new(),
+        (false, true) => format!(" via [{addr}]:{port}"),
+        (false, false) => format!(" via {addr}:{port}"),
+    }
+}
+
 fn http_details(h: &podscope_model::HttpEvent) -> String {
     let mut peer = if h.family == "ipv6" {
         format!("[{}]:{}", h.daddr, h.dport)
@@ -385,6 +399,7 @@ fn http_details(h: &podscope_model::HttpEvent) -> String {
         format!("{}:{}", h.daddr, h.dport)
     };
     peer.push_str(&peer_pod(&h.peer_namespace, &h.peer_pod));
+    peer.push_str(&dialed(&h.family, &h.dialed_addr, h.dialed_port));
     if h.kind == "parse_error" {
         let e = h.error.as_deref().unwrap_or("");
         let what = if e.starts_with("http2:") {
@@ -689,6 +704,8 @@ mod tests {
     #[test]
     fn grpc_calls_show_service_method_and_status() {
         let mut h = podscope_model::HttpEvent {
+            dialed_addr: String::new(),
+            dialed_port: 0,
             kind: "request".into(),
             role: "client".into(),
             version: "HTTP/2".into(),
@@ -728,6 +745,14 @@ mod tests {
         assert_eq!(
             http_details(&h),
             "client POST /demo.Echo/Missing 200 1.5ms req 120B resp 80B peer 127.0.1.9:50051 h2"
+        );
+        // NAT sent the connection to the peer shown.
+        (h.peer_namespace, h.peer_pod) = ("shop".into(), "api-1".into());
+        (h.dialed_addr, h.dialed_port) = ("10.96.0.7".into(), 80);
+        assert_eq!(
+            http_details(&h),
+            "client POST /demo.Echo/Missing 200 1.5ms req 120B resp 80B \
+             peer 127.0.1.9:50051 (shop/api-1) via 10.96.0.7:80 h2"
         );
     }
 

@@ -4,6 +4,7 @@
 //! No consumer re-parses another's text output.
 
 pub mod cgroup;
+pub mod dnat;
 pub mod enrich;
 pub mod format;
 pub mod ftrace;

@@ -187,6 +187,8 @@ struct Session {
     /// Raw socket data in, one event per request out (http, dns): state per
     /// connection, so one per session (sessions see different pods).
     proto: podscope_proto::Stage,
+    /// What NAT did to its client requests' peers ([`crate::dnat`]).
+    nat: crate::dnat::DnatCounts,
     sink: Box<dyn Sink>,
     max_events: Option<u64>,
     written: u64,
@@ -405,6 +407,8 @@ pub struct Node {
     netns_of: HashMap<u32, u32>,
     /// The net probe's settings ([`Node::set_net`]).
     net: podscope_bpf::NetOptions,
+    /// Where NAT sent the sessions' client connections (conntrack).
+    dnat: crate::dnat::Dnat,
 }
 
 impl std::fmt::Debug for Node {
@@ -440,6 +444,7 @@ impl Node {
             last_loss_check: Instant::now(),
             netns_of: HashMap::new(),
             net: Default::default(),
+            dnat: Default::default(),
         }
     }
 
@@ -719,6 +724,7 @@ impl Node {
             tls_requests,
             index,
             proto,
+            nat: Default::default(),
             sink,
             max_events: spec.max_events,
             written: 0,
@@ -830,6 +836,8 @@ impl Node {
             };
             s.own_summaries(&mut mine, finishing);
             let mut out = s.proto.process(s.index.process(mine));
+            s.nat
+                .add(self.dnat.translate(&mut out, |a| s.index.is_local(a)));
             s.index.name_peers(&mut out);
             deliver(s, out);
         }
@@ -968,6 +976,8 @@ impl Node {
                 events.extend(s.index.release_held());
                 let mut events = s.proto.process(events);
                 events.extend(s.proto.finish());
+                s.nat
+                    .add(self.dnat.translate(&mut events, |a| s.index.is_local(a)));
                 s.index.name_peers(&mut events);
                 deliver(s, events);
             }
@@ -986,6 +996,7 @@ impl Node {
                 if s.probes.contains(&ProbeKind::Net) {
                     text.push_str(&net_summary(&counters));
                 }
+                text.push_str(&s.nat.summary_text());
                 text
             }
             None => String::new(),

@@ -362,6 +362,8 @@ impl Stage {
         }
         let answered = l.message.response;
         let ev = DnsEvent {
+            dialed_addr: String::new(),
+            dialed_port: 0,
             kind: "query".into(),
             role: if l.server { "server" } else { "client" }.into(),
             id: l.message.id,
@@ -539,6 +541,8 @@ impl Stage {
 
 fn blank(d: &SockDataEvent) -> HttpEvent {
     HttpEvent {
+        dialed_addr: String::new(),
+        dialed_port: 0,
         kind: "request".into(),
         role: String::new(),
         version: String::new(),
@@ -567,6 +571,8 @@ fn blank(d: &SockDataEvent) -> HttpEvent {
 
 fn exchange(d: &SockDataEvent, x: Exchange) -> HttpEvent {
     HttpEvent {
+        dialed_addr: String::new(),
+        dialed_port: 0,
         role: if x.server { "server" } else { "client" }.into(),
         version: x.version,
         method: x.method,

@@ -1114,3 +1114,436 @@ fn span_report(stderr: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// A client in a pod that waits for /srv/go, then N times resolves NAME
+/// (through its resolv.conf's nameserver) and makes a request to ADDR:PORT
+/// on a connection of its own, and writes each request's local port,
+/// status and body to /srv/client.out.
+const SERVICE_CLIENT: &str = r#"
+import http.client, os, socket, sys, time
+addr, port, n, name = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+while not os.path.exists("/srv/go"):
+    time.sleep(0.05)
+out = []
+for i in range(n):
+    assert socket.gethostbyname(name) == "10.1.2.3"
+    c = http.client.HTTPConnection(addr, port, timeout=10)
+    c.request("GET", "/stock/%d" % i)
+    local = c.sock.getsockname()[1]
+    r = c.getresponse()
+    out.append("%d %d %s" % (local, r.status, r.read().decode().strip()))
+    c.close()
+with open("/srv/client.tmp", "w") as f:
+    f.write("\n".join(out) + "\n")
+os.rename("/srv/client.tmp", "/srv/client.out")
+time.sleep(3600)
+"#;
+
+/// iptables rules of the test's own, deleted however it ends.
+struct Rules(Vec<Vec<String>>);
+
+impl Rules {
+    fn add(&mut self, table: &str, chain: &str, spec: &[&str]) {
+        let mut args: Vec<String> = ["-w", "-t", table, "-I", chain]
+            .iter()
+            .chain(spec)
+            .map(|s| s.to_string())
+            .collect();
+        let out = Command::new("iptables").args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "iptables {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        args[3] = "-D".into();
+        self.0.push(args);
+    }
+
+    /// Packets that matched the first rule of `chain` in `table` with this
+    /// comment (for a nat rule: connections, only their first packet is seen).
+    fn packets(table: &str, chain: &str, comment: &str) -> u64 {
+        let out = Command::new("iptables")
+            .args(["-w", "-t", table, "-L", chain, "-v", "-x", "-n"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines()
+            .find(|l| l.contains(comment))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no rule {comment} in {table} {chain}: {text}"))
+    }
+}
+
+impl Drop for Rules {
+    fn drop(&mut self) {
+        for args in self.0.iter().rev() {
+            let _ = Command::new("iptables").args(args).status();
+        }
+    }
+}
+
+/// kube-proxy's way to a Service: a pod dials an address no pod has (the
+/// ClusterIP) and a DNAT rule in the host's network namespace sends the
+/// connection to a pod. The client's socket still names the ClusterIP;
+/// podscope asks the node's conntrack who answered, so the client's spans
+/// name the server pod and the server's SERVER spans are joined to them.
+/// Witnesses: the DNAT rule's own counter (one packet per connection), the
+/// callee's count, and the client's own list of its local ports.
+#[test]
+fn a_request_to_a_service_address_is_joined_to_the_pod_that_answered() {
+    if !common::root_or_skip() {
+        return;
+    }
+    assert!(
+        Path::new(PYTHON).exists(),
+        "{PYTHON} is missing: install Debian's python3 (bash scripts/setup.sh)"
+    );
+    assert!(
+        Command::new("iptables").arg("-V").output().is_ok(),
+        "iptables is missing: install Debian's iptables (bash scripts/setup.sh)"
+    );
+    // Pods on one bridge: the answer to a DNATed connection is bridged back
+    // to the client, and only br_netfilter shows it to conntrack (which
+    // undoes the DNAT), as on every kube-proxy node with a bridge CNI.
+    let nf = Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables");
+    assert!(
+        nf.exists(),
+        "{} is missing: load br_netfilter (modprobe br_netfilter), as kube-proxy nodes do",
+        nf.display()
+    );
+    std::fs::write(nf, "1").unwrap();
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+    const N: usize = 20;
+    const SVC_PORT: u16 = 80;
+    let pid = std::process::id();
+    let svc = format!("10.97.{}.{}", (pid >> 8) & 0xff, (pid & 0xfe) + 1);
+    let ns = format!("xtrace-svc-{}", suffix());
+    let tmp = TempDir(PathBuf::from(format!(
+        "/var/tmp/podscope-xtrace-svc-{}",
+        suffix()
+    )));
+    let dir = tmp.0.clone();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("callee.py"), CALLEE).unwrap();
+    std::fs::write(dir.join("client.py"), SERVICE_CLIENT).unwrap();
+    std::fs::create_dir_all(dir.join("dns")).unwrap();
+    let dns = pod_of(
+        &ns,
+        "dns",
+        host_container(
+            "dnsmasq",
+            &dir,
+            &[
+                DNSMASQ,
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--port=53",
+                "--no-resolv",
+                "--no-hosts",
+                "--user=root",
+                &format!("--address=/{STOCK_NAME}/10.1.2.3"),
+                "--log-queries",
+                "--log-facility=/srv/dns/dnsmasq.log",
+                "--pid-file=/tmp/dnsmasq.pid",
+            ],
+        ),
+    );
+    let dns_ip = dns.pod.ip.clone().expect("the dns pod has an address");
+    // The client's nameserver is the Service's address, as kube-dns's is.
+    std::fs::write(dir.join("resolv.conf"), format!("nameserver {svc}\n")).unwrap();
+    let (callee, callee_ip) = callee_pod(&ns, &dir);
+    let web = pod_of(
+        &ns,
+        "web",
+        host_container(
+            "client",
+            &dir,
+            &[
+                PYTHON,
+                "/srv/client.py",
+                &svc,
+                &SVC_PORT.to_string(),
+                &N.to_string(),
+                STOCK_NAME,
+            ],
+        )
+        .mount(
+            dir.join("resolv.conf").to_str().unwrap(),
+            "/etc/resolv.conf",
+            true,
+        ),
+    );
+    let web_ip = web.pod.ip.clone().expect("an address");
+    wait_port("the callee to listen", &callee_ip, CALLEE_PORT);
+    wait_for("dnsmasq to start", Duration::from_secs(30), || {
+        std::fs::read_to_string(dir.join("dns/dnsmasq.log"))
+            .unwrap_or_default()
+            .contains("cleared cache")
+    });
+
+    // The Service: the ClusterIP routed to the host (the pod's gateway),
+    // DNAT there to the callee, and forwarding allowed both ways.
+    let route = Command::new("ip")
+        .args(["-4", "-o", "route", "get", &web_ip])
+        .output()
+        .unwrap();
+    let route = String::from_utf8_lossy(&route.stdout).to_string();
+    let gw = route
+        .split_whitespace()
+        .skip_while(|w| *w != "src")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no host address towards {web_ip}: {route}"))
+        .to_string();
+    let client_pid = web.pod.containers[0].pid.unwrap().to_string();
+    let st = Command::new("nsenter")
+        .args([
+            "-t",
+            &client_pid,
+            "-n",
+            "ip",
+            "route",
+            "add",
+            &format!("{svc}/32"),
+            "via",
+            &gw,
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success(), "routing {svc} via {gw} in the client pod");
+    let tag = format!("podscope-test-{ns}");
+    let dns_tag = format!("podscope-test-dns-{ns}");
+    let mut rules = Rules(Vec::new());
+    let port = SVC_PORT.to_string();
+    let to = format!("{callee_ip}:{CALLEE_PORT}");
+    rules.add(
+        "nat",
+        "PREROUTING",
+        &[
+            "-d",
+            &svc,
+            "-p",
+            "tcp",
+            "--dport",
+            &port,
+            "-m",
+            "comment",
+            "--comment",
+            &tag,
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &to,
+        ],
+    );
+    let to_dns = format!("{dns_ip}:53");
+    rules.add(
+        "nat",
+        "PREROUTING",
+        &[
+            "-d",
+            &svc,
+            "-p",
+            "udp",
+            "--dport",
+            "53",
+            "-m",
+            "comment",
+            "--comment",
+            &dns_tag,
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &to_dns,
+        ],
+    );
+    for (s, d) in [
+        (&web_ip, &callee_ip),
+        (&callee_ip, &web_ip),
+        (&web_ip, &dns_ip),
+        (&dns_ip, &web_ip),
+    ] {
+        rules.add(
+            "filter",
+            "FORWARD",
+            &[
+                "-s",
+                s,
+                "-d",
+                d,
+                "-m",
+                "comment",
+                "--comment",
+                &tag,
+                "-j",
+                "ACCEPT",
+            ],
+        );
+    }
+
+    let mut rx = GrpcReceiver::start(format!("127.0.92.3:{OTLP_PORT}").parse().unwrap());
+    let ps = start_podscope(&[
+        "http,dns",
+        "-n",
+        &ns,
+        "--otlp-endpoint",
+        &rx.url(),
+        "--otlp-protocol",
+        "grpc",
+        "--spans",
+        "requests",
+    ]);
+    // The agent's case: podscope in a network namespace of its own (the
+    // agent's pod) asks the host's conntrack, not its own.
+    let json = dir.join("trace.json");
+    let bin = std::env::var("PODSCOPE_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_podscope").to_string());
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--net", "--", &bin, "trace", "http,dns", "-n", &ns])
+        .args(["--runtime-endpoint", &endpoint(), "-o", "json"])
+        .stdout(std::fs::File::create(&json).unwrap())
+        .stderr(Stdio::piped());
+    let own_netns = Traced::spawn(cmd);
+    std::fs::write(dir.join("go"), "").unwrap();
+    wait_for("the client's requests", Duration::from_secs(60), || {
+        dir.join("client.out").exists()
+    });
+    let store = rx.store.clone();
+    let spans_of = |pod: &str, k: SpanKind| -> Vec<Got> {
+        store
+            .spans()
+            .into_iter()
+            .filter(|g| pod_name(g) == pod && kind(g) == k as i32)
+            .collect()
+    };
+    wait_for(
+        "a span per request at both ends",
+        Duration::from_secs(30),
+        || {
+            spans_of("web", SpanKind::Client).len() >= N
+                && spans_of("stock", SpanKind::Server).len() >= N
+        },
+    );
+    let stderr = ps.stop();
+    rx.stop();
+    let json_stderr = own_netns.stop();
+
+    // The witnesses.
+    let out = std::fs::read_to_string(dir.join("client.out")).unwrap();
+    let ports: BTreeSet<String> = out
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(&f[1..], ["200", "in-stock"], "the client's answer: {l}");
+            f[0].to_string()
+        })
+        .collect();
+    assert_eq!(ports.len(), N, "a local port per request: {out}");
+    assert_eq!(
+        Rules::packets("nat", "PREROUTING", &tag),
+        N as u64,
+        "connections through the DNAT rule"
+    );
+    let served: usize = std::fs::read_to_string(dir.join("callee.count"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(served, N, "the callee's own count");
+    assert_eq!(
+        Rules::packets("nat", "PREROUTING", &dns_tag),
+        N as u64,
+        "DNS queries through the DNAT rule (a socket each)"
+    );
+    let dns_log = std::fs::read_to_string(dir.join("dns/dnsmasq.log")).unwrap();
+    let queries = dns_log
+        .matches(&format!("query[A] {STOCK_NAME} from {web_ip}"))
+        .count();
+    assert_eq!(queries, N, "dnsmasq's query log: {dns_log}");
+
+    let clients = spans_of("web", SpanKind::Client);
+    let servers = spans_of("stock", SpanKind::Server);
+    let what = span_report(&stderr);
+    assert_eq!(clients.len(), N, "{what}");
+    assert_eq!(servers.len(), N, "{what}");
+    let mut by_id: HashMap<String, &Got> = HashMap::new();
+    for c in &clients {
+        // Who answered, and what the client dialed.
+        assert_eq!(c.attrs["network.peer.address"], callee_ip, "{c:#?}");
+        assert_eq!(
+            c.attrs["network.peer.port"],
+            CALLEE_PORT.to_string(),
+            "{c:#?}"
+        );
+        assert_eq!(c.attrs["podscope.dialed.address"], svc, "{c:#?}");
+        assert_eq!(c.attrs["podscope.dialed.port"], port, "{c:#?}");
+        assert_eq!(c.attrs["server.address"], svc, "{c:#?}");
+        assert_eq!(c.attrs["podscope.peer.k8s.pod.name"], "stock", "{c:#?}");
+        by_id.insert(id(c), c);
+    }
+    let client_ports: BTreeSet<String> = clients
+        .iter()
+        .map(|c| c.attrs["network.local.port"].clone())
+        .collect();
+    assert_eq!(client_ports, ports, "the client spans' local ports");
+    for s in &servers {
+        assert_eq!(s.attrs["podscope.trace.parent"], "hop", "{s:#?} {what}");
+        let c = by_id
+            .get(&parent(s))
+            .unwrap_or_else(|| panic!("the parent of {s:#?} is no client span; {what}"));
+        assert_eq!(c.span.trace_id, s.span.trace_id, "{s:#?}");
+        // The server saw the client's own address: no SNAT on the way.
+        assert_eq!(
+            s.attrs["client.port"], c.attrs["network.local.port"],
+            "{s:#?}"
+        );
+        assert!(!s.attrs.contains_key("podscope.dialed.address"), "{s:#?}");
+    }
+    let parents: BTreeSet<String> = servers.iter().map(parent).collect();
+    assert_eq!(parents.len(), N, "one server span per client span");
+
+    // Every client request and query was asked about, and translated.
+    assert!(
+        json_stderr.contains(&format!(
+            "nat: {} requests and DNS queries to addresses no pod of the node has: {} sent \
+             elsewhere by NAT",
+            2 * N,
+            2 * N
+        )),
+        "{json_stderr}"
+    );
+    // The JSON stream of the podscope in its own network namespace.
+    let text = std::fs::read_to_string(&json).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["probe"] == "http" && e["pod"] == "web" && e["role"] == "client")
+        .collect();
+    assert_eq!(events.len(), N, "{json_stderr}\n{text}");
+    let mut json_ports = BTreeSet::new();
+    for e in &events {
+        assert_eq!(e["daddr"], callee_ip.as_str(), "{e} {json_stderr}");
+        assert_eq!(e["dport"], CALLEE_PORT, "{e}");
+        assert_eq!(e["dialed_addr"], svc.as_str(), "{e}");
+        assert_eq!(e["dialed_port"], SVC_PORT, "{e}");
+        assert_eq!(e["peer_pod"], "stock", "{e}");
+        json_ports.insert(e["sport"].to_string());
+    }
+    assert_eq!(json_ports, ports, "the JSON events' local ports");
+    // The DNS queries to the Service's address name the dnsmasq pod.
+    let queries: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["probe"] == "dns" && e["pod"] == "web" && e["role"] == "client")
+        .collect();
+    assert_eq!(queries.len(), N, "{json_stderr}\n{text}");
+    for e in &queries {
+        assert_eq!(e["name"], STOCK_NAME, "{e}");
+        assert_eq!(e["daddr"], dns_ip.as_str(), "{e}");
+        assert_eq!(e["dport"], 53, "{e}");
+        assert_eq!(e["dialed_addr"], svc.as_str(), "{e}");
+        assert_eq!(e["dialed_port"], 53, "{e}");
+        assert_eq!(e["peer_pod"], "dns", "{e}");
+    }
+    drop((web, callee, dns));
+}

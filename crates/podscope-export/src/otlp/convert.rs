@@ -971,6 +971,9 @@ impl RequestSpan {
             Some((host, port)) if port.parse::<u16>().is_ok() => (host, port.parse().ok()),
             _ if !h.host.is_empty() => (h.host.as_str(), None),
             _ if server => (saddr, Some(h.sport)),
+            // NAT sent it on: the server the client named is the address
+            // it dialed (a Service's), the peer is who answered.
+            _ if !h.dialed_addr.is_empty() => (plain_addr(&h.dialed_addr), Some(h.dialed_port)),
             _ => (daddr, Some(h.dport)),
         };
         a.push(kv_str("server.address", host));
@@ -980,6 +983,13 @@ impl RequestSpan {
         if server {
             a.push(kv_str("client.address", daddr));
             a.push(kv_int("client.port", i64::from(h.dport)));
+        }
+        if !h.dialed_addr.is_empty() {
+            a.push(kv_str(
+                "podscope.dialed.address",
+                plain_addr(&h.dialed_addr),
+            ));
+            a.push(kv_int("podscope.dialed.port", i64::from(h.dialed_port)));
         }
         if !h.peer_pod.is_empty() {
             a.push(kv_str(
@@ -1624,6 +1634,8 @@ pub(crate) mod tests {
 
     fn grpc_http(role: &str, status: u32) -> HttpEvent {
         HttpEvent {
+            dialed_addr: String::new(),
+            dialed_port: 0,
             kind: "request".into(),
             role: role.into(),
             version: "HTTP/2".into(),

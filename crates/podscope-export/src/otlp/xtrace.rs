@@ -1311,6 +1311,8 @@ mod tests {
             comm: "x".into(),
             cgroup_id: 1,
             data: EventData::Http(Box::new(HttpEvent {
+                dialed_addr: String::new(),
+                dialed_port: 0,
                 kind: "request".into(),
                 role: role.into(),
                 version: "HTTP/1.1".into(),
