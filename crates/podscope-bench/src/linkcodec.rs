@@ -99,6 +99,7 @@ fn samples() -> Vec<(&'static str, m::Event)> {
             ev(m::EventData::Http(Box::new(m::HttpEvent {
                 dialed_addr: String::new(),
                 dialed_port: 0,
+                stream_id: 0,
                 kind: "request".into(),
                 role: "server".into(),
                 version: "HTTP/1.1".into(),

@@ -258,7 +258,7 @@ mirror!(m::RpcInfo => proto::RpcInfo { system, service, method, status, message 
 mirror!(m::HttpEvent => proto::HttpEvent {
     kind, role, version, method, path, host, status, duration_ns, request_bytes, response_bytes,
     tls, truncated, family, saddr, sport, daddr, dport, peer_namespace, peer_pod, error, rpc,
-    trace_context, capture, dialed_addr, dialed_port
+    trace_context, capture, dialed_addr, dialed_port, stream_id
 });
 mirror!(m::HttpCapture => proto::HttpCapture {
     request_headers, response_headers, request_body, response_body
@@ -781,6 +781,7 @@ mod tests {
             m::EventData::Http(Box::new(m::HttpEvent {
                 dialed_addr: String::new(),
                 dialed_port: 0,
+                stream_id: 0,
                 kind: "request".into(),
                 role: "server".into(),
                 version: "2".into(),

@@ -1480,6 +1480,7 @@ mod tests {
         EventData::Http(Box::new(podscope_model::HttpEvent {
             dialed_addr: String::new(),
             dialed_port: 0,
+            stream_id: 0,
             kind: "request".into(),
             role: role.into(),
             version: "HTTP/1.1".into(),

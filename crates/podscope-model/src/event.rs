@@ -442,6 +442,10 @@ impl<'de> Deserialize<'de> for TpFields {
     }
 }
 
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
 fn is_zero_u16(n: &u16) -> bool {
     *n == 0
 }
@@ -821,6 +825,10 @@ pub struct HttpEvent {
     /// The port dialed (see `dialed_addr`); 0 when nothing was rewritten.
     #[serde(skip_serializing_if = "is_zero_u16", default)]
     pub dialed_port: u16,
+    /// HTTP/2: the stream's id, the same at both ends of the connection
+    /// (the hop join's key); absent for HTTP/1.x.
+    #[serde(skip_serializing_if = "is_zero_u32", default)]
+    pub stream_id: u32,
     /// The peer's pod namespace, when the peer address is a known pod's.
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub peer_namespace: String,

@@ -706,6 +706,7 @@ mod tests {
         let mut h = podscope_model::HttpEvent {
             dialed_addr: String::new(),
             dialed_port: 0,
+            stream_id: 0,
             kind: "request".into(),
             role: "client".into(),
             version: "HTTP/2".into(),

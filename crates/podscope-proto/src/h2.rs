@@ -600,6 +600,7 @@ impl Connection {
             if !kept.is_empty() {
                 s.ex.captured_mut().request_headers = kept;
             }
+            s.ex.stream = stream;
             self.streams.insert(stream, s);
             return;
         }
@@ -617,6 +618,7 @@ impl Connection {
             s.ex.server = req_side == Side::Rx;
             s.ex.version = "HTTP/2".into();
             s.ex.start_ns = at_ns;
+            s.ex.stream = stream;
             self.streams.insert(stream, s);
         }
         let kept = self.kept_fields(fields);

@@ -71,6 +71,9 @@ pub struct Exchange {
     pub path: String,
     /// `HTTP/1.1` or `HTTP/1.0`.
     pub version: String,
+    /// The HTTP/2 stream's id (the same at both ends of the connection);
+    /// 0 for HTTP/1.x.
+    pub stream: u32,
     /// The Host header.
     pub host: String,
     /// Final response status.

@@ -543,6 +543,7 @@ fn blank(d: &SockDataEvent) -> HttpEvent {
     HttpEvent {
         dialed_addr: String::new(),
         dialed_port: 0,
+        stream_id: 0,
         kind: "request".into(),
         role: String::new(),
         version: String::new(),
@@ -573,6 +574,7 @@ fn exchange(d: &SockDataEvent, x: Exchange) -> HttpEvent {
     HttpEvent {
         dialed_addr: String::new(),
         dialed_port: 0,
+        stream_id: x.stream,
         role: if x.server { "server" } else { "client" }.into(),
         version: x.version,
         method: x.method,

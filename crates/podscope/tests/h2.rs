@@ -943,6 +943,7 @@ fn grpc_calls_exact_on_both_sides(server_impl: GrpcImpl, client_impl: GrpcImpl) 
     let tag = tag.as_str();
     let cg = Cgroup::new(tag);
     let metrics = address(9);
+    let mut rx = common::otlp::GrpcReceiver::start(address(10));
     let trace = Trace::start_with(
         &cg,
         "grpc",
@@ -951,6 +952,12 @@ fn grpc_calls_exact_on_both_sides(server_impl: GrpcImpl, client_impl: GrpcImpl) 
             &metrics.to_string(),
             "--capture-body",
             "64",
+            "--otlp-endpoint",
+            &rx.url(),
+            "--otlp-protocol",
+            "grpc",
+            "--spans",
+            "requests",
         ],
     );
     let mut g = Grpc::start_with(&cg, tag, server_impl, client_impl);
@@ -1049,6 +1056,66 @@ fn grpc_calls_exact_on_both_sides(server_impl: GrpcImpl, client_impl: GrpcImpl) 
         err.contains("14 requests (14 gRPC calls), 0 with the header state unknown"),
         "{err}"
     );
+    // Both ends name each call by its stream's id: one call per
+    // (connection, stream) on each side, the same calls, odd ids (the
+    // client's).
+    let mut ends: std::collections::BTreeMap<(String, u64), Vec<String>> = Default::default();
+    for e in &req {
+        let id = e["stream_id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no stream_id: {e}"));
+        assert_eq!(id % 2, 1, "a client-initiated stream's id is odd: {e}");
+        // A dual-stack socket's IPv4 addresses come as ::ffff:a.b.c.d.
+        let end = |a: &str, p: &str| {
+            let ip = e[a].as_str().unwrap();
+            format!("{}:{}", ip.strip_prefix("::ffff:").unwrap_or(ip), e[p])
+        };
+        let (local, peer) = (end("saddr", "sport"), end("daddr", "dport"));
+        let conn = if e["role"] == "server" {
+            format!("{peer}-{local}")
+        } else {
+            format!("{local}-{peer}")
+        };
+        ends.entry((conn, id)).or_default().push(format!(
+            "{} {}",
+            e["role"].as_str().unwrap(),
+            e["rpc"]["method"].as_str().unwrap()
+        ));
+    }
+    assert_eq!(ends.len(), 7, "{ends:#?}");
+    for (k, v) in &ends {
+        let mut v = v.clone();
+        v.sort();
+        let method = v[0].split_once(' ').unwrap().1;
+        assert_eq!(
+            v,
+            [format!("client {method}"), format!("server {method}")],
+            "{k:?}: one call at each end"
+        );
+    }
+    // So each SERVER span is parented to its CLIENT span (`hop`).
+    let spans = rx.store.spans();
+    rx.stop();
+    let kind = |g: &common::otlp::Got| g.span.kind;
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    let clients: std::collections::HashMap<Vec<u8>, &common::otlp::Got> = spans
+        .iter()
+        .filter(|g| kind(g) == SpanKind::Client as i32)
+        .map(|g| (g.span.span_id.clone(), g))
+        .collect();
+    let servers: Vec<&common::otlp::Got> = spans
+        .iter()
+        .filter(|g| kind(g) == SpanKind::Server as i32)
+        .collect();
+    assert_eq!((clients.len(), servers.len()), (7, 7), "{spans:#?}");
+    for s in &servers {
+        assert_eq!(s.attrs["podscope.trace.parent"], "hop", "{s:#?}\n{err}");
+        let c = clients
+            .get(&s.span.parent_span_id)
+            .unwrap_or_else(|| panic!("{s:#?}: its parent is no CLIENT span"));
+        assert_eq!(c.span.trace_id, s.span.trace_id);
+        assert_eq!(c.attrs["rpc.method"], s.attrs["rpc.method"], "{s:#?}");
+    }
     // --capture-body: each call's messages as the client script sent and
     // got them, in gRPC's framing (a 0 compression flag, a 4-byte length):
     // Say echoes b"hi", Stream answers b"s" with three messages, Missing

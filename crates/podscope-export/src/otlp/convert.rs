@@ -1636,6 +1636,7 @@ pub(crate) mod tests {
         HttpEvent {
             dialed_addr: String::new(),
             dialed_port: 0,
+            stream_id: 0,
             kind: "request".into(),
             role: role.into(),
             version: "HTTP/2".into(),

@@ -13,7 +13,8 @@
 //!
 //! Rules, in order:
 //! - SERVER: the CLIENT span seen on the other end of the same connection
-//!   (4-tuple) for the same request (n-th request on it) is its parent
+//!   (4-tuple) for the same request (n-th request on it; HTTP/2: the same
+//!   stream id) is its parent
 //!   (`hop`); else the span id on the wire (`wire`); else a new trace.
 //! - CLIENT: the SERVER span in the same process whose request carried the
 //!   same trace id and that covers it in time (`trace_id`); else the one
@@ -607,12 +608,16 @@ impl<R: Clone> Builder<R> {
             (local.0, local.1, peer.0, peer.1)
         };
         // HTTP/2 streams end in any order, so the n-th request to end on a
-        // connection need not be the same one at both ends: no hop join.
-        let joinable = h.version != "HTTP/2";
+        // connection need not be the same one at both ends: its place is
+        // its stream's id, the same at both ends (none known: no join).
+        let h2 = h.version == "HTTP/2";
+        let joinable = !h2 || h.stream_id != 0;
         if self.conn_requests.len() >= MAX_HELD * 4 {
             self.conn_requests.clear();
         }
-        let order = if joinable {
+        let order = if h2 {
+            u64::from(h.stream_id)
+        } else if joinable {
             let n = self
                 .conn_requests
                 .entry((conn_key.clone(), server))
@@ -1287,7 +1292,6 @@ impl<R: Clone> Builder<R> {
 mod tests {
     use super::*;
     use podscope_model::{HttpEvent, Identity, OpenEvent, Timestamp, TraceContext};
-    use std::collections::BTreeSet;
 
     const MS: u64 = 1_000_000;
 
@@ -1313,6 +1317,7 @@ mod tests {
             data: EventData::Http(Box::new(HttpEvent {
                 dialed_addr: String::new(),
                 dialed_port: 0,
+                stream_id: 0,
                 kind: "request".into(),
                 role: role.into(),
                 version: "HTTP/1.1".into(),
@@ -1659,52 +1664,56 @@ mod tests {
     }
 
     #[test]
-    fn http2_is_not_joined_by_connection_order_and_does_not_wait() {
+    fn http2_is_joined_by_stream_id_not_by_connection_order() {
         let mut b: Builder<&'static str> = Builder::new(Config::default());
         let now = 1_000 * MS;
-        let h2 = |mut e: Event| {
+        let h2 = |mut e: Event, stream: u32| {
             if let EventData::Http(h) = &mut e.data {
                 h.version = "HTTP/2".into();
+                h.stream_id = stream;
             }
             e
         };
         let srv = ("10.0.0.3", 50051);
         let cli = ("10.0.0.2", 40000);
-        // Two streams on one connection, ending in a different order at each end.
+        // Streams 1 and 3 on one connection, ending in a different order at
+        // each end; stream 1 carried the caller's context.
+        let s1 = h2(
+            http("server", 3, 3, 10 * MS, MS, srv, cli, Some((T, CALLER))),
+            1,
+        );
+        b.push(&s1, || "s1", now);
         b.push(
-            &h2(http(
-                "server",
-                3,
-                3,
-                10 * MS,
-                MS,
-                srv,
-                cli,
-                Some((T, CALLER)),
-            )),
-            || "s1",
+            &h2(http("server", 3, 3, 9 * MS, 3 * MS, srv, cli, None), 3),
+            || "s3",
             now,
         );
         b.push(
-            &h2(http("server", 3, 3, 9 * MS, 3 * MS, srv, cli, None)),
-            || "s2",
+            &h2(http("client", 2, 2, 8 * MS, 5 * MS, cli, srv, None), 3),
+            || "c3",
             now,
         );
         b.push(
-            &h2(http("client", 2, 2, 8 * MS, 5 * MS, cli, srv, None)),
-            || "c2",
+            &h2(http("client", 2, 2, 9 * MS, 3 * MS, cli, srv, None), 1),
+            || "c1",
             now,
         );
-        let got = sort(b.tick(now + MS));
-        let names: BTreeSet<&str> = got.requests.iter().map(|r| r.0.as_str()).collect();
-        assert_eq!(
-            names,
-            BTreeSet::from(["s1", "s2"]),
-            "servers decided at once"
+        // A stream whose id is not known (0) joins nothing and waits for nothing.
+        b.push(
+            &h2(http("server", 3, 3, 30 * MS, MS, srv, cli, None), 0),
+            || "s0",
+            now,
         );
-        let s1 = got.requests.iter().find(|r| r.0 == "s1").unwrap();
-        assert_eq!((s1.2, s1.3), (hex::<8>(CALLER), How::Wire));
-        assert_eq!(b.stats().server_hop, 0);
+        let got = sort(b.tick(now + 2_000 * MS));
+        let find = |n: &str| got.requests.iter().find(|r| r.0 == n).unwrap().clone();
+        let (c1, c3, s1, s3, s0) = (find("c1"), find("c3"), find("s1"), find("s3"), find("s0"));
+        assert_eq!((s3.2, s3.3), (Some(c3.1.span), How::Hop));
+        assert_eq!(s3.1.trace, c3.1.trace);
+        assert_eq!((s1.2, s1.3), (Some(c1.1.span), How::Hop));
+        assert_eq!(s1.1.trace, c1.1.trace);
+        assert_eq!(s0.3, How::NewTrace);
+        assert_eq!(b.stats().server_hop, 2);
+        assert_eq!(b.stats().hop_mismatch, 0);
     }
 
     /// One connection's request events, pushed in order: (role, start,
