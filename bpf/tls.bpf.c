@@ -173,11 +173,11 @@ static __always_inline bool is_dot(const struct sock *sk)
 
 #define HDR_SIZE __builtin_offsetof(struct tls_event, data)
 
-static __always_inline int ssl_leave(long ret, __u8 fn)
+/* A call ends: its plaintext (ret bytes, or the _ex count) is reported on
+ * its socket. The caller deletes the call. */
+static __always_inline void call_done(struct call *c, long ret, __u32 tid)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	__u32 zero = 0;
-	struct call *c;
 	struct conn fresh = {}, *st;
 	struct tls_event *e;
 	struct sockref ref = {}, *known;
@@ -186,14 +186,12 @@ static __always_inline int ssl_leave(long ret, __u8 fn)
 	__u8 source;
 	int d;
 
-	c = bpf_map_lookup_elem(&tls_calls, &tid);
-	if (!c || c->fn != fn)
-		return 0; /* not ours: a nested handshake's return leaves the outer call */
 	sslk = ssl_key(c->ssl);
 	if (c->sk) {
 		ref.sk = c->sk;
 		ref.fd = c->fd;
-		source = TLS_STAT_FD_SYSCALL;
+		source = c->fn == TLS_FN_GO_READ || c->fn == TLS_FN_GO_WRITE ? TLS_STAT_FD_GO
+									      : TLS_STAT_FD_SYSCALL;
 		bpf_map_update_elem(&tls_ssl_sock, &sslk, &ref, BPF_ANY);
 		bpf_map_update_elem(&tls_thread_sock, &tid, &ref, BPF_ANY);
 	} else if ((known = bpf_map_lookup_elem(&tls_ssl_sock, &sslk))) {
@@ -286,6 +284,17 @@ static __always_inline int ssl_leave(long ret, __u8 fn)
 	st->seq[d & 1] += moved;
 	output_event(e, HDR_SIZE + n);
 out:
+	return;
+}
+
+static __always_inline int ssl_leave(long ret, __u8 fn)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct call *c = bpf_map_lookup_elem(&tls_calls, &tid);
+
+	if (!c || c->fn != fn)
+		return 0; /* not ours: a nested handshake's return leaves the outer call */
+	call_done(c, ret, tid);
 	bpf_map_delete_elem(&tls_calls, &tid);
 	return 0;
 }
@@ -332,6 +341,100 @@ RET(ssl_write_ret, TLS_FN_SSL_WRITE)
 RET(ssl_read_ex_ret, TLS_FN_SSL_READ_EX)
 RET(ssl_write_ex_ret, TLS_FN_SSL_WRITE_EX)
 RET(ssl_handshake_ret, TLS_FN_HANDSHAKE)
+
+/* Go's crypto/tls: (*Conn).Read and (*Conn).Write, probed at entry and at
+ * each RET of the function (user space finds them by disassembling it: a
+ * uretprobe would break when Go moves the goroutine's stack). Go >= 1.17's
+ * register ABI: the receiver and the slice's pointer and length in the
+ * first three integer registers, the result n in the first, the running
+ * goroutine's g in a register of its own. A goroutine can move to another
+ * thread while it waits inside Read, so calls are keyed by g, not by
+ * thread. */
+#if defined(__TARGET_ARCH_x86)
+#define GO_ARG1(x) ((x)->ax)
+#define GO_ARG2(x) ((x)->bx)
+#define GO_ARG3(x) ((x)->cx)
+#define GO_G(x) ((x)->r14)
+#elif defined(__TARGET_ARCH_arm64)
+#define GO_ARG1(x) (((const struct user_pt_regs *)(x))->regs[0])
+#define GO_ARG2(x) (((const struct user_pt_regs *)(x))->regs[1])
+#define GO_ARG3(x) (((const struct user_pt_regs *)(x))->regs[2])
+#define GO_G(x) (((const struct user_pt_regs *)(x))->regs[28])
+#endif
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64); /* g, with the tgid mixed in */
+	__type(value, struct call);
+} tls_go_calls SEC(".maps");
+
+/* The descriptor under a *tls.Conn: its first field, conn net.Conn (an
+ * interface: type word, then data), holds a *net.TCPConn, whose first
+ * word is its *netFD, whose poll.FD has Sysfd after its 16-byte fdMutex.
+ * Stable since Go 1.9; anything else reads as no socket. */
+static __always_inline long go_conn_fd(__u64 conn)
+{
+	__u64 data = 0, netfd = 0;
+	__s64 fd = -1;
+
+	if (bpf_probe_read_user(&data, sizeof(data), (void *)(conn + 8)) || !data)
+		return -1;
+	if (bpf_probe_read_user(&netfd, sizeof(netfd), (void *)data) || !netfd)
+		return -1;
+	if (bpf_probe_read_user(&fd, sizeof(fd), (void *)(netfd + 16)))
+		return -1;
+	return fd;
+}
+
+static __always_inline int go_enter(struct pt_regs *ctx, __u8 fn, __u8 dir)
+{
+	__u64 conn = GO_ARG1(ctx);
+	__u64 key = ssl_key(GO_G(ctx));
+	struct call c = { .ssl = conn, .buf = GO_ARG2(ctx), .fd = -1, .fn = fn, .dir = dir };
+	struct sock *sk;
+	long fd;
+
+	if (!should_trace_current())
+		return 0;
+	fd = go_conn_fd(conn);
+	if (fd >= 0 && fd < 1 << 20) {
+		sk = inet_sock_of_fd(fd, IPPROTO_TCP);
+		if (sk) {
+			c.sk = (__u64)sk;
+			c.fd = fd;
+		}
+	}
+	if (bpf_map_update_elem(&tls_go_calls, &key, &c, BPF_ANY))
+		stat_inc(STAT_MAP_FULL);
+	return 0;
+}
+
+SEC("uprobe")
+int go_tls_read_enter(struct pt_regs *ctx)
+{
+	return go_enter(ctx, TLS_FN_GO_READ, TLS_DIR_RX);
+}
+
+SEC("uprobe")
+int go_tls_write_enter(struct pt_regs *ctx)
+{
+	return go_enter(ctx, TLS_FN_GO_WRITE, TLS_DIR_TX);
+}
+
+/* At a RET of either function: n in the first result register. */
+SEC("uprobe")
+int go_tls_ret(struct pt_regs *ctx)
+{
+	__u64 key = ssl_key(GO_G(ctx));
+	struct call *c = bpf_map_lookup_elem(&tls_go_calls, &key);
+
+	if (!c)
+		return 0;
+	call_done(c, (long)GO_ARG1(ctx), (__u32)bpf_get_current_pid_tgid());
+	bpf_map_delete_elem(&tls_go_calls, &key);
+	return 0;
+}
 
 /* A socket syscall inside an SSL call: that is the call's socket. */
 static __always_inline int nested(long fd)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /* tls probe, kernel side: the plaintext of OpenSSL's SSL_read/SSL_write
- * (and their _ex forms) of selected tasks, with the socket the call used.
+ * (and their _ex forms) and of Go's crypto/tls (*Conn).Read/Write of
+ * selected tasks, with the socket the call used.
  * The record has the shape of the http probe's, so user space parses it the
  * same way (podscope-proto), marked as TLS. */
 #ifndef PODSCOPE_TLS_H
@@ -22,6 +23,8 @@
 #define TLS_FN_SSL_READ_EX 3
 #define TLS_FN_SSL_WRITE_EX 4
 #define TLS_FN_HANDSHAKE 5 /* SSL_do_handshake: only teaches which socket an SSL* uses */
+#define TLS_FN_GO_READ 6   /* Go's crypto/tls.(*Conn).Read */
+#define TLS_FN_GO_WRITE 7  /* Go's crypto/tls.(*Conn).Write */
 
 /* How the socket of a call was found (tls_stats per-CPU array). */
 #define TLS_STAT_FD_SYSCALL 0  /* a socket syscall made inside the call */
@@ -31,7 +34,8 @@
 #define TLS_STAT_NOT_HTTP 4    /* connections whose plaintext is another protocol: not copied */
 #define TLS_STAT_OTHER_BYTES 5 /* plaintext bytes on those (counted, not copied) */
 #define TLS_STAT_EXEC_FULL 6   /* execs of selected tasks not queued for a library scan */
-#define TLS_STAT_MAX 7
+#define TLS_STAT_FD_GO 7       /* Go: the descriptor under the *tls.Conn */
+#define TLS_STAT_MAX 8
 
 #define TLS_PROTO_HTTP1 1
 #define TLS_PROTO_H2 2

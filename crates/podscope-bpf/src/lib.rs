@@ -18,6 +18,7 @@ mod dns;
 mod drop;
 mod exec;
 mod exit;
+mod golang;
 mod http;
 mod libssl;
 mod net;

@@ -51,6 +51,11 @@ pub(crate) fn maps_shared_objects(text: &str) -> bool {
 }
 
 pub(crate) fn parse_maps(text: &str) -> Vec<Mapped> {
+    parse_maps_where(text, is_libssl)
+}
+
+/// The mappings of the files whose path `wanted` picks, one per file.
+pub(crate) fn parse_maps_where(text: &str, wanted: impl Fn(&str) -> bool) -> Vec<Mapped> {
     let mut out: Vec<Mapped> = Vec::new();
     for line in text.lines() {
         let mut f = line.splitn(6, ' ');
@@ -64,7 +69,7 @@ pub(crate) fn parse_maps(text: &str) -> Vec<Mapped> {
             Some(p) => (p, true),
             None => (path, false),
         };
-        if !path.starts_with('/') || !is_libssl(path) {
+        if !path.starts_with('/') || !wanted(path) {
             continue;
         }
         let Some((maj, min)) = dev.split_once(':') else {

@@ -25,6 +25,7 @@ use podscope_model::{Event, EventData, ProbeKind, SockDataEvent, SockDataKind};
 use skel::{types, TlsProbeSkel, TlsProbeSkelBuilder};
 
 use crate::decode::{family_name, header, inet_addr, read_into, Clock};
+use crate::golang;
 use crate::libssl::{self, FileId, Roots, Schedule};
 use crate::load::{common_accessors, load_skeleton, DecodeFn, LoadSettings, LoadedProbe};
 
@@ -59,6 +60,11 @@ pub(crate) struct Probe {
     skel: crate::load::Owned<TlsProbeSkel<'static>>,
     /// Library files looked at, and how many uprobes each got.
     files: HashMap<FileId, usize>,
+    /// Executables looked at for Go's crypto/tls, and how many uprobes each
+    /// got (0: not Go, no crypto/tls, or not supported).
+    go_files: HashMap<FileId, usize>,
+    /// Go programs with crypto/tls that cannot be probed (said once each).
+    go_unsupported: u64,
     roots: Roots,
     schedule: Schedule,
     select: Select,
@@ -93,6 +99,8 @@ pub(crate) fn load(settings: &LoadSettings) -> Result<Box<dyn LoadedProbe>, crat
         links: test_link.into_iter().collect(),
         skel,
         files: HashMap::new(),
+        go_files: HashMap::new(),
+        go_unsupported: 0,
         roots: Roots::new(),
         schedule: Schedule::default(),
         select: Select {
@@ -158,6 +166,88 @@ impl Probe {
         self.links.extend(links);
     }
 
+    /// Looks at a process's executable once per file: a Go program with
+    /// crypto/tls gets uprobes at the entry and at each RET of
+    /// `(*Conn).Read` and `(*Conn).Write` (pid -1, as for libssl).
+    fn look_go(&mut self, pid: u32, maps: &str) {
+        use std::os::fd::AsRawFd;
+        let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+            return;
+        };
+        let exe = exe.to_string_lossy();
+        let exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe);
+        let Some(m) = libssl::parse_maps_where(maps, |p| p == exe)
+            .into_iter()
+            .next()
+        else {
+            return;
+        };
+        if self.go_files.contains_key(&m.id) {
+            return;
+        }
+        let path = libssl::host_path(pid, &m);
+        let Ok(file) = std::fs::File::open(&path) else {
+            return;
+        };
+        let fd_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let go = match golang::look(Path::new(&fd_path)) {
+            golang::Look::Tls(go) => go,
+            golang::Look::Unsupported(why) => {
+                self.go_unsupported += 1;
+                eprintln!(
+                    "podscope: warning: tls: {exe} (pid {pid}) is a Go program with crypto/tls \
+                     that cannot be probed ({why}): its TLS plaintext is not seen"
+                );
+                self.go_files.insert(m.id, 0);
+                return;
+            }
+            golang::Look::NotGo | golang::Look::NoTls => {
+                self.go_files.insert(m.id, 0);
+                return;
+            }
+        };
+        let p = &self.skel.progs;
+        let mut hooks: Vec<(&libbpf_rs::ProgramMut<'static>, &str, u64)> = vec![
+            (&p.go_tls_read_enter, golang::READ, 0),
+            (&p.go_tls_write_enter, golang::WRITE, 0),
+        ];
+        hooks.extend(
+            go.read_rets
+                .iter()
+                .map(|&o| (&p.go_tls_ret, golang::READ, o)),
+        );
+        hooks.extend(
+            go.write_rets
+                .iter()
+                .map(|&o| (&p.go_tls_ret, golang::WRITE, o)),
+        );
+        let mut links = Vec::new();
+        let mut failures = 0;
+        for (prog, func, offset) in hooks {
+            let opts = UprobeOpts {
+                func_name: Some(func.to_string()),
+                ..UprobeOpts::default()
+            };
+            match prog.attach_uprobe_with_opts(-1, &fd_path, offset as usize, opts) {
+                Ok(l) => links.push(l),
+                Err(_) => failures += 1,
+            }
+        }
+        if failures > 0 {
+            // Half a set would see requests without their responses: none.
+            links.clear();
+            self.go_unsupported += 1;
+            eprintln!(
+                "podscope: warning: tls: {exe} ({}): {failures} of its uprobes could not be \
+                 attached: its TLS plaintext is not seen",
+                go.version
+            );
+        }
+        self.attach_failures += failures;
+        self.go_files.insert(m.id, links.len());
+        self.links.extend(links);
+    }
+
     fn in_map(map: &dyn MapCore, key: &[u8]) -> bool {
         matches!(map.lookup(key, MapFlags::ANY), Ok(Some(_)))
     }
@@ -203,6 +293,7 @@ impl Probe {
             return false;
         };
         let dynamic = libssl::maps_shared_objects(&maps);
+        self.look_go(pid, &maps);
         for m in libssl::parse_maps(&maps) {
             self.attach_file(&libssl::host_path(pid, &m), m.id);
         }
@@ -344,9 +435,18 @@ impl LoadedProbe for Probe {
         let stat = |i| crate::load::read_stat(m, i);
         vec![
             ("libssl_files", self.files.len() as u64),
-            ("uprobes", self.files.values().sum::<usize>() as u64),
+            (
+                "go_programs",
+                self.go_files.values().filter(|n| **n > 0).count() as u64,
+            ),
+            ("go_unsupported", self.go_unsupported),
+            (
+                "uprobes",
+                (self.files.values().sum::<usize>() + self.go_files.values().sum::<usize>()) as u64,
+            ),
             ("attach_failures", self.attach_failures),
             ("socket_from_syscall", stat(0)),
+            ("socket_from_go_conn", stat(7)),
             ("socket_from_ssl", stat(1)),
             ("socket_from_thread", stat(2)),
             ("no_socket", stat(3)),
@@ -367,6 +467,8 @@ fn fn_name(n: u8) -> &'static str {
         2 => "SSL_write",
         3 => "SSL_read_ex",
         4 => "SSL_write_ex",
+        6 => "crypto/tls.(*Conn).Read",
+        7 => "crypto/tls.(*Conn).Write",
         _ => "",
     }
 }

@@ -471,13 +471,16 @@ impl Stage {
                     .map_or(0, |c| c.2)
             };
             text.push_str(&format!(
-                "podscope: tls: {} libssl files attached ({} uprobes), {} attach failures; \
-                 socket of each call: {} from its syscall, {} from its SSL object, {} from its thread, {} unknown (not reported); \
+                "podscope: tls: {} libssl files and {} Go programs attached ({} uprobes; {} Go \
+                 programs with crypto/tls not supported), {} attach failures; socket of each call: {} from its syscall, {} from its Go conn, {} from its SSL object, {} from its thread, {} unknown (not reported); \
                  {} connections were another protocol ({} bytes counted, not copied)\n",
                 tls("libssl_files"),
+                tls("go_programs"),
                 tls("uprobes"),
+                tls("go_unsupported"),
                 tls("attach_failures"),
                 tls("socket_from_syscall"),
+                tls("socket_from_go_conn"),
                 tls("socket_from_ssl"),
                 tls("socket_from_thread"),
                 tls("no_socket"),

@@ -561,7 +561,10 @@ fn https_from_a_pod_whose_libssl_is_only_in_its_image() {
     }
     let line = tls_summary(&err);
     // Only the image's own libssl: nginx (host) is not selected.
-    assert!(line.contains(": 1 libssl files attached"), "{line}");
+    assert!(
+        line.contains(": 1 libssl files and 0 Go programs attached"),
+        "{line}"
+    );
     assert!(line.contains(" 0 attach failures"), "{line}");
 }
 
@@ -628,7 +631,10 @@ fn libssl_first_mapped_after_the_trace_started_is_attached_from_the_exec() {
     expect.sort();
     assert_eq!(client, expect, "{err}");
     let line = tls_summary(&err);
-    assert!(line.contains(": 1 libssl files attached"), "{line}");
+    assert!(
+        line.contains(": 1 libssl files and 0 Go programs attached"),
+        "{line}"
+    );
 }
 
 /// Python's ssl module (SSL_read_ex/SSL_write_ex) reading a 40 KB response
@@ -693,4 +699,173 @@ print(n)
         "reads answered from OpenSSL's buffer: {line}"
     );
     assert!(line.contains(" 0 from its thread, 0 unknown"), "{line}");
+}
+
+const GO: &str = "/usr/bin/go";
+
+/// tests/go_https.go built (GOPATH mode, offline: only Go's standard
+/// library) into `dir`.
+fn go_https(dir: &Path) -> PathBuf {
+    assert!(
+        Path::new(GO).exists(),
+        "{GO} is missing: install Debian's golang-go (bash scripts/setup.sh)"
+    );
+    let src = dir.join("main.go");
+    std::fs::write(&src, include_str!("go_https.go")).unwrap();
+    let bin = dir.join("go-https");
+    let out = Command::new(GO)
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .env("GO111MODULE", "off")
+        .env(
+            "GOCACHE",
+            std::env::temp_dir().join("podscope-test-gocache"),
+        )
+        .env("GOFLAGS", "")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "go build of go_https.go: {out:?}");
+    bin
+}
+
+/// Go's crypto/tls (no libssl): a Go HTTPS server started before the trace
+/// (found by the trace's first scan) and a Go client started after it
+/// (found from its exec), and curl (OpenSSL) to the same server. What
+/// podscope reports on both sides must agree exactly with the server's own
+/// log of the requests it served.
+#[test]
+fn go_crypto_tls_requests_agree_exactly_with_the_servers_own_log() {
+    if !ready() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("podscope-go-https-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = go_https(&dir);
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=podscope-test",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl req: {out:?}");
+    let cg = Cgroup::new("go-https");
+    let addr = free_addr(1);
+    let (b, d) = (bin.display().to_string(), dir.display().to_string());
+    let mut server = cg
+        .command(&[
+            &b,
+            "server",
+            &addr.to_string(),
+            &format!("{d}/cert.pem"),
+            &format!("{d}/key.pem"),
+            &format!("{d}/served.log"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the Go server did not listen on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cgroup = cg.0.display().to_string();
+    let trace = Trace::start(&["http", "--cgroup", &cgroup, "-o", "json"]);
+    const N: usize = 5;
+    let url = format!("https://{addr}");
+    let got = cg
+        .command(&[&b, "client", &format!("{url}/"), &N.to_string()])
+        .output()
+        .unwrap();
+    assert!(got.status.success(), "the Go client: {got:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        vec!["200"; N],
+        "the Go client's own account"
+    );
+    // curl (libssl) to the Go server: keep-alive, a file longer than a TLS
+    // record, a 404.
+    let null = "/dev/null";
+    curl(
+        &cg,
+        &[
+            "-o",
+            null,
+            "-o",
+            null,
+            "-o",
+            null,
+            &format!("{url}/big"),
+            &format!("{url}/missing"),
+            &format!("{url}/"),
+        ],
+    );
+    let (out, err) = trace.stop();
+    let _ = server.kill();
+    let _ = server.wait();
+    let events = json_lines(&out);
+    let served = std::fs::read_to_string(dir.join("served.log")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut witness: Vec<(String, String, u16)> = served
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (
+                f[0].to_string(),
+                podscope_proto::redact_query(f[1]),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    witness.sort();
+    assert_eq!(witness.len(), N + 3, "the server's log: {served}");
+    let short = |rows: Vec<Row>| -> Vec<(String, String, u16)> {
+        rows.into_iter().map(|r| (r.0, r.1, r.2)).collect()
+    };
+    let comm = "go-https";
+    let server_seen = short(requests(&events, comm, "server"));
+    let mut client_seen = short(requests(&events, comm, "client"));
+    client_seen.extend(short(requests(&events, "curl", "client")));
+    client_seen.sort();
+    eprintln!(
+        "the Go server logged {} requests; podscope: {} served by it, {} sent (Go client and curl)\n{}",
+        witness.len(),
+        server_seen.len(),
+        client_seen.len(),
+        tls_summary(&err)
+    );
+    assert_eq!(
+        server_seen, witness,
+        "served by the Go server vs its log\n{err}"
+    );
+    assert_eq!(
+        client_seen, witness,
+        "sent by the Go client and curl vs the server's log\n{err}"
+    );
+    let line = tls_summary(&err);
+    assert!(line.contains("and 1 Go programs attached"), "{line}");
+    assert!(line.contains(" 0 attach failures"), "{line}");
+    assert!(line.contains(" 0 unknown"), "{line}");
+    assert!(!line.contains(" 0 from its Go conn"), "{line}");
 }

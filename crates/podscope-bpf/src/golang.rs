@@ -1,0 +1,213 @@
+//! Go executables for the tls probe: whether a file is a Go program that
+//! links crypto/tls, and where its `(*Conn).Read` and `(*Conn).Write`
+//! return. Go does not use libssl; its TLS is in the executable, and a
+//! uretprobe there breaks the program (Go moves goroutine stacks and checks
+//! return addresses), so each `RET` of the two functions is probed instead,
+//! found by disassembling them.
+//!
+//! Supported: Go >= 1.18 (the build info format that names the version
+//! directly; the register ABI started in 1.17), executables that keep their
+//! symbol table (`go build`'s default; `-ldflags=-s` strips it), x86_64
+//! (and arm64, by its fixed-size `RET`, untested here).
+
+use std::path::Path;
+
+use object::{Object, ObjectSection, ObjectSymbol};
+
+/// The two functions' symbols.
+pub(crate) const READ: &str = "crypto/tls.(*Conn).Read";
+pub(crate) const WRITE: &str = "crypto/tls.(*Conn).Write";
+
+/// What the tls probe needs of a Go executable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GoTls {
+    /// `go1.22.3`.
+    pub version: String,
+    /// Offsets of the `RET` instructions from each function's start.
+    pub read_rets: Vec<u64>,
+    pub write_rets: Vec<u64>,
+}
+
+/// What a look at an executable found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Look {
+    /// Not a Go program.
+    NotGo,
+    /// A Go program without crypto/tls.
+    NoTls,
+    /// A Go program whose TLS can be probed.
+    Tls(GoTls),
+    /// A Go program with TLS that cannot be: why.
+    Unsupported(String),
+}
+
+/// Looks at the executable at `path`.
+pub(crate) fn look(path: &Path) -> Look {
+    let Ok(file) = std::fs::File::open(path) else {
+        return Look::NotGo;
+    };
+    // SAFETY: a private read-only mapping of an executable file; a program
+    // being replaced under us gives wrong bytes at worst, which the ELF
+    // parser and the decoder reject or read as garbage, never unsafety in
+    // our code (the mapping is only read as a byte slice).
+    let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else {
+        return Look::NotGo;
+    };
+    look_bytes(&map)
+}
+
+/// [`look`] on the file's bytes.
+pub(crate) fn look_bytes(data: &[u8]) -> Look {
+    let Ok(elf) = object::File::parse(data) else {
+        return Look::NotGo;
+    };
+    let Some(info) = elf.section_by_name(".go.buildinfo") else {
+        return Look::NotGo;
+    };
+    let version = match info.data().ok().map(build_version) {
+        Some(Ok(v)) => v,
+        Some(Err(why)) => return Look::Unsupported(why),
+        None => return Look::Unsupported("unreadable .go.buildinfo".into()),
+    };
+    let mut read = None;
+    let mut write = None;
+    let mut symbols = 0usize;
+    for sym in elf.symbols() {
+        symbols += 1;
+        match sym.name() {
+            Ok(READ) => read = Some((sym.address(), sym.size())),
+            Ok(WRITE) => write = Some((sym.address(), sym.size())),
+            _ => {}
+        }
+    }
+    if symbols == 0 {
+        // Stripped: crypto/tls may be in it, but its functions cannot be
+        // found without parsing .gopclntab (not built).
+        return if contains(data, b"crypto/tls.(*Conn).Read") || contains(data, b"crypto/tls") {
+            Look::Unsupported(format!("{version}, stripped (no symbol table)"))
+        } else {
+            Look::NoTls
+        };
+    }
+    let (Some(read), Some(write)) = (read, write) else {
+        return Look::NoTls;
+    };
+    let arch = elf.architecture();
+    let rets = |(addr, size): (u64, u64)| -> Result<Vec<u64>, String> {
+        let code = elf
+            .sections()
+            .find(|s| s.address() <= addr && addr + size <= s.address() + s.size())
+            .and_then(|s| s.data_range(addr, size).ok().flatten())
+            .ok_or_else(|| format!("{version}: no code at {addr:#x}"))?;
+        let r = ret_offsets(arch, code, addr)?;
+        if r.is_empty() {
+            return Err(format!("{version}: no RET found at {addr:#x}"));
+        }
+        Ok(r)
+    };
+    match (rets(read), rets(write)) {
+        (Ok(read_rets), Ok(write_rets)) => Look::Tls(GoTls {
+            version,
+            read_rets,
+            write_rets,
+        }),
+        (Err(e), _) | (_, Err(e)) => Look::Unsupported(e),
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The Go version in a `.go.buildinfo` section: 14 bytes of magic, the
+/// pointer size, flags; with flag 2 (Go >= 1.18) the version follows at 32
+/// as a varint-prefixed string.
+fn build_version(b: &[u8]) -> Result<String, String> {
+    const MAGIC: &[u8] = b"\xff Go buildinf:";
+    if b.len() < 33 || &b[..14] != MAGIC {
+        return Err("unreadable .go.buildinfo".into());
+    }
+    if b[15] & 2 == 0 {
+        return Err("Go before 1.18 (its register ABI is not assumed)".into());
+    }
+    let (len, n) = uvarint(&b[32..]).ok_or("unreadable .go.buildinfo version")?;
+    let v = b
+        .get(32 + n..32 + n + len as usize)
+        .ok_or("unreadable .go.buildinfo version")?;
+    Ok(String::from_utf8_lossy(v).into_owned())
+}
+
+fn uvarint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut x = 0u64;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        x |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((x, i + 1));
+        }
+    }
+    None
+}
+
+/// Offsets of the return instructions in a function's code.
+fn ret_offsets(arch: object::Architecture, code: &[u8], addr: u64) -> Result<Vec<u64>, String> {
+    match arch {
+        #[cfg(target_arch = "x86_64")]
+        object::Architecture::X86_64 => {
+            use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+            let mut d = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+            let mut out = Vec::new();
+            while d.can_decode() {
+                let i = d.decode();
+                if i.is_invalid() {
+                    return Err(format!("undecodable instruction at {:#x}", i.ip()));
+                }
+                if i.mnemonic() == Mnemonic::Ret {
+                    out.push(i.ip() - addr);
+                }
+            }
+            Ok(out)
+        }
+        object::Architecture::Aarch64 => Ok(code
+            .chunks_exact(4)
+            .enumerate()
+            .filter(|(_, w)| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) == 0xd65f_03c0)
+            .map(|(i, _)| 4 * i as u64)
+            .collect()),
+        a => Err(format!("{a:?} executables are not supported")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_info_names_the_version() {
+        let mut b = b"\xff Go buildinf:".to_vec();
+        b.extend_from_slice(&[8, 2]);
+        b.resize(32, 0);
+        b.push(9);
+        b.extend_from_slice(b"go1.22.3x");
+        assert_eq!(build_version(&b), Ok("go1.22.3x".into()));
+        b[15] = 0;
+        assert!(build_version(&b).unwrap_err().contains("before 1.18"));
+        assert_eq!(uvarint(&[0x96, 0x01]), Some((150, 2)));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn rets_are_found_at_instruction_boundaries() {
+        // mov eax, 0xc3c3c3c3 (C3 bytes inside an immediate); ret; nop; ret
+        let code = [0xb8, 0xc3, 0xc3, 0xc3, 0xc3, 0xc3, 0x90, 0xc3];
+        assert_eq!(
+            ret_offsets(object::Architecture::X86_64, &code, 0x1000),
+            Ok(vec![5, 7])
+        );
+    }
+
+    #[test]
+    fn this_test_binary_is_not_go() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        assert_eq!(look(&exe), Look::NotGo);
+    }
+}
