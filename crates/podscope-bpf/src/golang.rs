@@ -6,9 +6,10 @@
 //! found by disassembling them.
 //!
 //! Supported: Go >= 1.18 (the build info format that names the version
-//! directly; the register ABI started in 1.17), executables that keep their
-//! symbol table (`go build`'s default; `-ldflags=-s` strips it), x86_64
-//! (and arm64, by its fixed-size `RET`, untested here).
+//! directly; the register ABI started in 1.17); the functions are found in
+//! the symbol table, or, in a stripped executable (`-ldflags=-s`), in the
+//! runtime's own function table (`.gopclntab`); x86_64 (and arm64, by its
+//! fixed-size `RET`, untested here).
 
 use std::path::Path;
 
@@ -18,14 +19,20 @@ use object::{Object, ObjectSection, ObjectSymbol};
 pub(crate) const READ: &str = "crypto/tls.(*Conn).Read";
 pub(crate) const WRITE: &str = "crypto/tls.(*Conn).Write";
 
-/// What the tls probe needs of a Go executable.
+/// What the tls probe needs of a Go executable: file offsets (what a
+/// uprobe is placed by).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct GoTls {
     /// `go1.22.3`.
     pub version: String,
-    /// Offsets of the `RET` instructions from each function's start.
+    /// The two functions' first instructions.
+    pub read: u64,
+    pub write: u64,
+    /// Their `RET` instructions.
     pub read_rets: Vec<u64>,
     pub write_rets: Vec<u64>,
+    /// Found through `.gopclntab` (a stripped executable), not `.symtab`.
+    pub from_pclntab: bool,
 }
 
 /// What a look at an executable found.
@@ -80,43 +87,120 @@ pub(crate) fn look_bytes(data: &[u8]) -> Look {
             _ => {}
         }
     }
-    if symbols == 0 {
-        // Stripped: crypto/tls may be in it, but its functions cannot be
-        // found without parsing .gopclntab (not built).
-        return if contains(data, b"crypto/tls.(*Conn).Read") || contains(data, b"crypto/tls") {
-            Look::Unsupported(format!("{version}, stripped (no symbol table)"))
-        } else {
-            Look::NoTls
+    let from_pclntab = symbols == 0;
+    if from_pclntab {
+        // Stripped (`-ldflags=-s`): the runtime's own function table still
+        // names every function.
+        let Some(tab) = elf
+            .section_by_name(".gopclntab")
+            .and_then(|s| s.data().ok())
+        else {
+            return Look::Unsupported(format!("{version}, stripped, without .gopclntab"));
         };
+        match pclntab_funcs(tab, &[READ, WRITE]) {
+            Ok(found) => {
+                read = found[0];
+                write = found[1];
+            }
+            Err(why) => return Look::Unsupported(format!("{version}, stripped: {why}")),
+        }
     }
     let (Some(read), Some(write)) = (read, write) else {
         return Look::NoTls;
     };
     let arch = elf.architecture();
-    let rets = |(addr, size): (u64, u64)| -> Result<Vec<u64>, String> {
-        let code = elf
+    // (file offset of the function, file offsets of its RETs)
+    let place = |(addr, size): (u64, u64)| -> Result<(u64, Vec<u64>), String> {
+        let sec = elf
             .sections()
             .find(|s| s.address() <= addr && addr + size <= s.address() + s.size())
-            .and_then(|s| s.data_range(addr, size).ok().flatten())
+            .ok_or_else(|| format!("{version}: no section holds {addr:#x}"))?;
+        let code = sec
+            .data_range(addr, size)
+            .ok()
+            .flatten()
             .ok_or_else(|| format!("{version}: no code at {addr:#x}"))?;
+        let (file_start, _) = sec
+            .file_range()
+            .ok_or_else(|| format!("{version}: {addr:#x} is not in the file"))?;
+        let at = file_start + (addr - sec.address());
         let r = ret_offsets(arch, code, addr)?;
         if r.is_empty() {
             return Err(format!("{version}: no RET found at {addr:#x}"));
         }
-        Ok(r)
+        Ok((at, r.into_iter().map(|o| at + o).collect()))
     };
-    match (rets(read), rets(write)) {
-        (Ok(read_rets), Ok(write_rets)) => Look::Tls(GoTls {
+    match (place(read), place(write)) {
+        (Ok((read, read_rets)), Ok((write, write_rets))) => Look::Tls(GoTls {
             version,
+            read,
+            write,
             read_rets,
             write_rets,
+            from_pclntab,
         }),
         (Err(e), _) | (_, Err(e)) => Look::Unsupported(e),
     }
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+/// The (address, size) of each named function in a Go >= 1.18 `.gopclntab`
+/// (the layout Go's debug/gosym reads as ver118 and ver120): a header of
+/// magic, pad, min instruction size, pointer size, then pointer-sized
+/// words: nfunc, nfiles, textStart, and the offsets of funcnametab, cutab,
+/// filetab, pctab and pclntab; pclntab starts with nfunc+1 pairs of u32
+/// (entry offset from textStart, offset of the function's `_func`), each
+/// `_func` starting with its entry offset and its name's offset in
+/// funcnametab. A function ends where the next begins.
+fn pclntab_funcs(t: &[u8], names: &[&str]) -> Result<Vec<Option<(u64, u64)>>, String> {
+    let u32_at =
+        |o: usize| -> Option<u32> { Some(u32::from_le_bytes(t.get(o..o + 4)?.try_into().ok()?)) };
+    let magic = u32_at(0).ok_or("short .gopclntab")?;
+    if magic != 0xffff_fff0 && magic != 0xffff_fff1 {
+        return Err(format!(
+            ".gopclntab magic {magic:#x} is not Go 1.18's or 1.20's"
+        ));
+    }
+    let ptr = *t.get(7).ok_or("short .gopclntab")? as usize;
+    if ptr != 8 && ptr != 4 {
+        return Err(format!(".gopclntab pointer size {ptr}"));
+    }
+    let word = |i: usize| -> Option<u64> {
+        let o = 8 + i * ptr;
+        let b = t.get(o..o + ptr)?;
+        Some(if ptr == 8 {
+            u64::from_le_bytes(b.try_into().ok()?)
+        } else {
+            u64::from(u32::from_le_bytes(b.try_into().ok()?))
+        })
+    };
+    let bad = || ".gopclntab header out of range".to_string();
+    let nfunc = word(0).ok_or_else(bad)? as usize;
+    let text_start = word(2).ok_or_else(bad)?;
+    let funcnametab = word(3).ok_or_else(bad)? as usize;
+    let pcln = word(7).ok_or_else(bad)? as usize;
+    let mut out = vec![None; names.len()];
+    for i in 0..nfunc {
+        let e = pcln + i * 8;
+        let (Some(entry), Some(funcoff), Some(next)) = (u32_at(e), u32_at(e + 4), u32_at(e + 8))
+        else {
+            return Err(".gopclntab function table out of range".into());
+        };
+        let Some(name_off) = u32_at(pcln + funcoff as usize + 4) else {
+            continue;
+        };
+        let n = funcnametab + name_off as usize;
+        let Some(rest) = t.get(n..) else {
+            continue;
+        };
+        let name = &rest[..rest.iter().position(|b| *b == 0).unwrap_or(rest.len())];
+        if let Some(k) = names.iter().position(|w| w.as_bytes() == name) {
+            out[k] = Some((
+                text_start + u64::from(entry),
+                u64::from(next.saturating_sub(entry)),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// The Go version in a `.go.buildinfo` section: 14 bytes of magic, the

@@ -207,28 +207,22 @@ impl Probe {
             }
         };
         let p = &self.skel.progs;
-        let mut hooks: Vec<(&libbpf_rs::ProgramMut<'static>, &str, u64)> = vec![
-            (&p.go_tls_read_enter, golang::READ, 0),
-            (&p.go_tls_write_enter, golang::WRITE, 0),
+        // By file offset: a stripped executable has no symbol to name.
+        let mut hooks: Vec<(&libbpf_rs::ProgramMut<'static>, u64)> = vec![
+            (&p.go_tls_read_enter, go.read),
+            (&p.go_tls_write_enter, go.write),
         ];
         hooks.extend(
             go.read_rets
                 .iter()
-                .map(|&o| (&p.go_tls_ret, golang::READ, o)),
-        );
-        hooks.extend(
-            go.write_rets
-                .iter()
-                .map(|&o| (&p.go_tls_ret, golang::WRITE, o)),
+                .chain(&go.write_rets)
+                .map(|&o| (&p.go_tls_ret, o)),
         );
         let mut links = Vec::new();
         let mut failures = 0;
-        for (prog, func, offset) in hooks {
-            let opts = UprobeOpts {
-                func_name: Some(func.to_string()),
-                ..UprobeOpts::default()
-            };
-            match prog.attach_uprobe_with_opts(-1, &fd_path, offset as usize, opts) {
+        for (prog, offset) in hooks {
+            match prog.attach_uprobe_with_opts(-1, &fd_path, offset as usize, UprobeOpts::default())
+            {
                 Ok(l) => links.push(l),
                 Err(_) => failures += 1,
             }

@@ -704,8 +704,9 @@ print(n)
 const GO: &str = "/usr/bin/go";
 
 /// tests/go_https.go built (GOPATH mode, offline: only Go's standard
-/// library) into `dir`.
-fn go_https(dir: &Path) -> PathBuf {
+/// library) into `dir`; `stripped`: without its symbol table (`-ldflags=-s
+/// -w`, as many images ship Go programs).
+fn go_https(dir: &Path, stripped: bool) -> PathBuf {
     assert!(
         Path::new(GO).exists(),
         "{GO} is missing: install Debian's golang-go (bash scripts/setup.sh)"
@@ -713,8 +714,13 @@ fn go_https(dir: &Path) -> PathBuf {
     let src = dir.join("main.go");
     std::fs::write(&src, include_str!("go_https.go")).unwrap();
     let bin = dir.join("go-https");
-    let out = Command::new(GO)
-        .args(["build", "-o"])
+    let mut cmd = Command::new(GO);
+    cmd.arg("build");
+    if stripped {
+        cmd.arg("-ldflags=-s -w");
+    }
+    let out = cmd
+        .arg("-o")
         .arg(&bin)
         .arg(&src)
         .env("GO111MODULE", "off")
@@ -736,13 +742,27 @@ fn go_https(dir: &Path) -> PathBuf {
 /// log of the requests it served.
 #[test]
 fn go_crypto_tls_requests_agree_exactly_with_the_servers_own_log() {
+    go_crypto_tls(false);
+}
+
+/// The same with the executable stripped of its symbol table: the two
+/// functions are found in the runtime's own table (.gopclntab).
+#[test]
+fn go_crypto_tls_of_a_stripped_executable() {
+    go_crypto_tls(true);
+}
+
+fn go_crypto_tls(stripped: bool) {
     if !ready() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("podscope-go-https-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "podscope-go-https-{}-{stripped}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let bin = go_https(&dir);
+    let bin = go_https(&dir, stripped);
     let out = Command::new("openssl")
         .args([
             "req",
@@ -764,8 +784,8 @@ fn go_crypto_tls_requests_agree_exactly_with_the_servers_own_log() {
         .output()
         .unwrap();
     assert!(out.status.success(), "openssl req: {out:?}");
-    let cg = Cgroup::new("go-https");
-    let addr = free_addr(1);
+    let cg = Cgroup::new(if stripped { "go-https-s" } else { "go-https" });
+    let addr = free_addr(1 + u8::from(stripped));
     let (b, d) = (bin.display().to_string(), dir.display().to_string());
     let mut server = cg
         .command(&[
