@@ -342,9 +342,9 @@ RET(ssl_read_ex_ret, TLS_FN_SSL_READ_EX)
 RET(ssl_write_ex_ret, TLS_FN_SSL_WRITE_EX)
 RET(ssl_handshake_ret, TLS_FN_HANDSHAKE)
 
-/* Go's crypto/tls: (*Conn).Read and (*Conn).Write, probed at entry and at
- * each RET of the function (user space finds them by disassembling it: a
- * uretprobe would break when Go moves the goroutine's stack). Go >= 1.17's
+/* Go's crypto/tls: (*Conn).Read probed at entry and at each RET of the
+ * function (user space finds them by disassembling it: a uretprobe would
+ * break when Go moves the goroutine's stack); (*Conn).Write at entry. Go >= 1.17's
  * register ABI: the receiver and the slice's pointer and length in the
  * first three integer registers, the result n in the first, the running
  * goroutine's g in a register of its own. A goroutine can move to another
@@ -416,13 +416,34 @@ int go_tls_read_enter(struct pt_regs *ctx)
 	return go_enter(ctx, TLS_FN_GO_READ, TLS_DIR_RX);
 }
 
+/* Write is reported at its entry, the whole buffer (it writes all of it
+ * or fails): a goroutine can be descheduled between the write and the
+ * function's return, and the peer's answer would then seem to come before
+ * the request was sent. */
 SEC("uprobe")
 int go_tls_write_enter(struct pt_regs *ctx)
 {
-	return go_enter(ctx, TLS_FN_GO_WRITE, TLS_DIR_TX);
+	__u64 conn = GO_ARG1(ctx);
+	struct call c = { .ssl = conn, .buf = GO_ARG2(ctx), .fd = -1, .fn = TLS_FN_GO_WRITE,
+			  .dir = TLS_DIR_TX };
+	struct sock *sk;
+	long fd;
+
+	if (!should_trace_current())
+		return 0;
+	fd = go_conn_fd(conn);
+	if (fd >= 0 && fd < 1 << 20) {
+		sk = inet_sock_of_fd(fd, IPPROTO_TCP);
+		if (sk) {
+			c.sk = (__u64)sk;
+			c.fd = fd;
+		}
+	}
+	call_done(&c, (long)GO_ARG3(ctx), (__u32)bpf_get_current_pid_tgid());
+	return 0;
 }
 
-/* At a RET of either function: n in the first result register. */
+/* At a RET of Read: n in the first result register. */
 SEC("uprobe")
 int go_tls_ret(struct pt_regs *ctx)
 {

@@ -1,6 +1,6 @@
 //! Go executables for the tls probe: whether a file is a Go program that
-//! links crypto/tls, and where its `(*Conn).Read` and `(*Conn).Write`
-//! return. Go does not use libssl; its TLS is in the executable, and a
+//! links crypto/tls, where its `(*Conn).Read` and `(*Conn).Write` start and
+//! where Read returns. Go does not use libssl; its TLS is in the executable, and a
 //! uretprobe there breaks the program (Go moves goroutine stacks and checks
 //! return addresses), so each `RET` of the two functions is probed instead,
 //! found by disassembling them.
@@ -28,9 +28,8 @@ pub(crate) struct GoTls {
     /// The two functions' first instructions.
     pub read: u64,
     pub write: u64,
-    /// Their `RET` instructions.
+    /// Read's `RET` instructions (Write is reported at its entry).
     pub read_rets: Vec<u64>,
-    pub write_rets: Vec<u64>,
     /// Found through `.gopclntab` (a stripped executable), not `.symtab`.
     pub from_pclntab: bool,
 }
@@ -131,12 +130,11 @@ pub(crate) fn look_bytes(data: &[u8]) -> Look {
         Ok((at, r.into_iter().map(|o| at + o).collect()))
     };
     match (place(read), place(write)) {
-        (Ok((read, read_rets)), Ok((write, write_rets))) => Look::Tls(GoTls {
+        (Ok((read, read_rets)), Ok((write, _))) => Look::Tls(GoTls {
             version,
             read,
             write,
             read_rets,
-            write_rets,
             from_pclntab,
         }),
         (Err(e), _) | (_, Err(e)) => Look::Unsupported(e),

@@ -167,8 +167,8 @@ impl Probe {
     }
 
     /// Looks at a process's executable once per file: a Go program with
-    /// crypto/tls gets uprobes at the entry and at each RET of
-    /// `(*Conn).Read` and `(*Conn).Write` (pid -1, as for libssl).
+    /// crypto/tls gets uprobes at the entry of `(*Conn).Read` and
+    /// `(*Conn).Write` and at each RET of Read (pid -1, as for libssl).
     fn look_go(&mut self, pid: u32, maps: &str) {
         use std::os::fd::AsRawFd;
         let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
@@ -212,12 +212,7 @@ impl Probe {
             (&p.go_tls_read_enter, go.read),
             (&p.go_tls_write_enter, go.write),
         ];
-        hooks.extend(
-            go.read_rets
-                .iter()
-                .chain(&go.write_rets)
-                .map(|&o| (&p.go_tls_ret, o)),
-        );
+        hooks.extend(go.read_rets.iter().map(|&o| (&p.go_tls_ret, o)));
         let mut links = Vec::new();
         let mut failures = 0;
         for (prog, offset) in hooks {

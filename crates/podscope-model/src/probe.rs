@@ -377,11 +377,12 @@ impl ProbeKind {
         }
     }
 
-    /// Probes this one brings along: asking for `http` also loads `tls`, so
-    /// HTTPS requests are reported as well, and `dns` too, for DNS over TLS.
+    /// Probes this one brings along: asking for `http` (or `grpc`) also
+    /// loads `tls`, so requests and calls over TLS are reported as well,
+    /// and `dns` too, for DNS over TLS.
     pub fn implies(self) -> &'static [ProbeKind] {
         match self {
-            ProbeKind::Http | ProbeKind::Dns => &[ProbeKind::Tls],
+            ProbeKind::Http | ProbeKind::Grpc | ProbeKind::Dns => &[ProbeKind::Tls],
             _ => &[],
         }
     }
