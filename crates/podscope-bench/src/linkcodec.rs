@@ -79,6 +79,8 @@ fn samples() -> Vec<(&'static str, m::Event)> {
         (
             "tcp",
             ev(m::EventData::Tcp(m::TcpEvent {
+                dialed_addr: Box::default(),
+                dialed_port: 0,
                 kind: m::TcpKind::Close,
                 role: "client".into(),
                 family: "ipv4".into(),

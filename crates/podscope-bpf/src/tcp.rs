@@ -46,6 +46,8 @@ fn decode(data: &[u8], clock: &Clock) -> Option<Event> {
     let ends = matches!(kind, TcpKind::Close | TcpKind::ConnectFailed);
     let h = header!(raw.hdr);
     let data = EventData::Tcp(TcpEvent {
+        dialed_addr: Box::default(),
+        dialed_port: 0,
         kind,
         role: match raw.role {
             1 => "client",

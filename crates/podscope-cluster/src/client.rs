@@ -1076,6 +1076,8 @@ mod tests {
                 lifetime_ns: 1_500_000,
             })),
             ev(EventData::Tcp(TcpEvent {
+                dialed_addr: Box::default(),
+                dialed_port: 0,
                 kind: TcpKind::Close,
                 role: "client".into(),
                 family: "ipv6".into(),

@@ -59,6 +59,15 @@ impl Wire<String> for Cow<'static, str> {
     }
 }
 
+impl Wire<String> for Box<str> {
+    fn to_wire(&self) -> String {
+        self.to_string()
+    }
+    fn from_wire(w: String) -> Self {
+        w.into_boxed_str()
+    }
+}
+
 impl Wire<u64> for m::Timestamp {
     fn to_wire(&self) -> u64 {
         self.0
@@ -231,7 +240,7 @@ mirror!(m::ExecEvent => proto::ExecEvent { kind, ppid, filename, args, args_trun
 mirror!(m::ExitEvent => proto::ExitEvent { kind, ppid, exit_code, signal, core_dumped, lifetime_ns });
 mirror!(m::TcpEvent => proto::TcpEvent {
     kind, role, family, saddr, daddr, sport, dport, state, duration_ns, tx_bytes, rx_bytes,
-    retransmits, error
+    retransmits, error, dialed_addr, dialed_port
 });
 mirror!(m::BioEvent => proto::BioEvent {
     kind, disk, dev, op, sector, bytes, latency_ns, queued_ns, sync, error
@@ -668,6 +677,8 @@ mod tests {
     fn every_probe() -> Vec<m::Event> {
         let tcp = |kind, some: bool| {
             m::EventData::Tcp(m::TcpEvent {
+                dialed_addr: Box::default(),
+                dialed_port: 0,
                 kind,
                 role: "client".into(),
                 family: "ipv6".into(),

@@ -44,6 +44,8 @@ fn events(ns: &str, pod: &str, container: &str, cgroup_id: u64) -> Vec<Event> {
     };
     let tcp = |kind| {
         EventData::Tcp(TcpEvent {
+            dialed_addr: Box::default(),
+            dialed_port: 0,
             kind,
             role: "client".into(),
             family: "ipv4".into(),

@@ -1323,6 +1323,8 @@ mod tests {
 
     fn tcp(kind: TcpKind, dur: Option<u64>, tx: Option<u64>, rx: Option<u64>) -> EventData {
         EventData::Tcp(TcpEvent {
+            dialed_addr: Box::default(),
+            dialed_port: 0,
             kind,
             role: "client".into(),
             family: "ipv4".into(),

@@ -41,6 +41,8 @@ fn every_event() -> Vec<Event> {
     };
     let tcp = |kind| {
         EventData::Tcp(TcpEvent {
+            dialed_addr: Box::default(),
+            dialed_port: 0,
             kind,
             role: "client".into(),
             family: "ipv4".into(),

@@ -442,6 +442,10 @@ impl<'de> Deserialize<'de> for TpFields {
     }
 }
 
+fn str_is_empty(s: &str) -> bool {
+    s.is_empty()
+}
+
 fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
@@ -553,6 +557,15 @@ pub struct TcpEvent {
     pub sport: u16,
     /// Remote port.
     pub dport: u16,
+    /// A client's connection that NAT sent elsewhere (a Service's
+    /// ClusterIP): the address it dialed; `daddr`/`dport` are then the
+    /// server that answered, from the node's conntrack. Empty otherwise.
+    /// (A boxed str: it is rare, and the event stays small.)
+    #[serde(skip_serializing_if = "str_is_empty", default)]
+    pub dialed_addr: Box<str>,
+    /// The port dialed (see `dialed_addr`); 0 when nothing was rewritten.
+    #[serde(skip_serializing_if = "is_zero_u16", default)]
+    pub dialed_port: u16,
     /// TCP state name when it happened (`ESTABLISHED`, ...).
     pub state: String,
     /// close/connect_failed: lifetime since connect or accept.
@@ -1058,6 +1071,8 @@ mod tests {
             comm: "curl".into(),
             cgroup_id: 7,
             data: EventData::Tcp(TcpEvent {
+                dialed_addr: Box::default(),
+                dialed_port: 0,
                 kind: TcpKind::Close,
                 role: "client".into(),
                 family: "ipv4".into(),

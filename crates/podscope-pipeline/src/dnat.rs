@@ -5,10 +5,10 @@
 //! server's spans. The node's connection-tracking table knows the answer:
 //! the tracked connection's reply tuple comes from the server that really
 //! answered. [`Dnat`] asks it (ctnetlink, one `IPCTNL_MSG_CT_GET` per
-//! connection, cached a few seconds) for the client requests and DNS queries
-//! whose peer is not a pod of the node, and rewrites `daddr`/`dport` to the
-//! server that answered, keeping the dialed address in
-//! `dialed_addr`/`dialed_port`.
+//! connection, cached a few seconds) for the client connections (tcp
+//! events), requests and DNS queries whose peer is not a pod of the node,
+//! and rewrites `daddr`/`dport` to the server that answered, keeping the
+//! dialed address in `dialed_addr`/`dialed_port`.
 //!
 //! The socket is opened in the host's network namespace (PID 1's), where
 //! kube-proxy's rules and their conntrack entries live; the agent's own pod
@@ -336,8 +336,8 @@ fn parse_reply(mut b: &[u8], seq: u32) -> Reply {
 /// What [`Dnat::translate`] did with a session's events.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DnatCounts {
-    /// Client requests and DNS queries to a peer that is no pod of the node
-    /// (and not loopback): the ones asked about.
+    /// Client connection events, requests and DNS queries to a peer that is
+    /// no pod of the node (and not loopback): the ones asked about.
     pub asked: u64,
     /// Of those, the ones NAT had sent elsewhere: peer rewritten.
     pub translated: u64,
@@ -360,7 +360,8 @@ impl DnatCounts {
             return String::new();
         }
         format!(
-            "podscope: nat: {} requests and DNS queries to addresses no pod of the node has: {} \
+            "podscope: nat: {} client connection events, requests and DNS queries to addresses no \
+             pod of the node has: {} \
              sent elsewhere by NAT (peer rewritten to who answered, dialed_addr kept), {} not \
              translated, {} unknown (conntrack could not say)\n",
             self.asked,
@@ -402,52 +403,72 @@ fn socket_addr(addr: &str, port: u16) -> Option<SocketAddr> {
 }
 
 impl Dnat {
-    /// Rewrites the peer of client requests and DNS queries that NAT sent
-    /// elsewhere. `skip(addr)`: a peer known not to be translated (a pod of
+    /// Rewrites the peer of client connections, requests and DNS queries
+    /// that NAT sent elsewhere. `skip(addr)`: a peer known not to be translated (a pod of
     /// the node, loopback), not asked about.
     pub fn translate(&mut self, events: &mut [Event], skip: impl Fn(&str) -> bool) -> DnatCounts {
         let mut n = DnatCounts::default();
         for ev in events {
-            let (proto, saddr, sport, daddr, dport, dialed_addr, dialed_port) = match &mut ev.data {
-                EventData::Http(h) if h.role == "client" && h.dialed_addr.is_empty() => (
-                    TCP,
-                    &h.saddr,
-                    h.sport,
-                    &mut h.daddr,
-                    &mut h.dport,
-                    &mut h.dialed_addr,
-                    &mut h.dialed_port,
-                ),
-                EventData::Dns(d) if d.role == "client" && d.dialed_addr.is_empty() => (
-                    if d.transport == "tcp" { TCP } else { UDP },
-                    &d.saddr,
-                    d.sport,
-                    &mut d.daddr,
-                    &mut d.dport,
-                    &mut d.dialed_addr,
-                    &mut d.dialed_port,
-                ),
-                _ => continue,
-            };
-            if skip(daddr) {
-                continue;
-            }
-            let (Some(src), Some(dst)) = (socket_addr(saddr, sport), socket_addr(daddr, *dport))
-            else {
-                continue;
-            };
-            n.asked += 1;
-            match self.answered(proto, src, dst) {
-                Answer::To(to) => {
-                    *dialed_addr = std::mem::replace(daddr, to.ip().to_string());
-                    *dialed_port = std::mem::replace(dport, to.port());
-                    n.translated += 1;
+            match &mut ev.data {
+                EventData::Http(h) if h.role == "client" && h.dialed_addr.is_empty() => {
+                    if let Some(to) =
+                        self.rewrite(TCP, &h.saddr, h.sport, &h.daddr, h.dport, &skip, &mut n)
+                    {
+                        h.dialed_addr = std::mem::replace(&mut h.daddr, to.ip().to_string());
+                        h.dialed_port = std::mem::replace(&mut h.dport, to.port());
+                    }
                 }
-                Answer::Same => {}
-                Answer::Unknown => n.unknown += 1,
+                EventData::Dns(d) if d.role == "client" && d.dialed_addr.is_empty() => {
+                    let proto = if d.transport == "tcp" { TCP } else { UDP };
+                    if let Some(to) =
+                        self.rewrite(proto, &d.saddr, d.sport, &d.daddr, d.dport, &skip, &mut n)
+                    {
+                        d.dialed_addr = std::mem::replace(&mut d.daddr, to.ip().to_string());
+                        d.dialed_port = std::mem::replace(&mut d.dport, to.port());
+                    }
+                }
+                EventData::Tcp(t) if t.role == "client" && t.dialed_addr.is_empty() => {
+                    if let Some(to) =
+                        self.rewrite(TCP, &t.saddr, t.sport, &t.daddr, t.dport, &skip, &mut n)
+                    {
+                        t.dialed_addr = std::mem::replace(&mut t.daddr, to.ip().to_string()).into();
+                        t.dialed_port = std::mem::replace(&mut t.dport, to.port());
+                    }
+                }
+                _ => {}
             }
         }
         n
+    }
+
+    /// Where NAT sent `saddr:sport -> daddr:dport`, when it did; counted.
+    #[allow(clippy::too_many_arguments)]
+    fn rewrite(
+        &mut self,
+        proto: u8,
+        saddr: &str,
+        sport: u16,
+        daddr: &str,
+        dport: u16,
+        skip: &impl Fn(&str) -> bool,
+        n: &mut DnatCounts,
+    ) -> Option<SocketAddr> {
+        if skip(daddr) {
+            return None;
+        }
+        let (src, dst) = (socket_addr(saddr, sport)?, socket_addr(daddr, dport)?);
+        n.asked += 1;
+        match self.answered(proto, src, dst) {
+            Answer::To(to) => {
+                n.translated += 1;
+                Some(to)
+            }
+            Answer::Same => None,
+            Answer::Unknown => {
+                n.unknown += 1;
+                None
+            }
+        }
     }
 
     fn answered(&mut self, proto: u8, src: SocketAddr, dst: SocketAddr) -> Answer {

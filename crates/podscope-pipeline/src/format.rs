@@ -150,7 +150,10 @@ pub fn details(ev: &Event) -> String {
                 )
             };
             let arrow = if t.role == "server" { "<-" } else { "->" };
-            let mut s = format!("{l} {arrow} {r}");
+            let mut s = format!(
+                "{l} {arrow} {r}{}",
+                dialed(&t.family, &t.dialed_addr, t.dialed_port)
+            );
             if t.kind == TcpKind::Close {
                 s.push_str(&format!(
                     " lifetime {} tx {} rx {}",

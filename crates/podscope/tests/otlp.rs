@@ -838,6 +838,8 @@ fn exporter_throughput_and_bounded_queue() {
             comm: "client".into(),
             cgroup_id: 10 + i % 20,
             data: EventData::Tcp(TcpEvent {
+                dialed_addr: Box::default(),
+                dialed_port: 0,
                 kind: TcpKind::Close,
                 role: "client".into(),
                 family: "ipv4".into(),

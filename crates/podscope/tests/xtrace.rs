@@ -1399,7 +1399,7 @@ fn a_request_to_a_service_address_is_joined_to_the_pod_that_answered() {
     let bin = std::env::var("PODSCOPE_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_podscope").to_string());
     let mut cmd = Command::new("unshare");
-    cmd.args(["--net", "--", &bin, "trace", "http,dns", "-n", &ns])
+    cmd.args(["--net", "--", &bin, "trace", "http,dns,tcp", "-n", &ns])
         .args(["--runtime-endpoint", &endpoint(), "-o", "json"])
         .stdout(std::fs::File::create(&json).unwrap())
         .stderr(Stdio::piped());
@@ -1502,18 +1502,39 @@ fn a_request_to_a_service_address_is_joined_to_the_pod_that_answered() {
     let parents: BTreeSet<String> = servers.iter().map(parent).collect();
     assert_eq!(parents.len(), N, "one server span per client span");
 
-    // Every client request and query was asked about, and translated.
+    // The JSON stream of the podscope in its own network namespace.
+    let text = std::fs::read_to_string(&json).unwrap();
+    // The client's connections: connected and closed, to the callee, via
+    // the Service's address.
+    let tcp: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["probe"] == "tcp" && e["pod"] == "web" && e["role"] == "client")
+        .collect();
+    for kind in ["connect", "close"] {
+        let of: BTreeSet<String> = tcp
+            .iter()
+            .filter(|e| e["kind"] == kind)
+            .map(|e| {
+                assert_eq!(e["daddr"], callee_ip.as_str(), "{e}");
+                assert_eq!(e["dport"], CALLEE_PORT, "{e}");
+                assert_eq!(e["dialed_addr"], svc.as_str(), "{e}");
+                assert_eq!(e["dialed_port"], SVC_PORT, "{e}");
+                e["sport"].to_string()
+            })
+            .collect();
+        assert_eq!(of, ports, "the client's tcp {kind} events");
+    }
+    // Every client connection event, request and query was asked about,
+    // and translated.
+    let asked = 2 * N + tcp.len();
     assert!(
         json_stderr.contains(&format!(
-            "nat: {} requests and DNS queries to addresses no pod of the node has: {} sent \
-             elsewhere by NAT",
-            2 * N,
-            2 * N
+            "nat: {asked} client connection events, requests and DNS queries to addresses no \
+             pod of the node has: {asked} sent elsewhere by NAT",
         )),
         "{json_stderr}"
     );
-    // The JSON stream of the podscope in its own network namespace.
-    let text = std::fs::read_to_string(&json).unwrap();
     let events: Vec<serde_json::Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

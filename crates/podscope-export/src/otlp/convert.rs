@@ -1320,6 +1320,16 @@ fn network_attrs(t: &TcpEvent) -> Vec<KeyValue> {
         kv_int("network.local.port", t.sport as i64),
     ];
     match t.role.as_str() {
+        // NAT sent it on: the server the client named is what it dialed.
+        "client" if !t.dialed_addr.is_empty() => {
+            a.push(kv_str("server.address", plain_addr(&t.dialed_addr)));
+            a.push(kv_int("server.port", t.dialed_port as i64));
+            a.push(kv_str(
+                "podscope.dialed.address",
+                plain_addr(&t.dialed_addr),
+            ));
+            a.push(kv_int("podscope.dialed.port", t.dialed_port as i64));
+        }
         "client" => {
             a.push(kv_str("server.address", &t.daddr));
             a.push(kv_int("server.port", t.dport as i64));
@@ -1762,6 +1772,8 @@ pub(crate) mod tests {
             comm: "nc".into(),
             cgroup_id: sport as u64,
             data: EventData::Tcp(TcpEvent {
+                dialed_addr: Box::default(),
+                dialed_port: 0,
                 kind,
                 role: role.into(),
                 family: "ipv4".into(),

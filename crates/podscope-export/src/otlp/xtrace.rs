@@ -1928,6 +1928,8 @@ mod tests {
             comm: String::new(),
             cgroup_id: 1,
             data: EventData::Tcp(podscope_model::TcpEvent {
+                dialed_addr: Box::default(),
+                dialed_port: 0,
                 kind: TcpKind::Retransmit,
                 role: String::new(),
                 family: "ipv4".into(),
