@@ -387,33 +387,40 @@ static __always_inline long go_conn_fd(__u64 conn)
 	return fd;
 }
 
-static __always_inline int go_enter(struct pt_regs *ctx, __u8 fn, __u8 dir)
+/* A call of either function as the rest of the probe keeps it: the
+ * connection, the buffer, and the socket under the connection. */
+static __always_inline void go_call(struct pt_regs *ctx, struct call *c, __u8 fn, __u8 dir)
 {
-	__u64 conn = GO_ARG1(ctx);
-	__u64 key = ssl_key(GO_G(ctx));
-	struct call c = { .ssl = conn, .buf = GO_ARG2(ctx), .fd = -1, .fn = fn, .dir = dir };
 	struct sock *sk;
 	long fd;
 
-	if (!should_trace_current())
-		return 0;
-	fd = go_conn_fd(conn);
+	c->ssl = GO_ARG1(ctx);
+	c->buf = GO_ARG2(ctx);
+	c->fd = -1;
+	c->fn = fn;
+	c->dir = dir;
+	fd = go_conn_fd(c->ssl);
 	if (fd >= 0 && fd < 1 << 20) {
 		sk = inet_sock_of_fd(fd, IPPROTO_TCP);
 		if (sk) {
-			c.sk = (__u64)sk;
-			c.fd = fd;
+			c->sk = (__u64)sk;
+			c->fd = fd;
 		}
 	}
-	if (bpf_map_update_elem(&tls_go_calls, &key, &c, BPF_ANY))
-		stat_inc(STAT_MAP_FULL);
-	return 0;
 }
 
 SEC("uprobe")
 int go_tls_read_enter(struct pt_regs *ctx)
 {
-	return go_enter(ctx, TLS_FN_GO_READ, TLS_DIR_RX);
+	__u64 key = ssl_key(GO_G(ctx));
+	struct call c = {};
+
+	if (!should_trace_current())
+		return 0;
+	go_call(ctx, &c, TLS_FN_GO_READ, TLS_DIR_RX);
+	if (bpf_map_update_elem(&tls_go_calls, &key, &c, BPF_ANY))
+		stat_inc(STAT_MAP_FULL);
+	return 0;
 }
 
 /* Write is reported at its entry, the whole buffer (it writes all of it
@@ -423,22 +430,11 @@ int go_tls_read_enter(struct pt_regs *ctx)
 SEC("uprobe")
 int go_tls_write_enter(struct pt_regs *ctx)
 {
-	__u64 conn = GO_ARG1(ctx);
-	struct call c = { .ssl = conn, .buf = GO_ARG2(ctx), .fd = -1, .fn = TLS_FN_GO_WRITE,
-			  .dir = TLS_DIR_TX };
-	struct sock *sk;
-	long fd;
+	struct call c = {};
 
 	if (!should_trace_current())
 		return 0;
-	fd = go_conn_fd(conn);
-	if (fd >= 0 && fd < 1 << 20) {
-		sk = inet_sock_of_fd(fd, IPPROTO_TCP);
-		if (sk) {
-			c.sk = (__u64)sk;
-			c.fd = fd;
-		}
-	}
+	go_call(ctx, &c, TLS_FN_GO_WRITE, TLS_DIR_TX);
 	call_done(&c, (long)GO_ARG3(ctx), (__u32)bpf_get_current_pid_tgid());
 	return 0;
 }

@@ -779,7 +779,7 @@ enum GrpcImpl {
     GoTls,
 }
 
-const GO: &str = "/usr/bin/go";
+use common::GO;
 /// Debian's golang-google-grpc-dev, for GOPATH mode.
 const GOPATH: &str = "/usr/share/gocode";
 
@@ -798,24 +798,7 @@ fn go_echo_server(dir: &Path) -> PathBuf {
             "{path} is missing: install Debian's {pkg} (bash scripts/setup.sh)"
         );
     }
-    let src = dir.join("main.go");
-    std::fs::write(&src, GO_SERVER).unwrap();
-    let bin = dir.join("grpc-echo");
-    let out = Command::new(GO)
-        .args(["build", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .env("GO111MODULE", "off")
-        .env("GOPATH", GOPATH)
-        .env(
-            "GOCACHE",
-            std::env::temp_dir().join("podscope-test-gocache"),
-        )
-        .env("GOFLAGS", "")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "go build of the gRPC server: {out:?}");
-    bin
+    common::go_build(dir, GO_SERVER, "grpc-echo", Some(GOPATH), false)
 }
 
 const GO_SERVER: &str = include_str!("grpc_echo_server.go");
@@ -835,19 +818,11 @@ impl Grpc {
         } else {
             String::new()
         };
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        if server == GrpcImpl::GoTls {
-            let out = Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-                .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-                .args(["-subj", "/CN=podscope-test", "-keyout"])
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "openssl req: {out:?}");
-        }
+        let (cert, key) = if server == GrpcImpl::GoTls {
+            common::self_signed(&dir)
+        } else {
+            Default::default()
+        };
         let (server_py, client_py) = (dir.join("server.py"), dir.join("client.py"));
         let mut args: Vec<&str> = match server {
             GrpcImpl::Python => vec![PYTHON, server_py.to_str().unwrap()],

@@ -71,27 +71,7 @@ impl Nginx {
             .map(|i| (b'a' + (i % 26) as u8) as char)
             .collect();
         std::fs::write(dir.join("www/big.txt"), big).unwrap();
-        let out = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=podscope-test",
-            ])
-            .arg("-keyout")
-            .arg(dir.join("key.pem"))
-            .arg("-out")
-            .arg(dir.join("cert.pem"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "openssl req: {out:?}");
+        common::self_signed(&dir);
         let d = dir.display();
         let conf = format!(
             r#"daemon off;
@@ -701,38 +681,11 @@ print(n)
     assert!(line.contains(" 0 from its thread, 0 unknown"), "{line}");
 }
 
-const GO: &str = "/usr/bin/go";
-
-/// tests/go_https.go built (GOPATH mode, offline: only Go's standard
-/// library) into `dir`; `stripped`: without its symbol table (`-ldflags=-s
-/// -w`, as many images ship Go programs).
+/// tests/go_https.go built (only Go's standard library) into `dir`;
+/// `stripped`: without its symbol table (`-ldflags=-s -w`, as many images
+/// ship Go programs).
 fn go_https(dir: &Path, stripped: bool) -> PathBuf {
-    assert!(
-        Path::new(GO).exists(),
-        "{GO} is missing: install Debian's golang-go (bash scripts/setup.sh)"
-    );
-    let src = dir.join("main.go");
-    std::fs::write(&src, include_str!("go_https.go")).unwrap();
-    let bin = dir.join("go-https");
-    let mut cmd = Command::new(GO);
-    cmd.arg("build");
-    if stripped {
-        cmd.arg("-ldflags=-s -w");
-    }
-    let out = cmd
-        .arg("-o")
-        .arg(&bin)
-        .arg(&src)
-        .env("GO111MODULE", "off")
-        .env(
-            "GOCACHE",
-            std::env::temp_dir().join("podscope-test-gocache"),
-        )
-        .env("GOFLAGS", "")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "go build of go_https.go: {out:?}");
-    bin
+    common::go_build(dir, include_str!("go_https.go"), "go-https", None, stripped)
 }
 
 /// Go's crypto/tls (no libssl): a Go HTTPS server started before the trace
@@ -763,27 +716,7 @@ fn go_crypto_tls(stripped: bool) {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let bin = go_https(&dir, stripped);
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=podscope-test",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "openssl req: {out:?}");
+    let (cert, key) = common::self_signed(&dir);
     let cg = Cgroup::new(if stripped { "go-https-s" } else { "go-https" });
     let addr = free_addr(1 + u8::from(stripped));
     let (b, d) = (bin.display().to_string(), dir.display().to_string());
@@ -792,8 +725,8 @@ fn go_crypto_tls(stripped: bool) {
             &b,
             "server",
             &addr.to_string(),
-            &format!("{d}/cert.pem"),
-            &format!("{d}/key.pem"),
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
             &format!("{d}/served.log"),
         ])
         .stdout(Stdio::null())

@@ -172,6 +172,39 @@ fn pod_of(ns: &str, name: &str, c: ContainerSpec) -> PodGuard {
     run_pod(&PodSpec::new(name, ns).unwrap(), &[c])
 }
 
+/// The dnsmasq pod ("dns"), started: STOCK_NAME is 10.1.2.3; its query log
+/// in /srv/dns/dnsmasq.log (the directory must exist).
+fn dns_pod(ns: &str, dir: &Path) -> PodGuard {
+    let address = format!("--address=/{STOCK_NAME}/10.1.2.3");
+    let pod = pod_of(
+        ns,
+        "dns",
+        host_container(
+            "dnsmasq",
+            dir,
+            &[
+                DNSMASQ,
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--port=53",
+                "--no-resolv",
+                "--no-hosts",
+                "--user=root",
+                &address,
+                "--log-queries",
+                "--log-facility=/srv/dns/dnsmasq.log",
+                "--pid-file=/tmp/dnsmasq.pid",
+            ],
+        ),
+    );
+    wait_for("dnsmasq to start", Duration::from_secs(30), || {
+        std::fs::read_to_string(dir.join("dns/dnsmasq.log"))
+            .unwrap_or_default()
+            .contains("cleared cache")
+    });
+    pod
+}
+
 /// The callee pod ("stock", CALLEE on CALLEE_PORT) and its address.
 fn callee_pod(ns: &str, dir: &Path) -> (PodGuard, String) {
     let callee = pod_of(
@@ -338,27 +371,7 @@ fn one_trace_per_request_through_nginx_a_threaded_app_and_its_callee() {
     std::fs::write(dir.join("app.py"), APP).unwrap();
     std::fs::write(dir.join("callee.py"), CALLEE).unwrap();
 
-    let dns = pod_of(
-        &ns,
-        "dns",
-        host_container(
-            "dnsmasq",
-            &dir,
-            &[
-                DNSMASQ,
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--port=53",
-                "--no-resolv",
-                "--no-hosts",
-                "--user=root",
-                &format!("--address=/{STOCK_NAME}/10.1.2.3"),
-                "--log-queries",
-                "--log-facility=/srv/dns/dnsmasq.log",
-                "--pid-file=/tmp/dnsmasq.pid",
-            ],
-        ),
-    );
+    let dns = dns_pod(&ns, &dir);
     let dns_ip = dns.pod.ip.clone().expect("the dns pod has an address");
     std::fs::write(dir.join("resolv.conf"), format!("nameserver {dns_ip}\n")).unwrap();
     let (callee, callee_ip) = callee_pod(&ns, &dir);
@@ -429,11 +442,6 @@ http {{
     wait_port("the callee to listen", &callee_ip, CALLEE_PORT);
     wait_port("the api to listen", &api_ip, API_PORT);
     wait_port("nginx to listen", &nginx_ip, NGINX_PORT);
-    wait_for("dnsmasq to start", Duration::from_secs(30), || {
-        std::fs::read_to_string(dir.join("dns/dnsmasq.log"))
-            .unwrap_or_default()
-            .contains("cleared cache")
-    });
     // Everything works before tracing (and warms Python's imports).
     assert!(order(&nginx_ip, "").1.contains("in-stock"));
     let warm_dns = std::fs::read_to_string(dir.join("dns/dnsmasq.log"))
@@ -1228,27 +1236,7 @@ fn a_request_to_a_service_address_is_joined_to_the_pod_that_answered() {
     std::fs::write(dir.join("callee.py"), CALLEE).unwrap();
     std::fs::write(dir.join("client.py"), SERVICE_CLIENT).unwrap();
     std::fs::create_dir_all(dir.join("dns")).unwrap();
-    let dns = pod_of(
-        &ns,
-        "dns",
-        host_container(
-            "dnsmasq",
-            &dir,
-            &[
-                DNSMASQ,
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--port=53",
-                "--no-resolv",
-                "--no-hosts",
-                "--user=root",
-                &format!("--address=/{STOCK_NAME}/10.1.2.3"),
-                "--log-queries",
-                "--log-facility=/srv/dns/dnsmasq.log",
-                "--pid-file=/tmp/dnsmasq.pid",
-            ],
-        ),
-    );
+    let dns = dns_pod(&ns, &dir);
     let dns_ip = dns.pod.ip.clone().expect("the dns pod has an address");
     // The client's nameserver is the Service's address, as kube-dns's is.
     std::fs::write(dir.join("resolv.conf"), format!("nameserver {svc}\n")).unwrap();
@@ -1276,25 +1264,10 @@ fn a_request_to_a_service_address_is_joined_to_the_pod_that_answered() {
     );
     let web_ip = web.pod.ip.clone().expect("an address");
     wait_port("the callee to listen", &callee_ip, CALLEE_PORT);
-    wait_for("dnsmasq to start", Duration::from_secs(30), || {
-        std::fs::read_to_string(dir.join("dns/dnsmasq.log"))
-            .unwrap_or_default()
-            .contains("cleared cache")
-    });
 
     // The Service: the ClusterIP routed to the host (the pod's gateway),
     // DNAT there to the callee, and forwarding allowed both ways.
-    let route = Command::new("ip")
-        .args(["-4", "-o", "route", "get", &web_ip])
-        .output()
-        .unwrap();
-    let route = String::from_utf8_lossy(&route.stdout).to_string();
-    let gw = route
-        .split_whitespace()
-        .skip_while(|w| *w != "src")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no host address towards {web_ip}: {route}"))
-        .to_string();
+    let gw = common::host_address_towards(&web_ip);
     let client_pid = web.pod.containers[0].pid.unwrap().to_string();
     let st = Command::new("nsenter")
         .args([

@@ -532,3 +532,65 @@ pub fn compile_c(tag: &str, src: &str, name: &str) -> PathBuf {
     assert!(ok, "compiling {name} (static; needs libc6-dev)");
     bin
 }
+
+/// A self-signed certificate (EC P-256, `CN=podscope-test`, one day) made
+/// with the openssl CLI in `dir`: (cert.pem, key.pem).
+pub fn self_signed(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=podscope-test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl req: {out:?}");
+    (cert, key)
+}
+
+/// Debian's Go.
+pub const GO: &str = "/usr/bin/go";
+
+/// A Go program (`src`, one file) built into `dir/name` in GOPATH mode,
+/// offline (`gopath`: Debian's Go packages, for imports beyond the
+/// standard library); Go's build cache in the temp dir keeps later builds
+/// short. `stripped`: without its symbol table (`-ldflags=-s -w`).
+pub fn go_build(
+    dir: &std::path::Path,
+    src: &str,
+    name: &str,
+    gopath: Option<&str>,
+    stripped: bool,
+) -> PathBuf {
+    assert!(
+        std::path::Path::new(GO).exists(),
+        "{GO} is missing: install Debian's golang-go (bash scripts/setup.sh)"
+    );
+    let file = dir.join(format!("{name}.go"));
+    std::fs::write(&file, src).unwrap();
+    let bin = dir.join(name);
+    let mut cmd = Command::new(GO);
+    cmd.arg("build");
+    if stripped {
+        cmd.arg("-ldflags=-s -w");
+    }
+    if let Some(p) = gopath {
+        cmd.env("GOPATH", p);
+    }
+    let out = cmd
+        .arg("-o")
+        .arg(&bin)
+        .arg(&file)
+        .env("GO111MODULE", "off")
+        .env(
+            "GOCACHE",
+            std::env::temp_dir().join("podscope-test-gocache"),
+        )
+        .env("GOFLAGS", "")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "go build of {name}: {out:?}");
+    bin
+}
