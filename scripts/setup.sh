@@ -61,4 +61,9 @@ fi
 mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing || log "could not mount tracefs"
 mountpoint -q /sys/kernel/debug || mount -t debugfs nodev /sys/kernel/debug || log "could not mount debugfs"
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf || log "could not mount bpffs"
+# tests/xtrace.rs's Service test: a DNATed connection's answer is bridged
+# back to the client pod, and only br_netfilter shows it to conntrack (as on
+# kube-proxy nodes). Built into some kernels; else loaded here if allowed.
+[ -e /proc/sys/net/bridge ] || modprobe br_netfilter 2>/dev/null ||
+  log "br_netfilter is not loaded and could not be (the Service test will say so)"
 log "ready"

@@ -157,7 +157,7 @@ impl ProbeKind {
                 "HTTP/1.x and HTTP/2 (h2c) requests served and made: method, path (query redacted), status, duration, sizes, peer"
             }
             ProbeKind::Grpc => {
-                "gRPC calls over HTTP/2 (h2c) served and made: service, method, grpc-status and message, duration, sizes, peer"
+                "gRPC calls over HTTP/2 (h2c, and inside TLS with tls) served and made: service, method, grpc-status and message, duration, sizes, peer"
             }
             ProbeKind::Dns => {
                 "DNS lookups made and answered over UDP and TCP port 53, and TLS port 853 (with tls): name, type, rcode, answers, latency"
@@ -166,7 +166,7 @@ impl ProbeKind {
                 "system calls: name, decoded arguments, result or errno, duration per thread (--syscall, --errors-only); --summary: per container count, errors, latency"
             }
             ProbeKind::Tls => {
-                "HTTPS: HTTP/1.x requests inside OpenSSL (libssl 1.1/3.x) TLS, from its plaintext; part of http"
+                "HTTPS: HTTP/1.x and HTTP/2 inside OpenSSL (libssl 1.1/3.x) or Go crypto/tls TLS, from its plaintext; part of http and grpc"
             }
             ProbeKind::Drop => {
                 "dropped packets: drop reason (kernel's names), where, pod (by socket, netns or address), flow; IPv4+IPv6"

@@ -733,14 +733,9 @@ fn go_crypto_tls(stripped: bool) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the Go server did not listen on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_for("the Go server to listen", Duration::from_secs(10), || {
+        TcpStream::connect(addr).is_ok()
+    });
     let cgroup = cg.0.display().to_string();
     let trace = Trace::start(&["http", "--cgroup", &cgroup, "-o", "json"]);
     const N: usize = 5;
